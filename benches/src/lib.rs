@@ -1,0 +1,1 @@
+//! Criterion benches for strata live in `benches/benches/`.

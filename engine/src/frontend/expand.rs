@@ -1,0 +1,1 @@
+//! BuildKit-compatible word expansion. (Being written.)

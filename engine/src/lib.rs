@@ -1,0 +1,25 @@
+//! strata's build engine.
+//!
+//! The pipeline runs in one direction; each arrow is a module:
+//!
+//! ```text
+//! Dockerfile ─frontend─▶ ast ─plan─▶ Plan (stages, steps, cache keys)
+//!            ─build─▶ step results (COPY/ADD → layer::write_layer → store)
+//!            ─image─▶ config + manifest (canonical JSON) ─export─▶ OCI dir / archives
+//! ```
+//!
+//! - [`frontend`]: Dockerfile parsing, word expansion, diagnostics.
+//! - [`context`]: the build context — `.dockerignore`, globbing, safe source resolution.
+//! - [`layer`]: the canonical layer form — tar writing, chunked parallel compression, archive reading.
+//! - [`plan`]: stages and steps, ARG/ENV scoping, cache keys.
+//! - [`build`]: the scheduler and step execution against the content store.
+//! - [`image`]: OCI config and manifest assembly, canonical JSON.
+//! - [`export`]: OCI layout, OCI archive and docker-archive outputs.
+
+pub mod build;
+pub mod context;
+pub mod export;
+pub mod frontend;
+pub mod image;
+pub mod layer;
+pub mod plan;
