@@ -1,1 +1,2 @@
-pub fn placeholder() {}
+pub mod digest;
+pub use digest::{Digest, DigestParseError, Sha256Hasher};
