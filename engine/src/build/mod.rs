@@ -1,1 +1,339 @@
-//! (being written)
+//! Running a plan: the scheduler and step execution against the content store.
+//!
+//! Stages run in dependency order; stages whose dependencies are done run concurrently, at
+//! most `jobs` at a time. Within a stage, steps run in order. A step whose key is in the index
+//! (and whose layer blob is present) is a hit: nothing runs. Results are recorded only after
+//! their blobs are committed, so an interrupted build caches nothing partial.
+
+pub mod copy;
+pub mod progress;
+pub mod rootfs;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use strata_cache::{Digest, ExplainInput, LayerRecord, StepRecord, Store, StoreError};
+
+use crate::context::{Context, ContextError};
+use crate::image::{self, AssembledImage, ImageInputs, LayerDesc};
+use crate::layer::{self, Compression, LayerError};
+use crate::plan::key::{self, Key, KeyHasher};
+use crate::plan::{Base, CopyFrom, Plan, StepKind};
+pub use progress::{Event, NoProgress, Progress, StepStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    Rootfs(#[from] rootfs::RootfsError),
+    #[error("`{}`: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("`{}` changed while it was being read; run the build again", path.display())]
+    ContextChanged { path: PathBuf },
+    #[error("--chown={spec}: {message}")]
+    Chown { spec: String, message: String },
+    #[error("COPY --from source `{path}` not found in the source stage")]
+    FromSourceMissing { path: String },
+    #[error("ADD `{}`: {message}", path.display())]
+    Archive { path: PathBuf, message: String },
+    #[error("base image blob {digest} from `{}`: {message}", layout.display())]
+    BaseBlob { digest: Digest, layout: PathBuf, message: String },
+    #[error("{stage_step}: {source}")]
+    Step { stage_step: String, source: Box<BuildError> },
+}
+
+/// How to run a plan.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub compression: Compression,
+    pub source_date_epoch: u64,
+    /// Ignore cached step results (results are still recorded).
+    pub no_cache: bool,
+    /// Maximum number of stages built at once.
+    pub jobs: usize,
+    /// Identifies the Dockerfile for `--explain` (the last key seen at each step).
+    pub explain_scope: String,
+}
+
+/// What a stage left behind.
+#[derive(Debug, Clone)]
+pub struct StageResult {
+    pub key: Key,
+    pub layers: Vec<LayerDesc>,
+    pub image: std::sync::Arc<AssembledImage>,
+}
+
+/// The outcome of a build.
+pub struct BuildOutput {
+    pub image: std::sync::Arc<AssembledImage>,
+    pub steps_executed: usize,
+    pub steps_cached: usize,
+}
+
+struct Counters {
+    executed: usize,
+    cached: usize,
+}
+
+/// Runs `plan` for the target stage, storing layers, config and manifest in `store`.
+pub fn run(
+    plan: &Plan,
+    ctx: &Context,
+    store: &Store,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<BuildOutput, BuildError> {
+    for w in &plan.warnings {
+        progress.event(&Event::Warning(w.clone()));
+    }
+    let results: Mutex<BTreeMap<usize, StageResult>> = Mutex::new(BTreeMap::new());
+    let counters = Mutex::new(Counters { executed: 0, cached: 0 });
+    // Waves: each stage goes in the wave after its last dependency.
+    let mut wave_of: BTreeMap<usize, usize> = BTreeMap::new();
+    for &s in &plan.order {
+        let w = plan.stages[s].deps.iter().map(|d| wave_of[d] + 1).max().unwrap_or(0);
+        wave_of.insert(s, w);
+    }
+    let n_waves = wave_of.values().max().map(|m| m + 1).unwrap_or(0);
+    for w in 0..n_waves {
+        let stages: Vec<usize> = plan.order.iter().copied().filter(|s| wave_of[s] == w).collect();
+        for chunk in stages.chunks(opts.jobs.max(1)) {
+            let errors: Mutex<Vec<BuildError>> = Mutex::new(Vec::new());
+            std::thread::scope(|sc| {
+                for &s in chunk {
+                    let (results, counters, errors) = (&results, &counters, &errors);
+                    sc.spawn(move || match run_stage(plan, s, ctx, store, opts, progress, results, counters) {
+                        Ok(r) => {
+                            results.lock().unwrap().insert(s, r);
+                        }
+                        Err(e) => errors.lock().unwrap().push(e),
+                    });
+                }
+            });
+            if let Some(e) = errors.into_inner().unwrap().into_iter().next() {
+                return Err(e);
+            }
+        }
+    }
+    let results = results.into_inner().unwrap();
+    let c = counters.into_inner().unwrap();
+    let target = &results[&plan.target];
+    let img = &target.image;
+    // Config and manifest go into the store too, so the image can be tagged and exported.
+    store.blobs().put(&img.config)?;
+    store.blobs().put(&img.manifest)?;
+    Ok(BuildOutput { image: target.image.clone(), steps_executed: c.executed, steps_cached: c.cached })
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn location(opts: &BuildOptions, stage: usize, step: usize) -> Key {
+    KeyHasher::new("location").str("scope", &opts.explain_scope).u64("stage", stage as u64).u64("step", step as u64).finish()
+}
+
+/// Says why `key` missed, comparing its inputs with the last key recorded at this step.
+fn explain_miss(store: &Store, loc: &Key, new_inputs: &[ExplainInput], no_cache: bool) -> Result<Vec<String>, BuildError> {
+    if no_cache {
+        return Ok(vec!["--no-cache".into()]);
+    }
+    let Some(prev_key) = store.index().get_last_at(loc)? else {
+        return Ok(vec!["first build of this step".into()]);
+    };
+    let Some(prev) = store.index().get_step(&prev_key)? else {
+        return Ok(vec!["the previous result of this step is no longer in the store".into()]);
+    };
+    let old: BTreeMap<&str, &[u8; 32]> = prev.explain.iter().map(|e| (e.name.as_str(), &e.value)).collect();
+    let new: BTreeMap<&str, &[u8; 32]> = new_inputs.iter().map(|e| (e.name.as_str(), &e.value)).collect();
+    let mut reasons = Vec::new();
+    if old.get("parent") != new.get("parent") && old.contains_key("parent") && new.contains_key("parent") {
+        reasons.push("the previous step changed".to_string());
+    }
+    if old.get("instruction") != new.get("instruction") {
+        reasons.push("the instruction or a variable it uses changed".to_string());
+    }
+    if old.get("state") != new.get("state") {
+        reasons.push("its result (config or ARG values) changed".to_string());
+    }
+    let mut files: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for (name, v) in &new {
+        if let Some((what, path)) = name.split_once(':') {
+            if matches!(what, "content" | "mode") {
+                match old.get(name) {
+                    None if what == "content" => files.entry(path.to_string()).or_default().push("added"),
+                    Some(o) if o != v => files.entry(path.to_string()).or_default().push(what),
+                    _ => {}
+                }
+            }
+        }
+    }
+    for name in old.keys() {
+        if let Some(path) = name.strip_prefix("content:") {
+            if !new.contains_key(name) {
+                files.entry(path.to_string()).or_default().push("removed");
+            }
+        }
+    }
+    if !files.is_empty() {
+        let n = files.len();
+        let shown: Vec<String> = files.iter().take(5).map(|(p, w)| format!("{p} ({})", w.join(", "))).collect();
+        reasons.push(format!(
+            "{n} file{} changed: {}{}",
+            if n == 1 { "" } else { "s" },
+            shown.join("; "),
+            if n > 5 { format!("; and {} more", n - 5) } else { String::new() }
+        ));
+    }
+    if reasons.is_empty() {
+        reasons.push("inputs differ from the last recorded build".into());
+    }
+    Ok(reasons)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_stage(
+    plan: &Plan,
+    s: usize,
+    ctx: &Context,
+    store: &Store,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+    results: &Mutex<BTreeMap<usize, StageResult>>,
+    counters: &Mutex<Counters>,
+) -> Result<StageResult, BuildError> {
+    let stage = &plan.stages[s];
+    progress.event(&Event::StageStart { stage: s, name: stage.name.clone(), steps: stage.steps.len() });
+    let base_stage = |i: usize| results.lock().unwrap().get(&i).cloned().expect("dependencies run first");
+    let (mut parent, mut layers, base_config): (Key, Vec<LayerDesc>, Option<Value>) = match &stage.base {
+        Base::Scratch => (KeyHasher::new("base").str("scratch", "").str("platform", &stage.platform.to_string()).finish(), Vec::new(), None),
+        Base::Stage(i) => {
+            let r = base_stage(*i);
+            let cfg: Value = serde_json::from_slice(&r.image.config).unwrap_or(Value::Null);
+            (r.key, r.layers.clone(), Some(cfg))
+        }
+        Base::Image(img) => {
+            import_base(store, img)?;
+            let k = KeyHasher::new("base").str("image", &img.manifest_digest.to_string()).str("platform", &stage.platform.to_string()).finish();
+            (k, img.layers.clone(), Some(img.config.clone()))
+        }
+    };
+    let mut history = Vec::new();
+    let tmp = tempfile::Builder::new().prefix("copy-").tempdir_in(store.root().join("tmp")).map_err(|e| BuildError::Io { path: store.root().join("tmp"), source: e })?;
+    for (i, step) in stage.steps.iter().enumerate() {
+        let start = Instant::now();
+        progress.event(&Event::StepStart { stage: s, step: i, text: step.text.clone() });
+        let wrap = |e: BuildError| BuildError::Step { stage_step: format!("stage {s}, step {} (`{}`)", i + 1, step.text), source: Box::new(e) };
+        let loc = location(opts, s, i);
+        let (key, explain_inputs, status, layer) = match &step.kind {
+            StepKind::Config { state } => {
+                let k = KeyHasher::new("config").key("parent", &parent).bytes("state", state).finish();
+                let inputs = vec![
+                    ExplainInput { name: "parent".into(), value: parent },
+                    ExplainInput { name: "state".into(), value: *blake3::hash(state).as_bytes() },
+                ];
+                let hit = !opts.no_cache && store.index().get_step(&k)?.is_some();
+                (k, inputs, if hit { StepStatus::Cached } else { StepStatus::Executed }, None)
+            }
+            StepKind::Copy(spec) => {
+                let from_result;
+                let from = match &spec.from {
+                    CopyFrom::Context => copy::FromSource::Context,
+                    CopyFrom::Stage(j) => {
+                        from_result = base_stage(*j);
+                        copy::FromSource::Rootfs { key: from_result.key, layers: &from_result.layers }
+                    }
+                    CopyFrom::Image(img) => {
+                        import_base(store, img).map_err(wrap)?;
+                        let k = KeyHasher::new("base").str("image", &img.manifest_digest.to_string()).finish();
+                        copy::FromSource::Rootfs { key: k, layers: &img.layers }
+                    }
+                };
+                let prep = copy::prepare(store, ctx, spec, &parent, &from, opts.compression.id(), true).map_err(wrap)?;
+                progress.event(&Event::Hashing { stage: s, step: i, files: prep.files, hashed: prep.hashed, bytes_hashed: prep.bytes_hashed });
+                let cached = if opts.no_cache { None } else { store.index().get_step(&prep.key)? };
+                let cached_layer = cached.and_then(|r| r.layer).filter(|l| store.blobs().contains(&l.digest));
+                match cached_layer {
+                    Some(l) => (prep.key, prep.explain, StepStatus::Cached, Some(l)),
+                    None => {
+                        let entries = copy::entries(store, spec, &prep, &layers, &from, opts.source_date_epoch, tmp.path()).map_err(wrap)?;
+                        let entries = layer::canonicalize(entries, opts.source_date_epoch).map_err(|e| wrap(e.into()))?;
+                        let mut w = store.blobs().writer()?;
+                        let out = layer::write_layer(&entries, opts.compression, &mut w).map_err(|e| wrap(e.into()))?;
+                        let (digest, size) = w.commit()?;
+                        debug_assert_eq!(digest, out.digest);
+                        let rec = LayerRecord {
+                            diff_id: out.diff_id,
+                            digest,
+                            size,
+                            media_type: out.media_type.to_string(),
+                            uncompressed_size: out.uncompressed_size,
+                        };
+                        store.index().put_layer(&out.diff_id, opts.compression.id(), &rec)?;
+                        (prep.key, prep.explain, StepStatus::Executed, Some(rec))
+                    }
+                }
+            }
+        };
+        let explain = if status == StepStatus::Executed { explain_miss(store, &loc, &explain_inputs, opts.no_cache)? } else { Vec::new() };
+        if status == StepStatus::Executed {
+            store.index().put_step(&key, &StepRecord { layer: layer.clone(), explain: explain_inputs, created_unix: unix_now() })?;
+            counters.lock().unwrap().executed += 1;
+        } else {
+            counters.lock().unwrap().cached += 1;
+        }
+        store.index().put_last_at(&loc, &key)?;
+        if let Some(l) = &layer {
+            layers.push(LayerDesc { digest: l.digest, size: l.size, media_type: l.media_type.clone(), diff_id: l.diff_id });
+        }
+        if let Some(h) = &step.history {
+            history.push(h.clone());
+        }
+        progress.event(&Event::StepDone {
+            stage: s,
+            step: i,
+            text: step.text.clone(),
+            status,
+            key: key::short(&key),
+            duration: start.elapsed(),
+            layer_bytes: layer.as_ref().map(|l| l.size).unwrap_or(0),
+            explain,
+        });
+        parent = key;
+    }
+    let assembled = image::assemble(ImageInputs {
+        platform: &stage.platform,
+        source_date_epoch: opts.source_date_epoch,
+        config_object: stage.config.to_config_object(),
+        author: stage.config.author.as_deref(),
+        base_config: base_config.as_ref(),
+        inherited_history: Vec::new(),
+        new_history: &history,
+        layers: &layers,
+    });
+    Ok(StageResult { key: parent, layers, image: std::sync::Arc::new(assembled) })
+}
+
+/// Copies a base image's layer blobs into the store, verifying each against its digest.
+fn import_base(store: &Store, img: &image::BaseImage) -> Result<(), BuildError> {
+    for l in &img.layers {
+        if store.blobs().contains(&l.digest) {
+            continue;
+        }
+        let src = img.layout.join("blobs/sha256").join(l.digest.hex());
+        store.blobs().import_file(&src, Some(&l.digest)).map_err(|e| BuildError::BaseBlob {
+            digest: l.digest,
+            layout: img.layout.clone(),
+            message: e.to_string(),
+        })?;
+    }
+    Ok(())
+}

@@ -1,1 +1,306 @@
-//! (being written)
+//! Image assembly: the OCI image configuration and manifest, as canonical JSON.
+//!
+//! Canonical means: object keys sorted bytewise at every level, no insignificant whitespace,
+//! absent fields omitted, every timestamp = SOURCE_DATE_EPOCH. Nothing host-derived (hostname,
+//! builder version, random ids) is ever written.
+
+pub mod layout;
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde_json::{json, Map, Value};
+use strata_cache::Digest;
+
+pub use layout::{BaseImage, LayerDesc};
+
+pub const MEDIA_TYPE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MEDIA_TYPE_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const MEDIA_TYPE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("invalid image reference `{reference}`: {reason}")]
+    BadReference { reference: String, reason: String },
+    #[error("`{}`: {reason}", layout.display())]
+    Layout { layout: PathBuf, reason: String },
+    #[error("image `{reference}` not found in the OCI layout (tags there: {})", if available.is_empty() { "none".to_string() } else { available.join(", ") })]
+    NotFound { reference: String, available: Vec<String> },
+    #[error("image `{reference}` has no manifest for platform {platform}")]
+    NoPlatform { reference: String, platform: String },
+    #[error("reading `{}`: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// A target platform (`linux/amd64`, `linux/arm64/v8`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// The platform strata runs on (the only one it can build for, for now).
+    pub fn host() -> Platform {
+        let arch = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "powerpc64" => "ppc64le",
+            other => other,
+        };
+        Platform {
+            os: "linux".into(),
+            architecture: arch.into(),
+            variant: (arch == "arm64").then(|| "v8".to_string()),
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Platform, String> {
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts.as_slice() {
+            [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: None,
+            }),
+            [os, arch, v] if !os.is_empty() && !arch.is_empty() && !v.is_empty() => Ok(Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: Some(v.to_string()),
+            }),
+            _ => Err(format!("invalid platform `{s}`: expected OS/ARCH[/VARIANT], e.g. linux/amd64")),
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Serialises `v` canonically: keys sorted at every level, compact. Done by hand so the result
+/// never depends on serde_json's `preserve_order` feature being switched on by some dependency.
+pub fn canonical_json(v: &Value) -> Vec<u8> {
+    fn sort(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                let mut out = Map::new();
+                for k in keys {
+                    out.insert(k.clone(), sort(&m[k]));
+                }
+                Value::Object(out)
+            }
+            Value::Array(a) => Value::Array(a.iter().map(sort).collect()),
+            other => other.clone(),
+        }
+    }
+    fn write(v: &Value, out: &mut Vec<u8>) {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push(b'{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend(serde_json::to_vec(k).expect("string serialises"));
+                    out.push(b':');
+                    write(&m[k], out);
+                }
+                out.push(b'}');
+            }
+            Value::Array(a) => {
+                out.push(b'[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write(x, out);
+                }
+                out.push(b']');
+            }
+            other => out.extend(serde_json::to_vec(&sort(other)).expect("scalar serialises")),
+        }
+    }
+    let mut out = Vec::new();
+    write(v, &mut out);
+    out
+}
+
+/// RFC 3339 UTC timestamp for a Unix time (`1970-01-01T00:00:00Z`).
+pub fn rfc3339(epoch: u64) -> String {
+    let days = (epoch / 86_400) as i64;
+    let secs = epoch % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm), valid for the whole u64 range we accept.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+/// One history entry of the image config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct History {
+    pub created_by: String,
+    pub empty_layer: bool,
+}
+
+/// A layer of the finished image.
+pub type ImageLayer = LayerDesc;
+
+/// Everything needed to write an image: its config and its layers.
+pub struct AssembledImage {
+    pub config: Vec<u8>,
+    pub config_digest: Digest,
+    pub manifest: Vec<u8>,
+    pub manifest_digest: Digest,
+    pub layers: Vec<ImageLayer>,
+}
+
+/// Inputs to [`assemble`].
+pub struct ImageInputs<'a> {
+    pub platform: &'a Platform,
+    pub source_date_epoch: u64,
+    /// The `config` object (from `ConfigState::to_config_object`).
+    pub config_object: Value,
+    pub author: Option<&'a str>,
+    /// The base image config (for history and unknown top-level fields), if any.
+    pub base_config: Option<&'a Value>,
+    /// History entries inherited from a base stage (already JSON), used when `base_config` is none.
+    pub inherited_history: Vec<Value>,
+    pub new_history: &'a [History],
+    pub layers: &'a [ImageLayer],
+}
+
+/// Builds the config and manifest JSON, canonically.
+pub fn assemble(inp: ImageInputs<'_>) -> AssembledImage {
+    let created = rfc3339(inp.source_date_epoch);
+    let mut top = match inp.base_config.and_then(Value::as_object) {
+        Some(m) => m.clone(),
+        None => Map::new(),
+    };
+    // Host- or builder-specific fields a base may carry are not ours to repeat.
+    for k in ["container", "container_config", "docker_version", "id", "parent"] {
+        top.remove(k);
+    }
+    let mut history: Vec<Value> = match inp.base_config {
+        Some(b) => b.get("history").and_then(Value::as_array).cloned().unwrap_or_default(),
+        None => inp.inherited_history.clone(),
+    };
+    for h in inp.new_history {
+        let mut e = Map::new();
+        e.insert("created".into(), Value::String(created.clone()));
+        e.insert("created_by".into(), Value::String(h.created_by.clone()));
+        e.insert("comment".into(), Value::String("strata.dockerfile.v1".into()));
+        if h.empty_layer {
+            e.insert("empty_layer".into(), Value::Bool(true));
+        }
+        history.push(Value::Object(e));
+    }
+    top.insert("created".into(), Value::String(created));
+    top.insert("architecture".into(), Value::String(inp.platform.architecture.clone()));
+    top.insert("os".into(), Value::String(inp.platform.os.clone()));
+    match &inp.platform.variant {
+        Some(v) => top.insert("variant".into(), Value::String(v.clone())),
+        None => top.remove("variant"),
+    };
+    match inp.author {
+        Some(a) => top.insert("author".into(), Value::String(a.to_string())),
+        None => top.remove("author"),
+    };
+    top.insert("config".into(), inp.config_object);
+    top.insert(
+        "rootfs".into(),
+        json!({
+            "type": "layers",
+            "diff_ids": inp.layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>(),
+        }),
+    );
+    if history.is_empty() {
+        top.remove("history");
+    } else {
+        top.insert("history".into(), Value::Array(history));
+    }
+    let config = canonical_json(&Value::Object(top));
+    let config_digest = Digest::of(&config);
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_MANIFEST,
+        "config": {
+            "mediaType": MEDIA_TYPE_CONFIG,
+            "digest": config_digest.to_string(),
+            "size": config.len(),
+        },
+        "layers": inp.layers.iter().map(|l| json!({
+            "mediaType": l.media_type,
+            "digest": l.digest.to_string(),
+            "size": l.size,
+        })).collect::<Vec<_>>(),
+    });
+    let manifest = canonical_json(&manifest);
+    AssembledImage {
+        manifest_digest: Digest::of(&manifest),
+        config,
+        config_digest,
+        manifest,
+        layers: inp.layers.to_vec(),
+    }
+}
+
+/// The history array of an assembled config (so a later stage can inherit it).
+pub fn history_of(config: &[u8]) -> Vec<Value> {
+    serde_json::from_slice::<Value>(config)
+        .ok()
+        .and_then(|v| v.get("history").and_then(Value::as_array).cloned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let v = json!({"b": 1, "a": {"d": [{"z": 1, "y": 2}], "c": "x"}});
+        assert_eq!(
+            String::from_utf8(canonical_json(&v)).unwrap(),
+            r#"{"a":{"c":"x","d":[{"y":2,"z":1}]},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn platform_parsing() {
+        assert_eq!(Platform::parse("linux/arm64/v8").unwrap().to_string(), "linux/arm64/v8");
+        assert!(Platform::parse("linux").is_err());
+        assert!(Platform::parse("linux//").is_err());
+    }
+}

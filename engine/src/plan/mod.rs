@@ -1,1 +1,862 @@
-//! (being written)
+//! Planning: the parsed Dockerfile → stages of steps, with ARG/ENV expanded and every
+//! config-only instruction resolved.
+//!
+//! The plan is pure data: building it reads the Dockerfile, and for `oci-layout://` bases the
+//! layout's small JSON blobs, nothing else. Cache keys for COPY/ADD need the content of context
+//! files, so they are computed by [`crate::build`] when the plan runs; the encoding lives in
+//! [`key`].
+
+pub mod config;
+pub mod key;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::frontend::ast::{self, Command, CommandLine, CopyCmd, Span, Word};
+use crate::frontend::expand::{expand_word, expand_words};
+use crate::frontend::{parse, Diagnostic};
+use crate::image::{self, layout, BaseImage, History, Platform};
+pub use config::ConfigState;
+
+/// What to plan.
+#[derive(Debug, Clone)]
+pub struct PlanRequest {
+    /// How the Dockerfile is named in messages (`Dockerfile`, `app/Dockerfile`).
+    pub dockerfile_name: String,
+    pub source: String,
+    /// The build context root (absolute).
+    pub context_dir: PathBuf,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub platform: Platform,
+}
+
+/// Where a stage starts from.
+#[derive(Debug, Clone)]
+pub enum Base {
+    Scratch,
+    Stage(usize),
+    Image(Box<BaseImage>),
+}
+
+/// Where COPY takes its sources from.
+#[derive(Debug, Clone)]
+pub enum CopyFrom {
+    Context,
+    Stage(usize),
+    Image(Box<BaseImage>),
+}
+
+/// One source of a COPY/ADD.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopySource {
+    /// A path or glob, variables expanded.
+    Path(String),
+    /// A heredoc body that becomes a file named `name`.
+    Heredoc { name: String, content: String },
+}
+
+/// A fully expanded COPY or ADD.
+#[derive(Debug, Clone)]
+pub struct CopySpec {
+    pub add: bool,
+    pub from: CopyFrom,
+    pub sources: Vec<CopySource>,
+    /// Absolute, cleaned destination (`/app` or `/app/`); a trailing `/` is kept because it
+    /// changes the meaning (copy *into* a directory).
+    pub dest: String,
+    pub chown: Option<String>,
+    pub chmod: Option<u32>,
+    pub link: bool,
+    pub excludes: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum StepKind {
+    /// A config-only instruction; `state` is the canonical encoding of the config and ARGs in
+    /// scope after it, which is all later steps can depend on.
+    Config { state: Vec<u8> },
+    Copy(Box<CopySpec>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub keyword: &'static str,
+    /// The instruction as written (continuations joined).
+    pub text: String,
+    pub span: Span,
+    pub kind: StepKind,
+    /// `None` for instructions that do not appear in image history (ARG).
+    pub history: Option<History>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub index: usize,
+    pub name: Option<String>,
+    pub base: Base,
+    pub platform: Platform,
+    pub steps: Vec<Step>,
+    /// Stages this one needs (its base, `COPY --from`).
+    pub deps: Vec<usize>,
+    /// The image config after the last step.
+    pub config: ConfigState,
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub stages: Vec<Stage>,
+    pub target: usize,
+    /// The stages to build, dependencies first (unused stages are left out, as BuildKit does).
+    pub order: Vec<usize>,
+    pub warnings: Vec<String>,
+}
+
+/// Plans a build. Errors are diagnostics pointing into the Dockerfile.
+pub fn plan(req: &PlanRequest) -> Result<Plan, Diagnostic> {
+    let df = parse(&req.dockerfile_name, &req.source)?;
+    Planner::new(req, df.directives.escape).run(df)
+}
+
+struct Planner<'a> {
+    req: &'a PlanRequest,
+    escape: char,
+    predefined: BTreeMap<String, String>,
+    consumed_args: BTreeSet<String>,
+}
+
+/// Names valid as `--build-arg` without being declared (Docker's proxy args).
+const PROXY_ARGS: &[&str] = &[
+    "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY",
+    "no_proxy", "ALL_PROXY", "all_proxy",
+];
+
+impl<'a> Planner<'a> {
+    fn new(req: &'a PlanRequest, escape: char) -> Self {
+        let host = Platform::host();
+        let mut predefined = BTreeMap::new();
+        let p = &req.platform;
+        predefined.insert("TARGETPLATFORM".into(), p.to_string());
+        predefined.insert("TARGETOS".into(), p.os.clone());
+        predefined.insert("TARGETARCH".into(), p.architecture.clone());
+        predefined.insert("TARGETVARIANT".into(), p.variant.clone().unwrap_or_default());
+        predefined.insert("BUILDPLATFORM".into(), host.to_string());
+        predefined.insert("BUILDOS".into(), host.os.clone());
+        predefined.insert("BUILDARCH".into(), host.architecture.clone());
+        predefined.insert("BUILDVARIANT".into(), host.variant.clone().unwrap_or_default());
+        Planner { req, escape, predefined, consumed_args: BTreeSet::new() }
+    }
+
+    fn diag(&self, span: Span, msg: impl Into<String>) -> Diagnostic {
+        Diagnostic::new(&self.req.dockerfile_name, &self.req.source, span, msg)
+    }
+
+    fn expand(&self, w: &Word, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, Diagnostic> {
+        expand_word(&w.raw, self.escape, lookup).map_err(|e| {
+            let span = Span { line: w.span.line, col: w.span.col + e.offset, len: 1 };
+            self.diag(span, format!("cannot expand `{}`: {}", w.raw, e.message))
+        })
+    }
+
+    fn expand_many(&self, w: &Word, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<String>, Diagnostic> {
+        expand_words(&w.raw, self.escape, lookup).map_err(|e| {
+            let span = Span { line: w.span.line, col: w.span.col + e.offset, len: 1 };
+            self.diag(span, format!("cannot expand `{}`: {}", w.raw, e.message))
+        })
+    }
+
+    fn run(mut self, df: ast::Dockerfile) -> Result<Plan, Diagnostic> {
+        let mut instrs = df.instructions.into_iter().peekable();
+        // Global ARGs (before the first FROM): usable in FROM lines, and as defaults for a
+        // stage's `ARG NAME` without a value.
+        let mut globals: BTreeMap<String, Option<String>> = BTreeMap::new();
+        while let Some(i) = instrs.peek() {
+            let Command::Arg(kvs) = &i.command else { break };
+            let kvs = kvs.clone();
+            instrs.next();
+            for kv in kvs {
+                let name = kv.key.raw.clone();
+                let value = match self.req.build_args.get(&name) {
+                    Some(v) => Some(v.clone()),
+                    None => match &kv.value {
+                        Some(w) => {
+                            let look = |n: &str| lookup_global(&globals, &self.predefined, n);
+                            Some(self.expand(w, &look)?)
+                        }
+                        None => self.predefined.get(&name).cloned(),
+                    },
+                };
+                self.consumed_args.insert(name.clone());
+                globals.insert(name, value);
+            }
+        }
+
+        // Split the rest into stages.
+        let mut raw_stages: Vec<(ast::Instruction, Vec<ast::Instruction>)> = Vec::new();
+        for i in instrs {
+            if matches!(i.command, Command::From(_)) {
+                raw_stages.push((i, Vec::new()));
+            } else if let Some(last) = raw_stages.last_mut() {
+                last.1.push(i);
+            } else {
+                return Err(self.diag(i.span, format!("{} before the first FROM", i.command.keyword())));
+            }
+        }
+        if raw_stages.is_empty() {
+            return Err(self
+                .diag(Span { line: 1, col: 1, len: 1 }, "no FROM instruction in the Dockerfile")
+                .with_hint("a Dockerfile starts with `FROM scratch` or `FROM <image>`"));
+        }
+
+        // Stage names first, so COPY --from can refer to any stage and cycles can be found.
+        let mut names: Vec<Option<String>> = Vec::new();
+        for (from, _) in &raw_stages {
+            let Command::From(f) = &from.command else { unreachable!() };
+            let name = f.alias.as_ref().map(|a| a.raw.to_ascii_lowercase());
+            if let Some(n) = &name {
+                if names.iter().any(|x| x.as_deref() == Some(n.as_str())) {
+                    let span = f.alias.as_ref().map(|a| a.span).unwrap_or(from.span);
+                    return Err(self.diag(span, format!("duplicate stage name `{n}`")));
+                }
+            }
+            names.push(name);
+        }
+
+        let mut stages: Vec<Stage> = Vec::new();
+        for (index, (from, body)) in raw_stages.into_iter().enumerate() {
+            let stage = self.plan_stage(index, &from, body, &globals, &names, &stages)?;
+            stages.push(stage);
+        }
+
+        let target = match &self.req.target {
+            None => stages.len() - 1,
+            Some(t) => {
+                let tl = t.to_ascii_lowercase();
+                names.iter().position(|n| n.as_deref() == Some(tl.as_str())).ok_or_else(|| {
+                    let known: Vec<String> = names.iter().flatten().map(|n| format!("`{n}`")).collect();
+                    self.diag(Span { line: 1, col: 1, len: 1 }, format!("target stage `{t}` not found"))
+                        .with_hint(if known.is_empty() {
+                            "the Dockerfile names no stages (`FROM … AS name`)".to_string()
+                        } else {
+                            format!("stages: {}", known.join(", "))
+                        })
+                })?
+            }
+        };
+        let order = self.build_order(&stages, target)?;
+
+        let mut warnings = Vec::new();
+        let unused: Vec<&String> = self
+            .req
+            .build_args
+            .keys()
+            .filter(|k| !self.consumed_args.contains(*k) && !PROXY_ARGS.contains(&k.as_str()))
+            .collect();
+        if !unused.is_empty() {
+            warnings.push(format!(
+                "build arguments not consumed by any ARG: {}",
+                unused.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        Ok(Plan { stages, target, order, warnings })
+    }
+
+    /// Depth-first from the target; a stage reached again while on the stack is a cycle.
+    fn build_order(&self, stages: &[Stage], target: usize) -> Result<Vec<usize>, Diagnostic> {
+        fn visit(
+            p: &Planner<'_>,
+            stages: &[Stage],
+            i: usize,
+            state: &mut Vec<u8>,
+            order: &mut Vec<usize>,
+            path: &mut Vec<usize>,
+        ) -> Result<(), Diagnostic> {
+            match state[i] {
+                2 => return Ok(()),
+                1 => {
+                    let cycle: Vec<String> = path
+                        .iter()
+                        .skip_while(|&&s| s != i)
+                        .chain(std::iter::once(&i))
+                        .map(|&s| stages[s].name.clone().unwrap_or_else(|| s.to_string()))
+                        .collect();
+                    return Err(p.diag(
+                        stages[i].steps.first().map(|s| s.span).unwrap_or_default(),
+                        format!("stages form a cycle: {}", cycle.join(" → ")),
+                    ));
+                }
+                _ => {}
+            }
+            state[i] = 1;
+            path.push(i);
+            for &d in &stages[i].deps {
+                visit(p, stages, d, state, order, path)?;
+            }
+            path.pop();
+            state[i] = 2;
+            order.push(i);
+            Ok(())
+        }
+        let mut state = vec![0u8; stages.len()];
+        let mut order = Vec::new();
+        visit(self, stages, target, &mut state, &mut order, &mut Vec::new())?;
+        Ok(order)
+    }
+
+    fn resolve_image(&self, w: &Word, spec: &str, platform: &Platform) -> Result<Box<BaseImage>, Diagnostic> {
+        if let Some(rest) = spec.strip_prefix("oci-layout://") {
+            return layout::load(rest, &self.req.context_dir, platform)
+                .map(Box::new)
+                .map_err(|e| self.diag(w.span, format!("{e}")));
+        }
+        if spec.contains("://") {
+            return Err(self.diag(w.span, format!("unsupported image source `{spec}`"))
+                .with_hint("use `scratch`, an earlier stage, or `oci-layout://DIR[:TAG]`"));
+        }
+        Err(self
+            .diag(w.span, format!("error: pulling `{spec}` from a registry is not supported yet"))
+            .with_hint(format!(
+                "export the image to an OCI layout (e.g. `skopeo copy docker://{spec} oci:base:tag`) and use `FROM oci-layout://base:tag`"
+            )))
+    }
+
+    fn plan_stage(
+        &mut self,
+        index: usize,
+        from: &ast::Instruction,
+        body: Vec<ast::Instruction>,
+        globals: &BTreeMap<String, Option<String>>,
+        names: &[Option<String>],
+        done: &[Stage],
+    ) -> Result<Stage, Diagnostic> {
+        let Command::From(f) = &from.command else { unreachable!() };
+        let look = |n: &str| lookup_global(globals, &self.predefined, n);
+        let platform = match &f.platform {
+            Some(w) => {
+                let p = self.expand(w, &look)?;
+                Platform::parse(&p).map_err(|e| self.diag(w.span, e))?
+            }
+            None => self.req.platform.clone(),
+        };
+        if platform.os != self.req.platform.os || platform.architecture != self.req.platform.architecture {
+            let span = f.platform.as_ref().map(|w| w.span).unwrap_or(from.span);
+            return Err(self
+                .diag(span, format!("error: building for platform {platform} is not supported yet"))
+                .with_hint(format!("strata builds for the host platform ({}) only", self.req.platform)));
+        }
+        let image_word = self.expand(&f.image, &look)?;
+        if image_word.is_empty() {
+            return Err(self.diag(f.image.span, "FROM names no image (the expression expanded to nothing)"));
+        }
+        let lower = image_word.to_ascii_lowercase();
+        let mut deps = Vec::new();
+        let (base, mut cfg) = if lower == "scratch" {
+            (Base::Scratch, ConfigState::default())
+        } else if let Some(i) = names[..index].iter().position(|n| n.as_deref() == Some(lower.as_str())) {
+            deps.push(i);
+            (Base::Stage(i), done[i].config.clone())
+        } else if names[index..].iter().any(|n| n.as_deref() == Some(lower.as_str())) {
+            return Err(self
+                .diag(f.image.span, format!("FROM refers to stage `{lower}`, which is defined later"))
+                .with_hint("a stage can only start from a stage defined above it"));
+        } else {
+            let img = self.resolve_image(&f.image, &image_word, &platform)?;
+            let cfg = ConfigState::from_image_config(&img.config);
+            (Base::Image(img), cfg)
+        };
+
+        let mut args: BTreeMap<String, Option<String>> = BTreeMap::new();
+        let mut steps = Vec::new();
+        let mut cmd_set_here = false;
+        for ins in body {
+            let lookup_env = |cfg: &ConfigState, args: &BTreeMap<String, Option<String>>, n: &str| {
+                cfg.env_get(n).map(str::to_string).or_else(|| args.get(n).cloned().flatten())
+            };
+            let mut history = Some(History { created_by: ins.text.clone(), empty_layer: true });
+            let kind = match &ins.command {
+                Command::From(_) => unreachable!("stages are split at FROM"),
+                Command::Run(_) => {
+                    return Err(self
+                        .diag(ins.span, "error: RUN is not supported yet")
+                        .with_hint("this version of strata builds Dockerfiles made of FROM, COPY, ADD and metadata instructions"))
+                }
+                Command::Arg(kvs) => {
+                    history = None;
+                    for kv in kvs {
+                        let name = kv.key.raw.clone();
+                        let value = match self.req.build_args.get(&name) {
+                            Some(v) => Some(v.clone()),
+                            None => match &kv.value {
+                                Some(w) => {
+                                    let l = |n: &str| lookup_env(&cfg, &args, n);
+                                    Some(self.expand(w, &l)?)
+                                }
+                                None => globals
+                                    .get(&name)
+                                    .cloned()
+                                    .flatten()
+                                    .or_else(|| self.predefined.get(&name).cloned()),
+                            },
+                        };
+                        self.consumed_args.insert(name.clone());
+                        args.insert(name, value);
+                    }
+                    None
+                }
+                Command::Env(kvs) => {
+                    // Every pair sees the environment from *before* this instruction.
+                    let before = cfg.clone();
+                    for kv in kvs {
+                        let l = |n: &str| lookup_env(&before, &args, n);
+                        let k = self.expand(&kv.key, &l)?;
+                        let v = match &kv.value {
+                            Some(w) => self.expand(w, &l)?,
+                            None => String::new(),
+                        };
+                        if k.is_empty() || k.contains('=') {
+                            return Err(self.diag(kv.key.span, format!("invalid environment variable name `{k}`")));
+                        }
+                        cfg.env_set(k, v);
+                    }
+                    None
+                }
+                Command::Label(kvs) => {
+                    let before = cfg.clone();
+                    for kv in kvs {
+                        let l = |n: &str| lookup_env(&before, &args, n);
+                        let k = self.expand(&kv.key, &l)?;
+                        let v = match &kv.value {
+                            Some(w) => self.expand(w, &l)?,
+                            None => String::new(),
+                        };
+                        if k.is_empty() {
+                            return Err(self.diag(kv.key.span, "LABEL with an empty key"));
+                        }
+                        cfg.labels.insert(k, v);
+                    }
+                    None
+                }
+                Command::Workdir(w) => {
+                    let l = |n: &str| lookup_env(&cfg, &args, n);
+                    let p = self.expand(w, &l)?;
+                    if p.is_empty() {
+                        return Err(self.diag(w.span, "WORKDIR needs a path"));
+                    }
+                    let joined = if p.starts_with('/') {
+                        p
+                    } else {
+                        format!("{}/{p}", cfg.workdir.as_deref().unwrap_or("/"))
+                    };
+                    cfg.workdir = Some(clean_abs(&joined, false));
+                    None
+                }
+                Command::User(w) => {
+                    let l = |n: &str| lookup_env(&cfg, &args, n);
+                    let u = self.expand(w, &l)?;
+                    if u.is_empty() {
+                        return Err(self.diag(w.span, "USER needs a user name or id"));
+                    }
+                    cfg.user = Some(u);
+                    None
+                }
+                Command::Cmd(cl) => {
+                    cfg.cmd = Some(command_line(cl, &cfg));
+                    cmd_set_here = true;
+                    None
+                }
+                Command::Entrypoint(cl) => {
+                    cfg.entrypoint = Some(command_line(cl, &cfg));
+                    // Docker: an ENTRYPOINT resets a CMD inherited from the base.
+                    if !cmd_set_here {
+                        cfg.cmd = None;
+                    }
+                    None
+                }
+                Command::Expose(words) => {
+                    for w in words {
+                        let l = |n: &str| lookup_env(&cfg, &args, n);
+                        for p in self.expand_many(w, &l)? {
+                            for port in expose_ports(&p).map_err(|e| self.diag(w.span, e))? {
+                                cfg.exposed_ports.insert(port);
+                            }
+                        }
+                    }
+                    None
+                }
+                Command::Volume(words) => {
+                    for w in words {
+                        let l = |n: &str| lookup_env(&cfg, &args, n);
+                        for v in self.expand_many(w, &l)? {
+                            if v.is_empty() {
+                                return Err(self.diag(w.span, "VOLUME with an empty path"));
+                            }
+                            cfg.volumes.insert(v);
+                        }
+                    }
+                    None
+                }
+                Command::StopSignal(w) => {
+                    let l = |n: &str| lookup_env(&cfg, &args, n);
+                    cfg.stop_signal = Some(self.expand(w, &l)?);
+                    None
+                }
+                Command::Shell(v) => {
+                    cfg.shell = Some(v.clone());
+                    None
+                }
+                Command::Healthcheck(h) => {
+                    cfg.healthcheck = Some(self.healthcheck(h, &cfg)?);
+                    None
+                }
+                Command::Onbuild(t) => {
+                    cfg.onbuild.push(t.clone());
+                    None
+                }
+                Command::Maintainer(w) => {
+                    let l = |n: &str| lookup_env(&cfg, &args, n);
+                    cfg.author = Some(self.expand(w, &l)?);
+                    None
+                }
+                Command::Copy(c) | Command::Add(c) => {
+                    let add = matches!(ins.command, Command::Add(_));
+                    let spec = self.copy_spec(add, c, &ins, &cfg, &args, names, index)?;
+                    if let CopyFrom::Stage(s) = &spec.from {
+                        if !deps.contains(s) {
+                            deps.push(*s);
+                        }
+                    }
+                    history = Some(History { created_by: ins.text.clone(), empty_layer: false });
+                    Some(StepKind::Copy(Box::new(spec)))
+                }
+            };
+            let kind = kind.unwrap_or_else(|| StepKind::Config { state: encode_state(&cfg, &args) });
+            steps.push(Step {
+                keyword: ins.command.keyword(),
+                text: ins.text.clone(),
+                span: ins.span,
+                kind,
+                history,
+            });
+        }
+        Ok(Stage { index, name: names[index].clone(), base, platform, steps, deps, config: cfg })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_spec(
+        &self,
+        add: bool,
+        c: &CopyCmd,
+        ins: &ast::Instruction,
+        cfg: &ConfigState,
+        args: &BTreeMap<String, Option<String>>,
+        names: &[Option<String>],
+        index: usize,
+    ) -> Result<CopySpec, Diagnostic> {
+        let kw = if add { "ADD" } else { "COPY" };
+        let l = |n: &str| cfg.env_get(n).map(str::to_string).or_else(|| args.get(n).cloned().flatten());
+        let mut sources = Vec::new();
+        for w in &c.sources {
+            if let Some(name) = heredoc_name(&w.raw) {
+                let Some(h) = c.heredocs.iter().find(|h| h.name == name) else {
+                    return Err(self.diag(w.span, format!("heredoc `{name}` has no body")));
+                };
+                let content = if h.expand {
+                    expand_heredoc(&h.content, self.escape, &l)
+                        .map_err(|e| self.diag(h.span, format!("cannot expand heredoc `{name}`: {e}")))?
+                } else {
+                    h.content.clone()
+                };
+                sources.push(CopySource::Heredoc { name: name.to_string(), content });
+                continue;
+            }
+            let s = if c.json_form { w.raw.clone() } else { self.expand(w, &l)? };
+            if s.is_empty() {
+                return Err(self.diag(w.span, format!("{kw} source `{}` expanded to an empty path", w.raw)));
+            }
+            if add && (s.contains("://") || s.starts_with("git@")) {
+                return Err(self
+                    .diag(w.span, format!("error: ADD from a URL or git repository (`{s}`) is not supported yet"))
+                    .with_hint("download the file into the build context and ADD or COPY it from there"));
+            }
+            sources.push(CopySource::Path(s));
+        }
+        let dest_raw = if c.json_form { c.dest.raw.clone() } else { self.expand(&c.dest, &l)? };
+        if dest_raw.is_empty() {
+            return Err(self.diag(c.dest.span, format!("{kw} destination is empty")));
+        }
+        let dir_like = dest_raw.ends_with('/') || dest_raw == "." || dest_raw.ends_with("/.");
+        let joined = if dest_raw.starts_with('/') {
+            dest_raw.clone()
+        } else {
+            format!("{}/{dest_raw}", cfg.workdir.as_deref().unwrap_or("/"))
+        };
+        let dest = clean_abs(&joined, dir_like);
+        let is_glob = sources.iter().any(|s| matches!(s, CopySource::Path(p) if crate::context::has_meta(p)));
+        if (sources.len() > 1 || is_glob) && !dest.ends_with('/') {
+            // Docker allows this when dest is an existing directory; we cannot know that without
+            // the rootfs at plan time, so we ask for the explicit form (deterministic either way).
+            return Err(self
+                .diag(c.dest.span, format!("when {kw} has several sources or a wildcard, the destination must be a directory ending in `/`"))
+                .with_hint(format!("write `{dest_raw}/`")));
+        }
+        let from = match &c.from {
+            None => CopyFrom::Context,
+            Some(w) => {
+                let v = self.expand(w, &l)?;
+                let lv = v.to_ascii_lowercase();
+                if let Some(i) = names.iter().position(|n| n.as_deref() == Some(lv.as_str())) {
+                    if i == index {
+                        return Err(self.diag(w.span, format!("{kw} --from refers to its own stage `{v}`")));
+                    }
+                    CopyFrom::Stage(i)
+                } else if let Ok(i) = v.parse::<usize>() {
+                    if i >= index {
+                        return Err(self
+                            .diag(w.span, format!("{kw} --from={i}: stage index must refer to an earlier stage"))
+                            .with_hint(format!("this is stage {index}; stages are numbered from 0")));
+                    }
+                    CopyFrom::Stage(i)
+                } else {
+                    CopyFrom::Image(self.resolve_image(w, &v, &self.req.platform)?)
+                }
+            }
+        };
+        let chown = match &c.chown {
+            Some(w) => {
+                let v = self.expand(w, &l)?;
+                if v.is_empty() || v.starts_with(':') || v.ends_with(':') || v.matches(':').count() > 1 {
+                    return Err(self
+                        .diag(w.span, format!("invalid --chown value `{v}`"))
+                        .with_hint("use USER, USER:GROUP, UID or UID:GID"));
+                }
+                Some(v)
+            }
+            None => None,
+        };
+        let chmod = match &c.chmod {
+            Some(w) => {
+                let v = self.expand(w, &l)?;
+                let m = u32::from_str_radix(&v, 8).ok().filter(|m| *m <= 0o7777 && !v.is_empty());
+                Some(m.ok_or_else(|| {
+                    self.diag(w.span, format!("invalid --chmod value `{v}`"))
+                        .with_hint("use an octal mode such as 755 or 0644")
+                })?)
+            }
+            None => None,
+        };
+        let mut excludes = Vec::new();
+        for w in &c.excludes {
+            excludes.push(self.expand(w, &l)?);
+        }
+        if add && !matches!(c.from, None) {
+            return Err(self.diag(ins.span, "ADD does not take --from"));
+        }
+        Ok(CopySpec { add, from, sources, dest, chown, chmod, link: c.link, excludes })
+    }
+
+    fn healthcheck(&self, h: &ast::HealthcheckCmd, cfg: &ConfigState) -> Result<Value, Diagnostic> {
+        let Some(test) = &h.test else {
+            return Ok(json!({ "Test": ["NONE"] }));
+        };
+        let test = match test {
+            CommandLine::Exec(v) => {
+                let mut t = vec!["CMD".to_string()];
+                t.extend(v.iter().cloned());
+                t
+            }
+            CommandLine::Shell(w) => vec!["CMD-SHELL".to_string(), w.raw.clone()],
+        };
+        let _ = cfg;
+        let mut obj = serde_json::Map::new();
+        obj.insert("Test".into(), json!(test));
+        for (name, w) in [
+            ("Interval", &h.interval),
+            ("Timeout", &h.timeout),
+            ("StartPeriod", &h.start_period),
+            ("StartInterval", &h.start_interval),
+        ] {
+            if let Some(w) = w {
+                let ns = parse_duration(&w.raw).ok_or_else(|| {
+                    self.diag(w.span, format!("invalid duration `{}`", w.raw)).with_hint("use e.g. 30s, 1m30s, 500ms")
+                })?;
+                obj.insert(name.into(), json!(ns));
+            }
+        }
+        if let Some(w) = &h.retries {
+            let n: u64 = w.raw.parse().map_err(|_| self.diag(w.span, format!("invalid --retries value `{}`", w.raw)))?;
+            obj.insert("Retries".into(), json!(n));
+        }
+        Ok(Value::Object(obj))
+    }
+}
+
+fn lookup_global(
+    globals: &BTreeMap<String, Option<String>>,
+    predefined: &BTreeMap<String, String>,
+    n: &str,
+) -> Option<String> {
+    match globals.get(n) {
+        Some(v) => v.clone(),
+        None => predefined.get(n).cloned(),
+    }
+}
+
+fn heredoc_name(raw: &str) -> Option<&str> {
+    let rest = raw.strip_prefix("<<")?;
+    let rest = rest.strip_prefix('-').unwrap_or(rest);
+    let name = rest.trim_matches(|c| c == '"' || c == '\'');
+    (!name.is_empty()).then_some(name)
+}
+
+/// Expands `$VAR` in a heredoc body line by line, keeping the line structure (quotes are
+/// literal in a heredoc, so each line is expanded as if double-quoted).
+fn expand_heredoc(content: &str, escape: char, l: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::new();
+    for line in content.split_inclusive('\n') {
+        let (body, nl) = match line.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (line, ""),
+        };
+        // Protect quotes so the word expander keeps them literally.
+        let quoted = format!("\"{}\"", body.replace(escape, &format!("{escape}{escape}")).replace('"', &format!("{escape}\"")));
+        let expanded = expand_word(&quoted, escape, l).map_err(|e| e.message)?;
+        out.push_str(&expanded);
+        out.push_str(nl);
+    }
+    Ok(out)
+}
+
+fn command_line(cl: &CommandLine, cfg: &ConfigState) -> Vec<String> {
+    match cl {
+        CommandLine::Exec(v) => v.clone(),
+        CommandLine::Shell(w) => {
+            let mut v = cfg.shell_or_default();
+            v.push(w.raw.clone());
+            v
+        }
+    }
+}
+
+/// `80` → `80/tcp`; `53/udp`; `8000-8002` → three ports.
+fn expose_ports(spec: &str) -> Result<Vec<String>, String> {
+    let (ports, proto) = match spec.split_once('/') {
+        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+        None => (spec, "tcp".to_string()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("invalid protocol in EXPOSE `{spec}` (tcp, udp or sctp)"));
+    }
+    let bad = || format!("invalid port in EXPOSE `{spec}`");
+    let (lo, hi) = match ports.split_once('-') {
+        Some((a, b)) => (a.parse::<u16>().map_err(|_| bad())?, b.parse::<u16>().map_err(|_| bad())?),
+        None => {
+            let p = ports.parse::<u16>().map_err(|_| bad())?;
+            (p, p)
+        }
+    };
+    if lo > hi || hi as u32 - lo as u32 > 65535 {
+        return Err(bad());
+    }
+    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+}
+
+/// Go-style durations: `1h2m3s`, `500ms`, `1.5s`. Returns nanoseconds.
+fn parse_duration(s: &str) -> Option<u64> {
+    if s == "0" {
+        return Some(0);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let n: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let mult = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total += n * mult;
+        rest = &rest[unit_len..];
+    }
+    Some(total as u64)
+}
+
+/// Cleans an absolute path (`/a/./b/../c` → `/a/c`); keeps one trailing `/` if `dir`.
+pub fn clean_abs(p: &str, dir: bool) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    let mut out = format!("/{}", parts.join("/"));
+    if dir && out != "/" {
+        out.push('/');
+    }
+    out
+}
+
+/// Canonical encoding of what a config-only step leaves behind: the image config and the ARGs
+/// in scope (with their values). Later steps can depend on nothing else.
+fn encode_state(cfg: &ConfigState, args: &BTreeMap<String, Option<String>>) -> Vec<u8> {
+    let v = json!({
+        "config": cfg.to_config_object(),
+        "author": cfg.author,
+        "args": args,
+    });
+    image::canonical_json(&v)
+}
+
+/// The directory a relative path in a Dockerfile is resolved against for `oci-layout://`.
+pub fn layout_base(context: &Path) -> &Path {
+    context
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cleans_paths() {
+        assert_eq!(clean_abs("/a/./b/../c", false), "/a/c");
+        assert_eq!(clean_abs("/a/b/", true), "/a/b/");
+        assert_eq!(clean_abs("/../..", true), "/");
+        assert_eq!(clean_abs("//x//y", false), "/x/y");
+    }
+
+    #[test]
+    fn ports_and_durations() {
+        assert_eq!(expose_ports("80").unwrap(), vec!["80/tcp"]);
+        assert_eq!(expose_ports("53/UDP").unwrap(), vec!["53/udp"]);
+        assert_eq!(expose_ports("8000-8002").unwrap().len(), 3);
+        assert!(expose_ports("http").is_err());
+        assert!(expose_ports("80/foo").is_err());
+        assert_eq!(parse_duration("1m30s"), Some(90_000_000_000));
+        assert_eq!(parse_duration("500ms"), Some(500_000_000));
+        assert_eq!(parse_duration("1.5s"), Some(1_500_000_000));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+
+    #[test]
+    fn heredoc_names() {
+        assert_eq!(heredoc_name("<<EOF"), Some("EOF"));
+        assert_eq!(heredoc_name("<<-\"END\""), Some("END"));
+        assert_eq!(heredoc_name("file"), None);
+    }
+}

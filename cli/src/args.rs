@@ -1,0 +1,76 @@
+//! clap definitions, one struct per subcommand.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "strata", version, about = "Reproducible container image builds with a content-addressed cache")]
+pub struct Cli {
+    /// The content store [default: $STRATA_STORE, else $XDG_DATA_HOME/strata, else ~/.local/share/strata]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Build an image from a Dockerfile
+    Build(BuildArgs),
+    /// List the images tagged in the store
+    Images,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// Live display on a terminal, plain lines otherwise
+    Auto,
+    /// One line per step event
+    Plain,
+    /// One JSON object per line
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// The build context directory
+    #[arg(default_value = ".")]
+    pub context: PathBuf,
+    /// The Dockerfile [default: CONTEXT/Dockerfile]
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Name the image NAME[:TAG]; kept in the store, and used in outputs (repeatable)
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+    pub tags: Vec<String>,
+    /// Set a build argument: KEY=VALUE, or KEY to take it from the environment (repeatable)
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
+    /// Build this stage (and what it needs) instead of the last one
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not use cached step results
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Target platform OS/ARCH[/VARIANT] (recorded; only the host platform builds for now)
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Stages built at once, and threads for hashing and compression [default: number of CPUs]
+    #[arg(short = 'j', long)]
+    pub jobs: Option<usize>,
+    /// How to show progress on stderr
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressMode,
+    /// type=oci,dest=DIR | type=oci-archive,dest=FILE | type=docker-archive,dest=FILE (repeatable)
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+    /// Layer compression: gzip (default), zstd or none
+    #[arg(long, default_value = "gzip")]
+    pub compression: String,
+    /// Timestamp for every layer entry and config date [default: $SOURCE_DATE_EPOCH, else 0]
+    #[arg(long, value_name = "SECONDS")]
+    pub source_date_epoch: Option<u64>,
+    /// For every step that missed the cache, say why
+    #[arg(long)]
+    pub explain: bool,
+}

@@ -1,0 +1,150 @@
+//! `strata build`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use strata_cache::TagRecord;
+use strata_engine::build::{self, BuildOptions};
+use strata_engine::context::{self, Context};
+use strata_engine::export::{self, ArchiveKind, ImageName};
+use strata_engine::image::{Platform, MEDIA_TYPE_MANIFEST};
+use strata_engine::layer::Compression;
+use strata_engine::plan::{self, PlanRequest};
+
+use crate::args::BuildArgs;
+use crate::progress::Reporter;
+
+enum Output {
+    OciDir(PathBuf),
+    Archive(ArchiveKind, PathBuf),
+}
+
+fn parse_output(spec: &str) -> anyhow::Result<Output> {
+    let mut kv = BTreeMap::new();
+    for part in spec.split(',') {
+        let (k, v) = part.split_once('=').with_context(|| format!("invalid --output `{spec}`: expected type=…,dest=…"))?;
+        kv.insert(k.trim(), v.trim());
+    }
+    let dest = kv.get("dest").map(PathBuf::from);
+    let need_dest = || dest.clone().with_context(|| format!("--output `{spec}` needs dest=PATH"));
+    Ok(match kv.get("type").copied() {
+        Some("oci") => Output::OciDir(need_dest()?),
+        Some("oci-archive") => Output::Archive(ArchiveKind::Oci, need_dest()?),
+        Some("docker-archive") | Some("docker") => Output::Archive(ArchiveKind::Docker, need_dest()?),
+        Some(t @ ("registry" | "image" | "local" | "tar")) => {
+            bail!("--output type={t} is not supported yet (supported: oci, oci-archive, docker-archive)")
+        }
+        Some(t) => bail!("unknown --output type `{t}` (supported: oci, oci-archive, docker-archive)"),
+        None => bail!("--output `{spec}` needs type=oci|oci-archive|docker-archive"),
+    })
+}
+
+fn source_date_epoch(flag: Option<u64>) -> anyhow::Result<u64> {
+    if let Some(v) = flag {
+        return Ok(v);
+    }
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => v
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds")),
+        _ => Ok(0),
+    }
+}
+
+fn build_args(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for a in raw {
+        match a.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            Some(_) => bail!("invalid --build-arg `{a}`: expected KEY=VALUE"),
+            // `--build-arg KEY` takes the value from the environment, as docker does; unset
+            // means the argument is not given at all.
+            None => {
+                if let Ok(v) = std::env::var(a) {
+                    out.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub fn run(store_dir: &Path, a: BuildArgs) -> anyhow::Result<i32> {
+    let sde = source_date_epoch(a.source_date_epoch)?;
+    let compression: Compression = a.compression.parse().map_err(|e| anyhow::anyhow!("--compression: {e}"))?;
+    let outputs = a.outputs.iter().map(|o| parse_output(o)).collect::<anyhow::Result<Vec<_>>>()?;
+    let names = a.tags.iter().map(|t| ImageName::parse(t)).collect::<Result<Vec<_>, _>>()?;
+    let host = Platform::host();
+    let platform = match &a.platform {
+        Some(p) => {
+            let p = Platform::parse(p).map_err(anyhow::Error::msg)?;
+            if p.os != host.os || p.architecture != host.architecture {
+                bail!("building for platform {p} is not supported yet (this host builds {host})");
+            }
+            p
+        }
+        None => host,
+    };
+    let jobs = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    // Hashing and compression use this pool; the output never depends on its size.
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(jobs).build_global();
+
+    let context_dir = std::fs::canonicalize(&a.context).with_context(|| format!("build context `{}`", a.context.display()))?;
+    if !context_dir.is_dir() {
+        bail!("build context `{}` is not a directory", a.context.display());
+    }
+    let dockerfile = a.file.clone().unwrap_or_else(|| a.context.join("Dockerfile"));
+    if dockerfile.as_os_str() == "-" {
+        bail!("reading the Dockerfile from stdin is not supported yet");
+    }
+    let source = std::fs::read_to_string(&dockerfile).with_context(|| format!("reading the Dockerfile `{}`", dockerfile.display()))?;
+    let plan = plan::plan(&PlanRequest {
+        dockerfile_name: dockerfile.display().to_string(),
+        source,
+        context_dir: context_dir.clone(),
+        build_args: build_args(&a.build_args)?,
+        target: a.target.clone(),
+        platform,
+    })?;
+    let ignore = context::load_ignore(&context_dir, &dockerfile)?;
+    let ctx = Context::open(&context_dir, ignore)?;
+
+    let store = super::open_store(store_dir)?;
+    let reporter = Reporter::new(a.progress, a.explain);
+    let dockerfile_abs = std::fs::canonicalize(&dockerfile).unwrap_or(dockerfile.clone());
+    let opts = BuildOptions {
+        compression,
+        source_date_epoch: sde,
+        no_cache: a.no_cache,
+        jobs,
+        explain_scope: format!("{}\0{}", context_dir.display(), dockerfile_abs.display()),
+    };
+    let started = std::time::Instant::now();
+    let out = build::run(&plan, &ctx, &store, &opts, &reporter)?;
+    let img = &out.image;
+    for n in &names {
+        store.index().put_tag(
+            &n.full(),
+            &TagRecord { manifest: img.manifest_digest, config: img.config_digest, media_type: MEDIA_TYPE_MANIFEST.to_string() },
+        )?;
+    }
+    for o in &outputs {
+        match o {
+            Output::OciDir(d) => {
+                export::write_oci_dir(store.blobs(), img, &names, d)?;
+                reporter.exported("oci", d);
+            }
+            Output::Archive(kind, f) => {
+                export::write_archive(store.blobs(), img, &names, *kind, f, sde)?;
+                reporter.exported(if *kind == ArchiveKind::Oci { "oci-archive" } else { "docker-archive" }, f);
+            }
+        }
+    }
+    reporter.finish(out.steps_executed, out.steps_cached, started.elapsed());
+    println!("{}", img.manifest_digest);
+    Ok(0)
+}

@@ -1,0 +1,38 @@
+//! Subcommand bodies: short, they call the libraries.
+
+mod build;
+mod images;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use strata_cache::Store;
+
+use crate::args::{Cli, Command};
+
+pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    let store_dir = store_dir(cli.store)?;
+    match cli.command {
+        Command::Build(a) => build::run(&store_dir, a),
+        Command::Images => images::run(&store_dir),
+    }
+}
+
+/// `--store`, else `$STRATA_STORE`, else `$XDG_DATA_HOME/strata`, else `~/.local/share/strata`.
+fn store_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = flag {
+        return Ok(p);
+    }
+    if let Some(p) = std::env::var_os("STRATA_STORE").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    if let Some(p) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(p).join("strata"));
+    }
+    let home = std::env::var_os("HOME").filter(|v| !v.is_empty()).context("cannot find a store: set --store, $STRATA_STORE or $HOME")?;
+    Ok(PathBuf::from(home).join(".local/share/strata"))
+}
+
+pub fn open_store(dir: &std::path::Path) -> anyhow::Result<Store> {
+    Store::open_with(dir, &|msg| eprintln!("{msg}")).with_context(|| format!("opening the store at `{}`", dir.display()))
+}

@@ -1,0 +1,120 @@
+//! Progress on stderr: live bars on a terminal, plain lines, or JSON lines.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde_json::json;
+use strata_engine::build::{Event, Progress};
+
+use crate::args::ProgressMode;
+
+pub struct Reporter {
+    mode: ProgressMode,
+    explain: bool,
+    bars: Option<(MultiProgress, Mutex<Vec<((usize, usize), ProgressBar)>>)>,
+}
+
+impl Reporter {
+    pub fn new(mode: ProgressMode, explain: bool) -> Reporter {
+        let mode = match mode {
+            ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Auto,
+            ProgressMode::Auto => ProgressMode::Plain,
+            m => m,
+        };
+        let bars = (mode == ProgressMode::Auto).then(|| (MultiProgress::new(), Mutex::new(Vec::new())));
+        Reporter { mode, explain, bars }
+    }
+
+    fn line(&self, s: &str) {
+        match &self.bars {
+            Some((mp, _)) => {
+                let _ = mp.println(s);
+            }
+            None => {
+                let mut e = std::io::stderr().lock();
+                let _ = writeln!(e, "{s}");
+            }
+        }
+    }
+
+    pub fn exported(&self, kind: &str, dest: &Path) {
+        self.event(&Event::Exported { kind: kind.to_string(), dest: dest.display().to_string() });
+    }
+
+    pub fn finish(&self, executed: usize, cached: usize, took: Duration) {
+        match self.mode {
+            ProgressMode::Json => self.line(&json!({"event": "done", "executed": executed, "cached": cached, "duration_ms": took.as_millis() as u64}).to_string()),
+            _ => self.line(&format!("done: {executed} steps executed, {cached} cached, in {:.2}s", took.as_secs_f64())),
+        }
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}
+
+impl Progress for Reporter {
+    fn event(&self, e: &Event) {
+        match self.mode {
+            ProgressMode::Json => {
+                let v = match e {
+                    Event::StageStart { stage, name, steps } => json!({"event": "stage", "stage": stage, "name": name, "steps": steps}),
+                    Event::StepStart { stage, step, text } => json!({"event": "step-start", "stage": stage, "step": step, "instruction": text}),
+                    Event::StepDone { stage, step, text, status, key, duration, layer_bytes, explain } => json!({
+                        "event": "step", "stage": stage, "step": step, "instruction": text, "status": status.as_str(),
+                        "key": key, "duration_ms": duration.as_millis() as u64, "layer_bytes": layer_bytes, "explain": explain,
+                    }),
+                    Event::Hashing { stage, step, files, hashed, bytes_hashed } => json!({"event": "hashing", "stage": stage, "step": step, "files": files, "hashed": hashed, "bytes_hashed": bytes_hashed}),
+                    Event::Warning(w) => json!({"event": "warning", "message": w}),
+                    Event::Exported { kind, dest } => json!({"event": "exported", "type": kind, "dest": dest}),
+                };
+                self.line(&v.to_string());
+            }
+            ProgressMode::Plain | ProgressMode::Auto => {
+                let plain = |s: String| self.line(&s);
+                match e {
+                    Event::StageStart { stage, name, steps } => {
+                        if self.bars.is_none() {
+                            plain(format!("#{stage} stage {}({steps} steps)", name.as_ref().map(|n| format!("{n} ")).unwrap_or_default()))
+                        }
+                    }
+                    Event::StepStart { stage, step, text } => {
+                        if let Some((mp, bars)) = &self.bars {
+                            let pb = mp.add(ProgressBar::new_spinner());
+                            pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap());
+                            pb.set_message(format!("#{stage}.{} {text}", step + 1));
+                            pb.enable_steady_tick(Duration::from_millis(100));
+                            bars.lock().unwrap().push(((*stage, *step), pb));
+                        }
+                    }
+                    Event::StepDone { stage, step, text, status, duration, explain, .. } => {
+                        let tag = match status {
+                            strata_engine::build::StepStatus::Cached => "CACHED".to_string(),
+                            strata_engine::build::StepStatus::Executed => format!("DONE {}", secs(*duration)),
+                        };
+                        let msg = format!("#{stage}.{} {tag} {text}", step + 1);
+                        if let Some((_, bars)) = &self.bars {
+                            let mut bars = bars.lock().unwrap();
+                            if let Some(i) = bars.iter().position(|(k, _)| *k == (*stage, *step)) {
+                                let (_, pb) = bars.remove(i);
+                                pb.finish_and_clear();
+                            }
+                        }
+                        plain(msg);
+                        if self.explain {
+                            for r in explain {
+                                plain(format!("    why: {r}"));
+                            }
+                        }
+                    }
+                    Event::Hashing { .. } => {}
+                    Event::Warning(w) => plain(format!("warning: {w}")),
+                    Event::Exported { kind, dest } => plain(format!("exported {kind} to {dest}")),
+                }
+            }
+        }
+    }
+}

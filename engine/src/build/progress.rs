@@ -1,0 +1,73 @@
+//! Build events. The engine reports; the CLI decides how to show them (bars, plain lines, JSON).
+
+use std::time::Duration;
+
+/// What happened to a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepStatus {
+    /// The step's key was in the store: nothing ran.
+    Cached,
+    /// The step ran and its result is now in the store.
+    Executed,
+}
+
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Cached => "cached",
+            StepStatus::Executed => "executed",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    StageStart {
+        stage: usize,
+        name: Option<String>,
+        steps: usize,
+    },
+    StepStart {
+        stage: usize,
+        step: usize,
+        text: String,
+    },
+    StepDone {
+        stage: usize,
+        step: usize,
+        text: String,
+        status: StepStatus,
+        /// Short form of the step's cache key.
+        key: String,
+        duration: Duration,
+        /// Bytes of the layer this step produced (0 for config-only steps).
+        layer_bytes: u64,
+        /// Why the step missed the cache (`--explain`), one line per reason.
+        explain: Vec<String>,
+    },
+    /// Files hashed vs served from the stat cache, for one COPY/ADD.
+    Hashing {
+        stage: usize,
+        step: usize,
+        files: usize,
+        hashed: usize,
+        bytes_hashed: u64,
+    },
+    Warning(String),
+    Exported {
+        kind: String,
+        dest: String,
+    },
+}
+
+/// Receives build events. Must be cheap: it is called from build threads.
+pub trait Progress: Send + Sync {
+    fn event(&self, e: &Event);
+}
+
+/// Discards every event.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn event(&self, _: &Event) {}
+}

@@ -1,0 +1,357 @@
+//! A read-only view of a stage's root filesystem, rebuilt from its layers.
+//!
+//! Used by COPY/ADD when they miss the cache: to find what already exists on the way to the
+//! destination (directory metadata, symlinks such as `/lib → usr/lib`), to resolve `--chown`
+//! names against `/etc/passwd` and `/etc/group`, and to read the files of `COPY --from`.
+//! Layers are applied in order with OCI whiteout semantics. Only the contents of wanted paths
+//! are spooled to temporary files; everything else is metadata only.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use strata_cache::BlobStore;
+
+use crate::image::LayerDesc;
+use crate::layer;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeKind {
+    Dir,
+    /// `spool` holds the content when it was wanted.
+    File { size: u64, spool: Option<PathBuf> },
+    Symlink(String),
+    /// A hard link to another path of the tree.
+    HardLink(String),
+    CharDevice(u32, u32),
+    BlockDevice(u32, u32),
+    Fifo,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub kind: NodeKind,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+/// Paths are relative (no leading `/`), `/`-separated; the root is "".
+#[derive(Debug, Default)]
+pub struct Tree {
+    pub nodes: BTreeMap<String, Node>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("reading layer {digest}: {source}")]
+    Read { digest: String, source: io::Error },
+    #[error("layer {digest} has an unsafe path `{path}`")]
+    UnsafePath { digest: String, path: String },
+    #[error("layer {digest}: {source}")]
+    Layer { digest: String, source: layer::LayerError },
+    #[error("too many levels of symbolic links resolving `/{0}`")]
+    SymlinkLoop(String),
+    #[error("store: {0}")]
+    Store(#[from] strata_cache::StoreError),
+}
+
+/// Normalises a tar entry path; `None` if it would leave the root.
+pub fn clean_rel(p: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => return None,
+            c => parts.push(c),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+fn parent_of(p: &str) -> &str {
+    p.rfind('/').map(|i| &p[..i]).unwrap_or("")
+}
+
+impl Tree {
+    /// Applies `layers` (bottom first). `want` says which paths' contents to spool into `spool_dir`.
+    pub fn scan(
+        blobs: &BlobStore,
+        layers: &[LayerDesc],
+        want: &dyn Fn(&str) -> bool,
+        spool_dir: &Path,
+    ) -> Result<Tree, RootfsError> {
+        let mut tree = Tree::default();
+        let mut n_spool = 0usize;
+        for l in layers {
+            let dg = l.digest.to_string();
+            let reader = blobs.open(&l.digest)?;
+            let reader = layer::decompress_reader(Box::new(reader), &l.media_type)
+                .map_err(|e| RootfsError::Layer { digest: dg.clone(), source: e })?;
+            let mut ar = tar::Archive::new(reader);
+            let mut added_here: BTreeSet<String> = BTreeSet::new();
+            let rd = |e: io::Error| RootfsError::Read { digest: dg.clone(), source: e };
+            for entry in ar.entries().map_err(rd)? {
+                let mut entry = entry.map_err(rd)?;
+                let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+                let path = clean_rel(&raw).ok_or_else(|| RootfsError::UnsafePath { digest: dg.clone(), path: raw.clone() })?;
+                let (dir, base) = match path.rfind('/') {
+                    Some(i) => (&path[..i], &path[i + 1..]),
+                    None => ("", path.as_str()),
+                };
+                if base == ".wh..wh..opq" {
+                    let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+                    let doomed: Vec<String> = tree
+                        .nodes
+                        .range(prefix.clone()..)
+                        .take_while(|(k, _)| k.starts_with(&prefix))
+                        .filter(|(k, _)| !k.is_empty() && !added_here.contains(*k) && **k != dir)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for k in doomed {
+                        tree.nodes.remove(&k);
+                    }
+                    continue;
+                }
+                if let Some(target) = base.strip_prefix(".wh.") {
+                    let victim = if dir.is_empty() { target.to_string() } else { format!("{dir}/{target}") };
+                    tree.remove_subtree(&victim);
+                    continue;
+                }
+                let h = entry.header();
+                let mode = h.mode().map_err(rd)? & 0o7777;
+                let uid = h.uid().map_err(rd)?;
+                let gid = h.gid().map_err(rd)?;
+                let et = h.entry_type();
+                let link = || -> Result<String, RootfsError> {
+                    Ok(entry
+                        .link_name_bytes()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default())
+                };
+                let kind = if et.is_dir() {
+                    NodeKind::Dir
+                } else if et.is_symlink() {
+                    NodeKind::Symlink(link()?)
+                } else if et.is_hard_link() {
+                    let t = link()?;
+                    let t = clean_rel(&t).ok_or_else(|| RootfsError::UnsafePath { digest: dg.clone(), path: t.clone() })?;
+                    NodeKind::HardLink(t)
+                } else if et.is_character_special() || et.is_block_special() {
+                    let ma = h.device_major().map_err(rd)?.unwrap_or(0);
+                    let mi = h.device_minor().map_err(rd)?.unwrap_or(0);
+                    if et.is_character_special() {
+                        NodeKind::CharDevice(ma, mi)
+                    } else {
+                        NodeKind::BlockDevice(ma, mi)
+                    }
+                } else if et.is_fifo() {
+                    NodeKind::Fifo
+                } else if et.is_file() || et == tar::EntryType::Continuous {
+                    let size = entry.size();
+                    let spool = if want(&path) {
+                        n_spool += 1;
+                        let p = spool_dir.join(format!("f{n_spool}"));
+                        let mut f = std::fs::File::create(&p).map_err(rd)?;
+                        io::copy(&mut (&mut entry).take(size), &mut f).map_err(rd)?;
+                        Some(p)
+                    } else {
+                        None
+                    };
+                    NodeKind::File { size, spool }
+                } else {
+                    // PAX/GNU metadata entries are consumed by the tar reader; anything else
+                    // (sockets cannot be in tar) is skipped.
+                    continue;
+                };
+                let mut xattrs = BTreeMap::new();
+                if let Ok(Some(exts)) = entry.pax_extensions() {
+                    for ext in exts.flatten() {
+                        if let Ok(k) = ext.key() {
+                            if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
+                                if name == "security.capability" {
+                                    xattrs.insert(name.to_string(), ext.value_bytes().to_vec());
+                                }
+                            }
+                        }
+                    }
+                }
+                if !matches!(kind, NodeKind::Dir) {
+                    tree.remove_subtree(&path);
+                }
+                added_here.insert(path.clone());
+                tree.nodes.insert(path, Node { kind, mode, uid, gid, xattrs });
+            }
+        }
+        Ok(tree)
+    }
+
+    fn remove_subtree(&mut self, path: &str) {
+        self.nodes.remove(path);
+        let prefix = format!("{path}/");
+        let doomed: Vec<String> = self
+            .nodes
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in doomed {
+            self.nodes.remove(&k);
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Option<&Node> {
+        self.nodes.get(path)
+    }
+
+    /// Resolves every symlink along `path` inside the tree (absolute targets are relative to
+    /// the root, `..` stops at the root), including the last component when `follow_last`.
+    pub fn resolve(&self, path: &str, follow_last: bool) -> Result<String, RootfsError> {
+        let mut todo: Vec<String> = path.split('/').filter(|c| !c.is_empty()).map(str::to_string).collect();
+        todo.reverse();
+        let mut cur: Vec<String> = Vec::new();
+        let mut hops = 0;
+        while let Some(c) = todo.pop() {
+            match c.as_str() {
+                "." => continue,
+                ".." => {
+                    cur.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            cur.push(c);
+            let is_last = todo.is_empty();
+            let p = cur.join("/");
+            if let Some(Node { kind: NodeKind::Symlink(t), .. }) = self.nodes.get(&p) {
+                if is_last && !follow_last {
+                    break;
+                }
+                hops += 1;
+                if hops > 40 {
+                    return Err(RootfsError::SymlinkLoop(path.to_string()));
+                }
+                cur.pop();
+                if t.starts_with('/') {
+                    cur.clear();
+                }
+                for part in t.split('/').rev().filter(|c| !c.is_empty()) {
+                    todo.push(part.to_string());
+                }
+            }
+        }
+        Ok(cur.join("/"))
+    }
+
+    /// Reads a spooled file's content (for /etc/passwd and /etc/group).
+    pub fn read_spooled(&self, path: &str) -> Option<String> {
+        let mut p = path.to_string();
+        for _ in 0..40 {
+            match &self.nodes.get(&p)?.kind {
+                NodeKind::File { spool: Some(s), .. } => return std::fs::read_to_string(s).ok(),
+                NodeKind::HardLink(t) => p = t.clone(),
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// All paths at or below `path` ("" = everything), in tree order.
+    pub fn subtree<'a>(&'a self, path: &'a str) -> impl Iterator<Item = (&'a String, &'a Node)> + 'a {
+        let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
+        let own = self.nodes.get_key_value(path);
+        own.into_iter().chain(
+            self.nodes
+                .range(prefix.clone()..)
+                .take_while(move |(k, _)| k.starts_with(&prefix))
+                .filter(|(k, _)| !k.is_empty()),
+        )
+    }
+
+    pub fn parent(p: &str) -> &str {
+        parent_of(p)
+    }
+}
+
+/// Looks `user[:group]` up in passwd/group text. Numeric ids pass through; a user without a
+/// group gets its primary group (names) or the same number (ids), as Docker does.
+pub fn resolve_chown(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<(u64, u64), String> {
+    let (user, grp) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let find = |text: Option<&str>, name: &str| -> Option<Vec<String>> {
+        text?.lines().map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>()).find(|f| f.first().map(String::as_str) == Some(name))
+    };
+    let (uid, primary) = match user.parse::<u64>() {
+        Ok(n) => (n, None),
+        Err(_) => {
+            let f = find(passwd, user).ok_or_else(|| format!("user `{user}` not found in the image's /etc/passwd"))?;
+            let uid = f.get(2).and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad /etc/passwd entry for `{user}`"))?;
+            let gid = f.get(3).and_then(|s| s.parse().ok());
+            (uid, gid)
+        }
+    };
+    let gid = match grp {
+        Some(g) => match g.parse::<u64>() {
+            Ok(n) => n,
+            Err(_) => {
+                let f = find(group, g).ok_or_else(|| format!("group `{g}` not found in the image's /etc/group"))?;
+                f.get(2).and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad /etc/group entry for `{g}`"))?
+            }
+        },
+        None => primary.unwrap_or(uid),
+    };
+    Ok((uid, gid))
+}
+
+/// Reads everything from `r` (used for small spooled files in tests).
+pub fn read_all(mut r: impl Read) -> io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    r.read_to_end(&mut v)?;
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(kind: NodeKind) -> Node {
+        Node { kind, mode: 0o755, uid: 0, gid: 0, xattrs: BTreeMap::new() }
+    }
+
+    #[test]
+    fn resolves_symlinks_in_root() {
+        let mut t = Tree::default();
+        t.nodes.insert("usr".into(), node(NodeKind::Dir));
+        t.nodes.insert("usr/lib".into(), node(NodeKind::Dir));
+        t.nodes.insert("lib".into(), node(NodeKind::Symlink("usr/lib".into())));
+        t.nodes.insert("abs".into(), node(NodeKind::Symlink("/usr/../../usr".into())));
+        t.nodes.insert("loop".into(), node(NodeKind::Symlink("loop".into())));
+        assert_eq!(t.resolve("lib/x", false).unwrap(), "usr/lib/x");
+        assert_eq!(t.resolve("abs/lib", true).unwrap(), "usr/lib");
+        assert_eq!(t.resolve("lib", false).unwrap(), "lib");
+        assert!(t.resolve("loop/x", true).is_err());
+        assert_eq!(t.resolve("../../etc", true).unwrap(), "etc");
+    }
+
+    #[test]
+    fn chown_lookup() {
+        let passwd = "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n";
+        let group = "root:x:0:\nstaff:x:50:\n";
+        assert_eq!(resolve_chown("app", Some(passwd), Some(group)).unwrap(), (1000, 1001));
+        assert_eq!(resolve_chown("app:staff", Some(passwd), Some(group)).unwrap(), (1000, 50));
+        assert_eq!(resolve_chown("10", None, None).unwrap(), (10, 10));
+        assert_eq!(resolve_chown("10:20", None, None).unwrap(), (10, 20));
+        assert!(resolve_chown("nobody", Some(passwd), Some(group)).is_err());
+        assert!(resolve_chown("1:nogroup", Some(passwd), Some(group)).is_err());
+    }
+
+    #[test]
+    fn cleans_entry_paths() {
+        assert_eq!(clean_rel("./a/b/").as_deref(), Some("a/b"));
+        assert_eq!(clean_rel("/etc/passwd").as_deref(), Some("etc/passwd"));
+        assert_eq!(clean_rel("a/../../b"), None);
+    }
+}
