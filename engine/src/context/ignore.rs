@@ -61,8 +61,13 @@ enum Kind {
     Prefix(String),
     /// `**lit`: moby matches by suffix (`**/foo` also matches `foo`).
     Suffix(String),
-    /// Anything else, compiled to a small NFA.
-    Nfa(Vec<State>),
+    /// Anything else, compiled to a small NFA. `prefix`/`suffix` are the
+    /// literal characters the pattern starts/ends with (a cheap prefilter).
+    Nfa {
+        states: Vec<State>,
+        prefix: String,
+        suffix: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -193,12 +198,22 @@ impl IgnoreMatcher {
     /// `parent` holds, per pattern, whether it matched the parent directory
     /// or one of its ancestors (empty for children of the root). Returns the
     /// decision for `rel` and writes the per-pattern state for `rel` to `out`.
-    pub(crate) fn eval_incremental(&self, rel: &str, parent: &[bool], out: &mut Vec<bool>) -> bool {
-        out.clear();
+    /// `out` may be `None` when `rel` has no children (not a directory).
+    pub(crate) fn eval_incremental(
+        &self,
+        rel: &str,
+        parent: &[bool],
+        mut out: Option<&mut Vec<bool>>,
+    ) -> bool {
+        if let Some(o) = out.as_deref_mut() {
+            o.clear();
+        }
         let mut matched = false;
         for (i, p) in self.patterns.iter().enumerate() {
             let hit = parent.get(i).copied().unwrap_or(false) || p.kind.matches(rel);
-            out.push(hit);
+            if let Some(o) = out.as_deref_mut() {
+                o.push(hit);
+            }
             if hit {
                 matched = !p.exclusion;
             }
@@ -244,7 +259,16 @@ impl Kind {
             Kind::Suffix(s) => {
                 path.ends_with(s.as_str()) || s.strip_prefix('/').is_some_and(|rest| path == rest)
             }
-            Kind::Nfa(states) => nfa_run(states, path, false),
+            Kind::Nfa {
+                states,
+                prefix,
+                suffix,
+            } => {
+                path.len() >= prefix.len() + suffix.len()
+                    && path.starts_with(prefix.as_str())
+                    && path.ends_with(suffix.as_str())
+                    && nfa_run(states, path, false)
+            }
         }
     }
 
@@ -263,7 +287,7 @@ impl Kind {
             Kind::Exact(s) => s.starts_with(dir) && s.len() > dir.len(),
             Kind::Prefix(s) => s.starts_with(dir) || dir.starts_with(s.as_str()),
             Kind::Suffix(_) => true,
-            Kind::Nfa(states) => nfa_run(states, dir, true),
+            Kind::Nfa { states, .. } => nfa_run(states, dir, true),
         }
     }
 }
@@ -318,7 +342,20 @@ fn compile(p: &str) -> Result<Kind, GlobError> {
             c => states.push(State::Step(Test::Lit(c))),
         }
     }
-    Ok(Kind::Nfa(states))
+    let lit = |st: &State| match st {
+        State::Step(Test::Lit(c)) => Some(*c),
+        _ => None,
+    };
+    let prefix: String = states.iter().map_while(lit).collect();
+    // The suffix must not overlap the prefix (all-literal patterns).
+    let rest = &states[prefix.chars().count()..];
+    let mut suffix: Vec<char> = rest.iter().rev().map_while(lit).collect();
+    suffix.reverse();
+    Ok(Kind::Nfa {
+        prefix,
+        suffix: suffix.into_iter().collect(),
+        states,
+    })
 }
 
 /// A set of NFA states: inline for up to 128 states, else on the heap.
@@ -671,6 +708,9 @@ mod tests {
         assert!(!ex("[ab].txt", "c.txt"));
         assert!(ex("[^ab].txt", "c.txt"));
         assert!(ex("file\\*", "file*"));
+        assert!(ex("\\*", "*"));
+        assert!(ex("a\\*b*c\\?", "a*bxyzc?"));
+        assert!(!ex("a\\*b*c\\?", "a*bxyzc"));
         assert!(!ex("file\\*", "filex"));
         assert!(ex("x[*]", "x*"));
         assert!(ex("a.b", "a.b"));
@@ -699,11 +739,12 @@ mod tests {
             };
             let mut out = Vec::new();
             assert_eq!(
-                m.eval_incremental(p, &parent, &mut out),
+                m.eval_incremental(p, &parent, Some(&mut out)),
                 m.is_excluded(p),
                 "{p}"
             );
             assert_eq!(out, m.state_of(p));
+            assert_eq!(m.eval_incremental(p, &parent, None), m.is_excluded(p));
         }
     }
 

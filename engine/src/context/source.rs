@@ -293,21 +293,27 @@ struct FilterState {
 impl Filters<'_> {
     /// Returns whether `rel` is excluded by `.dockerignore` and by
     /// `--exclude`, and the per-pattern state of `rel` for its children.
+    /// The child state is only computed when `want_state` (directories).
     fn eval(
         &self,
         ctx_rel: &str,
         src_rel: &str,
         parent: &FilterState,
+        want_state: bool,
     ) -> (bool, bool, FilterState) {
         let mut st = FilterState::default();
         let ig = !self.ignore.is_empty()
-            && self
-                .ignore
-                .eval_incremental(ctx_rel, &parent.ignore, &mut st.ignore);
+            && self.ignore.eval_incremental(
+                ctx_rel,
+                &parent.ignore,
+                want_state.then_some(&mut st.ignore),
+            );
         let ex = !self.exclude.is_empty()
-            && self
-                .exclude
-                .eval_incremental(src_rel, &parent.exclude, &mut st.exclude);
+            && self.exclude.eval_incremental(
+                src_rel,
+                &parent.exclude,
+                want_state.then_some(&mut st.exclude),
+            );
         (ig, ex, st)
     }
 
@@ -566,7 +572,10 @@ impl Context {
                 let rest: &str = if target.starts_with('/') {
                     // Absolute targets are only acceptable if they point
                     // into the context itself.
-                    let root = self.root.to_str().unwrap_or("");
+                    // (A root that is not UTF-8 cannot be a prefix of a UTF-8 target.)
+                    let Some(root) = self.root.to_str() else {
+                        return Err(outside(here));
+                    };
                     let t = clean(target);
                     let inner = if t == root {
                         ""
@@ -814,12 +823,10 @@ fn walk_child(
 ) -> Result<Vec<ContextEntry>, ContextError> {
     let child_ctx = join(ctx_rel, name);
     let child_src = join(src_rel, name);
-    let (ig, ex, child_state) = filters.eval(&child_ctx, &child_src, state);
+    let maybe_dir = matches!(dtype, FileType::Directory | FileType::Unknown);
+    let (ig, ex, child_state) = filters.eval(&child_ctx, &child_src, state, maybe_dir);
     let excluded = ig || ex;
-    if excluded
-        && (!matches!(dtype, FileType::Directory | FileType::Unknown)
-            || !filters.descend(&child_ctx, &child_src, ig, ex))
-    {
+    if excluded && (!maybe_dir || !filters.descend(&child_ctx, &child_src, ig, ex)) {
         return Ok(Vec::new());
     }
     let host = host_dir.join(name);
