@@ -690,11 +690,16 @@ impl Context {
         let entries = match ft {
             FileType::Directory => {
                 let fd = self.open_resolved_dir(&res)?;
-                let state = FilterState {
-                    ignore: self.ignore.state_of(&res.rel),
-                    exclude: Vec::new(),
+                let dir = DirCtx {
+                    ctx_rel: res.rel.clone(),
+                    src_rel: String::new(),
+                    host: host.clone(),
+                    state: FilterState {
+                        ignore: self.ignore.state_of(&res.rel),
+                        exclude: Vec::new(),
+                    },
                 };
-                let entries = walk_dir(fd.as_fd(), &self.root, &res.rel, "", &state, filters)?;
+                let entries = walk_dir(fd.as_fd(), &dir, 0, filters)?;
                 if entries.is_empty() && ignored_dir {
                     return Ok(Built::Ignored(res.rel));
                 }
@@ -776,31 +781,135 @@ fn read_names(fd: BorrowedFd<'_>, host: &Path) -> Result<Vec<(String, FileType)>
     Ok(names)
 }
 
-/// Walks the directory open at `fd` (context path `ctx_rel`, source path
-/// `src_rel`), returning everything below it in component-wise order.
+/// Directories this deep are walked in parallel by recursion; deeper
+/// subtrees use an explicit stack so that pathological nesting cannot
+/// overflow a thread stack.
+const PAR_DEPTH: usize = 48;
+
+/// A directory being walked.
+#[derive(Clone)]
+struct DirCtx {
+    /// Path relative to the context root.
+    ctx_rel: String,
+    /// Path relative to the source root.
+    src_rel: String,
+    /// Host path.
+    host: PathBuf,
+    /// Match state of the directory.
+    state: FilterState,
+}
+
+/// What to do with one directory entry.
+enum Visit {
+    Skip,
+    Leaf(ContextEntry),
+    Dir {
+        entry: ContextEntry,
+        fd: OwnedFd,
+        sub: DirCtx,
+        /// Excluded itself, entered only for re-included content: emitted
+        /// only if something below it is.
+        excluded: bool,
+    },
+}
+
+/// Stats and classifies entry `name` of directory `parent` (open at `fd`).
+fn visit(
+    fd: BorrowedFd<'_>,
+    parent: &DirCtx,
+    name: &str,
+    dtype: FileType,
+    filters: &Filters<'_>,
+) -> Result<Visit, ContextError> {
+    let ctx_rel = join(&parent.ctx_rel, name);
+    let src_rel = join(&parent.src_rel, name);
+    let maybe_dir = matches!(dtype, FileType::Directory | FileType::Unknown);
+    let (ig, ex, state) = filters.eval(&ctx_rel, &src_rel, &parent.state, maybe_dir);
+    let excluded = ig || ex;
+    if excluded && (!maybe_dir || !filters.descend(&ctx_rel, &src_rel, ig, ex)) {
+        return Ok(Visit::Skip);
+    }
+    let host = parent.host.join(name);
+    let st = match rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        // Vanished while walking: treat as absent.
+        Err(Errno::NOENT) => return Ok(Visit::Skip),
+        Err(e) => return Err(io_err(host, e)),
+    };
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::Directory => {
+            let sub_fd = open_dir_at(fd, name).map_err(|e| io_err(host.clone(), e))?;
+            Ok(Visit::Dir {
+                entry: entry_from_stat(src_rel.clone(), host.clone(), &st, None),
+                fd: sub_fd,
+                sub: DirCtx {
+                    ctx_rel,
+                    src_rel,
+                    host,
+                    state,
+                },
+                excluded,
+            })
+        }
+        _ if excluded => Ok(Visit::Skip),
+        FileType::RegularFile => Ok(Visit::Leaf(entry_from_stat(src_rel, host, &st, None))),
+        FileType::Symlink => {
+            let target = rustix::fs::readlinkat(fd, name, Vec::new())
+                .map_err(|e| io_err(host.clone(), e))?
+                .into_string()
+                .map_err(|_| ContextError::NonUtf8Path { path: host.clone() })?;
+            Ok(Visit::Leaf(entry_from_stat(
+                src_rel,
+                host,
+                &st,
+                Some(target),
+            )))
+        }
+        other => Err(ContextError::UnsupportedFileType {
+            path: host,
+            kind: kind_name(other),
+        }),
+    }
+}
+
+/// Walks the directory `dir` open at `fd`, returning everything below it in
+/// component-wise order. Siblings are visited in parallel.
 fn walk_dir(
     fd: BorrowedFd<'_>,
-    root: &Path,
-    ctx_rel: &str,
-    src_rel: &str,
-    state: &FilterState,
+    dir: &DirCtx,
+    depth: usize,
     filters: &Filters<'_>,
 ) -> Result<Vec<ContextEntry>, ContextError> {
-    let host = if ctx_rel.is_empty() {
-        root.to_path_buf()
-    } else {
-        root.join(ctx_rel)
-    };
-    let names = read_names(fd, &host)?;
+    if depth >= PAR_DEPTH {
+        return walk_iter(fd, dir, filters);
+    }
+    let names = read_names(fd, &dir.host)?;
     let parts: Vec<Vec<ContextEntry>> = names
         .par_iter()
         .with_min_len(8)
         .map(|(name, dtype)| {
-            walk_child(
-                fd, root, &host, ctx_rel, src_rel, name, *dtype, state, filters,
-            )
+            Ok(match visit(fd, dir, name, *dtype, filters)? {
+                Visit::Skip => Vec::new(),
+                Visit::Leaf(e) => vec![e],
+                Visit::Dir {
+                    entry,
+                    fd: sub_fd,
+                    sub,
+                    excluded,
+                } => {
+                    let below = walk_dir(sub_fd.as_fd(), &sub, depth + 1, filters)?;
+                    if excluded && below.is_empty() {
+                        Vec::new()
+                    } else {
+                        let mut v = Vec::with_capacity(below.len() + 1);
+                        v.push(entry);
+                        v.extend(below);
+                        v
+                    }
+                }
+            })
         })
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, ContextError>>()?;
     let total = parts.iter().map(Vec::len).sum();
     let mut out = Vec::with_capacity(total);
     for p in parts {
@@ -809,66 +918,73 @@ fn walk_dir(
     Ok(out)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn walk_child(
+/// Sequential depth-first walk with an explicit stack (same output as
+/// [`walk_dir`]).
+fn walk_iter(
     fd: BorrowedFd<'_>,
-    root: &Path,
-    host_dir: &Path,
-    ctx_rel: &str,
-    src_rel: &str,
-    name: &str,
-    dtype: FileType,
-    state: &FilterState,
+    dir: &DirCtx,
     filters: &Filters<'_>,
 ) -> Result<Vec<ContextEntry>, ContextError> {
-    let child_ctx = join(ctx_rel, name);
-    let child_src = join(src_rel, name);
-    let maybe_dir = matches!(dtype, FileType::Directory | FileType::Unknown);
-    let (ig, ex, child_state) = filters.eval(&child_ctx, &child_src, state, maybe_dir);
-    let excluded = ig || ex;
-    if excluded && (!maybe_dir || !filters.descend(&child_ctx, &child_src, ig, ex)) {
-        return Ok(Vec::new());
+    struct Frame {
+        fd: OwnedFd,
+        names: std::vec::IntoIter<(String, FileType)>,
+        dir: DirCtx,
+        /// Entry of an excluded directory, emitted once something below is.
+        pending: Option<ContextEntry>,
     }
-    let host = host_dir.join(name);
-    let st = match rustix::fs::statat(fd, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(st) => st,
-        // Vanished while walking: treat as absent.
-        Err(Errno::NOENT) => return Ok(Vec::new()),
-        Err(e) => return Err(io_err(host, e)),
-    };
-    match FileType::from_raw_mode(st.st_mode) {
-        FileType::Directory => {
-            let sub_fd = open_dir_at(fd, name).map_err(|e| io_err(host.clone(), e))?;
-            let sub = walk_dir(
-                sub_fd.as_fd(),
-                root,
-                &child_ctx,
-                &child_src,
-                &child_state,
-                filters,
-            )?;
-            if excluded && sub.is_empty() {
-                return Ok(Vec::new());
+    fn flush(stack: &mut [Frame], npending: &mut usize, out: &mut Vec<ContextEntry>) {
+        if *npending > 0 {
+            out.extend(stack.iter_mut().filter_map(|f| f.pending.take()));
+            *npending = 0;
+        }
+    }
+    let start = rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| io_err(dir.host.clone(), e))?;
+    let mut stack = vec![Frame {
+        names: read_names(start.as_fd(), &dir.host)?.into_iter(),
+        fd: start,
+        dir: dir.clone(),
+        pending: None,
+    }];
+    let mut npending = 0;
+    let mut out = Vec::new();
+    while let Some(top) = stack.last_mut() {
+        let Some((name, dtype)) = top.names.next() else {
+            if stack.pop().is_some_and(|f| f.pending.is_some()) {
+                npending -= 1;
             }
-            let mut v = Vec::with_capacity(sub.len() + 1);
-            v.push(entry_from_stat(child_src, host, &st, None));
-            v.extend(sub);
-            Ok(v)
+            continue;
+        };
+        match visit(top.fd.as_fd(), &top.dir, &name, dtype, filters)? {
+            Visit::Skip => {}
+            Visit::Leaf(e) => {
+                flush(&mut stack, &mut npending, &mut out);
+                out.push(e);
+            }
+            Visit::Dir {
+                entry,
+                fd,
+                sub,
+                excluded,
+            } => {
+                let names = read_names(fd.as_fd(), &sub.host)?.into_iter();
+                let pending = if excluded {
+                    npending += 1;
+                    Some(entry)
+                } else {
+                    flush(&mut stack, &mut npending, &mut out);
+                    out.push(entry);
+                    None
+                };
+                stack.push(Frame {
+                    fd,
+                    names,
+                    dir: sub,
+                    pending,
+                });
+            }
         }
-        _ if excluded => Ok(Vec::new()),
-        FileType::RegularFile => Ok(vec![entry_from_stat(child_src, host, &st, None)]),
-        FileType::Symlink => {
-            let target = rustix::fs::readlinkat(fd, name, Vec::new())
-                .map_err(|e| io_err(host.clone(), e))?
-                .into_string()
-                .map_err(|_| ContextError::NonUtf8Path { path: host.clone() })?;
-            Ok(vec![entry_from_stat(child_src, host, &st, Some(target))])
-        }
-        other => Err(ContextError::UnsupportedFileType {
-            path: host,
-            kind: kind_name(other),
-        }),
     }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -1387,6 +1503,44 @@ mod tests {
             ContextError::OpenRoot { .. }
         ));
         assert!(Context::open(&f.root.join("nope"), IgnoreMatcher::empty()).is_err());
+    }
+
+    #[test]
+    fn deep_tree() {
+        let f = fixture(&[]);
+        let mut p = f.root.join("deep");
+        let depth = std::env::var("STRATA_DEEP")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300);
+        for _ in 0..depth {
+            p.push("d");
+        }
+        fs::create_dir_all(&p).unwrap();
+        fs::write(p.join("leaf"), "").unwrap();
+        // An extra subtree deep down (below PAR_DEPTH) without a leaf.
+        let mut x = f.root.join("deep");
+        for _ in 0..60 {
+            x.push("d");
+        }
+        fs::create_dir_all(x.join("x/y")).unwrap();
+        let r = resolve(&f.ctx("**/nothing\n"), &["deep"]).unwrap();
+        assert_eq!(r[0].entries.len(), depth + 1 + 2);
+        let leaf = format!("{}leaf", "d/".repeat(depth));
+        let rels = rels(&r[0]);
+        assert_eq!(rels[depth], leaf);
+        // `x` sorts after `d`, so the extra subtree comes after the leaf.
+        assert_eq!(rels[depth + 2], format!("{}x/y", "d/".repeat(60)));
+        // Everything excluded except the leaf: excluded directories on the
+        // way are emitted (before their content), the empty `x/y` is not.
+        let r = resolve(&f.ctx("deep\n!**/leaf\n"), &["deep"]).unwrap();
+        assert_eq!(r[0].entries.len(), depth + 1);
+        assert_eq!(r[0].entries.last().unwrap().rel_in_source, leaf);
+        assert!(r[0].entries.iter().all(|e| !e.rel_in_source.contains('x')));
+        for (i, e) in r[0].entries[..depth].iter().enumerate() {
+            assert_eq!(e.rel_in_source, "d/".repeat(i + 1).trim_end_matches('/'));
+            assert_eq!(e.kind, ContextKind::Dir);
+        }
     }
 
     /// Timing check: `cargo test --release -p strata-engine --lib
