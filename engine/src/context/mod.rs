@@ -1,1 +1,17 @@
-//! (being written)
+//! The build context: `.dockerignore` rules, Go-style globbing, and safe
+//! resolution of `COPY`/`ADD` sources.
+//!
+//! - [`glob`]: `filepath.Match`-compatible patterns ([`glob_match`], [`has_meta`]).
+//! - [`ignore`]: `.dockerignore` parsing and matching with Docker's semantics
+//!   ([`IgnoreMatcher`], [`load_ignore`]).
+//! - [`source`]: [`Context::resolve`] expands sources, follows top-level
+//!   symlinks without leaving the context, and walks directories with `*at`
+//!   system calls, applying `.dockerignore` and `--exclude`.
+
+pub mod glob;
+pub mod ignore;
+pub mod source;
+
+pub use glob::{glob_match, has_meta, GlobError};
+pub use ignore::{load_ignore, IgnoreError, IgnoreMatcher};
+pub use source::{Context, ContextEntry, ContextError, ContextKind, ResolvedSource};
