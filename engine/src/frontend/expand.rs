@@ -102,7 +102,12 @@ struct Lexer<'a> {
 
 impl<'a> Lexer<'a> {
     fn new(text: &str, escape: char, lookup: &'a dyn Fn(&str) -> Option<String>) -> Self {
-        Lexer { chars: text.chars().collect(), pos: 0, escape, lookup }
+        Lexer {
+            chars: text.chars().collect(),
+            pos: 0,
+            escape,
+            lookup,
+        }
     }
 
     fn peek(&self) -> Option<char> {
@@ -118,7 +123,10 @@ impl<'a> Lexer<'a> {
     }
 
     fn err(&self, message: impl Into<String>, offset: usize) -> ExpandError {
-        ExpandError { message: message.into(), offset }
+        ExpandError {
+            message: message.into(),
+            offset,
+        }
     }
 
     /// Processes until `stop` (consumed) or the end. With `stop` set, reaching the end is an
@@ -353,7 +361,10 @@ impl<'a> Lexer<'a> {
                 let value = value.unwrap_or_default();
                 Ok(Glob::new(&pattern, self.escape).replace(&value, &repl, all))
             }
-            c => Err(self.err(format!("unsupported modifier ({c}) in substitution"), op_pos)),
+            c => Err(self.err(
+                format!("unsupported modifier ({c}) in substitution"),
+                op_pos,
+            )),
         }
     }
 }
@@ -460,18 +471,61 @@ impl Glob {
         p[pi..].iter().all(|t| matches!(t, Pat::Star))
     }
 
+    /// `ends[j]` is true when the pattern matches all of `s[..j]`: one NFA pass, O(len · pattern).
+    fn match_ends(&self, s: &[char]) -> Vec<bool> {
+        let p = &self.0;
+        let closure = |set: &mut Vec<bool>| {
+            for k in 0..p.len() {
+                if set[k] && matches!(p[k], Pat::Star) {
+                    set[k + 1] = true;
+                }
+            }
+        };
+        let mut ends = vec![false; s.len() + 1];
+        let mut set = vec![false; p.len() + 1];
+        set[0] = true;
+        closure(&mut set);
+        ends[0] = set[p.len()];
+        for (j, &c) in s.iter().enumerate() {
+            let mut next = vec![false; p.len() + 1];
+            for k in (0..p.len()).filter(|&k| set[k]) {
+                let ok = match &p[k] {
+                    Pat::Star => {
+                        next[k] = true;
+                        continue;
+                    }
+                    Pat::Any => true,
+                    Pat::Lit(l) => *l == c,
+                    Pat::Class(ranges, neg) => {
+                        ranges.iter().any(|&(a, b)| a <= c && c <= b) != *neg
+                    }
+                };
+                if ok {
+                    next[k + 1] = true;
+                }
+            }
+            closure(&mut next);
+            if !next.contains(&true) {
+                break;
+            }
+            ends[j + 1] = next[p.len()];
+            set = next;
+        }
+        ends
+    }
+
     fn trim_prefix(&self, value: &str, greedy: bool) -> String {
         let v: Vec<char> = value.chars().collect();
-        let mut lens: Vec<usize> = (0..=v.len()).collect();
-        if greedy {
-            lens.reverse();
+        let ends = self.match_ends(&v);
+        let n = if greedy {
+            ends.iter().rposition(|&e| e)
+        } else {
+            ends.iter().position(|&e| e)
+        };
+        match n {
+            Some(n) => v[n..].iter().collect(),
+            None => value.to_string(),
         }
-        for n in lens {
-            if self.matches(&v[..n]) {
-                return v[n..].iter().collect();
-            }
-        }
-        value.to_string()
     }
 
     fn trim_suffix(&self, value: &str, greedy: bool) -> String {
@@ -496,9 +550,10 @@ impl Glob {
         let mut done = false;
         while i < v.len() {
             if !done {
-                if let Some(end) = (i + 1..=v.len()).rev().find(|&e| self.matches(&v[i..e])) {
+                let ends = self.match_ends(&v[i..]);
+                if let Some(len) = ends.iter().rposition(|&e| e).filter(|&l| l > 0) {
                     out.push_str(repl);
-                    i = end;
+                    i += len;
                     done = !all;
                     continue;
                 }
@@ -603,9 +658,18 @@ mod tests {
         let e = err("x${UNSET:?}");
         assert_eq!(e.message, "UNSET: is not allowed to be unset");
         assert_eq!(e.offset, 1);
-        assert_eq!(err("${UNSET?}").message, "UNSET: is not allowed to be unset");
-        assert_eq!(err("${EMPTY:?}").message, "EMPTY: is not allowed to be empty");
-        assert_eq!(err("${UNSET:?set it please}").message, "UNSET: set it please");
+        assert_eq!(
+            err("${UNSET?}").message,
+            "UNSET: is not allowed to be unset"
+        );
+        assert_eq!(
+            err("${EMPTY:?}").message,
+            "EMPTY: is not allowed to be empty"
+        );
+        assert_eq!(
+            err("${UNSET:?set it please}").message,
+            "UNSET: set it please"
+        );
         assert_eq!(err("${UNSET?need $A}").message, "UNSET: need a");
         assert_eq!(ex("${EMPTY?msg}"), "");
         assert_eq!(ex("${A?msg}"), "a");
@@ -627,9 +691,21 @@ mod tests {
             ("${A:x}", "unsupported modifier (:x) in substitution", 3),
             ("${A x}", "unsupported modifier ( ) in substitution", 3),
             ("${A!}", "unsupported modifier (!) in substitution", 3),
-            ("'abc", "unexpected end of statement while looking for matching single-quote", 0),
-            ("x\"abc", "unexpected end of statement while looking for matching double-quote", 1),
-            ("${A:-'x}", "unexpected end of statement while looking for matching single-quote", 5),
+            (
+                "'abc",
+                "unexpected end of statement while looking for matching single-quote",
+                0,
+            ),
+            (
+                "x\"abc",
+                "unexpected end of statement while looking for matching double-quote",
+                1,
+            ),
+            (
+                "${A:-'x}",
+                "unexpected end of statement while looking for matching single-quote",
+                5,
+            ),
         ] {
             let e = err(w);
             assert_eq!((e.message.as_str(), e.offset), (msg, off), "word {w:?}");
@@ -714,6 +790,20 @@ mod tests {
     }
 
     #[test]
+    fn patterns_on_long_values_are_fast_enough() {
+        let long = "ab".repeat(2000);
+        let lk = |n: &str| (n == "L").then(|| long.clone());
+        let r = expand_word("${L//a*b/x}", '\\', &lk).unwrap();
+        assert_eq!(r, "x");
+        let r = expand_word("${L%%b*}", '\\', &lk).unwrap();
+        assert_eq!(r, "a");
+        let r = expand_word("${L#*b}", '\\', &lk).unwrap();
+        assert_eq!(r.len(), 3998);
+        let r = expand_word("${L//b/}", '\\', &lk).unwrap();
+        assert_eq!(r, "a".repeat(2000));
+    }
+
+    #[test]
     fn words_split_on_unquoted_whitespace() {
         assert_eq!(exw("a b  c"), vec!["a", "b", "c"]);
         assert_eq!(exw("  a\t\nb  "), vec!["a", "b"]);
@@ -746,11 +836,64 @@ mod tests {
     }
 
     #[test]
+    fn pseudo_random_inputs_never_panic() {
+        const PIECES: &[char] = &[
+            '$', '{', '}', ':', '-', '+', '?', '#', '%', '/', '*', '[', ']', '!', '\\', '`', '\'',
+            '"', ' ', 'A', 'B', 'E', 'M', 'P', 'T', 'Y', 'x', '1', '@', 'é',
+        ];
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..50_000 {
+            let n = (next() % 16) as usize;
+            let w: String = (0..n)
+                .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                .collect();
+            for esc in ['\\', '`'] {
+                if let Err(e) = expand_word(&w, esc, &env) {
+                    assert!(e.offset <= w.chars().count(), "{w:?}: {e:?}");
+                }
+                let _ = expand_words(&w, esc, &env);
+            }
+        }
+    }
+
+    #[test]
     fn never_panics_on_odd_input() {
         let odd = [
-            "$", "${", "${:", "${A:", "${A:-", "${A/", "${A//", "${A#", "${A%%", "\\", "`", "'",
-            "\"", "\"\\", "\"$", "\"${", "${A/[", "${A#[!", "${A#[a-", "${A#[]", "${A#[]]}",
-            "${#}", "${##}", "${-}", "${?x}", "$\u{1F600}", "${\u{1F600}}", "${A:-\"\\", "${@:-x}",
+            "$",
+            "${",
+            "${:",
+            "${A:",
+            "${A:-",
+            "${A/",
+            "${A//",
+            "${A#",
+            "${A%%",
+            "\\",
+            "`",
+            "'",
+            "\"",
+            "\"\\",
+            "\"$",
+            "\"${",
+            "${A/[",
+            "${A#[!",
+            "${A#[a-",
+            "${A#[]",
+            "${A#[]]}",
+            "${#}",
+            "${##}",
+            "${-}",
+            "${?x}",
+            "$\u{1F600}",
+            "${\u{1F600}}",
+            "${A:-\"\\",
+            "${@:-x}",
         ];
         for w in odd {
             let _ = expand_word(w, '\\', &env);

@@ -39,7 +39,11 @@ pub fn parse(file: &str, source: &str) -> Result<Dockerfile, Diagnostic> {
         .split('\n')
         .map(|l| l.strip_suffix('\r').unwrap_or(l))
         .collect();
-    let mut p = Parser { file, source, escape: '\\' };
+    let mut p = Parser {
+        file,
+        source,
+        escape: '\\',
+    };
     let mut idx = 0;
     let directives = p.directives(&lines, &mut idx)?;
     p.escape = directives.escape;
@@ -72,9 +76,19 @@ pub fn parse(file: &str, source: &str) -> Result<Dockerfile, Diagnostic> {
         instructions.push(inst);
     }
     if !seen_from {
-        return Err(p.err(Span { line: 1, col: 1, len: 1 }, "no FROM instruction"));
+        return Err(p.err(
+            Span {
+                line: 1,
+                col: 1,
+                len: 1,
+            },
+            "no FROM instruction",
+        ));
     }
-    Ok(Dockerfile { directives, instructions })
+    Ok(Dockerfile {
+        directives,
+        instructions,
+    })
 }
 
 fn is_blank(c: char) -> bool {
@@ -92,17 +106,29 @@ impl Logical {
     /// The span of `chars[start..end]`; the length is clamped to the start's physical line.
     fn span(&self, start: usize, end: usize) -> Span {
         let Some(&(line, col)) = self.pos.get(start).or(self.pos.last()) else {
-            return Span { line: 1, col: 1, len: 1 };
+            return Span {
+                line: 1,
+                col: 1,
+                len: 1,
+            };
         };
         if start >= self.pos.len() {
             // Just past the end of the instruction.
-            return Span { line, col: col + 1, len: 1 };
+            return Span {
+                line,
+                col: col + 1,
+                len: 1,
+            };
         }
         let len = self.pos[start..end.min(self.pos.len())]
             .iter()
             .take_while(|p| p.0 == line)
             .count();
-        Span { line, col, len: len.max(1) }
+        Span {
+            line,
+            col,
+            len: len.max(1),
+        }
     }
 
     fn text(&self, start: usize, end: usize) -> String {
@@ -111,12 +137,18 @@ impl Logical {
     }
 
     fn word(&self, w: &RawWord) -> Word {
-        Word { raw: w.raw.clone(), span: self.span(w.start, w.end) }
+        Word {
+            raw: w.raw.clone(),
+            span: self.span(w.start, w.end),
+        }
     }
 
     /// A sub-range as its own logical line (for ONBUILD triggers).
     fn slice(&self, start: usize) -> Logical {
-        Logical { chars: self.chars[start..].to_vec(), pos: self.pos[start..].to_vec() }
+        Logical {
+            chars: self.chars[start..].to_vec(),
+            pos: self.pos[start..].to_vec(),
+        }
     }
 }
 
@@ -200,7 +232,11 @@ fn split_words(chars: &[char], from: usize, escape: char) -> Vec<RawWord> {
             }
             i += 1;
         }
-        words.push(RawWord { raw: chars[start..i].iter().collect(), start, end: i });
+        words.push(RawWord {
+            raw: chars[start..i].iter().collect(),
+            start,
+            end: i,
+        });
     }
     words
 }
@@ -385,12 +421,20 @@ impl Parser<'_> {
         let mut d = Directives::default();
         let (mut seen_escape, mut seen_syntax) = (false, false);
         while *idx < lines.len() {
-            let Some((name, value, col)) = directive(lines[*idx]) else { break };
-            let span = Span { line: *idx + 1, col, len: value.chars().count() };
+            let Some((name, value, col)) = directive(lines[*idx]) else {
+                break;
+            };
+            let span = Span {
+                line: *idx + 1,
+                col,
+                len: value.chars().count(),
+            };
             match name.as_str() {
                 "escape" => {
                     if seen_escape {
-                        return Err(self.err(span, "only one `escape` parser directive can be used"));
+                        return Err(
+                            self.err(span, "only one `escape` parser directive can be used")
+                        );
                     }
                     seen_escape = true;
                     d.escape = match value.as_str() {
@@ -405,7 +449,9 @@ impl Parser<'_> {
                 }
                 "syntax" => {
                     if seen_syntax {
-                        return Err(self.err(span, "only one `syntax` parser directive can be used"));
+                        return Err(
+                            self.err(span, "only one `syntax` parser directive can be used")
+                        );
                     }
                     seen_syntax = true;
                     d.syntax = Some(value);
@@ -434,14 +480,23 @@ impl Parser<'_> {
                     .with_hint(format!("end it with a line containing only `{}`", h.name)));
             };
             *idx += 1;
-            let line = if h.chomp { line.trim_start_matches('\t') } else { line };
+            let line = if h.chomp {
+                line.trim_start_matches('\t')
+            } else {
+                line
+            };
             if line == h.name {
                 break;
             }
             content.push_str(line);
             content.push('\n');
         }
-        Ok(Heredoc { name: h.name, content, expand: h.expand, span: h.span })
+        Ok(Heredoc {
+            name: h.name,
+            content,
+            expand: h.expand,
+            span: h.span,
+        })
     }
 
     /// Splits off the leading `--flags`.
@@ -458,19 +513,30 @@ impl Parser<'_> {
             let (name, value) = match body.split_once('=') {
                 Some((name, value)) => {
                     let vstart = w.start + 2 + name.chars().count() + 1;
-                    let value = Word { raw: value.to_string(), span: lg.span(vstart, w.end) };
+                    let value = Word {
+                        raw: value.to_string(),
+                        span: lg.span(vstart, w.end),
+                    };
                     (name, Some(value))
                 }
                 None => (body, None),
             };
             let name_end = w.start + 2 + name.chars().count();
-            flags.push(Flag { name: name.to_string(), value, span: lg.span(w.start, name_end) });
+            flags.push(Flag {
+                name: name.to_string(),
+                value,
+                span: lg.span(w.start, name_end),
+            });
             start = w.end;
         }
         while start < lg.chars.len() && lg.chars[start].is_whitespace() {
             start += 1;
         }
-        Args { flags, start, words }
+        Args {
+            flags,
+            start,
+            words,
+        }
     }
 
     /// Rejects flags not in `allowed`, duplicates of non-repeatable ones, and missing values.
@@ -490,8 +556,7 @@ impl Parser<'_> {
                 }
                 return Err(d);
             }
-            if !repeatable.contains(&f.name.as_str())
-                && flags[..i].iter().any(|g| g.name == f.name)
+            if !repeatable.contains(&f.name.as_str()) && flags[..i].iter().any(|g| g.name == f.name)
             {
                 return Err(self.err(f.span, format!("duplicate flag `--{}` for {kw}", f.name)));
             }
@@ -500,7 +565,10 @@ impl Parser<'_> {
                     if !v.raw.eq_ignore_ascii_case("true") && !v.raw.eq_ignore_ascii_case("false") {
                         return Err(self.err(
                             v.span,
-                            format!("invalid value `{}` for flag `--{}`: expected true or false", v.raw, f.name),
+                            format!(
+                                "invalid value `{}` for flag `--{}`: expected true or false",
+                                v.raw, f.name
+                            ),
                         ));
                     }
                 }
@@ -512,7 +580,10 @@ impl Parser<'_> {
     }
 
     fn flag_value(flags: &[Flag], name: &str) -> Option<Word> {
-        flags.iter().find(|f| f.name == name).and_then(|f| f.value.clone())
+        flags
+            .iter()
+            .find(|f| f.name == name)
+            .and_then(|f| f.value.clone())
     }
 
     /// Exec form if the text is a JSON array of strings, shell form otherwise.
@@ -533,7 +604,11 @@ impl Parser<'_> {
         seen_from: Option<bool>,
         allow_heredocs: bool,
     ) -> Result<(Instruction, Vec<PendingHeredoc>), Diagnostic> {
-        let kw_end = lg.chars.iter().position(|c| c.is_whitespace()).unwrap_or(lg.chars.len());
+        let kw_end = lg
+            .chars
+            .iter()
+            .position(|c| c.is_whitespace())
+            .unwrap_or(lg.chars.len());
         let kw_raw = lg.text(0, kw_end);
         let kw_span = lg.span(0, kw_end);
         let kw_upper = kw_raw.to_ascii_uppercase();
@@ -553,7 +628,11 @@ impl Parser<'_> {
         while rest < lg.chars.len() && lg.chars[rest].is_whitespace() {
             rest += 1;
         }
-        let Args { flags, start, words } = self.args(lg, rest);
+        let Args {
+            flags,
+            start,
+            words,
+        } = self.args(lg, rest);
         let args_text = lg.text(start, lg.chars.len());
         let args_span = lg.span(start, lg.chars.len());
         let mut pending = Vec::new();
@@ -565,7 +644,10 @@ impl Parser<'_> {
                 Err(self.err(kw_span, msg.to_string()))
             }
         };
-        let whole = || Word { raw: args_text.clone(), span: args_span };
+        let whole = || Word {
+            raw: args_text.clone(),
+            span: args_span,
+        };
 
         let command = match kw {
             "FROM" => {
@@ -582,7 +664,10 @@ impl Parser<'_> {
                         if !as_kw.raw.eq_ignore_ascii_case("as") {
                             return Err(self.err(
                                 lg.span(as_kw.start, as_kw.end),
-                                format!("expected `AS` after the image name, found `{}`", as_kw.raw),
+                                format!(
+                                    "expected `AS` after the image name, found `{}`",
+                                    as_kw.raw
+                                ),
                             ));
                         }
                         let w = &words[2];
@@ -592,7 +677,10 @@ impl Parser<'_> {
                                 .err(lg.span(w.start, w.end), format!("invalid build stage name `{}`", w.raw))
                                 .with_hint("a stage name starts with a letter and contains only letters, digits, `-`, `_` and `.`"));
                         }
-                        Some(Word { raw: name, span: lg.span(w.start, w.end) })
+                        Some(Word {
+                            raw: name,
+                            span: lg.span(w.start, w.end),
+                        })
                     }
                 };
                 Command::From(FromCmd {
@@ -608,7 +696,10 @@ impl Parser<'_> {
             }
             "ENV" | "LABEL" => {
                 self.check_flags(kw, &flags, none, none, none)?;
-                need(!words.is_empty(), &format!("{kw} requires at least one argument"))?;
+                need(
+                    !words.is_empty(),
+                    &format!("{kw} requires at least one argument"),
+                )?;
                 let pairs = if words[0].raw.contains('=') {
                     self.key_values(lg, kw, &words, false)?
                 } else {
@@ -620,7 +711,10 @@ impl Parser<'_> {
                     }
                     if vstart >= lg.chars.len() {
                         return Err(self
-                            .err(lg.span(key.start, key.end), format!("{kw} must have two arguments"))
+                            .err(
+                                lg.span(key.start, key.end),
+                                format!("{kw} must have two arguments"),
+                            )
                             .with_hint(format!("use `{kw} {}=value`", key.raw)));
                     }
                     vec![KeyValue {
@@ -639,7 +733,10 @@ impl Parser<'_> {
             }
             "WORKDIR" | "USER" | "MAINTAINER" => {
                 self.check_flags(kw, &flags, none, none, none)?;
-                need(!words.is_empty(), &format!("{kw} requires exactly one argument"))?;
+                need(
+                    !words.is_empty(),
+                    &format!("{kw} requires exactly one argument"),
+                )?;
                 match kw {
                     "WORKDIR" => Command::Workdir(whole()),
                     "USER" => Command::User(whole()),
@@ -668,7 +765,11 @@ impl Parser<'_> {
                 if allow_heredocs && matches!(command, CommandLine::Shell(_)) {
                     pending = self.heredoc_markers(lg, &words);
                 }
-                Command::Run(RunCmd { command, flags, heredocs: Vec::new() })
+                Command::Run(RunCmd {
+                    command,
+                    flags,
+                    heredocs: Vec::new(),
+                })
             }
             "EXPOSE" => {
                 self.check_flags(kw, &flags, none, none, none)?;
@@ -681,7 +782,10 @@ impl Parser<'_> {
                 let vols: Vec<Word> = match parse_json_array(&lg.chars, start) {
                     Some(items) => items
                         .into_iter()
-                        .map(|(s, a, b)| Word { raw: s, span: lg.span(a, b) })
+                        .map(|(s, a, b)| Word {
+                            raw: s,
+                            span: lg.span(a, b),
+                        })
                         .collect(),
                     None => words.iter().map(|w| lg.word(w)).collect(),
                 };
@@ -698,7 +802,9 @@ impl Parser<'_> {
                     Some(items) if !items.is_empty() => {
                         Command::Shell(items.into_iter().map(|(s, _, _)| s).collect())
                     }
-                    Some(_) => return Err(self.err(args_span, "SHELL requires at least one argument")),
+                    Some(_) => {
+                        return Err(self.err(args_span, "SHELL requires at least one argument"))
+                    }
                     None => {
                         return Err(self
                             .err(args_span, "SHELL requires the arguments to be in JSON form")
@@ -710,11 +816,20 @@ impl Parser<'_> {
                 self.check_flags(
                     kw,
                     &flags,
-                    &["interval", "timeout", "start-period", "start-interval", "retries"],
+                    &[
+                        "interval",
+                        "timeout",
+                        "start-period",
+                        "start-interval",
+                        "retries",
+                    ],
                     none,
                     none,
                 )?;
-                need(!words.is_empty(), "HEALTHCHECK requires at least one argument")?;
+                need(
+                    !words.is_empty(),
+                    "HEALTHCHECK requires at least one argument",
+                )?;
                 let typ = &words[0];
                 let test = if typ.raw.eq_ignore_ascii_case("NONE") {
                     if let Some(extra) = words.get(1) {
@@ -726,12 +841,18 @@ impl Parser<'_> {
                     None
                 } else if typ.raw.eq_ignore_ascii_case("CMD") {
                     if words.len() < 2 {
-                        return Err(self.err(lg.span(typ.start, typ.end), "HEALTHCHECK CMD requires a command"));
+                        return Err(self.err(
+                            lg.span(typ.start, typ.end),
+                            "HEALTHCHECK CMD requires a command",
+                        ));
                     }
                     Some(self.command_line(lg, words[1].start))
                 } else {
                     return Err(self
-                        .err(lg.span(typ.start, typ.end), format!("unknown type `{}` in HEALTHCHECK", typ.raw))
+                        .err(
+                            lg.span(typ.start, typ.end),
+                            format!("unknown type `{}` in HEALTHCHECK", typ.raw),
+                        )
                         .with_hint("use `HEALTHCHECK [flags] CMD command` or `HEALTHCHECK NONE`"));
                 };
                 let v = |n: &str| Self::flag_value(&flags, n);
@@ -771,7 +892,10 @@ impl Parser<'_> {
                     Some(items) => (
                         items
                             .into_iter()
-                            .map(|(s, a, b)| Word { raw: s, span: lg.span(a, b) })
+                            .map(|(s, a, b)| Word {
+                                raw: s,
+                                span: lg.span(a, b),
+                            })
                             .collect::<Vec<_>>(),
                         true,
                     ),
@@ -780,17 +904,20 @@ impl Parser<'_> {
                 if args.len() < 2 {
                     return Err(self.err(
                         kw_span,
-                        format!("{what} requires at least two arguments: a source and a destination"),
+                        format!(
+                            "{what} requires at least two arguments: a source and a destination"
+                        ),
                     ));
                 }
                 if allow_heredocs && !json_form {
                     pending = self.heredoc_markers(lg, &words[..words.len() - 1]);
                 }
                 let dest = args.pop().expect("at least two arguments");
-                let link = flags
-                    .iter()
-                    .find(|f| f.name == "link")
-                    .is_some_and(|f| f.value.as_ref().map_or(true, |v| v.raw.eq_ignore_ascii_case("true")));
+                let link = flags.iter().find(|f| f.name == "link").is_some_and(|f| {
+                    f.value
+                        .as_ref()
+                        .map_or(true, |v| v.raw.eq_ignore_ascii_case("true"))
+                });
                 let cmd = CopyCmd {
                     sources: args,
                     dest,
@@ -813,7 +940,11 @@ impl Parser<'_> {
                 }
             }
         };
-        let inst = Instruction { command, span: kw_span, text: lg.text(0, lg.chars.len()) };
+        let inst = Instruction {
+            command,
+            span: kw_span,
+            text: lg.text(0, lg.chars.len()),
+        };
         Ok((inst, pending))
     }
 
@@ -822,7 +953,12 @@ impl Parser<'_> {
             .iter()
             .filter_map(|w| {
                 let (name, chomp, expand) = heredoc_marker(&w.raw)?;
-                Some(PendingHeredoc { name, chomp, expand, span: lg.span(w.start, w.end) })
+                Some(PendingHeredoc {
+                    name,
+                    chomp,
+                    expand,
+                    span: lg.span(w.start, w.end),
+                })
             })
             .collect()
     }
@@ -845,14 +981,20 @@ impl Parser<'_> {
                     }
                     let klen = k.chars().count();
                     out.push(KeyValue {
-                        key: Word { raw: k.to_string(), span: lg.span(w.start, w.start + klen) },
+                        key: Word {
+                            raw: k.to_string(),
+                            span: lg.span(w.start, w.start + klen),
+                        },
                         value: Some(Word {
                             raw: v.to_string(),
                             span: lg.span(w.start + klen + 1, w.end),
                         }),
                     });
                 }
-                None if bare_ok => out.push(KeyValue { key: lg.word(w), value: None }),
+                None if bare_ok => out.push(KeyValue {
+                    key: lg.word(w),
+                    value: None,
+                }),
                 None => {
                     return Err(self
                         .err(wspan, format!("can't find `=` in `{}`", w.raw))
@@ -939,7 +1081,10 @@ mod tests {
     }
 
     fn w(raw: &str, line: usize, col: usize) -> Word {
-        Word { raw: raw.into(), span: sp(line, col, raw.chars().count()) }
+        Word {
+            raw: raw.into(),
+            span: sp(line, col, raw.chars().count()),
+        }
     }
 
     fn raws(ws: &[Word]) -> Vec<&str> {
@@ -963,14 +1108,20 @@ mod tests {
         assert_eq!(i.text, "FROM debian:12");
         assert_eq!(
             i.command,
-            Command::From(FromCmd { image: w("debian:12", 1, 6), alias: None, platform: None })
+            Command::From(FromCmd {
+                image: w("debian:12", 1, 6),
+                alias: None,
+                platform: None
+            })
         );
     }
 
     #[test]
     fn from_with_alias_and_platform() {
         let d = ok("from --platform=$BUILDPLATFORM golang:1.22 As Build.Stage-1\n");
-        let Command::From(f) = &d.instructions[0].command else { panic!() };
+        let Command::From(f) = &d.instructions[0].command else {
+            panic!()
+        };
         assert_eq!(f.image, w("golang:1.22", 1, 32));
         assert_eq!(f.alias, Some(w("build.stage-1", 1, 47)));
         assert_eq!(f.platform, Some(w("$BUILDPLATFORM", 1, 17)));
@@ -978,16 +1129,48 @@ mod tests {
 
     #[test]
     fn from_errors() {
-        assert_err("FROM\n", "FROM requires either one or three arguments", sp(1, 1, 4));
-        assert_err("FROM a b\n", "FROM requires either one or three arguments", sp(1, 8, 1));
-        assert_err("FROM a AS\n", "FROM requires either one or three arguments", sp(1, 8, 2));
-        assert_err("FROM a IS b\n", "expected `AS` after the image name, found `IS`", sp(1, 8, 2));
-        let d = assert_err("FROM a AS 1st\n", "invalid build stage name `1st`", sp(1, 11, 3));
+        assert_err(
+            "FROM\n",
+            "FROM requires either one or three arguments",
+            sp(1, 1, 4),
+        );
+        assert_err(
+            "FROM a b\n",
+            "FROM requires either one or three arguments",
+            sp(1, 8, 1),
+        );
+        assert_err(
+            "FROM a AS\n",
+            "FROM requires either one or three arguments",
+            sp(1, 8, 2),
+        );
+        assert_err(
+            "FROM a IS b\n",
+            "expected `AS` after the image name, found `IS`",
+            sp(1, 8, 2),
+        );
+        let d = assert_err(
+            "FROM a AS 1st\n",
+            "invalid build stage name `1st`",
+            sp(1, 11, 3),
+        );
         assert!(d.hint.is_some());
-        assert_err("FROM a AS x/y\n", "invalid build stage name `x/y`", sp(1, 11, 3));
-        let d = assert_err("FROM --platfrom=x a\n", "unknown flag `--platfrom` for FROM", sp(1, 6, 10));
+        assert_err(
+            "FROM a AS x/y\n",
+            "invalid build stage name `x/y`",
+            sp(1, 11, 3),
+        );
+        let d = assert_err(
+            "FROM --platfrom=x a\n",
+            "unknown flag `--platfrom` for FROM",
+            sp(1, 6, 10),
+        );
         assert_eq!(d.hint.as_deref(), Some("did you mean `--platform`?"));
-        assert_err("FROM --platform a\n", "flag `--platform` requires a value", sp(1, 6, 10));
+        assert_err(
+            "FROM --platform a\n",
+            "flag `--platform` requires a value",
+            sp(1, 6, 10),
+        );
         assert_err(
             "FROM --platform=a --platform=b a\n",
             "duplicate flag `--platform` for FROM",
@@ -1006,22 +1189,42 @@ mod tests {
     fn only_arg_before_from() {
         let d = ok("ARG BASE=debian\nFROM $BASE\n");
         assert_eq!(d.instructions.len(), 2);
-        let e = assert_err("# c\nRUN x\nFROM a\n", "RUN instruction before the first FROM", sp(2, 1, 3));
+        let e = assert_err(
+            "# c\nRUN x\nFROM a\n",
+            "RUN instruction before the first FROM",
+            sp(2, 1, 3),
+        );
         assert!(e.hint.is_some());
-        assert_err("  copy a b\nFROM a\n", "COPY instruction before the first FROM", sp(1, 3, 4));
+        assert_err(
+            "  copy a b\nFROM a\n",
+            "COPY instruction before the first FROM",
+            sp(1, 3, 4),
+        );
     }
 
     #[test]
     fn unknown_instruction() {
-        let d = assert_err("FROM a\nCOPPY a b\n", "unknown instruction `COPPY`", sp(2, 1, 5));
+        let d = assert_err(
+            "FROM a\nCOPPY a b\n",
+            "unknown instruction `COPPY`",
+            sp(2, 1, 5),
+        );
         assert_eq!(d.hint.as_deref(), Some("did you mean `COPY`?"));
         assert_eq!(
             d.to_string(),
             "unknown instruction `COPPY`\n --> Dockerfile:2:1\n  |\n2 | COPPY a b\n  | ^^^^^\nhint: did you mean `COPY`?"
         );
-        let d = assert_err("FROM a\nfrobnicate\n", "unknown instruction `frobnicate`", sp(2, 1, 10));
+        let d = assert_err(
+            "FROM a\nfrobnicate\n",
+            "unknown instruction `frobnicate`",
+            sp(2, 1, 10),
+        );
         assert_eq!(d.hint, None);
-        let d = assert_err("FROM a\n  Entrypont x\n", "unknown instruction `Entrypont`", sp(2, 3, 9));
+        let d = assert_err(
+            "FROM a\n  Entrypont x\n",
+            "unknown instruction `Entrypont`",
+            sp(2, 3, 9),
+        );
         assert_eq!(d.hint.as_deref(), Some("did you mean `ENTRYPOINT`?"));
         // An unknown instruction before FROM is reported as unknown.
         assert_err("BLAH\n", "unknown instruction `BLAH`", sp(1, 1, 4));
@@ -1031,7 +1234,10 @@ mod tests {
     fn directives() {
         let d = ok("# syntax=docker/dockerfile:1.7\n# escape=`\nFROM a\n");
         assert_eq!(d.directives.escape, '`');
-        assert_eq!(d.directives.syntax.as_deref(), Some("docker/dockerfile:1.7"));
+        assert_eq!(
+            d.directives.syntax.as_deref(),
+            Some("docker/dockerfile:1.7")
+        );
         let d = ok("#ESCAPE = `\nFROM a\n");
         assert_eq!(d.directives.escape, '`');
         let d = ok("# Escape=\\\nFROM a\n");
@@ -1041,13 +1247,25 @@ mod tests {
         assert_eq!(ok("\n# escape=`\nFROM a\n").directives.escape, '\\');
         assert_eq!(ok("FROM a\n# escape=`\n").directives.escape, '\\');
         // An unknown directive is a comment and ends the directives.
-        assert_eq!(ok("# foo=bar\n# escape=`\nFROM a\n").directives.escape, '\\');
-        assert_eq!(ok("# check=skip=all\n# escape=`\nFROM a\n").directives.escape, '`');
+        assert_eq!(
+            ok("# foo=bar\n# escape=`\nFROM a\n").directives.escape,
+            '\\'
+        );
+        assert_eq!(
+            ok("# check=skip=all\n# escape=`\nFROM a\n")
+                .directives
+                .escape,
+            '`'
+        );
     }
 
     #[test]
     fn directive_errors() {
-        let d = assert_err("# escape=x\nFROM a\n", "invalid escape token `x`", sp(1, 10, 1));
+        let d = assert_err(
+            "# escape=x\nFROM a\n",
+            "invalid escape token `x`",
+            sp(1, 10, 1),
+        );
         assert!(d.hint.is_some());
         assert_err(
             "# escape=`\n# escape=\\\nFROM a\n",
@@ -1073,17 +1291,28 @@ mod tests {
     fn continuation_lines() {
         let v = body("RUN apt-get update && \\\n    apt-get install -y \\   \n# a comment\n\n    curl\nUSER me\n");
         assert_eq!(v.len(), 2);
-        assert_eq!(v[0].text, "RUN apt-get update &&     apt-get install -y     curl");
-        let Command::Run(r) = &v[0].command else { panic!() };
-        let CommandLine::Shell(s) = &r.command else { panic!() };
+        assert_eq!(
+            v[0].text,
+            "RUN apt-get update &&     apt-get install -y     curl"
+        );
+        let Command::Run(r) = &v[0].command else {
+            panic!()
+        };
+        let CommandLine::Shell(s) = &r.command else {
+            panic!()
+        };
         assert_eq!(s.raw, "apt-get update &&     apt-get install -y     curl");
         assert_eq!(s.span, sp(2, 5, 18)); // clamped to the first line
         assert_eq!(v[1].span, sp(7, 1, 4));
         // Word spans on continuation lines point at their own line.
-        let Command::Expose(ports) = one("EXPOSE 80 \\\n  443/tcp\n") else { panic!() };
+        let Command::Expose(ports) = one("EXPOSE 80 \\\n  443/tcp\n") else {
+            panic!()
+        };
         assert_eq!(ports, vec![w("80", 2, 8), w("443/tcp", 3, 3)]);
         // Keyword alone on the first line.
-        let Command::User(u) = one("USER \\\n  app\n") else { panic!() };
+        let Command::User(u) = one("USER \\\n  app\n") else {
+            panic!()
+        };
         assert_eq!(u, w("app", 3, 3));
     }
 
@@ -1104,9 +1333,16 @@ mod tests {
     #[test]
     fn windows_escape_continuation() {
         let d = ok("# escape=`\nFROM mcr.microsoft.com/windows\nRUN dir c:\\ `\n  && echo hi\nCOPY a` b c:\\dest\\\n");
-        let Command::Run(r) = &d.instructions[1].command else { panic!() };
-        assert_eq!(r.command, CommandLine::Shell(w("dir c:\\   && echo hi", 3, 5)).with_len(8));
-        let Command::Copy(c) = &d.instructions[2].command else { panic!() };
+        let Command::Run(r) = &d.instructions[1].command else {
+            panic!()
+        };
+        assert_eq!(
+            r.command,
+            CommandLine::Shell(w("dir c:\\   && echo hi", 3, 5)).with_len(8)
+        );
+        let Command::Copy(c) = &d.instructions[2].command else {
+            panic!()
+        };
         assert_eq!(raws(&c.sources), vec!["a` b"]);
         assert_eq!(c.dest.raw, "c:\\dest\\");
     }
@@ -1125,56 +1361,118 @@ mod tests {
 
     #[test]
     fn exec_and_shell_forms() {
-        assert_eq!(one("CMD [\"a\", \"b c\"]"), Command::Cmd(CommandLine::Exec(vec!["a".into(), "b c".into()])));
-        assert_eq!(one("ENTRYPOINT []"), Command::Entrypoint(CommandLine::Exec(vec![])));
+        assert_eq!(
+            one("CMD [\"a\", \"b c\"]"),
+            Command::Cmd(CommandLine::Exec(vec!["a".into(), "b c".into()]))
+        );
+        assert_eq!(
+            one("ENTRYPOINT []"),
+            Command::Entrypoint(CommandLine::Exec(vec![]))
+        );
         assert_eq!(
             one("CMD [\"\\u00e9\\n\\\"\\\\\", \"\\ud83d\\ude00\"]"),
             Command::Cmd(CommandLine::Exec(vec!["é\n\"\\".into(), "😀".into()]))
         );
         // Invalid JSON falls back to shell form.
-        for bad in ["[a, b]", "[\"a\",]", "[\"a\"", "[\"a\" \"b\"]", "[1]", "[\"a\"] x", "[\"\\x\"]", "["] {
+        for bad in [
+            "[a, b]",
+            "[\"a\",]",
+            "[\"a\"",
+            "[\"a\" \"b\"]",
+            "[1]",
+            "[\"a\"] x",
+            "[\"\\x\"]",
+            "[",
+        ] {
             assert_eq!(
                 one(&format!("CMD {bad}")),
                 Command::Cmd(CommandLine::Shell(w(bad, 2, 5))),
                 "{bad}"
             );
         }
-        assert_eq!(one("CMD echo $HOME"), Command::Cmd(CommandLine::Shell(w("echo $HOME", 2, 5))));
+        assert_eq!(
+            one("CMD echo $HOME"),
+            Command::Cmd(CommandLine::Shell(w("echo $HOME", 2, 5)))
+        );
         // CMD with no arguments: an empty shell command.
-        assert_eq!(one("CMD"), Command::Cmd(CommandLine::Shell(Word { raw: String::new(), span: sp(2, 4, 1) })));
+        assert_eq!(
+            one("CMD"),
+            Command::Cmd(CommandLine::Shell(Word {
+                raw: String::new(),
+                span: sp(2, 4, 1)
+            }))
+        );
     }
 
     #[test]
     fn run_flags_and_forms() {
-        let Command::Run(r) = one("RUN --mount=type=cache,target=/root/.cache --network=none [\"make\", \"-j\"]") else {
+        let Command::Run(r) =
+            one("RUN --mount=type=cache,target=/root/.cache --network=none [\"make\", \"-j\"]")
+        else {
             panic!()
         };
-        assert_eq!(r.command, CommandLine::Exec(vec!["make".into(), "-j".into()]));
+        assert_eq!(
+            r.command,
+            CommandLine::Exec(vec!["make".into(), "-j".into()])
+        );
         assert_eq!(r.flags.len(), 2);
         assert_eq!(r.flags[0].name, "mount");
         assert_eq!(r.flags[0].span, sp(2, 5, 7));
-        assert_eq!(r.flags[0].value, Some(w("type=cache,target=/root/.cache", 2, 13)));
+        assert_eq!(
+            r.flags[0].value,
+            Some(w("type=cache,target=/root/.cache", 2, 13))
+        );
         assert_eq!(r.flags[1].name, "network");
         // Unknown RUN flags are kept for the RUN stage to validate.
-        let Command::Run(r) = one("RUN --whatever echo") else { panic!() };
-        assert_eq!(r.flags, vec![Flag { name: "whatever".into(), value: None, span: sp(2, 5, 10) }]);
+        let Command::Run(r) = one("RUN --whatever echo") else {
+            panic!()
+        };
+        assert_eq!(
+            r.flags,
+            vec![Flag {
+                name: "whatever".into(),
+                value: None,
+                span: sp(2, 5, 10)
+            }]
+        );
         assert_eq!(r.command, CommandLine::Shell(w("echo", 2, 16)));
-        assert_err("FROM a\nRUN\n", "RUN requires at least one argument", sp(2, 1, 3));
-        assert_err("FROM a\nRUN --mount=x\n", "RUN requires at least one argument", sp(2, 1, 3));
+        assert_err(
+            "FROM a\nRUN\n",
+            "RUN requires at least one argument",
+            sp(2, 1, 3),
+        );
+        assert_err(
+            "FROM a\nRUN --mount=x\n",
+            "RUN requires at least one argument",
+            sp(2, 1, 3),
+        );
     }
 
     #[test]
     fn flags_on_instructions_without_flags() {
-        assert_err("FROM a\nCMD --help\n", "unknown flag `--help` for CMD", sp(2, 5, 6));
-        assert_err("FROM a\nENV --x=1 A=b\n", "unknown flag `--x` for ENV", sp(2, 5, 3));
+        assert_err(
+            "FROM a\nCMD --help\n",
+            "unknown flag `--help` for CMD",
+            sp(2, 5, 6),
+        );
+        assert_err(
+            "FROM a\nENV --x=1 A=b\n",
+            "unknown flag `--x` for ENV",
+            sp(2, 5, 3),
+        );
         // A flag-like word after the first argument is an argument.
-        assert_eq!(one("CMD ls --help"), Command::Cmd(CommandLine::Shell(w("ls --help", 2, 5))));
+        assert_eq!(
+            one("CMD ls --help"),
+            Command::Cmd(CommandLine::Shell(w("ls --help", 2, 5)))
+        );
     }
 
     #[test]
     fn copy_and_add() {
         let v = body("COPY --from=build --chown=1:1 --chmod=644 --link --exclude=*.md --exclude=x a \"b c\" /dst/\n");
-        let Command::Copy(c) = &v[0].command else { panic!() };
+        let Command::Copy(c) = &v[0].command else {
+            panic!()
+        };
         assert_eq!(c.sources, vec![w("a", 2, 77), w("\"b c\"", 2, 79)]);
         assert_eq!(c.dest, w("/dst/", 2, 85));
         assert_eq!(c.from, Some(w("build", 2, 13)));
@@ -1186,17 +1484,43 @@ mod tests {
         assert!(c.heredocs.is_empty());
         assert_eq!(v[0].text, "COPY --from=build --chown=1:1 --chmod=644 --link --exclude=*.md --exclude=x a \"b c\" /dst/");
 
-        let Command::Add(a) = one("ADD [\"x y\", \"$Z\", \"/d\"]") else { panic!() };
+        let Command::Add(a) = one("ADD [\"x y\", \"$Z\", \"/d\"]") else {
+            panic!()
+        };
         assert!(a.json_form);
-        assert_eq!(a.sources, vec![Word { raw: "x y".into(), span: sp(2, 6, 5) }, Word { raw: "$Z".into(), span: sp(2, 13, 4) }]);
-        assert_eq!(a.dest, Word { raw: "/d".into(), span: sp(2, 19, 4) });
+        assert_eq!(
+            a.sources,
+            vec![
+                Word {
+                    raw: "x y".into(),
+                    span: sp(2, 6, 5)
+                },
+                Word {
+                    raw: "$Z".into(),
+                    span: sp(2, 13, 4)
+                }
+            ]
+        );
+        assert_eq!(
+            a.dest,
+            Word {
+                raw: "/d".into(),
+                span: sp(2, 19, 4)
+            }
+        );
         assert!(!a.link);
 
-        let Command::Copy(c) = one("COPY --link=false a b") else { panic!() };
+        let Command::Copy(c) = one("COPY --link=false a b") else {
+            panic!()
+        };
         assert!(!c.link);
-        let Command::Copy(c) = one("COPY --link=TRUE a b") else { panic!() };
+        let Command::Copy(c) = one("COPY --link=TRUE a b") else {
+            panic!()
+        };
         assert!(c.link);
-        let Command::Copy(c) = one("COPY a\\ b 'c d' e") else { panic!() };
+        let Command::Copy(c) = one("COPY a\\ b 'c d' e") else {
+            panic!()
+        };
         assert_eq!(raws(&c.sources), vec!["a\\ b", "'c d'"]);
     }
 
@@ -1207,27 +1531,57 @@ mod tests {
             "COPY requires at least two arguments: a source and a destination",
             sp(2, 1, 4),
         );
-        assert_err("FROM a\nadd\n", "ADD requires at least two arguments: a source and a destination", sp(2, 1, 3));
-        assert_err("FROM a\nCOPY [\"a\"]\n", "COPY requires at least two arguments: a source and a destination", sp(2, 1, 4));
-        let d = assert_err("FROM a\nCOPY --chwon=1 a b\n", "unknown flag `--chwon` for COPY", sp(2, 6, 7));
+        assert_err(
+            "FROM a\nadd\n",
+            "ADD requires at least two arguments: a source and a destination",
+            sp(2, 1, 3),
+        );
+        assert_err(
+            "FROM a\nCOPY [\"a\"]\n",
+            "COPY requires at least two arguments: a source and a destination",
+            sp(2, 1, 4),
+        );
+        let d = assert_err(
+            "FROM a\nCOPY --chwon=1 a b\n",
+            "unknown flag `--chwon` for COPY",
+            sp(2, 6, 7),
+        );
         assert_eq!(d.hint.as_deref(), Some("did you mean `--chown`?"));
-        let d = assert_err("FROM a\nADD --from=x a b\n", "unknown flag `--from` for ADD", sp(2, 5, 6));
+        let d = assert_err(
+            "FROM a\nADD --from=x a b\n",
+            "unknown flag `--from` for ADD",
+            sp(2, 5, 6),
+        );
         assert_eq!(d.hint, None);
-        assert_err("FROM a\nCOPY --parents a b\n", "unknown flag `--parents` for COPY", sp(2, 6, 9));
+        assert_err(
+            "FROM a\nCOPY --parents a b\n",
+            "unknown flag `--parents` for COPY",
+            sp(2, 6, 9),
+        );
         assert_err(
             "FROM a\nCOPY --link=yes a b\n",
             "invalid value `yes` for flag `--link`: expected true or false",
             sp(2, 13, 3),
         );
-        assert_err("FROM a\nCOPY --from a b\n", "flag `--from` requires a value", sp(2, 6, 6));
-        assert_err("FROM a\nCOPY --from=a --from=b a b\n", "duplicate flag `--from` for COPY", sp(2, 20, 6));
+        assert_err(
+            "FROM a\nCOPY --from a b\n",
+            "flag `--from` requires a value",
+            sp(2, 6, 6),
+        );
+        assert_err(
+            "FROM a\nCOPY --from=a --from=b a b\n",
+            "duplicate flag `--from` for COPY",
+            sp(2, 15, 6),
+        );
     }
 
     #[test]
     fn heredocs() {
         let v = body("RUN <<EOF\napt-get update\n  echo $HOME\nEOF\nUSER x\n");
         assert_eq!(v.len(), 2);
-        let Command::Run(r) = &v[0].command else { panic!() };
+        let Command::Run(r) = &v[0].command else {
+            panic!()
+        };
         assert_eq!(r.command, CommandLine::Shell(w("<<EOF", 2, 5)));
         assert_eq!(
             r.heredocs,
@@ -1242,20 +1596,57 @@ mod tests {
         assert_eq!(v[1].span, sp(6, 1, 4));
 
         // Several heredocs, chomp and quoted delimiters.
-        let Command::Copy(c) = one("COPY <<-A <<'B' 3<<\"C\" /dst/\n\tone\n\t\ttwo\n\tA\n$x\nB\nC\n") else { panic!() };
+        let Command::Copy(c) =
+            one("COPY <<-A <<'B' 3<<\"C\" /dst/\n\tone\n\t\ttwo\n\tA\n$x\nB\nC\n")
+        else {
+            panic!()
+        };
         assert_eq!(raws(&c.sources), vec!["<<-A", "<<'B'", "3<<\"C\""]);
         assert_eq!(c.heredocs.len(), 3);
-        assert_eq!((c.heredocs[0].name.as_str(), c.heredocs[0].content.as_str(), c.heredocs[0].expand), ("A", "one\ntwo\n", true));
-        assert_eq!((c.heredocs[1].name.as_str(), c.heredocs[1].content.as_str(), c.heredocs[1].expand), ("B", "$x\n", false));
-        assert_eq!((c.heredocs[2].name.as_str(), c.heredocs[2].content.as_str(), c.heredocs[2].expand), ("C", "", false));
+        assert_eq!(
+            (
+                c.heredocs[0].name.as_str(),
+                c.heredocs[0].content.as_str(),
+                c.heredocs[0].expand
+            ),
+            ("A", "one\ntwo\n", true)
+        );
+        assert_eq!(
+            (
+                c.heredocs[1].name.as_str(),
+                c.heredocs[1].content.as_str(),
+                c.heredocs[1].expand
+            ),
+            ("B", "$x\n", false)
+        );
+        assert_eq!(
+            (
+                c.heredocs[2].name.as_str(),
+                c.heredocs[2].content.as_str(),
+                c.heredocs[2].expand
+            ),
+            ("C", "", false)
+        );
 
         // Marker in the middle of a command; an empty body line; the terminator needs an exact match.
-        let Command::Run(r) = one("RUN cat <<EOF > /x && echo done\n\n EOF\nEOF \nEOF\n") else { panic!() };
-        assert_eq!(r.command, CommandLine::Shell(w("cat <<EOF > /x && echo done", 2, 5)));
+        let Command::Run(r) = one("RUN cat <<EOF > /x && echo done\n\n EOF\nEOF \nEOF\n") else {
+            panic!()
+        };
+        assert_eq!(
+            r.command,
+            CommandLine::Shell(w("cat <<EOF > /x && echo done", 2, 5))
+        );
         assert_eq!(r.heredocs[0].content, "\n EOF\nEOF \n");
 
         // Not heredocs: quoted, here-strings, `<<` alone, exec form, other instructions.
-        for src in ["RUN echo \"<<EOF\"", "RUN cat <<<word", "RUN echo <<", "RUN echo <<''", "RUN [\"<<EOF\"]", "CMD cat <<EOF"] {
+        for src in [
+            "RUN echo \"<<EOF\"",
+            "RUN cat <<<word",
+            "RUN echo <<",
+            "RUN echo <<''",
+            "RUN [\"<<EOF\"]",
+            "CMD cat <<EOF",
+        ] {
             let v = body(src);
             assert_eq!(v.len(), 1, "{src}");
             if let Command::Run(r) = &v[0].command {
@@ -1263,55 +1654,137 @@ mod tests {
             }
         }
         // The destination of COPY is not a heredoc.
-        let Command::Copy(c) = one("COPY a <<EOF") else { panic!() };
+        let Command::Copy(c) = one("COPY a <<EOF") else {
+            panic!()
+        };
         assert!(c.heredocs.is_empty());
     }
 
     #[test]
     fn heredoc_errors() {
-        let d = assert_err("FROM a\nRUN <<EOF\necho hi\n", "unterminated heredoc `EOF`", sp(2, 5, 5));
+        let d = assert_err(
+            "FROM a\nRUN <<EOF\necho hi\n",
+            "unterminated heredoc `EOF`",
+            sp(2, 5, 5),
+        );
         assert!(d.hint.is_some());
-        assert_err("FROM a\nCOPY <<A <<B /x\nbody\nA\n", "unterminated heredoc `B`", sp(2, 10, 3));
-        assert_err("FROM a\nRUN <<EOF", "unterminated heredoc `EOF`", sp(2, 5, 5));
+        assert_err(
+            "FROM a\nCOPY <<A <<B /x\nbody\nA\n",
+            "unterminated heredoc `B`",
+            sp(2, 10, 3),
+        );
+        assert_err(
+            "FROM a\nRUN <<EOF",
+            "unterminated heredoc `EOF`",
+            sp(2, 5, 5),
+        );
     }
 
     #[test]
     fn env_and_label() {
-        let Command::Env(e) = one("ENV A=1 B=\"two words\" C='x y'\\ z D=") else { panic!() };
+        let Command::Env(e) = one("ENV A=1 B=\"two words\" C='x y'\\ z D=") else {
+            panic!()
+        };
         assert_eq!(e.len(), 4);
-        assert_eq!(e[0], KeyValue { key: w("A", 2, 5), value: Some(w("1", 2, 7)) });
-        assert_eq!(e[1], KeyValue { key: w("B", 2, 9), value: Some(w("\"two words\"", 2, 11)) });
+        assert_eq!(
+            e[0],
+            KeyValue {
+                key: w("A", 2, 5),
+                value: Some(w("1", 2, 7))
+            }
+        );
+        assert_eq!(
+            e[1],
+            KeyValue {
+                key: w("B", 2, 9),
+                value: Some(w("\"two words\"", 2, 11))
+            }
+        );
         assert_eq!(e[2].value.as_ref().unwrap().raw, "'x y'\\ z");
-        assert_eq!(e[3].value, Some(Word { raw: String::new(), span: sp(2, 36, 1) }));
+        assert_eq!(
+            e[3].value,
+            Some(Word {
+                raw: String::new(),
+                span: sp(2, 36, 1)
+            })
+        );
         // Legacy form: one pair, the value is the rest of the line.
-        let Command::Env(e) = one("ENV PATH /usr/bin:$PATH  extra") else { panic!() };
-        assert_eq!(e, vec![KeyValue { key: w("PATH", 2, 5), value: Some(w("/usr/bin:$PATH  extra", 2, 10)) }]);
-        let Command::Label(l) = one("LABEL \"org.x.title\"=\"My App\" version=1") else { panic!() };
-        assert_eq!(raws(&l.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>()), vec!["\"org.x.title\"", "version"]);
+        let Command::Env(e) = one("ENV PATH /usr/bin:$PATH  extra") else {
+            panic!()
+        };
+        assert_eq!(
+            e,
+            vec![KeyValue {
+                key: w("PATH", 2, 5),
+                value: Some(w("/usr/bin:$PATH  extra", 2, 10))
+            }]
+        );
+        let Command::Label(l) = one("LABEL \"org.x.title\"=\"My App\" version=1") else {
+            panic!()
+        };
+        assert_eq!(
+            raws(&l.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>()),
+            vec!["\"org.x.title\"", "version"]
+        );
         assert_eq!(l[0].value.as_ref().unwrap().raw, "\"My App\"");
-        let Command::Label(l) = one("LABEL maintainer me") else { panic!() };
+        let Command::Label(l) = one("LABEL maintainer me") else {
+            panic!()
+        };
         assert_eq!(l[0].value.as_ref().unwrap().raw, "me");
     }
 
     #[test]
     fn env_errors() {
-        assert_err("FROM a\nENV\n", "ENV requires at least one argument", sp(2, 1, 3));
-        assert_err("FROM a\nLABEL\n", "LABEL requires at least one argument", sp(2, 1, 5));
-        let d = assert_err("FROM a\nENV A\n", "ENV must have two arguments", sp(2, 5, 1));
+        assert_err(
+            "FROM a\nENV\n",
+            "ENV requires at least one argument",
+            sp(2, 1, 3),
+        );
+        assert_err(
+            "FROM a\nLABEL\n",
+            "LABEL requires at least one argument",
+            sp(2, 1, 5),
+        );
+        let d = assert_err(
+            "FROM a\nENV A\n",
+            "ENV must have two arguments",
+            sp(2, 5, 1),
+        );
         assert_eq!(d.hint.as_deref(), Some("use `ENV A=value`"));
         let d = assert_err("FROM a\nENV A=1 B\n", "can't find `=` in `B`", sp(2, 9, 1));
-        assert_eq!(d.hint.as_deref(), Some("ENV must be of the form name=value"));
+        assert_eq!(
+            d.hint.as_deref(),
+            Some("ENV must be of the form name=value")
+        );
         assert_err("FROM a\nENV =x\n", "ENV name can't be empty", sp(2, 5, 2));
     }
 
     #[test]
     fn arg() {
         let d = ok("ARG A B=2 C=\"x y\"\nFROM a\nARG D\n");
-        let Command::Arg(a) = &d.instructions[0].command else { panic!() };
-        assert_eq!(a[0], KeyValue { key: w("A", 1, 5), value: None });
-        assert_eq!(a[1], KeyValue { key: w("B", 1, 7), value: Some(w("2", 1, 9)) });
+        let Command::Arg(a) = &d.instructions[0].command else {
+            panic!()
+        };
+        assert_eq!(
+            a[0],
+            KeyValue {
+                key: w("A", 1, 5),
+                value: None
+            }
+        );
+        assert_eq!(
+            a[1],
+            KeyValue {
+                key: w("B", 1, 7),
+                value: Some(w("2", 1, 9))
+            }
+        );
         assert_eq!(a[2].value.as_ref().unwrap().raw, "\"x y\"");
-        assert_err("FROM a\nARG\n", "ARG requires at least one argument", sp(2, 1, 3));
+        assert_err(
+            "FROM a\nARG\n",
+            "ARG requires at least one argument",
+            sp(2, 1, 3),
+        );
         assert_err("FROM a\nARG =1\n", "ARG name can't be empty", sp(2, 5, 2));
     }
 
@@ -1319,28 +1792,93 @@ mod tests {
     fn simple_instructions() {
         assert_eq!(one("WORKDIR /my app"), Command::Workdir(w("/my app", 2, 9)));
         assert_eq!(one("USER 1000:1000"), Command::User(w("1000:1000", 2, 6)));
-        assert_eq!(one("MAINTAINER Jane <j@x>"), Command::Maintainer(w("Jane <j@x>", 2, 12)));
-        assert_eq!(one("STOPSIGNAL SIGKILL"), Command::StopSignal(w("SIGKILL", 2, 12)));
-        assert_eq!(one("EXPOSE 80/tcp ${P}"), Command::Expose(vec![w("80/tcp", 2, 8), w("${P}", 2, 15)]));
-        assert_eq!(one("SHELL [\"pwsh\", \"-c\"]"), Command::Shell(vec!["pwsh".into(), "-c".into()]));
-        assert_eq!(one("VOLUME /a \"/b c\""), Command::Volume(vec![w("/a", 2, 8), w("\"/b c\"", 2, 11)]));
-        assert_eq!(one("VOLUME [\"/data\"]"), Command::Volume(vec![Word { raw: "/data".into(), span: sp(2, 9, 7) }]));
+        assert_eq!(
+            one("MAINTAINER Jane <j@x>"),
+            Command::Maintainer(w("Jane <j@x>", 2, 12))
+        );
+        assert_eq!(
+            one("STOPSIGNAL SIGKILL"),
+            Command::StopSignal(w("SIGKILL", 2, 12))
+        );
+        assert_eq!(
+            one("EXPOSE 80/tcp ${P}"),
+            Command::Expose(vec![w("80/tcp", 2, 8), w("${P}", 2, 15)])
+        );
+        assert_eq!(
+            one("SHELL [\"pwsh\", \"-c\"]"),
+            Command::Shell(vec!["pwsh".into(), "-c".into()])
+        );
+        assert_eq!(
+            one("VOLUME /a \"/b c\""),
+            Command::Volume(vec![w("/a", 2, 8), w("\"/b c\"", 2, 11)])
+        );
+        assert_eq!(
+            one("VOLUME [\"/data\"]"),
+            Command::Volume(vec![Word {
+                raw: "/data".into(),
+                span: sp(2, 9, 7)
+            }])
+        );
     }
 
     #[test]
     fn simple_instruction_errors() {
-        assert_err("FROM a\nWORKDIR\n", "WORKDIR requires exactly one argument", sp(2, 1, 7));
-        assert_err("FROM a\nUSER\n", "USER requires exactly one argument", sp(2, 1, 4));
-        assert_err("FROM a\nSTOPSIGNAL\n", "STOPSIGNAL requires exactly one argument", sp(2, 1, 10));
-        assert_err("FROM a\nSTOPSIGNAL 9 10\n", "STOPSIGNAL requires exactly one argument", sp(2, 14, 2));
-        assert_err("FROM a\nEXPOSE\n", "EXPOSE requires at least one argument", sp(2, 1, 6));
-        assert_err("FROM a\nVOLUME\n", "VOLUME requires at least one argument", sp(2, 1, 6));
-        assert_err("FROM a\nVOLUME []\n", "VOLUME requires at least one argument", sp(2, 1, 6));
-        assert_err("FROM a\nVOLUME [\"/a\", \"\"]\n", "VOLUME specified can not be an empty string", sp(2, 15, 2));
-        let d = assert_err("FROM a\nSHELL /bin/sh -c\n", "SHELL requires the arguments to be in JSON form", sp(2, 7, 10));
+        assert_err(
+            "FROM a\nWORKDIR\n",
+            "WORKDIR requires exactly one argument",
+            sp(2, 1, 7),
+        );
+        assert_err(
+            "FROM a\nUSER\n",
+            "USER requires exactly one argument",
+            sp(2, 1, 4),
+        );
+        assert_err(
+            "FROM a\nSTOPSIGNAL\n",
+            "STOPSIGNAL requires exactly one argument",
+            sp(2, 1, 10),
+        );
+        assert_err(
+            "FROM a\nSTOPSIGNAL 9 10\n",
+            "STOPSIGNAL requires exactly one argument",
+            sp(2, 14, 2),
+        );
+        assert_err(
+            "FROM a\nEXPOSE\n",
+            "EXPOSE requires at least one argument",
+            sp(2, 1, 6),
+        );
+        assert_err(
+            "FROM a\nVOLUME\n",
+            "VOLUME requires at least one argument",
+            sp(2, 1, 6),
+        );
+        assert_err(
+            "FROM a\nVOLUME []\n",
+            "VOLUME requires at least one argument",
+            sp(2, 1, 6),
+        );
+        assert_err(
+            "FROM a\nVOLUME [\"/a\", \"\"]\n",
+            "VOLUME specified can not be an empty string",
+            sp(2, 15, 2),
+        );
+        let d = assert_err(
+            "FROM a\nSHELL /bin/sh -c\n",
+            "SHELL requires the arguments to be in JSON form",
+            sp(2, 7, 10),
+        );
         assert!(d.hint.is_some());
-        assert_err("FROM a\nSHELL []\n", "SHELL requires at least one argument", sp(2, 7, 2));
-        assert_err("FROM a\nSHELL\n", "SHELL requires at least one argument", sp(2, 1, 5));
+        assert_err(
+            "FROM a\nSHELL []\n",
+            "SHELL requires at least one argument",
+            sp(2, 7, 2),
+        );
+        assert_err(
+            "FROM a\nSHELL\n",
+            "SHELL requires at least one argument",
+            sp(2, 1, 5),
+        );
     }
 
     #[test]
@@ -1361,51 +1899,114 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(h.test, Some(CommandLine::Shell(w("curl -f http://x/", 2, 94))));
+        assert_eq!(
+            h.test,
+            Some(CommandLine::Shell(w("curl -f http://x/", 2, 94)))
+        );
         assert_eq!(h.interval, Some(w("5s", 2, 24)));
         assert_eq!(h.timeout.unwrap().raw, "3s");
         assert_eq!(h.start_period.unwrap().raw, "1s");
         assert_eq!(h.start_interval.unwrap().raw, "2s");
         assert_eq!(h.retries.unwrap().raw, "3");
-        let Command::Healthcheck(h) = one("HEALTHCHECK CMD [\"/bin/check\"]") else { panic!() };
+        let Command::Healthcheck(h) = one("HEALTHCHECK CMD [\"/bin/check\"]") else {
+            panic!()
+        };
         assert_eq!(h.test, Some(CommandLine::Exec(vec!["/bin/check".into()])));
     }
 
     #[test]
     fn healthcheck_errors() {
-        assert_err("FROM a\nHEALTHCHECK\n", "HEALTHCHECK requires at least one argument", sp(2, 1, 11));
-        assert_err("FROM a\nHEALTHCHECK NONE x\n", "HEALTHCHECK NONE takes no arguments", sp(2, 18, 1));
-        assert_err("FROM a\nHEALTHCHECK CMD\n", "HEALTHCHECK CMD requires a command", sp(2, 13, 3));
-        let d = assert_err("FROM a\nHEALTHCHECK curl x\n", "unknown type `curl` in HEALTHCHECK", sp(2, 13, 4));
+        assert_err(
+            "FROM a\nHEALTHCHECK\n",
+            "HEALTHCHECK requires at least one argument",
+            sp(2, 1, 11),
+        );
+        assert_err(
+            "FROM a\nHEALTHCHECK NONE x\n",
+            "HEALTHCHECK NONE takes no arguments",
+            sp(2, 18, 1),
+        );
+        assert_err(
+            "FROM a\nHEALTHCHECK CMD\n",
+            "HEALTHCHECK CMD requires a command",
+            sp(2, 13, 3),
+        );
+        let d = assert_err(
+            "FROM a\nHEALTHCHECK curl x\n",
+            "unknown type `curl` in HEALTHCHECK",
+            sp(2, 13, 4),
+        );
         assert!(d.hint.is_some());
-        let d = assert_err("FROM a\nHEALTHCHECK --intervl=1s CMD x\n", "unknown flag `--intervl` for HEALTHCHECK", sp(2, 13, 9));
+        let d = assert_err(
+            "FROM a\nHEALTHCHECK --intervl=1s CMD x\n",
+            "unknown flag `--intervl` for HEALTHCHECK",
+            sp(2, 13, 9),
+        );
         assert_eq!(d.hint.as_deref(), Some("did you mean `--interval`?"));
-        assert_err("FROM a\nHEALTHCHECK --retries CMD x\n", "flag `--retries` requires a value", sp(2, 13, 9));
+        assert_err(
+            "FROM a\nHEALTHCHECK --retries CMD x\n",
+            "flag `--retries` requires a value",
+            sp(2, 13, 9),
+        );
     }
 
     #[test]
     fn onbuild() {
-        assert_eq!(one("ONBUILD RUN make  install"), Command::Onbuild("RUN make  install".into()));
-        assert_eq!(one("onbuild copy --chown=1 . /app"), Command::Onbuild("copy --chown=1 . /app".into()));
-        assert_err("FROM a\nONBUILD\n", "ONBUILD requires at least one argument", sp(2, 1, 7));
-        assert_err("FROM a\nONBUILD from x\n", "FROM isn't allowed as an ONBUILD trigger", sp(2, 9, 4));
-        assert_err("FROM a\nONBUILD ONBUILD RUN x\n", "ONBUILD isn't allowed as an ONBUILD trigger", sp(2, 9, 7));
-        assert_err("FROM a\nONBUILD MAINTAINER x\n", "MAINTAINER isn't allowed as an ONBUILD trigger", sp(2, 9, 10));
-        let d = assert_err("FROM a\nONBUILD RUNN x\n", "unknown instruction `RUNN`", sp(2, 9, 4));
+        assert_eq!(
+            one("ONBUILD RUN make  install"),
+            Command::Onbuild("RUN make  install".into())
+        );
+        assert_eq!(
+            one("onbuild copy --chown=1 . /app"),
+            Command::Onbuild("copy --chown=1 . /app".into())
+        );
+        assert_err(
+            "FROM a\nONBUILD\n",
+            "ONBUILD requires at least one argument",
+            sp(2, 1, 7),
+        );
+        assert_err(
+            "FROM a\nONBUILD from x\n",
+            "FROM isn't allowed as an ONBUILD trigger",
+            sp(2, 9, 4),
+        );
+        assert_err(
+            "FROM a\nONBUILD ONBUILD RUN x\n",
+            "ONBUILD isn't allowed as an ONBUILD trigger",
+            sp(2, 9, 7),
+        );
+        assert_err(
+            "FROM a\nONBUILD MAINTAINER x\n",
+            "MAINTAINER isn't allowed as an ONBUILD trigger",
+            sp(2, 9, 10),
+        );
+        let d = assert_err(
+            "FROM a\nONBUILD RUNN x\n",
+            "unknown instruction `RUNN`",
+            sp(2, 9, 4),
+        );
         assert_eq!(d.hint.as_deref(), Some("did you mean `RUN`?"));
-        assert_err("FROM a\nONBUILD COPY x\n", "COPY requires at least two arguments: a source and a destination", sp(2, 9, 4));
+        assert_err(
+            "FROM a\nONBUILD COPY x\n",
+            "COPY requires at least two arguments: a source and a destination",
+            sp(2, 9, 4),
+        );
     }
 
     #[test]
     fn spans_count_characters() {
-        let Command::Env(e) = one("ENV é=ü X=1") else { panic!() };
+        let Command::Env(e) = one("ENV é=ü X=1") else {
+            panic!()
+        };
         assert_eq!(e[0].value, Some(w("ü", 2, 7)));
         assert_eq!(e[1].key, w("X", 2, 9));
     }
 
     #[test]
     fn multi_stage() {
-        let d = ok("FROM a AS build\nRUN make\nFROM scratch\nCOPY --from=build /out /\nCMD [\"/out\"]\n");
+        let d = ok(
+            "FROM a AS build\nRUN make\nFROM scratch\nCOPY --from=build /out /\nCMD [\"/out\"]\n",
+        );
         let kws: Vec<&str> = d.instructions.iter().map(|i| i.command.keyword()).collect();
         assert_eq!(kws, vec!["FROM", "RUN", "FROM", "COPY", "CMD"]);
     }
@@ -1417,19 +2018,38 @@ mod tests {
             parse_json_array(&c, 0),
             Some(vec![("a".into(), 3, 6), ("b".into(), 9, 12)])
         );
-        for bad in ["", "[", "[\"", "[\"\\", "[\"\\u12\"]", "[\"a\"]]", "{}", "[\"a\"\n,]", "[\"\t\"]"] {
+        for bad in [
+            "",
+            "[",
+            "[\"",
+            "[\"\\",
+            "[\"\\u12\"]",
+            "[\"a\"]]",
+            "{}",
+            "[\"a\"\n,]",
+            "[\"\t\"]",
+        ] {
             let c: Vec<char> = bad.chars().collect();
             assert_eq!(parse_json_array(&c, 0), None, "{bad:?}");
         }
         let c: Vec<char> = "[\"\\ud800x\"]".chars().collect();
-        assert_eq!(parse_json_array(&c, 0), Some(vec![("\u{FFFD}x".into(), 1, 10)]));
+        assert_eq!(
+            parse_json_array(&c, 0),
+            Some(vec![("\u{FFFD}x".into(), 1, 10)])
+        );
     }
 
     #[test]
     fn word_splitting() {
         let c: Vec<char> = "a \"b c\" 'd\\ e' f\\ g \"h\\\" i\" j\\".chars().collect();
-        let ws: Vec<String> = split_words(&c, 0, '\\').into_iter().map(|w| w.raw).collect();
-        assert_eq!(ws, vec!["a", "\"b c\"", "'d\\ e'", "f\\ g", "\"h\\\" i\"", "j\\"]);
+        let ws: Vec<String> = split_words(&c, 0, '\\')
+            .into_iter()
+            .map(|w| w.raw)
+            .collect();
+        assert_eq!(
+            ws,
+            vec!["a", "\"b c\"", "'d\\ e'", "f\\ g", "\"h\\\" i\"", "j\\"]
+        );
         let c: Vec<char> = "\"unterminated x".chars().collect();
         assert_eq!(split_words(&c, 0, '\\').len(), 1);
     }
@@ -1443,14 +2063,104 @@ mod tests {
     }
 
     #[test]
+    fn pseudo_random_inputs_never_panic() {
+        const PIECES: &[&str] = &[
+            "FROM",
+            "RUN",
+            "COPY",
+            "ADD",
+            "ENV",
+            "ARG",
+            "ONBUILD",
+            "HEALTHCHECK",
+            "CMD",
+            "SHELL",
+            "VOLUME",
+            "LABEL",
+            " ",
+            "\t",
+            "\n",
+            "\r\n",
+            "\\",
+            "`",
+            "#",
+            "# escape=`\n",
+            "<<",
+            "<<-",
+            "EOF",
+            "\"",
+            "'",
+            "[",
+            "]",
+            ",",
+            "=",
+            "--",
+            "--from=",
+            "--link",
+            "$",
+            "{",
+            "}",
+            "é",
+            "\u{feff}",
+            "a",
+            "/x",
+            "NONE",
+            "AS",
+        ];
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let n = (next() % 24) as usize;
+            let mut src = String::new();
+            for _ in 0..n {
+                src.push_str(PIECES[(next() % PIECES.len() as u64) as usize]);
+            }
+            if let Err(d) = parse("Dockerfile", &src) {
+                let _ = d.to_string();
+            }
+        }
+    }
+
+    #[test]
     fn never_panics_on_odd_input() {
         let odd = [
-            "\\", "`", "#", "# escape=", "# escape=`\n`", "FROM", "FROM a\n<<", "FROM a\nRUN <<",
-            "FROM a\nRUN <<-", "FROM a\nRUN <<\"\"", "FROM a\nCOPY [", "FROM a\nCOPY [\"", "FROM a\nRUN [\"\\u",
-            "FROM a\nRUN --", "FROM a\nRUN --=", "FROM a\nCOPY --=x a b", "FROM a\nENV a=\"", "FROM a\nENV \"",
-            "FROM a\n\u{feff}RUN x", "\u{feff}FROM a", "FROM a\nONBUILD", "FROM a\nONBUILD \\", "FROM a\nHEALTHCHECK CMD \\",
-            "FROM a\r\nRUN x\r\n", "FROM a\nRUN x \\\n\\\n\\", "FROM a\n\t\t", "FROM a\nLABEL é", "FROM a\nEXPOSE \"",
-            "FROM a\nRUN <<A\nA", "FROM a\nRUN 9<<A\nA\n", "FROM a AS B", "FROM a\nCOPY <<- /x\n",
+            "\\",
+            "`",
+            "#",
+            "# escape=",
+            "# escape=`\n`",
+            "FROM",
+            "FROM a\n<<",
+            "FROM a\nRUN <<",
+            "FROM a\nRUN <<-",
+            "FROM a\nRUN <<\"\"",
+            "FROM a\nCOPY [",
+            "FROM a\nCOPY [\"",
+            "FROM a\nRUN [\"\\u",
+            "FROM a\nRUN --",
+            "FROM a\nRUN --=",
+            "FROM a\nCOPY --=x a b",
+            "FROM a\nENV a=\"",
+            "FROM a\nENV \"",
+            "FROM a\n\u{feff}RUN x",
+            "\u{feff}FROM a",
+            "FROM a\nONBUILD",
+            "FROM a\nONBUILD \\",
+            "FROM a\nHEALTHCHECK CMD \\",
+            "FROM a\r\nRUN x\r\n",
+            "FROM a\nRUN x \\\n\\\n\\",
+            "FROM a\n\t\t",
+            "FROM a\nLABEL é",
+            "FROM a\nEXPOSE \"",
+            "FROM a\nRUN <<A\nA",
+            "FROM a\nRUN 9<<A\nA\n",
+            "FROM a AS B",
+            "FROM a\nCOPY <<- /x\n",
         ];
         for src in odd {
             let _ = parse("Dockerfile", src);
@@ -1459,7 +2169,9 @@ mod tests {
             }
         }
         assert_eq!(ok("\u{feff}FROM a").instructions[0].span, sp(1, 2, 4));
-        let Command::From(f) = &ok("FROM a AS B").instructions[0].command else { panic!() };
+        let Command::From(f) = &ok("FROM a AS B").instructions[0].command else {
+            panic!()
+        };
         assert_eq!(f.alias.as_ref().unwrap().raw, "b");
     }
 }
