@@ -120,7 +120,8 @@ impl Logical {
                 len: 1,
             };
         }
-        let len = self.pos[start..end.min(self.pos.len())]
+        let end = end.min(self.pos.len()).max(start);
+        let len = self.pos[start..end]
             .iter()
             .take_while(|p| p.0 == line)
             .count();
@@ -913,11 +914,9 @@ impl Parser<'_> {
                     pending = self.heredoc_markers(lg, &words[..words.len() - 1]);
                 }
                 let dest = args.pop().expect("at least two arguments");
-                let link = flags.iter().find(|f| f.name == "link").is_some_and(|f| {
-                    f.value
-                        .as_ref()
-                        .map_or(true, |v| v.raw.eq_ignore_ascii_case("true"))
-                });
+                let link = flags.iter().find(|f| f.name == "link").is_some_and(
+                    |f| !matches!(&f.value, Some(v) if !v.raw.eq_ignore_ascii_case("true")),
+                );
                 let cmd = CopyCmd {
                     sources: args,
                     dest,
