@@ -505,11 +505,13 @@ impl Parser<'_> {
         let mut words = split_words(&lg.chars, from, self.escape);
         let mut flags = Vec::new();
         let mut start = from;
-        let n = words
-            .iter()
-            .take_while(|w| w.raw.starts_with("--") && w.raw.len() > 2)
-            .count();
+        let n = words.iter().take_while(|w| w.raw.starts_with("--")).count();
         for w in words.drain(..n) {
+            start = w.end;
+            // A bare `--` among the flags is dropped, as BuildKit does.
+            if w.raw == "--" {
+                continue;
+            }
             let body = &w.raw[2..];
             let (name, value) = match body.split_once('=') {
                 Some((name, value)) => {
@@ -528,7 +530,6 @@ impl Parser<'_> {
                 value,
                 span: lg.span(w.start, name_end),
             });
-            start = w.end;
         }
         while start < lg.chars.len() && lg.chars[start].is_whitespace() {
             start += 1;
@@ -1405,6 +1406,16 @@ mod tests {
 
     #[test]
     fn run_flags_and_forms() {
+        let Command::Run(r) = one("RUN --network=none -- --x=1 echo") else {
+            panic!()
+        };
+        assert_eq!(r.flags.len(), 2);
+        assert_eq!(r.command, CommandLine::Shell(w("echo", 2, 29)));
+        let Command::Run(r) = one("RUN -- echo") else {
+            panic!()
+        };
+        assert!(r.flags.is_empty());
+        assert_eq!(r.command, CommandLine::Shell(w("echo", 2, 8)));
         let Command::Run(r) =
             one("RUN --mount=type=cache,target=/root/.cache --network=none [\"make\", \"-j\"]")
         else {
