@@ -813,6 +813,11 @@ mod tests {
         assert_eq!(exw("a\\ b"), vec!["a b"]);
         assert_eq!(exw("pre$SP"), vec!["prex", "y", "z"]);
         assert_eq!(exw("x${A}y"), vec!["xay"]);
+        assert_eq!(exw("a\"b c\"d e"), vec!["ab cd", "e"]);
+        assert_eq!(exw("${UNSET:-x y} z"), vec!["x", "y", "z"]);
+        assert_eq!(exw("\"${UNSET:-x y}\""), vec!["x y"]);
+        assert_eq!(exw("'$A b'"), vec!["$A b"]);
+        assert_eq!(exw("\\$A"), vec!["$A"]);
         assert_eq!(exw(""), Vec::<String>::new());
         assert_eq!(exw("   "), Vec::<String>::new());
     }
