@@ -5,9 +5,12 @@
 //! heredocs for RUN/COPY/ADD, flags right after the keyword, exec (JSON) form with a fallback to
 //! shell form when the JSON is invalid.
 //!
-//! Deliberate differences: shell-form COPY/ADD/EXPOSE/VOLUME arguments are split into words
-//! respecting quotes and escapes (BuildKit splits them on whitespace only), and `CMD`-like
-//! flags on instructions that take none are rejected as unknown flags (as BuildKit does).
+//! As in BuildKit, `--flags` are recognised right after the keyword of every instruction, so
+//! an instruction that takes no flags rejects them (`CMD --help` is an unknown flag).
+//!
+//! Differences from BuildKit: shell-form COPY/ADD/EXPOSE/VOLUME arguments are split into words
+//! respecting quotes and escapes (BuildKit splits them on whitespace only); flag values must be
+//! attached with `=` (`--from=x`, not `--from x`); error messages are worded for strata.
 
 use super::ast::*;
 use super::diag::Diagnostic;
