@@ -105,7 +105,6 @@ impl StatEntry {
     /// systems with coarse timestamps (FAT: 2 s, some network file systems: 1 s) a change just
     /// after recording can be stamped *before* `recorded_ns`; callers that care should take
     /// `recorded_ns` from a file timestamp on the same file system, as git does with its index.
-    #[allow(clippy::too_many_arguments)]
     pub fn matches(
         &self,
         dev: u64,
@@ -224,21 +223,21 @@ impl Index {
     }
 
     pub fn get_step(&self, key32: &[u8; 32]) -> Result<Option<StepRecord>, StoreError> {
-        self.get("step", &key(STEP, &[key32]))
+        self.get("step", &key(STEP, &[&key32[..]]))
     }
 
     /// Call only after the layer blob the record names is committed.
     pub fn put_step(&self, key32: &[u8; 32], rec: &StepRecord) -> Result<(), StoreError> {
-        self.put(&key(STEP, &[key32]), rec, true)
+        self.put(&key(STEP, &[&key32[..]]), rec, true)
     }
 
     /// The last step key seen at `location`, for `--explain`.
     pub fn get_last_at(&self, location: &[u8; 32]) -> Result<Option<[u8; 32]>, StoreError> {
-        self.get("last-at", &key(LAST_AT, &[location]))
+        self.get("last-at", &key(LAST_AT, &[&location[..]]))
     }
 
     pub fn put_last_at(&self, location: &[u8; 32], key32: &[u8; 32]) -> Result<(), StoreError> {
-        self.put(&key(LAST_AT, &[location]), key32, true)
+        self.put(&key(LAST_AT, &[&location[..]]), key32, true)
     }
 
     /// A compressed form of the layer `diff_id`, so it can be reused instead of recompressed.
@@ -249,7 +248,7 @@ impl Index {
     ) -> Result<Option<LayerRecord>, StoreError> {
         self.get(
             "layer",
-            &key(LAYER, &[diff_id.as_bytes(), compression.as_bytes()]),
+            &key(LAYER, &[&diff_id.as_bytes()[..], compression.as_bytes()]),
         )
     }
 
@@ -260,7 +259,7 @@ impl Index {
         rec: &LayerRecord,
     ) -> Result<(), StoreError> {
         self.put(
-            &key(LAYER, &[diff_id.as_bytes(), compression.as_bytes()]),
+            &key(LAYER, &[&diff_id.as_bytes()[..], compression.as_bytes()]),
             rec,
             true,
         )
@@ -268,7 +267,7 @@ impl Index {
 
     /// Looks up many stat entries at once (RocksDB batched multi-get), in the order given.
     pub fn get_stats(&self, paths: &[&[u8]]) -> Result<Vec<Option<StatEntry>>, StoreError> {
-        let keys: Vec<Vec<u8>> = paths.iter().map(|p| key(STAT, &[p])).collect();
+        let keys: Vec<Vec<u8>> = paths.iter().map(|p| key(STAT, &[*p])).collect();
         let cf = self
             .db
             .cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
@@ -276,9 +275,11 @@ impl Index {
         self.db
             .batched_multi_get_cf(cf, &keys, false)
             .into_iter()
-            .map(|r| match r? {
-                Some(v) => decode("stat", &v).map(Some),
-                None => Ok(None),
+            .map(|r| -> Result<Option<StatEntry>, StoreError> {
+                match r? {
+                    Some(v) => decode("stat", &v).map(Some),
+                    None => Ok(None),
+                }
             })
             .collect()
     }
@@ -287,7 +288,7 @@ impl Index {
     pub fn put_stats(&self, entries: &[(&[u8], StatEntry)]) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         for (path, entry) in entries {
-            batch.put(key(STAT, &[path]), encode(entry));
+            batch.put(key(STAT, &[*path]), encode(entry));
         }
         self.db.write(batch)?;
         Ok(())
@@ -409,7 +410,7 @@ mod tests {
         let b: &[u8] = b"/src/b";
         ix.put_stats(&[(a, stat(1)), (b, stat(2))]).unwrap();
         assert_eq!(
-            ix.get_stats(&[b, b"/missing", a]).unwrap(),
+            ix.get_stats(&[b, &b"/missing"[..], a]).unwrap(),
             vec![Some(stat(2)), None, Some(stat(1))]
         );
 
@@ -425,8 +426,8 @@ mod tests {
         assert_eq!(
             ix.list_tags().unwrap(),
             vec![
-                ("alpha:latest".into(), tag(2)),
-                ("myapp:1.0".into(), tag(1))
+                (String::from("alpha:latest"), tag(2)),
+                (String::from("myapp:1.0"), tag(1))
             ]
         );
         assert!(ix.delete_tag("alpha:latest").unwrap());
@@ -440,10 +441,10 @@ mod tests {
         let (_dir, ix) = index();
         let mut v = encode(&stat(1));
         v[0] = VALUE_SCHEMA + 1;
-        ix.put_raw(&key(STEP, &[&[5; 32]]), &v);
-        ix.put_raw(&key(STAT, &[b"/x"]), &v);
-        ix.put_raw(&key(TAG, &[b"t"]), &[]);
-        ix.put_raw(&key(LAST_AT, &[&[5; 32]]), &[VALUE_SCHEMA, 1, 2]);
+        ix.put_raw(&key(STEP, &[&[5u8; 32][..]]), &v);
+        ix.put_raw(&key(STAT, &[&b"/x"[..]]), &v);
+        ix.put_raw(&key(TAG, &[&b"t"[..]]), &[]);
+        ix.put_raw(&key(LAST_AT, &[&[5u8; 32][..]]), &[VALUE_SCHEMA, 1, 2]);
         assert!(matches!(
             ix.get_step(&[5; 32]),
             Err(StoreError::Schema {
@@ -453,7 +454,7 @@ mod tests {
             })
         ));
         assert!(matches!(
-            ix.get_stats(&[b"/x"]),
+            ix.get_stats(&[&b"/x"[..]]),
             Err(StoreError::Schema { what: "stat", .. })
         ));
         assert!(matches!(

@@ -251,7 +251,7 @@ mod tests {
         let second = {
             let waits = Arc::clone(&waits);
             std::thread::spawn(move || {
-                let store = Store::open_with(&root, &|msg| {
+                let store = Store::open_with(&root, &|msg: &str| {
                     assert!(msg.contains("store lock"));
                     waits.fetch_add(1, Ordering::SeqCst);
                 })
