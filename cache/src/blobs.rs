@@ -28,7 +28,7 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl BlobStore {
     /// Creates the directories if needed.
-    pub(crate) fn open(root: &Path) -> Result<BlobStore, StoreError> {
+    pub(crate) fn new(root: &Path) -> Result<BlobStore, StoreError> {
         let dir = root.join("blobs").join("sha256");
         let tmp = root.join("tmp");
         fs::create_dir_all(&dir).at("create directory", &dir)?;
@@ -327,7 +327,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, BlobStore) {
         let dir = tempfile::tempdir().unwrap();
-        let blobs = BlobStore::open(dir.path()).unwrap();
+        let blobs = BlobStore::new(dir.path()).unwrap();
         (dir, blobs)
     }
 

@@ -51,7 +51,7 @@ pub enum StoreError {
     #[error(
         "timed out after {}s waiting for the store lock on `{path}`\n\
          hint: another strata process is using this store; wait for it or use a different `--store`",
-        waited.as_secs()
+        .waited.as_secs()
     )]
     LockTimeout { path: PathBuf, waited: Duration },
 

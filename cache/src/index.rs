@@ -197,7 +197,9 @@ impl Index {
         opts.set_compression_type(DBCompressionType::None);
         opts.set_keep_log_file_num(2);
         Ok(Index {
-            db: DB::open(&opts, path)?,
+            // Opened with the default column family named, so `cf_handle` can return it for
+            // the batched multi-get in `get_stats`.
+            db: DB::open_cf(&opts, path, [rocksdb::DEFAULT_COLUMN_FAMILY_NAME])?,
         })
     }
 

@@ -82,7 +82,7 @@ impl Store {
     ) -> Result<Store, StoreError> {
         fs::create_dir_all(root).at("create directory", root)?;
         check_marker(root)?;
-        let blobs = BlobStore::open(root)?;
+        let blobs = BlobStore::new(root)?;
         let index = open_index_waiting(&root.join(INDEX_DIR), on_wait, max_wait)?;
         Ok(Store {
             root: root.to_path_buf(),
