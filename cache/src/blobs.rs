@@ -1,0 +1,477 @@
+//! `BlobStore`: content-addressed blobs under `<root>/blobs/sha256/<hex>`.
+//!
+//! The layout is the OCI image-layout one, so an export can hard-link blobs straight into an
+//! `oci-layout` directory. Every write goes through a [`BlobWriter`]: the bytes are hashed while
+//! they are written to a temporary file in `<root>/tmp` (same file system, so the final rename
+//! is atomic), then the file is fsynced, renamed to its digest and the directory fsynced. A
+//! reader therefore either sees a complete blob or none at all.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::{IoContext, StoreError};
+use crate::{Digest, Sha256Hasher};
+
+/// Blobs addressed by their sha256.
+#[derive(Debug)]
+pub struct BlobStore {
+    /// `<root>/blobs/sha256`
+    dir: PathBuf,
+    /// `<root>/tmp`
+    tmp: PathBuf,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl BlobStore {
+    /// Creates the directories if needed.
+    pub(crate) fn new(root: &Path) -> Result<BlobStore, StoreError> {
+        let dir = root.join("blobs").join("sha256");
+        let tmp = root.join("tmp");
+        fs::create_dir_all(&dir).at("create directory", &dir)?;
+        fs::create_dir_all(&tmp).at("create directory", &tmp)?;
+        Ok(BlobStore { dir, tmp })
+    }
+
+    /// Where the blob `d` lives (whether or not it exists).
+    pub fn path(&self, d: &Digest) -> PathBuf {
+        self.dir.join(d.hex())
+    }
+
+    /// Whether the blob is present. Does not verify its content.
+    pub fn contains(&self, d: &Digest) -> bool {
+        self.path(d).is_file()
+    }
+
+    /// A writer to a fresh temporary file; nothing is visible until [`BlobWriter::commit`].
+    pub fn writer(&self) -> Result<BlobWriter, StoreError> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let temp = self
+            .tmp
+            .join(format!("blob-{}-{n}-{nanos}", std::process::id()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .at("create temporary file", &temp)?;
+        Ok(BlobWriter {
+            file: Some(BufWriter::with_capacity(256 * 1024, file)),
+            hasher: Sha256Hasher::new(),
+            size: 0,
+            temp,
+            dir: self.dir.clone(),
+        })
+    }
+
+    /// Stores `bytes`, returning their digest and size.
+    pub fn put(&self, bytes: &[u8]) -> Result<(Digest, u64), StoreError> {
+        let mut w = self.writer()?;
+        w.write_all(bytes).at("write", w.temp.clone())?;
+        w.commit()
+    }
+
+    /// Reads a whole (small) blob and checks its digest. Meant for JSON (manifests, configs);
+    /// use [`BlobStore::open`] for layers.
+    pub fn read_verified(&self, d: &Digest) -> Result<Vec<u8>, StoreError> {
+        let path = self.path(d);
+        let bytes = fs::read(&path).at("read blob", &path)?;
+        let found = Digest::of(&bytes);
+        if found != *d {
+            return Err(StoreError::DigestMismatch {
+                expected: *d,
+                found,
+                path,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// A streaming reader of blob `d` that fails at end of file if the content does not hash
+    /// to `d` (or, with [`VerifyingReader::expect_size`], has the wrong length).
+    pub fn open(&self, d: &Digest) -> Result<VerifyingReader, StoreError> {
+        let path = self.path(d);
+        let file = File::open(&path).at("open blob", &path)?;
+        Ok(VerifyingReader {
+            inner: file,
+            hasher: Some(Sha256Hasher::new()),
+            failed: None,
+            expected: *d,
+            expected_size: None,
+            size: 0,
+            path,
+        })
+    }
+
+    /// Copies the file at `path` into the store, hashing it on the way, and returns its digest
+    /// and size. With `expected`, a mismatch is an error and nothing is stored.
+    ///
+    /// On file systems that support it (btrfs, XFS) the data is reflinked (`FICLONE`) rather
+    /// than copied, then re-hashed from the clone. We never hard-link the source: it is a file
+    /// the caller still owns, and a later in-place write to it would silently change a blob
+    /// that is addressed by its old content.
+    pub fn import_file(
+        &self,
+        path: &Path,
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, u64), StoreError> {
+        let mut src = File::open(path).at("open", path)?;
+        let mut w = self.writer()?;
+        let cloned = {
+            let dst = w.file.as_ref().expect("writer is live").get_ref();
+            rustix::fs::ioctl_ficlone(dst, &src).is_ok()
+        };
+        if cloned {
+            // Hash what is now in the temp file: that is exactly what will be committed.
+            let mut clone = File::open(&w.temp).at("open", w.temp.clone())?;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = clone.read(&mut buf).at("read", w.temp.clone())?;
+                if n == 0 {
+                    break;
+                }
+                w.hasher.update(&buf[..n]);
+                w.size += n as u64;
+            }
+        } else {
+            io::copy(&mut src, &mut w).at("copy into the store", path)?;
+        }
+        match expected {
+            Some(e) => w.commit_verified(e).map(|size| (*e, size)),
+            None => w.commit(),
+        }
+    }
+}
+
+/// Writes one blob: hashes as it goes, buffered, into a temporary file.
+/// Dropping it without [`commit`](BlobWriter::commit) removes the temporary file.
+#[derive(Debug)]
+pub struct BlobWriter {
+    file: Option<BufWriter<File>>,
+    hasher: Sha256Hasher,
+    size: u64,
+    temp: PathBuf,
+    dir: PathBuf,
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let file = self.file.as_mut().expect("writer is live until commit");
+        let n = file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file
+            .as_mut()
+            .expect("writer is live until commit")
+            .flush()
+    }
+}
+
+impl BlobWriter {
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Makes the blob durable and visible under its digest.
+    pub fn commit(mut self) -> Result<(Digest, u64), StoreError> {
+        let digest = self.finish()?;
+        self.place(&digest)?;
+        Ok((digest, self.size))
+    }
+
+    /// Like [`commit`](BlobWriter::commit), but stores nothing unless the content hashes to
+    /// `expected`.
+    pub fn commit_verified(mut self, expected: &Digest) -> Result<u64, StoreError> {
+        let found = self.finish()?;
+        if found != *expected {
+            // Drop removes the temp file.
+            return Err(StoreError::DigestMismatch {
+                expected: *expected,
+                found,
+                path: self.temp.clone(),
+            });
+        }
+        self.place(&found)?;
+        Ok(self.size)
+    }
+
+    /// Flushes and fsyncs the temp file; returns the digest.
+    fn finish(&mut self) -> Result<Digest, StoreError> {
+        let file = self.file.take().expect("finish is called once");
+        let file = file
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .at("write", self.temp.clone())?;
+        file.sync_all().at("fsync", self.temp.clone())?;
+        Ok(std::mem::take(&mut self.hasher).finish())
+    }
+
+    fn place(&mut self, digest: &Digest) -> Result<(), StoreError> {
+        let dest = self.dir.join(digest.hex());
+        if dest.is_file() {
+            // Same content is already there; Drop removes our copy.
+            return Ok(());
+        }
+        fs::rename(&self.temp, &dest).at("rename into the store", &dest)?;
+        // Renamed: nothing left for Drop to clean up.
+        self.temp = PathBuf::new();
+        // The rename is only durable once the directory entry is.
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .at("fsync directory", &self.dir)?;
+        Ok(())
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        drop(self.file.take());
+        if !self.temp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// Reads a blob while hashing it; the read that reaches end of file returns
+/// `io::ErrorKind::InvalidData` if the digest (or expected size) does not match, so a consumer
+/// that reads to the end (tar, decompressors, `io::copy`) cannot miss corruption.
+#[derive(Debug)]
+pub struct VerifyingReader {
+    inner: File,
+    /// `None` once verified at end of file.
+    hasher: Option<Sha256Hasher>,
+    /// Set when verification failed; every later read repeats the error, so a consumer that
+    /// retries cannot mistake corruption for a clean end of file.
+    failed: Option<String>,
+    expected: Digest,
+    expected_size: Option<u64>,
+    size: u64,
+    path: PathBuf,
+}
+
+impl VerifyingReader {
+    /// Also require the blob to be exactly `size` bytes (as a descriptor says). Reading past
+    /// `size` fails immediately rather than at end of file.
+    pub fn expect_size(mut self, size: u64) -> Self {
+        self.expected_size = Some(size);
+        self
+    }
+
+    /// The file being read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn invalid(&mut self, what: String) -> io::Error {
+        let msg = format!("blob `{}`: {what}", self.path.display());
+        self.failed = Some(msg.clone());
+        self.hasher = None;
+        io::Error::new(io::ErrorKind::InvalidData, msg)
+    }
+}
+
+impl Read for VerifyingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(msg) = &self.failed {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, msg.clone()));
+        }
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        let Some(hasher) = self.hasher.as_mut() else {
+            return Ok(n);
+        };
+        hasher.update(&buf[..n]);
+        self.size += n as u64;
+        if let Some(want) = self.expected_size {
+            if self.size > want {
+                return Err(self.invalid(format!("larger than the expected {want} bytes")));
+            }
+        }
+        if n == 0 {
+            let found = self.hasher.take().expect("checked above").finish();
+            let size = self.size;
+            if let Some(want) = self.expected_size {
+                if size != want {
+                    return Err(self.invalid(format!(
+                        "size {size} does not match the expected {want} bytes"
+                    )));
+                }
+            }
+            if found != self.expected {
+                let expected = self.expected;
+                return Err(self.invalid(format!(
+                    "digest mismatch: expected {expected}, found {found}"
+                )));
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, BlobStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::new(dir.path()).unwrap();
+        (dir, blobs)
+    }
+
+    fn temp_files(dir: &Path) -> usize {
+        fs::read_dir(dir.join("tmp")).unwrap().count()
+    }
+
+    fn flip_byte(path: &Path, at: usize) {
+        let mut bytes = fs::read(path).unwrap();
+        bytes[at] ^= 0x01;
+        fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn put_then_read_round_trips() {
+        let (dir, blobs) = store();
+        let (d, size) = blobs.put(b"hello").unwrap();
+        assert_eq!(d, Digest::of(b"hello"));
+        assert_eq!(size, 5);
+        assert!(blobs.contains(&d));
+        assert_eq!(
+            blobs.path(&d),
+            dir.path().join("blobs/sha256").join(d.hex())
+        );
+        assert_eq!(blobs.read_verified(&d).unwrap(), b"hello");
+        let mut streamed = Vec::new();
+        blobs.open(&d).unwrap().read_to_end(&mut streamed).unwrap();
+        assert_eq!(streamed, b"hello");
+        // Storing the same content again is fine and leaves no temp file behind.
+        assert_eq!(blobs.put(b"hello").unwrap(), (d, 5));
+        assert_eq!(temp_files(dir.path()), 0);
+        assert!(!blobs.contains(&Digest::of(b"other")));
+    }
+
+    #[test]
+    fn dropped_writer_leaves_nothing_visible() {
+        let (dir, blobs) = store();
+        let mut w = blobs.writer().unwrap();
+        w.write_all(b"partial").unwrap();
+        w.flush().unwrap();
+        assert_eq!(temp_files(dir.path()), 1);
+        drop(w);
+        assert_eq!(temp_files(dir.path()), 0);
+        assert!(!blobs.contains(&Digest::of(b"partial")));
+        assert_eq!(
+            fs::read_dir(dir.path().join("blobs/sha256"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn commit_verified_mismatch_stores_nothing() {
+        let (dir, blobs) = store();
+        let mut w = blobs.writer().unwrap();
+        w.write_all(b"actual").unwrap();
+        let expected = Digest::of(b"claimed");
+        match w.commit_verified(&expected) {
+            Err(StoreError::DigestMismatch {
+                expected: e, found, ..
+            }) => {
+                assert_eq!(e, expected);
+                assert_eq!(found, Digest::of(b"actual"));
+            }
+            other => panic!("expected a digest mismatch, got {other:?}"),
+        }
+        assert!(!blobs.contains(&expected));
+        assert!(!blobs.contains(&Digest::of(b"actual")));
+        assert_eq!(temp_files(dir.path()), 0);
+
+        let mut w = blobs.writer().unwrap();
+        w.write_all(b"actual").unwrap();
+        assert_eq!(w.commit_verified(&Digest::of(b"actual")).unwrap(), 6);
+    }
+
+    #[test]
+    fn read_verified_detects_a_flipped_byte() {
+        let (_dir, blobs) = store();
+        let (d, _) = blobs.put(b"{\"config\":true}").unwrap();
+        flip_byte(&blobs.path(&d), 3);
+        match blobs.read_verified(&d) {
+            Err(StoreError::DigestMismatch { expected, path, .. }) => {
+                assert_eq!(expected, d);
+                assert_eq!(path, blobs.path(&d));
+            }
+            other => panic!("expected a digest mismatch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn verifying_reader_fails_at_eof_on_corruption() {
+        let (_dir, blobs) = store();
+        let data = vec![7u8; 300_000];
+        let (d, _) = blobs.put(&data).unwrap();
+        flip_byte(&blobs.path(&d), 150_000);
+        let mut r = blobs.open(&d).unwrap();
+        let err = io::copy(&mut r, &mut io::sink()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("digest mismatch"), "{err}");
+        // A retry must not look like a clean end of file.
+        assert!(r.read(&mut [0u8; 16]).is_err());
+
+        // Size checks: a good blob with the wrong declared size fails too.
+        let (good, _) = blobs.put(b"abc").unwrap();
+        let mut buf = Vec::new();
+        let err = blobs
+            .open(&good)
+            .unwrap()
+            .expect_size(2)
+            .read_to_end(&mut buf)
+            .unwrap_err();
+        assert!(err.to_string().contains("expected 2 bytes"), "{err}");
+        let err = blobs
+            .open(&good)
+            .unwrap()
+            .expect_size(4)
+            .read_to_end(&mut buf)
+            .unwrap_err();
+        assert!(err.to_string().contains("size 3"), "{err}");
+        let mut buf = Vec::new();
+        blobs
+            .open(&good)
+            .unwrap()
+            .expect_size(3)
+            .read_to_end(&mut buf)
+            .unwrap();
+        assert_eq!(buf, b"abc");
+    }
+
+    #[test]
+    fn import_file_verifies_and_copies() {
+        let (dir, blobs) = store();
+        let src = dir.path().join("layer.tar");
+        fs::write(&src, b"layer bytes").unwrap();
+        let d = Digest::of(b"layer bytes");
+        assert_eq!(blobs.import_file(&src, None).unwrap(), (d, 11));
+        assert_eq!(blobs.import_file(&src, Some(&d)).unwrap(), (d, 11));
+        // The blob is its own file: changing the source later does not change the blob.
+        fs::write(&src, b"LAYER BYTES").unwrap();
+        assert_eq!(blobs.read_verified(&d).unwrap(), b"layer bytes");
+        let err = blobs.import_file(&src, Some(&d)).unwrap_err();
+        assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
+        assert!(!blobs.contains(&Digest::of(b"LAYER BYTES")));
+        assert_eq!(temp_files(dir.path()), 0);
+    }
+}

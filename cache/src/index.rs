@@ -1,0 +1,522 @@
+//! `Index`: strata's RocksDB index (`<root>/index-v1`).
+//!
+//! One column family; records are told apart by a two-byte key prefix:
+//!
+//! | prefix | key after the prefix                          | value          |
+//! |--------|-----------------------------------------------|----------------|
+//! | `s/`   | 32-byte step key (blake3, from the engine)    | [`StepRecord`] |
+//! | `l/`   | 32-byte location (dockerfile + stage + step)  | 32-byte step key |
+//! | `y/`   | 32-byte diff_id, then the compression id      | [`LayerRecord`] |
+//! | `t/`   | absolute host path, raw bytes                 | [`StatEntry`]  |
+//! | `g/`   | tag name, UTF-8 (`myapp:1.0`)                 | [`TagRecord`]  |
+//!
+//! Every value is one schema-version byte ([`VALUE_SCHEMA`]) followed by its bincode encoding.
+//! A value with another version byte is reported as [`StoreError::Schema`], never a panic.
+//! Bumping [`VALUE_SCHEMA`] is a deliberate act: the tests `unknown_schema_version_is_an_error`
+//! and `round_trips_every_record` must change with it. A change to the key layout instead bumps
+//! the directory name (`index-v1`), so old and new strata never read each other's keys.
+//!
+//! Durability: step records, last-at pointers, layer records and tags are written with
+//! `sync = true`, since a build result the engine believes cached must survive a crash (and
+//! the engine only writes them after the blob they name is committed). Stat-cache writes are not
+//! synced: losing them costs a re-hash, never a wrong answer.
+
+use std::path::Path;
+
+use rocksdb::{DBCompressionType, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::Digest;
+
+/// The schema version byte in front of every value.
+pub const VALUE_SCHEMA: u8 = 1;
+
+const STEP: &[u8] = b"s/";
+const LAST_AT: &[u8] = b"l/";
+const LAYER: &[u8] = b"y/";
+const STAT: &[u8] = b"t/";
+const TAG: &[u8] = b"g/";
+
+/// The cached result of one build step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// The layer the step produced; `None` for steps that only change the config.
+    pub layer: Option<LayerRecord>,
+    /// The named inputs of the step key, so `--explain` can say why a later key differs.
+    pub explain: Vec<ExplainInput>,
+    pub created_unix: u64,
+}
+
+/// A layer blob in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRecord {
+    /// sha256 of the uncompressed tar.
+    pub diff_id: Digest,
+    /// sha256 of the blob as stored (compressed).
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+    pub uncompressed_size: u64,
+}
+
+/// One named input of a step key, e.g. `("file:src/main.rs", blake3)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainInput {
+    pub name: String,
+    pub value: [u8; 32],
+}
+
+/// What a tag points at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagRecord {
+    pub manifest: Digest,
+    pub config: Digest,
+    pub media_type: String,
+}
+
+/// A cached file hash with the stat fields it was taken under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatEntry {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+    pub mode: u32,
+    /// When the file was stat'ed for hashing, in ns since the epoch on the same clock as file
+    /// timestamps (`CLOCK_REALTIME`). Must be taken *before* the file is read.
+    pub recorded_ns: i128,
+    pub blake3: [u8; 32],
+}
+
+impl StatEntry {
+    /// Whether the cached hash may be used for a file that stats as given.
+    ///
+    /// This is git's "racy clean" rule: all stat fields must be equal, *and* the file's last
+    /// change (`max(mtime, ctime)`) must be strictly older than `recorded_ns`. A file changed
+    /// at or after the moment we recorded it may have been changed again, within the same
+    /// timestamp tick, after we hashed it — its stat fields would then still match while its
+    /// content does not. Such an entry is racy and the file must be re-hashed; re-recording it
+    /// later (once the clock has moved on) makes it trustworthy.
+    ///
+    /// Caveat: the rule assumes file timestamps are at least as fine as `recorded_ns`. On file
+    /// systems with coarse timestamps (FAT: 2 s, some network file systems: 1 s) a change just
+    /// after recording can be stamped *before* `recorded_ns`; callers that care should take
+    /// `recorded_ns` from a file timestamp on the same file system, as git does with its index.
+    pub fn matches(
+        &self,
+        dev: u64,
+        ino: u64,
+        size: u64,
+        mtime_ns: i128,
+        ctime_ns: i128,
+        mode: u32,
+    ) -> bool {
+        self.dev == dev
+            && self.ino == ino
+            && self.size == size
+            && self.mtime_ns == mtime_ns
+            && self.ctime_ns == ctime_ns
+            && self.mode == mode
+            && !self.is_racy()
+    }
+
+    /// The file changed at or after it was recorded, so the hash cannot be trusted.
+    pub fn is_racy(&self) -> bool {
+        self.mtime_ns.max(self.ctime_ns) >= self.recorded_ns
+    }
+}
+
+/// The RocksDB index. Holds RocksDB's `LOCK` file while open.
+pub struct Index {
+    db: DB,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index")
+            .field("path", &self.db.path())
+            .finish()
+    }
+}
+
+fn key(prefix: &[u8], rest: &[&[u8]]) -> Vec<u8> {
+    let len = prefix.len() + rest.iter().map(|r| r.len()).sum::<usize>();
+    let mut k = Vec::with_capacity(len);
+    k.extend_from_slice(prefix);
+    for r in rest {
+        k.extend_from_slice(r);
+    }
+    k
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = vec![VALUE_SCHEMA];
+    // Serialising our own plain structs into a Vec cannot fail.
+    bincode::serialize_into(&mut out, value).expect("bincode encoding of index record");
+    out
+}
+
+fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    let Some((&version, body)) = bytes.split_first() else {
+        return Err(StoreError::Corrupt {
+            what,
+            reason: "empty value".into(),
+        });
+    };
+    if version != VALUE_SCHEMA {
+        return Err(StoreError::Schema {
+            what,
+            found: version,
+            expected: VALUE_SCHEMA,
+        });
+    }
+    bincode::deserialize(body).map_err(|e| StoreError::Corrupt {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+fn synced() -> WriteOptions {
+    let mut w = WriteOptions::default();
+    w.set_sync(true);
+    w
+}
+
+impl Index {
+    /// Opens (creating if missing) the database at `path`. Fails with a RocksDB `IOError`
+    /// mentioning the lock if another process (or another `Index` in this one) has it open.
+    pub(crate) fn open(path: &Path) -> Result<Index, rocksdb::Error> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        // The index is small (tens of MB at most); keep memory and file handles modest.
+        opts.set_write_buffer_size(4 << 20);
+        opts.set_max_open_files(64);
+        opts.set_compression_type(DBCompressionType::None);
+        opts.set_keep_log_file_num(2);
+        Ok(Index {
+            // Opened with the default column family named, so `cf_handle` can return it for
+            // the batched multi-get in `get_stats`.
+            db: DB::open_cf(&opts, path, [rocksdb::DEFAULT_COLUMN_FAMILY_NAME])?,
+        })
+    }
+
+    fn get<T: DeserializeOwned>(
+        &self,
+        what: &'static str,
+        k: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        match self.db.get_pinned(k)? {
+            Some(v) => decode(what, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn put<T: Serialize>(&self, k: &[u8], value: &T, sync: bool) -> Result<(), StoreError> {
+        let v = encode(value);
+        if sync {
+            self.db.put_opt(k, v, &synced())?;
+        } else {
+            self.db.put(k, v)?;
+        }
+        Ok(())
+    }
+
+    pub fn get_step(&self, key32: &[u8; 32]) -> Result<Option<StepRecord>, StoreError> {
+        self.get("step", &key(STEP, &[&key32[..]]))
+    }
+
+    /// Call only after the layer blob the record names is committed.
+    pub fn put_step(&self, key32: &[u8; 32], rec: &StepRecord) -> Result<(), StoreError> {
+        self.put(&key(STEP, &[&key32[..]]), rec, true)
+    }
+
+    /// The last step key seen at `location`, for `--explain`.
+    pub fn get_last_at(&self, location: &[u8; 32]) -> Result<Option<[u8; 32]>, StoreError> {
+        self.get("last-at", &key(LAST_AT, &[&location[..]]))
+    }
+
+    pub fn put_last_at(&self, location: &[u8; 32], key32: &[u8; 32]) -> Result<(), StoreError> {
+        self.put(&key(LAST_AT, &[&location[..]]), key32, true)
+    }
+
+    /// A compressed form of the layer `diff_id`, so it can be reused instead of recompressed.
+    pub fn get_layer(
+        &self,
+        diff_id: &Digest,
+        compression: &str,
+    ) -> Result<Option<LayerRecord>, StoreError> {
+        self.get(
+            "layer",
+            &key(LAYER, &[&diff_id.as_bytes()[..], compression.as_bytes()]),
+        )
+    }
+
+    pub fn put_layer(
+        &self,
+        diff_id: &Digest,
+        compression: &str,
+        rec: &LayerRecord,
+    ) -> Result<(), StoreError> {
+        self.put(
+            &key(LAYER, &[&diff_id.as_bytes()[..], compression.as_bytes()]),
+            rec,
+            true,
+        )
+    }
+
+    /// Looks up many stat entries at once (RocksDB batched multi-get), in the order given.
+    pub fn get_stats(&self, paths: &[&[u8]]) -> Result<Vec<Option<StatEntry>>, StoreError> {
+        let keys: Vec<Vec<u8>> = paths.iter().map(|p| key(STAT, &[*p])).collect();
+        let cf = self
+            .db
+            .cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+            .expect("the default column family always exists");
+        self.db
+            .batched_multi_get_cf(cf, &keys, false)
+            .into_iter()
+            .map(|r| -> Result<Option<StatEntry>, StoreError> {
+                match r? {
+                    Some(v) => decode("stat", &v).map(Some),
+                    None => Ok(None),
+                }
+            })
+            .collect()
+    }
+
+    /// Writes stat entries in one batch, not synced (a lost entry only costs a re-hash).
+    pub fn put_stats(&self, entries: &[(&[u8], StatEntry)]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        for (path, entry) in entries {
+            batch.put(key(STAT, &[*path]), encode(entry));
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    pub fn get_tag(&self, name: &str) -> Result<Option<TagRecord>, StoreError> {
+        self.get("tag", &key(TAG, &[name.as_bytes()]))
+    }
+
+    pub fn put_tag(&self, name: &str, rec: &TagRecord) -> Result<(), StoreError> {
+        self.put(&key(TAG, &[name.as_bytes()]), rec, true)
+    }
+
+    /// Removes a tag; `false` if there was none.
+    pub fn delete_tag(&self, name: &str) -> Result<bool, StoreError> {
+        let k = key(TAG, &[name.as_bytes()]);
+        if self.db.get_pinned(&k)?.is_none() {
+            return Ok(false);
+        }
+        self.db.delete_opt(&k, &synced())?;
+        Ok(true)
+    }
+
+    /// All tags, sorted by name (byte order).
+    pub fn list_tags(&self) -> Result<Vec<(String, TagRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(TAG, Direction::Forward))
+        {
+            let (k, v) = item?;
+            let Some(name) = k.strip_prefix(TAG) else {
+                break;
+            };
+            let name = String::from_utf8(name.to_vec()).map_err(|_| StoreError::Corrupt {
+                what: "tag",
+                reason: "tag name is not UTF-8".into(),
+            })?;
+            out.push((name, decode("tag", &v)?));
+        }
+        Ok(out)
+    }
+
+    /// Writes a raw value; for tests of schema handling.
+    #[cfg(test)]
+    fn put_raw(&self, k: &[u8], v: &[u8]) {
+        self.db.put(k, v).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index() -> (tempfile::TempDir, Index) {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index-v1")).unwrap();
+        (dir, index)
+    }
+
+    fn layer(n: u8) -> LayerRecord {
+        LayerRecord {
+            diff_id: Digest::of(&[n]),
+            digest: Digest::of(&[n, n]),
+            size: 1234,
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            uncompressed_size: 5678,
+        }
+    }
+
+    fn stat(n: u8) -> StatEntry {
+        StatEntry {
+            dev: 1,
+            ino: n as u64,
+            size: 10,
+            mtime_ns: 1_000,
+            ctime_ns: 1_500,
+            mode: 0o100644,
+            recorded_ns: 2_000,
+            blake3: [n; 32],
+        }
+    }
+
+    #[test]
+    fn round_trips_every_record() {
+        let (_dir, ix) = index();
+
+        let step = StepRecord {
+            layer: Some(layer(1)),
+            explain: vec![ExplainInput {
+                name: "file:src/main.rs".into(),
+                value: [9; 32],
+            }],
+            created_unix: 1_700_000_000,
+        };
+        assert_eq!(ix.get_step(&[1; 32]).unwrap(), None);
+        ix.put_step(&[1; 32], &step).unwrap();
+        assert_eq!(ix.get_step(&[1; 32]).unwrap(), Some(step));
+        let no_layer = StepRecord {
+            layer: None,
+            explain: vec![],
+            created_unix: 0,
+        };
+        ix.put_step(&[2; 32], &no_layer).unwrap();
+        assert_eq!(ix.get_step(&[2; 32]).unwrap(), Some(no_layer));
+
+        assert_eq!(ix.get_last_at(&[3; 32]).unwrap(), None);
+        ix.put_last_at(&[3; 32], &[1; 32]).unwrap();
+        assert_eq!(ix.get_last_at(&[3; 32]).unwrap(), Some([1; 32]));
+
+        let diff = Digest::of(b"tar");
+        ix.put_layer(&diff, "gzip-6", &layer(1)).unwrap();
+        ix.put_layer(&diff, "zstd-3", &layer(2)).unwrap();
+        assert_eq!(ix.get_layer(&diff, "gzip-6").unwrap(), Some(layer(1)));
+        assert_eq!(ix.get_layer(&diff, "zstd-3").unwrap(), Some(layer(2)));
+        assert_eq!(ix.get_layer(&diff, "gzip").unwrap(), None);
+
+        let a: &[u8] = b"/src/a";
+        let b: &[u8] = b"/src/b";
+        ix.put_stats(&[(a, stat(1)), (b, stat(2))]).unwrap();
+        assert_eq!(
+            ix.get_stats(&[b, &b"/missing"[..], a]).unwrap(),
+            vec![Some(stat(2)), None, Some(stat(1))]
+        );
+
+        let tag = |n: u8| TagRecord {
+            manifest: Digest::of(&[n]),
+            config: Digest::of(&[n, 1]),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        };
+        ix.put_tag("myapp:1.0", &tag(1)).unwrap();
+        ix.put_tag("alpha:latest", &tag(2)).unwrap();
+        // Keys of other kinds that sort after `g/` must not leak into the listing.
+        assert_eq!(ix.get_tag("myapp:1.0").unwrap(), Some(tag(1)));
+        assert_eq!(
+            ix.list_tags().unwrap(),
+            vec![
+                (String::from("alpha:latest"), tag(2)),
+                (String::from("myapp:1.0"), tag(1))
+            ]
+        );
+        assert!(ix.delete_tag("alpha:latest").unwrap());
+        assert!(!ix.delete_tag("alpha:latest").unwrap());
+        assert_eq!(ix.get_tag("alpha:latest").unwrap(), None);
+        assert_eq!(ix.list_tags().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn unknown_schema_version_is_an_error() {
+        let (_dir, ix) = index();
+        let mut v = encode(&stat(1));
+        v[0] = VALUE_SCHEMA + 1;
+        ix.put_raw(&key(STEP, &[&[5u8; 32][..]]), &v);
+        ix.put_raw(&key(STAT, &[&b"/x"[..]]), &v);
+        ix.put_raw(&key(TAG, &[&b"t"[..]]), &[]);
+        ix.put_raw(&key(LAST_AT, &[&[5u8; 32][..]]), &[VALUE_SCHEMA, 1, 2]);
+        assert!(matches!(
+            ix.get_step(&[5; 32]),
+            Err(StoreError::Schema {
+                what: "step",
+                found: 2,
+                expected: 1
+            })
+        ));
+        assert!(matches!(
+            ix.get_stats(&[&b"/x"[..]]),
+            Err(StoreError::Schema { what: "stat", .. })
+        ));
+        assert!(matches!(
+            ix.get_tag("t"),
+            Err(StoreError::Corrupt { what: "tag", .. })
+        ));
+        assert!(matches!(
+            ix.get_last_at(&[5; 32]),
+            Err(StoreError::Corrupt {
+                what: "last-at",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn get_stats_is_fast_for_many_paths() {
+        let (_dir, ix) = index();
+        let paths: Vec<Vec<u8>> = (0..50_000)
+            .map(|i| format!("/home/user/project/src/file{i}.rs").into_bytes())
+            .collect();
+        let entries: Vec<(&[u8], StatEntry)> =
+            paths.iter().map(|p| (p.as_slice(), stat(1))).collect();
+        ix.put_stats(&entries).unwrap();
+        let refs: Vec<&[u8]> = paths.iter().map(|p| p.as_slice()).collect();
+        let start = std::time::Instant::now();
+        let got = ix.get_stats(&refs).unwrap();
+        let took = start.elapsed();
+        assert!(got.iter().all(|e| e == &Some(stat(1))));
+        // Generous bound for a loaded CI machine; typically ~10-20 ms.
+        assert!(took < std::time::Duration::from_millis(100), "{took:?}");
+    }
+
+    #[test]
+    fn stat_entry_follows_the_racy_rule() {
+        let e = stat(1);
+        assert!(!e.is_racy());
+        assert!(e.matches(1, 1, 10, 1_000, 1_500, 0o100644));
+        // Any stat field differing means the file changed.
+        assert!(!e.matches(2, 1, 10, 1_000, 1_500, 0o100644));
+        assert!(!e.matches(1, 2, 10, 1_000, 1_500, 0o100644));
+        assert!(!e.matches(1, 1, 11, 1_000, 1_500, 0o100644));
+        assert!(!e.matches(1, 1, 10, 1_001, 1_500, 0o100644));
+        assert!(!e.matches(1, 1, 10, 1_000, 1_501, 0o100644));
+        assert!(!e.matches(1, 1, 10, 1_000, 1_500, 0o100755));
+        // Changed at (or after) the moment it was recorded: racy even though fields match.
+        for (mtime, ctime) in [(2_000, 1_500), (1_000, 2_000), (3_000, 3_000)] {
+            let racy = StatEntry {
+                mtime_ns: mtime,
+                ctime_ns: ctime,
+                ..e
+            };
+            assert!(racy.is_racy());
+            assert!(!racy.matches(1, 1, 10, mtime, ctime, 0o100644));
+        }
+        let just_before = StatEntry {
+            mtime_ns: 1_999,
+            ctime_ns: 1_999,
+            ..e
+        };
+        assert!(just_before.matches(1, 1, 10, 1_999, 1_999, 0o100644));
+    }
+}
