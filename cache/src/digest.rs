@@ -41,7 +41,10 @@ impl Digest {
 
     /// Parses a bare 64-character lower-case hex string.
     pub fn from_hex(s: &str) -> Result<Self, DigestParseError> {
-        let err = |reason| DigestParseError { input: s.to_string(), reason };
+        let err = |reason| DigestParseError {
+            input: s.to_string(),
+            reason,
+        };
         if s.len() != 64 {
             return Err(err("expected 64 hex characters"));
         }
@@ -131,7 +134,11 @@ mod tests {
         assert_eq!(s.parse::<Digest>().unwrap(), d);
         assert!("sha512:abcd".parse::<Digest>().is_err());
         assert!("sha256:abcd".parse::<Digest>().is_err());
-        assert!(s.to_uppercase().replace("SHA256", "sha256").parse::<Digest>().is_err());
+        assert!(s
+            .to_uppercase()
+            .replace("SHA256", "sha256")
+            .parse::<Digest>()
+            .is_err());
         let json = serde_json::to_string(&d).unwrap();
         assert_eq!(json, format!("\"{s}\""));
         let bin = bincode::serialize(&d).unwrap();
