@@ -434,6 +434,41 @@ mod tests {
         ));
     }
 
+    /// A file over 8 GiB (sparse on disk) goes through with a PAX `size`; GNU tar lists it.
+    /// Slow (streams 8 GiB): `cargo test --release -p strata-engine --lib -- --ignored huge`.
+    #[test]
+    #[ignore]
+    fn huge_file_over_8_gib() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("sparse");
+        let size = (8u64 << 30) + 12_345;
+        std::fs::File::create(&host).unwrap().set_len(size).unwrap();
+        let entries = vec![Entry {
+            kind: EntryKind::File {
+                size,
+                content: Content::Path(host),
+            },
+            ..Entry::file_bytes("huge", 0o644, 0, b"")
+        }];
+        let mut child = Command::new("tar")
+            .args(["-tvf", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let o = write_layer(&entries, Compression::None, &mut stdin).unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let listing = String::from_utf8(out.stdout).unwrap();
+        assert!(listing.contains(&format!(" {size} ")), "{listing}");
+        assert_eq!(
+            o.uncompressed_size,
+            3 * 512 + size.next_multiple_of(512) + 1024
+        );
+    }
+
     #[test]
     fn empty_layer_is_two_zero_blocks() {
         let (o, out) = write(&[], Compression::None);
