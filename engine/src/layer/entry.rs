@@ -162,10 +162,10 @@ fn parent_of(path: &str) -> Option<&str> {
 }
 
 /// Puts entries into canonical form: validates paths (no `..`, `.`, empty components,
-/// absolute paths, NUL), drops xattrs other than [`KEPT_XATTRS`], masks modes to `0o7777`,
-/// adds missing parent directories (mode 0755, 0:0, mtime `parent_mtime`), sorts with
-/// [`path_cmp`], and rejects duplicates, non-directory parents and hard links whose target
-/// is not an earlier regular file.
+/// absolute paths, NUL) and uid/gid (≤ 32 bits), drops xattrs other than [`KEPT_XATTRS`],
+/// masks modes to `0o7777`, adds missing parent directories (mode 0755, 0:0, mtime
+/// `parent_mtime`), sorts with [`path_cmp`], and rejects duplicates, non-directory parents
+/// and hard links whose target is not an earlier regular file.
 pub fn canonicalize(mut entries: Vec<Entry>, parent_mtime: u64) -> Result<Vec<Entry>, LayerError> {
     let mut kinds: HashMap<String, bool> = HashMap::with_capacity(entries.len());
     for e in &mut entries {
@@ -185,6 +185,13 @@ pub fn canonicalize(mut entries: Vec<Entry>, parent_mtime: u64) -> Result<Vec<En
                 })?;
             }
             _ => {}
+        }
+        if e.uid > u64::from(u32::MAX) || e.gid > u64::from(u32::MAX) {
+            // Linux ids are 32-bit; GNU tar refuses larger PAX uid/gid values.
+            return Err(LayerError::Unrepresentable {
+                path: e.path.clone(),
+                reason: format!("uid/gid {}:{} exceeds 32 bits", e.uid, e.gid),
+            });
         }
         e.mode &= 0o7777;
         e.xattrs.retain(|k, _| KEPT_XATTRS.contains(&k.as_str()));
@@ -329,6 +336,12 @@ mod tests {
         assert!(matches!(
             canonicalize(vec![file("a"), file("a/b")], 0),
             Err(LayerError::ParentNotDirectory { .. })
+        ));
+        let mut big = file("u");
+        big.uid = 1 << 32;
+        assert!(matches!(
+            canonicalize(vec![big], 0),
+            Err(LayerError::Unrepresentable { .. })
         ));
     }
 
