@@ -30,7 +30,10 @@ pub struct Directives {
 
 impl Default for Directives {
     fn default() -> Self {
-        Directives { escape: '\\', syntax: None }
+        Directives {
+            escape: '\\',
+            syntax: None,
+        }
     }
 }
 

@@ -57,7 +57,11 @@ impl fmt::Display for Diagnostic {
         writeln!(f, "{}", self.message)?;
         let num = self.span.line.to_string();
         let pad = " ".repeat(num.len());
-        writeln!(f, "{pad}--> {}:{}:{}", self.file, self.span.line, self.span.col)?;
+        writeln!(
+            f,
+            "{pad}--> {}:{}:{}",
+            self.file, self.span.line, self.span.col
+        )?;
         writeln!(f, "{pad} |")?;
         writeln!(f, "{num} | {}", self.line_text)?;
         // Columns count characters, so the caret lines up for non-ASCII text too.
@@ -85,8 +89,17 @@ mod tests {
     #[test]
     fn renders_line_and_caret() {
         let src = "FROM scratch\nCOPPY a b\n";
-        let d = Diagnostic::new("Dockerfile", src, Span { line: 2, col: 1, len: 5 }, "unknown instruction `COPPY`")
-            .with_hint("did you mean `COPY`?");
+        let d = Diagnostic::new(
+            "Dockerfile",
+            src,
+            Span {
+                line: 2,
+                col: 1,
+                len: 5,
+            },
+            "unknown instruction `COPPY`",
+        )
+        .with_hint("did you mean `COPY`?");
         let s = d.to_string();
         assert_eq!(
             s,

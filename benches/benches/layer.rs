@@ -1,0 +1,118 @@
+//! Throughput of `write_layer` on ~64 MiB of mixed files read from disk (gzip / zstd / none).
+//!
+//! Set `STRATA_BENCH_KEEP=DIR` to write the data set to DIR and keep it, e.g. to compare
+//! with `tar -c DIR | gzip -6 | sha256sum`.
+
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use strata_engine::layer::{canonicalize, write_layer, Compression, Content, Entry, EntryKind};
+
+/// Deterministic mixed content: runs of incompressible bytes and of source-like text.
+fn content(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut v = Vec::with_capacity(len + 64);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if (v.len() / 8192) % 3 == 0 {
+            v.extend_from_slice(&x.to_le_bytes());
+        } else {
+            v.extend_from_slice(
+                format!(
+                    "    let value_{} = compute(input, {}); // step {}\n",
+                    x % 97,
+                    x % 1013,
+                    seed
+                )
+                .as_bytes(),
+            );
+        }
+    }
+    v.truncate(len);
+    v
+}
+
+/// ~64 MiB: 2 × 12 MiB + 4 × 4 MiB large files, 2,000 files of 1–16 KiB, 300 of 16–64 KiB.
+fn make_tree(root: &Path) -> Vec<Entry> {
+    let mut entries = Vec::new();
+    let mut add = |rel: String, len: usize, seed: u64| {
+        let host = root.join(&rel);
+        std::fs::create_dir_all(host.parent().unwrap()).unwrap();
+        std::fs::write(&host, content(seed, len)).unwrap();
+        entries.push(Entry {
+            path: rel,
+            kind: EntryKind::File {
+                size: len as u64,
+                content: Content::Path(host),
+            },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            xattrs: Default::default(),
+        });
+    };
+    let mut seed = 1;
+    for i in 0..2 {
+        add(format!("large/blob{i}.bin"), 12 << 20, seed);
+        seed += 1;
+    }
+    for i in 0..4 {
+        add(format!("large/mid{i}.dat"), 4 << 20, seed);
+        seed += 1;
+    }
+    for i in 0..2000 {
+        add(
+            format!("src/mod{}/file{i}.rs", i % 40),
+            1024 + (i * 7919) % (15 * 1024),
+            seed,
+        );
+        seed += 1;
+    }
+    for i in 0..300 {
+        add(
+            format!("assets/a{}/asset{i}.bin", i % 10),
+            (16 << 10) + (i * 104_729) % (48 << 10),
+            seed,
+        );
+        seed += 1;
+    }
+    canonicalize(entries, 0).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let keep = std::env::var_os("STRATA_BENCH_KEEP");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = keep
+        .as_ref()
+        .map(Path::new)
+        .unwrap_or(tmp.path())
+        .to_path_buf();
+    std::fs::create_dir_all(&root).unwrap();
+    let entries = make_tree(&root);
+    let mut probe = std::io::sink();
+    let total = write_layer(&entries, Compression::None, &mut probe)
+        .unwrap()
+        .uncompressed_size;
+
+    let mut g = c.benchmark_group("write_layer");
+    g.throughput(Throughput::Bytes(total));
+    g.sample_size(10);
+    for comp in [Compression::Gzip, Compression::Zstd, Compression::None] {
+        let mut ratio = 0.0;
+        g.bench_function(format!("{comp:?}").to_lowercase(), |b| {
+            b.iter(|| {
+                let mut sink = std::io::sink();
+                let o = write_layer(&entries, comp, &mut sink).unwrap();
+                ratio = o.size as f64 / o.uncompressed_size as f64;
+            })
+        });
+        eprintln!("{comp:?}: {total} tar bytes, compressed/uncompressed = {ratio:.3}");
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,511 @@
+//! `write_layer`: canonical tar → chunks → parallel, deterministic compression → `out`.
+//!
+//! The calling thread builds the tar stream and cuts it into chunks ([`CHUNK_MIN`],
+//! [`CHUNK_MAX`]); each chunk is compressed on its own as one gzip member / one zstd frame by a
+//! rayon task; the calling thread writes the results in order. At most `2 × threads` chunks
+//! are in flight, so memory stays bounded whatever the layer size, and the output bytes depend
+//! only on the entries (never on the thread count or timing).
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, TryRecvError};
+use std::time::Duration;
+
+use strata_cache::Sha256Hasher;
+
+use super::entry::Entry;
+use super::tar::{ChunkSink, Chunker};
+use super::{Compression, LayerError, LayerOutput};
+
+/// A chunk ends at the first entry boundary once it holds at least this many tar bytes.
+pub const CHUNK_MIN: usize = 4 << 20;
+/// A chunk also ends whenever it reaches exactly this many bytes (inside a large file).
+pub const CHUNK_MAX: usize = 16 << 20;
+
+/// gzip: level 6, OS byte 255 ("unknown"), MTIME 0, no name, no comment, no extra field.
+const GZIP_LEVEL: u32 = 6;
+const GZIP_OS: u8 = 255;
+/// zstd: level 3, window log 21, no checksum, content size written, no worker threads.
+const ZSTD_LEVEL: i32 = 3;
+const ZSTD_WINDOW_LOG: u32 = 21;
+
+/// Compresses one chunk into one self-contained gzip member or zstd frame.
+pub(crate) fn compress_chunk(compression: Compression, chunk: &[u8]) -> io::Result<Vec<u8>> {
+    match compression {
+        Compression::None => Ok(chunk.to_vec()),
+        Compression::Gzip => {
+            let mut enc = flate2::GzBuilder::new()
+                .mtime(0)
+                .operating_system(GZIP_OS)
+                .write(
+                    Vec::with_capacity(chunk.len() / 2),
+                    flate2::Compression::new(GZIP_LEVEL),
+                );
+            enc.write_all(chunk)?;
+            enc.finish()
+        }
+        Compression::Zstd => {
+            use zstd::stream::raw::CParameter;
+            let mut c = zstd::bulk::Compressor::new(ZSTD_LEVEL)?;
+            c.set_parameter(CParameter::NbWorkers(0))?;
+            c.set_parameter(CParameter::WindowLog(ZSTD_WINDOW_LOG))?;
+            c.set_parameter(CParameter::ChecksumFlag(false))?;
+            c.set_parameter(CParameter::ContentSizeFlag(true))?;
+            c.compress(chunk)
+        }
+    }
+}
+
+/// Waits for a compressed chunk. On a rayon worker thread (e.g. inside `pool.install`) it helps
+/// run pending pool work instead of blocking, so a 1-thread pool cannot deadlock.
+fn wait<T>(rx: &Receiver<T>) -> Option<T> {
+    loop {
+        match rx.try_recv() {
+            Ok(v) => return Some(v),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) => {}
+        }
+        match rayon::yield_now() {
+            Some(rayon::Yield::Executed) => {}
+            Some(rayon::Yield::Idle) => match rx.recv_timeout(Duration::from_micros(500)) {
+                Ok(v) => return Some(v),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return None,
+            },
+            None => return rx.recv().ok(),
+        }
+    }
+}
+
+type Compressed = io::Result<Vec<u8>>;
+
+struct Pipeline<'o> {
+    compression: Compression,
+    out: &'o mut dyn Write,
+    in_flight: VecDeque<(u64, Receiver<Compressed>)>,
+    max_in_flight: usize,
+    next_chunk: u64,
+    hasher: Sha256Hasher,
+    size: u64,
+}
+
+impl Pipeline<'_> {
+    fn emit(&mut self, data: &[u8]) -> Result<(), LayerError> {
+        self.hasher.update(data);
+        self.size += data.len() as u64;
+        self.out.write_all(data).map_err(LayerError::Write)
+    }
+
+    fn emit_oldest(&mut self) -> Result<(), LayerError> {
+        let Some((chunk, rx)) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let compressed = wait(&rx)
+            .unwrap_or_else(|| Err(io::Error::other("compression task panicked")))
+            .map_err(|source| LayerError::Compress { chunk, source })?;
+        self.emit(&compressed)
+    }
+
+    fn drain(&mut self) -> Result<(), LayerError> {
+        while !self.in_flight.is_empty() {
+            self.emit_oldest()?;
+        }
+        Ok(())
+    }
+}
+
+impl ChunkSink for Pipeline<'_> {
+    fn chunk(&mut self, chunk: Vec<u8>) -> Result<(), LayerError> {
+        let n = self.next_chunk;
+        self.next_chunk += 1;
+        if self.compression == Compression::None {
+            return self.emit(&chunk);
+        }
+        let (tx, rx) = mpsc::sync_channel(1);
+        let compression = self.compression;
+        rayon::spawn(move || {
+            let r = std::panic::catch_unwind(|| compress_chunk(compression, &chunk));
+            // A panic drops `tx` unsent: the receiver reports it as an error.
+            if let Ok(r) = r {
+                let _ = tx.send(r);
+            }
+        });
+        self.in_flight.push_back((n, rx));
+        while self.in_flight.len() >= self.max_in_flight {
+            self.emit_oldest()?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the canonical tar of `entries` (already canonical, see [`super::canonicalize`]),
+/// compressed, to `out`. Memory is bounded (≈ 2 × threads × 16 MiB at most), compression uses
+/// the current rayon pool, and the output is byte-identical for any thread count.
+pub fn write_layer(
+    entries: &[Entry],
+    compression: Compression,
+    out: &mut dyn Write,
+) -> Result<LayerOutput, LayerError> {
+    let mut pipe = Pipeline {
+        compression,
+        out,
+        in_flight: VecDeque::new(),
+        max_in_flight: (2 * rayon::current_num_threads()).max(2),
+        next_chunk: 0,
+        hasher: Sha256Hasher::new(),
+        size: 0,
+    };
+    let result = (|| {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut chunker = Chunker::new(&mut pipe, CHUNK_MIN, CHUNK_MAX);
+        for e in entries {
+            chunker.entry(e, &mut buf)?;
+        }
+        chunker.finish()
+    })();
+    // On error, still wait for the spawned tasks (they own only their chunk; no output).
+    let (diff_id, uncompressed_size) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            for (_, rx) in pipe.in_flight.drain(..) {
+                let _ = wait(&rx);
+            }
+            return Err(e);
+        }
+    };
+    pipe.drain()?;
+    pipe.out.flush().map_err(LayerError::Write)?;
+    Ok(LayerOutput {
+        diff_id,
+        digest: pipe.hasher.finish(),
+        size: pipe.size,
+        uncompressed_size,
+        media_type: compression.media_type(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::entry::{canonicalize, Content, EntryKind};
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+
+    /// Deterministic pseudo-random bytes, half of them compressible text.
+    fn data(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut v = Vec::with_capacity(len);
+        while v.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if (v.len() / 4096) % 2 == 0 {
+                v.extend_from_slice(&x.to_le_bytes());
+            } else {
+                v.extend_from_slice(format!("line {} of file {seed}\n", x % 1000).as_bytes());
+            }
+        }
+        v.truncate(len);
+        v
+    }
+
+    fn small_layer() -> Vec<Entry> {
+        let mut cap = Entry::file_bytes("usr/bin/ping", 0o4755, 1_700_000_000, b"\x7fELF fake");
+        cap.xattrs
+            .insert("security.capability".into(), vec![1, 0, 0, 2, 0, 32, 0, 0]);
+        cap.xattrs.insert("user.dropped".into(), b"x".to_vec());
+        let mut big_ids = Entry::file_bytes("home/u/\u{fc}ber.txt", 0o600, 1_700_000_000, b"hi\n");
+        big_ids.uid = 3_000_000_000;
+        big_ids.gid = 1000;
+        let mut entries = vec![
+            Entry::file_bytes("etc/hostname.wh", 0o644, 1_700_000_000, b"box\n"),
+            Entry::file_bytes("etc/.wh.old", 0, 0, b""),
+            Entry::file_bytes("etc/.wh..wh..opq", 0, 0, b""),
+            Entry::file_bytes(format!("deep/{}/f", "x".repeat(120)), 0o644, 5, b"deep"),
+            Entry {
+                kind: EntryKind::Symlink {
+                    target: "/usr/bin/ping".into(),
+                },
+                ..Entry::dir("bin/p", 0o777, 0, 0, 1)
+            },
+            Entry {
+                kind: EntryKind::HardLink {
+                    target: "usr/bin/ping".into(),
+                },
+                ..Entry::dir("usr/bin/ping2", 0o4755, 0, 0, 1)
+            },
+            Entry {
+                kind: EntryKind::CharDevice { major: 1, minor: 3 },
+                ..Entry::dir("dev/null", 0o666, 0, 0, 1)
+            },
+            Entry {
+                kind: EntryKind::Fifo,
+                ..Entry::dir("run/fifo", 0o600, 0, 0, 1)
+            },
+            Entry::dir("tmp", 0o1777, 0, 0, 1),
+            cap,
+            big_ids,
+        ];
+        entries.push(Entry::file_bytes("a-b", 0o644, 1, b"a-b"));
+        entries.push(Entry::file_bytes("a/b", 0o644, 1, b"a/b"));
+        canonicalize(entries, 1_700_000_000).unwrap()
+    }
+
+    fn write(entries: &[Entry], c: Compression) -> (LayerOutput, Vec<u8>) {
+        let mut out = Vec::new();
+        let o = write_layer(entries, c, &mut out).unwrap();
+        assert_eq!(o.size, out.len() as u64);
+        assert_eq!(o.digest, strata_cache::Digest::of(&out));
+        (o, out)
+    }
+
+    fn pipe(cmd: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
+        let mut child = Command::new(cmd)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+        let mut stdin = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        let feeder = std::thread::spawn(move || stdin.write_all(&input));
+        let out = child.wait_with_output().unwrap();
+        feeder.join().unwrap().unwrap();
+        assert!(out.status.success(), "{cmd} {args:?} failed");
+        out.stdout
+    }
+
+    /// Golden digests: any change to the tar form, chunking or compressor bytes shows up here.
+    /// If it changes on purpose, bump `Compression::id()` (compressor) or the format version
+    /// in docs/layer-format.md (tar form).
+    #[test]
+    fn golden_small_layer() {
+        let entries = small_layer();
+        let (none, tar_bytes) = write(&entries, Compression::None);
+        let (gz, _) = write(&entries, Compression::Gzip);
+        let (zs, _) = write(&entries, Compression::Zstd);
+        let golden_diff_id =
+            "sha256:b6197b01dfa2a3101b252421ca1c2c88e8f3a7ce691f665850aa2df49aeecfe0";
+        assert_eq!(none.diff_id.to_string(), golden_diff_id);
+        assert_eq!(none.digest, none.diff_id);
+        assert_eq!(none.uncompressed_size, tar_bytes.len() as u64);
+        assert_eq!(gz.diff_id, none.diff_id);
+        assert_eq!(zs.diff_id, none.diff_id);
+        assert_eq!(
+            gz.digest.to_string(),
+            "sha256:be233bb6899426be593b4035b2bf54b1dba789698bf0e69beab3ade8a47a8744"
+        );
+        assert_eq!(
+            zs.digest.to_string(),
+            "sha256:5050d8c3a2c62cf5aaf87ca2029a901fc9065789cabdb778c798b8fbc9d089a3"
+        );
+        assert_eq!(gz.media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
+        assert_eq!(zs.media_type, "application/vnd.oci.image.layer.v1.tar+zstd");
+        assert_eq!(none.media_type, "application/vnd.oci.image.layer.v1.tar");
+    }
+
+    #[test]
+    fn system_tools_read_every_compression() {
+        let entries = small_layer();
+        let (_, plain) = write(&entries, Compression::None);
+        let (_, gz) = write(&entries, Compression::Gzip);
+        let (_, zs) = write(&entries, Compression::Zstd);
+        assert_eq!(pipe("gzip", &["-dc"], &gz), plain);
+        assert_eq!(pipe("zstd", &["-dc"], &zs), plain);
+        let listing = String::from_utf8(pipe("tar", &["-tvf", "-"], &plain)).unwrap();
+        let names: Vec<&str> = listing
+            .lines()
+            .map(|l| l.split_whitespace().nth(5).unwrap())
+            .collect();
+        assert_eq!(names[..4], ["a/", "a/b", "a-b", "bin/"]);
+        assert!(listing.contains("etc/.wh..wh..opq"));
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.starts_with("crw-rw-rw-") && l.contains("1,3")),
+            "{listing}"
+        );
+        assert!(listing
+            .lines()
+            .any(|l| l.starts_with("-rwsr-xr-x") && l.contains("usr/bin/ping")));
+        assert!(listing
+            .lines()
+            .any(|l| l.starts_with("drwxrwxrwt") && l.contains("tmp/")));
+        assert!(listing.contains("home/u/\u{fc}ber.txt"), "{listing}");
+        assert!(listing.contains(&format!("deep/{}/f", "x".repeat(120))));
+        assert!(listing.contains("usr/bin/ping2 link to usr/bin/ping"));
+        assert!(listing.contains("bin/p -> /usr/bin/ping"));
+        // GNU tar shows the PAX uid.
+        assert!(listing.contains("3000000000/1000"), "{listing}");
+    }
+
+    #[test]
+    fn large_layer_is_chunked_and_thread_count_independent() {
+        // 18 MiB file (cut at 16 MiB) + 120 small files (~6 MiB): several chunks.
+        let mut entries = vec![Entry::file_bytes("big", 0o644, 0, &data(1, 18 << 20))];
+        for i in 0..120 {
+            entries.push(Entry::file_bytes(
+                format!("small/{i:03}"),
+                0o644,
+                0,
+                &data(i + 2, 50_000 + i as usize),
+            ));
+        }
+        let entries = canonicalize(entries, 0).unwrap();
+        let run = |threads: usize, c: Compression| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| write(&entries, c))
+        };
+        let (plain_o, plain) = write(&entries, Compression::None);
+        for c in [Compression::Gzip, Compression::Zstd] {
+            let (o1, b1) = run(1, c);
+            let (o4, b4) = run(4, c);
+            assert!(b1 == b4, "{c:?}: 1-thread and 4-thread outputs differ");
+            assert_eq!(o1, o4);
+            assert_eq!(o1.diff_id, plain_o.diff_id);
+            assert_eq!(o1.uncompressed_size, plain.len() as u64);
+            let decoded = match c {
+                Compression::Gzip => {
+                    let mut d = Vec::new();
+                    flate2::read::MultiGzDecoder::new(&b1[..])
+                        .read_to_end(&mut d)
+                        .unwrap();
+                    // One member per chunk: count gzip headers at member starts by decoding
+                    // members one at a time.
+                    let mut members = 0;
+                    let mut rest = &b1[..];
+                    while !rest.is_empty() {
+                        let mut dec = flate2::bufread::GzDecoder::new(rest);
+                        std::io::copy(&mut dec, &mut std::io::sink()).unwrap();
+                        rest = dec.into_inner();
+                        members += 1;
+                    }
+                    assert!(members >= 3, "{members} members");
+                    assert_eq!(pipe("gzip", &["-dc"], &b1), d);
+                    d
+                }
+                _ => {
+                    let d = pipe("zstd", &["-dc"], &b1);
+                    let frame = zstd::zstd_safe::get_frame_content_size(&b1).unwrap();
+                    assert_eq!(
+                        frame,
+                        Some(CHUNK_MAX as u64),
+                        "first frame: 16 MiB cut inside `big`"
+                    );
+                    d
+                }
+            };
+            assert!(decoded == plain, "{c:?} decodes to the plain tar");
+        }
+    }
+
+    #[test]
+    fn host_files_are_read_with_size_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f");
+        std::fs::write(&f, b"12345").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        let entry = |host: &std::path::Path, size| Entry {
+            kind: EntryKind::File {
+                size,
+                content: Content::Path(host.into()),
+            },
+            ..Entry::file_bytes("f", 0o644, 0, b"")
+        };
+        let (o, out) = write(&[entry(&f, 5)], Compression::None);
+        assert_eq!(o.uncompressed_size, 4 * 512);
+        assert_eq!(&out[512..517], b"12345");
+        let mut sink = Vec::new();
+        assert!(matches!(
+            write_layer(&[entry(&f, 4)], Compression::Gzip, &mut sink),
+            Err(LayerError::SourceChanged { expected: 4, .. })
+        ));
+        assert!(matches!(
+            write_layer(&[entry(&link, 5)], Compression::Zstd, &mut sink),
+            Err(LayerError::ReadSource { .. })
+        ));
+        assert!(matches!(
+            write_layer(&[entry(dir.path(), 5)], Compression::None, &mut sink),
+            Err(LayerError::NotRegularFile { .. })
+        ));
+    }
+
+    /// A file over 8 GiB (sparse on disk) goes through with a PAX `size`; GNU tar lists it.
+    /// Slow (streams 8 GiB): `cargo test --release -p strata-engine --lib -- --ignored huge`.
+    #[test]
+    #[ignore]
+    fn huge_file_over_8_gib() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("sparse");
+        let size = (8u64 << 30) + 12_345;
+        std::fs::File::create(&host).unwrap().set_len(size).unwrap();
+        let entries = vec![Entry {
+            kind: EntryKind::File {
+                size,
+                content: Content::Path(host),
+            },
+            ..Entry::file_bytes("huge", 0o644, 0, b"")
+        }];
+        let mut child = Command::new("tar")
+            .args(["-tvf", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let o = write_layer(&entries, Compression::None, &mut stdin).unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let listing = String::from_utf8(out.stdout).unwrap();
+        assert!(listing.contains(&format!(" {size} ")), "{listing}");
+        assert_eq!(
+            o.uncompressed_size,
+            3 * 512 + size.next_multiple_of(512) + 1024
+        );
+    }
+
+    #[test]
+    fn empty_layer_is_two_zero_blocks() {
+        let (o, out) = write(&[], Compression::None);
+        assert_eq!(out, vec![0u8; 1024]);
+        assert_eq!(o.uncompressed_size, 1024);
+        let (_, gz) = write(&[], Compression::Gzip);
+        assert_eq!(
+            &gz[..10],
+            &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255],
+            "fixed gzip header"
+        );
+    }
+
+    #[test]
+    fn compressor_ids_match_cargo_lock() {
+        let lock = include_str!("../../../Cargo.lock");
+        let version = |name: &str| {
+            let pat = format!("name = \"{name}\"\nversion = \"");
+            let rest = &lock[lock.find(&pat).unwrap() + pat.len()..];
+            rest[..rest.find('"').unwrap()].to_string()
+        };
+        let zlib = version("zlib-rs");
+        assert!(
+            Compression::Gzip.id().contains(&format!("zlibrs{zlib}-")),
+            "zlib-rs {zlib}: bump Compression::id"
+        );
+        let zstd_sys = version("zstd-sys");
+        let zstd_c = zstd_sys.rsplit("zstd.").next().unwrap();
+        assert!(
+            Compression::Zstd
+                .id()
+                .starts_with(&format!("zstd{zstd_c}-")),
+            "zstd {zstd_c}: bump Compression::id"
+        );
+        assert_eq!("gzip".parse::<Compression>().unwrap(), Compression::Gzip);
+        assert_eq!("zstd".parse::<Compression>().unwrap(), Compression::Zstd);
+        assert_eq!("none".parse::<Compression>().unwrap(), Compression::None);
+        assert!("lz4".parse::<Compression>().is_err());
+    }
+}
