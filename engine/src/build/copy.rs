@@ -22,7 +22,7 @@ use crate::context::{self, Context, ContextEntry, ContextKind, ResolvedSource};
 use crate::image::LayerDesc;
 use crate::layer::{self, Content, Entry, EntryKind};
 use crate::plan::key::{Key, KeyHasher};
-use crate::plan::{CopyFrom, CopySource, CopySpec};
+use crate::plan::{CopySource, CopySpec};
 
 /// One prepared source of a COPY/ADD.
 pub(crate) enum Prepared {

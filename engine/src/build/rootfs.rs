@@ -127,7 +127,7 @@ impl Tree {
                 let link = || -> Result<String, RootfsError> {
                     Ok(entry
                         .link_name_bytes()
-                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .map(|b| String::from_utf8_lossy(b.as_ref()).into_owned())
                         .unwrap_or_default())
                 };
                 let kind = if et.is_dir() {

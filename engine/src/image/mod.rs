@@ -171,6 +171,7 @@ pub struct History {
 pub type ImageLayer = LayerDesc;
 
 /// Everything needed to write an image: its config and its layers.
+#[derive(Debug)]
 pub struct AssembledImage {
     pub config: Vec<u8>,
     pub config_digest: Digest,
