@@ -49,7 +49,9 @@ fn bench_plan(c: &mut Criterion) {
             _ => df.push_str(&format!("EXPOSE {}\n", 1000 + i)),
         }
     }
-    c.bench_function("plan/500-step Dockerfile", |b| b.iter(|| plan::plan(&request(dir.path(), df.clone())).unwrap()));
+    c.bench_function("plan/500-step Dockerfile", |b| {
+        b.iter(|| plan::plan(&request(dir.path(), df.clone())).unwrap())
+    });
 }
 
 fn bench_build(c: &mut Criterion) {

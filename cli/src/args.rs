@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "strata", version, about = "Reproducible container image builds with a content-addressed cache")]
+#[command(
+    name = "strata",
+    version,
+    about = "Reproducible container image builds with a content-addressed cache"
+)]
 pub struct Cli {
     /// The content store [default: $STRATA_STORE, else $XDG_DATA_HOME/strata, else ~/.local/share/strata]
     #[arg(long, global = true, value_name = "DIR")]

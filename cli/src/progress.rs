@@ -24,8 +24,13 @@ impl Reporter {
             ProgressMode::Auto => ProgressMode::Plain,
             m => m,
         };
-        let bars = (mode == ProgressMode::Auto).then(|| (MultiProgress::new(), Mutex::new(Vec::new())));
-        Reporter { mode, explain, bars }
+        let bars =
+            (mode == ProgressMode::Auto).then(|| (MultiProgress::new(), Mutex::new(Vec::new())));
+        Reporter {
+            mode,
+            explain,
+            bars,
+        }
     }
 
     fn line(&self, s: &str) {
@@ -41,7 +46,10 @@ impl Reporter {
     }
 
     pub fn exported(&self, kind: &str, dest: &Path) {
-        self.event(&Event::Exported { kind: kind.to_string(), dest: dest.display().to_string() });
+        self.event(&Event::Exported {
+            kind: kind.to_string(),
+            dest: dest.display().to_string(),
+        });
     }
 
     pub fn finish(&self, executed: usize, cached: usize, took: Duration) {
@@ -61,15 +69,38 @@ impl Progress for Reporter {
         match self.mode {
             ProgressMode::Json => {
                 let v = match e {
-                    Event::StageStart { stage, name, steps } => json!({"event": "stage", "stage": stage, "name": name, "steps": steps}),
-                    Event::StepStart { stage, step, text } => json!({"event": "step-start", "stage": stage, "step": step, "instruction": text}),
-                    Event::StepDone { stage, step, text, status, key, duration, layer_bytes, explain } => json!({
+                    Event::StageStart { stage, name, steps } => {
+                        json!({"event": "stage", "stage": stage, "name": name, "steps": steps})
+                    }
+                    Event::StepStart { stage, step, text } => {
+                        json!({"event": "step-start", "stage": stage, "step": step, "instruction": text})
+                    }
+                    Event::StepDone {
+                        stage,
+                        step,
+                        text,
+                        status,
+                        key,
+                        duration,
+                        layer_bytes,
+                        explain,
+                    } => json!({
                         "event": "step", "stage": stage, "step": step, "instruction": text, "status": status.as_str(),
                         "key": key, "duration_ms": duration.as_millis() as u64, "layer_bytes": layer_bytes, "explain": explain,
                     }),
-                    Event::Hashing { stage, step, files, hashed, bytes_hashed } => json!({"event": "hashing", "stage": stage, "step": step, "files": files, "hashed": hashed, "bytes_hashed": bytes_hashed}),
+                    Event::Hashing {
+                        stage,
+                        step,
+                        files,
+                        hashed,
+                        bytes_hashed,
+                    } => {
+                        json!({"event": "hashing", "stage": stage, "step": step, "files": files, "hashed": hashed, "bytes_hashed": bytes_hashed})
+                    }
                     Event::Warning(w) => json!({"event": "warning", "message": w}),
-                    Event::Exported { kind, dest } => json!({"event": "exported", "type": kind, "dest": dest}),
+                    Event::Exported { kind, dest } => {
+                        json!({"event": "exported", "type": kind, "dest": dest})
+                    }
                 };
                 self.line(&v.to_string());
             }
@@ -78,22 +109,37 @@ impl Progress for Reporter {
                 match e {
                     Event::StageStart { stage, name, steps } => {
                         if self.bars.is_none() {
-                            plain(format!("#{stage} stage {}({steps} steps)", name.as_ref().map(|n| format!("{n} ")).unwrap_or_default()))
+                            plain(format!(
+                                "#{stage} stage {}({steps} steps)",
+                                name.as_ref().map(|n| format!("{n} ")).unwrap_or_default()
+                            ))
                         }
                     }
                     Event::StepStart { stage, step, text } => {
                         if let Some((mp, bars)) = &self.bars {
                             let pb = mp.add(ProgressBar::new_spinner());
-                            pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap());
+                            pb.set_style(
+                                ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap(),
+                            );
                             pb.set_message(format!("#{stage}.{} {text}", step + 1));
                             pb.enable_steady_tick(Duration::from_millis(100));
                             bars.lock().unwrap().push(((*stage, *step), pb));
                         }
                     }
-                    Event::StepDone { stage, step, text, status, duration, explain, .. } => {
+                    Event::StepDone {
+                        stage,
+                        step,
+                        text,
+                        status,
+                        duration,
+                        explain,
+                        ..
+                    } => {
                         let tag = match status {
                             strata_engine::build::StepStatus::Cached => "CACHED".to_string(),
-                            strata_engine::build::StepStatus::Executed => format!("DONE {}", secs(*duration)),
+                            strata_engine::build::StepStatus::Executed => {
+                                format!("DONE {}", secs(*duration))
+                            }
                         };
                         let msg = format!("#{stage}.{} {tag} {text}", step + 1);
                         if let Some((_, bars)) = &self.bars {

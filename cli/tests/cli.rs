@@ -15,7 +15,9 @@ fn strata() -> Command {
 }
 
 fn testdata(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata").join(p)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata")
+        .join(p)
 }
 
 struct Run {
@@ -30,18 +32,34 @@ impl Run {
         String::from_utf8_lossy(&self.out.stderr).into_owned()
     }
     fn ok(self) -> Self {
-        assert!(self.out.status.success(), "strata failed:\nstdout: {}\nstderr: {}", self.stdout(), self.stderr());
+        assert!(
+            self.out.status.success(),
+            "strata failed:\nstdout: {}\nstderr: {}",
+            self.stdout(),
+            self.stderr()
+        );
         self
     }
     fn fails(self) -> Self {
-        assert!(!self.out.status.success(), "strata unexpectedly succeeded:\n{}", self.stderr());
+        assert!(
+            !self.out.status.success(),
+            "strata unexpectedly succeeded:\n{}",
+            self.stderr()
+        );
         self
     }
     fn digest(&self) -> String {
         let s = self.stdout();
         let lines: Vec<&str> = s.lines().collect();
-        assert_eq!(lines.len(), 1, "stdout must carry exactly one line, got {s:?}");
-        assert!(lines[0].starts_with("sha256:") && lines[0].len() == 71, "not a digest: {s:?}");
+        assert_eq!(
+            lines.len(),
+            1,
+            "stdout must carry exactly one line, got {s:?}"
+        );
+        assert!(
+            lines[0].starts_with("sha256:") && lines[0].len() == 71,
+            "not a digest: {s:?}"
+        );
         lines[0].to_string()
     }
     /// `--progress json` step events.
@@ -75,7 +93,12 @@ fn build(store: &Path, context: &Path, extra: &[&str]) -> Run {
 }
 
 fn copy_tree(from: &Path, to: &Path) {
-    let st = Command::new("cp").arg("-a").arg(format!("{}/.", from.display())).arg(to).status().unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to)
+        .status()
+        .unwrap();
     assert!(st.success());
 }
 
@@ -85,13 +108,19 @@ fn write(p: &Path, s: &str) {
 }
 
 fn have(tool: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 /// The golden digest of the bundled example. It changes only when the canonical layer form,
 /// the config/manifest form or the example itself changes — on purpose, in the same commit,
 /// with a note in docs/layer-format.md or docs/cache-keys.md.
-const GOLDEN_EXAMPLE: &str = "GOLDEN";
+const GOLDEN_EXAMPLE: &str =
+    "sha256:ad843a0951f1e1ad9d760cc2d3f3611cf4168430548640dfbd1b2ac7cb465710";
 
 #[test]
 fn golden_digest_of_bundled_example() {
@@ -103,12 +132,18 @@ fn golden_digest_of_bundled_example() {
 #[test]
 fn same_digest_from_another_store_path_mtime_umask_owner_xattrs_and_env() {
     let store_a = tempfile::tempdir().unwrap();
-    let a = build(store_a.path(), &testdata("example"), &[]).ok().digest();
+    let a = build(store_a.path(), &testdata("example"), &[])
+        .ok()
+        .digest();
 
     // Another copy of the context: other path (on tmpfs, so another readdir order), other
     // mtimes, group/other write bits, another owner, extra xattrs, another environment.
     let shm = Path::new("/dev/shm");
-    let base = if shm.is_dir() { tempfile::tempdir_in(shm).unwrap() } else { tempfile::tempdir().unwrap() };
+    let base = if shm.is_dir() {
+        tempfile::tempdir_in(shm).unwrap()
+    } else {
+        tempfile::tempdir().unwrap()
+    };
     let ctx = base.path().join("somewhere/else");
     fs::create_dir_all(&ctx).unwrap();
     copy_tree(&testdata("example"), &ctx);
@@ -139,28 +174,50 @@ fn same_digest_from_another_store_path_mtime_umask_owner_xattrs_and_env() {
 fn rebuild_with_nothing_changed_executes_nothing_and_one_change_reexecutes_dependents() {
     let store = tempfile::tempdir().unwrap();
     let ctx = tempfile::tempdir().unwrap();
-    write(&ctx.path().join("Dockerfile"), "FROM scratch\nCOPY a.txt /a.txt\nENV X=1\nCOPY b/ /b/\nCMD [\"/b/x\"]\n");
+    write(
+        &ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY a.txt /a.txt\nENV X=1\nCOPY b/ /b/\nCMD [\"/b/x\"]\n",
+    );
     write(&ctx.path().join("a.txt"), "alpha\n");
     write(&ctx.path().join("b/x"), "x\n");
     write(&ctx.path().join("b/y"), "y\n");
     let first = build(store.path(), ctx.path(), &[]).ok();
     assert_eq!(first.executed().len(), 4);
     let second = build(store.path(), ctx.path(), &[]).ok();
-    assert_eq!(second.executed(), Vec::<String>::new(), "a no-op rebuild must execute nothing");
+    assert_eq!(
+        second.executed(),
+        Vec::<String>::new(),
+        "a no-op rebuild must execute nothing"
+    );
     assert_eq!(second.steps().len(), 4);
     assert_eq!(first.digest(), second.digest());
 
     // Change a file of the second COPY: only that COPY and what follows re-run.
     write(&ctx.path().join("b/y"), "y changed\n");
     let third = build(store.path(), ctx.path(), &["--explain"]).ok();
-    assert_eq!(third.executed(), vec!["COPY b/ /b/".to_string(), "CMD [\"/b/x\"]".to_string()]);
-    let copy_step = third.steps().into_iter().find(|s| s["instruction"] == "COPY b/ /b/").unwrap();
+    assert_eq!(
+        third.executed(),
+        vec!["COPY b/ /b/".to_string(), "CMD [\"/b/x\"]".to_string()]
+    );
+    let copy_step = third
+        .steps()
+        .into_iter()
+        .find(|s| s["instruction"] == "COPY b/ /b/")
+        .unwrap();
     let why = copy_step["explain"].to_string();
-    assert!(why.contains("b/y (content)"), "explain should name the changed file: {why}");
+    assert!(
+        why.contains("b/y (content)"),
+        "explain should name the changed file: {why}"
+    );
     assert_ne!(third.digest(), first.digest());
 
     // Touching a file (same content) changes nothing.
-    let st = Command::new("touch").arg("-d").arg("2030-01-01").arg(ctx.path().join("a.txt")).status().unwrap();
+    let st = Command::new("touch")
+        .arg("-d")
+        .arg("2030-01-01")
+        .arg(ctx.path().join("a.txt"))
+        .status()
+        .unwrap();
     assert!(st.success());
     let fourth = build(store.path(), ctx.path(), &[]).ok();
     assert!(fourth.executed().is_empty());
@@ -171,11 +228,17 @@ fn rebuild_with_nothing_changed_executes_nothing_and_one_change_reexecutes_depen
 fn build_arg_change_invalidates_only_steps_after_its_arg() {
     let store = tempfile::tempdir().unwrap();
     let ctx = tempfile::tempdir().unwrap();
-    write(&ctx.path().join("Dockerfile"), "FROM scratch\nCOPY a /a\nARG V=1\nCOPY a /b/${V}\n");
+    write(
+        &ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY a /a\nARG V=1\nCOPY a /b/${V}\n",
+    );
     write(&ctx.path().join("a"), "a\n");
     let one = build(store.path(), ctx.path(), &[]).ok();
     let two = build(store.path(), ctx.path(), &["--build-arg", "V=2"]).ok();
-    assert_eq!(two.executed(), vec!["ARG V=1".to_string(), "COPY a /b/${V}".to_string()]);
+    assert_eq!(
+        two.executed(),
+        vec!["ARG V=1".to_string(), "COPY a /b/${V}".to_string()]
+    );
     assert_ne!(one.digest(), two.digest());
 }
 
@@ -206,8 +269,16 @@ fn real_clients_read_the_output() {
     .ok();
     let digest = r.digest();
 
-    let insp = Command::new("skopeo").arg("inspect").arg(format!("oci:{}:1.0", oci.display())).output().unwrap();
-    assert!(insp.status.success(), "skopeo inspect: {}", String::from_utf8_lossy(&insp.stderr));
+    let insp = Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci:{}:1.0", oci.display()))
+        .output()
+        .unwrap();
+    assert!(
+        insp.status.success(),
+        "skopeo inspect: {}",
+        String::from_utf8_lossy(&insp.stderr)
+    );
     let v: Value = serde_json::from_slice(&insp.stdout).unwrap();
     assert_eq!(v["Digest"], digest.as_str());
     assert_eq!(v["Labels"]["org.opencontainers.image.version"], "1.0.0");
@@ -220,21 +291,47 @@ fn real_clients_read_the_output() {
         .arg(&bundle)
         .output()
         .unwrap();
-    assert!(st.status.success(), "umoci unpack: {}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "umoci unpack: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     let root = bundle.join("rootfs");
     let meta = |p: &str| fs::symlink_metadata(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
     use std::os::unix::fs::MetadataExt;
-    assert_eq!(fs::read_to_string(root.join("app/bin/hello")).unwrap(), "#!/bin/sh\necho \"hello from strata\"\n");
+    assert_eq!(
+        fs::read_to_string(root.join("app/bin/hello")).unwrap(),
+        "#!/bin/sh\necho \"hello from strata\"\n"
+    );
     assert_eq!(meta("app/bin/hello").permissions().mode() & 0o7777, 0o755);
-    assert_eq!(meta("app/etc/server.toml").permissions().mode() & 0o7777, 0o644);
-    assert!(!root.join("app/etc/README").exists(), "only *.toml files are copied");
+    assert_eq!(
+        meta("app/etc/server.toml").permissions().mode() & 0o7777,
+        0o644
+    );
+    assert!(
+        !root.join("app/etc/README").exists(),
+        "only *.toml files are copied"
+    );
     assert_eq!(meta("app/etc/server.toml").uid(), 0);
-    assert_eq!(fs::read_to_string(root.join("srv/VERSION")).unwrap(), "strata example 1.0.0\n");
+    assert_eq!(
+        fs::read_to_string(root.join("srv/VERSION")).unwrap(),
+        "strata example 1.0.0\n"
+    );
     assert!(root.join("srv/static/css/site.css").is_file());
-    assert!(!root.join("srv/static/secrets.env").exists(), ".dockerignore must exclude secrets.env");
-    assert_eq!(fs::read_to_string(root.join("opt/vendor/lib/libfoo.txt")).unwrap(), "vendored library v2\n");
-    assert_eq!(fs::read_link(root.join("opt/vendor/lib/libfoo-current.txt")).unwrap(), Path::new("libfoo.txt"));
-    let cfg: Value = serde_json::from_slice(&fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    assert!(
+        !root.join("srv/static/secrets.env").exists(),
+        ".dockerignore must exclude secrets.env"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("opt/vendor/lib/libfoo.txt")).unwrap(),
+        "vendored library v2\n"
+    );
+    assert_eq!(
+        fs::read_link(root.join("opt/vendor/lib/libfoo-current.txt")).unwrap(),
+        Path::new("libfoo.txt")
+    );
+    let cfg: Value =
+        serde_json::from_slice(&fs::read(bundle.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["process"]["cwd"], "/app");
     assert_eq!(cfg["process"]["user"]["uid"], 1000);
 
@@ -246,13 +343,35 @@ fn real_clients_read_the_output() {
         .arg(format!("oci:{}:x", copied.display()))
         .output()
         .unwrap();
-    assert!(st.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&st.stderr));
-    let st = Command::new("skopeo").arg("inspect").arg(format!("docker-archive:{}", docker.display())).output().unwrap();
-    assert!(st.status.success(), "skopeo inspect docker-archive: {}", String::from_utf8_lossy(&st.stderr));
+    assert!(
+        st.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let st = Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("docker-archive:{}", docker.display()))
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "skopeo inspect docker-archive: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
 
     // Exporting again gives identical archive bytes.
     let archive2 = out.path().join("image2.tar");
-    build(store.path(), &testdata("example"), &["-t", "example:1.0", "--output", &format!("type=oci-archive,dest={}", archive2.display())]).ok();
+    build(
+        store.path(),
+        &testdata("example"),
+        &[
+            "-t",
+            "example:1.0",
+            "--output",
+            &format!("type=oci-archive,dest={}", archive2.display()),
+        ],
+    )
+    .ok();
     assert_eq!(fs::read(&archive).unwrap(), fs::read(&archive2).unwrap());
 }
 
@@ -261,25 +380,64 @@ fn from_oci_layout_builds_on_a_local_image() {
     let store = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let base_ctx = work.path().join("base");
-    write(&base_ctx.join("Dockerfile"), "FROM scratch\nCOPY etc/ /etc/\nENV BASE=yes\nCMD [\"/bin/true\"]\n");
-    write(&base_ctx.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n");
+    write(
+        &base_ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY etc/ /etc/\nENV BASE=yes\nCMD [\"/bin/true\"]\n",
+    );
+    write(
+        &base_ctx.join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+    );
     write(&base_ctx.join("etc/group"), "root:x:0:\napp:x:1000:\n");
     let layout = work.path().join("ctx/layout");
-    build(store.path(), &base_ctx, &["-t", "base:1", "--output", &format!("type=oci,dest={}", layout.display())]).ok();
+    build(
+        store.path(),
+        &base_ctx,
+        &[
+            "-t",
+            "base:1",
+            "--output",
+            &format!("type=oci,dest={}", layout.display()),
+        ],
+    )
+    .ok();
 
     let ctx = work.path().join("ctx");
-    write(&ctx.join("Dockerfile"), "FROM oci-layout://layout:1\nENV PATH=/x:$BASE\nCOPY --chown=app app.txt /home/app/\n");
+    write(
+        &ctx.join("Dockerfile"),
+        "FROM oci-layout://layout:1\nENV PATH=/x:$BASE\nCOPY --chown=app app.txt /home/app/\n",
+    );
     write(&ctx.join("app.txt"), "app\n");
     let oci = work.path().join("out");
-    build(store.path(), &ctx, &["-t", "app:1", "--output", &format!("type=oci,dest={}", oci.display())]).ok();
+    build(
+        store.path(),
+        &ctx,
+        &[
+            "-t",
+            "app:1",
+            "--output",
+            &format!("type=oci,dest={}", oci.display()),
+        ],
+    )
+    .ok();
     let bundle = work.path().join("bundle");
-    let st = Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:1", oci.display())).arg(&bundle).output().unwrap();
-    assert!(st.status.success(), "umoci: {}", String::from_utf8_lossy(&st.stderr));
+    let st = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:1", oci.display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "umoci: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
     use std::os::unix::fs::MetadataExt;
     let m = fs::metadata(bundle.join("rootfs/home/app/app.txt")).unwrap();
     assert_eq!((m.uid(), m.gid()), (1000, 1000));
     assert!(bundle.join("rootfs/etc/passwd").is_file());
-    let cfg: Value = serde_json::from_slice(&fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    let cfg: Value =
+        serde_json::from_slice(&fs::read(bundle.join("config.json")).unwrap()).unwrap();
     let env = cfg["process"]["env"].to_string();
     assert!(env.contains("PATH=/x:yes"), "{env}");
     assert_eq!(cfg["process"]["args"][0], "/bin/true");
@@ -288,15 +446,39 @@ fn from_oci_layout_builds_on_a_local_image() {
 #[test]
 fn errors_are_clear_and_build_nothing() {
     let cases: &[(&str, &str, &[&str])] = &[
-        ("FROM scratch\nRUN echo hi\n", "RUN is not supported yet", &["Dockerfile:2:1"]),
-        ("FROM scratch\nCOPPY a /a\n", "unknown instruction", &["did you mean `COPY`"]),
-        ("FROM scratch\nCOPY missing.txt /x\n", "missing.txt", &["not found"]),
+        (
+            "FROM scratch\nRUN echo hi\n",
+            "RUN is not supported yet",
+            &["Dockerfile:2:1"],
+        ),
+        (
+            "FROM scratch\nCOPPY a /a\n",
+            "unknown instruction",
+            &["did you mean `COPY`"],
+        ),
+        (
+            "FROM scratch\nCOPY missing.txt /x\n",
+            "missing.txt",
+            &["not found"],
+        ),
         ("FROM scratch\nCOPY ../outside /x\n", "outside", &[]),
-        ("FROM nosuchstage AS a\n", "not supported yet", &["oci-layout://"]),
-        ("FROM scratch\nCOPY --from=later /a /a\nFROM scratch AS later\nCOPY --from=0 /a /a\n", "cycle", &[]),
+        (
+            "FROM nosuchstage AS a\n",
+            "not supported yet",
+            &["oci-layout://"],
+        ),
+        (
+            "FROM scratch\nCOPY --from=later /a /a\nFROM scratch AS later\nCOPY --from=0 /a /a\n",
+            "cycle",
+            &[],
+        ),
         ("FROM scratch\nCOPY --chwon=1 a /a\n", "unknown flag", &[]),
         ("FROM scratch\nCOPY a b /dest\n", "must be a directory", &[]),
-        ("FROM scratch\nCOPY --chmod=9z9 a /a\n", "invalid --chmod", &[]),
+        (
+            "FROM scratch\nCOPY --chmod=9z9 a /a\n",
+            "invalid --chmod",
+            &[],
+        ),
     ];
     for (dockerfile, expect, also) in cases {
         let store = tempfile::tempdir().unwrap();
@@ -307,12 +489,21 @@ fn errors_are_clear_and_build_nothing() {
         write(&ctx.path().join("outside"), "secret\n");
         let r = build(store.path(), &inner, &[]).fails();
         let err = r.stderr();
-        assert!(err.contains("error:"), "{dockerfile:?}: no `error:` in {err}");
-        assert!(err.contains(expect), "{dockerfile:?}: expected {expect:?} in:\n{err}");
+        assert!(
+            err.contains("error:"),
+            "{dockerfile:?}: no `error:` in {err}"
+        );
+        assert!(
+            err.contains(expect),
+            "{dockerfile:?}: expected {expect:?} in:\n{err}"
+        );
         for a in *also {
             assert!(err.contains(a), "{dockerfile:?}: expected {a:?} in:\n{err}");
         }
-        assert!(r.stdout().is_empty(), "nothing on stdout for a failed build");
+        assert!(
+            r.stdout().is_empty(),
+            "nothing on stdout for a failed build"
+        );
         assert!(r.executed().is_empty(), "{dockerfile:?}: nothing may run");
     }
 }
@@ -321,7 +512,10 @@ fn errors_are_clear_and_build_nothing() {
 fn symlink_out_of_the_context_is_refused() {
     let store = tempfile::tempdir().unwrap();
     let ctx = tempfile::tempdir().unwrap();
-    write(&ctx.path().join("Dockerfile"), "FROM scratch\nCOPY link /x\n");
+    write(
+        &ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY link /x\n",
+    );
     std::os::unix::fs::symlink("/etc/passwd", ctx.path().join("link")).unwrap();
     let r = build(store.path(), ctx.path(), &[]).fails();
     assert!(r.stderr().contains("outside"), "{}", r.stderr());
@@ -334,7 +528,11 @@ fn unused_stages_are_not_built_and_target_selects_a_stage() {
     write(&ctx.path().join("Dockerfile"), "FROM scratch AS unused\nCOPY a /unused\nFROM scratch AS one\nCOPY a /one\nFROM scratch\nCOPY --from=one /one /two\n");
     write(&ctx.path().join("a"), "a\n");
     let r = build(store.path(), ctx.path(), &[]).ok();
-    assert!(!r.executed().iter().any(|s| s.contains("/unused")), "{:?}", r.executed());
+    assert!(
+        !r.executed().iter().any(|s| s.contains("/unused")),
+        "{:?}",
+        r.executed()
+    );
     let t = build(store.path(), ctx.path(), &["--target", "unused"]).ok();
     assert_eq!(t.executed(), vec!["COPY a /unused".to_string()]);
 }

@@ -23,19 +23,28 @@ enum Output {
 fn parse_output(spec: &str) -> anyhow::Result<Output> {
     let mut kv = BTreeMap::new();
     for part in spec.split(',') {
-        let (k, v) = part.split_once('=').with_context(|| format!("invalid --output `{spec}`: expected type=…,dest=…"))?;
+        let (k, v) = part
+            .split_once('=')
+            .with_context(|| format!("invalid --output `{spec}`: expected type=…,dest=…"))?;
         kv.insert(k.trim(), v.trim());
     }
     let dest = kv.get("dest").map(PathBuf::from);
-    let need_dest = || dest.clone().with_context(|| format!("--output `{spec}` needs dest=PATH"));
+    let need_dest = || {
+        dest.clone()
+            .with_context(|| format!("--output `{spec}` needs dest=PATH"))
+    };
     Ok(match kv.get("type").copied() {
         Some("oci") => Output::OciDir(need_dest()?),
         Some("oci-archive") => Output::Archive(ArchiveKind::Oci, need_dest()?),
-        Some("docker-archive") | Some("docker") => Output::Archive(ArchiveKind::Docker, need_dest()?),
+        Some("docker-archive") | Some("docker") => {
+            Output::Archive(ArchiveKind::Docker, need_dest()?)
+        }
         Some(t @ ("registry" | "image" | "local" | "tar")) => {
             bail!("--output type={t} is not supported yet (supported: oci, oci-archive, docker-archive)")
         }
-        Some(t) => bail!("unknown --output type `{t}` (supported: oci, oci-archive, docker-archive)"),
+        Some(t) => {
+            bail!("unknown --output type `{t}` (supported: oci, oci-archive, docker-archive)")
+        }
         None => bail!("--output `{spec}` needs type=oci|oci-archive|docker-archive"),
     })
 }
@@ -75,9 +84,20 @@ fn build_args(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 
 pub fn run(store_dir: &Path, a: BuildArgs) -> anyhow::Result<i32> {
     let sde = source_date_epoch(a.source_date_epoch)?;
-    let compression: Compression = a.compression.parse().map_err(|e| anyhow::anyhow!("--compression: {e}"))?;
-    let outputs = a.outputs.iter().map(|o| parse_output(o)).collect::<anyhow::Result<Vec<_>>>()?;
-    let names = a.tags.iter().map(|t| ImageName::parse(t)).collect::<Result<Vec<_>, _>>()?;
+    let compression: Compression = a
+        .compression
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--compression: {e}"))?;
+    let outputs = a
+        .outputs
+        .iter()
+        .map(|o| parse_output(o))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let names = a
+        .tags
+        .iter()
+        .map(|t| ImageName::parse(t))
+        .collect::<Result<Vec<_>, _>>()?;
     let host = Platform::host();
     let platform = match &a.platform {
         Some(p) => {
@@ -89,19 +109,33 @@ pub fn run(store_dir: &Path, a: BuildArgs) -> anyhow::Result<i32> {
         }
         None => host,
     };
-    let jobs = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    let jobs = a
+        .jobs
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+        .max(1);
     // Hashing and compression use this pool; the output never depends on its size.
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(jobs).build_global();
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs)
+        .build_global();
 
-    let context_dir = std::fs::canonicalize(&a.context).with_context(|| format!("build context `{}`", a.context.display()))?;
+    let context_dir = std::fs::canonicalize(&a.context)
+        .with_context(|| format!("build context `{}`", a.context.display()))?;
     if !context_dir.is_dir() {
         bail!("build context `{}` is not a directory", a.context.display());
     }
-    let dockerfile = a.file.clone().unwrap_or_else(|| a.context.join("Dockerfile"));
+    let dockerfile = a
+        .file
+        .clone()
+        .unwrap_or_else(|| a.context.join("Dockerfile"));
     if dockerfile.as_os_str() == "-" {
         bail!("reading the Dockerfile from stdin is not supported yet");
     }
-    let source = std::fs::read_to_string(&dockerfile).with_context(|| format!("reading the Dockerfile `{}`", dockerfile.display()))?;
+    let source = std::fs::read_to_string(&dockerfile)
+        .with_context(|| format!("reading the Dockerfile `{}`", dockerfile.display()))?;
     let plan = plan::plan(&PlanRequest {
         dockerfile_name: dockerfile.display().to_string(),
         source,
@@ -129,7 +163,11 @@ pub fn run(store_dir: &Path, a: BuildArgs) -> anyhow::Result<i32> {
     for n in &names {
         store.index().put_tag(
             &n.full(),
-            &TagRecord { manifest: img.manifest_digest, config: img.config_digest, media_type: MEDIA_TYPE_MANIFEST.to_string() },
+            &TagRecord {
+                manifest: img.manifest_digest,
+                config: img.config_digest,
+                media_type: MEDIA_TYPE_MANIFEST.to_string(),
+            },
         )?;
     }
     for o in &outputs {
@@ -140,7 +178,14 @@ pub fn run(store_dir: &Path, a: BuildArgs) -> anyhow::Result<i32> {
             }
             Output::Archive(kind, f) => {
                 export::write_archive(store.blobs(), img, &names, *kind, f, sde)?;
-                reporter.exported(if *kind == ArchiveKind::Oci { "oci-archive" } else { "docker-archive" }, f);
+                reporter.exported(
+                    if *kind == ArchiveKind::Oci {
+                        "oci-archive"
+                    } else {
+                        "docker-archive"
+                    },
+                    f,
+                );
             }
         }
     }

@@ -29,10 +29,13 @@ fn store_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(p).join("strata"));
     }
-    let home = std::env::var_os("HOME").filter(|v| !v.is_empty()).context("cannot find a store: set --store, $STRATA_STORE or $HOME")?;
+    let home = std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .context("cannot find a store: set --store, $STRATA_STORE or $HOME")?;
     Ok(PathBuf::from(home).join(".local/share/strata"))
 }
 
 pub fn open_store(dir: &std::path::Path) -> anyhow::Result<Store> {
-    Store::open_with(dir, &|msg| eprintln!("{msg}")).with_context(|| format!("opening the store at `{}`", dir.display()))
+    Store::open_with(dir, &|msg| eprintln!("{msg}"))
+        .with_context(|| format!("opening the store at `{}`", dir.display()))
 }

@@ -26,10 +26,18 @@ use crate::plan::{CopySource, CopySpec};
 
 /// One prepared source of a COPY/ADD.
 pub(crate) enum Prepared {
-    Context { resolved: ResolvedSource, hashes: Vec<Option<[u8; 32]>> },
-    Heredoc { name: String, content: String },
+    Context {
+        resolved: ResolvedSource,
+        hashes: Vec<Option<[u8; 32]>>,
+    },
+    Heredoc {
+        name: String,
+        content: String,
+    },
     /// A path or glob in another stage's or image's rootfs.
-    Tree { pattern: String },
+    Tree {
+        pattern: String,
+    },
 }
 
 pub(crate) struct PreparedCopy {
@@ -48,7 +56,10 @@ pub(crate) enum FromSource<'a> {
 }
 
 fn now_ns() -> i128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
 }
 
 /// Context file modes: the group/other bits of a checkout depend on the umask, and git only
@@ -68,7 +79,10 @@ pub fn normalise_context_mode(kind: &ContextKind, mode: u32) -> u32 {
 }
 
 fn hash_file(path: &Path) -> std::io::Result<([u8; 32], u64)> {
-    let mut f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
     let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut n_total = 0u64;
@@ -104,11 +118,19 @@ pub(crate) fn prepare(
 ) -> Result<PreparedCopy, BuildError> {
     let mut k = KeyHasher::new(if spec.add { "add" } else { "copy" });
     let mut explain = Vec::new();
-    if !spec.link || spec.chown.as_deref().is_some_and(|c| c.chars().any(|ch| ch.is_ascii_alphabetic())) {
+    if !spec.link
+        || spec
+            .chown
+            .as_deref()
+            .is_some_and(|c| c.chars().any(|ch| ch.is_ascii_alphabetic()))
+    {
         // --link layers do not depend on the parent rootfs, unless --chown names a user that
         // has to be looked up in it.
         k.key("parent", parent);
-        explain.push(ExplainInput { name: "parent".into(), value: *parent });
+        explain.push(ExplainInput {
+            name: "parent".into(),
+            value: *parent,
+        });
     }
     let mut ins = KeyHasher::new("copy-instruction");
     ins.str("dest", &spec.dest)
@@ -133,7 +155,10 @@ pub(crate) fn prepare(
         match s {
             CopySource::Heredoc { name, content } => {
                 ins.str("heredoc-name", name).str("heredoc", content);
-                sources.push(Prepared::Heredoc { name: name.clone(), content: content.clone() });
+                sources.push(Prepared::Heredoc {
+                    name: name.clone(),
+                    content: content.clone(),
+                });
             }
             CopySource::Path(p) if !matches!(from, FromSource::Context) => {
                 ins.str("path", p);
@@ -143,7 +168,8 @@ pub(crate) fn prepare(
                 ins.str("pattern", p);
                 let resolved = ctx.resolve(std::slice::from_ref(p), &spec.excludes)?;
                 for r in resolved {
-                    let (hashes, n_hashed, n_bytes) = hash_entries(store, &r.entries, use_stat_cache)?;
+                    let (hashes, n_hashed, n_bytes) =
+                        hash_entries(store, &r.entries, use_stat_cache)?;
                     files += r.entries.len();
                     hashed += n_hashed;
                     bytes_hashed += n_bytes;
@@ -153,27 +179,51 @@ pub(crate) fn prepare(
                         let (kind, content): (&str, Vec<u8>) = match (&e.kind, h) {
                             (ContextKind::File { .. }, Some(h)) => ("f", h.to_vec()),
                             (ContextKind::Dir, _) => ("d", Vec::new()),
-                            (ContextKind::Symlink { target }, _) => ("l", target.as_bytes().to_vec()),
+                            (ContextKind::Symlink { target }, _) => {
+                                ("l", target.as_bytes().to_vec())
+                            }
                             (ContextKind::File { .. }, None) => unreachable!("files are hashed"),
                         };
-                        k.str("path", &e.rel_in_source).str("kind", kind).u64("mode", mode as u64).bytes("content", &content);
+                        k.str("path", &e.rel_in_source)
+                            .str("kind", kind)
+                            .u64("mode", mode as u64)
+                            .bytes("content", &content);
                         let shown = if r.rel.is_empty() || e.rel_in_source.is_empty() {
                             format!("{}{}", r.rel, e.rel_in_source)
                         } else {
                             format!("{}/{}", r.rel, e.rel_in_source)
                         };
-                        explain.push(ExplainInput { name: format!("content:{shown}"), value: h32(&[kind.as_bytes(), &content]) });
-                        explain.push(ExplainInput { name: format!("mode:{shown}"), value: h32(&[&mode.to_le_bytes()]) });
+                        explain.push(ExplainInput {
+                            name: format!("content:{shown}"),
+                            value: h32(&[kind.as_bytes(), &content]),
+                        });
+                        explain.push(ExplainInput {
+                            name: format!("mode:{shown}"),
+                            value: h32(&[&mode.to_le_bytes()]),
+                        });
                     }
-                    sources.push(Prepared::Context { resolved: r, hashes });
+                    sources.push(Prepared::Context {
+                        resolved: r,
+                        hashes,
+                    });
                 }
             }
         }
     }
     let ins_key = ins.finish();
     k.key("instruction", &ins_key);
-    explain.push(ExplainInput { name: "instruction".into(), value: ins_key });
-    Ok(PreparedCopy { key: k.finish(), explain, sources, files, hashed, bytes_hashed })
+    explain.push(ExplainInput {
+        name: "instruction".into(),
+        value: ins_key,
+    });
+    Ok(PreparedCopy {
+        key: k.finish(),
+        explain,
+        sources,
+        files,
+        hashed,
+        bytes_hashed,
+    })
 }
 
 /// Content hashes for the files among `entries`, from the stat cache where it can be trusted.
@@ -189,8 +239,15 @@ fn hash_entries(
         .filter(|(_, e)| matches!(e.kind, ContextKind::File { .. }))
         .map(|(i, _)| i)
         .collect();
-    let keys: Vec<&[u8]> = file_idx.iter().map(|&i| entries[i].host_path.as_os_str().as_bytes()).collect();
-    let cached = if use_stat_cache { store.index().get_stats(&keys)? } else { vec![None; keys.len()] };
+    let keys: Vec<&[u8]> = file_idx
+        .iter()
+        .map(|&i| entries[i].host_path.as_os_str().as_bytes())
+        .collect();
+    let cached = if use_stat_cache {
+        store.index().get_stats(&keys)?
+    } else {
+        vec![None; keys.len()]
+    };
     // File timestamps come from the kernel's coarse clock, which can lag the real time by a
     // tick: a write made just after this moment may carry an mtime slightly before it. Backdate
     // the record by a safe margin so such an entry counts as racy and is hashed again.
@@ -205,9 +262,14 @@ fn hash_entries(
                     return Ok((c.blake3, None, 0));
                 }
             }
-            let (h, n) = hash_file(&e.host_path).map_err(|err| BuildError::Io { path: e.host_path.clone(), source: err })?;
+            let (h, n) = hash_file(&e.host_path).map_err(|err| BuildError::Io {
+                path: e.host_path.clone(),
+                source: err,
+            })?;
             if n != e.size {
-                return Err(BuildError::ContextChanged { path: e.host_path.clone() });
+                return Err(BuildError::ContextChanged {
+                    path: e.host_path.clone(),
+                });
             }
             let st = StatEntry {
                 dev: e.dev,
@@ -264,7 +326,10 @@ pub(crate) fn entries(
     sde: u64,
     spool: &Path,
 ) -> Result<Vec<Entry>, BuildError> {
-    let chown_needs_names = spec.chown.as_deref().is_some_and(|c| c.chars().any(|ch| ch.is_ascii_alphabetic()));
+    let chown_needs_names = spec
+        .chown
+        .as_deref()
+        .is_some_and(|c| c.chars().any(|ch| ch.is_ascii_alphabetic()));
     // The parent rootfs, when the layer depends on it (metadata of existing directories on
     // the way to the destination, symlinks in it, user names for --chown).
     let parent_tree = if (!spec.link || chown_needs_names) && !parent_layers.is_empty() {
@@ -280,18 +345,34 @@ pub(crate) fn entries(
                 parent_tree.read_spooled("etc/passwd").as_deref(),
                 parent_tree.read_spooled("etc/group").as_deref(),
             )
-            .map_err(|msg| BuildError::Chown { spec: c.clone(), message: msg })?,
+            .map_err(|msg| BuildError::Chown {
+                spec: c.clone(),
+                message: msg,
+            })?,
         ),
         None => None,
     };
     let link_mode = spec.link;
-    let tree_of = |p: &str| -> Option<&rootfs::Node> { if link_mode { None } else { parent_tree.get(p) } };
+    let tree_of = |p: &str| -> Option<&rootfs::Node> {
+        if link_mode {
+            None
+        } else {
+            parent_tree.get(p)
+        }
+    };
 
     // Destination: resolve symlinks on the way (e.g. `/lib → usr/lib`), in-root.
     let dest_syntax_dir = spec.dest.ends_with('/');
     let dest_rel = spec.dest.trim_matches('/').to_string();
-    let resolved_dest = if link_mode { dest_rel.clone() } else { parent_tree.resolve(&dest_rel, true)? };
-    let dest_exists_dir = matches!(tree_of(&resolved_dest).map(|n| &n.kind), Some(NodeKind::Dir));
+    let resolved_dest = if link_mode {
+        dest_rel.clone()
+    } else {
+        parent_tree.resolve(&dest_rel, true)?
+    };
+    let dest_exists_dir = matches!(
+        tree_of(&resolved_dest).map(|n| &n.kind),
+        Some(NodeKind::Dir)
+    );
     let n_items: usize = prepared
         .sources
         .iter()
@@ -327,11 +408,18 @@ pub(crate) fn entries(
     for src in &prepared.sources {
         match src {
             Prepared::Heredoc { name, content } => {
-                let target = if dest_is_dir { join(&dest_rel, name) } else { dest_rel.clone() };
+                let target = if dest_is_dir {
+                    join(&dest_rel, name)
+                } else {
+                    dest_rel.clone()
+                };
                 let bytes: Arc<[u8]> = Arc::from(content.as_bytes());
                 put(mk(
                     target,
-                    EntryKind::File { size: bytes.len() as u64, content: Content::Bytes(bytes) },
+                    EntryKind::File {
+                        size: bytes.len() as u64,
+                        content: Content::Bytes(bytes),
+                    },
                     file_mode(0o644),
                     ctx_owner,
                 ));
@@ -352,34 +440,56 @@ pub(crate) fn entries(
                     if spec.add && is_file_source {
                         if let Some(mut ar) = layer::open_archive(&e.host_path)? {
                             // ADD of a local archive: its contents land in the destination dir.
-                            let base = if dest_syntax_dir || dest_exists_dir || dest_rel.is_empty() {
+                            let base = if dest_syntax_dir || dest_exists_dir || dest_rel.is_empty()
+                            {
                                 dest_rel.clone()
                             } else {
                                 dest_rel.clone()
                             };
                             dest_dir_needed = !base.is_empty();
-                            extract_archive(&mut ar, &base, &e.host_path, sde, owner, spool, &mut put)?;
+                            extract_archive(
+                                &mut ar,
+                                &base,
+                                &e.host_path,
+                                sde,
+                                owner,
+                                spool,
+                                &mut put,
+                            )?;
                             continue;
                         }
                     }
                     let kind = match &e.kind {
-                        ContextKind::File { size } => EntryKind::File { size: *size, content: Content::Path(e.host_path.clone()) },
+                        ContextKind::File { size } => EntryKind::File {
+                            size: *size,
+                            content: Content::Path(e.host_path.clone()),
+                        },
                         ContextKind::Dir => EntryKind::Dir,
-                        ContextKind::Symlink { target } => EntryKind::Symlink { target: target.clone() },
+                        ContextKind::Symlink { target } => EntryKind::Symlink {
+                            target: target.clone(),
+                        },
                     };
-                    let mode = if matches!(e.kind, ContextKind::Symlink { .. }) { mode } else { file_mode(mode) };
+                    let mode = if matches!(e.kind, ContextKind::Symlink { .. }) {
+                        mode
+                    } else {
+                        file_mode(mode)
+                    };
                     put(mk(target, kind, mode, ctx_owner));
                 }
             }
             Prepared::Tree { pattern } => {
-                let FromSource::Rootfs { layers, .. } = from else { unreachable!("tree sources need a rootfs") };
+                let FromSource::Rootfs { layers, .. } = from else {
+                    unreachable!("tree sources need a rootfs")
+                };
                 if src_tree_cache.is_none() {
                     // Spool every file of the source rootfs that a pattern can reach.
                     let pats: Vec<String> = prepared
                         .sources
                         .iter()
                         .filter_map(|s| match s {
-                            Prepared::Tree { pattern } => Some(pattern.trim_matches('/').to_string()),
+                            Prepared::Tree { pattern } => {
+                                Some(pattern.trim_matches('/').to_string())
+                            }
                             _ => None,
                         })
                         .collect();
@@ -412,15 +522,22 @@ pub(crate) fn entries(
                     }
                 };
                 if matches.is_empty() {
-                    return Err(BuildError::FromSourceMissing { path: pattern.clone() });
+                    return Err(BuildError::FromSourceMissing {
+                        path: pattern.clone(),
+                    });
                 }
                 for m in matches {
-                    let is_dir = m.is_empty() || matches!(st.get(&m).map(|n| &n.kind), Some(NodeKind::Dir));
+                    let is_dir =
+                        m.is_empty() || matches!(st.get(&m).map(|n| &n.kind), Some(NodeKind::Dir));
                     for (p, node) in st.subtree(&m) {
                         if is_dir && p == &m {
                             continue;
                         }
-                        let rel_in = if is_dir { p[m.len()..].trim_start_matches('/') } else { "" };
+                        let rel_in = if is_dir {
+                            p[m.len()..].trim_start_matches('/')
+                        } else {
+                            ""
+                        };
                         let target = if !is_dir {
                             if dest_is_dir {
                                 join(&dest_rel, basename(&m))
@@ -432,7 +549,13 @@ pub(crate) fn entries(
                         };
                         let kind = match &node.kind {
                             NodeKind::Dir => EntryKind::Dir,
-                            NodeKind::File { size, spool: Some(s) } => EntryKind::File { size: *size, content: Content::Path(s.clone()) },
+                            NodeKind::File {
+                                size,
+                                spool: Some(s),
+                            } => EntryKind::File {
+                                size: *size,
+                                content: Content::Path(s.clone()),
+                            },
                             NodeKind::File { spool: None, .. } => continue,
                             NodeKind::Symlink(t) => EntryKind::Symlink { target: t.clone() },
                             NodeKind::HardLink(t) => {
@@ -443,8 +566,14 @@ pub(crate) fn entries(
                                 for _ in 0..40 {
                                     match st.get(&cur).map(|n| &n.kind) {
                                         Some(NodeKind::HardLink(n)) => cur = n.clone(),
-                                        Some(NodeKind::File { size, spool: Some(s) }) => {
-                                            found = Some(EntryKind::File { size: *size, content: Content::Path(s.clone()) });
+                                        Some(NodeKind::File {
+                                            size,
+                                            spool: Some(s),
+                                        }) => {
+                                            found = Some(EntryKind::File {
+                                                size: *size,
+                                                content: Content::Path(s.clone()),
+                                            });
                                             break;
                                         }
                                         _ => break,
@@ -455,11 +584,21 @@ pub(crate) fn entries(
                                     None => continue,
                                 }
                             }
-                            NodeKind::CharDevice(a, b) => EntryKind::CharDevice { major: *a, minor: *b },
-                            NodeKind::BlockDevice(a, b) => EntryKind::BlockDevice { major: *a, minor: *b },
+                            NodeKind::CharDevice(a, b) => EntryKind::CharDevice {
+                                major: *a,
+                                minor: *b,
+                            },
+                            NodeKind::BlockDevice(a, b) => EntryKind::BlockDevice {
+                                major: *a,
+                                minor: *b,
+                            },
                             NodeKind::Fifo => EntryKind::Fifo,
                         };
-                        let mode = if matches!(kind, EntryKind::Symlink { .. }) { node.mode } else { file_mode(node.mode) };
+                        let mode = if matches!(kind, EntryKind::Symlink { .. }) {
+                            node.mode
+                        } else {
+                            file_mode(node.mode)
+                        };
                         let mut e = mk(target, kind, mode, owner.unwrap_or((node.uid, node.gid)));
                         e.xattrs = node.xattrs.clone();
                         put(e);
@@ -498,7 +637,15 @@ pub(crate) fn entries(
                 _ => {
                     let on_dest = dest_rel == cur || dest_rel.starts_with(&format!("{cur}/"));
                     let (uid, gid) = if on_dest { ctx_owner } else { (0, 0) };
-                    Entry { path: cur.clone(), kind: EntryKind::Dir, mode: 0o755, uid, gid, mtime: sde, xattrs: BTreeMap::new() }
+                    Entry {
+                        path: cur.clone(),
+                        kind: EntryKind::Dir,
+                        mode: 0o755,
+                        uid,
+                        gid,
+                        mtime: sde,
+                        xattrs: BTreeMap::new(),
+                    }
                 }
             };
             out.insert(cur.clone(), entry);
@@ -518,13 +665,19 @@ fn extract_archive(
     spool: &Path,
     put: &mut dyn FnMut(Entry),
 ) -> Result<(), BuildError> {
-    let bad = |e: std::io::Error| BuildError::Archive { path: archive_path.to_path_buf(), message: e.to_string() };
+    let bad = |e: std::io::Error| BuildError::Archive {
+        path: archive_path.to_path_buf(),
+        message: e.to_string(),
+    };
     let mut n = 0usize;
     for entry in ar.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let Some(rel) = rootfs::clean_rel(&raw) else {
-            return Err(BuildError::Archive { path: archive_path.to_path_buf(), message: format!("entry `{raw}` points outside the destination") });
+            return Err(BuildError::Archive {
+                path: archive_path.to_path_buf(),
+                message: format!("entry `{raw}` points outside the destination"),
+            });
         };
         if rel.is_empty() {
             continue;
@@ -544,9 +697,14 @@ fn extract_archive(
         } else if et.is_hard_link() {
             let t = link();
             let Some(t) = rootfs::clean_rel(&t) else {
-                return Err(BuildError::Archive { path: archive_path.to_path_buf(), message: format!("hard link `{raw}` points outside the archive") });
+                return Err(BuildError::Archive {
+                    path: archive_path.to_path_buf(),
+                    message: format!("hard link `{raw}` points outside the archive"),
+                });
             };
-            EntryKind::HardLink { target: join(base, &t) }
+            EntryKind::HardLink {
+                target: join(base, &t),
+            }
         } else if et.is_character_special() || et.is_block_special() {
             let major = h.device_major().map_err(bad)?.unwrap_or(0);
             let minor = h.device_minor().map_err(bad)?.unwrap_or(0);
@@ -560,17 +718,33 @@ fn extract_archive(
         } else if et.is_file() || et == tar::EntryType::Continuous {
             n += 1;
             let p = spool.join(format!("add{n}"));
-            let mut f = std::fs::File::create(&p).map_err(|e| BuildError::Io { path: p.clone(), source: e })?;
+            let mut f = std::fs::File::create(&p).map_err(|e| BuildError::Io {
+                path: p.clone(),
+                source: e,
+            })?;
             let size = std::io::copy(&mut entry, &mut f).map_err(bad)?;
-            EntryKind::File { size, content: Content::Path(p) }
+            EntryKind::File {
+                size,
+                content: Content::Path(p),
+            }
         } else {
             continue;
         };
-        put(Entry { path: join(base, &rel), kind, mode, uid: ids.0, gid: ids.1, mtime: sde, xattrs: BTreeMap::new() });
+        put(Entry {
+            path: join(base, &rel),
+            kind,
+            mode,
+            uid: ids.0,
+            gid: ids.1,
+            mtime: sde,
+            xattrs: BTreeMap::new(),
+        });
     }
     Ok(())
 }
 
 fn entry_link<R: Read>(e: &tar::Entry<'_, R>) -> String {
-    e.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+    e.link_name_bytes()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
 }

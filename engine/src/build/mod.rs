@@ -35,7 +35,10 @@ pub enum BuildError {
     #[error(transparent)]
     Rootfs(#[from] rootfs::RootfsError),
     #[error("`{}`: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("`{}` changed while it was being read; run the build again", path.display())]
     ContextChanged { path: PathBuf },
     #[error("--chown={spec}: {message}")]
@@ -45,9 +48,16 @@ pub enum BuildError {
     #[error("ADD `{}`: {message}", path.display())]
     Archive { path: PathBuf, message: String },
     #[error("base image blob {digest} from `{}`: {message}", layout.display())]
-    BaseBlob { digest: Digest, layout: PathBuf, message: String },
+    BaseBlob {
+        digest: Digest,
+        layout: PathBuf,
+        message: String,
+    },
     #[error("{stage_step}: {source}")]
-    Step { stage_step: String, source: Box<BuildError> },
+    Step {
+        stage_step: String,
+        source: Box<BuildError>,
+    },
 }
 
 /// How to run a plan.
@@ -95,26 +105,41 @@ pub fn run(
         progress.event(&Event::Warning(w.clone()));
     }
     let results: Mutex<BTreeMap<usize, StageResult>> = Mutex::new(BTreeMap::new());
-    let counters = Mutex::new(Counters { executed: 0, cached: 0 });
+    let counters = Mutex::new(Counters {
+        executed: 0,
+        cached: 0,
+    });
     // Waves: each stage goes in the wave after its last dependency.
     let mut wave_of: BTreeMap<usize, usize> = BTreeMap::new();
     for &s in &plan.order {
-        let w = plan.stages[s].deps.iter().map(|d| wave_of[d] + 1).max().unwrap_or(0);
+        let w = plan.stages[s]
+            .deps
+            .iter()
+            .map(|d| wave_of[d] + 1)
+            .max()
+            .unwrap_or(0);
         wave_of.insert(s, w);
     }
     let n_waves = wave_of.values().max().map(|m| m + 1).unwrap_or(0);
     for w in 0..n_waves {
-        let stages: Vec<usize> = plan.order.iter().copied().filter(|s| wave_of[s] == w).collect();
+        let stages: Vec<usize> = plan
+            .order
+            .iter()
+            .copied()
+            .filter(|s| wave_of[s] == w)
+            .collect();
         for chunk in stages.chunks(opts.jobs.max(1)) {
             let errors: Mutex<Vec<BuildError>> = Mutex::new(Vec::new());
             std::thread::scope(|sc| {
                 for &s in chunk {
                     let (results, counters, errors) = (&results, &counters, &errors);
-                    sc.spawn(move || match run_stage(plan, s, ctx, store, opts, progress, results, counters) {
-                        Ok(r) => {
-                            results.lock().unwrap().insert(s, r);
+                    sc.spawn(move || {
+                        match run_stage(plan, s, ctx, store, opts, progress, results, counters) {
+                            Ok(r) => {
+                                results.lock().unwrap().insert(s, r);
+                            }
+                            Err(e) => errors.lock().unwrap().push(e),
                         }
-                        Err(e) => errors.lock().unwrap().push(e),
                     });
                 }
             });
@@ -130,19 +155,35 @@ pub fn run(
     // Config and manifest go into the store too, so the image can be tagged and exported.
     store.blobs().put(&img.config)?;
     store.blobs().put(&img.manifest)?;
-    Ok(BuildOutput { image: target.image.clone(), steps_executed: c.executed, steps_cached: c.cached })
+    Ok(BuildOutput {
+        image: target.image.clone(),
+        steps_executed: c.executed,
+        steps_cached: c.cached,
+    })
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn location(opts: &BuildOptions, stage: usize, step: usize) -> Key {
-    KeyHasher::new("location").str("scope", &opts.explain_scope).u64("stage", stage as u64).u64("step", step as u64).finish()
+    KeyHasher::new("location")
+        .str("scope", &opts.explain_scope)
+        .u64("stage", stage as u64)
+        .u64("step", step as u64)
+        .finish()
 }
 
 /// Says why `key` missed, comparing its inputs with the last key recorded at this step.
-fn explain_miss(store: &Store, loc: &Key, new_inputs: &[ExplainInput], no_cache: bool) -> Result<Vec<String>, BuildError> {
+fn explain_miss(
+    store: &Store,
+    loc: &Key,
+    new_inputs: &[ExplainInput],
+    no_cache: bool,
+) -> Result<Vec<String>, BuildError> {
     if no_cache {
         return Ok(vec!["--no-cache".into()]);
     }
@@ -150,12 +191,24 @@ fn explain_miss(store: &Store, loc: &Key, new_inputs: &[ExplainInput], no_cache:
         return Ok(vec!["first build of this step".into()]);
     };
     let Some(prev) = store.index().get_step(&prev_key)? else {
-        return Ok(vec!["the previous result of this step is no longer in the store".into()]);
+        return Ok(vec![
+            "the previous result of this step is no longer in the store".into(),
+        ]);
     };
-    let old: BTreeMap<&str, &[u8; 32]> = prev.explain.iter().map(|e| (e.name.as_str(), &e.value)).collect();
-    let new: BTreeMap<&str, &[u8; 32]> = new_inputs.iter().map(|e| (e.name.as_str(), &e.value)).collect();
+    let old: BTreeMap<&str, &[u8; 32]> = prev
+        .explain
+        .iter()
+        .map(|e| (e.name.as_str(), &e.value))
+        .collect();
+    let new: BTreeMap<&str, &[u8; 32]> = new_inputs
+        .iter()
+        .map(|e| (e.name.as_str(), &e.value))
+        .collect();
     let mut reasons = Vec::new();
-    if old.get("parent") != new.get("parent") && old.contains_key("parent") && new.contains_key("parent") {
+    if old.get("parent") != new.get("parent")
+        && old.contains_key("parent")
+        && new.contains_key("parent")
+    {
         reasons.push("the previous step changed".to_string());
     }
     if old.get("instruction") != new.get("instruction") {
@@ -169,7 +222,9 @@ fn explain_miss(store: &Store, loc: &Key, new_inputs: &[ExplainInput], no_cache:
         if let Some((what, path)) = name.split_once(':') {
             if matches!(what, "content" | "mode") {
                 match old.get(name) {
-                    None if what == "content" => files.entry(path.to_string()).or_default().push("added"),
+                    None if what == "content" => {
+                        files.entry(path.to_string()).or_default().push("added")
+                    }
                     Some(o) if o != v => files.entry(path.to_string()).or_default().push(what),
                     _ => {}
                 }
@@ -185,12 +240,20 @@ fn explain_miss(store: &Store, loc: &Key, new_inputs: &[ExplainInput], no_cache:
     }
     if !files.is_empty() {
         let n = files.len();
-        let shown: Vec<String> = files.iter().take(5).map(|(p, w)| format!("{p} ({})", w.join(", "))).collect();
+        let shown: Vec<String> = files
+            .iter()
+            .take(5)
+            .map(|(p, w)| format!("{p} ({})", w.join(", ")))
+            .collect();
         reasons.push(format!(
             "{n} file{} changed: {}{}",
             if n == 1 { "" } else { "s" },
             shown.join("; "),
-            if n > 5 { format!("; and {} more", n - 5) } else { String::new() }
+            if n > 5 {
+                format!("; and {} more", n - 5)
+            } else {
+                String::new()
+            }
         ));
     }
     if reasons.is_empty() {
@@ -211,37 +274,90 @@ fn run_stage(
     counters: &Mutex<Counters>,
 ) -> Result<StageResult, BuildError> {
     let stage = &plan.stages[s];
-    progress.event(&Event::StageStart { stage: s, name: stage.name.clone(), steps: stage.steps.len() });
-    let base_stage = |i: usize| results.lock().unwrap().get(&i).cloned().expect("dependencies run first");
-    let (mut parent, mut layers, base_config): (Key, Vec<LayerDesc>, Option<Value>) = match &stage.base {
-        Base::Scratch => (KeyHasher::new("base").str("scratch", "").str("platform", &stage.platform.to_string()).finish(), Vec::new(), None),
-        Base::Stage(i) => {
-            let r = base_stage(*i);
-            let cfg: Value = serde_json::from_slice(&r.image.config).unwrap_or(Value::Null);
-            (r.key, r.layers.clone(), Some(cfg))
-        }
-        Base::Image(img) => {
-            import_base(store, img)?;
-            let k = KeyHasher::new("base").str("image", &img.manifest_digest.to_string()).str("platform", &stage.platform.to_string()).finish();
-            (k, img.layers.clone(), Some(img.config.clone()))
-        }
+    progress.event(&Event::StageStart {
+        stage: s,
+        name: stage.name.clone(),
+        steps: stage.steps.len(),
+    });
+    let base_stage = |i: usize| {
+        results
+            .lock()
+            .unwrap()
+            .get(&i)
+            .cloned()
+            .expect("dependencies run first")
     };
+    let (mut parent, mut layers, base_config): (Key, Vec<LayerDesc>, Option<Value>) =
+        match &stage.base {
+            Base::Scratch => (
+                KeyHasher::new("base")
+                    .str("scratch", "")
+                    .str("platform", &stage.platform.to_string())
+                    .finish(),
+                Vec::new(),
+                None,
+            ),
+            Base::Stage(i) => {
+                let r = base_stage(*i);
+                let cfg: Value = serde_json::from_slice(&r.image.config).unwrap_or(Value::Null);
+                (r.key, r.layers.clone(), Some(cfg))
+            }
+            Base::Image(img) => {
+                import_base(store, img)?;
+                let k = KeyHasher::new("base")
+                    .str("image", &img.manifest_digest.to_string())
+                    .str("platform", &stage.platform.to_string())
+                    .finish();
+                (k, img.layers.clone(), Some(img.config.clone()))
+            }
+        };
     let mut history = Vec::new();
-    let tmp = tempfile::Builder::new().prefix("copy-").tempdir_in(store.root().join("tmp")).map_err(|e| BuildError::Io { path: store.root().join("tmp"), source: e })?;
+    let tmp = tempfile::Builder::new()
+        .prefix("copy-")
+        .tempdir_in(store.root().join("tmp"))
+        .map_err(|e| BuildError::Io {
+            path: store.root().join("tmp"),
+            source: e,
+        })?;
     for (i, step) in stage.steps.iter().enumerate() {
         let start = Instant::now();
-        progress.event(&Event::StepStart { stage: s, step: i, text: step.text.clone() });
-        let wrap = |e: BuildError| BuildError::Step { stage_step: format!("stage {s}, step {} (`{}`)", i + 1, step.text), source: Box::new(e) };
+        progress.event(&Event::StepStart {
+            stage: s,
+            step: i,
+            text: step.text.clone(),
+        });
+        let wrap = |e: BuildError| BuildError::Step {
+            stage_step: format!("stage {s}, step {} (`{}`)", i + 1, step.text),
+            source: Box::new(e),
+        };
         let loc = location(opts, s, i);
         let (key, explain_inputs, status, layer) = match &step.kind {
             StepKind::Config { state } => {
-                let k = KeyHasher::new("config").key("parent", &parent).bytes("state", state).finish();
+                let k = KeyHasher::new("config")
+                    .key("parent", &parent)
+                    .bytes("state", state)
+                    .finish();
                 let inputs = vec![
-                    ExplainInput { name: "parent".into(), value: parent },
-                    ExplainInput { name: "state".into(), value: *blake3::hash(state).as_bytes() },
+                    ExplainInput {
+                        name: "parent".into(),
+                        value: parent,
+                    },
+                    ExplainInput {
+                        name: "state".into(),
+                        value: *blake3::hash(state).as_bytes(),
+                    },
                 ];
                 let hit = !opts.no_cache && store.index().get_step(&k)?.is_some();
-                (k, inputs, if hit { StepStatus::Cached } else { StepStatus::Executed }, None)
+                (
+                    k,
+                    inputs,
+                    if hit {
+                        StepStatus::Cached
+                    } else {
+                        StepStatus::Executed
+                    },
+                    None,
+                )
             }
             StepKind::Copy(spec) => {
                 let from_result;
@@ -249,25 +365,65 @@ fn run_stage(
                     CopyFrom::Context => copy::FromSource::Context,
                     CopyFrom::Stage(j) => {
                         from_result = base_stage(*j);
-                        copy::FromSource::Rootfs { key: from_result.key, layers: &from_result.layers }
+                        copy::FromSource::Rootfs {
+                            key: from_result.key,
+                            layers: &from_result.layers,
+                        }
                     }
                     CopyFrom::Image(img) => {
                         import_base(store, img).map_err(wrap)?;
-                        let k = KeyHasher::new("base").str("image", &img.manifest_digest.to_string()).finish();
-                        copy::FromSource::Rootfs { key: k, layers: &img.layers }
+                        let k = KeyHasher::new("base")
+                            .str("image", &img.manifest_digest.to_string())
+                            .finish();
+                        copy::FromSource::Rootfs {
+                            key: k,
+                            layers: &img.layers,
+                        }
                     }
                 };
-                let prep = copy::prepare(store, ctx, spec, &parent, &from, opts.compression.id(), true).map_err(wrap)?;
-                progress.event(&Event::Hashing { stage: s, step: i, files: prep.files, hashed: prep.hashed, bytes_hashed: prep.bytes_hashed });
-                let cached = if opts.no_cache { None } else { store.index().get_step(&prep.key)? };
-                let cached_layer = cached.and_then(|r| r.layer).filter(|l| store.blobs().contains(&l.digest));
+                let prep = copy::prepare(
+                    store,
+                    ctx,
+                    spec,
+                    &parent,
+                    &from,
+                    opts.compression.id(),
+                    true,
+                )
+                .map_err(wrap)?;
+                progress.event(&Event::Hashing {
+                    stage: s,
+                    step: i,
+                    files: prep.files,
+                    hashed: prep.hashed,
+                    bytes_hashed: prep.bytes_hashed,
+                });
+                let cached = if opts.no_cache {
+                    None
+                } else {
+                    store.index().get_step(&prep.key)?
+                };
+                let cached_layer = cached
+                    .and_then(|r| r.layer)
+                    .filter(|l| store.blobs().contains(&l.digest));
                 match cached_layer {
                     Some(l) => (prep.key, prep.explain, StepStatus::Cached, Some(l)),
                     None => {
-                        let entries = copy::entries(store, spec, &prep, &layers, &from, opts.source_date_epoch, tmp.path()).map_err(wrap)?;
-                        let entries = layer::canonicalize(entries, opts.source_date_epoch).map_err(|e| wrap(e.into()))?;
+                        let entries = copy::entries(
+                            store,
+                            spec,
+                            &prep,
+                            &layers,
+                            &from,
+                            opts.source_date_epoch,
+                            tmp.path(),
+                        )
+                        .map_err(wrap)?;
+                        let entries = layer::canonicalize(entries, opts.source_date_epoch)
+                            .map_err(|e| wrap(e.into()))?;
                         let mut w = store.blobs().writer()?;
-                        let out = layer::write_layer(&entries, opts.compression, &mut w).map_err(|e| wrap(e.into()))?;
+                        let out = layer::write_layer(&entries, opts.compression, &mut w)
+                            .map_err(|e| wrap(e.into()))?;
                         let (digest, size) = w.commit()?;
                         debug_assert_eq!(digest, out.digest);
                         let rec = LayerRecord {
@@ -277,22 +433,40 @@ fn run_stage(
                             media_type: out.media_type.to_string(),
                             uncompressed_size: out.uncompressed_size,
                         };
-                        store.index().put_layer(&out.diff_id, opts.compression.id(), &rec)?;
+                        store
+                            .index()
+                            .put_layer(&out.diff_id, opts.compression.id(), &rec)?;
                         (prep.key, prep.explain, StepStatus::Executed, Some(rec))
                     }
                 }
             }
         };
-        let explain = if status == StepStatus::Executed { explain_miss(store, &loc, &explain_inputs, opts.no_cache)? } else { Vec::new() };
+        let explain = if status == StepStatus::Executed {
+            explain_miss(store, &loc, &explain_inputs, opts.no_cache)?
+        } else {
+            Vec::new()
+        };
         if status == StepStatus::Executed {
-            store.index().put_step(&key, &StepRecord { layer: layer.clone(), explain: explain_inputs, created_unix: unix_now() })?;
+            store.index().put_step(
+                &key,
+                &StepRecord {
+                    layer: layer.clone(),
+                    explain: explain_inputs,
+                    created_unix: unix_now(),
+                },
+            )?;
             counters.lock().unwrap().executed += 1;
         } else {
             counters.lock().unwrap().cached += 1;
         }
         store.index().put_last_at(&loc, &key)?;
         if let Some(l) = &layer {
-            layers.push(LayerDesc { digest: l.digest, size: l.size, media_type: l.media_type.clone(), diff_id: l.diff_id });
+            layers.push(LayerDesc {
+                digest: l.digest,
+                size: l.size,
+                media_type: l.media_type.clone(),
+                diff_id: l.diff_id,
+            });
         }
         if let Some(h) = &step.history {
             history.push(h.clone());
@@ -319,7 +493,11 @@ fn run_stage(
         new_history: &history,
         layers: &layers,
     });
-    Ok(StageResult { key: parent, layers, image: std::sync::Arc::new(assembled) })
+    Ok(StageResult {
+        key: parent,
+        layers,
+        image: std::sync::Arc::new(assembled),
+    })
 }
 
 /// Copies a base image's layer blobs into the store, verifying each against its digest.
@@ -329,11 +507,14 @@ fn import_base(store: &Store, img: &image::BaseImage) -> Result<(), BuildError> 
             continue;
         }
         let src = img.layout.join("blobs/sha256").join(l.digest.hex());
-        store.blobs().import_file(&src, Some(&l.digest)).map_err(|e| BuildError::BaseBlob {
-            digest: l.digest,
-            layout: img.layout.clone(),
-            message: e.to_string(),
-        })?;
+        store
+            .blobs()
+            .import_file(&src, Some(&l.digest))
+            .map_err(|e| BuildError::BaseBlob {
+                digest: l.digest,
+                layout: img.layout.clone(),
+                message: e.to_string(),
+            })?;
     }
     Ok(())
 }

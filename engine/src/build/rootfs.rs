@@ -19,7 +19,10 @@ use crate::layer;
 pub enum NodeKind {
     Dir,
     /// `spool` holds the content when it was wanted.
-    File { size: u64, spool: Option<PathBuf> },
+    File {
+        size: u64,
+        spool: Option<PathBuf>,
+    },
     Symlink(String),
     /// A hard link to another path of the tree.
     HardLink(String),
@@ -50,7 +53,10 @@ pub enum RootfsError {
     #[error("layer {digest} has an unsafe path `{path}`")]
     UnsafePath { digest: String, path: String },
     #[error("layer {digest}: {source}")]
-    Layer { digest: String, source: layer::LayerError },
+    Layer {
+        digest: String,
+        source: layer::LayerError,
+    },
     #[error("too many levels of symbolic links resolving `/{0}`")]
     SymlinkLoop(String),
     #[error("store: {0}")]
@@ -87,21 +93,36 @@ impl Tree {
         for l in layers {
             let dg = l.digest.to_string();
             let reader = blobs.open(&l.digest)?;
-            let reader = layer::decompress_reader(Box::new(reader), &l.media_type)
-                .map_err(|e| RootfsError::Layer { digest: dg.clone(), source: e })?;
+            let reader =
+                layer::decompress_reader(Box::new(reader), &l.media_type).map_err(|e| {
+                    RootfsError::Layer {
+                        digest: dg.clone(),
+                        source: e,
+                    }
+                })?;
             let mut ar = tar::Archive::new(reader);
             let mut added_here: BTreeSet<String> = BTreeSet::new();
-            let rd = |e: io::Error| RootfsError::Read { digest: dg.clone(), source: e };
+            let rd = |e: io::Error| RootfsError::Read {
+                digest: dg.clone(),
+                source: e,
+            };
             for entry in ar.entries().map_err(rd)? {
                 let mut entry = entry.map_err(rd)?;
                 let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-                let path = clean_rel(&raw).ok_or_else(|| RootfsError::UnsafePath { digest: dg.clone(), path: raw.clone() })?;
+                let path = clean_rel(&raw).ok_or_else(|| RootfsError::UnsafePath {
+                    digest: dg.clone(),
+                    path: raw.clone(),
+                })?;
                 let (dir, base) = match path.rfind('/') {
                     Some(i) => (&path[..i], &path[i + 1..]),
                     None => ("", path.as_str()),
                 };
                 if base == ".wh..wh..opq" {
-                    let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+                    let prefix = if dir.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{dir}/")
+                    };
                     let doomed: Vec<String> = tree
                         .nodes
                         .range(prefix.clone()..)
@@ -115,7 +136,11 @@ impl Tree {
                     continue;
                 }
                 if let Some(target) = base.strip_prefix(".wh.") {
-                    let victim = if dir.is_empty() { target.to_string() } else { format!("{dir}/{target}") };
+                    let victim = if dir.is_empty() {
+                        target.to_string()
+                    } else {
+                        format!("{dir}/{target}")
+                    };
                     tree.remove_subtree(&victim);
                     continue;
                 }
@@ -136,7 +161,10 @@ impl Tree {
                     NodeKind::Symlink(link()?)
                 } else if et.is_hard_link() {
                     let t = link()?;
-                    let t = clean_rel(&t).ok_or_else(|| RootfsError::UnsafePath { digest: dg.clone(), path: t.clone() })?;
+                    let t = clean_rel(&t).ok_or_else(|| RootfsError::UnsafePath {
+                        digest: dg.clone(),
+                        path: t.clone(),
+                    })?;
                     NodeKind::HardLink(t)
                 } else if et.is_character_special() || et.is_block_special() {
                     let ma = h.device_major().map_err(rd)?.unwrap_or(0);
@@ -181,7 +209,16 @@ impl Tree {
                     tree.remove_subtree(&path);
                 }
                 added_here.insert(path.clone());
-                tree.nodes.insert(path, Node { kind, mode, uid, gid, xattrs });
+                tree.nodes.insert(
+                    path,
+                    Node {
+                        kind,
+                        mode,
+                        uid,
+                        gid,
+                        xattrs,
+                    },
+                );
             }
         }
         Ok(tree)
@@ -208,7 +245,11 @@ impl Tree {
     /// Resolves every symlink along `path` inside the tree (absolute targets are relative to
     /// the root, `..` stops at the root), including the last component when `follow_last`.
     pub fn resolve(&self, path: &str, follow_last: bool) -> Result<String, RootfsError> {
-        let mut todo: Vec<String> = path.split('/').filter(|c| !c.is_empty()).map(str::to_string).collect();
+        let mut todo: Vec<String> = path
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect();
         todo.reverse();
         let mut cur: Vec<String> = Vec::new();
         let mut hops = 0;
@@ -224,7 +265,11 @@ impl Tree {
             cur.push(c);
             let is_last = todo.is_empty();
             let p = cur.join("/");
-            if let Some(Node { kind: NodeKind::Symlink(t), .. }) = self.nodes.get(&p) {
+            if let Some(Node {
+                kind: NodeKind::Symlink(t),
+                ..
+            }) = self.nodes.get(&p)
+            {
                 if is_last && !follow_last {
                     break;
                 }
@@ -258,8 +303,15 @@ impl Tree {
     }
 
     /// All paths at or below `path` ("" = everything), in tree order.
-    pub fn subtree<'a>(&'a self, path: &'a str) -> impl Iterator<Item = (&'a String, &'a Node)> + 'a {
-        let prefix = if path.is_empty() { String::new() } else { format!("{path}/") };
+    pub fn subtree<'a>(
+        &'a self,
+        path: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a Node)> + 'a {
+        let prefix = if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}/")
+        };
         let own = self.nodes.get_key_value(path);
         own.into_iter().chain(
             self.nodes
@@ -276,19 +328,30 @@ impl Tree {
 
 /// Looks `user[:group]` up in passwd/group text. Numeric ids pass through; a user without a
 /// group gets its primary group (names) or the same number (ids), as Docker does.
-pub fn resolve_chown(spec: &str, passwd: Option<&str>, group: Option<&str>) -> Result<(u64, u64), String> {
+pub fn resolve_chown(
+    spec: &str,
+    passwd: Option<&str>,
+    group: Option<&str>,
+) -> Result<(u64, u64), String> {
     let (user, grp) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
     let find = |text: Option<&str>, name: &str| -> Option<Vec<String>> {
-        text?.lines().map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>()).find(|f| f.first().map(String::as_str) == Some(name))
+        text?
+            .lines()
+            .map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>())
+            .find(|f| f.first().map(String::as_str) == Some(name))
     };
     let (uid, primary) = match user.parse::<u64>() {
         Ok(n) => (n, None),
         Err(_) => {
-            let f = find(passwd, user).ok_or_else(|| format!("user `{user}` not found in the image's /etc/passwd"))?;
-            let uid = f.get(2).and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad /etc/passwd entry for `{user}`"))?;
+            let f = find(passwd, user)
+                .ok_or_else(|| format!("user `{user}` not found in the image's /etc/passwd"))?;
+            let uid = f
+                .get(2)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| format!("bad /etc/passwd entry for `{user}`"))?;
             let gid = f.get(3).and_then(|s| s.parse().ok());
             (uid, gid)
         }
@@ -297,8 +360,11 @@ pub fn resolve_chown(spec: &str, passwd: Option<&str>, group: Option<&str>) -> R
         Some(g) => match g.parse::<u64>() {
             Ok(n) => n,
             Err(_) => {
-                let f = find(group, g).ok_or_else(|| format!("group `{g}` not found in the image's /etc/group"))?;
-                f.get(2).and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad /etc/group entry for `{g}`"))?
+                let f = find(group, g)
+                    .ok_or_else(|| format!("group `{g}` not found in the image's /etc/group"))?;
+                f.get(2)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| format!("bad /etc/group entry for `{g}`"))?
             }
         },
         None => primary.unwrap_or(uid),
@@ -318,7 +384,13 @@ mod tests {
     use super::*;
 
     fn node(kind: NodeKind) -> Node {
-        Node { kind, mode: 0o755, uid: 0, gid: 0, xattrs: BTreeMap::new() }
+        Node {
+            kind,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            xattrs: BTreeMap::new(),
+        }
     }
 
     #[test]
@@ -326,9 +398,14 @@ mod tests {
         let mut t = Tree::default();
         t.nodes.insert("usr".into(), node(NodeKind::Dir));
         t.nodes.insert("usr/lib".into(), node(NodeKind::Dir));
-        t.nodes.insert("lib".into(), node(NodeKind::Symlink("usr/lib".into())));
-        t.nodes.insert("abs".into(), node(NodeKind::Symlink("/usr/../../usr".into())));
-        t.nodes.insert("loop".into(), node(NodeKind::Symlink("loop".into())));
+        t.nodes
+            .insert("lib".into(), node(NodeKind::Symlink("usr/lib".into())));
+        t.nodes.insert(
+            "abs".into(),
+            node(NodeKind::Symlink("/usr/../../usr".into())),
+        );
+        t.nodes
+            .insert("loop".into(), node(NodeKind::Symlink("loop".into())));
         assert_eq!(t.resolve("lib/x", false).unwrap(), "usr/lib/x");
         assert_eq!(t.resolve("abs/lib", true).unwrap(), "usr/lib");
         assert_eq!(t.resolve("lib", false).unwrap(), "lib");
@@ -340,8 +417,14 @@ mod tests {
     fn chown_lookup() {
         let passwd = "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n";
         let group = "root:x:0:\nstaff:x:50:\n";
-        assert_eq!(resolve_chown("app", Some(passwd), Some(group)).unwrap(), (1000, 1001));
-        assert_eq!(resolve_chown("app:staff", Some(passwd), Some(group)).unwrap(), (1000, 50));
+        assert_eq!(
+            resolve_chown("app", Some(passwd), Some(group)).unwrap(),
+            (1000, 1001)
+        );
+        assert_eq!(
+            resolve_chown("app:staff", Some(passwd), Some(group)).unwrap(),
+            (1000, 50)
+        );
         assert_eq!(resolve_chown("10", None, None).unwrap(), (10, 10));
         assert_eq!(resolve_chown("10:20", None, None).unwrap(), (10, 20));
         assert!(resolve_chown("nobody", Some(passwd), Some(group)).is_err());

@@ -26,7 +26,10 @@ pub enum ExportError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ExportError + '_ {
-    move |source| ExportError::Io { path: path.to_path_buf(), source }
+    move |source| ExportError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// A parsed `-t NAME[:TAG]`.
@@ -44,17 +47,24 @@ impl ImageName {
             None => (s, "latest"),
         };
         let name_ok = !name.is_empty()
-            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/:".contains(c))
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/:".contains(c))
             && !name.starts_with(['.', '-', '/'])
             && !name.ends_with('/');
         let tag_ok = !tag.is_empty()
             && tag.len() <= 128
-            && tag.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
             && !tag.starts_with(['.', '-']);
         if !name_ok || !tag_ok || s.contains('@') {
             return Err(ExportError::BadName(s.to_string()));
         }
-        Ok(ImageName { name: name.to_string(), tag: tag.to_string() })
+        Ok(ImageName {
+            name: name.to_string(),
+            tag: tag.to_string(),
+        })
     }
 
     pub fn full(&self) -> String {
@@ -91,7 +101,12 @@ const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// Writes (or adds to) an OCI image layout at `dest`. Blobs are hard-linked from the store
 /// when it is on the same filesystem, else copied.
-pub fn write_oci_dir(blobs: &BlobStore, img: &AssembledImage, names: &[ImageName], dest: &Path) -> Result<(), ExportError> {
+pub fn write_oci_dir(
+    blobs: &BlobStore,
+    img: &AssembledImage,
+    names: &[ImageName],
+    dest: &Path,
+) -> Result<(), ExportError> {
     let blob_dir = dest.join("blobs").join("sha256");
     fs::create_dir_all(&blob_dir).map_err(io_err(&blob_dir))?;
     let layout_file = dest.join("oci-layout");
@@ -111,16 +126,33 @@ pub fn write_oci_dir(blobs: &BlobStore, img: &AssembledImage, names: &[ImageName
     let index_path = dest.join("index.json");
     let mut manifests: Vec<Value> = match fs::read(&index_path) {
         Ok(b) => {
-            let v: Value = serde_json::from_slice(&b).map_err(|e| ExportError::NotLayout { path: dest.to_path_buf(), reason: format!("index.json: {e}") })?;
-            v.get("manifests").and_then(Value::as_array).cloned().unwrap_or_default()
+            let v: Value = serde_json::from_slice(&b).map_err(|e| ExportError::NotLayout {
+                path: dest.to_path_buf(),
+                reason: format!("index.json: {e}"),
+            })?;
+            v.get("manifests")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(ExportError::Io { path: index_path, source: e }),
+        Err(e) => {
+            return Err(ExportError::Io {
+                path: index_path,
+                source: e,
+            })
+        }
     };
-    let ref_of = |v: &Value| v.pointer("/annotations/org.opencontainers.image.ref.name").and_then(Value::as_str).map(str::to_string);
+    let ref_of = |v: &Value| {
+        v.pointer("/annotations/org.opencontainers.image.ref.name")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
     let digest = img.manifest_digest.to_string();
     if names.is_empty() {
-        if !manifests.iter().any(|m| m.get("digest").and_then(Value::as_str) == Some(&digest) && ref_of(m).is_none()) {
+        if !manifests.iter().any(|m| {
+            m.get("digest").and_then(Value::as_str) == Some(&digest) && ref_of(m).is_none()
+        }) {
             manifests.push(manifest_descriptor(img, None));
         }
     } else {
@@ -129,7 +161,8 @@ pub fn write_oci_dir(blobs: &BlobStore, img: &AssembledImage, names: &[ImageName
             manifests.push(manifest_descriptor(img, Some(n)));
         }
     }
-    let index = json!({ "schemaVersion": 2, "mediaType": MEDIA_TYPE_INDEX, "manifests": manifests });
+    let index =
+        json!({ "schemaVersion": 2, "mediaType": MEDIA_TYPE_INDEX, "manifests": manifests });
     let tmp = dest.join(".index.json.tmp");
     fs::write(&tmp, canonical_json(&index)).map_err(io_err(&tmp))?;
     fs::rename(&tmp, &index_path).map_err(io_err(&index_path))?;
@@ -153,7 +186,11 @@ fn header(path: &str, size: u64, dir: bool, mtime: u64) -> tar::Header {
     h.set_uid(0);
     h.set_gid(0);
     h.set_mtime(mtime);
-    h.set_entry_type(if dir { tar::EntryType::Directory } else { tar::EntryType::Regular });
+    h.set_entry_type(if dir {
+        tar::EntryType::Directory
+    } else {
+        tar::EntryType::Regular
+    });
     h.set_cksum();
     h
 }
@@ -167,9 +204,15 @@ pub fn write_archive(
     dest: &Path,
     mtime: u64,
 ) -> Result<(), ExportError> {
-    let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let tmp = tempfile::Builder::new().prefix(".strata-export-").tempfile_in(dir).map_err(io_err(dir))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".strata-export-")
+        .tempfile_in(dir)
+        .map_err(io_err(dir))?;
     {
         let mut b = tar::Builder::new(io::BufWriter::new(tmp.as_file()));
         let add_bytes = |b: &mut tar::Builder<_>, path: &str, data: &[u8]| -> io::Result<()> {
@@ -209,7 +252,10 @@ pub fn write_archive(
         .map_err(e)?;
     }
     tmp.as_file().sync_all().map_err(io_err(dest))?;
-    tmp.persist(dest).map_err(|e| ExportError::Io { path: dest.to_path_buf(), source: e.error })?;
+    tmp.persist(dest).map_err(|e| ExportError::Io {
+        path: dest.to_path_buf(),
+        source: e.error,
+    })?;
     Ok(())
 }
 
@@ -220,7 +266,13 @@ mod tests {
     #[test]
     fn parses_image_names() {
         assert_eq!(ImageName::parse("app").unwrap().full(), "app:latest");
-        assert_eq!(ImageName::parse("reg:5000/ns/app:1.2").unwrap(), ImageName { name: "reg:5000/ns/app".into(), tag: "1.2".into() });
+        assert_eq!(
+            ImageName::parse("reg:5000/ns/app:1.2").unwrap(),
+            ImageName {
+                name: "reg:5000/ns/app".into(),
+                tag: "1.2".into()
+            }
+        );
         assert!(ImageName::parse("App").is_err());
         assert!(ImageName::parse("app:").is_err());
         assert!(ImageName::parse("app@sha256:00").is_err());

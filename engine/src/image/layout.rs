@@ -68,13 +68,20 @@ pub fn parse_layout_ref(spec: &str) -> Result<(String, Selector), ImageError> {
     Ok((spec.to_string(), Selector::Default))
 }
 
-fn read_blob(layout: &Path, desc_digest: &str, expected_size: Option<u64>) -> Result<Vec<u8>, ImageError> {
+fn read_blob(
+    layout: &Path,
+    desc_digest: &str,
+    expected_size: Option<u64>,
+) -> Result<Vec<u8>, ImageError> {
     let digest: Digest = desc_digest.parse().map_err(|e| ImageError::Layout {
         layout: layout.to_path_buf(),
         reason: format!("{e}"),
     })?;
     let path = layout.join("blobs").join("sha256").join(digest.hex());
-    let data = std::fs::read(&path).map_err(|e| ImageError::Io { path: path.clone(), source: e })?;
+    let data = std::fs::read(&path).map_err(|e| ImageError::Io {
+        path: path.clone(),
+        source: e,
+    })?;
     if Digest::of(&data) != digest || expected_size.is_some_and(|s| s != data.len() as u64) {
         return Err(ImageError::Layout {
             layout: layout.to_path_buf(),
@@ -120,7 +127,10 @@ pub fn load(spec: &str, base_dir: &Path, platform: &Platform) -> Result<BaseImag
     let desc = match (&selector, candidates.as_slice()) {
         (_, [one]) => (*one).clone(),
         (Selector::Default, many) if many.len() > 1 => {
-            let latest: Vec<_> = many.iter().filter(|d| ref_name(d).as_deref() == Some("latest")).collect();
+            let latest: Vec<_> = many
+                .iter()
+                .filter(|d| ref_name(d).as_deref() == Some("latest"))
+                .collect();
             match latest.as_slice() {
                 [one] => (**one).clone(),
                 _ => {
@@ -167,12 +177,21 @@ pub fn load(spec: &str, base_dir: &Path, platform: &Platform) -> Result<BaseImag
     } else {
         desc
     };
-    let manifest_bytes = read_blob(&layout, &oci_digest(&manifest_desc), Some(manifest_desc.size()))?;
-    let manifest = ImageManifest::from_reader(&manifest_bytes[..]).map_err(|e| ImageError::Layout {
-        layout: layout.clone(),
-        reason: format!("manifest: {e}"),
-    })?;
-    let config_bytes = read_blob(&layout, &oci_digest(manifest.config()), Some(manifest.config().size()))?;
+    let manifest_bytes = read_blob(
+        &layout,
+        &oci_digest(&manifest_desc),
+        Some(manifest_desc.size()),
+    )?;
+    let manifest =
+        ImageManifest::from_reader(&manifest_bytes[..]).map_err(|e| ImageError::Layout {
+            layout: layout.clone(),
+            reason: format!("manifest: {e}"),
+        })?;
+    let config_bytes = read_blob(
+        &layout,
+        &oci_digest(manifest.config()),
+        Some(manifest.config().size()),
+    )?;
     let config: Value = serde_json::from_slice(&config_bytes).map_err(|e| ImageError::Layout {
         layout: layout.clone(),
         reason: format!("config: {e}"),
@@ -227,11 +246,23 @@ mod tests {
 
     #[test]
     fn splits_layout_references() {
-        assert_eq!(parse_layout_ref("dir").unwrap(), ("dir".into(), Selector::Default));
-        assert_eq!(parse_layout_ref("a/b:v1").unwrap(), ("a/b".into(), Selector::Tag("v1".into())));
-        assert_eq!(parse_layout_ref("./x:1/dir").unwrap(), ("./x:1/dir".into(), Selector::Default));
+        assert_eq!(
+            parse_layout_ref("dir").unwrap(),
+            ("dir".into(), Selector::Default)
+        );
+        assert_eq!(
+            parse_layout_ref("a/b:v1").unwrap(),
+            ("a/b".into(), Selector::Tag("v1".into()))
+        );
+        assert_eq!(
+            parse_layout_ref("./x:1/dir").unwrap(),
+            ("./x:1/dir".into(), Selector::Default)
+        );
         let d = Digest::of(b"x");
-        assert_eq!(parse_layout_ref(&format!("dir@{d}")).unwrap(), ("dir".into(), Selector::Digest(d)));
+        assert_eq!(
+            parse_layout_ref(&format!("dir@{d}")).unwrap(),
+            ("dir".into(), Selector::Digest(d))
+        );
         assert!(parse_layout_ref("dir@sha256:zz").is_err());
         assert!(parse_layout_ref("dir:").is_err());
     }

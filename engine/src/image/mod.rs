@@ -25,11 +25,17 @@ pub enum ImageError {
     #[error("`{}`: {reason}", layout.display())]
     Layout { layout: PathBuf, reason: String },
     #[error("image `{reference}` not found in the OCI layout (tags there: {})", if available.is_empty() { "none".to_string() } else { available.join(", ") })]
-    NotFound { reference: String, available: Vec<String> },
+    NotFound {
+        reference: String,
+        available: Vec<String>,
+    },
     #[error("image `{reference}` has no manifest for platform {platform}")]
     NoPlatform { reference: String, platform: String },
     #[error("reading `{}`: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A target platform (`linux/amd64`, `linux/arm64/v8`).
@@ -70,7 +76,9 @@ impl Platform {
                 architecture: arch.to_string(),
                 variant: Some(v.to_string()),
             }),
-            _ => Err(format!("invalid platform `{s}`: expected OS/ARCH[/VARIANT], e.g. linux/amd64")),
+            _ => Err(format!(
+                "invalid platform `{s}`: expected OS/ARCH[/VARIANT], e.g. linux/amd64"
+            )),
         }
     }
 }
@@ -203,25 +211,41 @@ pub fn assemble(inp: ImageInputs<'_>) -> AssembledImage {
         None => Map::new(),
     };
     // Host- or builder-specific fields a base may carry are not ours to repeat.
-    for k in ["container", "container_config", "docker_version", "id", "parent"] {
+    for k in [
+        "container",
+        "container_config",
+        "docker_version",
+        "id",
+        "parent",
+    ] {
         top.remove(k);
     }
     let mut history: Vec<Value> = match inp.base_config {
-        Some(b) => b.get("history").and_then(Value::as_array).cloned().unwrap_or_default(),
+        Some(b) => b
+            .get("history")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
         None => inp.inherited_history.clone(),
     };
     for h in inp.new_history {
         let mut e = Map::new();
         e.insert("created".into(), Value::String(created.clone()));
         e.insert("created_by".into(), Value::String(h.created_by.clone()));
-        e.insert("comment".into(), Value::String("strata.dockerfile.v1".into()));
+        e.insert(
+            "comment".into(),
+            Value::String("strata.dockerfile.v1".into()),
+        );
         if h.empty_layer {
             e.insert("empty_layer".into(), Value::Bool(true));
         }
         history.push(Value::Object(e));
     }
     top.insert("created".into(), Value::String(created));
-    top.insert("architecture".into(), Value::String(inp.platform.architecture.clone()));
+    top.insert(
+        "architecture".into(),
+        Value::String(inp.platform.architecture.clone()),
+    );
     top.insert("os".into(), Value::String(inp.platform.os.clone()));
     match &inp.platform.variant {
         Some(v) => top.insert("variant".into(), Value::String(v.clone())),
@@ -300,7 +324,10 @@ mod tests {
 
     #[test]
     fn platform_parsing() {
-        assert_eq!(Platform::parse("linux/arm64/v8").unwrap().to_string(), "linux/arm64/v8");
+        assert_eq!(
+            Platform::parse("linux/arm64/v8").unwrap().to_string(),
+            "linux/arm64/v8"
+        );
         assert!(Platform::parse("linux").is_err());
         assert!(Platform::parse("linux//").is_err());
     }

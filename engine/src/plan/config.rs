@@ -33,7 +33,10 @@ pub struct ConfigState {
 
 impl ConfigState {
     pub fn env_get(&self, key: &str) -> Option<&str> {
-        self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn env_set(&mut self, key: String, value: String) {
@@ -56,13 +59,19 @@ impl ConfigState {
             base: Some(config.clone()),
             ..Default::default()
         };
-        st.author = config.get("author").and_then(Value::as_str).map(str::to_string);
+        st.author = config
+            .get("author")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let Some(c) = config.get("config").and_then(Value::as_object) else {
             return st;
         };
         let strings = |v: Option<&Value>| -> Option<Vec<String>> {
-            v.and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
+            v.and_then(Value::as_array).map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
         };
         if let Some(env) = strings(c.get("Env")) {
             for kv in env {
@@ -70,7 +79,11 @@ impl ConfigState {
                 st.env_set(k.to_string(), v.to_string());
             }
         }
-        st.user = c.get("User").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string);
+        st.user = c
+            .get("User")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
         st.workdir = c
             .get("WorkingDir")
             .and_then(Value::as_str)
@@ -91,7 +104,10 @@ impl ConfigState {
         if let Some(p) = c.get("Volumes").and_then(Value::as_object) {
             st.volumes.extend(p.keys().cloned());
         }
-        st.stop_signal = c.get("StopSignal").and_then(Value::as_str).map(str::to_string);
+        st.stop_signal = c
+            .get("StopSignal")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         st.shell = strings(c.get("Shell"));
         st.healthcheck = c.get("Healthcheck").cloned();
         st.onbuild = strings(c.get("OnBuild")).unwrap_or_default();
@@ -101,7 +117,12 @@ impl ConfigState {
     /// The `config` object for the image configuration. Absent fields are omitted (never
     /// `null`), so the JSON does not depend on how a value came to be empty.
     pub fn to_config_object(&self) -> Value {
-        let mut c = match self.base.as_ref().and_then(|b| b.get("config")).and_then(Value::as_object) {
+        let mut c = match self
+            .base
+            .as_ref()
+            .and_then(|b| b.get("config"))
+            .and_then(Value::as_object)
+        {
             Some(m) => m.clone(),
             None => Map::new(),
         };
@@ -113,7 +134,8 @@ impl ConfigState {
                 c.remove(k);
             }
         };
-        let strs = |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
+        let strs =
+            |v: &[String]| Value::Array(v.iter().map(|s| Value::String(s.clone())).collect());
         let env: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         set("Env", (!env.is_empty()).then(|| strs(&env)));
         set("User", self.user.clone().map(Value::String));
@@ -121,10 +143,20 @@ impl ConfigState {
         set("Cmd", self.cmd.as_deref().map(strs));
         set("Entrypoint", self.entrypoint.as_deref().map(strs));
         let obj_of = |set: &BTreeSet<String>| {
-            Value::Object(set.iter().map(|k| (k.clone(), Value::Object(Map::new()))).collect())
+            Value::Object(
+                set.iter()
+                    .map(|k| (k.clone(), Value::Object(Map::new())))
+                    .collect(),
+            )
         };
-        set("ExposedPorts", (!self.exposed_ports.is_empty()).then(|| obj_of(&self.exposed_ports)));
-        set("Volumes", (!self.volumes.is_empty()).then(|| obj_of(&self.volumes)));
+        set(
+            "ExposedPorts",
+            (!self.exposed_ports.is_empty()).then(|| obj_of(&self.exposed_ports)),
+        );
+        set(
+            "Volumes",
+            (!self.volumes.is_empty()).then(|| obj_of(&self.volumes)),
+        );
         set(
             "Labels",
             (!self.labels.is_empty()).then(|| {
@@ -139,7 +171,10 @@ impl ConfigState {
         set("StopSignal", self.stop_signal.clone().map(Value::String));
         set("Shell", self.shell.as_deref().map(strs));
         set("Healthcheck", self.healthcheck.clone());
-        set("OnBuild", (!self.onbuild.is_empty()).then(|| strs(&self.onbuild)));
+        set(
+            "OnBuild",
+            (!self.onbuild.is_empty()).then(|| strs(&self.onbuild)),
+        );
         Value::Object(c)
     }
 }
@@ -159,7 +194,10 @@ mod tests {
         st.exposed_ports.insert("80/tcp".into());
         let cfg = serde_json::json!({ "config": st.to_config_object(), "author": null });
         let back = ConfigState::from_image_config(&cfg);
-        assert_eq!(back.env, vec![("PATH".into(), "/usr/bin".into()), ("A".into(), "1".into())]);
+        assert_eq!(
+            back.env,
+            vec![("PATH".into(), "/usr/bin".into()), ("A".into(), "1".into())]
+        );
         assert_eq!(back.user.as_deref(), Some("app"));
         assert_eq!(back.labels, st.labels);
         assert_eq!(back.exposed_ports, st.exposed_ports);

@@ -88,8 +88,19 @@ mod tests {
     #[test]
     fn key_is_stable() {
         // Golden value: changing the encoding must be deliberate (bump KEY_VERSION).
-        let k = KeyHasher::new("golden").str("path", "app/main.rs").u64("mode", 0o644).finish();
-        assert_eq!(short(&k), short(&KeyHasher::new("golden").str("path", "app/main.rs").u64("mode", 0o644).finish()));
+        let k = KeyHasher::new("golden")
+            .str("path", "app/main.rs")
+            .u64("mode", 0o644)
+            .finish();
+        assert_eq!(
+            short(&k),
+            short(
+                &KeyHasher::new("golden")
+                    .str("path", "app/main.rs")
+                    .u64("mode", 0o644)
+                    .finish()
+            )
+        );
         assert_eq!(hex::encode(k).len(), 64);
     }
 }

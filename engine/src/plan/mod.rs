@@ -77,7 +77,9 @@ pub struct CopySpec {
 pub enum StepKind {
     /// A config-only instruction; `state` is the canonical encoding of the config and ARGs in
     /// scope after it, which is all later steps can depend on.
-    Config { state: Vec<u8> },
+    Config {
+        state: Vec<u8>,
+    },
     Copy(Box<CopySpec>),
 }
 
@@ -129,8 +131,16 @@ struct Planner<'a> {
 
 /// Names valid as `--build-arg` without being declared (Docker's proxy args).
 const PROXY_ARGS: &[&str] = &[
-    "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY",
-    "no_proxy", "ALL_PROXY", "all_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
 ];
 
 impl<'a> Planner<'a> {
@@ -141,28 +151,55 @@ impl<'a> Planner<'a> {
         predefined.insert("TARGETPLATFORM".into(), p.to_string());
         predefined.insert("TARGETOS".into(), p.os.clone());
         predefined.insert("TARGETARCH".into(), p.architecture.clone());
-        predefined.insert("TARGETVARIANT".into(), p.variant.clone().unwrap_or_default());
+        predefined.insert(
+            "TARGETVARIANT".into(),
+            p.variant.clone().unwrap_or_default(),
+        );
         predefined.insert("BUILDPLATFORM".into(), host.to_string());
         predefined.insert("BUILDOS".into(), host.os.clone());
         predefined.insert("BUILDARCH".into(), host.architecture.clone());
-        predefined.insert("BUILDVARIANT".into(), host.variant.clone().unwrap_or_default());
-        Planner { req, escape, predefined, consumed_args: BTreeSet::new() }
+        predefined.insert(
+            "BUILDVARIANT".into(),
+            host.variant.clone().unwrap_or_default(),
+        );
+        Planner {
+            req,
+            escape,
+            predefined,
+            consumed_args: BTreeSet::new(),
+        }
     }
 
     fn diag(&self, span: Span, msg: impl Into<String>) -> Diagnostic {
         Diagnostic::new(&self.req.dockerfile_name, &self.req.source, span, msg)
     }
 
-    fn expand(&self, w: &Word, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, Diagnostic> {
+    fn expand(
+        &self,
+        w: &Word,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<String, Diagnostic> {
         expand_word(&w.raw, self.escape, lookup).map_err(|e| {
-            let span = Span { line: w.span.line, col: w.span.col + e.offset, len: 1 };
+            let span = Span {
+                line: w.span.line,
+                col: w.span.col + e.offset,
+                len: 1,
+            };
             self.diag(span, format!("cannot expand `{}`: {}", w.raw, e.message))
         })
     }
 
-    fn expand_many(&self, w: &Word, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Vec<String>, Diagnostic> {
+    fn expand_many(
+        &self,
+        w: &Word,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<String>, Diagnostic> {
         expand_words(&w.raw, self.escape, lookup).map_err(|e| {
-            let span = Span { line: w.span.line, col: w.span.col + e.offset, len: 1 };
+            let span = Span {
+                line: w.span.line,
+                col: w.span.col + e.offset,
+                len: 1,
+            };
             self.diag(span, format!("cannot expand `{}`: {}", w.raw, e.message))
         })
     }
@@ -201,19 +238,31 @@ impl<'a> Planner<'a> {
             } else if let Some(last) = raw_stages.last_mut() {
                 last.1.push(i);
             } else {
-                return Err(self.diag(i.span, format!("{} before the first FROM", i.command.keyword())));
+                return Err(self.diag(
+                    i.span,
+                    format!("{} before the first FROM", i.command.keyword()),
+                ));
             }
         }
         if raw_stages.is_empty() {
             return Err(self
-                .diag(Span { line: 1, col: 1, len: 1 }, "no FROM instruction in the Dockerfile")
+                .diag(
+                    Span {
+                        line: 1,
+                        col: 1,
+                        len: 1,
+                    },
+                    "no FROM instruction in the Dockerfile",
+                )
                 .with_hint("a Dockerfile starts with `FROM scratch` or `FROM <image>`"));
         }
 
         // Stage names first, so COPY --from can refer to any stage and cycles can be found.
         let mut names: Vec<Option<String>> = Vec::new();
         for (from, _) in &raw_stages {
-            let Command::From(f) = &from.command else { unreachable!() };
+            let Command::From(f) = &from.command else {
+                unreachable!()
+            };
             let name = f.alias.as_ref().map(|a| a.raw.to_ascii_lowercase());
             if let Some(n) = &name {
                 if names.iter().any(|x| x.as_deref() == Some(n.as_str())) {
@@ -234,15 +283,26 @@ impl<'a> Planner<'a> {
             None => stages.len() - 1,
             Some(t) => {
                 let tl = t.to_ascii_lowercase();
-                names.iter().position(|n| n.as_deref() == Some(tl.as_str())).ok_or_else(|| {
-                    let known: Vec<String> = names.iter().flatten().map(|n| format!("`{n}`")).collect();
-                    self.diag(Span { line: 1, col: 1, len: 1 }, format!("target stage `{t}` not found"))
+                names
+                    .iter()
+                    .position(|n| n.as_deref() == Some(tl.as_str()))
+                    .ok_or_else(|| {
+                        let known: Vec<String> =
+                            names.iter().flatten().map(|n| format!("`{n}`")).collect();
+                        self.diag(
+                            Span {
+                                line: 1,
+                                col: 1,
+                                len: 1,
+                            },
+                            format!("target stage `{t}` not found"),
+                        )
                         .with_hint(if known.is_empty() {
                             "the Dockerfile names no stages (`FROM … AS name`)".to_string()
                         } else {
                             format!("stages: {}", known.join(", "))
                         })
-                })?
+                    })?
             }
         };
         let order = self.build_order(&stages, target)?;
@@ -257,10 +317,19 @@ impl<'a> Planner<'a> {
         if !unused.is_empty() {
             warnings.push(format!(
                 "build arguments not consumed by any ARG: {}",
-                unused.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                unused
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
-        Ok(Plan { stages, target, order, warnings })
+        Ok(Plan {
+            stages,
+            target,
+            order,
+            warnings,
+        })
     }
 
     /// Depth-first from the target; a stage reached again while on the stack is a cycle.
@@ -301,18 +370,31 @@ impl<'a> Planner<'a> {
         }
         let mut state = vec![0u8; stages.len()];
         let mut order = Vec::new();
-        visit(self, stages, target, &mut state, &mut order, &mut Vec::new())?;
+        visit(
+            self,
+            stages,
+            target,
+            &mut state,
+            &mut order,
+            &mut Vec::new(),
+        )?;
         Ok(order)
     }
 
-    fn resolve_image(&self, w: &Word, spec: &str, platform: &Platform) -> Result<Box<BaseImage>, Diagnostic> {
+    fn resolve_image(
+        &self,
+        w: &Word,
+        spec: &str,
+        platform: &Platform,
+    ) -> Result<Box<BaseImage>, Diagnostic> {
         if let Some(rest) = spec.strip_prefix("oci-layout://") {
             return layout::load(rest, &self.req.context_dir, platform)
                 .map(Box::new)
                 .map_err(|e| self.diag(w.span, format!("{e}")));
         }
         if spec.contains("://") {
-            return Err(self.diag(w.span, format!("unsupported image source `{spec}`"))
+            return Err(self
+                .diag(w.span, format!("unsupported image source `{spec}`"))
                 .with_hint("use `scratch`, an earlier stage, or `oci-layout://DIR[:TAG]`"));
         }
         Err(self
@@ -331,7 +413,9 @@ impl<'a> Planner<'a> {
         names: &[Option<String>],
         done: &[Stage],
     ) -> Result<Stage, Diagnostic> {
-        let Command::From(f) = &from.command else { unreachable!() };
+        let Command::From(f) = &from.command else {
+            unreachable!()
+        };
         let look = |n: &str| lookup_global(globals, &self.predefined, n);
         let platform = match &f.platform {
             Some(w) => {
@@ -340,26 +424,46 @@ impl<'a> Planner<'a> {
             }
             None => self.req.platform.clone(),
         };
-        if platform.os != self.req.platform.os || platform.architecture != self.req.platform.architecture {
+        if platform.os != self.req.platform.os
+            || platform.architecture != self.req.platform.architecture
+        {
             let span = f.platform.as_ref().map(|w| w.span).unwrap_or(from.span);
             return Err(self
-                .diag(span, format!("error: building for platform {platform} is not supported yet"))
-                .with_hint(format!("strata builds for the host platform ({}) only", self.req.platform)));
+                .diag(
+                    span,
+                    format!("error: building for platform {platform} is not supported yet"),
+                )
+                .with_hint(format!(
+                    "strata builds for the host platform ({}) only",
+                    self.req.platform
+                )));
         }
         let image_word = self.expand(&f.image, &look)?;
         if image_word.is_empty() {
-            return Err(self.diag(f.image.span, "FROM names no image (the expression expanded to nothing)"));
+            return Err(self.diag(
+                f.image.span,
+                "FROM names no image (the expression expanded to nothing)",
+            ));
         }
         let lower = image_word.to_ascii_lowercase();
         let mut deps = Vec::new();
         let (base, mut cfg) = if lower == "scratch" {
             (Base::Scratch, ConfigState::default())
-        } else if let Some(i) = names[..index].iter().position(|n| n.as_deref() == Some(lower.as_str())) {
+        } else if let Some(i) = names[..index]
+            .iter()
+            .position(|n| n.as_deref() == Some(lower.as_str()))
+        {
             deps.push(i);
             (Base::Stage(i), done[i].config.clone())
-        } else if names[index..].iter().any(|n| n.as_deref() == Some(lower.as_str())) {
+        } else if names[index..]
+            .iter()
+            .any(|n| n.as_deref() == Some(lower.as_str()))
+        {
             return Err(self
-                .diag(f.image.span, format!("FROM refers to stage `{lower}`, which is defined later"))
+                .diag(
+                    f.image.span,
+                    format!("FROM refers to stage `{lower}`, which is defined later"),
+                )
                 .with_hint("a stage can only start from a stage defined above it"));
         } else {
             let img = self.resolve_image(&f.image, &image_word, &platform)?;
@@ -371,10 +475,16 @@ impl<'a> Planner<'a> {
         let mut steps = Vec::new();
         let mut cmd_set_here = false;
         for ins in body {
-            let lookup_env = |cfg: &ConfigState, args: &BTreeMap<String, Option<String>>, n: &str| {
-                cfg.env_get(n).map(str::to_string).or_else(|| args.get(n).cloned().flatten())
-            };
-            let mut history = Some(History { created_by: ins.text.clone(), empty_layer: true });
+            let lookup_env =
+                |cfg: &ConfigState, args: &BTreeMap<String, Option<String>>, n: &str| {
+                    cfg.env_get(n)
+                        .map(str::to_string)
+                        .or_else(|| args.get(n).cloned().flatten())
+                };
+            let mut history = Some(History {
+                created_by: ins.text.clone(),
+                empty_layer: true,
+            });
             let kind = match &ins.command {
                 Command::From(_) => unreachable!("stages are split at FROM"),
                 Command::Run(_) => {
@@ -531,7 +641,9 @@ impl<'a> Planner<'a> {
                     Some(StepKind::Copy(Box::new(spec)))
                 }
             };
-            let kind = kind.unwrap_or_else(|| StepKind::Config { state: encode_state(&cfg, &args) });
+            let kind = kind.unwrap_or_else(|| StepKind::Config {
+                state: encode_state(&cfg, &args),
+            });
             steps.push(Step {
                 keyword: ins.command.keyword(),
                 text: ins.text.clone(),
@@ -540,7 +652,15 @@ impl<'a> Planner<'a> {
                 history,
             });
         }
-        Ok(Stage { index, name: names[index].clone(), base, platform, steps, deps, config: cfg })
+        Ok(Stage {
+            index,
+            name: names[index].clone(),
+            base,
+            platform,
+            steps,
+            deps,
+            config: cfg,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -555,7 +675,11 @@ impl<'a> Planner<'a> {
         index: usize,
     ) -> Result<CopySpec, Diagnostic> {
         let kw = if add { "ADD" } else { "COPY" };
-        let l = |n: &str| cfg.env_get(n).map(str::to_string).or_else(|| args.get(n).cloned().flatten());
+        let l = |n: &str| {
+            cfg.env_get(n)
+                .map(str::to_string)
+                .or_else(|| args.get(n).cloned().flatten())
+        };
         let mut sources = Vec::new();
         for w in &c.sources {
             if let Some(name) = heredoc_name(&w.raw) {
@@ -563,26 +687,48 @@ impl<'a> Planner<'a> {
                     return Err(self.diag(w.span, format!("heredoc `{name}` has no body")));
                 };
                 let content = if h.expand {
-                    expand_heredoc(&h.content, self.escape, &l)
-                        .map_err(|e| self.diag(h.span, format!("cannot expand heredoc `{name}`: {e}")))?
+                    expand_heredoc(&h.content, self.escape, &l).map_err(|e| {
+                        self.diag(h.span, format!("cannot expand heredoc `{name}`: {e}"))
+                    })?
                 } else {
                     h.content.clone()
                 };
-                sources.push(CopySource::Heredoc { name: name.to_string(), content });
+                sources.push(CopySource::Heredoc {
+                    name: name.to_string(),
+                    content,
+                });
                 continue;
             }
-            let s = if c.json_form { w.raw.clone() } else { self.expand(w, &l)? };
+            let s = if c.json_form {
+                w.raw.clone()
+            } else {
+                self.expand(w, &l)?
+            };
             if s.is_empty() {
-                return Err(self.diag(w.span, format!("{kw} source `{}` expanded to an empty path", w.raw)));
+                return Err(self.diag(
+                    w.span,
+                    format!("{kw} source `{}` expanded to an empty path", w.raw),
+                ));
             }
             if add && (s.contains("://") || s.starts_with("git@")) {
                 return Err(self
-                    .diag(w.span, format!("error: ADD from a URL or git repository (`{s}`) is not supported yet"))
-                    .with_hint("download the file into the build context and ADD or COPY it from there"));
+                    .diag(
+                        w.span,
+                        format!(
+                            "error: ADD from a URL or git repository (`{s}`) is not supported yet"
+                        ),
+                    )
+                    .with_hint(
+                        "download the file into the build context and ADD or COPY it from there",
+                    ));
             }
             sources.push(CopySource::Path(s));
         }
-        let dest_raw = if c.json_form { c.dest.raw.clone() } else { self.expand(&c.dest, &l)? };
+        let dest_raw = if c.json_form {
+            c.dest.raw.clone()
+        } else {
+            self.expand(&c.dest, &l)?
+        };
         if dest_raw.is_empty() {
             return Err(self.diag(c.dest.span, format!("{kw} destination is empty")));
         }
@@ -593,7 +739,9 @@ impl<'a> Planner<'a> {
             format!("{}/{dest_raw}", cfg.workdir.as_deref().unwrap_or("/"))
         };
         let dest = clean_abs(&joined, dir_like);
-        let is_glob = sources.iter().any(|s| matches!(s, CopySource::Path(p) if crate::context::has_meta(p)));
+        let is_glob = sources
+            .iter()
+            .any(|s| matches!(s, CopySource::Path(p) if crate::context::has_meta(p)));
         if (sources.len() > 1 || is_glob) && !dest.ends_with('/') {
             // Docker allows this when dest is an existing directory; we cannot know that without
             // the rootfs at plan time, so we ask for the explicit form (deterministic either way).
@@ -608,14 +756,23 @@ impl<'a> Planner<'a> {
                 let lv = v.to_ascii_lowercase();
                 if let Some(i) = names.iter().position(|n| n.as_deref() == Some(lv.as_str())) {
                     if i == index {
-                        return Err(self.diag(w.span, format!("{kw} --from refers to its own stage `{v}`")));
+                        return Err(
+                            self.diag(w.span, format!("{kw} --from refers to its own stage `{v}`"))
+                        );
                     }
                     CopyFrom::Stage(i)
                 } else if let Ok(i) = v.parse::<usize>() {
                     if i >= index {
                         return Err(self
-                            .diag(w.span, format!("{kw} --from={i}: stage index must refer to an earlier stage"))
-                            .with_hint(format!("this is stage {index}; stages are numbered from 0")));
+                            .diag(
+                                w.span,
+                                format!(
+                                    "{kw} --from={i}: stage index must refer to an earlier stage"
+                                ),
+                            )
+                            .with_hint(format!(
+                                "this is stage {index}; stages are numbered from 0"
+                            )));
                     }
                     CopyFrom::Stage(i)
                 } else {
@@ -626,7 +783,11 @@ impl<'a> Planner<'a> {
         let chown = match &c.chown {
             Some(w) => {
                 let v = self.expand(w, &l)?;
-                if v.is_empty() || v.starts_with(':') || v.ends_with(':') || v.matches(':').count() > 1 {
+                if v.is_empty()
+                    || v.starts_with(':')
+                    || v.ends_with(':')
+                    || v.matches(':').count() > 1
+                {
                     return Err(self
                         .diag(w.span, format!("invalid --chown value `{v}`"))
                         .with_hint("use USER, USER:GROUP, UID or UID:GID"));
@@ -638,7 +799,9 @@ impl<'a> Planner<'a> {
         let chmod = match &c.chmod {
             Some(w) => {
                 let v = self.expand(w, &l)?;
-                let m = u32::from_str_radix(&v, 8).ok().filter(|m| *m <= 0o7777 && !v.is_empty());
+                let m = u32::from_str_radix(&v, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777 && !v.is_empty());
                 Some(m.ok_or_else(|| {
                     self.diag(w.span, format!("invalid --chmod value `{v}`"))
                         .with_hint("use an octal mode such as 755 or 0644")
@@ -653,7 +816,16 @@ impl<'a> Planner<'a> {
         if add && !matches!(c.from, None) {
             return Err(self.diag(ins.span, "ADD does not take --from"));
         }
-        Ok(CopySpec { add, from, sources, dest, chown, chmod, link: c.link, excludes })
+        Ok(CopySpec {
+            add,
+            from,
+            sources,
+            dest,
+            chown,
+            chmod,
+            link: c.link,
+            excludes,
+        })
     }
 
     fn healthcheck(&self, h: &ast::HealthcheckCmd, cfg: &ConfigState) -> Result<Value, Diagnostic> {
@@ -679,13 +851,17 @@ impl<'a> Planner<'a> {
         ] {
             if let Some(w) = w {
                 let ns = parse_duration(&w.raw).ok_or_else(|| {
-                    self.diag(w.span, format!("invalid duration `{}`", w.raw)).with_hint("use e.g. 30s, 1m30s, 500ms")
+                    self.diag(w.span, format!("invalid duration `{}`", w.raw))
+                        .with_hint("use e.g. 30s, 1m30s, 500ms")
                 })?;
                 obj.insert(name.into(), json!(ns));
             }
         }
         if let Some(w) = &h.retries {
-            let n: u64 = w.raw.parse().map_err(|_| self.diag(w.span, format!("invalid --retries value `{}`", w.raw)))?;
+            let n: u64 = w
+                .raw
+                .parse()
+                .map_err(|_| self.diag(w.span, format!("invalid --retries value `{}`", w.raw)))?;
             obj.insert("Retries".into(), json!(n));
         }
         Ok(Value::Object(obj))
@@ -712,7 +888,11 @@ fn heredoc_name(raw: &str) -> Option<&str> {
 
 /// Expands `$VAR` in a heredoc body line by line, keeping the line structure (quotes are
 /// literal in a heredoc, so each line is expanded as if double-quoted).
-fn expand_heredoc(content: &str, escape: char, l: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+fn expand_heredoc(
+    content: &str,
+    escape: char,
+    l: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, String> {
     let mut out = String::new();
     for line in content.split_inclusive('\n') {
         let (body, nl) = match line.strip_suffix('\n') {
@@ -720,7 +900,11 @@ fn expand_heredoc(content: &str, escape: char, l: &dyn Fn(&str) -> Option<String
             None => (line, ""),
         };
         // Protect quotes so the word expander keeps them literally.
-        let quoted = format!("\"{}\"", body.replace(escape, &format!("{escape}{escape}")).replace('"', &format!("{escape}\"")));
+        let quoted = format!(
+            "\"{}\"",
+            body.replace(escape, &format!("{escape}{escape}"))
+                .replace('"', &format!("{escape}\""))
+        );
         let expanded = expand_word(&quoted, escape, l).map_err(|e| e.message)?;
         out.push_str(&expanded);
         out.push_str(nl);
@@ -746,11 +930,16 @@ fn expose_ports(spec: &str) -> Result<Vec<String>, String> {
         None => (spec, "tcp".to_string()),
     };
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(format!("invalid protocol in EXPOSE `{spec}` (tcp, udp or sctp)"));
+        return Err(format!(
+            "invalid protocol in EXPOSE `{spec}` (tcp, udp or sctp)"
+        ));
     }
     let bad = || format!("invalid port in EXPOSE `{spec}`");
     let (lo, hi) = match ports.split_once('-') {
-        Some((a, b)) => (a.parse::<u16>().map_err(|_| bad())?, b.parse::<u16>().map_err(|_| bad())?),
+        Some((a, b)) => (
+            a.parse::<u16>().map_err(|_| bad())?,
+            b.parse::<u16>().map_err(|_| bad())?,
+        ),
         None => {
             let p = ports.parse::<u16>().map_err(|_| bad())?;
             (p, p)
@@ -776,7 +965,9 @@ fn parse_duration(s: &str) -> Option<u64> {
         let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
         let n: f64 = rest[..num_len].parse().ok()?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let mult = match &rest[..unit_len] {
             "ns" => 1.0,
             "us" | "µs" => 1e3,
