@@ -68,6 +68,7 @@ fn bench_build(c: &mut Criterion) {
         no_cache,
         jobs: 2,
         explain_scope: "bench".into(),
+        sde_env: None,
     };
     let mut g = c.benchmark_group("build");
     g.sample_size(10);

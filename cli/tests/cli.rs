@@ -8,6 +8,9 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+#[path = "cli/run_steps.rs"]
+mod run_steps;
+
 fn strata() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
     c.env_remove("SOURCE_DATE_EPOCH").env_remove("STRATA_STORE");
@@ -447,9 +450,9 @@ fn from_oci_layout_builds_on_a_local_image() {
 fn errors_are_clear_and_build_nothing() {
     let cases: &[(&str, &str, &[&str])] = &[
         (
-            "FROM scratch\nRUN echo hi\n",
-            "RUN is not supported yet",
-            &["Dockerfile:2:1"],
+            "FROM scratch\nRUN --mount=type=secret,id=x cat /x\n",
+            "RUN --mount=type=secret is not supported yet",
+            &["Dockerfile:2:"],
         ),
         (
             "FROM scratch\nCOPPY a /a\n",

@@ -84,6 +84,7 @@ fn build_args(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 
 pub fn run(store_dir: &Path, a: BuildArgs) -> anyhow::Result<i32> {
     let sde = source_date_epoch(a.source_date_epoch)?;
+    let sde_explicit = a.source_date_epoch.is_some() || std::env::var_os("SOURCE_DATE_EPOCH").is_some_and(|v| !v.is_empty());
     let compression: Compression = a
         .compression
         .parse()
@@ -156,6 +157,7 @@ pub fn run(store_dir: &Path, a: BuildArgs) -> anyhow::Result<i32> {
         no_cache: a.no_cache,
         jobs,
         explain_scope: format!("{}\0{}", context_dir.display(), dockerfile_abs.display()),
+        sde_env: sde_explicit.then_some(sde),
     };
     let started = std::time::Instant::now();
     let out = build::run(&plan, &ctx, &store, &opts, &reporter)?;

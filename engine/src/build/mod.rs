@@ -8,6 +8,7 @@
 pub mod copy;
 pub mod progress;
 pub mod rootfs;
+mod run_step;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,7 +22,7 @@ use crate::context::{Context, ContextError};
 use crate::image::{self, AssembledImage, ImageInputs, LayerDesc};
 use crate::layer::{self, Compression, LayerError};
 use crate::plan::key::{self, Key, KeyHasher};
-use crate::plan::{Base, CopyFrom, Plan, StepKind};
+use crate::plan::{self, Base, CopyFrom, Plan, StepKind};
 pub use progress::{Event, NoProgress, Progress, StepStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,12 @@ pub enum BuildError {
         layout: PathBuf,
         message: String,
     },
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error(transparent)]
+    Capture(#[from] crate::sandbox::capture::CaptureError),
+    #[error("RUN failed: `{command}` {status}")]
+    RunFailed { command: String, status: String },
     #[error("{stage_step}: {source}")]
     Step {
         stage_step: String,
@@ -71,6 +78,8 @@ pub struct BuildOptions {
     pub jobs: usize,
     /// Identifies the Dockerfile for `--explain` (the last key seen at each step).
     pub explain_scope: String,
+    /// `SOURCE_DATE_EPOCH` given explicitly by the user: RUN steps see it in their environment.
+    pub sde_env: Option<u64>,
 }
 
 /// What a stage left behind.
@@ -358,6 +367,38 @@ fn run_stage(
                     },
                     None,
                 )
+            }
+            StepKind::Run(run) => {
+                let mut env = run.env.clone();
+                if let Some(sde) = opts.sde_env {
+                    env.push(format!("SOURCE_DATE_EPOCH={sde}"));
+                }
+                let mut k = KeyHasher::new("run");
+                k.key("parent", &parent)
+                    .strs("argv", &run.argv)
+                    .strs("env", &env)
+                    .str("user", &run.user)
+                    .str("workdir", &run.workdir)
+                    .str("network", if run.network == plan::Network::Host { "host" } else { "none" })
+                    .str("compression", opts.compression.id());
+                for m in &run.cache_mounts {
+                    k.str("cache-mount", &m.target);
+                }
+                let k = k.finish();
+                let ins = KeyHasher::new("run-instruction").strs("argv", &run.argv).strs("env", &env).str("user", &run.user).str("workdir", &run.workdir).finish();
+                let inputs = vec![
+                    ExplainInput { name: "parent".into(), value: parent },
+                    ExplainInput { name: "instruction".into(), value: ins },
+                ];
+                let cached = if opts.no_cache { None } else { store.index().get_step(&k)? };
+                let cached_layer = cached.and_then(|r| r.layer).filter(|l| store.blobs().contains(&l.digest));
+                match cached_layer {
+                    Some(l) => (k, inputs, StepStatus::Cached, Some(l)),
+                    None => {
+                        let rec = run_step::execute(store, run, &env, &layers, opts, tmp.path()).map_err(wrap)?;
+                        (k, inputs, StepStatus::Executed, Some(rec))
+                    }
+                }
             }
             StepKind::Copy(spec) => {
                 let from_result;

@@ -73,8 +73,45 @@ pub struct CopySpec {
     pub excludes: Vec<String>,
 }
 
+/// How a RUN step reaches the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// Loopback only (the default: builds are hermetic).
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// A `--mount=type=cache` of a RUN step: a directory kept in the store, never in a layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheMount {
+    /// `id=` or, by default, the target path.
+    pub id: String,
+    pub target: String,
+}
+
+/// A fully resolved RUN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunStep {
+    /// What to execute: exec form as written, shell form through the stage's SHELL (heredocs
+    /// included in the script, for the shell to interpret as `sh` would).
+    pub argv: Vec<String>,
+    /// Exactly the process environment: the image's Env, then the ARGs in scope that Env does
+    /// not override, plus a default PATH when the image has none (as Docker).
+    pub env: Vec<String>,
+    pub user: String,
+    /// Absolute working directory (created if missing).
+    pub workdir: String,
+    pub network: Network,
+    pub cache_mounts: Vec<CacheMount>,
+}
+
+/// Docker's PATH for RUN when the image sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 #[derive(Debug, Clone)]
 pub enum StepKind {
+    Run(Box<RunStep>),
     /// A config-only instruction; `state` is the canonical encoding of the config and ARGs in
     /// scope after it, which is all later steps can depend on.
     Config {
@@ -487,10 +524,13 @@ impl<'a> Planner<'a> {
             });
             let kind = match &ins.command {
                 Command::From(_) => unreachable!("stages are split at FROM"),
-                Command::Run(_) => {
-                    return Err(self
-                        .diag(ins.span, "error: RUN is not supported yet")
-                        .with_hint("this version of strata builds Dockerfiles made of FROM, COPY, ADD and metadata instructions"))
+                Command::Run(r) => {
+                    let step = self.run_step(r, &cfg, &args)?;
+                    history = Some(History {
+                        created_by: ins.text.clone(),
+                        empty_layer: false,
+                    });
+                    Some(StepKind::Run(Box::new(step)))
                 }
                 Command::Arg(kvs) => {
                     history = None;
@@ -828,6 +868,114 @@ impl<'a> Planner<'a> {
         })
     }
 
+    fn run_step(
+        &self,
+        r: &ast::RunCmd,
+        cfg: &ConfigState,
+        args: &BTreeMap<String, Option<String>>,
+    ) -> Result<RunStep, Diagnostic> {
+        let mut network = Network::None;
+        let mut cache_mounts = Vec::new();
+        for f in &r.flags {
+            let value = f.value.as_ref().map(|w| w.raw.as_str()).unwrap_or("");
+            match f.name.as_str() {
+                "network" => {
+                    network = match value {
+                        "none" | "default" => Network::None,
+                        "host" => Network::Host,
+                        other => {
+                            return Err(self
+                                .diag(f.span, format!("unknown RUN --network value `{other}`"))
+                                .with_hint("use --network=none (the default) or --network=host"))
+                        }
+                    }
+                }
+                "mount" => {
+                    let mut kv = BTreeMap::new();
+                    for part in value.split(',') {
+                        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+                        kv.insert(k.trim().to_string(), v.trim().to_string());
+                    }
+                    let ty = kv.get("type").map(String::as_str).unwrap_or("bind");
+                    if ty != "cache" {
+                        return Err(self
+                            .diag(f.span, format!("error: RUN --mount=type={ty} is not supported yet"))
+                            .with_hint("only --mount=type=cache,target=PATH[,id=ID] is supported"));
+                    }
+                    let target = kv
+                        .get("target")
+                        .or_else(|| kv.get("dst"))
+                        .or_else(|| kv.get("destination"))
+                        .filter(|t| !t.is_empty())
+                        .ok_or_else(|| self.diag(f.span, "RUN --mount=type=cache needs target=PATH"))?;
+                    let target = if target.starts_with('/') {
+                        clean_abs(target, false)
+                    } else {
+                        clean_abs(&format!("{}/{target}", cfg.workdir.as_deref().unwrap_or("/")), false)
+                    };
+                    let id = kv.get("id").filter(|i| !i.is_empty()).cloned().unwrap_or_else(|| target.clone());
+                    cache_mounts.push(CacheMount { id, target });
+                }
+                "security" => {
+                    return Err(self.diag(f.span, format!("error: RUN --security={value} is not supported yet")))
+                }
+                other => {
+                    return Err(self
+                        .diag(f.span, format!("unknown flag `--{other}` for RUN"))
+                        .with_hint("RUN takes --network and --mount"))
+                }
+            }
+        }
+        let argv = match &r.command {
+            CommandLine::Exec(v) => {
+                if v.is_empty() {
+                    return Err(self.diag(Span::default(), "RUN with an empty command"));
+                }
+                v.clone()
+            }
+            CommandLine::Shell(w) => {
+                // Heredocs go to the shell as written: the shell expands unquoted ones at run
+                // time with the container's environment, exactly as BuildKit does.
+                let mut script = w.raw.clone();
+                let only_heredoc = r.heredocs.len() == 1 && heredoc_name(w.raw.trim()).is_some();
+                if only_heredoc {
+                    script = r.heredocs[0].content.clone();
+                } else {
+                    for h in &r.heredocs {
+                        script.push('\n');
+                        script.push_str(&h.content);
+                        script.push_str(&h.name);
+                    }
+                }
+                if script.trim().is_empty() {
+                    return Err(self.diag(w.span, "RUN with an empty command"));
+                }
+                let mut v = cfg.shell_or_default();
+                v.push(script);
+                v
+            }
+        };
+        let mut env: Vec<String> = cfg.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        for (k, v) in args {
+            if cfg.env_get(k).is_none() {
+                if let Some(v) = v {
+                    env.push(format!("{k}={v}"));
+                }
+            }
+        }
+        if cfg.env_get("PATH").is_none() && !args.contains_key("PATH") {
+            env.push(format!("PATH={DEFAULT_PATH}"));
+        }
+        Ok(RunStep {
+            argv,
+            env,
+            user: cfg.user.clone().unwrap_or_default(),
+            workdir: cfg.workdir.clone().unwrap_or_else(|| "/".to_string()),
+            network,
+            cache_mounts,
+        })
+    }
+
     fn healthcheck(&self, h: &ast::HealthcheckCmd, cfg: &ConfigState) -> Result<Value, Diagnostic> {
         let Some(test) = &h.test else {
             return Ok(json!({ "Test": ["NONE"] }));
@@ -1042,6 +1190,76 @@ mod tests {
         assert_eq!(parse_duration("1.5s"), Some(1_500_000_000));
         assert_eq!(parse_duration("10"), None);
         assert_eq!(parse_duration(""), None);
+    }
+
+    fn req(src: &str, args: &[(&str, &str)]) -> PlanRequest {
+        PlanRequest {
+            dockerfile_name: "Dockerfile".into(),
+            source: src.into(),
+            context_dir: std::env::temp_dir(),
+            build_args: args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            target: None,
+            platform: Platform::host(),
+        }
+    }
+
+    fn env_of(p: &Plan) -> Vec<(String, String)> {
+        p.stages[p.target].config.env.clone()
+    }
+
+    #[test]
+    fn arg_scoping_follows_docker() {
+        let src = "ARG V=global\nARG ONLY_GLOBAL=g\nFROM scratch\nARG V\nENV A=$V B=${ONLY_GLOBAL:-unset} C=${TARGETARCH:-none}\nARG TARGETARCH\nENV D=$TARGETARCH\n";
+        let p = plan(&req(src, &[])).unwrap();
+        let env = env_of(&p);
+        assert_eq!(env[0], ("A".into(), "global".into()));
+        assert_eq!(env[1], ("B".into(), "unset".into()), "global ARGs are not visible in a stage unless redeclared");
+        assert_eq!(env[2], ("C".into(), "none".into()), "predefined ARGs need a declaration in the stage");
+        assert_eq!(env[3], ("D".into(), Platform::host().architecture));
+        let p = plan(&req(src, &[("V", "override")])).unwrap();
+        assert_eq!(env_of(&p)[0].1, "override");
+    }
+
+    #[test]
+    fn env_sees_values_from_before_the_instruction() {
+        let p = plan(&req("FROM scratch\nENV X=1\nENV X=2 Y=$X\n", &[])).unwrap();
+        assert_eq!(env_of(&p), vec![("X".into(), "2".into()), ("Y".into(), "1".into())]);
+    }
+
+    #[test]
+    fn workdir_cmd_entrypoint_and_copy_destinations() {
+        let src = "FROM scratch AS a\nCMD [\"x\"]\nFROM a\nWORKDIR app\nWORKDIR sub/../src\nENTRYPOINT [\"e\"]\nCOPY f ./\n";
+        let p = plan(&req(src, &[])).unwrap();
+        let st = &p.stages[p.target];
+        assert_eq!(st.config.workdir.as_deref(), Some("/app/src"));
+        assert_eq!(st.config.cmd, None, "ENTRYPOINT resets an inherited CMD");
+        let StepKind::Copy(c) = &st.steps.last().unwrap().kind else { panic!() };
+        assert_eq!(c.dest, "/app/src/");
+        assert_eq!(p.order, vec![0, 1]);
+    }
+
+    #[test]
+    fn unused_build_args_warn_and_unknown_target_fails() {
+        let p = plan(&req("FROM scratch\n", &[("NOPE", "1"), ("HTTP_PROXY", "x")])).unwrap();
+        assert_eq!(p.warnings.len(), 1);
+        assert!(p.warnings[0].contains("NOPE"));
+        let mut r = req("FROM scratch AS one\n", &[]);
+        r.target = Some("two".into());
+        let e = plan(&r).unwrap_err();
+        assert!(e.message.contains("target stage `two` not found"), "{e}");
+        assert!(e.hint.unwrap().contains("`one`"));
+    }
+
+    #[test]
+    fn run_environment_and_shell_form() {
+        let src = "FROM scratch\nARG A=1\nENV A=env B=2\nARG C=3\nSHELL [\"/bin/bash\", \"-ec\"]\nRUN --network=host echo hi\n";
+        let p = plan(&req(src, &[])).unwrap();
+        let StepKind::Run(r) = &p.stages[0].steps.last().unwrap().kind else { panic!() };
+        assert_eq!(r.argv, vec!["/bin/bash", "-ec", "echo hi"]);
+        assert_eq!(r.env, vec!["A=env", "B=2", "C=3", &format!("PATH={DEFAULT_PATH}")]);
+        assert_eq!(r.network, Network::Host);
+        let e = plan(&req("FROM scratch\nRUN --mount=type=ssh true\n", &[])).unwrap_err();
+        assert!(e.message.contains("not supported yet"), "{e}");
     }
 
     #[test]

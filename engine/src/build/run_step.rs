@@ -1,0 +1,88 @@
+//! Executing a RUN step: parent layers as overlay lower dirs (unpacked once per diff_id), the
+//! command in the sandbox, the upper dir captured as a canonical layer.
+
+use std::path::Path;
+
+use strata_cache::{LayerRecord, Store};
+
+use crate::build::{BuildError, BuildOptions};
+use crate::image::LayerDesc;
+use crate::layer;
+use crate::plan::{Network, RunStep};
+use crate::sandbox::capture::{self, CaptureOptions};
+use crate::sandbox::exec::{self, RunOutcome, RunSpec};
+use crate::sandbox::snapshot::Snapshots;
+
+pub(crate) fn execute(
+    store: &Store,
+    run: &RunStep,
+    env: &[String],
+    layers: &[LayerDesc],
+    opts: &BuildOptions,
+    tmp: &Path,
+) -> Result<LayerRecord, BuildError> {
+    let snaps = Snapshots::new(store.root());
+    let mut lowers = Vec::new();
+    for l in layers {
+        lowers.push(snaps.ensure(store.blobs(), &l.diff_id, &l.digest, &l.media_type)?);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("run-")
+        .tempdir_in(tmp)
+        .map_err(|e| BuildError::Io { path: tmp.to_path_buf(), source: e })?;
+    let upper = dir.path().join("upper");
+    let work = dir.path().join("work");
+    for d in [&upper, &work] {
+        std::fs::create_dir(d).map_err(|e| BuildError::Io { path: d.clone(), source: e })?;
+    }
+    let cache_root = store.root().join("cache-mounts");
+    let mut cache_mounts = Vec::new();
+    for m in &run.cache_mounts {
+        let d = cache_root.join(blake3::hash(m.id.as_bytes()).to_hex().as_str());
+        std::fs::create_dir_all(&d).map_err(|e| BuildError::Io { path: d.clone(), source: e })?;
+        cache_mounts.push((d, m.target.clone()));
+    }
+    let spec = RunSpec {
+        lowers: lowers.clone(),
+        upper: upper.clone(),
+        work: work.clone(),
+        argv: run.argv.clone(),
+        env: env.to_vec(),
+        cwd: run.workdir.clone(),
+        user: run.user.clone(),
+        network: match run.network {
+            Network::None => exec::Network::None,
+            Network::Host => exec::Network::Host,
+        },
+        hostname: "strata".into(),
+        cache_mounts,
+    };
+    let outcome = exec::run(&spec)?;
+    let command = run.argv.last().cloned().unwrap_or_default();
+    match outcome {
+        RunOutcome::Exited(0) => {}
+        RunOutcome::Exited(c) => return Err(BuildError::RunFailed { command, status: format!("exited with code {c}") }),
+        RunOutcome::Signaled(s) => return Err(BuildError::RunFailed { command, status: format!("was killed by signal {s}") }),
+    }
+    let exclude = exec::injected_paths(&spec);
+    let entries = capture::capture(&CaptureOptions {
+        upper: &upper,
+        lowers: &lowers,
+        mtime: opts.source_date_epoch,
+        exclude: &exclude,
+        id_map: None,
+    })?;
+    let entries = layer::canonicalize(entries, opts.source_date_epoch)?;
+    let mut w = store.blobs().writer()?;
+    let out = layer::write_layer(&entries, opts.compression, &mut w)?;
+    let (digest, size) = w.commit()?;
+    let rec = LayerRecord {
+        diff_id: out.diff_id,
+        digest,
+        size,
+        media_type: out.media_type.to_string(),
+        uncompressed_size: out.uncompressed_size,
+    };
+    store.index().put_layer(&out.diff_id, opts.compression.id(), &rec)?;
+    Ok(rec)
+}
