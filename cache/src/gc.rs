@@ -153,27 +153,35 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
         }
     }
 
+    let young = |mtime: SystemTime| {
+        opts.now
+            .duration_since(mtime)
+            .map_or(true, |age| age < opts.min_blob_age)
+    };
+    let old_enough = |b: &BlobInfo| !young(b.mtime);
+
+    // Snapshots count towards usage whether or not they may go. A young one may be being
+    // unpacked by a build (the same rule as for blobs); a tagged layer's is kept.
     let snap_dir = store.root().join(SNAPSHOTS_DIR);
     let mut snapshots = Vec::new();
+    let mut snapshot_bytes = 0;
     if let Ok(entries) = fs::read_dir(&snap_dir) {
         for entry in entries {
             let entry = entry.at("read directory", &snap_dir)?;
-            let name = entry.file_name();
-            let protected = name
+            let size = dir_size(&entry.path());
+            snapshot_bytes += size;
+            let protected = entry
+                .file_name()
                 .to_str()
                 .and_then(|n| Digest::from_hex(n).ok())
                 .is_some_and(|d| protected_diff_ids.contains(&d));
-            if protected {
-                continue;
-            }
             let mtime = entry
                 .metadata()
                 .and_then(|m| m.modified())
                 .unwrap_or(UNIX_EPOCH);
-            snapshots.push((
-                unix(mtime),
-                Unit::Snapshot(entry.path(), dir_size(&entry.path())),
-            ));
+            if !protected && !young(mtime) {
+                snapshots.push((unix(mtime), Unit::Snapshot(entry.path(), size)));
+            }
         }
     }
 
@@ -181,6 +189,11 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
     for (key, rec) in &steps {
         let layer = rec.layer.as_ref().map(|l| l.digest);
         if layer.is_some_and(|d| protected.contains(&d)) {
+            continue;
+        }
+        // A step whose layer was just written is not a candidate: its blob stays anyway (the
+        // age rule), and dropping the record would only orphan it.
+        if layer.is_some_and(|d| blobs.get(&d).is_some_and(|b| young(b.mtime))) {
             continue;
         }
         let used = last_used
@@ -200,33 +213,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
         })
     });
 
-    let snapshot_bytes: u64 = units
-        .iter()
-        .map(|(_, u)| match u {
-            Unit::Snapshot(_, s) => *s,
-            Unit::Step(..) => 0,
-        })
-        .sum();
     let mut usage: u64 = blobs.values().map(|b| b.size).sum::<u64>() + snapshot_bytes;
-    // Protected snapshots count towards usage too (they are kept regardless).
-    if let Ok(entries) = fs::read_dir(&snap_dir) {
-        for entry in entries.flatten() {
-            let protected = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| Digest::from_hex(n).ok())
-                .is_some_and(|d| protected_diff_ids.contains(&d));
-            if protected {
-                usage += dir_size(&entry.path());
-            }
-        }
-    }
-
-    let old_enough = |b: &BlobInfo| {
-        opts.now
-            .duration_since(b.mtime)
-            .is_ok_and(|age| age >= opts.min_blob_age)
-    };
     let over = |usage: u64, used: u64| match opts.policy {
         GcPolicy::KeepStorage(max) => usage > max,
         GcPolicy::KeepDuration(d) => unix(opts.now).saturating_sub(used) > d.as_secs(),
@@ -611,10 +598,22 @@ mod tests {
             .unwrap();
         let (orphan, _) = s.blobs().put(b"orphan").unwrap();
         age(&s, &orphan, 3600);
+        // A step recorded just now, and a snapshot being unpacked.
+        let l = step(&s, 7, 10, 0);
+        age(&s, &l.digest, 60);
+        let snap = s.root().join(SNAPSHOTS_DIR).join(l.diff_id.hex());
+        fs::create_dir_all(&snap).unwrap();
+        File::open(&snap)
+            .unwrap()
+            .set_modified(now() - Duration::from_secs(60))
+            .unwrap();
         let r = gc(&s, &opts(GcPolicy::KeepStorage(0))).unwrap();
         assert!(s.blobs().contains(&fresh));
         assert!(!s.blobs().contains(&orphan));
-        assert_eq!(r.other_blobs, 1);
+        assert!(s.blobs().contains(&l.digest));
+        assert!(s.index().get_step(&[7; 32]).unwrap().is_some());
+        assert!(snap.exists());
+        assert_eq!((r.other_blobs, r.step_records, r.snapshots), (1, 0, 0));
     }
 
     #[test]
