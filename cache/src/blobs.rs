@@ -220,7 +220,13 @@ impl BlobWriter {
     fn place(&mut self, digest: &Digest) -> Result<(), StoreError> {
         let dest = self.dir.join(digest.hex());
         if dest.is_file() {
-            // Same content is already there; Drop removes our copy.
+            // Same content is already there; Drop removes our copy. Refresh its mtime: gc
+            // deletes an unreferenced blob only once it is old (gc::MIN_BLOB_AGE), and this one
+            // is about to be referenced again. Best effort: a read-only store still works.
+            let _ = File::options()
+                .write(true)
+                .open(&dest)
+                .and_then(|f| f.set_modified(SystemTime::now()));
             return Ok(());
         }
         fs::rename(&self.temp, &dest).at("rename into the store", &dest)?;

@@ -9,6 +9,7 @@
 //! | `y/`   | 32-byte diff_id, then the compression id      | [`LayerRecord`] |
 //! | `t/`   | absolute host path, raw bytes                 | [`StatEntry`]  |
 //! | `g/`   | tag name, UTF-8 (`myapp:1.0`)                 | [`TagRecord`]  |
+//! | `u/`   | 32-byte step key                              | `u64` last use, unix seconds |
 //!
 //! Every value is one schema-version byte ([`VALUE_SCHEMA`]) followed by its bincode encoding.
 //! A value with another version byte is reported as [`StoreError::Schema`], never a panic.
@@ -19,7 +20,10 @@
 //! Durability: step records, last-at pointers, layer records and tags are written with
 //! `sync = true`, since a build result the engine believes cached must survive a crash (and
 //! the engine only writes them after the blob they name is committed). Stat-cache writes are not
-//! synced: losing them costs a re-hash, never a wrong answer.
+//! synced: losing them costs a re-hash, never a wrong answer. Last-use times (`u/`, written by
+//! [`Index::touch_step`] on cache hits, read by `gc`) are not synced either: losing one only
+//! makes a step look older to the LRU eviction. They live apart from [`StepRecord`] so its
+//! schema does not change and a cache hit does not rewrite the whole record.
 
 use std::path::Path;
 
@@ -38,6 +42,7 @@ const LAST_AT: &[u8] = b"l/";
 const LAYER: &[u8] = b"y/";
 const STAT: &[u8] = b"t/";
 const TAG: &[u8] = b"g/";
+const USED: &[u8] = b"u/";
 
 /// The cached result of one build step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,11 +339,105 @@ impl Index {
         Ok(out)
     }
 
+    /// Every `(key, value)` whose key starts with `prefix`, prefix stripped, in key order.
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(prefix, Direction::Forward))
+        {
+            let (k, v) = item?;
+            let Some(rest) = k.strip_prefix(prefix) else {
+                break;
+            };
+            out.push((rest.to_vec(), v));
+        }
+        Ok(out)
+    }
+
+    /// Records that step `key32` was used now (a cache hit), for `gc`'s least-recently-used
+    /// eviction. Not synced: a lost update only makes the step look older.
+    pub fn touch_step(&self, key32: &[u8; 32]) -> Result<(), StoreError> {
+        self.touch_step_at(key32, crate::gc::unix_now())
+    }
+
+    /// [`Index::touch_step`] with an explicit time (seconds since the epoch).
+    pub fn touch_step_at(&self, key32: &[u8; 32], unix: u64) -> Result<(), StoreError> {
+        self.put(&key(USED, &[&key32[..]]), &unix, false)
+    }
+
+    /// When step `key32` was last used (`touch_step`), if ever recorded.
+    pub fn step_last_used(&self, key32: &[u8; 32]) -> Result<Option<u64>, StoreError> {
+        self.get("last-used", &key(USED, &[&key32[..]]))
+    }
+
+    /// All last-use times, by step key.
+    pub fn list_last_used(&self) -> Result<Vec<([u8; 32], u64)>, StoreError> {
+        self.scan(USED)?
+            .into_iter()
+            .map(|(k, v)| Ok((key32_of("last-used", &k)?, decode("last-used", &v)?)))
+            .collect()
+    }
+
+    /// All step records, by key order.
+    pub fn list_steps(&self) -> Result<Vec<([u8; 32], StepRecord)>, StoreError> {
+        self.scan(STEP)?
+            .into_iter()
+            .map(|(k, v)| Ok((key32_of("step", &k)?, decode("step", &v)?)))
+            .collect()
+    }
+
+    /// Removes a step record and its last-use time (synced, in one batch).
+    pub fn delete_step(&self, key32: &[u8; 32]) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.delete(key(STEP, &[&key32[..]]));
+        batch.delete(key(USED, &[&key32[..]]));
+        self.db.write_opt(batch, &synced())?;
+        Ok(())
+    }
+
+    /// All layer records: `(diff_id, compression id, record)`.
+    pub fn list_layers(&self) -> Result<Vec<(Digest, String, LayerRecord)>, StoreError> {
+        self.scan(LAYER)?
+            .into_iter()
+            .map(|(k, v)| {
+                let corrupt = || StoreError::Corrupt {
+                    what: "layer",
+                    reason: "malformed key".into(),
+                };
+                if k.len() < 32 {
+                    return Err(corrupt());
+                }
+                let diff_id = Digest::from_bytes(k[..32].try_into().expect("32 bytes"));
+                let compression = String::from_utf8(k[32..].to_vec()).map_err(|_| corrupt())?;
+                Ok((diff_id, compression, decode("layer", &v)?))
+            })
+            .collect()
+    }
+
+    pub fn delete_layer(&self, diff_id: &Digest, compression: &str) -> Result<(), StoreError> {
+        self.db.delete_opt(
+            key(LAYER, &[&diff_id.as_bytes()[..], compression.as_bytes()]),
+            &synced(),
+        )?;
+        Ok(())
+    }
+
     /// Writes a raw value; for tests of schema handling.
     #[cfg(test)]
     fn put_raw(&self, k: &[u8], v: &[u8]) {
         self.db.put(k, v).unwrap();
     }
+}
+
+/// A raw `(key without prefix, value)` pair from [`Index::scan`].
+type KeyValue = (Vec<u8>, Box<[u8]>);
+
+fn key32_of(what: &'static str, k: &[u8]) -> Result<[u8; 32], StoreError> {
+    k.try_into().map_err(|_| StoreError::Corrupt {
+        what,
+        reason: format!("key of {} bytes, expected 32", k.len()),
+    })
 }
 
 #[cfg(test)]
@@ -436,6 +535,50 @@ mod tests {
         assert!(!ix.delete_tag("alpha:latest").unwrap());
         assert_eq!(ix.get_tag("alpha:latest").unwrap(), None);
         assert_eq!(ix.list_tags().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn lists_and_deletes_steps_layers_and_last_use() {
+        let (_dir, ix) = index();
+        let rec = |n: u8| StepRecord {
+            layer: Some(layer(n)),
+            explain: vec![],
+            created_unix: n as u64,
+        };
+        ix.put_step(&[2; 32], &rec(2)).unwrap();
+        ix.put_step(&[1; 32], &rec(1)).unwrap();
+        // Records of other kinds around `s/` must not leak into the listing.
+        ix.put_tag(
+            "z",
+            &TagRecord {
+                manifest: Digest::of(b"m"),
+                config: Digest::of(b"c"),
+                media_type: String::new(),
+            },
+        )
+        .unwrap();
+        ix.put_last_at(&[1; 32], &[1; 32]).unwrap();
+        assert_eq!(
+            ix.list_steps().unwrap(),
+            vec![([1; 32], rec(1)), ([2; 32], rec(2))]
+        );
+        assert_eq!(ix.step_last_used(&[1; 32]).unwrap(), None);
+        ix.touch_step_at(&[1; 32], 42).unwrap();
+        assert_eq!(ix.step_last_used(&[1; 32]).unwrap(), Some(42));
+        assert_eq!(ix.list_last_used().unwrap(), vec![([1; 32], 42)]);
+        ix.delete_step(&[1; 32]).unwrap();
+        assert_eq!(ix.get_step(&[1; 32]).unwrap(), None);
+        assert_eq!(ix.step_last_used(&[1; 32]).unwrap(), None);
+        assert_eq!(ix.list_steps().unwrap().len(), 1);
+
+        ix.put_layer(&Digest::of(b"d"), "gzip-6", &layer(3))
+            .unwrap();
+        assert_eq!(
+            ix.list_layers().unwrap(),
+            vec![(Digest::of(b"d"), "gzip-6".to_string(), layer(3))]
+        );
+        ix.delete_layer(&Digest::of(b"d"), "gzip-6").unwrap();
+        assert!(ix.list_layers().unwrap().is_empty());
     }
 
     #[test]

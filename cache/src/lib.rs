@@ -7,6 +7,8 @@
 //! - [`Index`] maps step keys to [`StepRecord`]s, layer diff_ids to compressed
 //!   [`LayerRecord`]s, host paths to [`StatEntry`]s (the stat cache) and tag names to
 //!   [`TagRecord`]s.
+//! - [`fsck()`] re-hashes every blob and checks every record's references; [`gc()`] evicts
+//!   least recently used step records, layers and snapshots, never what a tag references.
 //!
 //! On disk:
 //!
@@ -15,6 +17,7 @@
 //! <root>/blobs/sha256/<hex>  content blobs (OCI image-layout shape, so exports can hard-link)
 //! <root>/tmp/                temporary files for writes (same file system: atomic rename)
 //! <root>/index-v1/           RocksDB
+//! <root>/snapshots-v1/<hex>/ unpacked layers by diff_id (evicted by gc)
 //! ```
 //!
 //! A store is used by one process at a time: RocksDB's lock on `index-v1` is the store lock.
@@ -23,6 +26,8 @@
 pub mod blobs;
 pub mod digest;
 pub mod error;
+pub mod fsck;
+pub mod gc;
 pub mod index;
 
 use std::fs;
@@ -35,6 +40,8 @@ use serde::{Deserialize, Serialize};
 pub use blobs::{BlobStore, BlobWriter, VerifyingReader};
 pub use digest::{Digest, DigestParseError, Sha256Hasher};
 pub use error::StoreError;
+pub use fsck::{fsck, FsckReport, Problem};
+pub use gc::{gc, GcOptions, GcPolicy, GcReport};
 pub use index::{ExplainInput, Index, LayerRecord, StatEntry, StepRecord, TagRecord};
 
 use error::IoContext;

@@ -24,6 +24,16 @@ pub enum Command {
     Build(BuildArgs),
     /// List the images tagged in the store
     Images,
+    /// Check the store: re-hash every blob, check every record's references
+    Fsck(FsckArgs),
+    /// Remove least recently used cache entries (never what a tag references)
+    Gc(GcArgs),
+    /// Remove tags (their blobs are left for `gc`)
+    Rmi(RmiArgs),
+    /// Print a tagged image's manifest digest and config
+    Inspect(InspectArgs),
+    /// Write a tagged image out as an OCI layout or archive
+    Export(ExportArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,4 +87,54 @@ pub struct BuildArgs {
     /// For every step that missed the cache, say why
     #[arg(long)]
     pub explain: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct FsckArgs {
+    /// Delete corrupt blobs, drop records and tags pointing at missing blobs, remove stale
+    /// temporary files; then check again
+    #[arg(long)]
+    pub repair: bool,
+}
+
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+pub struct GcPolicyArgs {
+    /// Keep at most SIZE of blobs and snapshots (10GB, 500MiB, 0)
+    #[arg(long, value_name = "SIZE")]
+    pub keep_storage: Option<String>,
+    /// Keep what was used within D (7d, 12h, 30m)
+    #[arg(long, value_name = "D")]
+    pub keep_duration: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub policy: GcPolicyArgs,
+    /// Say what would be freed; delete nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RmiArgs {
+    /// Tags to remove, NAME[:TAG]
+    #[arg(required = true, value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// A tag in the store, NAME[:TAG]
+    pub name: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// A tag in the store, NAME[:TAG]
+    pub name: String,
+    /// type=oci,dest=DIR | type=oci-archive,dest=FILE | type=docker-archive,dest=FILE (repeatable)
+    #[arg(short = 'o', long = "output", value_name = "SPEC", required = true)]
+    pub outputs: Vec<String>,
 }

@@ -15,12 +15,12 @@ use strata_engine::plan::{self, PlanRequest};
 use crate::args::BuildArgs;
 use crate::progress::Reporter;
 
-enum Output {
+pub(crate) enum Output {
     OciDir(PathBuf),
     Archive(ArchiveKind, PathBuf),
 }
 
-fn parse_output(spec: &str) -> anyhow::Result<Output> {
+pub(crate) fn parse_output(spec: &str) -> anyhow::Result<Output> {
     let mut kv = BTreeMap::new();
     for part in spec.split(',') {
         let (k, v) = part
@@ -49,7 +49,7 @@ fn parse_output(spec: &str) -> anyhow::Result<Output> {
     })
 }
 
-fn source_date_epoch(flag: Option<u64>) -> anyhow::Result<u64> {
+pub(crate) fn source_date_epoch(flag: Option<u64>) -> anyhow::Result<u64> {
     if let Some(v) = flag {
         return Ok(v);
     }

@@ -1,7 +1,12 @@
 //! Subcommand bodies: short, they call the libraries.
 
 mod build;
+mod export;
+mod fsck;
+mod gc;
 mod images;
+mod inspect;
+mod rmi;
 
 use std::path::PathBuf;
 
@@ -15,6 +20,11 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Build(a) => build::run(&store_dir, a),
         Command::Images => images::run(&store_dir),
+        Command::Fsck(a) => fsck::run(&store_dir, a),
+        Command::Gc(a) => gc::run(&store_dir, a),
+        Command::Rmi(a) => rmi::run(&store_dir, a),
+        Command::Inspect(a) => inspect::run(&store_dir, a),
+        Command::Export(a) => export::run(&store_dir, a),
     }
 }
 
@@ -38,4 +48,15 @@ fn store_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 pub fn open_store(dir: &std::path::Path) -> anyhow::Result<Store> {
     Store::open_with(dir, &|msg| eprintln!("{msg}"))
         .with_context(|| format!("opening the store at `{}`", dir.display()))
+}
+
+/// The stored tag for `NAME[:TAG]` (`:latest` when no tag is given), with its canonical name.
+fn find_tag(store: &Store, name: &str) -> anyhow::Result<(String, strata_cache::TagRecord)> {
+    let full = strata_engine::export::ImageName::parse(name)?.full();
+    match store.index().get_tag(&full)? {
+        Some(t) => Ok((full, t)),
+        None => {
+            anyhow::bail!("no image `{full}` in the store\nhint: `strata images` lists the tags")
+        }
+    }
 }

@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use serde_json::{json, Map, Value};
-use strata_cache::Digest;
+use strata_cache::{BlobStore, Digest};
 
 pub use layout::{BaseImage, LayerDesc};
 
@@ -36,6 +36,9 @@ pub enum ImageError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A stored manifest or config that cannot be read back into an image.
+    #[error("stored image {digest}: {reason}")]
+    Stored { digest: Digest, reason: String },
 }
 
 /// A target platform (`linux/amd64`, `linux/arm64/v8`).
@@ -188,6 +191,78 @@ pub struct AssembledImage {
     pub layers: Vec<ImageLayer>,
 }
 
+impl AssembledImage {
+    /// Reads an image back from the store: the manifest `manifest_digest`, its config and the
+    /// layer descriptors (diff_ids from the config's `rootfs`). Both JSON blobs are verified
+    /// against their digests; the layer blobs are not read.
+    pub fn from_store(
+        blobs: &BlobStore,
+        manifest_digest: &Digest,
+    ) -> Result<AssembledImage, ImageError> {
+        let bad = |digest: &Digest, reason: String| ImageError::Stored {
+            digest: *digest,
+            reason,
+        };
+        let read = |d: &Digest| {
+            blobs
+                .read_verified(d)
+                .map_err(|e| bad(manifest_digest, e.to_string()))
+        };
+        let parse = |d: &Digest, bytes: &[u8]| {
+            serde_json::from_slice::<Value>(bytes)
+                .map_err(|e| bad(d, format!("does not parse: {e}")))
+        };
+        let digest_in = |v: &Value, what: &str| -> Result<Digest, ImageError> {
+            v["digest"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad(manifest_digest, format!("{what} has no valid digest")))
+        };
+        let manifest = read(manifest_digest)?;
+        let m = parse(manifest_digest, &manifest)?;
+        let config_digest = digest_in(&m["config"], "the config descriptor")?;
+        let config = read(&config_digest)?;
+        let c = parse(&config_digest, &config)?;
+        let descs = m["layers"].as_array().cloned().unwrap_or_default();
+        let diff_ids = c["rootfs"]["diff_ids"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if descs.len() != diff_ids.len() {
+            return Err(bad(
+                manifest_digest,
+                format!(
+                    "{} layers in the manifest but {} diff_ids in the config",
+                    descs.len(),
+                    diff_ids.len()
+                ),
+            ));
+        }
+        let layers = descs
+            .iter()
+            .zip(&diff_ids)
+            .map(|(l, diff_id)| {
+                Ok(ImageLayer {
+                    digest: digest_in(l, "a layer descriptor")?,
+                    size: l["size"].as_u64().unwrap_or(0),
+                    media_type: l["mediaType"].as_str().unwrap_or_default().to_string(),
+                    diff_id: diff_id
+                        .as_str()
+                        .and_then(|s| s.parse().ok())
+                        .ok_or_else(|| bad(&config_digest, "invalid diff_id".into()))?,
+                })
+            })
+            .collect::<Result<Vec<_>, ImageError>>()?;
+        Ok(AssembledImage {
+            config,
+            config_digest,
+            manifest,
+            manifest_digest: *manifest_digest,
+            layers,
+        })
+    }
+}
+
 /// Inputs to [`assemble`].
 pub struct ImageInputs<'a> {
     pub platform: &'a Platform,
@@ -320,6 +395,39 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn from_store_reads_back_what_assemble_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = strata_cache::Store::open(dir.path()).unwrap();
+        let layers = [ImageLayer {
+            digest: Digest::of(b"layer"),
+            size: 5,
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            diff_id: Digest::of(b"tar"),
+        }];
+        let img = assemble(ImageInputs {
+            platform: &Platform::host(),
+            source_date_epoch: 0,
+            config_object: json!({"Labels": {"a": "b"}}),
+            author: None,
+            base_config: None,
+            inherited_history: vec![],
+            new_history: &[],
+            layers: &layers,
+        });
+        store.blobs().put(&img.config).unwrap();
+        store.blobs().put(&img.manifest).unwrap();
+        let back = AssembledImage::from_store(store.blobs(), &img.manifest_digest).unwrap();
+        assert_eq!(back.manifest, img.manifest);
+        assert_eq!(back.config, img.config);
+        assert_eq!(back.config_digest, img.config_digest);
+        assert_eq!(back.layers, img.layers);
+        assert!(matches!(
+            AssembledImage::from_store(store.blobs(), &Digest::of(b"nothing")),
+            Err(ImageError::Stored { .. })
+        ));
     }
 
     #[test]

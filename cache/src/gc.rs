@@ -1,0 +1,644 @@
+//! `gc`: least-recently-used eviction of step records, their layer blobs, unreferenced blobs
+//! and unpacked snapshots (`<root>/snapshots-v1/<diff_id hex>/`).
+//!
+//! Never removed: anything a tag references — the manifest, the config and the layers it
+//! names (tag → manifest → config + layers), and the snapshots of those layers' diff_ids. Step
+//! records whose layer is tagged are kept too: they cost no space and keep rebuilds cached.
+//!
+//! Last use: a step's last use is the later of its `created_unix` and the time the engine last
+//! recorded a cache hit with [`Index::touch_step`](crate::Index::touch_step); a snapshot's is
+//! its directory's mtime.
+//!
+//! Concurrency: a blob becomes referenced by a step record only after it is committed, so a
+//! blob that a concurrent build has just written (and not yet recorded) looks unreferenced. gc
+//! therefore deletes a blob only if it is unreferenced *and* its mtime is older than
+//! [`MIN_BLOB_AGE`] (10 minutes). A commit that finds its content already stored refreshes the
+//! existing blob's mtime (`BlobWriter::place`), so a reused old blob is protected the same way.
+//! (Today the index lock also keeps a second strata process out of the store while gc runs;
+//! the age rule keeps gc safe if that ever changes, and against builds in the same process.)
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::error::{IoContext, StoreError};
+use crate::{Digest, Store};
+
+/// Blobs younger than this are never deleted (see the module docs).
+pub const MIN_BLOB_AGE: Duration = Duration::from_secs(600);
+
+/// The directory of unpacked layers, one per diff_id.
+pub const SNAPSHOTS_DIR: &str = "snapshots-v1";
+
+/// What to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcPolicy {
+    /// Evict least recently used entries until blobs + snapshots take at most this many bytes.
+    KeepStorage(u64),
+    /// Evict everything not used for this long.
+    KeepDuration(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    pub policy: GcPolicy,
+    /// Report what would be freed; delete nothing.
+    pub dry_run: bool,
+    /// The current time (tests pass a fixed one).
+    pub now: SystemTime,
+    /// Normally [`MIN_BLOB_AGE`].
+    pub min_blob_age: Duration,
+}
+
+impl GcOptions {
+    pub fn new(policy: GcPolicy) -> GcOptions {
+        GcOptions {
+            policy,
+            dry_run: false,
+            now: SystemTime::now(),
+            min_blob_age: MIN_BLOB_AGE,
+        }
+    }
+}
+
+/// What [`gc`] freed (or, with `dry_run`, would free).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct GcReport {
+    pub freed_bytes: u64,
+    /// Layer blobs removed (blobs some step record referenced).
+    pub layers: usize,
+    /// Other unreferenced blobs removed (configs and manifests of untagged builds, orphans).
+    pub other_blobs: usize,
+    pub step_records: usize,
+    pub snapshots: usize,
+    /// Bytes of blobs and snapshots left.
+    pub kept_bytes: u64,
+    /// Every blob removed.
+    pub removed_blobs: Vec<Digest>,
+}
+
+impl std::fmt::Display for GcReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} layers, {} step records, {} snapshots, {} other blobs",
+            format_size(self.freed_bytes),
+            self.layers,
+            self.step_records,
+            self.snapshots,
+            self.other_blobs
+        )
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+struct BlobInfo {
+    size: u64,
+    mtime: SystemTime,
+}
+
+/// One thing LRU eviction can remove.
+enum Unit {
+    Step([u8; 32], Option<Digest>),
+    Snapshot(PathBuf, u64),
+}
+
+/// Runs garbage collection.
+pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
+    let (protected, protected_diff_ids) = protected(store)?;
+
+    let blob_dir = store.root().join("blobs").join("sha256");
+    let mut blobs: BTreeMap<Digest, BlobInfo> = BTreeMap::new();
+    for entry in fs::read_dir(&blob_dir).at("read directory", &blob_dir)? {
+        let entry = entry.at("read directory", &blob_dir)?;
+        let Some(d) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| Digest::from_hex(n).ok())
+        else {
+            continue;
+        };
+        let Ok(meta) = entry.metadata() else { continue };
+        blobs.insert(
+            d,
+            BlobInfo {
+                size: meta.len(),
+                mtime: meta.modified().unwrap_or(UNIX_EPOCH),
+            },
+        );
+    }
+
+    let last_used: BTreeMap<[u8; 32], u64> = store.index().list_last_used()?.into_iter().collect();
+    let steps = store.index().list_steps()?;
+    // How many remaining step records reference each blob.
+    let mut refs: BTreeMap<Digest, usize> = BTreeMap::new();
+    for (_, rec) in &steps {
+        if let Some(l) = &rec.layer {
+            *refs.entry(l.digest).or_default() += 1;
+        }
+    }
+
+    let young = |mtime: SystemTime| {
+        opts.now
+            .duration_since(mtime)
+            .map_or(true, |age| age < opts.min_blob_age)
+    };
+    let old_enough = |b: &BlobInfo| !young(b.mtime);
+
+    // Snapshots count towards usage whether or not they may go. A young one may be being
+    // unpacked by a build (the same rule as for blobs); a tagged layer's is kept.
+    let snap_dir = store.root().join(SNAPSHOTS_DIR);
+    let mut snapshots = Vec::new();
+    let mut snapshot_bytes = 0;
+    if let Ok(entries) = fs::read_dir(&snap_dir) {
+        for entry in entries {
+            let entry = entry.at("read directory", &snap_dir)?;
+            let size = dir_size(&entry.path());
+            snapshot_bytes += size;
+            let protected = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+                .is_some_and(|d| protected_diff_ids.contains(&d));
+            let mtime = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(UNIX_EPOCH);
+            if !protected && !young(mtime) {
+                snapshots.push((unix(mtime), Unit::Snapshot(entry.path(), size)));
+            }
+        }
+    }
+
+    let mut units: Vec<(u64, Unit)> = snapshots;
+    for (key, rec) in &steps {
+        let layer = rec.layer.as_ref().map(|l| l.digest);
+        if layer.is_some_and(|d| protected.contains(&d)) {
+            continue;
+        }
+        // A step whose layer was just written is not a candidate: its blob stays anyway (the
+        // age rule), and dropping the record would only orphan it.
+        if layer.is_some_and(|d| blobs.get(&d).is_some_and(|b| young(b.mtime))) {
+            continue;
+        }
+        let used = last_used
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+            .max(rec.created_unix);
+        units.push((used, Unit::Step(*key, layer)));
+    }
+    // Least recently used first; ties broken by what they are, so the order is stable.
+    units.sort_by(|a, b| {
+        a.0.cmp(&b.0).then_with(|| match (&a.1, &b.1) {
+            (Unit::Step(x, _), Unit::Step(y, _)) => x.cmp(y),
+            (Unit::Snapshot(x, _), Unit::Snapshot(y, _)) => x.cmp(y),
+            (Unit::Step(..), Unit::Snapshot(..)) => std::cmp::Ordering::Less,
+            (Unit::Snapshot(..), Unit::Step(..)) => std::cmp::Ordering::Greater,
+        })
+    });
+
+    let mut usage: u64 = blobs.values().map(|b| b.size).sum::<u64>() + snapshot_bytes;
+    let over = |usage: u64, used: u64| match opts.policy {
+        GcPolicy::KeepStorage(max) => usage > max,
+        GcPolicy::KeepDuration(d) => unix(opts.now).saturating_sub(used) > d.as_secs(),
+    };
+
+    let mut report = GcReport::default();
+    let ctx = Removal {
+        store,
+        dry_run: opts.dry_run,
+    };
+    // 1. Blobs nothing references (no step record, no tag): oldest first.
+    let mut unreferenced: Vec<(SystemTime, Digest)> = blobs
+        .iter()
+        .filter(|(d, b)| !protected.contains(d) && !refs.contains_key(d) && old_enough(b))
+        .map(|(d, b)| (b.mtime, *d))
+        .collect();
+    unreferenced.sort();
+    for (mtime, d) in unreferenced {
+        if !over(usage, unix(mtime)) {
+            continue;
+        }
+        ctx.blob(&mut blobs, d, false, &mut report, &mut usage)?;
+    }
+
+    // 2. Step records and snapshots, least recently used first.
+    for (used, unit) in units {
+        // Units are sorted by last use: once one may stay, so may everything after it.
+        if !over(usage, used) {
+            break;
+        }
+        match unit {
+            Unit::Step(key, layer) => {
+                if !opts.dry_run {
+                    store.index().delete_step(&key)?;
+                }
+                report.step_records += 1;
+                let Some(d) = layer else { continue };
+                let n = refs.get_mut(&d).expect("counted above");
+                *n -= 1;
+                if *n == 0 && blobs.get(&d).is_some_and(old_enough) {
+                    ctx.blob(&mut blobs, d, true, &mut report, &mut usage)?;
+                }
+            }
+            Unit::Snapshot(path, size) => {
+                if !opts.dry_run {
+                    match fs::remove_dir_all(&path) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(e).at("remove snapshot", &path)
+                        }
+                        _ => {}
+                    }
+                }
+                report.freed_bytes += size;
+                usage = usage.saturating_sub(size);
+                report.snapshots += 1;
+            }
+        }
+    }
+
+    // 3. Layer records whose blob is gone would only mislead; drop them.
+    if !opts.dry_run {
+        let removed: BTreeSet<Digest> = report.removed_blobs.iter().copied().collect();
+        for (diff_id, compression, rec) in store.index().list_layers()? {
+            if removed.contains(&rec.digest) {
+                store.index().delete_layer(&diff_id, &compression)?;
+            }
+        }
+    }
+    report.kept_bytes = usage;
+    Ok(report)
+}
+
+struct Removal<'a> {
+    store: &'a Store,
+    dry_run: bool,
+}
+
+impl Removal<'_> {
+    fn blob(
+        &self,
+        blobs: &mut BTreeMap<Digest, BlobInfo>,
+        d: Digest,
+        is_layer: bool,
+        report: &mut GcReport,
+        usage: &mut u64,
+    ) -> Result<(), StoreError> {
+        let Some(info) = blobs.remove(&d) else {
+            return Ok(());
+        };
+        if !self.dry_run {
+            let p = self.store.blobs().path(&d);
+            match fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).at("remove blob", &p)
+                }
+                _ => {}
+            }
+        }
+        report.freed_bytes += info.size;
+        *usage = usage.saturating_sub(info.size);
+        if is_layer {
+            report.layers += 1;
+        } else {
+            report.other_blobs += 1;
+        }
+        report.removed_blobs.push(d);
+        Ok(())
+    }
+}
+
+/// Blobs (manifest, config, layers) and layer diff_ids that tags reference.
+fn protected(store: &Store) -> Result<(BTreeSet<Digest>, BTreeSet<Digest>), StoreError> {
+    let mut blobs = BTreeSet::new();
+    let mut diff_ids = BTreeSet::new();
+    for (_, tag) in store.index().list_tags()? {
+        blobs.insert(tag.manifest);
+        blobs.insert(tag.config);
+        // A tag whose manifest cannot be read protects what it names directly; fsck reports it.
+        if let Ok(ds) = crate::fsck::tag_blobs(store, &tag.manifest) {
+            blobs.extend(ds);
+        }
+        if let Ok(bytes) = store.blobs().read_verified(&tag.config) {
+            if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
+                for d in v["rootfs"]["diff_ids"].as_array().into_iter().flatten() {
+                    if let Some(d) = d.as_str().and_then(|s| s.parse().ok()) {
+                        diff_ids.insert(d);
+                    }
+                }
+            }
+        }
+    }
+    Ok((blobs, diff_ids))
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    fs::read_dir(path)
+        .map(|rd| rd.flatten().map(|e| dir_size(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+/// Parses `10GB`, `500MiB`, `1.5G`, `0` (decimal units are powers of 1000, `i` units of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let num: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid size `{s}`: expected a number and a unit, e.g. 10GB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1000,
+        "m" | "mb" => 1000_u64.pow(2),
+        "g" | "gb" => 1000_u64.pow(3),
+        "t" | "tb" => 1000_u64.pow(4),
+        "ki" | "kib" => 1 << 10,
+        "mi" | "mib" => 1 << 20,
+        "gi" | "gib" => 1 << 30,
+        "ti" | "tib" => 1 << 40,
+        u => return Err(format!("invalid size `{s}`: unknown unit `{u}`")),
+    };
+    Ok((num * mult as f64) as u64)
+}
+
+/// Parses `7d`, `12h`, `30m`, `45s`, `2w`, or combinations such as `1d12h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let err = || format!("invalid duration `{s}`: expected e.g. 7d, 12h, 30m");
+    let mut total = 0u64;
+    let mut num = String::new();
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(err());
+    }
+    for c in t.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num.parse().map_err(|_| err())?;
+        num.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 7 * 86_400,
+            _ => return Err(err()),
+        };
+        total += n * unit;
+    }
+    if !num.is_empty() {
+        return Err(err());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// `1.2 GiB`, `512 B`.
+pub fn format_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.1} {}", UNITS[i])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LayerRecord, StepRecord, TagRecord};
+    use std::fs::File;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn now() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(NOW)
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    fn age(store: &Store, d: &Digest, secs: u64) {
+        File::options()
+            .write(true)
+            .open(store.blobs().path(d))
+            .unwrap()
+            .set_modified(now() - Duration::from_secs(secs))
+            .unwrap();
+    }
+
+    /// A step record (created `secs_ago`) with a layer blob of `size` bytes, aged an hour.
+    fn step(store: &Store, n: u8, size: usize, secs_ago: u64) -> LayerRecord {
+        let content = vec![n; size];
+        let (digest, size) = store.blobs().put(&content).unwrap();
+        age(store, &digest, 3600);
+        let l = LayerRecord {
+            diff_id: Digest::of(&[n, 0xff]),
+            digest,
+            size,
+            media_type: String::new(),
+            uncompressed_size: size,
+        };
+        store
+            .index()
+            .put_step(
+                &[n; 32],
+                &StepRecord {
+                    layer: Some(l.clone()),
+                    explain: vec![],
+                    created_unix: NOW - secs_ago,
+                },
+            )
+            .unwrap();
+        store.index().put_layer(&l.diff_id, "gzip-6", &l).unwrap();
+        l
+    }
+
+    fn tag(store: &Store, name: &str, l: &LayerRecord) -> (Digest, Digest) {
+        let config = serde_json::json!({"rootfs": {"diff_ids": [l.diff_id.to_string()]}});
+        let (c, _) = store.blobs().put(config.to_string().as_bytes()).unwrap();
+        let manifest = serde_json::json!({
+            "config": {"digest": c.to_string()},
+            "layers": [{"digest": l.digest.to_string()}],
+        });
+        let (m, _) = store.blobs().put(manifest.to_string().as_bytes()).unwrap();
+        age(store, &c, 3600);
+        age(store, &m, 3600);
+        store
+            .index()
+            .put_tag(
+                name,
+                &TagRecord {
+                    manifest: m,
+                    config: c,
+                    media_type: String::new(),
+                },
+            )
+            .unwrap();
+        (m, c)
+    }
+
+    fn opts(policy: GcPolicy) -> GcOptions {
+        GcOptions {
+            now: now(),
+            ..GcOptions::new(policy)
+        }
+    }
+
+    #[test]
+    fn keep_storage_evicts_least_recently_used_first_and_never_tagged_blobs() {
+        let (_dir, s) = store();
+        let old = step(&s, 1, 1000, 5 * 86_400);
+        let mid = step(&s, 2, 1000, 3 * 86_400);
+        let new = step(&s, 3, 1000, 86_400);
+        let tagged = step(&s, 4, 1000, 10 * 86_400);
+        let (m, c) = tag(&s, "keep:1", &tagged);
+        // The oldest step was used recently: it is now the newest.
+        s.index().touch_step_at(&[1; 32], NOW - 60).unwrap();
+        // Snapshots: one for the tagged layer (kept), one stale.
+        let snap = |d: &Digest| s.root().join(SNAPSHOTS_DIR).join(d.hex());
+        fs::create_dir_all(snap(&tagged.diff_id)).unwrap();
+        fs::create_dir_all(snap(&mid.diff_id)).unwrap();
+        fs::write(snap(&mid.diff_id).join("f"), vec![0u8; 500]).unwrap();
+
+        // Budget for roughly two 1000-byte layers plus the tagged image.
+        let budget = 2000 + 1400;
+        let dry = gc(
+            &s,
+            &GcOptions {
+                dry_run: true,
+                ..opts(GcPolicy::KeepStorage(budget))
+            },
+        )
+        .unwrap();
+        assert!(s.blobs().contains(&mid.digest), "dry run deletes nothing");
+        let r = gc(&s, &opts(GcPolicy::KeepStorage(budget))).unwrap();
+        assert_eq!(r, dry);
+        assert!(!s.blobs().contains(&mid.digest));
+        assert!(!snap(&mid.diff_id).exists());
+        assert!(s.blobs().contains(&old.digest), "touched recently");
+        assert!(s.blobs().contains(&new.digest));
+        assert_eq!(s.index().get_step(&[2; 32]).unwrap(), None);
+        assert!(s
+            .index()
+            .get_layer(&mid.diff_id, "gzip-6")
+            .unwrap()
+            .is_none());
+        assert_eq!((r.layers, r.step_records, r.snapshots), (1, 1, 1), "{r:?}");
+        assert!(r.kept_bytes <= budget, "{r:?}");
+
+        // Keep nothing: everything untagged goes, the tagged image stays whole.
+        let r = gc(&s, &opts(GcPolicy::KeepStorage(0))).unwrap();
+        assert_eq!(r.layers, 2, "{r:?}");
+        for d in [tagged.digest, m, c] {
+            assert!(s.blobs().contains(&d));
+        }
+        assert!(snap(&tagged.diff_id).exists());
+        assert!(s.index().get_step(&[4; 32]).unwrap().is_some());
+        assert_eq!(s.index().list_steps().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn keep_duration_evicts_what_was_not_used_for_that_long() {
+        let (_dir, s) = store();
+        let old = step(&s, 1, 10, 8 * 86_400);
+        let new = step(&s, 2, 10, 86_400);
+        let r = gc(
+            &s,
+            &opts(GcPolicy::KeepDuration(Duration::from_secs(7 * 86_400))),
+        )
+        .unwrap();
+        assert_eq!((r.layers, r.step_records), (1, 1));
+        assert!(!s.blobs().contains(&old.digest));
+        assert!(s.blobs().contains(&new.digest));
+    }
+
+    #[test]
+    fn young_unreferenced_blobs_are_left_for_a_build_in_progress() {
+        let (_dir, s) = store();
+        // Just written, not yet recorded by a step: maybe a concurrent build's.
+        let (fresh, _) = s.blobs().put(b"being built").unwrap();
+        File::options()
+            .write(true)
+            .open(s.blobs().path(&fresh))
+            .unwrap()
+            .set_modified(now() - Duration::from_secs(60))
+            .unwrap();
+        let (orphan, _) = s.blobs().put(b"orphan").unwrap();
+        age(&s, &orphan, 3600);
+        // A step recorded just now, and a snapshot being unpacked.
+        let l = step(&s, 7, 10, 0);
+        age(&s, &l.digest, 60);
+        let snap = s.root().join(SNAPSHOTS_DIR).join(l.diff_id.hex());
+        fs::create_dir_all(&snap).unwrap();
+        File::open(&snap)
+            .unwrap()
+            .set_modified(now() - Duration::from_secs(60))
+            .unwrap();
+        let r = gc(&s, &opts(GcPolicy::KeepStorage(0))).unwrap();
+        assert!(s.blobs().contains(&fresh));
+        assert!(!s.blobs().contains(&orphan));
+        assert!(s.blobs().contains(&l.digest));
+        assert!(s.index().get_step(&[7; 32]).unwrap().is_some());
+        assert!(snap.exists());
+        assert_eq!((r.other_blobs, r.step_records, r.snapshots), (1, 0, 0));
+    }
+
+    #[test]
+    fn parses_sizes_and_durations() {
+        assert_eq!(parse_size("10GB").unwrap(), 10_000_000_000);
+        assert_eq!(parse_size("500MiB").unwrap(), 500 << 20);
+        assert_eq!(parse_size("0").unwrap(), 0);
+        assert_eq!(parse_size("1.5k").unwrap(), 1500);
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("5XB").is_err());
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86_400)
+        );
+        assert_eq!(
+            parse_duration("12h").unwrap(),
+            Duration::from_secs(12 * 3600)
+        );
+        assert_eq!(
+            parse_duration("1d12h").unwrap(),
+            Duration::from_secs(36 * 3600)
+        );
+        assert!(parse_duration("7").is_err());
+        assert!(parse_duration("d").is_err());
+        assert_eq!(format_size(1_288_490_189), "1.2 GiB");
+        assert_eq!(format_size(12), "12 B");
+    }
+}

@@ -1,0 +1,37 @@
+//! `strata gc (--keep-storage SIZE | --keep-duration D) [--dry-run]`.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use strata_cache::gc::{format_size, parse_duration, parse_size};
+use strata_cache::{GcOptions, GcPolicy};
+
+use crate::args::GcArgs;
+
+pub fn run(store_dir: &Path, a: GcArgs) -> anyhow::Result<i32> {
+    let policy = match (&a.policy.keep_storage, &a.policy.keep_duration) {
+        (Some(s), _) => GcPolicy::KeepStorage(
+            parse_size(s)
+                .map_err(anyhow::Error::msg)
+                .context("--keep-storage")?,
+        ),
+        (None, Some(d)) => GcPolicy::KeepDuration(
+            parse_duration(d)
+                .map_err(anyhow::Error::msg)
+                .context("--keep-duration")?,
+        ),
+        (None, None) => anyhow::bail!("gc needs --keep-storage SIZE or --keep-duration D"),
+    };
+    let store = super::open_store(store_dir)?;
+    let opts = GcOptions {
+        dry_run: a.dry_run,
+        ..GcOptions::new(policy)
+    };
+    let report = strata_cache::gc(&store, &opts)?;
+    eprintln!(
+        "{} {report}; {} kept",
+        if a.dry_run { "would free" } else { "freed" },
+        format_size(report.kept_bytes)
+    );
+    Ok(0)
+}
