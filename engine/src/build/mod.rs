@@ -498,6 +498,8 @@ fn run_stage(
             )?;
             counters.lock().unwrap().executed += 1;
         } else {
+            // Last use, for `strata gc`'s least-recently-used eviction.
+            store.index().touch_step(&key)?;
             counters.lock().unwrap().cached += 1;
         }
         store.index().put_last_at(&loc, &key)?;
