@@ -295,7 +295,7 @@ fn opaque_kept_only_over_a_lower_directory() {
     // Lower 0 has `a/`, lower 1 hides it with an opaque `a/` that has `a/b/`; `c/` only in
     // lower 0 but under a whiteout in lower 1 for `c`.
     let d = dirs(2);
-    sh(&d.lowers[0], "mkdir -p a/x c/y; touch a/x/f");
+    sh(&d.lowers[0], "umask 022; mkdir -p a/x c/y; touch a/x/f");
     sh(&d.lowers[1], "mkdir -p a/b");
     run(
         "setfattr",
@@ -313,7 +313,7 @@ fn opaque_kept_only_over_a_lower_directory() {
     );
     // The upper, written directly in overlay form: opaque `a/x` (hidden by lower 1's opaque
     // `a`), opaque `a/b` (a lower dir), opaque `c/y` (under a whiteout), opaque `new`.
-    sh(&d.upper, "mkdir -p a/x a/b c/y new");
+    sh(&d.upper, "umask 022; mkdir -p a/x a/b c/y new");
     for p in ["a/x", "a/b", "c/y", "new"] {
         run(
             "setfattr",
@@ -448,4 +448,33 @@ fn never_follows_symlinks() {
     })
     .unwrap();
     assert!(entries.is_empty());
+}
+
+#[test]
+fn devices_kept_whiteout_devices_translated() {
+    let d = dirs(1);
+    sh(&d.lowers[0], "umask 022; mkdir -p d; touch d/gone");
+    let mount = Mount::new(&d.lowers, &d.upper, &d.work, &d.mnt);
+    sh(
+        &d.mnt,
+        "mknod -m 600 d/null c 1 3; mknod -m 640 d/loop0 b 7 0; rm d/gone",
+    );
+    drop(mount);
+    let entries = capture(&CaptureOptions {
+        upper: &d.upper,
+        lowers: &d.lowers,
+        mtime: 5,
+        exclude: &[],
+        id_map: None,
+    })
+    .unwrap();
+    assert_eq!(
+        describe(&entries),
+        [
+            "d dir 755 0:0",
+            "d/.wh.gone bytes 0 0 0:0",
+            "d/loop0 blk 7:0 640 0:0",
+            "d/null chr 1:3 600 0:0",
+        ]
+    );
 }
