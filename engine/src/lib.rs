@@ -15,6 +15,7 @@
 //! - [`build`]: the scheduler and step execution against the content store.
 //! - [`image`]: OCI config and manifest assembly, canonical JSON.
 //! - [`export`]: OCI layout, OCI archive and docker-archive outputs.
+//! - [`sandbox`]: running RUN steps; [`sandbox::capture`] turns an overlay upper dir into layer entries.
 
 pub mod build;
 pub mod context;
@@ -23,3 +24,4 @@ pub mod frontend;
 pub mod image;
 pub mod layer;
 pub mod plan;
+pub mod sandbox;
