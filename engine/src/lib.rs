@@ -15,9 +15,11 @@
 //! - [`build`]: the scheduler and step execution against the content store.
 //! - [`image`]: OCI config and manifest assembly, canonical JSON.
 //! - [`export`]: OCI layout, OCI archive and docker-archive outputs.
+//! - [`diff`]: comparing two images (manifest, config, layers file by file).
 
 pub mod build;
 pub mod context;
+pub mod diff;
 pub mod export;
 pub mod frontend;
 pub mod image;
