@@ -24,6 +24,8 @@ pub enum Command {
     Build(BuildArgs),
     /// List the images tagged in the store
     Images,
+    /// Compare two images; exit 0 if identical, 1 if different, 2 on error
+    Diff(DiffArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,4 +79,21 @@ pub struct BuildArgs {
     /// For every step that missed the cache, say why
     #[arg(long)]
     pub explain: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// First image: oci:DIR[:TAG] | oci-archive:FILE[:TAG] | docker-archive:FILE | PATH
+    #[arg(value_name = "A")]
+    pub a: String,
+    /// Second image, same forms
+    #[arg(value_name = "B")]
+    pub b: String,
+    /// Print the report as JSON (schema: docs/diff.md)
+    #[arg(long)]
+    pub json: bool,
+    /// Differences to ignore (comma-separated): mtime, uid, gid, owner, order, format, history,
+    /// created, compression, or any other cause name
+    #[arg(long, value_delimiter = ',', value_name = "CAUSES")]
+    pub ignore: Vec<String>,
 }

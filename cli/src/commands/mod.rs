@@ -1,6 +1,7 @@
 //! Subcommand bodies: short, they call the libraries.
 
 mod build;
+mod diff;
 mod images;
 
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Build(a) => build::run(&store_dir, a),
         Command::Images => images::run(&store_dir),
+        Command::Diff(a) => diff::run(a),
     }
 }
 

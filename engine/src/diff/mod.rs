@@ -323,9 +323,19 @@ pub fn diff(a: &ImageSource, b: &ImageSource, opts: &DiffOptions) -> Result<Diff
     let mut manifest = Vec::new();
     match (&a.manifest, &b.manifest) {
         (Some(ma), Some(mb)) => {
+            // index.json is the layout's table of contents, not part of the image: tag names
+            // and the index's own fields differ between copies of one image. Compare the
+            // image's descriptor without its names; mention the rest as notes.
+            let mut index_notes = Vec::new();
             let ia = strip_index(a.index.as_ref());
             let ib = strip_index(b.index.as_ref());
-            walk("index", &ia, &ib, &mut manifest, &|_| Cause::Value);
+            walk("index", &ia, &ib, &mut index_notes, &|_| Cause::Value);
+            notes.extend(index_notes.iter().map(|c| {
+                format!("index.json differs (not compared as part of the image): {}", c.field)
+            }));
+            let da = strip_descriptor(a.descriptor.as_ref());
+            let db = strip_descriptor(b.descriptor.as_ref());
+            walk("descriptor", &da, &db, &mut manifest, &|_| Cause::Value);
             let (ma, la) = strip_manifest(ma);
             let (mb, lb) = strip_manifest(mb);
             walk("manifest", &ma, &mb, &mut manifest, &|_| Cause::Value);
@@ -342,7 +352,7 @@ pub fn diff(a: &ImageSource, b: &ImageSource, opts: &DiffOptions) -> Result<Diff
     config.retain(|c| match c.field.strip_prefix("rootfs.diff_ids[") {
         Some(rest) => {
             let i: usize = rest.trim_end_matches(']').parse().unwrap_or(usize::MAX);
-            layers.get(i).map_or(true, |l| l.differs)
+            !matches!(layers.get(i), Some(l) if !l.differs)
         }
         None => true,
     });
@@ -356,7 +366,8 @@ pub fn diff(a: &ImageSource, b: &ImageSource, opts: &DiffOptions) -> Result<Diff
             }
             !drop
         });
-        list.sort_by_key(|c| c.cause);
+        // rootfs.diff_ids follow from the layers: the least telling, listed last.
+        list.sort_by_key(|c| (c.field.starts_with("rootfs.diff_ids"), c.cause));
     };
     keep(&mut manifest, &mut ignored);
     keep(&mut config, &mut ignored);
@@ -451,6 +462,23 @@ fn strip_index(v: Option<&Value>) -> Value {
             if let Some(o) = m.as_object_mut() {
                 o.remove("digest");
                 o.remove("size");
+            }
+        }
+    }
+    v
+}
+
+/// The manifest's descriptor without digest, size, and the annotations that name it.
+fn strip_descriptor(v: Option<&Value>) -> Value {
+    let mut v = v.cloned().unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("digest");
+        o.remove("size");
+        if let Some(a) = o.get_mut("annotations").and_then(Value::as_object_mut) {
+            a.remove("org.opencontainers.image.ref.name");
+            a.remove("io.containerd.image.name");
+            if a.is_empty() {
+                o.remove("annotations");
             }
         }
     }

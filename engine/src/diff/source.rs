@@ -42,6 +42,8 @@ pub struct ImageSource {
     pub kind: SourceKind,
     /// `index.json`; `None` for an old-shape docker-archive.
     pub index: Option<Value>,
+    /// The descriptor of the manifest, as the index lists it (innermost index if nested).
+    pub descriptor: Option<Value>,
     /// The image manifest; `None` for an old-shape docker-archive.
     pub manifest: Option<Value>,
     pub manifest_digest: Option<Digest>,
@@ -249,6 +251,7 @@ fn open_oci(root: &Path, tag: Option<&str>, kind: SourceKind) -> Result<ImageSou
             },
         });
     };
+    let mut descriptor = desc.clone();
     let mut digest = parse_digest(root, &desc["digest"])?;
     let mut manifest = read_blob_json(root, &digest)?;
     // A nested index (docker save, multi-platform layouts): take the first image manifest that
@@ -272,6 +275,7 @@ fn open_oci(root: &Path, tag: Option<&str>, kind: SourceKind) -> Result<ImageSou
                 reason: format!("index {digest} lists no image manifest"),
             })?;
         digest = parse_digest(root, &inner["digest"])?;
+        descriptor = inner;
         manifest = read_blob_json(root, &digest)?;
     }
     let config_digest = parse_digest(root, &manifest["config"]["digest"])?;
@@ -290,6 +294,7 @@ fn open_oci(root: &Path, tag: Option<&str>, kind: SourceKind) -> Result<ImageSou
         spec: String::new(),
         kind,
         index: Some(index),
+        descriptor: Some(descriptor),
         manifest: Some(manifest),
         manifest_digest: Some(digest),
         config,
@@ -386,6 +391,7 @@ fn open_docker(root: &Path, tag: Option<&str>) -> Result<ImageSource, DiffError>
         spec: String::new(),
         kind: SourceKind::DockerArchive,
         index: None,
+        descriptor: None,
         manifest: None,
         manifest_digest: None,
         config,

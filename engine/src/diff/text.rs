@@ -216,13 +216,15 @@ pub fn summary(r: &DiffReport) -> String {
     if !r.manifest.is_empty() {
         parts.push(format!("manifest: {} fields", r.manifest.len()));
     }
-    if !r.config.is_empty() {
-        let names: Vec<&str> = r.config.iter().take(3).map(|c| c.field.as_str()).collect();
-        let more = if r.config.len() > 3 { ", …" } else { "" };
+    let derived = |c: &&FieldChange| c.field.starts_with("rootfs.diff_ids");
+    let fields: Vec<&FieldChange> = r.config.iter().filter(|c| !derived(c)).collect();
+    if !fields.is_empty() {
+        let names: Vec<&str> = fields.iter().take(3).map(|c| c.field.as_str()).collect();
+        let more = if fields.len() > 3 { ", …" } else { "" };
         parts.push(format!(
             "config: {} field{} ({}{more})",
-            r.config.len(),
-            if r.config.len() == 1 { "" } else { "s" },
+            fields.len(),
+            if fields.len() == 1 { "" } else { "s" },
             names.join(", ")
         ));
     }
