@@ -20,16 +20,19 @@ fn text(b: &[u8]) -> String {
 
 /// Builds the example into an OCI layout at `dest`.
 fn build(store: &Path, dest: &Path, epoch: &str) {
-    let out = strata()
-        .arg("--store")
+    build_to(store, &[format!("type=oci,dest={}", dest.display())], epoch)
+}
+
+fn build_to(store: &Path, outputs: &[String], epoch: &str) {
+    let mut cmd = strata();
+    cmd.arg("--store")
         .arg(store)
         .args(["build", "-t", "example:1.0", "--progress", "plain"])
-        .args(["--source-date-epoch", epoch])
-        .arg("--output")
-        .arg(format!("type=oci,dest={}", dest.display()))
-        .arg(example())
-        .output()
-        .unwrap();
+        .args(["--source-date-epoch", epoch]);
+    for o in outputs {
+        cmd.arg("--output").arg(o);
+    }
+    let out = cmd.arg(example()).output().unwrap();
     assert!(out.status.success(), "build: {}", text(&out.stderr));
 }
 
@@ -121,8 +124,18 @@ fn source_date_epoch_changes_layers_with_a_shared_store() {
 fn diff_oci_layout_vs_skopeo_oci_archive() {
     let store = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
-    let a = out.path().join("a");
-    build(store.path(), &a, "0");
+    let (a, d) = (out.path().join("a"), out.path().join("docker.tar"));
+    build_to(
+        store.path(),
+        &[
+            format!("type=oci,dest={}", a.display()),
+            format!("type=docker-archive,dest={}", d.display()),
+        ],
+        "0",
+    );
+    // strata's docker-archive (new shape: OCI layout + manifest.json) holds the same image.
+    let (code, o) = diff(&[&oci(&a), &format!("docker-archive:{}", d.display())]);
+    assert_eq!(code, 0, "{}{}", text(&o.stdout), text(&o.stderr));
     let x = out.path().join("x.tar");
     let st = Command::new("skopeo")
         .arg("copy")

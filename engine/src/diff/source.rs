@@ -76,6 +76,7 @@ pub fn load_image(spec: &str) -> Result<ImageSource, DiffError> {
         if transport.is_none()
             && source.kind() == std::io::ErrorKind::NotFound
             && !rest.contains('/')
+            && rest.contains(':')
         {
             // `name:tag` with no such file: most likely an image name.
             DiffError::NotSupported {

@@ -11,6 +11,10 @@ use super::*;
 #[derive(Clone)]
 enum Kind {
     File(Vec<u8>),
+    /// A regular file preceded by a PAX header with these records.
+    PaxFile(Vec<u8>, Vec<(&'static str, &'static str)>),
+    /// A regular file with a GNU (not ustar) header.
+    GnuFile(Vec<u8>),
     Dir,
     Hardlink(&'static str),
 }
@@ -57,6 +61,35 @@ fn tar_of(entries: &[E]) -> Vec<u8> {
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_size(d.len() as u64);
                 b.append_data(&mut h, e.path, &d[..]).unwrap();
+            }
+            Kind::PaxFile(d, records) => {
+                let mut data = Vec::new();
+                for (k, v) in records {
+                    let body = format!(" {k}={v}\n");
+                    // The length counts its own digits.
+                    let mut len = body.len() + 1;
+                    while format!("{len}{body}").len() != len {
+                        len += 1;
+                    }
+                    data.extend_from_slice(format!("{len}{body}").as_bytes());
+                }
+                let mut x = tar::Header::new_ustar();
+                x.set_entry_type(tar::EntryType::XHeader);
+                x.set_size(data.len() as u64);
+                b.append_data(&mut x, "././@PaxHeader", &data[..]).unwrap();
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(d.len() as u64);
+                b.append_data(&mut h, e.path, &d[..]).unwrap();
+            }
+            Kind::GnuFile(d) => {
+                let mut g = tar::Header::new_gnu();
+                g.set_mode(e.mode);
+                g.set_uid(e.uid);
+                g.set_gid(0);
+                g.set_mtime(e.mtime);
+                g.set_entry_type(tar::EntryType::Regular);
+                g.set_size(d.len() as u64);
+                b.append_data(&mut g, e.path, &d[..]).unwrap();
             }
             Kind::Dir => {
                 h.set_entry_type(tar::EntryType::Directory);
@@ -479,4 +512,55 @@ fn unified_diff_is_capped() {
     let t = text::unified("/f", &a, &b, 20);
     assert_eq!(t.lines().count(), 21);
     assert!(t.lines().last().unwrap().contains("more lines"));
+}
+
+#[test]
+fn diff_xattr_in_pax_record() {
+    let mut la = base_layers();
+    la[0].push(E {
+        kind: Kind::PaxFile(b"x".to_vec(), vec![("SCHILY.xattr.user.k", "one")]),
+        ..file("etc/x", b"")
+    });
+    let mut lb = base_layers();
+    lb[0].push(E {
+        kind: Kind::PaxFile(b"x".to_vec(), vec![("SCHILY.xattr.user.k", "two")]),
+        ..file("etc/x", b"")
+    });
+    let p = pair(&la, &lb);
+    let r = run(&p, "");
+    let f = &only_layer_diff(&r).files[0];
+    assert_eq!(f.path, "/etc/x");
+    assert_eq!(f.changes.len(), 1, "{:?}", f.changes);
+    assert_eq!(f.changes[0].cause, Cause::Xattrs);
+    assert_eq!(f.changes[0].a.as_deref(), Some("SCHILY.xattr.user.k=one"));
+    assert!(run(&p, "xattrs").is_identical());
+}
+
+#[test]
+fn diff_tar_header_format() {
+    let mut la = base_layers();
+    la[0].push(file("etc/y", b"y"));
+    let mut lb = base_layers();
+    lb[0].push(E {
+        kind: Kind::GnuFile(b"y".to_vec()),
+        ..file("etc/y", b"")
+    });
+    let p = pair(&la, &lb);
+    let r = run(&p, "");
+    let c = &only_layer_diff(&r).files[0].changes;
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert_eq!(c[0].cause, Cause::Format);
+    assert_eq!(
+        (c[0].a.as_deref(), c[0].b.as_deref()),
+        (Some("ustar"), Some("gnu"))
+    );
+    assert!(run(&p, "format").is_identical());
+}
+
+#[test]
+fn diff_missing_bare_name_is_not_found_but_name_tag_is_unsupported() {
+    let e = load_image("no-such-image-dir").unwrap_err();
+    assert!(matches!(e, DiffError::Io { .. }), "{e}");
+    let e = load_image("example:1.0").unwrap_err();
+    assert!(e.to_string().contains("not supported yet"), "{e}");
 }
