@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex};
 
 use strata_cache::{Digest, Sha256Hasher};
 
@@ -72,15 +73,42 @@ impl Write for HashWrite {
     }
 }
 
-fn open(layer: &LayerRef) -> Result<Box<dyn Read + Send>, DiffError> {
+/// Hashes the compressed bytes on their way to the decompressor; the hasher is shared so it
+/// can be finished once the decompressor (which owns this reader) has been dropped.
+struct BlobHash {
+    inner: File,
+    hasher: Arc<Mutex<Sha256Hasher>>,
+}
+
+impl Read for BlobHash {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher
+            .lock()
+            .expect("hasher lock never poisoned")
+            .update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The shared hasher of a blob's compressed bytes.
+type BlobHasher = Arc<Mutex<Sha256Hasher>>;
+
+fn open(layer: &LayerRef) -> Result<(Box<dyn Read + Send>, BlobHasher), DiffError> {
     let f = File::open(&layer.path).map_err(|source| DiffError::Io {
         path: layer.path.clone(),
         source,
     })?;
-    Ok(crate::layer::decompress_reader(
-        Box::new(io::BufReader::with_capacity(256 * 1024, f)),
+    let hasher = Arc::new(Mutex::new(Sha256Hasher::new()));
+    let blob = BlobHash {
+        inner: f,
+        hasher: Arc::clone(&hasher),
+    };
+    let r = crate::layer::decompress_reader(
+        Box::new(io::BufReader::with_capacity(256 * 1024, blob)),
         &layer.media_type,
-    )?)
+    )?;
+    Ok((r, hasher))
 }
 
 /// Layer paths without `./`, leading or trailing `/` (the root itself is ``).
@@ -112,8 +140,9 @@ fn bad_tar(layer: &LayerRef, e: io::Error) -> DiffError {
 
 /// Streams `layer` once into its per-path summary.
 pub(crate) fn summarize(layer: &LayerRef) -> Result<LayerSummary, DiffError> {
+    let (inner, blob_hasher) = open(layer)?;
     let reader = HashRead {
-        inner: open(layer)?,
+        inner,
         hasher: Sha256Hasher::new(),
     };
     let mut ar = tar::Archive::new(reader);
@@ -205,7 +234,20 @@ pub(crate) fn summarize(layer: &LayerRef) -> Result<LayerSummary, DiffError> {
     }
     let mut reader = ar.into_inner();
     io::copy(&mut reader, &mut io::sink()).map_err(|e| bad_tar(layer, e))?;
-    out.diff_id = Some(reader.hasher.finish());
+    let HashRead { inner, hasher } = reader;
+    out.diff_id = Some(hasher.finish());
+    // The decompressors read their input to the end (multi-member gzip, multi-frame zstd), so
+    // the blob has been hashed whole once the tar stream is drained.
+    drop(inner);
+    if let (Some(expected), Ok(h)) = (layer.digest, Arc::try_unwrap(blob_hasher)) {
+        let found = h.into_inner().expect("hasher lock never poisoned").finish();
+        if found != expected {
+            return Err(DiffError::BadLayer {
+                path: layer.path.clone(),
+                reason: format!("blob does not match its digest {expected} (found {found})"),
+            });
+        }
+    }
     Ok(out)
 }
 
@@ -218,7 +260,7 @@ pub(crate) fn fetch(
     if want.is_empty() {
         return Ok(out);
     }
-    let mut ar = tar::Archive::new(open(layer)?);
+    let mut ar = tar::Archive::new(open(layer)?.0);
     for e in ar.entries().map_err(|e| bad_tar(layer, e))? {
         let mut e = e.map_err(|e| bad_tar(layer, e))?;
         let path = normalise(&String::from_utf8_lossy(&e.path_bytes()));

@@ -320,6 +320,24 @@ pub fn diff(a: &ImageSource, b: &ImageSource, opts: &DiffOptions) -> Result<Diff
         layers.push(l);
     }
 
+    for (name, img, side) in [("A", a, 0), ("B", b, 1)] {
+        for l in &layers {
+            let info = if side == 0 { &l.a } else { &l.b };
+            let (Some(found), Some(claimed)) = (
+                info.as_ref().and_then(|i| i.diff_id),
+                img.config["rootfs"]["diff_ids"][l.index].as_str(),
+            ) else {
+                continue;
+            };
+            if found.to_string() != claimed {
+                notes.push(format!(
+                    "{name}: layer {} has diff_id {found}, its config says {claimed}",
+                    l.index + 1
+                ));
+            }
+        }
+    }
+
     let mut manifest = Vec::new();
     match (&a.manifest, &b.manifest) {
         (Some(ma), Some(mb)) => {

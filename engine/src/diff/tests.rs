@@ -134,14 +134,30 @@ fn put_blob(dir: &Path, bytes: &[u8]) -> Digest {
 
 /// Writes an OCI layout of `tars` (gzip at `level`) and `config` into `dir`.
 fn write_layout(dir: &Path, tars: &[Vec<u8>], level: u32, config: &Value) {
+    write_layout_with(
+        dir,
+        tars,
+        &|t| {
+            (
+                gzip(t, level),
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+            )
+        },
+        config,
+    )
+}
+
+type Compress<'a> = &'a dyn Fn(&[u8]) -> (Vec<u8>, &'static str);
+
+fn write_layout_with(dir: &Path, tars: &[Vec<u8>], compress: Compress<'_>, config: &Value) {
     let cfg = serde_json::to_vec(config).unwrap();
     let cd = put_blob(dir, &cfg);
     let layers: Vec<Value> = tars
         .iter()
         .map(|t| {
-            let blob = gzip(t, level);
+            let (blob, media_type) = compress(t);
             let d = put_blob(dir, &blob);
-            json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d.to_string(), "size": blob.len()})
+            json!({"mediaType": media_type, "digest": d.to_string(), "size": blob.len()})
         })
         .collect();
     let manifest = serde_json::to_vec(&json!({
@@ -563,4 +579,72 @@ fn diff_missing_bare_name_is_not_found_but_name_tag_is_unsupported() {
     assert!(matches!(e, DiffError::Io { .. }), "{e}");
     let e = load_image("example:1.0").unwrap_err();
     assert!(e.to_string().contains("not supported yet"), "{e}");
+}
+
+#[test]
+fn diff_gzip_vs_zstd_is_compression_only() {
+    let tars: Vec<Vec<u8>> = base_layers().iter().map(|l| tar_of(l)).collect();
+    let cfg = default_config(&tars);
+    let tmp = tempfile::tempdir().unwrap();
+    write_layout(&tmp.path().join("a"), &tars, 6, &cfg);
+    let zstd = |t: &[u8]| {
+        (
+            zstd::encode_all(t, 3).unwrap(),
+            "application/vnd.oci.image.layer.v1.tar+zstd",
+        )
+    };
+    write_layout_with(&tmp.path().join("b"), &tars, &zstd, &cfg);
+    let a = load_image(&oci_spec(&tmp.path().join("a"))).unwrap();
+    let b = load_image(&oci_spec(&tmp.path().join("b"))).unwrap();
+    let r = diff(&a, &b, &DiffOptions::default()).unwrap();
+    assert!(r
+        .layers
+        .iter()
+        .all(|l| l.status == LayerStatus::CompressionOnly));
+    // The media types differ in the manifest: a compression cause too.
+    assert!(!r.manifest.is_empty());
+    assert!(
+        r.manifest.iter().all(|c| c.cause == Cause::Compression),
+        "{:?}",
+        r.manifest
+    );
+    assert!(r.notes.is_empty(), "{:?}", r.notes);
+    let r = diff(&a, &b, &DiffOptions::parse_ignore(["compression"]).unwrap()).unwrap();
+    assert!(r.is_identical(), "{}", render_text(&r));
+}
+
+fn oci_spec(p: &Path) -> String {
+    format!("oci:{}", p.display())
+}
+
+#[test]
+fn diff_rejects_a_blob_that_does_not_match_its_digest() {
+    let mut lb = base_layers();
+    lb[0][1].mtime = 5;
+    let p = pair(&base_layers(), &lb);
+    // Swap B's first layer bytes for another valid gzip of a different tar, under the old name.
+    let path = p.b.layers[0].path.clone();
+    std::fs::write(&path, gzip(&tar_of(&base_layers()[1]), 6)).unwrap();
+    let e = diff(&p.a, &p.b, &DiffOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("does not match its digest"), "{e}");
+}
+
+#[test]
+fn diff_notes_a_config_diff_id_that_does_not_match_the_layer() {
+    // Checked only for layers that are read (blobs that differ).
+    let mut lb = base_layers();
+    lb[0][1].mtime = 5;
+    let p = pair_with(&base_layers(), &lb, &default_config, &|t| {
+        let mut c = default_config(t);
+        c["rootfs"]["diff_ids"][0] = json!(Digest::of(b"other").to_string());
+        c
+    });
+    let r = run(&p, "");
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.starts_with("B: layer 1 has diff_id")),
+        "{:?}",
+        r.notes
+    );
 }
