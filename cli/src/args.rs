@@ -34,6 +34,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Write a tagged image out as an OCI layout or archive
     Export(ExportArgs),
+    /// Compare two images; exit 0 if identical, 1 if different, 2 on error
+    Diff(DiffArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,4 +139,18 @@ pub struct ExportArgs {
     /// type=oci,dest=DIR | type=oci-archive,dest=FILE | type=docker-archive,dest=FILE (repeatable)
     #[arg(short = 'o', long = "output", value_name = "SPEC", required = true)]
     pub outputs: Vec<String>,
+pub struct DiffArgs {
+    /// First image: oci:DIR[:TAG] | oci-archive:FILE[:TAG] | docker-archive:FILE | PATH
+    #[arg(value_name = "A")]
+    pub a: String,
+    /// Second image, same forms
+    #[arg(value_name = "B")]
+    pub b: String,
+    /// Print the report as JSON (schema: docs/diff.md)
+    #[arg(long)]
+    pub json: bool,
+    /// Differences to ignore (comma-separated): mtime, uid, gid, owner, order, format, history,
+    /// created, compression, or any other cause name
+    #[arg(long, value_delimiter = ',', value_name = "CAUSES")]
+    pub ignore: Vec<String>,
 }

@@ -16,9 +16,11 @@
 //! - [`image`]: OCI config and manifest assembly, canonical JSON.
 //! - [`export`]: OCI layout, OCI archive and docker-archive outputs.
 //! - [`sandbox`]: running RUN steps; [`sandbox::capture`] turns an overlay upper dir into layer entries.
+//! - [`diff`]: comparing two images (manifest, config, layers file by file).
 
 pub mod build;
 pub mod context;
+pub mod diff;
 pub mod export;
 pub mod frontend;
 pub mod image;

@@ -4,6 +4,7 @@ mod build;
 mod export;
 mod fsck;
 mod gc;
+mod diff;
 mod images;
 mod inspect;
 mod rmi;
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Rmi(a) => rmi::run(&store_dir, a),
         Command::Inspect(a) => inspect::run(&store_dir, a),
         Command::Export(a) => export::run(&store_dir, a),
+        Command::Diff(a) => diff::run(a),
     }
 }
 

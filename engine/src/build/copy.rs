@@ -114,6 +114,7 @@ pub(crate) fn prepare(
     parent: &Key,
     from: &FromSource<'_>,
     compression_id: &str,
+    sde: u64,
     use_stat_cache: bool,
 ) -> Result<PreparedCopy, BuildError> {
     let mut k = KeyHasher::new(if spec.add { "add" } else { "copy" });
@@ -138,7 +139,9 @@ pub(crate) fn prepare(
         .opt_str("chmod", spec.chmod.map(|m| format!("{m:o}")).as_deref())
         .u64("link", spec.link as u64)
         .strs("exclude", &spec.excludes)
-        .str("compression", compression_id);
+        .str("compression", compression_id)
+        // Every entry's mtime is SOURCE_DATE_EPOCH: it is part of the layer's bytes.
+        .u64("source-date-epoch", sde);
     match from {
         FromSource::Context => {
             ins.str("from", "context");

@@ -380,7 +380,8 @@ fn run_stage(
                     .str("user", &run.user)
                     .str("workdir", &run.workdir)
                     .str("network", if run.network == plan::Network::Host { "host" } else { "none" })
-                    .str("compression", opts.compression.id());
+                    .str("compression", opts.compression.id())
+                    .u64("source-date-epoch", opts.source_date_epoch);
                 for m in &run.cache_mounts {
                     k.str("cache-mount", &m.target);
                 }
@@ -429,6 +430,7 @@ fn run_stage(
                     &parent,
                     &from,
                     opts.compression.id(),
+                    opts.source_date_epoch,
                     true,
                 )
                 .map_err(wrap)?;

@@ -1,0 +1,497 @@
+//! File-by-file comparison of two layers. Each tar is streamed once into a per-path summary
+//! (metadata + content sha256), so memory grows with the number of entries, not their bytes.
+//! A second pass fetches the few small files whose text diff is shown.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex};
+
+use strata_cache::{Digest, Sha256Hasher};
+
+use super::source::LayerRef;
+use super::{text, Cause, DiffError, FileChange, FileDiff, OrderDiff};
+
+/// Largest file (either side) whose text diff is shown.
+const TEXT_MAX: u64 = 64 * 1024;
+/// Text diffs per layer pair.
+const TEXT_PER_LAYER: usize = 10;
+
+/// What is compared of one tar entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EntrySummary {
+    pub kind: &'static str,
+    pub size: u64,
+    pub sha256: Option<Digest>,
+    pub mode: u32,
+    pub uid: String,
+    pub gid: String,
+    pub uname: String,
+    pub gname: String,
+    pub mtime: String,
+    /// PAX `atime`/`ctime`: compared (and ignored) with mtime.
+    pub times: BTreeMap<String, String>,
+    pub link: Option<String>,
+    pub dev: Option<(u32, u32)>,
+    /// Other PAX records (xattrs, vendor keys), values lossily decoded.
+    pub pax: BTreeMap<String, String>,
+    pub format: &'static str,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct LayerSummary {
+    /// sha256 of the uncompressed tar, as read.
+    pub diff_id: Option<Digest>,
+    pub entries: HashMap<String, EntrySummary>,
+    pub order: Vec<String>,
+}
+
+/// Hashes what passes through it (the diff_id of the decompressed stream).
+struct HashRead<R> {
+    inner: R,
+    hasher: Sha256Hasher,
+}
+
+impl<R: Read> Read for HashRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+struct HashWrite(Sha256Hasher, u64);
+
+impl Write for HashWrite {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        self.1 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Hashes the compressed bytes on their way to the decompressor; the hasher is shared so it
+/// can be finished once the decompressor (which owns this reader) has been dropped.
+struct BlobHash {
+    inner: File,
+    hasher: Arc<Mutex<Sha256Hasher>>,
+}
+
+impl Read for BlobHash {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher
+            .lock()
+            .expect("hasher lock never poisoned")
+            .update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The shared hasher of a blob's compressed bytes.
+type BlobHasher = Arc<Mutex<Sha256Hasher>>;
+
+fn open(layer: &LayerRef) -> Result<(Box<dyn Read + Send>, BlobHasher), DiffError> {
+    let f = File::open(&layer.path).map_err(|source| DiffError::Io {
+        path: layer.path.clone(),
+        source,
+    })?;
+    let hasher = Arc::new(Mutex::new(Sha256Hasher::new()));
+    let blob = BlobHash {
+        inner: f,
+        hasher: Arc::clone(&hasher),
+    };
+    let r = crate::layer::decompress_reader(
+        Box::new(io::BufReader::with_capacity(256 * 1024, blob)),
+        &layer.media_type,
+    )?;
+    Ok((r, hasher))
+}
+
+/// Layer paths without `./`, leading or trailing `/` (the root itself is ``).
+fn normalise(p: &str) -> String {
+    let p = p.trim_start_matches("./").trim_start_matches('/');
+    p.trim_end_matches('/').to_string()
+}
+
+fn kind_of(t: tar::EntryType) -> &'static str {
+    use tar::EntryType as T;
+    match t {
+        T::Regular | T::Continuous | T::GNUSparse => "file",
+        T::Directory => "dir",
+        T::Symlink => "symlink",
+        T::Link => "hardlink",
+        T::Char => "char-device",
+        T::Block => "block-device",
+        T::Fifo => "fifo",
+        _ => "other",
+    }
+}
+
+fn bad_tar(layer: &LayerRef, e: io::Error) -> DiffError {
+    DiffError::BadLayer {
+        path: layer.path.clone(),
+        reason: e.to_string(),
+    }
+}
+
+/// Streams `layer` once into its per-path summary.
+pub(crate) fn summarize(layer: &LayerRef) -> Result<LayerSummary, DiffError> {
+    let (inner, blob_hasher) = open(layer)?;
+    let reader = HashRead {
+        inner,
+        hasher: Sha256Hasher::new(),
+    };
+    let mut ar = tar::Archive::new(reader);
+    let mut out = LayerSummary::default();
+    for e in ar.entries().map_err(|e| bad_tar(layer, e))? {
+        let mut e = e.map_err(|e| bad_tar(layer, e))?;
+        let h = e.header().clone();
+        let etype = h.entry_type();
+        if matches!(etype, tar::EntryType::XGlobalHeader) {
+            continue;
+        }
+        let path = normalise(&String::from_utf8_lossy(&e.path_bytes()));
+        let had_pax = matches!(e.pax_extensions(), Ok(Some(_)));
+        let mut pax = BTreeMap::new();
+        let mut times = BTreeMap::new();
+        let (mut uid, mut gid, mut mtime) = (None, None, None);
+        if let Some(exts) = e.pax_extensions().map_err(|e| bad_tar(layer, e))? {
+            for x in exts {
+                let x = x.map_err(|e| bad_tar(layer, e))?;
+                let key = String::from_utf8_lossy(x.key_bytes()).into_owned();
+                let val = String::from_utf8_lossy(x.value_bytes()).into_owned();
+                match key.as_str() {
+                    "path" | "linkpath" | "size" => {}
+                    "uid" => uid = Some(val),
+                    "gid" => gid = Some(val),
+                    "mtime" => mtime = Some(val),
+                    "atime" | "ctime" => {
+                        times.insert(key, val);
+                    }
+                    _ => {
+                        pax.insert(key, val);
+                    }
+                }
+            }
+        }
+        let format = if had_pax {
+            "pax"
+        } else if h.as_ustar().is_some() {
+            "ustar"
+        } else if h.as_gnu().is_some() {
+            "gnu"
+        } else {
+            "v7"
+        };
+        let kind = kind_of(etype);
+        let link = match kind {
+            "symlink" | "hardlink" => e
+                .link_name_bytes()
+                .map(|l| String::from_utf8_lossy(&l).into_owned())
+                .map(|l| if kind == "hardlink" { normalise(&l) } else { l }),
+            _ => None,
+        };
+        let dev = match kind {
+            "char-device" | "block-device" => Some((
+                h.device_major().ok().flatten().unwrap_or(0),
+                h.device_minor().ok().flatten().unwrap_or(0),
+            )),
+            _ => None,
+        };
+        let (sha256, size) = if kind == "file" {
+            let mut w = HashWrite(Sha256Hasher::new(), 0);
+            io::copy(&mut e, &mut w).map_err(|e| bad_tar(layer, e))?;
+            (Some(w.0.finish()), w.1)
+        } else {
+            (None, 0)
+        };
+        let num = |v: io::Result<u64>| v.map(|n| n.to_string()).unwrap_or_default();
+        let name = |v: Option<&[u8]>| v.map(|b| String::from_utf8_lossy(b).into_owned());
+        let summary = EntrySummary {
+            kind,
+            size,
+            sha256,
+            mode: h.mode().unwrap_or(0) & 0o7777,
+            uid: uid.unwrap_or_else(|| num(h.uid())),
+            gid: gid.unwrap_or_else(|| num(h.gid())),
+            uname: name(h.username_bytes()).unwrap_or_default(),
+            gname: name(h.groupname_bytes()).unwrap_or_default(),
+            mtime: mtime.unwrap_or_else(|| num(h.mtime())),
+            times,
+            link,
+            dev,
+            pax,
+            format,
+        };
+        // Later duplicates win, as when the layer is applied.
+        if out.entries.insert(path.clone(), summary).is_none() {
+            out.order.push(path);
+        }
+    }
+    let mut reader = ar.into_inner();
+    io::copy(&mut reader, &mut io::sink()).map_err(|e| bad_tar(layer, e))?;
+    let HashRead { inner, hasher } = reader;
+    out.diff_id = Some(hasher.finish());
+    // The decompressors read their input to the end (multi-member gzip, multi-frame zstd), so
+    // the blob has been hashed whole once the tar stream is drained.
+    drop(inner);
+    if let (Some(expected), Ok(h)) = (layer.digest, Arc::try_unwrap(blob_hasher)) {
+        let found = h.into_inner().expect("hasher lock never poisoned").finish();
+        if found != expected {
+            return Err(DiffError::BadLayer {
+                path: layer.path.clone(),
+                reason: format!("blob does not match its digest {expected} (found {found})"),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The bytes of the regular files in `want`, in one more pass over `layer`.
+pub(crate) fn fetch(
+    layer: &LayerRef,
+    want: &HashSet<String>,
+) -> Result<HashMap<String, Vec<u8>>, DiffError> {
+    let mut out = HashMap::new();
+    if want.is_empty() {
+        return Ok(out);
+    }
+    let mut ar = tar::Archive::new(open(layer)?.0);
+    for e in ar.entries().map_err(|e| bad_tar(layer, e))? {
+        let mut e = e.map_err(|e| bad_tar(layer, e))?;
+        let path = normalise(&String::from_utf8_lossy(&e.path_bytes()));
+        if want.contains(&path) && kind_of(e.header().entry_type()) == "file" {
+            let mut buf = Vec::new();
+            (&mut e)
+                .take(TEXT_MAX)
+                .read_to_end(&mut buf)
+                .map_err(|e| bad_tar(layer, e))?;
+            out.insert(path, buf);
+        }
+    }
+    Ok(out)
+}
+
+fn describe(e: &EntrySummary) -> String {
+    match (&e.link, e.sha256) {
+        (Some(l), _) => format!("{} -> {l}", e.kind),
+        (None, Some(d)) => format!("file {d} ({} bytes)", e.size),
+        _ => e.kind.to_string(),
+    }
+}
+
+fn change(cause: Cause, a: impl Into<String>, b: impl Into<String>) -> FileChange {
+    FileChange {
+        cause,
+        a: Some(a.into()),
+        b: Some(b.into()),
+        text_diff: None,
+    }
+}
+
+fn compare_entries(a: &EntrySummary, b: &EntrySummary) -> Vec<FileChange> {
+    let mut out = Vec::new();
+    if a.kind != b.kind {
+        let hardlink = matches!(
+            (a.kind, b.kind),
+            ("file", "hardlink") | ("hardlink", "file")
+        );
+        let cause = if hardlink {
+            Cause::Hardlink
+        } else {
+            Cause::Type
+        };
+        out.push(change(cause, describe(a), describe(b)));
+    } else {
+        if a.sha256 != b.sha256 {
+            out.push(change(Cause::Content, describe(a), describe(b)));
+        }
+        if a.link != b.link {
+            let cause = if a.kind == "hardlink" {
+                Cause::Hardlink
+            } else {
+                Cause::Link
+            };
+            out.push(change(
+                cause,
+                a.link.clone().unwrap_or_default(),
+                b.link.clone().unwrap_or_default(),
+            ));
+        }
+        if a.dev != b.dev {
+            out.push(change(
+                Cause::Type,
+                format!("{:?}", a.dev),
+                format!("{:?}", b.dev),
+            ));
+        }
+    }
+    if a.mode != b.mode {
+        out.push(change(
+            Cause::Mode,
+            format!("{:04o}", a.mode),
+            format!("{:04o}", b.mode),
+        ));
+    }
+    if a.uid != b.uid {
+        out.push(change(Cause::Uid, &a.uid, &b.uid));
+    }
+    if a.gid != b.gid {
+        out.push(change(Cause::Gid, &a.gid, &b.gid));
+    }
+    if a.uname != b.uname {
+        out.push(change(Cause::Uname, &a.uname, &b.uname));
+    }
+    if a.gname != b.gname {
+        out.push(change(Cause::Gname, &a.gname, &b.gname));
+    }
+    if a.pax != b.pax {
+        let keys: BTreeSet<&String> = a.pax.keys().chain(b.pax.keys()).collect();
+        for k in keys {
+            let (va, vb) = (a.pax.get(k), b.pax.get(k));
+            if va != vb {
+                out.push(FileChange {
+                    cause: Cause::Xattrs,
+                    a: va.map(|v| format!("{k}={}", v.escape_debug())),
+                    b: vb.map(|v| format!("{k}={}", v.escape_debug())),
+                    text_diff: None,
+                });
+            }
+        }
+    }
+    if a.mtime != b.mtime {
+        out.push(change(Cause::Mtime, &a.mtime, &b.mtime));
+    }
+    if a.times != b.times {
+        out.push(change(
+            Cause::Mtime,
+            format!("{:?}", a.times),
+            format!("{:?}", b.times),
+        ));
+    }
+    if a.format != b.format {
+        out.push(change(Cause::Format, a.format, b.format));
+    }
+    out
+}
+
+/// Compares two summaries: per-path changes (most telling first) and the entry order.
+/// Changes whose cause `ignored` says to drop are counted in `ignored_counts` instead.
+pub(crate) fn compare(
+    a: &LayerSummary,
+    b: &LayerSummary,
+    ignored: &dyn Fn(Cause) -> bool,
+    ignored_counts: &mut BTreeMap<Cause, usize>,
+) -> (Vec<FileDiff>, Option<OrderDiff>) {
+    let paths: BTreeSet<&String> = a.entries.keys().chain(b.entries.keys()).collect();
+    let mut files = Vec::new();
+    for p in paths {
+        let changes = match (a.entries.get(p), b.entries.get(p)) {
+            (Some(x), Some(y)) => compare_entries(x, y),
+            (Some(x), None) => vec![FileChange {
+                cause: Cause::Presence,
+                a: Some(describe(x)),
+                b: None,
+                text_diff: None,
+            }],
+            (None, Some(y)) => vec![FileChange {
+                cause: Cause::Presence,
+                a: None,
+                b: Some(describe(y)),
+                text_diff: None,
+            }],
+            (None, None) => unreachable!("path from one of the maps"),
+        };
+        let mut kept = Vec::new();
+        for c in changes {
+            if ignored(c.cause) {
+                *ignored_counts.entry(c.cause).or_default() += 1;
+            } else {
+                kept.push(c);
+            }
+        }
+        if !kept.is_empty() {
+            kept.sort_by_key(|c| c.cause);
+            files.push(FileDiff {
+                path: format!("/{p}"),
+                changes: kept,
+            });
+        }
+    }
+    files.sort_by(|x, y| x.changes[0].cause.cmp(&y.changes[0].cause));
+    let order = order_diff(a, b);
+    let order = match order {
+        Some(_) if ignored(Cause::Order) => {
+            *ignored_counts.entry(Cause::Order).or_default() += 1;
+            None
+        }
+        o => o,
+    };
+    (files, order)
+}
+
+/// Whether the paths both layers hold come in a different order.
+fn order_diff(a: &LayerSummary, b: &LayerSummary) -> Option<OrderDiff> {
+    let common = |x: &LayerSummary, y: &LayerSummary| -> Vec<String> {
+        x.order
+            .iter()
+            .filter(|p| y.entries.contains_key(*p))
+            .cloned()
+            .collect()
+    };
+    let (ca, cb) = (common(a, b), common(b, a));
+    let i = ca.iter().zip(&cb).position(|(x, y)| x != y)?;
+    Some(OrderDiff {
+        common_paths: ca.len(),
+        same_set: a.entries.len() == b.entries.len() && ca.len() == a.entries.len(),
+        first_at: i,
+        a: format!("/{}", ca[i]),
+        b: format!("/{}", cb[i]),
+    })
+}
+
+/// Fills in text diffs for small UTF-8 files whose content differs (a second pass over each layer).
+pub(crate) fn add_text_diffs(
+    files: &mut [FileDiff],
+    la: &LayerRef,
+    lb: &LayerRef,
+    a: &LayerSummary,
+    b: &LayerSummary,
+) -> Result<(), DiffError> {
+    let mut want = HashSet::new();
+    for f in files.iter() {
+        let p = &f.path[1..];
+        let small = |s: &LayerSummary| s.entries.get(p).is_some_and(|e| e.size <= TEXT_MAX);
+        if f.changes.iter().any(|c| c.cause == Cause::Content) && small(a) && small(b) {
+            want.insert(p.to_string());
+            if want.len() == TEXT_PER_LAYER {
+                break;
+            }
+        }
+    }
+    if want.is_empty() {
+        return Ok(());
+    }
+    let (ba, bb) = rayon::join(|| fetch(la, &want), || fetch(lb, &want));
+    let (ba, bb) = (ba?, bb?);
+    for f in files.iter_mut() {
+        let p = &f.path[1..];
+        let (Some(x), Some(y)) = (ba.get(p), bb.get(p)) else {
+            continue;
+        };
+        let (Ok(x), Ok(y)) = (std::str::from_utf8(x), std::str::from_utf8(y)) else {
+            continue;
+        };
+        if x.contains('\0') || y.contains('\0') {
+            continue;
+        }
+        if let Some(c) = f.changes.iter_mut().find(|c| c.cause == Cause::Content) {
+            c.text_diff = Some(text::unified(&f.path, x, y, 20));
+        }
+    }
+    Ok(())
+}
