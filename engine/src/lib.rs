@@ -23,3 +23,4 @@ pub mod frontend;
 pub mod image;
 pub mod layer;
 pub mod plan;
+pub mod sandbox;

@@ -1,0 +1,41 @@
+mod root;
+mod snapshot;
+pub use snapshot::{Limits, Snapshots};
+use std::io;
+/// Errors of the sandbox: unpacking snapshots and running a step.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{op} `{path}`: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A layer entry that would leave the snapshot root or is otherwise not representable safely.
+    #[error("unsafe layer entry `{path}`: {reason}")]
+    UnsafeEntry { path: String, reason: &'static str },
+    #[error("layer exceeds the {what} limit of {limit}")]
+    Limit { what: &'static str, limit: u64 },
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("invalid RUN: {0}")]
+    Spec(String),
+    /// The sandbox helper failed before the command could start (message from inside).
+    #[error("sandbox setup failed: {0}")]
+    Setup(String),
+    #[error(transparent)]
+    Store(#[from] strata_cache::StoreError),
+    #[error(transparent)]
+    Layer(#[from] crate::layer::LayerError),
+}
+
+impl SandboxError {
+    pub(crate) fn io(op: &'static str, path: impl std::fmt::Display, source: io::Error) -> Self {
+        SandboxError::Io {
+            op,
+            path: path.to_string(),
+            source,
+        }
+    }
+}
