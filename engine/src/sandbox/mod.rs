@@ -1,7 +1,26 @@
+//! Executing one RUN step.
+//!
+//! - [`Snapshots`] unpacks base layers once per diff_id into overlayfs lower-dir form, resolving
+//!   every path inside the snapshot root (`openat2(RESOLVE_IN_ROOT)`), so a hostile layer cannot
+//!   write outside it (the umoci/docker/containerd/tar-rs CVEs in docs/DESIGN-NOTES §5).
+//! - [`run`] executes a [`RunSpec`] in fresh namespaces over an overlay of those snapshots. The
+//!   engine is multi-threaded, so nothing forks in-process: `run` re-executes the `strata` binary
+//!   as `strata __sandbox-init`, which lands in [`init_main`] (single-threaded) and does the
+//!   namespace, mount and exec work there.
+
+mod exec;
+mod init;
 mod root;
 mod snapshot;
+mod sys;
+mod user;
+
+pub use exec::{injected_paths, run, Network, Output, RunOutcome, RunSpec};
+pub use init::init_main;
 pub use snapshot::{Limits, Snapshots};
+
 use std::io;
+
 /// Errors of the sandbox: unpacking snapshots and running a step.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
