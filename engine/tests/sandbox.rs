@@ -59,6 +59,7 @@ fn main() {
             "host_network_sees_host_interfaces",
             host_network_sees_host_interfaces,
         ),
+        ("root_confined", root_in_the_sandbox_is_confined),
     ];
     let mut failed = 0;
     for (name, t) in tests {
@@ -315,4 +316,23 @@ fn host_network_sees_host_interfaces() {
         .lines()
         .count();
     assert_eq!(fx.log().trim(), host.to_string());
+}
+
+fn root_in_the_sandbox_is_confined() {
+    let fx = Fx::new();
+    let spec = fx.spec(
+        "mkdir -p /mnt; mount -t tmpfs t /mnt 2>/dev/null && echo MOUNTED; \
+         umount /proc/kcore 2>/dev/null && echo UNMASKED; \
+         echo x 2>/dev/null > /proc/sys/kernel/domainname && echo WROTE; \
+         test -s /proc/kcore && echo KCORE; \
+         test -e /dev/tty && (exec 3</dev/tty) 2>/dev/null && echo TTY; \
+         grep CapBnd /proc/self/status",
+    );
+    assert_eq!(run(&spec).unwrap(), RunOutcome::Exited(0), "{}", fx.log());
+    let log = fx.log();
+    for bad in ["MOUNTED", "UNMASKED", "WROTE", "KCORE", "TTY"] {
+        assert!(!log.contains(bad), "{bad}: {log}");
+    }
+    // Docker's default capability set.
+    assert!(log.contains("CapBnd:\t00000000a80425fb"), "{log}");
 }

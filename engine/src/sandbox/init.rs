@@ -355,6 +355,11 @@ unsafe fn child_exec(
     if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
         fail(b"close_range", 126);
     }
+    // No controlling terminal: the command must not reach the user's tty through /dev/tty.
+    libc::setsid();
+    if drop_capabilities().is_err() {
+        fail(b"drop capabilities", 126);
+    }
     if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
         fail(b"setgroups", 126);
     }
@@ -371,4 +376,75 @@ unsafe fn child_exec(
         126
     };
     fail(e.path.as_bytes(), code)
+}
+
+/// Docker's default capability set: root in the sandbox can chown, mknod, bind low ports, ...
+/// but not mount, load modules, trace, or undo the masks on /proc (no CAP_SYS_ADMIN).
+pub(crate) const DEFAULT_CAPS: u64 = {
+    const CAPS: [u32; 14] = [
+        0,  // CHOWN
+        1,  // DAC_OVERRIDE
+        3,  // FOWNER
+        4,  // FSETID
+        5,  // KILL
+        6,  // SETGID
+        7,  // SETUID
+        8,  // SETPCAP
+        10, // NET_BIND_SERVICE
+        13, // NET_RAW
+        18, // SYS_CHROOT
+        27, // MKNOD
+        29, // AUDIT_WRITE
+        31, // SETFCAP
+    ];
+    let mut m = 0u64;
+    let mut i = 0;
+    while i < CAPS.len() {
+        m |= 1 << CAPS[i];
+        i += 1;
+    }
+    m
+};
+
+/// Drops every capability outside [`DEFAULT_CAPS`] from the bounding, ambient, effective,
+/// permitted and inheritable sets (before the uid change, which clears the rest for non-root).
+unsafe fn drop_capabilities() -> Result<(), ()> {
+    const PR_CAPBSET_DROP: libc::c_int = 24;
+    const PR_CAP_AMBIENT: libc::c_int = 47;
+    const PR_CAP_AMBIENT_CLEAR_ALL: libc::c_ulong = 4;
+    for cap in 0..64u64 {
+        if DEFAULT_CAPS & (1 << cap) == 0
+            && libc::prctl(PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0
+            && *libc::__errno_location() != libc::EINVAL
+        {
+            return Err(());
+        }
+    }
+    libc::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let half = |m: u64| Data {
+        effective: m as u32,
+        permitted: m as u32,
+        inheritable: m as u32,
+    };
+    let data = [half(DEFAULT_CAPS), half(DEFAULT_CAPS >> 32)];
+    if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) != 0 {
+        return Err(());
+    }
+    Ok(())
 }

@@ -52,6 +52,11 @@ pub(crate) enum Op {
         source: PathBuf,
         target: String,
     },
+    /// Hide a path of /proc or /sys (`/dev/null` over a file, an empty read-only tmpfs over a
+    /// directory); missing paths are skipped.
+    Mask(String),
+    /// Bind a path onto itself read-only; missing paths are skipped.
+    ReadOnly(String),
     /// Make the rootfs `/` and detach the old root.
     PivotRoot,
     SetHostname(String),
@@ -98,6 +103,31 @@ pub(crate) fn plan(spec: &RunSpec, files: &HostFiles) -> Vec<Op> {
         data: String::new(),
         optional: false,
     });
+    // Docker's masked and read-only paths: kernel memory, keys and timers stay hidden, and
+    // the kernel's knobs cannot be turned (the command has no CAP_SYS_ADMIN to undo this).
+    for p in [
+        "proc/acpi",
+        "proc/asound",
+        "proc/interrupts",
+        "proc/kcore",
+        "proc/keys",
+        "proc/latency_stats",
+        "proc/timer_list",
+        "proc/timer_stats",
+        "proc/sched_debug",
+        "proc/scsi",
+    ] {
+        ops.push(Op::Mask(p.into()));
+    }
+    for p in [
+        "proc/bus",
+        "proc/fs",
+        "proc/irq",
+        "proc/sys",
+        "proc/sysrq-trigger",
+    ] {
+        ops.push(Op::ReadOnly(p.into()));
+    }
     ops.push(Op::MakeDir("sys".into()));
     ops.push(Op::Mount {
         fstype: "sysfs",
@@ -106,6 +136,9 @@ pub(crate) fn plan(spec: &RunSpec, files: &HostFiles) -> Vec<Op> {
         data: String::new(),
         optional: true,
     });
+    for p in ["sys/firmware", "sys/devices/virtual/powercap"] {
+        ops.push(Op::Mask(p.into()));
+    }
     ops.push(Op::MakeDir("dev".into()));
     ops.push(Op::Mount {
         fstype: "tmpfs",
@@ -380,6 +413,37 @@ impl Sys for RealSys {
                     .map_err(|e| format!("{e} (/{target})"))?;
                 // Bind mounts of host devices keep nosuid; everything stays private.
                 Ok(())
+            }
+            Op::Mask(path) => {
+                let (fd, t) = match self.target(path) {
+                    Ok(x) => x,
+                    Err(_) => return Ok(()), // absent (or not resolvable): nothing to hide
+                };
+                let is_dir = rfs::fstat(&fd)
+                    .map(|st| rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory)
+                    .map_err(errno_msg(format_args!("stat /{path}")))?;
+                if is_dir {
+                    mount_raw("tmpfs", &t, "tmpfs", libc::MS_RDONLY, "size=0")
+                } else {
+                    mount_raw("/dev/null", &t, "", libc::MS_BIND, "")
+                }
+                .map_err(|e| format!("{e} (mask /{path})"))
+            }
+            Op::ReadOnly(path) => {
+                let Ok((_fd, t)) = self.target(path) else {
+                    return Ok(());
+                };
+                mount_raw(&t, &t, "", libc::MS_BIND | libc::MS_REC, "")
+                    .map_err(|e| format!("{e} (/{path})"))?;
+                // Re-resolve: the new fd is on the bind mount just made.
+                let (_fd2, t2) = self.target(path)?;
+                let flags = libc::MS_BIND
+                    | libc::MS_REMOUNT
+                    | libc::MS_RDONLY
+                    | libc::MS_NOSUID
+                    | libc::MS_NODEV
+                    | libc::MS_NOEXEC;
+                mount_raw("", &t2, "", flags, "").map_err(|e| format!("{e} (read-only /{path})"))
             }
             Op::PivotRoot => {
                 let root = self.root.take().ok_or("rootfs not mounted")?;
