@@ -22,7 +22,10 @@ fn main() {
         );
         return;
     }
-    std::env::set_var("STRATA_SANDBOX_EXE", std::env::current_exe().unwrap());
+    // `STRATA_SANDBOX_EXE=target/release/strata` runs the same tests through the real CLI.
+    if std::env::var_os("STRATA_SANDBOX_EXE").is_none() {
+        std::env::set_var("STRATA_SANDBOX_EXE", std::env::current_exe().unwrap());
+    }
     let filter = args.iter().skip(1).find(|a| !a.starts_with('-')).cloned();
     let tests: &[(&str, fn())] = &[
         (
