@@ -448,3 +448,38 @@ unsafe fn drop_capabilities() -> Result<(), ()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_caps_are_dockers() {
+        assert_eq!(DEFAULT_CAPS, 0xa804_25fb);
+        assert_eq!(
+            DEFAULT_CAPS & (1 << 21),
+            0,
+            "CAP_SYS_ADMIN must not be granted"
+        );
+    }
+
+    #[test]
+    fn executable_lookup_uses_the_commands_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::write(bin.join("tool"), "").unwrap();
+        std::fs::write(bin.join("data"), "").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin.join("tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let env = vec![format!("PATH=/nonexistent:{}", bin.display())];
+        assert_eq!(find_executable("tool", &env), Some(bin.join("tool")));
+        assert_eq!(find_executable("data", &env), None, "not executable");
+        assert_eq!(find_executable("./rel", &env), Some("./rel".into()));
+        assert_eq!(
+            find_executable("tool", &[]),
+            None,
+            "default PATH has no such tool"
+        );
+    }
+}
