@@ -63,6 +63,10 @@ fn main() {
             host_network_sees_host_interfaces,
         ),
         ("root_confined", root_in_the_sandbox_is_confined),
+        (
+            "dangling_resolv_conf",
+            dangling_resolv_conf_symlink_is_tolerated,
+        ),
     ];
     let mut failed = 0;
     for (name, t) in tests {
@@ -338,4 +342,22 @@ fn root_in_the_sandbox_is_confined() {
     }
     // Docker's default capability set.
     assert!(log.contains("CapBnd:\t00000000a80425fb"), "{log}");
+}
+
+fn dangling_resolv_conf_symlink_is_tolerated() {
+    let fx = Fx::new();
+    std::os::unix::fs::symlink(
+        "/run/systemd/resolve/stub-resolv.conf",
+        fx.p("lower/etc/resolv.conf"),
+    )
+    .unwrap();
+    let spec = fx.spec("grep -q strata /etc/hosts");
+    assert_eq!(run(&spec).unwrap(), RunOutcome::Exited(0), "{}", fx.log());
+    assert!(
+        fx.log().contains("without an injected /etc/resolv.conf"),
+        "{}",
+        fx.log()
+    );
+    // The image's symlink is left alone.
+    assert!(!fx.p("upper/etc/resolv.conf").exists());
 }

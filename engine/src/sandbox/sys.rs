@@ -47,6 +47,13 @@ pub(crate) enum Op {
         /// Failure is ignored (e.g. sysfs, which some environments refuse).
         optional: bool,
     },
+    /// A host file bind-mounted on `target` inside the rootfs (created empty if missing). An
+    /// image whose `target` cannot hold a mount (a dangling symlink, `/etc` not a directory)
+    /// runs without it, with a warning: that is the image's choice, not an error.
+    InjectFile {
+        source: PathBuf,
+        target: String,
+    },
     /// A host path bind-mounted on `target` inside the rootfs.
     Bind {
         source: PathBuf,
@@ -89,8 +96,7 @@ pub(crate) fn plan(spec: &RunSpec, files: &HostFiles) -> Vec<Op> {
         (&files.resolv, "etc/resolv.conf"),
         (&files.hostname, "etc/hostname"),
     ] {
-        ops.push(Op::MakeFile(dst.into()));
-        ops.push(Op::Bind {
+        ops.push(Op::InjectFile {
             source: src.clone(),
             target: dst.into(),
         });
@@ -414,6 +420,21 @@ impl Sys for RealSys {
                 // Bind mounts of host devices keep nosuid; everything stays private.
                 Ok(())
             }
+            Op::InjectFile { source, target } => {
+                if let Err(e) = self.apply(&Op::MakeFile(target.clone())) {
+                    eprintln!("strata: warning: RUN without an injected /{target}: {e}");
+                    return Ok(());
+                }
+                let (_fd, t) = match self.target(target) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        eprintln!("strata: warning: RUN without an injected /{target}: {e}");
+                        return Ok(());
+                    }
+                };
+                mount_raw(&source.display().to_string(), &t, "", libc::MS_BIND, "")
+                    .map_err(|e| format!("{e} (/{target})"))
+            }
             Op::Mask(path) => {
                 let (fd, t) = match self.target(path) {
                     Ok(x) => x,
@@ -568,7 +589,7 @@ mod tests {
             source: "/host/cache".into(),
             target: "root/.cache".into()
         }));
-        assert!(ops.contains(&Op::Bind {
+        assert!(ops.contains(&Op::InjectFile {
             source: "/t/hosts".into(),
             target: "etc/hosts".into()
         }));
