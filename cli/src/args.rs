@@ -139,6 +139,9 @@ pub struct ExportArgs {
     /// type=oci,dest=DIR | type=oci-archive,dest=FILE | type=docker-archive,dest=FILE (repeatable)
     #[arg(short = 'o', long = "output", value_name = "SPEC", required = true)]
     pub outputs: Vec<String>,
+}
+
+#[derive(Args, Debug)]
 pub struct DiffArgs {
     /// First image: oci:DIR[:TAG] | oci-archive:FILE[:TAG] | docker-archive:FILE | PATH
     #[arg(value_name = "A")]

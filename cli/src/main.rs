@@ -8,6 +8,11 @@ mod progress;
 use clap::Parser;
 
 fn main() {
+    // The RUN sandbox re-executes this binary; it must not see clap (nor anything else).
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new("__sandbox-init")) {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        strata_engine::sandbox::init_main(&args);
+    }
     let cli = args::Cli::parse();
     let code = match commands::run(cli) {
         Ok(code) => code,

@@ -56,6 +56,8 @@ pub(crate) fn execute(
         },
         hostname: "strata".into(),
         cache_mounts,
+        // The step's output is the build log: it goes to stderr with the progress.
+        output: exec::Output::Stderr,
     };
     let outcome = exec::run(&spec)?;
     let command = run.argv.last().cloned().unwrap_or_default();

@@ -1,1 +1,61 @@
+//! Executing one RUN step.
+//!
+//! - [`Snapshots`] unpacks base layers once per diff_id into overlayfs lower-dir form, resolving
+//!   every path inside the snapshot root (`openat2(RESOLVE_IN_ROOT)`), so a hostile layer cannot
+//!   write outside it (the umoci/docker/containerd/tar-rs CVEs in docs/DESIGN-NOTES §5).
+//! - [`run`] executes a [`RunSpec`] in fresh namespaces over an overlay of those snapshots. The
+//!   engine is multi-threaded, so nothing forks in-process: `run` re-executes the `strata` binary
+//!   as `strata __sandbox-init`, which lands in [`init_main`] (single-threaded) and does the
+//!   namespace, mount and exec work there.
+
 pub mod capture;
+pub mod exec;
+mod init;
+mod root;
+pub mod snapshot;
+mod sys;
+mod user;
+
+pub use exec::{injected_paths, run, Network, Output, RunOutcome, RunSpec};
+pub use init::init_main;
+pub use snapshot::{Limits, Snapshots};
+
+use std::io;
+
+/// Errors of the sandbox: unpacking snapshots and running a step.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{op} `{path}`: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    /// A layer entry that would leave the snapshot root or is otherwise not representable safely.
+    #[error("unsafe layer entry `{path}`: {reason}")]
+    UnsafeEntry { path: String, reason: &'static str },
+    #[error("layer exceeds the {what} limit of {limit}")]
+    Limit { what: &'static str, limit: u64 },
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("invalid RUN: {0}")]
+    Spec(String),
+    /// The sandbox helper failed before the command could start (message from inside).
+    #[error("sandbox setup failed: {0}")]
+    Setup(String),
+    #[error(transparent)]
+    Store(#[from] strata_cache::StoreError),
+    #[error(transparent)]
+    Layer(#[from] crate::layer::LayerError),
+}
+
+impl SandboxError {
+    pub(crate) fn io(op: &'static str, path: impl std::fmt::Display, source: io::Error) -> Self {
+        SandboxError::Io {
+            op,
+            path: path.to_string(),
+            source,
+        }
+    }
+}

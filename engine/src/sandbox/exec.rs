@@ -1,0 +1,262 @@
+//! Running one command in a hermetic sandbox: the parent side.
+//!
+//! [`run`] re-executes the `strata` binary as `strata __sandbox-init` (the engine is
+//! multi-threaded, so it never forks and continues running Rust code itself). The helper gets
+//! the [`RunSpec`] as JSON on stdin and reports the outcome as one JSON line on fd 3, a pipe
+//! that is close-on-exec everywhere except in the helper.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use super::SandboxError;
+
+/// Which network the command sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Network {
+    /// A new network namespace with only `lo`, up.
+    None,
+    /// The host's network (and a copy of its `/etc/resolv.conf`).
+    Host,
+}
+
+/// Where the command's stdout and stderr go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Output {
+    /// Both to the calling process's stderr (build logs).
+    Stderr,
+    /// Both to this host file (created or truncated).
+    File(PathBuf),
+}
+
+/// One RUN: what to run, over which layers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSpec {
+    /// Snapshot dirs, bottom first (empty = scratch).
+    pub lowers: Vec<PathBuf>,
+    /// Overlay upper and work dirs: empty, on the same file system, created by the caller.
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    /// Already resolved (shell form = SHELL + [cmd]); `argv[0]` without `/` is looked up in
+    /// the `PATH` of `env` (or the default PATH).
+    pub argv: Vec<String>,
+    /// Exactly this environment, `KEY=VALUE`.
+    pub env: Vec<String>,
+    /// Absolute; created (`mkdir -p`, as root) if missing.
+    pub cwd: String,
+    /// `""` = root; `name`, `uid`, with optional `:group`/`:gid`, resolved against the rootfs.
+    pub user: String,
+    pub network: Network,
+    pub hostname: String,
+    /// (host dir, absolute target in the container), bind-mounted read-write.
+    pub cache_mounts: Vec<(PathBuf, String)>,
+    pub output: Output,
+}
+
+/// How the command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunOutcome {
+    Exited(i32),
+    Signaled(i32),
+}
+
+/// The helper's one-line report on fd 3.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Report {
+    Done(RunOutcome),
+    Error(String),
+}
+
+/// The default `PATH` when `env` has none (Docker's).
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Paths (relative to the rootfs) the sandbox may create in the upper dir as mount points or
+/// injected files; they must never be committed to a layer (buildah #5592). Parent
+/// directories the sandbox had to create for them (`etc` in a scratch image) are not listed.
+pub fn injected_paths(spec: &RunSpec) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "etc/hosts",
+        "etc/resolv.conf",
+        "etc/hostname",
+        "proc",
+        "dev",
+        "sys",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for (_, target) in &spec.cache_mounts {
+        let t = target.trim_matches('/').to_string();
+        if !t.is_empty() && !v.contains(&t) {
+            v.push(t);
+        }
+    }
+    v
+}
+
+pub(crate) fn validate(spec: &RunSpec) -> Result<(), SandboxError> {
+    if spec.argv.is_empty() {
+        return Err(SandboxError::Spec("empty command".into()));
+    }
+    if !spec.cwd.starts_with('/') {
+        return Err(SandboxError::Spec(format!(
+            "working directory `{}` is not absolute",
+            spec.cwd
+        )));
+    }
+    if let Some(bad) = spec.env.iter().find(|e| !e.contains('=')) {
+        return Err(SandboxError::Spec(format!(
+            "environment entry `{bad}` has no `=`"
+        )));
+    }
+    for (host, target) in &spec.cache_mounts {
+        if !target.starts_with('/') || target.trim_matches('/').is_empty() {
+            return Err(SandboxError::Spec(format!(
+                "cache mount target `{target}` must be an absolute path other than `/`"
+            )));
+        }
+        if !host.is_absolute() {
+            return Err(SandboxError::Spec(format!(
+                "cache mount source `{}` is not absolute",
+                host.display()
+            )));
+        }
+    }
+    let args = spec
+        .argv
+        .iter()
+        .chain(&spec.env)
+        .chain([&spec.cwd, &spec.hostname, &spec.user]);
+    if args.clone().any(|s| s.contains('\0')) {
+        return Err(SandboxError::Spec(
+            "NUL byte in command, environment, cwd, user or hostname".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `spec` and waits for it. Requires root (rootless RUN is not implemented yet).
+pub fn run(spec: &RunSpec) -> Result<RunOutcome, SandboxError> {
+    validate(spec)?;
+    if !rustix::process::geteuid().is_root() {
+        return Err(SandboxError::Unsupported(
+            "rootless RUN: strata must run as root to execute RUN steps (user-namespace sandboxing is not implemented yet)"
+                .into(),
+        ));
+    }
+    let exe = match std::env::var_os("STRATA_SANDBOX_EXE") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe()
+            .map_err(|e| SandboxError::io("find", "the strata executable", e))?,
+    };
+    let json = serde_json::to_vec(spec).map_err(|e| SandboxError::Spec(e.to_string()))?;
+    let (report_r, report_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| SandboxError::io("create", "report pipe", e.into()))?;
+    let stdout = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| SandboxError::io("dup", "stderr", e))?;
+    let mut cmd = Command::new(&exe);
+    cmd.arg("__sandbox-init")
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::inherit());
+    let wfd = report_w.as_raw_fd();
+    // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if wfd == 3 {
+                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(wfd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // If this thread dies (strata killed), the helper and with it the pid namespace
+            // die too. `run` blocks this thread until the helper exits, so it cannot fire early.
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| SandboxError::io("start sandbox helper", exe.display(), e))?;
+    drop(report_w);
+    if let Some(mut stdin) = child.stdin.take() {
+        // An early exit of the helper shows up in the report; ignore EPIPE here.
+        let _ = stdin.write_all(&json);
+    }
+    let mut report = String::new();
+    let read = std::fs::File::from(report_r).read_to_string(&mut report);
+    let status = child
+        .wait()
+        .map_err(|e| SandboxError::io("wait for", "sandbox helper", e))?;
+    read.map_err(|e| SandboxError::io("read", "sandbox report", e))?;
+    match serde_json::from_str::<Report>(report.trim()) {
+        Ok(Report::Done(outcome)) => Ok(outcome),
+        Ok(Report::Error(msg)) => Err(SandboxError::Setup(msg)),
+        Err(_) => Err(SandboxError::Setup(format!(
+            "the sandbox helper `{}` exited ({status}) without a report",
+            exe.display()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> RunSpec {
+        RunSpec {
+            lowers: vec![],
+            upper: "/u".into(),
+            work: "/w".into(),
+            argv: vec!["true".into()],
+            env: vec!["A=1".into()],
+            cwd: "/".into(),
+            user: String::new(),
+            network: Network::None,
+            hostname: "strata".into(),
+            cache_mounts: vec![("/c".into(), "/root/.cache/".into())],
+            output: Output::Stderr,
+        }
+    }
+
+    #[test]
+    fn injected_paths_include_cache_mount_targets() {
+        let p = injected_paths(&spec());
+        assert!(p.contains(&"etc/resolv.conf".to_string()));
+        assert_eq!(p.last().unwrap(), "root/.cache");
+    }
+
+    #[test]
+    fn invalid_specs_are_refused_before_anything_runs() {
+        let mut s = spec();
+        s.cwd = "rel".into();
+        assert!(validate(&s).is_err());
+        let mut s = spec();
+        s.env = vec!["NOEQ".into()];
+        assert!(validate(&s).is_err());
+        let mut s = spec();
+        s.cache_mounts = vec![("/c".into(), "/".into())];
+        assert!(validate(&s).is_err());
+        let mut s = spec();
+        s.argv.clear();
+        assert!(validate(&s).is_err());
+        assert!(validate(&spec()).is_ok());
+    }
+
+    #[test]
+    fn spec_round_trips_through_json() {
+        let s = spec();
+        let back: RunSpec = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        assert_eq!(back.cache_mounts, s.cache_mounts);
+        assert_eq!(back.network, Network::None);
+    }
+}

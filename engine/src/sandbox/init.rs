@@ -1,0 +1,485 @@
+//! The sandbox helper: `strata __sandbox-init`, a fresh single-threaded process.
+//!
+//! helper (host pid ns, host mount ns): reads the spec, writes /etc/hosts & co. into a temp dir,
+//! `unshare(PID|UTS|IPC[|NET])`, forks:
+//!   pid 1 (new pid ns): `unshare(NEWNS)`, private mounts, overlay + /proc /dev /sys + binds,
+//!   pivot_root, hostname, `lo` up, umask, user lookup; forks the command, reaps every child
+//!   until the command is gone, writes the report on fd 3 and exits — the kernel then kills
+//!   whatever the command left running in the namespace.
+//! The helper waits for pid 1 and removes its temp dir.
+
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use rustix::fs::{Mode, OFlags};
+
+use super::exec::{validate, Network, Output, Report, RunOutcome, RunSpec, DEFAULT_PATH};
+use super::root::{components, mkdir_all_in_root};
+use super::sys::{plan, HostFiles, RealSys, Sys};
+use super::user::{resolve, ExecUser};
+
+const REPORT_FD: i32 = 3;
+
+/// Entry point of `strata __sandbox-init` (dispatched by the CLI before argument parsing).
+/// Never returns.
+pub fn init_main(_args: &[String]) -> ! {
+    // SAFETY: fcntl on a plain fd number; fails cleanly if fd 3 is not open.
+    if unsafe { libc::fcntl(REPORT_FD, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        eprintln!("error: `strata __sandbox-init` is internal to strata (started without its report pipe)");
+        std::process::exit(2);
+    }
+    if let Some(report) = helper() {
+        write_report(&report);
+    }
+    std::process::exit(0)
+}
+
+fn write_report(r: &Report) {
+    let mut line = serde_json::to_string(r).unwrap_or_else(|_| "\"?\"".into());
+    line.push('\n');
+    let b = line.as_bytes();
+    // SAFETY: writing a valid buffer to an fd number (errors are ignored: the parent then
+    // reports a helper without a report).
+    unsafe { libc::write(REPORT_FD, b.as_ptr().cast(), b.len()) };
+}
+
+fn last_err(what: &str) -> String {
+    format!("{what}: {}", std::io::Error::last_os_error())
+}
+
+/// Returns the report to write, or `None` when pid 1 already wrote it.
+fn helper() -> Option<Report> {
+    let spec = match read_spec() {
+        Ok(s) => s,
+        Err(e) => return Some(Report::Error(e)),
+    };
+    if let Err(e) = redirect_stdio(&spec.output) {
+        return Some(Report::Error(e));
+    }
+    let tmp = match tempfile::Builder::new().prefix("strata-sandbox-").tempdir() {
+        Ok(t) => t,
+        Err(e) => return Some(Report::Error(format!("create temp dir: {e}"))),
+    };
+    let files = match host_files(&spec, tmp.path()) {
+        Ok(f) => f,
+        Err(e) => return Some(Report::Error(e)),
+    };
+    let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if spec.network == Network::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    // SAFETY: plain syscalls in a single-threaded process; after fork the child only runs
+    // code of this single-threaded program and leaves with `_exit`.
+    unsafe {
+        if libc::unshare(flags) != 0 {
+            return Some(Report::Error(last_err("unshare")));
+        }
+        let pid = libc::fork();
+        if pid < 0 {
+            return Some(Report::Error(last_err("fork")));
+        }
+        if pid == 0 {
+            let r = pid1(&spec, &files);
+            write_report(&r);
+            libc::_exit(0);
+        }
+        let status = wait_for(pid);
+        drop(tmp);
+        match status {
+            Ok(st) if libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0 => None,
+            Ok(st) => Some(Report::Error(format!(
+                "sandbox pid 1 died (wait status {st:#x})"
+            ))),
+            Err(e) => Some(Report::Error(e)),
+        }
+    }
+}
+
+fn read_spec() -> Result<RunSpec, String> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("read spec: {e}"))?;
+    let spec: RunSpec = serde_json::from_slice(&buf).map_err(|e| format!("parse spec: {e}"))?;
+    validate(&spec).map_err(|e| e.to_string())?;
+    Ok(spec)
+}
+
+/// stdin = /dev/null; stdout and stderr as the spec says.
+fn redirect_stdio(out: &Output) -> Result<(), String> {
+    let null = rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| format!("open /dev/null: {e}"))?;
+    dup_onto(&null, 0)?;
+    match out {
+        Output::Stderr => {
+            // SAFETY: dup2 of standard fds.
+            if unsafe { libc::dup2(2, 1) } < 0 {
+                return Err(last_err("dup2"));
+            }
+        }
+        Output::File(p) => {
+            let f = rustix::fs::open(
+                p,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o644),
+            )
+            .map_err(|e| format!("open `{}`: {e}", p.display()))?;
+            dup_onto(&f, 1)?;
+            dup_onto(&f, 2)?;
+        }
+    }
+    Ok(())
+}
+
+fn dup_onto(fd: &OwnedFd, n: i32) -> Result<(), String> {
+    // SAFETY: dup2 onto a standard fd number.
+    if unsafe { libc::dup2(fd.as_raw_fd(), n) } < 0 {
+        return Err(last_err("dup2"));
+    }
+    Ok(())
+}
+
+fn host_files(spec: &RunSpec, dir: &Path) -> Result<HostFiles, String> {
+    let w = |name: &str, content: &[u8]| -> Result<std::path::PathBuf, String> {
+        let p = dir.join(name);
+        std::fs::write(&p, content).map_err(|e| format!("write `{}`: {e}", p.display()))?;
+        Ok(p)
+    };
+    let h = &spec.hostname;
+    let hosts =
+        format!("127.0.0.1\tlocalhost {h}\n::1\tlocalhost ip6-localhost ip6-loopback {h}\n");
+    let resolv = match spec.network {
+        Network::Host => std::fs::read("/etc/resolv.conf").unwrap_or_default(),
+        Network::None => Vec::new(),
+    };
+    for d in ["root", "empty"] {
+        std::fs::create_dir(dir.join(d))
+            .map_err(|e| format!("create `{}`: {e}", dir.join(d).display()))?;
+    }
+    Ok(HostFiles {
+        rootfs: dir.join("root"),
+        empty_lower: dir.join("empty"),
+        hosts: w("hosts", hosts.as_bytes())?,
+        resolv: w("resolv.conf", &resolv)?,
+        hostname: w("hostname", format!("{h}\n").as_bytes())?,
+    })
+}
+
+/// Waits for `pid`, retrying on EINTR; returns the raw wait status.
+fn wait_for(pid: libc::pid_t) -> Result<i32, String> {
+    let mut st = 0;
+    loop {
+        // SAFETY: waitpid with a valid status pointer.
+        let r = unsafe { libc::waitpid(pid, &mut st, 0) };
+        if r == pid {
+            return Ok(st);
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return Err(last_err("waitpid"));
+        }
+    }
+}
+
+/// Everything the command's process needs, prepared before forking it.
+struct Exec {
+    path: CString,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    user: ExecUser,
+    cwd: OwnedFd,
+}
+
+fn pid1(spec: &RunSpec, files: &HostFiles) -> Report {
+    match pid1_setup(spec, files) {
+        Ok(Some(exec)) => match run_command(&exec) {
+            Ok(o) => Report::Done(o),
+            Err(e) => Report::Error(e),
+        },
+        // Not found in PATH: reported like a shell would, as exit status 127.
+        Ok(None) => Report::Done(RunOutcome::Exited(127)),
+        Err(e) => Report::Error(e),
+    }
+}
+
+fn pid1_setup(spec: &RunSpec, files: &HostFiles) -> Result<Option<Exec>, String> {
+    // SAFETY: plain syscalls with valid arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(last_err("unshare(CLONE_NEWNS)"));
+        }
+        let root = c"/";
+        let flags = libc::MS_REC | libc::MS_PRIVATE;
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(last_err("make mounts private"));
+        }
+    }
+    let mut sys = RealSys::default();
+    for op in plan(spec, files) {
+        sys.apply(&op)?;
+    }
+    rustix::process::umask(Mode::from_raw_mode(0o022));
+
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let user = resolve(&spec.user, &passwd, &group)?;
+
+    let root = rustix::fs::open(
+        "/",
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| format!("open /: {e}"))?;
+    let cwd_comps = components(spec.cwd.as_bytes())
+        .map_err(|r| format!("working directory `{}`: {r}", spec.cwd))?;
+    let cwd = mkdir_all_in_root(root.as_fd(), &cwd_comps, 0o755)
+        .map_err(|e| format!("working directory `{}`: {e}", spec.cwd))?;
+    drop(root);
+
+    let cs = |s: &str| CString::new(s).map_err(|_| format!("NUL byte in `{s}`"));
+    let argv = spec
+        .argv
+        .iter()
+        .map(|a| cs(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = spec
+        .env
+        .iter()
+        .map(|a| cs(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(path) = find_executable(&spec.argv[0], &spec.env) else {
+        eprintln!(
+            "strata: RUN: `{}`: executable file not found in $PATH",
+            spec.argv[0]
+        );
+        return Ok(None);
+    };
+    Ok(Some(Exec {
+        path: CString::new(path.as_os_str().as_bytes()).map_err(|_| "NUL in path".to_string())?,
+        argv,
+        env,
+        user,
+        cwd,
+    }))
+}
+
+/// `argv[0]` as execvp would find it, but with the PATH of the command's environment.
+fn find_executable(arg0: &str, env: &[String]) -> Option<std::path::PathBuf> {
+    if arg0.contains('/') {
+        return Some(arg0.into());
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    path.split(':').filter(|d| !d.is_empty()).find_map(|d| {
+        let p = Path::new(d).join(arg0);
+        let m = std::fs::metadata(&p).ok()?;
+        use std::os::unix::fs::PermissionsExt;
+        (m.is_file() && m.permissions().mode() & 0o111 != 0).then_some(p)
+    })
+}
+
+/// Forks the command and reaps children until it has exited.
+fn run_command(e: &Exec) -> Result<RunOutcome, String> {
+    let mut argv: Vec<*const libc::c_char> = e.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = e.env.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let groups: Vec<libc::gid_t> = e.user.groups.clone();
+    // SAFETY: single-threaded process; the child makes only syscalls on prepared data, then
+    // execs or `_exit`s.
+    unsafe {
+        let pid = libc::fork();
+        if pid < 0 {
+            return Err(last_err("fork"));
+        }
+        if pid == 0 {
+            child_exec(e, &argv, &envp, &groups);
+        }
+        loop {
+            let mut st = 0;
+            let r = libc::waitpid(-1, &mut st, 0);
+            if r == pid {
+                if libc::WIFSIGNALED(st) {
+                    return Ok(RunOutcome::Signaled(libc::WTERMSIG(st)));
+                }
+                return Ok(RunOutcome::Exited(libc::WEXITSTATUS(st)));
+            }
+            if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                return Err(last_err("waitpid"));
+            }
+            // Another process (an orphan re-parented to us) was reaped: keep waiting.
+        }
+    }
+}
+
+/// The command's process, between fork and exec. Never returns.
+unsafe fn child_exec(
+    e: &Exec,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    groups: &[libc::gid_t],
+) -> ! {
+    let fail = |what: &[u8], code: i32| -> ! {
+        let err = *libc::__errno_location();
+        let msg = format!(
+            "strata: RUN: {}: {}\n",
+            String::from_utf8_lossy(what),
+            std::io::Error::from_raw_os_error(err)
+        );
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+        libc::_exit(code)
+    };
+    // Rust ignores SIGPIPE; ignored dispositions survive exec, so restore the default.
+    libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    let mut set: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut set);
+    libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    if libc::fchdir(e.cwd.as_raw_fd()) != 0 {
+        fail(b"chdir to the working directory", 126);
+    }
+    // No fd but 0, 1, 2 reaches the command (CVE-2024-21626).
+    if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+        fail(b"close_range", 126);
+    }
+    // No controlling terminal: the command must not reach the user's tty through /dev/tty.
+    libc::setsid();
+    if drop_capabilities().is_err() {
+        fail(b"drop capabilities", 126);
+    }
+    if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
+        fail(b"setgroups", 126);
+    }
+    if libc::setgid(e.user.gid) != 0 {
+        fail(b"setgid", 126);
+    }
+    if libc::setuid(e.user.uid) != 0 {
+        fail(b"setuid", 126);
+    }
+    libc::execve(e.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+    let code = if *libc::__errno_location() == libc::ENOENT {
+        127
+    } else {
+        126
+    };
+    fail(e.path.as_bytes(), code)
+}
+
+/// Docker's default capability set: root in the sandbox can chown, mknod, bind low ports, ...
+/// but not mount, load modules, trace, or undo the masks on /proc (no CAP_SYS_ADMIN).
+pub(crate) const DEFAULT_CAPS: u64 = {
+    const CAPS: [u32; 14] = [
+        0,  // CHOWN
+        1,  // DAC_OVERRIDE
+        3,  // FOWNER
+        4,  // FSETID
+        5,  // KILL
+        6,  // SETGID
+        7,  // SETUID
+        8,  // SETPCAP
+        10, // NET_BIND_SERVICE
+        13, // NET_RAW
+        18, // SYS_CHROOT
+        27, // MKNOD
+        29, // AUDIT_WRITE
+        31, // SETFCAP
+    ];
+    let mut m = 0u64;
+    let mut i = 0;
+    while i < CAPS.len() {
+        m |= 1 << CAPS[i];
+        i += 1;
+    }
+    m
+};
+
+/// Drops every capability outside [`DEFAULT_CAPS`] from the bounding, ambient, effective,
+/// permitted and inheritable sets (before the uid change, which clears the rest for non-root).
+unsafe fn drop_capabilities() -> Result<(), ()> {
+    const PR_CAPBSET_DROP: libc::c_int = 24;
+    const PR_CAP_AMBIENT: libc::c_int = 47;
+    const PR_CAP_AMBIENT_CLEAR_ALL: libc::c_ulong = 4;
+    for cap in 0..64u64 {
+        if DEFAULT_CAPS & (1 << cap) == 0
+            && libc::prctl(PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0
+            && *libc::__errno_location() != libc::EINVAL
+        {
+            return Err(());
+        }
+    }
+    libc::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let half = |m: u64| Data {
+        effective: m as u32,
+        permitted: m as u32,
+        inheritable: m as u32,
+    };
+    let data = [half(DEFAULT_CAPS), half(DEFAULT_CAPS >> 32)];
+    if libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) != 0 {
+        return Err(());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_caps_are_dockers() {
+        assert_eq!(DEFAULT_CAPS, 0xa804_25fb);
+        assert_eq!(
+            DEFAULT_CAPS & (1 << 21),
+            0,
+            "CAP_SYS_ADMIN must not be granted"
+        );
+    }
+
+    #[test]
+    fn executable_lookup_uses_the_commands_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::write(bin.join("tool"), "").unwrap();
+        std::fs::write(bin.join("data"), "").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin.join("tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let env = vec![format!("PATH=/nonexistent:{}", bin.display())];
+        assert_eq!(find_executable("tool", &env), Some(bin.join("tool")));
+        assert_eq!(find_executable("data", &env), None, "not executable");
+        assert_eq!(find_executable("./rel", &env), Some("./rel".into()));
+        assert_eq!(
+            find_executable("tool", &[]),
+            None,
+            "default PATH has no such tool"
+        );
+    }
+}

@@ -1,0 +1,732 @@
+//! Base layers unpacked once per diff_id, in overlayfs lower-dir form.
+//!
+//! `<store>/snapshots-v1/<diff_id hex>/` holds the unpacked layer: OCI whiteouts `.wh.x` become
+//! char 0/0 devices `x`, `.wh..wh..opq` becomes `trusted.overlay.opaque=y` on its directory.
+//! A snapshot is unpacked into a temp dir beside it and renamed into place, so a killed build
+//! never leaves half a snapshot under the final name. Bump `-v1` if the on-disk form changes.
+
+use std::ffi::OsStr;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{self as rfs, AtFlags, Dev, FileType, Mode, OFlags, XattrFlags};
+use rustix::io::Errno;
+use rustix::process::{Gid, Uid};
+use strata_cache::{BlobStore, Digest};
+
+use super::root::{components, mkdir_all_in_root, open_in_root, remove_all_at};
+use super::SandboxError;
+
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const OPAQUE: &[u8] = b".wh..wh..opq";
+
+/// Caps on what one layer may unpack to (CVE-2023-25153: unbounded reads).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_bytes: u64,
+    pub max_entries: u64,
+    pub max_path_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: 64 << 30,
+            max_entries: 4_000_000,
+            max_path_len: 4096,
+        }
+    }
+}
+
+/// The snapshot directory of a store.
+#[derive(Debug, Clone)]
+pub struct Snapshots {
+    root: PathBuf,
+    limits: Limits,
+}
+
+impl Snapshots {
+    pub fn new(store_root: &Path) -> Self {
+        Snapshots {
+            root: store_root.join("snapshots-v1"),
+            limits: Limits::default(),
+        }
+    }
+
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Returns the directory holding layer `diff_id` unpacked, unpacking it first from blob
+    /// `digest` (with `media_type`) if needed. The blob's digest is verified while reading.
+    pub fn ensure(
+        &self,
+        blobs: &BlobStore,
+        diff_id: &Digest,
+        digest: &Digest,
+        media_type: &str,
+    ) -> Result<PathBuf, SandboxError> {
+        let hex = diff_id.to_string();
+        let hex = hex.rsplit(':').next().unwrap_or(&hex).to_string();
+        let dest = self.root.join(&hex);
+        if dest.is_dir() {
+            return Ok(dest);
+        }
+        std::fs::create_dir_all(&self.root)
+            .map_err(|e| SandboxError::io("create directory", self.root.display(), e))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".tmp-{hex}-"))
+            .tempdir_in(&self.root)
+            .map_err(|e| SandboxError::io("create temp dir in", self.root.display(), e))?;
+        let blob = blobs.open(digest)?;
+        let reader = crate::layer::decompress_reader(Box::new(blob), media_type)?;
+        unpack(reader, tmp.path(), self.limits)?;
+        let tmp_path = tmp.keep();
+        match std::fs::rename(&tmp_path, &dest) {
+            Ok(()) => Ok(dest),
+            // Another build unpacked the same layer meanwhile: theirs is as good as ours.
+            Err(_) if dest.is_dir() => {
+                let _ = remove_tree(&tmp_path);
+                Ok(dest)
+            }
+            Err(e) => {
+                let _ = remove_tree(&tmp_path);
+                Err(SandboxError::io("rename snapshot to", dest.display(), e))
+            }
+        }
+    }
+}
+
+fn remove_tree(path: &Path) -> Result<(), Errno> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let dir = rfs::open(parent, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    remove_all_at(dir.as_fd(), path.file_name().unwrap_or_default())
+}
+
+/// Unpacks a layer tar into `dest` (an existing directory), in overlayfs lower-dir form. The
+/// whole stream is read, so a verifying reader reports a digest mismatch as an error here.
+pub fn unpack(reader: impl Read, dest: &Path, limits: Limits) -> Result<(), SandboxError> {
+    let root = rfs::open(
+        dest,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| SandboxError::io("open", dest.display(), e.into()))?;
+    // The snapshot root becomes the container's `/` when it is the bottom layer.
+    rfs::fchmod(&root, Mode::from_raw_mode(0o755))
+        .map_err(|e| SandboxError::io("chmod", dest.display(), e.into()))?;
+    let mut u = Unpacker {
+        root,
+        limits,
+        bytes: 0,
+        entries: 0,
+        is_root: rustix::process::geteuid().is_root(),
+    };
+    let mut ar = tar::Archive::new(reader);
+    let entries = ar
+        .entries()
+        .map_err(|e| SandboxError::io("read layer", dest.display(), e))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| SandboxError::io("read layer", dest.display(), e))?;
+        u.entry(&mut entry)?;
+    }
+    // Drain trailing padding so the verifying reader sees end of file and checks the digest.
+    let mut rest = ar.into_inner();
+    io::copy(&mut rest, &mut io::sink())
+        .map_err(|e| SandboxError::io("read layer", dest.display(), e))?;
+    rfs::syncfs(&u.root).map_err(|e| SandboxError::io("sync", dest.display(), e.into()))?;
+    Ok(())
+}
+
+struct Unpacker {
+    root: OwnedFd,
+    limits: Limits,
+    bytes: u64,
+    entries: u64,
+    is_root: bool,
+}
+
+fn unsafe_entry(path: &[u8], reason: &'static str) -> SandboxError {
+    SandboxError::UnsafeEntry {
+        path: String::from_utf8_lossy(path).into_owned(),
+        reason,
+    }
+}
+
+impl Unpacker {
+    fn entry<R: Read>(&mut self, e: &mut tar::Entry<R>) -> Result<(), SandboxError> {
+        let raw_path = e.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw_path).into_owned();
+        let shown_ref = &shown;
+        let io_err =
+            |op: &'static str| move |err: Errno| SandboxError::io(op, shown_ref, err.into());
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(SandboxError::Limit {
+                what: "entry count",
+                limit: self.limits.max_entries,
+            });
+        }
+        if raw_path.len() > self.limits.max_path_len {
+            return Err(SandboxError::Limit {
+                what: "path length",
+                limit: self.limits.max_path_len as u64,
+            });
+        }
+        let header = e.header().clone();
+        let kind = header.entry_type();
+        let mode = header
+            .mode()
+            .map_err(|err| SandboxError::io("read mode of", &shown, err))?
+            & 0o7777;
+        let uid = header
+            .uid()
+            .map_err(|err| SandboxError::io("read uid of", &shown, err))?;
+        let gid = header
+            .gid()
+            .map_err(|err| SandboxError::io("read gid of", &shown, err))?;
+        let comps = components(&raw_path).map_err(|r| unsafe_entry(&raw_path, r))?;
+
+        let Some((name, parent)) = comps.split_last() else {
+            // `.` or `/`: only a directory may describe the root; a symlink named `.` replaced
+            // umoci's rootfs (CVE-2021-29136).
+            if !kind.is_dir() {
+                return Err(unsafe_entry(&raw_path, "the root can only be a directory"));
+            }
+            self.set_owner_mode(self.root.as_fd(), uid, gid, mode)
+                .map_err(io_err("set owner and mode of"))?;
+            return Ok(());
+        };
+        let parent_fd = mkdir_all_in_root(self.root.as_fd(), parent, 0o755)
+            .map_err(io_err("create parent directories of"))?;
+        let name_b = name.as_encoded_bytes();
+
+        // Whiteouts.
+        if name_b == OPAQUE {
+            return rfs::fsetxattr(
+                &parent_fd,
+                "trusted.overlay.opaque",
+                b"y",
+                XattrFlags::empty(),
+            )
+            .map_err(io_err("mark opaque"));
+        }
+        if let Some(target) = name_b.strip_prefix(WHITEOUT_PREFIX) {
+            if target.starts_with(WHITEOUT_PREFIX) {
+                return Ok(()); // aufs metadata (.wh..wh.plnk etc.): meaningless here
+            }
+            if target.is_empty() || target == b"." || target == b".." {
+                return Err(unsafe_entry(&raw_path, "whiteout of an invalid name"));
+            }
+            let target = OsStr::from_bytes(target);
+            remove_all_at(parent_fd.as_fd(), target).map_err(io_err("remove whited-out"))?;
+            return self.mknod(
+                parent_fd.as_fd(),
+                target,
+                FileType::CharacterDevice,
+                0,
+                0,
+                &shown,
+            );
+        }
+
+        // Replace whatever is there, except that a directory over a directory merges.
+        let existing = match rfs::statat(&parent_fd, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Some(FileType::from_raw_mode(st.st_mode)),
+            Err(Errno::NOENT) => None,
+            Err(err) => return Err(io_err("stat")(err)),
+        };
+        if !(kind.is_dir() && existing == Some(FileType::Directory)) && existing.is_some() {
+            remove_all_at(parent_fd.as_fd(), name).map_err(io_err("replace"))?;
+        }
+
+        use tar::EntryType as T;
+        match kind {
+            T::Regular | T::Continuous => {
+                let size = header
+                    .size()
+                    .map_err(|err| SandboxError::io("read size of", &shown, err))?;
+                self.bytes = self.bytes.saturating_add(size);
+                if self.bytes > self.limits.max_bytes {
+                    return Err(SandboxError::Limit {
+                        what: "total size",
+                        limit: self.limits.max_bytes,
+                    });
+                }
+                let f = rfs::openat(
+                    &parent_fd,
+                    name.as_os_str(),
+                    OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::WRONLY
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(io_err("create"))?;
+                let mut file = std::fs::File::from(f);
+                let n = io::copy(&mut e.take(size), &mut file)
+                    .map_err(|err| SandboxError::io("write", &shown, err))?;
+                if n != size {
+                    return Err(unsafe_entry(&raw_path, "truncated file content"));
+                }
+                file.flush()
+                    .map_err(|err| SandboxError::io("write", &shown, err))?;
+                // chown clears setuid bits and file capabilities: owner, then mode, then xattrs.
+                self.set_owner_mode(file.as_fd(), uid, gid, mode)
+                    .map_err(io_err("set owner and mode of"))?;
+                if let Some(exts) = e
+                    .pax_extensions()
+                    .map_err(|err| SandboxError::io("read", &shown, err))?
+                {
+                    for ext in exts {
+                        let ext = ext.map_err(|err| SandboxError::io("read", &shown, err))?;
+                        // Only file capabilities: `trusted.overlay.*` from a layer would steer
+                        // overlayfs (redirects, metacopy) — never apply those.
+                        if ext.key_bytes() == b"SCHILY.xattr.security.capability" {
+                            rfs::fsetxattr(
+                                &file,
+                                "security.capability",
+                                ext.value_bytes(),
+                                XattrFlags::empty(),
+                            )
+                            .map_err(io_err("set capabilities of"))?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+            T::Directory => {
+                if existing != Some(FileType::Directory) {
+                    rfs::mkdirat(&parent_fd, name.as_os_str(), Mode::from_raw_mode(0o700))
+                        .map_err(io_err("create directory"))?;
+                }
+                let d = rfs::openat(
+                    &parent_fd,
+                    name.as_os_str(),
+                    OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(io_err("open directory"))?;
+                self.set_owner_mode(d.as_fd(), uid, gid, mode)
+                    .map_err(io_err("set owner and mode of"))
+            }
+            T::Symlink => {
+                let target = e
+                    .link_name_bytes()
+                    .ok_or_else(|| unsafe_entry(&raw_path, "symlink without a target"))?;
+                if target.is_empty() || target.contains(&0) {
+                    return Err(unsafe_entry(&raw_path, "invalid symlink target"));
+                }
+                rfs::symlinkat(OsStr::from_bytes(&target), &parent_fd, name.as_os_str())
+                    .map_err(io_err("create symlink"))?;
+                self.lchown(parent_fd.as_fd(), name, uid, gid)
+                    .map_err(io_err("chown"))
+            }
+            T::Link => {
+                let target = e
+                    .link_name_bytes()
+                    .ok_or_else(|| unsafe_entry(&raw_path, "hard link without a target"))?;
+                let tcomps = components(&target).map_err(|r| unsafe_entry(&raw_path, r))?;
+                let Some((tname, tparent)) = tcomps.split_last() else {
+                    return Err(unsafe_entry(&raw_path, "hard link to the root"));
+                };
+                // Resolved inside the snapshot: a link to `/etc/shadow` means the layer's own.
+                let tparent_fd =
+                    open_in_root(self.root.as_fd(), tparent, OFlags::DIRECTORY | OFlags::PATH)
+                        .map_err(io_err("resolve hard link target of"))?;
+                rfs::linkat(
+                    &tparent_fd,
+                    tname.as_os_str(),
+                    &parent_fd,
+                    name.as_os_str(),
+                    AtFlags::empty(),
+                )
+                .map_err(io_err("create hard link"))
+            }
+            T::Char | T::Block | T::Fifo => {
+                let ft = match kind {
+                    T::Char => FileType::CharacterDevice,
+                    T::Block => FileType::BlockDevice,
+                    _ => FileType::Fifo,
+                };
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                self.mknod(parent_fd.as_fd(), name, ft, major, minor, &shown)?;
+                self.lchown(parent_fd.as_fd(), name, uid, gid)
+                    .map_err(io_err("chown"))?;
+                rfs::chmodat(
+                    &parent_fd,
+                    name.as_os_str(),
+                    Mode::from_raw_mode(mode),
+                    AtFlags::empty(),
+                )
+                .map_err(io_err("chmod"))
+            }
+            other => Err(SandboxError::Unsupported(format!(
+                "layer entry `{shown}` of tar type {:?}",
+                other.as_byte() as char
+            ))),
+        }
+    }
+
+    fn mknod(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        ft: FileType,
+        major: u32,
+        minor: u32,
+        shown: &str,
+    ) -> Result<(), SandboxError> {
+        if ft != FileType::Fifo && !self.is_root {
+            return Err(SandboxError::Unsupported(format!(
+                "device node `{shown}` can only be unpacked as root"
+            )));
+        }
+        let dev: Dev = rustix::fs::makedev(major, minor);
+        rfs::mknodat(dir, name, ft, Mode::from_raw_mode(0o600), dev)
+            .map_err(|e| SandboxError::io("create device node", shown, e.into()))
+    }
+
+    fn set_owner_mode(
+        &self,
+        fd: BorrowedFd<'_>,
+        uid: u64,
+        gid: u64,
+        mode: u32,
+    ) -> Result<(), Errno> {
+        if self.is_root {
+            let (u, g) = ids(uid, gid)?;
+            rfs::fchown(fd, Some(u), Some(g))?;
+        }
+        rfs::fchmod(fd, Mode::from_raw_mode(mode))
+    }
+
+    fn lchown(&self, dir: BorrowedFd<'_>, name: &OsStr, uid: u64, gid: u64) -> Result<(), Errno> {
+        if !self.is_root {
+            return Ok(());
+        }
+        let (u, g) = ids(uid, gid)?;
+        rfs::chownat(dir, name, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW)
+    }
+}
+
+fn ids(uid: u64, gid: u64) -> Result<(Uid, Gid), Errno> {
+    let u = u32::try_from(uid).map_err(|_| Errno::INVAL)?;
+    let g = u32::try_from(gid).map_err(|_| Errno::INVAL)?;
+    Ok((Uid::from_raw(u), Gid::from_raw(g)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    use tar::{EntryType, Header};
+
+    /// A tar built from raw headers: the `tar` crate's `set_path` refuses `..` and absolute
+    /// paths, which is exactly what a hostile layer contains.
+    struct Tar(tar::Builder<Vec<u8>>);
+
+    impl Tar {
+        fn new() -> Self {
+            Tar(tar::Builder::new(Vec::new()))
+        }
+        fn raw(mut self, path: &str, kind: EntryType, link: &str, data: &[u8], mode: u32) -> Self {
+            let mut h = Header::new_ustar();
+            h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+            h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+            h.set_entry_type(kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(mode);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_cksum();
+            self.0.append(&h, data).unwrap();
+            self
+        }
+        fn file(self, path: &str, data: &[u8]) -> Self {
+            self.raw(path, EntryType::Regular, "", data, 0o644)
+        }
+        fn dir(self, path: &str) -> Self {
+            self.raw(path, EntryType::Directory, "", b"", 0o755)
+        }
+        fn symlink(self, path: &str, target: &str) -> Self {
+            self.raw(path, EntryType::Symlink, target, b"", 0o777)
+        }
+        fn hardlink(self, path: &str, target: &str) -> Self {
+            self.raw(path, EntryType::Link, target, b"", 0o644)
+        }
+        fn bytes(self) -> Vec<u8> {
+            self.0.into_inner().unwrap()
+        }
+    }
+
+    /// `<tmp>/outside/` (with a file `secret`) and `<tmp>/a/b/snap/` — three levels deep, so a
+    /// `../../..` that escaped would land in `<tmp>`.
+    struct Fixture {
+        tmp: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let tmp = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(tmp.path().join("outside")).unwrap();
+            std::fs::write(tmp.path().join("outside/secret"), b"host").unwrap();
+            std::fs::create_dir_all(tmp.path().join("a/b/snap")).unwrap();
+            Fixture { tmp }
+        }
+        fn outside(&self) -> PathBuf {
+            self.tmp.path().join("outside")
+        }
+        fn snap(&self) -> PathBuf {
+            self.tmp.path().join("a/b/snap")
+        }
+        fn unpack(&self, tar: Vec<u8>) -> Result<(), SandboxError> {
+            unpack(&tar[..], &self.snap(), Limits::default())
+        }
+        /// Nothing outside the snapshot was created or changed.
+        fn assert_contained(&self) {
+            let mut names: Vec<_> = std::fs::read_dir(self.tmp.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            names.sort();
+            assert_eq!(names, ["a", "outside"]);
+            let outside: Vec<_> = std::fs::read_dir(self.outside()).unwrap().collect();
+            assert_eq!(outside.len(), 1, "something was written into outside/");
+            assert_eq!(
+                std::fs::read(self.outside().join("secret")).unwrap(),
+                b"host"
+            );
+            assert_eq!(
+                std::fs::read_dir(self.tmp.path().join("a"))
+                    .unwrap()
+                    .count(),
+                1
+            );
+            assert_eq!(
+                std::fs::read_dir(self.tmp.path().join("a/b"))
+                    .unwrap()
+                    .count(),
+                1
+            );
+        }
+    }
+
+    #[test]
+    fn dotdot_path_is_refused() {
+        let f = Fixture::new();
+        let err = f
+            .unpack(Tar::new().file("../../../pwned", b"x").bytes())
+            .unwrap_err();
+        assert!(err.to_string().contains("`..`"), "{err}");
+        f.assert_contained();
+    }
+
+    #[test]
+    fn absolute_path_lands_inside() {
+        let f = Fixture::new();
+        let abs = format!("{}/pwned", f.outside().display());
+        f.unpack(Tar::new().file(&abs, b"x").bytes()).unwrap();
+        f.assert_contained();
+        assert!(f.snap().join(abs.trim_start_matches('/')).is_file());
+    }
+
+    #[test]
+    fn symlink_to_root_then_write_through_it_stays_inside() {
+        let f = Fixture::new();
+        let target = f.outside().display().to_string();
+        f.unpack(Tar::new().symlink("a", "/").file("a/pwned", b"x").bytes())
+            .unwrap();
+        f.assert_contained();
+        assert!(f.snap().join("pwned").is_file());
+        // A symlink to a host directory is dangling inside the snapshot: writing under it is
+        // an error, never a write to the host.
+        let err = f
+            .unpack(
+                Tar::new()
+                    .symlink("o", &target)
+                    .file("o/secret", b"layer")
+                    .bytes(),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("o/secret"), "{err}");
+        f.assert_contained();
+    }
+
+    #[test]
+    fn relative_symlink_climbing_out_stays_inside() {
+        let f = Fixture::new();
+        f.unpack(
+            Tar::new()
+                .symlink("up", "../../..")
+                .file("up/pwned", b"x")
+                .dir("outside")
+                .symlink("d/up2", "../../../../outside")
+                .file("d/up2/secret", b"layer")
+                .bytes(),
+        )
+        .unwrap();
+        f.assert_contained();
+        assert!(f.snap().join("pwned").is_file());
+        assert_eq!(
+            std::fs::read(f.snap().join("outside/secret")).unwrap(),
+            b"layer"
+        );
+    }
+
+    #[test]
+    fn hardlink_to_host_file_is_refused() {
+        let f = Fixture::new();
+        let secret = format!("{}/secret", f.outside().display());
+        assert!(f.unpack(Tar::new().hardlink("s", &secret).bytes()).is_err());
+        assert!(f
+            .unpack(Tar::new().hardlink("s2", "/etc/shadow").bytes())
+            .is_err());
+        assert!(f
+            .unpack(Tar::new().hardlink("s3", "../../../outside/secret").bytes())
+            .is_err());
+        f.assert_contained();
+        assert!(!f.snap().join("s").exists());
+    }
+
+    #[test]
+    fn hardlink_inside_works() {
+        let f = Fixture::new();
+        f.unpack(Tar::new().file("x", b"data").hardlink("y", "/x").bytes())
+            .unwrap();
+        let (a, b) = (
+            std::fs::metadata(f.snap().join("x")).unwrap(),
+            std::fs::metadata(f.snap().join("y")).unwrap(),
+        );
+        assert_eq!(a.ino(), b.ino());
+    }
+
+    #[test]
+    fn dot_replaced_by_symlink_is_refused() {
+        let f = Fixture::new();
+        let target = f.outside().display().to_string();
+        for name in [".", "./", "/"] {
+            let err = f
+                .unpack(
+                    Tar::new()
+                        .symlink(name, &target)
+                        .file("pwned", b"x")
+                        .bytes(),
+                )
+                .unwrap_err();
+            assert!(err.to_string().contains("root"), "{err}");
+        }
+        f.assert_contained();
+    }
+
+    #[test]
+    fn dir_replaced_by_symlink_then_written_under_stays_inside() {
+        let f = Fixture::new();
+        let target = f.outside().display().to_string();
+        let dup = |link: &str| {
+            Tar::new()
+                .dir("d")
+                .file("d/keep", b"k")
+                .symlink("d", link)
+                .file("d/pwned", b"x")
+                .bytes()
+        };
+        // Dangling inside the snapshot: an error.
+        assert!(f.unpack(dup(&target)).is_err());
+        assert!(f.unpack(dup("../../../outside")).is_err());
+        f.assert_contained();
+        // Pointing at a directory of the snapshot: followed, inside.
+        f.unpack(Tar::new().dir("inner").bytes()).unwrap();
+        f.unpack(dup("/inner")).unwrap();
+        f.assert_contained();
+        assert!(std::fs::symlink_metadata(f.snap().join("d"))
+            .unwrap()
+            .is_symlink());
+        assert!(f.snap().join("inner/pwned").is_file());
+    }
+
+    #[test]
+    fn whiteouts_become_overlay_form_and_modes_survive() {
+        let f = Fixture::new();
+        f.unpack(
+            Tar::new()
+                .dir("etc")
+                .raw("etc/tool", EntryType::Regular, "", b"#!", 0o4755)
+                .file("etc/.wh.gone", b"")
+                .dir("opq")
+                .file("opq/.wh..wh..opq", b"")
+                .raw("ro", EntryType::Directory, "", b"", 0o555)
+                .file("ro/f", b"x")
+                .bytes(),
+        )
+        .unwrap();
+        let wh = std::fs::symlink_metadata(f.snap().join("etc/gone")).unwrap();
+        assert!(wh.file_type().is_char_device());
+        assert_eq!(wh.rdev(), 0);
+        let m = std::fs::metadata(f.snap().join("etc/tool")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o4755);
+        assert!(!f.snap().join("opq/.wh..wh..opq").exists());
+        let mut v = [0u8; 4];
+        let n = rfs::getxattr(f.snap().join("opq"), "trusted.overlay.opaque", &mut v).unwrap();
+        assert_eq!(&v[..n], b"y");
+        let m = std::fs::metadata(f.snap().join("ro")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o7777, 0o555);
+    }
+
+    #[test]
+    fn limits_are_enforced() {
+        let f = Fixture::new();
+        let tar = Tar::new().file("a", &[0; 100]).file("b", &[0; 100]).bytes();
+        let lim = Limits {
+            max_bytes: 150,
+            ..Limits::default()
+        };
+        let err = unpack(&tar[..], &f.snap(), lim).unwrap_err();
+        assert!(err.to_string().contains("total size"), "{err}");
+        let lim = Limits {
+            max_entries: 1,
+            ..Limits::default()
+        };
+        assert!(unpack(&tar[..], &f.snap(), lim)
+            .unwrap_err()
+            .to_string()
+            .contains("entry count"));
+    }
+
+    #[test]
+    fn ensure_unpacks_once_and_verifies_the_blob() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = strata_cache::Store::open(&tmp.path().join("store")).unwrap();
+        let tar = Tar::new()
+            .dir("etc")
+            .file("etc/os-release", b"ID=test\n")
+            .bytes();
+        let (digest, _) = store.blobs().put(&tar).unwrap();
+        let snaps = Snapshots::new(store.root());
+        let mt = "application/vnd.oci.image.layer.v1.tar";
+        let dir = snaps.ensure(store.blobs(), &digest, &digest, mt).unwrap();
+        assert_eq!(
+            std::fs::read(dir.join("etc/os-release")).unwrap(),
+            b"ID=test\n"
+        );
+        assert_eq!(
+            snaps.ensure(store.blobs(), &digest, &digest, mt).unwrap(),
+            dir
+        );
+        // No temp dirs left behind.
+        assert_eq!(std::fs::read_dir(dir.parent().unwrap()).unwrap().count(), 1);
+        // A corrupted blob is an error and leaves no snapshot.
+        let (d2, _) = store
+            .blobs()
+            .put(&Tar::new().file("x", b"1").bytes())
+            .unwrap();
+        std::fs::write(store.blobs().path(&d2), Tar::new().file("x", b"2").bytes()).unwrap();
+        assert!(snaps.ensure(store.blobs(), &d2, &d2, mt).is_err());
+        assert_eq!(std::fs::read_dir(dir.parent().unwrap()).unwrap().count(), 1);
+    }
+}

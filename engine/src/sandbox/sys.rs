@@ -1,0 +1,611 @@
+//! The sandbox's filesystem setup as data: [`plan`] lists the [`Op`]s that build the container's
+//! root (pure, unit-tested with a recording [`Sys`]); [`RealSys`] performs them with syscalls.
+//!
+//! Every target inside the rootfs is resolved with `openat2(RESOLVE_IN_ROOT)` and mounted on
+//! through `/proc/self/fd/N` (as runc does), so an image whose `/etc` or `/dev` is a symlink to
+//! a host path can only ever redirect a mount to somewhere inside its own rootfs
+//! (CVE-2024-1753, CVE-2024-9675 were bind/cache mounts escaping this way).
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{self as rfs, Mode, OFlags};
+use rustix::io::Errno;
+
+use super::exec::{Network, RunSpec};
+use super::root::{components, mkdir_all_in_root, open_in_root};
+
+/// Host device nodes bind-mounted into the container's `/dev` (Docker's set).
+pub(crate) const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// Overlay of `lowers` (bottom first) + upper/work, mounted on `target` (a host path).
+    Overlay {
+        lowers: Vec<PathBuf>,
+        upper: PathBuf,
+        work: PathBuf,
+        target: PathBuf,
+    },
+    /// `mkdir -p` inside the rootfs.
+    MakeDir(String),
+    /// An empty file inside the rootfs to mount on, unless something is already there.
+    MakeFile(String),
+    Symlink {
+        target: String,
+        path: String,
+    },
+    /// A fresh file system (`proc`, `tmpfs`, `devpts`, ...) on `target` inside the rootfs.
+    Mount {
+        fstype: &'static str,
+        target: String,
+        flags: libc::c_ulong,
+        data: String,
+        /// Failure is ignored (e.g. sysfs, which some environments refuse).
+        optional: bool,
+    },
+    /// A host file bind-mounted on `target` inside the rootfs (created empty if missing). An
+    /// image whose `target` cannot hold a mount (a dangling symlink, `/etc` not a directory)
+    /// runs without it, with a warning: that is the image's choice, not an error.
+    InjectFile {
+        source: PathBuf,
+        target: String,
+    },
+    /// A host path bind-mounted on `target` inside the rootfs.
+    Bind {
+        source: PathBuf,
+        target: String,
+    },
+    /// Hide a path of /proc or /sys (`/dev/null` over a file, an empty read-only tmpfs over a
+    /// directory); missing paths are skipped.
+    Mask(String),
+    /// Bind a path onto itself read-only; missing paths are skipped.
+    ReadOnly(String),
+    /// Make the rootfs `/` and detach the old root.
+    PivotRoot,
+    SetHostname(String),
+    LoopbackUp,
+}
+
+/// Where `plan` finds the helper's files on the host.
+pub(crate) struct HostFiles {
+    pub rootfs: PathBuf,
+    pub empty_lower: PathBuf,
+    pub hosts: PathBuf,
+    pub resolv: PathBuf,
+    pub hostname: PathBuf,
+}
+
+/// The setup of the container, in order.
+pub(crate) fn plan(spec: &RunSpec, files: &HostFiles) -> Vec<Op> {
+    let mut ops = vec![Op::Overlay {
+        lowers: if spec.lowers.is_empty() {
+            vec![files.empty_lower.clone()]
+        } else {
+            spec.lowers.clone()
+        },
+        upper: spec.upper.clone(),
+        work: spec.work.clone(),
+        target: files.rootfs.clone(),
+    }];
+    for (src, dst) in [
+        (&files.hosts, "etc/hosts"),
+        (&files.resolv, "etc/resolv.conf"),
+        (&files.hostname, "etc/hostname"),
+    ] {
+        ops.push(Op::InjectFile {
+            source: src.clone(),
+            target: dst.into(),
+        });
+    }
+    ops.push(Op::MakeDir("proc".into()));
+    ops.push(Op::Mount {
+        fstype: "proc",
+        target: "proc".into(),
+        flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        data: String::new(),
+        optional: false,
+    });
+    // Docker's masked and read-only paths: kernel memory, keys and timers stay hidden, and
+    // the kernel's knobs cannot be turned (the command has no CAP_SYS_ADMIN to undo this).
+    for p in [
+        "proc/acpi",
+        "proc/asound",
+        "proc/interrupts",
+        "proc/kcore",
+        "proc/keys",
+        "proc/latency_stats",
+        "proc/timer_list",
+        "proc/timer_stats",
+        "proc/sched_debug",
+        "proc/scsi",
+    ] {
+        ops.push(Op::Mask(p.into()));
+    }
+    for p in [
+        "proc/bus",
+        "proc/fs",
+        "proc/irq",
+        "proc/sys",
+        "proc/sysrq-trigger",
+    ] {
+        ops.push(Op::ReadOnly(p.into()));
+    }
+    ops.push(Op::MakeDir("sys".into()));
+    ops.push(Op::Mount {
+        fstype: "sysfs",
+        target: "sys".into(),
+        flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY,
+        data: String::new(),
+        optional: true,
+    });
+    for p in ["sys/firmware", "sys/devices/virtual/powercap"] {
+        ops.push(Op::Mask(p.into()));
+    }
+    ops.push(Op::MakeDir("dev".into()));
+    ops.push(Op::Mount {
+        fstype: "tmpfs",
+        target: "dev".into(),
+        flags: libc::MS_NOSUID | libc::MS_STRICTATIME,
+        data: "mode=755,size=65536k".into(),
+        optional: false,
+    });
+    for d in DEVICES {
+        ops.push(Op::MakeFile(format!("dev/{d}")));
+        ops.push(Op::Bind {
+            source: Path::new("/dev").join(d),
+            target: format!("dev/{d}"),
+        });
+    }
+    ops.push(Op::MakeDir("dev/pts".into()));
+    ops.push(Op::Mount {
+        fstype: "devpts",
+        target: "dev/pts".into(),
+        flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+        data: "newinstance,ptmxmode=0666,mode=0620,gid=5".into(),
+        optional: false,
+    });
+    for (target, path) in [
+        ("pts/ptmx", "dev/ptmx"),
+        ("/proc/self/fd", "dev/fd"),
+        ("/proc/self/fd/0", "dev/stdin"),
+        ("/proc/self/fd/1", "dev/stdout"),
+        ("/proc/self/fd/2", "dev/stderr"),
+    ] {
+        ops.push(Op::Symlink {
+            target: target.into(),
+            path: path.into(),
+        });
+    }
+    ops.push(Op::MakeDir("dev/shm".into()));
+    ops.push(Op::Mount {
+        fstype: "tmpfs",
+        target: "dev/shm".into(),
+        flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        data: "mode=1777,size=65536k".into(),
+        optional: false,
+    });
+    for (host, target) in &spec.cache_mounts {
+        let t = target.trim_start_matches('/').to_string();
+        ops.push(Op::MakeDir(t.clone()));
+        ops.push(Op::Bind {
+            source: host.clone(),
+            target: t,
+        });
+    }
+    ops.push(Op::PivotRoot);
+    ops.push(Op::SetHostname(spec.hostname.clone()));
+    if spec.network == Network::None {
+        ops.push(Op::LoopbackUp);
+    }
+    ops
+}
+
+/// Performs [`Op`]s. The real implementation makes syscalls; tests record.
+pub(crate) trait Sys {
+    fn apply(&mut self, op: &Op) -> Result<(), String>;
+}
+
+/// Syscalls, for a process that owns its mount namespace.
+#[derive(Default)]
+pub(crate) struct RealSys {
+    /// The rootfs, once mounted; dropped at pivot so no fd to it outlives the setup.
+    root: Option<OwnedFd>,
+}
+
+fn cstr(p: impl AsRef<std::ffi::OsStr>) -> CString {
+    CString::new(p.as_ref().as_bytes()).unwrap_or_default()
+}
+
+fn errno_msg(what: impl std::fmt::Display) -> impl FnOnce(Errno) -> String {
+    move |e| format!("{what}: {}", io::Error::from(e))
+}
+
+fn last_err(what: impl std::fmt::Display) -> String {
+    format!("{what}: {}", io::Error::last_os_error())
+}
+
+fn mount_raw(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> Result<(), String> {
+    let (s, t, f, d) = (cstr(source), cstr(target), cstr(fstype), cstr(data));
+    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+    let r = unsafe {
+        libc::mount(
+            s.as_ptr(),
+            t.as_ptr(),
+            if fstype.is_empty() {
+                std::ptr::null()
+            } else {
+                f.as_ptr()
+            },
+            flags,
+            if data.is_empty() {
+                std::ptr::null()
+            } else {
+                d.as_ptr().cast()
+            },
+        )
+    };
+    if r != 0 {
+        return Err(last_err(format_args!(
+            "mount {fstype} `{source}` on `{target}`"
+        )));
+    }
+    Ok(())
+}
+
+impl RealSys {
+    fn root(&self) -> Result<std::os::fd::BorrowedFd<'_>, String> {
+        self.root
+            .as_ref()
+            .map(|f| f.as_fd())
+            .ok_or_else(|| "rootfs not mounted".to_string())
+    }
+
+    /// An `O_PATH` fd for `path` inside the rootfs, as a `/proc/self/fd/N` mount target.
+    fn target(&self, path: &str) -> Result<(OwnedFd, String), String> {
+        let comps =
+            components(path.as_bytes()).map_err(|r| format!("mount target `{path}`: {r}"))?;
+        let fd = open_in_root(self.root()?, &comps, OFlags::PATH)
+            .map_err(errno_msg(format_args!("resolve `/{path}` in the rootfs")))?;
+        let p = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        Ok((fd, p))
+    }
+
+    fn overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<(), String> {
+        use rustix::mount::*;
+        let new_api = || -> Result<(), Errno> {
+            let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
+            // `lowerdir+` (Linux 6.8) takes one layer per call: no page-size limit on the
+            // option string and no escaping of `:` or `,` in paths. Top layer first.
+            for l in lowers.iter().rev() {
+                fsconfig_set_string(&fs, "lowerdir+", l.as_path())?;
+            }
+            fsconfig_set_string(&fs, "upperdir", upper)?;
+            fsconfig_set_string(&fs, "workdir", work)?;
+            // Plain copy-up semantics for capture: no redirect xattrs for renamed directories,
+            // no metadata-only copies, no hard-link index.
+            for (k, v) in [
+                ("redirect_dir", "off"),
+                ("index", "off"),
+                ("metacopy", "off"),
+            ] {
+                fsconfig_set_string(&fs, k, v)?;
+            }
+            fsconfig_create(&fs)?;
+            let m = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
+            move_mount(
+                &m,
+                "",
+                rfs::CWD,
+                target,
+                MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        match new_api() {
+            Ok(()) => Ok(()),
+            Err(Errno::INVAL) | Err(Errno::NOSYS) => {
+                let lower = lowers
+                    .iter()
+                    .rev()
+                    .map(|l| l.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":");
+                let data = format!(
+                    "lowerdir={lower},upperdir={},workdir={},redirect_dir=off,index=off,metacopy=off",
+                    upper.display(),
+                    work.display()
+                );
+                mount_raw(
+                    "overlay",
+                    &target.display().to_string(),
+                    "overlay",
+                    0,
+                    &data,
+                )
+            }
+            Err(e) => Err(errno_msg("mount overlay")(e)),
+        }
+    }
+}
+
+impl Sys for RealSys {
+    fn apply(&mut self, op: &Op) -> Result<(), String> {
+        match op {
+            Op::Overlay {
+                lowers,
+                upper,
+                work,
+                target,
+            } => {
+                Self::overlay(lowers, upper, work, target)?;
+                let fd = rfs::open(
+                    target,
+                    OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(errno_msg(format_args!("open `{}`", target.display())))?;
+                self.root = Some(fd);
+                Ok(())
+            }
+            Op::MakeDir(path) => {
+                let comps = components(path.as_bytes()).map_err(|r| format!("`{path}`: {r}"))?;
+                mkdir_all_in_root(self.root()?, &comps, 0o755)
+                    .map(drop)
+                    .map_err(errno_msg(format_args!(
+                        "create directory `/{path}` in the rootfs"
+                    )))
+            }
+            Op::MakeFile(path) => {
+                let comps = components(path.as_bytes()).map_err(|r| format!("`{path}`: {r}"))?;
+                let Some((name, parent)) = comps.split_last() else {
+                    return Err(format!("`{path}`: not a file path"));
+                };
+                match open_in_root(self.root()?, &comps, OFlags::PATH) {
+                    Ok(_) => return Ok(()),
+                    Err(Errno::NOENT) => {}
+                    Err(e) => return Err(errno_msg(format_args!("`/{path}`"))(e)),
+                }
+                let dir = mkdir_all_in_root(self.root()?, parent, 0o755)
+                    .map_err(errno_msg(format_args!("create parent of `/{path}`")))?;
+                rfs::openat(
+                    &dir,
+                    name.as_os_str(),
+                    OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::WRONLY
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o644),
+                )
+                .map(drop)
+                .map_err(errno_msg(format_args!("create `/{path}` in the rootfs")))
+            }
+            Op::Symlink { target, path } => {
+                let comps = components(path.as_bytes()).map_err(|r| format!("`{path}`: {r}"))?;
+                let Some((name, parent)) = comps.split_last() else {
+                    return Err(format!("`{path}`: not a file path"));
+                };
+                let dir = mkdir_all_in_root(self.root()?, parent, 0o755)
+                    .map_err(errno_msg(format_args!("create parent of `/{path}`")))?;
+                rfs::symlinkat(target.as_str(), &dir, name.as_os_str())
+                    .map_err(errno_msg(format_args!("symlink `/{path}`")))
+            }
+            Op::Mount {
+                fstype,
+                target,
+                flags,
+                data,
+                optional,
+            } => {
+                let (_fd, t) = self.target(target)?;
+                match mount_raw(fstype, &t, fstype, *flags, data) {
+                    Err(_) if *optional => Ok(()),
+                    r => r.map_err(|e| format!("{e} (/{target})")),
+                }
+            }
+            Op::Bind { source, target } => {
+                let (_fd, t) = self.target(target)?;
+                let flags = libc::MS_BIND | libc::MS_REC;
+                mount_raw(&source.display().to_string(), &t, "", flags, "")
+                    .map_err(|e| format!("{e} (/{target})"))?;
+                // Bind mounts of host devices keep nosuid; everything stays private.
+                Ok(())
+            }
+            Op::InjectFile { source, target } => {
+                if let Err(e) = self.apply(&Op::MakeFile(target.clone())) {
+                    eprintln!("strata: warning: RUN without an injected /{target}: {e}");
+                    return Ok(());
+                }
+                let (_fd, t) = match self.target(target) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        eprintln!("strata: warning: RUN without an injected /{target}: {e}");
+                        return Ok(());
+                    }
+                };
+                mount_raw(&source.display().to_string(), &t, "", libc::MS_BIND, "")
+                    .map_err(|e| format!("{e} (/{target})"))
+            }
+            Op::Mask(path) => {
+                let (fd, t) = match self.target(path) {
+                    Ok(x) => x,
+                    Err(_) => return Ok(()), // absent (or not resolvable): nothing to hide
+                };
+                let is_dir = rfs::fstat(&fd)
+                    .map(|st| rfs::FileType::from_raw_mode(st.st_mode) == rfs::FileType::Directory)
+                    .map_err(errno_msg(format_args!("stat /{path}")))?;
+                if is_dir {
+                    mount_raw("tmpfs", &t, "tmpfs", libc::MS_RDONLY, "size=0")
+                } else {
+                    mount_raw("/dev/null", &t, "", libc::MS_BIND, "")
+                }
+                .map_err(|e| format!("{e} (mask /{path})"))
+            }
+            Op::ReadOnly(path) => {
+                let Ok((_fd, t)) = self.target(path) else {
+                    return Ok(());
+                };
+                mount_raw(&t, &t, "", libc::MS_BIND | libc::MS_REC, "")
+                    .map_err(|e| format!("{e} (/{path})"))?;
+                // Re-resolve: the new fd is on the bind mount just made.
+                let (_fd2, t2) = self.target(path)?;
+                let flags = libc::MS_BIND
+                    | libc::MS_REMOUNT
+                    | libc::MS_RDONLY
+                    | libc::MS_NOSUID
+                    | libc::MS_NODEV
+                    | libc::MS_NOEXEC;
+                mount_raw("", &t2, "", flags, "").map_err(|e| format!("{e} (read-only /{path})"))
+            }
+            Op::PivotRoot => {
+                let root = self.root.take().ok_or("rootfs not mounted")?;
+                rustix::process::fchdir(&root).map_err(errno_msg("chdir to the rootfs"))?;
+                drop(root);
+                // pivot_root(".", "."): the old root ends up stacked under the new one and is
+                // detached right away, leaving no path back to the host.
+                rustix::process::pivot_root(".", ".").map_err(errno_msg("pivot_root"))?;
+                rustix::mount::unmount(".", rustix::mount::UnmountFlags::DETACH)
+                    .map_err(errno_msg("detach the old root"))?;
+                rustix::process::chdir("/").map_err(errno_msg("chdir /"))
+            }
+            Op::SetHostname(h) => {
+                rustix::system::sethostname(h.as_bytes()).map_err(errno_msg("sethostname"))
+            }
+            Op::LoopbackUp => loopback_up(),
+        }
+    }
+}
+
+/// `ip link set lo up` without `ip`: SIOCGIFFLAGS / SIOCSIFFLAGS on a datagram socket.
+fn loopback_up() -> Result<(), String> {
+    // SAFETY: plain syscalls on a socket we own; `ifreq` is zero-initialised and the name fits.
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if s < 0 {
+            return Err(last_err("socket"));
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        let r = if libc::ioctl(s, libc::SIOCGIFFLAGS as _, &mut req) < 0 {
+            Err(last_err("SIOCGIFFLAGS lo"))
+        } else {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            if libc::ioctl(s, libc::SIOCSIFFLAGS as _, &req) < 0 {
+                Err(last_err("SIOCSIFFLAGS lo"))
+            } else {
+                Ok(())
+            }
+        };
+        libc::close(s);
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::exec::Output;
+
+    #[derive(Default)]
+    struct Recorder(Vec<Op>);
+
+    impl Sys for Recorder {
+        fn apply(&mut self, op: &Op) -> Result<(), String> {
+            self.0.push(op.clone());
+            Ok(())
+        }
+    }
+
+    fn spec(network: Network) -> RunSpec {
+        RunSpec {
+            lowers: vec![],
+            upper: "/u".into(),
+            work: "/w".into(),
+            argv: vec!["/bin/true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            user: String::new(),
+            network,
+            hostname: "strata".into(),
+            cache_mounts: vec![("/host/cache".into(), "/root/.cache".into())],
+            output: Output::Stderr,
+        }
+    }
+
+    fn files() -> HostFiles {
+        HostFiles {
+            rootfs: "/t/root".into(),
+            empty_lower: "/t/empty".into(),
+            hosts: "/t/hosts".into(),
+            resolv: "/t/resolv.conf".into(),
+            hostname: "/t/hostname".into(),
+        }
+    }
+
+    fn recorded(s: &RunSpec) -> Vec<Op> {
+        let mut r = Recorder::default();
+        for op in plan(s, &files()) {
+            r.apply(&op).unwrap();
+        }
+        r.0
+    }
+
+    #[test]
+    fn scratch_uses_the_empty_lower_and_network_none_brings_up_lo() {
+        let ops = recorded(&spec(Network::None));
+        assert!(
+            matches!(&ops[0], Op::Overlay { lowers, .. } if lowers == &[PathBuf::from("/t/empty")])
+        );
+        assert_eq!(ops.last(), Some(&Op::LoopbackUp));
+        let host = recorded(&spec(Network::Host));
+        assert!(!host.contains(&Op::LoopbackUp));
+    }
+
+    #[test]
+    fn every_mount_happens_before_pivot_and_targets_are_relative() {
+        let ops = recorded(&spec(Network::None));
+        let pivot = ops.iter().position(|o| *o == Op::PivotRoot).unwrap();
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                Op::Mount { target, .. } | Op::Bind { target, .. } => {
+                    assert!(i < pivot);
+                    assert!(!target.starts_with('/'), "{target}");
+                }
+                _ => {}
+            }
+        }
+        assert!(ops.contains(&Op::Bind {
+            source: "/host/cache".into(),
+            target: "root/.cache".into()
+        }));
+        assert!(ops.contains(&Op::InjectFile {
+            source: "/t/hosts".into(),
+            target: "etc/hosts".into()
+        }));
+        assert!(ops.contains(&Op::SetHostname("strata".into())));
+    }
+
+    #[test]
+    fn mount_points_are_created_before_they_are_mounted_on() {
+        let ops = recorded(&spec(Network::None));
+        for (i, op) in ops.iter().enumerate() {
+            if let Op::Mount { target, .. } | Op::Bind { target, .. } = op {
+                let made = ops[..i]
+                    .iter()
+                    .any(|o| matches!(o, Op::MakeDir(p) | Op::MakeFile(p) if p == target));
+                assert!(made, "{target} mounted on before it was created");
+            }
+        }
+    }
+}
