@@ -11,10 +11,13 @@ use strata_engine::build::{Event, Progress};
 
 use crate::args::ProgressMode;
 
+/// The live display: one spinner per running step.
+type Bars = (MultiProgress, Mutex<Vec<((usize, usize), ProgressBar)>>);
+
 pub struct Reporter {
     mode: ProgressMode,
     explain: bool,
-    bars: Option<(MultiProgress, Mutex<Vec<((usize, usize), ProgressBar)>>)>,
+    bars: Option<Bars>,
 }
 
 impl Reporter {

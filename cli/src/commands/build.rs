@@ -84,7 +84,8 @@ fn build_args(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 
 pub fn run(store_dir: &Path, a: BuildArgs) -> anyhow::Result<i32> {
     let sde = source_date_epoch(a.source_date_epoch)?;
-    let sde_explicit = a.source_date_epoch.is_some() || std::env::var_os("SOURCE_DATE_EPOCH").is_some_and(|v| !v.is_empty());
+    let sde_explicit = a.source_date_epoch.is_some()
+        || std::env::var_os("SOURCE_DATE_EPOCH").is_some_and(|v| !v.is_empty());
     let compression: Compression = a
         .compression
         .parse()

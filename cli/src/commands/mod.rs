@@ -1,10 +1,10 @@
 //! Subcommand bodies: short, they call the libraries.
 
 mod build;
+mod diff;
 mod export;
 mod fsck;
 mod gc;
-mod diff;
 mod images;
 mod inspect;
 mod rmi;

@@ -28,7 +28,6 @@ use crate::plan::{CopySource, CopySpec};
 pub(crate) enum Prepared {
     Context {
         resolved: ResolvedSource,
-        hashes: Vec<Option<[u8; 32]>>,
     },
     Heredoc {
         name: String,
@@ -107,6 +106,7 @@ fn h32(parts: &[&[u8]]) -> [u8; 32] {
 }
 
 /// Resolves and hashes the sources, and computes the step key.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn prepare(
     store: &Store,
     ctx: &Context,
@@ -205,10 +205,7 @@ pub(crate) fn prepare(
                             value: h32(&[&mode.to_le_bytes()]),
                         });
                     }
-                    sources.push(Prepared::Context {
-                        resolved: r,
-                        hashes,
-                    });
+                    sources.push(Prepared::Context { resolved: r });
                 }
             }
         }
@@ -229,12 +226,15 @@ pub(crate) fn prepare(
     })
 }
 
+/// Per entry its content hash (files only), how many files were read, how many bytes.
+type Hashed = (Vec<Option<[u8; 32]>>, usize, u64);
+
 /// Content hashes for the files among `entries`, from the stat cache where it can be trusted.
 fn hash_entries(
     store: &Store,
     entries: &[ContextEntry],
     use_stat_cache: bool,
-) -> Result<(Vec<Option<[u8; 32]>>, usize, u64), BuildError> {
+) -> Result<Hashed, BuildError> {
     use std::os::unix::ffi::OsStrExt;
     let file_idx: Vec<usize> = entries
         .iter()
@@ -255,7 +255,8 @@ fn hash_entries(
     // tick: a write made just after this moment may carry an mtime slightly before it. Backdate
     // the record by a safe margin so such an entry counts as racy and is hashed again.
     let recorded_ns = now_ns() - 50_000_000;
-    let results: Vec<Result<([u8; 32], Option<StatEntry>, u64), BuildError>> = file_idx
+    type One = ([u8; 32], Option<StatEntry>, u64);
+    let results: Vec<Result<One, BuildError>> = file_idx
         .par_iter()
         .zip(cached.into_par_iter())
         .map(|(&i, c)| {
@@ -442,13 +443,9 @@ pub(crate) fn entries(
                     };
                     if spec.add && is_file_source {
                         if let Some(mut ar) = layer::open_archive(&e.host_path)? {
-                            // ADD of a local archive: its contents land in the destination dir.
-                            let base = if dest_syntax_dir || dest_exists_dir || dest_rel.is_empty()
-                            {
-                                dest_rel.clone()
-                            } else {
-                                dest_rel.clone()
-                            };
+                            // ADD of a local archive: its contents land in the destination,
+                            // which is a directory whether or not it ends in `/` (Docker's rule).
+                            let base = dest_rel.clone();
                             dest_dir_needed = !base.is_empty();
                             extract_archive(
                                 &mut ar,

@@ -379,24 +379,49 @@ fn run_stage(
                     .strs("env", &env)
                     .str("user", &run.user)
                     .str("workdir", &run.workdir)
-                    .str("network", if run.network == plan::Network::Host { "host" } else { "none" })
+                    .str(
+                        "network",
+                        if run.network == plan::Network::Host {
+                            "host"
+                        } else {
+                            "none"
+                        },
+                    )
                     .str("compression", opts.compression.id())
                     .u64("source-date-epoch", opts.source_date_epoch);
                 for m in &run.cache_mounts {
                     k.str("cache-mount", &m.target);
                 }
                 let k = k.finish();
-                let ins = KeyHasher::new("run-instruction").strs("argv", &run.argv).strs("env", &env).str("user", &run.user).str("workdir", &run.workdir).finish();
+                let ins = KeyHasher::new("run-instruction")
+                    .strs("argv", &run.argv)
+                    .strs("env", &env)
+                    .str("user", &run.user)
+                    .str("workdir", &run.workdir)
+                    .finish();
                 let inputs = vec![
-                    ExplainInput { name: "parent".into(), value: parent },
-                    ExplainInput { name: "instruction".into(), value: ins },
+                    ExplainInput {
+                        name: "parent".into(),
+                        value: parent,
+                    },
+                    ExplainInput {
+                        name: "instruction".into(),
+                        value: ins,
+                    },
                 ];
-                let cached = if opts.no_cache { None } else { store.index().get_step(&k)? };
-                let cached_layer = cached.and_then(|r| r.layer).filter(|l| store.blobs().contains(&l.digest));
+                let cached = if opts.no_cache {
+                    None
+                } else {
+                    store.index().get_step(&k)?
+                };
+                let cached_layer = cached
+                    .and_then(|r| r.layer)
+                    .filter(|l| store.blobs().contains(&l.digest));
                 match cached_layer {
                     Some(l) => (k, inputs, StepStatus::Cached, Some(l)),
                     None => {
-                        let rec = run_step::execute(store, run, &env, &layers, opts, tmp.path()).map_err(wrap)?;
+                        let rec = run_step::execute(store, run, &env, &layers, opts, tmp.path())
+                            .map_err(wrap)?;
                         (k, inputs, StepStatus::Executed, Some(rec))
                     }
                 }

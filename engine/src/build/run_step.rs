@@ -29,17 +29,26 @@ pub(crate) fn execute(
     let dir = tempfile::Builder::new()
         .prefix("run-")
         .tempdir_in(tmp)
-        .map_err(|e| BuildError::Io { path: tmp.to_path_buf(), source: e })?;
+        .map_err(|e| BuildError::Io {
+            path: tmp.to_path_buf(),
+            source: e,
+        })?;
     let upper = dir.path().join("upper");
     let work = dir.path().join("work");
     for d in [&upper, &work] {
-        std::fs::create_dir(d).map_err(|e| BuildError::Io { path: d.clone(), source: e })?;
+        std::fs::create_dir(d).map_err(|e| BuildError::Io {
+            path: d.clone(),
+            source: e,
+        })?;
     }
     let cache_root = store.root().join("cache-mounts");
     let mut cache_mounts = Vec::new();
     for m in &run.cache_mounts {
         let d = cache_root.join(blake3::hash(m.id.as_bytes()).to_hex().as_str());
-        std::fs::create_dir_all(&d).map_err(|e| BuildError::Io { path: d.clone(), source: e })?;
+        std::fs::create_dir_all(&d).map_err(|e| BuildError::Io {
+            path: d.clone(),
+            source: e,
+        })?;
         cache_mounts.push((d, m.target.clone()));
     }
     let spec = RunSpec {
@@ -63,8 +72,18 @@ pub(crate) fn execute(
     let command = run.argv.last().cloned().unwrap_or_default();
     match outcome {
         RunOutcome::Exited(0) => {}
-        RunOutcome::Exited(c) => return Err(BuildError::RunFailed { command, status: format!("exited with code {c}") }),
-        RunOutcome::Signaled(s) => return Err(BuildError::RunFailed { command, status: format!("was killed by signal {s}") }),
+        RunOutcome::Exited(c) => {
+            return Err(BuildError::RunFailed {
+                command,
+                status: format!("exited with code {c}"),
+            })
+        }
+        RunOutcome::Signaled(s) => {
+            return Err(BuildError::RunFailed {
+                command,
+                status: format!("was killed by signal {s}"),
+            })
+        }
     }
     let exclude = exec::injected_paths(&spec);
     let entries = capture::capture(&CaptureOptions {
@@ -85,6 +104,8 @@ pub(crate) fn execute(
         media_type: out.media_type.to_string(),
         uncompressed_size: out.uncompressed_size,
     };
-    store.index().put_layer(&out.diff_id, opts.compression.id(), &rec)?;
+    store
+        .index()
+        .put_layer(&out.diff_id, opts.compression.id(), &rec)?;
     Ok(rec)
 }

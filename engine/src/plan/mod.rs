@@ -566,7 +566,10 @@ impl<'a> Planner<'a> {
                             None => String::new(),
                         };
                         if k.is_empty() || k.contains('=') {
-                            return Err(self.diag(kv.key.span, format!("invalid environment variable name `{k}`")));
+                            return Err(self.diag(
+                                kv.key.span,
+                                format!("invalid environment variable name `{k}`"),
+                            ));
                         }
                         cfg.env_set(k, v);
                     }
@@ -677,7 +680,10 @@ impl<'a> Planner<'a> {
                             deps.push(*s);
                         }
                     }
-                    history = Some(History { created_by: ins.text.clone(), empty_layer: false });
+                    history = Some(History {
+                        created_by: ins.text.clone(),
+                        empty_layer: false,
+                    });
                     Some(StepKind::Copy(Box::new(spec)))
                 }
             };
@@ -853,7 +859,7 @@ impl<'a> Planner<'a> {
         for w in &c.excludes {
             excludes.push(self.expand(w, &l)?);
         }
-        if add && !matches!(c.from, None) {
+        if add && c.from.is_some() {
             return Err(self.diag(ins.span, "ADD does not take --from"));
         }
         Ok(CopySpec {
@@ -899,25 +905,42 @@ impl<'a> Planner<'a> {
                     let ty = kv.get("type").map(String::as_str).unwrap_or("bind");
                     if ty != "cache" {
                         return Err(self
-                            .diag(f.span, format!("error: RUN --mount=type={ty} is not supported yet"))
-                            .with_hint("only --mount=type=cache,target=PATH[,id=ID] is supported"));
+                            .diag(
+                                f.span,
+                                format!("error: RUN --mount=type={ty} is not supported yet"),
+                            )
+                            .with_hint(
+                                "only --mount=type=cache,target=PATH[,id=ID] is supported",
+                            ));
                     }
                     let target = kv
                         .get("target")
                         .or_else(|| kv.get("dst"))
                         .or_else(|| kv.get("destination"))
                         .filter(|t| !t.is_empty())
-                        .ok_or_else(|| self.diag(f.span, "RUN --mount=type=cache needs target=PATH"))?;
+                        .ok_or_else(|| {
+                            self.diag(f.span, "RUN --mount=type=cache needs target=PATH")
+                        })?;
                     let target = if target.starts_with('/') {
                         clean_abs(target, false)
                     } else {
-                        clean_abs(&format!("{}/{target}", cfg.workdir.as_deref().unwrap_or("/")), false)
+                        clean_abs(
+                            &format!("{}/{target}", cfg.workdir.as_deref().unwrap_or("/")),
+                            false,
+                        )
                     };
-                    let id = kv.get("id").filter(|i| !i.is_empty()).cloned().unwrap_or_else(|| target.clone());
+                    let id = kv
+                        .get("id")
+                        .filter(|i| !i.is_empty())
+                        .cloned()
+                        .unwrap_or_else(|| target.clone());
                     cache_mounts.push(CacheMount { id, target });
                 }
                 "security" => {
-                    return Err(self.diag(f.span, format!("error: RUN --security={value} is not supported yet")))
+                    return Err(self.diag(
+                        f.span,
+                        format!("error: RUN --security={value} is not supported yet"),
+                    ))
                 }
                 other => {
                     return Err(self
@@ -1197,7 +1220,10 @@ mod tests {
             dockerfile_name: "Dockerfile".into(),
             source: src.into(),
             context_dir: std::env::temp_dir(),
-            build_args: args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            build_args: args
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             target: None,
             platform: Platform::host(),
         }
@@ -1213,8 +1239,16 @@ mod tests {
         let p = plan(&req(src, &[])).unwrap();
         let env = env_of(&p);
         assert_eq!(env[0], ("A".into(), "global".into()));
-        assert_eq!(env[1], ("B".into(), "unset".into()), "global ARGs are not visible in a stage unless redeclared");
-        assert_eq!(env[2], ("C".into(), "none".into()), "predefined ARGs need a declaration in the stage");
+        assert_eq!(
+            env[1],
+            ("B".into(), "unset".into()),
+            "global ARGs are not visible in a stage unless redeclared"
+        );
+        assert_eq!(
+            env[2],
+            ("C".into(), "none".into()),
+            "predefined ARGs need a declaration in the stage"
+        );
         assert_eq!(env[3], ("D".into(), Platform::host().architecture));
         let p = plan(&req(src, &[("V", "override")])).unwrap();
         assert_eq!(env_of(&p)[0].1, "override");
@@ -1223,7 +1257,10 @@ mod tests {
     #[test]
     fn env_sees_values_from_before_the_instruction() {
         let p = plan(&req("FROM scratch\nENV X=1\nENV X=2 Y=$X\n", &[])).unwrap();
-        assert_eq!(env_of(&p), vec![("X".into(), "2".into()), ("Y".into(), "1".into())]);
+        assert_eq!(
+            env_of(&p),
+            vec![("X".into(), "2".into()), ("Y".into(), "1".into())]
+        );
     }
 
     #[test]
@@ -1233,14 +1270,20 @@ mod tests {
         let st = &p.stages[p.target];
         assert_eq!(st.config.workdir.as_deref(), Some("/app/src"));
         assert_eq!(st.config.cmd, None, "ENTRYPOINT resets an inherited CMD");
-        let StepKind::Copy(c) = &st.steps.last().unwrap().kind else { panic!() };
+        let StepKind::Copy(c) = &st.steps.last().unwrap().kind else {
+            panic!()
+        };
         assert_eq!(c.dest, "/app/src/");
         assert_eq!(p.order, vec![0, 1]);
     }
 
     #[test]
     fn unused_build_args_warn_and_unknown_target_fails() {
-        let p = plan(&req("FROM scratch\n", &[("NOPE", "1"), ("HTTP_PROXY", "x")])).unwrap();
+        let p = plan(&req(
+            "FROM scratch\n",
+            &[("NOPE", "1"), ("HTTP_PROXY", "x")],
+        ))
+        .unwrap();
         assert_eq!(p.warnings.len(), 1);
         assert!(p.warnings[0].contains("NOPE"));
         let mut r = req("FROM scratch AS one\n", &[]);
@@ -1254,9 +1297,14 @@ mod tests {
     fn run_environment_and_shell_form() {
         let src = "FROM scratch\nARG A=1\nENV A=env B=2\nARG C=3\nSHELL [\"/bin/bash\", \"-ec\"]\nRUN --network=host echo hi\n";
         let p = plan(&req(src, &[])).unwrap();
-        let StepKind::Run(r) = &p.stages[0].steps.last().unwrap().kind else { panic!() };
+        let StepKind::Run(r) = &p.stages[0].steps.last().unwrap().kind else {
+            panic!()
+        };
         assert_eq!(r.argv, vec!["/bin/bash", "-ec", "echo hi"]);
-        assert_eq!(r.env, vec!["A=env", "B=2", "C=3", &format!("PATH={DEFAULT_PATH}")]);
+        assert_eq!(
+            r.env,
+            vec!["A=env", "B=2", "C=3", &format!("PATH={DEFAULT_PATH}")]
+        );
         assert_eq!(r.network, Network::Host);
         let e = plan(&req("FROM scratch\nRUN --mount=type=ssh true\n", &[])).unwrap_err();
         assert!(e.message.contains("not supported yet"), "{e}");
