@@ -22,6 +22,9 @@ pub struct Cli {
 pub enum Command {
     /// Build an image from a Dockerfile
     Build(BuildArgs),
+    /// Run cache scenarios on a Dockerfile (cold, no-op, one-file changes, a build-arg change)
+    /// in a throwaway store and report what each costs
+    Bench(BenchArgs),
     /// List the images tagged in the store
     Images,
     /// Check the store: re-hash every blob, check every record's references
@@ -156,4 +159,32 @@ pub struct DiffArgs {
     /// created, compression, or any other cause name
     #[arg(long, value_delimiter = ',', value_name = "CAUSES")]
     pub ignore: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// The build context directory (copied; the original is never modified)
+    #[arg(default_value = ".")]
+    pub context: PathBuf,
+    /// The Dockerfile [default: CONTEXT/Dockerfile]
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Set a build argument KEY=VALUE (repeatable)
+    #[arg(long = "build-arg", value_name = "KEY=VALUE")]
+    pub build_args: Vec<String>,
+    /// Build this stage
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Threads for hashing and compression [default: number of CPUs]
+    #[arg(short = 'j', long)]
+    pub jobs: Option<usize>,
+    /// Layer compression: gzip (default), zstd or none
+    #[arg(long, default_value = "gzip")]
+    pub compression: String,
+    /// Write the report as JSON
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write a self-contained HTML report with an SVG chart per scenario
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }

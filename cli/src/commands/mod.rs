@@ -1,5 +1,6 @@
 //! Subcommand bodies: short, they call the libraries.
 
+mod bench;
 mod build;
 mod diff;
 mod export;
@@ -17,9 +18,14 @@ use strata_cache::Store;
 use crate::args::{Cli, Command};
 
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
+    // `bench` works in its own throwaway store.
+    if let Command::Bench(a) = cli.command {
+        return bench::run(a);
+    }
     let store_dir = store_dir(cli.store)?;
     match cli.command {
         Command::Build(a) => build::run(&store_dir, a),
+        Command::Bench(_) => unreachable!("handled above"),
         Command::Images => images::run(&store_dir),
         Command::Fsck(a) => fsck::run(&store_dir, a),
         Command::Gc(a) => gc::run(&store_dir, a),

@@ -1,0 +1,432 @@
+//! `strata bench`: cache scenarios on the user's own Dockerfile — how much work each kind of
+//! change costs, step by step, and which Dockerfile patterns make it expensive.
+//!
+//! Everything runs on a copy of the context in a throwaway store, so the user's files and store
+//! are never touched. Scenarios: cold build; no-op rebuild; for each COPY/ADD, a one-file content
+//! change in its first source; a build-arg change. (A base-image change needs the lockfile of the
+//! registry work and is reported as not supported yet.)
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use serde::Serialize;
+use strata_cache::Store;
+use strata_engine::build::{self, BuildOptions, Event, Progress, StepStatus};
+use strata_engine::context::{self, Context, ContextKind};
+use strata_engine::frontend::{self, Command};
+use strata_engine::image::Platform;
+use strata_engine::layer::Compression;
+use strata_engine::plan::{self, CopySource, PlanRequest, StepKind};
+
+use crate::args::BenchArgs;
+
+#[derive(Debug, Clone, Serialize)]
+struct StepRow {
+    stage: usize,
+    step: usize,
+    instruction: String,
+    status: &'static str,
+    seconds: f64,
+    layer_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Scenario {
+    name: String,
+    change: String,
+    executed: usize,
+    cached: usize,
+    bytes_hashed: u64,
+    bytes_written: u64,
+    wall_seconds: f64,
+    cpu_seconds: f64,
+    peak_rss_kb: u64,
+    steps: Vec<StepRow>,
+}
+
+#[derive(Default)]
+struct Collector {
+    steps: Mutex<Vec<StepRow>>,
+    hashed: Mutex<u64>,
+}
+
+impl Progress for Collector {
+    fn event(&self, e: &Event) {
+        match e {
+            Event::StepDone {
+                stage,
+                step,
+                text,
+                status,
+                duration,
+                layer_bytes,
+                ..
+            } => {
+                self.steps.lock().unwrap().push(StepRow {
+                    stage: *stage,
+                    step: *step,
+                    instruction: text.clone(),
+                    status: status.as_str(),
+                    seconds: duration.as_secs_f64(),
+                    layer_bytes: if *status == StepStatus::Executed {
+                        *layer_bytes
+                    } else {
+                        0
+                    },
+                });
+            }
+            Event::Hashing { bytes_hashed, .. } => *self.hashed.lock().unwrap() += bytes_hashed,
+            _ => {}
+        }
+    }
+}
+
+fn rusage() -> (Duration, u64) {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    (tv(ru.ru_utime) + tv(ru.ru_stime), ru.ru_maxrss as u64)
+}
+
+struct Bench {
+    ctx_dir: PathBuf,
+    dockerfile: PathBuf,
+    store: Store,
+    target: Option<String>,
+    jobs: usize,
+    compression: Compression,
+}
+
+impl Bench {
+    fn build(
+        &self,
+        name: &str,
+        change: &str,
+        build_args: &BTreeMap<String, String>,
+    ) -> anyhow::Result<Scenario> {
+        let source = std::fs::read_to_string(&self.dockerfile)?;
+        let plan = plan::plan(&PlanRequest {
+            dockerfile_name: "Dockerfile".into(),
+            source,
+            context_dir: self.ctx_dir.clone(),
+            build_args: build_args.clone(),
+            target: self.target.clone(),
+            platform: Platform::host(),
+        })?;
+        let ctx = Context::open(
+            &self.ctx_dir,
+            context::load_ignore(&self.ctx_dir, &self.dockerfile)?,
+        )?;
+        let col = Collector::default();
+        let (cpu0, _) = rusage();
+        let t0 = Instant::now();
+        build::run(
+            &plan,
+            &ctx,
+            &self.store,
+            &BuildOptions {
+                compression: self.compression,
+                source_date_epoch: 0,
+                no_cache: false,
+                jobs: self.jobs,
+                explain_scope: "bench".into(),
+                sde_env: None,
+            },
+            &col,
+        )
+        .with_context(|| format!("scenario `{name}`"))?;
+        let wall = t0.elapsed();
+        let (cpu1, rss) = rusage();
+        let mut steps = col.steps.into_inner().unwrap();
+        steps.sort_by_key(|s| (s.stage, s.step));
+        Ok(Scenario {
+            name: name.to_string(),
+            change: change.to_string(),
+            executed: steps.iter().filter(|s| s.status == "executed").count(),
+            cached: steps.iter().filter(|s| s.status == "cached").count(),
+            bytes_hashed: col.hashed.into_inner().unwrap(),
+            bytes_written: steps.iter().map(|s| s.layer_bytes).sum(),
+            wall_seconds: wall.as_secs_f64(),
+            cpu_seconds: (cpu1 - cpu0).as_secs_f64(),
+            peak_rss_kb: rss,
+            steps,
+        })
+    }
+}
+
+fn copy_context(from: &Path, to: &Path) -> anyhow::Result<()> {
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to)
+        .status()
+        .context("running cp")?;
+    if !st.success() {
+        bail!("copying the context `{}` failed", from.display());
+    }
+    Ok(())
+}
+
+pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
+    let ctx_src = std::fs::canonicalize(&a.context)
+        .with_context(|| format!("build context `{}`", a.context.display()))?;
+    let work = tempfile::Builder::new().prefix("strata-bench-").tempdir()?;
+    let ctx_dir = work.path().join("context");
+    std::fs::create_dir(&ctx_dir)?;
+    copy_context(&ctx_src, &ctx_dir)?;
+    let dockerfile = match &a.file {
+        Some(f) => {
+            let f = std::fs::canonicalize(f)
+                .with_context(|| format!("Dockerfile `{}`", f.display()))?;
+            match f.strip_prefix(&ctx_src) {
+                Ok(rel) => ctx_dir.join(rel),
+                Err(_) => f,
+            }
+        }
+        None => ctx_dir.join("Dockerfile"),
+    };
+    let mut build_args = BTreeMap::new();
+    for kv in &a.build_args {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("invalid --build-arg `{kv}`: expected KEY=VALUE"))?;
+        build_args.insert(k.to_string(), v.to_string());
+    }
+    let jobs = a.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs)
+        .build_global();
+    let bench = Bench {
+        ctx_dir: ctx_dir.clone(),
+        dockerfile: dockerfile.clone(),
+        store: Store::open(&work.path().join("store"))?,
+        target: a.target.clone(),
+        jobs,
+        compression: a
+            .compression
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--compression: {e}"))?,
+    };
+    let mut scenarios = vec![bench.build("cold", "empty store", &build_args)?];
+    scenarios.push(bench.build("no-op", "nothing changed", &build_args)?);
+
+    // One scenario per COPY/ADD from the context: change the content of one file of its first source.
+    let source = std::fs::read_to_string(&dockerfile)?;
+    let plan0 = plan::plan(&PlanRequest {
+        dockerfile_name: "Dockerfile".into(),
+        source: source.clone(),
+        context_dir: ctx_dir.clone(),
+        build_args: build_args.clone(),
+        target: a.target.clone(),
+        platform: Platform::host(),
+    })?;
+    let ctx = Context::open(&ctx_dir, context::load_ignore(&ctx_dir, &dockerfile)?)?;
+    let mut advice = Vec::new();
+    let mut touched = std::collections::BTreeSet::new();
+    for &s in &plan0.order {
+        for (i, step) in plan0.stages[s].steps.iter().enumerate() {
+            let StepKind::Copy(spec) = &step.kind else {
+                continue;
+            };
+            if !matches!(spec.from, plan::CopyFrom::Context) {
+                continue;
+            }
+            let Some(CopySource::Path(p)) = spec
+                .sources
+                .iter()
+                .find(|s| matches!(s, CopySource::Path(_)))
+            else {
+                continue;
+            };
+            let resolved = ctx.resolve(std::slice::from_ref(p), &spec.excludes)?;
+            let Some(file) = resolved
+                .iter()
+                .flat_map(|r| r.entries.iter())
+                .find(|e| matches!(e.kind, ContextKind::File { .. }))
+            else {
+                continue;
+            };
+            if !touched.insert(file.host_path.clone()) {
+                continue;
+            }
+            let n_files: usize = resolved.iter().map(|r| r.entries.len()).sum();
+            let original = std::fs::read(&file.host_path)?;
+            let mut changed = original.clone();
+            changed.extend_from_slice(b"\n# strata bench\n");
+            std::fs::write(&file.host_path, &changed)?;
+            let rel = file
+                .host_path
+                .strip_prefix(&ctx_dir)
+                .unwrap_or(&file.host_path)
+                .display()
+                .to_string();
+            let sc = bench.build(
+                &format!("change {rel}"),
+                &format!("content of `{rel}` (a source of `{}`)", step.text),
+                &build_args,
+            );
+            std::fs::write(&file.host_path, &original)?;
+            let sc = sc?;
+            let later: Vec<&StepRow> = sc
+                .steps
+                .iter()
+                .filter(|r| r.status == "executed" && (r.stage, r.step) > (s, i))
+                .collect();
+            let later_secs: f64 = later.iter().map(|r| r.seconds).sum();
+            if n_files > 1 && later.len() >= 2 {
+                advice.push(format!(
+                    "`{}` (stage {s}, step {}) covers {n_files} files; a change to any of them re-runs {} later steps ({later_secs:.2}s). Copy what those steps need (dependency manifests, lockfiles) in an earlier, narrower COPY and the rest after them.",
+                    step.text,
+                    i + 1,
+                    later.len()
+                ));
+            }
+            scenarios.push(sc);
+        }
+    }
+    // A build-arg change: the first ARG of the Dockerfile.
+    let df = frontend::parse("Dockerfile", &source)?;
+    let first_arg = df.instructions.iter().find_map(|ins| match &ins.command {
+        Command::Arg(kvs) => kvs.first().map(|kv| kv.key.raw.clone()),
+        _ => None,
+    });
+    if let Some(name) = first_arg {
+        let mut args = build_args.clone();
+        args.insert(name.clone(), "strata-bench-changed".into());
+        scenarios.push(bench.build(
+            &format!("build-arg {name}"),
+            &format!("--build-arg {name}=strata-bench-changed"),
+            &args,
+        )?);
+    }
+    let base_note =
+        "base-image change: not supported yet (needs the lockfile of the registry work)";
+
+    eprintln!("{}", table(&scenarios));
+    eprintln!("note: {base_note}");
+    for a in &advice {
+        eprintln!("advice: {a}");
+    }
+    let report =
+        serde_json::json!({ "scenarios": scenarios, "advice": advice, "notes": [base_note] });
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing `{}`", p.display()))?;
+    }
+    if let Some(p) = &a.html {
+        std::fs::write(p, html(&scenarios, &advice))
+            .with_context(|| format!("writing `{}`", p.display()))?;
+    }
+    Ok(0)
+}
+
+fn mb(b: u64) -> String {
+    format!("{:.1}", b as f64 / 1_048_576.0)
+}
+
+fn table(sc: &[Scenario]) -> String {
+    let mut out = format!(
+        "{:<40} {:>8} {:>7} {:>10} {:>10} {:>8} {:>8} {:>9}\n",
+        "scenario", "executed", "cached", "hashed MB", "stored MB", "wall s", "cpu s", "peak MB"
+    );
+    for s in sc {
+        let name: String = s.name.chars().take(40).collect();
+        let _ = writeln!(
+            out,
+            "{:<40} {:>8} {:>7} {:>10} {:>10} {:>8.2} {:>8.2} {:>9}",
+            name,
+            s.executed,
+            s.cached,
+            mb(s.bytes_hashed),
+            mb(s.bytes_written),
+            s.wall_seconds,
+            s.cpu_seconds,
+            s.peak_rss_kb / 1024
+        );
+    }
+    out
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A self-contained page: one inline SVG bar chart per scenario (step durations, executed steps
+/// in orange, cached in grey). No scripts, no network.
+fn html(sc: &[Scenario], advice: &[String]) -> String {
+    let mut h = String::from("<!doctype html><meta charset=utf-8><title>strata bench</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child{text-align:left}</style><h1>strata bench</h1>");
+    h.push_str("<table><tr><th>scenario</th><th>executed</th><th>cached</th><th>hashed MB</th><th>stored MB</th><th>wall s</th><th>cpu s</th></tr>");
+    for s in sc {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td></tr>",
+            esc(&s.name),
+            s.executed,
+            s.cached,
+            mb(s.bytes_hashed),
+            mb(s.bytes_written),
+            s.wall_seconds,
+            s.cpu_seconds
+        );
+    }
+    h.push_str("</table>");
+    for a in advice {
+        let _ = write!(h, "<p><b>advice:</b> {}</p>", esc(a));
+    }
+    let max = sc
+        .iter()
+        .flat_map(|s| s.steps.iter().map(|r| r.seconds))
+        .fold(0.001f64, f64::max);
+    for s in sc {
+        let rows = s.steps.len().max(1);
+        let (w, row_h, label_w) = (900.0, 18.0, 420.0);
+        let _ = write!(
+            h,
+            "<h2>{}</h2><p>{}</p><svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{}' role='img'>",
+            esc(&s.name),
+            esc(&s.change),
+            rows as f64 * row_h + 4.0
+        );
+        for (k, r) in s.steps.iter().enumerate() {
+            let y = k as f64 * row_h;
+            let bw = ((r.seconds / max) * (w - label_w - 80.0)).max(1.0);
+            let color = if r.status == "executed" {
+                "#e8772e"
+            } else {
+                "#bbb"
+            };
+            let label: String = format!("#{}.{} {}", r.stage, r.step + 1, r.instruction)
+                .chars()
+                .take(60)
+                .collect();
+            let _ = write!(
+                h,
+                "<text x='0' y='{}' font-size='12'>{}</text><rect x='{label_w}' y='{}' width='{bw:.1}' height='{}' fill='{color}'><title>{} {:.3}s</title></rect><text x='{}' y='{}' font-size='11'>{:.3}s {}</text>",
+                y + 13.0,
+                esc(&label),
+                y + 2.0,
+                row_h - 4.0,
+                r.status,
+                r.seconds,
+                label_w + bw + 4.0,
+                y + 13.0,
+                r.seconds,
+                r.status
+            );
+        }
+        h.push_str("</svg>");
+    }
+    h
+}
