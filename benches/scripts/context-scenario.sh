@@ -25,8 +25,15 @@ cold=$( { /usr/bin/time -f "%e %M" "$strata" --store "$work/store" build --progr
 cold_s=$(tail -1 "$work/cold.err" | awk '{print $1}'); cold_rss=$(tail -1 "$work/cold.err" | awk '{print $2}')
 noop=$( { /usr/bin/time -f "%e %M" "$strata" --store "$work/store" build --progress plain "$ctx" > /dev/null 2> "$work/noop.err"; } 2>&1 | tail -1)
 noop_s=$(tail -1 "$work/noop.err" | awk '{print $1}')
+one=$(find "$ctx/tree" -type f -name '*.txt' | sort | sed -n 100p)
+cp -p "$one" "$work/one.bak"
+echo "one more line" >> "$one"
+/usr/bin/time -f "%e %M" "$strata" --store "$work/store" build --progress plain "$ctx" > /dev/null 2> "$work/one.err"
+one_s=$(tail -1 "$work/one.err" | awk '{print $1}'); one_rss=$(tail -1 "$work/one.err" | awk '{print $2}')
+cp -p "$work/one.bak" "$one"
 echo "files=$files size=${mb}MB cores=$(nproc)"
 echo "tar|gzip -6|sha256sum   : ${base_tar}s"
 echo "strata cold COPY        : ${cold_s}s  (speed = $(echo "scale=2; $base_tar / $cold_s" | bc)x of the tar pipeline), peak RSS $((cold_rss / 1024)) MB"
 echo "find+stat of the tree   : ${base_stat}s"
 echo "strata no-op rebuild    : ${noop_s}s  ($(echo "scale=2; $noop_s / $base_stat" | bc)x the cost of stat)"
+echo "strata one-file change   : ${one_s}s  ($(echo "scale=1; $cold_s / $one_s" | bc)x faster than cold; unchanged chunks reused), peak RSS $((one_rss / 1024)) MB"

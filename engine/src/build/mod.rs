@@ -490,8 +490,13 @@ fn run_stage(
                         let entries = layer::canonicalize(entries, opts.source_date_epoch)
                             .map_err(|e| wrap(e.into()))?;
                         let mut w = store.blobs().writer()?;
-                        let out = layer::write_layer(&entries, opts.compression, &mut w)
-                            .map_err(|e| wrap(e.into()))?;
+                        let out = layer::write_layer_cached(
+                            &entries,
+                            opts.compression,
+                            &mut w,
+                            Some(chunk_cache(store)),
+                        )
+                        .map_err(|e| wrap(e.into()))?;
                         let (digest, size) = w.commit()?;
                         debug_assert_eq!(digest, out.digest);
                         let rec = LayerRecord {
@@ -568,6 +573,12 @@ fn run_stage(
         layers,
         image: std::sync::Arc::new(assembled),
     })
+}
+
+/// Compressed chunks of earlier layers (`<store>/chunks-v1/`): a layer that differs in a few
+/// files recompresses only the chunks they fall in.
+pub(crate) fn chunk_cache(store: &Store) -> std::sync::Arc<dyn layer::ChunkCache> {
+    std::sync::Arc::new(layer::ChunkDir::new(store.root().join("chunks-v1")))
 }
 
 /// Copies a base image's layer blobs into the store, verifying each against its digest.

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use strata_cache::{LayerRecord, Store};
 
-use crate::build::{BuildError, BuildOptions};
+use crate::build::{chunk_cache, BuildError, BuildOptions};
 use crate::image::LayerDesc;
 use crate::layer;
 use crate::plan::{Network, RunStep};
@@ -95,7 +95,8 @@ pub(crate) fn execute(
     })?;
     let entries = layer::canonicalize(entries, opts.source_date_epoch)?;
     let mut w = store.blobs().writer()?;
-    let out = layer::write_layer(&entries, opts.compression, &mut w)?;
+    let out =
+        layer::write_layer_cached(&entries, opts.compression, &mut w, Some(chunk_cache(store)))?;
     let (digest, size) = w.commit()?;
     let rec = LayerRecord {
         diff_id: out.diff_id,

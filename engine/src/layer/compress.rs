@@ -79,8 +79,60 @@ fn wait<T>(rx: &Receiver<T>) -> Option<T> {
 
 type Compressed = io::Result<Vec<u8>>;
 
+/// Compressed chunks kept between builds, addressed by BLAKE3 of the compressor id and the raw
+/// chunk bytes: a layer that differs from an earlier one in a few files recompresses only the
+/// chunks those files fall in (the sha256 digests over the whole blob remain the cost).
+pub trait ChunkCache: Send + Sync {
+    fn get(&self, key: &[u8; 32]) -> Option<Vec<u8>>;
+    fn put(&self, key: &[u8; 32], compressed: &[u8]);
+}
+
+/// A [`ChunkCache`] in a directory: one file per chunk, `blake3(compressed) ‖ compressed`, so a
+/// damaged file is detected and ignored (recompressed) rather than put into a layer.
+pub struct ChunkDir {
+    dir: std::path::PathBuf,
+}
+
+impl ChunkDir {
+    pub fn new(dir: std::path::PathBuf) -> ChunkDir {
+        ChunkDir { dir }
+    }
+}
+
+impl ChunkCache for ChunkDir {
+    fn get(&self, key: &[u8; 32]) -> Option<Vec<u8>> {
+        let data = std::fs::read(self.dir.join(hex::encode(key))).ok()?;
+        let (sum, body) = data.split_at_checked(32)?;
+        (blake3::hash(body).as_bytes() == sum).then(|| body.to_vec())
+    }
+
+    fn put(&self, key: &[u8; 32], compressed: &[u8]) {
+        // Best effort: a failure only means the chunk is compressed again next time.
+        let _ = std::fs::create_dir_all(&self.dir);
+        let name = hex::encode(key);
+        let tmp = self.dir.join(format!(".tmp-{name}-{}", std::process::id()));
+        let mut data = Vec::with_capacity(32 + compressed.len());
+        data.extend_from_slice(blake3::hash(compressed).as_bytes());
+        data.extend_from_slice(compressed);
+        if std::fs::write(&tmp, &data).is_ok()
+            && std::fs::rename(&tmp, self.dir.join(name)).is_err()
+        {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+}
+
+fn chunk_key(compression: Compression, chunk: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(compression.id().as_bytes());
+    h.update(&[0]);
+    h.update(chunk);
+    *h.finalize().as_bytes()
+}
+
 struct Pipeline<'o> {
     compression: Compression,
+    cache: Option<std::sync::Arc<dyn ChunkCache>>,
     out: &'o mut dyn Write,
     in_flight: VecDeque<(u64, Receiver<Compressed>)>,
     max_in_flight: usize,
@@ -123,8 +175,25 @@ impl ChunkSink for Pipeline<'_> {
         }
         let (tx, rx) = mpsc::sync_channel(1);
         let compression = self.compression;
+        let cache = self.cache.clone();
         rayon::spawn(move || {
-            let r = std::panic::catch_unwind(|| compress_chunk(compression, &chunk));
+            // The cache is only read and written through its own methods; a panic inside it
+            // leaves nothing half-updated that this task would observe afterwards.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let Some(cache) = cache else {
+                    return compress_chunk(compression, &chunk);
+                };
+                let key = chunk_key(compression, &chunk);
+                if let Some(hit) = cache.get(&key) {
+                    return Ok(hit);
+                }
+                let out = compress_chunk(compression, &chunk)?;
+                // Only full-size chunks are worth keeping; the small tail of a layer is cheap.
+                if chunk.len() >= CHUNK_MIN {
+                    cache.put(&key, &out);
+                }
+                Ok(out)
+            }));
             // A panic drops `tx` unsent: the receiver reports it as an error.
             if let Ok(r) = r {
                 let _ = tx.send(r);
@@ -146,8 +215,20 @@ pub fn write_layer(
     compression: Compression,
     out: &mut dyn Write,
 ) -> Result<LayerOutput, LayerError> {
+    write_layer_cached(entries, compression, out, None)
+}
+
+/// [`write_layer`], reusing compressed chunks from `cache` (and adding new ones to it). The
+/// output bytes are the same with or without a cache.
+pub fn write_layer_cached(
+    entries: &[Entry],
+    compression: Compression,
+    out: &mut dyn Write,
+    cache: Option<std::sync::Arc<dyn ChunkCache>>,
+) -> Result<LayerOutput, LayerError> {
     let mut pipe = Pipeline {
         compression,
+        cache,
         out,
         in_flight: VecDeque::new(),
         max_in_flight: (2 * rayon::current_num_threads()).max(2),
@@ -302,6 +383,68 @@ mod tests {
         assert_eq!(gz.media_type, "application/vnd.oci.image.layer.v1.tar+gzip");
         assert_eq!(zs.media_type, "application/vnd.oci.image.layer.v1.tar+zstd");
         assert_eq!(none.media_type, "application/vnd.oci.image.layer.v1.tar");
+    }
+
+    /// Counts hits of a [`ChunkDir`].
+    struct Counting(
+        ChunkDir,
+        std::sync::atomic::AtomicUsize,
+        std::sync::atomic::AtomicUsize,
+    );
+    impl ChunkCache for Counting {
+        fn get(&self, key: &[u8; 32]) -> Option<Vec<u8>> {
+            let r = self.0.get(key);
+            let c = if r.is_some() { &self.1 } else { &self.2 };
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            r
+        }
+        fn put(&self, key: &[u8; 32], compressed: &[u8]) {
+            self.0.put(key, compressed)
+        }
+    }
+
+    /// Changing one file in a many-chunk layer recompresses only the chunks around it, and the
+    /// bytes are exactly what an uncached write gives (issue 7: rebuild cost ∝ the change).
+    #[test]
+    fn one_file_change_reuses_other_chunks() {
+        let mk = |changed: bool| -> Vec<Entry> {
+            let mut v = Vec::new();
+            for i in 0..400u64 {
+                let mut body = data(i, 100 * 1024);
+                if changed && i == 200 {
+                    body.extend_from_slice(b"one more line\n");
+                }
+                v.push(Entry::file_bytes(&format!("d/f{i:04}"), 0o644, 0, &body));
+            }
+            canonicalize(v, 0).unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let cache = std::sync::Arc::new(Counting(
+            ChunkDir::new(dir.path().join("c")),
+            Default::default(),
+            Default::default(),
+        ));
+        let run = |entries: &[Entry], cache: Option<std::sync::Arc<dyn ChunkCache>>| {
+            let mut out = Vec::new();
+            let o = write_layer_cached(entries, Compression::Gzip, &mut out, cache).unwrap();
+            (o, out)
+        };
+        let (a, a_bytes) = run(&mk(false), Some(cache.clone()));
+        let misses_cold = cache.2.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            misses_cold >= 5,
+            "a ~40 MiB layer spans several chunks ({misses_cold})"
+        );
+        let (b, b_bytes) = run(&mk(true), Some(cache.clone()));
+        let hits = cache.1.load(std::sync::atomic::Ordering::Relaxed);
+        let misses = cache.2.load(std::sync::atomic::Ordering::Relaxed) - misses_cold;
+        assert!(misses <= 3, "only the chunks around the changed file are recompressed: {misses} misses, {hits} hits");
+        assert!(hits >= misses_cold - 3);
+        assert_ne!(a.diff_id, b.diff_id);
+        let (b2, b2_bytes) = run(&mk(true), None);
+        assert_eq!(b.digest, b2.digest, "the cache never changes the bytes");
+        assert_eq!(b_bytes, b2_bytes);
+        assert_eq!(a_bytes.len() as u64, a.size);
     }
 
     #[test]

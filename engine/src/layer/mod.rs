@@ -20,8 +20,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 pub use archive::{decompress_reader, open_archive};
-pub use compress::{write_layer, CHUNK_MAX, CHUNK_MIN};
+pub use compress::{write_layer, write_layer_cached, ChunkCache, ChunkDir, CHUNK_MAX, CHUNK_MIN};
 pub use entry::{canonicalize, path_cmp, Content, Entry, EntryKind, KEPT_XATTRS};
+pub use tar::CHUNK_SOFT;
 
 /// Media type of an uncompressed OCI layer.
 pub const MEDIA_TYPE_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
@@ -56,8 +57,8 @@ impl Compression {
     /// `Cargo.lock`).
     pub fn id(&self) -> &'static str {
         match self {
-            Compression::Gzip => "gzip-zlibrs0.6.8-l6-os255-chunk4m16m-v1",
-            Compression::Zstd => "zstd1.5.7-l3-wlog21-nocksum-csize-w0-chunk4m16m-v1",
+            Compression::Gzip => "gzip-zlibrs0.6.8-l6-os255-cdc4m8m16m-v2",
+            Compression::Zstd => "zstd1.5.7-l3-wlog21-nocksum-csize-w0-cdc4m8m16m-v2",
             Compression::None => "none-v1",
         }
     }

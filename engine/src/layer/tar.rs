@@ -201,6 +201,9 @@ pub(crate) trait ChunkSink {
 /// Accumulates the tar stream and cuts it into chunks: after an entry ends (header, data and
 /// padding), when the chunk holds ≥ `min` bytes; and whenever the chunk reaches exactly `max`
 /// bytes, wherever that falls. Cuts depend only on the stream's bytes and entry boundaries.
+/// A chunk that has reached this size ends after the current entry whatever its path.
+pub const CHUNK_SOFT: usize = 8 << 20;
+
 pub(crate) struct Chunker<'a, S: ChunkSink> {
     cur: Vec<u8>,
     min: usize,
@@ -244,8 +247,13 @@ impl<'a, S: ChunkSink> Chunker<'a, S> {
         Ok(())
     }
 
-    fn end_entry(&mut self) -> Result<(), LayerError> {
-        if self.cur.len() >= self.min {
+    /// Chunk boundaries are content-defined so that an edit re-synchronises quickly: once a
+    /// chunk holds `min` bytes it ends after the first entry whose path hash is a boundary
+    /// (1 in 8 paths), or after any entry once it holds `soft` bytes. Paths, not offsets,
+    /// decide, so a file that grows or shrinks moves at most the chunks around it.
+    fn end_entry(&mut self, path: &str) -> Result<(), LayerError> {
+        let boundary = blake3::hash(path.as_bytes()).as_bytes()[0] & 7 == 0;
+        if (self.cur.len() >= self.min && boundary) || self.cur.len() >= CHUNK_SOFT {
             self.cut()?;
         }
         Ok(())
@@ -269,7 +277,7 @@ impl<'a, S: ChunkSink> Chunker<'a, S> {
             let pad = (BLOCK - (*size % BLOCK as u64) as usize) % BLOCK;
             self.push(&[0u8; BLOCK][..pad])?;
         }
-        self.end_entry()
+        self.end_entry(&e.path)
     }
 
     fn push_file(
