@@ -8,6 +8,7 @@ mod gc;
 mod images;
 mod inspect;
 mod rmi;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Inspect(a) => inspect::run(&store_dir, a),
         Command::Export(a) => export::run(&store_dir, a),
         Command::Diff(a) => diff::run(a),
+        Command::Verify(a) => verify::run(a),
     }
 }
 
