@@ -81,14 +81,19 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<i32> {
         let v = json_report(&verdict, &runs, run_diff, against, error.as_deref(), &a);
         println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
     }
-    if let Some(d) = &a.keep {
-        eprintln!(
-            "verify: kept stores, contexts and outputs in {}",
-            d.display()
-        );
-    }
+    let kept = || {
+        if let Some(d) = &a.keep {
+            eprintln!(
+                "kept: stores, contexts, outputs and build logs in {}",
+                d.display()
+            );
+        }
+    };
     match result {
-        Err(e) => Err(e),
+        Err(e) => {
+            kept();
+            Err(e)
+        }
         Ok((v, d, ag)) => {
             match v {
                 Verdict::Reproducible => {
@@ -115,6 +120,7 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<i32> {
                     eprint!("{}", diff::render_text(r));
                 }
             }
+            kept();
             Ok(code)
         }
     }
