@@ -222,3 +222,30 @@ fn a_timestamp_from_a_run_step_fails() {
         show(&o)
     );
 }
+
+#[test]
+fn the_copied_context_leaves_out_what_dockerignore_excludes() {
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY . /app/\n",
+    )
+    .unwrap();
+    fs::write(ctx.path().join(".dockerignore"), "junk\nDockerfile\n").unwrap();
+    fs::create_dir_all(ctx.path().join("src/sub")).unwrap();
+    fs::write(ctx.path().join("src/sub/a.txt"), "a\n").unwrap();
+    fs::write(ctx.path().join("b.txt"), "b\n").unwrap();
+    fs::create_dir(ctx.path().join("junk")).unwrap();
+    // A FIFO could not be copied: it must not be looked at.
+    let st = Command::new("mkfifo")
+        .arg(ctx.path().join("junk/fifo"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let keep = tempfile::tempdir().unwrap();
+    let (code, o) = verify(&["--keep", keep.path().to_str().unwrap()], ctx.path());
+    assert_eq!(code, 0, "{}", show(&o));
+    let copy = keep.path().join("run-2/ctx 2/moved/context");
+    assert!(copy.join("src/sub/a.txt").exists() && copy.join("Dockerfile").exists());
+    assert!(!copy.join("junk").exists());
+}

@@ -182,7 +182,15 @@ fn verify(a: &VerifyArgs, base: &Path, runs: &mut Vec<RunResult>) -> anyhow::Res
             // order; the Dockerfile moves with the context when it is inside it.
             let ctx = dir.join(format!("ctx {n}/moved/context"));
             fs::create_dir_all(&ctx)?;
-            copy_reversed(&context, &ctx, ODD_MTIME + i64::from(n))
+            let ignore = strata_engine::context::load_ignore(&context, &dockerfile)?;
+            let keep = |rel: &str, is_dir: bool| {
+                // The Dockerfile and ignore files always, whatever .dockerignore says.
+                rel.ends_with(".dockerignore")
+                    || context.join(rel) == dockerfile
+                    || !ignore.is_excluded(rel)
+                    || (is_dir && ignore.may_reinclude_below(rel))
+            };
+            copy_reversed(&context, &ctx, "", &keep, ODD_MTIME + i64::from(n))
                 .with_context(|| format!("copying the context to `{}`", ctx.display()))?;
             let df = match dockerfile.strip_prefix(&context) {
                 Ok(rel) => ctx.join(rel),
@@ -340,8 +348,15 @@ fn forwarded(b: &BuildArgs, first: bool) -> Vec<OsString> {
 }
 
 /// Copies `from` into the existing `to`: entries created in reverse name order, modes with
-/// g+w,o+w added, every mtime (and atime) set to `mtime`.
-fn copy_reversed(from: &Path, to: &Path, mtime: i64) -> anyhow::Result<()> {
+/// g+w,o+w added, every mtime (and atime) set to `mtime`. Entries `keep(rel, is_dir)` refuses
+/// (those `.dockerignore` excludes) are not copied.
+fn copy_reversed(
+    from: &Path,
+    to: &Path,
+    rel: &str,
+    keep: &dyn Fn(&str, bool) -> bool,
+    mtime: i64,
+) -> anyhow::Result<()> {
     let mut names: Vec<OsString> = fs::read_dir(from)?
         .map(|e| e.map(|e| e.file_name()))
         .collect::<Result<_, _>>()?;
@@ -351,11 +366,18 @@ fn copy_reversed(from: &Path, to: &Path, mtime: i64) -> anyhow::Result<()> {
         let (src, dst) = (from.join(&name), to.join(&name));
         let md = fs::symlink_metadata(&src)?;
         let ft = md.file_type();
+        let sub = match rel {
+            "" => name.to_string_lossy().into_owned(),
+            _ => format!("{rel}/{}", name.to_string_lossy()),
+        };
+        if !keep(&sub, ft.is_dir()) {
+            continue;
+        }
         if ft.is_symlink() {
             std::os::unix::fs::symlink(fs::read_link(&src)?, &dst)?;
         } else if ft.is_dir() {
             fs::create_dir(&dst)?;
-            copy_reversed(&src, &dst, mtime)?;
+            copy_reversed(&src, &dst, &sub, keep, mtime)?;
             fs::set_permissions(&dst, fs::Permissions::from_mode(md.mode() & 0o7777 | 0o022))?;
         } else if ft.is_file() {
             fs::copy(&src, &dst)?;
