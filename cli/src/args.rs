@@ -39,6 +39,9 @@ pub enum Command {
     Export(ExportArgs),
     /// Compare two images; exit 0 if identical, 1 if different, 2 on error
     Diff(DiffArgs),
+    /// Build N times from nothing under different conditions and compare the digests (a CI
+    /// reproducibility gate); exit 0 reproducible, 1 not, 2 on error
+    Verify(VerifyArgs),
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,4 +190,25 @@ pub struct BenchArgs {
     /// Write a self-contained HTML report with an SVG chart per scenario
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// How many builds to compare (each from nothing, in a throwaway store)
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(2..))]
+    pub runs: u32,
+    /// Also compare run 1 with this image: oci:DIR[:TAG] | oci-archive:FILE | docker-archive:FILE
+    #[arg(long, value_name = "REF")]
+    pub against: Option<String>,
+    /// Print a JSON report on stdout instead of the digest
+    #[arg(long)]
+    pub json: bool,
+    /// Write a Markdown summary (runs, verdict, diff) to FILE, e.g. $GITHUB_STEP_SUMMARY
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+    /// Keep the throwaway stores, contexts and outputs in DIR (created) for debugging
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<PathBuf>,
 }

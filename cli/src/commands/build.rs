@@ -49,12 +49,24 @@ pub(crate) fn parse_output(spec: &str) -> anyhow::Result<Output> {
     })
 }
 
+/// Looks up an environment variable; [`process_env`] reads this process's environment.
+pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment, as an [`Env`].
+pub(crate) fn process_env(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
 pub(crate) fn source_date_epoch(flag: Option<u64>) -> anyhow::Result<u64> {
+    source_date_epoch_in(flag, &process_env)
+}
+
+fn source_date_epoch_in(flag: Option<u64>, env: Env) -> anyhow::Result<u64> {
     if let Some(v) = flag {
         return Ok(v);
     }
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => v
+    match env("SOURCE_DATE_EPOCH") {
+        Some(v) if !v.is_empty() => v
             .trim()
             .parse()
             .with_context(|| format!("SOURCE_DATE_EPOCH=`{v}` is not a number of seconds")),
@@ -62,7 +74,7 @@ pub(crate) fn source_date_epoch(flag: Option<u64>) -> anyhow::Result<u64> {
     }
 }
 
-fn build_args(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+fn build_args(raw: &[String], env: Env) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for a in raw {
         match a.split_once('=') {
@@ -73,7 +85,7 @@ fn build_args(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
             // `--build-arg KEY` takes the value from the environment, as docker does; unset
             // means the argument is not given at all.
             None => {
-                if let Ok(v) = std::env::var(a) {
+                if let Some(v) = env(a) {
                     out.insert(a.clone(), v);
                 }
             }
@@ -82,10 +94,46 @@ fn build_args(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// What [`build_image`] builds: the options of `strata build`, with the store, the context,
+/// the Dockerfile and the environment (for `SOURCE_DATE_EPOCH` and `--build-arg KEY`) given
+/// explicitly rather than taken from `args` and the process.
+pub(crate) struct BuildRequest<'a> {
+    pub store_dir: &'a Path,
+    pub context_dir: &'a Path,
+    pub dockerfile: &'a Path,
+    pub env: Env<'a>,
+    pub args: &'a BuildArgs,
+}
+
+/// What [`build_image`] made: the manifest digest and where each `--output` was written.
+pub(crate) struct Built {
+    pub manifest_digest: String,
+    #[allow(dead_code)] // `strata build` only prints the digest
+    pub outputs: Vec<PathBuf>,
+}
+
 pub fn run(store_dir: &Path, a: BuildArgs) -> anyhow::Result<i32> {
-    let sde = source_date_epoch(a.source_date_epoch)?;
-    let sde_explicit = a.source_date_epoch.is_some()
-        || std::env::var_os("SOURCE_DATE_EPOCH").is_some_and(|v| !v.is_empty());
+    let dockerfile = a
+        .file
+        .clone()
+        .unwrap_or_else(|| a.context.join("Dockerfile"));
+    let built = build_image(&BuildRequest {
+        store_dir,
+        context_dir: &a.context,
+        dockerfile: &dockerfile,
+        env: &process_env,
+        args: &a,
+    })?;
+    println!("{}", built.manifest_digest);
+    Ok(0)
+}
+
+/// The whole of `strata build` but printing the digest.
+pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
+    let (a, env) = (req.args, req.env);
+    let sde = source_date_epoch_in(a.source_date_epoch, env)?;
+    let sde_explicit =
+        a.source_date_epoch.is_some() || env("SOURCE_DATE_EPOCH").is_some_and(|v| !v.is_empty());
     let compression: Compression = a
         .compression
         .parse()
@@ -124,15 +172,15 @@ pub fn run(store_dir: &Path, a: BuildArgs) -> anyhow::Result<i32> {
         .num_threads(jobs)
         .build_global();
 
-    let context_dir = std::fs::canonicalize(&a.context)
-        .with_context(|| format!("build context `{}`", a.context.display()))?;
+    let context_dir = std::fs::canonicalize(req.context_dir)
+        .with_context(|| format!("build context `{}`", req.context_dir.display()))?;
     if !context_dir.is_dir() {
-        bail!("build context `{}` is not a directory", a.context.display());
+        bail!(
+            "build context `{}` is not a directory",
+            req.context_dir.display()
+        );
     }
-    let dockerfile = a
-        .file
-        .clone()
-        .unwrap_or_else(|| a.context.join("Dockerfile"));
+    let dockerfile = req.dockerfile.to_path_buf();
     if dockerfile.as_os_str() == "-" {
         bail!("reading the Dockerfile from stdin is not supported yet");
     }
@@ -142,14 +190,14 @@ pub fn run(store_dir: &Path, a: BuildArgs) -> anyhow::Result<i32> {
         dockerfile_name: dockerfile.display().to_string(),
         source,
         context_dir: context_dir.clone(),
-        build_args: build_args(&a.build_args)?,
+        build_args: build_args(&a.build_args, env)?,
         target: a.target.clone(),
         platform,
     })?;
     let ignore = context::load_ignore(&context_dir, &dockerfile)?;
     let ctx = Context::open(&context_dir, ignore)?;
 
-    let store = super::open_store(store_dir)?;
+    let store = super::open_store(req.store_dir)?;
     let reporter = Reporter::new(a.progress, a.explain);
     let dockerfile_abs = std::fs::canonicalize(&dockerfile).unwrap_or(dockerfile.clone());
     let opts = BuildOptions {
@@ -173,13 +221,16 @@ pub fn run(store_dir: &Path, a: BuildArgs) -> anyhow::Result<i32> {
             },
         )?;
     }
+    let mut written = Vec::new();
     for o in &outputs {
         match o {
             Output::OciDir(d) => {
+                written.push(d.clone());
                 export::write_oci_dir(store.blobs(), img, &names, d)?;
                 reporter.exported("oci", d);
             }
             Output::Archive(kind, f) => {
+                written.push(f.clone());
                 export::write_archive(store.blobs(), img, &names, *kind, f, sde)?;
                 reporter.exported(
                     if *kind == ArchiveKind::Oci {
@@ -193,6 +244,8 @@ pub fn run(store_dir: &Path, a: BuildArgs) -> anyhow::Result<i32> {
         }
     }
     reporter.finish(out.steps_executed, out.steps_cached, started.elapsed());
-    println!("{}", img.manifest_digest);
-    Ok(0)
+    Ok(Built {
+        manifest_digest: img.manifest_digest.to_string(),
+        outputs: written,
+    })
 }

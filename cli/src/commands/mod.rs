@@ -9,6 +9,7 @@ mod gc;
 mod images;
 mod inspect;
 mod rmi;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -33,6 +34,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Inspect(a) => inspect::run(&store_dir, a),
         Command::Export(a) => export::run(&store_dir, a),
         Command::Diff(a) => diff::run(a),
+        Command::Verify(a) => verify::run(a),
     }
 }
 
