@@ -414,7 +414,7 @@ mod tests {
                 if changed && i == 200 {
                     body.extend_from_slice(b"one more line\n");
                 }
-                v.push(Entry::file_bytes(&format!("d/f{i:04}"), 0o644, 0, &body));
+                v.push(Entry::file_bytes(format!("d/f{i:04}"), 0o644, 0, &body));
             }
             canonicalize(v, 0).unwrap()
         };
