@@ -10,6 +10,7 @@
 //! | `t/`   | absolute host path, raw bytes                 | [`StatEntry`]  |
 //! | `g/`   | tag name, UTF-8 (`myapp:1.0`)                 | [`TagRecord`]  |
 //! | `u/`   | 32-byte step key                              | `u64` last use, unix seconds |
+//! | `T/`   | 32-byte stat-set id (engine: one per COPY source root) | `Vec<(path bytes, StatEntry)>` |
 //!
 //! Every value is one schema-version byte ([`VALUE_SCHEMA`]) followed by its bincode encoding.
 //! A value with another version byte is reported as [`StoreError::Schema`], never a panic.
@@ -43,6 +44,7 @@ const LAYER: &[u8] = b"y/";
 const STAT: &[u8] = b"t/";
 const TAG: &[u8] = b"g/";
 const USED: &[u8] = b"u/";
+const STAT_SET: &[u8] = b"T/";
 
 /// The cached result of one build step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -299,6 +301,24 @@ impl Index {
         }
         self.db.write(batch)?;
         Ok(())
+    }
+
+    /// The stat entries of a whole source tree in one record: one read instead of one lookup per
+    /// file (55k files: ~115 ms of multi-get became one get and a decode).
+    pub fn get_stat_set(
+        &self,
+        id: &[u8; 32],
+    ) -> Result<Option<Vec<(Vec<u8>, StatEntry)>>, StoreError> {
+        self.get("stat set", &key(STAT_SET, &[id]))
+    }
+
+    /// Replaces a stat set, not synced (a lost set only costs a re-hash).
+    pub fn put_stat_set(
+        &self,
+        id: &[u8; 32],
+        entries: &[(Vec<u8>, StatEntry)],
+    ) -> Result<(), StoreError> {
+        self.put(&key(STAT_SET, &[id]), &entries, false)
     }
 
     pub fn get_tag(&self, name: &str) -> Result<Option<TagRecord>, StoreError> {
