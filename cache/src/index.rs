@@ -46,6 +46,9 @@ const TAG: &[u8] = b"g/";
 const USED: &[u8] = b"u/";
 const STAT_SET: &[u8] = b"T/";
 
+/// A stat set: `(absolute host path, entry)` for every file of one source tree.
+pub type StatSet = Vec<(Vec<u8>, StatEntry)>;
+
 /// The cached result of one build step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepRecord {
@@ -305,10 +308,7 @@ impl Index {
 
     /// The stat entries of a whole source tree in one record: one read instead of one lookup per
     /// file (55k files: ~115 ms of multi-get became one get and a decode).
-    pub fn get_stat_set(
-        &self,
-        id: &[u8; 32],
-    ) -> Result<Option<Vec<(Vec<u8>, StatEntry)>>, StoreError> {
+    pub fn get_stat_set(&self, id: &[u8; 32]) -> Result<Option<StatSet>, StoreError> {
         self.get("stat set", &key(STAT_SET, &[id]))
     }
 

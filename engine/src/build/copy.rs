@@ -264,10 +264,7 @@ fn hash_entries(
     };
     let by_path: std::collections::HashMap<&[u8], &StatEntry> =
         set.iter().map(|(p, e)| (p.as_slice(), e)).collect();
-    let cached: Vec<Option<StatEntry>> = keys
-        .iter()
-        .map(|k| by_path.get(k).map(|e| (*e).clone()))
-        .collect();
+    let cached: Vec<Option<StatEntry>> = keys.iter().map(|k| by_path.get(k).map(|e| **e)).collect();
     let set_matches_paths = set.len() == keys.len();
     // File timestamps come from the kernel's coarse clock, which can lag the real time by a
     // tick: a write made just after this moment may carry an mtime slightly before it. Backdate
@@ -319,7 +316,7 @@ fn hash_entries(
                 bytes += n;
                 st
             }
-            None => by_path[keys[j]].clone(),
+            None => *by_path[keys[j]],
         };
         new_set.push((keys[j].to_vec(), entry));
     }
