@@ -149,7 +149,7 @@ pub struct ExportArgs {
 
 #[derive(Args, Debug)]
 pub struct DiffArgs {
-    /// First image: oci:DIR[:TAG] | oci-archive:FILE[:TAG] | docker-archive:FILE | PATH
+    /// First image: oci:DIR[:TAG] | oci-archive:FILE[:TAG] | docker-archive:FILE | store:NAME[:TAG] | PATH
     #[arg(value_name = "A")]
     pub a: String,
     /// Second image, same forms

@@ -26,7 +26,7 @@ fn main() {
     std::process::exit(code);
 }
 
-fn render(e: &anyhow::Error) -> String {
+pub(crate) fn render(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for (i, cause) in e.chain().enumerate() {
         let s = cause.to_string();

@@ -167,3 +167,25 @@ fn diff_bad_input_exits_2_with_a_hint() {
     assert_eq!(code, 2);
     assert!(text(&o.stderr).contains("`bogus`"));
 }
+
+#[test]
+fn images_in_the_store_compare_by_name() {
+    let store = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let a = out.path().join("a");
+    build(store.path(), &a, "0");
+    let run = |x: &str, y: &str| {
+        let o = strata()
+            .arg("--store")
+            .arg(store.path())
+            .args(["diff", x, y])
+            .output()
+            .unwrap();
+        (o.status.code().unwrap(), text(&o.stderr), text(&o.stdout))
+    };
+    let (code, err, _) = run("store:example:1.0", &format!("oci:{}:1.0", a.display()));
+    assert_eq!(code, 0, "{err}");
+    let (code, err, _) = run("store:example:1.0", "store:missing:1");
+    assert_eq!(code, 2);
+    assert!(err.contains("no image `missing:1` in the store"), "{err}");
+}

@@ -1,11 +1,29 @@
 //! `strata diff A B`: compare two images; the work is in `strata_engine::diff`.
 
+use std::path::Path;
+
 use strata_engine::diff::{self, DiffError, DiffOptions};
+use strata_engine::export::{self, ImageName};
+use strata_engine::image::AssembledImage;
 
 use crate::args::DiffArgs;
 
 /// Exit status: 0 identical (after `--ignore`), 1 different, 2 error.
-pub fn run(args: DiffArgs) -> anyhow::Result<i32> {
+pub fn run(store_dir: &Path, mut args: DiffArgs) -> anyhow::Result<i32> {
+    // `store:NAME[:TAG]` — an image in strata's store: exported (hard links) to a temporary OCI
+    // layout and compared from there, like any other layout.
+    let tmp = tempfile::Builder::new().prefix("strata-diff-").tempdir()?;
+    for (i, spec) in [&mut args.a, &mut args.b].into_iter().enumerate() {
+        if let Some(name) = spec.strip_prefix("store:") {
+            match from_store(store_dir, name, &tmp.path().join(format!("img{i}"))) {
+                Ok(s) => *spec = s,
+                Err(e) => {
+                    eprintln!("error: {}", crate::render(&e));
+                    return Ok(2);
+                }
+            }
+        }
+    }
     match compare(&args) {
         Ok(code) => Ok(code),
         Err(e) => {
@@ -16,6 +34,15 @@ pub fn run(args: DiffArgs) -> anyhow::Result<i32> {
             Ok(2)
         }
     }
+}
+
+fn from_store(store_dir: &Path, name: &str, dir: &Path) -> anyhow::Result<String> {
+    let store = super::open_store(store_dir)?;
+    let (full, tag) = super::find_tag(&store, name)?;
+    let img = AssembledImage::from_store(store.blobs(), &tag.manifest)?;
+    let n = ImageName::parse(&full)?;
+    export::write_oci_dir(store.blobs(), &img, std::slice::from_ref(&n), dir)?;
+    Ok(format!("oci:{}:{}", dir.display(), n.tag))
 }
 
 fn compare(args: &DiffArgs) -> Result<i32, DiffError> {

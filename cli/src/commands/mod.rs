@@ -33,7 +33,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Rmi(a) => rmi::run(&store_dir, a),
         Command::Inspect(a) => inspect::run(&store_dir, a),
         Command::Export(a) => export::run(&store_dir, a),
-        Command::Diff(a) => diff::run(a),
+        Command::Diff(a) => diff::run(&store_dir, a),
         Command::Verify(a) => verify::run(a),
     }
 }
