@@ -54,7 +54,7 @@ pub enum ProgressMode {
     Json,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct BuildArgs {
     /// The build context directory
     #[arg(default_value = ".")]
@@ -95,6 +95,18 @@ pub struct BuildArgs {
     /// For every step that missed the cache, say why
     #[arg(long)]
     pub explain: bool,
+    /// Build every image of the workspace (`strata.toml` in the current directory, or --workspace)
+    #[arg(long)]
+    pub all: bool,
+    /// The workspace file listing many images (implies a workspace build)
+    #[arg(long, value_name = "FILE")]
+    pub workspace: Option<PathBuf>,
+    /// In a workspace build, only these images (repeatable)
+    #[arg(long = "image", value_name = "NAME")]
+    pub images: Vec<String>,
+    /// In a workspace build, write a report: `--report json FILE` or `--report markdown FILE`
+    #[arg(long, num_args = 2, value_names = ["FORMAT", "FILE"])]
+    pub report: Vec<String>,
 }
 
 #[derive(Args, Debug)]

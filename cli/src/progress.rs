@@ -15,6 +15,7 @@ use crate::args::ProgressMode;
 type Bars = (MultiProgress, Mutex<Vec<((usize, usize), ProgressBar)>>);
 
 pub struct Reporter {
+    label: Option<String>,
     mode: ProgressMode,
     explain: bool,
     bars: Option<Bars>,
@@ -30,13 +31,28 @@ impl Reporter {
         let bars =
             (mode == ProgressMode::Auto).then(|| (MultiProgress::new(), Mutex::new(Vec::new())));
         Reporter {
+            label: None,
             mode,
             explain,
             bars,
         }
     }
 
+    /// Prefixes every line with `[label] ` (a workspace build names the image).
+    pub fn with_label(mut self, label: Option<&str>) -> Reporter {
+        self.label = label.map(str::to_string);
+        self
+    }
+
     fn line(&self, s: &str) {
+        let labelled;
+        let s = match &self.label {
+            Some(l) if self.mode != ProgressMode::Json => {
+                labelled = format!("[{l}] {s}");
+                labelled.as_str()
+            }
+            _ => s,
+        };
         match &self.bars {
             Some((mp, _)) => {
                 let _ = mp.println(s);

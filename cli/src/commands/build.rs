@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use strata_cache::TagRecord;
+use strata_cache::{Store, TagRecord};
 use strata_engine::build::{self, BuildOptions};
 use strata_engine::context::{self, Context};
 use strata_engine::export::{self, ArchiveKind, ImageName};
@@ -103,11 +103,18 @@ pub(crate) struct BuildRequest<'a> {
     pub dockerfile: &'a Path,
     pub env: Env<'a>,
     pub args: &'a BuildArgs,
+    /// An already open store (a workspace build shares one); else `store_dir` is opened.
+    pub store: Option<&'a Store>,
+    /// Prefix for progress lines (the image name in a workspace build).
+    pub label: Option<&'a str>,
 }
 
 /// What [`build_image`] made: the manifest digest and where each `--output` was written.
 pub(crate) struct Built {
     pub manifest_digest: String,
+    pub executed: usize,
+    pub cached: usize,
+    pub seconds: f64,
     #[allow(dead_code)] // `strata build` only prints the digest
     pub outputs: Vec<PathBuf>,
 }
@@ -123,6 +130,8 @@ pub fn run(store_dir: &Path, a: BuildArgs) -> anyhow::Result<i32> {
         dockerfile: &dockerfile,
         env: &process_env,
         args: &a,
+        store: None,
+        label: None,
     })?;
     println!("{}", built.manifest_digest);
     Ok(0)
@@ -197,8 +206,15 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
     let ignore = context::load_ignore(&context_dir, &dockerfile)?;
     let ctx = Context::open(&context_dir, ignore)?;
 
-    let store = super::open_store(req.store_dir)?;
-    let reporter = Reporter::new(a.progress, a.explain);
+    let opened;
+    let store = match req.store {
+        Some(s) => s,
+        None => {
+            opened = super::open_store(req.store_dir)?;
+            &opened
+        }
+    };
+    let reporter = Reporter::new(a.progress, a.explain).with_label(req.label);
     let dockerfile_abs = std::fs::canonicalize(&dockerfile).unwrap_or(dockerfile.clone());
     let opts = BuildOptions {
         compression,
@@ -209,7 +225,7 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
         sde_env: sde_explicit.then_some(sde),
     };
     let started = std::time::Instant::now();
-    let out = build::run(&plan, &ctx, &store, &opts, &reporter)?;
+    let out = build::run(&plan, &ctx, store, &opts, &reporter)?;
     let img = &out.image;
     for n in &names {
         store.index().put_tag(
@@ -246,6 +262,9 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
     reporter.finish(out.steps_executed, out.steps_cached, started.elapsed());
     Ok(Built {
         manifest_digest: img.manifest_digest.to_string(),
+        executed: out.steps_executed,
+        cached: out.steps_cached,
+        seconds: started.elapsed().as_secs_f64(),
         outputs: written,
     })
 }

@@ -10,6 +10,7 @@ mod images;
 mod inspect;
 mod rmi;
 mod verify;
+mod workspace;
 
 use std::path::PathBuf;
 
@@ -25,6 +26,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     }
     let store_dir = store_dir(cli.store)?;
     match cli.command {
+        Command::Build(a) if a.all || a.workspace.is_some() => workspace::run(&store_dir, a),
         Command::Build(a) => build::run(&store_dir, a),
         Command::Bench(_) => unreachable!("handled above"),
         Command::Images => images::run(&store_dir),

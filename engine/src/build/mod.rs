@@ -340,6 +340,9 @@ fn run_stage(
             source: Box::new(e),
         };
         let loc = location(opts, s, i);
+        // Held until the step's record is written: the same step in another stage or image of
+        // this process waits, then finds it cached instead of running it again.
+        let mut inflight: Option<KeyLock> = None;
         let (key, explain_inputs, status, layer) = match &step.kind {
             StepKind::Config { state } => {
                 let k = KeyHasher::new("config")
@@ -409,6 +412,7 @@ fn run_stage(
                         value: ins,
                     },
                 ];
+                inflight = Some(KeyLock::acquire(k));
                 let cached = if opts.no_cache {
                     None
                 } else {
@@ -466,6 +470,7 @@ fn run_stage(
                     hashed: prep.hashed,
                     bytes_hashed: prep.bytes_hashed,
                 });
+                inflight = Some(KeyLock::acquire(prep.key));
                 let cached = if opts.no_cache {
                     None
                 } else {
@@ -535,6 +540,7 @@ fn run_stage(
             counters.lock().unwrap().cached += 1;
         }
         store.index().put_last_at(&loc, &key)?;
+        drop(inflight);
         if let Some(l) = &layer {
             layers.push(LayerDesc {
                 digest: l.digest,
@@ -573,6 +579,37 @@ fn run_stage(
         layers,
         image: std::sync::Arc::new(assembled),
     })
+}
+
+/// A process-wide lock on one step key (see its use in `run_stage`).
+struct KeyLock(Key);
+
+fn inflight() -> &'static (Mutex<std::collections::HashSet<Key>>, std::sync::Condvar) {
+    static INFLIGHT: std::sync::OnceLock<(
+        Mutex<std::collections::HashSet<Key>>,
+        std::sync::Condvar,
+    )> = std::sync::OnceLock::new();
+    INFLIGHT.get_or_init(Default::default)
+}
+
+impl KeyLock {
+    fn acquire(key: Key) -> KeyLock {
+        let (m, cv) = inflight();
+        let mut set = m.lock().unwrap();
+        while set.contains(&key) {
+            set = cv.wait(set).unwrap();
+        }
+        set.insert(key);
+        KeyLock(key)
+    }
+}
+
+impl Drop for KeyLock {
+    fn drop(&mut self) {
+        let (m, cv) = inflight();
+        m.lock().unwrap().remove(&self.0);
+        cv.notify_all();
+    }
 }
 
 /// Compressed chunks of earlier layers (`<store>/chunks-v1/`): a layer that differs in a few

@@ -1,0 +1,94 @@
+//! `strata build --all`: a workspace of several images in one store.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn write(p: &Path, s: &str) {
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(p, s).unwrap();
+}
+
+fn build_all(ws: &Path, store: &Path, extra: &[&str]) -> (Value, String) {
+    let report = ws.join("report.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .current_dir(ws)
+        .arg("--store")
+        .arg(store)
+        .args(["build", "--all", "--progress", "plain", "--report", "json"])
+        .arg(&report)
+        .args(extra)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    (
+        serde_json::from_slice(&fs::read(&report).unwrap()).unwrap(),
+        err,
+    )
+}
+
+fn row<'a>(r: &'a Value, name: &str) -> &'a Value {
+    r["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["image"] == name)
+        .unwrap()
+}
+
+#[test]
+fn workspace_builds_each_image_once_and_reports_what_changed() {
+    let ws = tempfile::tempdir().unwrap();
+    let w = ws.path();
+    write(&w.join("strata.toml"), "[defaults]\ntags = [\"{name}:1\"]\n\n[[image]]\ncontext = \"apps/*\"\noutputs = [\"type=oci,dest=out/{name}\"]\n");
+    for app in ["a", "b"] {
+        write(
+            &w.join(format!("apps/{app}/Dockerfile")),
+            "FROM scratch\nCOPY common.txt /common\nCOPY own.txt /own\n",
+        );
+        write(
+            &w.join(format!("apps/{app}/common.txt")),
+            "shared by every app\n",
+        );
+        write(
+            &w.join(format!("apps/{app}/own.txt")),
+            &format!("app {app}\n"),
+        );
+    }
+    let store = tempfile::tempdir().unwrap();
+    let (r, _) = build_all(w, store.path(), &[]);
+    let (a, b) = (row(&r, "a"), row(&r, "b"));
+    assert_eq!(a["changed"], true);
+    let executed = a["executed"].as_u64().unwrap() + b["executed"].as_u64().unwrap();
+    assert_eq!(
+        executed, 3,
+        "the identical COPY runs once across images: {r}"
+    );
+    assert!(w.join("out/a/index.json").is_file() && w.join("out/b/index.json").is_file());
+
+    // Nothing changed: every image unchanged, nothing executed.
+    let (r2, err) = build_all(w, store.path(), &[]);
+    for n in ["a", "b"] {
+        assert_eq!(row(&r2, n)["changed"], false, "{err}");
+        assert_eq!(row(&r2, n)["executed"], 0);
+        assert_eq!(row(&r2, n)["previous"], row(&r, n)["digest"]);
+    }
+    assert!(
+        err.contains("2 images: 0 changed, 2 unchanged, 0 failed"),
+        "{err}"
+    );
+
+    // One app's file changes: only that image changes.
+    write(&w.join("apps/b/own.txt"), "app b, patched\n");
+    let (r3, _) = build_all(w, store.path(), &[]);
+    assert_eq!(row(&r3, "a")["changed"], false);
+    assert_eq!(row(&r3, "b")["changed"], true);
+    assert_eq!(row(&r3, "b")["executed"], 1);
+
+    // A subset.
+    let (r4, _) = build_all(w, store.path(), &["--image", "a"]);
+    assert_eq!(r4["images"].as_array().unwrap().len(), 1);
+}
