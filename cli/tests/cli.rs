@@ -455,6 +455,11 @@ fn errors_are_clear_and_build_nothing() {
             &["Dockerfile:2:"],
         ),
         (
+            "FROM scratch\nCOPY a /a\nCOPY missing.txt /x\n",
+            "`missing.txt` not found",
+            &["Dockerfile:3:1", "hint:"],
+        ),
+        (
             "FROM scratch\nCOPPY a /a\n",
             "unknown instruction",
             &["did you mean `COPY`"],

@@ -197,7 +197,7 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
         .with_context(|| format!("reading the Dockerfile `{}`", dockerfile.display()))?;
     let plan = plan::plan(&PlanRequest {
         dockerfile_name: dockerfile.display().to_string(),
-        source,
+        source: source.clone(),
         context_dir: context_dir.clone(),
         build_args: build_args(&a.build_args, env)?,
         target: a.target.clone(),
@@ -205,6 +205,19 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
     })?;
     let ignore = context::load_ignore(&context_dir, &dockerfile)?;
     let ctx = Context::open(&context_dir, ignore)?;
+    // Every COPY/ADD source must resolve before anything is built.
+    if let Err(p) = build::check_sources(&plan, &ctx) {
+        let mut d = strata_engine::frontend::Diagnostic::new(
+            &dockerfile.display().to_string(),
+            &source,
+            p.span,
+            p.error.to_string(),
+        );
+        if let Some(h) = p.error.hint() {
+            d = d.with_hint(h);
+        }
+        return Err(d.into());
+    }
 
     let opened;
     let store = match req.store {

@@ -581,6 +581,43 @@ fn run_stage(
     })
 }
 
+/// A COPY/ADD source that cannot be resolved, found before anything is built.
+#[derive(Debug)]
+pub struct SourceProblem {
+    pub span: crate::frontend::Span,
+    pub instruction: String,
+    pub error: ContextError,
+}
+
+/// Resolves the context sources of every COPY/ADD the build will run, so a missing source or one
+/// outside the context fails before any step executes. The results are memoised in `ctx` and
+/// reused by the build.
+pub fn check_sources(plan: &Plan, ctx: &Context) -> Result<(), Box<SourceProblem>> {
+    for &s in &plan.order {
+        for step in &plan.stages[s].steps {
+            let StepKind::Copy(spec) = &step.kind else {
+                continue;
+            };
+            if !matches!(spec.from, CopyFrom::Context) {
+                continue;
+            }
+            for src in &spec.sources {
+                if let plan::CopySource::Path(p) = src {
+                    ctx.resolve(std::slice::from_ref(p), &spec.excludes)
+                        .map_err(|error| {
+                            Box::new(SourceProblem {
+                                span: step.span,
+                                instruction: step.text.clone(),
+                                error,
+                            })
+                        })?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A process-wide lock on one step key (see its use in `run_stage`).
 struct KeyLock(Key);
 

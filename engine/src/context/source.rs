@@ -209,12 +209,18 @@ pub struct ResolvedSource {
     pub entries: Vec<ContextEntry>,
 }
 
+/// Memoised [`Context::resolve`] results, by (sources, excludes).
+type ResolveMemo = std::collections::HashMap<(Vec<String>, Vec<String>), Vec<ResolvedSource>>;
+
 /// An opened build context.
 #[derive(Debug)]
 pub struct Context {
     root: PathBuf,
     root_fd: OwnedFd,
     ignore: IgnoreMatcher,
+    /// Results of earlier [`Context::resolve`] calls: the planner's pre-flight check resolves
+    /// every COPY source once (to fail before anything is built), and the build reuses it.
+    memo: std::sync::Mutex<ResolveMemo>,
 }
 
 /// The result of resolving one path inside the context.
@@ -339,6 +345,7 @@ impl Context {
         )
         .map_err(|e| open_err(e.into()))?;
         Ok(Context {
+            memo: Default::default(),
             root: canon,
             root_fd,
             ignore,
@@ -377,6 +384,20 @@ impl Context {
     /// missing or excluded by `.dockerignore` is [`ContextError::NotFound`];
     /// one excluded by `--exclude` is silently dropped.
     pub fn resolve(
+        &self,
+        sources: &[String],
+        excludes: &[String],
+    ) -> Result<Vec<ResolvedSource>, ContextError> {
+        let memo_key = (sources.to_vec(), excludes.to_vec());
+        if let Some(hit) = self.memo.lock().unwrap().get(&memo_key) {
+            return Ok(hit.clone());
+        }
+        let out = self.resolve_uncached(sources, excludes)?;
+        self.memo.lock().unwrap().insert(memo_key, out.clone());
+        Ok(out)
+    }
+
+    fn resolve_uncached(
         &self,
         sources: &[String],
         excludes: &[String],
