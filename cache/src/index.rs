@@ -10,6 +10,7 @@
 //! | `t/`   | absolute host path, raw bytes                 | [`StatEntry`]  |
 //! | `g/`   | tag name, UTF-8 (`myapp:1.0`)                 | [`TagRecord`]  |
 //! | `u/`   | 32-byte step key                              | `u64` last use, unix seconds |
+//! | `b/`   | 32-byte manifest digest of an image strata built | [`Lineage`] |
 //! | `T/`   | 32-byte stat-set id (engine: one per COPY source root) | `Vec<(path bytes, StatEntry)>` |
 //!
 //! Every value is one schema-version byte ([`VALUE_SCHEMA`]) followed by its bincode encoding.
@@ -45,6 +46,20 @@ const STAT: &[u8] = b"t/";
 const TAG: &[u8] = b"g/";
 const USED: &[u8] = b"u/";
 const STAT_SET: &[u8] = b"T/";
+const LINEAGE: &[u8] = b"b/";
+
+/// What an image strata built stands on, for `strata rebase`: the base image (if any), how many
+/// of the image's layers are the base's, and for each layer above it whether the step that made
+/// it could not depend on the base's content (`COPY --link` from the context).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lineage {
+    pub base_manifest: Option<Digest>,
+    pub base_layers: u32,
+    /// How many history entries of the image are the base's.
+    pub base_history: u32,
+    /// One per layer above the base: (created_by, base-independent).
+    pub upper: Vec<(String, bool)>,
+}
 
 /// A stat set: `(absolute host path, entry)` for every file of one source tree.
 pub type StatSet = Vec<(Vec<u8>, StatEntry)>;
@@ -319,6 +334,14 @@ impl Index {
         entries: &[(Vec<u8>, StatEntry)],
     ) -> Result<(), StoreError> {
         self.put(&key(STAT_SET, &[id]), &entries, false)
+    }
+
+    pub fn get_lineage(&self, manifest: &Digest) -> Result<Option<Lineage>, StoreError> {
+        self.get("lineage", &key(LINEAGE, &[manifest.as_bytes()]))
+    }
+
+    pub fn put_lineage(&self, manifest: &Digest, rec: &Lineage) -> Result<(), StoreError> {
+        self.put(&key(LINEAGE, &[manifest.as_bytes()]), rec, true)
     }
 
     pub fn get_tag(&self, name: &str) -> Result<Option<TagRecord>, StoreError> {

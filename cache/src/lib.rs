@@ -42,7 +42,7 @@ pub use digest::{Digest, DigestParseError, Sha256Hasher};
 pub use error::StoreError;
 pub use fsck::{fsck, FsckReport, Problem};
 pub use gc::{gc, GcOptions, GcPolicy, GcReport};
-pub use index::{ExplainInput, Index, LayerRecord, StatEntry, StepRecord, TagRecord};
+pub use index::{ExplainInput, Index, LayerRecord, Lineage, StatEntry, StepRecord, TagRecord};
 
 use error::IoContext;
 

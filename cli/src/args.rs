@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Build an image from a Dockerfile
     Build(BuildArgs),
+    /// Swap the base layers of an image in the store without executing anything
+    Rebase(RebaseArgs),
     /// Run cache scenarios on a Dockerfile (cold, no-op, one-file changes, a build-arg change)
     /// in a throwaway store and report what each costs
     Bench(BenchArgs),
@@ -223,4 +225,25 @@ pub struct VerifyArgs {
     /// Keep the throwaway stores, contexts and outputs in DIR (created) for debugging
     #[arg(long, value_name = "DIR")]
     pub keep: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct RebaseArgs {
+    /// The image in the store, NAME[:TAG]
+    pub image: String,
+    /// The new base: oci-layout://DIR[:TAG|@DIGEST]
+    #[arg(long, value_name = "NEWBASE")]
+    pub onto: String,
+    /// The old base (needed for images strata has no record of): oci-layout://DIR[:TAG]
+    #[arg(long, value_name = "OLDBASE")]
+    pub from: Option<String>,
+    /// Assert that the layers above the base do not depend on it
+    #[arg(long)]
+    pub force: bool,
+    /// Name the result (default: the image's own name)
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
+    pub tags: Vec<String>,
+    /// Also write the result: type=oci,dest=DIR | type=oci-archive,dest=FILE | type=docker-archive,dest=FILE
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
 }

@@ -8,6 +8,7 @@ mod fsck;
 mod gc;
 mod images;
 mod inspect;
+mod rebase;
 mod rmi;
 mod verify;
 mod workspace;
@@ -30,6 +31,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Build(a) => build::run(&store_dir, a),
         Command::Bench(_) => unreachable!("handled above"),
         Command::Images => images::run(&store_dir),
+        Command::Rebase(a) => rebase::run(&store_dir, a),
         Command::Fsck(a) => fsck::run(&store_dir, a),
         Command::Gc(a) => gc::run(&store_dir, a),
         Command::Rmi(a) => rmi::run(&store_dir, a),

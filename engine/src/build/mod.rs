@@ -88,6 +88,8 @@ pub struct StageResult {
     pub key: Key,
     pub layers: Vec<LayerDesc>,
     pub image: std::sync::Arc<AssembledImage>,
+    /// What the stage stands on (for `strata rebase`).
+    pub lineage: strata_cache::Lineage,
 }
 
 /// The outcome of a build.
@@ -164,6 +166,9 @@ pub fn run(
     // Config and manifest go into the store too, so the image can be tagged and exported.
     store.blobs().put(&img.config)?;
     store.blobs().put(&img.manifest)?;
+    store
+        .index()
+        .put_lineage(&img.manifest_digest, &target.lineage)?;
     Ok(BuildOutput {
         image: target.image.clone(),
         steps_executed: c.executed,
@@ -296,6 +301,12 @@ fn run_stage(
             .cloned()
             .expect("dependencies run first")
     };
+    let mut lineage = strata_cache::Lineage {
+        base_manifest: None,
+        base_layers: 0,
+        base_history: 0,
+        upper: Vec::new(),
+    };
     let (mut parent, mut layers, base_config): (Key, Vec<LayerDesc>, Option<Value>) =
         match &stage.base {
             Base::Scratch => (
@@ -308,11 +319,20 @@ fn run_stage(
             ),
             Base::Stage(i) => {
                 let r = base_stage(*i);
+                lineage = r.lineage.clone();
                 let cfg: Value = serde_json::from_slice(&r.image.config).unwrap_or(Value::Null);
                 (r.key, r.layers.clone(), Some(cfg))
             }
             Base::Image(img) => {
                 import_base(store, img)?;
+                lineage.base_manifest = Some(img.manifest_digest);
+                lineage.base_layers = img.layers.len() as u32;
+                lineage.base_history = img
+                    .config
+                    .get("history")
+                    .and_then(Value::as_array)
+                    .map(|h| h.len() as u32)
+                    .unwrap_or(0);
                 let k = KeyHasher::new("base")
                     .str("image", &img.manifest_digest.to_string())
                     .str("platform", &stage.platform.to_string())
@@ -542,6 +562,19 @@ fn run_stage(
         store.index().put_last_at(&loc, &key)?;
         drop(inflight);
         if let Some(l) = &layer {
+            // Base-independent: only COPY --link from the context (no name lookup in the rootfs).
+            let independent = match &step.kind {
+                StepKind::Copy(spec) => {
+                    spec.link
+                        && matches!(spec.from, CopyFrom::Context)
+                        && !spec
+                            .chown
+                            .as_deref()
+                            .is_some_and(|c| c.chars().any(|ch| ch.is_ascii_alphabetic()))
+                }
+                _ => false,
+            };
+            lineage.upper.push((step.text.clone(), independent));
             layers.push(LayerDesc {
                 digest: l.digest,
                 size: l.size,
@@ -578,6 +611,7 @@ fn run_stage(
         key: parent,
         layers,
         image: std::sync::Arc::new(assembled),
+        lineage,
     })
 }
 
@@ -656,7 +690,7 @@ pub(crate) fn chunk_cache(store: &Store) -> std::sync::Arc<dyn layer::ChunkCache
 }
 
 /// Copies a base image's layer blobs into the store, verifying each against its digest.
-fn import_base(store: &Store, img: &image::BaseImage) -> Result<(), BuildError> {
+pub fn import_base(store: &Store, img: &image::BaseImage) -> Result<(), BuildError> {
     for l in &img.layers {
         if store.blobs().contains(&l.digest) {
             continue;

@@ -343,7 +343,12 @@ pub fn assemble(inp: ImageInputs<'_>) -> AssembledImage {
     } else {
         top.insert("history".into(), Value::Array(history));
     }
-    let config = canonical_json(&Value::Object(top));
+    from_config(&Value::Object(top), inp.layers.to_vec())
+}
+
+/// Serialises a config canonically and builds its manifest over `layers`.
+pub fn from_config(config: &Value, layers: Vec<ImageLayer>) -> AssembledImage {
+    let config = canonical_json(config);
     let config_digest = Digest::of(&config);
     let manifest = json!({
         "schemaVersion": 2,
@@ -353,7 +358,7 @@ pub fn assemble(inp: ImageInputs<'_>) -> AssembledImage {
             "digest": config_digest.to_string(),
             "size": config.len(),
         },
-        "layers": inp.layers.iter().map(|l| json!({
+        "layers": layers.iter().map(|l| json!({
             "mediaType": l.media_type,
             "digest": l.digest.to_string(),
             "size": l.size,
@@ -365,7 +370,7 @@ pub fn assemble(inp: ImageInputs<'_>) -> AssembledImage {
         config,
         config_digest,
         manifest,
-        layers: inp.layers.to_vec(),
+        layers,
     }
 }
 
