@@ -218,8 +218,8 @@ pub struct Context {
     root: PathBuf,
     root_fd: OwnedFd,
     ignore: IgnoreMatcher,
-    /// Results of earlier [`Context::resolve`] calls: the planner's pre-flight check resolves
-    /// every COPY source once (to fail before anything is built), and the build reuses it.
+    /// Results kept by [`Context::prefetch`] (the pre-flight check that fails before anything
+    /// is built), handed over to the next [`Context::resolve`] of the same sources.
     memo: std::sync::Mutex<ResolveMemo>,
 }
 
@@ -389,12 +389,24 @@ impl Context {
         excludes: &[String],
     ) -> Result<Vec<ResolvedSource>, ContextError> {
         let memo_key = (sources.to_vec(), excludes.to_vec());
-        if let Some(hit) = self.memo.lock().unwrap().get(&memo_key) {
-            return Ok(hit.clone());
+        // Taken, not cloned: the pre-flight's result is used once by the build, so a large
+        // source tree is never held twice.
+        if let Some(hit) = self.memo.lock().unwrap().remove(&memo_key) {
+            return Ok(hit);
         }
         let out = self.resolve_uncached(sources, excludes)?;
-        self.memo.lock().unwrap().insert(memo_key, out.clone());
         Ok(out)
+    }
+
+    /// Resolves `sources` now (reporting errors now) and keeps the result for the next
+    /// [`Context::resolve`] of the same sources.
+    pub fn prefetch(&self, sources: &[String], excludes: &[String]) -> Result<(), ContextError> {
+        let out = self.resolve_uncached(sources, excludes)?;
+        self.memo
+            .lock()
+            .unwrap()
+            .insert((sources.to_vec(), excludes.to_vec()), out);
+        Ok(())
     }
 
     fn resolve_uncached(

@@ -2,7 +2,7 @@
 //!
 //! The calling thread builds the tar stream and cuts it into chunks ([`CHUNK_MIN`],
 //! [`CHUNK_MAX`]); each chunk is compressed on its own as one gzip member / one zstd frame by a
-//! rayon task; the calling thread writes the results in order. At most `2 × threads` chunks
+//! rayon task; the calling thread writes the results in order. At most `threads + 1` chunks
 //! are in flight, so memory stays bounded whatever the layer size, and the output bytes depend
 //! only on the entries (never on the thread count or timing).
 
@@ -208,7 +208,7 @@ impl ChunkSink for Pipeline<'_> {
 }
 
 /// Writes the canonical tar of `entries` (already canonical, see [`super::canonicalize`]),
-/// compressed, to `out`. Memory is bounded (≈ 2 × threads × 16 MiB at most), compression uses
+/// compressed, to `out`. Memory is bounded (≈ (threads + 1) × 16 MiB at most), compression uses
 /// the current rayon pool, and the output is byte-identical for any thread count.
 pub fn write_layer(
     entries: &[Entry],
@@ -231,7 +231,9 @@ pub fn write_layer_cached(
         cache,
         out,
         in_flight: VecDeque::new(),
-        max_in_flight: (2 * rayon::current_num_threads()).max(2),
+        // One chunk being written out while every thread compresses one: enough to keep the
+        // cores busy, and memory stays bounded at (threads + 1) chunks of at most 16 MiB.
+        max_in_flight: (rayon::current_num_threads() + 1).max(2),
         next_chunk: 0,
         hasher: Sha256Hasher::new(),
         size: 0,
