@@ -69,6 +69,7 @@ fn bench_build(c: &mut Criterion) {
         jobs: 2,
         explain_scope: "bench".into(),
         sde_env: None,
+        explain: false,
     };
     let mut g = c.benchmark_group("build");
     g.sample_size(10);

@@ -136,6 +136,7 @@ impl Bench {
                 jobs: self.jobs,
                 explain_scope: "bench".into(),
                 sde_env: None,
+                explain: false,
             },
             &col,
         )

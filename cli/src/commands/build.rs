@@ -236,6 +236,7 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
         jobs,
         explain_scope: format!("{}\0{}", context_dir.display(), dockerfile_abs.display()),
         sde_env: sde_explicit.then_some(sde),
+        explain: a.explain,
     };
     let started = std::time::Instant::now();
     let out = build::run(&plan, &ctx, store, &opts, &reporter)?;

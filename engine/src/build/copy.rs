@@ -320,6 +320,10 @@ fn hash_entries(
         };
         new_set.push((keys[j].to_vec(), entry));
     }
+    // The old set is no longer needed: free it before the new one is encoded (a 55k-file set
+    // is ~10 MB decoded), so a change does not hold both plus the encoding at once.
+    drop(by_path);
+    drop(set);
     if use_stat_cache && (hashed > 0 || !set_matches_paths) {
         store.index().put_stat_set(&set_id, &new_set)?;
     }

@@ -80,6 +80,9 @@ pub struct BuildOptions {
     pub explain_scope: String,
     /// `SOURCE_DATE_EPOCH` given explicitly by the user: RUN steps see it in their environment.
     pub sde_env: Option<u64>,
+    /// Say why each executed step missed (`--explain`). Off, nothing is compared — the previous
+    /// record of a COPY over many files is large — but the inputs are still recorded.
+    pub explain: bool,
 }
 
 /// What a stage left behind.
@@ -539,7 +542,7 @@ fn run_stage(
                 }
             }
         };
-        let explain = if status == StepStatus::Executed {
+        let explain = if status == StepStatus::Executed && opts.explain {
             explain_miss(store, &loc, &explain_inputs, opts.no_cache)?
         } else {
             Vec::new()
