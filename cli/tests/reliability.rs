@@ -255,7 +255,8 @@ fn concurrent_builds_on_one_store() {
         ctxs.push(ctx);
     }
     let started = Instant::now();
-    let children: Vec<(Child, Instant)> = ctxs
+    // One waiter thread per build, so each finish time is its own.
+    let waiters: Vec<_> = ctxs
         .iter()
         .map(|ctx| {
             let c = build_cmd(&store, ctx, &[])
@@ -263,21 +264,20 @@ fn concurrent_builds_on_one_store() {
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
-            (c, Instant::now())
+            std::thread::spawn(move || {
+                let o = c.wait_with_output().unwrap();
+                (o, started.elapsed())
+            })
         })
         .collect();
     let mut digests = vec![];
     let mut waited = 0;
-    for (i, (c, t)) in children.into_iter().enumerate() {
-        let o = c.wait_with_output().unwrap();
+    for (i, w) in waiters.into_iter().enumerate() {
+        let (o, at) = w.join().unwrap();
         let d = digest(&o);
-        let err = stderr(&o);
-        let said_wait = err.contains("waiting for the store lock");
+        let said_wait = stderr(&o).contains("waiting for the store lock");
         waited += said_wait as usize;
-        eprintln!(
-            "build {i}: {d} after {:?}, waiting message: {said_wait}",
-            t.elapsed()
-        );
+        eprintln!("build {i}: {d} finished at {at:?}, waiting message: {said_wait}");
         digests.push(d);
     }
     let total = started.elapsed();
