@@ -790,3 +790,67 @@ fn hostile_base_layer_cannot_write_outside_the_rootfs() {
     digest(&o);
     assert_fsck_clean(&store, "after hostile bases");
 }
+
+#[test]
+fn sigkill_during_run_steps_leaves_no_mounts_or_leftovers() {
+    if !is_root() || !Path::new("/bin/busybox").is_file() {
+        eprintln!("skipped: RUN needs root and /bin/busybox");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    fs::create_dir(&ctx).unwrap();
+    fs::copy("/bin/busybox", ctx.join("busybox")).unwrap();
+    write(
+        &ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nARG ROUND=0\n\
+         RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox mkdir -p /out && /bin/busybox seq 1 300000 > /out/seq && /bin/busybox cp -r /bin /out/bin && /bin/busybox echo $ROUND > /out/round\"]\n\
+         RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox sort -r /out/seq > /out/rev\"]\n",
+    );
+    let fresh = work.path().join("fresh");
+    let t0 = Instant::now();
+    let reference = digest(&build(&fresh, &ctx, &[]));
+    let clean_time = t0.elapsed();
+    let store = work.path().join("store");
+    let mut rng = Rng(0xF00D);
+    let max_delay_ms = (clean_time.as_millis() as u64).max(200);
+    let started = Instant::now();
+    let mut kills = 0;
+    for i in 1..=20u64 {
+        let round = format!("ROUND={i}");
+        let mut child = build_cmd(&store, &ctx, &["--build-arg", &round])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.below(max_delay_ms)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    // The sandbox dies with strata (PR_SET_PDEATHSIG); its mounts were in its own namespace.
+    std::thread::sleep(Duration::from_millis(200));
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    let store_s = store.to_str().unwrap();
+    assert!(
+        !mounts.contains(store_s),
+        "mounts left under the store: {mounts}"
+    );
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    assert!(
+        !ps.lines()
+            .any(|l| l.contains("__sandbox-init") && l.contains(store_s)),
+        "a sandbox outlived its strata: {ps}"
+    );
+    eprintln!(
+        "RUN kills: {kills} of 20 in {:?} (clean build {clean_time:?})",
+        started.elapsed()
+    );
+    assert_fsck_clean(&store, "after RUN kills");
+    assert_eq!(digest(&build(&store, &ctx, &[])), reference);
+    assert_eq!(temp_leftovers(&store), 0);
+    assert_fsck_clean(&store, "after the final RUN build");
+}
