@@ -7,6 +7,8 @@
 //! - every layer record's blob exists and has the recorded size;
 //! - every tag's manifest blob exists and parses, and the config and layer blobs it names exist;
 //! - files in `tmp/` older than [`STALE_TEMP_AGE`] are leftovers of killed writes.
+//!   (Opening the store already sweeps `tmp/`, so this only finds files that could not be
+//!   removed then.)
 //!
 //! `repair` deletes corrupt blobs and stray files, drops index entries that point at missing
 //! blobs, drops broken tags and removes stale temp files, then checks again. Deleting a corrupt

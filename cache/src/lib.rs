@@ -91,6 +91,7 @@ impl Store {
         check_marker(root)?;
         let blobs = BlobStore::new(root)?;
         let index = open_index_waiting(&root.join(INDEX_DIR), on_wait, max_wait)?;
+        sweep_leftovers(root);
         Ok(Store {
             root: root.to_path_buf(),
             blobs,
@@ -148,6 +149,36 @@ fn write_marker(root: &Path, path: &Path) -> Result<(), StoreError> {
     f.sync_all().at("fsync", &temp)?;
     fs::rename(&temp, path).at("rename", path)?;
     Ok(())
+}
+
+/// Removes what killed processes left behind: everything in `tmp/` (blob temp files, `copy-*`
+/// stage scratch trees, RUN upper dirs) and half-unpacked snapshots (`snapshots-v1/.tmp-*`).
+///
+/// Called with the index lock held. That lock is the store lock, held for a process's whole
+/// lifetime (and RUN sandboxes die with their parent: `PR_SET_PDEATHSIG`), so nothing there can
+/// belong to a live process. If the store ever allows several processes at once, this must
+/// go by age instead (as `fsck` does with [`fsck::STALE_TEMP_AGE`]). Best effort: a leftover
+/// that cannot be removed stays for `fsck --repair`.
+fn sweep_leftovers(root: &Path) {
+    let remove = |p: &Path| {
+        let _ = if p.is_dir() && !p.is_symlink() {
+            fs::remove_dir_all(p)
+        } else {
+            fs::remove_file(p)
+        };
+    };
+    if let Ok(entries) = fs::read_dir(root.join("tmp")) {
+        for e in entries.flatten() {
+            remove(&e.path());
+        }
+    }
+    if let Ok(entries) = fs::read_dir(root.join("snapshots-v1")) {
+        for e in entries.flatten() {
+            if e.file_name().as_encoded_bytes().starts_with(b".tmp-") {
+                remove(&e.path());
+            }
+        }
+    }
 }
 
 /// RocksDB reports a held lock as an `IOError` naming the `LOCK` file, whether the holder is
@@ -276,6 +307,29 @@ mod tests {
         drop(first);
         second.join().unwrap();
         assert_eq!(waits.load(Ordering::SeqCst), 1, "on_wait is called once");
+    }
+
+    #[test]
+    fn opening_sweeps_what_killed_processes_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        drop(Store::open(root).unwrap());
+        fs::write(root.join("tmp/blob-1-2-3"), b"half").unwrap();
+        fs::create_dir_all(root.join("tmp/copy-abc/src/d")).unwrap();
+        fs::write(root.join("tmp/copy-abc/src/d/f"), b"x").unwrap();
+        fs::create_dir_all(root.join("snapshots-v1/.tmp-00ff-xyz/etc")).unwrap();
+        fs::create_dir_all(root.join("snapshots-v1/00ff/etc")).unwrap();
+        let store = Store::open(root).unwrap();
+        assert_eq!(fs::read_dir(root.join("tmp")).unwrap().count(), 0);
+        assert!(!root.join("snapshots-v1/.tmp-00ff-xyz").exists());
+        assert!(
+            root.join("snapshots-v1/00ff/etc").is_dir(),
+            "snapshots stay"
+        );
+        // A write in progress in this process is not touched by another handle's checks.
+        let w = store.blobs().writer().unwrap();
+        assert_eq!(fs::read_dir(root.join("tmp")).unwrap().count(), 1);
+        drop(w);
     }
 
     #[test]
