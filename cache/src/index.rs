@@ -668,8 +668,10 @@ mod tests {
         ));
     }
 
+    /// Speed is measured by the benches (`benches/benches/engine.rs`), not asserted here: a
+    /// timed assertion fails on a loaded machine and proves nothing on an idle one.
     #[test]
-    fn get_stats_is_fast_for_many_paths() {
+    fn get_stats_round_trips_many_paths() {
         let (_dir, ix) = index();
         let paths: Vec<Vec<u8>> = (0..50_000)
             .map(|i| format!("/home/user/project/src/file{i}.rs").into_bytes())
@@ -678,12 +680,13 @@ mod tests {
             paths.iter().map(|p| (p.as_slice(), stat(1))).collect();
         ix.put_stats(&entries).unwrap();
         let refs: Vec<&[u8]> = paths.iter().map(|p| p.as_slice()).collect();
-        let start = std::time::Instant::now();
         let got = ix.get_stats(&refs).unwrap();
-        let took = start.elapsed();
+        assert_eq!(got.len(), 50_000);
         assert!(got.iter().all(|e| e == &Some(stat(1))));
-        // Generous bound for a loaded CI machine; typically ~10-20 ms.
-        assert!(took < std::time::Duration::from_millis(100), "{took:?}");
+        let set: Vec<(Vec<u8>, StatEntry)> = paths.iter().map(|p| (p.clone(), stat(2))).collect();
+        ix.put_stat_set(&[7; 32], &set).unwrap();
+        assert_eq!(ix.get_stat_set(&[7; 32]).unwrap(), Some(set));
+        assert_eq!(ix.get_stat_set(&[8; 32]).unwrap(), None);
     }
 
     #[test]
