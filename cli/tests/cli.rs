@@ -460,6 +460,11 @@ fn errors_are_clear_and_build_nothing() {
             &["Dockerfile:3:1", "hint:"],
         ),
         (
+            "FROM oci-layout:///etc:latest\n",
+            "outside the build context",
+            &["Dockerfile:1:6"],
+        ),
+        (
             "FROM scratch\nCOPPY a /a\n",
             "unknown instruction",
             &["did you mean `COPY`"],

@@ -425,6 +425,18 @@ impl<'a> Planner<'a> {
         platform: &Platform,
     ) -> Result<Box<BaseImage>, Diagnostic> {
         if let Some(rest) = spec.strip_prefix("oci-layout://") {
+            // The Dockerfile is untrusted input: it may only name layouts inside the build
+            // context, never an arbitrary directory of the host (`/`, `../`).
+            let (dir, _) =
+                layout::parse_layout_ref(rest).map_err(|e| self.diag(w.span, format!("{e}")))?;
+            let root = std::fs::canonicalize(&self.req.context_dir)
+                .unwrap_or(self.req.context_dir.clone());
+            let inside = std::fs::canonicalize(root.join(&dir)).map(|p| p.starts_with(&root));
+            if let Ok(false) = inside {
+                return Err(self
+                    .diag(w.span, format!("OCI layout `{dir}` is outside the build context"))
+                    .with_hint("copy the layout into the build context (a symlink pointing outside is refused too)"));
+            }
             return layout::load(rest, &self.req.context_dir, platform)
                 .map(Box::new)
                 .map_err(|e| self.diag(w.span, format!("{e}")));
