@@ -145,7 +145,7 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, SandboxError> {
     validate(spec)?;
     if !rustix::process::geteuid().is_root() {
         return Err(SandboxError::Unsupported(
-            "rootless RUN: strata must run as root to execute RUN steps (user-namespace sandboxing is not implemented yet)"
+            "rootless RUN is not supported yet: strata must run as root to execute RUN steps (user-namespace sandboxing comes later)"
                 .into(),
         ));
     }

@@ -37,7 +37,7 @@ pub enum SandboxError {
     UnsafeEntry { path: String, reason: &'static str },
     #[error("layer exceeds the {what} limit of {limit}")]
     Limit { what: &'static str, limit: u64 },
-    #[error("unsupported: {0}")]
+    #[error("{0}")]
     Unsupported(String),
     #[error("invalid RUN: {0}")]
     Spec(String),
