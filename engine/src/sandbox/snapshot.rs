@@ -367,7 +367,7 @@ impl Unpacker {
                 .map_err(io_err("chmod"))
             }
             other => Err(SandboxError::Unsupported(format!(
-                "layer entry `{shown}` of tar type {:?}",
+                "layer entry `{shown}` of tar type {:?} is not supported",
                 other.as_byte() as char
             ))),
         }
@@ -384,7 +384,7 @@ impl Unpacker {
     ) -> Result<(), SandboxError> {
         if ft != FileType::Fifo && !self.is_root {
             return Err(SandboxError::Unsupported(format!(
-                "device node `{shown}` can only be unpacked as root"
+                "device node `{shown}` can only be unpacked as root (rootless is not supported yet)"
             )));
         }
         let dev: Dev = rustix::fs::makedev(major, minor);
