@@ -53,8 +53,8 @@ pub(crate) fn execute(
     }
     let spec = RunSpec {
         lowers: lowers.clone(),
-        upper: upper.clone(),
-        work: work.clone(),
+        upper,
+        work,
         argv: run.argv.clone(),
         env: env.to_vec(),
         cwd: run.workdir.clone(),
@@ -68,7 +68,30 @@ pub(crate) fn execute(
         // The step's output is the build log: it goes to stderr with the progress.
         output: exec::Output::Stderr,
     };
-    let outcome = exec::run(&spec)?;
+    let result = run_and_capture(store, run, &spec, &lowers, opts);
+    // Rootless, the upper dir can hold files of other container ids and read-only
+    // directories: only container root (in the user namespace) can remove those.
+    if crate::sandbox::userns::current().is_some() {
+        if let Err(e) = exec::remove_tree(dir.path()) {
+            eprintln!(
+                "strata: warning: could not remove `{}`: {e}",
+                dir.path().display()
+            );
+        }
+    }
+    drop(dir);
+    result
+}
+
+fn run_and_capture(
+    store: &Store,
+    run: &RunStep,
+    spec: &RunSpec,
+    lowers: &[std::path::PathBuf],
+    opts: &BuildOptions,
+) -> Result<LayerRecord, BuildError> {
+    let (upper, lowers) = (&spec.upper, lowers);
+    let outcome = exec::run(spec)?;
     let command = run.argv.last().cloned().unwrap_or_default();
     match outcome {
         RunOutcome::Exited(0) => {}
@@ -85,13 +108,14 @@ pub(crate) fn execute(
             })
         }
     }
-    let exclude = exec::injected_paths(&spec);
+    let exclude = exec::injected_paths(spec);
     let entries = capture::capture(&CaptureOptions {
-        upper: &upper,
-        lowers: &lowers,
+        upper,
+        lowers,
         mtime: opts.source_date_epoch,
         exclude: &exclude,
-        id_map: None,
+        // Rootless: files carry host ids; the layer records them as seen in the container.
+        id_map: crate::sandbox::userns::current().map(|ns| &ns.map),
     })?;
     let entries = layer::canonicalize(entries, opts.source_date_epoch)?;
     let mut w = store.blobs().writer()?;

@@ -10,13 +10,14 @@
 
 pub mod capture;
 pub mod exec;
-mod init;
+pub(crate) mod init;
 mod root;
 pub mod snapshot;
 mod sys;
 mod user;
+pub mod userns;
 
-pub use exec::{injected_paths, run, Network, Output, RunOutcome, RunSpec};
+pub use exec::{injected_paths, remove_tree, run, Network, Output, RunOutcome, RunSpec};
 pub use init::init_main;
 pub use snapshot::{Limits, Snapshots};
 
