@@ -109,27 +109,54 @@ fn run_and_capture(
         }
     }
     let exclude = exec::injected_paths(spec);
-    let entries = capture::capture(&CaptureOptions {
-        upper,
-        lowers,
-        mtime: opts.source_date_epoch,
-        exclude: &exclude,
-        // Rootless: files carry host ids; the layer records them as seen in the container.
-        id_map: crate::sandbox::userns::current().map(|ns| &ns.map),
-    })?;
-    let entries = layer::canonicalize(entries, opts.source_date_epoch)?;
     let mut w = store.blobs().writer()?;
-    let out = layer::write_layer(&entries, opts.compression, &mut w)?;
+    let (diff_id, media_type, uncompressed_size) = match crate::sandbox::userns::current() {
+        None => {
+            let entries = capture::capture(&CaptureOptions {
+                upper,
+                lowers,
+                mtime: opts.source_date_epoch,
+                exclude: &exclude,
+                id_map: None,
+            })?;
+            let entries = layer::canonicalize(entries, opts.source_date_epoch)?;
+            let out = layer::write_layer(&entries, opts.compression, &mut w)?;
+            (
+                out.diff_id,
+                out.media_type.to_string(),
+                out.uncompressed_size,
+            )
+        }
+        // Rootless: captured inside the user namespace, where container root can read every
+        // file of the upper dir (a file of another container id with mode 0600 cannot be read
+        // from outside) and stat shows container ids.
+        Some(ns) => {
+            let job = exec::CaptureJob {
+                upper: upper.clone(),
+                lowers: lowers.to_vec(),
+                mtime: opts.source_date_epoch,
+                exclude: exclude.clone(),
+                compression: match opts.compression {
+                    layer::Compression::Gzip => "gzip",
+                    layer::Compression::Zstd => "zstd",
+                    layer::Compression::None => "none",
+                }
+                .into(),
+            };
+            let l = exec::capture_in_userns(ns, &job, &mut w)?;
+            (l.diff_id, l.media_type, l.uncompressed_size)
+        }
+    };
     let (digest, size) = w.commit()?;
     let rec = LayerRecord {
-        diff_id: out.diff_id,
+        diff_id,
         digest,
         size,
-        media_type: out.media_type.to_string(),
-        uncompressed_size: out.uncompressed_size,
+        media_type,
+        uncompressed_size,
     };
     store
         .index()
-        .put_layer(&out.diff_id, opts.compression.id(), &rec)?;
+        .put_layer(&diff_id, opts.compression.id(), &rec)?;
     Ok(rec)
 }

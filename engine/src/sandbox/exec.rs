@@ -69,6 +69,28 @@ pub enum RunOutcome {
 pub(crate) enum Report {
     Done(RunOutcome),
     Error(String),
+    /// `capture` mode: the layer written to stdout.
+    Layer(CapturedLayer),
+}
+
+/// What a RUN's upper dir is captured from and into (rootless: done by a helper in the user
+/// namespace, where every file is readable by container root and stat shows container ids).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaptureJob {
+    pub upper: PathBuf,
+    pub lowers: Vec<PathBuf>,
+    pub mtime: u64,
+    pub exclude: Vec<String>,
+    /// `gzip`, `zstd` or `none`.
+    pub compression: String,
+}
+
+/// The layer a capture wrote.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CapturedLayer {
+    pub diff_id: strata_cache::Digest,
+    pub media_type: String,
+    pub uncompressed_size: u64,
 }
 
 /// The default `PATH` when `env` has none (Docker's).
@@ -194,6 +216,36 @@ pub(crate) fn unpack_in_userns(
     }
 }
 
+/// Captures `job` inside the user namespace of `ns`, writing the compressed layer to `out`.
+pub fn capture_in_userns(
+    ns: &super::userns::UserNs,
+    job: &CaptureJob,
+    out: &mut dyn Write,
+) -> Result<CapturedLayer, SandboxError> {
+    let json = serde_json::to_vec(job).map_err(|e| SandboxError::Spec(e.to_string()))?;
+    let args = vec!["capture".to_string(), ns.helper_arg().into()];
+    let mut h = Helper::spawn_with(&args, Some(ns), true)?;
+    if let Some(mut stdin) = h.child.stdin.take() {
+        let _ = stdin.write_all(&json);
+    }
+    let copied = match h.child.stdout.take() {
+        Some(mut stdout) => std::io::copy(&mut stdout, out).map(drop),
+        None => Ok(()),
+    };
+    if let Err(e) = copied {
+        let _ = h.child.kill();
+        let _ = h.finish_report();
+        return Err(SandboxError::io("write", "captured layer", e));
+    }
+    match h.finish_report()? {
+        Report::Layer(l) => Ok(l),
+        Report::Error(e) => Err(SandboxError::Rootless(e)),
+        r => Err(SandboxError::Rootless(format!(
+            "capture helper: unexpected report {r:?}"
+        ))),
+    }
+}
+
 /// Removes the tree `path` (a RUN's upper/work dirs, a failed snapshot). Rootless, inside the
 /// user namespace: it may hold files of other container ids and directories without write
 /// permission, which only container root can remove.
@@ -227,6 +279,15 @@ struct Helper {
 
 impl Helper {
     fn spawn(args: &[String], ns: Option<&super::userns::UserNs>) -> Result<Helper, SandboxError> {
+        Self::spawn_with(args, ns, false)
+    }
+
+    /// `pipe_stdout`: the helper's stdout is a pipe (else the caller's stderr).
+    fn spawn_with(
+        args: &[String],
+        ns: Option<&super::userns::UserNs>,
+        pipe_stdout: bool,
+    ) -> Result<Helper, SandboxError> {
         let exe = match std::env::var_os("STRATA_SANDBOX_EXE") {
             Some(p) => PathBuf::from(p),
             None => std::env::current_exe()
@@ -251,7 +312,11 @@ impl Helper {
             .args(args)
             .env_clear()
             .stdin(Stdio::piped())
-            .stdout(Stdio::from(stdout))
+            .stdout(if pipe_stdout {
+                Stdio::piped()
+            } else {
+                Stdio::from(stdout)
+            })
             .stderr(Stdio::inherit());
         let wfd = report_w.as_raw_fd();
         let sfd = sync_child.as_ref().map_or(-1, |s| s.as_raw_fd());
@@ -295,9 +360,21 @@ impl Helper {
         Ok(h)
     }
 
+    /// Waits for the helper and returns the outcome it reports.
+    fn finish(self) -> Result<RunOutcome, SandboxError> {
+        match self.finish_report()? {
+            Report::Done(outcome) => Ok(outcome),
+            Report::Error(msg) => Err(SandboxError::Setup(msg)),
+            r => Err(SandboxError::Setup(format!(
+                "unexpected helper report {r:?}"
+            ))),
+        }
+    }
+
     /// Waits for the helper and returns its report.
-    fn finish(mut self) -> Result<RunOutcome, SandboxError> {
+    fn finish_report(mut self) -> Result<Report, SandboxError> {
         drop(self.child.stdin.take());
+        drop(self.child.stdout.take());
         let mut report = String::new();
         let read = self.report.read_to_string(&mut report);
         let status = self
@@ -306,8 +383,7 @@ impl Helper {
             .map_err(|e| SandboxError::io("wait for", "sandbox helper", e))?;
         read.map_err(|e| SandboxError::io("read", "sandbox report", e))?;
         match serde_json::from_str::<Report>(report.trim()) {
-            Ok(Report::Done(outcome)) => Ok(outcome),
-            Ok(Report::Error(msg)) => Err(SandboxError::Setup(msg)),
+            Ok(r) => Ok(r),
             Err(_) => Err(SandboxError::Setup(format!(
                 "the sandbox helper `{}` exited ({status}) without a report",
                 self.exe.display()

@@ -65,6 +65,7 @@ pub fn init_main(args: &[String]) -> ! {
         ("run", []) => helper(ns),
         ("unpack", [dest, b, e, p]) => Some(unpack_mode(ns, dest, b, e, p)),
         ("remove", [path]) => Some(remove_mode(path)),
+        ("capture", []) => Some(capture_mode()),
         _ => Some(Report::Error(format!(
             "sandbox helper: bad arguments {args:?}"
         ))),
@@ -97,6 +98,42 @@ fn unpack_mode(ns: Option<NsKind>, dest: &str, b: &str, e: &str, p: &str) -> Rep
     match super::snapshot::unpack_with(stdin, Path::new(dest), limits, form) {
         Ok(()) => Report::Done(RunOutcome::Exited(0)),
         Err(e) => Report::Error(e.to_string()),
+    }
+}
+
+/// Captures the upper dir of the job on stdin; the compressed layer goes to stdout. In the user
+/// namespace stat shows container ids, so no id map is needed.
+fn capture_mode() -> Report {
+    use super::exec::{CaptureJob, CapturedLayer};
+    let job: CaptureJob = match serde_json::from_reader(std::io::stdin().lock()) {
+        Ok(j) => j,
+        Err(e) => return Report::Error(format!("capture helper: parse job: {e}")),
+    };
+    let r = (|| -> Result<CapturedLayer, String> {
+        let compression: crate::layer::Compression =
+            job.compression.parse().map_err(|e| format!("{e}"))?;
+        let entries = super::capture::capture(&super::capture::CaptureOptions {
+            upper: &job.upper,
+            lowers: &job.lowers,
+            mtime: job.mtime,
+            exclude: &job.exclude,
+            id_map: None,
+        })
+        .map_err(|e| e.to_string())?;
+        let entries = crate::layer::canonicalize(entries, job.mtime).map_err(|e| e.to_string())?;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let l = crate::layer::write_layer(&entries, compression, &mut out)
+            .map_err(|e| e.to_string())?;
+        std::io::Write::flush(&mut out).map_err(|e| format!("write layer: {e}"))?;
+        Ok(CapturedLayer {
+            diff_id: l.diff_id,
+            media_type: l.media_type.to_string(),
+            uncompressed_size: l.uncompressed_size,
+        })
+    })();
+    match r {
+        Ok(l) => Report::Layer(l),
+        Err(e) => Report::Error(e),
     }
 }
 

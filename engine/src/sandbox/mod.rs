@@ -38,6 +38,9 @@ pub enum SandboxError {
     UnsafeEntry { path: String, reason: &'static str },
     #[error("layer exceeds the {what} limit of {limit}")]
     Limit { what: &'static str, limit: u64 },
+    /// A rootless helper (capture in the user namespace) failed; the message says what.
+    #[error("{0}")]
+    Rootless(String),
     #[error("unsupported: {0}")]
     Unsupported(String),
     #[error("invalid RUN: {0}")]
