@@ -209,6 +209,19 @@ fn podman_runs_the_result() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&o.stdout), "ran in podman\n");
+    if !is_root() {
+        // Rootless podman's storage holds files of subordinate ids: only its user namespace
+        // can remove them (the temp dir's own cleanup cannot).
+        let _ = Command::new("podman")
+            .arg("--root")
+            .arg(&root)
+            .arg("--runroot")
+            .arg(&run)
+            .args(["--storage-driver", "vfs", "unshare", "rm", "-rf"])
+            .arg(&root)
+            .arg(&run)
+            .status();
+    }
 }
 
 /// The uid/gid of `path` in layer `back` from the top (0 = last) of the image `tag` in `oci`,
