@@ -19,9 +19,24 @@ fn busybox_context(dir: &Path, rest: &str) {
     );
 }
 
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
 fn unpack(oci: &Path, tag: &str, bundle: &Path) {
-    let st = Command::new("umoci")
-        .args(["unpack", "--image"])
+    let mut c = Command::new("umoci");
+    c.arg("unpack");
+    if !is_root() {
+        c.arg("--rootless");
+    }
+    let st = c
+        .arg("--image")
         .arg(format!("{}:{tag}", oci.display()))
         .arg(bundle)
         .output()
@@ -194,6 +209,127 @@ fn podman_runs_the_result() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&o.stdout), "ran in podman\n");
+    if !is_root() {
+        // Rootless podman's storage holds files of subordinate ids: only its user namespace
+        // can remove them (the temp dir's own cleanup cannot).
+        let _ = Command::new("podman")
+            .arg("--root")
+            .arg(&root)
+            .arg("--runroot")
+            .arg(&run)
+            .args(["--storage-driver", "vfs", "unshare", "rm", "-rf"])
+            .arg(&root)
+            .arg(&run)
+            .status();
+    }
+}
+
+/// The uid/gid of `path` in layer `back` from the top (0 = last) of the image `tag` in `oci`,
+/// as `tar` lists it.
+fn owner_in_layer(oci: &Path, tag: &str, back: usize, path: &str) -> String {
+    let json =
+        |p: &Path| -> serde_json::Value { serde_json::from_slice(&fs::read(p).unwrap()).unwrap() };
+    let blob = |d: &serde_json::Value| {
+        let d = d.as_str().unwrap();
+        oci.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let index = json(&oci.join("index.json"));
+    let m = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .expect("tag in index");
+    let manifest = json(&blob(&m["digest"]));
+    let layers = manifest["layers"].as_array().unwrap();
+    let layer = blob(&layers[layers.len() - 1 - back]["digest"]);
+    let o = Command::new("tar")
+        .args(["--numeric-owner", "-tvzf"])
+        .arg(&layer)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let list = String::from_utf8_lossy(&o.stdout).into_owned();
+    let line = list
+        .lines()
+        .find(|l| l.ends_with(&format!(" {path}")) || l.ends_with(&format!(" {path}/")))
+        .unwrap_or_else(|| panic!("{path} not in the top layer: {list}"));
+    line.split_whitespace().nth(1).unwrap().to_string()
+}
+
+/// RUN as container root works in every id mapping: as root, rootless with an /etc/subuid
+/// range, and in the single-id fallback (`STRATA_TEST_SINGLE_ID=1`, run by
+/// `.ci/run-rootless-tests` as a user without a range), where chown to another id fails and
+/// the warning says so.
+#[test]
+fn run_as_container_root_in_any_id_mapping() {
+    let single = std::env::var_os("STRATA_TEST_SINGLE_ID").is_some();
+    let store = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    let owned = if single {
+        ""
+    } else {
+        "RUN touch /owned && chown 1000:1000 /owned && chmod 600 /owned\n"
+    };
+    busybox_context(
+        ctx.path(),
+        &format!("FROM base\nRUN echo hi > /hi && rm /bin/ls && mkdir -p /d/e && touch /d/e/f && id -u > /id\n{owned}"),
+    );
+    let out = tempfile::tempdir().unwrap();
+    let oci = out.path().join("oci");
+    let r = build(
+        store.path(),
+        ctx.path(),
+        &[
+            "-t",
+            "t:1",
+            "--output",
+            &format!("type=oci,dest={}", oci.display()),
+        ],
+    )
+    .ok();
+    assert_eq!(
+        r.stderr().contains("RUN steps run with a single id"),
+        single,
+        "{}",
+        r.stderr()
+    );
+    let bundle = out.path().join("b");
+    unpack(&oci, "1", &bundle);
+    let root = bundle.join("rootfs");
+    assert_eq!(fs::read_to_string(root.join("hi")).unwrap(), "hi\n");
+    assert_eq!(fs::read_to_string(root.join("id")).unwrap(), "0\n");
+    assert!(root.join("d/e/f").is_file());
+    assert!(!root.join("bin/ls").exists() && root.join("bin/cat").exists());
+    if !single {
+        // Captured as seen in the container, not as the host's subordinate id.
+        // Mode 0600 of another id: readable only inside the user namespace.
+        assert_eq!(owner_in_layer(&oci, "1", 0, "owned"), "1000/1000");
+    }
+    let back = usize::from(!single);
+    assert_eq!(owner_in_layer(&oci, "1", back, "hi"), "0/0");
+
+    // Building again in the same store needs no snapshot of the base twice and leaves no
+    // temp dirs behind (rootless, they hold ids only the user namespace can remove).
+    let tmp_left: Vec<_> = fs::read_dir(store.path().join("tmp"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(tmp_left.is_empty(), "{tmp_left:?}");
+
+    if single {
+        let ctx2 = tempfile::tempdir().unwrap();
+        busybox_context(
+            ctx2.path(),
+            "FROM base\nRUN touch /hi2 && chown 1000 /hi2\n",
+        );
+        let r = build(store.path(), ctx2.path(), &[]).fails();
+        let err = r.stderr();
+        assert!(
+            err.contains("chown: /hi2: Invalid argument") && err.contains("exited with code 1"),
+            "{err}"
+        );
+    }
 }
 
 #[allow(dead_code)]

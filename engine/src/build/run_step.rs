@@ -53,8 +53,8 @@ pub(crate) fn execute(
     }
     let spec = RunSpec {
         lowers: lowers.clone(),
-        upper: upper.clone(),
-        work: work.clone(),
+        upper,
+        work,
         argv: run.argv.clone(),
         env: env.to_vec(),
         cwd: run.workdir.clone(),
@@ -68,7 +68,30 @@ pub(crate) fn execute(
         // The step's output is the build log: it goes to stderr with the progress.
         output: exec::Output::Stderr,
     };
-    let outcome = exec::run(&spec)?;
+    let result = run_and_capture(store, run, &spec, &lowers, opts);
+    // Rootless, the upper dir can hold files of other container ids and read-only
+    // directories: only container root (in the user namespace) can remove those.
+    if crate::sandbox::userns::current().is_some() {
+        if let Err(e) = exec::remove_tree(dir.path()) {
+            eprintln!(
+                "strata: warning: could not remove `{}`: {e}",
+                dir.path().display()
+            );
+        }
+    }
+    drop(dir);
+    result
+}
+
+fn run_and_capture(
+    store: &Store,
+    run: &RunStep,
+    spec: &RunSpec,
+    lowers: &[std::path::PathBuf],
+    opts: &BuildOptions,
+) -> Result<LayerRecord, BuildError> {
+    let (upper, lowers) = (&spec.upper, lowers);
+    let outcome = exec::run(spec)?;
     let command = run.argv.last().cloned().unwrap_or_default();
     match outcome {
         RunOutcome::Exited(0) => {}
@@ -85,28 +108,60 @@ pub(crate) fn execute(
             })
         }
     }
-    let exclude = exec::injected_paths(&spec);
-    let entries = capture::capture(&CaptureOptions {
-        upper: &upper,
-        lowers: &lowers,
-        mtime: opts.source_date_epoch,
-        exclude: &exclude,
-        id_map: None,
-    })?;
-    let entries = layer::canonicalize(entries, opts.source_date_epoch)?;
+    let exclude = exec::injected_paths(spec);
     let mut w = store.blobs().writer()?;
-    let out =
-        layer::write_layer_cached(&entries, opts.compression, &mut w, Some(chunk_cache(store)))?;
+    let (diff_id, media_type, uncompressed_size) = match crate::sandbox::userns::current() {
+        None => {
+            let entries = capture::capture(&CaptureOptions {
+                upper,
+                lowers,
+                mtime: opts.source_date_epoch,
+                exclude: &exclude,
+                id_map: None,
+            })?;
+            let entries = layer::canonicalize(entries, opts.source_date_epoch)?;
+            let out = layer::write_layer_cached(
+                &entries,
+                opts.compression,
+                &mut w,
+                Some(chunk_cache(store)),
+            )?;
+            (
+                out.diff_id,
+                out.media_type.to_string(),
+                out.uncompressed_size,
+            )
+        }
+        // Rootless: captured inside the user namespace, where container root can read every
+        // file of the upper dir (a file of another container id with mode 0600 cannot be read
+        // from outside) and stat shows container ids.
+        Some(ns) => {
+            let job = exec::CaptureJob {
+                upper: upper.clone(),
+                lowers: lowers.to_vec(),
+                mtime: opts.source_date_epoch,
+                exclude: exclude.clone(),
+                compression: match opts.compression {
+                    layer::Compression::Gzip => "gzip",
+                    layer::Compression::Zstd => "zstd",
+                    layer::Compression::None => "none",
+                }
+                .into(),
+            };
+            let l = exec::capture_in_userns(ns, &job, &mut w)?;
+            (l.diff_id, l.media_type, l.uncompressed_size)
+        }
+    };
     let (digest, size) = w.commit()?;
     let rec = LayerRecord {
-        diff_id: out.diff_id,
+        diff_id,
         digest,
         size,
-        media_type: out.media_type.to_string(),
-        uncompressed_size: out.uncompressed_size,
+        media_type,
+        uncompressed_size,
     };
     store
         .index()
-        .put_layer(&out.diff_id, opts.compression.id(), &rec)?;
+        .put_layer(&diff_id, opts.compression.id(), &rec)?;
     Ok(rec)
 }

@@ -69,6 +69,28 @@ pub enum RunOutcome {
 pub(crate) enum Report {
     Done(RunOutcome),
     Error(String),
+    /// `capture` mode: the layer written to stdout.
+    Layer(CapturedLayer),
+}
+
+/// What a RUN's upper dir is captured from and into (rootless: done by a helper in the user
+/// namespace, where every file is readable by container root and stat shows container ids).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaptureJob {
+    pub upper: PathBuf,
+    pub lowers: Vec<PathBuf>,
+    pub mtime: u64,
+    pub exclude: Vec<String>,
+    /// `gzip`, `zstd` or `none`.
+    pub compression: String,
+}
+
+/// The layer a capture wrote.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CapturedLayer {
+    pub diff_id: strata_cache::Digest,
+    pub media_type: String,
+    pub uncompressed_size: u64,
 }
 
 /// The default `PATH` when `env` has none (Docker's).
@@ -140,71 +162,233 @@ pub(crate) fn validate(spec: &RunSpec) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// Runs `spec` and waits for it. Requires root (rootless RUN is not implemented yet).
+/// Runs `spec` and waits for it. As root directly; otherwise in a user namespace
+/// ([`super::userns`]).
 pub fn run(spec: &RunSpec) -> Result<RunOutcome, SandboxError> {
     validate(spec)?;
-    if !rustix::process::geteuid().is_root() {
-        return Err(SandboxError::Unsupported(
-            "rootless RUN is not supported yet: strata must run as root to execute RUN steps (user-namespace sandboxing comes later)"
-                .into(),
-        ));
-    }
-    let exe = match std::env::var_os("STRATA_SANDBOX_EXE") {
-        Some(p) => PathBuf::from(p),
-        None => std::env::current_exe()
-            .map_err(|e| SandboxError::io("find", "the strata executable", e))?,
-    };
+    let ns = super::userns::current();
     let json = serde_json::to_vec(spec).map_err(|e| SandboxError::Spec(e.to_string()))?;
-    let (report_r, report_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| SandboxError::io("create", "report pipe", e.into()))?;
-    let stdout = std::io::stderr()
-        .as_fd()
-        .try_clone_to_owned()
-        .map_err(|e| SandboxError::io("dup", "stderr", e))?;
-    let mut cmd = Command::new(&exe);
-    cmd.arg("__sandbox-init")
-        .env_clear()
-        .stdin(Stdio::piped())
-        .stdout(Stdio::from(stdout))
-        .stderr(Stdio::inherit());
-    let wfd = report_w.as_raw_fd();
-    // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if wfd == 3 {
-                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if libc::dup2(wfd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // If this thread dies (strata killed), the helper and with it the pid namespace
-            // die too. `run` blocks this thread until the helper exits, so it cannot fire early.
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
+    let mut args = vec!["run".to_string()];
+    if let Some(ns) = ns {
+        args.push(ns.helper_arg().into());
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| SandboxError::io("start sandbox helper", exe.display(), e))?;
-    drop(report_w);
-    if let Some(mut stdin) = child.stdin.take() {
+    let mut h = Helper::spawn(&args, ns)?;
+    if let Some(mut stdin) = h.child.stdin.take() {
         // An early exit of the helper shows up in the report; ignore EPIPE here.
         let _ = stdin.write_all(&json);
     }
-    let mut report = String::new();
-    let read = std::fs::File::from(report_r).read_to_string(&mut report);
-    let status = child
-        .wait()
-        .map_err(|e| SandboxError::io("wait for", "sandbox helper", e))?;
-    read.map_err(|e| SandboxError::io("read", "sandbox report", e))?;
-    match serde_json::from_str::<Report>(report.trim()) {
-        Ok(Report::Done(outcome)) => Ok(outcome),
-        Ok(Report::Error(msg)) => Err(SandboxError::Setup(msg)),
-        Err(_) => Err(SandboxError::Setup(format!(
-            "the sandbox helper `{}` exited ({status}) without a report",
-            exe.display()
+    h.finish()
+}
+
+/// Unpacks the layer tar `reader` into `dest` inside the user namespace of `ns`, so files get
+/// their container ids through the mapping.
+pub(crate) fn unpack_in_userns(
+    ns: &super::userns::UserNs,
+    mut reader: impl Read,
+    dest: &std::path::Path,
+    limits: super::snapshot::Limits,
+) -> Result<(), SandboxError> {
+    let args = vec![
+        "unpack".to_string(),
+        ns.helper_arg().into(),
+        dest.display().to_string(),
+        limits.max_bytes.to_string(),
+        limits.max_entries.to_string(),
+        limits.max_path_len.to_string(),
+    ];
+    let mut h = Helper::spawn(&args, Some(ns))?;
+    if let Some(mut stdin) = h.child.stdin.take() {
+        let copied = std::io::copy(&mut reader, &mut stdin);
+        drop(stdin);
+        if let Err(e) = copied {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                let _ = h.child.kill();
+                let _ = h.finish();
+                return Err(SandboxError::io("read layer for", dest.display(), e));
+            }
+        }
+    }
+    match h.finish()? {
+        RunOutcome::Exited(0) => Ok(()),
+        o => Err(SandboxError::Setup(format!(
+            "unpack helper ended with {o:?}"
         ))),
+    }
+}
+
+/// Captures `job` inside the user namespace of `ns`, writing the compressed layer to `out`.
+pub fn capture_in_userns(
+    ns: &super::userns::UserNs,
+    job: &CaptureJob,
+    out: &mut dyn Write,
+) -> Result<CapturedLayer, SandboxError> {
+    let json = serde_json::to_vec(job).map_err(|e| SandboxError::Spec(e.to_string()))?;
+    let args = vec!["capture".to_string(), ns.helper_arg().into()];
+    let mut h = Helper::spawn_with(&args, Some(ns), true)?;
+    if let Some(mut stdin) = h.child.stdin.take() {
+        let _ = stdin.write_all(&json);
+    }
+    let copied = match h.child.stdout.take() {
+        Some(mut stdout) => std::io::copy(&mut stdout, out).map(drop),
+        None => Ok(()),
+    };
+    if let Err(e) = copied {
+        let _ = h.child.kill();
+        let _ = h.finish_report();
+        return Err(SandboxError::io("write", "captured layer", e));
+    }
+    match h.finish_report()? {
+        Report::Layer(l) => Ok(l),
+        Report::Error(e) => Err(SandboxError::Rootless(e)),
+        r => Err(SandboxError::Rootless(format!(
+            "capture helper: unexpected report {r:?}"
+        ))),
+    }
+}
+
+/// Removes the tree `path` (a RUN's upper/work dirs, a failed snapshot). Rootless, inside the
+/// user namespace: it may hold files of other container ids and directories without write
+/// permission, which only container root can remove.
+pub fn remove_tree(path: &std::path::Path) -> Result<(), SandboxError> {
+    match super::userns::current() {
+        None => match std::fs::remove_dir_all(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(SandboxError::io("remove", path.display(), e))
+            }
+            _ => Ok(()),
+        },
+        Some(ns) => {
+            let args = vec![
+                "remove".to_string(),
+                ns.helper_arg().into(),
+                path.display().to_string(),
+            ];
+            let mut h = Helper::spawn(&args, Some(ns))?;
+            drop(h.child.stdin.take());
+            h.finish().map(drop)
+        }
+    }
+}
+
+/// A running `strata __sandbox-init` (in the user namespace of `ns`, if any, once spawned).
+struct Helper {
+    child: std::process::Child,
+    report: std::fs::File,
+    exe: PathBuf,
+}
+
+impl Helper {
+    fn spawn(args: &[String], ns: Option<&super::userns::UserNs>) -> Result<Helper, SandboxError> {
+        Self::spawn_with(args, ns, false)
+    }
+
+    /// `pipe_stdout`: the helper's stdout is a pipe (else the caller's stderr).
+    fn spawn_with(
+        args: &[String],
+        ns: Option<&super::userns::UserNs>,
+        pipe_stdout: bool,
+    ) -> Result<Helper, SandboxError> {
+        let exe = match std::env::var_os("STRATA_SANDBOX_EXE") {
+            Some(p) => PathBuf::from(p),
+            None => std::env::current_exe()
+                .map_err(|e| SandboxError::io("find", "the strata executable", e))?,
+        };
+        let (report_r, report_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| SandboxError::io("create", "report pipe", e.into()))?;
+        let (mut sync_parent, sync_child) = match ns {
+            Some(_) => {
+                let (a, b) = std::os::unix::net::UnixStream::pair()
+                    .map_err(|e| SandboxError::io("create", "sync socket", e))?;
+                (Some(a), Some(b))
+            }
+            None => (None, None),
+        };
+        let stdout = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| SandboxError::io("dup", "stderr", e))?;
+        let mut cmd = Command::new(&exe);
+        cmd.arg("__sandbox-init")
+            .args(args)
+            .env_clear()
+            .stdin(Stdio::piped())
+            .stdout(if pipe_stdout {
+                Stdio::piped()
+            } else {
+                Stdio::from(stdout)
+            })
+            .stderr(Stdio::inherit());
+        let wfd = report_w.as_raw_fd();
+        let sfd = sync_child.as_ref().map_or(-1, |s| s.as_raw_fd());
+        // SAFETY: only async-signal-safe calls (fcntl, dup2, prctl) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Out of the way first, so neither dup2 clobbers the other's source.
+                let w = libc::fcntl(wfd, libc::F_DUPFD_CLOEXEC, 10);
+                if w < 0 || libc::dup2(w, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if sfd >= 0 {
+                    let s = libc::fcntl(sfd, libc::F_DUPFD_CLOEXEC, 10);
+                    if s < 0 || libc::dup2(s, super::userns::SYNC_FD) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                // If this thread dies (strata killed), the helper and with it the pid namespace
+                // die too. Callers block this thread until the helper exits.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| SandboxError::io("start sandbox helper", exe.display(), e))?;
+        drop(report_w);
+        drop(sync_child);
+        let mut h = Helper {
+            child,
+            report: std::fs::File::from(report_r),
+            exe,
+        };
+        if let (Some(ns), Some(sock)) = (ns, sync_parent.as_mut()) {
+            if let Err(e) = ns.handshake(sock, h.child.id()) {
+                let _ = h.child.kill();
+                let _ = h.child.wait();
+                return Err(e);
+            }
+        }
+        Ok(h)
+    }
+
+    /// Waits for the helper and returns the outcome it reports.
+    fn finish(self) -> Result<RunOutcome, SandboxError> {
+        match self.finish_report()? {
+            Report::Done(outcome) => Ok(outcome),
+            Report::Error(msg) => Err(SandboxError::Setup(msg)),
+            r => Err(SandboxError::Setup(format!(
+                "unexpected helper report {r:?}"
+            ))),
+        }
+    }
+
+    /// Waits for the helper and returns its report.
+    fn finish_report(mut self) -> Result<Report, SandboxError> {
+        drop(self.child.stdin.take());
+        drop(self.child.stdout.take());
+        let mut report = String::new();
+        let read = self.report.read_to_string(&mut report);
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| SandboxError::io("wait for", "sandbox helper", e))?;
+        read.map_err(|e| SandboxError::io("read", "sandbox report", e))?;
+        match serde_json::from_str::<Report>(report.trim()) {
+            Ok(r) => Ok(r),
+            Err(_) => Err(SandboxError::Setup(format!(
+                "the sandbox helper `{}` exited ({status}) without a report",
+                self.exe.display()
+            ))),
+        }
     }
 }
 

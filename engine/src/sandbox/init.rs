@@ -23,18 +23,125 @@ use super::user::{resolve, ExecUser};
 
 const REPORT_FD: i32 = 3;
 
-/// Entry point of `strata __sandbox-init` (dispatched by the CLI before argument parsing).
-/// Never returns.
-pub fn init_main(_args: &[String]) -> ! {
+/// How the helper's user namespace maps ids (`--userns=…`; none as root).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NsKind {
+    /// 0 → caller, 1..=N → the subordinate range.
+    SubIds,
+    /// Only 0 → caller (setgroups denied).
+    Single,
+}
+
+/// Entry point of `strata __sandbox-init MODE [--userns=subid|single] ARGS…` (dispatched by the
+/// CLI before argument parsing). Modes: `run` (spec as JSON on stdin), `unpack DEST MAX_BYTES
+/// MAX_ENTRIES MAX_PATH` (layer tar on stdin), `remove PATH`. Never returns.
+pub fn init_main(args: &[String]) -> ! {
     // SAFETY: fcntl on a plain fd number; fails cleanly if fd 3 is not open.
     if unsafe { libc::fcntl(REPORT_FD, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
         eprintln!("error: `strata __sandbox-init` is internal to strata (started without its report pipe)");
         std::process::exit(2);
     }
-    if let Some(report) = helper() {
+    let mut rest: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mode = if rest.is_empty() {
+        "run"
+    } else {
+        rest.remove(0)
+    };
+    let ns = match rest.first() {
+        Some(&"--userns=subid") => Some(NsKind::SubIds),
+        Some(&"--userns=single") => Some(NsKind::Single),
+        _ => None,
+    };
+    if ns.is_some() {
+        rest.remove(0);
+        // SAFETY: fcntl on a plain fd number.
+        unsafe { libc::fcntl(super::userns::SYNC_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+        if let Err(e) = super::userns::enter() {
+            write_report(&Report::Error(e));
+            std::process::exit(0);
+        }
+    }
+    let report = match (mode, rest.as_slice()) {
+        ("run", []) => helper(ns),
+        ("unpack", [dest, b, e, p]) => Some(unpack_mode(ns, dest, b, e, p)),
+        ("remove", [path]) => Some(remove_mode(path)),
+        ("capture", []) => Some(capture_mode()),
+        _ => Some(Report::Error(format!(
+            "sandbox helper: bad arguments {args:?}"
+        ))),
+    };
+    if let Some(report) = report {
         write_report(&report);
     }
     std::process::exit(0)
+}
+
+fn unpack_mode(ns: Option<NsKind>, dest: &str, b: &str, e: &str, p: &str) -> Report {
+    let limits = match (b.parse(), e.parse(), p.parse()) {
+        (Ok(max_bytes), Ok(max_entries), Ok(max_path_len)) => super::snapshot::Limits {
+            max_bytes,
+            max_entries,
+            max_path_len,
+        },
+        _ => return Report::Error("sandbox helper: bad limits".into()),
+    };
+    let form = super::snapshot::Form {
+        opaque_xattr: if ns.is_some() {
+            "user.overlay.opaque"
+        } else {
+            "trusted.overlay.opaque"
+        },
+        single_id: ns == Some(NsKind::Single),
+        userns: ns.is_some(),
+    };
+    let stdin = std::io::stdin().lock();
+    match super::snapshot::unpack_with(stdin, Path::new(dest), limits, form) {
+        Ok(()) => Report::Done(RunOutcome::Exited(0)),
+        Err(e) => Report::Error(e.to_string()),
+    }
+}
+
+/// Captures the upper dir of the job on stdin; the compressed layer goes to stdout. In the user
+/// namespace stat shows container ids, so no id map is needed.
+fn capture_mode() -> Report {
+    use super::exec::{CaptureJob, CapturedLayer};
+    let job: CaptureJob = match serde_json::from_reader(std::io::stdin().lock()) {
+        Ok(j) => j,
+        Err(e) => return Report::Error(format!("capture helper: parse job: {e}")),
+    };
+    let r = (|| -> Result<CapturedLayer, String> {
+        let compression: crate::layer::Compression =
+            job.compression.parse().map_err(|e| format!("{e}"))?;
+        let entries = super::capture::capture(&super::capture::CaptureOptions {
+            upper: &job.upper,
+            lowers: &job.lowers,
+            mtime: job.mtime,
+            exclude: &job.exclude,
+            id_map: None,
+        })
+        .map_err(|e| e.to_string())?;
+        let entries = crate::layer::canonicalize(entries, job.mtime).map_err(|e| e.to_string())?;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let l = crate::layer::write_layer(&entries, compression, &mut out)
+            .map_err(|e| e.to_string())?;
+        std::io::Write::flush(&mut out).map_err(|e| format!("write layer: {e}"))?;
+        Ok(CapturedLayer {
+            diff_id: l.diff_id,
+            media_type: l.media_type.to_string(),
+            uncompressed_size: l.uncompressed_size,
+        })
+    })();
+    match r {
+        Ok(l) => Report::Layer(l),
+        Err(e) => Report::Error(e),
+    }
+}
+
+fn remove_mode(path: &str) -> Report {
+    match super::snapshot::remove_tree(Path::new(path)) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Report::Done(RunOutcome::Exited(0)),
+        Err(e) => Report::Error(format!("remove `{path}`: {e}")),
+    }
 }
 
 fn write_report(r: &Report) {
@@ -51,7 +158,7 @@ fn last_err(what: &str) -> String {
 }
 
 /// Returns the report to write, or `None` when pid 1 already wrote it.
-fn helper() -> Option<Report> {
+fn helper(ns: Option<NsKind>) -> Option<Report> {
     let spec = match read_spec() {
         Ok(s) => s,
         Err(e) => return Some(Report::Error(e)),
@@ -82,7 +189,7 @@ fn helper() -> Option<Report> {
             return Some(Report::Error(last_err("fork")));
         }
         if pid == 0 {
-            let r = pid1(&spec, &files);
+            let r = pid1(&spec, &files, ns);
             write_report(&r);
             libc::_exit(0);
         }
@@ -191,10 +298,12 @@ struct Exec {
     env: Vec<CString>,
     user: ExecUser,
     cwd: OwnedFd,
+    /// False in a single-id user namespace, where `setgroups` is denied.
+    may_setgroups: bool,
 }
 
-fn pid1(spec: &RunSpec, files: &HostFiles) -> Report {
-    match pid1_setup(spec, files) {
+fn pid1(spec: &RunSpec, files: &HostFiles, ns: Option<NsKind>) -> Report {
+    match pid1_setup(spec, files, ns) {
         Ok(Some(exec)) => match run_command(&exec) {
             Ok(o) => Report::Done(o),
             Err(e) => Report::Error(e),
@@ -205,7 +314,11 @@ fn pid1(spec: &RunSpec, files: &HostFiles) -> Report {
     }
 }
 
-fn pid1_setup(spec: &RunSpec, files: &HostFiles) -> Result<Option<Exec>, String> {
+fn pid1_setup(
+    spec: &RunSpec,
+    files: &HostFiles,
+    ns: Option<NsKind>,
+) -> Result<Option<Exec>, String> {
     // SAFETY: plain syscalls with valid arguments.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -226,7 +339,7 @@ fn pid1_setup(spec: &RunSpec, files: &HostFiles) -> Result<Option<Exec>, String>
         }
     }
     let mut sys = RealSys::default();
-    for op in plan(spec, files) {
+    for op in plan(spec, files, ns) {
         sys.apply(&op)?;
     }
     rustix::process::umask(Mode::from_raw_mode(0o022));
@@ -234,6 +347,12 @@ fn pid1_setup(spec: &RunSpec, files: &HostFiles) -> Result<Option<Exec>, String>
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
     let user = resolve(&spec.user, &passwd, &group)?;
+    if ns == Some(NsKind::Single) && (user.uid != 0 || user.gid != 0) {
+        return Err(format!(
+            "USER `{}` (uid {}, gid {}) is not supported yet without an /etc/subuid and /etc/subgid range: the single-id user namespace only maps root",
+            spec.user, user.uid, user.gid
+        ));
+    }
 
     let root = rustix::fs::open(
         "/",
@@ -271,6 +390,7 @@ fn pid1_setup(spec: &RunSpec, files: &HostFiles) -> Result<Option<Exec>, String>
         env,
         user,
         cwd,
+        may_setgroups: ns != Some(NsKind::Single),
     }))
 }
 
@@ -360,7 +480,7 @@ unsafe fn child_exec(
     if drop_capabilities().is_err() {
         fail(b"drop capabilities", 126);
     }
-    if libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
+    if e.may_setgroups && libc::setgroups(groups.len(), groups.as_ptr()) != 0 {
         fail(b"setgroups", 126);
     }
     if libc::setgid(e.user.gid) != 0 {

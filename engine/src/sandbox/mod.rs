@@ -10,13 +10,14 @@
 
 pub mod capture;
 pub mod exec;
-mod init;
+pub(crate) mod init;
 mod root;
 pub mod snapshot;
 mod sys;
 mod user;
+pub mod userns;
 
-pub use exec::{injected_paths, run, Network, Output, RunOutcome, RunSpec};
+pub use exec::{injected_paths, remove_tree, run, Network, Output, RunOutcome, RunSpec};
 pub use init::init_main;
 pub use snapshot::{Limits, Snapshots};
 
@@ -37,6 +38,9 @@ pub enum SandboxError {
     UnsafeEntry { path: String, reason: &'static str },
     #[error("layer exceeds the {what} limit of {limit}")]
     Limit { what: &'static str, limit: u64 },
+    /// A rootless helper (capture in the user namespace) failed; the message says what.
+    #[error("{0}")]
+    Rootless(String),
     #[error("{0}")]
     Unsupported(String),
     #[error("invalid RUN: {0}")]

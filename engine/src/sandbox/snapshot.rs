@@ -4,6 +4,12 @@
 //! char 0/0 devices `x`, `.wh..wh..opq` becomes `trusted.overlay.opaque=y` on its directory.
 //! A snapshot is unpacked into a temp dir beside it and renamed into place, so a killed build
 //! never leaves half a snapshot under the final name. Bump `-v1` if the on-disk form changes.
+//!
+//! Rootless ([`super::userns`]), snapshots live in `snapshots-v1-rootless-<mapping>/`: they are
+//! unpacked by a helper inside the user namespace (files carry host ids through the mapping,
+//! so another mapping needs other snapshots) and opaque directories carry
+//! `user.overlay.opaque=y`, which overlay reads under `userxattr`. Whiteouts stay char 0/0
+//! devices: creating those needs no privilege (Linux 5.8).
 
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
@@ -40,18 +46,47 @@ impl Default for Limits {
     }
 }
 
+/// How a snapshot is written.
+#[derive(Debug, Clone, Copy)]
+pub struct Form {
+    /// The xattr marking an opaque directory: `trusted.overlay.opaque` (root) or
+    /// `user.overlay.opaque` (in a user namespace, for overlay's `userxattr`).
+    pub opaque_xattr: &'static str,
+    /// In a single-id user namespace: owners other than root cannot be set and are dropped.
+    pub single_id: bool,
+    /// In a user namespace: device nodes (other than whiteouts) cannot be created.
+    pub userns: bool,
+}
+
+impl Default for Form {
+    fn default() -> Self {
+        Form {
+            opaque_xattr: "trusted.overlay.opaque",
+            single_id: false,
+            userns: false,
+        }
+    }
+}
+
 /// The snapshot directory of a store.
 #[derive(Debug, Clone)]
 pub struct Snapshots {
     root: PathBuf,
     limits: Limits,
+    ns: Option<&'static super::userns::UserNs>,
 }
 
 impl Snapshots {
     pub fn new(store_root: &Path) -> Self {
+        let ns = super::userns::current();
+        let dir = match ns {
+            None => "snapshots-v1".to_string(),
+            Some(ns) => format!("snapshots-v1-rootless-{}", ns.key()),
+        };
         Snapshots {
-            root: store_root.join("snapshots-v1"),
+            root: store_root.join(dir),
             limits: Limits::default(),
+            ns,
         }
     }
 
@@ -83,24 +118,35 @@ impl Snapshots {
             .map_err(|e| SandboxError::io("create temp dir in", self.root.display(), e))?;
         let blob = blobs.open(digest)?;
         let reader = crate::layer::decompress_reader(Box::new(blob), media_type)?;
-        unpack(reader, tmp.path(), self.limits)?;
         let tmp_path = tmp.keep();
+        let remove = |p: &Path| match self.ns {
+            None => drop(remove_tree(p)),
+            Some(_) => drop(super::exec::remove_tree(p)),
+        };
+        let unpacked = match self.ns {
+            None => unpack(reader, &tmp_path, self.limits),
+            Some(ns) => super::exec::unpack_in_userns(ns, reader, &tmp_path, self.limits),
+        };
+        if let Err(e) = unpacked {
+            remove(&tmp_path);
+            return Err(e);
+        }
         match std::fs::rename(&tmp_path, &dest) {
             Ok(()) => Ok(dest),
             // Another build unpacked the same layer meanwhile: theirs is as good as ours.
             Err(_) if dest.is_dir() => {
-                let _ = remove_tree(&tmp_path);
+                remove(&tmp_path);
                 Ok(dest)
             }
             Err(e) => {
-                let _ = remove_tree(&tmp_path);
+                remove(&tmp_path);
                 Err(SandboxError::io("rename snapshot to", dest.display(), e))
             }
         }
     }
 }
 
-fn remove_tree(path: &Path) -> Result<(), Errno> {
+pub(crate) fn remove_tree(path: &Path) -> Result<(), Errno> {
     let parent = path.parent().unwrap_or(Path::new("/"));
     let dir = rfs::open(parent, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
     remove_all_at(dir.as_fd(), path.file_name().unwrap_or_default())
@@ -109,6 +155,16 @@ fn remove_tree(path: &Path) -> Result<(), Errno> {
 /// Unpacks a layer tar into `dest` (an existing directory), in overlayfs lower-dir form. The
 /// whole stream is read, so a verifying reader reports a digest mismatch as an error here.
 pub fn unpack(reader: impl Read, dest: &Path, limits: Limits) -> Result<(), SandboxError> {
+    unpack_with(reader, dest, limits, Form::default())
+}
+
+/// [`unpack`] in the given [`Form`].
+pub fn unpack_with(
+    reader: impl Read,
+    dest: &Path,
+    limits: Limits,
+    form: Form,
+) -> Result<(), SandboxError> {
     let root = rfs::open(
         dest,
         OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
@@ -124,6 +180,7 @@ pub fn unpack(reader: impl Read, dest: &Path, limits: Limits) -> Result<(), Sand
         bytes: 0,
         entries: 0,
         is_root: rustix::process::geteuid().is_root(),
+        form,
     };
     let mut ar = tar::Archive::new(reader);
     let entries = ar
@@ -147,6 +204,7 @@ struct Unpacker {
     bytes: u64,
     entries: u64,
     is_root: bool,
+    form: Form,
 }
 
 fn unsafe_entry(path: &[u8], reason: &'static str) -> SandboxError {
@@ -208,7 +266,7 @@ impl Unpacker {
         if name_b == OPAQUE {
             return rfs::fsetxattr(
                 &parent_fd,
-                "trusted.overlay.opaque",
+                self.form.opaque_xattr,
                 b"y",
                 XattrFlags::empty(),
             )
@@ -382,9 +440,10 @@ impl Unpacker {
         minor: u32,
         shown: &str,
     ) -> Result<(), SandboxError> {
-        if ft != FileType::Fifo && !self.is_root {
+        let whiteout = ft == FileType::CharacterDevice && major == 0 && minor == 0;
+        if ft != FileType::Fifo && !whiteout && (!self.is_root || self.form.userns) {
             return Err(SandboxError::Unsupported(format!(
-                "device node `{shown}` can only be unpacked as root (rootless is not supported yet)"
+                "device node `{shown}` can only be unpacked as root (rootless: device nodes in base layers are not supported yet; the kernel refuses mknod in a user namespace)"
             )));
         }
         let dev: Dev = rustix::fs::makedev(major, minor);
@@ -401,7 +460,11 @@ impl Unpacker {
     ) -> Result<(), Errno> {
         if self.is_root {
             let (u, g) = ids(uid, gid)?;
-            rfs::fchown(fd, Some(u), Some(g))?;
+            match rfs::fchown(fd, Some(u), Some(g)) {
+                // Not mapped in a single-id namespace: stays root's (the warned-about loss).
+                Err(Errno::INVAL) if self.form.single_id => {}
+                r => r?,
+            }
         }
         rfs::fchmod(fd, Mode::from_raw_mode(mode))
     }
@@ -411,7 +474,10 @@ impl Unpacker {
             return Ok(());
         }
         let (u, g) = ids(uid, gid)?;
-        rfs::chownat(dir, name, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW)
+        match rfs::chownat(dir, name, Some(u), Some(g), AtFlags::SYMLINK_NOFOLLOW) {
+            Err(Errno::INVAL) if self.form.single_id => Ok(()),
+            r => r,
+        }
     }
 }
 

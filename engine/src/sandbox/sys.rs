@@ -16,6 +16,7 @@ use rustix::fs::{self as rfs, Mode, OFlags};
 use rustix::io::Errno;
 
 use super::exec::{Network, RunSpec};
+use super::init::NsKind;
 use super::root::{components, mkdir_all_in_root, open_in_root};
 
 /// Host device nodes bind-mounted into the container's `/dev` (Docker's set).
@@ -29,6 +30,8 @@ pub(crate) enum Op {
         upper: PathBuf,
         work: PathBuf,
         target: PathBuf,
+        /// In a user namespace: overlay's own xattrs are `user.overlay.*` (Linux 5.11).
+        userxattr: bool,
     },
     /// `mkdir -p` inside the rootfs.
     MakeDir(String),
@@ -79,8 +82,8 @@ pub(crate) struct HostFiles {
     pub hostname: PathBuf,
 }
 
-/// The setup of the container, in order.
-pub(crate) fn plan(spec: &RunSpec, files: &HostFiles) -> Vec<Op> {
+/// The setup of the container, in order. `ns`: the user namespace the helper is in, if any.
+pub(crate) fn plan(spec: &RunSpec, files: &HostFiles, ns: Option<NsKind>) -> Vec<Op> {
     let mut ops = vec![Op::Overlay {
         lowers: if spec.lowers.is_empty() {
             vec![files.empty_lower.clone()]
@@ -90,6 +93,7 @@ pub(crate) fn plan(spec: &RunSpec, files: &HostFiles) -> Vec<Op> {
         upper: spec.upper.clone(),
         work: spec.work.clone(),
         target: files.rootfs.clone(),
+        userxattr: ns.is_some(),
     }];
     for (src, dst) in [
         (&files.hosts, "etc/hosts"),
@@ -165,7 +169,12 @@ pub(crate) fn plan(spec: &RunSpec, files: &HostFiles) -> Vec<Op> {
         fstype: "devpts",
         target: "dev/pts".into(),
         flags: libc::MS_NOSUID | libc::MS_NOEXEC,
-        data: "newinstance,ptmxmode=0666,mode=0620,gid=5".into(),
+        // Group `tty` (5) exists only if mapped; with a single id devpts keeps the caller's.
+        data: if ns == Some(NsKind::Single) {
+            "newinstance,ptmxmode=0666,mode=0620".into()
+        } else {
+            "newinstance,ptmxmode=0666,mode=0620,gid=5".into()
+        },
         optional: false,
     });
     for (target, path) in [
@@ -280,7 +289,13 @@ impl RealSys {
         Ok((fd, p))
     }
 
-    fn overlay(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<(), String> {
+    fn overlay(
+        lowers: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+        userxattr: bool,
+    ) -> Result<(), String> {
         use rustix::mount::*;
         let new_api = || -> Result<(), Errno> {
             let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
@@ -293,12 +308,18 @@ impl RealSys {
             fsconfig_set_string(&fs, "workdir", work)?;
             // Plain copy-up semantics for capture: no redirect xattrs for renamed directories,
             // no metadata-only copies, no hard-link index.
+            // (`off` may mean `follow`, which `userxattr` refuses; `nofollow` is the same
+            // for us: no redirects created.)
+            let redirect = if userxattr { "nofollow" } else { "off" };
             for (k, v) in [
-                ("redirect_dir", "off"),
+                ("redirect_dir", redirect),
                 ("index", "off"),
                 ("metacopy", "off"),
             ] {
                 fsconfig_set_string(&fs, k, v)?;
+            }
+            if userxattr {
+                fsconfig_set_flag(&fs, "userxattr")?;
             }
             fsconfig_create(&fs)?;
             let m = fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, MountAttrFlags::empty())?;
@@ -310,6 +331,7 @@ impl RealSys {
                 MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
             )
         };
+        let redirect = if userxattr { "nofollow" } else { "off" };
         match new_api() {
             Ok(()) => Ok(()),
             Err(Errno::INVAL) | Err(Errno::NOSYS) => {
@@ -320,9 +342,10 @@ impl RealSys {
                     .collect::<Vec<_>>()
                     .join(":");
                 let data = format!(
-                    "lowerdir={lower},upperdir={},workdir={},redirect_dir=off,index=off,metacopy=off",
+                    "lowerdir={lower},upperdir={},workdir={},redirect_dir={redirect},index=off,metacopy=off{}",
                     upper.display(),
-                    work.display()
+                    work.display(),
+                    if userxattr { ",userxattr" } else { "" }
                 );
                 mount_raw(
                     "overlay",
@@ -345,8 +368,9 @@ impl Sys for RealSys {
                 upper,
                 work,
                 target,
+                userxattr,
             } => {
-                Self::overlay(lowers, upper, work, target)?;
+                Self::overlay(lowers, upper, work, target, *userxattr)?;
                 let fd = rfs::open(
                     target,
                     OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
@@ -555,7 +579,7 @@ mod tests {
 
     fn recorded(s: &RunSpec) -> Vec<Op> {
         let mut r = Recorder::default();
-        for op in plan(s, &files()) {
+        for op in plan(s, &files(), None) {
             r.apply(&op).unwrap();
         }
         r.0
