@@ -68,6 +68,7 @@ fn bench_build(c: &mut Criterion) {
         no_cache,
         jobs: 2,
         explain_scope: "bench".into(),
+        dockerfile: "Dockerfile".into(),
         sde_env: None,
         explain: false,
     };

@@ -135,6 +135,7 @@ impl Bench {
                 no_cache: false,
                 jobs: self.jobs,
                 explain_scope: "bench".into(),
+                dockerfile: "Dockerfile".into(),
                 sde_env: None,
                 explain: false,
             },

@@ -235,6 +235,7 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
         no_cache: a.no_cache,
         jobs,
         explain_scope: format!("{}\0{}", context_dir.display(), dockerfile_abs.display()),
+        dockerfile: dockerfile.display().to_string(),
         sde_env: sde_explicit.then_some(sde),
         explain: a.explain,
     };

@@ -136,6 +136,11 @@ fn failed_run_reports_the_exit_code_and_caches_nothing() {
     );
     let r = build(store.path(), ctx.path(), &[]).fails();
     assert!(r.stderr().contains("exited with code 3"), "{}", r.stderr());
+    assert!(
+        r.stderr().contains("Dockerfile:7: stage 1, step 1"),
+        "the error names file:line: {}",
+        r.stderr()
+    );
     // The base steps were cached; the failed step was not.
     let again = build(store.path(), ctx.path(), &[]).fails();
     assert_eq!(

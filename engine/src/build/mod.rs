@@ -78,6 +78,8 @@ pub struct BuildOptions {
     pub jobs: usize,
     /// Identifies the Dockerfile for `--explain` (the last key seen at each step).
     pub explain_scope: String,
+    /// The Dockerfile as the user named it, for `file:line` in step errors.
+    pub dockerfile: String,
     /// `SOURCE_DATE_EPOCH` given explicitly by the user: RUN steps see it in their environment.
     pub sde_env: Option<u64>,
     /// Say why each executed step missed (`--explain`). Off, nothing is compared — the previous
@@ -359,7 +361,13 @@ fn run_stage(
             text: step.text.clone(),
         });
         let wrap = |e: BuildError| BuildError::Step {
-            stage_step: format!("stage {s}, step {} (`{}`)", i + 1, step.text),
+            stage_step: format!(
+                "{}:{}: stage {s}, step {} (`{}`)",
+                opts.dockerfile,
+                step.span.line,
+                i + 1,
+                step.text
+            ),
             source: Box::new(e),
         };
         let loc = location(opts, s, i);
