@@ -72,6 +72,14 @@ impl BlobStore {
 
     /// Stores `bytes`, returning their digest and size.
     pub fn put(&self, bytes: &[u8]) -> Result<(Digest, u64), StoreError> {
+        // Every build puts its config and manifest; when they are already stored (a cached
+        // rebuild), skip the temp file and its fsync.
+        let digest = Digest::of(bytes);
+        let dest = self.path(&digest);
+        if dest.is_file() {
+            touch(&dest);
+            return Ok((digest, bytes.len() as u64));
+        }
         let mut w = self.writer()?;
         w.write_all(bytes).at("write", w.temp.clone())?;
         w.commit()
@@ -223,10 +231,7 @@ impl BlobWriter {
             // Same content is already there; Drop removes our copy. Refresh its mtime: gc
             // deletes an unreferenced blob only once it is old (gc::MIN_BLOB_AGE), and this one
             // is about to be referenced again. Best effort: a read-only store still works.
-            let _ = File::options()
-                .write(true)
-                .open(&dest)
-                .and_then(|f| f.set_modified(SystemTime::now()));
+            touch(&dest);
             return Ok(());
         }
         fs::rename(&self.temp, &dest).at("rename into the store", &dest)?;
@@ -325,6 +330,16 @@ impl Read for VerifyingReader {
         }
         Ok(n)
     }
+}
+
+/// Refreshes a stored blob's mtime: gc deletes an unreferenced blob only once it is old
+/// (gc::MIN_BLOB_AGE), and this one is about to be referenced again. Best effort: a read-only
+/// store still works.
+fn touch(path: &Path) {
+    let _ = File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(SystemTime::now()));
 }
 
 #[cfg(test)]

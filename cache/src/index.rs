@@ -19,10 +19,11 @@
 //! and `round_trips_every_record` must change with it. A change to the key layout instead bumps
 //! the directory name (`index-v1`), so old and new strata never read each other's keys.
 //!
-//! Durability: step records, last-at pointers, layer records and tags are written with
+//! Durability: step records, layer records and tags are written with
 //! `sync = true`, since a build result the engine believes cached must survive a crash (and
 //! the engine only writes them after the blob they name is committed). Stat-cache writes are not
-//! synced: losing them costs a re-hash, never a wrong answer. Last-use times (`u/`, written by
+//! synced: losing them costs a re-hash, never a wrong answer; nor are last-at pointers (`l/`, read
+//! only by `--explain`). Last-use times (`u/`, written by
 //! [`Index::touch_step`] on cache hits, read by `gc`) are not synced either: losing one only
 //! makes a step look older to the LRU eviction. They live apart from [`StepRecord`] so its
 //! schema does not change and a cache hit does not rewrite the whole record.
@@ -264,7 +265,9 @@ impl Index {
     }
 
     pub fn put_last_at(&self, location: &[u8; 32], key32: &[u8; 32]) -> Result<(), StoreError> {
-        self.put(&key(LAST_AT, &[&location[..]]), key32, true)
+        // Only `--explain` reads it, and every step of every build writes it: not synced (a
+        // lost pointer costs one "first build of this step" explanation, never a wrong result).
+        self.put(&key(LAST_AT, &[&location[..]]), key32, false)
     }
 
     /// A compressed form of the layer `diff_id`, so it can be reused instead of recompressed.

@@ -400,13 +400,7 @@ pub(crate) fn entries(
         tree_of(&resolved_dest).map(|n| &n.kind),
         Some(NodeKind::Dir)
     );
-    let n_items: usize = prepared
-        .sources
-        .iter()
-        .map(|s| match s {
-            Prepared::Context { .. } | Prepared::Heredoc { .. } | Prepared::Tree { .. } => 1,
-        })
-        .sum();
+    let n_items = prepared.sources.len();
     let dest_is_dir = dest_syntax_dir || dest_exists_dir || n_items > 1 || dest_rel.is_empty();
     let dest_rel = if dest_is_dir || dest_rel.is_empty() {
         resolved_dest

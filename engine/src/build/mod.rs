@@ -614,7 +614,6 @@ fn run_stage(
         config_object: stage.config.to_config_object(),
         author: stage.config.author.as_deref(),
         base_config: base_config.as_ref(),
-        inherited_history: Vec::new(),
         new_history: &history,
         layers: &layers,
     });

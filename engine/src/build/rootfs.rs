@@ -372,13 +372,6 @@ pub fn resolve_chown(
     Ok((uid, gid))
 }
 
-/// Reads everything from `r` (used for small spooled files in tests).
-pub fn read_all(mut r: impl Read) -> io::Result<Vec<u8>> {
-    let mut v = Vec::new();
-    r.read_to_end(&mut v)?;
-    Ok(v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -272,8 +272,6 @@ pub struct ImageInputs<'a> {
     pub author: Option<&'a str>,
     /// The base image config (for history and unknown top-level fields), if any.
     pub base_config: Option<&'a Value>,
-    /// History entries inherited from a base stage (already JSON), used when `base_config` is none.
-    pub inherited_history: Vec<Value>,
     pub new_history: &'a [History],
     pub layers: &'a [ImageLayer],
 }
@@ -301,7 +299,7 @@ pub fn assemble(inp: ImageInputs<'_>) -> AssembledImage {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default(),
-        None => inp.inherited_history.clone(),
+        None => Vec::new(),
     };
     for h in inp.new_history {
         let mut e = Map::new();
@@ -374,14 +372,6 @@ pub fn from_config(config: &Value, layers: Vec<ImageLayer>) -> AssembledImage {
     }
 }
 
-/// The history array of an assembled config (so a later stage can inherit it).
-pub fn history_of(config: &[u8]) -> Vec<Value> {
-    serde_json::from_slice::<Value>(config)
-        .ok()
-        .and_then(|v| v.get("history").and_then(Value::as_array).cloned())
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,7 +408,6 @@ mod tests {
             config_object: json!({"Labels": {"a": "b"}}),
             author: None,
             base_config: None,
-            inherited_history: vec![],
             new_history: &[],
             layers: &layers,
         });

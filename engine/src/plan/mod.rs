@@ -10,7 +10,7 @@ pub mod config;
 pub mod key;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
@@ -1194,11 +1194,6 @@ fn encode_state(cfg: &ConfigState, args: &BTreeMap<String, Option<String>>) -> V
         "args": args,
     });
     image::canonical_json(&v)
-}
-
-/// The directory a relative path in a Dockerfile is resolved against for `oci-layout://`.
-pub fn layout_base(context: &Path) -> &Path {
-    context
 }
 
 #[cfg(test)]
