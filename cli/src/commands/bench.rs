@@ -199,11 +199,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
             .with_context(|| format!("invalid --build-arg `{kv}`: expected KEY=VALUE"))?;
         build_args.insert(k.to_string(), v.to_string());
     }
-    let jobs = a.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let jobs = a.jobs.unwrap_or_else(super::cpus);
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs)
         .build_global();

@@ -168,14 +168,7 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
         }
         None => host,
     };
-    let jobs = a
-        .jobs
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
-        .max(1);
+    let jobs = a.jobs.unwrap_or_else(super::cpus).max(1);
     // Hashing and compression use this pool; the output never depends on its size.
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs)

@@ -42,6 +42,13 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
+/// The default for `-j/--jobs`: the number of CPUs.
+pub(crate) fn cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
 /// `--store`, else `$STRATA_STORE`, else `$XDG_DATA_HOME/strata`, else `~/.local/share/strata`.
 fn store_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(p) = flag {

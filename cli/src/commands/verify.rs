@@ -153,9 +153,7 @@ fn verify(a: &VerifyArgs, base: &Path, runs: &mut Vec<RunResult>) -> anyhow::Res
         Some(f) => fs::canonicalize(f).with_context(|| format!("Dockerfile `{}`", f.display()))?,
         None => context.join("Dockerfile"),
     };
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let cpus = super::cpus();
     let jobs1 = b.jobs.unwrap_or(cpus).max(1);
     let other_jobs = if jobs1 == 1 { cpus.max(4) } else { 1 };
     let current_umask = unsafe {

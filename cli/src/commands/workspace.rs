@@ -243,14 +243,7 @@ pub fn run(store_dir: &Path, cli: BuildArgs) -> anyhow::Result<i32> {
     };
     let images = plan_images(&file, &cli)?;
     let store = super::open_store(store_dir)?;
-    let jobs = cli
-        .jobs
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        })
-        .max(1);
+    let jobs = cli.jobs.unwrap_or_else(super::cpus).max(1);
     let previous: Vec<Option<String>> = images
         .iter()
         .map(|p| {
