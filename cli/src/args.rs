@@ -39,6 +39,9 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Write a tagged image out as an OCI layout or archive
     Export(ExportArgs),
+    /// Pin every image reference of a Dockerfile (or workspace) to its digest in strata.lock;
+    /// `--update [REF…]` re-resolves and prints what moved
+    Lock(LockArgs),
     /// Compare two images; exit 0 if identical, 1 if different, 2 on error
     Diff(DiffArgs),
     /// Build N times from nothing under different conditions and compare the digests (a CI
@@ -103,12 +106,25 @@ pub struct BuildArgs {
     /// The workspace file listing many images (implies a workspace build)
     #[arg(long, value_name = "FILE")]
     pub workspace: Option<PathBuf>,
+    /// Fail if an image reference is not pinned in strata.lock, and never write it (for CI)
+    #[arg(long)]
+    pub locked: bool,
     /// In a workspace build, only these images (repeatable)
     #[arg(long = "image", value_name = "NAME")]
     pub images: Vec<String>,
     /// In a workspace build, write a report: `--report json FILE` or `--report markdown FILE`
     #[arg(long, num_args = 2, value_names = ["FORMAT", "FILE"])]
     pub report: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LockArgs {
+    /// Re-resolve these references (all when none is given) and print what moved; put the
+    /// build context before it (`strata lock . --update debian:12`)
+    #[arg(long, num_args = 0.., value_name = "REF")]
+    pub update: Option<Vec<String>>,
+    #[command(flatten)]
+    pub build: BuildArgs,
 }
 
 #[derive(Args, Debug)]

@@ -25,5 +25,6 @@ pub mod export;
 pub mod frontend;
 pub mod image;
 pub mod layer;
+pub mod lock;
 pub mod plan;
 pub mod sandbox;

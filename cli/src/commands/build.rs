@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use strata_cache::{Store, TagRecord};
@@ -10,6 +11,7 @@ use strata_engine::context::{self, Context};
 use strata_engine::export::{self, ArchiveKind, ImageName};
 use strata_engine::image::{Platform, MEDIA_TYPE_MANIFEST};
 use strata_engine::layer::Compression;
+use strata_engine::lock::{LockMode, LockedImages};
 use strata_engine::plan::{self, PlanRequest};
 
 use crate::args::BuildArgs;
@@ -74,7 +76,7 @@ fn source_date_epoch_in(flag: Option<u64>, env: Env) -> anyhow::Result<u64> {
     }
 }
 
-fn build_args(raw: &[String], env: Env) -> anyhow::Result<BTreeMap<String, String>> {
+pub(crate) fn build_args_of(raw: &[String], env: Env) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for a in raw {
         match a.split_once('=') {
@@ -107,6 +109,9 @@ pub(crate) struct BuildRequest<'a> {
     pub store: Option<&'a Store>,
     /// Prefix for progress lines (the image name in a workspace build).
     pub label: Option<&'a str>,
+    /// The workspace's lock (shared by its images); `None`: the lock beside the Dockerfile,
+    /// written after a successful build.
+    pub lock: Option<Arc<LockedImages>>,
 }
 
 /// What [`build_image`] made: the manifest digest and where each `--output` was written.
@@ -132,6 +137,7 @@ pub fn run(store_dir: &Path, a: BuildArgs) -> anyhow::Result<i32> {
         args: &a,
         store: None,
         label: None,
+        lock: None,
     })?;
     println!("{}", built.manifest_digest);
     Ok(0)
@@ -188,16 +194,51 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
     }
     let source = std::fs::read_to_string(&dockerfile)
         .with_context(|| format!("reading the Dockerfile `{}`", dockerfile.display()))?;
+    let mode = if a.locked {
+        LockMode::Locked
+    } else {
+        LockMode::Use
+    };
+    // Image references resolve through the lock (engine/src/lock.rs): the workspace's, or the
+    // one beside the Dockerfile. Each image resolves `oci-layout://` in its own context.
+    let own_lock = match &req.lock {
+        Some(_) => None,
+        None => {
+            let dir = match dockerfile.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            Some(super::lock::open(
+                &dir,
+                super::lock::base_resolver(&context_dir),
+                mode.clone(),
+            )?)
+        }
+    };
+    let lock = req.lock.as_ref().or(own_lock.as_ref()).unwrap();
+    let images = Arc::new(LockedImages::new(
+        super::lock::base_resolver(&context_dir),
+        lock.lock().clone(),
+        lock.path(),
+        lock.mode().clone(),
+    ));
     let plan = plan::plan(&PlanRequest {
         dockerfile_name: dockerfile.display().to_string(),
         source: source.clone(),
         context_dir: context_dir.clone(),
-        build_args: build_args(&a.build_args, env)?,
+        build_args: build_args_of(&a.build_args, env)?,
         target: a.target.clone(),
         platform,
-        images: None,
+        images: Some(images.clone()),
     })?;
-    let ignore = context::load_ignore(&context_dir, &dockerfile)?;
+    for (r, d) in images.resolved() {
+        lock.record_pin(&r, d)?;
+    }
+    let ignore = strata_engine::lock::exclude_lock_file(
+        context::load_ignore(&context_dir, &dockerfile)?,
+        &context_dir,
+        lock.path(),
+    );
     let ctx = Context::open(&context_dir, ignore)?;
     // Every COPY/ADD source must resolve before anything is built.
     if let Err(p) = build::check_sources(&plan, &ctx) {
@@ -267,6 +308,9 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
                 );
             }
         }
+    }
+    if let Some(l) = &own_lock {
+        super::lock::save_after_build(l)?;
     }
     reporter.finish(out.steps_executed, out.steps_cached, started.elapsed());
     Ok(Built {

@@ -8,6 +8,7 @@ mod fsck;
 mod gc;
 mod images;
 mod inspect;
+mod lock;
 mod rebase;
 mod rmi;
 mod verify;
@@ -39,6 +40,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Export(a) => export::run(&store_dir, a),
         Command::Diff(a) => diff::run(&store_dir, a),
         Command::Verify(a) => verify::run(a),
+        Command::Lock(a) => lock::run(a),
     }
 }
 

@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 use strata_engine::context::glob_match;
 use strata_engine::export::ImageName;
 
+use strata_engine::lock::LockMode;
+
 use super::build::{build_image, process_env, BuildRequest};
 use crate::args::BuildArgs;
 
@@ -54,11 +56,11 @@ struct WorkspaceFile {
 
 /// One image to build, fields resolved.
 #[derive(Debug, Clone)]
-struct Planned {
-    name: String,
-    context: PathBuf,
-    dockerfile: PathBuf,
-    args: BuildArgs,
+pub(crate) struct Planned {
+    pub name: String,
+    pub context: PathBuf,
+    pub dockerfile: PathBuf,
+    pub args: BuildArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -106,7 +108,7 @@ fn expand_glob(base: &Path, pattern: &str) -> anyhow::Result<Vec<PathBuf>> {
     Ok(cur)
 }
 
-fn plan_images(file: &Path, cli: &BuildArgs) -> anyhow::Result<Vec<Planned>> {
+pub(crate) fn plan_images(file: &Path, cli: &BuildArgs) -> anyhow::Result<Vec<Planned>> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("reading the workspace `{}`", file.display()))?;
     let ws: WorkspaceFile =
@@ -242,6 +244,17 @@ pub fn run(store_dir: &Path, cli: BuildArgs) -> anyhow::Result<i32> {
         _ => bail!("--report takes FORMAT FILE, with FORMAT json or markdown"),
     };
     let images = plan_images(&file, &cli)?;
+    // One strata.lock for the workspace, beside strata.toml.
+    let lock_dir = std::fs::canonicalize(&file)?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let mode = if cli.locked {
+        LockMode::Locked
+    } else {
+        LockMode::Use
+    };
+    let lock = super::lock::open(&lock_dir, super::lock::base_resolver(&lock_dir), mode)?;
     let store = super::open_store(store_dir)?;
     let jobs = cli.jobs.unwrap_or_else(super::cpus).max(1);
     let previous: Vec<Option<String>> = images
@@ -273,6 +286,7 @@ pub fn run(store_dir: &Path, cli: BuildArgs) -> anyhow::Result<i32> {
                     args: &p.args,
                     store: Some(&store),
                     label: Some(&p.name),
+                    lock: Some(lock.clone()),
                 });
                 let row = match r {
                     Ok(b) => Row {
@@ -304,6 +318,7 @@ pub fn run(store_dir: &Path, cli: BuildArgs) -> anyhow::Result<i32> {
         }
     });
     let mut rows = rows.into_inner().unwrap();
+    super::lock::save_after_build(&lock)?;
     rows.sort_by_key(|(i, _)| *i);
     let rows: Vec<Row> = rows.into_iter().map(|(_, r)| r).collect();
     let failed = rows.iter().filter(|r| r.error.is_some()).count();
