@@ -72,6 +72,7 @@ fn bench_build(c: &mut Criterion) {
         dockerfile: "Dockerfile".into(),
         sde_env: None,
         explain: false,
+        remote: None,
     };
     let mut g = c.benchmark_group("build");
     g.sample_size(10);

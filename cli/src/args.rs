@@ -106,6 +106,14 @@ pub struct BuildArgs {
     /// The workspace file listing many images (implies a workspace build)
     #[arg(long, value_name = "FILE")]
     pub workspace: Option<PathBuf>,
+    /// Export this build's step cache: type=local,dest=DIR[,tag=T] (an OCI layout) or
+    /// registry:REF
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
+    /// Use a step cache exported elsewhere: type=local,src=DIR[,tag=T] or registry:REF
+    /// (repeatable; asked in order when the store misses)
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
     /// Fail if an image reference is not pinned in strata.lock, and never write it (for CI)
     #[arg(long)]
     pub locked: bool,

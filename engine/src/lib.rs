@@ -27,4 +27,5 @@ pub mod image;
 pub mod layer;
 pub mod lock;
 pub mod plan;
+pub mod remote_cache;
 pub mod sandbox;

@@ -139,6 +139,7 @@ impl Bench {
                 dockerfile: "Dockerfile".into(),
                 sde_env: None,
                 explain: false,
+                remote: None,
             },
             &col,
         )

@@ -13,6 +13,7 @@ use strata_engine::image::{Platform, MEDIA_TYPE_MANIFEST};
 use strata_engine::layer::Compression;
 use strata_engine::lock::{LockMode, LockedImages};
 use strata_engine::plan::{self, PlanRequest};
+use strata_engine::remote_cache::RemoteSteps;
 
 use crate::args::BuildArgs;
 use crate::progress::Reporter;
@@ -112,6 +113,10 @@ pub(crate) struct BuildRequest<'a> {
     /// The workspace's lock (shared by its images); `None`: the lock beside the Dockerfile,
     /// written after a successful build.
     pub lock: Option<Arc<LockedImages>>,
+    /// Imported caches shared by a workspace's images; `None`: `--cache-from` is read here.
+    pub remote: Option<Arc<dyn RemoteSteps>>,
+    /// Export `--cache-to` after the build (a workspace exports all its images' steps at once).
+    pub export_cache: bool,
 }
 
 /// What [`build_image`] made: the manifest digest and where each `--output` was written.
@@ -120,6 +125,11 @@ pub(crate) struct Built {
     pub executed: usize,
     pub cached: usize,
     pub seconds: f64,
+    /// Every step of the build, for a workspace's `--cache-to`.
+    pub steps: Vec<(
+        strata_engine::plan::key::Key,
+        Option<strata_cache::LayerRecord>,
+    )>,
     #[allow(dead_code)] // `strata build` only prints the digest
     pub outputs: Vec<PathBuf>,
 }
@@ -138,6 +148,8 @@ pub fn run(store_dir: &Path, a: BuildArgs) -> anyhow::Result<i32> {
         store: None,
         label: None,
         lock: None,
+        remote: None,
+        export_cache: true,
     })?;
     println!("{}", built.manifest_digest);
     Ok(0)
@@ -254,6 +266,11 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
         return Err(d.into());
     }
 
+    let cache_targets = super::shared_cache::check_targets(&a.cache_to)?;
+    let remote = match &req.remote {
+        Some(r) => Some(r.clone()),
+        None => super::shared_cache::import(&a.cache_from)?,
+    };
     let opened;
     let store = match req.store {
         Some(s) => s,
@@ -273,6 +290,7 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
         dockerfile: dockerfile.display().to_string(),
         sde_env: sde_explicit.then_some(sde),
         explain: a.explain,
+        remote,
     };
     let started = std::time::Instant::now();
     let out = build::run(&plan, &ctx, store, &opts, &reporter)?;
@@ -312,12 +330,16 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
     if let Some(l) = &own_lock {
         super::lock::save_after_build(l)?;
     }
+    if req.export_cache && !cache_targets.is_empty() {
+        super::shared_cache::export(&cache_targets, &out.steps, store.blobs())?;
+    }
     reporter.finish(out.steps_executed, out.steps_cached, started.elapsed());
     Ok(Built {
         manifest_digest: img.manifest_digest.to_string(),
         executed: out.steps_executed,
         cached: out.steps_cached,
         seconds: started.elapsed().as_secs_f64(),
+        steps: out.steps,
         outputs: written,
     })
 }

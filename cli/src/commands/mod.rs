@@ -11,6 +11,7 @@ mod inspect;
 mod lock;
 mod rebase;
 mod rmi;
+mod shared_cache;
 mod verify;
 mod workspace;
 

@@ -255,6 +255,8 @@ pub fn run(store_dir: &Path, cli: BuildArgs) -> anyhow::Result<i32> {
         LockMode::Use
     };
     let lock = super::lock::open(&lock_dir, super::lock::base_resolver(&lock_dir), mode)?;
+    let cache_targets = super::shared_cache::check_targets(&cli.cache_to)?;
+    let remote = super::shared_cache::import(&cli.cache_from)?;
     let store = super::open_store(store_dir)?;
     let jobs = cli.jobs.unwrap_or_else(super::cpus).max(1);
     let previous: Vec<Option<String>> = images
@@ -271,6 +273,7 @@ pub fn run(store_dir: &Path, cli: BuildArgs) -> anyhow::Result<i32> {
         })
         .collect();
     let rows: Mutex<Vec<(usize, Row)>> = Mutex::new(Vec::new());
+    let all_steps = Mutex::new(Vec::new());
     let started = std::time::Instant::now();
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|sc| {
@@ -287,18 +290,25 @@ pub fn run(store_dir: &Path, cli: BuildArgs) -> anyhow::Result<i32> {
                     store: Some(&store),
                     label: Some(&p.name),
                     lock: Some(lock.clone()),
+                    remote: remote.clone(),
+                    export_cache: false,
                 });
                 let row = match r {
-                    Ok(b) => Row {
-                        image: p.name.clone(),
-                        changed: Some(previous[i].as_deref() != Some(b.manifest_digest.as_str())),
-                        digest: Some(b.manifest_digest),
-                        previous: previous[i].clone(),
-                        executed: b.executed,
-                        cached: b.cached,
-                        seconds: b.seconds,
-                        error: None,
-                    },
+                    Ok(b) => {
+                        all_steps.lock().unwrap().extend(b.steps.iter().cloned());
+                        Row {
+                            image: p.name.clone(),
+                            changed: Some(
+                                previous[i].as_deref() != Some(b.manifest_digest.as_str()),
+                            ),
+                            digest: Some(b.manifest_digest),
+                            previous: previous[i].clone(),
+                            executed: b.executed,
+                            cached: b.cached,
+                            seconds: b.seconds,
+                            error: None,
+                        }
+                    }
                     Err(e) => {
                         eprintln!("[{}] error: {}", p.name, crate::render(&e));
                         Row {
@@ -319,6 +329,10 @@ pub fn run(store_dir: &Path, cli: BuildArgs) -> anyhow::Result<i32> {
     });
     let mut rows = rows.into_inner().unwrap();
     super::lock::save_after_build(&lock)?;
+    if !cache_targets.is_empty() {
+        let steps = all_steps.into_inner().unwrap();
+        super::shared_cache::export(&cache_targets, &steps, store.blobs())?;
+    }
     rows.sort_by_key(|(i, _)| *i);
     let rows: Vec<Row> = rows.into_iter().map(|(_, r)| r).collect();
     let failed = rows.iter().filter(|r| r.error.is_some()).count();

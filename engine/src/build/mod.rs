@@ -85,6 +85,8 @@ pub struct BuildOptions {
     /// Say why each executed step missed (`--explain`). Off, nothing is compared — the previous
     /// record of a COPY over many files is large — but the inputs are still recorded.
     pub explain: bool,
+    /// Step records imported from elsewhere (`--cache-from`), asked when the store misses.
+    pub remote: Option<std::sync::Arc<dyn crate::remote_cache::RemoteSteps>>,
 }
 
 /// What a stage left behind.
@@ -102,11 +104,14 @@ pub struct BuildOutput {
     pub image: std::sync::Arc<AssembledImage>,
     pub steps_executed: usize,
     pub steps_cached: usize,
+    /// Every step of the build (executed or cached), for `--cache-to`.
+    pub steps: Vec<(Key, Option<LayerRecord>)>,
 }
 
 struct Counters {
     executed: usize,
     cached: usize,
+    steps: Vec<(Key, Option<LayerRecord>)>,
 }
 
 /// Runs `plan` for the target stage, storing layers, config and manifest in `store`.
@@ -124,6 +129,7 @@ pub fn run(
     let counters = Mutex::new(Counters {
         executed: 0,
         cached: 0,
+        steps: Vec::new(),
     });
     // Waves: each stage goes in the wave after its last dependency.
     let mut wave_of: BTreeMap<usize, usize> = BTreeMap::new();
@@ -178,6 +184,7 @@ pub fn run(
         image: target.image.clone(),
         steps_executed: c.executed,
         steps_cached: c.cached,
+        steps: c.steps,
     })
 }
 
@@ -390,7 +397,7 @@ fn run_stage(
                         value: *blake3::hash(state).as_bytes(),
                     },
                 ];
-                let hit = !opts.no_cache && store.index().get_step(&k)?.is_some();
+                let hit = cached_step(store, opts, progress, &k)?.is_some();
                 (
                     k,
                     inputs,
@@ -444,14 +451,7 @@ fn run_stage(
                     },
                 ];
                 inflight = Some(KeyLock::acquire(k));
-                let cached = if opts.no_cache {
-                    None
-                } else {
-                    store.index().get_step(&k)?
-                };
-                let cached_layer = cached
-                    .and_then(|r| r.layer)
-                    .filter(|l| store.blobs().contains(&l.digest));
+                let cached_layer = cached_step(store, opts, progress, &k)?.and_then(|r| r.layer);
                 match cached_layer {
                     Some(l) => (k, inputs, StepStatus::Cached, Some(l)),
                     None => {
@@ -502,14 +502,8 @@ fn run_stage(
                     bytes_hashed: prep.bytes_hashed,
                 });
                 inflight = Some(KeyLock::acquire(prep.key));
-                let cached = if opts.no_cache {
-                    None
-                } else {
-                    store.index().get_step(&prep.key)?
-                };
-                let cached_layer = cached
-                    .and_then(|r| r.layer)
-                    .filter(|l| store.blobs().contains(&l.digest));
+                let cached_layer =
+                    cached_step(store, opts, progress, &prep.key)?.and_then(|r| r.layer);
                 match cached_layer {
                     Some(l) => (prep.key, prep.explain, StepStatus::Cached, Some(l)),
                     None => {
@@ -571,6 +565,7 @@ fn run_stage(
             counters.lock().unwrap().cached += 1;
         }
         store.index().put_last_at(&loc, &key)?;
+        counters.lock().unwrap().steps.push((key, layer.clone()));
         drop(inflight);
         if let Some(l) = &layer {
             // Base-independent: only COPY --link from the context (no name lookup in the rootfs).
@@ -660,6 +655,51 @@ pub fn check_sources(plan: &Plan, ctx: &Context) -> Result<(), Box<SourceProblem
         }
     }
     Ok(())
+}
+
+/// The record of step `k` if it can be reused: the store's (when its layer blob is present),
+/// else an imported cache's, whose layer is then fetched into the store and the record written
+/// (records after blobs). A failed fetch is a miss, with a warning: the step runs.
+fn cached_step(
+    store: &Store,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+    k: &Key,
+) -> Result<Option<StepRecord>, BuildError> {
+    if opts.no_cache {
+        return Ok(None);
+    }
+    let present = |r: &StepRecord| {
+        r.layer
+            .as_ref()
+            .is_none_or(|l| store.blobs().contains(&l.digest))
+    };
+    if let Some(r) = store.index().get_step(k)? {
+        if present(&r) {
+            return Ok(Some(r));
+        }
+    }
+    let Some(remote) = &opts.remote else {
+        return Ok(None);
+    };
+    let Some(mut r) = remote.step(k) else {
+        return Ok(None);
+    };
+    if let Some(l) = &r.layer {
+        if !store.blobs().contains(&l.digest) {
+            if let Err(e) = remote.fetch_layer(l, store.blobs()) {
+                progress.event(&Event::Warning(format!(
+                    "cache {}: layer {} could not be fetched ({e}); running the step instead",
+                    remote.origin(),
+                    l.digest
+                )));
+                return Ok(None);
+            }
+        }
+    }
+    r.created_unix = unix_now();
+    store.index().put_step(k, &r)?;
+    Ok(Some(r))
 }
 
 /// A process-wide lock on one step key (see its use in `run_stage`).
