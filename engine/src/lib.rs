@@ -26,4 +26,5 @@ pub mod frontend;
 pub mod image;
 pub mod layer;
 pub mod plan;
+pub mod registry;
 pub mod sandbox;
