@@ -18,6 +18,7 @@ use crate::progress::Reporter;
 pub(crate) enum Output {
     OciDir(PathBuf),
     Archive(ArchiveKind, PathBuf),
+    Registry(strata_engine::registry::Reference),
 }
 
 pub(crate) fn parse_output(spec: &str) -> anyhow::Result<Output> {
@@ -39,13 +40,23 @@ pub(crate) fn parse_output(spec: &str) -> anyhow::Result<Output> {
         Some("docker-archive") | Some("docker") => {
             Output::Archive(ArchiveKind::Docker, need_dest()?)
         }
-        Some(t @ ("registry" | "image" | "local" | "tar")) => {
-            bail!("--output type={t} is not supported yet (supported: oci, oci-archive, docker-archive)")
+        Some("registry") => {
+            let name = kv
+                .get("name")
+                .with_context(|| format!("--output `{spec}` needs name=REF (e.g. type=registry,name=registry.example/app:1)"))?;
+            Output::Registry(
+                strata_engine::registry::Reference::parse(name)
+                    .map_err(strata_engine::registry::RegistryError::from)
+                    .with_context(|| format!("--output `{spec}`"))?,
+            )
+        }
+        Some(t @ ("image" | "local" | "tar")) => {
+            bail!("--output type={t} is not supported yet (supported: oci, oci-archive, docker-archive, registry)")
         }
         Some(t) => {
-            bail!("unknown --output type `{t}` (supported: oci, oci-archive, docker-archive)")
+            bail!("unknown --output type `{t}` (supported: oci, oci-archive, docker-archive, registry)")
         }
-        None => bail!("--output `{spec}` needs type=oci|oci-archive|docker-archive"),
+        None => bail!("--output `{spec}` needs type=oci|oci-archive|docker-archive|registry"),
     })
 }
 
@@ -264,6 +275,9 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
                     },
                     f,
                 );
+            }
+            Output::Registry(r) => {
+                super::push::push_image(store, &img.manifest_digest, r)?;
             }
         }
     }

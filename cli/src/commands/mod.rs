@@ -8,6 +8,7 @@ mod fsck;
 mod gc;
 mod images;
 mod inspect;
+mod push;
 mod rebase;
 mod rmi;
 mod verify;
@@ -26,6 +27,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         return bench::run(a);
     }
     let store_dir = store_dir(cli.store)?;
+    set_insecure_registries(cli.insecure_registries);
     match cli.command {
         Command::Build(a) if a.all || a.workspace.is_some() => workspace::run(&store_dir, a),
         Command::Build(a) => build::run(&store_dir, a),
@@ -37,9 +39,27 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Rmi(a) => rmi::run(&store_dir, a),
         Command::Inspect(a) => inspect::run(&store_dir, a),
         Command::Export(a) => export::run(&store_dir, a),
+        Command::Push(a) => push::run(&store_dir, a),
         Command::Diff(a) => diff::run(&store_dir, a),
         Command::Verify(a) => verify::run(a),
     }
+}
+
+static INSECURE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+fn set_insecure_registries(hosts: Vec<String>) {
+    let _ = INSECURE.set(hosts);
+}
+
+/// The registry client every command shares the settings of: `--insecure-registry` hosts and
+/// credentials from the environment (`$REGISTRY_AUTH_FILE`, `$DOCKER_CONFIG`, `~/.docker`).
+pub(crate) fn registry_client() -> strata_engine::registry::Client {
+    use strata_engine::registry::{AuthSources, Client, ClientOptions};
+    Client::new(ClientOptions {
+        insecure: INSECURE.get().cloned().unwrap_or_default(),
+        auth: AuthSources::from_env(),
+        ..Default::default()
+    })
 }
 
 /// The default for `-j/--jobs`: the number of CPUs.
