@@ -414,3 +414,719 @@ fn base64_encode(data: &[u8]) -> String {
     }
     out
 }
+
+/// One canned response of the fake registry.
+#[derive(Clone)]
+pub struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// Send a `Content-Length` (else the body ends when the connection closes).
+    length: bool,
+    /// Close the connection after this many body bytes.
+    cut_at: Option<usize>,
+}
+
+impl Reply {
+    pub fn ok(body: Vec<u8>, content_type: &str) -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![("Content-Type".into(), content_type.into())],
+            body,
+            length: true,
+            cut_at: None,
+        }
+    }
+    pub fn status(status: u16, headers: &[(&str, &str)]) -> Reply {
+        Reply {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: br#"{"errors":[{"code":"FAKE","message":"canned"}]}"#.to_vec(),
+            length: true,
+            cut_at: None,
+        }
+    }
+}
+
+type Route = dyn Fn(&str, &str, Option<&str>) -> Reply + Send + Sync;
+
+/// A registry that answers every request with what `route(method, path, authorization)` says,
+/// one request per connection, and counts them.
+pub struct FakeRegistry {
+    pub host: String,
+    pub hits: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl FakeRegistry {
+    pub fn start(
+        route: impl Fn(&str, &str, Option<&str>) -> Reply + Send + Sync + 'static,
+    ) -> FakeRegistry {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let hits = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let h = hits.clone();
+        let route: std::sync::Arc<Route> = std::sync::Arc::new(route);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let route = route.clone();
+                let h = h.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).is_err() {
+                        return;
+                    }
+                    let mut auth = None;
+                    loop {
+                        let mut l = String::new();
+                        if reader.read_line(&mut l).unwrap_or(0) == 0 || l == "\r\n" {
+                            break;
+                        }
+                        if let Some((k, v)) = l.split_once(':') {
+                            if k.eq_ignore_ascii_case("authorization") {
+                                auth = Some(v.trim().to_string());
+                            }
+                        }
+                    }
+                    let mut parts = line.split(' ');
+                    let method = parts.next().unwrap_or("").to_string();
+                    let path = parts.next().unwrap_or("").to_string();
+                    h.lock().unwrap().push(format!("{method} {path}"));
+                    let r = route(&method, &path, auth.as_deref());
+                    let mut head = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", r.status);
+                    for (k, v) in &r.headers {
+                        head.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    if r.length {
+                        head.push_str(&format!("Content-Length: {}\r\n", r.body.len()));
+                    }
+                    head.push_str("\r\n");
+                    let _ = conn.write_all(head.as_bytes());
+                    if method != "HEAD" {
+                        let body = &r.body[..r.cut_at.unwrap_or(r.body.len()).min(r.body.len())];
+                        let _ = conn.write_all(body);
+                    }
+                    let _ = conn.flush();
+                    let _ = conn.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        FakeRegistry { host, hits }
+    }
+
+    pub fn count(&self, needle: &str) -> usize {
+        self.hits
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|h| h.contains(needle))
+            .count()
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    let out = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(data)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+}
+
+/// A one-layer image (a gzip tar holding `/hello.txt`) as the fake registry serves it.
+struct FakeImage {
+    manifest: Vec<u8>,
+    manifest_digest: String,
+    config: Vec<u8>,
+    config_digest: String,
+    layer: Vec<u8>,
+    layer_digest: String,
+}
+
+fn fake_image(work: &Path) -> FakeImage {
+    let root = work.join("layer-root");
+    write(&root.join("hello.txt"), "hello from the fake registry\n");
+    let tgz = work.join("layer.tar.gz");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .args(["--owner=0", "--group=0", "-czf"])
+        .arg(&tgz)
+        .arg("hello.txt")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let layer = fs::read(&tgz).unwrap();
+    let tar = Command::new("gzip")
+        .args(["-dc"])
+        .arg(&tgz)
+        .output()
+        .unwrap()
+        .stdout;
+    let layer_digest = format!("sha256:{}", sha256_hex(&layer));
+    let diff_id = format!("sha256:{}", sha256_hex(&tar));
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","config":{{"Env":["FROM_FAKE=1"]}},"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
+    )
+    .into_bytes();
+    let config_digest = format!("sha256:{}", sha256_hex(&config));
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer_digest}","size":{}}}]}}"#,
+        config.len(),
+        layer.len()
+    )
+    .into_bytes();
+    let manifest_digest = format!("sha256:{}", sha256_hex(&manifest));
+    FakeImage {
+        manifest,
+        manifest_digest,
+        config,
+        config_digest,
+        layer,
+        layer_digest,
+    }
+}
+
+/// Serves `img` as `fake/img:1`; `special` may answer a request differently first.
+fn serve(
+    img: &FakeImage,
+    special: impl Fn(&str, &str) -> Option<Reply> + Send + Sync + 'static,
+) -> FakeRegistry {
+    let (m, md, c, cd, l, ld) = (
+        img.manifest.clone(),
+        img.manifest_digest.clone(),
+        img.config.clone(),
+        img.config_digest.clone(),
+        img.layer.clone(),
+        img.layer_digest.clone(),
+    );
+    FakeRegistry::start(move |method, path, _auth| {
+        if let Some(r) = special(method, path) {
+            return r;
+        }
+        if path == "/v2/fake/img/manifests/1" || path == format!("/v2/fake/img/manifests/{md}") {
+            let mut r = Reply::ok(m.clone(), "application/vnd.oci.image.manifest.v1+json");
+            r.headers.push(("Docker-Content-Digest".into(), md.clone()));
+            return r;
+        }
+        if path == format!("/v2/fake/img/blobs/{cd}") {
+            return Reply::ok(c.clone(), "application/octet-stream");
+        }
+        if path == format!("/v2/fake/img/blobs/{ld}") {
+            return Reply::ok(l.clone(), "application/octet-stream");
+        }
+        Reply::status(404, &[])
+    })
+}
+
+fn build_from(store: &Path, work: &Path, base: &str) -> Run {
+    let ctx = work.join("ctx");
+    write(
+        &ctx.join("Dockerfile"),
+        &format!("FROM {base}\nCOPY a.txt /a.txt\n"),
+    );
+    write(&ctx.join("a.txt"), "a\n");
+    build(store, &ctx, &[])
+}
+
+fn assert_not_stored(store: &Path, digest: &str) {
+    let hex = digest.trim_start_matches("sha256:");
+    assert!(
+        !store_blobs(store).iter().any(|b| b == hex),
+        "{digest} must not be in the store"
+    );
+    let tmp: Vec<_> = fs::read_dir(store.join("tmp"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        tmp.iter()
+            .all(|n| !n.to_string_lossy().starts_with("blob-")),
+        "no partial blob left in tmp/: {tmp:?}"
+    );
+}
+
+#[test]
+fn registry_fake_serving_corrupt_truncated_or_oversized_content_is_refused_and_nothing_kept() {
+    let work = tempfile::tempdir().unwrap();
+    let img = fake_image(work.path());
+
+    // A good image first: the fake serves something strata can build on.
+    let fake = serve(&img, |_, _| None);
+    let store = tempfile::tempdir().unwrap();
+    let ok = build_from(
+        store.path(),
+        work.path(),
+        &format!("{}/fake/img:1", fake.host),
+    )
+    .ok();
+    ok.digest();
+    assert!(store_blobs(store.path()).contains(&img.layer_digest[7..].to_string()));
+
+    // A layer whose content does not hash to its digest (same size, one byte changed).
+    let mut bad = img.layer.clone();
+    let n = bad.len();
+    bad[n - 5] ^= 0xff;
+    let ld = img.layer_digest.clone();
+    let fake = serve(&img, move |_, p| {
+        (p == format!("/v2/fake/img/blobs/{ld}"))
+            .then(|| Reply::ok(bad.clone(), "application/octet-stream"))
+    });
+    let store = tempfile::tempdir().unwrap();
+    let e = build_from(
+        store.path(),
+        work.path(),
+        &format!("{}/fake/img:1", fake.host),
+    )
+    .fails()
+    .stderr();
+    assert!(
+        e.contains("hashes to") && e.contains(&img.layer_digest),
+        "{e}"
+    );
+    assert!(
+        e.contains("nothing was stored") && e.contains("fake/img"),
+        "{e}"
+    );
+    assert_not_stored(store.path(), &img.layer_digest);
+
+    // A truncated layer: the connection closes halfway; retried, then refused.
+    let ld = img.layer_digest.clone();
+    let layer = img.layer.clone();
+    let fake = serve(&img, move |_, p| {
+        (p == format!("/v2/fake/img/blobs/{ld}")).then(|| {
+            let mut r = Reply::ok(layer.clone(), "application/octet-stream");
+            r.cut_at = Some(layer.len() / 2);
+            r
+        })
+    });
+    let store = tempfile::tempdir().unwrap();
+    let e = build_from(
+        store.path(),
+        work.path(),
+        &format!("{}/fake/img:1", fake.host),
+    )
+    .fails()
+    .stderr();
+    assert!(e.contains("blob truncated: received"), "{e}");
+    assert!(e.contains("after 5 attempts"), "{e}");
+    assert_eq!(
+        fake.count(&format!("GET /v2/fake/img/blobs/{}", img.layer_digest)),
+        5
+    );
+    assert_not_stored(store.path(), &img.layer_digest);
+
+    // A config that does not match its digest: refused at plan time.
+    let cd = img.config_digest.clone();
+    let fake = serve(&img, move |_, p| {
+        (p == format!("/v2/fake/img/blobs/{cd}")).then(|| {
+            Reply::ok(
+                br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec(),
+                "application/octet-stream",
+            )
+        })
+    });
+    let store = tempfile::tempdir().unwrap();
+    let e = build_from(
+        store.path(),
+        work.path(),
+        &format!("{}/fake/img:1", fake.host),
+    )
+    .fails()
+    .stderr();
+    assert!(e.contains("blob size") || e.contains("hashes to"), "{e}");
+    assert_not_stored(store.path(), &img.config_digest);
+
+    // A manifest whose bytes are not what the registry's Docker-Content-Digest says.
+    let m = img.manifest.clone();
+    let fake = serve(&img, move |_, p| {
+        (p == "/v2/fake/img/manifests/1").then(|| {
+            let mut r = Reply::ok(m.clone(), "application/vnd.oci.image.manifest.v1+json");
+            r.headers.push((
+                "Docker-Content-Digest".into(),
+                format!("sha256:{}", "0".repeat(64)),
+            ));
+            r
+        })
+    });
+    let store = tempfile::tempdir().unwrap();
+    let e = build_from(
+        store.path(),
+        work.path(),
+        &format!("{}/fake/img:1", fake.host),
+    )
+    .fails()
+    .stderr();
+    assert!(e.contains("hashes to") && e.contains("manifest"), "{e}");
+    assert_not_stored(store.path(), &img.manifest_digest);
+
+    // An oversized manifest (5 MiB, no Content-Length: the limit holds while reading).
+    let fake = serve(&img, move |_, p| {
+        (p == "/v2/fake/img/manifests/1").then(|| {
+            let mut body = br#"{"schemaVersion":2,"x":""#.to_vec();
+            body.extend(std::iter::repeat_n(b'a', 5 << 20));
+            let mut r = Reply::ok(body, "application/vnd.oci.image.manifest.v1+json");
+            r.length = false;
+            r
+        })
+    });
+    let store = tempfile::tempdir().unwrap();
+    let e = build_from(
+        store.path(),
+        work.path(),
+        &format!("{}/fake/img:1", fake.host),
+    )
+    .fails()
+    .stderr();
+    assert!(e.contains("larger than 4194304 bytes"), "{e}");
+    assert!(store_blobs(store.path()).is_empty(), "nothing stored");
+}
+
+#[test]
+fn registry_fake_statuses_each_get_their_message_and_retries_are_bounded() {
+    let work = tempfile::tempdir().unwrap();
+    let img = fake_image(work.path());
+    let cases: [(u16, &str, &str); 3] = [
+        (404, "not found (HTTP 404)", "hint: check the name and tag"),
+        (
+            403,
+            "access denied (HTTP 403)",
+            "hint: the credentials in use are not allowed",
+        ),
+        (
+            429,
+            "too many requests (HTTP 429), still refused after 5 attempts",
+            "hint: the registry is rate-limiting",
+        ),
+    ];
+    for (status, msg, hint) in cases {
+        let fake = serve(&img, move |_, p| {
+            (p == "/v2/fake/img/manifests/1")
+                .then(|| Reply::status(status, &[("Retry-After", "0")]))
+        });
+        let store = tempfile::tempdir().unwrap();
+        let e = build_from(
+            store.path(),
+            work.path(),
+            &format!("{}/fake/img:1", fake.host),
+        )
+        .fails()
+        .stderr();
+        assert!(e.contains(msg) && e.contains(hint), "{status}: {e}");
+        assert!(
+            e.contains(&format!(
+                "registry `{}`, repository `fake/img`: pull manifest `1`",
+                fake.host
+            )),
+            "names registry, repository and operation: {e}"
+        );
+        if status != 429 {
+            assert!(
+                e.contains("FAKE: canned"),
+                "the registry's own message: {e}"
+            );
+        }
+        let expected = if status == 429 { 5 } else { 1 };
+        assert_eq!(
+            fake.count("GET /v2/fake/img/manifests/1"),
+            expected,
+            "{status}"
+        );
+        assert!(store_blobs(store.path()).is_empty());
+    }
+
+    // A 503 then success: retried, and the build goes through.
+    let failed_once = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = failed_once.clone();
+    let fake = serve(&img, move |_, p| {
+        (p == "/v2/fake/img/manifests/1" && !f.swap(true, std::sync::atomic::Ordering::SeqCst))
+            .then(|| Reply::status(503, &[]))
+    });
+    let store = tempfile::tempdir().unwrap();
+    build_from(
+        store.path(),
+        work.path(),
+        &format!("{}/fake/img:1", fake.host),
+    )
+    .ok();
+    assert_eq!(fake.count("GET /v2/fake/img/manifests/1"), 2);
+}
+
+#[test]
+fn registry_fake_anonymous_bearer_token_flow() {
+    let work = tempfile::tempdir().unwrap();
+    let img = fake_image(work.path());
+    let host = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let h = host.clone();
+    let fake = serve(&img, move |_, _| None);
+    // A second fake in front: demands a token, issues it at /token, then proxies to `fake`'s
+    // canned answers through the same routing.
+    let (m, md, c, cd, l, ld) = (
+        img.manifest.clone(),
+        img.manifest_digest.clone(),
+        img.config.clone(),
+        img.config_digest.clone(),
+        img.layer.clone(),
+        img.layer_digest.clone(),
+    );
+    drop(fake);
+    let guarded = FakeRegistry::start(move |_, p, auth| {
+        if p.starts_with("/token?") {
+            assert!(p.contains("service=fake-service"), "{p}");
+            assert!(p.contains("scope=repository%3Afake%2Fimg%3Apull"), "{p}");
+            return Reply::ok(br#"{"token":"t0k"}"#.to_vec(), "application/json");
+        }
+        if auth != Some("Bearer t0k") {
+            let realm = format!(
+                r#"Bearer realm="http://{}/token",service="fake-service",scope="repository:fake/img:pull""#,
+                h.lock().unwrap()
+            );
+            return Reply::status(401, &[("WWW-Authenticate", &realm)]);
+        }
+        if p == "/v2/fake/img/manifests/1" {
+            let mut r = Reply::ok(m.clone(), "application/vnd.oci.image.manifest.v1+json");
+            r.headers.push(("Docker-Content-Digest".into(), md.clone()));
+            return r;
+        }
+        if p == format!("/v2/fake/img/blobs/{cd}") {
+            return Reply::ok(c.clone(), "application/octet-stream");
+        }
+        if p == format!("/v2/fake/img/blobs/{ld}") {
+            return Reply::ok(l.clone(), "application/octet-stream");
+        }
+        Reply::status(404, &[])
+    });
+    *host.lock().unwrap() = guarded.host.clone();
+    let store = tempfile::tempdir().unwrap();
+    build_from(
+        store.path(),
+        work.path(),
+        &format!("{}/fake/img:1", guarded.host),
+    )
+    .ok();
+    assert_eq!(
+        guarded.count("GET /token?"),
+        1,
+        "one token for the whole pull"
+    );
+}
+
+/// The busybox base built by strata (FROM scratch + COPY busybox), as an OCI layout at `dir`
+/// tagged `1`, with `MARK=amd64` in its environment.
+fn busybox_base(store: &Path, work: &Path, dir: &Path) -> String {
+    let ctx = work.join("base-ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::copy("/bin/busybox", ctx.join("busybox"))
+        .expect("busybox-static is installed by .ci/install-deps");
+    write(
+        &ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nENV MARK=amd64\n",
+    );
+    build(
+        store,
+        &ctx,
+        &[
+            "-t",
+            "base:1",
+            "--output",
+            &format!("type=oci,dest={}", dir.display()),
+        ],
+    )
+    .ok()
+    .digest()
+}
+
+/// Adds to the layout at `dir` an index `multi` of two manifests: the image tagged `1`
+/// (linux/amd64) and a linux/arm64 copy whose config says `MARK=arm64`.
+fn add_two_platform_index(dir: &Path) {
+    let blob = |d: &str| {
+        dir.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let put = |bytes: &[u8]| -> String {
+        let d = format!("sha256:{}", sha256_hex(bytes));
+        fs::write(blob(&d), bytes).unwrap();
+        d
+    };
+    let mut index: Value =
+        serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let amd = index["manifests"][0].clone();
+    let md = amd["digest"].as_str().unwrap();
+    let mut manifest: Value = serde_json::from_slice(&fs::read(blob(md)).unwrap()).unwrap();
+    let cd = manifest["config"]["digest"].as_str().unwrap().to_string();
+    let mut config: Value = serde_json::from_slice(&fs::read(blob(&cd)).unwrap()).unwrap();
+    config["architecture"] = "arm64".into();
+    config["config"]["Env"] = serde_json::json!(["MARK=arm64"]);
+    let cbytes = serde_json::to_vec(&config).unwrap();
+    let arm_cd = put(&cbytes);
+    manifest["config"]["digest"] = arm_cd.into();
+    manifest["config"]["size"] = cbytes.len().into();
+    let mbytes = serde_json::to_vec(&manifest).unwrap();
+    let arm_md = put(&mbytes);
+    let nested = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": arm_md, "size": mbytes.len(),
+             "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": amd["size"],
+             "platform": {"os": "linux", "architecture": "amd64"}},
+        ]
+    });
+    let ibytes = serde_json::to_vec(&nested).unwrap();
+    let id = put(&ibytes);
+    index["manifests"].as_array_mut().unwrap().push(serde_json::json!({
+        "mediaType": "application/vnd.oci.image.index.v1+json", "digest": id, "size": ibytes.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "multi"}
+    }));
+    fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// The content of `path` in the last layer of the image tagged `tag` in the layout `dir`.
+fn file_in_top_layer(dir: &Path, path: &str) -> String {
+    let index: Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let md = index["manifests"][0]["digest"].as_str().unwrap();
+    let blob = |d: &str| {
+        dir.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let manifest: Value = serde_json::from_slice(&fs::read(blob(md)).unwrap()).unwrap();
+    let top = manifest["layers"].as_array().unwrap().last().unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = Command::new("tar")
+        .arg("-xzOf")
+        .arg(blob(&top))
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn registry_pull_what_skopeo_pushed_and_run_on_top() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let base_store = tempfile::tempdir().unwrap();
+    let layout = work.path().join("base");
+    busybox_base(base_store.path(), work.path(), &layout);
+    add_two_platform_index(&layout);
+    let src = format!("oci:{}:1", layout.display());
+    let h = &reg.host;
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &src,
+        &format!("docker://{h}/base/oci:1"),
+    ]);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--format",
+        "v2s2",
+        &src,
+        &format!("docker://{h}/base/docker:1"),
+    ]);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-compress-format",
+        "zstd",
+        "--dest-compress",
+        &src,
+        &format!("docker://{h}/base/zstd:1"),
+    ]);
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--all",
+        &format!("oci:{}:multi", layout.display()),
+        &format!("docker://{h}/base/multi:1"),
+    ]);
+    let zstd: Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{h}/base/zstd:1"),
+    ]))
+    .unwrap();
+    assert!(
+        zstd["layers"][0]["mediaType"]
+            .as_str()
+            .unwrap()
+            .ends_with("+zstd"),
+        "{zstd}"
+    );
+    let docker: Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{h}/base/docker:1"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        docker["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+
+    let store = tempfile::tempdir().unwrap();
+    let mut digests = Vec::new();
+    for repo in ["oci", "docker", "zstd", "multi"] {
+        let ctx = work.path().join(format!("ctx-{repo}"));
+        write(
+            &ctx.join("Dockerfile"),
+            &format!(
+                "FROM {h}/base/{repo}:1\nCOPY a.txt /a.txt\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo $MARK > /mark\"]\n"
+            ),
+        );
+        write(&ctx.join("a.txt"), "a\n");
+        let out = work.path().join(format!("out-{repo}"));
+        let run = build(
+            store.path(),
+            &ctx,
+            &["--output", &format!("type=oci,dest={}", out.display())],
+        )
+        .ok();
+        // The index resolves to linux/amd64 (the host's platform), not the arm64 entry.
+        assert_eq!(file_in_top_layer(&out, "mark"), "amd64\n", "{repo}");
+        digests.push(run.digest());
+    }
+    // Same base content (OCI and Docker shapes, and the amd64 entry of the index, share layers
+    // and config), so the oci, docker and multi images agree; zstd layers differ in digest.
+    assert_eq!(
+        digests[0], digests[3],
+        "multi's amd64 entry is the oci image"
+    );
+
+    // By digest, once in the store: no network needed.
+    let pinned: Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{h}/base/oci:1"),
+    ]))
+    .unwrap();
+    let pinned = pinned["Digest"].as_str().unwrap().to_string();
+    let ctx = work.path().join("ctx-pinned");
+    write(
+        &ctx.join("Dockerfile"),
+        &format!("FROM {h}/base/oci@{pinned}\nCOPY b.txt /b.txt\n"),
+    );
+    write(&ctx.join("b.txt"), "b\n");
+    build(store.path(), &ctx, &[]).ok();
+    drop(reg);
+    write(&ctx.join("b.txt"), "b, changed, offline\n");
+    build(store.path(), &ctx, &[]).ok();
+}
