@@ -53,7 +53,7 @@ pub enum RegistryError {
     },
     #[error("{site}: the content hashes to {found}, not to {expected}, the digest it was fetched by; nothing was stored\nhint: the registry (or something between it and you) served corrupt data")]
     DigestMismatch {
-        site: Site,
+        site: Box<Site>,
         expected: Digest,
         found: Digest,
     },

@@ -186,7 +186,7 @@ mod tests {
         assert_eq!(config.digest().unwrap(), d);
         assert_eq!(layers[0].size, 3);
         // OCI without mediaType: the Content-Type header says what it is.
-        let m = format!(r#"{{"schemaVersion":2,"manifests":[]}}"#);
+        let m = r#"{"schemaVersion":2,"manifests":[]}"#.to_string();
         assert!(matches!(
             parse(m.as_bytes(), Some(&format!("{OCI_INDEX}; charset=utf-8"))).unwrap(),
             Parsed::Index { .. }

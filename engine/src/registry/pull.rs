@@ -212,7 +212,7 @@ fn get_manifest(
     if let Some(expected) = expected {
         if expected != found {
             return Err(RegistryError::DigestMismatch {
-                site: c.site(),
+                site: Box::new(c.site()),
                 expected,
                 found,
             });
@@ -275,7 +275,7 @@ pub fn fetch_blob(
                     Ok(_) => Ok(()),
                     Err(StoreError::DigestMismatch { found, .. }) => {
                         Err(RegistryError::DigestMismatch {
-                            site: c.site(),
+                            site: Box::new(c.site()),
                             expected: *digest,
                             found,
                         })
