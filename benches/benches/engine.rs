@@ -25,6 +25,7 @@ fn request(dir: &Path, source: String) -> PlanRequest {
         build_args: BTreeMap::new(),
         target: None,
         platform: Platform::host(),
+        images: None,
     }
 }
 

@@ -206,6 +206,7 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
         build_args: build_args(&a.build_args, env)?,
         target: a.target.clone(),
         platform,
+        images: None,
     })?;
     let ignore = context::load_ignore(&context_dir, &dockerfile)?;
     let ctx = Context::open(&context_dir, ignore)?;

@@ -48,10 +48,10 @@ pub enum BuildError {
     FromSourceMissing { path: String },
     #[error("ADD `{}`: {message}", path.display())]
     Archive { path: PathBuf, message: String },
-    #[error("base image blob {digest} from `{}`: {message}", layout.display())]
+    #[error("base image blob {digest} from {origin}: {message}")]
     BaseBlob {
         digest: Digest,
-        layout: PathBuf,
+        origin: String,
         message: String,
     },
     #[error(transparent)]
@@ -699,21 +699,29 @@ pub(crate) fn chunk_cache(store: &Store) -> std::sync::Arc<dyn layer::ChunkCache
     std::sync::Arc::new(layer::ChunkDir::new(store.root().join("chunks-v1")))
 }
 
-/// Copies a base image's layer blobs into the store, verifying each against its digest.
+/// Puts a base image's layer blobs into the store (from its layout or registry), verifying
+/// each against its digest.
 pub fn import_base(store: &Store, img: &image::BaseImage) -> Result<(), BuildError> {
     for l in &img.layers {
         if store.blobs().contains(&l.digest) {
             continue;
         }
-        let src = img.layout.join("blobs/sha256").join(l.digest.hex());
-        store
-            .blobs()
-            .import_file(&src, Some(&l.digest))
-            .map_err(|e| BuildError::BaseBlob {
-                digest: l.digest,
-                layout: img.layout.clone(),
-                message: e.to_string(),
-            })?;
+        let result = match &img.source {
+            image::BlobSource::Layout(dir) => {
+                let src = dir.join("blobs/sha256").join(l.digest.hex());
+                store
+                    .blobs()
+                    .import_file(&src, Some(&l.digest))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            image::BlobSource::Fetcher(f) => f.fetch(l, store.blobs()),
+        };
+        result.map_err(|message| BuildError::BaseBlob {
+            digest: l.digest,
+            origin: img.source.origin(),
+            message,
+        })?;
     }
     Ok(())
 }

@@ -3,21 +3,24 @@
 //! Only small JSON blobs (index, manifest, config) are read at plan time, each checked against
 //! its digest; layer blobs are verified when they are imported into the store.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
 use serde_json::Value;
 use strata_cache::Digest;
 
-use crate::image::{ImageError, Platform};
+use crate::image::{BlobSource, ImageError, Platform};
 
 /// A base image found in an OCI layout.
 #[derive(Debug, Clone)]
 pub struct BaseImage {
     /// As the user wrote it, for messages and history.
     pub reference: String,
-    /// The layout directory the blobs come from.
-    pub layout: PathBuf,
+    /// Where the layer blobs come from.
+    pub source: BlobSource,
+    /// What the reference resolved to before platform selection (an index or a manifest): the
+    /// digest a lockfile pins.
+    pub pinned: Digest,
     pub manifest_digest: Digest,
     pub config_digest: Digest,
     /// The config JSON, exactly as stored (base history is kept as it came).
@@ -144,6 +147,10 @@ pub fn load(spec: &str, base_dir: &Path, platform: &Platform) -> Result<BaseImag
                 }
             }
         }
+        (Selector::Digest(d), []) if layout.join("blobs/sha256").join(d.hex()).is_file() => {
+            // Pinned by digest (a lockfile) while the tag has moved on: the blob is still there.
+            unlisted_descriptor(&layout, d)?
+        }
         _ => {
             let tags: Vec<String> = index.manifests().iter().filter_map(ref_name).collect();
             return Err(ImageError::NotFound {
@@ -152,6 +159,10 @@ pub fn load(spec: &str, base_dir: &Path, platform: &Platform) -> Result<BaseImag
             });
         }
     };
+    let pinned: Digest = oci_digest(&desc).parse().map_err(|e| ImageError::Layout {
+        layout: layout.clone(),
+        reason: format!("{e}"),
+    })?;
     let manifest_desc = if is_index(desc.media_type()) {
         let data = read_blob(&layout, &oci_digest(&desc), Some(desc.size()))?;
         let nested = ImageIndex::from_reader(&data[..]).map_err(|e| ImageError::Layout {
@@ -225,12 +236,33 @@ pub fn load(spec: &str, base_dir: &Path, platform: &Platform) -> Result<BaseImag
     }
     Ok(BaseImage {
         reference: spec.to_string(),
-        layout,
+        source: BlobSource::Layout(layout),
+        pinned,
         manifest_digest: Digest::of(&manifest_bytes),
         config_digest: Digest::of(&config_bytes),
         config,
         layers,
     })
+}
+
+/// A descriptor for a manifest or index that is in the layout's blobs but not in index.json.
+fn unlisted_descriptor(layout: &Path, d: &Digest) -> Result<Descriptor, ImageError> {
+    let data = read_blob(layout, &d.to_string(), None)?;
+    let v: Value = serde_json::from_slice(&data).map_err(|e| ImageError::Layout {
+        layout: layout.to_path_buf(),
+        reason: format!("blob {d}: {e}"),
+    })?;
+    let media_type = match v.get("mediaType").and_then(Value::as_str) {
+        Some(m) => MediaType::from(m),
+        None if v.get("manifests").is_some() => MediaType::ImageIndex,
+        None => MediaType::ImageManifest,
+    };
+    let digest: oci_spec::image::Digest =
+        d.to_string().parse().map_err(|e| ImageError::Layout {
+            layout: layout.to_path_buf(),
+            reason: format!("{e}"),
+        })?;
+    Ok(Descriptor::new(media_type, data.len() as u64, digest))
 }
 
 fn ref_name(d: &Descriptor) -> Option<String> {

@@ -5,6 +5,7 @@
 //! builder version, random ids) is ever written.
 
 pub mod layout;
+pub mod resolve;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use serde_json::{json, Map, Value};
 use strata_cache::{BlobStore, Digest};
 
 pub use layout::{BaseImage, LayerDesc};
+pub use resolve::{BlobFetcher, BlobSource, ImageResolver, LocalImages};
 
 pub const MEDIA_TYPE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const MEDIA_TYPE_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -36,9 +38,38 @@ pub enum ImageError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("OCI layout `{layout}` is outside the build context")]
+    OutsideContext { layout: String },
+    #[error("`{reference}`: {what} is not supported yet")]
+    Unsupported {
+        reference: String,
+        what: String,
+        hint: String,
+    },
+    /// A registry operation that failed (the registry module fills in what and a hint).
+    #[error("{message}")]
+    Registry {
+        message: String,
+        hint: Option<String>,
+    },
     /// A stored manifest or config that cannot be read back into an image.
     #[error("stored image {digest}: {reason}")]
     Stored { digest: Digest, reason: String },
+}
+
+impl ImageError {
+    /// What the user can do about it, when there is something to say.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            ImageError::OutsideContext { .. } => Some(
+                "copy the layout into the build context (a symlink pointing outside is refused too)"
+                    .into(),
+            ),
+            ImageError::Unsupported { hint, .. } => Some(hint.clone()),
+            ImageError::Registry { hint, .. } => hint.clone(),
+            _ => None,
+        }
+    }
 }
 
 /// A target platform (`linux/amd64`, `linux/arm64/v8`).

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use crate::frontend::ast::{self, Command, CommandLine, CopyCmd, Span, Word};
 use crate::frontend::expand::{expand_word, expand_words};
 use crate::frontend::{parse, Diagnostic};
-use crate::image::{self, layout, BaseImage, History, Platform};
+use crate::image::{self, BaseImage, History, Platform};
 pub use config::ConfigState;
 
 /// What to plan.
@@ -31,6 +31,9 @@ pub struct PlanRequest {
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
     pub platform: Platform,
+    /// Resolves image references (`FROM`, `COPY --from`); `None`: `oci-layout://` in the
+    /// context only ([`image::LocalImages`]).
+    pub images: Option<std::sync::Arc<dyn image::ImageResolver>>,
 }
 
 /// Where a stage starts from.
@@ -424,33 +427,18 @@ impl<'a> Planner<'a> {
         spec: &str,
         platform: &Platform,
     ) -> Result<Box<BaseImage>, Diagnostic> {
-        if let Some(rest) = spec.strip_prefix("oci-layout://") {
-            // The Dockerfile is untrusted input: it may only name layouts inside the build
-            // context, never an arbitrary directory of the host (`/`, `../`).
-            let (dir, _) =
-                layout::parse_layout_ref(rest).map_err(|e| self.diag(w.span, format!("{e}")))?;
-            let root = std::fs::canonicalize(&self.req.context_dir)
-                .unwrap_or(self.req.context_dir.clone());
-            let inside = std::fs::canonicalize(root.join(&dir)).map(|p| p.starts_with(&root));
-            if let Ok(false) = inside {
-                return Err(self
-                    .diag(w.span, format!("OCI layout `{dir}` is outside the build context"))
-                    .with_hint("copy the layout into the build context (a symlink pointing outside is refused too)"));
+        let images = match &self.req.images {
+            Some(r) => r.clone(),
+            None => image::LocalImages::shared(&self.req.context_dir),
+        };
+        images.resolve(spec, platform).map(Box::new).map_err(|e| {
+            let hint = e.hint();
+            let d = self.diag(w.span, format!("{e}"));
+            match hint {
+                Some(h) => d.with_hint(h),
+                None => d,
             }
-            return layout::load(rest, &self.req.context_dir, platform)
-                .map(Box::new)
-                .map_err(|e| self.diag(w.span, format!("{e}")));
-        }
-        if spec.contains("://") {
-            return Err(self
-                .diag(w.span, format!("unsupported image source `{spec}`"))
-                .with_hint("use `scratch`, an earlier stage, or `oci-layout://DIR[:TAG]`"));
-        }
-        Err(self
-            .diag(w.span, format!("error: pulling `{spec}` from a registry is not supported yet"))
-            .with_hint(format!(
-                "export the image to an OCI layout (e.g. `skopeo copy docker://{spec} oci:base:tag`) and use `FROM oci-layout://base:tag`"
-            )))
+        })
     }
 
     fn plan_stage(
@@ -1233,6 +1221,7 @@ mod tests {
                 .collect(),
             target: None,
             platform: Platform::host(),
+            images: None,
         }
     }
 
