@@ -199,6 +199,15 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
     }
     let source = std::fs::read_to_string(&dockerfile)
         .with_context(|| format!("reading the Dockerfile `{}`", dockerfile.display()))?;
+    // Opened before planning: registry bases keep their manifests and configs in the store.
+    let opened;
+    let store = match req.store {
+        Some(s) => s,
+        None => {
+            opened = super::open_store(req.store_dir)?;
+            &opened
+        }
+    };
     let plan = plan::plan(&PlanRequest {
         dockerfile_name: dockerfile.display().to_string(),
         source: source.clone(),
@@ -206,7 +215,7 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
         build_args: build_args(&a.build_args, env)?,
         target: a.target.clone(),
         platform,
-        images: None,
+        images: Some(super::image_resolver(&context_dir, store)?),
     })?;
     let ignore = context::load_ignore(&context_dir, &dockerfile)?;
     let ctx = Context::open(&context_dir, ignore)?;
@@ -224,14 +233,6 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
         return Err(d.into());
     }
 
-    let opened;
-    let store = match req.store {
-        Some(s) => s,
-        None => {
-            opened = super::open_store(req.store_dir)?;
-            &opened
-        }
-    };
     let reporter = Reporter::new(a.progress, a.explain).with_label(req.label);
     let dockerfile_abs = std::fs::canonicalize(&dockerfile).unwrap_or(dockerfile.clone());
     let opts = BuildOptions {
@@ -246,6 +247,7 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
     };
     let started = std::time::Instant::now();
     let out = build::run(&plan, &ctx, store, &opts, &reporter)?;
+    super::record_base_origins(store, &plan);
     let img = &out.image;
     for n in &names {
         store.index().put_tag(

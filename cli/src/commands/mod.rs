@@ -62,6 +62,42 @@ pub(crate) fn registry_client() -> strata_engine::registry::Client {
     })
 }
 
+/// The planner's image resolver: `oci-layout://` in the context, registry references pulled
+/// with [`registry_client`], their manifests and configs kept in `store`.
+pub(crate) fn image_resolver(
+    context_dir: &std::path::Path,
+    store: &Store,
+) -> anyhow::Result<std::sync::Arc<dyn strata_engine::image::ImageResolver>> {
+    use strata_engine::image::LocalImages;
+    use strata_engine::registry::RegistryImages;
+    Ok(std::sync::Arc::new(RegistryImages::new(
+        LocalImages::new(context_dir),
+        std::sync::Arc::new(registry_client()),
+        strata_cache::BlobStore::at(store.root())?,
+    )))
+}
+
+/// Remembers which registry repository each pulled base blob came from, so a later push to
+/// another repository of that registry can mount it instead of uploading it.
+pub(crate) fn record_base_origins(store: &Store, plan: &strata_engine::plan::Plan) {
+    use strata_engine::plan::Base;
+    for stage in &plan.stages {
+        let Base::Image(img) = &stage.base else {
+            continue;
+        };
+        if img.reference.contains("://") {
+            continue;
+        }
+        let Ok(r) = strata_engine::registry::Reference::parse(&img.reference) else {
+            continue;
+        };
+        let name = r.name();
+        for d in std::iter::once(&img.config_digest).chain(img.layers.iter().map(|l| &l.digest)) {
+            let _ = store.index().add_blob_origin(d, &name);
+        }
+    }
+}
+
 /// The default for `-j/--jobs`: the number of CPUs.
 pub(crate) fn cpus() -> usize {
     std::thread::available_parallelism()

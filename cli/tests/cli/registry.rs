@@ -920,7 +920,7 @@ fn registry_fake_anonymous_bearer_token_flow() {
 
 /// The busybox base built by strata (FROM scratch + COPY busybox), as an OCI layout at `dir`
 /// tagged `1`, with `MARK=amd64` in its environment.
-fn busybox_base(store: &Path, work: &Path, dir: &Path) -> String {
+fn busybox_base(store: &Path, work: &Path, dir: &Path, extra: &[&str]) -> String {
     let ctx = work.join("base-ctx");
     fs::create_dir_all(&ctx).unwrap();
     fs::copy("/bin/busybox", ctx.join("busybox"))
@@ -929,18 +929,10 @@ fn busybox_base(store: &Path, work: &Path, dir: &Path) -> String {
         &ctx.join("Dockerfile"),
         "FROM scratch\nCOPY busybox /bin/busybox\nENV MARK=amd64\n",
     );
-    build(
-        store,
-        &ctx,
-        &[
-            "-t",
-            "base:1",
-            "--output",
-            &format!("type=oci,dest={}", dir.display()),
-        ],
-    )
-    .ok()
-    .digest()
+    let out = format!("type=oci,dest={}", dir.display());
+    let mut args = vec!["-t", "base:1", "--output", &out];
+    args.extend_from_slice(extra);
+    build(store, &ctx, &args).ok().digest()
 }
 
 /// Adds to the layout at `dir` an index `multi` of two manifests: the image tagged `1`
@@ -1022,10 +1014,36 @@ fn registry_pull_what_skopeo_pushed_and_run_on_top() {
     let work = tempfile::tempdir().unwrap();
     let base_store = tempfile::tempdir().unwrap();
     let layout = work.path().join("base");
-    busybox_base(base_store.path(), work.path(), &layout);
+    busybox_base(base_store.path(), work.path(), &layout, &[]);
     add_two_platform_index(&layout);
     let src = format!("oci:{}:1", layout.display());
     let h = &reg.host;
+    // Uncompressed layers: the source of the zstd copy (skopeo 1.9 recompresses only
+    // uncompressed layers) and, pushed by strata, an uncompressed base. Both go to a second
+    // registry: skopeo's blob-info cache would otherwise reuse the gzip blob of the same content
+    // that it pushed to the first one instead of compressing with zstd.
+    let reg2 = Registry::start();
+    let h2 = &reg2.host;
+    let plain = work.path().join("plain");
+    busybox_base(
+        base_store.path(),
+        work.path(),
+        &plain,
+        &["--compression", "none"],
+    );
+    skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-compress-format",
+        "zstd",
+        &format!("oci:{}:1", plain.display()),
+        &format!("docker://{h2}/base/zstd:1"),
+    ]);
+    strata_in(
+        base_store.path(),
+        &["push", "base:1", &format!("{h2}/base/plain:1")],
+    )
+    .ok();
     skopeo(&[
         "copy",
         "--dest-tls-verify=false",
@@ -1043,15 +1061,6 @@ fn registry_pull_what_skopeo_pushed_and_run_on_top() {
     skopeo(&[
         "copy",
         "--dest-tls-verify=false",
-        "--dest-compress-format",
-        "zstd",
-        "--dest-compress",
-        &src,
-        &format!("docker://{h}/base/zstd:1"),
-    ]);
-    skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
         "--all",
         &format!("oci:{}:multi", layout.display()),
         &format!("docker://{h}/base/multi:1"),
@@ -1060,7 +1069,7 @@ fn registry_pull_what_skopeo_pushed_and_run_on_top() {
         "inspect",
         "--raw",
         "--tls-verify=false",
-        &format!("docker://{h}/base/zstd:1"),
+        &format!("docker://{h2}/base/zstd:1"),
     ]))
     .unwrap();
     assert!(
@@ -1084,12 +1093,18 @@ fn registry_pull_what_skopeo_pushed_and_run_on_top() {
 
     let store = tempfile::tempdir().unwrap();
     let mut digests = Vec::new();
-    for repo in ["oci", "docker", "zstd", "multi"] {
+    for (host, repo) in [
+        (h, "oci"),
+        (h, "docker"),
+        (h2, "zstd"),
+        (h, "multi"),
+        (h2, "plain"),
+    ] {
         let ctx = work.path().join(format!("ctx-{repo}"));
         write(
             &ctx.join("Dockerfile"),
             &format!(
-                "FROM {h}/base/{repo}:1\nCOPY a.txt /a.txt\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo $MARK > /mark\"]\n"
+                "FROM {host}/base/{repo}:1\nCOPY a.txt /a.txt\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo $MARK > /mark\"]\n"
             ),
         );
         write(&ctx.join("a.txt"), "a\n");
@@ -1109,6 +1124,17 @@ fn registry_pull_what_skopeo_pushed_and_run_on_top() {
     assert_eq!(
         digests[0], digests[3],
         "multi's amd64 entry is the oci image"
+    );
+    let plain_raw: Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{h2}/base/plain:1"),
+    ]))
+    .unwrap();
+    assert_eq!(
+        plain_raw["layers"][0]["mediaType"], "application/vnd.oci.image.layer.v1.tar",
+        "{plain_raw}"
     );
 
     // By digest, once in the store: no network needed.

@@ -8,6 +8,8 @@
 //! - [`manifest`]: OCI / Docker schema 2 manifests and indexes, platform selection, size limits.
 //! - [`pull`]: resolve a reference to a [`pull::Resolved`] image; stream verified blobs into
 //!   the store.
+//! - [`images`]: [`RegistryImages`], the planner's image resolver that pulls (wrapping
+//!   [`crate::image::LocalImages`]), and its layer fetcher.
 //! - [`push`]: push an image from the store (skip, mount, monolithic or chunked upload).
 //!
 //! Trust: a registry is untrusted. Nothing it sends is stored before its sha256 matches the
@@ -18,6 +20,7 @@
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod images;
 pub mod manifest;
 pub mod pull;
 pub mod push;
@@ -26,5 +29,6 @@ pub mod reference;
 pub use auth::AuthSources;
 pub use client::{Client, ClientOptions, RetryPolicy};
 pub use error::RegistryError;
+pub use images::{RegistryFetcher, RegistryImages};
 pub use push::PushReport;
 pub use reference::Reference;
