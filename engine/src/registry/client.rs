@@ -189,10 +189,11 @@ impl Client {
             let result = self.raw(method.clone(), url, headers, auth.as_deref(), payload);
             let retry_after = match result {
                 Err(e) => {
-                    if attempt >= policy.attempts || !retryable(&e) {
+                    let permanent = e.starts_with(PERMANENT);
+                    if attempt >= policy.attempts || permanent {
                         return Err(RegistryError::Network {
                             site: call.site(),
-                            reason: e,
+                            reason: e.trim_start_matches(PERMANENT).to_string(),
                             attempts: attempt,
                         });
                     }
@@ -273,7 +274,11 @@ impl Client {
             let req = b
                 .body(body)
                 .map_err(|e| format!("building the request: {e}"))?;
-            self.agent.run(req).map_err(|e| e.to_string())
+            self.agent.run(req).map_err(|e| {
+                let permanent = !retryable(&e);
+                // The marker is stripped by `send`; it keeps `raw`'s error a plain string.
+                format!("{}{e}", if permanent { PERMANENT } else { "" })
+            })
         };
         match payload {
             Payload::Empty => run(SendBody::none()),
@@ -404,14 +409,13 @@ impl Client {
             attempt += 1;
             match self.raw(Method::GET, &url, &[], basic.as_deref(), &Payload::Empty) {
                 Ok(r) => break r,
-                Err(e) if attempt < self.opts.retry.attempts => {
-                    let _ = e;
+                Err(e) if attempt < self.opts.retry.attempts && !e.starts_with(PERMANENT) => {
                     std::thread::sleep(self.opts.retry.initial * attempt);
                 }
                 Err(reason) => {
                     return Err(RegistryError::Network {
                         site,
-                        reason,
+                        reason: reason.trim_start_matches(PERMANENT).to_string(),
                         attempts: attempt,
                     })
                 }
@@ -457,10 +461,32 @@ impl Client {
     }
 }
 
-fn retryable(_transport_error: &str) -> bool {
-    // Connection refused/reset, timeouts, TLS hiccups, truncated responses: all transient as
-    // far as we can tell; the attempt bound keeps a permanent one from looping.
-    true
+/// Prefix of a transport error that another attempt will not fix.
+const PERMANENT: &str = "\u{0}permanent:";
+
+/// Connection refused or reset, timeouts, broken bodies: worth another attempt. An unknown
+/// host, a bad URL, a certificate or protocol error: not (retrying only delays the message).
+fn retryable(e: &ureq::Error) -> bool {
+    if let ureq::Error::Io(io) = e {
+        // getaddrinfo's EAI_NONAME: the name does not exist (EAI_AGAIN, a DNS hiccup, does
+        // not say this and is retried).
+        let s = io.to_string();
+        if s.contains("Name or service not known") || s.contains("No address associated") {
+            return false;
+        }
+    }
+    !matches!(
+        e,
+        ureq::Error::HostNotFound
+            | ureq::Error::BadUri(_)
+            | ureq::Error::Tls(_)
+            | ureq::Error::Rustls(_)
+            | ureq::Error::Pem(_)
+            | ureq::Error::Protocol(_)
+            | ureq::Error::TooManyRedirects
+            | ureq::Error::RedirectFailed
+            | ureq::Error::InvalidProxyUrl
+    )
 }
 
 /// A header's value as text.

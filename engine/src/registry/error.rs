@@ -45,7 +45,7 @@ pub enum RegistryError {
         detail: String,
         attempts: u32,
     },
-    #[error("{site}: {reason} (after {attempts} attempts)\nhint: check the network and that `{}` is the right registry; plain-HTTP registries other than loopback need `--insecure-registry HOST[:PORT]`", site.registry)]
+    #[error("{site}: {reason}{}\nhint: check the network and that `{}` is the right registry; plain-HTTP registries other than loopback need `--insecure-registry HOST[:PORT]`", if *.attempts > 1 { format!(" (after {attempts} attempts)") } else { String::new() }, site.registry)]
     Network {
         site: Site,
         reason: String,
