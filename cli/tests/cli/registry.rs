@@ -392,6 +392,41 @@ fn registry_basic_auth_from_auth_files_and_a_clear_401_without() {
     ]))
     .unwrap();
     assert_eq!(inspect["Digest"], digest);
+
+    // Pulling needs the credentials too: FROM the pushed image, in a fresh store.
+    let ctx2 = work.path().join("ctx2");
+    write(
+        &ctx2.join("Dockerfile"),
+        &format!("FROM {target}\nCOPY b.txt /b.txt\n"),
+    );
+    write(&ctx2.join("b.txt"), "b\n");
+    let from = |env: &[(&str, &Path)], store: &Path| Run {
+        out: strata()
+            .env("HOME", &empty_home)
+            .env_remove("DOCKER_CONFIG")
+            .env_remove("REGISTRY_AUTH_FILE")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .arg("--store")
+            .arg(store)
+            .args(["build", "--progress", "plain"])
+            .arg(&ctx2)
+            .output()
+            .unwrap(),
+    };
+    let fresh = tempfile::tempdir().unwrap();
+    let e = from(&[], fresh.path()).fails().stderr();
+    assert!(
+        e.contains("authentication required (HTTP 401)") && e.contains("hint: log in"),
+        "{e}"
+    );
+    assert!(e.contains("Dockerfile:1"), "points at the FROM line: {e}");
+    from(&[("REGISTRY_AUTH_FILE", &auth)], fresh.path())
+        .ok()
+        .digest();
+    let fresh = tempfile::tempdir().unwrap();
+    from(&[("DOCKER_CONFIG", &dcfg)], fresh.path())
+        .ok()
+        .digest();
 }
 
 fn base64_encode(data: &[u8]) -> String {
