@@ -36,6 +36,13 @@ impl BlobStore {
         Ok(BlobStore { dir, tmp })
     }
 
+    /// A second handle on the blobs of the store at `root` (which [`crate::Store::open`] has
+    /// created), for code that must own one (an image resolver shared across threads). Safe next
+    /// to the store's own handle: every write is a temp file renamed into place.
+    pub fn at(root: &Path) -> Result<BlobStore, StoreError> {
+        BlobStore::new(root)
+    }
+
     /// Where the blob `d` lives (whether or not it exists).
     pub fn path(&self, d: &Digest) -> PathBuf {
         self.dir.join(d.hex())

@@ -12,6 +12,7 @@
 //! | `u/`   | 32-byte step key                              | `u64` last use, unix seconds |
 //! | `b/`   | 32-byte manifest digest of an image strata built | [`Lineage`] |
 //! | `T/`   | 32-byte stat-set id (engine: one per COPY source root) | `Vec<(path bytes, StatEntry)>` |
+//! | `o/`   | 32-byte blob digest                           | `Vec<String>`: `registry/repository`s it was pulled from or pushed to (cross-repository mounts) |
 //!
 //! Every value is one schema-version byte ([`VALUE_SCHEMA`]) followed by its bincode encoding.
 //! A value with another version byte is reported as [`StoreError::Schema`], never a panic.
@@ -48,6 +49,9 @@ const TAG: &[u8] = b"g/";
 const USED: &[u8] = b"u/";
 const STAT_SET: &[u8] = b"T/";
 const LINEAGE: &[u8] = b"b/";
+const ORIGIN: &[u8] = b"o/";
+/// At most this many origins are kept per blob (the most recent ones).
+const MAX_ORIGINS: usize = 8;
 
 /// What an image strata built stands on, for `strata rebase`: the base image (if any), how many
 /// of the image's layers are the base's, and for each layer above it whether the step that made
@@ -347,6 +351,25 @@ impl Index {
         self.put(&key(LINEAGE, &[manifest.as_bytes()]), rec, true)
     }
 
+    /// Where blob `d` is known to exist in registries (`registry/repository`), most recent last.
+    pub fn get_blob_origins(&self, d: &Digest) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .get("blob origins", &key(ORIGIN, &[d.as_bytes()]))?
+            .unwrap_or_default())
+    }
+
+    /// Records that blob `d` exists in the registry repository `name` (a hint for
+    /// cross-repository mounts; losing it costs an upload, so it is not synced).
+    pub fn add_blob_origin(&self, d: &Digest, name: &str) -> Result<(), StoreError> {
+        let mut all = self.get_blob_origins(d)?;
+        all.retain(|n| n != name);
+        all.push(name.to_string());
+        if all.len() > MAX_ORIGINS {
+            all.drain(..all.len() - MAX_ORIGINS);
+        }
+        self.put(&key(ORIGIN, &[d.as_bytes()]), &all, false)
+    }
+
     pub fn get_tag(&self, name: &str) -> Result<Option<TagRecord>, StoreError> {
         self.get("tag", &key(TAG, &[name.as_bytes()]))
     }
@@ -527,6 +550,23 @@ mod tests {
             recorded_ns: 2_000,
             blake3: [n; 32],
         }
+    }
+
+    #[test]
+    fn blob_origins_are_unique_recent_and_bounded() {
+        let (_dir, ix) = index();
+        let d = Digest::of(b"blob");
+        assert!(ix.get_blob_origins(&d).unwrap().is_empty());
+        ix.add_blob_origin(&d, "r/a").unwrap();
+        ix.add_blob_origin(&d, "r/b").unwrap();
+        ix.add_blob_origin(&d, "r/a").unwrap();
+        assert_eq!(ix.get_blob_origins(&d).unwrap(), vec!["r/b", "r/a"]);
+        for i in 0..20 {
+            ix.add_blob_origin(&d, &format!("r/{i}")).unwrap();
+        }
+        let all = ix.get_blob_origins(&d).unwrap();
+        assert_eq!(all.len(), MAX_ORIGINS);
+        assert_eq!(all.last().unwrap(), "r/19");
     }
 
     #[test]

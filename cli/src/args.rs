@@ -14,6 +14,9 @@ pub struct Cli {
     /// The content store [default: $STRATA_STORE, else $XDG_DATA_HOME/strata, else ~/.local/share/strata]
     #[arg(long, global = true, value_name = "DIR")]
     pub store: Option<PathBuf>,
+    /// Reach this registry HOST[:PORT] over plain HTTP (loopback registries always are) (repeatable)
+    #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -42,6 +45,8 @@ pub enum Command {
     /// Pin every image reference of a Dockerfile (or workspace) to its digest in strata.lock;
     /// `--update [REF…]` re-resolves and prints what moved
     Lock(LockArgs),
+    /// Push a tagged image to a registry; prints the pushed manifest digest
+    Push(PushArgs),
     /// Compare two images; exit 0 if identical, 1 if different, 2 on error
     Diff(DiffArgs),
     /// Build N times from nothing under different conditions and compare the digests (a CI
@@ -88,7 +93,8 @@ pub struct BuildArgs {
     /// How to show progress on stderr
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: ProgressMode,
-    /// type=oci,dest=DIR | type=oci-archive,dest=FILE | type=docker-archive,dest=FILE (repeatable)
+    /// type=oci,dest=DIR | type=oci-archive,dest=FILE | type=docker-archive,dest=FILE |
+    /// type=registry,name=REF (repeatable)
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
     /// Layer compression: gzip (default), zstd or none
@@ -183,6 +189,14 @@ pub struct ExportArgs {
     /// type=oci,dest=DIR | type=oci-archive,dest=FILE | type=docker-archive,dest=FILE (repeatable)
     #[arg(short = 'o', long = "output", value_name = "SPEC", required = true)]
     pub outputs: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// A tag in the store, NAME[:TAG]
+    pub name: String,
+    /// Where to push: [HOST[:PORT]/]PATH[:TAG] (default: NAME)
+    pub reference: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+#[path = "cli/registry.rs"]
+mod registry;
 #[path = "cli/run_steps.rs"]
 mod run_steps;
 
@@ -476,9 +478,9 @@ fn errors_are_clear_and_build_nothing() {
         ),
         ("FROM scratch\nCOPY ../outside /x\n", "outside", &[]),
         (
-            "FROM nosuchstage AS a\n",
-            "not supported yet",
-            &["oci-layout://"],
+            "FROM NoSuchStage AS a\n",
+            "must be lower case",
+            &["hint: registries only accept lower-case repository names"],
         ),
         (
             "FROM scratch\nCOPY --from=later /a /a\nFROM scratch AS later\nCOPY --from=0 /a /a\n",

@@ -98,16 +98,18 @@ fn an_empty_store_builds_from_an_exported_cache_without_executing() {
     write(&ctx2.join("app.txt"), "the app, v2\n");
     let c3 = w.path().join("store-c");
     let (_, ec, _, _) = build(&c3, &["--cache-from", &from, ctx2.to_str().unwrap()]);
-    assert_eq!(ec, 2, "only the COPY of the changed file and the step after it run");
+    assert_eq!(
+        ec, 2,
+        "only the COPY of the changed file and the step after it run"
+    );
 
     // A damaged blob in the cache: refused (digest check), the step runs, same digest.
     let index: serde_json::Value =
         serde_json::from_slice(&fs::read(cache.join("index.json")).unwrap()).unwrap();
     let md = index["manifests"][0]["digest"].as_str().unwrap();
-    let m: serde_json::Value = serde_json::from_slice(
-        &fs::read(cache.join("blobs/sha256").join(&md[7..])).unwrap(),
-    )
-    .unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&fs::read(cache.join("blobs/sha256").join(&md[7..])).unwrap())
+            .unwrap();
     // Damage the biggest layer (big.bin's).
     let big = m["layers"]
         .as_array()
@@ -129,7 +131,11 @@ fn an_empty_store_builds_from_an_exported_cache_without_executing() {
     assert!(ed >= 1, "the step whose layer was damaged runs");
     assert!(stderr.contains("could not be fetched"), "{stderr}");
     let fsck = strata(&d, &["fsck"]);
-    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stderr));
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stderr)
+    );
 
     // Unknown things are refused clearly.
     let o = strata(&b, &["build", "--cache-from", "type=s3,bucket=x", c]);

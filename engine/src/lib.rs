@@ -27,5 +27,6 @@ pub mod image;
 pub mod layer;
 pub mod lock;
 pub mod plan;
+pub mod registry;
 pub mod remote_cache;
 pub mod sandbox;

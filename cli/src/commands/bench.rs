@@ -117,7 +117,7 @@ impl Bench {
             build_args: build_args.clone(),
             target: self.target.clone(),
             platform: Platform::host(),
-            images: None,
+            images: Some(super::image_resolver(&self.ctx_dir, &self.store)?),
         })?;
         let ctx = Context::open(
             &self.ctx_dir,
@@ -228,7 +228,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         build_args: build_args.clone(),
         target: a.target.clone(),
         platform: Platform::host(),
-        images: None,
+        images: Some(super::image_resolver(&ctx_dir, &bench.store)?),
     })?;
     let ctx = Context::open(&ctx_dir, context::load_ignore(&ctx_dir, &dockerfile)?)?;
     let mut advice = Vec::new();

@@ -21,6 +21,7 @@ use crate::progress::Reporter;
 pub(crate) enum Output {
     OciDir(PathBuf),
     Archive(ArchiveKind, PathBuf),
+    Registry(strata_engine::registry::Reference),
 }
 
 pub(crate) fn parse_output(spec: &str) -> anyhow::Result<Output> {
@@ -42,13 +43,23 @@ pub(crate) fn parse_output(spec: &str) -> anyhow::Result<Output> {
         Some("docker-archive") | Some("docker") => {
             Output::Archive(ArchiveKind::Docker, need_dest()?)
         }
-        Some(t @ ("registry" | "image" | "local" | "tar")) => {
-            bail!("--output type={t} is not supported yet (supported: oci, oci-archive, docker-archive)")
+        Some("registry") => {
+            let name = kv
+                .get("name")
+                .with_context(|| format!("--output `{spec}` needs name=REF (e.g. type=registry,name=registry.example/app:1)"))?;
+            Output::Registry(
+                strata_engine::registry::Reference::parse(name)
+                    .map_err(strata_engine::registry::RegistryError::from)
+                    .with_context(|| format!("--output `{spec}`"))?,
+            )
+        }
+        Some(t @ ("image" | "local" | "tar")) => {
+            bail!("--output type={t} is not supported yet (supported: oci, oci-archive, docker-archive, registry)")
         }
         Some(t) => {
-            bail!("unknown --output type `{t}` (supported: oci, oci-archive, docker-archive)")
+            bail!("unknown --output type `{t}` (supported: oci, oci-archive, docker-archive, registry)")
         }
-        None => bail!("--output `{spec}` needs type=oci|oci-archive|docker-archive"),
+        None => bail!("--output `{spec}` needs type=oci|oci-archive|docker-archive|registry"),
     })
 }
 
@@ -206,6 +217,15 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
     }
     let source = std::fs::read_to_string(&dockerfile)
         .with_context(|| format!("reading the Dockerfile `{}`", dockerfile.display()))?;
+    // Opened before planning: registry bases keep their manifests and configs in the store.
+    let opened;
+    let store = match req.store {
+        Some(s) => s,
+        None => {
+            opened = super::open_store(req.store_dir)?;
+            &opened
+        }
+    };
     let mode = if a.locked {
         LockMode::Locked
     } else {
@@ -222,14 +242,14 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
             };
             Some(super::lock::open(
                 &dir,
-                super::lock::base_resolver(&context_dir),
+                super::image_resolver(&context_dir, store)?,
                 mode.clone(),
             )?)
         }
     };
     let lock = req.lock.as_ref().or(own_lock.as_ref()).unwrap();
     let images = Arc::new(LockedImages::new(
-        super::lock::base_resolver(&context_dir),
+        super::image_resolver(&context_dir, store)?,
         lock.lock().clone(),
         lock.path(),
         lock.mode().clone(),
@@ -271,14 +291,6 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
         Some(r) => Some(r.clone()),
         None => super::shared_cache::import(&a.cache_from)?,
     };
-    let opened;
-    let store = match req.store {
-        Some(s) => s,
-        None => {
-            opened = super::open_store(req.store_dir)?;
-            &opened
-        }
-    };
     let reporter = Reporter::new(a.progress, a.explain).with_label(req.label);
     let dockerfile_abs = std::fs::canonicalize(&dockerfile).unwrap_or(dockerfile.clone());
     let opts = BuildOptions {
@@ -294,6 +306,7 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
     };
     let started = std::time::Instant::now();
     let out = build::run(&plan, &ctx, store, &opts, &reporter)?;
+    super::record_base_origins(store, &plan);
     let img = &out.image;
     for n in &names {
         store.index().put_tag(
@@ -324,6 +337,9 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
                     },
                     f,
                 );
+            }
+            Output::Registry(r) => {
+                super::push::push_image(store, &img.manifest_digest, r)?;
             }
         }
     }

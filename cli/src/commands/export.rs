@@ -30,6 +30,9 @@ pub fn run(store_dir: &Path, a: ExportArgs) -> anyhow::Result<i32> {
                 export::write_archive(store.blobs(), &img, &names, *kind, f, mtime)
                     .with_context(|| format!("exporting `{name}` to `{}`", f.display()))?;
             }
+            Output::Registry(r) => {
+                super::push::push_image(&store, &img.manifest_digest, r)?;
+            }
         }
     }
     println!("{}", img.manifest_digest);

@@ -19,11 +19,6 @@ use strata_engine::plan::{self, PlanRequest};
 use super::build::{build_args_of, process_env};
 use crate::args::LockArgs;
 
-/// The resolver under the lock: `oci-layout://` in the context.
-pub(crate) fn base_resolver(context_dir: &Path) -> Arc<dyn ImageResolver> {
-    LocalImages::shared(context_dir)
-}
-
 /// Opens the lock at `dir/strata.lock` for a run in `mode`, over `inner`.
 pub(crate) fn open(
     dir: &Path,
@@ -54,7 +49,9 @@ pub(crate) fn save_after_build(l: &LockedImages) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(a: LockArgs) -> anyhow::Result<i32> {
+pub fn run(store_dir: &Path, a: LockArgs) -> anyhow::Result<i32> {
+    // Registry manifests and configs land in the store, as in a build.
+    let store = super::open_store(store_dir)?;
     let mode = match &a.update {
         Some(refs) => LockMode::Update(refs.iter().cloned().collect::<BTreeSet<_>>()),
         None => LockMode::Use,
@@ -101,14 +98,14 @@ pub fn run(a: LockArgs) -> anyhow::Result<i32> {
         let l = match &lock {
             Some(l) => l.clone(),
             None => {
-                let l = open(&lock_dir, base_resolver(&context_dir), mode.clone())?;
+                let l = open(&lock_dir, LocalImages::shared(&context_dir), mode.clone())?;
                 lock = Some(l.clone());
                 l
             }
         };
         // One lock for the workspace; each image resolves layouts in its own context.
         let per_image = Arc::new(LockedImages::new(
-            base_resolver(&context_dir),
+            super::image_resolver(&context_dir, &store)?,
             l.lock().clone(),
             l.path(),
             mode.clone(),

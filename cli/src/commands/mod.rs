@@ -9,6 +9,7 @@ mod gc;
 mod images;
 mod inspect;
 mod lock;
+mod push;
 mod rebase;
 mod rmi;
 mod shared_cache;
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         return bench::run(a);
     }
     let store_dir = store_dir(cli.store)?;
+    set_insecure_registries(cli.insecure_registries);
     match cli.command {
         Command::Build(a) if a.all || a.workspace.is_some() => workspace::run(&store_dir, a),
         Command::Build(a) => build::run(&store_dir, a),
@@ -39,9 +41,63 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Rmi(a) => rmi::run(&store_dir, a),
         Command::Inspect(a) => inspect::run(&store_dir, a),
         Command::Export(a) => export::run(&store_dir, a),
+        Command::Push(a) => push::run(&store_dir, a),
         Command::Diff(a) => diff::run(&store_dir, a),
         Command::Verify(a) => verify::run(a),
-        Command::Lock(a) => lock::run(a),
+        Command::Lock(a) => lock::run(&store_dir, a),
+    }
+}
+
+static INSECURE: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+fn set_insecure_registries(hosts: Vec<String>) {
+    let _ = INSECURE.set(hosts);
+}
+
+/// The registry client every command shares the settings of: `--insecure-registry` hosts and
+/// credentials from the environment (`$REGISTRY_AUTH_FILE`, `$DOCKER_CONFIG`, `~/.docker`).
+pub(crate) fn registry_client() -> strata_engine::registry::Client {
+    use strata_engine::registry::{AuthSources, Client, ClientOptions};
+    Client::new(ClientOptions {
+        insecure: INSECURE.get().cloned().unwrap_or_default(),
+        auth: AuthSources::from_env(),
+        ..Default::default()
+    })
+}
+
+/// The planner's image resolver: `oci-layout://` in the context, registry references pulled
+/// with [`registry_client`], their manifests and configs kept in `store`.
+pub(crate) fn image_resolver(
+    context_dir: &std::path::Path,
+    store: &Store,
+) -> anyhow::Result<std::sync::Arc<dyn strata_engine::image::ImageResolver>> {
+    use strata_engine::image::LocalImages;
+    use strata_engine::registry::RegistryImages;
+    Ok(std::sync::Arc::new(RegistryImages::new(
+        LocalImages::new(context_dir),
+        std::sync::Arc::new(registry_client()),
+        strata_cache::BlobStore::at(store.root())?,
+    )))
+}
+
+/// Remembers which registry repository each pulled base blob came from, so a later push to
+/// another repository of that registry can mount it instead of uploading it.
+pub(crate) fn record_base_origins(store: &Store, plan: &strata_engine::plan::Plan) {
+    use strata_engine::plan::Base;
+    for stage in &plan.stages {
+        let Base::Image(img) = &stage.base else {
+            continue;
+        };
+        if img.reference.contains("://") {
+            continue;
+        }
+        let Ok(r) = strata_engine::registry::Reference::parse(&img.reference) else {
+            continue;
+        };
+        let name = r.name();
+        for d in std::iter::once(&img.config_digest).chain(img.layers.iter().map(|l| &l.digest)) {
+            let _ = store.index().add_blob_origin(d, &name);
+        }
     }
 }
 

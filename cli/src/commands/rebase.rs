@@ -136,6 +136,9 @@ pub fn run(store_dir: &Path, a: RebaseArgs) -> anyhow::Result<i32> {
             Output::Archive(kind, f) => {
                 export::write_archive(store.blobs(), &out, &names, kind, &f, 0)?
             }
+            Output::Registry(r) => {
+                super::push::push_image(&store, &out.manifest_digest, &r)?;
+            }
         }
     }
     eprintln!(

@@ -254,7 +254,11 @@ pub fn run(store_dir: &Path, cli: BuildArgs) -> anyhow::Result<i32> {
     } else {
         LockMode::Use
     };
-    let lock = super::lock::open(&lock_dir, super::lock::base_resolver(&lock_dir), mode)?;
+    let lock = super::lock::open(
+        &lock_dir,
+        strata_engine::image::LocalImages::shared(&lock_dir),
+        mode,
+    )?;
     let cache_targets = super::shared_cache::check_targets(&cli.cache_to)?;
     let remote = super::shared_cache::import(&cli.cache_from)?;
     let store = super::open_store(store_dir)?;

@@ -1,0 +1,596 @@
+//! A synchronous client of the OCI distribution API: one [`Client`] per build or push, shared
+//! by threads; it remembers, per registry, the `Authorization` header that worked.
+//!
+//! Every request goes through [`Client::send`]: it attaches auth, answers a 401 challenge once
+//! (anonymous or credentialed bearer token, or Basic), and retries connection errors, 5xx and
+//! 429 with exponential backoff (honouring `Retry-After`) within a bounded number of attempts
+//! and a bounded total wait. Bodies it sends are [`Payload`]s that can be replayed on retry.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ureq::http::{self, Method, Response};
+use ureq::{Body, SendBody};
+
+use super::auth::{parse_challenge, AuthSources, Challenge, Credentials};
+use super::error::{RegistryError, Site};
+use super::reference::api_host;
+
+/// How hard to try before giving up on a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Attempts in all (1 = no retry).
+    pub attempts: u32,
+    /// The first backoff; doubled after each failure.
+    pub initial: Duration,
+    /// No single wait is longer than this (a longer `Retry-After` is cut to it).
+    pub max_wait: Duration,
+    /// The waits of one request add up to at most this.
+    pub max_total: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            initial: Duration::from_millis(500),
+            max_wait: Duration::from_secs(10),
+            max_total: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How the client reaches registries.
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// `HOST[:PORT]` reached over plain HTTP (loopback registries always are).
+    pub insecure: Vec<String>,
+    pub auth: AuthSources,
+    pub retry: RetryPolicy,
+}
+
+/// A request body that can be sent again (on retry or after an auth challenge).
+#[derive(Debug, Clone)]
+pub enum Payload<'a> {
+    Empty,
+    Bytes(&'a [u8]),
+    /// `len` bytes of a file from `offset`.
+    File {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+    },
+}
+
+impl Payload<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            Payload::Empty => 0,
+            Payload::Bytes(b) => b.len() as u64,
+            Payload::File { len, .. } => *len,
+        }
+    }
+}
+
+#[derive(Default)]
+struct RegistryState {
+    /// The `Authorization` value that works, once a challenge has been answered.
+    authorization: Option<String>,
+    /// Bearer scopes asked for so far: a token must cover every repository in use.
+    scopes: BTreeSet<String>,
+    /// Looked up once per registry.
+    credentials: Option<Option<Credentials>>,
+}
+
+pub struct Client {
+    agent: ureq::Agent,
+    opts: ClientOptions,
+    state: Mutex<HashMap<String, RegistryState>>,
+}
+
+/// What a call is about: the registry, repository and operation (for auth scope and messages).
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    pub registry: &'a str,
+    pub repository: &'a str,
+    pub op: String,
+    /// Bearer scope actions: `pull` or `pull,push`.
+    pub actions: &'static str,
+}
+
+impl Call<'_> {
+    pub fn site(&self) -> Site {
+        Site {
+            registry: self.registry.to_string(),
+            repository: self.repository.to_string(),
+            op: self.op.clone(),
+        }
+    }
+}
+
+impl Client {
+    pub fn new(opts: ClientOptions) -> Client {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
+            // Compressed layers must arrive byte for byte: never ask for a content encoding.
+            .accept_encoding("identity")
+            .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_recv_response(Some(Duration::from_secs(120)))
+            .timeout_per_read(Some(Duration::from_secs(120)))
+            .build();
+        Client {
+            agent: ureq::Agent::new_with_config(config),
+            opts,
+            state: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.opts.retry
+    }
+
+    /// `http` for loopback registries and `--insecure-registry` ones (as Docker does);
+    /// `https` for every other.
+    pub fn scheme(&self, registry: &str) -> &'static str {
+        if self.opts.insecure.iter().any(|h| h == registry) || is_loopback(registry) {
+            "http"
+        } else {
+            "https"
+        }
+    }
+
+    /// `SCHEME://HOST/v2/REPOSITORY/PATH`.
+    pub fn url(&self, registry: &str, repository: &str, path: &str) -> String {
+        format!(
+            "{}://{}/v2/{repository}/{path}",
+            self.scheme(registry),
+            api_host(registry)
+        )
+    }
+
+    /// Resolves a `Location` header (absolute, or relative to the registry).
+    pub fn absolute(&self, registry: &str, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_string()
+        } else {
+            format!(
+                "{}://{}{}{location}",
+                self.scheme(registry),
+                api_host(registry),
+                if location.starts_with('/') { "" } else { "/" }
+            )
+        }
+    }
+
+    /// Sends a request with auth and retries. Returns the response for any status that is not
+    /// retried (the caller decides what a 404 means); 401 after answering the challenge,
+    /// and 5xx/429 after the last attempt, are errors here.
+    pub fn send(
+        &self,
+        call: &Call,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        payload: &Payload,
+    ) -> Result<Response<Body>, RegistryError> {
+        let policy = self.opts.retry;
+        let mut waited = Duration::ZERO;
+        let mut attempt = 0u32;
+        let mut answered_challenge = false;
+        loop {
+            attempt += 1;
+            let auth = self.authorization(call.registry);
+            let result = self.raw(method.clone(), url, headers, auth.as_deref(), payload);
+            let retry_after = match result {
+                Err(e) => {
+                    let permanent = e.starts_with(PERMANENT);
+                    if attempt >= policy.attempts || permanent {
+                        return Err(RegistryError::Network {
+                            site: call.site(),
+                            reason: e.trim_start_matches(PERMANENT).to_string(),
+                            attempts: attempt,
+                        });
+                    }
+                    None
+                }
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    if status == 401 && !answered_challenge {
+                        answered_challenge = true;
+                        let challenge = header(&resp, "www-authenticate");
+                        self.answer_challenge(call, challenge.as_deref())?;
+                        attempt -= 1; // not a failure
+                        continue;
+                    }
+                    if status == 429 || (500..600).contains(&status) {
+                        if attempt >= policy.attempts {
+                            return Err(status_error(call, resp, attempt));
+                        }
+                        header(&resp, "retry-after").and_then(|v| v.trim().parse::<u64>().ok())
+                    } else if status == 401 {
+                        return Err(status_error(call, resp, attempt));
+                    } else {
+                        return Ok(resp);
+                    }
+                }
+            };
+            let backoff = policy.initial * 2u32.saturating_pow(attempt - 1);
+            let wait = retry_after
+                .map(Duration::from_secs)
+                .unwrap_or(backoff)
+                .min(policy.max_wait);
+            // The waits add up to at most `max_total`; past it, the remaining attempts go at once.
+            let wait = wait.min(policy.max_total.saturating_sub(waited));
+            waited += wait;
+            std::thread::sleep(wait);
+        }
+    }
+
+    /// `send`, then turn every status but `ok` into its error.
+    pub fn send_expect(
+        &self,
+        call: &Call,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        payload: &Payload,
+        ok: &[u16],
+    ) -> Result<Response<Body>, RegistryError> {
+        let resp = self.send(call, method, url, headers, payload)?;
+        if ok.contains(&resp.status().as_u16()) {
+            Ok(resp)
+        } else {
+            Err(status_error(call, resp, 1))
+        }
+    }
+
+    fn raw(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        auth: Option<&str>,
+        payload: &Payload,
+    ) -> Result<Response<Body>, String> {
+        let mut b = http::Request::builder().method(method.clone()).uri(url);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        if let Some(a) = auth {
+            b = b.header("authorization", a);
+        }
+        let has_body = !matches!(payload, Payload::Empty)
+            || matches!(method, Method::PUT | Method::POST | Method::PATCH);
+        if has_body {
+            b = b.header("content-length", payload.len().to_string());
+        }
+        let run = |body: SendBody| -> Result<Response<Body>, String> {
+            let req = b
+                .body(body)
+                .map_err(|e| format!("building the request: {e}"))?;
+            self.agent.run(req).map_err(|e| {
+                let permanent = !retryable(&e);
+                // The marker is stripped by `send`; it keeps `raw`'s error a plain string.
+                format!("{}{e}", if permanent { PERMANENT } else { "" })
+            })
+        };
+        match payload {
+            Payload::Empty => run(SendBody::none()),
+            Payload::Bytes(bytes) => {
+                let mut r: &[u8] = bytes;
+                run(SendBody::from_reader(&mut r))
+            }
+            Payload::File { path, offset, len } => {
+                let mut f =
+                    File::open(path).map_err(|e| format!("open `{}`: {e}", path.display()))?;
+                f.seek(SeekFrom::Start(*offset))
+                    .map_err(|e| format!("seek `{}`: {e}", path.display()))?;
+                let mut r = f.take(*len);
+                run(SendBody::from_reader(&mut r))
+            }
+        }
+    }
+
+    fn authorization(&self, registry: &str) -> Option<String> {
+        let state = self.state.lock().expect("registry state lock");
+        state.get(registry).and_then(|s| s.authorization.clone())
+    }
+
+    fn credentials(&self, registry: &str) -> Result<Option<Credentials>, RegistryError> {
+        {
+            let state = self.state.lock().expect("registry state lock");
+            if let Some(Some(c)) = state.get(registry).map(|s| s.credentials.clone()) {
+                return Ok(c);
+            }
+        }
+        let found =
+            self.opts
+                .auth
+                .lookup(registry)
+                .map_err(|reason| RegistryError::Credentials {
+                    registry: registry.to_string(),
+                    reason,
+                })?;
+        let mut state = self.state.lock().expect("registry state lock");
+        state.entry(registry.to_string()).or_default().credentials = Some(found.clone());
+        Ok(found)
+    }
+
+    /// Answers a 401: Basic with the stored credentials, or a bearer token from the realm
+    /// (with Basic credentials if there are any, anonymous otherwise) covering every scope used
+    /// on this registry so far.
+    fn answer_challenge(&self, call: &Call, header: Option<&str>) -> Result<(), RegistryError> {
+        let unauthorized = |detail: &str| RegistryError::Unauthorized {
+            site: call.site(),
+            detail: detail.to_string(),
+        };
+        let creds = self.credentials(call.registry)?;
+        let challenge = header.and_then(parse_challenge);
+        let authorization = match challenge {
+            Some(Challenge::Basic) => match &creds {
+                Some(c) => c.basic_header(),
+                None => {
+                    return Err(unauthorized(
+                        ": the registry wants Basic auth and no credentials were found",
+                    ))
+                }
+            },
+            Some(Challenge::Bearer(params)) => {
+                let realm =
+                    params
+                        .get("realm")
+                        .cloned()
+                        .ok_or_else(|| RegistryError::BadResponse {
+                            site: call.site(),
+                            reason: "bearer challenge without a realm".into(),
+                        })?;
+                let scopes = {
+                    let mut state = self.state.lock().expect("registry state lock");
+                    let s = state.entry(call.registry.to_string()).or_default();
+                    s.scopes
+                        .insert(format!("repository:{}:{}", call.repository, call.actions));
+                    if let Some(sc) = params.get("scope") {
+                        for one in sc.split(' ') {
+                            s.scopes.insert(one.to_string());
+                        }
+                    }
+                    s.scopes.clone()
+                };
+                let token =
+                    self.fetch_token(call, &realm, params.get("service"), &scopes, creds.as_ref())?;
+                format!("Bearer {token}")
+            }
+            None => return Err(unauthorized("")),
+        };
+        let mut state = self.state.lock().expect("registry state lock");
+        state
+            .entry(call.registry.to_string())
+            .or_default()
+            .authorization = Some(authorization);
+        Ok(())
+    }
+
+    fn fetch_token(
+        &self,
+        call: &Call,
+        realm: &str,
+        service: Option<&String>,
+        scopes: &BTreeSet<String>,
+        creds: Option<&Credentials>,
+    ) -> Result<String, RegistryError> {
+        let mut url = realm.to_string();
+        let mut sep = if url.contains('?') { '&' } else { '?' };
+        let mut add = |k: &str, v: &str| {
+            url.push(sep);
+            url.push_str(k);
+            url.push('=');
+            url.push_str(&percent_encode(v));
+            sep = '&';
+        };
+        if let Some(s) = service {
+            add("service", s);
+        }
+        for s in scopes {
+            add("scope", s);
+        }
+        let site = Site {
+            op: format!("{} (token from `{realm}`)", call.op),
+            ..call.site()
+        };
+        let basic = creds.map(Credentials::basic_header);
+        let mut attempt = 0;
+        let mut resp = loop {
+            attempt += 1;
+            match self.raw(Method::GET, &url, &[], basic.as_deref(), &Payload::Empty) {
+                Ok(r) => break r,
+                Err(e) if attempt < self.opts.retry.attempts && !e.starts_with(PERMANENT) => {
+                    std::thread::sleep(self.opts.retry.initial * attempt);
+                }
+                Err(reason) => {
+                    return Err(RegistryError::Network {
+                        site,
+                        reason: reason.trim_start_matches(PERMANENT).to_string(),
+                        attempts: attempt,
+                    })
+                }
+            }
+        };
+        match resp.status().as_u16() {
+            200 => {}
+            401 => {
+                return Err(RegistryError::Unauthorized {
+                    site,
+                    detail: if creds.is_some() {
+                        ": the token service refused the credentials".into()
+                    } else {
+                        ": anonymous access refused".into()
+                    },
+                })
+            }
+            _ => return Err(status_error_at(site, resp, 1)),
+        }
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(1 << 20)
+            .read_to_vec()
+            .map_err(|e| RegistryError::BadResponse {
+                site: site.clone(),
+                reason: format!("reading the token: {e}"),
+            })?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| RegistryError::BadResponse {
+                site: site.clone(),
+                reason: format!("token response is not JSON: {e}"),
+            })?;
+        v.get("token")
+            .or_else(|| v.get("access_token"))
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| RegistryError::BadResponse {
+                site,
+                reason: "token response has no `token`".into(),
+            })
+    }
+}
+
+/// Prefix of a transport error that another attempt will not fix.
+const PERMANENT: &str = "\u{0}permanent:";
+
+/// Connection refused or reset, timeouts, broken bodies: worth another attempt. An unknown
+/// host, a bad URL, a certificate or protocol error: not (retrying only delays the message).
+fn retryable(e: &ureq::Error) -> bool {
+    if let ureq::Error::Io(io) = e {
+        // getaddrinfo's EAI_NONAME: the name does not exist (EAI_AGAIN, a DNS hiccup, does
+        // not say this and is retried).
+        let s = io.to_string();
+        if s.contains("Name or service not known") || s.contains("No address associated") {
+            return false;
+        }
+    }
+    !matches!(
+        e,
+        ureq::Error::HostNotFound
+            | ureq::Error::BadUri(_)
+            | ureq::Error::Tls(_)
+            | ureq::Error::Rustls(_)
+            | ureq::Error::Pem(_)
+            | ureq::Error::Protocol(_)
+            | ureq::Error::TooManyRedirects
+            | ureq::Error::RedirectFailed
+            | ureq::Error::InvalidProxyUrl
+    )
+}
+
+/// A header's value as text.
+pub fn header(resp: &Response<Body>, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+pub(crate) fn status_error(call: &Call, resp: Response<Body>, attempts: u32) -> RegistryError {
+    status_error_at(call.site(), resp, attempts)
+}
+
+/// The error for an unexpected status, with the registry's own error message when it sent one
+/// (`{"errors":[{"code":…,"message":…}]}`).
+fn status_error_at(site: Site, mut resp: Response<Body>, attempts: u32) -> RegistryError {
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024)
+        .read_to_vec()
+        .unwrap_or_default();
+    let detail = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            let errs = v.get("errors")?.as_array()?;
+            let msgs: Vec<String> = errs
+                .iter()
+                .filter_map(|e| {
+                    let code = e.get("code").and_then(|c| c.as_str()).unwrap_or("");
+                    let msg = e.get("message").and_then(|c| c.as_str()).unwrap_or("");
+                    (!code.is_empty() || !msg.is_empty()).then(|| format!("{code}: {msg}"))
+                })
+                .collect();
+            (!msgs.is_empty()).then(|| format!(" — {}", msgs.join("; ")))
+        })
+        .unwrap_or_default();
+    match status {
+        401 => RegistryError::Unauthorized { site, detail },
+        403 => RegistryError::Denied { site, detail },
+        404 => RegistryError::NotFound { site, detail },
+        429 => RegistryError::TooManyRequests { site, attempts },
+        _ => RegistryError::Status {
+            site,
+            status,
+            detail,
+            attempts,
+        },
+    }
+}
+
+/// Loopback hosts are reached over plain HTTP, as Docker does.
+pub fn is_loopback(registry: &str) -> bool {
+    let host = if let Some(rest) = registry.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        registry.split(':').next().unwrap_or("")
+    };
+    host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_registries_use_plain_http() {
+        let c = Client::new(ClientOptions {
+            insecure: vec!["10.0.0.5:5000".into()],
+            ..Default::default()
+        });
+        assert_eq!(c.scheme("127.0.0.1:5000"), "http");
+        assert_eq!(c.scheme("127.1.2.3"), "http");
+        assert_eq!(c.scheme("localhost:80"), "http");
+        assert_eq!(c.scheme("[::1]:5000"), "http");
+        assert_eq!(c.scheme("10.0.0.5:5000"), "http");
+        assert_eq!(c.scheme("10.0.0.5:5001"), "https");
+        assert_eq!(c.scheme("docker.io"), "https");
+        assert_eq!(
+            c.url("docker.io", "library/debian", "manifests/12"),
+            "https://registry-1.docker.io/v2/library/debian/manifests/12"
+        );
+        assert_eq!(
+            c.absolute("127.0.0.1:5000", "/v2/a/blobs/uploads/x?s=1"),
+            "http://127.0.0.1:5000/v2/a/blobs/uploads/x?s=1"
+        );
+        assert_eq!(c.absolute("h", "https://s3/x"), "https://s3/x");
+        assert_eq!(
+            percent_encode("repository:a/b:pull,push"),
+            "repository%3Aa%2Fb%3Apull%2Cpush"
+        );
+    }
+}

@@ -1,0 +1,221 @@
+//! Manifests and indexes as registries serve them: OCI image manifest and index, Docker
+//! schema 2 manifest and manifest list (schema 1 is refused). Platform selection for indexes.
+
+use serde::Deserialize;
+use strata_cache::Digest;
+
+use crate::image::Platform;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// The `Accept` header of a manifest request: every kind we can read.
+pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// Manifests and indexes larger than this are refused before they are read whole.
+pub const MANIFEST_LIMIT: u64 = 4 << 20;
+/// Image configs larger than this are refused (they are read whole, as JSON).
+pub const CONFIG_LIMIT: u64 = 8 << 20;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    #[serde(default)]
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    #[serde(default)]
+    pub platform: Option<PlatformJson>,
+}
+
+impl Descriptor {
+    pub fn digest(&self) -> Result<Digest, String> {
+        self.digest
+            .parse()
+            .map_err(|e: strata_cache::DigestParseError| format!("descriptor digest: {e}"))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PlatformJson {
+    pub os: String,
+    pub architecture: String,
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+impl PlatformJson {
+    fn matches(&self, p: &Platform) -> bool {
+        // arm64's variant is v8 when absent; other variants must match when asked for.
+        let variant = self
+            .variant
+            .clone()
+            .or_else(|| (self.architecture == "arm64").then(|| "v8".to_string()));
+        self.os == p.os
+            && self.architecture == p.architecture
+            && (p.variant.is_none() || variant == p.variant)
+    }
+
+    fn label(&self) -> String {
+        match &self.variant {
+            Some(v) => format!("{}/{}/{v}", self.os, self.architecture),
+            None => format!("{}/{}", self.os, self.architecture),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Raw {
+    #[serde(default)]
+    schema_version: Option<u32>,
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    manifests: Option<Vec<Descriptor>>,
+    #[serde(default)]
+    config: Option<Descriptor>,
+    #[serde(default)]
+    layers: Option<Vec<Descriptor>>,
+}
+
+/// A parsed manifest or index.
+#[derive(Debug, Clone)]
+pub enum Parsed {
+    Index {
+        media_type: String,
+        manifests: Vec<Descriptor>,
+    },
+    Manifest {
+        media_type: String,
+        config: Descriptor,
+        layers: Vec<Descriptor>,
+    },
+}
+
+impl Parsed {
+    pub fn media_type(&self) -> &str {
+        match self {
+            Parsed::Index { media_type, .. } | Parsed::Manifest { media_type, .. } => media_type,
+        }
+    }
+}
+
+/// Parses manifest bytes; `content_type` is the response header, used when the JSON has no
+/// `mediaType` (it is optional in OCI).
+pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, String> {
+    let raw: Raw = serde_json::from_slice(bytes).map_err(|e| format!("not a manifest: {e}"))?;
+    if raw.schema_version == Some(1) {
+        return Err(
+            "Docker schema 1 manifests are not supported (re-push the image with a current client)"
+                .into(),
+        );
+    }
+    let content_type = content_type
+        .map(|c| c.split(';').next().unwrap_or(c).trim().to_string())
+        .filter(|c| c.starts_with("application/vnd."));
+    let media_type = raw.media_type.clone().or(content_type);
+    let is_index = match media_type.as_deref() {
+        Some(OCI_INDEX | DOCKER_LIST) => true,
+        Some(OCI_MANIFEST | DOCKER_MANIFEST) => false,
+        Some(other) => return Err(format!("unsupported manifest media type `{other}`")),
+        None => raw.manifests.is_some(),
+    };
+    if is_index {
+        let manifests = raw.manifests.ok_or("an index without `manifests`")?;
+        Ok(Parsed::Index {
+            media_type: media_type.unwrap_or_else(|| OCI_INDEX.into()),
+            manifests,
+        })
+    } else {
+        let config = raw.config.ok_or("a manifest without `config`")?;
+        Ok(Parsed::Manifest {
+            media_type: media_type.unwrap_or_else(|| OCI_MANIFEST.into()),
+            config,
+            layers: raw.layers.unwrap_or_default(),
+        })
+    }
+}
+
+/// The index entry for `platform`, or the list of platforms the index has.
+pub fn select<'a>(
+    manifests: &'a [Descriptor],
+    platform: &Platform,
+) -> Result<&'a Descriptor, String> {
+    manifests
+        .iter()
+        .find(|d| d.platform.as_ref().is_some_and(|p| p.matches(platform)))
+        .ok_or_else(|| {
+            let all: Vec<String> = manifests
+                .iter()
+                .filter_map(|d| d.platform.as_ref().map(PlatformJson::label))
+                .collect();
+            if all.is_empty() {
+                "no platforms listed".into()
+            } else {
+                all.join(", ")
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plat(s: &str) -> Platform {
+        Platform::parse(s).unwrap()
+    }
+
+    #[test]
+    fn parses_oci_and_docker_shapes() {
+        let d = Digest::of(b"c");
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"x","digest":"{d}","size":1}},"layers":[{{"mediaType":"l","digest":"{d}","size":3}}]}}"#
+        );
+        let Parsed::Manifest {
+            media_type,
+            config,
+            layers,
+        } = parse(m.as_bytes(), None).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(media_type, DOCKER_MANIFEST);
+        assert_eq!(config.digest().unwrap(), d);
+        assert_eq!(layers[0].size, 3);
+        // OCI without mediaType: the Content-Type header says what it is.
+        let m = r#"{"schemaVersion":2,"manifests":[]}"#.to_string();
+        assert!(matches!(
+            parse(m.as_bytes(), Some(&format!("{OCI_INDEX}; charset=utf-8"))).unwrap(),
+            Parsed::Index { .. }
+        ));
+        assert!(parse(br#"{"schemaVersion":1,"fsLayers":[]}"#, None)
+            .unwrap_err()
+            .contains("schema 1"));
+        assert!(parse(br#"{"mediaType":"application/vnd.foo+json"}"#, None)
+            .unwrap_err()
+            .contains("unsupported"));
+        assert!(parse(b"not json", None).is_err());
+    }
+
+    #[test]
+    fn selects_the_platform() {
+        let d = Digest::of(b"x");
+        let idx = format!(
+            r#"{{"mediaType":"{OCI_INDEX}","manifests":[
+              {{"digest":"{d}","size":1,"platform":{{"os":"linux","architecture":"arm","variant":"v7"}}}},
+              {{"digest":"{d}","size":2,"platform":{{"os":"linux","architecture":"arm64"}}}},
+              {{"digest":"{d}","size":3,"platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#
+        );
+        let Parsed::Index { manifests, .. } = parse(idx.as_bytes(), None).unwrap() else {
+            panic!()
+        };
+        assert_eq!(select(&manifests, &plat("linux/amd64")).unwrap().size, 3);
+        assert_eq!(select(&manifests, &plat("linux/arm64/v8")).unwrap().size, 2);
+        assert_eq!(select(&manifests, &plat("linux/arm/v7")).unwrap().size, 1);
+        let e = select(&manifests, &plat("linux/s390x")).unwrap_err();
+        assert_eq!(e, "linux/arm/v7, linux/arm64, linux/amd64");
+    }
+}
