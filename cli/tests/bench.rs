@@ -67,3 +67,63 @@ fn bench_reports_scenarios_and_advice() {
         "file 0\n"
     );
 }
+
+/// The base-image change scenario: a patched copy of an `oci-layout://` base (one more layer, same
+/// tag) re-runs every step of the stage built on it; the user's layout is left as it was.
+#[test]
+fn bench_base_change_rebuilds_on_a_patched_layout() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    let base_ctx = work.path().join("base");
+    fs::create_dir_all(base_ctx.join("etc")).unwrap();
+    fs::write(base_ctx.join("etc/os-release"), "ID=test\n").unwrap();
+    fs::write(
+        base_ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY etc/ /etc/\n",
+    )
+    .unwrap();
+    let ctx = work.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    let layout = ctx.join("layout");
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--store")
+        .arg(&store)
+        .args(["build", "-t", "base:1", "--output"])
+        .arg(format!("type=oci,dest={}", layout.display()))
+        .arg(&base_ctx)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let index_before = fs::read(layout.join("index.json")).unwrap();
+    fs::write(ctx.join("app.txt"), "app\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM oci-layout://layout:1\nCOPY app.txt /app/\nLABEL x=1\n",
+    )
+    .unwrap();
+    let json = work.path().join("r.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("bench")
+        .arg("--json")
+        .arg(&json)
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_slice(&fs::read(&json).unwrap()).unwrap();
+    let sc = r["scenarios"].as_array().unwrap();
+    let base = sc
+        .iter()
+        .find(|s| s["name"] == "base layout:1")
+        .unwrap_or_else(|| panic!("no base scenario: {r}"));
+    assert_eq!(base["executed"], 2, "{base}");
+    assert_eq!(base["cached"], 0, "{base}");
+    assert!(
+        base["change"].as_str().unwrap().contains("patched image"),
+        "{base}"
+    );
+    // The patched base changes the COPY's layer stack, so the COPY layer is written again.
+    assert!(base["bytes_written"].as_u64().unwrap() > 0, "{base}");
+    assert_eq!(r["notes"].as_array().unwrap().len(), 0, "{}", r["notes"]);
+    assert_eq!(fs::read(layout.join("index.json")).unwrap(), index_before);
+}

@@ -3,8 +3,8 @@
 //!
 //! Everything runs on a copy of the context in a throwaway store, so the user's files and store
 //! are never touched. Scenarios: cold build; no-op rebuild; for each COPY/ADD, a one-file content
-//! change in its first source; a build-arg change. (A base-image change needs the lockfile of the
-//! registry work and is reported as not supported yet.)
+//! change in its first source; a build-arg change; for each `oci-layout://` base, a patched base
+//! (one more small layer, same tag: [`base`]). Registry bases are not supported yet.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,6 +23,8 @@ use strata_engine::layer::Compression;
 use strata_engine::plan::{self, CopySource, PlanRequest, StepKind};
 
 use crate::args::BenchArgs;
+
+mod base;
 
 #[derive(Debug, Clone, Serialize)]
 struct StepRow {
@@ -306,16 +308,51 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
             &args,
         )?);
     }
-    let base_note =
-        "base-image change: not supported yet (needs the lockfile of the registry work)";
+    // A base-image change: each `oci-layout://` base in turn, patched with one small layer.
+    let mut notes = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for &s in &plan0.order {
+        let plan::Base::Image(img) = &plan0.stages[s].base else {
+            continue;
+        };
+        if !seen.insert((img.layout.clone(), img.reference.clone())) {
+            continue;
+        }
+        let patched = match base::patch(img, seen.len() as u32) {
+            Ok(p) => p,
+            Err(e) => {
+                notes.push(format!(
+                    "base-image change of `oci-layout://{}`: {e:#}",
+                    img.reference
+                ));
+                continue;
+            }
+        };
+        let sc = bench.build(
+            &format!("base {}", img.reference),
+            &format!(
+                "`oci-layout://{}` now names a patched image ({}: one more layer with /{})",
+                img.reference,
+                patched.manifest,
+                base::PATCH_PATH
+            ),
+            &build_args,
+        );
+        patched.restore()?;
+        scenarios.push(sc?);
+    }
+    if seen.is_empty() {
+        notes.push("base-image change: no `oci-layout://` base in the Dockerfile (registry bases: not supported yet, they need the lockfile of the registry work)".to_string());
+    }
 
     eprintln!("{}", table(&scenarios));
-    eprintln!("note: {base_note}");
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
     for a in &advice {
         eprintln!("advice: {a}");
     }
-    let report =
-        serde_json::json!({ "scenarios": scenarios, "advice": advice, "notes": [base_note] });
+    let report = serde_json::json!({ "scenarios": scenarios, "advice": advice, "notes": notes });
     if let Some(p) = &a.json {
         std::fs::write(p, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing `{}`", p.display()))?;
