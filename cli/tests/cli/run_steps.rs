@@ -337,5 +337,57 @@ fn run_as_container_root_in_any_id_mapping() {
     }
 }
 
+/// A RUN after a COPY whose source changed by a few files sees exactly the new tree: the COPY
+/// layer's snapshot is then a small delta over the previous one (sandbox::delta), and the image
+/// equals a cold build's. `%h` pins the files' link count: reused files are not hard links.
+/// (Directories are left out: a directory in both snapshots of the stack is merged by overlay,
+/// which reports link count 1 and the top directory's size — as the host file system's own
+/// directory link counts and sizes, these were never part of what strata reproduces.)
+#[test]
+fn run_after_a_small_copy_change_matches_a_cold_build() {
+    let store = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    busybox_context(
+        c,
+        "FROM base\nCOPY app/ /app/\nRUN cd /app && find . | sort > /files && stat -c '%n %a %s %h %u' $(find . -type f | sort) > /stat && stat -c '%n %a %u' $(find . -type d | sort) >> /stat && cat $(find . -type f | sort) | md5sum > /sum\n",
+    );
+    for (p, body) in [
+        ("a.txt", "a\n"),
+        ("b.txt", "b\n"),
+        ("sub/c.txt", "c\n"),
+        ("sub/del.txt", "del\n"),
+    ] {
+        write(&c.join("app").join(p), body);
+    }
+    let first = build(store.path(), c, &[]).ok().digest();
+    write(&c.join("app/a.txt"), "a, longer now\n");
+    fs::remove_file(c.join("app/sub/del.txt")).unwrap();
+    write(&c.join("app/sub/new.txt"), "new\n");
+    let r = build(store.path(), c, &[]).ok();
+    assert_eq!(r.executed().len(), 2, "COPY and RUN: {:?}", r.executed());
+    let second = r.digest();
+    assert_ne!(first, second);
+    if is_root() {
+        let deltas = fs::read_dir(store.path().join("snapshots-v1"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".delta-")
+            })
+            .count();
+        assert_eq!(deltas, 1, "the changed COPY layer is unpacked as a delta");
+    }
+    let fresh = tempfile::tempdir().unwrap();
+    assert_eq!(
+        build(fresh.path(), c, &[]).ok().digest(),
+        second,
+        "same image as a cold build"
+    );
+}
+
 #[allow(dead_code)]
 fn _uses(_: Run) {}

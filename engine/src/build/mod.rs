@@ -188,6 +188,18 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The diff_id of the layer the step at `loc` made the last time it ran.
+fn previous_layer(store: &Store, loc: &Key) -> Result<Option<Digest>, StoreError> {
+    let Some(prev) = store.index().get_last_at(loc)? else {
+        return Ok(None);
+    };
+    Ok(store
+        .index()
+        .get_step(&prev)?
+        .and_then(|r| r.layer)
+        .map(|l| l.diff_id))
+}
+
 fn location(opts: &BuildOptions, stage: usize, step: usize) -> Key {
     KeyHasher::new("location")
         .str("scope", &opts.explain_scope)
@@ -346,6 +358,8 @@ fn run_stage(
             }
         };
     let mut history = Vec::new();
+    // New COPY layer diff_id → the diff_id of the layer the same step made before.
+    let mut similar: std::collections::HashMap<Digest, Digest> = Default::default();
     let tmp = tempfile::Builder::new()
         .prefix("copy-")
         .tempdir_in(store.root().join("tmp"))
@@ -455,8 +469,16 @@ fn run_stage(
                 match cached_layer {
                     Some(l) => (k, inputs, StepStatus::Cached, Some(l)),
                     None => {
-                        let rec = run_step::execute(store, run, &env, &layers, opts, tmp.path())
-                            .map_err(wrap)?;
+                        let rec = run_step::execute(
+                            store,
+                            run,
+                            &env,
+                            &layers,
+                            &similar,
+                            opts,
+                            tmp.path(),
+                        )
+                        .map_err(wrap)?;
                         (k, inputs, StepStatus::Executed, Some(rec))
                     }
                 }
@@ -525,14 +547,34 @@ fn run_stage(
                         .map_err(wrap)?;
                         let entries = layer::canonicalize(entries, opts.source_date_epoch)
                             .map_err(|e| wrap(e.into()))?;
+                        // A RUN later in this stage needs this layer unpacked. When the
+                        // layer this step made last time is unpacked, unpack the new one as a
+                        // delta over it from the tar being written (sandbox::delta).
+                        let run_follows = stage.steps[i + 1..]
+                            .iter()
+                            .any(|s| matches!(s.kind, StepKind::Run(_)));
+                        let delta = match (run_follows, previous_layer(store, &loc)?) {
+                            (true, Some(prev)) => {
+                                crate::sandbox::Snapshots::new(store.root()).start_delta(&prev)
+                            }
+                            _ => None,
+                        };
+                        let (tee, delta) = match delta {
+                            Some((tx, d)) => (Some(tx), Some(d)),
+                            None => (None, None),
+                        };
                         let mut w = store.blobs().writer()?;
-                        let out = layer::write_layer_cached(
+                        let written = layer::write_layer_tee(
                             &entries,
                             opts.compression,
                             &mut w,
                             Some(chunk_cache(store)),
-                        )
-                        .map_err(|e| wrap(e.into()))?;
+                            tee,
+                        );
+                        if let Some(d) = delta {
+                            d.finish(written.as_ref().ok().map(|o| &o.diff_id));
+                        }
+                        let out = written.map_err(|e| wrap(e.into()))?;
                         let (digest, size) = w.commit()?;
                         debug_assert_eq!(digest, out.digest);
                         let rec = LayerRecord {
@@ -569,6 +611,13 @@ fn run_stage(
             // Last use, for `strata gc`'s least-recently-used eviction.
             store.index().touch_step(&key)?;
             counters.lock().unwrap().cached += 1;
+        }
+        if let (StepKind::Copy(_), StepStatus::Executed, Some(l)) = (&step.kind, status, &layer) {
+            // The layer this step made last time is likely a near copy of this one: a RUN
+            // after it can stack a small delta on that layer's snapshot (sandbox::delta).
+            if let Some(prev) = previous_layer(store, &loc)? {
+                similar.insert(l.diff_id, prev);
+            }
         }
         store.index().put_last_at(&loc, &key)?;
         drop(inflight);
