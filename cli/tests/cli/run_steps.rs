@@ -368,23 +368,41 @@ fn run_after_a_small_copy_change_matches_a_cold_build() {
     assert_eq!(r.executed().len(), 2, "COPY and RUN: {:?}", r.executed());
     let second = r.digest();
     assert_ne!(first, second);
-    if is_root() {
-        let deltas = fs::read_dir(store.path().join("snapshots-v1"))
+    let deltas = || -> Vec<String> {
+        fs::read_dir(store.path().join("snapshots-v1"))
             .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .contains(".delta-")
-            })
-            .count();
-        assert_eq!(deltas, 1, "the changed COPY layer is unpacked as a delta");
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".delta-"))
+            .collect()
+    };
+    if is_root() {
+        assert_eq!(
+            deltas().len(),
+            1,
+            "the changed COPY layer is unpacked as a delta"
+        );
     }
     let fresh = tempfile::tempdir().unwrap();
     assert_eq!(
         build(fresh.path(), c, &[]).ok().digest(),
         second,
+        "same image as a cold build"
+    );
+
+    // An edit after an edit: the previous layer is itself a delta; the new one goes over the
+    // same full snapshot (deltas never stack on deltas).
+    write(&c.join("app/b.txt"), "b2\n");
+    let third = build(store.path(), c, &[]).ok().digest();
+    if is_root() {
+        let d = deltas();
+        assert_eq!(d.len(), 2, "{d:?}");
+        let base_of = |n: &String| n.split(".delta-").nth(1).unwrap().to_string();
+        assert_eq!(base_of(&d[0]), base_of(&d[1]), "{d:?}");
+    }
+    let fresh = tempfile::tempdir().unwrap();
+    assert_eq!(
+        build(fresh.path(), c, &[]).ok().digest(),
+        third,
         "same image as a cold build"
     );
 }

@@ -181,9 +181,8 @@ impl Snapshots {
             }
         }
         if let Some(similar) = similar.filter(|s| *s != diff_id) {
-            let base = self.root.join(similar.hex());
-            if base.is_dir() {
-                let dest = self.root.join(format!("{prefix}{}", similar.hex()));
+            if let Some((base_hex, base)) = self.full_base(similar) {
+                let dest = self.root.join(format!("{prefix}{base_hex}"));
                 let tmp = tempfile::Builder::new()
                     .prefix(&format!(".tmp-{}-", diff_id.hex()))
                     .tempdir_in(&self.root)
@@ -257,10 +256,7 @@ impl Snapshots {
         if self.ns.is_some() {
             return None;
         }
-        let base = self.root.join(similar.hex());
-        if !base.is_dir() {
-            return None;
-        }
+        let (base_hex, base) = self.full_base(similar)?;
         let tmp = tempfile::Builder::new()
             .prefix(".tmp-delta-")
             .tempdir_in(&self.root)
@@ -281,11 +277,30 @@ impl Snapshots {
             tx,
             DeltaInProgress {
                 root: self.root.clone(),
-                base_hex: similar.hex(),
+                base_hex,
                 tmp,
                 worker,
             },
         ))
+    }
+}
+
+impl Snapshots {
+    /// The full snapshot a delta for a layer like `similar` can be made over: `similar`'s own,
+    /// or, when `similar` is itself a delta (an edit after an edit), the full snapshot under it
+    /// — deltas never stack on deltas.
+    fn full_base(&self, similar: &Digest) -> Option<(String, PathBuf)> {
+        let own = self.root.join(similar.hex());
+        if own.is_dir() {
+            return Some((similar.hex(), own));
+        }
+        let prefix = format!("{}.delta-", similar.hex());
+        std::fs::read_dir(&self.root).ok()?.flatten().find_map(|e| {
+            let name = e.file_name();
+            let base_hex = name.to_str()?.strip_prefix(&prefix)?.to_string();
+            let base = self.root.join(&base_hex);
+            base.is_dir().then_some((base_hex, base))
+        })
     }
 }
 
