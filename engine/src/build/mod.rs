@@ -547,17 +547,22 @@ fn run_stage(
                         .map_err(wrap)?;
                         let entries = layer::canonicalize(entries, opts.source_date_epoch)
                             .map_err(|e| wrap(e.into()))?;
-                        // A RUN later in this stage needs this layer unpacked. When the
-                        // layer this step made last time is unpacked, unpack the new one as a
-                        // delta over it from the tar being written (sandbox::delta).
+                        // A RUN later in this stage needs this layer unpacked: unpack it from
+                        // the tar being written (no decompression, no second read of the
+                        // blob), as a delta over the snapshot of the layer this step made last
+                        // time when there is one (sandbox::delta), else in full.
                         let run_follows = stage.steps[i + 1..]
                             .iter()
                             .any(|s| matches!(s.kind, StepKind::Run(_)));
-                        let delta = match (run_follows, previous_layer(store, &loc)?) {
-                            (true, Some(prev)) => {
-                                crate::sandbox::Snapshots::new(store.root()).start_delta(&prev)
+                        let delta = if run_follows {
+                            let snaps = crate::sandbox::Snapshots::new(store.root());
+                            match previous_layer(store, &loc)? {
+                                Some(prev) => snaps.start_delta(&prev),
+                                None => None,
                             }
-                            _ => None,
+                            .or_else(|| snaps.start_full())
+                        } else {
+                            None
                         };
                         let (tee, delta) = match delta {
                             Some((tx, d)) => (Some(tx), Some(d)),

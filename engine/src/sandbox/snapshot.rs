@@ -220,9 +220,11 @@ impl Snapshots {
 /// written ([`Snapshots::start_delta`]).
 pub struct DeltaInProgress {
     root: PathBuf,
-    base_hex: String,
+    /// `None`: a full snapshot is being unpacked.
+    base_hex: Option<String>,
     tmp: PathBuf,
-    worker: std::thread::JoinHandle<Result<super::delta::Delta, SandboxError>>,
+    /// Whether the snapshot is complete and usable.
+    worker: std::thread::JoinHandle<Result<bool, SandboxError>>,
 }
 
 /// Reads the chunks a [`crate::layer::RawTee`] sends; the end when the sender is dropped.
@@ -256,22 +258,45 @@ impl Snapshots {
         if self.ns.is_some() {
             return None;
         }
-        let (base_hex, base) = self.full_base(similar)?;
+        let base = self.full_base(similar)?;
+        self.start(Some(base))
+    }
+
+    /// Like [`start_delta`](Snapshots::start_delta), for a layer with no similar snapshot: a
+    /// full snapshot unpacked from the tar being written.
+    pub fn start_full(&self) -> Option<(crate::layer::RawTee, DeltaInProgress)> {
+        if self.ns.is_some() {
+            return None;
+        }
+        self.start(None)
+    }
+
+    fn start(
+        &self,
+        base: Option<(String, PathBuf)>,
+    ) -> Option<(crate::layer::RawTee, DeltaInProgress)> {
+        std::fs::create_dir_all(&self.root).ok()?;
         let tmp = tempfile::Builder::new()
-            .prefix(".tmp-delta-")
+            .prefix(".tmp-tee-")
             .tempdir_in(&self.root)
             .ok()?
             .keep();
-        // One chunk in flight (≤ 16 MiB): memory stays bounded, the writer waits otherwise.
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        // Nothing buffered: the writer hands over each chunk as the unpacker takes it, so
+        // memory grows by at most the chunk being unpacked.
+        let (tx, rx) = std::sync::mpsc::sync_channel(0);
         let (dest, limits) = (tmp.clone(), self.limits);
+        let base_hex = base.as_ref().map(|(h, _)| h.clone());
         let worker = std::thread::spawn(move || {
             let reader = ChunkReader {
                 rx,
                 cur: Default::default(),
                 pos: 0,
             };
-            super::delta::unpack_delta(reader, &dest, &base, limits)
+            match base {
+                Some((_, base)) => super::delta::unpack_delta(reader, &dest, &base, limits)
+                    .map(|d| matches!(d, super::delta::Delta::Done { .. })),
+                None => unpack(reader, &dest, limits).map(|()| true),
+            }
         });
         Some((
             tx,
@@ -310,11 +335,12 @@ impl DeltaInProgress {
     pub fn finish(self, diff_id: Option<&Digest>) -> bool {
         let outcome = self.worker.join();
         // (A layer equal to its base has that full snapshot already.)
-        let diff_id = diff_id.filter(|d| d.hex() != self.base_hex);
-        if let (Some(d), Ok(Ok(super::delta::Delta::Done { .. }))) = (diff_id, outcome) {
-            let dest = self
-                .root
-                .join(format!("{}.delta-{}", d.hex(), self.base_hex));
+        let diff_id = diff_id.filter(|d| self.base_hex.as_deref() != Some(d.hex().as_str()));
+        if let (Some(d), Ok(Ok(true))) = (diff_id, outcome) {
+            let dest = self.root.join(match &self.base_hex {
+                Some(b) => format!("{}.delta-{b}", d.hex()),
+                None => d.hex(),
+            });
             if std::fs::rename(&self.tmp, &dest).is_ok() {
                 return true;
             }
