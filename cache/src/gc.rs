@@ -9,6 +9,10 @@
 //! recorded a cache hit with [`Index::touch_step`](crate::Index::touch_step); a snapshot's is
 //! its directory's mtime.
 //!
+//! Delta snapshots (`<diff_id hex>.delta-<base diff_id hex>/`, a small layer stacked on the full
+//! snapshot of a similar one) are evicted by last use only, tagged or not: the engine drops a
+//! delta whose base is gone and unpacks that layer again when a RUN needs it.
+//!
 //! Concurrency: a blob becomes referenced by a step record only after it is committed, so a
 //! blob that a concurrent build has just written (and not yet recorded) looks unreferenced. gc
 //! therefore deletes a blob only if it is unreferenced *and* its mtime is older than

@@ -242,6 +242,15 @@ pub struct BenchArgs {
     /// Write a self-contained HTML report with an SVG chart per scenario
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+    /// Also run every scenario with another builder and report its wall time and the ratio
+    #[arg(long, value_enum, value_name = "BUILDER")]
+    pub peer: Option<Peer>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// `buildah bud --layers` (own temp storage, `--isolation chroot`)
+    Buildah,
 }
 
 #[derive(Args, Debug)]

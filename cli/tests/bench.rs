@@ -67,3 +67,147 @@ fn bench_reports_scenarios_and_advice() {
         "file 0\n"
     );
 }
+
+/// The base-image change scenario: a patched copy of an `oci-layout://` base (one more layer, same
+/// tag) re-runs every step of the stage built on it; the user's layout is left as it was.
+#[test]
+fn bench_base_change_rebuilds_on_a_patched_layout() {
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    let base_ctx = work.path().join("base");
+    fs::create_dir_all(base_ctx.join("etc")).unwrap();
+    fs::write(base_ctx.join("etc/os-release"), "ID=test\n").unwrap();
+    fs::write(
+        base_ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY etc/ /etc/\n",
+    )
+    .unwrap();
+    let ctx = work.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    let layout = ctx.join("layout");
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--store")
+        .arg(&store)
+        .args(["build", "-t", "base:1", "--output"])
+        .arg(format!("type=oci,dest={}", layout.display()))
+        .arg(&base_ctx)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let index_before = fs::read(layout.join("index.json")).unwrap();
+    fs::write(ctx.join("app.txt"), "app\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM oci-layout://layout:1\nCOPY app.txt /app/\nLABEL x=1\n",
+    )
+    .unwrap();
+    let json = work.path().join("r.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("bench")
+        .arg("--json")
+        .arg(&json)
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_slice(&fs::read(&json).unwrap()).unwrap();
+    let sc = r["scenarios"].as_array().unwrap();
+    let base = sc
+        .iter()
+        .find(|s| s["name"] == "base layout:1")
+        .unwrap_or_else(|| panic!("no base scenario: {r}"));
+    assert_eq!(base["executed"], 2, "{base}");
+    assert_eq!(base["cached"], 0, "{base}");
+    assert!(
+        base["change"].as_str().unwrap().contains("patched image"),
+        "{base}"
+    );
+    // The patched base changes the COPY's layer stack, so the COPY layer is written again.
+    assert!(base["bytes_written"].as_u64().unwrap() > 0, "{base}");
+    assert_eq!(r["notes"].as_array().unwrap().len(), 0, "{}", r["notes"]);
+    assert_eq!(fs::read(layout.join("index.json")).unwrap(), index_before);
+}
+
+/// `--peer buildah` builds every scenario with `buildah bud --layers` too and reports its wall
+/// time and the ratio; buildah's cache must see the same changes (its no-op rebuild is cached,
+/// so it is faster than its cold build).
+#[test]
+fn bench_peer_buildah_reports_ratios() {
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    fs::write(c.join("a.txt"), "a\n").unwrap();
+    fs::write(c.join("b.txt"), "b\n").unwrap();
+    fs::write(
+        c.join("Dockerfile"),
+        "FROM scratch\nARG V=1\nCOPY a.txt /a/\nCOPY b.txt /b/\nLABEL v=$V\n",
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (json, html) = (out.path().join("r.json"), out.path().join("r.html"));
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["bench", "--peer", "buildah", "--json"])
+        .arg(&json)
+        .arg("--html")
+        .arg(&html)
+        .arg(c)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("buildah s") && stderr.contains("speedup"),
+        "{stderr}"
+    );
+    let r: Value = serde_json::from_slice(&fs::read(&json).unwrap()).unwrap();
+    let sc = r["scenarios"].as_array().unwrap();
+    assert_eq!(sc.len(), 5, "cold, no-op, two changes, build-arg: {r}");
+    for s in sc {
+        let p = &s["peer"];
+        assert_eq!(p["builder"], "buildah", "{s}");
+        let (pw, w) = (
+            p["wall_seconds"].as_f64().unwrap(),
+            s["wall_seconds"].as_f64().unwrap(),
+        );
+        assert!(pw > 0.0, "{s}");
+        let ratio = p["speedup"].as_f64().unwrap();
+        assert!(
+            (ratio - pw / w.max(1e-6)).abs() < 1e-6 * ratio.max(1.0),
+            "{s}"
+        );
+    }
+    let wall = |n: &str| {
+        sc.iter().find(|s| s["name"] == n).unwrap()["peer"]["wall_seconds"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(
+        wall("no-op") < wall("cold"),
+        "buildah's layer cache was used: {r}"
+    );
+    let page = fs::read_to_string(&html).unwrap();
+    assert!(page.contains("buildah wall time") && page.contains("<th>speedup</th>"));
+    // buildah's storage is removed with the bench's temp dir: no mounts left behind.
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("strata-bench-"), "{mounts}");
+}
+
+/// Without buildah on PATH, `--peer buildah` fails before doing anything, and says how to fix it.
+#[test]
+fn bench_peer_buildah_missing_is_a_clear_error() {
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nLABEL a=1\n").unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["bench", "--peer", "buildah"])
+        .arg(ctx.path())
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains("`buildah` is not on PATH") && stderr.contains("hint: install it"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("scenario"), "nothing ran: {stderr}");
+}

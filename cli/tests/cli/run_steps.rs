@@ -337,5 +337,75 @@ fn run_as_container_root_in_any_id_mapping() {
     }
 }
 
+/// A RUN after a COPY whose source changed by a few files sees exactly the new tree: the COPY
+/// layer's snapshot is then a small delta over the previous one (sandbox::delta), and the image
+/// equals a cold build's. `%h` pins the files' link count: reused files are not hard links.
+/// (Directories are left out: a directory in both snapshots of the stack is merged by overlay,
+/// which reports link count 1 and the top directory's size — as the host file system's own
+/// directory link counts and sizes, these were never part of what strata reproduces.)
+#[test]
+fn run_after_a_small_copy_change_matches_a_cold_build() {
+    let store = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    busybox_context(
+        c,
+        "FROM base\nCOPY app/ /app/\nRUN cd /app && find . | sort > /files && stat -c '%n %a %s %h %u' $(find . -type f | sort) > /stat && stat -c '%n %a %u' $(find . -type d | sort) >> /stat && cat $(find . -type f | sort) | md5sum > /sum\n",
+    );
+    for (p, body) in [
+        ("a.txt", "a\n"),
+        ("b.txt", "b\n"),
+        ("sub/c.txt", "c\n"),
+        ("sub/del.txt", "del\n"),
+    ] {
+        write(&c.join("app").join(p), body);
+    }
+    let first = build(store.path(), c, &[]).ok().digest();
+    write(&c.join("app/a.txt"), "a, longer now\n");
+    fs::remove_file(c.join("app/sub/del.txt")).unwrap();
+    write(&c.join("app/sub/new.txt"), "new\n");
+    let r = build(store.path(), c, &[]).ok();
+    assert_eq!(r.executed().len(), 2, "COPY and RUN: {:?}", r.executed());
+    let second = r.digest();
+    assert_ne!(first, second);
+    let deltas = || -> Vec<String> {
+        fs::read_dir(store.path().join("snapshots-v1"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".delta-"))
+            .collect()
+    };
+    if is_root() {
+        assert_eq!(
+            deltas().len(),
+            1,
+            "the changed COPY layer is unpacked as a delta"
+        );
+    }
+    let fresh = tempfile::tempdir().unwrap();
+    assert_eq!(
+        build(fresh.path(), c, &[]).ok().digest(),
+        second,
+        "same image as a cold build"
+    );
+
+    // An edit after an edit: the previous layer is itself a delta; the new one goes over the
+    // same full snapshot (deltas never stack on deltas).
+    write(&c.join("app/b.txt"), "b2\n");
+    let third = build(store.path(), c, &[]).ok().digest();
+    if is_root() {
+        let d = deltas();
+        assert_eq!(d.len(), 2, "{d:?}");
+        let base_of = |n: &String| n.split(".delta-").nth(1).unwrap().to_string();
+        assert_eq!(base_of(&d[0]), base_of(&d[1]), "{d:?}");
+    }
+    let fresh = tempfile::tempdir().unwrap();
+    assert_eq!(
+        build(fresh.path(), c, &[]).ok().digest(),
+        third,
+        "same image as a cold build"
+    );
+}
+
 #[allow(dead_code)]
 fn _uses(_: Run) {}

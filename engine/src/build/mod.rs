@@ -195,6 +195,18 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The diff_id of the layer the step at `loc` made the last time it ran.
+fn previous_layer(store: &Store, loc: &Key) -> Result<Option<Digest>, StoreError> {
+    let Some(prev) = store.index().get_last_at(loc)? else {
+        return Ok(None);
+    };
+    Ok(store
+        .index()
+        .get_step(&prev)?
+        .and_then(|r| r.layer)
+        .map(|l| l.diff_id))
+}
+
 fn location(opts: &BuildOptions, stage: usize, step: usize) -> Key {
     KeyHasher::new("location")
         .str("scope", &opts.explain_scope)
@@ -353,6 +365,8 @@ fn run_stage(
             }
         };
     let mut history = Vec::new();
+    // New COPY layer diff_id → the diff_id of the layer the same step made before.
+    let mut similar: std::collections::HashMap<Digest, Digest> = Default::default();
     let tmp = tempfile::Builder::new()
         .prefix("copy-")
         .tempdir_in(store.root().join("tmp"))
@@ -455,8 +469,16 @@ fn run_stage(
                 match cached_layer {
                     Some(l) => (k, inputs, StepStatus::Cached, Some(l)),
                     None => {
-                        let rec = run_step::execute(store, run, &env, &layers, opts, tmp.path())
-                            .map_err(wrap)?;
+                        let rec = run_step::execute(
+                            store,
+                            run,
+                            &env,
+                            &layers,
+                            &similar,
+                            opts,
+                            tmp.path(),
+                        )
+                        .map_err(wrap)?;
                         (k, inputs, StepStatus::Executed, Some(rec))
                     }
                 }
@@ -519,14 +541,39 @@ fn run_stage(
                         .map_err(wrap)?;
                         let entries = layer::canonicalize(entries, opts.source_date_epoch)
                             .map_err(|e| wrap(e.into()))?;
+                        // A RUN later in this stage needs this layer unpacked: unpack it from
+                        // the tar being written (no decompression, no second read of the
+                        // blob), as a delta over the snapshot of the layer this step made last
+                        // time when there is one (sandbox::delta), else in full.
+                        let run_follows = stage.steps[i + 1..]
+                            .iter()
+                            .any(|s| matches!(s.kind, StepKind::Run(_)));
+                        let delta = if run_follows {
+                            let snaps = crate::sandbox::Snapshots::new(store.root());
+                            match previous_layer(store, &loc)? {
+                                Some(prev) => snaps.start_delta(&prev),
+                                None => None,
+                            }
+                            .or_else(|| snaps.start_full())
+                        } else {
+                            None
+                        };
+                        let (tee, delta) = match delta {
+                            Some((tx, d)) => (Some(tx), Some(d)),
+                            None => (None, None),
+                        };
                         let mut w = store.blobs().writer()?;
-                        let out = layer::write_layer_cached(
+                        let written = layer::write_layer_tee(
                             &entries,
                             opts.compression,
                             &mut w,
                             Some(chunk_cache(store)),
-                        )
-                        .map_err(|e| wrap(e.into()))?;
+                            tee,
+                        );
+                        if let Some(d) = delta {
+                            d.finish(written.as_ref().ok().map(|o| &o.diff_id));
+                        }
+                        let out = written.map_err(|e| wrap(e.into()))?;
                         let (digest, size) = w.commit()?;
                         debug_assert_eq!(digest, out.digest);
                         let rec = LayerRecord {
@@ -563,6 +610,13 @@ fn run_stage(
             // Last use, for `strata gc`'s least-recently-used eviction.
             store.index().touch_step(&key)?;
             counters.lock().unwrap().cached += 1;
+        }
+        if let (StepKind::Copy(_), StepStatus::Executed, Some(l)) = (&step.kind, status, &layer) {
+            // The layer this step made last time is likely a near copy of this one: a RUN
+            // after it can stack a small delta on that layer's snapshot (sandbox::delta).
+            if let Some(prev) = previous_layer(store, &loc)? {
+                similar.insert(l.diff_id, prev);
+            }
         }
         store.index().put_last_at(&loc, &key)?;
         counters.lock().unwrap().steps.push((key, layer.clone()));

@@ -1,9 +1,10 @@
 //! Executing a RUN step: parent layers as overlay lower dirs (unpacked once per diff_id), the
 //! command in the sandbox, the upper dir captured as a canonical layer.
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use strata_cache::{LayerRecord, Store};
+use strata_cache::{Digest, LayerRecord, Store};
 
 use crate::build::{chunk_cache, BuildError, BuildOptions};
 use crate::image::LayerDesc;
@@ -18,13 +19,20 @@ pub(crate) fn execute(
     run: &RunStep,
     env: &[String],
     layers: &[LayerDesc],
+    similar: &HashMap<Digest, Digest>,
     opts: &BuildOptions,
     tmp: &Path,
 ) -> Result<LayerRecord, BuildError> {
     let snaps = Snapshots::new(store.root());
     let mut lowers = Vec::new();
     for l in layers {
-        lowers.push(snaps.ensure(store.blobs(), &l.diff_id, &l.digest, &l.media_type)?);
+        lowers.extend(snaps.ensure_stack(
+            store.blobs(),
+            &l.diff_id,
+            &l.digest,
+            &l.media_type,
+            similar.get(&l.diff_id),
+        )?);
     }
     let dir = tempfile::Builder::new()
         .prefix("run-")

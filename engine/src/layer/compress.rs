@@ -130,9 +130,15 @@ fn chunk_key(compression: Compression, chunk: &[u8]) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
+/// Receives the uncompressed tar of a layer being written, chunk by chunk, in order (see
+/// [`write_layer_tee`]).
+pub type RawTee = mpsc::SyncSender<std::sync::Arc<Vec<u8>>>;
+
 struct Pipeline<'o> {
     compression: Compression,
     cache: Option<std::sync::Arc<dyn ChunkCache>>,
+    /// Dropped (the receiver sees the end) when it stops receiving: the layer is unaffected.
+    tee: Option<RawTee>,
     out: &'o mut dyn Write,
     in_flight: VecDeque<(u64, Receiver<Compressed>)>,
     max_in_flight: usize,
@@ -170,6 +176,12 @@ impl ChunkSink for Pipeline<'_> {
     fn chunk(&mut self, chunk: Vec<u8>) -> Result<(), LayerError> {
         let n = self.next_chunk;
         self.next_chunk += 1;
+        let chunk = std::sync::Arc::new(chunk);
+        if let Some(tee) = &self.tee {
+            if tee.send(chunk.clone()).is_err() {
+                self.tee = None;
+            }
+        }
         if self.compression == Compression::None {
             return self.emit(&chunk);
         }
@@ -226,9 +238,23 @@ pub fn write_layer_cached(
     out: &mut dyn Write,
     cache: Option<std::sync::Arc<dyn ChunkCache>>,
 ) -> Result<LayerOutput, LayerError> {
+    write_layer_tee(entries, compression, out, cache, None)
+}
+
+/// [`write_layer_cached`], also sending the uncompressed tar (whose sha256 is the returned
+/// diff_id) to `tee` as it is made: a consumer can unpack the layer without decompressing
+/// the blob. The sender is dropped when the layer is complete (or failed).
+pub fn write_layer_tee(
+    entries: &[Entry],
+    compression: Compression,
+    out: &mut dyn Write,
+    cache: Option<std::sync::Arc<dyn ChunkCache>>,
+    tee: Option<RawTee>,
+) -> Result<LayerOutput, LayerError> {
     let mut pipe = Pipeline {
         compression,
         cache,
+        tee,
         out,
         in_flight: VecDeque::new(),
         // One chunk being written out while every thread compresses one: enough to keep the

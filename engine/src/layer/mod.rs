@@ -20,7 +20,10 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 pub use archive::{decompress_reader, open_archive};
-pub use compress::{write_layer, write_layer_cached, ChunkCache, ChunkDir, CHUNK_MAX, CHUNK_MIN};
+pub use compress::{
+    write_layer, write_layer_cached, write_layer_tee, ChunkCache, ChunkDir, RawTee, CHUNK_MAX,
+    CHUNK_MIN,
+};
 pub use entry::{canonicalize, path_cmp, Content, Entry, EntryKind, KEPT_XATTRS};
 pub use tar::CHUNK_SOFT;
 

@@ -9,6 +9,7 @@
 //!   namespace, mount and exec work there.
 
 pub mod capture;
+pub mod delta;
 pub mod exec;
 pub(crate) mod init;
 mod root;

@@ -146,6 +146,213 @@ impl Snapshots {
     }
 }
 
+impl Snapshots {
+    /// The lower dirs (bottom first) that show layer `diff_id`: its full snapshot, or a delta
+    /// snapshot stacked on the full snapshot of a similar layer ([`super::delta`]). A new
+    /// snapshot is made as a delta over `similar` (e.g. the same COPY step's previous layer)
+    /// when that one's full snapshot exists and the layer fits the delta model; else in full.
+    pub fn ensure_stack(
+        &self,
+        blobs: &BlobStore,
+        diff_id: &Digest,
+        digest: &Digest,
+        media_type: &str,
+        similar: Option<&Digest>,
+    ) -> Result<Vec<PathBuf>, SandboxError> {
+        let full = self.root.join(diff_id.hex());
+        if full.is_dir() || self.ns.is_some() {
+            // Rootless snapshots are unpacked by a helper in the user namespace: full only.
+            return Ok(vec![self.ensure(blobs, diff_id, digest, media_type)?]);
+        }
+        // A delta made earlier (named `<diff_id>.delta-<base diff_id>`), if its base is still there.
+        let prefix = format!("{}.delta-", diff_id.hex());
+        if let Ok(entries) = std::fs::read_dir(&self.root) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let Some(base_hex) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+                    continue;
+                };
+                let base = self.root.join(base_hex);
+                if base.is_dir() {
+                    return Ok(vec![base, e.path()]);
+                }
+                // Its base was evicted: the delta alone shows nothing useful.
+                let _ = remove_tree(&e.path());
+            }
+        }
+        if let Some(similar) = similar.filter(|s| *s != diff_id) {
+            if let Some((base_hex, base)) = self.full_base(similar) {
+                let dest = self.root.join(format!("{prefix}{base_hex}"));
+                let tmp = tempfile::Builder::new()
+                    .prefix(&format!(".tmp-{}-", diff_id.hex()))
+                    .tempdir_in(&self.root)
+                    .map_err(|e| SandboxError::io("create temp dir in", self.root.display(), e))?
+                    .keep();
+                let blob = blobs.open(digest)?;
+                let reader = crate::layer::decompress_reader(Box::new(blob), media_type)?;
+                match super::delta::unpack_delta(reader, &tmp, &base, self.limits) {
+                    Ok(super::delta::Delta::Done { .. }) => match std::fs::rename(&tmp, &dest) {
+                        Ok(()) => return Ok(vec![base, dest]),
+                        Err(_) if dest.is_dir() => {
+                            let _ = remove_tree(&tmp);
+                            return Ok(vec![base, dest]);
+                        }
+                        Err(e) => {
+                            let _ = remove_tree(&tmp);
+                            return Err(SandboxError::io("rename snapshot to", dest.display(), e));
+                        }
+                    },
+                    Ok(super::delta::Delta::Unsuitable(_)) => {
+                        let _ = remove_tree(&tmp);
+                    }
+                    Err(e) => {
+                        let _ = remove_tree(&tmp);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(vec![self.ensure(blobs, diff_id, digest, media_type)?])
+    }
+}
+
+/// A delta snapshot being made from the uncompressed tar of a layer while the layer is
+/// written ([`Snapshots::start_delta`]).
+pub struct DeltaInProgress {
+    root: PathBuf,
+    /// `None`: a full snapshot is being unpacked.
+    base_hex: Option<String>,
+    tmp: PathBuf,
+    /// Whether the snapshot is complete and usable.
+    worker: std::thread::JoinHandle<Result<bool, SandboxError>>,
+}
+
+/// Reads the chunks a [`crate::layer::RawTee`] sends; the end when the sender is dropped.
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<std::sync::Arc<Vec<u8>>>,
+    cur: std::sync::Arc<Vec<u8>>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.rx.recv() {
+                Ok(c) => (self.cur, self.pos) = (c, 0),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Snapshots {
+    /// Starts unpacking a layer that is about to be written as a delta over the full snapshot
+    /// of `similar`, fed by the returned sender (pass it to [`crate::layer::write_layer_tee`]):
+    /// no decompression and no second read of the blob. `None` if that snapshot is not there
+    /// (or rootless: snapshots are unpacked by a helper there).
+    pub fn start_delta(&self, similar: &Digest) -> Option<(crate::layer::RawTee, DeltaInProgress)> {
+        if self.ns.is_some() {
+            return None;
+        }
+        let base = self.full_base(similar)?;
+        self.start(Some(base))
+    }
+
+    /// Like [`start_delta`](Snapshots::start_delta), for a layer with no similar snapshot: a
+    /// full snapshot unpacked from the tar being written.
+    pub fn start_full(&self) -> Option<(crate::layer::RawTee, DeltaInProgress)> {
+        if self.ns.is_some() {
+            return None;
+        }
+        self.start(None)
+    }
+
+    fn start(
+        &self,
+        base: Option<(String, PathBuf)>,
+    ) -> Option<(crate::layer::RawTee, DeltaInProgress)> {
+        std::fs::create_dir_all(&self.root).ok()?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-tee-")
+            .tempdir_in(&self.root)
+            .ok()?
+            .keep();
+        // Nothing buffered: the writer hands over each chunk as the unpacker takes it, so
+        // memory grows by at most the chunk being unpacked.
+        let (tx, rx) = std::sync::mpsc::sync_channel(0);
+        let (dest, limits) = (tmp.clone(), self.limits);
+        let base_hex = base.as_ref().map(|(h, _)| h.clone());
+        let worker = std::thread::spawn(move || {
+            let reader = ChunkReader {
+                rx,
+                cur: Default::default(),
+                pos: 0,
+            };
+            match base {
+                Some((_, base)) => super::delta::unpack_delta(reader, &dest, &base, limits)
+                    .map(|d| matches!(d, super::delta::Delta::Done { .. })),
+                None => unpack(reader, &dest, limits).map(|()| true),
+            }
+        });
+        Some((
+            tx,
+            DeltaInProgress {
+                root: self.root.clone(),
+                base_hex,
+                tmp,
+                worker,
+            },
+        ))
+    }
+}
+
+impl Snapshots {
+    /// The full snapshot a delta for a layer like `similar` can be made over: `similar`'s own,
+    /// or, when `similar` is itself a delta (an edit after an edit), the full snapshot under it
+    /// — deltas never stack on deltas.
+    fn full_base(&self, similar: &Digest) -> Option<(String, PathBuf)> {
+        let own = self.root.join(similar.hex());
+        if own.is_dir() {
+            return Some((similar.hex(), own));
+        }
+        let prefix = format!("{}.delta-", similar.hex());
+        std::fs::read_dir(&self.root).ok()?.flatten().find_map(|e| {
+            let name = e.file_name();
+            let base_hex = name.to_str()?.strip_prefix(&prefix)?.to_string();
+            let base = self.root.join(&base_hex);
+            base.is_dir().then_some((base_hex, base))
+        })
+    }
+}
+
+impl DeltaInProgress {
+    /// Waits for the unpacking; keeps the delta as the snapshot of `diff_id` (the layer whose
+    /// tar was sent, `None` if writing it failed) when it is complete. Whether it was kept.
+    pub fn finish(self, diff_id: Option<&Digest>) -> bool {
+        let outcome = self.worker.join();
+        // (A layer equal to its base has that full snapshot already.)
+        let diff_id = diff_id.filter(|d| self.base_hex.as_deref() != Some(d.hex().as_str()));
+        if let (Some(d), Ok(Ok(true))) = (diff_id, outcome) {
+            let dest = self.root.join(match &self.base_hex {
+                Some(b) => format!("{}.delta-{b}", d.hex()),
+                None => d.hex(),
+            });
+            if std::fs::rename(&self.tmp, &dest).is_ok() {
+                return true;
+            }
+            let there = dest.is_dir();
+            let _ = remove_tree(&self.tmp);
+            return there;
+        }
+        let _ = remove_tree(&self.tmp);
+        false
+    }
+}
+
 pub(crate) fn remove_tree(path: &Path) -> Result<(), Errno> {
     let parent = path.parent().unwrap_or(Path::new("/"));
     let dir = rfs::open(parent, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;

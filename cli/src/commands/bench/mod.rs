@@ -3,9 +3,10 @@
 //!
 //! Everything runs on a copy of the context in a throwaway store, so the user's files and store
 //! are never touched. Scenarios: cold build; no-op rebuild; for each COPY/ADD, a one-file content
-//! change in its first source; a build-arg change. (A base-image change needs the lockfile of the
-//! registry work and is reported as not supported yet.)
+//! change in its first source; a build-arg change; for each `oci-layout://` base, a patched base
+//! (one more small layer, same tag: [`base`]). Registry bases are not supported yet.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -22,7 +23,10 @@ use strata_engine::image::Platform;
 use strata_engine::layer::Compression;
 use strata_engine::plan::{self, CopySource, PlanRequest, StepKind};
 
-use crate::args::BenchArgs;
+use crate::args::{BenchArgs, Peer};
+
+mod base;
+mod peer;
 
 #[derive(Debug, Clone, Serialize)]
 struct StepRow {
@@ -46,6 +50,18 @@ struct Scenario {
     cpu_seconds: f64,
     peak_rss_kb: u64,
     steps: Vec<StepRow>,
+    /// The same scenario built by `--peer`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer: Option<PeerRun>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct PeerRun {
+    builder: &'static str,
+    storage: &'static str,
+    wall_seconds: f64,
+    /// The peer's wall time over strata's: how many times faster strata was.
+    speedup: f64,
 }
 
 #[derive(Default)]
@@ -100,6 +116,7 @@ struct Bench {
     target: Option<String>,
     jobs: usize,
     compression: Compression,
+    peer: RefCell<Option<peer::Buildah>>,
 }
 
 impl Bench {
@@ -148,7 +165,22 @@ impl Bench {
         let (cpu1, rss) = rusage();
         let mut steps = col.steps.into_inner().unwrap();
         steps.sort_by_key(|s| (s.stage, s.step));
+        let peer = match self.peer.borrow_mut().as_mut() {
+            Some(b) => {
+                let w = b
+                    .build(build_args)
+                    .with_context(|| format!("scenario `{name}` with buildah"))?;
+                Some(PeerRun {
+                    builder: "buildah",
+                    storage: b.driver,
+                    wall_seconds: w.as_secs_f64(),
+                    speedup: w.as_secs_f64() / wall.as_secs_f64().max(1e-6),
+                })
+            }
+            None => None,
+        };
         Ok(Scenario {
+            peer,
             name: name.to_string(),
             change: change.to_string(),
             executed: steps.iter().filter(|s| s.status == "executed").count(),
@@ -179,6 +211,9 @@ fn copy_context(from: &Path, to: &Path) -> anyhow::Result<()> {
 pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let ctx_src = std::fs::canonicalize(&a.context)
         .with_context(|| format!("build context `{}`", a.context.display()))?;
+    if a.peer == Some(Peer::Buildah) {
+        peer::find()?; // before copying a big context
+    }
     let work = tempfile::Builder::new().prefix("strata-bench-").tempdir()?;
     let ctx_dir = work.path().join("context");
     std::fs::create_dir(&ctx_dir)?;
@@ -205,7 +240,17 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs)
         .build_global();
+    let peer = match a.peer {
+        Some(Peer::Buildah) => Some(peer::Buildah::new(
+            work.path(),
+            &dockerfile,
+            &ctx_dir,
+            a.target.clone(),
+        )?),
+        None => None,
+    };
     let bench = Bench {
+        peer: RefCell::new(peer),
         ctx_dir: ctx_dir.clone(),
         dockerfile: dockerfile.clone(),
         store: Store::open(&work.path().join("store"))?,
@@ -309,16 +354,51 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
             &args,
         )?);
     }
-    let base_note =
-        "base-image change: not supported yet (needs the lockfile of the registry work)";
+    // A base-image change: each `oci-layout://` base in turn, patched with one small layer.
+    let mut notes = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for &s in &plan0.order {
+        let plan::Base::Image(img) = &plan0.stages[s].base else {
+            continue;
+        };
+        if !seen.insert((format!("{:?}", img.source), img.reference.clone())) {
+            continue;
+        }
+        let patched = match base::patch(img, seen.len() as u32) {
+            Ok(p) => p,
+            Err(e) => {
+                notes.push(format!(
+                    "base-image change of `oci-layout://{}`: {e:#}",
+                    img.reference
+                ));
+                continue;
+            }
+        };
+        let sc = bench.build(
+            &format!("base {}", img.reference),
+            &format!(
+                "`oci-layout://{}` now names a patched image ({}: one more layer with /{})",
+                img.reference,
+                patched.manifest,
+                base::PATCH_PATH
+            ),
+            &build_args,
+        );
+        patched.restore()?;
+        scenarios.push(sc?);
+    }
+    if seen.is_empty() {
+        notes.push("base-image change: no `oci-layout://` base in the Dockerfile (registry bases: not supported yet, they need the lockfile of the registry work)".to_string());
+    }
 
     eprintln!("{}", table(&scenarios));
-    eprintln!("note: {base_note}");
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
     for a in &advice {
         eprintln!("advice: {a}");
     }
-    let report =
-        serde_json::json!({ "scenarios": scenarios, "advice": advice, "notes": [base_note] });
+    let report = serde_json::json!({ "scenarios": scenarios, "advice": advice, "notes": notes });
     if let Some(p) = &a.json {
         std::fs::write(p, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing `{}`", p.display()))?;
@@ -335,13 +415,18 @@ fn mb(b: u64) -> String {
 }
 
 fn table(sc: &[Scenario]) -> String {
+    let peer = sc.iter().find_map(|s| s.peer.as_ref().map(|p| p.builder));
     let mut out = format!(
-        "{:<40} {:>8} {:>7} {:>10} {:>10} {:>8} {:>8} {:>9}\n",
+        "{:<40} {:>8} {:>7} {:>10} {:>10} {:>8} {:>8} {:>9}",
         "scenario", "executed", "cached", "hashed MB", "stored MB", "wall s", "cpu s", "peak MB"
     );
+    if let Some(p) = peer {
+        let _ = write!(out, " {:>10} {:>9}", format!("{p} s"), "speedup");
+    }
+    out.push('\n');
     for s in sc {
         let name: String = s.name.chars().take(40).collect();
-        let _ = writeln!(
+        let _ = write!(
             out,
             "{:<40} {:>8} {:>7} {:>10} {:>10} {:>8.2} {:>8.2} {:>9}",
             name,
@@ -353,6 +438,15 @@ fn table(sc: &[Scenario]) -> String {
             s.cpu_seconds,
             s.peak_rss_kb / 1024
         );
+        if let Some(p) = &s.peer {
+            let _ = write!(
+                out,
+                " {:>10.2} {:>9}",
+                p.wall_seconds,
+                format!("{:.1}x", p.speedup)
+            );
+        }
+        out.push('\n');
     }
     out
 }
@@ -368,11 +462,16 @@ fn esc(s: &str) -> String {
 /// in orange, cached in grey). No scripts, no network.
 fn html(sc: &[Scenario], advice: &[String]) -> String {
     let mut h = String::from("<!doctype html><meta charset=utf-8><title>strata bench</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child{text-align:left}</style><h1>strata bench</h1>");
-    h.push_str("<table><tr><th>scenario</th><th>executed</th><th>cached</th><th>hashed MB</th><th>stored MB</th><th>wall s</th><th>cpu s</th></tr>");
+    let peer = sc.iter().find_map(|s| s.peer.as_ref().map(|p| p.builder));
+    h.push_str("<table><tr><th>scenario</th><th>executed</th><th>cached</th><th>hashed MB</th><th>stored MB</th><th>wall s</th><th>cpu s</th>");
+    if let Some(p) = peer {
+        let _ = write!(h, "<th>{p} wall s</th><th>speedup</th>");
+    }
+    h.push_str("</tr>");
     for s in sc {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td>",
             esc(&s.name),
             s.executed,
             s.cached,
@@ -381,6 +480,14 @@ fn html(sc: &[Scenario], advice: &[String]) -> String {
             s.wall_seconds,
             s.cpu_seconds
         );
+        if let Some(p) = &s.peer {
+            let _ = write!(
+                h,
+                "<td>{:.2}</td><td>{:.1}x</td>",
+                p.wall_seconds, p.speedup
+            );
+        }
+        h.push_str("</tr>");
     }
     h.push_str("</table>");
     for a in advice {
@@ -393,11 +500,40 @@ fn html(sc: &[Scenario], advice: &[String]) -> String {
     for s in sc {
         let rows = s.steps.len().max(1);
         let (w, row_h, label_w) = (900.0, 18.0, 420.0);
+        let _ = write!(h, "<h2>{}</h2><p>{}</p>", esc(&s.name), esc(&s.change));
+        if let Some(p) = &s.peer {
+            // Two bars on one scale: strata's wall time and the peer's.
+            let top = p.wall_seconds.max(s.wall_seconds).max(1e-6);
+            let scale = (w - label_w - 80.0) / top;
+            let _ = write!(
+                h,
+                "<p>strata {:.1}x faster than {} ({} storage)</p><svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='40' role='img'>",
+                p.speedup, p.builder, p.storage
+            );
+            for (k, (who, secs, color)) in [
+                ("strata", s.wall_seconds, "#e8772e"),
+                (p.builder, p.wall_seconds, "#4a7fc1"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let y = k as f64 * row_h;
+                let bw = (secs * scale).max(1.0);
+                let _ = write!(
+                    h,
+                    "<text x='0' y='{}' font-size='12'>{who} wall time</text><rect x='{label_w}' y='{}' width='{bw:.1}' height='{}' fill='{color}'/><text x='{}' y='{}' font-size='11'>{secs:.3}s</text>",
+                    y + 13.0,
+                    y + 2.0,
+                    row_h - 4.0,
+                    label_w + bw + 4.0,
+                    y + 13.0
+                );
+            }
+            h.push_str("</svg>");
+        }
         let _ = write!(
             h,
-            "<h2>{}</h2><p>{}</p><svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{}' role='img'>",
-            esc(&s.name),
-            esc(&s.change),
+            "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{}' role='img'>",
             rows as f64 * row_h + 4.0
         );
         for (k, r) in s.steps.iter().enumerate() {
