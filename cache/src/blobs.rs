@@ -28,12 +28,21 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl BlobStore {
     /// Creates the directories if needed.
+    #[cfg_attr(not(feature = "index"), allow(dead_code))]
     pub(crate) fn new(root: &Path) -> Result<BlobStore, StoreError> {
         let dir = root.join("blobs").join("sha256");
         let tmp = root.join("tmp");
         fs::create_dir_all(&dir).at("create directory", &dir)?;
         fs::create_dir_all(&tmp).at("create directory", &tmp)?;
         Ok(BlobStore { dir, tmp })
+    }
+
+    /// Temporary files go to `tmp` instead (a store handle's scratch directory; it must be on
+    /// the same file system as the blobs).
+    #[cfg_attr(not(feature = "index"), allow(dead_code))]
+    pub(crate) fn with_tmp(mut self, tmp: &Path) -> BlobStore {
+        self.tmp = tmp.to_path_buf();
+        self
     }
 
     /// Where the blob `d` lives (whether or not it exists).
@@ -227,11 +236,13 @@ impl BlobWriter {
 
     fn place(&mut self, digest: &Digest) -> Result<(), StoreError> {
         let dest = self.dir.join(digest.hex());
-        if dest.is_file() {
-            // Same content is already there; Drop removes our copy. Refresh its mtime: gc
-            // deletes an unreferenced blob only once it is old (gc::MIN_BLOB_AGE), and this one
-            // is about to be referenced again. Best effort: a read-only store still works.
-            touch(&dest);
+        // Same content is already there: Drop removes our copy. Refresh its mtime instead: gc
+        // deletes an unreferenced blob only once it is old (gc::MIN_BLOB_AGE), and this one is
+        // about to be referenced again. gc (perhaps in another process) moves a blob away
+        // before it checks the age for the last time, so either it sees our refresh and puts
+        // the blob back, or the refresh finds no file and we place ours. Best effort otherwise:
+        // a read-only store still works.
+        if touch(&dest) {
             return Ok(());
         }
         fs::rename(&self.temp, &dest).at("rename into the store", &dest)?;
@@ -335,11 +346,16 @@ impl Read for VerifyingReader {
 /// Refreshes a stored blob's mtime: gc deletes an unreferenced blob only once it is old
 /// (gc::MIN_BLOB_AGE), and this one is about to be referenced again. Best effort: a read-only
 /// store still works.
-fn touch(path: &Path) {
-    let _ = File::options()
+/// Sets `path`'s mtime to now; `false` only if there is no such file.
+fn touch(path: &Path) -> bool {
+    match File::options()
         .write(true)
         .open(path)
-        .and_then(|f| f.set_modified(SystemTime::now()));
+        .and_then(|f| f.set_modified(SystemTime::now()))
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        _ => path.is_file(),
+    }
 }
 
 #[cfg(test)]

@@ -14,8 +14,15 @@
 //! therefore deletes a blob only if it is unreferenced *and* its mtime is older than
 //! [`MIN_BLOB_AGE`] (10 minutes). A commit that finds its content already stored refreshes the
 //! existing blob's mtime (`BlobWriter::place`), so a reused old blob is protected the same way.
-//! (Today the index lock also keeps a second strata process out of the store while gc runs;
-//! the age rule keeps gc safe if that ever changes, and against builds in the same process.)
+//!
+//! Several strata processes may use the store while gc runs. gc holds the index lock for its
+//! whole run ([`crate::Index::hold`]), so every build's index operations happen wholly before
+//! or after it. A build that hits a cached step records the use in the same operation
+//! ([`crate::Index::use_step`]), and gc never evicts a step used (or created) less than
+//! [`MIN_BLOB_AGE`] ago, nor its layer: so a layer a running build has just decided to reuse
+//! stays. (A build that reuses a step and writes its manifest more than 10 minutes later under
+//! storage pressure can lose that layer; the engine checks every layer blob is present before it
+//! writes the manifest and fails with a hint to build again, rather than produce a broken image.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -120,6 +127,8 @@ enum Unit {
 
 /// Runs garbage collection.
 pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
+    // Held from the first index read to the last index write; see the module docs.
+    let _hold = store.index().hold()?;
     let (protected, protected_diff_ids) = protected(store)?;
 
     let blob_dir = store.root().join("blobs").join("sha256");
@@ -201,6 +210,10 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
             .copied()
             .unwrap_or(0)
             .max(rec.created_unix);
+        // Used or made recently: a running build may be about to reference it.
+        if unix(opts.now).saturating_sub(used) < opts.min_blob_age.as_secs() {
+            continue;
+        }
         units.push((used, Unit::Step(*key, layer)));
     }
     // Least recently used first; ties broken by what they are, so the order is stable.
@@ -223,6 +236,8 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
     let ctx = Removal {
         store,
         dry_run: opts.dry_run,
+        now: opts.now,
+        min_age: opts.min_blob_age,
     };
     // 1. Blobs nothing references (no step record, no tag): oldest first.
     let mut unreferenced: Vec<(SystemTime, Digest)> = blobs
@@ -259,11 +274,18 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
             }
             Unit::Snapshot(path, size) => {
                 if !opts.dry_run {
-                    match fs::remove_dir_all(&path) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            return Err(e).at("remove snapshot", &path)
+                    // As for blobs: a build that reuses a snapshot refreshes its mtime first
+                    // (`Snapshots::ensure`), so one used since the scan goes back.
+                    let name = path.file_name().unwrap_or_default().to_string_lossy();
+                    let trash = store.scratch().join(format!("gc-snapshot-{name}"));
+                    match fs::rename(&path, &trash) {
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e).at("remove snapshot", &path),
+                        Ok(()) if ctx.refreshed(&trash) => {
+                            fs::rename(&trash, &path).at("put back snapshot", &path)?;
+                            continue;
                         }
-                        _ => {}
+                        Ok(()) => fs::remove_dir_all(&trash).at("remove snapshot", &trash)?,
                     }
                 }
                 report.freed_bytes += size;
@@ -289,9 +311,23 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
 struct Removal<'a> {
     store: &'a Store,
     dry_run: bool,
+    now: SystemTime,
+    min_age: Duration,
 }
 
 impl Removal<'_> {
+    /// Whether `path` was modified less than the minimum age ago (used again since the scan).
+    fn refreshed(&self, path: &Path) -> bool {
+        fs::symlink_metadata(path)
+            .and_then(|m| m.modified())
+            .map(|m| {
+                self.now
+                    .duration_since(m)
+                    .map_or(true, |age| age < self.min_age)
+            })
+            .unwrap_or(false)
+    }
+
     fn blob(
         &self,
         blobs: &mut BTreeMap<Digest, BlobInfo>,
@@ -305,11 +341,21 @@ impl Removal<'_> {
         };
         if !self.dry_run {
             let p = self.store.blobs().path(&d);
-            match fs::remove_file(&p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(e).at("remove blob", &p)
+            // Move it away, then look at its age once more: a build (in any process) that
+            // committed the same content meanwhile refreshed its mtime (`BlobWriter::place`)
+            // and will reference it. Such a blob goes back.
+            let trash = self.store.scratch().join(format!("gc-{}", d.hex()));
+            match fs::rename(&p, &trash) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).at("remove blob", &p),
+                Ok(()) => {
+                    if self.refreshed(&trash) {
+                        fs::rename(&trash, &p).at("put back blob", &p)?;
+                        blobs.insert(d, info);
+                        return Ok(());
+                    }
+                    fs::remove_file(&trash).at("remove blob", &trash)?;
                 }
-                _ => {}
             }
         }
         report.freed_bytes += info.size;
@@ -526,7 +572,7 @@ mod tests {
         let tagged = step(&s, 4, 1000, 10 * 86_400);
         let (m, c) = tag(&s, "keep:1", &tagged);
         // The oldest step was used recently: it is now the newest.
-        s.index().touch_step_at(&[1; 32], NOW - 60).unwrap();
+        s.index().touch_step_at(&[1; 32], NOW - 3600).unwrap();
         // Snapshots: one for the tagged layer (kept), one stale.
         let snap = |d: &Digest| s.root().join(SNAPSHOTS_DIR).join(d.hex());
         fs::create_dir_all(snap(&tagged.diff_id)).unwrap();
@@ -559,15 +605,23 @@ mod tests {
         assert_eq!((r.layers, r.step_records, r.snapshots), (1, 1, 1), "{r:?}");
         assert!(r.kept_bytes <= budget, "{r:?}");
 
-        // Keep nothing: everything untagged goes, the tagged image stays whole.
+        // Keep nothing: everything untagged goes, the tagged image stays whole, and so does a
+        // step a build used a minute ago (it may be about to reference its layer).
+        let fresh = step(&s, 5, 1000, 10 * 86_400);
+        s.index().touch_step_at(&[5; 32], NOW - 60).unwrap();
         let r = gc(&s, &opts(GcPolicy::KeepStorage(0))).unwrap();
         assert_eq!(r.layers, 2, "{r:?}");
+        assert!(
+            s.blobs().contains(&fresh.digest),
+            "used within the grace time"
+        );
+        assert!(s.index().get_step(&[5; 32]).unwrap().is_some());
         for d in [tagged.digest, m, c] {
             assert!(s.blobs().contains(&d));
         }
         assert!(snap(&tagged.diff_id).exists());
         assert!(s.index().get_step(&[4; 32]).unwrap().is_some());
-        assert_eq!(s.index().list_steps().unwrap().len(), 1);
+        assert_eq!(s.index().list_steps().unwrap().len(), 2);
     }
 
     #[test]

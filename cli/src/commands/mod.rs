@@ -67,7 +67,7 @@ fn store_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 pub fn open_store(dir: &std::path::Path) -> anyhow::Result<Store> {
-    Store::open_with(dir, &|msg| eprintln!("{msg}"))
+    Store::open_with(dir, std::sync::Arc::new(|msg: &str| eprintln!("{msg}")))
         .with_context(|| format!("opening the store at `{}`", dir.display()))
 }
 

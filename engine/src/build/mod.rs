@@ -60,6 +60,11 @@ pub enum BuildError {
     Capture(#[from] crate::sandbox::capture::CaptureError),
     #[error("RUN failed: `{command}` {status}")]
     RunFailed { command: String, status: String },
+    #[error(
+        "layer {digest} was removed from the store during the build (by `strata gc` in another \
+         process)\nhint: run the build again; it rebuilds what is missing"
+    )]
+    LayerEvicted { digest: Digest },
     #[error("{stage_step}: {source}")]
     Step {
         stage_step: String,
@@ -168,6 +173,13 @@ pub fn run(
     let c = counters.into_inner().unwrap();
     let target = &results[&plan.target];
     let img = &target.image;
+    // A `strata gc` in another process keeps what builds used in the last 10 minutes; a build
+    // slower than that may find a reused layer gone. Never write a manifest naming it.
+    for l in &target.layers {
+        if !store.blobs().contains(&l.digest) {
+            return Err(BuildError::LayerEvicted { digest: l.digest });
+        }
+    }
     // Config and manifest go into the store too, so the image can be tagged and exported.
     store.blobs().put(&img.config)?;
     store.blobs().put(&img.manifest)?;
@@ -348,9 +360,9 @@ fn run_stage(
     let mut history = Vec::new();
     let tmp = tempfile::Builder::new()
         .prefix("copy-")
-        .tempdir_in(store.root().join("tmp"))
+        .tempdir_in(store.scratch())
         .map_err(|e| BuildError::Io {
-            path: store.root().join("tmp"),
+            path: store.scratch().to_path_buf(),
             source: e,
         })?;
     for (i, step) in stage.steps.iter().enumerate() {
@@ -390,7 +402,7 @@ fn run_stage(
                         value: *blake3::hash(state).as_bytes(),
                     },
                 ];
-                let hit = !opts.no_cache && store.index().get_step(&k)?.is_some();
+                let hit = !opts.no_cache && store.index().use_step(&k)?.is_some();
                 (
                     k,
                     inputs,
@@ -447,7 +459,7 @@ fn run_stage(
                 let cached = if opts.no_cache {
                     None
                 } else {
-                    store.index().get_step(&k)?
+                    store.index().use_step(&k)?
                 };
                 let cached_layer = cached
                     .and_then(|r| r.layer)
@@ -505,7 +517,7 @@ fn run_stage(
                 let cached = if opts.no_cache {
                     None
                 } else {
-                    store.index().get_step(&prep.key)?
+                    store.index().use_step(&prep.key)?
                 };
                 let cached_layer = cached
                     .and_then(|r| r.layer)
@@ -566,8 +578,7 @@ fn run_stage(
             )?;
             counters.lock().unwrap().executed += 1;
         } else {
-            // Last use, for `strata gc`'s least-recently-used eviction.
-            store.index().touch_step(&key)?;
+            // The last use (for `strata gc`) was recorded by `use_step` with the lookup.
             counters.lock().unwrap().cached += 1;
         }
         store.index().put_last_at(&loc, &key)?;
