@@ -227,6 +227,19 @@ impl Drop for IndexHold<'_> {
     }
 }
 
+impl Drop for Index {
+    /// Closes the database here and now, not in the closer thread (which may hold the shared
+    /// state for a moment): a process must not exit with RocksDB closing in another thread.
+    fn drop(&mut self) {
+        if let Ok(mut g) = self.shared.db.write() {
+            *g = None;
+        }
+        if let Some(t) = self.shared.closer.get() {
+            t.unpark();
+        }
+    }
+}
+
 impl std::fmt::Debug for Index {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Index")
