@@ -17,12 +17,12 @@
 //!
 //! Several strata processes may use the store while gc runs. gc holds the index lock for its
 //! whole run ([`crate::Index::hold`]), so every build's index operations happen wholly before
-//! or after it. A build that hits a cached step records the use in the same operation
-//! ([`crate::Index::use_step`]), and gc never evicts a step used (or created) less than
-//! [`MIN_BLOB_AGE`] ago, nor its layer: so a layer a running build has just decided to reuse
-//! stays. (A build that reuses a step and writes its manifest more than 10 minutes later under
-//! storage pressure can lose that layer; the engine checks every layer blob is present before it
-//! writes the manifest and fails with a hint to build again, rather than produce a broken image.)
+//! or after it. A build that hits a cached step adds it to its store handle's in-use list in
+//! the same operation ([`crate::Index::use_step`]), and gc never evicts a step in the list of a
+//! live handle, nor its layer (a step just executed is kept by its young blob), however long
+//! that build runs. Blobs and snapshots are moved away and checked once more before they are
+//! deleted (`Removal::blob`). The engine still checks every layer blob is present before it
+//! writes a manifest, and fails with a hint to build again rather than produce a broken image.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -154,6 +154,8 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
 
     let last_used: BTreeMap<[u8; 32], u64> = store.index().list_last_used()?.into_iter().collect();
     let steps = store.index().list_steps()?;
+    // Read under the index lock (held above): every hit recorded before it is in a list.
+    let in_use = crate::lock::steps_in_use(&store.root().join("tmp"));
     // How many remaining step records reference each blob.
     let mut refs: BTreeMap<Digest, usize> = BTreeMap::new();
     for (_, rec) in &steps {
@@ -205,15 +207,16 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
         if layer.is_some_and(|d| blobs.get(&d).is_some_and(|b| young(b.mtime))) {
             continue;
         }
+        // A running build hit it and may be about to name its layer in a manifest. (A step
+        // just executed is covered by its young blob, above.)
+        if in_use.contains(key) {
+            continue;
+        }
         let used = last_used
             .get(key)
             .copied()
             .unwrap_or(0)
             .max(rec.created_unix);
-        // Used or made recently: a running build may be about to reference it.
-        if unix(opts.now).saturating_sub(used) < opts.min_blob_age.as_secs() {
-            continue;
-        }
         units.push((used, Unit::Step(*key, layer)));
     }
     // Least recently used first; ties broken by what they are, so the order is stable.
@@ -606,22 +609,26 @@ mod tests {
         assert!(r.kept_bytes <= budget, "{r:?}");
 
         // Keep nothing: everything untagged goes, the tagged image stays whole, and so does a
-        // step a build used a minute ago (it may be about to reference its layer).
-        let fresh = step(&s, 5, 1000, 10 * 86_400);
-        s.index().touch_step_at(&[5; 32], NOW - 60).unwrap();
+        // step that a live store handle (a running build) has hit, however old.
+        let hit = step(&s, 5, 1000, 10 * 86_400);
+        let other = Store::open(s.root()).unwrap();
+        other.index().use_step(&[5; 32]).unwrap().unwrap();
+        s.index().touch_step_at(&[5; 32], NOW - 86_400).unwrap();
         let r = gc(&s, &opts(GcPolicy::KeepStorage(0))).unwrap();
         assert_eq!(r.layers, 2, "{r:?}");
-        assert!(
-            s.blobs().contains(&fresh.digest),
-            "used within the grace time"
-        );
+        assert!(s.blobs().contains(&hit.digest), "in use by a live handle");
         assert!(s.index().get_step(&[5; 32]).unwrap().is_some());
+        // Once that handle is gone, it may go.
+        drop(other);
+        let r = gc(&s, &opts(GcPolicy::KeepStorage(0))).unwrap();
+        assert_eq!(r.layers, 1, "{r:?}");
+        assert!(!s.blobs().contains(&hit.digest));
         for d in [tagged.digest, m, c] {
             assert!(s.blobs().contains(&d));
         }
         assert!(snap(&tagged.diff_id).exists());
         assert!(s.index().get_step(&[4; 32]).unwrap().is_some());
-        assert_eq!(s.index().list_steps().unwrap().len(), 2);
+        assert_eq!(s.index().list_steps().unwrap().len(), 1);
     }
 
     #[test]

@@ -196,6 +196,8 @@ struct Shared {
     holds: AtomicUsize,
     /// How many times the database was opened (for tests and measurements).
     opens: AtomicU64,
+    /// This handle's in-use list (see [`Index::use_step`]).
+    in_use: Option<std::sync::Mutex<File>>,
     closer: OnceLock<std::thread::Thread>,
 }
 
@@ -364,12 +366,31 @@ fn synced() -> WriteOptions {
 impl Index {
     /// An index on the database at `path` (created by the first operation if missing), locked
     /// by `lock_path`. Nothing is opened yet.
+    ///
+    /// `in_use`: a file listing the steps this handle has hit (hex keys, one a line), which
+    /// `gc` in any process reads while the handle lives (the store puts it in the handle's
+    /// locked scratch directory).
     pub(crate) fn new(
         path: &Path,
         lock_path: &Path,
         on_wait: OnWait,
         max_wait: Duration,
+        in_use: Option<&Path>,
     ) -> Result<Index, StoreError> {
+        let in_use = match in_use {
+            Some(p) => Some(std::sync::Mutex::new(
+                File::options()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| StoreError::Io {
+                        op: "create",
+                        path: p.to_path_buf(),
+                        source: e,
+                    })?,
+            )),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
             lock_path: lock_path.to_path_buf(),
@@ -381,6 +402,7 @@ impl Index {
             epoch: Instant::now(),
             holds: AtomicUsize::new(0),
             opens: AtomicU64::new(0),
+            in_use,
             closer: OnceLock::new(),
         });
         let weak = Arc::downgrade(&shared);
@@ -625,9 +647,11 @@ impl Index {
         self.touch_step_at(key32, crate::gc::unix_now())
     }
 
-    /// A step record for a cache hit: looks it up and, if present, records its use (as
-    /// [`Index::touch_step`]) in the same critical section, so a `gc` in another process either
-    /// ran before (and the record is gone: a miss) or sees the step as just used and keeps it.
+    /// A step record for a cache hit: looks it up and, if present, records its last use (as
+    /// [`Index::touch_step`]) and adds the key to this handle's in-use list, in the same
+    /// critical section. A `gc` in another process holds the index lock for its run, so it
+    /// either ran before (the record is gone: a miss) or sees the step in the list of a live
+    /// handle and keeps it, and its layer, for as long as this handle lives.
     pub fn use_step(&self, key32: &[u8; 32]) -> Result<Option<StepRecord>, StoreError> {
         let k = key(STEP, &[&key32[..]]);
         let used = key(USED, &[&key32[..]]);
@@ -638,6 +662,16 @@ impl Index {
             };
             let rec: StepRecord = decode("step", &v)?;
             db.put(&used, &now)?;
+            if let Some(f) = &self.shared.in_use {
+                use std::io::Write as _;
+                let line = format!("{}\n", hex::encode(key32));
+                let mut f = f.lock().unwrap();
+                f.write_all(line.as_bytes()).map_err(|e| StoreError::Io {
+                    op: "write the in-use list of",
+                    path: self.shared.path.clone(),
+                    source: e,
+                })?;
+            }
             Ok(Some(rec))
         })
     }
@@ -733,6 +767,7 @@ mod tests {
             &dir.join("index-v1.lock"),
             Arc::new(|_: &str| {}),
             Duration::from_secs(60),
+            None,
         )
         .unwrap()
     }

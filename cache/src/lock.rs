@@ -157,6 +157,32 @@ fn scratch_name(name: &[u8]) -> Option<String> {
     base.starts_with("p-").then(|| base.to_string())
 }
 
+/// The step keys that live store handles have hit: the union of the `in-use` lists in the
+/// scratch directories whose lock is held. Unreadable lists and malformed lines are skipped.
+pub(crate) fn steps_in_use(tmp: &Path) -> std::collections::BTreeSet<[u8; 32]> {
+    let mut out = std::collections::BTreeSet::new();
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.as_encoded_bytes();
+        if !name.starts_with(b"p-") || name.ends_with(b".lock") || !scratch_is_live(tmp, name) {
+            continue;
+        }
+        let Ok(text) = fs::read_to_string(e.path().join(crate::store::IN_USE)) else {
+            continue;
+        };
+        for line in text.lines() {
+            let mut k = [0u8; 32];
+            if hex::decode_to_slice(line.trim(), &mut k).is_ok() {
+                out.insert(k);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,8 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(60);
 const MARKER: &str = "strata-store.json";
 const INDEX_DIR: &str = "index-v1";
 const INDEX_LOCK: &str = "index-v1.lock";
+/// In a store handle's scratch directory: the step keys it has hit (`Index::use_step`).
+pub(crate) const IN_USE: &str = "in-use";
 
 #[derive(Serialize, Deserialize)]
 struct Marker {
@@ -64,6 +66,7 @@ impl Store {
             &root.join(INDEX_LOCK),
             on_wait,
             max_wait,
+            Some(&scratch.path().join(IN_USE)),
         )?;
         // Fail now, not at the first lookup, if the index cannot be opened at all.
         index.check_open()?;
@@ -340,7 +343,11 @@ mod tests {
         );
         // Blob writes go to the handle's scratch directory.
         let w = other.blobs().writer().unwrap();
-        assert_eq!(fs::read_dir(other.scratch()).unwrap().count(), 1);
+        assert_eq!(
+            fs::read_dir(other.scratch()).unwrap().count(),
+            2,
+            "in-use + the temp"
+        );
         drop(w);
         let scratch = other.scratch().to_path_buf();
         drop(other);

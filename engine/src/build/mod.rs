@@ -61,8 +61,9 @@ pub enum BuildError {
     #[error("RUN failed: `{command}` {status}")]
     RunFailed { command: String, status: String },
     #[error(
-        "layer {digest} was removed from the store during the build (by `strata gc` in another \
-         process)\nhint: run the build again; it rebuilds what is missing"
+        "layer {digest} is missing from the store (removed while the build ran, e.g. by \
+         `strata fsck --repair` in another process)\nhint: run the build again; it rebuilds \
+         what is missing"
     )]
     LayerEvicted { digest: Digest },
     #[error("{stage_step}: {source}")]
@@ -173,8 +174,8 @@ pub fn run(
     let c = counters.into_inner().unwrap();
     let target = &results[&plan.target];
     let img = &target.image;
-    // A `strata gc` in another process keeps what builds used in the last 10 minutes; a build
-    // slower than that may find a reused layer gone. Never write a manifest naming it.
+    // gc keeps what running builds hit, but `fsck --repair` (or a hand) may remove a corrupt
+    // blob meanwhile: never write a manifest naming a missing layer.
     for l in &target.layers {
         if !store.blobs().contains(&l.digest) {
             return Err(BuildError::LayerEvicted { digest: l.digest });
