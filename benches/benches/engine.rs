@@ -132,6 +132,13 @@ fn bench_noop_80(c: &mut Criterion) {
             assert_eq!(out.steps_executed, 0);
         })
     });
+    let store = Store::open(s.path()).unwrap();
+    g.bench_function("no-op rebuild 80 steps (store kept open)", |b| {
+        b.iter(|| {
+            let out = build::run(&plan, &ctx, &store, &opts, &NoProgress).unwrap();
+            assert_eq!(out.steps_executed, 0);
+        })
+    });
     g.finish();
 }
 
