@@ -96,5 +96,54 @@ fn bench_build(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_plan, bench_build);
+/// A no-op rebuild of an 80-step Dockerfile (40 COPY, 40 ENV): 80 index lookups, which share
+/// one open of the index (docs/store.md). "store opened each time" includes `Store::open`,
+/// as a `strata build` process pays it.
+fn bench_noop_80(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut df = String::from("FROM scratch\n");
+    for i in 0..40 {
+        fs::create_dir_all(dir.path().join("src")).unwrap();
+        fs::write(dir.path().join(format!("src/f{i}")), format!("file {i}\n")).unwrap();
+        df.push_str(&format!("COPY src/f{i} /data/f{i}\nENV K{i}=v{i}\n"));
+    }
+    let plan = plan::plan(&request(dir.path(), df)).unwrap();
+    let ctx = Context::open(dir.path(), context::IgnoreMatcher::empty()).unwrap();
+    let opts = BuildOptions {
+        compression: Compression::Gzip,
+        source_date_epoch: 0,
+        no_cache: false,
+        jobs: 2,
+        explain_scope: "bench80".into(),
+        dockerfile: "Dockerfile".into(),
+        sde_env: None,
+        explain: false,
+        remote: None,
+    };
+    let s = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(s.path()).unwrap();
+        build::run(&plan, &ctx, &store, &opts, &NoProgress).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let mut g = c.benchmark_group("build");
+    g.sample_size(20);
+    g.bench_function("no-op rebuild 80 steps (store opened each time)", |b| {
+        b.iter(|| {
+            let store = Store::open(s.path()).unwrap();
+            let out = build::run(&plan, &ctx, &store, &opts, &NoProgress).unwrap();
+            assert_eq!(out.steps_executed, 0);
+        })
+    });
+    let store = Store::open(s.path()).unwrap();
+    g.bench_function("no-op rebuild 80 steps (store kept open)", |b| {
+        b.iter(|| {
+            let out = build::run(&plan, &ctx, &store, &opts, &NoProgress).unwrap();
+            assert_eq!(out.steps_executed, 0);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_plan, bench_build, bench_noop_80);
 criterion_main!(benches);

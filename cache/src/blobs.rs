@@ -15,8 +15,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::error::{IoContext, StoreError};
 use crate::{Digest, Sha256Hasher};
 
-/// Blobs addressed by their sha256.
-#[derive(Debug)]
+/// Blobs addressed by their sha256. Cloning gives a second handle on the same blobs (and the same
+/// scratch directory): safe, every write is a temp file renamed into place.
+#[derive(Debug, Clone)]
 pub struct BlobStore {
     /// `<root>/blobs/sha256`
     dir: PathBuf,
@@ -28,6 +29,7 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl BlobStore {
     /// Creates the directories if needed.
+    #[cfg_attr(not(feature = "index"), allow(dead_code))]
     pub(crate) fn new(root: &Path) -> Result<BlobStore, StoreError> {
         let dir = root.join("blobs").join("sha256");
         let tmp = root.join("tmp");
@@ -36,11 +38,12 @@ impl BlobStore {
         Ok(BlobStore { dir, tmp })
     }
 
-    /// A second handle on the blobs of the store at `root` (which [`crate::Store::open`] has
-    /// created), for code that must own one (an image resolver shared across threads). Safe next
-    /// to the store's own handle: every write is a temp file renamed into place.
-    pub fn at(root: &Path) -> Result<BlobStore, StoreError> {
-        BlobStore::new(root)
+    /// Temporary files go to `tmp` instead (a store handle's scratch directory; it must be on
+    /// the same file system as the blobs).
+    #[cfg_attr(not(feature = "index"), allow(dead_code))]
+    pub(crate) fn with_tmp(mut self, tmp: &Path) -> BlobStore {
+        self.tmp = tmp.to_path_buf();
+        self
     }
 
     /// Where the blob `d` lives (whether or not it exists).
@@ -234,11 +237,13 @@ impl BlobWriter {
 
     fn place(&mut self, digest: &Digest) -> Result<(), StoreError> {
         let dest = self.dir.join(digest.hex());
-        if dest.is_file() {
-            // Same content is already there; Drop removes our copy. Refresh its mtime: gc
-            // deletes an unreferenced blob only once it is old (gc::MIN_BLOB_AGE), and this one
-            // is about to be referenced again. Best effort: a read-only store still works.
-            touch(&dest);
+        // Same content is already there: Drop removes our copy. Refresh its mtime instead: gc
+        // deletes an unreferenced blob only once it is old (gc::MIN_BLOB_AGE), and this one is
+        // about to be referenced again. gc (perhaps in another process) moves a blob away
+        // before it checks the age for the last time, so either it sees our refresh and puts
+        // the blob back, or the refresh finds no file and we place ours. Best effort otherwise:
+        // a read-only store still works.
+        if touch(&dest) {
             return Ok(());
         }
         fs::rename(&self.temp, &dest).at("rename into the store", &dest)?;
@@ -342,11 +347,16 @@ impl Read for VerifyingReader {
 /// Refreshes a stored blob's mtime: gc deletes an unreferenced blob only once it is old
 /// (gc::MIN_BLOB_AGE), and this one is about to be referenced again. Best effort: a read-only
 /// store still works.
-fn touch(path: &Path) {
-    let _ = File::options()
+/// Sets `path`'s mtime to now; `false` only if there is no such file.
+fn touch(path: &Path) -> bool {
+    match File::options()
         .write(true)
         .open(path)
-        .and_then(|f| f.set_modified(SystemTime::now()));
+        .and_then(|f| f.set_modified(SystemTime::now()))
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        _ => path.is_file(),
+    }
 }
 
 #[cfg(test)]

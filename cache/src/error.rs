@@ -56,6 +56,7 @@ pub enum StoreError {
     LockTimeout { path: PathBuf, waited: Duration },
 
     /// RocksDB reported an error.
+    #[cfg(feature = "index")]
     #[error("store index: {0}")]
     Db(#[from] rocksdb::Error),
 

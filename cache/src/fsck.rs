@@ -120,7 +120,17 @@ impl FsckReport {
 }
 
 /// Checks the store; with `repair`, fixes what it finds and checks again.
+///
+/// With `repair` it holds the index lock throughout ([`crate::Index::hold`]), so no other
+/// process's build writes records while records are being checked and dropped; other strata
+/// processes wait (and say so) until it is done. A check alone does not lock: builds record a
+/// step only after its blob is committed, so what it reads is consistent at every moment.
 pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport, StoreError> {
+    let _hold = if repair {
+        Some(store.index().hold()?)
+    } else {
+        None
+    };
     let mut repaired = Vec::new();
     let mut round = 0;
     loop {
@@ -217,6 +227,10 @@ fn check(store: &Store) -> Result<(Vec<Problem>, usize), StoreError> {
     if let Ok(entries) = fs::read_dir(&tmp) {
         for entry in entries {
             let entry = entry.at("read directory", &tmp)?;
+            // Another process's scratch directory (or its lock file) while it is alive.
+            if crate::lock::scratch_is_live(&tmp, entry.file_name().as_encoded_bytes()) {
+                continue;
+            }
             let Ok(meta) = entry.metadata() else { continue };
             let age = meta
                 .modified()

@@ -18,8 +18,15 @@
 //! therefore deletes a blob only if it is unreferenced *and* its mtime is older than
 //! [`MIN_BLOB_AGE`] (10 minutes). A commit that finds its content already stored refreshes the
 //! existing blob's mtime (`BlobWriter::place`), so a reused old blob is protected the same way.
-//! (Today the index lock also keeps a second strata process out of the store while gc runs;
-//! the age rule keeps gc safe if that ever changes, and against builds in the same process.)
+//!
+//! Several strata processes may use the store while gc runs. gc holds the index lock for its
+//! whole run ([`crate::Index::hold`]), so every build's index operations happen wholly before
+//! or after it. A build that hits a cached step adds it to its store handle's in-use list in
+//! the same operation ([`crate::Index::use_step`]), and gc never evicts a step in the list of a
+//! live handle, nor its layer (a step just executed is kept by its young blob), however long
+//! that build runs. Blobs and snapshots are moved away and checked once more before they are
+//! deleted (`Removal::blob`). The engine still checks every layer blob is present before it
+//! writes a manifest, and fails with a hint to build again rather than produce a broken image.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -124,6 +131,8 @@ enum Unit {
 
 /// Runs garbage collection.
 pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
+    // Held from the first index read to the last index write; see the module docs.
+    let _hold = store.index().hold()?;
     let (protected, protected_diff_ids) = protected(store)?;
 
     let blob_dir = store.root().join("blobs").join("sha256");
@@ -149,6 +158,8 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
 
     let last_used: BTreeMap<[u8; 32], u64> = store.index().list_last_used()?.into_iter().collect();
     let steps = store.index().list_steps()?;
+    // Read under the index lock (held above): every hit recorded before it is in a list.
+    let in_use = crate::lock::steps_in_use(&store.root().join("tmp"));
     // How many remaining step records reference each blob.
     let mut refs: BTreeMap<Digest, usize> = BTreeMap::new();
     for (_, rec) in &steps {
@@ -200,6 +211,11 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
         if layer.is_some_and(|d| blobs.get(&d).is_some_and(|b| young(b.mtime))) {
             continue;
         }
+        // A running build hit it and may be about to name its layer in a manifest. (A step
+        // just executed is covered by its young blob, above.)
+        if in_use.contains(key) {
+            continue;
+        }
         let used = last_used
             .get(key)
             .copied()
@@ -227,6 +243,8 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
     let ctx = Removal {
         store,
         dry_run: opts.dry_run,
+        now: opts.now,
+        min_age: opts.min_blob_age,
     };
     // 1. Blobs nothing references (no step record, no tag): oldest first.
     let mut unreferenced: Vec<(SystemTime, Digest)> = blobs
@@ -263,11 +281,18 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
             }
             Unit::Snapshot(path, size) => {
                 if !opts.dry_run {
-                    match fs::remove_dir_all(&path) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            return Err(e).at("remove snapshot", &path)
+                    // As for blobs: a build that reuses a snapshot refreshes its mtime first
+                    // (`Snapshots::ensure`), so one used since the scan goes back.
+                    let name = path.file_name().unwrap_or_default().to_string_lossy();
+                    let trash = store.scratch().join(format!("gc-snapshot-{name}"));
+                    match fs::rename(&path, &trash) {
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e).at("remove snapshot", &path),
+                        Ok(()) if ctx.refreshed(&trash) => {
+                            fs::rename(&trash, &path).at("put back snapshot", &path)?;
+                            continue;
                         }
-                        _ => {}
+                        Ok(()) => fs::remove_dir_all(&trash).at("remove snapshot", &trash)?,
                     }
                 }
                 report.freed_bytes += size;
@@ -293,9 +318,23 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
 struct Removal<'a> {
     store: &'a Store,
     dry_run: bool,
+    now: SystemTime,
+    min_age: Duration,
 }
 
 impl Removal<'_> {
+    /// Whether `path` was modified less than the minimum age ago (used again since the scan).
+    fn refreshed(&self, path: &Path) -> bool {
+        fs::symlink_metadata(path)
+            .and_then(|m| m.modified())
+            .map(|m| {
+                self.now
+                    .duration_since(m)
+                    .map_or(true, |age| age < self.min_age)
+            })
+            .unwrap_or(false)
+    }
+
     fn blob(
         &self,
         blobs: &mut BTreeMap<Digest, BlobInfo>,
@@ -309,11 +348,21 @@ impl Removal<'_> {
         };
         if !self.dry_run {
             let p = self.store.blobs().path(&d);
-            match fs::remove_file(&p) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(e).at("remove blob", &p)
+            // Move it away, then look at its age once more: a build (in any process) that
+            // committed the same content meanwhile refreshed its mtime (`BlobWriter::place`)
+            // and will reference it. Such a blob goes back.
+            let trash = self.store.scratch().join(format!("gc-{}", d.hex()));
+            match fs::rename(&p, &trash) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).at("remove blob", &p),
+                Ok(()) => {
+                    if self.refreshed(&trash) {
+                        fs::rename(&trash, &p).at("put back blob", &p)?;
+                        blobs.insert(d, info);
+                        return Ok(());
+                    }
+                    fs::remove_file(&trash).at("remove blob", &trash)?;
                 }
-                _ => {}
             }
         }
         report.freed_bytes += info.size;
@@ -530,7 +579,7 @@ mod tests {
         let tagged = step(&s, 4, 1000, 10 * 86_400);
         let (m, c) = tag(&s, "keep:1", &tagged);
         // The oldest step was used recently: it is now the newest.
-        s.index().touch_step_at(&[1; 32], NOW - 60).unwrap();
+        s.index().touch_step_at(&[1; 32], NOW - 3600).unwrap();
         // Snapshots: one for the tagged layer (kept), one stale.
         let snap = |d: &Digest| s.root().join(SNAPSHOTS_DIR).join(d.hex());
         fs::create_dir_all(snap(&tagged.diff_id)).unwrap();
@@ -563,9 +612,21 @@ mod tests {
         assert_eq!((r.layers, r.step_records, r.snapshots), (1, 1, 1), "{r:?}");
         assert!(r.kept_bytes <= budget, "{r:?}");
 
-        // Keep nothing: everything untagged goes, the tagged image stays whole.
+        // Keep nothing: everything untagged goes, the tagged image stays whole, and so does a
+        // step that a live store handle (a running build) has hit, however old.
+        let hit = step(&s, 5, 1000, 10 * 86_400);
+        let other = Store::open(s.root()).unwrap();
+        other.index().use_step(&[5; 32]).unwrap().unwrap();
+        s.index().touch_step_at(&[5; 32], NOW - 86_400).unwrap();
         let r = gc(&s, &opts(GcPolicy::KeepStorage(0))).unwrap();
         assert_eq!(r.layers, 2, "{r:?}");
+        assert!(s.blobs().contains(&hit.digest), "in use by a live handle");
+        assert!(s.index().get_step(&[5; 32]).unwrap().is_some());
+        // Once that handle is gone, it may go.
+        drop(other);
+        let r = gc(&s, &opts(GcPolicy::KeepStorage(0))).unwrap();
+        assert_eq!(r.layers, 1, "{r:?}");
+        assert!(!s.blobs().contains(&hit.digest));
         for d in [tagged.digest, m, c] {
             assert!(s.blobs().contains(&d));
         }

@@ -18,6 +18,7 @@
 //! - [`sandbox`]: running RUN steps; [`sandbox::capture`] turns an overlay upper dir into layer entries.
 //! - [`diff`]: comparing two images (manifest, config, layers file by file).
 
+#[cfg(feature = "store")]
 pub mod build;
 pub mod context;
 pub mod diff;

@@ -76,7 +76,7 @@ pub(crate) fn image_resolver(
     Ok(std::sync::Arc::new(RegistryImages::new(
         LocalImages::new(context_dir),
         std::sync::Arc::new(registry_client()),
-        strata_cache::BlobStore::at(store.root())?,
+        store.blobs().clone(),
     )))
 }
 
@@ -126,7 +126,7 @@ fn store_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 pub fn open_store(dir: &std::path::Path) -> anyhow::Result<Store> {
-    Store::open_with(dir, &|msg| eprintln!("{msg}"))
+    Store::open_with(dir, std::sync::Arc::new(|msg: &str| eprintln!("{msg}")))
         .with_context(|| format!("opening the store at `{}`", dir.display()))
 }
 

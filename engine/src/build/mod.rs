@@ -60,6 +60,12 @@ pub enum BuildError {
     Capture(#[from] crate::sandbox::capture::CaptureError),
     #[error("RUN failed: `{command}` {status}")]
     RunFailed { command: String, status: String },
+    #[error(
+        "layer {digest} is missing from the store (removed while the build ran, e.g. by \
+         `strata fsck --repair` in another process)\nhint: run the build again; it rebuilds \
+         what is missing"
+    )]
+    LayerEvicted { digest: Digest },
     #[error("{stage_step}: {source}")]
     Step {
         stage_step: String,
@@ -174,6 +180,13 @@ pub fn run(
     let c = counters.into_inner().unwrap();
     let target = &results[&plan.target];
     let img = &target.image;
+    // gc keeps what running builds hit, but `fsck --repair` (or a hand) may remove a corrupt
+    // blob meanwhile: never write a manifest naming a missing layer.
+    for l in &target.layers {
+        if !store.blobs().contains(&l.digest) {
+            return Err(BuildError::LayerEvicted { digest: l.digest });
+        }
+    }
     // Config and manifest go into the store too, so the image can be tagged and exported.
     store.blobs().put(&img.config)?;
     store.blobs().put(&img.manifest)?;
@@ -369,9 +382,9 @@ fn run_stage(
     let mut similar: std::collections::HashMap<Digest, Digest> = Default::default();
     let tmp = tempfile::Builder::new()
         .prefix("copy-")
-        .tempdir_in(store.root().join("tmp"))
+        .tempdir_in(store.scratch())
         .map_err(|e| BuildError::Io {
-            path: store.root().join("tmp"),
+            path: store.scratch().to_path_buf(),
             source: e,
         })?;
     for (i, step) in stage.steps.iter().enumerate() {
@@ -607,8 +620,7 @@ fn run_stage(
             )?;
             counters.lock().unwrap().executed += 1;
         } else {
-            // Last use, for `strata gc`'s least-recently-used eviction.
-            store.index().touch_step(&key)?;
+            // The last use (for `strata gc`) was recorded by `use_step` with the lookup.
             counters.lock().unwrap().cached += 1;
         }
         if let (StepKind::Copy(_), StepStatus::Executed, Some(l)) = (&step.kind, status, &layer) {
@@ -728,7 +740,8 @@ fn cached_step(
             .as_ref()
             .is_none_or(|l| store.blobs().contains(&l.digest))
     };
-    if let Some(r) = store.index().get_step(k)? {
+    // `use_step` also marks the step in use by this build, so a concurrent gc keeps it.
+    if let Some(r) = store.index().use_step(k)? {
         if present(&r) {
             return Ok(Some(r));
         }
@@ -753,6 +766,7 @@ fn cached_step(
     }
     r.created_unix = unix_now();
     store.index().put_step(k, &r)?;
+    store.index().use_step(k)?;
     Ok(Some(r))
 }
 

@@ -23,7 +23,7 @@ pub(crate) fn execute(
     opts: &BuildOptions,
     tmp: &Path,
 ) -> Result<LayerRecord, BuildError> {
-    let snaps = Snapshots::new(store.root());
+    let snaps = Snapshots::new(store.root()).with_scratch(store.scratch());
     let mut lowers = Vec::new();
     for l in layers {
         lowers.extend(snaps.ensure_stack(

@@ -114,8 +114,9 @@ impl ChunkCache for ChunkDir {
         let mut data = Vec::with_capacity(32 + compressed.len());
         data.extend_from_slice(blake3::hash(compressed).as_bytes());
         data.extend_from_slice(compressed);
-        if std::fs::write(&tmp, &data).is_ok()
-            && std::fs::rename(&tmp, self.dir.join(name)).is_err()
+        // A failed write (a full disk) must not leave its partial file behind either.
+        if std::fs::write(&tmp, &data).is_err()
+            || std::fs::rename(&tmp, self.dir.join(name)).is_err()
         {
             let _ = std::fs::remove_file(&tmp);
         }

@@ -74,6 +74,8 @@ pub struct Snapshots {
     root: PathBuf,
     limits: Limits,
     ns: Option<&'static super::userns::UserNs>,
+    /// Where layers are unpacked before being renamed into `root` (same file system).
+    scratch: Option<PathBuf>,
 }
 
 impl Snapshots {
@@ -87,7 +89,15 @@ impl Snapshots {
             root: store_root.join(dir),
             limits: Limits::default(),
             ns,
+            scratch: None,
         }
+    }
+
+    /// Unpack into `dir` (a store handle's scratch directory, which another process's
+    /// `Store::open` never sweeps while we live) instead of `.tmp-*` next to the snapshots.
+    pub fn with_scratch(mut self, dir: &Path) -> Self {
+        self.scratch = Some(dir.to_path_buf());
+        self
     }
 
     pub fn with_limits(mut self, limits: Limits) -> Self {
@@ -107,14 +117,20 @@ impl Snapshots {
         let hex = diff_id.to_string();
         let hex = hex.rsplit(':').next().unwrap_or(&hex).to_string();
         let dest = self.root.join(&hex);
-        if dest.is_dir() {
-            return Ok(dest);
+        // Reused: refresh its mtime, since `strata gc` (perhaps in another process) keeps the
+        // snapshots used in the last 10 minutes. gc moves a snapshot away before its last age
+        // check, so either it sees this refresh and puts it back, or we find nothing and unpack.
+        match std::fs::File::open(&dest).and_then(|f| f.set_modified(std::time::SystemTime::now()))
+        {
+            Ok(()) => return Ok(dest),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound && dest.is_dir() => return Ok(dest),
+            Err(_) => {}
         }
         std::fs::create_dir_all(&self.root)
             .map_err(|e| SandboxError::io("create directory", self.root.display(), e))?;
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".tmp-{hex}-"))
-            .tempdir_in(&self.root)
+            .tempdir_in(self.scratch.as_deref().unwrap_or(&self.root))
             .map_err(|e| SandboxError::io("create temp dir in", self.root.display(), e))?;
         let blob = blobs.open(digest)?;
         let reader = crate::layer::decompress_reader(Box::new(blob), media_type)?;
