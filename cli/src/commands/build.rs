@@ -289,7 +289,7 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
     let cache_targets = super::shared_cache::check_targets(&a.cache_to)?;
     let remote = match &req.remote {
         Some(r) => Some(r.clone()),
-        None => super::shared_cache::import(&a.cache_from)?,
+        None => super::shared_cache::import(&a.cache_from, store.blobs())?,
     };
     let reporter = Reporter::new(a.progress, a.explain).with_label(req.label);
     let dockerfile_abs = std::fs::canonicalize(&dockerfile).unwrap_or(dockerfile.clone());

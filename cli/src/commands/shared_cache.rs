@@ -11,6 +11,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 use strata_cache::{BlobStore, Digest, LayerRecord};
 use strata_engine::plan::key::Key;
+use strata_engine::registry::{self, Reference};
 use strata_engine::remote_cache::{self, CacheRecords, ImportedCaches, RemoteSteps};
 
 /// Where a cache goes to or comes from.
@@ -66,7 +67,10 @@ pub(crate) fn parse(spec: &str, to: bool) -> anyhow::Result<CacheLocation> {
 }
 
 /// Imports every `--cache-from` (in order). Missing caches are empty, not errors.
-pub(crate) fn import(specs: &[String]) -> anyhow::Result<Option<Arc<dyn RemoteSteps>>> {
+pub(crate) fn import(
+    specs: &[String],
+    blobs: &BlobStore,
+) -> anyhow::Result<Option<Arc<dyn RemoteSteps>>> {
     if specs.is_empty() {
         return Ok(None);
     }
@@ -74,8 +78,11 @@ pub(crate) fn import(specs: &[String]) -> anyhow::Result<Option<Arc<dyn RemoteSt
     for s in specs {
         let c = match parse(s, false)? {
             CacheLocation::Local { dir, tag } => remote_cache::import_from_layout(&dir, &tag)?,
-            CacheLocation::Registry { .. } => {
-                bail!("--cache-from {s}: a registry cache is not supported yet (use type=local,src=DIR)")
+            CacheLocation::Registry { reference } => {
+                let r =
+                    Reference::parse(&reference).with_context(|| format!("--cache-from {s}"))?;
+                registry::cache::pull_cache(Arc::new(super::registry_client()), blobs, &r)
+                    .with_context(|| format!("--cache-from {s}"))?
             }
         };
         caches.push(c);
@@ -87,11 +94,12 @@ pub(crate) fn import(specs: &[String]) -> anyhow::Result<Option<Arc<dyn RemoteSt
 pub(crate) fn check_targets(specs: &[String]) -> anyhow::Result<Vec<CacheLocation>> {
     specs
         .iter()
-        .map(|s| match parse(s, true)? {
-            CacheLocation::Registry { .. } => {
-                bail!("--cache-to {s}: a registry cache is not supported yet (use type=local,dest=DIR)")
+        .map(|s| {
+            let l = parse(s, true)?;
+            if let CacheLocation::Registry { reference } = &l {
+                Reference::parse(reference).with_context(|| format!("--cache-to {s}"))?;
             }
-            l => Ok(l),
+            Ok(l)
         })
         .collect()
 }
@@ -113,7 +121,11 @@ pub(crate) fn export(
                 out.push(remote_cache::export_to_layout(&records, blobs, dir, tag)?)
             }
             CacheLocation::Registry { reference } => {
-                bail!("--cache-to registry:{reference}: not supported yet")
+                let r = Reference::parse(reference)?;
+                let report =
+                    registry::cache::push_cache(&super::registry_client(), blobs, &records, &r)
+                        .with_context(|| format!("--cache-to registry:{reference}"))?;
+                out.push(report.digest.expect("a push reports its digest"));
             }
         }
     }

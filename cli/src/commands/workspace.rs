@@ -260,8 +260,8 @@ pub fn run(store_dir: &Path, cli: BuildArgs) -> anyhow::Result<i32> {
         mode,
     )?;
     let cache_targets = super::shared_cache::check_targets(&cli.cache_to)?;
-    let remote = super::shared_cache::import(&cli.cache_from)?;
     let store = super::open_store(store_dir)?;
+    let remote = super::shared_cache::import(&cli.cache_from, store.blobs())?;
     let jobs = cli.jobs.unwrap_or_else(super::cpus).max(1);
     let previous: Vec<Option<String>> = images
         .iter()

@@ -1191,3 +1191,81 @@ fn registry_pull_what_skopeo_pushed_and_run_on_top() {
     write(&ctx.join("b.txt"), "b, changed, offline\n");
     build(store.path(), &ctx, &[]).ok();
 }
+
+/// Two machines share one registry cache: store A builds FROM a registry base with
+/// `--cache-to registry:…`; store B, empty, builds with `--cache-from`: no step executes, the
+/// digest is the same, and B's pushed image equals A's.
+#[test]
+fn registry_cache_shared_by_two_stores_executes_nothing_on_the_second() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let seed = tempfile::tempdir().unwrap();
+    // A base in the registry: strata's busybox image, pushed.
+    let layout = work.path().join("base-layout");
+    busybox_base(seed.path(), work.path(), &layout, &[]);
+    let base_ref = format!("{}/lib/busybox:1", reg.host);
+    strata_in(seed.path(), &["push", "base:1", &base_ref]).ok();
+
+    let ctx = work.path().join("app");
+    write(
+        &ctx.join("Dockerfile"),
+        &format!(
+            "FROM {base_ref}\nCOPY app.txt /app/app.txt\n\
+             RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox wc -c /app/app.txt > /app/size\"]\n\
+             ENV APP=1\n"
+        ),
+    );
+    write(&ctx.join("app.txt"), "the app\n");
+    let cache = format!("registry:{}/ci/cache:main", reg.host);
+
+    // An empty cache is not an error (the first CI run).
+    let a = tempfile::tempdir().unwrap();
+    let ra = build(
+        a.path(),
+        &ctx,
+        &["--cache-from", &cache, "--cache-to", &cache],
+    )
+    .ok();
+    let da = ra.digest();
+    assert!(ra.executed().len() >= 2, "A runs COPY and RUN");
+
+    // B: another store (another machine), and the lock A wrote pins the same base.
+    let b = tempfile::tempdir().unwrap();
+    let rb = build(
+        b.path(),
+        &ctx,
+        &[
+            "--locked",
+            "--cache-from",
+            &cache,
+            "--output",
+            &format!("type=registry,name={}/apps/app:1", reg.host),
+        ],
+    )
+    .ok();
+    assert_eq!(rb.digest(), da, "same digest on the second machine");
+    assert!(
+        rb.executed().is_empty(),
+        "nothing executes on B: {:?}",
+        rb.executed()
+    );
+    let inspected = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{}/apps/app:1", reg.host),
+    ]);
+    assert_eq!(
+        format!("sha256:{}", sha256_hex(inspected.trim_end().as_bytes())),
+        da,
+        "the registry serves B's manifest under A's digest"
+    );
+    // The cache artifact is a manifest skopeo can read, with the strata artifact type.
+    let m = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{}/ci/cache:main", reg.host),
+    ]);
+    assert!(m.contains("application/vnd.strata.cache.v1"), "{m}");
+}

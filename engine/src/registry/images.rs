@@ -80,6 +80,10 @@ pub struct RegistryFetcher {
 }
 
 impl RegistryFetcher {
+    pub fn new(client: Arc<Client>, reference: Reference) -> RegistryFetcher {
+        RegistryFetcher { client, reference }
+    }
+
     /// `registry/repository`: where the blobs come from (a cross-repository mount source).
     pub fn name(&self) -> String {
         self.reference.name()

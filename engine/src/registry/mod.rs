@@ -11,6 +11,7 @@
 //! - [`images`]: [`RegistryImages`], the planner's image resolver that pulls (wrapping
 //!   [`crate::image::LocalImages`]), and its layer fetcher.
 //! - [`push`]: push an image from the store (skip, mount, monolithic or chunked upload).
+//! - [`cache`]: `--cache-to` / `--cache-from registry:REF` (the artifact of [`crate::remote_cache`]).
 //!
 //! Trust: a registry is untrusted. Nothing it sends is stored before its sha256 matches the
 //! digest it was asked for (or, for a manifest fetched by tag, the digest it announced);
@@ -18,6 +19,7 @@
 //! in memory, and are checked for size as they arrive.
 
 pub mod auth;
+pub mod cache;
 pub mod client;
 pub mod error;
 pub mod images;

@@ -146,7 +146,7 @@ pub fn resolve(
 /// Fetches the manifest `reference` (a tag or a digest) of `r`'s repository, verifies it
 /// (against the digest asked for, or the `Docker-Content-Digest` the registry sent) and keeps it
 /// in the store. Returns its digest, bytes and content type.
-fn get_manifest(
+pub(crate) fn get_manifest(
     client: &Client,
     store: &BlobStore,
     r: &Reference,
