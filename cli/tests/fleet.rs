@@ -260,23 +260,41 @@ fn fleet_base_patch_reruns_only_run_steps_and_matches_from_scratch_builds() {
         assert_eq!(i["executed"], 0, "{err}");
         assert_eq!(i["changed"], false);
     }
-    assert!(err.contains(&format!("{n} images: 0 changed, {n} unchanged")), "{err}");
+    assert!(
+        err.contains(&format!("{n} images: 0 changed, {n} unchanged")),
+        "{err}"
+    );
 
     // The base tag moves to a patched image: only the RUN steps execute.
-    build_base(base_store.path(), w.path(), "2 (security fix)", "", &ws.join("base"));
+    build_base(
+        base_store.path(),
+        w.path(),
+        "2 (security fix)",
+        "",
+        &ws.join("base"),
+    );
     link();
     let (patched, err) = build_all(&ws, store.path());
     for i in images(&patched) {
         assert_eq!(i["executed"], 1, "only the RUN: {i}\n{err}");
         assert_eq!(i["changed"], true, "{i}");
-        assert_eq!(i["previous"], images(&cold).iter().find(|c| c["image"] == i["image"]).unwrap()["digest"]);
+        assert_eq!(
+            i["previous"],
+            images(&cold)
+                .iter()
+                .find(|c| c["image"] == i["image"])
+                .unwrap()["digest"]
+        );
     }
     assert_eq!(
         err.matches("CACHED COPY src/ /app/").count(),
         n,
         "every COPY is a hit: {err}"
     );
-    assert!(err.contains(&format!("{n} images: {n} changed, 0 unchanged")), "{err}");
+    assert!(
+        err.contains(&format!("{n} images: {n} changed, 0 unchanged")),
+        "{err}"
+    );
 
     // Every image equals a from-scratch build against the new base, in a fresh store.
     let (scratch, _) = build_all(&ws, tempfile::tempdir().unwrap().path());

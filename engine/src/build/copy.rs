@@ -610,8 +610,14 @@ pub(crate) fn entries(
         Some(c) => Some(
             rootfs::resolve_chown(
                 c,
-                names.then(|| parent.read_text("etc/passwd")).flatten().as_deref(),
-                names.then(|| parent.read_text("etc/group")).flatten().as_deref(),
+                names
+                    .then(|| parent.read_text("etc/passwd"))
+                    .flatten()
+                    .as_deref(),
+                names
+                    .then(|| parent.read_text("etc/group"))
+                    .flatten()
+                    .as_deref(),
             )
             .map_err(|msg| BuildError::Chown {
                 spec: c.clone(),
@@ -1001,4 +1007,187 @@ fn entry_link<R: Read>(e: &tar::Entry<'_, R>) -> String {
     e.link_name_bytes()
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::rootfs::Node;
+
+    fn dir(mode: u32) -> Node {
+        Node {
+            kind: NodeKind::Dir,
+            mode,
+            uid: 0,
+            gid: 0,
+            xattrs: BTreeMap::new(),
+        }
+    }
+
+    fn base() -> Tree {
+        let mut t = Tree::default();
+        t.nodes.insert("etc".into(), dir(0o755));
+        t.nodes.insert(
+            "etc/os-release".into(),
+            Node {
+                kind: NodeKind::File {
+                    size: 3,
+                    spool: None,
+                },
+                ..dir(0o644)
+            },
+        );
+        t.nodes.insert("srv".into(), dir(0o755));
+        t
+    }
+
+    /// The parent facts and the entries of `COPY <<f /app/sub/` over `tree`.
+    fn run(tree: &Tree) -> (Key, Vec<(String, u32, u64, bool)>) {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(store_dir.path()).unwrap();
+        let spec = CopySpec {
+            add: false,
+            from: CopyFrom::Context,
+            sources: vec![],
+            dest: "/app/sub/".into(),
+            chown: Some("7".into()),
+            chmod: None,
+            link: false,
+            excludes: vec![],
+        };
+        assert_eq!(parent_use(&spec), ParentUse::Facts);
+        let sources = vec![Prepared::Heredoc {
+            name: "f".into(),
+            content: "x".into(),
+        }];
+        let view = ParentView::recording(tree);
+        let es = entries(
+            &store,
+            &spec,
+            &sources,
+            &view,
+            &FromSource::Context,
+            0,
+            store_dir.path(),
+        )
+        .unwrap();
+        let shown = es
+            .iter()
+            .map(|e| {
+                (
+                    e.path.clone(),
+                    e.mode,
+                    e.uid,
+                    matches!(e.kind, EntryKind::Dir),
+                )
+            })
+            .collect();
+        (view.finish().unwrap(), shown)
+    }
+
+    #[test]
+    fn parent_facts_change_exactly_when_the_layer_can() {
+        let (f0, e0) = run(&base());
+        assert_eq!(
+            e0,
+            vec![
+                ("app".into(), 0o755, 7, true),
+                ("app/sub".into(), 0o755, 7, true),
+                ("app/sub/f".into(), 0o644, 7, false),
+            ]
+        );
+
+        // A patch elsewhere: same facts, same entries.
+        let mut t = base();
+        t.nodes.get_mut("etc").unwrap().mode = 0o700;
+        t.nodes.insert("usr".into(), dir(0o755));
+        assert_eq!(run(&t), (f0, e0.clone()));
+
+        // /app exists with its own mode and owner: the layer carries them, the facts differ.
+        let mut t = base();
+        t.nodes.insert(
+            "app".into(),
+            Node {
+                uid: 3,
+                ..dir(0o700)
+            },
+        );
+        let (f1, e1) = run(&t);
+        assert_ne!(f1, f0);
+        assert_eq!(e1[0], ("app".into(), 0o700, 3, true));
+
+        // /app is a symlink to /srv: the files land elsewhere, the facts differ.
+        let mut t = base();
+        t.nodes.insert(
+            "app".into(),
+            Node {
+                kind: NodeKind::Symlink("/srv".into()),
+                ..dir(0o777)
+            },
+        );
+        let (f2, e2) = run(&t);
+        assert_ne!(f2, f0);
+        assert_ne!(f2, f1);
+        assert!(e2.iter().any(|e| e.0 == "srv/sub/f"), "{e2:?}");
+
+        // /app is a file: replaced by a directory, but the fact is recorded.
+        let mut t = base();
+        t.nodes.insert(
+            "app".into(),
+            Node {
+                kind: NodeKind::File {
+                    size: 1,
+                    spool: None,
+                },
+                ..dir(0o644)
+            },
+        );
+        let (f3, e3) = run(&t);
+        assert_eq!(e3, e0);
+        // Same answers as "absent" (entries() only asks whether it is a directory).
+        assert_eq!(f3, f0);
+    }
+
+    #[test]
+    fn who_reads_the_parent() {
+        let spec = |add: bool, link: bool, chown: Option<&str>, from: CopyFrom| CopySpec {
+            add,
+            from,
+            sources: vec![],
+            dest: "/a/".into(),
+            chown: chown.map(str::to_string),
+            chmod: None,
+            link,
+            excludes: vec![],
+        };
+        let c = CopyFrom::Context;
+        assert_eq!(
+            parent_use(&spec(false, true, None, c.clone())),
+            ParentUse::None
+        );
+        assert_eq!(
+            parent_use(&spec(false, true, Some("1:2"), c.clone())),
+            ParentUse::None
+        );
+        assert_eq!(
+            parent_use(&spec(false, true, Some("app"), c.clone())),
+            ParentUse::Whole
+        );
+        assert_eq!(
+            parent_use(&spec(false, false, None, c.clone())),
+            ParentUse::Facts
+        );
+        assert_eq!(
+            parent_use(&spec(false, false, Some("app"), c.clone())),
+            ParentUse::Whole
+        );
+        assert_eq!(
+            parent_use(&spec(true, false, None, c.clone())),
+            ParentUse::Whole
+        );
+        assert_eq!(
+            parent_use(&spec(false, false, None, CopyFrom::Stage(0))),
+            ParentUse::Whole
+        );
+    }
 }
