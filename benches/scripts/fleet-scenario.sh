@@ -118,3 +118,5 @@ for name, s, b in [("cold", sc, bc), ("no-op", sn, bn), ("base patch", sp, bp)]:
     print(f"{name:<12} {s:>8.2f}s {b:>8.2f}s {b / s:>10.1f}x")
 EOF
 "${B[@]}" rm -a >/dev/null 2>&1 || true
+"${B[@]}" rmi -a -f >/dev/null 2>&1 || true
+rm -rf "$BROOT" "$S" "$WORK/rootfs2"
