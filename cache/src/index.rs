@@ -13,6 +13,7 @@
 //! | `b/`   | 32-byte manifest digest of an image strata built | [`Lineage`] |
 //! | `T/`   | 32-byte stat-set id (engine: one per COPY source root) | `Vec<(path bytes, StatEntry)>` |
 //! | `o/`   | 32-byte blob digest                           | `Vec<String>`: `registry/repository`s it was pulled from or pushed to (cross-repository mounts) |
+//! | `f/`   | 32-byte memo key (engine: a COPY's parent key + its other inputs) | 32-byte digest of the parent facts the COPY reads |
 //!
 //! Every value is one schema-version byte ([`VALUE_SCHEMA`]) followed by its bincode encoding.
 //! A value with another version byte is reported as [`StoreError::Schema`], never a panic.
@@ -56,6 +57,7 @@ const LINEAGE: &[u8] = b"b/";
 const ORIGIN: &[u8] = b"o/";
 /// At most this many origins are kept per blob (the most recent ones).
 const MAX_ORIGINS: usize = 8;
+const FACTS: &[u8] = b"f/";
 
 /// What an image strata built stands on, for `strata rebase`: the base image (if any), how many
 /// of the image's layers are the base's, and for each layer above it whether the step that made
@@ -588,6 +590,17 @@ impl Index {
         self.put(&key(STAT_SET, &[id]), &entries, false)
     }
 
+    /// A memoised digest of what a COPY reads of its parent rootfs (see the engine's
+    /// `build::copy`): a function of the memo key, so it never goes stale. Not synced: a lost
+    /// one is recomputed from the parent layers.
+    pub fn get_parent_facts(&self, memo: &[u8; 32]) -> Result<Option<[u8; 32]>, StoreError> {
+        self.get("parent facts", &key(FACTS, &[memo]))
+    }
+
+    pub fn put_parent_facts(&self, memo: &[u8; 32], facts: &[u8; 32]) -> Result<(), StoreError> {
+        self.put(&key(FACTS, &[memo]), facts, false)
+    }
+
     pub fn get_lineage(&self, manifest: &Digest) -> Result<Option<Lineage>, StoreError> {
         self.get("lineage", &key(LINEAGE, &[manifest.as_bytes()]))
     }
@@ -960,6 +973,10 @@ mod tests {
         assert_eq!(ix.get_last_at(&[3; 32]).unwrap(), None);
         ix.put_last_at(&[3; 32], &[1; 32]).unwrap();
         assert_eq!(ix.get_last_at(&[3; 32]).unwrap(), Some([1; 32]));
+
+        assert_eq!(ix.get_parent_facts(&[4; 32]).unwrap(), None);
+        ix.put_parent_facts(&[4; 32], &[5; 32]).unwrap();
+        assert_eq!(ix.get_parent_facts(&[4; 32]).unwrap(), Some([5; 32]));
 
         let diff = Digest::of(b"tar");
         ix.put_layer(&diff, "gzip-6", &layer(1)).unwrap();

@@ -126,6 +126,10 @@ pub struct BuildArgs {
     /// In a workspace build, only these images (repeatable)
     #[arg(long = "image", value_name = "NAME")]
     pub images: Vec<String>,
+    /// In a workspace build, only shard I of N (1-based): the images whose name hashes to it,
+    /// so N machines with `--shard 1/N` … `--shard N/N` build every image exactly once
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
     /// In a workspace build, write a report: `--report json FILE` or `--report markdown FILE`
     #[arg(long, num_args = 2, value_names = ["FORMAT", "FILE"])]
     pub report: Vec<String>,

@@ -92,3 +92,46 @@ fn workspace_builds_each_image_once_and_reports_what_changed() {
     let (r4, _) = build_all(w, store.path(), &["--image", "a"]);
     assert_eq!(r4["images"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn shards_split_the_fleet_between_separate_processes_and_stores() {
+    let ws = tempfile::tempdir().unwrap();
+    let w = ws.path();
+    write(&w.join("strata.toml"), "[[image]]\ncontext = \"apps/*\"\n");
+    let all: Vec<String> = (0..8).map(|i| format!("app{i}")).collect();
+    for app in &all {
+        write(
+            &w.join(format!("apps/{app}/Dockerfile")),
+            "FROM scratch\nCOPY own.txt /own\n",
+        );
+        write(&w.join(format!("apps/{app}/own.txt")), app);
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let mut sizes = Vec::new();
+    for i in 1..=3 {
+        let store = tempfile::tempdir().unwrap();
+        let (r, _) = build_all(w, store.path(), &["--shard", &format!("{i}/3")]);
+        let names: Vec<String> = r["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["image"].as_str().unwrap().to_string())
+            .collect();
+        // The same shard again picks the same images.
+        let (again, _) = build_all(w, store.path(), &["--shard", &format!("{i}/3")]);
+        assert_eq!(again["images"].as_array().unwrap().len(), names.len());
+        sizes.push(names.len());
+        seen.extend(names);
+    }
+    seen.sort();
+    assert_eq!(seen, all, "every image in exactly one shard: {sizes:?}");
+    assert!(sizes.iter().filter(|&&n| n > 0).count() >= 2, "{sizes:?}");
+
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .current_dir(w)
+        .args(["build", "--all", "--shard", "4/3"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("expected I/N"));
+}

@@ -32,6 +32,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     set_insecure_registries(cli.insecure_registries);
     match cli.command {
         Command::Build(a) if a.all || a.workspace.is_some() => workspace::run(&store_dir, a),
+        Command::Build(a) if a.shard.is_some() || !a.images.is_empty() => anyhow::bail!(
+            "--shard and --image select images of a workspace\nhint: add --all (with strata.toml in the current directory) or --workspace FILE"
+        ),
         Command::Build(a) => build::run(&store_dir, a),
         Command::Bench(_) => unreachable!("handled above"),
         Command::Images => images::run(&store_dir),

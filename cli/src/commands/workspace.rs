@@ -156,6 +156,7 @@ pub(crate) fn plan_images(file: &Path, cli: &BuildArgs) -> anyhow::Result<Vec<Pl
             args.all = false;
             args.workspace = None;
             args.report.clear();
+            args.shard = None;
             args.context = ctx.clone();
             let dockerfile = ctx.join(
                 im.dockerfile
@@ -227,7 +228,65 @@ pub(crate) fn plan_images(file: &Path, cli: &BuildArgs) -> anyhow::Result<Vec<Pl
         }
         out.retain(|p| cli.images.contains(&p.name));
     }
+    if let Some(spec) = &cli.shard {
+        let (i, n) = parse_shard(spec)?;
+        out.retain(|p| shard_of(&p.name, n) == i);
+    }
     Ok(out)
+}
+
+/// `I/N` with 1 ≤ I ≤ N.
+fn parse_shard(spec: &str) -> anyhow::Result<(u64, u64)> {
+    let bad = || {
+        anyhow::anyhow!(
+            "--shard `{spec}`: expected I/N with 1 ≤ I ≤ N (e.g. --shard 2/4)\nhint: run N builds, with --shard 1/N … N/N"
+        )
+    };
+    let (i, n) = spec.split_once('/').ok_or_else(bad)?;
+    let (i, n): (u64, u64) = (
+        i.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if n == 0 || i == 0 || i > n {
+        return Err(bad());
+    }
+    Ok((i, n))
+}
+
+/// The shard (1-based) an image belongs to: sha256 of its name, first 8 bytes as a
+/// little-endian integer, modulo `n`. Depends on the name only, so every machine agrees and an
+/// image stays on its shard when others are added.
+fn shard_of(name: &str, n: u64) -> u64 {
+    let d = strata_cache::Digest::of(name.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d.as_bytes()[..8]);
+    u64::from_le_bytes(b) % n + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_split_every_name_once_and_stably() {
+        let names: Vec<String> = (0..200).map(|i| format!("app{i:04}")).collect();
+        let mut counts = [0usize; 4];
+        for n in &names {
+            let s = shard_of(n, 4);
+            assert!((1..=4).contains(&s));
+            assert_eq!(s, shard_of(n, 4), "deterministic");
+            counts[(s - 1) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 25), "{counts:?}");
+        // Pinned: a change to the split moves images between machines.
+        // (sha256("app0000")[..8] as LE u64) % 4 + 1, computed independently with Python.
+        assert_eq!(shard_of("app0000", 4), 4);
+        assert_eq!(shard_of("api", 4), 1);
+        assert_eq!(shard_of("web", 1), 1);
+        assert!(parse_shard("0/2").is_err() && parse_shard("3/2").is_err());
+        assert!(parse_shard("1/0").is_err() && parse_shard("x").is_err());
+        assert_eq!(parse_shard("2/3").unwrap(), (2, 3));
+    }
 }
 
 pub fn run(store_dir: &Path, cli: BuildArgs) -> anyhow::Result<i32> {

@@ -1,16 +1,31 @@
 //! COPY and ADD: compute the step's key from its inputs, and, on a miss, write its layer.
 //!
-//! Key inputs (see `docs/cache-keys.md`): the parent key (not for `--link`), the expanded
-//! instruction (dest, chown, chmod, link, excludes, ADD-ness), the compression, and per source
-//! file its path relative to the source, type, normalised mode and content digest (BLAKE3; the
-//! stat cache avoids re-reading unchanged files). `--from` sources are keyed by the source
-//! stage's key or image digest instead of their content.
+//! Key inputs (see `docs/cache-keys.md`): what the layer reads of the parent rootfs, the
+//! expanded instruction (dest, chown, chmod, link, excludes, ADD-ness), the compression, and
+//! per source file its path relative to the source, type, normalised mode and content digest
+//! (BLAKE3; the stat cache avoids re-reading unchanged files). `--from` sources are keyed by the
+//! source stage's key or image digest instead of their content.
+//!
+//! What the layer reads of the parent rootfs depends on the kind of COPY:
+//! - `--link` without a user name in `--chown`: nothing — no parent input at all.
+//! - a COPY from the context with a numeric or no `--chown`: only what [`entries`] asks its
+//!   [`ParentView`] (how the destination resolves through symlinks, and for each directory on
+//!   the way whether it exists and its mode, owner and xattrs). The view writes every question
+//!   and answer, in order, into a digest — the *parent facts* — and that digest replaces the
+//!   parent key. `entries` is deterministic in its inputs and the view's answers, so two
+//!   parents with equal facts give the same layer bytes: a base patch that leaves the
+//!   destination's directories alone reuses the layer, without re-reading the context.
+//! - anything else (ADD, `--from`, `--chown` by name): the parent key, as before.
+//!
+//! Because such a key no longer identifies the rootfs after the step, the next step's parent
+//! is the *chain key* `blake3(parent, step key)` ([`chain`]), never the step key itself.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
@@ -22,7 +37,7 @@ use crate::context::{self, Context, ContextEntry, ContextKind, ResolvedSource};
 use crate::image::LayerDesc;
 use crate::layer::{self, Content, Entry, EntryKind};
 use crate::plan::key::{Key, KeyHasher};
-use crate::plan::{CopySource, CopySpec};
+use crate::plan::{CopyFrom, CopySource, CopySpec};
 
 /// One prepared source of a COPY/ADD.
 pub(crate) enum Prepared {
@@ -41,11 +56,205 @@ pub(crate) enum Prepared {
 
 pub(crate) struct PreparedCopy {
     pub key: Key,
+    /// Whether `key` includes the parent key; if not, the next step's parent is
+    /// [`chain`]`(parent, key)`.
+    pub includes_parent: bool,
     pub explain: Vec<ExplainInput>,
     pub sources: Vec<Prepared>,
+    /// The layer's entries, when they were built to compute the parent facts.
+    pub entries: Option<Vec<Entry>>,
     pub files: usize,
     pub hashed: usize,
     pub bytes_hashed: u64,
+}
+
+/// The key that identifies the rootfs after a step whose key does not include its parent.
+pub(crate) fn chain(parent: &Key, step: &Key) -> Key {
+    KeyHasher::new("chain")
+        .key("parent", parent)
+        .key("step", step)
+        .finish()
+}
+
+fn chown_needs_names(spec: &CopySpec) -> bool {
+    spec.chown
+        .as_deref()
+        .is_some_and(|c| c.chars().any(|ch| ch.is_ascii_alphabetic()))
+}
+
+/// How a COPY/ADD depends on its parent rootfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ParentUse {
+    /// Not at all (`--link`, no user name to look up).
+    None,
+    /// Only through the facts its [`ParentView`] records (COPY from the context, numeric or
+    /// no `--chown`).
+    Facts,
+    /// In ways not recorded (ADD's archive detection reads the context; `--from` sources; user
+    /// names): the parent key is part of the step key.
+    Whole,
+}
+
+pub(crate) fn parent_use(spec: &CopySpec) -> ParentUse {
+    let names = chown_needs_names(spec);
+    if spec.link && !names {
+        ParentUse::None
+    } else if !names && !spec.add && matches!(spec.from, CopyFrom::Context) {
+        ParentUse::Facts
+    } else {
+        ParentUse::Whole
+    }
+}
+
+/// What a directory on the way to the destination contributes to the layer.
+pub(crate) struct DirMeta {
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+/// The only way [`entries`] reads the parent rootfs. When recording, every question and its
+/// answer go, in order, into a digest: the parent facts of the step key.
+pub(crate) struct ParentView<'a> {
+    tree: &'a Tree,
+    log: Option<RefCell<KeyHasher>>,
+}
+
+impl<'a> ParentView<'a> {
+    pub fn new(tree: &'a Tree) -> Self {
+        ParentView { tree, log: None }
+    }
+
+    pub fn recording(tree: &'a Tree) -> Self {
+        ParentView {
+            tree,
+            log: Some(RefCell::new(KeyHasher::new("parent-facts"))),
+        }
+    }
+
+    fn note(&self, f: impl FnOnce(&mut KeyHasher)) {
+        if let Some(l) = &self.log {
+            f(&mut l.borrow_mut());
+        }
+    }
+
+    /// `path` with every symlink on the way resolved in-root (see [`Tree::resolve`]).
+    fn resolve(&self, path: &str, follow_last: bool) -> Result<String, BuildError> {
+        let r = self.tree.resolve(path, follow_last)?;
+        self.note(|k| {
+            k.str("resolve", path)
+                .u64("follow-last", follow_last as u64)
+                .str("resolved", &r);
+        });
+        Ok(r)
+    }
+
+    /// The metadata of `path` if it is a directory.
+    fn dir(&self, path: &str) -> Option<DirMeta> {
+        let d = match self.tree.get(path) {
+            Some(n) if matches!(n.kind, NodeKind::Dir) => Some(DirMeta {
+                mode: n.mode,
+                uid: n.uid,
+                gid: n.gid,
+                xattrs: n.xattrs.clone(),
+            }),
+            _ => None,
+        };
+        self.note(|k| {
+            k.str("dir", path);
+            match &d {
+                None => {
+                    k.u64("is-dir", 0);
+                }
+                Some(d) => {
+                    k.u64("is-dir", 1)
+                        .u64("mode", d.mode as u64)
+                        .u64("uid", d.uid)
+                        .u64("gid", d.gid)
+                        .u64("xattrs", d.xattrs.len() as u64);
+                    for (name, v) in &d.xattrs {
+                        k.str("xattr", name).bytes("value", v);
+                    }
+                }
+            }
+        });
+        d
+    }
+
+    /// A spooled text file (`/etc/passwd`, `/etc/group`).
+    fn read_text(&self, path: &str) -> Option<String> {
+        let t = self.tree.read_spooled(path);
+        self.note(|k| {
+            k.str("read", path).opt_str("text", t.as_deref());
+        });
+        t
+    }
+
+    fn finish(&self) -> Option<Key> {
+        self.log.as_ref().map(|l| l.borrow().finish())
+    }
+}
+
+type TreeSlot = Arc<Mutex<Option<Arc<Tree>>>>;
+
+/// Metadata-only trees of recent parents, by their layers: the images of a fleet share a base,
+/// and each would otherwise decompress it again to compute its parent facts.
+fn tree_cache() -> &'static Mutex<Vec<(Key, TreeSlot)>> {
+    static CACHE: std::sync::OnceLock<Mutex<Vec<(Key, TreeSlot)>>> = std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// The parent rootfs as `entries` needs it: nothing for `--link` (unless `--chown` names a user),
+/// `/etc/passwd` and `/etc/group` spooled when it does, otherwise metadata only (shared).
+pub(crate) fn parent_tree(
+    store: &Store,
+    spec: &CopySpec,
+    parent_layers: &[LayerDesc],
+    spool: &Path,
+) -> Result<Arc<Tree>, BuildError> {
+    let names = chown_needs_names(spec);
+    if parent_layers.is_empty() || (spec.link && !names) {
+        return Ok(Arc::new(Tree::default()));
+    }
+    if names {
+        let want = |p: &str| p == "etc/passwd" || p == "etc/group";
+        return Ok(Arc::new(Tree::scan(
+            store.blobs(),
+            parent_layers,
+            &want,
+            spool,
+        )?));
+    }
+    let id = {
+        let mut k = KeyHasher::new("parent-layers");
+        for l in parent_layers {
+            k.str("layer", &l.digest.to_string());
+        }
+        k.finish()
+    };
+    let slot = {
+        let mut c = tree_cache().lock().unwrap();
+        match c.iter().find(|(k, _)| *k == id) {
+            Some((_, s)) => s.clone(),
+            None => {
+                if c.len() >= 8 {
+                    c.remove(0);
+                }
+                let s = TreeSlot::default();
+                c.push((id, s.clone()));
+                s
+            }
+        }
+    };
+    // Held while scanning: other images wanting the same parent wait and share the result.
+    let mut g = slot.lock().unwrap();
+    if let Some(t) = &*g {
+        return Ok(t.clone());
+    }
+    let t = Arc::new(Tree::scan(store.blobs(), parent_layers, &|_| false, spool)?);
+    *g = Some(t.clone());
+    Ok(t)
 }
 
 /// The identity of the rootfs `--from` reads from.
@@ -112,27 +321,18 @@ pub(crate) fn prepare(
     ctx: &Context,
     spec: &CopySpec,
     parent: &Key,
+    parent_layers: &[LayerDesc],
     from: &FromSource<'_>,
     compression_id: &str,
     sde: u64,
-    use_stat_cache: bool,
+    no_cache: bool,
+    spool: &Path,
 ) -> Result<PreparedCopy, BuildError> {
-    let mut k = KeyHasher::new(if spec.add { "add" } else { "copy" });
+    // Everything but the parent goes into `body`; the key is the parent input + `body`.
+    let mut k = KeyHasher::new(if spec.add { "add-body" } else { "copy-body" });
     let mut explain = Vec::new();
-    if !spec.link
-        || spec
-            .chown
-            .as_deref()
-            .is_some_and(|c| c.chars().any(|ch| ch.is_ascii_alphabetic()))
-    {
-        // --link layers do not depend on the parent rootfs, unless --chown names a user that
-        // has to be looked up in it.
-        k.key("parent", parent);
-        explain.push(ExplainInput {
-            name: "parent".into(),
-            value: *parent,
-        });
-    }
+    // The stat cache affects speed only, never keys: used even with --no-cache.
+    let use_stat_cache = true;
     let mut ins = KeyHasher::new("copy-instruction");
     ins.str("dest", &spec.dest)
         .opt_str("chown", spec.chown.as_deref())
@@ -215,10 +415,58 @@ pub(crate) fn prepare(
         name: "instruction".into(),
         value: ins_key,
     });
+    let body = k.finish();
+    let mut key = KeyHasher::new(if spec.add { "add" } else { "copy" });
+    let mut entries_built = None;
+    let includes_parent = match parent_use(spec) {
+        ParentUse::None => false,
+        ParentUse::Whole => {
+            key.key("parent", parent);
+            explain.push(ExplainInput {
+                name: "parent".into(),
+                value: *parent,
+            });
+            true
+        }
+        ParentUse::Facts => {
+            // The facts are a function of the parent rootfs (which the parent key identifies)
+            // and `body`: memoised under both, a rebuild on the same parent reads no layer.
+            let memo = KeyHasher::new("parent-facts-memo")
+                .key("parent", parent)
+                .key("body", &body)
+                .finish();
+            let known = if !no_cache {
+                store.index().get_parent_facts(&memo)?
+            } else {
+                None
+            };
+            let facts = match known {
+                Some(f) => f,
+                None => {
+                    let tree = parent_tree(store, spec, parent_layers, spool)?;
+                    let view = ParentView::recording(&tree);
+                    let es = entries(store, spec, &sources, &view, from, sde, spool)?;
+                    let f = view.finish().expect("a recording view");
+                    store.index().put_parent_facts(&memo, &f)?;
+                    entries_built = Some(es);
+                    f
+                }
+            };
+            key.key("parent-facts", &facts);
+            explain.push(ExplainInput {
+                name: "parent-facts".into(),
+                value: facts,
+            });
+            false
+        }
+    };
+    key.key("body", &body);
     Ok(PreparedCopy {
-        key: k.finish(),
+        key: key.finish(),
+        includes_parent,
         explain,
         sources,
+        entries: entries_built,
         files,
         hashed,
         bytes_hashed,
@@ -344,33 +592,32 @@ fn basename(p: &str) -> &str {
 
 /// Builds the entries of the layer.
 #[allow(clippy::too_many_arguments)]
+///
+/// Everything read of the parent rootfs goes through `parent` (metadata of existing directories
+/// on the way to the destination, symlinks in it, user names for --chown): the output is a
+/// function of the other arguments and the view's answers only.
 pub(crate) fn entries(
     store: &Store,
     spec: &CopySpec,
-    prepared: &PreparedCopy,
-    parent_layers: &[LayerDesc],
+    sources: &[Prepared],
+    parent: &ParentView<'_>,
     from: &FromSource<'_>,
     sde: u64,
     spool: &Path,
 ) -> Result<Vec<Entry>, BuildError> {
-    let chown_needs_names = spec
-        .chown
-        .as_deref()
-        .is_some_and(|c| c.chars().any(|ch| ch.is_ascii_alphabetic()));
-    // The parent rootfs, when the layer depends on it (metadata of existing directories on
-    // the way to the destination, symlinks in it, user names for --chown).
-    let parent_tree = if (!spec.link || chown_needs_names) && !parent_layers.is_empty() {
-        let want = |p: &str| chown_needs_names && (p == "etc/passwd" || p == "etc/group");
-        Tree::scan(store.blobs(), parent_layers, &want, spool)?
-    } else {
-        Tree::default()
-    };
+    let names = chown_needs_names(spec);
     let owner = match &spec.chown {
         Some(c) => Some(
             rootfs::resolve_chown(
                 c,
-                parent_tree.read_spooled("etc/passwd").as_deref(),
-                parent_tree.read_spooled("etc/group").as_deref(),
+                names
+                    .then(|| parent.read_text("etc/passwd"))
+                    .flatten()
+                    .as_deref(),
+                names
+                    .then(|| parent.read_text("etc/group"))
+                    .flatten()
+                    .as_deref(),
             )
             .map_err(|msg| BuildError::Chown {
                 spec: c.clone(),
@@ -380,11 +627,11 @@ pub(crate) fn entries(
         None => None,
     };
     let link_mode = spec.link;
-    let tree_of = |p: &str| -> Option<&rootfs::Node> {
+    let dir_of = |p: &str| -> Option<DirMeta> {
         if link_mode {
             None
         } else {
-            parent_tree.get(p)
+            parent.dir(p)
         }
     };
 
@@ -394,19 +641,16 @@ pub(crate) fn entries(
     let resolved_dest = if link_mode {
         dest_rel.clone()
     } else {
-        parent_tree.resolve(&dest_rel, true)?
+        parent.resolve(&dest_rel, true)?
     };
-    let dest_exists_dir = matches!(
-        tree_of(&resolved_dest).map(|n| &n.kind),
-        Some(NodeKind::Dir)
-    );
-    let n_items = prepared.sources.len();
+    let dest_exists_dir = dir_of(&resolved_dest).is_some();
+    let n_items = sources.len();
     let dest_is_dir = dest_syntax_dir || dest_exists_dir || n_items > 1 || dest_rel.is_empty();
     let dest_rel = if dest_is_dir || dest_rel.is_empty() {
         resolved_dest
     } else {
-        let parent = parent_tree.resolve(Tree::parent(&dest_rel), true)?;
-        join(&parent, basename(&dest_rel))
+        let dir = parent.resolve(Tree::parent(&dest_rel), true)?;
+        join(&dir, basename(&dest_rel))
     };
 
     let ctx_owner = owner.unwrap_or((0, 0));
@@ -426,7 +670,7 @@ pub(crate) fn entries(
     };
     let mut dest_dir_needed = dest_is_dir && !dest_rel.is_empty();
     let mut src_tree_cache: Option<Tree> = None;
-    for src in &prepared.sources {
+    for src in sources {
         match src {
             Prepared::Heredoc { name, content } => {
                 let target = if dest_is_dir {
@@ -500,8 +744,7 @@ pub(crate) fn entries(
                 };
                 if src_tree_cache.is_none() {
                     // Spool every file of the source rootfs that a pattern can reach.
-                    let pats: Vec<String> = prepared
-                        .sources
+                    let pats: Vec<String> = sources
                         .iter()
                         .filter_map(|s| match s {
                             Prepared::Tree { pattern } => {
@@ -641,17 +884,17 @@ pub(crate) fn entries(
     for p in paths {
         let mut cur = Tree::parent(&p).to_string();
         while !cur.is_empty() && !out.contains_key(&cur) {
-            let entry = match tree_of(&cur) {
-                Some(n) if matches!(n.kind, NodeKind::Dir) => Entry {
+            let entry = match dir_of(&cur) {
+                Some(n) => Entry {
                     path: cur.clone(),
                     kind: EntryKind::Dir,
                     mode: n.mode,
                     uid: n.uid,
                     gid: n.gid,
                     mtime: sde,
-                    xattrs: n.xattrs.clone(),
+                    xattrs: n.xattrs,
                 },
-                _ => {
+                None => {
                     let on_dest = dest_rel == cur || dest_rel.starts_with(&format!("{cur}/"));
                     let (uid, gid) = if on_dest { ctx_owner } else { (0, 0) };
                     Entry {
@@ -764,4 +1007,187 @@ fn entry_link<R: Read>(e: &tar::Entry<'_, R>) -> String {
     e.link_name_bytes()
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::rootfs::Node;
+
+    fn dir(mode: u32) -> Node {
+        Node {
+            kind: NodeKind::Dir,
+            mode,
+            uid: 0,
+            gid: 0,
+            xattrs: BTreeMap::new(),
+        }
+    }
+
+    fn base() -> Tree {
+        let mut t = Tree::default();
+        t.nodes.insert("etc".into(), dir(0o755));
+        t.nodes.insert(
+            "etc/os-release".into(),
+            Node {
+                kind: NodeKind::File {
+                    size: 3,
+                    spool: None,
+                },
+                ..dir(0o644)
+            },
+        );
+        t.nodes.insert("srv".into(), dir(0o755));
+        t
+    }
+
+    /// The parent facts and the entries of `COPY <<f /app/sub/` over `tree`.
+    fn run(tree: &Tree) -> (Key, Vec<(String, u32, u64, bool)>) {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(store_dir.path()).unwrap();
+        let spec = CopySpec {
+            add: false,
+            from: CopyFrom::Context,
+            sources: vec![],
+            dest: "/app/sub/".into(),
+            chown: Some("7".into()),
+            chmod: None,
+            link: false,
+            excludes: vec![],
+        };
+        assert_eq!(parent_use(&spec), ParentUse::Facts);
+        let sources = vec![Prepared::Heredoc {
+            name: "f".into(),
+            content: "x".into(),
+        }];
+        let view = ParentView::recording(tree);
+        let es = entries(
+            &store,
+            &spec,
+            &sources,
+            &view,
+            &FromSource::Context,
+            0,
+            store_dir.path(),
+        )
+        .unwrap();
+        let shown = es
+            .iter()
+            .map(|e| {
+                (
+                    e.path.clone(),
+                    e.mode,
+                    e.uid,
+                    matches!(e.kind, EntryKind::Dir),
+                )
+            })
+            .collect();
+        (view.finish().unwrap(), shown)
+    }
+
+    #[test]
+    fn parent_facts_change_exactly_when_the_layer_can() {
+        let (f0, e0) = run(&base());
+        assert_eq!(
+            e0,
+            vec![
+                ("app".into(), 0o755, 7, true),
+                ("app/sub".into(), 0o755, 7, true),
+                ("app/sub/f".into(), 0o644, 7, false),
+            ]
+        );
+
+        // A patch elsewhere: same facts, same entries.
+        let mut t = base();
+        t.nodes.get_mut("etc").unwrap().mode = 0o700;
+        t.nodes.insert("usr".into(), dir(0o755));
+        assert_eq!(run(&t), (f0, e0.clone()));
+
+        // /app exists with its own mode and owner: the layer carries them, the facts differ.
+        let mut t = base();
+        t.nodes.insert(
+            "app".into(),
+            Node {
+                uid: 3,
+                ..dir(0o700)
+            },
+        );
+        let (f1, e1) = run(&t);
+        assert_ne!(f1, f0);
+        assert_eq!(e1[0], ("app".into(), 0o700, 3, true));
+
+        // /app is a symlink to /srv: the files land elsewhere, the facts differ.
+        let mut t = base();
+        t.nodes.insert(
+            "app".into(),
+            Node {
+                kind: NodeKind::Symlink("/srv".into()),
+                ..dir(0o777)
+            },
+        );
+        let (f2, e2) = run(&t);
+        assert_ne!(f2, f0);
+        assert_ne!(f2, f1);
+        assert!(e2.iter().any(|e| e.0 == "srv/sub/f"), "{e2:?}");
+
+        // /app is a file: replaced by a directory, but the fact is recorded.
+        let mut t = base();
+        t.nodes.insert(
+            "app".into(),
+            Node {
+                kind: NodeKind::File {
+                    size: 1,
+                    spool: None,
+                },
+                ..dir(0o644)
+            },
+        );
+        let (f3, e3) = run(&t);
+        assert_eq!(e3, e0);
+        // Same answers as "absent" (entries() only asks whether it is a directory).
+        assert_eq!(f3, f0);
+    }
+
+    #[test]
+    fn who_reads_the_parent() {
+        let spec = |add: bool, link: bool, chown: Option<&str>, from: CopyFrom| CopySpec {
+            add,
+            from,
+            sources: vec![],
+            dest: "/a/".into(),
+            chown: chown.map(str::to_string),
+            chmod: None,
+            link,
+            excludes: vec![],
+        };
+        let c = CopyFrom::Context;
+        assert_eq!(
+            parent_use(&spec(false, true, None, c.clone())),
+            ParentUse::None
+        );
+        assert_eq!(
+            parent_use(&spec(false, true, Some("1:2"), c.clone())),
+            ParentUse::None
+        );
+        assert_eq!(
+            parent_use(&spec(false, true, Some("app"), c.clone())),
+            ParentUse::Whole
+        );
+        assert_eq!(
+            parent_use(&spec(false, false, None, c.clone())),
+            ParentUse::Facts
+        );
+        assert_eq!(
+            parent_use(&spec(false, false, Some("app"), c.clone())),
+            ParentUse::Whole
+        );
+        assert_eq!(
+            parent_use(&spec(true, false, None, c.clone())),
+            ParentUse::Whole
+        );
+        assert_eq!(
+            parent_use(&spec(false, false, None, CopyFrom::Stage(0))),
+            ParentUse::Whole
+        );
+    }
 }

@@ -262,6 +262,16 @@ fn explain_miss(
     {
         reasons.push("the previous step changed".to_string());
     }
+    if old.get("parent-facts") != new.get("parent-facts")
+        && old.contains_key("parent-facts")
+        && new.contains_key("parent-facts")
+    {
+        reasons.push(
+            "the directories on the way to the destination changed in the parent rootfs \
+             (existence, type, mode, owner or symlinks)"
+                .to_string(),
+        );
+    }
     if old.get("instruction") != new.get("instruction") {
         reasons.push("the instruction or a variable it uses changed".to_string());
     }
@@ -408,6 +418,8 @@ fn run_stage(
         // Held until the step's record is written: the same step in another stage or image of
         // this process waits, then finds it cached instead of running it again.
         let mut inflight: Option<KeyLock> = None;
+        // The key the next step stands on, when it is not this step's key (see `copy::chain`).
+        let mut next_parent: Option<Key> = None;
         let (key, explain_inputs, status, layer) = match &step.kind {
             StepKind::Config { state } => {
                 let k = KeyHasher::new("config")
@@ -518,17 +530,22 @@ fn run_stage(
                         }
                     }
                 };
-                let prep = copy::prepare(
+                let mut prep = copy::prepare(
                     store,
                     ctx,
                     spec,
                     &parent,
+                    &layers,
                     &from,
                     opts.compression.id(),
                     opts.source_date_epoch,
-                    true,
+                    opts.no_cache,
+                    tmp.path(),
                 )
                 .map_err(wrap)?;
+                if !prep.includes_parent {
+                    next_parent = Some(copy::chain(&parent, &prep.key));
+                }
                 progress.event(&Event::Hashing {
                     stage: s,
                     step: i,
@@ -542,16 +559,23 @@ fn run_stage(
                 match cached_layer {
                     Some(l) => (prep.key, prep.explain, StepStatus::Cached, Some(l)),
                     None => {
-                        let entries = copy::entries(
-                            store,
-                            spec,
-                            &prep,
-                            &layers,
-                            &from,
-                            opts.source_date_epoch,
-                            tmp.path(),
-                        )
-                        .map_err(wrap)?;
+                        let entries = match prep.entries.take() {
+                            Some(e) => e,
+                            None => {
+                                let tree = copy::parent_tree(store, spec, &layers, tmp.path())
+                                    .map_err(wrap)?;
+                                copy::entries(
+                                    store,
+                                    spec,
+                                    &prep.sources,
+                                    &copy::ParentView::new(&tree),
+                                    &from,
+                                    opts.source_date_epoch,
+                                    tmp.path(),
+                                )
+                                .map_err(wrap)?
+                            }
+                        };
                         let entries = layer::canonicalize(entries, opts.source_date_epoch)
                             .map_err(|e| wrap(e.into()))?;
                         // A RUN later in this stage needs this layer unpacked: unpack it from
@@ -667,7 +691,7 @@ fn run_stage(
             layer_bytes: layer.as_ref().map(|l| l.size).unwrap_or(0),
             explain,
         });
-        parent = key;
+        parent = next_parent.unwrap_or(key);
     }
     let assembled = image::assemble(ImageInputs {
         platform: &stage.platform,

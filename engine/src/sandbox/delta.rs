@@ -6,9 +6,11 @@
 //! full snapshot `B` of a similar layer exists (the same step's previous layer), the new layer
 //! `T` is unpacked instead as an overlay lower dir `D` to be stacked on `B`: `D` holds only the
 //! entries of `T` that differ from `B`, the directories on the way to them (with `T`'s owner
-//! and mode, since overlay shows the topmost directory's), and whiteouts (char 0/0) for what `B`
-//! has and `T` has not. The lowers `[B, D]` show exactly what unpacking `T` alone would; the
-//! unit tests compare the merged view with a full unpack.
+//! and mode, since overlay shows the topmost directory's). `T` must have every path `B` has: a
+//! whiteout in `D` for a path `T` lacks would also hide what the layers *under* `B` have there
+//! (a base's `/app` symlink that `T` writes through), so such a layer is unpacked in full. With
+//! that, the lowers `[..., B, D]` show exactly what `[..., T]` would; the unit tests compare the
+//! merged view with a full unpack.
 //!
 //! A file is reused only if `B` has a regular file at the same path with the same size, mode,
 //! owner and `security.capability`, and byte-identical content (compared while `T` streams
@@ -440,24 +442,14 @@ impl Differ {
             comps.push(n);
             let k = key(comps);
             if !self.seen.contains(&k) {
-                let (name, parent) = comps.split_last().unwrap();
-                if ft == FileType::CharacterDevice {
-                    return unsuitable(format!(
-                        "the base has a whiteout or device at `{}`",
-                        String::from_utf8_lossy(&k)
-                    ));
-                }
-                let d = self
-                    .dest_dir(parent)
-                    .map_err(Self::io("create parent of", &shown))?;
-                rfs::mknodat(
-                    &d,
-                    name.as_os_str(),
-                    FileType::CharacterDevice,
-                    Mode::from_raw_mode(0o600),
-                    rustix::fs::makedev(0, 0),
-                )
-                .map_err(Self::io("create whiteout", &shown))?;
+                // A whiteout here would hide not only the similar layer's entry but also
+                // whatever the layers below it have at this path (a base's `/app` symlink when
+                // the new layer writes through it): `[B, D]` would no longer equal `T` on its
+                // own stack. Only layers that keep every path of `B` get a delta.
+                return unsuitable(format!(
+                    "`{}` is in the similar layer but not in this one",
+                    String::from_utf8_lossy(&k)
+                ));
             } else if ft == FileType::Directory {
                 if let Err(why) = self.whiteouts(comps)? {
                     return Ok(Err(why));
@@ -704,9 +696,6 @@ mod tests {
             E::Link("a/link", "same"),
             E::Dir("a/sub", 0o755),
             E::File("a/sub/f", 0o600, b"f".to_vec()),
-            E::Dir("gone", 0o755),
-            E::File("gone/x", 0o644, b"x".to_vec()),
-            E::File("gone-file", 0o644, b"y".to_vec()),
         ]);
         let mut big2 = big(0);
         big2[400_000] ^= 0xff; // differs after more than one comparison block
@@ -777,11 +766,15 @@ mod tests {
             E::Hard("a/y", "a/x"),
         ]);
         let retyped = tar_of(&[E::Dir("a", 0o755), E::Dir("a/x", 0o755)]);
+        // A path of the similar layer missing from the new one: a whiteout would hide the
+        // layers below the similar one too.
+        let removed = tar_of(&[E::Dir("a", 0o755)]);
+        let moved = tar_of(&[E::Dir("srv", 0o755), E::File("srv/x", 0o644, b"x".to_vec())]);
         let t = tempfile::tempdir().unwrap();
         let base = t.path().join("b");
         std::fs::create_dir(&base).unwrap();
         super::super::snapshot::unpack(&t1[..], &base, Limits::default()).unwrap();
-        for (i, layer) in [hard, retyped].iter().enumerate() {
+        for (i, layer) in [hard, retyped, removed, moved].iter().enumerate() {
             let d = t.path().join(format!("d{i}"));
             std::fs::create_dir(&d).unwrap();
             let r = unpack_delta(&layer[..], &d, &base, Limits::default()).unwrap();
