@@ -263,7 +263,6 @@ fn shard_of(name: &str, n: u64) -> u64 {
     u64::from_le_bytes(b) % n + 1
 }
 
-
 pub fn run(store_dir: &Path, cli: BuildArgs) -> anyhow::Result<i32> {
     let file = match &cli.workspace {
         Some(f) => f.clone(),

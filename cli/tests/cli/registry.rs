@@ -1269,3 +1269,141 @@ fn registry_cache_shared_by_two_stores_executes_nothing_on_the_second() {
     ]);
     assert!(m.contains("application/vnd.strata.cache.v1"), "{m}");
 }
+
+/// strata.lock with a registry base: a tag moved in the registry changes nothing until
+/// `strata lock --update`, which says what moved; `--locked` fails on a stale lock (a reference
+/// it does not pin).
+#[test]
+fn registry_tag_moves_change_nothing_until_the_lock_is_updated() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let seed = tempfile::tempdir().unwrap();
+    let base_ref = format!("{}/lib/base:1", reg.host);
+    let push_base = |marker: &str| {
+        let ctx = work.path().join(format!("base-{marker}"));
+        write(
+            &ctx.join("Dockerfile"),
+            &format!("FROM scratch\nCOPY m /etc/marker\nENV MARK={marker}\n"),
+        );
+        write(&ctx.join("m"), marker);
+        build(seed.path(), &ctx, &["-t", &format!("base:{marker}")]).ok();
+        strata_in(seed.path(), &["push", &format!("base:{marker}"), &base_ref])
+            .ok()
+            .stdout()
+            .trim()
+            .to_string()
+    };
+    let v1 = push_base("one");
+    let ctx = work.path().join("app");
+    write(
+        &ctx.join("Dockerfile"),
+        &format!("FROM {base_ref}\nCOPY app.txt /app/\n"),
+    );
+    write(&ctx.join("app.txt"), "app\n");
+    let store = tempfile::tempdir().unwrap();
+    let d1 = build(store.path(), &ctx, &[]).ok().digest();
+    let lock = fs::read_to_string(ctx.join("strata.lock")).unwrap();
+    assert!(
+        lock.contains(&format!("\"{base_ref}\" = \"{v1}\"")),
+        "{lock}"
+    );
+
+    // The tag moves in the registry (a patched base): the lock keeps the build where it was,
+    // even from an empty store (the pinned manifest is fetched by digest).
+    let v2 = push_base("two");
+    assert_ne!(v1, v2);
+    assert_eq!(build(store.path(), &ctx, &["--locked"]).ok().digest(), d1);
+    let empty = tempfile::tempdir().unwrap();
+    assert_eq!(build(empty.path(), &ctx, &["--locked"]).ok().digest(), d1);
+
+    let moved = strata_in(store.path(), &["lock", ctx.to_str().unwrap(), "--update"])
+        .ok()
+        .stdout();
+    assert_eq!(moved.trim(), format!("{base_ref}: {v1} -> {v2}"));
+    let d2 = build(store.path(), &ctx, &["--locked"]).ok().digest();
+    assert_ne!(d2, d1);
+
+    // A stale lock: the Dockerfile names a reference the lock does not pin.
+    write(
+        &ctx.join("Dockerfile"),
+        &format!("FROM {}/lib/base:2\nCOPY app.txt /app/\n", reg.host),
+    );
+    let r = build(store.path(), &ctx, &["--locked"]).fails();
+    assert!(
+        r.stderr().contains("is not pinned") && r.stderr().contains("strata lock"),
+        "{}",
+        r.stderr()
+    );
+}
+
+/// A fleet split over two shards, each a separate process with its own store, sharing the
+/// registry cache: a step every image has runs once in all.
+#[test]
+fn registry_two_shards_with_separate_stores_run_a_shared_step_once() {
+    let reg = Registry::start();
+    let ws = tempfile::tempdir().unwrap();
+    let names = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"];
+    for n in names {
+        let app = ws.path().join("apps").join(n);
+        write(
+            &app.join("Dockerfile"),
+            "FROM scratch\nCOPY shared.txt /shared.txt\nCOPY own.txt /own.txt\n",
+        );
+        write(&app.join("shared.txt"), "every app has this\n");
+        write(&app.join("own.txt"), n);
+    }
+    write(
+        &ws.path().join("strata.toml"),
+        "[[image]]\ncontext = \"apps/*\"\nname = \"{dir}\"\n",
+    );
+    let cache = |s: &str| format!("registry:{}/ci/cache:{s}", reg.host);
+    let shard = |i: u32, extra: &[&str]| -> Value {
+        let store = tempfile::tempdir().unwrap();
+        let report = ws.path().join(format!("report-{i}.json"));
+        let spec = format!("{i}/2");
+        let mut args = vec![
+            "build",
+            "--all",
+            "--shard",
+            &spec,
+            "--report",
+            "json",
+            report.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = strata()
+            .current_dir(ws.path())
+            .arg("--store")
+            .arg(store.path())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&fs::read(&report).unwrap()).unwrap()
+    };
+    let (c1, c2) = (cache("shard-1"), cache("shard-2"));
+    let r1 = shard(1, &["--cache-to", &c1]);
+    let r2 = shard(2, &["--cache-from", &c1, "--cache-to", &c2]);
+    let images = |r: &Value| r["images"].as_array().unwrap().clone();
+    let (i1, i2) = (images(&r1), images(&r2));
+    assert!(!i1.is_empty() && !i2.is_empty(), "both shards have images");
+    assert_eq!(
+        i1.len() + i2.len(),
+        names.len(),
+        "every image in exactly one shard"
+    );
+    let executed: u64 = i1
+        .iter()
+        .chain(&i2)
+        .map(|i| i["executed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        executed,
+        names.len() as u64 + 1,
+        "each image's own COPY, and the shared COPY once: {r1} {r2}"
+    );
+}
