@@ -41,6 +41,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
+pub use crate::records::{ExplainInput, LayerRecord, StepRecord};
 use crate::Digest;
 
 /// The schema version byte in front of every value.
@@ -74,35 +75,6 @@ pub struct Lineage {
 
 /// A stat set: `(absolute host path, entry)` for every file of one source tree.
 pub type StatSet = Vec<(Vec<u8>, StatEntry)>;
-
-/// The cached result of one build step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StepRecord {
-    /// The layer the step produced; `None` for steps that only change the config.
-    pub layer: Option<LayerRecord>,
-    /// The named inputs of the step key, so `--explain` can say why a later key differs.
-    pub explain: Vec<ExplainInput>,
-    pub created_unix: u64,
-}
-
-/// A layer blob in the store.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LayerRecord {
-    /// sha256 of the uncompressed tar.
-    pub diff_id: Digest,
-    /// sha256 of the blob as stored (compressed).
-    pub digest: Digest,
-    pub size: u64,
-    pub media_type: String,
-    pub uncompressed_size: u64,
-}
-
-/// One named input of a step key, e.g. `("file:src/main.rs", blake3)`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExplainInput {
-    pub name: String,
-    pub value: [u8; 32],
-}
 
 /// What a tag points at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

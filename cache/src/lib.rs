@@ -43,6 +43,7 @@ pub mod gc;
 pub mod index;
 #[cfg(feature = "index")]
 pub mod lock;
+pub mod records;
 #[cfg(feature = "index")]
 mod store;
 
@@ -54,8 +55,7 @@ pub use fsck::{fsck, FsckReport, Problem};
 #[cfg(feature = "index")]
 pub use gc::{gc, GcOptions, GcPolicy, GcReport};
 #[cfg(feature = "index")]
-pub use index::{
-    ExplainInput, Index, IndexHold, LayerRecord, Lineage, OnWait, StatEntry, StepRecord, TagRecord,
-};
+pub use index::{Index, IndexHold, Lineage, OnWait, StatEntry, TagRecord};
+pub use records::{ExplainInput, LayerRecord, StepRecord};
 #[cfg(feature = "index")]
 pub use store::{Store, LOCK_WAIT, STORE_VERSION};

@@ -237,37 +237,44 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
     }
+    // `key=value` or `key="quoted, \"escaped\""`, separated by commas and spaces. The header
+    // comes from an untrusted server: malformed input ends the parse, it never panics (a
+    // fuzzer found the byte-index version slicing past the end on a trailing `key` without `=`).
     let mut params = BTreeMap::new();
-    let b = rest.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        while i < b.len() && (b[i] == b' ' || b[i] == b',') {
-            i += 1;
-        }
-        let ks = i;
-        while i < b.len() && b[i] != b'=' {
-            i += 1;
-        }
-        let key = rest[ks..i].trim().to_ascii_lowercase();
-        i += 1; // '='
-        let mut value = String::new();
-        if i < b.len() && b[i] == b'"' {
-            i += 1;
-            while i < b.len() && b[i] != b'"' {
-                if b[i] == b'\\' && i + 1 < b.len() {
-                    i += 1;
+    let mut s = rest;
+    loop {
+        s = s.trim_start_matches([' ', ',']);
+        let Some(eq) = s.find('=') else {
+            break;
+        };
+        let key = s[..eq].trim().to_ascii_lowercase();
+        s = &s[eq + 1..];
+        let value = if let Some(q) = s.strip_prefix('"') {
+            let mut v = String::new();
+            let mut end = q.len();
+            let mut chars = q.char_indices();
+            while let Some((j, c)) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            v.push(n);
+                        }
+                    }
+                    '"' => {
+                        end = j + 1;
+                        break;
+                    }
+                    c => v.push(c),
                 }
-                value.push(b[i] as char);
-                i += 1;
             }
-            i += 1; // closing quote
+            s = &q[end..];
+            v
         } else {
-            let vs = i;
-            while i < b.len() && b[i] != b',' {
-                i += 1;
-            }
-            value = rest[vs.min(b.len())..i].trim().to_string();
-        }
+            let end = s.find(',').unwrap_or(s.len());
+            let v = s[..end].trim().to_string();
+            s = &s[end..];
+            v
+        };
         if !key.is_empty() {
             params.insert(key, value);
         }
@@ -278,6 +285,30 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn malformed_challenges_never_panic() {
+        // Found by the registry_response fuzz target (fuzz/): a trailing key without `=`
+        // made the old parser slice past the end of the header.
+        let crash = b"Bearer r\x01BearerZ\xe8\x00\x00\x00lm=\"http://127.0.0.1:5ealm=\"000/tohttk";
+        let _ = parse_challenge(&String::from_utf8_lossy(crash));
+        for h in [
+            "Bearer realm",
+            "Bearer =",
+            "Bearer a=\"unterminated",
+            "Bearer a=\"x\\",
+            "Bearer ,,, ",
+            "Bearer é=ü,ß",
+        ] {
+            let _ = parse_challenge(h);
+        }
+        let Challenge::Bearer(p) = parse_challenge("Bearer realm=\"a\\\"b\",service=s").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(p["realm"], "a\"b");
+        assert_eq!(p["service"], "s");
+    }
 
     #[test]
     fn parses_bearer_and_basic_challenges() {
