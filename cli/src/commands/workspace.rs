@@ -261,32 +261,6 @@ fn shard_of(name: &str, n: u64) -> u64 {
     u64::from_le_bytes(b) % n + 1
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shards_split_every_name_once_and_stably() {
-        let names: Vec<String> = (0..200).map(|i| format!("app{i:04}")).collect();
-        let mut counts = [0usize; 4];
-        for n in &names {
-            let s = shard_of(n, 4);
-            assert!((1..=4).contains(&s));
-            assert_eq!(s, shard_of(n, 4), "deterministic");
-            counts[(s - 1) as usize] += 1;
-        }
-        assert!(counts.iter().all(|&c| c > 25), "{counts:?}");
-        // Pinned: a change to the split moves images between machines.
-        // (sha256("app0000")[..8] as LE u64) % 4 + 1, computed independently with Python.
-        assert_eq!(shard_of("app0000", 4), 4);
-        assert_eq!(shard_of("api", 4), 1);
-        assert_eq!(shard_of("web", 1), 1);
-        assert!(parse_shard("0/2").is_err() && parse_shard("3/2").is_err());
-        assert!(parse_shard("1/0").is_err() && parse_shard("x").is_err());
-        assert_eq!(parse_shard("2/3").unwrap(), (2, 3));
-    }
-}
-
 pub fn run(store_dir: &Path, cli: BuildArgs) -> anyhow::Result<i32> {
     let file = match &cli.workspace {
         Some(f) => f.clone(),
@@ -427,4 +401,30 @@ pub fn run(store_dir: &Path, cli: BuildArgs) -> anyhow::Result<i32> {
             .with_context(|| format!("writing the report `{}`", path.display()))?;
     }
     Ok(if failed > 0 { 1 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_split_every_name_once_and_stably() {
+        let names: Vec<String> = (0..200).map(|i| format!("app{i:04}")).collect();
+        let mut counts = [0usize; 4];
+        for n in &names {
+            let s = shard_of(n, 4);
+            assert!((1..=4).contains(&s));
+            assert_eq!(s, shard_of(n, 4), "deterministic");
+            counts[(s - 1) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 25), "{counts:?}");
+        // Pinned: a change to the split moves images between machines.
+        // (sha256("app0000")[..8] as LE u64) % 4 + 1, computed independently with Python.
+        assert_eq!(shard_of("app0000", 4), 4);
+        assert_eq!(shard_of("api", 4), 1);
+        assert_eq!(shard_of("web", 1), 1);
+        assert!(parse_shard("0/2").is_err() && parse_shard("3/2").is_err());
+        assert!(parse_shard("1/0").is_err() && parse_shard("x").is_err());
+        assert_eq!(parse_shard("2/3").unwrap(), (2, 3));
+    }
 }
