@@ -41,16 +41,15 @@ fn bench_reports_scenarios_and_advice() {
     assert_eq!(by("cold")["executed"], 5);
     assert_eq!(by("no-op")["executed"], 0);
     let arg = by("build-arg V");
-    assert_eq!(
-        arg["executed"], 5,
-        "ARG V (the first step) and everything after it: {arg}"
-    );
-    // Changing any context file re-runs `COPY .` and the three steps after it.
+    // ARG V (the first step) and every config step after it; the COPY layers cannot depend on
+    // V (their key has the parent facts, not the parent key: docs/cache-keys.md), so they hit.
+    assert_eq!(arg["executed"], 3, "{arg}");
+    // Changing any context file re-runs `COPY .` and the config steps after it, not `COPY lock.txt`.
     let change = sc
         .iter()
         .find(|s| s["name"].as_str().unwrap().starts_with("change "))
         .unwrap();
-    assert_eq!(change["executed"], 4, "{change}");
+    assert_eq!(change["executed"], 3, "{change}");
     assert!(
         r["advice"][0].as_str().unwrap().contains("COPY . /app/"),
         "{}",
