@@ -82,6 +82,7 @@ fn unpack_mode(ns: Option<NsKind>, dest: &str, b: &str, e: &str, p: &str) -> Rep
             max_bytes,
             max_entries,
             max_path_len,
+            ..Default::default()
         },
         _ => return Report::Error("sandbox helper: bad limits".into()),
     };

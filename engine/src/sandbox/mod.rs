@@ -36,7 +36,10 @@ pub enum SandboxError {
     /// A layer entry that would leave the snapshot root or is otherwise not representable safely.
     #[error("unsafe layer entry `{path}`: {reason}")]
     UnsafeEntry { path: String, reason: &'static str },
-    #[error("layer exceeds the {what} limit of {limit}")]
+    /// CVE-2025-62518: the entry's PAX `size` and ustar size disagree (or are malformed).
+    #[error("unsafe layer entry `{path}`: {reason}; readers honouring different size fields would see different entries (CVE-2025-62518), so the layer is refused (hint: rewrite it with a tar that emits consistent headers)")]
+    PaxSizeDesync { path: String, reason: String },
+    #[error("layer exceeds the {what} limit of {limit} (a decompression bomb or an unusually large layer)")]
     Limit { what: &'static str, limit: u64 },
     /// A rootless helper (capture in the user namespace) failed; the message says what.
     #[error("{0}")]
