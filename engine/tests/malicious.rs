@@ -56,7 +56,10 @@ impl Fixture {
         let err = self
             .unpack(name, limits)
             .expect_err(&format!("{name} must be refused"));
-        assert!(err.contains(expected), "{name}: expected `{expected}` in: {err}");
+        assert!(
+            err.contains(expected),
+            "{name}: expected `{expected}` in: {err}"
+        );
         self.assert_contained();
         err
     }
@@ -108,7 +111,10 @@ fn absolute_symlink_escape_lands_inside() {
         fs::read(f.dest().join("etc/strata-malicious-pwned")).unwrap(),
         b"pwned\n"
     );
-    assert_eq!(fs::read_link(f.dest().join("evil")).unwrap(), Path::new("/etc"));
+    assert_eq!(
+        fs::read_link(f.dest().join("evil")).unwrap(),
+        Path::new("/etc")
+    );
 }
 
 #[test]
@@ -117,7 +123,10 @@ fn relative_symlink_escape_lands_inside() {
     f.unpack("rel-symlink-escape.tar", limits()).unwrap();
     f.assert_contained();
     // `..` stops at the unpack root: `../../../sentinel` is the layer's own `/sentinel`.
-    assert_eq!(fs::read(f.dest().join("sentinel/pwned")).unwrap(), b"pwned\n");
+    assert_eq!(
+        fs::read(f.dest().join("sentinel/pwned")).unwrap(),
+        b"pwned\n"
+    );
 }
 
 #[test]
@@ -262,7 +271,10 @@ fn every_committed_layer_is_tested_and_described() {
     for e in fs::read_dir(testdata("")).unwrap() {
         let name = e.unwrap().file_name().to_string_lossy().into_owned();
         if name.ends_with(".tar") || name.ends_with(".gz") || name.ends_with(".zst") {
-            assert!(readme.contains(&format!("`{name}`")), "{name} not in README.md");
+            assert!(
+                readme.contains(&format!("`{name}`")),
+                "{name} not in README.md"
+            );
             assert!(this.contains(&format!("\"{name}\"")), "{name} not tested");
         }
     }

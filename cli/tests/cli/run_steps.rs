@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use super::{build, write, Run};
+use super::{build, strata, testdata, write, Run};
 
 /// A context whose Dockerfile starts from a busybox rootfs made with RUN itself.
 fn busybox_context(dir: &Path, rest: &str) {
@@ -335,6 +335,168 @@ fn run_as_container_root_in_any_id_mapping() {
             "{err}"
         );
     }
+}
+
+/// `sha256:<hex>` of `bytes` (via sha256sum, as the other layout tests do).
+fn sha256(bytes: &[u8]) -> String {
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    fs::write(tmp.path(), bytes).unwrap();
+    let o = Command::new("sha256sum").arg(tmp.path()).output().unwrap();
+    format!("sha256:{}", &String::from_utf8_lossy(&o.stdout)[..64])
+}
+
+/// An OCI layout at `dir` with one image, tag `1`, whose only layer is `layer` (raw bytes of
+/// `media_type`) with uncompressed digest `diff_id`.
+fn one_layer_layout(dir: &Path, layer: &[u8], media_type: &str, diff_id: &str) {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let put = |b: &[u8]| -> (String, usize) {
+        let d = sha256(b);
+        fs::write(blobs.join(&d[7..]), b).unwrap();
+        (d, b.len())
+    };
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    let (l, l_size) = put(layer);
+    let config = serde_json::json!({
+        "architecture": arch, "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    });
+    let (c, c_size) = put(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": c, "size": c_size},
+        "layers": [{"mediaType": media_type, "digest": l, "size": l_size}],
+    });
+    let (m, m_size) = put(manifest.to_string().as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m,
+            "size": m_size, "annotations": {"org.opencontainers.image.ref.name": "1"}}],
+    });
+    fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// The crafted layers of testdata/malicious/ as the base of a RUN step, through the CLI: the
+/// snapshot unpack (as root, or in the user namespace rootless) refuses or contains each, the
+/// `sentinel/` next to the store (where the layers aim: `<work>/store/snapshots-v1/.tmp-…/`
+/// + `../../../sentinel`) stays as it was, no temp snapshot is left and fsck is clean.
+#[test]
+fn malicious_base_layers_are_refused_or_contained() {
+    let work = tempfile::tempdir().unwrap();
+    let sentinel = work.path().join("sentinel");
+    fs::create_dir(&sentinel).unwrap();
+    fs::write(sentinel.join("secret"), "host\n").unwrap();
+    let store = work.path().join("store");
+    let ctx = work.path().join("ctx");
+    fs::create_dir(&ctx).unwrap();
+    write(
+        &ctx.join("Dockerfile"),
+        "FROM oci-layout://base:1\nRUN [\"/no-such-command\"]\n",
+    );
+    let cases = [
+        (
+            "dotdot.tar",
+            "unsafe layer entry `../../../sentinel/pwned`: `..` component",
+        ),
+        (
+            "symlink-replaces-dir.tar",
+            "create parent directories of `d/pwned`",
+        ),
+        (
+            "hardlink-outside.tar",
+            "unsafe layer entry `h`: `..` component",
+        ),
+        ("symlink-dot.tar", "the root can only be a directory"),
+        ("symlink-slash.tar", "the root can only be a directory"),
+        (
+            "pax-size-smaller.tar",
+            "PAX `size` 0 disagrees with the ustar header size 1024",
+        ),
+        (
+            "zstd-window.tar.zst",
+            "zstd frame needs a window of 2147483648 bytes",
+        ),
+        // Contained: unpacked (the write lands in the layer's own /sentinel), then the RUN
+        // itself fails, as the command does not exist.
+        ("rel-symlink-escape.tar", "exited with code 127"),
+    ];
+    for (name, expected) in cases {
+        let bytes = fs::read(testdata(&format!("malicious/{name}"))).unwrap();
+        let (media_type, tar) = if name.ends_with(".zst") {
+            let o = Command::new("zstd")
+                .args(["-d", "--long=31", "-c"])
+                .arg(testdata(&format!("malicious/{name}")))
+                .output()
+                .unwrap();
+            assert!(o.status.success());
+            ("application/vnd.oci.image.layer.v1.tar+zstd", o.stdout)
+        } else {
+            ("application/vnd.oci.image.layer.v1.tar", bytes.clone())
+        };
+        let base = ctx.join("base");
+        let _ = fs::remove_dir_all(&base);
+        one_layer_layout(&base, &bytes, media_type, &sha256(&tar));
+        let r = build(&store, &ctx, &[]).fails();
+        let err = r.stderr();
+        assert!(
+            err.contains(expected),
+            "{name}: expected `{expected}` in: {err}"
+        );
+        let mut left: Vec<_> = fs::read_dir(&sentinel)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["secret"], "{name} wrote into the sentinel");
+        assert_eq!(
+            fs::read_to_string(sentinel.join("secret")).unwrap(),
+            "host\n"
+        );
+        let mut top: Vec<_> = fs::read_dir(work.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        top.sort();
+        assert_eq!(top, ["ctx", "sentinel", "store"], "{name}");
+        for d in fs::read_dir(&store).unwrap() {
+            let d = d.unwrap();
+            let n = d.file_name();
+            if n.to_string_lossy().starts_with("snapshots-v1") {
+                for s in fs::read_dir(d.path()).unwrap() {
+                    let s = s.unwrap();
+                    assert!(
+                        !s.file_name().to_string_lossy().starts_with(".tmp-"),
+                        "{name}: a half-unpacked snapshot was left: {:?}",
+                        s.path()
+                    );
+                    if name == "rel-symlink-escape.tar" {
+                        assert_eq!(
+                            fs::read_to_string(s.path().join("sentinel/pwned")).unwrap(),
+                            "pwned\n",
+                            "contained inside the snapshot"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let fsck = strata()
+        .arg("--store")
+        .arg(&store)
+        .arg("fsck")
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "fsck: {}",
+        String::from_utf8_lossy(&fsck.stderr)
+    );
 }
 
 #[allow(dead_code)]

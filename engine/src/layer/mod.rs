@@ -19,8 +19,8 @@ use std::io;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-pub use archive::{decompress_reader, decompress_reader_limited, open_archive};
 pub(crate) use archive::ZSTD_WINDOW_LOG_MAX;
+pub use archive::{decompress_reader, decompress_reader_limited, open_archive};
 pub use compress::{write_layer, write_layer_cached, ChunkCache, ChunkDir, CHUNK_MAX, CHUNK_MIN};
 pub use entry::{canonicalize, path_cmp, Content, Entry, EntryKind, KEPT_XATTRS};
 pub use tar::CHUNK_SOFT;

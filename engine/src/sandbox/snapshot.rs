@@ -71,7 +71,9 @@ impl<R: Read> Read for Counted<R> {
         self.read = self.read.saturating_add(n as u64);
         if self.read > self.max {
             self.exceeded.set(true);
-            return Err(io::Error::other("layer exceeds the uncompressed size limit"));
+            return Err(io::Error::other(
+                "layer exceeds the uncompressed size limit",
+            ));
         }
         Ok(n)
     }
@@ -230,8 +232,7 @@ pub fn unpack_with(
             .entries()
             .map_err(|e| SandboxError::io("read layer", dest.display(), e))?;
         for entry in entries {
-            let mut entry =
-                entry.map_err(|e| SandboxError::io("read layer", dest.display(), e))?;
+            let mut entry = entry.map_err(|e| SandboxError::io("read layer", dest.display(), e))?;
             u.entry(&mut entry)?;
         }
         // Drain trailing padding so the verifying reader sees end of file and checks the
