@@ -132,10 +132,21 @@ fn failed_run_reports_the_exit_code_and_caches_nothing() {
     let ctx = tempfile::tempdir().unwrap();
     busybox_context(
         ctx.path(),
-        "FROM base\nRUN echo partial > /partial && exit 3\n",
+        "FROM base\nRUN echo partial > /partial && for i in $(seq 1 30); do echo \"out $i\"; echo \"err $i\" >&2; done && exit 3\n",
     );
     let r = build(store.path(), ctx.path(), &[]).fails();
-    assert!(r.stderr().contains("exited with code 3"), "{}", r.stderr());
+    let err = r.stderr();
+    // The error names the command, the exit code and the last 20 lines of the combined
+    // output, in the order they were written.
+    let (_, msg) = err.split_once("error: ").expect(&err);
+    assert!(
+        msg.contains("RUN failed: `echo partial > /partial && for i in $(seq 1 30); do echo \"out $i\"; echo \"err $i\" >&2; done && exit 3` exited with code 3; last 20 lines of its output:\n  | out 21\n  | err 21\n"),
+        "{msg}"
+    );
+    assert!(msg.trim_end().ends_with("  | out 30\n  | err 30"), "{msg}");
+    assert!(!msg.contains("| err 20"), "{msg}");
+    // The output was also shown as it came (the build log).
+    assert!(err.contains("out 1\nerr 1\n"), "{err}");
     assert!(
         r.stderr().contains("Dockerfile:7: stage 1, step 1"),
         "the error names file:line: {}",

@@ -58,13 +58,38 @@ pub enum BuildError {
     Sandbox(#[from] crate::sandbox::SandboxError),
     #[error(transparent)]
     Capture(#[from] crate::sandbox::capture::CaptureError),
-    #[error("RUN failed: `{command}` {status}")]
-    RunFailed { command: String, status: String },
+    #[error("RUN failed: `{command}` {status}{}", output_tail(.output))]
+    RunFailed {
+        command: String,
+        status: String,
+        /// The last lines of its combined stdout and stderr (see `sandbox::exec::Tail`).
+        output: String,
+    },
     #[error("{stage_step}: {source}")]
     Step {
         stage_step: String,
         source: Box<BuildError>,
     },
+}
+
+fn output_tail(tail: &str) -> String {
+    if tail.is_empty() {
+        return "; it printed nothing".into();
+    }
+    let n = tail.lines().count();
+    let mut s = format!(
+        "; last {} of its output:",
+        if n == 1 {
+            "line".to_string()
+        } else {
+            format!("{n} lines")
+        }
+    );
+    for l in tail.lines() {
+        s.push_str("\n  | ");
+        s.push_str(l);
+    }
+    s
 }
 
 /// How to run a plan.

@@ -31,6 +31,56 @@ pub enum Output {
     Stderr,
     /// Both to this host file (created or truncated).
     File(PathBuf),
+    /// Both to the helper's stdout, a pipe [`run_logged`] reads (internal: it forwards the
+    /// output to stderr and keeps its tail).
+    Pipe,
+}
+
+/// How many lines, and at most how many bytes, of a command's output [`run_logged`] keeps.
+pub const TAIL_LINES: usize = 20;
+pub const TAIL_BYTES: usize = 4096;
+
+/// The last lines of a command's output: at most [`TAIL_LINES`] lines and [`TAIL_BYTES`]
+/// bytes (a longer line keeps its end), invalid UTF-8 and control characters replaced.
+#[derive(Debug, Default, Clone)]
+pub struct Tail {
+    /// The last `2 * TAIL_BYTES` bytes seen.
+    buf: std::collections::VecDeque<u8>,
+}
+
+impl Tail {
+    pub fn push(&mut self, bytes: &[u8]) {
+        let keep = 2 * TAIL_BYTES;
+        let bytes = &bytes[bytes.len().saturating_sub(keep)..];
+        let excess = (self.buf.len() + bytes.len()).saturating_sub(keep);
+        self.buf.drain(..excess);
+        self.buf.extend(bytes);
+    }
+
+    /// The tail as text (empty if there was no output).
+    pub fn text(&self) -> String {
+        let bytes: Vec<u8> = self.buf.iter().copied().collect();
+        let s = String::from_utf8_lossy(&bytes);
+        let s = s.trim_end_matches(['\n', '\r']);
+        let lines: Vec<&str> = s.lines().collect();
+        let mut out = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
+        if out.len() > TAIL_BYTES {
+            let mut cut = out.len() - TAIL_BYTES;
+            while !out.is_char_boundary(cut) {
+                cut += 1;
+            }
+            out = format!("…{}", &out[cut..]);
+        }
+        out.chars()
+            .map(|c| {
+                if c.is_control() && c != '\n' && c != '\t' {
+                    '?'
+                } else {
+                    c
+                }
+            })
+            .collect()
+    }
 }
 
 /// One RUN: what to run, over which layers.
@@ -165,19 +215,52 @@ pub(crate) fn validate(spec: &RunSpec) -> Result<(), SandboxError> {
 /// Runs `spec` and waits for it. As root directly; otherwise in a user namespace
 /// ([`super::userns`]).
 pub fn run(spec: &RunSpec) -> Result<RunOutcome, SandboxError> {
+    run_logged(spec).map(|(o, _)| o)
+}
+
+/// [`run`], also returning the tail of the command's output when it goes to stderr
+/// ([`Output::Stderr`]: it passes through a pipe, is forwarded to stderr as it comes, and the
+/// last lines are kept for the error message of a failed step).
+pub fn run_logged(spec: &RunSpec) -> Result<(RunOutcome, Tail), SandboxError> {
     validate(spec)?;
     let ns = super::userns::current();
-    let json = serde_json::to_vec(spec).map_err(|e| SandboxError::Spec(e.to_string()))?;
+    let tee = spec.output == Output::Stderr;
+    let json = if tee {
+        let mut piped = spec.clone();
+        piped.output = Output::Pipe;
+        serde_json::to_vec(&piped)
+    } else {
+        serde_json::to_vec(spec)
+    }
+    .map_err(|e| SandboxError::Spec(e.to_string()))?;
     let mut args = vec!["run".to_string()];
     if let Some(ns) = ns {
         args.push(ns.helper_arg().into());
     }
-    let mut h = Helper::spawn(&args, ns)?;
+    let mut h = Helper::spawn_with(&args, ns, tee)?;
     if let Some(mut stdin) = h.child.stdin.take() {
         // An early exit of the helper shows up in the report; ignore EPIPE here.
         let _ = stdin.write_all(&json);
     }
-    h.finish()
+    let mut tail = Tail::default();
+    if let Some(mut out) = h.child.stdout.take() {
+        // Until every process of the sandbox has closed it: pid 1 exits after the command,
+        // and the kernel then kills whatever the command left in the pid namespace.
+        let mut buf = [0u8; 8192];
+        let mut stderr = std::io::stderr();
+        loop {
+            match out.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let _ = stderr.write_all(&buf[..n]);
+                    tail.push(&buf[..n]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+    }
+    Ok((h.finish()?, tail))
 }
 
 /// Unpacks the layer tar `reader` into `dest` inside the user namespace of `ns`, so files get
@@ -434,6 +517,28 @@ mod tests {
         s.argv.clear();
         assert!(validate(&s).is_err());
         assert!(validate(&spec()).is_ok());
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines_bounded() {
+        let mut t = Tail::default();
+        assert_eq!(t.text(), "");
+        for i in 0..100 {
+            t.push(format!("line {i}\n").as_bytes());
+        }
+        let text = t.text();
+        assert_eq!(text.lines().count(), TAIL_LINES);
+        assert!(
+            text.starts_with("line 80\n") && text.ends_with("line 99"),
+            "{text}"
+        );
+        // One huge line: its end, within the byte bound; control characters replaced.
+        t.push(&vec![b'x'; 100_000]);
+        t.push(b"\x1b[31mend\n");
+        let text = t.text();
+        assert!(text.len() <= TAIL_BYTES + 3, "{}", text.len());
+        assert!(text.ends_with("x?[31mend"), "{text}");
+        assert!(text.starts_with('…'));
     }
 
     #[test]

@@ -229,6 +229,12 @@ fn redirect_stdio(out: &Output) -> Result<(), String> {
                 return Err(last_err("dup2"));
             }
         }
+        Output::Pipe => {
+            // SAFETY: dup2 of standard fds.
+            if unsafe { libc::dup2(1, 2) } < 0 {
+                return Err(last_err("dup2"));
+            }
+        }
         Output::File(p) => {
             let f = rustix::fs::open(
                 p,

@@ -17,7 +17,9 @@ mod sys;
 mod user;
 pub mod userns;
 
-pub use exec::{injected_paths, remove_tree, run, Network, Output, RunOutcome, RunSpec};
+pub use exec::{
+    injected_paths, remove_tree, run, run_logged, Network, Output, RunOutcome, RunSpec, Tail,
+};
 pub use init::init_main;
 pub use snapshot::{Limits, Snapshots};
 
