@@ -510,5 +510,162 @@ fn malicious_base_layers_are_refused_or_contained() {
     );
 }
 
+/// (pid, parent pid, cmdline with NULs as spaces) of every process.
+fn processes() -> Vec<(u32, u32, String)> {
+    let mut v = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let (Ok(stat), Ok(cmd)) = (
+            fs::read_to_string(e.path().join("stat")),
+            fs::read(e.path().join("cmdline")),
+        ) else {
+            continue;
+        };
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+        else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        v.push((pid, ppid, cmd.trim_end().to_string()));
+    }
+    v
+}
+
+/// Ctrl-C / SIGTERM during a long RUN: strata stops the sandbox (the command and every
+/// helper), removes its temp dirs, records nothing, exits 128 + signal within seconds; the
+/// store is then clean and the next build gives the normal digest.
+#[test]
+fn sigterm_or_sigint_during_run_stops_the_sandbox_and_cleans_up() {
+    for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        let work = tempfile::tempdir().unwrap();
+        let store = work.path().join("store");
+        let tmp = work.path().join("tmp");
+        fs::create_dir(&tmp).unwrap();
+        let ctx = work.path().join("ctx");
+        fs::create_dir(&ctx).unwrap();
+        // A sleep no other process on the machine runs. It only sleeps the first time (the
+        // cache mount, which is not part of the step's key, remembers): so the rebuild shows
+        // whether the interrupted step was recorded, without sleeping again.
+        let secs = format!("{}{}", 600_000 + std::process::id() % 1000 * 10, sig);
+        let run = format!("RUN --mount=type=cache,target=/c,id=sig if [ ! -e /c/started ]; then touch /c/started; sleep {secs}; fi; echo done > /done");
+        busybox_context(&ctx, &format!("FROM base\n{run}\n"));
+        let child = strata()
+            .env("TMPDIR", &tmp)
+            .arg("--store")
+            .arg(&store)
+            .args(["build", "--progress", "plain"])
+            .arg(&ctx)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let strata_pid = child.id();
+        let sleep_cmd = format!("sleep {secs}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let descendants = loop {
+            let ps = processes();
+            if ps.iter().any(|p| p.2 == sleep_cmd) {
+                // Everything strata started, down to the command.
+                let mut tree = vec![strata_pid];
+                let mut grew = true;
+                while grew {
+                    grew = false;
+                    for p in &ps {
+                        if tree.contains(&p.1) && !tree.contains(&p.0) {
+                            tree.push(p.0);
+                            grew = true;
+                        }
+                    }
+                }
+                break tree;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the RUN never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert!(
+            descendants.len() >= 5,
+            "strata, helper, pid 1, sh, sleep: {descendants:?}"
+        );
+        // SAFETY: kill with a valid pid and signal.
+        assert_eq!(unsafe { libc::kill(strata_pid as i32, sig) }, 0);
+        let t0 = std::time::Instant::now();
+        let out = child.wait_with_output().unwrap();
+        let took = t0.elapsed();
+        let err = String::from_utf8_lossy(&out.stderr);
+        eprintln!("{name}: strata exited {took:?} after the signal");
+        assert!(
+            took < std::time::Duration::from_secs(4),
+            "{name}: took {took:?}: {err}"
+        );
+        assert_eq!(out.status.code(), Some(128 + sig), "{name}: {err}");
+        assert!(
+            err.contains("Dockerfile:7: stage 1, step 1")
+                && err.contains(&format!(
+                    "interrupted by {name}: the sandbox was stopped and nothing of this step was cached"
+                )),
+            "{name}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "no digest on stdout");
+        // No process of the sandbox is left.
+        let left: Vec<_> = processes()
+            .into_iter()
+            .filter(|p| descendants.contains(&p.0) || p.2 == sleep_cmd)
+            .collect();
+        assert!(left.is_empty(), "{name}: left running: {left:?}");
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let w = work.path().to_str().unwrap();
+        assert!(!mountinfo.contains(w), "{name}: mounts left: {mountinfo}");
+        // Temp dirs: the helper's (TMPDIR) and the step's upper/work dirs (store tmp/).
+        let names = |p: &Path| -> Vec<String> {
+            fs::read_dir(p)
+                .map(|d| {
+                    d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        assert_eq!(names(&tmp), Vec::<String>::new(), "{name}: helper temp dir");
+        assert_eq!(
+            names(&store.join("tmp")),
+            Vec::<String>::new(),
+            "{name}: store tmp/"
+        );
+        let fsck = strata()
+            .arg("--store")
+            .arg(&store)
+            .arg("fsck")
+            .output()
+            .unwrap();
+        assert!(
+            fsck.status.success(),
+            "{name}: fsck: {}",
+            String::from_utf8_lossy(&fsck.stderr)
+        );
+        // The interrupted step was not recorded: it runs again (without sleeping now).
+        let again = build(&store, &ctx, &[]).ok();
+        assert_eq!(again.executed(), [run.clone()], "{name}");
+        // The normal digest: a fresh store whose cache mount says the same.
+        let reference = work.path().join("reference");
+        let mounts = names(&store.join("cache-mounts"));
+        assert_eq!(mounts.len(), 1, "{mounts:?}");
+        let m = reference.join("cache-mounts").join(&mounts[0]);
+        fs::create_dir_all(&m).unwrap();
+        fs::write(m.join("started"), "").unwrap();
+        assert_eq!(
+            again.digest(),
+            build(&reference, &ctx, &[]).ok().digest(),
+            "{name}"
+        );
+    }
+}
+
 #[allow(dead_code)]
 fn _uses(_: Run) {}

@@ -581,6 +581,10 @@ fn run_stage(
             Vec::new()
         };
         if status == StepStatus::Executed {
+            // Interrupted (Ctrl-C / SIGTERM): a step that finished meanwhile is not recorded.
+            if let Some(sig) = crate::sandbox::cancelled() {
+                return Err(crate::sandbox::SandboxError::Interrupted(sig).into());
+            }
             store.index().put_step(
                 &key,
                 &StepRecord {

@@ -6,10 +6,12 @@
 //! that is close-on-exec everywhere except in the helper.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -212,6 +214,61 @@ pub(crate) fn validate(spec: &RunSpec) -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// The signal that interrupted the build (0: none), set by [`cancel`].
+static CANCELLED: AtomicI32 = AtomicI32::new(0);
+/// The running helpers that [`cancel`] stops (`run`, `unpack` and `capture`; never `remove`,
+/// which is cleanup), by child id with a pidfd, so a reaped and reused pid is never signalled.
+static LIVE: Mutex<Vec<(u32, OwnedFd)>> = Mutex::new(Vec::new());
+
+/// Stops the build's sandboxes (Ctrl-C / SIGTERM; called by the CLI's signal thread): every
+/// running helper gets SIGTERM, on which a `run` helper SIGKILLs its pid 1 — the kernel then
+/// kills everything in the pid namespace and drops its mounts — removes its temp dir and
+/// reports. Helpers started afterwards are refused, and the build records no more steps.
+pub fn cancel(signal: i32) {
+    CANCELLED.store(signal.max(1), Ordering::SeqCst);
+    let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    for (_, fd) in live.iter() {
+        let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::TERM);
+    }
+}
+
+/// The signal passed to [`cancel`], if it was called.
+pub fn cancelled() -> Option<i32> {
+    match CANCELLED.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+fn check_cancelled() -> Result<(), SandboxError> {
+    match cancelled() {
+        Some(s) => Err(SandboxError::Interrupted(s)),
+        None => Ok(()),
+    }
+}
+
+fn register(id: u32) {
+    let Some(pid) = rustix::process::Pid::from_raw(id as i32) else {
+        return;
+    };
+    let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) else {
+        return;
+    };
+    let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    // `cancel` sets the flag before it takes the lock: either it sees this entry, or this
+    // sees the flag.
+    if cancelled().is_some() {
+        let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::TERM);
+    }
+    live.push((id, fd));
+}
+
+fn unregister(id: u32) {
+    LIVE.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|(i, _)| *i != id);
+}
+
 /// Runs `spec` and waits for it. As root directly; otherwise in a user namespace
 /// ([`super::userns`]).
 pub fn run(spec: &RunSpec) -> Result<RunOutcome, SandboxError> {
@@ -223,6 +280,7 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, SandboxError> {
 /// last lines are kept for the error message of a failed step).
 pub fn run_logged(spec: &RunSpec) -> Result<(RunOutcome, Tail), SandboxError> {
     validate(spec)?;
+    check_cancelled()?;
     let ns = super::userns::current();
     let tee = spec.output == Output::Stderr;
     let json = if tee {
@@ -260,7 +318,10 @@ pub fn run_logged(spec: &RunSpec) -> Result<(RunOutcome, Tail), SandboxError> {
             }
         }
     }
-    Ok((h.finish()?, tail))
+    let finished = h.finish();
+    // Stopped by `cancel`: whatever the helper reported, the step was interrupted.
+    check_cancelled()?;
+    Ok((finished?, tail))
 }
 
 /// Unpacks the layer tar `reader` into `dest` inside the user namespace of `ns`, so files get
@@ -271,6 +332,7 @@ pub(crate) fn unpack_in_userns(
     dest: &std::path::Path,
     limits: super::snapshot::Limits,
 ) -> Result<(), SandboxError> {
+    check_cancelled()?;
     let args = vec![
         "unpack".to_string(),
         ns.helper_arg().into(),
@@ -291,7 +353,9 @@ pub(crate) fn unpack_in_userns(
             }
         }
     }
-    match h.finish()? {
+    let finished = h.finish();
+    check_cancelled()?;
+    match finished? {
         RunOutcome::Exited(0) => Ok(()),
         o => Err(SandboxError::Setup(format!(
             "unpack helper ended with {o:?}"
@@ -305,6 +369,7 @@ pub fn capture_in_userns(
     job: &CaptureJob,
     out: &mut dyn Write,
 ) -> Result<CapturedLayer, SandboxError> {
+    check_cancelled()?;
     let json = serde_json::to_vec(job).map_err(|e| SandboxError::Spec(e.to_string()))?;
     let args = vec!["capture".to_string(), ns.helper_arg().into()];
     let mut h = Helper::spawn_with(&args, Some(ns), true)?;
@@ -318,9 +383,12 @@ pub fn capture_in_userns(
     if let Err(e) = copied {
         let _ = h.child.kill();
         let _ = h.finish_report();
+        check_cancelled()?;
         return Err(SandboxError::io("write", "captured layer", e));
     }
-    match h.finish_report()? {
+    let report = h.finish_report();
+    check_cancelled()?;
+    match report? {
         Report::Layer(l) => Ok(l),
         Report::Error(e) => Err(SandboxError::Rootless(e)),
         r => Err(SandboxError::Rootless(format!(
@@ -401,6 +469,11 @@ impl Helper {
                 Stdio::from(stdout)
             })
             .stderr(Stdio::inherit());
+        // Only for the helper's own temp dir (tests point it elsewhere); the command's
+        // environment is exactly the spec's.
+        if let Some(t) = std::env::var_os("TMPDIR") {
+            cmd.env("TMPDIR", t);
+        }
         let wfd = report_w.as_raw_fd();
         let sfd = sync_child.as_ref().map_or(-1, |s| s.as_raw_fd());
         // SAFETY: only async-signal-safe calls (fcntl, dup2, prctl) between fork and exec.
@@ -428,6 +501,10 @@ impl Helper {
             .map_err(|e| SandboxError::io("start sandbox helper", exe.display(), e))?;
         drop(report_w);
         drop(sync_child);
+        let cancellable = args.first().is_some_and(|m| m != "remove");
+        if cancellable {
+            register(child.id());
+        }
         let mut h = Helper {
             child,
             report: std::fs::File::from(report_r),
@@ -437,6 +514,7 @@ impl Helper {
             if let Err(e) = ns.handshake(sock, h.child.id()) {
                 let _ = h.child.kill();
                 let _ = h.child.wait();
+                unregister(h.child.id());
                 return Err(e);
             }
         }
@@ -460,10 +538,9 @@ impl Helper {
         drop(self.child.stdout.take());
         let mut report = String::new();
         let read = self.report.read_to_string(&mut report);
-        let status = self
-            .child
-            .wait()
-            .map_err(|e| SandboxError::io("wait for", "sandbox helper", e))?;
+        let status = self.child.wait();
+        unregister(self.child.id());
+        let status = status.map_err(|e| SandboxError::io("wait for", "sandbox helper", e))?;
         read.map_err(|e| SandboxError::io("read", "sandbox report", e))?;
         match serde_json::from_str::<Report>(report.trim()) {
             Ok(r) => Ok(r),

@@ -18,7 +18,8 @@ mod user;
 pub mod userns;
 
 pub use exec::{
-    injected_paths, remove_tree, run, run_logged, Network, Output, RunOutcome, RunSpec, Tail,
+    cancel, cancelled, injected_paths, remove_tree, run, run_logged, Network, Output, RunOutcome,
+    RunSpec, Tail,
 };
 pub use init::init_main;
 pub use snapshot::{Limits, Snapshots};
@@ -48,6 +49,9 @@ pub enum SandboxError {
     Rootless(String),
     #[error("{0}")]
     Unsupported(String),
+    /// Stopped by [`exec::cancel`] (Ctrl-C, SIGTERM).
+    #[error("interrupted by {}: the sandbox was stopped and nothing of this step was cached", signal_name(*.0))]
+    Interrupted(i32),
     #[error("invalid RUN: {0}")]
     Spec(String),
     /// The sandbox helper failed before the command could start (message from inside).
@@ -57,6 +61,17 @@ pub enum SandboxError {
     Store(#[from] strata_cache::StoreError),
     #[error(transparent)]
     Layer(#[from] crate::layer::LayerError),
+}
+
+/// `SIGINT`, `SIGTERM`, … (or `signal N`).
+pub fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGQUIT => "SIGQUIT".into(),
+        n => format!("signal {n}"),
+    }
 }
 
 impl SandboxError {
