@@ -54,7 +54,7 @@ fn run_steps_change_the_rootfs_hermetically() {
     let ctx = tempfile::tempdir().unwrap();
     busybox_context(
         ctx.path(),
-        "FROM base\nARG GREETING=hello\nENV APP=demo\nWORKDIR /work/dir\nRUN echo \"$GREETING from $(hostname)\" > /greeting && env | sort > /env.txt && pwd > /pwd.txt\nRUN rm /bin/ls && cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' > /netdevs && ls /dev > /devs\nRUN <<EOF\nset -e\necho heredoc > /heredoc.txt\nid -u > /id.txt\nEOF\nUSER app\nRUN id > /tmp/as-app\n",
+        "FROM base\nARG GREETING=hello\nENV APP=demo\nWORKDIR /work/dir\nRUN echo \"$GREETING from $(hostname)\" > /greeting && env | sort > /env.txt && pwd > /pwd.txt\nRUN rm /bin/ls && cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' > /netdevs && ls /dev > /devs\nRUN <<EOF\nset -e\necho heredoc > /heredoc.txt\nid -u > /id.txt\nEOF\nRUN mkdir -p /opq/sub /keep && touch /opq/a /opq/sub/b /keep/x /keep/y\nRUN rm -rf /opq && mkdir /opq && echo new > /opq/new && rm /keep/x && echo hl > /hl1 && ln /hl1 /hl2 && echo s > /suid && chmod 4755 /suid\nUSER app\nRUN id > /tmp/as-app\n",
     );
     let out = tempfile::tempdir().unwrap();
     let oci = out.path().join("oci");
@@ -102,6 +102,39 @@ fn run_steps_change_the_rootfs_hermetically() {
     );
     assert!(root.join("bin/cat").exists());
     assert_eq!(read("heredoc.txt"), "heredoc\n");
+    // The tree umoci unpacked: an opaque directory (removed and recreated: only the new
+    // content), a whiteout in a kept directory, a hard link pair, a setuid file.
+    let names = |p: &str| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(root.join(p))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names("opq"), ["new"], "opaque dir: base content gone");
+    assert_eq!(read("opq/new"), "new\n");
+    assert_eq!(names("keep"), ["y"], "whiteout of keep/x");
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = (
+            fs::symlink_metadata(root.join("hl1")).unwrap(),
+            fs::symlink_metadata(root.join("hl2")).unwrap(),
+        );
+        assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "hard link pair");
+        assert_eq!(read("hl2"), "hl\n");
+        let m = fs::symlink_metadata(root.join("suid")).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o4755, "setuid bit");
+    }
+    // ... and in the layer itself, the canonical forms (the RUN before `USER app`).
+    let listing = layer_listing(&oci, "1", 1);
+    for l in ["opq/.wh..wh..opq", "keep/.wh.x", "hl2 link to hl1"] {
+        assert!(listing.lines().any(|x| x.ends_with(l)), "{l} in: {listing}");
+    }
+    assert!(
+        !listing.contains("opq/a") && !listing.contains(".wh.sub"),
+        "{listing}"
+    );
     assert_eq!(read("id.txt"), "0\n");
     assert!(
         read("tmp/as-app").starts_with("uid=1000(app) gid=1000(app)"),
@@ -238,6 +271,32 @@ fn podman_runs_the_result() {
             .arg(&run)
             .status();
     }
+}
+
+/// `tar -tvzf` of layer `back` from the top (0 = last) of the image `tag` in `oci`.
+fn layer_listing(oci: &Path, tag: &str, back: usize) -> String {
+    let json =
+        |p: &Path| -> serde_json::Value { serde_json::from_slice(&fs::read(p).unwrap()).unwrap() };
+    let blob = |d: &serde_json::Value| {
+        oci.join("blobs/sha256")
+            .join(d.as_str().unwrap().trim_start_matches("sha256:"))
+    };
+    let index = json(&oci.join("index.json"));
+    let m = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .expect("tag in index");
+    let manifest = json(&blob(&m["digest"]));
+    let layers = manifest["layers"].as_array().unwrap();
+    let o = Command::new("tar")
+        .args(["--numeric-owner", "-tvzf"])
+        .arg(blob(&layers[layers.len() - 1 - back]["digest"]))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// The uid/gid of `path` in layer `back` from the top (0 = last) of the image `tag` in `oci`,
