@@ -710,7 +710,7 @@ fn sigterm_or_sigint_during_run_stops_the_sandbox_and_cleans_up() {
         );
         // The interrupted step was not recorded: it runs again (without sleeping now).
         let again = build(&store, &ctx, &[]).ok();
-        assert_eq!(again.executed(), [run.clone()], "{name}");
+        assert_eq!(again.executed(), std::slice::from_ref(&run), "{name}");
         // The normal digest: a fresh store whose cache mount says the same.
         let reference = work.path().join("reference");
         let mounts = names(&store.join("cache-mounts"));
