@@ -4,6 +4,7 @@
 mod args;
 mod commands;
 mod progress;
+mod signals;
 
 use clap::Parser;
 
@@ -14,13 +15,16 @@ fn main() {
         strata_engine::sandbox::init_main(&args);
     }
     let cli = args::Cli::parse();
+    if matches!(cli.command, args::Command::Build(_)) {
+        signals::install();
+    }
     let code = match commands::run(cli) {
         Ok(code) => code,
         Err(e) => {
             // `{:#}` prints the whole context chain on one line; diagnostics carry their own
             // multi-line rendering (file:line:col, the line, a caret, a hint).
             eprintln!("error: {}", render(&e));
-            2
+            signals::exit_code().unwrap_or(2)
         }
     };
     std::process::exit(code);

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use super::{build, write, Run};
+use super::{build, strata, testdata, write, Run};
 
 /// A context whose Dockerfile starts from a busybox rootfs made with RUN itself.
 fn busybox_context(dir: &Path, rest: &str) {
@@ -54,7 +54,7 @@ fn run_steps_change_the_rootfs_hermetically() {
     let ctx = tempfile::tempdir().unwrap();
     busybox_context(
         ctx.path(),
-        "FROM base\nARG GREETING=hello\nENV APP=demo\nWORKDIR /work/dir\nRUN echo \"$GREETING from $(hostname)\" > /greeting && env | sort > /env.txt && pwd > /pwd.txt\nRUN rm /bin/ls && cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' > /netdevs && ls /dev > /devs\nRUN <<EOF\nset -e\necho heredoc > /heredoc.txt\nid -u > /id.txt\nEOF\nUSER app\nRUN id > /tmp/as-app\n",
+        "FROM base\nARG GREETING=hello\nENV APP=demo\nWORKDIR /work/dir\nRUN echo \"$GREETING from $(hostname)\" > /greeting && env | sort > /env.txt && pwd > /pwd.txt\nRUN rm /bin/ls && cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ' > /netdevs && ls /dev > /devs\nRUN <<EOF\nset -e\necho heredoc > /heredoc.txt\nid -u > /id.txt\nEOF\nRUN mkdir -p /opq/sub /keep && touch /opq/a /opq/sub/b /keep/x /keep/y\nRUN rm -rf /opq && mkdir /opq && echo new > /opq/new && rm /keep/x && echo hl > /hl1 && ln /hl1 /hl2 && echo s > /suid && chmod 4755 /suid\nUSER app\nRUN id > /tmp/as-app\n",
     );
     let out = tempfile::tempdir().unwrap();
     let oci = out.path().join("oci");
@@ -102,6 +102,39 @@ fn run_steps_change_the_rootfs_hermetically() {
     );
     assert!(root.join("bin/cat").exists());
     assert_eq!(read("heredoc.txt"), "heredoc\n");
+    // The tree umoci unpacked: an opaque directory (removed and recreated: only the new
+    // content), a whiteout in a kept directory, a hard link pair, a setuid file.
+    let names = |p: &str| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(root.join(p))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names("opq"), ["new"], "opaque dir: base content gone");
+    assert_eq!(read("opq/new"), "new\n");
+    assert_eq!(names("keep"), ["y"], "whiteout of keep/x");
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (a, b) = (
+            fs::symlink_metadata(root.join("hl1")).unwrap(),
+            fs::symlink_metadata(root.join("hl2")).unwrap(),
+        );
+        assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "hard link pair");
+        assert_eq!(read("hl2"), "hl\n");
+        let m = fs::symlink_metadata(root.join("suid")).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o4755, "setuid bit");
+    }
+    // ... and in the layer itself, the canonical forms (the RUN before `USER app`).
+    let listing = layer_listing(&oci, "1", 1);
+    for l in ["opq/.wh..wh..opq", "keep/.wh.x", "hl2 link to hl1"] {
+        assert!(listing.lines().any(|x| x.ends_with(l)), "{l} in: {listing}");
+    }
+    assert!(
+        !listing.contains("opq/a") && !listing.contains(".wh.sub"),
+        "{listing}"
+    );
     assert_eq!(read("id.txt"), "0\n");
     assert!(
         read("tmp/as-app").starts_with("uid=1000(app) gid=1000(app)"),
@@ -132,10 +165,21 @@ fn failed_run_reports_the_exit_code_and_caches_nothing() {
     let ctx = tempfile::tempdir().unwrap();
     busybox_context(
         ctx.path(),
-        "FROM base\nRUN echo partial > /partial && exit 3\n",
+        "FROM base\nRUN echo partial > /partial && for i in $(seq 1 30); do echo \"out $i\"; echo \"err $i\" >&2; done && exit 3\n",
     );
     let r = build(store.path(), ctx.path(), &[]).fails();
-    assert!(r.stderr().contains("exited with code 3"), "{}", r.stderr());
+    let err = r.stderr();
+    // The error names the command, the exit code and the last 20 lines of the combined
+    // output, in the order they were written.
+    let (_, msg) = err.split_once("error: ").expect(&err);
+    assert!(
+        msg.contains("RUN failed: `echo partial > /partial && for i in $(seq 1 30); do echo \"out $i\"; echo \"err $i\" >&2; done && exit 3` exited with code 3; last 20 lines of its output:\n  | out 21\n  | err 21\n"),
+        "{msg}"
+    );
+    assert!(msg.trim_end().ends_with("  | out 30\n  | err 30"), "{msg}");
+    assert!(!msg.contains("| err 20"), "{msg}");
+    // The output was also shown as it came (the build log).
+    assert!(err.contains("out 1\nerr 1\n"), "{err}");
     assert!(
         r.stderr().contains("Dockerfile:7: stage 1, step 1"),
         "the error names file:line: {}",
@@ -227,6 +271,32 @@ fn podman_runs_the_result() {
             .arg(&run)
             .status();
     }
+}
+
+/// `tar -tvzf` of layer `back` from the top (0 = last) of the image `tag` in `oci`.
+fn layer_listing(oci: &Path, tag: &str, back: usize) -> String {
+    let json =
+        |p: &Path| -> serde_json::Value { serde_json::from_slice(&fs::read(p).unwrap()).unwrap() };
+    let blob = |d: &serde_json::Value| {
+        oci.join("blobs/sha256")
+            .join(d.as_str().unwrap().trim_start_matches("sha256:"))
+    };
+    let index = json(&oci.join("index.json"));
+    let m = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .expect("tag in index");
+    let manifest = json(&blob(&m["digest"]));
+    let layers = manifest["layers"].as_array().unwrap();
+    let o = Command::new("tar")
+        .args(["--numeric-owner", "-tvzf"])
+        .arg(blob(&layers[layers.len() - 1 - back]["digest"]))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// The uid/gid of `path` in layer `back` from the top (0 = last) of the image `tag` in `oci`,
@@ -419,6 +489,325 @@ fn run_after_a_small_copy_change_matches_a_cold_build() {
         fourth,
         "same image as a cold build"
     );
+}
+
+/// `sha256:<hex>` of `bytes` (via sha256sum, as the other layout tests do).
+fn sha256(bytes: &[u8]) -> String {
+    let tmp = tempfile::NamedTempFile::new().unwrap();
+    fs::write(tmp.path(), bytes).unwrap();
+    let o = Command::new("sha256sum").arg(tmp.path()).output().unwrap();
+    format!("sha256:{}", &String::from_utf8_lossy(&o.stdout)[..64])
+}
+
+/// An OCI layout at `dir` with one image, tag `1`, whose only layer is `layer` (raw bytes of
+/// `media_type`) with uncompressed digest `diff_id`.
+fn one_layer_layout(dir: &Path, layer: &[u8], media_type: &str, diff_id: &str) {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let put = |b: &[u8]| -> (String, usize) {
+        let d = sha256(b);
+        fs::write(blobs.join(&d[7..]), b).unwrap();
+        (d, b.len())
+    };
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    let (l, l_size) = put(layer);
+    let config = serde_json::json!({
+        "architecture": arch, "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    });
+    let (c, c_size) = put(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": c, "size": c_size},
+        "layers": [{"mediaType": media_type, "digest": l, "size": l_size}],
+    });
+    let (m, m_size) = put(manifest.to_string().as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": m,
+            "size": m_size, "annotations": {"org.opencontainers.image.ref.name": "1"}}],
+    });
+    fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// The crafted layers of testdata/malicious/ as the base of a RUN step, through the CLI: the
+/// snapshot unpack (as root, or in the user namespace rootless) refuses or contains each, the
+/// `sentinel/` next to the store (where the layers aim: `<work>/store/snapshots-v1/.tmp-…/`
+/// + `../../../sentinel`) stays as it was, no temp snapshot is left and fsck is clean.
+#[test]
+fn malicious_base_layers_are_refused_or_contained() {
+    let work = tempfile::tempdir().unwrap();
+    let sentinel = work.path().join("sentinel");
+    fs::create_dir(&sentinel).unwrap();
+    fs::write(sentinel.join("secret"), "host\n").unwrap();
+    let store = work.path().join("store");
+    let ctx = work.path().join("ctx");
+    fs::create_dir(&ctx).unwrap();
+    write(
+        &ctx.join("Dockerfile"),
+        "FROM oci-layout://base:1\nRUN [\"/no-such-command\"]\n",
+    );
+    let cases = [
+        (
+            "dotdot.tar",
+            "unsafe layer entry `../../../sentinel/pwned`: `..` component",
+        ),
+        (
+            "symlink-replaces-dir.tar",
+            "create parent directories of `d/pwned`",
+        ),
+        (
+            "hardlink-outside.tar",
+            "unsafe layer entry `h`: `..` component",
+        ),
+        ("symlink-dot.tar", "the root can only be a directory"),
+        ("symlink-slash.tar", "the root can only be a directory"),
+        (
+            "pax-size-smaller.tar",
+            "PAX `size` 0 disagrees with the ustar header size 1024",
+        ),
+        (
+            "zstd-window.tar.zst",
+            "zstd frame needs a window of 2147483648 bytes",
+        ),
+        // Contained: unpacked (the write lands in the layer's own /sentinel), then the RUN
+        // itself fails, as the command does not exist.
+        ("rel-symlink-escape.tar", "exited with code 127"),
+    ];
+    for (name, expected) in cases {
+        let bytes = fs::read(testdata(&format!("malicious/{name}"))).unwrap();
+        let (media_type, tar) = if name.ends_with(".zst") {
+            let o = Command::new("zstd")
+                .args(["-d", "--long=31", "-c"])
+                .arg(testdata(&format!("malicious/{name}")))
+                .output()
+                .unwrap();
+            assert!(o.status.success());
+            ("application/vnd.oci.image.layer.v1.tar+zstd", o.stdout)
+        } else {
+            ("application/vnd.oci.image.layer.v1.tar", bytes.clone())
+        };
+        let base = ctx.join("base");
+        let _ = fs::remove_dir_all(&base);
+        one_layer_layout(&base, &bytes, media_type, &sha256(&tar));
+        let r = build(&store, &ctx, &[]).fails();
+        let err = r.stderr();
+        assert!(
+            err.contains(expected),
+            "{name}: expected `{expected}` in: {err}"
+        );
+        let mut left: Vec<_> = fs::read_dir(&sentinel)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["secret"], "{name} wrote into the sentinel");
+        assert_eq!(
+            fs::read_to_string(sentinel.join("secret")).unwrap(),
+            "host\n"
+        );
+        let mut top: Vec<_> = fs::read_dir(work.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        top.sort();
+        assert_eq!(top, ["ctx", "sentinel", "store"], "{name}");
+        for d in fs::read_dir(&store).unwrap() {
+            let d = d.unwrap();
+            let n = d.file_name();
+            if n.to_string_lossy().starts_with("snapshots-v1") {
+                for s in fs::read_dir(d.path()).unwrap() {
+                    let s = s.unwrap();
+                    assert!(
+                        !s.file_name().to_string_lossy().starts_with(".tmp-"),
+                        "{name}: a half-unpacked snapshot was left: {:?}",
+                        s.path()
+                    );
+                    if name == "rel-symlink-escape.tar" {
+                        assert_eq!(
+                            fs::read_to_string(s.path().join("sentinel/pwned")).unwrap(),
+                            "pwned\n",
+                            "contained inside the snapshot"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let fsck = strata()
+        .arg("--store")
+        .arg(&store)
+        .arg("fsck")
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "fsck: {}",
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+}
+
+/// (pid, parent pid, cmdline with NULs as spaces) of every process.
+fn processes() -> Vec<(u32, u32, String)> {
+    let mut v = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let (Ok(stat), Ok(cmd)) = (
+            fs::read_to_string(e.path().join("stat")),
+            fs::read(e.path().join("cmdline")),
+        ) else {
+            continue;
+        };
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse().ok())
+        else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        v.push((pid, ppid, cmd.trim_end().to_string()));
+    }
+    v
+}
+
+/// Ctrl-C / SIGTERM during a long RUN: strata stops the sandbox (the command and every
+/// helper), removes its temp dirs, records nothing, exits 128 + signal within seconds; the
+/// store is then clean and the next build gives the normal digest.
+#[test]
+fn sigterm_or_sigint_during_run_stops_the_sandbox_and_cleans_up() {
+    for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        let work = tempfile::tempdir().unwrap();
+        let store = work.path().join("store");
+        let tmp = work.path().join("tmp");
+        fs::create_dir(&tmp).unwrap();
+        let ctx = work.path().join("ctx");
+        fs::create_dir(&ctx).unwrap();
+        // A sleep no other process on the machine runs. It only sleeps the first time (the
+        // cache mount, which is not part of the step's key, remembers): so the rebuild shows
+        // whether the interrupted step was recorded, without sleeping again.
+        let secs = format!("{}{}", 600_000 + std::process::id() % 1000 * 10, sig);
+        let run = format!("RUN --mount=type=cache,target=/c,id=sig if [ ! -e /c/started ]; then touch /c/started; sleep {secs}; fi; echo done > /done");
+        busybox_context(&ctx, &format!("FROM base\n{run}\n"));
+        let child = strata()
+            .env("TMPDIR", &tmp)
+            .arg("--store")
+            .arg(&store)
+            .args(["build", "--progress", "plain"])
+            .arg(&ctx)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let strata_pid = child.id();
+        let sleep_cmd = format!("sleep {secs}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let descendants = loop {
+            let ps = processes();
+            if ps.iter().any(|p| p.2 == sleep_cmd) {
+                // Everything strata started, down to the command.
+                let mut tree = vec![strata_pid];
+                let mut grew = true;
+                while grew {
+                    grew = false;
+                    for p in &ps {
+                        if tree.contains(&p.1) && !tree.contains(&p.0) {
+                            tree.push(p.0);
+                            grew = true;
+                        }
+                    }
+                }
+                break tree;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the RUN never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert!(
+            descendants.len() >= 5,
+            "strata, helper, pid 1, sh, sleep: {descendants:?}"
+        );
+        // SAFETY: kill with a valid pid and signal.
+        assert_eq!(unsafe { libc::kill(strata_pid as i32, sig) }, 0);
+        let t0 = std::time::Instant::now();
+        let out = child.wait_with_output().unwrap();
+        let took = t0.elapsed();
+        let err = String::from_utf8_lossy(&out.stderr);
+        eprintln!("{name}: strata exited {took:?} after the signal");
+        assert!(
+            took < std::time::Duration::from_secs(4),
+            "{name}: took {took:?}: {err}"
+        );
+        assert_eq!(out.status.code(), Some(128 + sig), "{name}: {err}");
+        assert!(
+            err.contains("Dockerfile:7: stage 1, step 1")
+                && err.contains(&format!(
+                    "interrupted by {name}: the sandbox was stopped and nothing of this step was cached"
+                )),
+            "{name}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "no digest on stdout");
+        // No process of the sandbox is left.
+        let left: Vec<_> = processes()
+            .into_iter()
+            .filter(|p| descendants.contains(&p.0) || p.2 == sleep_cmd)
+            .collect();
+        assert!(left.is_empty(), "{name}: left running: {left:?}");
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let w = work.path().to_str().unwrap();
+        assert!(!mountinfo.contains(w), "{name}: mounts left: {mountinfo}");
+        // Temp dirs: the helper's (TMPDIR) and the step's upper/work dirs (store tmp/).
+        let names = |p: &Path| -> Vec<String> {
+            fs::read_dir(p)
+                .map(|d| {
+                    d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        assert_eq!(names(&tmp), Vec::<String>::new(), "{name}: helper temp dir");
+        assert_eq!(
+            names(&store.join("tmp")),
+            Vec::<String>::new(),
+            "{name}: store tmp/"
+        );
+        let fsck = strata()
+            .arg("--store")
+            .arg(&store)
+            .arg("fsck")
+            .output()
+            .unwrap();
+        assert!(
+            fsck.status.success(),
+            "{name}: fsck: {}",
+            String::from_utf8_lossy(&fsck.stderr)
+        );
+        // The interrupted step was not recorded: it runs again (without sleeping now).
+        let again = build(&store, &ctx, &[]).ok();
+        assert_eq!(again.executed(), std::slice::from_ref(&run), "{name}");
+        // The normal digest: a fresh store whose cache mount says the same.
+        let reference = work.path().join("reference");
+        let mounts = names(&store.join("cache-mounts"));
+        assert_eq!(mounts.len(), 1, "{mounts:?}");
+        let m = reference.join("cache-mounts").join(&mounts[0]);
+        fs::create_dir_all(&m).unwrap();
+        fs::write(m.join("started"), "").unwrap();
+        assert_eq!(
+            again.digest(),
+            build(&reference, &ctx, &[]).ok().digest(),
+            "{name}"
+        );
+    }
 }
 
 #[allow(dead_code)]

@@ -58,8 +58,13 @@ pub enum BuildError {
     Sandbox(#[from] crate::sandbox::SandboxError),
     #[error(transparent)]
     Capture(#[from] crate::sandbox::capture::CaptureError),
-    #[error("RUN failed: `{command}` {status}")]
-    RunFailed { command: String, status: String },
+    #[error("RUN failed: `{command}` {status}{}", output_tail(.output))]
+    RunFailed {
+        command: String,
+        status: String,
+        /// The last lines of its combined stdout and stderr (see `sandbox::exec::Tail`).
+        output: String,
+    },
     #[error(
         "layer {digest} is missing from the store (removed while the build ran, e.g. by \
          `strata fsck --repair` in another process)\nhint: run the build again; it rebuilds \
@@ -71,6 +76,26 @@ pub enum BuildError {
         stage_step: String,
         source: Box<BuildError>,
     },
+}
+
+fn output_tail(tail: &str) -> String {
+    if tail.is_empty() {
+        return "; it printed nothing".into();
+    }
+    let n = tail.lines().count();
+    let mut s = format!(
+        "; last {} of its output:",
+        if n == 1 {
+            "line".to_string()
+        } else {
+            format!("{n} lines")
+        }
+    );
+    for l in tail.lines() {
+        s.push_str("\n  | ");
+        s.push_str(l);
+    }
+    s
 }
 
 /// How to run a plan.
@@ -634,6 +659,10 @@ fn run_stage(
             Vec::new()
         };
         if status == StepStatus::Executed {
+            // Interrupted (Ctrl-C / SIGTERM): a step that finished meanwhile is not recorded.
+            if let Some(sig) = crate::sandbox::cancelled() {
+                return Err(crate::sandbox::SandboxError::Interrupted(sig).into());
+            }
             store.index().put_step(
                 &key,
                 &StepRecord {

@@ -99,7 +99,7 @@ fn run_and_capture(
     opts: &BuildOptions,
 ) -> Result<LayerRecord, BuildError> {
     let (upper, lowers) = (&spec.upper, lowers);
-    let outcome = exec::run(spec)?;
+    let (outcome, tail) = exec::run_logged(spec)?;
     let command = run.argv.last().cloned().unwrap_or_default();
     match outcome {
         RunOutcome::Exited(0) => {}
@@ -107,12 +107,14 @@ fn run_and_capture(
             return Err(BuildError::RunFailed {
                 command,
                 status: format!("exited with code {c}"),
+                output: tail.text(),
             })
         }
         RunOutcome::Signaled(s) => {
             return Err(BuildError::RunFailed {
                 command,
                 status: format!("was killed by signal {s}"),
+                output: tail.text(),
             })
         }
     }

@@ -1,7 +1,7 @@
 //! Reading archives (ADD's auto-extraction) and layer blobs.
 
 use std::fs::File;
-use std::io::{self, Cursor, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, Cursor, Read, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -10,7 +10,7 @@ use super::{Compression, LayerError};
 
 /// Largest zstd window accepted when reading (128 MiB, zstd's default limit): bounds the
 /// decoder's memory whatever the frame header claims.
-const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+pub(crate) const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Magic {
@@ -41,18 +41,74 @@ fn zstd_reader(r: Box<dyn Read + Send>) -> io::Result<Box<dyn Read + Send>> {
     Ok(Box::new(d))
 }
 
+/// The window size a zstd frame header (`head`, from the frame's magic number on) asks for:
+/// the Window_Descriptor, or for a single-segment frame its content size (RFC 8878 §3.1.1.1).
+/// `None` if `head` is too short or not a zstd frame.
+pub(crate) fn zstd_frame_window(head: &[u8]) -> Option<u64> {
+    let rest = head.strip_prefix(&[0x28, 0xb5, 0x2f, 0xfd])?;
+    let fhd = *rest.first()?;
+    let single_segment = fhd & 0x20 != 0;
+    if !single_segment {
+        let wd = *rest.get(1)?;
+        let log = 10 + u32::from(wd >> 3);
+        let base = 1u64 << log;
+        return Some(base + (base / 8) * u64::from(wd & 7));
+    }
+    let dict_len = [0, 1, 2, 4][usize::from(fhd & 3)];
+    let fcs_len = [1, 2, 4, 8][usize::from(fhd >> 6)];
+    let fcs = rest.get(1 + dict_len..1 + dict_len + fcs_len)?;
+    let mut v = 0u64;
+    for (i, b) in fcs.iter().enumerate() {
+        v |= u64::from(*b) << (8 * i);
+    }
+    Some(if fcs_len == 2 { v + 256 } else { v })
+}
+
+/// A zstd reader that refuses windows larger than `2^window_log_max`: the first frame's header
+/// is checked up front for a clear error; the decoder enforces the limit on every frame.
+fn zstd_reader_limited(
+    r: Box<dyn Read + Send>,
+    media_type: &str,
+    window_log_max: u32,
+) -> Result<Box<dyn Read + Send>, LayerError> {
+    let archive_err = |source| LayerError::Archive {
+        path: format!("<{media_type} blob>").into(),
+        source,
+    };
+    let mut br = io::BufReader::new(r);
+    let head = br.fill_buf().map_err(archive_err)?;
+    if let Some(window) = zstd_frame_window(head) {
+        if window > 1u64 << window_log_max {
+            return Err(LayerError::ZstdWindow {
+                window,
+                limit_log: window_log_max,
+            });
+        }
+    }
+    let mut d = zstd::stream::read::Decoder::with_buffer(br).map_err(archive_err)?;
+    d.window_log_max(window_log_max).map_err(archive_err)?;
+    Ok(Box::new(d))
+}
+
 /// A reader of the decompressed bytes of a layer blob with the given media type (gzip,
-/// including multi-member; zstd, including multi-frame; or plain tar).
+/// including multi-member; zstd, including multi-frame; or plain tar). zstd windows are
+/// limited to 2^27 bytes ([`decompress_reader_limited`] takes another limit).
 pub fn decompress_reader(
     r: Box<dyn Read + Send>,
     media_type: &str,
 ) -> Result<Box<dyn Read + Send>, LayerError> {
+    decompress_reader_limited(r, media_type, ZSTD_WINDOW_LOG_MAX)
+}
+
+/// [`decompress_reader`] with a zstd window limit of `2^zstd_window_log_max` bytes.
+pub fn decompress_reader_limited(
+    r: Box<dyn Read + Send>,
+    media_type: &str,
+    zstd_window_log_max: u32,
+) -> Result<Box<dyn Read + Send>, LayerError> {
     match Compression::from_media_type(media_type) {
         Some(Compression::Gzip) => Ok(Box::new(flate2::read::MultiGzDecoder::new(r))),
-        Some(Compression::Zstd) => zstd_reader(r).map_err(|source| LayerError::Archive {
-            path: format!("<{media_type} blob>").into(),
-            source,
-        }),
+        Some(Compression::Zstd) => zstd_reader_limited(r, media_type, zstd_window_log_max),
         Some(Compression::None) => Ok(r),
         None => Err(LayerError::UnsupportedMediaType(media_type.to_string())),
     }

@@ -19,7 +19,8 @@ use std::io;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-pub use archive::{decompress_reader, open_archive};
+pub(crate) use archive::ZSTD_WINDOW_LOG_MAX;
+pub use archive::{decompress_reader, decompress_reader_limited, open_archive};
 pub use compress::{
     write_layer, write_layer_cached, write_layer_tee, ChunkCache, ChunkDir, RawTee, CHUNK_MAX,
     CHUNK_MIN,
@@ -144,6 +145,10 @@ pub enum LayerError {
     Write(#[source] io::Error),
     #[error("opening archive `{}`: {source}", path.display())]
     Archive { path: PathBuf, source: io::Error },
+    #[error(
+        "zstd frame needs a window of {window} bytes, more than the limit of 2^{limit_log} (a decompression bomb, or a layer compressed with `zstd --long`): recompress it with a smaller window"
+    )]
+    ZstdWindow { window: u64, limit_log: u32 },
     #[error("unsupported layer media type `{0}`")]
     UnsupportedMediaType(String),
     #[error("unknown compression `{0}` (expected gzip, zstd or none)")]

@@ -6,10 +6,12 @@
 //! that is close-on-exec everywhere except in the helper.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +33,56 @@ pub enum Output {
     Stderr,
     /// Both to this host file (created or truncated).
     File(PathBuf),
+    /// Both to the helper's stdout, a pipe [`run_logged`] reads (internal: it forwards the
+    /// output to stderr and keeps its tail).
+    Pipe,
+}
+
+/// How many lines, and at most how many bytes, of a command's output [`run_logged`] keeps.
+pub const TAIL_LINES: usize = 20;
+pub const TAIL_BYTES: usize = 4096;
+
+/// The last lines of a command's output: at most [`TAIL_LINES`] lines and [`TAIL_BYTES`]
+/// bytes (a longer line keeps its end), invalid UTF-8 and control characters replaced.
+#[derive(Debug, Default, Clone)]
+pub struct Tail {
+    /// The last `2 * TAIL_BYTES` bytes seen.
+    buf: std::collections::VecDeque<u8>,
+}
+
+impl Tail {
+    pub fn push(&mut self, bytes: &[u8]) {
+        let keep = 2 * TAIL_BYTES;
+        let bytes = &bytes[bytes.len().saturating_sub(keep)..];
+        let excess = (self.buf.len() + bytes.len()).saturating_sub(keep);
+        self.buf.drain(..excess);
+        self.buf.extend(bytes);
+    }
+
+    /// The tail as text (empty if there was no output).
+    pub fn text(&self) -> String {
+        let bytes: Vec<u8> = self.buf.iter().copied().collect();
+        let s = String::from_utf8_lossy(&bytes);
+        let s = s.trim_end_matches(['\n', '\r']);
+        let lines: Vec<&str> = s.lines().collect();
+        let mut out = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
+        if out.len() > TAIL_BYTES {
+            let mut cut = out.len() - TAIL_BYTES;
+            while !out.is_char_boundary(cut) {
+                cut += 1;
+            }
+            out = format!("…{}", &out[cut..]);
+        }
+        out.chars()
+            .map(|c| {
+                if c.is_control() && c != '\n' && c != '\t' {
+                    '?'
+                } else {
+                    c
+                }
+            })
+            .collect()
+    }
 }
 
 /// One RUN: what to run, over which layers.
@@ -162,22 +214,114 @@ pub(crate) fn validate(spec: &RunSpec) -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// The signal that interrupted the build (0: none), set by [`cancel`].
+static CANCELLED: AtomicI32 = AtomicI32::new(0);
+/// The running helpers that [`cancel`] stops (`run`, `unpack` and `capture`; never `remove`,
+/// which is cleanup), by child id with a pidfd, so a reaped and reused pid is never signalled.
+static LIVE: Mutex<Vec<(u32, OwnedFd)>> = Mutex::new(Vec::new());
+
+/// Stops the build's sandboxes (Ctrl-C / SIGTERM; called by the CLI's signal thread): every
+/// running helper gets SIGTERM, on which a `run` helper SIGKILLs its pid 1 — the kernel then
+/// kills everything in the pid namespace and drops its mounts — removes its temp dir and
+/// reports. Helpers started afterwards are refused, and the build records no more steps.
+pub fn cancel(signal: i32) {
+    CANCELLED.store(signal.max(1), Ordering::SeqCst);
+    let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    for (_, fd) in live.iter() {
+        let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::TERM);
+    }
+}
+
+/// The signal passed to [`cancel`], if it was called.
+pub fn cancelled() -> Option<i32> {
+    match CANCELLED.load(Ordering::SeqCst) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+fn check_cancelled() -> Result<(), SandboxError> {
+    match cancelled() {
+        Some(s) => Err(SandboxError::Interrupted(s)),
+        None => Ok(()),
+    }
+}
+
+fn register(id: u32) {
+    let Some(pid) = rustix::process::Pid::from_raw(id as i32) else {
+        return;
+    };
+    let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) else {
+        return;
+    };
+    let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    // `cancel` sets the flag before it takes the lock: either it sees this entry, or this
+    // sees the flag.
+    if cancelled().is_some() {
+        let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::TERM);
+    }
+    live.push((id, fd));
+}
+
+fn unregister(id: u32) {
+    LIVE.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|(i, _)| *i != id);
+}
+
 /// Runs `spec` and waits for it. As root directly; otherwise in a user namespace
 /// ([`super::userns`]).
 pub fn run(spec: &RunSpec) -> Result<RunOutcome, SandboxError> {
+    run_logged(spec).map(|(o, _)| o)
+}
+
+/// [`run`], also returning the tail of the command's output when it goes to stderr
+/// ([`Output::Stderr`]: it passes through a pipe, is forwarded to stderr as it comes, and the
+/// last lines are kept for the error message of a failed step).
+pub fn run_logged(spec: &RunSpec) -> Result<(RunOutcome, Tail), SandboxError> {
     validate(spec)?;
+    check_cancelled()?;
     let ns = super::userns::current();
-    let json = serde_json::to_vec(spec).map_err(|e| SandboxError::Spec(e.to_string()))?;
+    let tee = spec.output == Output::Stderr;
+    let json = if tee {
+        let mut piped = spec.clone();
+        piped.output = Output::Pipe;
+        serde_json::to_vec(&piped)
+    } else {
+        serde_json::to_vec(spec)
+    }
+    .map_err(|e| SandboxError::Spec(e.to_string()))?;
     let mut args = vec!["run".to_string()];
     if let Some(ns) = ns {
         args.push(ns.helper_arg().into());
     }
-    let mut h = Helper::spawn(&args, ns)?;
+    let mut h = Helper::spawn_with(&args, ns, tee)?;
     if let Some(mut stdin) = h.child.stdin.take() {
         // An early exit of the helper shows up in the report; ignore EPIPE here.
         let _ = stdin.write_all(&json);
     }
-    h.finish()
+    let mut tail = Tail::default();
+    if let Some(mut out) = h.child.stdout.take() {
+        // Until every process of the sandbox has closed it: pid 1 exits after the command,
+        // and the kernel then kills whatever the command left in the pid namespace.
+        let mut buf = [0u8; 8192];
+        let mut stderr = std::io::stderr();
+        loop {
+            match out.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let _ = stderr.write_all(&buf[..n]);
+                    tail.push(&buf[..n]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+    }
+    let finished = h.finish();
+    // Stopped by `cancel`: whatever the helper reported, the step was interrupted.
+    check_cancelled()?;
+    Ok((finished?, tail))
 }
 
 /// Unpacks the layer tar `reader` into `dest` inside the user namespace of `ns`, so files get
@@ -188,6 +332,7 @@ pub(crate) fn unpack_in_userns(
     dest: &std::path::Path,
     limits: super::snapshot::Limits,
 ) -> Result<(), SandboxError> {
+    check_cancelled()?;
     let args = vec![
         "unpack".to_string(),
         ns.helper_arg().into(),
@@ -208,7 +353,9 @@ pub(crate) fn unpack_in_userns(
             }
         }
     }
-    match h.finish()? {
+    let finished = h.finish();
+    check_cancelled()?;
+    match finished? {
         RunOutcome::Exited(0) => Ok(()),
         o => Err(SandboxError::Setup(format!(
             "unpack helper ended with {o:?}"
@@ -222,6 +369,7 @@ pub fn capture_in_userns(
     job: &CaptureJob,
     out: &mut dyn Write,
 ) -> Result<CapturedLayer, SandboxError> {
+    check_cancelled()?;
     let json = serde_json::to_vec(job).map_err(|e| SandboxError::Spec(e.to_string()))?;
     let args = vec!["capture".to_string(), ns.helper_arg().into()];
     let mut h = Helper::spawn_with(&args, Some(ns), true)?;
@@ -235,9 +383,12 @@ pub fn capture_in_userns(
     if let Err(e) = copied {
         let _ = h.child.kill();
         let _ = h.finish_report();
+        check_cancelled()?;
         return Err(SandboxError::io("write", "captured layer", e));
     }
-    match h.finish_report()? {
+    let report = h.finish_report();
+    check_cancelled()?;
+    match report? {
         Report::Layer(l) => Ok(l),
         Report::Error(e) => Err(SandboxError::Rootless(e)),
         r => Err(SandboxError::Rootless(format!(
@@ -318,6 +469,11 @@ impl Helper {
                 Stdio::from(stdout)
             })
             .stderr(Stdio::inherit());
+        // Only for the helper's own temp dir (tests point it elsewhere); the command's
+        // environment is exactly the spec's.
+        if let Some(t) = std::env::var_os("TMPDIR") {
+            cmd.env("TMPDIR", t);
+        }
         let wfd = report_w.as_raw_fd();
         let sfd = sync_child.as_ref().map_or(-1, |s| s.as_raw_fd());
         // SAFETY: only async-signal-safe calls (fcntl, dup2, prctl) between fork and exec.
@@ -345,6 +501,10 @@ impl Helper {
             .map_err(|e| SandboxError::io("start sandbox helper", exe.display(), e))?;
         drop(report_w);
         drop(sync_child);
+        let cancellable = args.first().is_some_and(|m| m != "remove");
+        if cancellable {
+            register(child.id());
+        }
         let mut h = Helper {
             child,
             report: std::fs::File::from(report_r),
@@ -354,6 +514,7 @@ impl Helper {
             if let Err(e) = ns.handshake(sock, h.child.id()) {
                 let _ = h.child.kill();
                 let _ = h.child.wait();
+                unregister(h.child.id());
                 return Err(e);
             }
         }
@@ -377,10 +538,9 @@ impl Helper {
         drop(self.child.stdout.take());
         let mut report = String::new();
         let read = self.report.read_to_string(&mut report);
-        let status = self
-            .child
-            .wait()
-            .map_err(|e| SandboxError::io("wait for", "sandbox helper", e))?;
+        let status = self.child.wait();
+        unregister(self.child.id());
+        let status = status.map_err(|e| SandboxError::io("wait for", "sandbox helper", e))?;
         read.map_err(|e| SandboxError::io("read", "sandbox report", e))?;
         match serde_json::from_str::<Report>(report.trim()) {
             Ok(r) => Ok(r),
@@ -434,6 +594,28 @@ mod tests {
         s.argv.clear();
         assert!(validate(&s).is_err());
         assert!(validate(&spec()).is_ok());
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines_bounded() {
+        let mut t = Tail::default();
+        assert_eq!(t.text(), "");
+        for i in 0..100 {
+            t.push(format!("line {i}\n").as_bytes());
+        }
+        let text = t.text();
+        assert_eq!(text.lines().count(), TAIL_LINES);
+        assert!(
+            text.starts_with("line 80\n") && text.ends_with("line 99"),
+            "{text}"
+        );
+        // One huge line: its end, within the byte bound; control characters replaced.
+        t.push(&vec![b'x'; 100_000]);
+        t.push(b"\x1b[31mend\n");
+        let text = t.text();
+        assert!(text.len() <= TAIL_BYTES + 3, "{}", text.len());
+        assert!(text.ends_with("x?[31mend"), "{text}");
+        assert!(text.starts_with('…'));
     }
 
     #[test]

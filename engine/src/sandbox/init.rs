@@ -13,6 +13,7 @@ use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use rustix::fs::{Mode, OFlags};
 
@@ -82,6 +83,7 @@ fn unpack_mode(ns: Option<NsKind>, dest: &str, b: &str, e: &str, p: &str) -> Rep
             max_bytes,
             max_entries,
             max_path_len,
+            ..Default::default()
         },
         _ => return Report::Error("sandbox helper: bad limits".into()),
     };
@@ -157,8 +159,46 @@ fn last_err(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
 
+/// pid 1 of the sandbox once forked (0 before), for [`on_stop_signal`].
+static PID1: AtomicI32 = AtomicI32::new(0);
+/// A stop signal arrived (before pid 1 existed, or at all).
+static STOPPED: AtomicBool = AtomicBool::new(false);
+const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+/// SIGTERM/SIGINT/SIGHUP in the helper (from strata's `cancel`, or Ctrl-C to the foreground
+/// process group): SIGKILL pid 1, which takes the whole pid namespace and its mounts with it;
+/// the helper's wait then returns and it removes its temp dir. Async-signal-safe: atomics and
+/// `kill` only.
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOPPED.store(true, Ordering::SeqCst);
+    let pid = PID1.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+fn set_stop_handlers(handler: libc::sighandler_t) {
+    // SAFETY: installing a handler that only does async-signal-safe work (or SIG_DFL), and
+    // unblocking the signals (strata's threads block them for its signal thread).
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler;
+        sa.sa_flags = 0; // no SA_RESTART: waitpid returns EINTR, and is retried
+        libc::sigemptyset(&mut sa.sa_mask);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in STOP_SIGNALS {
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+}
+
 /// Returns the report to write, or `None` when pid 1 already wrote it.
 fn helper(ns: Option<NsKind>) -> Option<Report> {
+    set_stop_handlers(on_stop_signal as *const () as libc::sighandler_t);
     let spec = match read_spec() {
         Ok(s) => s,
         Err(e) => return Some(Report::Error(e)),
@@ -189,13 +229,22 @@ fn helper(ns: Option<NsKind>) -> Option<Report> {
             return Some(Report::Error(last_err("fork")));
         }
         if pid == 0 {
+            // pid 1 ignores signals it has no handler for; strata stops it with SIGKILL.
+            set_stop_handlers(libc::SIG_DFL);
             let r = pid1(&spec, &files, ns);
             write_report(&r);
             libc::_exit(0);
         }
+        PID1.store(pid, Ordering::SeqCst);
+        if STOPPED.load(Ordering::SeqCst) {
+            libc::kill(pid, libc::SIGKILL);
+        }
         let status = wait_for(pid);
         drop(tmp);
         match status {
+            _ if STOPPED.load(Ordering::SeqCst) => {
+                Some(Report::Error("the sandbox was stopped by a signal".into()))
+            }
             Ok(st) if libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0 => None,
             Ok(st) => Some(Report::Error(format!(
                 "sandbox pid 1 died (wait status {st:#x})"
@@ -225,6 +274,12 @@ fn redirect_stdio(out: &Output) -> Result<(), String> {
         Output::Stderr => {
             // SAFETY: dup2 of standard fds.
             if unsafe { libc::dup2(2, 1) } < 0 {
+                return Err(last_err("dup2"));
+            }
+        }
+        Output::Pipe => {
+            // SAFETY: dup2 of standard fds.
+            if unsafe { libc::dup2(1, 2) } < 0 {
                 return Err(last_err("dup2"));
             }
         }

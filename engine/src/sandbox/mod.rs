@@ -18,7 +18,10 @@ mod sys;
 mod user;
 pub mod userns;
 
-pub use exec::{injected_paths, remove_tree, run, Network, Output, RunOutcome, RunSpec};
+pub use exec::{
+    cancel, cancelled, injected_paths, remove_tree, run, run_logged, Network, Output, RunOutcome,
+    RunSpec, Tail,
+};
 pub use init::init_main;
 pub use snapshot::{Limits, Snapshots};
 
@@ -37,13 +40,19 @@ pub enum SandboxError {
     /// A layer entry that would leave the snapshot root or is otherwise not representable safely.
     #[error("unsafe layer entry `{path}`: {reason}")]
     UnsafeEntry { path: String, reason: &'static str },
-    #[error("layer exceeds the {what} limit of {limit}")]
+    /// CVE-2025-62518: the entry's PAX `size` and ustar size disagree (or are malformed).
+    #[error("unsafe layer entry `{path}`: {reason}; readers honouring different size fields would see different entries (CVE-2025-62518), so the layer is refused (hint: rewrite it with a tar that emits consistent headers)")]
+    PaxSizeDesync { path: String, reason: String },
+    #[error("layer exceeds the {what} limit of {limit} (a decompression bomb or an unusually large layer)")]
     Limit { what: &'static str, limit: u64 },
     /// A rootless helper (capture in the user namespace) failed; the message says what.
     #[error("{0}")]
     Rootless(String),
     #[error("{0}")]
     Unsupported(String),
+    /// Stopped by [`exec::cancel`] (Ctrl-C, SIGTERM).
+    #[error("interrupted by {}: the sandbox was stopped and nothing of this step was cached", signal_name(*.0))]
+    Interrupted(i32),
     #[error("invalid RUN: {0}")]
     Spec(String),
     /// The sandbox helper failed before the command could start (message from inside).
@@ -53,6 +62,17 @@ pub enum SandboxError {
     Store(#[from] strata_cache::StoreError),
     #[error(transparent)]
     Layer(#[from] crate::layer::LayerError),
+}
+
+/// `SIGINT`, `SIGTERM`, … (or `signal N`).
+pub fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGQUIT => "SIGQUIT".into(),
+        n => format!("signal {n}"),
+    }
 }
 
 impl SandboxError {

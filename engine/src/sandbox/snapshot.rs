@@ -28,12 +28,18 @@ use super::SandboxError;
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
 
-/// Caps on what one layer may unpack to (CVE-2023-25153: unbounded reads).
+/// Caps on what one layer may unpack to (CVE-2023-25153: unbounded reads; decompression
+/// bombs).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Uncompressed bytes of the layer tar stream (headers, contents, padding and anything
+    /// after the end-of-archive marker), and of the file contents it declares.
     pub max_bytes: u64,
     pub max_entries: u64,
     pub max_path_len: usize,
+    /// zstd frames may ask for a window of at most `2^zstd_window_log_max` bytes (the
+    /// decoder's memory).
+    pub zstd_window_log_max: u32,
 }
 
 impl Default for Limits {
@@ -42,7 +48,34 @@ impl Default for Limits {
             max_bytes: 64 << 30,
             max_entries: 4_000_000,
             max_path_len: 4096,
+            zstd_window_log_max: crate::layer::ZSTD_WINDOW_LOG_MAX,
         }
+    }
+}
+
+/// Largest size a 12-byte octal ustar field holds; a larger file has ustar size 0 and a PAX
+/// `size` record (what strata's own writer and Go's `archive/tar` emit).
+const MAX_USTAR_SIZE: u64 = 0o77777777777;
+
+/// Counts the uncompressed bytes read and fails once there are more than `max`.
+struct Counted<R> {
+    inner: R,
+    read: u64,
+    max: u64,
+    exceeded: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read = self.read.saturating_add(n as u64);
+        if self.read > self.max {
+            self.exceeded.set(true);
+            return Err(io::Error::other(
+                "layer exceeds the uncompressed size limit",
+            ));
+        }
+        Ok(n)
     }
 }
 
@@ -133,7 +166,11 @@ impl Snapshots {
             .tempdir_in(self.scratch.as_deref().unwrap_or(&self.root))
             .map_err(|e| SandboxError::io("create temp dir in", self.root.display(), e))?;
         let blob = blobs.open(digest)?;
-        let reader = crate::layer::decompress_reader(Box::new(blob), media_type)?;
+        let reader = crate::layer::decompress_reader_limited(
+            Box::new(blob),
+            media_type,
+            self.limits.zstd_window_log_max,
+        )?;
         let tmp_path = tmp.keep();
         let remove = |p: &Path| match self.ns {
             None => drop(remove_tree(p)),
@@ -405,18 +442,36 @@ pub fn unpack_with(
         is_root: rustix::process::geteuid().is_root(),
         form,
     };
-    let mut ar = tar::Archive::new(reader);
-    let entries = ar
-        .entries()
-        .map_err(|e| SandboxError::io("read layer", dest.display(), e))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| SandboxError::io("read layer", dest.display(), e))?;
-        u.entry(&mut entry)?;
+    let exceeded = std::rc::Rc::new(std::cell::Cell::new(false));
+    let counted = Counted {
+        inner: reader,
+        read: 0,
+        max: limits.max_bytes,
+        exceeded: exceeded.clone(),
+    };
+    let mut ar = tar::Archive::new(counted);
+    let result = (|| -> Result<(), SandboxError> {
+        let entries = ar
+            .entries()
+            .map_err(|e| SandboxError::io("read layer", dest.display(), e))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| SandboxError::io("read layer", dest.display(), e))?;
+            u.entry(&mut entry)?;
+        }
+        // Drain trailing padding so the verifying reader sees end of file and checks the
+        // digest (bounded like the rest: a bomb may hide after the end-of-archive marker).
+        let mut rest = ar.into_inner();
+        io::copy(&mut rest, &mut io::sink())
+            .map_err(|e| SandboxError::io("read layer", dest.display(), e))?;
+        Ok(())
+    })();
+    if exceeded.get() {
+        return Err(SandboxError::Limit {
+            what: "uncompressed size",
+            limit: limits.max_bytes,
+        });
     }
-    // Drain trailing padding so the verifying reader sees end of file and checks the digest.
-    let mut rest = ar.into_inner();
-    io::copy(&mut rest, &mut io::sink())
-        .map_err(|e| SandboxError::io("read layer", dest.display(), e))?;
+    result?;
     rfs::syncfs(&u.root).map_err(|e| SandboxError::io("sync", dest.display(), e.into()))?;
     Ok(())
 }
@@ -469,6 +524,7 @@ impl Unpacker {
         let gid = header
             .gid()
             .map_err(|err| SandboxError::io("read gid of", &shown, err))?;
+        self.check_pax_size(e, &shown)?;
         let comps = components(&raw_path).map_err(|r| unsafe_entry(&raw_path, r))?;
 
         let Some((name, parent)) = comps.split_last() else {
@@ -527,13 +583,13 @@ impl Unpacker {
         use tar::EntryType as T;
         match kind {
             T::Regular | T::Continuous => {
-                let size = header
-                    .size()
-                    .map_err(|err| SandboxError::io("read size of", &shown, err))?;
+                // The size the archive is positioned by (PAX `size` when present, which
+                // `check_pax_size` made sure agrees with the ustar field).
+                let size = e.size();
                 self.bytes = self.bytes.saturating_add(size);
                 if self.bytes > self.limits.max_bytes {
                     return Err(SandboxError::Limit {
-                        what: "total size",
+                        what: "uncompressed size",
                         limit: self.limits.max_bytes,
                     });
                 }
@@ -652,6 +708,60 @@ impl Unpacker {
                 other.as_byte() as char
             ))),
         }
+    }
+
+    /// CVE-2025-62518 (TARmageddon): when a PAX `size` record and the ustar size field
+    /// disagree, readers that honour different ones split the stream differently, and one of
+    /// them sees entries hidden in the other's file content. tar-rs honours PAX; strata refuses
+    /// the layer instead, so what it unpacks is what every reader sees. The one accepted
+    /// difference is ustar size 0 with a PAX size too large for the 12-byte octal field.
+    fn check_pax_size<R: Read>(
+        &self,
+        e: &mut tar::Entry<R>,
+        shown: &str,
+    ) -> Result<(), SandboxError> {
+        let mismatch = |reason: String| SandboxError::PaxSizeDesync {
+            path: shown.to_string(),
+            reason,
+        };
+        let Some(exts) = e
+            .pax_extensions()
+            .map_err(|err| SandboxError::io("read PAX header of", shown, err))?
+        else {
+            return Ok(());
+        };
+        let mut sizes = Vec::new();
+        for ext in exts {
+            let ext = ext.map_err(|err| SandboxError::io("read PAX header of", shown, err))?;
+            if ext.key_bytes() == b"size" {
+                sizes.push(ext.value_bytes().to_vec());
+            }
+        }
+        let pax = match sizes.as_slice() {
+            [] => return Ok(()),
+            [one] => one,
+            _ => return Err(mismatch(format!("{} PAX `size` records", sizes.len()))),
+        };
+        let pax = std::str::from_utf8(pax)
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| {
+                mismatch(format!(
+                    "PAX `size` record `{}` is not a number",
+                    String::from_utf8_lossy(pax)
+                ))
+            })?;
+        let ustar = e
+            .header()
+            .entry_size()
+            .map_err(|_| mismatch("the ustar size field is not a number".into()))?;
+        if pax != ustar && !(ustar == 0 && pax > MAX_USTAR_SIZE) {
+            return Err(mismatch(format!(
+                "PAX `size` {pax} disagrees with the ustar header size {ustar}"
+            )));
+        }
+        Ok(())
     }
 
     fn mknod(
@@ -976,7 +1086,7 @@ mod tests {
             ..Limits::default()
         };
         let err = unpack(&tar[..], &f.snap(), lim).unwrap_err();
-        assert!(err.to_string().contains("total size"), "{err}");
+        assert!(err.to_string().contains("uncompressed size"), "{err}");
         let lim = Limits {
             max_entries: 1,
             ..Limits::default()
