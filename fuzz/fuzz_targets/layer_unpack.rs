@@ -21,8 +21,14 @@ fuzz_target!(|data: &[u8]| {
         max_bytes: 16 << 20,
         max_entries: 4096,
         max_path_len: 4096,
+        // A small window: the fuzzer must not be able to make the decoder allocate much.
+        zstd_window_log_max: 22,
     };
-    if let Ok(reader) = strata_engine::layer::decompress_reader(reader, media_type) {
+    if let Ok(reader) = strata_engine::layer::decompress_reader_limited(
+        reader,
+        media_type,
+        limits.zstd_window_log_max,
+    ) {
         let _ = snapshot::unpack(reader, &dest, limits);
     }
     let names: Vec<_> = std::fs::read_dir(parent.path())
