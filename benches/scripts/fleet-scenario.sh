@@ -73,8 +73,12 @@ t0=$(now); strata_all noop; t1=$(now); ST_NOOP=$(secs "$t0" "$t1")
 echo "strata no-op:      ${ST_NOOP}s  ($(summary "$R/report-noop.json"))"
 
 # Base patch: the tag moves to the patched image (exporting it is not timed: the base team did it).
+# strata.lock pins the old base until `strata lock --update` (timed: it is part of the rebuild).
 export_base base2
-t0=$(now); strata_all patch; t1=$(now); ST_PATCH=$(secs "$t0" "$t1")
+t0=$(now)
+(cd "$R/fleet" && "$STRATA" --store "$S" lock --all --update >"$R/lock-update.txt" 2>/dev/null)
+strata_all patch; t1=$(now); ST_PATCH=$(secs "$t0" "$t1")
+echo "strata lock --update: $(cat "$R/lock-update.txt")"
 echo "strata base patch: ${ST_PATCH}s  ($(summary "$R/report-patch.json"))"
 
 # Bit-identical to a from-scratch build against the new base (fresh store), checked every run.
