@@ -57,6 +57,12 @@ pub enum RootfsError {
         digest: String,
         source: layer::LayerError,
     },
+    #[error("layer {digest}: entry `{path}`: {reason} (a tar whose PAX and ustar sizes disagree is refused: CVE-2025-62518)")]
+    PaxSizeDesync {
+        digest: String,
+        path: String,
+        reason: String,
+    },
     #[error("too many levels of symbolic links resolving `/{0}`")]
     SymlinkLoop(String),
     #[error("store: {0}")]
@@ -109,6 +115,14 @@ impl Tree {
             for entry in ar.entries().map_err(rd)? {
                 let mut entry = entry.map_err(rd)?;
                 let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+                layer::check_pax_size(&mut entry).map_err(|p| match p {
+                    layer::PaxSize::Io(e) => rd(e),
+                    layer::PaxSize::Desync(reason) => RootfsError::PaxSizeDesync {
+                        digest: dg.clone(),
+                        path: raw.clone(),
+                        reason,
+                    },
+                })?;
                 let path = clean_rel(&raw).ok_or_else(|| RootfsError::UnsafePath {
                     digest: dg.clone(),
                     path: raw.clone(),

@@ -194,10 +194,109 @@ pub fn open_archive(path: &Path) -> Result<Option<tar::Archive<Box<dyn Read + Se
     Ok(Some(tar::Archive::new(chained)))
 }
 
+/// Largest size a 12-byte octal ustar field holds; a larger file has ustar size 0 and a PAX
+/// `size` record (what strata's own writer and Go's `archive/tar` emit).
+pub const MAX_USTAR_SIZE: u64 = 0o77777777777;
+
+/// Why an entry's PAX `size` cannot be trusted.
+#[derive(Debug)]
+pub enum PaxSize {
+    /// The PAX header could not be read.
+    Io(io::Error),
+    /// The sizes disagree (or the record is malformed): the reason.
+    Desync(String),
+}
+
+/// CVE-2025-62518 (TARmageddon): when a PAX `size` record and the ustar size field disagree,
+/// readers that honour different ones split the stream differently, and one of them sees
+/// entries hidden in the other's file content. tar-rs honours PAX; strata refuses such a layer
+/// wherever it reads one (snapshots for RUN, the read-only view COPY uses), so what it reads is
+/// what every reader sees. The one accepted difference is ustar size 0 with a PAX size too large
+/// for the 12-byte octal field.
+pub fn check_pax_size<R: Read>(e: &mut tar::Entry<R>) -> Result<(), PaxSize> {
+    let Some(exts) = e.pax_extensions().map_err(PaxSize::Io)? else {
+        return Ok(());
+    };
+    let mut sizes = Vec::new();
+    for ext in exts {
+        let ext = ext.map_err(PaxSize::Io)?;
+        if ext.key_bytes() == b"size" {
+            sizes.push(ext.value_bytes().to_vec());
+        }
+    }
+    let pax = match sizes.as_slice() {
+        [] => return Ok(()),
+        [one] => one,
+        _ => {
+            return Err(PaxSize::Desync(format!(
+                "{} PAX `size` records",
+                sizes.len()
+            )))
+        }
+    };
+    let pax = std::str::from_utf8(pax)
+        .ok()
+        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| {
+            PaxSize::Desync(format!(
+                "PAX `size` record `{}` is not a number",
+                String::from_utf8_lossy(pax)
+            ))
+        })?;
+    let ustar = e
+        .header()
+        .entry_size()
+        .map_err(|_| PaxSize::Desync("the ustar size field is not a number".into()))?;
+    if pax != ustar && !(ustar == 0 && pax > MAX_USTAR_SIZE) {
+        return Err(PaxSize::Desync(format!(
+            "PAX `size` {pax} disagrees with the ustar header size {ustar}"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::process::Command;
+
+    /// The committed CVE-2025-62518 layers: the shared check (used by the snapshot unpacker and
+    /// by the read-only view COPY reads base layers through) refuses both directions.
+    #[test]
+    fn pax_size_desync_layers_are_refused() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/malicious");
+        for f in ["pax-size-larger.tar", "pax-size-smaller.tar"] {
+            let mut ar = tar::Archive::new(File::open(dir.join(f)).unwrap());
+            let mut refused = None;
+            for e in ar.entries().unwrap() {
+                let Ok(mut e) = e else { break };
+                if let Err(PaxSize::Desync(reason)) = check_pax_size(&mut e) {
+                    refused = Some(reason);
+                    break;
+                }
+            }
+            let reason = refused.unwrap_or_else(|| panic!("{f}: not refused"));
+            assert!(
+                reason.contains("disagrees with the ustar header size"),
+                "{f}: {reason}"
+            );
+        }
+        // strata's own form for files over the ustar limit is accepted.
+        let mut h = tar::Header::new_ustar();
+        h.set_size(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_path("big").unwrap();
+        h.set_cksum();
+        let big = (MAX_USTAR_SIZE + 1).to_string();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([("size", big.as_bytes())]).unwrap();
+        b.append(&h, std::io::empty()).unwrap();
+        let bytes = b.into_inner().unwrap();
+        let mut ar = tar::Archive::new(&bytes[..]);
+        let mut e = ar.entries().unwrap().next().unwrap().unwrap();
+        assert!(check_pax_size(&mut e).is_ok());
+    }
 
     fn sh(script: &str, dir: &Path) {
         let st = Command::new("sh")

@@ -20,7 +20,10 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 pub(crate) use archive::ZSTD_WINDOW_LOG_MAX;
-pub use archive::{decompress_reader, decompress_reader_limited, open_archive};
+pub use archive::{
+    check_pax_size, decompress_reader, decompress_reader_limited, open_archive, PaxSize,
+    MAX_USTAR_SIZE,
+};
 pub use compress::{
     write_layer, write_layer_cached, write_layer_tee, ChunkCache, ChunkDir, RawTee, CHUNK_MAX,
     CHUNK_MIN,

@@ -53,10 +53,6 @@ impl Default for Limits {
     }
 }
 
-/// Largest size a 12-byte octal ustar field holds; a larger file has ustar size 0 and a PAX
-/// `size` record (what strata's own writer and Go's `archive/tar` emit).
-const MAX_USTAR_SIZE: u64 = 0o77777777777;
-
 /// Counts the uncompressed bytes read and fails once there are more than `max`.
 struct Counted<R> {
     inner: R,
@@ -710,58 +706,19 @@ impl Unpacker {
         }
     }
 
-    /// CVE-2025-62518 (TARmageddon): when a PAX `size` record and the ustar size field
-    /// disagree, readers that honour different ones split the stream differently, and one of
-    /// them sees entries hidden in the other's file content. tar-rs honours PAX; strata refuses
-    /// the layer instead, so what it unpacks is what every reader sees. The one accepted
-    /// difference is ustar size 0 with a PAX size too large for the 12-byte octal field.
+    /// CVE-2025-62518: see [`crate::layer::check_pax_size`].
     fn check_pax_size<R: Read>(
         &self,
         e: &mut tar::Entry<R>,
         shown: &str,
     ) -> Result<(), SandboxError> {
-        let mismatch = |reason: String| SandboxError::PaxSizeDesync {
-            path: shown.to_string(),
-            reason,
-        };
-        let Some(exts) = e
-            .pax_extensions()
-            .map_err(|err| SandboxError::io("read PAX header of", shown, err))?
-        else {
-            return Ok(());
-        };
-        let mut sizes = Vec::new();
-        for ext in exts {
-            let ext = ext.map_err(|err| SandboxError::io("read PAX header of", shown, err))?;
-            if ext.key_bytes() == b"size" {
-                sizes.push(ext.value_bytes().to_vec());
-            }
-        }
-        let pax = match sizes.as_slice() {
-            [] => return Ok(()),
-            [one] => one,
-            _ => return Err(mismatch(format!("{} PAX `size` records", sizes.len()))),
-        };
-        let pax = std::str::from_utf8(pax)
-            .ok()
-            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or_else(|| {
-                mismatch(format!(
-                    "PAX `size` record `{}` is not a number",
-                    String::from_utf8_lossy(pax)
-                ))
-            })?;
-        let ustar = e
-            .header()
-            .entry_size()
-            .map_err(|_| mismatch("the ustar size field is not a number".into()))?;
-        if pax != ustar && !(ustar == 0 && pax > MAX_USTAR_SIZE) {
-            return Err(mismatch(format!(
-                "PAX `size` {pax} disagrees with the ustar header size {ustar}"
-            )));
-        }
-        Ok(())
+        crate::layer::check_pax_size(e).map_err(|p| match p {
+            crate::layer::PaxSize::Io(err) => SandboxError::io("read PAX header of", shown, err),
+            crate::layer::PaxSize::Desync(reason) => SandboxError::PaxSizeDesync {
+                path: shown.to_string(),
+                reason,
+            },
+        })
     }
 
     fn mknod(
