@@ -188,6 +188,20 @@ impl LockedImages {
         }
     }
 
+    /// The same lock and mode over another resolver (a workspace image resolves
+    /// `oci-layout://` in its own context); its resolutions go back with [`absorb`](Self::absorb).
+    pub fn with_resolver(&self, inner: Arc<dyn ImageResolver>) -> LockedImages {
+        LockedImages::new(inner, self.lock.clone(), &self.path, self.mode.clone())
+    }
+
+    /// Records what `other` resolved (see [`record_pin`](Self::record_pin)).
+    pub fn absorb(&self, other: &LockedImages) -> Result<(), ImageError> {
+        for (r, d) in other.resolved() {
+            self.record_pin(&r, d)?;
+        }
+        Ok(())
+    }
+
     /// Where the lock file is (or will be written).
     pub fn path(&self) -> &Path {
         &self.path

@@ -231,29 +231,24 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
     } else {
         LockMode::Use
     };
-    // Image references resolve through the lock (engine/src/lock.rs): the workspace's, or the
-    // one beside the Dockerfile. Each image resolves `oci-layout://` in its own context.
-    let own_lock = match &req.lock {
-        Some(_) => None,
+    // Image references resolve through the lock (engine/src/lock.rs): the workspace's (this
+    // image resolving `oci-layout://` in its own context), or the one beside the Dockerfile.
+    let resolver = super::image_resolver(&context_dir, store)?;
+    let (lock, images, own_lock) = match &req.lock {
+        Some(shared) => (
+            shared.clone(),
+            Arc::new(shared.with_resolver(resolver)),
+            false,
+        ),
         None => {
             let dir = match dockerfile.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
                 _ => PathBuf::from("."),
             };
-            Some(super::lock::open(
-                &dir,
-                super::image_resolver(&context_dir, store)?,
-                mode.clone(),
-            )?)
+            let l = super::lock::open(&dir, resolver, mode)?;
+            (l.clone(), l, true)
         }
     };
-    let lock = req.lock.as_ref().or(own_lock.as_ref()).unwrap();
-    let images = Arc::new(LockedImages::new(
-        super::image_resolver(&context_dir, store)?,
-        lock.lock().clone(),
-        lock.path(),
-        lock.mode().clone(),
-    ));
     let plan = plan::plan(&PlanRequest {
         dockerfile_name: dockerfile.display().to_string(),
         source: source.clone(),
@@ -263,9 +258,7 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
         platform,
         images: Some(images.clone()),
     })?;
-    for (r, d) in images.resolved() {
-        lock.record_pin(&r, d)?;
-    }
+    lock.absorb(&images)?;
     let ignore = strata_engine::lock::exclude_lock_file(
         context::load_ignore(&context_dir, &dockerfile)?,
         &context_dir,
@@ -343,8 +336,8 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
             }
         }
     }
-    if let Some(l) = &own_lock {
-        super::lock::save_after_build(l)?;
+    if own_lock {
+        super::lock::save_after_build(&lock)?;
     }
     if req.export_cache && !cache_targets.is_empty() {
         super::shared_cache::export(&cache_targets, &out.steps, store.blobs())?;

@@ -104,12 +104,7 @@ pub fn run(store_dir: &Path, a: LockArgs) -> anyhow::Result<i32> {
             }
         };
         // One lock for the workspace; each image resolves layouts in its own context.
-        let per_image = Arc::new(LockedImages::new(
-            super::image_resolver(&context_dir, &store)?,
-            l.lock().clone(),
-            l.path(),
-            mode.clone(),
-        ));
+        let per_image = Arc::new(l.with_resolver(super::image_resolver(&context_dir, &store)?));
         let source = std::fs::read_to_string(dockerfile)
             .with_context(|| format!("reading the Dockerfile `{}`", dockerfile.display()))?;
         let platform = match &args.platform {
@@ -125,9 +120,7 @@ pub fn run(store_dir: &Path, a: LockArgs) -> anyhow::Result<i32> {
             platform,
             images: Some(per_image.clone()),
         })?;
-        for (r, d) in per_image.resolved() {
-            l.record_pin(&r, d)?;
-        }
+        l.absorb(&per_image)?;
     }
     let Some(l) = lock else {
         bail!("nothing to lock");
