@@ -202,12 +202,19 @@ pub trait RemoteSteps: Send + Sync {
 /// One imported cache: its records and where to fetch their layers.
 pub struct ImportedCache {
     records: CacheRecords,
+    /// The layer blobs the records name (asked at every fetch: a set, not a scan).
+    layers: std::collections::HashSet<Digest>,
     blobs: Arc<dyn BlobFetcher>,
 }
 
 impl ImportedCache {
     pub fn new(records: CacheRecords, blobs: Arc<dyn BlobFetcher>) -> ImportedCache {
-        ImportedCache { records, blobs }
+        let layers = records.steps.values().flatten().map(|l| l.digest).collect();
+        ImportedCache {
+            records,
+            layers,
+            blobs,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -249,7 +256,7 @@ impl RemoteSteps for ImportedCaches {
         };
         let mut last = String::from("no cache has it");
         for c in &self.0 {
-            if !c.records.layers().iter().any(|l| l.digest == layer.digest) {
+            if !c.layers.contains(&layer.digest) {
                 continue;
             }
             match c.blobs.fetch(&desc, store) {
