@@ -148,18 +148,7 @@ impl Differ {
         let raw = e.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw).into_owned();
         self.entries += 1;
-        if self.entries > self.limits.max_entries {
-            return Err(SandboxError::Limit {
-                what: "entry count",
-                limit: self.limits.max_entries,
-            });
-        }
-        if raw.len() > self.limits.max_path_len {
-            return Err(SandboxError::Limit {
-                what: "path length",
-                limit: self.limits.max_path_len as u64,
-            });
-        }
+        self.limits.admit(self.entries, &raw)?;
         let h = e.header().clone();
         let kind = h.entry_type();
         let rd = |err| SandboxError::io("read", &shown, err);

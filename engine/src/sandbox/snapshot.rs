@@ -42,6 +42,26 @@ pub struct Limits {
     pub zstd_window_log_max: u32,
 }
 
+impl Limits {
+    /// Checks the `count`th entry of a layer, named `path`, against the entry-count and
+    /// path-length limits (every reader of layer entries asks this).
+    pub fn admit(&self, count: u64, path: &[u8]) -> Result<(), SandboxError> {
+        if count > self.max_entries {
+            return Err(SandboxError::Limit {
+                what: "entry count",
+                limit: self.max_entries,
+            });
+        }
+        if path.len() > self.max_path_len {
+            return Err(SandboxError::Limit {
+                what: "path length",
+                limit: self.max_path_len as u64,
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -496,18 +516,7 @@ impl Unpacker {
         let io_err =
             |op: &'static str| move |err: Errno| SandboxError::io(op, shown_ref, err.into());
         self.entries += 1;
-        if self.entries > self.limits.max_entries {
-            return Err(SandboxError::Limit {
-                what: "entry count",
-                limit: self.limits.max_entries,
-            });
-        }
-        if raw_path.len() > self.limits.max_path_len {
-            return Err(SandboxError::Limit {
-                what: "path length",
-                limit: self.limits.max_path_len as u64,
-            });
-        }
+        self.limits.admit(self.entries, &raw_path)?;
         let header = e.header().clone();
         let kind = header.entry_type();
         let mode = header
