@@ -1,28 +1,13 @@
 //! strata.lock: the first build pins every image reference; a moved tag changes nothing until
 //! `strata lock --update`; `--locked` fails when a pin is missing and never writes the file.
 
+mod common;
+
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn write(p: &Path, s: &str) {
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, s).unwrap();
-}
-
-fn strata(store: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap().trim().to_string()
-}
+use common::{done_counts, ok, strata, write};
 
 fn err(o: Output) -> String {
     assert!(!o.status.success(), "expected a failure");
@@ -45,21 +30,6 @@ fn base(store: &Path, work: &Path, dest: &Path, tag: &str, release: &str) -> Str
             b.to_str().unwrap(),
         ],
     ))
-}
-
-fn executed(stderr: &str) -> usize {
-    // "done: N steps executed, M cached, in …s"
-    let line = stderr
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("done: "))
-        .unwrap_or_else(|| panic!("no summary in {stderr}"));
-    line["done: ".len()..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
 }
 
 #[test]
@@ -99,7 +69,7 @@ fn a_moved_tag_changes_nothing_until_the_lock_is_updated() {
     let o = strata(s, &["build", "--progress", "plain", appdir]);
     let stderr = String::from_utf8_lossy(&o.stderr).to_string();
     assert_eq!(ok(o), d1);
-    assert_eq!(executed(&stderr), 0, "{stderr}");
+    assert_eq!(done_counts(&stderr).0, 0, "{stderr}");
 
     // The tag moves to a patched base: builds keep the pinned one.
     let v2 = base(s, w.path(), &layouts, "1", "1.1");

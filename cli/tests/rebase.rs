@@ -1,28 +1,9 @@
 //! `strata rebase`: swapping base layers is bit-identical to rebuilding against the new base,
 //! and refused when a layer above the base depends on it.
 
-use std::fs;
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
-fn write(p: &Path, s: &str) {
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, s).unwrap();
-}
-
-fn strata(store: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap().trim().to_string()
-}
+use common::{ok, strata, write};
 
 #[test]
 fn rebase_equals_rebuild_and_refuses_base_dependent_layers() {

@@ -2,23 +2,12 @@
 //! exported cache, executes nothing that was cached, fetches only the layers it needs, and
 //! produces the same digest; a damaged cache blob is refused and the step runs instead.
 
+mod common;
+
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn write(p: &Path, s: &str) {
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, s).unwrap();
-}
-
-fn strata(store: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .output()
-        .unwrap()
-}
+use common::{done_counts, strata, write};
 
 /// (digest, executed, cached, stderr)
 fn build(store: &Path, args: &[&str]) -> (String, usize, usize, String) {
@@ -27,22 +16,11 @@ fn build(store: &Path, args: &[&str]) -> (String, usize, usize, String) {
     let o = strata(store, &a);
     let stderr = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(o.status.success(), "{stderr}");
-    let line = stderr
-        .lines()
-        .rev()
-        .find(|l| l.starts_with("done: "))
-        .unwrap()
-        .to_string();
-    let n: Vec<usize> = line
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|w| !w.is_empty())
-        .take(2)
-        .map(|w| w.parse().unwrap())
-        .collect();
+    let (executed, cached) = done_counts(&stderr);
     (
         String::from_utf8(o.stdout).unwrap().trim().to_string(),
-        n[0],
-        n[1],
+        executed,
+        cached,
         stderr,
     )
 }
