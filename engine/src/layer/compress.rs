@@ -22,28 +22,26 @@ pub const CHUNK_MIN: usize = 4 << 20;
 /// A chunk also ends whenever it reaches exactly this many bytes (inside a large file).
 pub const CHUNK_MAX: usize = 16 << 20;
 
-/// gzip: level 6, OS byte 255 ("unknown"), MTIME 0, no name, no comment, no extra field.
+/// gzip: level 6, OS byte 255 ("unknown"), MTIME 0, no name, no comment, no extra field;
+/// blocks that look incompressible are stored (see [`gzip_chunk`]).
 const GZIP_LEVEL: u32 = 6;
 const GZIP_OS: u8 = 255;
 /// zstd: level 3, window log 21, no checksum, content size written, no worker threads.
 const ZSTD_LEVEL: i32 = 3;
 const ZSTD_WINDOW_LOG: u32 = 21;
 
+/// A gzip chunk is classified in blocks of this many bytes, counted from the chunk's start.
+pub const GZIP_CLASS_BLOCK: usize = 4096;
+/// A full block whose byte histogram has a chi-square statistic (against the uniform
+/// distribution) below this is taken for incompressible and stored rather than deflated.
+/// Uniformly random bytes give 255 ± 23; text, code and executables give tens of thousands.
+pub const GZIP_STORE_CHI2: u64 = 512;
+
 /// Compresses one chunk into one self-contained gzip member or zstd frame.
 pub(crate) fn compress_chunk(compression: Compression, chunk: &[u8]) -> io::Result<Vec<u8>> {
     match compression {
         Compression::None => Ok(chunk.to_vec()),
-        Compression::Gzip => {
-            let mut enc = flate2::GzBuilder::new()
-                .mtime(0)
-                .operating_system(GZIP_OS)
-                .write(
-                    Vec::with_capacity(chunk.len() / 2),
-                    flate2::Compression::new(GZIP_LEVEL),
-                );
-            enc.write_all(chunk)?;
-            enc.finish()
-        }
+        Compression::Gzip => gzip_chunk(chunk),
         Compression::Zstd => {
             use zstd::stream::raw::CParameter;
             let mut c = zstd::bulk::Compressor::new(ZSTD_LEVEL)?;
@@ -52,6 +50,133 @@ pub(crate) fn compress_chunk(compression: Compression, chunk: &[u8]) -> io::Resu
             c.set_parameter(CParameter::ChecksumFlag(false))?;
             c.set_parameter(CParameter::ContentSizeFlag(true))?;
             c.compress(chunk)
+        }
+    }
+}
+
+/// Whether a block's bytes are spread so evenly over the 256 values that deflate would not
+/// shrink it (compressed or encrypted data: archives, images, wheels, jars): both the byte
+/// values and the differences between neighbouring bytes must look uniform (the second test
+/// keeps counters, strides and tables of every value out). Integer arithmetic only: the answer
+/// must be the same on every machine.
+pub fn looks_incompressible(block: &[u8]) -> bool {
+    if block.len() < GZIP_CLASS_BLOCK {
+        return false;
+    }
+    let mut values = [[0u32; 256]; 2];
+    let mut deltas = [[0u32; 256]; 2];
+    let mut prev = block[0];
+    // Two histograms of each kind, alternating: a run of one value does not serialise on one
+    // counter. (Blocks are 4096 bytes: even.)
+    for pair in block.chunks_exact(2) {
+        let (a, b) = (pair[0], pair[1]);
+        values[0][a as usize] += 1;
+        values[1][b as usize] += 1;
+        deltas[0][a.wrapping_sub(prev) as usize] += 1;
+        deltas[1][b.wrapping_sub(a) as usize] += 1;
+        prev = b;
+    }
+    if let [last] = block.chunks_exact(2).remainder() {
+        values[0][*last as usize] += 1;
+        deltas[0][last.wrapping_sub(prev) as usize] += 1;
+    }
+    flat(&values, block.len() as u64) && flat(&deltas, block.len() as u64)
+}
+
+/// chi² (against the uniform distribution) of the summed histograms is under
+/// [`GZIP_STORE_CHI2`].
+fn flat(h: &[[u32; 256]; 2], n: u64) -> bool {
+    let sum_sq: u64 = (0..256)
+        .map(|v| {
+            let c = (h[0][v] + h[1][v]) as u64;
+            c * c
+        })
+        .sum();
+    // chi² = 256·Σc²/n − n < T  ⇔  256·Σc² < (T + n)·n
+    256 * sum_sq < (GZIP_STORE_CHI2 + n) * n
+}
+
+/// One gzip member holding `chunk`: one raw deflate stream at [`GZIP_LEVEL`], except that runs
+/// of blocks that [`looks_incompressible`] are written as stored blocks. Searching random bytes
+/// for matches is deflate's slowest case and gains nothing, so a layer that is half compressed
+/// files costs about half the CPU. Around a stored run the deflate stream is byte-aligned with
+/// a sync flush, and the run is then given to the compressor as its dictionary, so later
+/// matches may reach into it exactly as a decoder sees the stream. Output depends only on
+/// `chunk`.
+fn gzip_chunk(chunk: &[u8]) -> io::Result<Vec<u8>> {
+    use flate2::{Compress, FlushCompress};
+    let mut out = Vec::with_capacity(chunk.len() / 2 + 64);
+    out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, GZIP_OS]);
+    let mut c = Compress::new(flate2::Compression::new(GZIP_LEVEL), false);
+    // Input given to `c` since its last flush: the stream is not byte-aligned.
+    let mut pending = false;
+    let mut start = 0;
+    while start < chunk.len() {
+        // The run of blocks of one class that starts at `start`.
+        let stored = looks_incompressible(block_at(chunk, start));
+        let mut end = (start + GZIP_CLASS_BLOCK).min(chunk.len());
+        while end < chunk.len() && looks_incompressible(block_at(chunk, end)) == stored {
+            end = (end + GZIP_CLASS_BLOCK).min(chunk.len());
+        }
+        let run = &chunk[start..end];
+        if stored {
+            if pending {
+                deflate_into(&mut c, &[], FlushCompress::Sync, &mut out)?;
+                pending = false;
+            }
+            write_stored_blocks(run, &mut out);
+            let history = &run[run.len().saturating_sub(32 * 1024)..];
+            c.set_dictionary(history).map_err(io::Error::other)?;
+        } else {
+            deflate_into(&mut c, run, FlushCompress::None, &mut out)?;
+            pending = true;
+        }
+        start = end;
+    }
+    deflate_into(&mut c, &[], FlushCompress::Finish, &mut out)?;
+    let mut crc = flate2::Crc::new();
+    crc.update(chunk);
+    out.extend_from_slice(&crc.sum().to_le_bytes());
+    out.extend_from_slice(&(chunk.len() as u32).to_le_bytes()); // ISIZE: length mod 2^32
+    Ok(out)
+}
+
+/// Non-final stored deflate blocks (RFC 1951 §3.2.4) holding `data`, at a byte boundary.
+fn write_stored_blocks(data: &[u8], out: &mut Vec<u8>) {
+    for piece in data.chunks(u16::MAX as usize) {
+        let len = piece.len() as u16;
+        out.push(0); // BFINAL 0, BTYPE 00, then padding to the byte boundary
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(piece);
+    }
+}
+
+fn block_at(chunk: &[u8], at: usize) -> &[u8] {
+    &chunk[at..(at + GZIP_CLASS_BLOCK).min(chunk.len())]
+}
+
+/// Feeds `input` to `c` with `flush`, appending everything it produces to `out`.
+fn deflate_into(
+    c: &mut flate2::Compress,
+    mut input: &[u8],
+    flush: flate2::FlushCompress,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    loop {
+        out.reserve(input.len() / 2 + 4096);
+        let in_before = c.total_in();
+        let status = c
+            .compress_vec(input, out, flush)
+            .map_err(io::Error::other)?;
+        input = &input[(c.total_in() - in_before) as usize..];
+        let room_left = out.len() < out.capacity();
+        match (flush, status) {
+            (_, flate2::Status::StreamEnd) => return Ok(()),
+            (flate2::FlushCompress::Finish, _) => {}
+            // Done when all input is taken and the compressor stopped with room to spare.
+            _ if input.is_empty() && room_left => return Ok(()),
+            _ => {}
         }
     }
 }
@@ -414,6 +539,26 @@ mod tests {
         assert_eq!(none.media_type, "application/vnd.oci.image.layer.v1.tar");
     }
 
+    /// Golden digest of a gzip layer with incompressible stretches: pins the stored-run rule
+    /// (docs/layer-format.md §4, `Compression::id()` v3).
+    #[test]
+    fn golden_mixed_layer() {
+        let entries = canonicalize(
+            vec![
+                Entry::file_bytes("assets/blob.bin", 0o644, 0, &random(7, 300_000)),
+                Entry::file_bytes("src/main.rs", 0o644, 0, &text(50_000)),
+                Entry::file_bytes("mixed.dat", 0o600, 0, &data(3, 200_000)),
+            ],
+            0,
+        )
+        .unwrap();
+        let (gz, _) = write(&entries, Compression::Gzip);
+        assert_eq!(
+            gz.digest.to_string(),
+            "sha256:e361cbe0c69eb5b7db11d12a95b61408faca486ba0be7ee0b0879ac61eac851c"
+        );
+    }
+
     /// Counts hits of a [`ChunkDir`].
     struct Counting(
         ChunkDir,
@@ -509,6 +654,88 @@ mod tests {
         assert!(listing.contains("bin/p -> /usr/bin/ping"));
         // GNU tar shows the PAX uid.
         assert!(listing.contains("3000000000/1000"), "{listing}");
+    }
+
+    /// xorshift bytes: what compressed or encrypted files look like to deflate.
+    fn random(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut v = Vec::with_capacity(len + 8);
+        while v.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        v.truncate(len);
+        v
+    }
+
+    fn text(len: usize) -> Vec<u8> {
+        let mut v = Vec::with_capacity(len + 64);
+        let mut i = 0u64;
+        while v.len() < len {
+            v.extend_from_slice(
+                format!("fn item_{}() -> u32 {{ {} }}\n", i % 311, i * 7).as_bytes(),
+            );
+            i += 1;
+        }
+        v.truncate(len);
+        v
+    }
+
+    #[test]
+    fn incompressible_blocks_are_told_from_text_code_and_zeros() {
+        assert!(looks_incompressible(&random(1, GZIP_CLASS_BLOCK)));
+        assert!(looks_incompressible(&random(2, 3 * GZIP_CLASS_BLOCK)));
+        assert!(!looks_incompressible(&text(GZIP_CLASS_BLOCK)));
+        assert!(!looks_incompressible(&vec![0u8; GZIP_CLASS_BLOCK]));
+        // A table of every byte value has a flat histogram, but its differences are all 1.
+        let cycle: Vec<u8> = (0..GZIP_CLASS_BLOCK).map(|i| i as u8).collect();
+        assert!(!looks_incompressible(&cycle));
+        let stride: Vec<u8> = (0..GZIP_CLASS_BLOCK).map(|i| (i * 37) as u8).collect();
+        assert!(!looks_incompressible(&stride));
+        // Half random, half text: deflated.
+        let mut mixed = random(3, GZIP_CLASS_BLOCK / 2);
+        mixed.extend(text(GZIP_CLASS_BLOCK / 2));
+        assert!(!looks_incompressible(&mixed));
+        // A short tail is always deflated.
+        assert!(!looks_incompressible(&random(4, GZIP_CLASS_BLOCK - 1)));
+    }
+
+    #[test]
+    fn stored_runs_cost_a_few_bytes_and_decode_everywhere() {
+        // Random stretches of many lengths between text, so runs start and end at every kind
+        // of block boundary, including a stored run longer than a stored block (64 KiB) and a
+        // text run that repeats text from before a stored run (a match across it).
+        let mut chunk = Vec::new();
+        for (i, n) in [1usize, 2, 17, 1, 40, 3].iter().enumerate() {
+            chunk.extend(text(5000 + 999 * i));
+            chunk.extend(random(i as u64 + 10, n * GZIP_CLASS_BLOCK + 123));
+        }
+        chunk.extend(text(70_000));
+        let gz = gzip_chunk(&chunk).unwrap();
+        let mut back = Vec::new();
+        flate2::read::MultiGzDecoder::new(&gz[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, chunk);
+        assert_eq!(pipe("gzip", &["-dc"], &gz), chunk);
+        // Storing costs (almost) nothing in size against deflating everything at level 6.
+        let mut plain6 = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+        plain6.write_all(&chunk).unwrap();
+        let plain6 = plain6.finish().unwrap();
+        assert!(
+            gz.len() * 1000 <= plain6.len() * 1003,
+            "adaptive {} vs level 6 {}",
+            gz.len(),
+            plain6.len()
+        );
+        // All random: header, stored blocks (5 bytes each per 64 KiB), an empty final block,
+        // trailer.
+        let r = random(99, 1 << 20);
+        let gz = gzip_chunk(&r).unwrap();
+        assert!(gz.len() <= r.len() + 10 + 5 * 17 + 8 + 8, "{}", gz.len());
+        assert_eq!(pipe("gzip", &["-dc"], &gz), r);
     }
 
     #[test]

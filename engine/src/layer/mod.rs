@@ -64,7 +64,7 @@ impl Compression {
     /// `Cargo.lock`).
     pub fn id(&self) -> &'static str {
         match self {
-            Compression::Gzip => "gzip-zlibrs0.6.8-l6-os255-cdc4m8m16m-v2",
+            Compression::Gzip => "gzip-zlibrs0.6.8-l6-store4k-chi512vd-os255-cdc4m8m16m-v3",
             Compression::Zstd => "zstd1.5.7-l3-wlog21-nocksum-csize-w0-cdc4m8m16m-v2",
             Compression::None => "none-v1",
         }
