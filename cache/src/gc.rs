@@ -44,6 +44,12 @@ pub const MIN_BLOB_AGE: Duration = Duration::from_secs(600);
 /// The directory of unpacked layers, one per diff_id.
 pub const SNAPSHOTS_DIR: &str = "snapshots-v1";
 
+/// References to compressed chunks inside layer blobs (the engine's `layer::ChunkDir`): one
+/// small file per chunk, starting with the `sha256:<hex>` of the blob that holds the chunk.
+pub const CHUNK_REFS_DIR: &str = "chunks-v2";
+/// Copies of compressed chunks, from before chunk references: never read any more.
+const LEGACY_CHUNKS_DIR: &str = "chunks-v1";
+
 /// What to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GcPolicy {
@@ -311,8 +317,53 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
             }
         }
     }
+    // 4. Chunk references whose blob is gone (a miss anyway) and the legacy chunk copies.
+    if !opts.dry_run {
+        prune_chunk_refs(store, opts.now, opts.min_blob_age)?;
+    }
     report.kept_bytes = usage;
     Ok(report)
+}
+
+/// Removes chunk references to absent blobs, temp files older than `min_age` (a killed
+/// writer's), and the legacy `chunks-v1/` copies.
+fn prune_chunk_refs(store: &Store, now: SystemTime, min_age: Duration) -> Result<(), StoreError> {
+    let legacy = store.root().join(LEGACY_CHUNKS_DIR);
+    if legacy.exists() {
+        fs::remove_dir_all(&legacy).at("remove legacy chunk cache", &legacy)?;
+    }
+    let dir = store.root().join(CHUNK_REFS_DIR);
+    let entries = match fs::read_dir(&dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        r => r.at("list", &dir)?,
+    };
+    for entry in entries {
+        let entry = entry.at("list", &dir)?;
+        let path = entry.path();
+        let name = entry.file_name();
+        let stale = if name.as_encoded_bytes().starts_with(b".tmp-") {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| now.duration_since(m).is_ok_and(|age| age >= min_age))
+        } else {
+            let mut head = [0u8; 71];
+            let blob = fs::File::open(&path)
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+                .ok()
+                .and_then(|()| std::str::from_utf8(&head).ok()?.parse::<Digest>().ok());
+            !blob.is_some_and(|d| store.blobs().contains(&d))
+        };
+        if stale {
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).at("remove chunk reference", &path)
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 struct Removal<'a> {
@@ -633,6 +684,49 @@ mod tests {
         assert!(snap(&tagged.diff_id).exists());
         assert!(s.index().get_step(&[4; 32]).unwrap().is_some());
         assert_eq!(s.index().list_steps().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn chunk_refs_to_absent_blobs_stale_temps_and_legacy_copies_are_removed() {
+        let (_dir, s) = store();
+        let l = step(&s, 1, 10, 0);
+        let refs = s.root().join(CHUNK_REFS_DIR);
+        fs::create_dir_all(&refs).unwrap();
+        let write_ref = |name: &str, blob: &Digest| {
+            let mut data = blob.to_string().into_bytes();
+            data.extend_from_slice(&[0; 48]);
+            fs::write(refs.join(name), data).unwrap();
+        };
+        write_ref("aa", &l.digest);
+        write_ref("bb", &Digest::of(b"collected long ago"));
+        fs::write(refs.join("cc"), b"short").unwrap();
+        fs::write(refs.join(".tmp-dd-1"), b"").unwrap();
+        File::options()
+            .write(true)
+            .open(refs.join(".tmp-dd-1"))
+            .unwrap()
+            .set_modified(now() - Duration::from_secs(60))
+            .unwrap();
+        let legacy = s.root().join("chunks-v1");
+        fs::create_dir_all(&legacy).unwrap();
+        fs::write(legacy.join("ee"), vec![0; 4096]).unwrap();
+        gc(&s, &opts(GcPolicy::KeepStorage(u64::MAX))).unwrap();
+        assert!(refs.join("aa").exists(), "its blob is there");
+        assert!(!refs.join("bb").exists(), "its blob is gone");
+        assert!(!refs.join("cc").exists(), "unreadable");
+        assert!(refs.join(".tmp-dd-1").exists(), "may be a live writer's");
+        assert!(!legacy.exists());
+        // Much later, the temp file is a dead writer's.
+        gc(
+            &s,
+            &GcOptions {
+                now: now() + MIN_BLOB_AGE * 2,
+                ..opts(GcPolicy::KeepStorage(u64::MAX))
+            },
+        )
+        .unwrap();
+        assert!(!refs.join(".tmp-dd-1").exists());
+        assert!(refs.join("aa").exists());
     }
 
     #[test]

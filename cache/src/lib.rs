@@ -53,7 +53,7 @@ pub use error::StoreError;
 #[cfg(feature = "index")]
 pub use fsck::{fsck, FsckReport, Problem};
 #[cfg(feature = "index")]
-pub use gc::{gc, GcOptions, GcPolicy, GcReport};
+pub use gc::{gc, GcOptions, GcPolicy, GcReport, CHUNK_REFS_DIR};
 #[cfg(feature = "index")]
 pub use index::{Index, IndexHold, Lineage, OnWait, StatEntry, TagRecord};
 pub use records::{ExplainInput, LayerRecord, StepRecord};

@@ -139,8 +139,15 @@ fn moderate_context(dir: &Path, seed: u64, dirs: usize, per_dir: usize) {
             write(&dir.join(format!("src/d{d:02}/f{f:03}.dat")), data);
         }
     }
+    // Random letters: deflate works on them (random bytes would be stored, and fast), so a
+    // build lasts long enough for the concurrency test to see builds overlap.
     for a in 0..4 {
-        write(&dir.join(format!("assets/a{a}.bin")), rng.bytes(1_500_000));
+        let text: Vec<u8> = rng
+            .bytes(2_500_000)
+            .iter()
+            .map(|b| b"etaoin shrdlu cmfwyp\n"[*b as usize % 21])
+            .collect();
+        write(&dir.join(format!("assets/a{a}.txt")), text);
     }
     write(&dir.join("conf.txt"), "original\n");
     write(
@@ -151,7 +158,7 @@ fn moderate_context(dir: &Path, seed: u64, dirs: usize, per_dir: usize) {
          COPY conf.txt /etc/conf.txt\n\
          FROM scratch\n\
          COPY --from=build /src /app/src\n\
-         COPY --from=build /assets/a0.bin /app/a0.bin\n\
+         COPY --from=build /assets/a0.txt /app/a0.txt\n\
          COPY conf.txt /conf.txt\n",
     );
 }

@@ -625,11 +625,12 @@ fn run_stage(
                             None => (None, None),
                         };
                         let mut w = store.blobs().writer()?;
+                        let chunks = chunk_cache(store);
                         let written = layer::write_layer_tee(
                             &entries,
                             opts.compression,
                             &mut w,
-                            Some(chunk_cache(store)),
+                            Some(chunks.clone()),
                             tee,
                         );
                         if let Some(d) = delta {
@@ -638,6 +639,7 @@ fn run_stage(
                         let out = written.map_err(|e| wrap(e.into()))?;
                         let (digest, size) = w.commit()?;
                         debug_assert_eq!(digest, out.digest);
+                        chunks.record(&digest, &out.chunks);
                         let rec = LayerRecord {
                             diff_id: out.diff_id,
                             digest,
@@ -854,10 +856,14 @@ impl Drop for KeyLock {
     }
 }
 
-/// Compressed chunks of earlier layers (`<store>/chunks-v1/`): a layer that differs in a few
-/// files recompresses only the chunks they fall in.
+/// Compressed chunks of earlier layers, as references into their blobs (`<store>/chunks-v2/`):
+/// a layer that differs in a few files recompresses only the chunks they fall in.
 pub(crate) fn chunk_cache(store: &Store) -> std::sync::Arc<dyn layer::ChunkCache> {
-    std::sync::Arc::new(layer::ChunkDir::new(store.root().join("chunks-v1")))
+    let blobs = store.blobs().clone();
+    std::sync::Arc::new(layer::ChunkDir::new(
+        store.root().join(strata_cache::CHUNK_REFS_DIR),
+        move |d| blobs.path(d),
+    ))
 }
 
 /// Puts a base image's layer blobs into the store (from its layout or registry), verifying

@@ -120,7 +120,8 @@ fn run_and_capture(
     }
     let exclude = exec::injected_paths(spec);
     let mut w = store.blobs().writer()?;
-    let (diff_id, media_type, uncompressed_size) = match crate::sandbox::userns::current() {
+    let chunks = chunk_cache(store);
+    let (diff_id, media_type, uncompressed_size, refs) = match crate::sandbox::userns::current() {
         None => {
             let entries = capture::capture(&CaptureOptions {
                 upper,
@@ -134,12 +135,13 @@ fn run_and_capture(
                 &entries,
                 opts.compression,
                 &mut w,
-                Some(chunk_cache(store)),
+                Some(chunks.clone()),
             )?;
             (
                 out.diff_id,
                 out.media_type.to_string(),
                 out.uncompressed_size,
+                out.chunks,
             )
         }
         // Rootless: captured inside the user namespace, where container root can read every
@@ -159,10 +161,11 @@ fn run_and_capture(
                 .into(),
             };
             let l = exec::capture_in_userns(ns, &job, &mut w)?;
-            (l.diff_id, l.media_type, l.uncompressed_size)
+            (l.diff_id, l.media_type, l.uncompressed_size, Vec::new())
         }
     };
     let (digest, size) = w.commit()?;
+    chunks.record(&digest, &refs);
     let rec = LayerRecord {
         diff_id,
         digest,

@@ -202,48 +202,107 @@ fn wait<T>(rx: &Receiver<T>) -> Option<T> {
     }
 }
 
-type Compressed = io::Result<Vec<u8>>;
+/// A compressed chunk, and its key and BLAKE3 when it is worth a [`ChunkRef`].
+type Compressed = io::Result<(Vec<u8>, Option<([u8; 32], [u8; 32])>)>;
 
-/// Compressed chunks kept between builds, addressed by BLAKE3 of the compressor id and the raw
-/// chunk bytes: a layer that differs from an earlier one in a few files recompresses only the
-/// chunks those files fall in (the sha256 digests over the whole blob remain the cost).
-pub trait ChunkCache: Send + Sync {
-    fn get(&self, key: &[u8; 32]) -> Option<Vec<u8>>;
-    fn put(&self, key: &[u8; 32], compressed: &[u8]);
+/// Where one compressed chunk of a committed layer blob lies: enough to reuse the chunk later
+/// without keeping a second copy of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkRef {
+    /// BLAKE3 of the compressor id and the raw (uncompressed) chunk bytes.
+    pub key: [u8; 32],
+    /// Offset and length of the compressed chunk in the blob.
+    pub offset: u64,
+    pub len: u64,
+    /// BLAKE3 of the compressed bytes: a reader checks it before reusing them.
+    pub blake3: [u8; 32],
 }
 
-/// A [`ChunkCache`] in a directory: one file per chunk, `blake3(compressed) ‖ compressed`, so a
-/// damaged file is detected and ignored (recompressed) rather than put into a layer.
+/// Compressed chunks of earlier layers, addressed by [`ChunkRef::key`]: a layer that differs
+/// from an earlier one in a few files recompresses only the chunks those files fall in (the
+/// sha256 digests over the whole blob remain the cost).
+pub trait ChunkCache: Send + Sync {
+    /// The compressed bytes of the chunk `key` and their BLAKE3, checked, if a blob holds them.
+    fn get(&self, key: &[u8; 32]) -> Option<(Vec<u8>, [u8; 32])>;
+    /// Remembers where the chunks of the committed blob `blob` lie (from
+    /// [`LayerOutput::chunks`]). Call it only once the blob is in place.
+    fn record(&self, blob: &strata_cache::Digest, chunks: &[ChunkRef]);
+}
+
+/// A [`ChunkCache`] over the blob store: one small file per chunk key in `dir`, holding the
+/// blob digest, offset, length and BLAKE3 of the compressed chunk (112 bytes). The chunk is
+/// read back from the blob and checked against the BLAKE3, so a blob that was collected or
+/// damaged is a miss (the chunk is compressed again), never a wrong layer. Keeping references
+/// instead of copies writes nothing but the blob on a cold build.
 pub struct ChunkDir {
     dir: std::path::PathBuf,
+    blob_path: Box<dyn Fn(&strata_cache::Digest) -> std::path::PathBuf + Send + Sync>,
 }
 
 impl ChunkDir {
-    pub fn new(dir: std::path::PathBuf) -> ChunkDir {
-        ChunkDir { dir }
+    /// `blob_path` says where a blob lives (e.g. [`strata_cache::BlobStore::path`]).
+    pub fn new(
+        dir: std::path::PathBuf,
+        blob_path: impl Fn(&strata_cache::Digest) -> std::path::PathBuf + Send + Sync + 'static,
+    ) -> ChunkDir {
+        ChunkDir {
+            dir,
+            blob_path: Box::new(blob_path),
+        }
+    }
+
+    fn read_ref(&self, key: &[u8; 32]) -> Option<(strata_cache::Digest, u64, u64, [u8; 32])> {
+        let data = std::fs::read(self.dir.join(hex::encode(key))).ok()?;
+        if data.len() != CHUNK_REF_LEN {
+            return None;
+        }
+        let digest: strata_cache::Digest = std::str::from_utf8(&data[..71]).ok()?.parse().ok()?;
+        let offset = u64::from_le_bytes(data[71..79].try_into().ok()?);
+        let len = u64::from_le_bytes(data[79..87].try_into().ok()?);
+        let sum: [u8; 32] = data[87..119].try_into().ok()?;
+        Some((digest, offset, len, sum))
     }
 }
 
+/// `sha256:<64 hex>` (71) ‖ offset u64 LE ‖ length u64 LE ‖ BLAKE3 (32).
+const CHUNK_REF_LEN: usize = 71 + 8 + 8 + 32;
+
 impl ChunkCache for ChunkDir {
-    fn get(&self, key: &[u8; 32]) -> Option<Vec<u8>> {
-        let data = std::fs::read(self.dir.join(hex::encode(key))).ok()?;
-        let (sum, body) = data.split_at_checked(32)?;
-        (blake3::hash(body).as_bytes() == sum).then(|| body.to_vec())
+    fn get(&self, key: &[u8; 32]) -> Option<(Vec<u8>, [u8; 32])> {
+        use std::os::unix::fs::FileExt;
+        let (digest, offset, len, sum) = self.read_ref(key)?;
+        if len > CHUNK_MAX as u64 * 2 {
+            return None;
+        }
+        let f = std::fs::File::open((self.blob_path)(&digest)).ok()?;
+        let mut body = vec![0; len as usize];
+        f.read_exact_at(&mut body, offset).ok()?;
+        (blake3::hash(&body).as_bytes() == &sum).then_some((body, sum))
     }
 
-    fn put(&self, key: &[u8; 32], compressed: &[u8]) {
+    fn record(&self, blob: &strata_cache::Digest, chunks: &[ChunkRef]) {
         // Best effort: a failure only means the chunk is compressed again next time.
-        let _ = std::fs::create_dir_all(&self.dir);
-        let name = hex::encode(key);
-        let tmp = self.dir.join(format!(".tmp-{name}-{}", std::process::id()));
-        let mut data = Vec::with_capacity(32 + compressed.len());
-        data.extend_from_slice(blake3::hash(compressed).as_bytes());
-        data.extend_from_slice(compressed);
-        // A failed write (a full disk) must not leave its partial file behind either.
-        if std::fs::write(&tmp, &data).is_err()
-            || std::fs::rename(&tmp, self.dir.join(name)).is_err()
-        {
-            let _ = std::fs::remove_file(&tmp);
+        if chunks.is_empty() || std::fs::create_dir_all(&self.dir).is_err() {
+            return;
+        }
+        let blob = blob.to_string();
+        for c in chunks {
+            let mut data = Vec::with_capacity(CHUNK_REF_LEN);
+            data.extend_from_slice(blob.as_bytes());
+            data.extend_from_slice(&c.offset.to_le_bytes());
+            data.extend_from_slice(&c.len.to_le_bytes());
+            data.extend_from_slice(&c.blake3);
+            if data.len() != CHUNK_REF_LEN {
+                continue;
+            }
+            let name = hex::encode(c.key);
+            let tmp = self.dir.join(format!(".tmp-{name}-{}", std::process::id()));
+            // A failed write (a full disk) must not leave its partial file behind either.
+            if std::fs::write(&tmp, &data).is_err()
+                || std::fs::rename(&tmp, self.dir.join(name)).is_err()
+            {
+                let _ = std::fs::remove_file(&tmp);
+            }
         }
     }
 }
@@ -271,6 +330,7 @@ struct Pipeline<'o> {
     next_chunk: u64,
     hasher: Sha256Hasher,
     size: u64,
+    refs: Vec<ChunkRef>,
 }
 
 impl Pipeline<'_> {
@@ -284,9 +344,17 @@ impl Pipeline<'_> {
         let Some((chunk, rx)) = self.in_flight.pop_front() else {
             return Ok(());
         };
-        let compressed = wait(&rx)
+        let (compressed, keyed) = wait(&rx)
             .unwrap_or_else(|| Err(io::Error::other("compression task panicked")))
             .map_err(|source| LayerError::Compress { chunk, source })?;
+        if let Some((key, blake3)) = keyed {
+            self.refs.push(ChunkRef {
+                key,
+                offset: self.size,
+                len: compressed.len() as u64,
+                blake3,
+            });
+        }
         self.emit(&compressed)
     }
 
@@ -318,19 +386,17 @@ impl ChunkSink for Pipeline<'_> {
             // The cache is only read and written through its own methods; a panic inside it
             // leaves nothing half-updated that this task would observe afterwards.
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let Some(cache) = cache else {
-                    return compress_chunk(compression, &chunk);
+                // Only full-size chunks are worth keeping; the small tail of a layer is cheap.
+                let Some(cache) = cache.filter(|_| chunk.len() >= CHUNK_MIN) else {
+                    return Ok((compress_chunk(compression, &chunk)?, None));
                 };
                 let key = chunk_key(compression, &chunk);
-                if let Some(hit) = cache.get(&key) {
-                    return Ok(hit);
+                if let Some((hit, sum)) = cache.get(&key) {
+                    return Ok((hit, Some((key, sum))));
                 }
                 let out = compress_chunk(compression, &chunk)?;
-                // Only full-size chunks are worth keeping; the small tail of a layer is cheap.
-                if chunk.len() >= CHUNK_MIN {
-                    cache.put(&key, &out);
-                }
-                Ok(out)
+                let sum = *blake3::hash(&out).as_bytes();
+                Ok((out, Some((key, sum))))
             }));
             // A panic drops `tx` unsent: the receiver reports it as an error.
             if let Ok(r) = r {
@@ -389,6 +455,7 @@ pub fn write_layer_tee(
         next_chunk: 0,
         hasher: Sha256Hasher::new(),
         size: 0,
+        refs: Vec::new(),
     };
     let result = (|| {
         let mut buf = vec![0u8; 1 << 20];
@@ -416,6 +483,7 @@ pub fn write_layer_tee(
         size: pipe.size,
         uncompressed_size,
         media_type: compression.media_type(),
+        chunks: pipe.refs,
     })
 }
 
@@ -566,14 +634,14 @@ mod tests {
         std::sync::atomic::AtomicUsize,
     );
     impl ChunkCache for Counting {
-        fn get(&self, key: &[u8; 32]) -> Option<Vec<u8>> {
+        fn get(&self, key: &[u8; 32]) -> Option<(Vec<u8>, [u8; 32])> {
             let r = self.0.get(key);
             let c = if r.is_some() { &self.1 } else { &self.2 };
             c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             r
         }
-        fn put(&self, key: &[u8; 32], compressed: &[u8]) {
-            self.0.put(key, compressed)
+        fn record(&self, blob: &strata_cache::Digest, chunks: &[ChunkRef]) {
+            self.0.record(blob, chunks)
         }
     }
 
@@ -593,14 +661,26 @@ mod tests {
             canonicalize(v, 0).unwrap()
         };
         let dir = tempfile::tempdir().unwrap();
+        let blobs = dir.path().join("blobs");
+        std::fs::create_dir(&blobs).unwrap();
+        let blob_path = {
+            let blobs = blobs.clone();
+            move |d: &strata_cache::Digest| blobs.join(d.hex())
+        };
         let cache = std::sync::Arc::new(Counting(
-            ChunkDir::new(dir.path().join("c")),
+            ChunkDir::new(dir.path().join("c"), blob_path.clone()),
             Default::default(),
             Default::default(),
         ));
+        // Writes the layer, puts the blob where `blob_path` says, records its chunks.
         let run = |entries: &[Entry], cache: Option<std::sync::Arc<dyn ChunkCache>>| {
             let mut out = Vec::new();
-            let o = write_layer_cached(entries, Compression::Gzip, &mut out, cache).unwrap();
+            let o =
+                write_layer_cached(entries, Compression::Gzip, &mut out, cache.clone()).unwrap();
+            std::fs::write(blob_path(&o.digest), &out).unwrap();
+            if let Some(c) = cache {
+                c.record(&o.digest, &o.chunks);
+            }
             (o, out)
         };
         let (a, a_bytes) = run(&mk(false), Some(cache.clone()));
@@ -619,6 +699,32 @@ mod tests {
         assert_eq!(b.digest, b2.digest, "the cache never changes the bytes");
         assert_eq!(b_bytes, b2_bytes);
         assert_eq!(a_bytes.len() as u64, a.size);
+        // The cache keeps references, not copies: a few hundred bytes, whatever the layer size.
+        let kept: u64 = std::fs::read_dir(dir.path().join("c"))
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(
+            kept < 200 * (a.chunks.len() + b.chunks.len()) as u64,
+            "{kept}"
+        );
+        assert!(!a.chunks.is_empty());
+        for r in &a.chunks {
+            let bytes = &a_bytes[r.offset as usize..(r.offset + r.len) as usize];
+            assert_eq!(blake3::hash(bytes).as_bytes(), &r.blake3);
+        }
+        // A blob that is gone (collected) or damaged makes its chunks misses, never wrong bytes.
+        let before = cache.2.load(std::sync::atomic::Ordering::Relaxed);
+        std::fs::remove_file(blob_path(&b.digest)).unwrap();
+        let mut damaged = std::fs::read(blob_path(&a.digest)).unwrap();
+        let at = a.chunks[0].offset as usize + 100;
+        damaged[at] ^= 0xff;
+        std::fs::write(blob_path(&a.digest), damaged).unwrap();
+        let (b3, b3_bytes) = run(&mk(true), Some(cache.clone()));
+        assert_eq!(b3_bytes, b2_bytes);
+        assert_eq!(b3.digest, b2.digest);
+        let after = cache.2.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(after > before, "chunks of a missing blob are recompressed");
     }
 
     #[test]

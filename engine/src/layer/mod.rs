@@ -25,8 +25,8 @@ pub use archive::{
     MAX_USTAR_SIZE,
 };
 pub use compress::{
-    write_layer, write_layer_cached, write_layer_tee, ChunkCache, ChunkDir, RawTee, CHUNK_MAX,
-    CHUNK_MIN,
+    write_layer, write_layer_cached, write_layer_tee, ChunkCache, ChunkDir, ChunkRef, RawTee,
+    CHUNK_MAX, CHUNK_MIN,
 };
 pub use entry::{canonicalize, path_cmp, Content, Entry, EntryKind, KEPT_XATTRS};
 pub use tar::CHUNK_SOFT;
@@ -105,6 +105,9 @@ pub struct LayerOutput {
     /// Bytes of the uncompressed tar.
     pub uncompressed_size: u64,
     pub media_type: &'static str,
+    /// Where the full-size compressed chunks lie in the blob: hand them to
+    /// [`ChunkCache::record`] once the blob is committed (empty without a chunk cache).
+    pub chunks: Vec<ChunkRef>,
 }
 
 /// Errors of the layer module. Each names the entry path (or host path) it is about.
