@@ -1,12 +1,17 @@
-//! Throughput of `write_layer` on ~64 MiB of mixed files read from disk (gzip / zstd / none).
+//! Throughput of `write_layer` on ~64 MiB of mixed files read from disk (gzip / zstd / none),
+//! of a rewrite after a one-file change (compressed chunks reused from the blob before), and
+//! of unpacking that layer into a snapshot directory (the RUN path).
 //!
 //! Set `STRATA_BENCH_KEEP=DIR` to write the data set to DIR and keep it, e.g. to compare
 //! with `tar -c DIR | gzip -6 | sha256sum`.
 
 use std::path::Path;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use strata_engine::layer::{canonicalize, write_layer, Compression, Content, Entry, EntryKind};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use strata_engine::layer::{
+    canonicalize, write_layer, write_layer_cached, ChunkCache, ChunkDir, Compression, Content,
+    Entry, EntryKind,
+};
 
 /// Deterministic mixed content: runs of incompressible bytes and of source-like text.
 fn content(seed: u64, len: usize) -> Vec<u8> {
@@ -111,6 +116,74 @@ fn bench(c: &mut Criterion) {
         });
         eprintln!("{comp:?}: {total} tar bytes, compressed/uncompressed = {ratio:.3}");
     }
+
+    // One file changed since the layer was last written: only the chunk around it is
+    // compressed again; the rest is read back from the earlier blob (tar + sha256 remain).
+    let store = tempfile::tempdir().unwrap();
+    let blobs = store.path().join("blobs");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let cache: std::sync::Arc<dyn ChunkCache> = {
+        let blobs = blobs.clone();
+        std::sync::Arc::new(ChunkDir::new(store.path().join("chunks"), move |d| {
+            blobs.join(d.hex())
+        }))
+    };
+    let mut blob = Vec::new();
+    let first =
+        write_layer_cached(&entries, Compression::Gzip, &mut blob, Some(cache.clone())).unwrap();
+    std::fs::write(blobs.join(first.digest.hex()), &blob).unwrap();
+    cache.record(&first.digest, &first.chunks);
+    let changed = entries
+        .iter()
+        .find_map(|e| match &e.kind {
+            EntryKind::File {
+                content: Content::Path(p),
+                ..
+            } if e.path.starts_with("src/") => Some(p.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let mut body = std::fs::read(&changed).unwrap();
+    body[0] ^= 1; // same size: the entries stay valid
+    std::fs::write(&changed, body).unwrap();
+    g.bench_function("gzip one-file change (chunk reuse)", |b| {
+        b.iter(|| {
+            let mut sink = std::io::sink();
+            write_layer_cached(&entries, Compression::Gzip, &mut sink, Some(cache.clone())).unwrap()
+        })
+    });
+    g.finish();
+
+    // Unpacking the layer for a RUN step. Into /dev/shm when there is one: on ext4 without a
+    // journal, creating files right after deleting as many makes the kernel's inode allocator
+    // the measurement (see benches/scripts/workload-scenario.sh).
+    let mut tar = Vec::new();
+    write_layer(&entries, Compression::None, &mut tar).unwrap();
+    let shm = Path::new("/dev/shm");
+    let mut g = c.benchmark_group("snapshot");
+    g.throughput(Throughput::Bytes(total));
+    g.sample_size(10);
+    g.bench_function("unpack", |b| {
+        b.iter_batched(
+            || {
+                if shm.is_dir() {
+                    tempfile::tempdir_in(shm).unwrap()
+                } else {
+                    tempfile::tempdir().unwrap()
+                }
+            },
+            |dir| {
+                strata_engine::sandbox::snapshot::unpack(
+                    &tar[..],
+                    dir.path(),
+                    strata_engine::sandbox::Limits::default(),
+                )
+                .unwrap();
+                dir // removed after the measurement
+            },
+            BatchSize::PerIteration,
+        )
+    });
     g.finish();
 }
 
