@@ -67,6 +67,11 @@ pub(crate) fn mkdir_all_in_root(
     mode: u32,
 ) -> Result<OwnedFd, Errno> {
     let dir_flags = OFlags::DIRECTORY | OFlags::RDONLY;
+    // Usually the directory is there already: one in-root open of the whole path.
+    match open_in_root(root, comps, dir_flags) {
+        Err(Errno::NOENT) => {}
+        r => return r,
+    }
     let mut cur = open_in_root(root, &[], dir_flags)?;
     for i in 0..comps.len() {
         cur = match open_in_root(root, &comps[..=i], dir_flags) {

@@ -457,6 +457,7 @@ pub fn unpack_with(
         entries: 0,
         is_root: rustix::process::geteuid().is_root(),
         form,
+        last_parent: None,
     };
     let exceeded = std::rc::Rc::new(std::cell::Cell::new(false));
     let counted = Counted {
@@ -499,6 +500,11 @@ struct Unpacker {
     entries: u64,
     is_root: bool,
     form: Form,
+    /// The parent directory of the last entry, still open: a layer's entries are sorted, so
+    /// most entries share their parent with the one before. An entry only creates, replaces or
+    /// marks children of its parent, never the parent itself, so the handle stays right for
+    /// the next entry with the same parent path; any other path is opened afresh.
+    last_parent: Option<(Vec<std::ffi::OsString>, OwnedFd)>,
 }
 
 fn unsafe_entry(path: &[u8], reason: &'static str) -> SandboxError {
@@ -542,8 +548,40 @@ impl Unpacker {
                 .map_err(io_err("set owner and mode of"))?;
             return Ok(());
         };
-        let parent_fd = mkdir_all_in_root(self.root.as_fd(), parent, 0o755)
-            .map_err(io_err("create parent directories of"))?;
+        let parent_fd = match self.last_parent.take() {
+            Some((p, fd)) if p.as_slice() == parent => fd,
+            _ => mkdir_all_in_root(self.root.as_fd(), parent, 0o755)
+                .map_err(io_err("create parent directories of"))?,
+        };
+        let r = self.entry_in(
+            e,
+            &parent_fd,
+            name,
+            &raw_path,
+            &shown,
+            kind,
+            mode,
+            (uid, gid),
+        );
+        self.last_parent = Some((parent.to_vec(), parent_fd));
+        r
+    }
+
+    /// [`entry`](Self::entry) once its parent directory is open.
+    #[allow(clippy::too_many_arguments)]
+    fn entry_in<R: Read>(
+        &mut self,
+        e: &mut tar::Entry<R>,
+        parent_fd: &OwnedFd,
+        name: &std::ffi::OsString,
+        raw_path: &[u8],
+        shown: &String,
+        kind: tar::EntryType,
+        mode: u32,
+        (uid, gid): (u64, u64),
+    ) -> Result<(), SandboxError> {
+        let header = e.header().clone();
+        let io_err = |op: &'static str| move |err: Errno| SandboxError::io(op, shown, err.into());
         let name_b = name.as_encoded_bytes();
 
         // Whiteouts.
@@ -575,17 +613,24 @@ impl Unpacker {
             );
         }
 
-        // Replace whatever is there, except that a directory over a directory merges.
-        let existing = match rfs::statat(&parent_fd, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => Some(FileType::from_raw_mode(st.st_mode)),
-            Err(Errno::NOENT) => None,
-            Err(err) => return Err(io_err("stat")(err)),
+        use tar::EntryType as T;
+        // Replace whatever is there, except that a directory over a directory merges. A
+        // regular file is created exclusively first and looks only when that fails: in a
+        // fresh snapshot nothing is there, and the stat is a syscall per file.
+        let regular = matches!(kind, T::Regular | T::Continuous);
+        let existing = if regular {
+            None
+        } else {
+            match rfs::statat(parent_fd, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => Some(FileType::from_raw_mode(st.st_mode)),
+                Err(Errno::NOENT) => None,
+                Err(err) => return Err(io_err("stat")(err)),
+            }
         };
         if !(kind.is_dir() && existing == Some(FileType::Directory)) && existing.is_some() {
             remove_all_at(parent_fd.as_fd(), name).map_err(io_err("replace"))?;
         }
 
-        use tar::EntryType as T;
         match kind {
             T::Regular | T::Continuous => {
                 // The size the archive is positioned by (PAX `size` when present, which
@@ -598,16 +643,25 @@ impl Unpacker {
                         limit: self.limits.max_bytes,
                     });
                 }
-                let f = rfs::openat(
-                    &parent_fd,
-                    name.as_os_str(),
-                    OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::WRONLY
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
+                let create = || {
+                    rfs::openat(
+                        parent_fd,
+                        name.as_os_str(),
+                        OFlags::CREATE
+                            | OFlags::EXCL
+                            | OFlags::WRONLY
+                            | OFlags::NOFOLLOW
+                            | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(0o600),
+                    )
+                };
+                let f = match create() {
+                    Err(Errno::EXIST) => {
+                        remove_all_at(parent_fd.as_fd(), name).map_err(io_err("replace"))?;
+                        create()
+                    }
+                    r => r,
+                }
                 .map_err(io_err("create"))?;
                 let mut file = std::fs::File::from(f);
                 let n = io::copy(&mut e.take(size), &mut file)
@@ -899,6 +953,31 @@ mod tests {
         f.unpack(Tar::new().file(&abs, b"x").bytes()).unwrap();
         f.assert_contained();
         assert!(f.snap().join(abs.trim_start_matches('/')).is_file());
+    }
+
+    #[test]
+    fn a_later_entry_replaces_a_file_or_symlink_and_never_writes_through_it() {
+        let f = Fixture::new();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let host = elsewhere.path().join("host-file");
+        std::fs::write(&host, b"host").unwrap();
+        f.unpack(
+            Tar::new()
+                .file("d/a", b"first")
+                .file("d/a", b"second")
+                .symlink("d/l", &host.display().to_string())
+                .file("d/l", b"layer")
+                .symlink("d/m", "a")
+                .file("d/m", b"own")
+                .bytes(),
+        )
+        .unwrap();
+        f.assert_contained();
+        assert_eq!(std::fs::read(&host).unwrap(), b"host");
+        assert_eq!(std::fs::read(f.snap().join("d/a")).unwrap(), b"second");
+        assert_eq!(std::fs::read(f.snap().join("d/l")).unwrap(), b"layer");
+        assert_eq!(std::fs::read(f.snap().join("d/m")).unwrap(), b"own");
+        assert!(!f.snap().join("d/l").is_symlink());
     }
 
     #[test]
