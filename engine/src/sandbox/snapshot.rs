@@ -586,20 +586,15 @@ impl Unpacker {
 
         // Whiteouts.
         if name_b == OPAQUE {
-            return rfs::fsetxattr(
-                &parent_fd,
-                self.form.opaque_xattr,
-                b"y",
-                XattrFlags::empty(),
-            )
-            .map_err(io_err("mark opaque"));
+            return rfs::fsetxattr(parent_fd, self.form.opaque_xattr, b"y", XattrFlags::empty())
+                .map_err(io_err("mark opaque"));
         }
         if let Some(target) = name_b.strip_prefix(WHITEOUT_PREFIX) {
             if target.starts_with(WHITEOUT_PREFIX) {
                 return Ok(()); // aufs metadata (.wh..wh.plnk etc.): meaningless here
             }
             if target.is_empty() || target == b"." || target == b".." {
-                return Err(unsafe_entry(&raw_path, "whiteout of an invalid name"));
+                return Err(unsafe_entry(raw_path, "whiteout of an invalid name"));
             }
             let target = OsStr::from_bytes(target);
             remove_all_at(parent_fd.as_fd(), target).map_err(io_err("remove whited-out"))?;
@@ -609,7 +604,7 @@ impl Unpacker {
                 FileType::CharacterDevice,
                 0,
                 0,
-                &shown,
+                shown,
             );
         }
 
@@ -665,21 +660,21 @@ impl Unpacker {
                 .map_err(io_err("create"))?;
                 let mut file = std::fs::File::from(f);
                 let n = io::copy(&mut e.take(size), &mut file)
-                    .map_err(|err| SandboxError::io("write", &shown, err))?;
+                    .map_err(|err| SandboxError::io("write", shown, err))?;
                 if n != size {
-                    return Err(unsafe_entry(&raw_path, "truncated file content"));
+                    return Err(unsafe_entry(raw_path, "truncated file content"));
                 }
                 file.flush()
-                    .map_err(|err| SandboxError::io("write", &shown, err))?;
+                    .map_err(|err| SandboxError::io("write", shown, err))?;
                 // chown clears setuid bits and file capabilities: owner, then mode, then xattrs.
                 self.set_owner_mode(file.as_fd(), uid, gid, mode)
                     .map_err(io_err("set owner and mode of"))?;
                 if let Some(exts) = e
                     .pax_extensions()
-                    .map_err(|err| SandboxError::io("read", &shown, err))?
+                    .map_err(|err| SandboxError::io("read", shown, err))?
                 {
                     for ext in exts {
-                        let ext = ext.map_err(|err| SandboxError::io("read", &shown, err))?;
+                        let ext = ext.map_err(|err| SandboxError::io("read", shown, err))?;
                         // Only file capabilities: `trusted.overlay.*` from a layer would steer
                         // overlayfs (redirects, metacopy) — never apply those.
                         if ext.key_bytes() == b"SCHILY.xattr.security.capability" {
@@ -697,11 +692,11 @@ impl Unpacker {
             }
             T::Directory => {
                 if existing != Some(FileType::Directory) {
-                    rfs::mkdirat(&parent_fd, name.as_os_str(), Mode::from_raw_mode(0o700))
+                    rfs::mkdirat(parent_fd, name.as_os_str(), Mode::from_raw_mode(0o700))
                         .map_err(io_err("create directory"))?;
                 }
                 let d = rfs::openat(
-                    &parent_fd,
+                    parent_fd,
                     name.as_os_str(),
                     OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC,
                     Mode::empty(),
@@ -713,11 +708,11 @@ impl Unpacker {
             T::Symlink => {
                 let target = e
                     .link_name_bytes()
-                    .ok_or_else(|| unsafe_entry(&raw_path, "symlink without a target"))?;
+                    .ok_or_else(|| unsafe_entry(raw_path, "symlink without a target"))?;
                 if target.is_empty() || target.contains(&0) {
-                    return Err(unsafe_entry(&raw_path, "invalid symlink target"));
+                    return Err(unsafe_entry(raw_path, "invalid symlink target"));
                 }
-                rfs::symlinkat(OsStr::from_bytes(&target), &parent_fd, name.as_os_str())
+                rfs::symlinkat(OsStr::from_bytes(&target), parent_fd, name.as_os_str())
                     .map_err(io_err("create symlink"))?;
                 self.lchown(parent_fd.as_fd(), name, uid, gid)
                     .map_err(io_err("chown"))
@@ -725,10 +720,10 @@ impl Unpacker {
             T::Link => {
                 let target = e
                     .link_name_bytes()
-                    .ok_or_else(|| unsafe_entry(&raw_path, "hard link without a target"))?;
-                let tcomps = components(&target).map_err(|r| unsafe_entry(&raw_path, r))?;
+                    .ok_or_else(|| unsafe_entry(raw_path, "hard link without a target"))?;
+                let tcomps = components(&target).map_err(|r| unsafe_entry(raw_path, r))?;
                 let Some((tname, tparent)) = tcomps.split_last() else {
-                    return Err(unsafe_entry(&raw_path, "hard link to the root"));
+                    return Err(unsafe_entry(raw_path, "hard link to the root"));
                 };
                 // Resolved inside the snapshot: a link to `/etc/shadow` means the layer's own.
                 let tparent_fd =
@@ -737,7 +732,7 @@ impl Unpacker {
                 rfs::linkat(
                     &tparent_fd,
                     tname.as_os_str(),
-                    &parent_fd,
+                    parent_fd,
                     name.as_os_str(),
                     AtFlags::empty(),
                 )
@@ -751,11 +746,11 @@ impl Unpacker {
                 };
                 let major = header.device_major().ok().flatten().unwrap_or(0);
                 let minor = header.device_minor().ok().flatten().unwrap_or(0);
-                self.mknod(parent_fd.as_fd(), name, ft, major, minor, &shown)?;
+                self.mknod(parent_fd.as_fd(), name, ft, major, minor, shown)?;
                 self.lchown(parent_fd.as_fd(), name, uid, gid)
                     .map_err(io_err("chown"))?;
                 rfs::chmodat(
-                    &parent_fd,
+                    parent_fd,
                     name.as_os_str(),
                     Mode::from_raw_mode(mode),
                     AtFlags::empty(),
