@@ -203,7 +203,16 @@ fn wait<T>(rx: &Receiver<T>) -> Option<T> {
 }
 
 /// A compressed chunk, and its key and BLAKE3 when it is worth a [`ChunkRef`].
-type Compressed = io::Result<(Vec<u8>, Option<([u8; 32], [u8; 32])>)>;
+/// A compressed chunk; its key and BLAKE3 when it is worth a [`ChunkRef`]; whether it came
+/// from the cache; the raw length.
+type Compressed = io::Result<Done>;
+
+struct Done {
+    bytes: Vec<u8>,
+    keyed: Option<([u8; 32], [u8; 32])>,
+    reused: bool,
+    raw_len: u64,
+}
 
 /// Where one compressed chunk of a committed layer blob lies: enough to reuse the chunk later
 /// without keeping a second copy of its bytes.
@@ -331,6 +340,8 @@ struct Pipeline<'o> {
     hasher: Sha256Hasher,
     size: u64,
     refs: Vec<ChunkRef>,
+    compressed_raw: u64,
+    reused_raw: u64,
 }
 
 impl Pipeline<'_> {
@@ -344,9 +355,19 @@ impl Pipeline<'_> {
         let Some((chunk, rx)) = self.in_flight.pop_front() else {
             return Ok(());
         };
-        let (compressed, keyed) = wait(&rx)
+        let Done {
+            bytes: compressed,
+            keyed,
+            reused,
+            raw_len,
+        } = wait(&rx)
             .unwrap_or_else(|| Err(io::Error::other("compression task panicked")))
             .map_err(|source| LayerError::Compress { chunk, source })?;
+        if reused {
+            self.reused_raw += raw_len;
+        } else {
+            self.compressed_raw += raw_len;
+        }
         if let Some((key, blake3)) = keyed {
             self.refs.push(ChunkRef {
                 key,
@@ -388,15 +409,30 @@ impl ChunkSink for Pipeline<'_> {
             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 // Only full-size chunks are worth keeping; the small tail of a layer is cheap.
                 let Some(cache) = cache.filter(|_| chunk.len() >= CHUNK_MIN) else {
-                    return Ok((compress_chunk(compression, &chunk)?, None));
+                    return Ok(Done {
+                        bytes: compress_chunk(compression, &chunk)?,
+                        keyed: None,
+                        reused: false,
+                        raw_len: chunk.len() as u64,
+                    });
                 };
                 let key = chunk_key(compression, &chunk);
                 if let Some((hit, sum)) = cache.get(&key) {
-                    return Ok((hit, Some((key, sum))));
+                    return Ok(Done {
+                        bytes: hit,
+                        keyed: Some((key, sum)),
+                        reused: true,
+                        raw_len: chunk.len() as u64,
+                    });
                 }
                 let out = compress_chunk(compression, &chunk)?;
                 let sum = *blake3::hash(&out).as_bytes();
-                Ok((out, Some((key, sum))))
+                Ok(Done {
+                    bytes: out,
+                    keyed: Some((key, sum)),
+                    reused: false,
+                    raw_len: chunk.len() as u64,
+                })
             }));
             // A panic drops `tx` unsent: the receiver reports it as an error.
             if let Ok(r) = r {
@@ -456,6 +492,8 @@ pub fn write_layer_tee(
         hasher: Sha256Hasher::new(),
         size: 0,
         refs: Vec::new(),
+        compressed_raw: 0,
+        reused_raw: 0,
     };
     let result = (|| {
         let mut buf = vec![0u8; 1 << 20];
@@ -484,6 +522,8 @@ pub fn write_layer_tee(
         uncompressed_size,
         media_type: compression.media_type(),
         chunks: pipe.refs,
+        compressed_raw: pipe.compressed_raw,
+        reused_raw: pipe.reused_raw,
     })
 }
 
@@ -695,6 +735,14 @@ mod tests {
         assert!(misses <= 3, "only the chunks around the changed file are recompressed: {misses} misses, {hits} hits");
         assert!(hits >= misses_cold - 3);
         assert_ne!(a.diff_id, b.diff_id);
+        // What `strata bench` reports as re-compressed vs reused tar bytes.
+        assert_eq!(a.compressed_raw, a.uncompressed_size);
+        assert_eq!(a.reused_raw, 0);
+        assert_eq!(b.compressed_raw + b.reused_raw, b.uncompressed_size);
+        assert!(
+            b.compressed_raw <= 3 * CHUNK_MAX as u64 && b.reused_raw > b.uncompressed_size / 2,
+            "{b:?}"
+        );
         let (b2, b2_bytes) = run(&mk(true), None);
         assert_eq!(b.digest, b2.digest, "the cache never changes the bytes");
         assert_eq!(b_bytes, b2_bytes);

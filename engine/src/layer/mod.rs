@@ -108,6 +108,10 @@ pub struct LayerOutput {
     /// Where the full-size compressed chunks lie in the blob: hand them to
     /// [`ChunkCache::record`] once the blob is committed (empty without a chunk cache).
     pub chunks: Vec<ChunkRef>,
+    /// Tar bytes that went through the compressor, and tar bytes whose compressed chunk was
+    /// reused from the [`ChunkCache`] (both 0 for [`Compression::None`]).
+    pub compressed_raw: u64,
+    pub reused_raw: u64,
 }
 
 /// Errors of the layer module. Each names the entry path (or host path) it is about.
