@@ -4,7 +4,8 @@
 //!
 //! | prefix | key after the prefix                          | value          |
 //! |--------|-----------------------------------------------|----------------|
-//! | `s/`   | 32-byte step key (blake3, from the engine)    | [`StepRecord`] |
+//! | `s/`   | 32-byte step key (blake3, from the engine)    | [`StepRecord`] (schema [`STEP_SCHEMA`]) |
+//! | `e/`   | 32-byte step key                              | [`ExplainRecord`]: what `--explain` compares, read only then |
 //! | `l/`   | 32-byte location (dockerfile + stage + step)  | 32-byte step key |
 //! | `y/`   | 32-byte diff_id, then the compression id      | [`LayerRecord`] |
 //! | `t/`   | absolute host path, raw bytes                 | [`StatEntry`]  |
@@ -18,7 +19,9 @@
 //! Every value is one schema-version byte ([`VALUE_SCHEMA`]) followed by its bincode encoding.
 //! A value with another version byte is reported as [`StoreError::Schema`], never a panic.
 //! Bumping [`VALUE_SCHEMA`] is a deliberate act: the tests `unknown_schema_version_is_an_error`
-//! and `round_trips_every_record` must change with it. A change to the key layout instead bumps
+//! and `round_trips_every_record` must change with it. Step records have their own version,
+//! [`STEP_SCHEMA`] (2: the per-file explain inputs moved out to `e/`); version 1 records, from
+//! older strata, are still read (their explain inputs skipped), so an upgrade keeps the cache. A change to the key layout instead bumps
 //! the directory name (`index-v1`), so old and new strata never read each other's keys.
 //!
 //! Durability: step records, layer records and tags are written with
@@ -41,11 +44,17 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
-pub use crate::records::{ExplainInput, LayerRecord, StepRecord};
+pub use crate::records::{ExplainInput, ExplainRecord, LayerRecord, StepRecord};
 use crate::Digest;
 
-/// The schema version byte in front of every value.
+/// The schema version byte in front of every value but step records.
 pub const VALUE_SCHEMA: u8 = 1;
+
+/// The schema version byte in front of a step record. 1: `(layer, explain inputs,
+/// created_unix)`, explain inputs being two named digests per source file (~10 MB for a COPY of
+/// 55k files, decoded at every cache hit); 2: `(layer, created_unix)`, the explain data in its
+/// own `e/` record. Tests: `round_trips_every_record`, `reads_version_1_step_records`.
+pub const STEP_SCHEMA: u8 = 2;
 
 const STEP: &[u8] = b"s/";
 const LAST_AT: &[u8] = b"l/";
@@ -59,6 +68,7 @@ const ORIGIN: &[u8] = b"o/";
 /// At most this many origins are kept per blob (the most recent ones).
 const MAX_ORIGINS: usize = 8;
 const FACTS: &[u8] = b"f/";
+const EXPLAIN: &[u8] = b"e/";
 
 /// What an image strata built stands on, for `strata rebase`: the base image (if any), how many
 /// of the image's layers are the base's, and for each layer above it whether the step that made
@@ -335,6 +345,49 @@ fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, St
     })
 }
 
+/// A step record of version [`STEP_SCHEMA`], or of version 1 (its explain inputs skipped).
+fn decode_step(bytes: &[u8]) -> Result<StepRecord, StoreError> {
+    /// The version 1 layout; its explain inputs are decoded (bincode cannot skip a value)
+    /// and dropped: not worth converting, a later `--explain` says the previous inputs are
+    /// unknown.
+    #[derive(Deserialize)]
+    struct StepRecordV1 {
+        layer: Option<LayerRecord>,
+        #[allow(dead_code)]
+        explain: Vec<ExplainInput>,
+        created_unix: u64,
+    }
+    let corrupt = |e: bincode::Error| StoreError::Corrupt {
+        what: "step",
+        reason: e.to_string(),
+    };
+    match bytes.split_first() {
+        Some((&STEP_SCHEMA, body)) => bincode::deserialize(body).map_err(corrupt),
+        Some((1, body)) => {
+            let old: StepRecordV1 = bincode::deserialize(body).map_err(corrupt)?;
+            Ok(StepRecord {
+                layer: old.layer,
+                created_unix: old.created_unix,
+            })
+        }
+        Some((&found, _)) => Err(StoreError::Schema {
+            what: "step",
+            found,
+            expected: STEP_SCHEMA,
+        }),
+        None => Err(StoreError::Corrupt {
+            what: "step",
+            reason: "empty value".into(),
+        }),
+    }
+}
+
+fn encode_step(rec: &StepRecord) -> Vec<u8> {
+    let mut out = vec![STEP_SCHEMA];
+    bincode::serialize_into(&mut out, rec).expect("bincode encoding of a step record");
+    out
+}
+
 fn synced() -> WriteOptions {
     let mut w = WriteOptions::default();
     w.set_sync(true);
@@ -475,12 +528,41 @@ impl Index {
     }
 
     pub fn get_step(&self, key32: &[u8; 32]) -> Result<Option<StepRecord>, StoreError> {
-        self.get("step", &key(STEP, &[&key32[..]]))
+        let k = key(STEP, &[&key32[..]]);
+        self.with_db(|db| match db.get_pinned(k)? {
+            Some(v) => decode_step(&v).map(Some),
+            None => Ok(None),
+        })
     }
 
-    /// Call only after the layer blob the record names is committed.
-    pub fn put_step(&self, key32: &[u8; 32], rec: &StepRecord) -> Result<(), StoreError> {
-        self.put(&key(STEP, &[&key32[..]]), rec, true)
+    /// Writes a step record and, when given, what `--explain` will compare a later build of
+    /// the step with (one synced batch). Call only after the layer blob the record names is
+    /// committed. Without `explain`, an older explain record of the step is removed.
+    pub fn put_step(
+        &self,
+        key32: &[u8; 32],
+        rec: &StepRecord,
+        explain: Option<&ExplainRecord>,
+    ) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put(key(STEP, &[&key32[..]]), encode_step(rec));
+        match explain {
+            Some(e) => batch.put(key(EXPLAIN, &[&key32[..]]), encode(e)),
+            None => batch.delete(key(EXPLAIN, &[&key32[..]])),
+        }
+        self.with_db(|db| Ok(db.write_opt(batch, &synced())?))
+    }
+
+    /// The explain record of step `key32`; read only by `--explain`, for a step that missed.
+    pub fn get_explain(&self, key32: &[u8; 32]) -> Result<Option<ExplainRecord>, StoreError> {
+        let rec: Option<ExplainRecord> = self.get("explain", &key(EXPLAIN, &[&key32[..]]))?;
+        if let Some(r) = &rec {
+            r.files.check().map_err(|reason| StoreError::Corrupt {
+                what: "explain",
+                reason,
+            })?;
+        }
+        Ok(rec)
     }
 
     /// The last step key seen at `location`, for `--explain`.
@@ -668,7 +750,7 @@ impl Index {
             let Some(v) = db.get_pinned(&k)? else {
                 return Ok(None);
             };
-            let rec: StepRecord = decode("step", &v)?;
+            let rec = decode_step(&v)?;
             db.put(&used, &now)?;
             if let Some(f) = &self.shared.in_use {
                 use std::io::Write as _;
@@ -706,14 +788,15 @@ impl Index {
     pub fn list_steps(&self) -> Result<Vec<([u8; 32], StepRecord)>, StoreError> {
         self.scan(STEP)?
             .into_iter()
-            .map(|(k, v)| Ok((key32_of("step", &k)?, decode("step", &v)?)))
+            .map(|(k, v)| Ok((key32_of("step", &k)?, decode_step(&v)?)))
             .collect()
     }
 
-    /// Removes a step record and its last-use time (synced, in one batch).
+    /// Removes a step record, its explain record and its last-use time (synced, in one batch).
     pub fn delete_step(&self, key32: &[u8; 32]) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         batch.delete(key(STEP, &[&key32[..]]));
+        batch.delete(key(EXPLAIN, &[&key32[..]]));
         batch.delete(key(USED, &[&key32[..]]));
         self.with_db(|db| Ok(db.write_opt(batch, &synced())?))
     }
@@ -793,9 +876,9 @@ mod tests {
                 &k,
                 &StepRecord {
                     layer: Some(layer(1)),
-                    explain: vec![],
                     created_unix: 1,
                 },
+                None,
             )
             .unwrap();
         }
@@ -819,9 +902,9 @@ mod tests {
                 &[0; 32],
                 &StepRecord {
                     layer: None,
-                    explain: vec![],
                     created_unix: 1,
                 },
+                None,
             )
             .unwrap();
             ix.release();
@@ -925,21 +1008,30 @@ mod tests {
 
         let step = StepRecord {
             layer: Some(layer(1)),
-            explain: vec![ExplainInput {
-                name: "file:src/main.rs".into(),
-                value: [9; 32],
-            }],
             created_unix: 1_700_000_000,
         };
+        let mut files = crate::records::FileFactsBuilder::default();
+        files.push("src/main.rs", 9, 0o644);
+        let explain = ExplainRecord {
+            inputs: vec![ExplainInput {
+                name: "instruction".into(),
+                value: [9; 32],
+            }],
+            files: files.finish(),
+        };
         assert_eq!(ix.get_step(&[1; 32]).unwrap(), None);
-        ix.put_step(&[1; 32], &step).unwrap();
-        assert_eq!(ix.get_step(&[1; 32]).unwrap(), Some(step));
+        assert_eq!(ix.get_explain(&[1; 32]).unwrap(), None);
+        ix.put_step(&[1; 32], &step, Some(&explain)).unwrap();
+        assert_eq!(ix.get_step(&[1; 32]).unwrap(), Some(step.clone()));
+        assert_eq!(ix.get_explain(&[1; 32]).unwrap(), Some(explain));
+        // Rewritten without explain data (imported from a shared cache): none is left behind.
+        ix.put_step(&[1; 32], &step, None).unwrap();
+        assert_eq!(ix.get_explain(&[1; 32]).unwrap(), None);
         let no_layer = StepRecord {
             layer: None,
-            explain: vec![],
             created_unix: 0,
         };
-        ix.put_step(&[2; 32], &no_layer).unwrap();
+        ix.put_step(&[2; 32], &no_layer, None).unwrap();
         assert_eq!(ix.get_step(&[2; 32]).unwrap(), Some(no_layer));
 
         assert_eq!(ix.get_last_at(&[3; 32]).unwrap(), None);
@@ -992,11 +1084,11 @@ mod tests {
         let (_dir, ix) = index();
         let rec = |n: u8| StepRecord {
             layer: Some(layer(n)),
-            explain: vec![],
             created_unix: n as u64,
         };
-        ix.put_step(&[2; 32], &rec(2)).unwrap();
-        ix.put_step(&[1; 32], &rec(1)).unwrap();
+        ix.put_step(&[2; 32], &rec(2), None).unwrap();
+        ix.put_step(&[1; 32], &rec(1), Some(&ExplainRecord::default()))
+            .unwrap();
         // Records of other kinds around `s/` must not leak into the listing.
         ix.put_tag(
             "z",
@@ -1016,8 +1108,10 @@ mod tests {
         ix.touch_step_at(&[1; 32], 42).unwrap();
         assert_eq!(ix.step_last_used(&[1; 32]).unwrap(), Some(42));
         assert_eq!(ix.list_last_used().unwrap(), vec![([1; 32], 42)]);
+        assert!(ix.get_explain(&[1; 32]).unwrap().is_some());
         ix.delete_step(&[1; 32]).unwrap();
         assert_eq!(ix.get_step(&[1; 32]).unwrap(), None);
+        assert_eq!(ix.get_explain(&[1; 32]).unwrap(), None);
         assert_eq!(ix.step_last_used(&[1; 32]).unwrap(), None);
         assert_eq!(ix.list_steps().unwrap().len(), 1);
 
@@ -1035,8 +1129,9 @@ mod tests {
     fn unknown_schema_version_is_an_error() {
         let (_dir, ix) = index();
         let mut v = encode(&stat(1));
-        v[0] = VALUE_SCHEMA + 1;
+        v[0] = STEP_SCHEMA + 1;
         ix.put_raw(&key(STEP, &[&[5u8; 32][..]]), &v);
+        v[0] = VALUE_SCHEMA + 1;
         ix.put_raw(&key(STAT, &[&b"/x"[..]]), &v);
         ix.put_raw(&key(TAG, &[&b"t"[..]]), &[]);
         ix.put_raw(&key(LAST_AT, &[&[5u8; 32][..]]), &[VALUE_SCHEMA, 1, 2]);
@@ -1044,8 +1139,8 @@ mod tests {
             ix.get_step(&[5; 32]),
             Err(StoreError::Schema {
                 what: "step",
-                found: 2,
-                expected: 1
+                found: 3,
+                expected: 2
             })
         ));
         assert!(matches!(
@@ -1063,6 +1158,40 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// A store written by strata before step records lost their explain inputs keeps its
+    /// cache: version 1 records are read, their per-file inputs skipped.
+    #[test]
+    fn reads_version_1_step_records() {
+        let (_dir, ix) = index();
+        #[derive(Serialize)]
+        struct V1 {
+            layer: Option<LayerRecord>,
+            explain: Vec<ExplainInput>,
+            created_unix: u64,
+        }
+        let old = V1 {
+            layer: Some(layer(3)),
+            explain: (0..1000)
+                .map(|i| ExplainInput {
+                    name: format!("content:src/{i}.rs"),
+                    value: [i as u8; 32],
+                })
+                .collect(),
+            created_unix: 77,
+        };
+        let mut v = vec![1u8];
+        bincode::serialize_into(&mut v, &old).unwrap();
+        ix.put_raw(&key(STEP, &[&[6u8; 32][..]]), &v);
+        let want = StepRecord {
+            layer: Some(layer(3)),
+            created_unix: 77,
+        };
+        assert_eq!(ix.get_step(&[6; 32]).unwrap(), Some(want.clone()));
+        assert_eq!(ix.use_step(&[6; 32]).unwrap(), Some(want.clone()));
+        assert_eq!(ix.list_steps().unwrap(), vec![([6; 32], want)]);
+        assert_eq!(ix.get_explain(&[6; 32]).unwrap(), None);
     }
 
     /// Speed is measured by the benches (`benches/benches/engine.rs`), not asserted here: a

@@ -56,6 +56,8 @@ pub use fsck::{fsck, FsckReport, Problem};
 pub use gc::{gc, GcOptions, GcPolicy, GcReport};
 #[cfg(feature = "index")]
 pub use index::{Index, IndexHold, Lineage, OnWait, StatEntry, TagRecord};
-pub use records::{ExplainInput, LayerRecord, StepRecord};
+pub use records::{
+    ExplainInput, ExplainRecord, FileCursor, FileFacts, FileFactsBuilder, LayerRecord, StepRecord,
+};
 #[cfg(feature = "index")]
 pub use store::{Store, LOCK_WAIT, STORE_VERSION};

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
-use strata_cache::{ExplainInput, StatEntry, Store};
+use strata_cache::{ExplainInput, ExplainRecord, FileFactsBuilder, StatEntry, Store};
 
 use crate::build::rootfs::{self, NodeKind, Tree};
 use crate::build::BuildError;
@@ -43,6 +43,9 @@ use crate::plan::{CopyFrom, CopySource, CopySpec};
 pub(crate) enum Prepared {
     Context {
         resolved: ResolvedSource,
+        /// Per entry of `resolved`, the content digest of a file (`None` for the others):
+        /// kept for the explain record, built only if the step misses.
+        hashes: Vec<Option<[u8; 32]>>,
     },
     Heredoc {
         name: String,
@@ -59,7 +62,9 @@ pub(crate) struct PreparedCopy {
     /// Whether `key` includes the parent key; if not, the next step's parent is
     /// [`chain`]`(parent, key)`.
     pub includes_parent: bool,
-    pub explain: Vec<ExplainInput>,
+    /// The named inputs of the key for `--explain` (the per-file ones come from `sources`:
+    /// [`PreparedCopy::explain_record`]).
+    pub inputs: Vec<ExplainInput>,
     pub sources: Vec<Prepared>,
     /// The layer's entries, when they were built to compute the parent facts.
     pub entries: Option<Vec<Entry>>,
@@ -377,34 +382,16 @@ pub(crate) fn prepare(
                     bytes_hashed += n_bytes;
                     k.str("source", &r.rel).u64("is_dir", r.is_dir as u64);
                     for (e, h) in r.entries.iter().zip(&hashes) {
-                        let mode = normalise_context_mode(&e.kind, e.mode);
-                        let (kind, content): (&str, Vec<u8>) = match (&e.kind, h) {
-                            (ContextKind::File { .. }, Some(h)) => ("f", h.to_vec()),
-                            (ContextKind::Dir, _) => ("d", Vec::new()),
-                            (ContextKind::Symlink { target }, _) => {
-                                ("l", target.as_bytes().to_vec())
-                            }
-                            (ContextKind::File { .. }, None) => unreachable!("files are hashed"),
-                        };
+                        let (kind, content) = kind_and_content(e, h);
                         k.str("path", &e.rel_in_source)
                             .str("kind", kind)
-                            .u64("mode", mode as u64)
-                            .bytes("content", &content);
-                        let shown = if r.rel.is_empty() || e.rel_in_source.is_empty() {
-                            format!("{}{}", r.rel, e.rel_in_source)
-                        } else {
-                            format!("{}/{}", r.rel, e.rel_in_source)
-                        };
-                        explain.push(ExplainInput {
-                            name: format!("content:{shown}"),
-                            value: h32(&[kind.as_bytes(), &content]),
-                        });
-                        explain.push(ExplainInput {
-                            name: format!("mode:{shown}"),
-                            value: h32(&[&mode.to_le_bytes()]),
-                        });
+                            .u64("mode", normalise_context_mode(&e.kind, e.mode) as u64)
+                            .bytes("content", content);
                     }
-                    sources.push(Prepared::Context { resolved: r });
+                    sources.push(Prepared::Context {
+                        resolved: r,
+                        hashes,
+                    });
                 }
             }
         }
@@ -464,13 +451,74 @@ pub(crate) fn prepare(
     Ok(PreparedCopy {
         key: key.finish(),
         includes_parent,
-        explain,
+        inputs: explain,
         sources,
         entries: entries_built,
         files,
         hashed,
         bytes_hashed,
     })
+}
+
+/// What a context entry contributes to the key besides its path and mode: its type, and the
+/// content digest (file) or target (symlink).
+fn kind_and_content<'a>(
+    e: &'a ContextEntry,
+    hash: &'a Option<[u8; 32]>,
+) -> (&'static str, &'a [u8]) {
+    match (&e.kind, hash) {
+        (ContextKind::File { .. }, Some(h)) => ("f", h),
+        (ContextKind::Dir, _) => ("d", &[]),
+        (ContextKind::Symlink { target }, _) => ("l", target.as_bytes()),
+        (ContextKind::File { .. }, None) => unreachable!("files are hashed"),
+    }
+}
+
+impl PreparedCopy {
+    /// What `--explain` compares when a later build of this step misses: the named inputs and,
+    /// per context entry, its path as the user wrote it (source + path in it), a fingerprint
+    /// of its type and content, and its mode. Built only when the step runs (a cache hit
+    /// stores nothing), from what [`prepare`] kept.
+    pub(crate) fn explain_record(&self) -> ExplainRecord {
+        let n = self
+            .sources
+            .iter()
+            .map(|s| match s {
+                Prepared::Context { resolved, .. } => resolved.entries.len(),
+                _ => 0,
+            })
+            .sum();
+        let mut files = FileFactsBuilder::with_capacity(n);
+        let mut shown = String::new();
+        for s in &self.sources {
+            let Prepared::Context {
+                resolved: r,
+                hashes,
+            } = s
+            else {
+                continue;
+            };
+            for (e, h) in r.entries.iter().zip(hashes) {
+                let (kind, content) = kind_and_content(e, h);
+                shown.clear();
+                shown.push_str(&r.rel);
+                if !r.rel.is_empty() && !e.rel_in_source.is_empty() {
+                    shown.push('/');
+                }
+                shown.push_str(&e.rel_in_source);
+                let fp = h32(&[kind.as_bytes(), content]);
+                files.push(
+                    &shown,
+                    u64::from_le_bytes(fp[..8].try_into().expect("8 bytes")),
+                    normalise_context_mode(&e.kind, e.mode),
+                );
+            }
+        }
+        ExplainRecord {
+            inputs: self.inputs.clone(),
+            files: files.finish(),
+        }
+    }
 }
 
 /// Per entry its content hash (files only), how many files were read, how many bytes.
