@@ -12,7 +12,7 @@
 //! | `g/`   | tag name, UTF-8 (`myapp:1.0`)                 | [`TagRecord`]  |
 //! | `u/`   | 32-byte step key                              | `u64` last use, unix seconds |
 //! | `b/`   | 32-byte manifest digest of an image strata built | [`Lineage`] |
-//! | `T/`   | 32-byte stat-set id (engine: one per COPY source root) | `Vec<(path bytes, StatEntry)>` |
+//! | `T/`   | 32-byte stat-set id (engine: one per COPY source root) | [`StatSet`] (schema [`STAT_SET_SCHEMA`], its own layout) |
 //! | `o/`   | 32-byte blob digest                           | `Vec<String>`: `registry/repository`s it was pulled from or pushed to (cross-repository mounts) |
 //! | `f/`   | 32-byte memo key (engine: a COPY's parent key + its other inputs) | 32-byte digest of the parent facts the COPY reads |
 //!
@@ -83,8 +83,7 @@ pub struct Lineage {
     pub upper: Vec<(String, bool)>,
 }
 
-/// A stat set: `(absolute host path, entry)` for every file of one source tree.
-pub type StatSet = Vec<(Vec<u8>, StatEntry)>;
+pub use crate::stat_set::{StatCursor, StatSet, StatSetBuilder, STAT_SET_SCHEMA};
 
 /// What a tag points at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -630,18 +629,23 @@ impl Index {
     }
 
     /// The stat entries of a whole source tree in one record: one read instead of one lookup per
-    /// file (55k files: ~115 ms of multi-get became one get and a decode).
+    /// file (55k files: ~115 ms of multi-get became one get). A set written by older strata
+    /// (schema 1) reads as none: the tree is hashed once more.
     pub fn get_stat_set(&self, id: &[u8; 32]) -> Result<Option<StatSet>, StoreError> {
-        self.get("stat set", &key(STAT_SET, &[id]))
+        let k = key(STAT_SET, &[id]);
+        self.with_db(|db| match db.get_pinned(k)? {
+            Some(v) => StatSet::from_value(&v).map_err(|reason| StoreError::Corrupt {
+                what: "stat set",
+                reason,
+            }),
+            None => Ok(None),
+        })
     }
 
     /// Replaces a stat set, not synced (a lost set only costs a re-hash).
-    pub fn put_stat_set(
-        &self,
-        id: &[u8; 32],
-        entries: &[(Vec<u8>, StatEntry)],
-    ) -> Result<(), StoreError> {
-        self.put(&key(STAT_SET, &[id]), &entries, false)
+    pub fn put_stat_set(&self, id: &[u8; 32], set: &StatSet) -> Result<(), StoreError> {
+        let v = set.to_value();
+        self.with_db(|db| Ok(db.put(key(STAT_SET, &[id]), v)?))
     }
 
     /// A memoised digest of what a COPY reads of its parent rootfs (see the engine's
@@ -1209,10 +1213,28 @@ mod tests {
         let got = ix.get_stats(&refs).unwrap();
         assert_eq!(got.len(), 50_000);
         assert!(got.iter().all(|e| e == &Some(stat(1))));
-        let set: Vec<(Vec<u8>, StatEntry)> = paths.iter().map(|p| (p.clone(), stat(2))).collect();
+        let mut set = StatSetBuilder::new(2_000, paths.len());
+        for p in &paths {
+            assert!(set.push(p, &stat(2)));
+        }
+        let set = set.finish();
         ix.put_stat_set(&[7; 32], &set).unwrap();
         assert_eq!(ix.get_stat_set(&[7; 32]).unwrap(), Some(set));
         assert_eq!(ix.get_stat_set(&[8; 32]).unwrap(), None);
+        // A schema 1 set (older strata) is no set; a corrupt one is an error.
+        ix.put_raw(
+            &key(STAT_SET, &[&[9u8; 32][..]]),
+            &encode(&vec![(b"/a".to_vec(), stat(1))]),
+        );
+        assert_eq!(ix.get_stat_set(&[9; 32]).unwrap(), None);
+        ix.put_raw(&key(STAT_SET, &[&[9u8; 32][..]]), &[STAT_SET_SCHEMA, 1]);
+        assert!(matches!(
+            ix.get_stat_set(&[9; 32]),
+            Err(StoreError::Corrupt {
+                what: "stat set",
+                ..
+            })
+        ));
     }
 
     #[test]

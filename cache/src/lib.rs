@@ -45,6 +45,8 @@ pub mod index;
 pub mod lock;
 pub mod records;
 #[cfg(feature = "index")]
+mod stat_set;
+#[cfg(feature = "index")]
 mod store;
 
 pub use blobs::{BlobStore, BlobWriter, VerifyingReader};

@@ -258,7 +258,7 @@ impl FileFactsBuilder {
     }
 }
 
-fn write_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn write_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -266,7 +266,7 @@ fn write_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn read_varint(rest: &mut &[u8]) -> Result<u64, String> {
+pub(crate) fn read_varint(rest: &mut &[u8]) -> Result<u64, String> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let Some((&b, tail)) = rest.split_first() else {

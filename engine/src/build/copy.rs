@@ -521,6 +521,13 @@ impl PreparedCopy {
     }
 }
 
+/// Orders paths as the context walk does: component by component, siblings bytewise (`a/b`
+/// before `a.txt`) — bytewise with `/` below every other byte.
+pub(crate) fn componentwise(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let key = |c: &u8| if *c == b'/' { 0u16 } else { *c as u16 + 1 };
+    a.iter().map(key).cmp(b.iter().map(key))
+}
+
 /// Per entry its content hash (files only), how many files were read, how many bytes.
 type Hashed = (Vec<Option<[u8; 32]>>, usize, u64);
 
@@ -549,34 +556,51 @@ fn hash_entries(
         .filter(|(_, e)| matches!(e.kind, ContextKind::File { .. }))
         .map(|(i, _)| i)
         .collect();
-    let keys: Vec<&[u8]> = file_idx
-        .iter()
-        .map(|&i| entries[i].host_path.as_os_str().as_bytes())
-        .collect();
-    let set = if use_stat_cache {
-        store.index().get_stat_set(&set_id)?.unwrap_or_default()
+    let old = if use_stat_cache {
+        store.index().get_stat_set(&set_id)?
     } else {
-        Vec::new()
+        None
     };
-    let by_path: std::collections::HashMap<&[u8], &StatEntry> =
-        set.iter().map(|(p, e)| (p.as_slice(), e)).collect();
-    let cached: Vec<Option<StatEntry>> = keys.iter().map(|k| by_path.get(k).map(|e| **e)).collect();
-    let set_matches_paths = set.len() == keys.len();
     // File timestamps come from the kernel's coarse clock, which can lag the real time by a
     // tick: a write made just after this moment may carry an mtime slightly before it. Backdate
     // the record by a safe margin so such an entry counts as racy and is hashed again.
     let recorded_ns = now_ns() - 50_000_000;
-    type One = ([u8; 32], Option<StatEntry>, u64);
-    let results: Vec<Result<One, BuildError>> = file_idx
-        .par_iter()
-        .zip(cached.into_par_iter())
-        .map(|(&i, c)| {
+    let mut out: Vec<Option<[u8; 32]>> = vec![None; entries.len()];
+    // The set is in the order of the previous walk, and walks are sorted component-wise: one
+    // merge finds each file's entry, a file added or removed only shifts it. (A set in another
+    // order would only cost re-hashes: an entry is trusted only if all stat fields match.)
+    let mut reused = 0;
+    if let Some(old) = &old {
+        let mut cur = old.cursor();
+        let mut at = cur.advance();
+        for &i in &file_idx {
             let e = &entries[i];
-            if let Some(c) = c {
-                if c.matches(e.dev, e.ino, e.size, e.mtime_ns, e.ctime_ns, e.mode) && !c.is_racy() {
-                    return Ok((c.blake3, None, 0));
-                }
+            let path = e.host_path.as_os_str().as_bytes();
+            while at && componentwise(cur.path(), path) == std::cmp::Ordering::Less {
+                at = cur.advance();
             }
+            if !at || cur.path() != path {
+                continue;
+            }
+            let c = cur.entry().expect("advanced");
+            if c.matches(e.dev, e.ino, e.size, e.mtime_ns, e.ctime_ns, e.mode) {
+                out[i] = Some(c.blake3);
+                reused += 1;
+            }
+            at = cur.advance();
+        }
+    }
+    let old_len = old.as_ref().map_or(0, |s| s.len());
+    drop(old);
+    let to_hash: Vec<usize> = file_idx
+        .iter()
+        .copied()
+        .filter(|&i| out[i].is_none())
+        .collect();
+    let results: Vec<Result<([u8; 32], u64), BuildError>> = to_hash
+        .par_iter()
+        .map(|&i| {
+            let e = &entries[i];
             let (h, n) = hash_file(&e.host_path).map_err(|err| BuildError::Io {
                 path: e.host_path.clone(),
                 source: err,
@@ -586,42 +610,35 @@ fn hash_entries(
                     path: e.host_path.clone(),
                 });
             }
-            let st = StatEntry {
-                dev: e.dev,
-                ino: e.ino,
-                size: e.size,
-                mtime_ns: e.mtime_ns,
-                ctime_ns: e.ctime_ns,
-                mode: e.mode,
-                recorded_ns,
-                blake3: h,
-            };
-            Ok((h, Some(st), n))
+            Ok((h, n))
         })
         .collect();
-    let mut out = vec![None; entries.len()];
-    let mut new_set: Vec<(Vec<u8>, StatEntry)> = Vec::with_capacity(keys.len());
-    let mut hashed = 0;
+    let hashed = to_hash.len();
     let mut bytes = 0;
-    for (j, (&i, r)) in file_idx.iter().zip(results).enumerate() {
-        let (h, st, n) = r?;
+    for (&i, r) in to_hash.iter().zip(results) {
+        let (h, n) = r?;
         out[i] = Some(h);
-        let entry = match st {
-            Some(st) => {
-                hashed += 1;
-                bytes += n;
-                st
-            }
-            None => *by_path[keys[j]],
-        };
-        new_set.push((keys[j].to_vec(), entry));
+        bytes += n;
     }
-    // The old set is no longer needed: free it before the new one is encoded (a 55k-file set
-    // is ~10 MB decoded), so a change does not hold both plus the encoding at once.
-    drop(by_path);
-    drop(set);
-    if use_stat_cache && (hashed > 0 || !set_matches_paths) {
-        store.index().put_stat_set(&set_id, &new_set)?;
+    if use_stat_cache && (hashed > 0 || reused != old_len) {
+        let mut set = strata_cache::index::StatSetBuilder::new(recorded_ns, file_idx.len());
+        for &i in &file_idx {
+            let e = &entries[i];
+            set.push(
+                e.host_path.as_os_str().as_bytes(),
+                &StatEntry {
+                    dev: e.dev,
+                    ino: e.ino,
+                    size: e.size,
+                    mtime_ns: e.mtime_ns,
+                    ctime_ns: e.ctime_ns,
+                    mode: e.mode,
+                    recorded_ns,
+                    blake3: out[i].expect("every file is hashed"),
+                },
+            );
+        }
+        store.index().put_stat_set(&set_id, &set.finish())?;
     }
     Ok((out, hashed, bytes))
 }

@@ -934,17 +934,33 @@ mod tests {
     use std::path::Path;
     use strata_cache::FileFactsBuilder;
 
-    struct Collect(Mutex<Vec<String>>);
+    /// The explain lines, and per COPY (files, files hashed).
+    struct Collect(Mutex<Vec<String>>, Mutex<Vec<(usize, usize)>>);
 
     impl Progress for Collect {
         fn event(&self, e: &Event) {
-            if let Event::StepDone { explain, .. } = e {
-                self.0.lock().unwrap().extend(explain.iter().cloned());
+            match e {
+                Event::StepDone { explain, .. } => {
+                    self.0.lock().unwrap().extend(explain.iter().cloned())
+                }
+                Event::Hashing { files, hashed, .. } => {
+                    self.1.lock().unwrap().push((*files, *hashed))
+                }
+                _ => {}
             }
         }
     }
 
     fn build(dir: &Path, store: &Store, df: &str) -> (BuildOutput, Vec<String>) {
+        let (out, why, _) = build_hashing(dir, store, df);
+        (out, why)
+    }
+
+    fn build_hashing(
+        dir: &Path,
+        store: &Store,
+        df: &str,
+    ) -> (BuildOutput, Vec<String>, Vec<(usize, usize)>) {
         let req = PlanRequest {
             dockerfile_name: "Dockerfile".into(),
             source: df.to_string(),
@@ -967,9 +983,57 @@ mod tests {
             explain: true,
             remote: None,
         };
-        let why = Collect(Mutex::new(Vec::new()));
+        let why = Collect(Mutex::new(Vec::new()), Mutex::new(Vec::new()));
         let out = run(&plan, &ctx, store, &opts, &why).unwrap();
-        (out, why.0.into_inner().unwrap())
+        (
+            out,
+            why.0.into_inner().unwrap(),
+            why.1.into_inner().unwrap(),
+        )
+    }
+
+    /// The stat set is matched with the walk by one merge in walk order (component-wise:
+    /// `d/x` before `d.txt`): a file added or removed anywhere leaves the others trusted.
+    #[test]
+    fn stat_cache_survives_added_and_removed_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["d/x", "d/y", "d.txt", "d0/z", "e", "f/g/h", "f/i"];
+        for n in names {
+            let p = dir.path().join("src").join(n);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, n).unwrap();
+        }
+        // Older than the set's recorded time (now - 50 ms), so not racy.
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let df = "FROM scratch\nCOPY src/ /src/\n";
+        let s = tempfile::tempdir().unwrap();
+        let store = Store::open(s.path()).unwrap();
+        let (_, _, h) = build_hashing(dir.path(), &store, df);
+        assert_eq!(h, vec![(11, 7)], "4 directories + 7 files, all hashed");
+        let (_, _, h) = build_hashing(dir.path(), &store, df);
+        assert_eq!(h, vec![(11, 0)], "a rebuild trusts every entry");
+
+        std::fs::remove_file(dir.path().join("src/d/y")).unwrap();
+        std::fs::write(dir.path().join("src/d/a"), "new").unwrap();
+        std::fs::write(dir.path().join("src/f/j"), "new").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let (_, why, h) = build_hashing(dir.path(), &store, df);
+        assert_eq!(h, vec![(12, 2)], "only the two new files are read");
+        assert_eq!(
+            why,
+            vec!["3 files changed: src/d/a (added); src/d/y (removed); src/f/j (added)"]
+        );
+        let (_, _, h) = build_hashing(dir.path(), &store, df);
+        assert_eq!(h, vec![(12, 0)]);
+    }
+
+    #[test]
+    fn componentwise_order_is_the_walk_order() {
+        use std::cmp::Ordering::*;
+        assert_eq!(copy::componentwise(b"/c/d/x", b"/c/d.txt"), Less);
+        assert_eq!(copy::componentwise(b"/c/d0/z", b"/c/d/x"), Greater);
+        assert_eq!(copy::componentwise(b"/c/d", b"/c/d/x"), Less);
+        assert_eq!(copy::componentwise(b"/c/e", b"/c/e"), Equal);
     }
 
     /// The per-file explain data of a COPY lives in its own record, written when the step
