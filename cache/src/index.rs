@@ -146,6 +146,9 @@ impl StatEntry {
     }
 }
 
+/// Values at least this large are kept in RocksDB blob files, not in table blocks.
+const BLOB_MIN: u64 = 64 << 10;
+
 /// How long an open handle may sit unused before it is closed and the index lock released.
 pub const IDLE_CLOSE: Duration = Duration::from_millis(20);
 
@@ -260,9 +263,23 @@ impl Shared {
         // MANIFEST, which need not be preallocated at 4 MB.
         opts.set_skip_stats_update_on_db_open(true);
         opts.set_manifest_preallocation_size(64 << 10);
+        // Large values (a stat set of 55k files is ~4 MB, an explain record ~1.5 MB) go to blob
+        // files at flush, where a read fetches exactly the value and compaction moves only a
+        // reference. In table blocks, every compaction of a level-0 file re-read and rebuilt
+        // each one as one huge block (~14 MB of a 55k-file no-op rebuild's heap, in RocksDB's
+        // background thread). Blob GC (at compaction) reclaims the space of replaced values.
+        opts.set_enable_blob_files(true);
+        opts.set_min_blob_size(BLOB_MIN);
+        opts.set_enable_blob_gc(true);
         // Opened with the default column family named, so `cf_handle` can return it for the
-        // batched multi-get in `get_stats`.
-        let db = DB::open_cf(&opts, &self.path, [rocksdb::DEFAULT_COLUMN_FAMILY_NAME])?;
+        // batched multi-get in `get_stats` — and with these options: `DB::open_cf` would open
+        // it with `Options::default()`, leaving every column-family option above (write
+        // buffer, compression, blob files) unapplied.
+        let db = DB::open_cf_with_opts(
+            &opts,
+            &self.path,
+            [(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, opts.clone())],
+        )?;
         self.opens.fetch_add(1, Ordering::SeqCst);
         let now = self.now_ms();
         self.opened_ms.store(now, Ordering::SeqCst);
@@ -1235,6 +1252,34 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// The column family is opened with the index's options (not RocksDB's defaults): a large
+    /// value lands in a blob file at flush, and reads back through it.
+    #[test]
+    fn large_values_go_to_blob_files() {
+        let (dir, ix) = index();
+        let mut set = StatSetBuilder::new(2_000, 5_000);
+        for i in 0..5_000 {
+            set.push(format!("/ctx/src/{i}").as_bytes(), &stat(1));
+        }
+        let set = set.finish();
+        ix.put_stat_set(&[1; 32], &set).unwrap();
+        ix.put_last_at(&[2; 32], &[3; 32]).unwrap();
+        ix.release(); // closing flushes the memtable
+        let blobs = std::fs::read_dir(dir.path().join("index-v1"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".blob")
+            })
+            .count();
+        assert_eq!(blobs, 1, "a ~350 KB stat set is stored in a blob file");
+        assert_eq!(ix.get_stat_set(&[1; 32]).unwrap(), Some(set));
+        assert_eq!(ix.get_last_at(&[2; 32]).unwrap(), Some([3; 32]));
     }
 
     #[test]
