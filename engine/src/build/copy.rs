@@ -335,7 +335,7 @@ pub(crate) fn prepare(
 ) -> Result<PreparedCopy, BuildError> {
     // Everything but the parent goes into `body`; the key is the parent input + `body`.
     let mut k = KeyHasher::new(if spec.add { "add-body" } else { "copy-body" });
-    let mut explain = Vec::new();
+    let mut inputs = Vec::new();
     // The stat cache affects speed only, never keys: used even with --no-cache.
     let use_stat_cache = true;
     let mut ins = KeyHasher::new("copy-instruction");
@@ -398,7 +398,7 @@ pub(crate) fn prepare(
     }
     let ins_key = ins.finish();
     k.key("instruction", &ins_key);
-    explain.push(ExplainInput {
+    inputs.push(ExplainInput {
         name: "instruction".into(),
         value: ins_key,
     });
@@ -409,7 +409,7 @@ pub(crate) fn prepare(
         ParentUse::None => false,
         ParentUse::Whole => {
             key.key("parent", parent);
-            explain.push(ExplainInput {
+            inputs.push(ExplainInput {
                 name: "parent".into(),
                 value: *parent,
             });
@@ -440,7 +440,7 @@ pub(crate) fn prepare(
                 }
             };
             key.key("parent-facts", &facts);
-            explain.push(ExplainInput {
+            inputs.push(ExplainInput {
                 name: "parent-facts".into(),
                 value: facts,
             });
@@ -451,7 +451,7 @@ pub(crate) fn prepare(
     Ok(PreparedCopy {
         key: key.finish(),
         includes_parent,
-        inputs: explain,
+        inputs,
         sources,
         entries: entries_built,
         files,
