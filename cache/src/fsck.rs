@@ -353,9 +353,9 @@ mod tests {
                 &[n; 32],
                 &StepRecord {
                     layer: Some(l.clone()),
-                    explain: vec![],
                     created_unix: 1,
                 },
+                None,
             )
             .unwrap();
         store.index().put_layer(&l.diff_id, "gzip-6", l).unwrap();
@@ -431,9 +431,9 @@ mod tests {
                 &[5; 32],
                 &StepRecord {
                     layer: Some(never.clone()),
-                    explain: vec![],
                     created_unix: 1,
                 },
+                None,
             )
             .unwrap();
         // A dangling tag: its manifest names a layer that is not there.

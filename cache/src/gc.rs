@@ -581,9 +581,9 @@ mod tests {
                 &[n; 32],
                 &StepRecord {
                     layer: Some(l.clone()),
-                    explain: vec![],
                     created_unix: NOW - secs_ago,
                 },
+                None,
             )
             .unwrap();
         store.index().put_layer(&l.diff_id, "gzip-6", &l).unwrap();

@@ -4,21 +4,24 @@
 //!
 //! | prefix | key after the prefix                          | value          |
 //! |--------|-----------------------------------------------|----------------|
-//! | `s/`   | 32-byte step key (blake3, from the engine)    | [`StepRecord`] |
+//! | `s/`   | 32-byte step key (blake3, from the engine)    | [`StepRecord`] (schema [`STEP_SCHEMA`]) |
+//! | `e/`   | 32-byte step key                              | [`ExplainRecord`]: what `--explain` compares, read only then |
 //! | `l/`   | 32-byte location (dockerfile + stage + step)  | 32-byte step key |
 //! | `y/`   | 32-byte diff_id, then the compression id      | [`LayerRecord`] |
 //! | `t/`   | absolute host path, raw bytes                 | [`StatEntry`]  |
 //! | `g/`   | tag name, UTF-8 (`myapp:1.0`)                 | [`TagRecord`]  |
 //! | `u/`   | 32-byte step key                              | `u64` last use, unix seconds |
 //! | `b/`   | 32-byte manifest digest of an image strata built | [`Lineage`] |
-//! | `T/`   | 32-byte stat-set id (engine: one per COPY source root) | `Vec<(path bytes, StatEntry)>` |
+//! | `T/`   | 32-byte stat-set id (engine: one per COPY source root) | [`StatSet`] (schema [`STAT_SET_SCHEMA`], its own layout) |
 //! | `o/`   | 32-byte blob digest                           | `Vec<String>`: `registry/repository`s it was pulled from or pushed to (cross-repository mounts) |
 //! | `f/`   | 32-byte memo key (engine: a COPY's parent key + its other inputs) | 32-byte digest of the parent facts the COPY reads |
 //!
 //! Every value is one schema-version byte ([`VALUE_SCHEMA`]) followed by its bincode encoding.
 //! A value with another version byte is reported as [`StoreError::Schema`], never a panic.
 //! Bumping [`VALUE_SCHEMA`] is a deliberate act: the tests `unknown_schema_version_is_an_error`
-//! and `round_trips_every_record` must change with it. A change to the key layout instead bumps
+//! and `round_trips_every_record` must change with it. Step records have their own version,
+//! [`STEP_SCHEMA`] (2: the per-file explain inputs moved out to `e/`); version 1 records, from
+//! older strata, are still read (their explain inputs skipped), so an upgrade keeps the cache. A change to the key layout instead bumps
 //! the directory name (`index-v1`), so old and new strata never read each other's keys.
 //!
 //! Durability: step records, layer records and tags are written with
@@ -41,11 +44,17 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
-pub use crate::records::{ExplainInput, LayerRecord, StepRecord};
+pub use crate::records::{ExplainInput, ExplainRecord, LayerRecord, StepRecord};
 use crate::Digest;
 
-/// The schema version byte in front of every value.
+/// The schema version byte in front of every value but step records.
 pub const VALUE_SCHEMA: u8 = 1;
+
+/// The schema version byte in front of a step record. 1: `(layer, explain inputs,
+/// created_unix)`, explain inputs being two named digests per source file (~10 MB for a COPY of
+/// 55k files, decoded at every cache hit); 2: `(layer, created_unix)`, the explain data in its
+/// own `e/` record. Tests: `round_trips_every_record`, `reads_version_1_step_records`.
+pub const STEP_SCHEMA: u8 = 2;
 
 const STEP: &[u8] = b"s/";
 const LAST_AT: &[u8] = b"l/";
@@ -59,6 +68,7 @@ const ORIGIN: &[u8] = b"o/";
 /// At most this many origins are kept per blob (the most recent ones).
 const MAX_ORIGINS: usize = 8;
 const FACTS: &[u8] = b"f/";
+const EXPLAIN: &[u8] = b"e/";
 
 /// What an image strata built stands on, for `strata rebase`: the base image (if any), how many
 /// of the image's layers are the base's, and for each layer above it whether the step that made
@@ -73,8 +83,7 @@ pub struct Lineage {
     pub upper: Vec<(String, bool)>,
 }
 
-/// A stat set: `(absolute host path, entry)` for every file of one source tree.
-pub type StatSet = Vec<(Vec<u8>, StatEntry)>;
+pub use crate::stat_set::{StatCursor, StatSet, StatSetBuilder, STAT_SET_SCHEMA};
 
 /// What a tag points at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +145,9 @@ impl StatEntry {
         self.mtime_ns.max(self.ctime_ns) >= self.recorded_ns
     }
 }
+
+/// Values at least this large are kept in RocksDB blob files, not in table blocks.
+const BLOB_MIN: u64 = 64 << 10;
 
 /// How long an open handle may sit unused before it is closed and the index lock released.
 pub const IDLE_CLOSE: Duration = Duration::from_millis(20);
@@ -251,9 +263,23 @@ impl Shared {
         // MANIFEST, which need not be preallocated at 4 MB.
         opts.set_skip_stats_update_on_db_open(true);
         opts.set_manifest_preallocation_size(64 << 10);
+        // Large values (a stat set of 55k files is ~4 MB, an explain record ~1.5 MB) go to blob
+        // files at flush, where a read fetches exactly the value and compaction moves only a
+        // reference. In table blocks, every compaction of a level-0 file re-read and rebuilt
+        // each one as one huge block (~14 MB of a 55k-file no-op rebuild's heap, in RocksDB's
+        // background thread). Blob GC (at compaction) reclaims the space of replaced values.
+        opts.set_enable_blob_files(true);
+        opts.set_min_blob_size(BLOB_MIN);
+        opts.set_enable_blob_gc(true);
         // Opened with the default column family named, so `cf_handle` can return it for the
-        // batched multi-get in `get_stats`.
-        let db = DB::open_cf(&opts, &self.path, [rocksdb::DEFAULT_COLUMN_FAMILY_NAME])?;
+        // batched multi-get in `get_stats` — and with these options: `DB::open_cf` would open
+        // it with `Options::default()`, leaving every column-family option above (write
+        // buffer, compression, blob files) unapplied.
+        let db = DB::open_cf_with_opts(
+            &opts,
+            &self.path,
+            [(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, opts.clone())],
+        )?;
         self.opens.fetch_add(1, Ordering::SeqCst);
         let now = self.now_ms();
         self.opened_ms.store(now, Ordering::SeqCst);
@@ -333,6 +359,49 @@ fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, St
         what,
         reason: e.to_string(),
     })
+}
+
+/// A step record of version [`STEP_SCHEMA`], or of version 1 (its explain inputs skipped).
+fn decode_step(bytes: &[u8]) -> Result<StepRecord, StoreError> {
+    /// The version 1 layout; its explain inputs are decoded (bincode cannot skip a value)
+    /// and dropped: not worth converting, a later `--explain` says the previous inputs are
+    /// unknown.
+    #[derive(Deserialize)]
+    struct StepRecordV1 {
+        layer: Option<LayerRecord>,
+        #[allow(dead_code)]
+        explain: Vec<ExplainInput>,
+        created_unix: u64,
+    }
+    let corrupt = |e: bincode::Error| StoreError::Corrupt {
+        what: "step",
+        reason: e.to_string(),
+    };
+    match bytes.split_first() {
+        Some((&STEP_SCHEMA, body)) => bincode::deserialize(body).map_err(corrupt),
+        Some((1, body)) => {
+            let old: StepRecordV1 = bincode::deserialize(body).map_err(corrupt)?;
+            Ok(StepRecord {
+                layer: old.layer,
+                created_unix: old.created_unix,
+            })
+        }
+        Some((&found, _)) => Err(StoreError::Schema {
+            what: "step",
+            found,
+            expected: STEP_SCHEMA,
+        }),
+        None => Err(StoreError::Corrupt {
+            what: "step",
+            reason: "empty value".into(),
+        }),
+    }
+}
+
+fn encode_step(rec: &StepRecord) -> Vec<u8> {
+    let mut out = vec![STEP_SCHEMA];
+    bincode::serialize_into(&mut out, rec).expect("bincode encoding of a step record");
+    out
 }
 
 fn synced() -> WriteOptions {
@@ -475,12 +544,41 @@ impl Index {
     }
 
     pub fn get_step(&self, key32: &[u8; 32]) -> Result<Option<StepRecord>, StoreError> {
-        self.get("step", &key(STEP, &[&key32[..]]))
+        let k = key(STEP, &[&key32[..]]);
+        self.with_db(|db| match db.get_pinned(k)? {
+            Some(v) => decode_step(&v).map(Some),
+            None => Ok(None),
+        })
     }
 
-    /// Call only after the layer blob the record names is committed.
-    pub fn put_step(&self, key32: &[u8; 32], rec: &StepRecord) -> Result<(), StoreError> {
-        self.put(&key(STEP, &[&key32[..]]), rec, true)
+    /// Writes a step record and, when given, what `--explain` will compare a later build of
+    /// the step with (one synced batch). Call only after the layer blob the record names is
+    /// committed. Without `explain`, an older explain record of the step is removed.
+    pub fn put_step(
+        &self,
+        key32: &[u8; 32],
+        rec: &StepRecord,
+        explain: Option<&ExplainRecord>,
+    ) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put(key(STEP, &[&key32[..]]), encode_step(rec));
+        match explain {
+            Some(e) => batch.put(key(EXPLAIN, &[&key32[..]]), encode(e)),
+            None => batch.delete(key(EXPLAIN, &[&key32[..]])),
+        }
+        self.with_db(|db| Ok(db.write_opt(batch, &synced())?))
+    }
+
+    /// The explain record of step `key32`; read only by `--explain`, for a step that missed.
+    pub fn get_explain(&self, key32: &[u8; 32]) -> Result<Option<ExplainRecord>, StoreError> {
+        let rec: Option<ExplainRecord> = self.get("explain", &key(EXPLAIN, &[&key32[..]]))?;
+        if let Some(r) = &rec {
+            r.files.check().map_err(|reason| StoreError::Corrupt {
+                what: "explain",
+                reason,
+            })?;
+        }
+        Ok(rec)
     }
 
     /// The last step key seen at `location`, for `--explain`.
@@ -548,18 +646,23 @@ impl Index {
     }
 
     /// The stat entries of a whole source tree in one record: one read instead of one lookup per
-    /// file (55k files: ~115 ms of multi-get became one get and a decode).
+    /// file (55k files: ~115 ms of multi-get became one get). A set written by older strata
+    /// (schema 1) reads as none: the tree is hashed once more.
     pub fn get_stat_set(&self, id: &[u8; 32]) -> Result<Option<StatSet>, StoreError> {
-        self.get("stat set", &key(STAT_SET, &[id]))
+        let k = key(STAT_SET, &[id]);
+        self.with_db(|db| match db.get_pinned(k)? {
+            Some(v) => StatSet::from_value(&v).map_err(|reason| StoreError::Corrupt {
+                what: "stat set",
+                reason,
+            }),
+            None => Ok(None),
+        })
     }
 
     /// Replaces a stat set, not synced (a lost set only costs a re-hash).
-    pub fn put_stat_set(
-        &self,
-        id: &[u8; 32],
-        entries: &[(Vec<u8>, StatEntry)],
-    ) -> Result<(), StoreError> {
-        self.put(&key(STAT_SET, &[id]), &entries, false)
+    pub fn put_stat_set(&self, id: &[u8; 32], set: &StatSet) -> Result<(), StoreError> {
+        let v = set.to_value();
+        self.with_db(|db| Ok(db.put(key(STAT_SET, &[id]), v)?))
     }
 
     /// A memoised digest of what a COPY reads of its parent rootfs (see the engine's
@@ -668,7 +771,7 @@ impl Index {
             let Some(v) = db.get_pinned(&k)? else {
                 return Ok(None);
             };
-            let rec: StepRecord = decode("step", &v)?;
+            let rec = decode_step(&v)?;
             db.put(&used, &now)?;
             if let Some(f) = &self.shared.in_use {
                 use std::io::Write as _;
@@ -706,14 +809,15 @@ impl Index {
     pub fn list_steps(&self) -> Result<Vec<([u8; 32], StepRecord)>, StoreError> {
         self.scan(STEP)?
             .into_iter()
-            .map(|(k, v)| Ok((key32_of("step", &k)?, decode("step", &v)?)))
+            .map(|(k, v)| Ok((key32_of("step", &k)?, decode_step(&v)?)))
             .collect()
     }
 
-    /// Removes a step record and its last-use time (synced, in one batch).
+    /// Removes a step record, its explain record and its last-use time (synced, in one batch).
     pub fn delete_step(&self, key32: &[u8; 32]) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         batch.delete(key(STEP, &[&key32[..]]));
+        batch.delete(key(EXPLAIN, &[&key32[..]]));
         batch.delete(key(USED, &[&key32[..]]));
         self.with_db(|db| Ok(db.write_opt(batch, &synced())?))
     }
@@ -793,9 +897,9 @@ mod tests {
                 &k,
                 &StepRecord {
                     layer: Some(layer(1)),
-                    explain: vec![],
                     created_unix: 1,
                 },
+                None,
             )
             .unwrap();
         }
@@ -819,9 +923,9 @@ mod tests {
                 &[0; 32],
                 &StepRecord {
                     layer: None,
-                    explain: vec![],
                     created_unix: 1,
                 },
+                None,
             )
             .unwrap();
             ix.release();
@@ -925,21 +1029,30 @@ mod tests {
 
         let step = StepRecord {
             layer: Some(layer(1)),
-            explain: vec![ExplainInput {
-                name: "file:src/main.rs".into(),
-                value: [9; 32],
-            }],
             created_unix: 1_700_000_000,
         };
+        let mut files = crate::records::FileFactsBuilder::default();
+        files.push("src/main.rs", 9, 0o644);
+        let explain = ExplainRecord {
+            inputs: vec![ExplainInput {
+                name: "instruction".into(),
+                value: [9; 32],
+            }],
+            files: files.finish(),
+        };
         assert_eq!(ix.get_step(&[1; 32]).unwrap(), None);
-        ix.put_step(&[1; 32], &step).unwrap();
-        assert_eq!(ix.get_step(&[1; 32]).unwrap(), Some(step));
+        assert_eq!(ix.get_explain(&[1; 32]).unwrap(), None);
+        ix.put_step(&[1; 32], &step, Some(&explain)).unwrap();
+        assert_eq!(ix.get_step(&[1; 32]).unwrap(), Some(step.clone()));
+        assert_eq!(ix.get_explain(&[1; 32]).unwrap(), Some(explain));
+        // Rewritten without explain data (imported from a shared cache): none is left behind.
+        ix.put_step(&[1; 32], &step, None).unwrap();
+        assert_eq!(ix.get_explain(&[1; 32]).unwrap(), None);
         let no_layer = StepRecord {
             layer: None,
-            explain: vec![],
             created_unix: 0,
         };
-        ix.put_step(&[2; 32], &no_layer).unwrap();
+        ix.put_step(&[2; 32], &no_layer, None).unwrap();
         assert_eq!(ix.get_step(&[2; 32]).unwrap(), Some(no_layer));
 
         assert_eq!(ix.get_last_at(&[3; 32]).unwrap(), None);
@@ -992,11 +1105,11 @@ mod tests {
         let (_dir, ix) = index();
         let rec = |n: u8| StepRecord {
             layer: Some(layer(n)),
-            explain: vec![],
             created_unix: n as u64,
         };
-        ix.put_step(&[2; 32], &rec(2)).unwrap();
-        ix.put_step(&[1; 32], &rec(1)).unwrap();
+        ix.put_step(&[2; 32], &rec(2), None).unwrap();
+        ix.put_step(&[1; 32], &rec(1), Some(&ExplainRecord::default()))
+            .unwrap();
         // Records of other kinds around `s/` must not leak into the listing.
         ix.put_tag(
             "z",
@@ -1016,8 +1129,10 @@ mod tests {
         ix.touch_step_at(&[1; 32], 42).unwrap();
         assert_eq!(ix.step_last_used(&[1; 32]).unwrap(), Some(42));
         assert_eq!(ix.list_last_used().unwrap(), vec![([1; 32], 42)]);
+        assert!(ix.get_explain(&[1; 32]).unwrap().is_some());
         ix.delete_step(&[1; 32]).unwrap();
         assert_eq!(ix.get_step(&[1; 32]).unwrap(), None);
+        assert_eq!(ix.get_explain(&[1; 32]).unwrap(), None);
         assert_eq!(ix.step_last_used(&[1; 32]).unwrap(), None);
         assert_eq!(ix.list_steps().unwrap().len(), 1);
 
@@ -1035,8 +1150,9 @@ mod tests {
     fn unknown_schema_version_is_an_error() {
         let (_dir, ix) = index();
         let mut v = encode(&stat(1));
-        v[0] = VALUE_SCHEMA + 1;
+        v[0] = STEP_SCHEMA + 1;
         ix.put_raw(&key(STEP, &[&[5u8; 32][..]]), &v);
+        v[0] = VALUE_SCHEMA + 1;
         ix.put_raw(&key(STAT, &[&b"/x"[..]]), &v);
         ix.put_raw(&key(TAG, &[&b"t"[..]]), &[]);
         ix.put_raw(&key(LAST_AT, &[&[5u8; 32][..]]), &[VALUE_SCHEMA, 1, 2]);
@@ -1044,8 +1160,8 @@ mod tests {
             ix.get_step(&[5; 32]),
             Err(StoreError::Schema {
                 what: "step",
-                found: 2,
-                expected: 1
+                found: 3,
+                expected: 2
             })
         ));
         assert!(matches!(
@@ -1065,6 +1181,40 @@ mod tests {
         ));
     }
 
+    /// A store written by strata before step records lost their explain inputs keeps its
+    /// cache: version 1 records are read, their per-file inputs skipped.
+    #[test]
+    fn reads_version_1_step_records() {
+        let (_dir, ix) = index();
+        #[derive(Serialize)]
+        struct V1 {
+            layer: Option<LayerRecord>,
+            explain: Vec<ExplainInput>,
+            created_unix: u64,
+        }
+        let old = V1 {
+            layer: Some(layer(3)),
+            explain: (0..1000)
+                .map(|i| ExplainInput {
+                    name: format!("content:src/{i}.rs"),
+                    value: [i as u8; 32],
+                })
+                .collect(),
+            created_unix: 77,
+        };
+        let mut v = vec![1u8];
+        bincode::serialize_into(&mut v, &old).unwrap();
+        ix.put_raw(&key(STEP, &[&[6u8; 32][..]]), &v);
+        let want = StepRecord {
+            layer: Some(layer(3)),
+            created_unix: 77,
+        };
+        assert_eq!(ix.get_step(&[6; 32]).unwrap(), Some(want.clone()));
+        assert_eq!(ix.use_step(&[6; 32]).unwrap(), Some(want.clone()));
+        assert_eq!(ix.list_steps().unwrap(), vec![([6; 32], want)]);
+        assert_eq!(ix.get_explain(&[6; 32]).unwrap(), None);
+    }
+
     /// Speed is measured by the benches (`benches/benches/engine.rs`), not asserted here: a
     /// timed assertion fails on a loaded machine and proves nothing on an idle one.
     #[test]
@@ -1080,10 +1230,56 @@ mod tests {
         let got = ix.get_stats(&refs).unwrap();
         assert_eq!(got.len(), 50_000);
         assert!(got.iter().all(|e| e == &Some(stat(1))));
-        let set: Vec<(Vec<u8>, StatEntry)> = paths.iter().map(|p| (p.clone(), stat(2))).collect();
+        let mut set = StatSetBuilder::new(2_000, paths.len());
+        for p in &paths {
+            assert!(set.push(p, &stat(2)));
+        }
+        let set = set.finish();
         ix.put_stat_set(&[7; 32], &set).unwrap();
         assert_eq!(ix.get_stat_set(&[7; 32]).unwrap(), Some(set));
         assert_eq!(ix.get_stat_set(&[8; 32]).unwrap(), None);
+        // A schema 1 set (older strata) is no set; a corrupt one is an error.
+        ix.put_raw(
+            &key(STAT_SET, &[&[9u8; 32][..]]),
+            &encode(&vec![(b"/a".to_vec(), stat(1))]),
+        );
+        assert_eq!(ix.get_stat_set(&[9; 32]).unwrap(), None);
+        ix.put_raw(&key(STAT_SET, &[&[9u8; 32][..]]), &[STAT_SET_SCHEMA, 1]);
+        assert!(matches!(
+            ix.get_stat_set(&[9; 32]),
+            Err(StoreError::Corrupt {
+                what: "stat set",
+                ..
+            })
+        ));
+    }
+
+    /// The column family is opened with the index's options (not RocksDB's defaults): a large
+    /// value lands in a blob file at flush, and reads back through it.
+    #[test]
+    fn large_values_go_to_blob_files() {
+        let (dir, ix) = index();
+        let mut set = StatSetBuilder::new(2_000, 5_000);
+        for i in 0..5_000 {
+            set.push(format!("/ctx/src/{i}").as_bytes(), &stat(1));
+        }
+        let set = set.finish();
+        ix.put_stat_set(&[1; 32], &set).unwrap();
+        ix.put_last_at(&[2; 32], &[3; 32]).unwrap();
+        ix.release(); // closing flushes the memtable
+        let blobs = std::fs::read_dir(dir.path().join("index-v1"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".blob")
+            })
+            .count();
+        assert_eq!(blobs, 1, "a ~350 KB stat set is stored in a blob file");
+        assert_eq!(ix.get_stat_set(&[1; 32]).unwrap(), Some(set));
+        assert_eq!(ix.get_last_at(&[2; 32]).unwrap(), Some([3; 32]));
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub mod index;
 pub mod lock;
 pub mod records;
 #[cfg(feature = "index")]
+mod stat_set;
+#[cfg(feature = "index")]
 mod store;
 
 pub use blobs::{BlobStore, BlobWriter, VerifyingReader};
@@ -56,6 +58,8 @@ pub use fsck::{fsck, FsckReport, Problem};
 pub use gc::{gc, GcOptions, GcPolicy, GcReport, CHUNK_REFS_DIR};
 #[cfg(feature = "index")]
 pub use index::{Index, IndexHold, Lineage, OnWait, StatEntry, TagRecord};
-pub use records::{ExplainInput, LayerRecord, StepRecord};
+pub use records::{
+    ExplainInput, ExplainRecord, FileCursor, FileFacts, FileFactsBuilder, LayerRecord, StepRecord,
+};
 #[cfg(feature = "index")]
 pub use store::{Store, LOCK_WAIT, STORE_VERSION};

@@ -241,7 +241,6 @@ impl RemoteSteps for ImportedCaches {
         self.0.iter().find_map(|c| {
             c.records.steps.get(key).map(|layer| StepRecord {
                 layer: layer.clone(),
-                explain: Vec::new(),
                 created_unix: 0,
             })
         })

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
-use strata_cache::{ExplainInput, StatEntry, Store};
+use strata_cache::{ExplainInput, ExplainRecord, FileFactsBuilder, StatEntry, Store};
 
 use crate::build::rootfs::{self, NodeKind, Tree};
 use crate::build::BuildError;
@@ -43,6 +43,9 @@ use crate::plan::{CopyFrom, CopySource, CopySpec};
 pub(crate) enum Prepared {
     Context {
         resolved: ResolvedSource,
+        /// Per entry of `resolved`, the content digest of a file (`None` for the others):
+        /// kept for the explain record, built only if the step misses.
+        hashes: Vec<Option<[u8; 32]>>,
     },
     Heredoc {
         name: String,
@@ -59,7 +62,9 @@ pub(crate) struct PreparedCopy {
     /// Whether `key` includes the parent key; if not, the next step's parent is
     /// [`chain`]`(parent, key)`.
     pub includes_parent: bool,
-    pub explain: Vec<ExplainInput>,
+    /// The named inputs of the key for `--explain` (the per-file ones come from `sources`:
+    /// [`PreparedCopy::explain_record`]).
+    pub inputs: Vec<ExplainInput>,
     pub sources: Vec<Prepared>,
     /// The layer's entries, when they were built to compute the parent facts.
     pub entries: Option<Vec<Entry>>,
@@ -330,7 +335,7 @@ pub(crate) fn prepare(
 ) -> Result<PreparedCopy, BuildError> {
     // Everything but the parent goes into `body`; the key is the parent input + `body`.
     let mut k = KeyHasher::new(if spec.add { "add-body" } else { "copy-body" });
-    let mut explain = Vec::new();
+    let mut inputs = Vec::new();
     // The stat cache affects speed only, never keys: used even with --no-cache.
     let use_stat_cache = true;
     let mut ins = KeyHasher::new("copy-instruction");
@@ -377,41 +382,23 @@ pub(crate) fn prepare(
                     bytes_hashed += n_bytes;
                     k.str("source", &r.rel).u64("is_dir", r.is_dir as u64);
                     for (e, h) in r.entries.iter().zip(&hashes) {
-                        let mode = normalise_context_mode(&e.kind, e.mode);
-                        let (kind, content): (&str, Vec<u8>) = match (&e.kind, h) {
-                            (ContextKind::File { .. }, Some(h)) => ("f", h.to_vec()),
-                            (ContextKind::Dir, _) => ("d", Vec::new()),
-                            (ContextKind::Symlink { target }, _) => {
-                                ("l", target.as_bytes().to_vec())
-                            }
-                            (ContextKind::File { .. }, None) => unreachable!("files are hashed"),
-                        };
+                        let (kind, content) = kind_and_content(e, h);
                         k.str("path", &e.rel_in_source)
                             .str("kind", kind)
-                            .u64("mode", mode as u64)
-                            .bytes("content", &content);
-                        let shown = if r.rel.is_empty() || e.rel_in_source.is_empty() {
-                            format!("{}{}", r.rel, e.rel_in_source)
-                        } else {
-                            format!("{}/{}", r.rel, e.rel_in_source)
-                        };
-                        explain.push(ExplainInput {
-                            name: format!("content:{shown}"),
-                            value: h32(&[kind.as_bytes(), &content]),
-                        });
-                        explain.push(ExplainInput {
-                            name: format!("mode:{shown}"),
-                            value: h32(&[&mode.to_le_bytes()]),
-                        });
+                            .u64("mode", normalise_context_mode(&e.kind, e.mode) as u64)
+                            .bytes("content", content);
                     }
-                    sources.push(Prepared::Context { resolved: r });
+                    sources.push(Prepared::Context {
+                        resolved: r,
+                        hashes,
+                    });
                 }
             }
         }
     }
     let ins_key = ins.finish();
     k.key("instruction", &ins_key);
-    explain.push(ExplainInput {
+    inputs.push(ExplainInput {
         name: "instruction".into(),
         value: ins_key,
     });
@@ -422,7 +409,7 @@ pub(crate) fn prepare(
         ParentUse::None => false,
         ParentUse::Whole => {
             key.key("parent", parent);
-            explain.push(ExplainInput {
+            inputs.push(ExplainInput {
                 name: "parent".into(),
                 value: *parent,
             });
@@ -453,7 +440,7 @@ pub(crate) fn prepare(
                 }
             };
             key.key("parent-facts", &facts);
-            explain.push(ExplainInput {
+            inputs.push(ExplainInput {
                 name: "parent-facts".into(),
                 value: facts,
             });
@@ -464,13 +451,81 @@ pub(crate) fn prepare(
     Ok(PreparedCopy {
         key: key.finish(),
         includes_parent,
-        explain,
+        inputs,
         sources,
         entries: entries_built,
         files,
         hashed,
         bytes_hashed,
     })
+}
+
+/// What a context entry contributes to the key besides its path and mode: its type, and the
+/// content digest (file) or target (symlink).
+fn kind_and_content<'a>(
+    e: &'a ContextEntry,
+    hash: &'a Option<[u8; 32]>,
+) -> (&'static str, &'a [u8]) {
+    match (&e.kind, hash) {
+        (ContextKind::File { .. }, Some(h)) => ("f", h),
+        (ContextKind::Dir, _) => ("d", &[]),
+        (ContextKind::Symlink { target }, _) => ("l", target.as_bytes()),
+        (ContextKind::File { .. }, None) => unreachable!("files are hashed"),
+    }
+}
+
+impl PreparedCopy {
+    /// What `--explain` compares when a later build of this step misses: the named inputs and,
+    /// per context entry, its path as the user wrote it (source + path in it), a fingerprint
+    /// of its type and content, and its mode. Built only when the step runs (a cache hit
+    /// stores nothing), from what [`prepare`] kept.
+    pub(crate) fn explain_record(&self) -> ExplainRecord {
+        let n = self
+            .sources
+            .iter()
+            .map(|s| match s {
+                Prepared::Context { resolved, .. } => resolved.entries.len(),
+                _ => 0,
+            })
+            .sum();
+        let mut files = FileFactsBuilder::with_capacity(n);
+        let mut shown = String::new();
+        for s in &self.sources {
+            let Prepared::Context {
+                resolved: r,
+                hashes,
+            } = s
+            else {
+                continue;
+            };
+            for (e, h) in r.entries.iter().zip(hashes) {
+                let (kind, content) = kind_and_content(e, h);
+                shown.clear();
+                shown.push_str(&r.rel);
+                if !r.rel.is_empty() && !e.rel_in_source.is_empty() {
+                    shown.push('/');
+                }
+                shown.push_str(&e.rel_in_source);
+                let fp = h32(&[kind.as_bytes(), content]);
+                files.push(
+                    &shown,
+                    u64::from_le_bytes(fp[..8].try_into().expect("8 bytes")),
+                    normalise_context_mode(&e.kind, e.mode),
+                );
+            }
+        }
+        ExplainRecord {
+            inputs: self.inputs.clone(),
+            files: files.finish(),
+        }
+    }
+}
+
+/// Orders paths as the context walk does: component by component, siblings bytewise (`a/b`
+/// before `a.txt`) — bytewise with `/` below every other byte.
+pub(crate) fn componentwise(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let key = |c: &u8| if *c == b'/' { 0u16 } else { *c as u16 + 1 };
+    a.iter().map(key).cmp(b.iter().map(key))
 }
 
 /// Per entry its content hash (files only), how many files were read, how many bytes.
@@ -501,34 +556,51 @@ fn hash_entries(
         .filter(|(_, e)| matches!(e.kind, ContextKind::File { .. }))
         .map(|(i, _)| i)
         .collect();
-    let keys: Vec<&[u8]> = file_idx
-        .iter()
-        .map(|&i| entries[i].host_path.as_os_str().as_bytes())
-        .collect();
-    let set = if use_stat_cache {
-        store.index().get_stat_set(&set_id)?.unwrap_or_default()
+    let old = if use_stat_cache {
+        store.index().get_stat_set(&set_id)?
     } else {
-        Vec::new()
+        None
     };
-    let by_path: std::collections::HashMap<&[u8], &StatEntry> =
-        set.iter().map(|(p, e)| (p.as_slice(), e)).collect();
-    let cached: Vec<Option<StatEntry>> = keys.iter().map(|k| by_path.get(k).map(|e| **e)).collect();
-    let set_matches_paths = set.len() == keys.len();
     // File timestamps come from the kernel's coarse clock, which can lag the real time by a
     // tick: a write made just after this moment may carry an mtime slightly before it. Backdate
     // the record by a safe margin so such an entry counts as racy and is hashed again.
     let recorded_ns = now_ns() - 50_000_000;
-    type One = ([u8; 32], Option<StatEntry>, u64);
-    let results: Vec<Result<One, BuildError>> = file_idx
-        .par_iter()
-        .zip(cached.into_par_iter())
-        .map(|(&i, c)| {
+    let mut out: Vec<Option<[u8; 32]>> = vec![None; entries.len()];
+    // The set is in the order of the previous walk, and walks are sorted component-wise: one
+    // merge finds each file's entry, a file added or removed only shifts it. (A set in another
+    // order would only cost re-hashes: an entry is trusted only if all stat fields match.)
+    let mut reused = 0;
+    if let Some(old) = &old {
+        let mut cur = old.cursor();
+        let mut at = cur.advance();
+        for &i in &file_idx {
             let e = &entries[i];
-            if let Some(c) = c {
-                if c.matches(e.dev, e.ino, e.size, e.mtime_ns, e.ctime_ns, e.mode) && !c.is_racy() {
-                    return Ok((c.blake3, None, 0));
-                }
+            let path = e.host_path.as_os_str().as_bytes();
+            while at && componentwise(cur.path(), path) == std::cmp::Ordering::Less {
+                at = cur.advance();
             }
+            if !at || cur.path() != path {
+                continue;
+            }
+            let c = cur.entry().expect("advanced");
+            if c.matches(e.dev, e.ino, e.size, e.mtime_ns, e.ctime_ns, e.mode) {
+                out[i] = Some(c.blake3);
+                reused += 1;
+            }
+            at = cur.advance();
+        }
+    }
+    let old_len = old.as_ref().map_or(0, |s| s.len());
+    drop(old);
+    let to_hash: Vec<usize> = file_idx
+        .iter()
+        .copied()
+        .filter(|&i| out[i].is_none())
+        .collect();
+    let results: Vec<Result<([u8; 32], u64), BuildError>> = to_hash
+        .par_iter()
+        .map(|&i| {
+            let e = &entries[i];
             let (h, n) = hash_file(&e.host_path).map_err(|err| BuildError::Io {
                 path: e.host_path.clone(),
                 source: err,
@@ -538,42 +610,35 @@ fn hash_entries(
                     path: e.host_path.clone(),
                 });
             }
-            let st = StatEntry {
-                dev: e.dev,
-                ino: e.ino,
-                size: e.size,
-                mtime_ns: e.mtime_ns,
-                ctime_ns: e.ctime_ns,
-                mode: e.mode,
-                recorded_ns,
-                blake3: h,
-            };
-            Ok((h, Some(st), n))
+            Ok((h, n))
         })
         .collect();
-    let mut out = vec![None; entries.len()];
-    let mut new_set: Vec<(Vec<u8>, StatEntry)> = Vec::with_capacity(keys.len());
-    let mut hashed = 0;
+    let hashed = to_hash.len();
     let mut bytes = 0;
-    for (j, (&i, r)) in file_idx.iter().zip(results).enumerate() {
-        let (h, st, n) = r?;
+    for (&i, r) in to_hash.iter().zip(results) {
+        let (h, n) = r?;
         out[i] = Some(h);
-        let entry = match st {
-            Some(st) => {
-                hashed += 1;
-                bytes += n;
-                st
-            }
-            None => *by_path[keys[j]],
-        };
-        new_set.push((keys[j].to_vec(), entry));
+        bytes += n;
     }
-    // The old set is no longer needed: free it before the new one is encoded (a 55k-file set
-    // is ~10 MB decoded), so a change does not hold both plus the encoding at once.
-    drop(by_path);
-    drop(set);
-    if use_stat_cache && (hashed > 0 || !set_matches_paths) {
-        store.index().put_stat_set(&set_id, &new_set)?;
+    if use_stat_cache && (hashed > 0 || reused != old_len) {
+        let mut set = strata_cache::index::StatSetBuilder::new(recorded_ns, file_idx.len());
+        for &i in &file_idx {
+            let e = &entries[i];
+            set.push(
+                e.host_path.as_os_str().as_bytes(),
+                &StatEntry {
+                    dev: e.dev,
+                    ino: e.ino,
+                    size: e.size,
+                    mtime_ns: e.mtime_ns,
+                    ctime_ns: e.ctime_ns,
+                    mode: e.mode,
+                    recorded_ns,
+                    blake3: out[i].expect("every file is hashed"),
+                },
+            );
+        }
+        store.index().put_stat_set(&set_id, &set.finish())?;
     }
     Ok((out, hashed, bytes))
 }
