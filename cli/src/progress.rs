@@ -116,6 +116,14 @@ impl Progress for Reporter {
                     } => {
                         json!({"event": "hashing", "stage": stage, "step": step, "files": files, "hashed": hashed, "bytes_hashed": bytes_hashed})
                     }
+                    Event::Compressed {
+                        stage,
+                        step,
+                        compressed,
+                        reused,
+                    } => {
+                        json!({"event": "compressed", "stage": stage, "step": step, "bytes_compressed": compressed, "bytes_reused": reused})
+                    }
                     Event::Warning(w) => json!({"event": "warning", "message": w}),
                     Event::Exported { kind, dest } => {
                         json!({"event": "exported", "type": kind, "dest": dest})
@@ -175,7 +183,7 @@ impl Progress for Reporter {
                             }
                         }
                     }
-                    Event::Hashing { .. } => {}
+                    Event::Hashing { .. } | Event::Compressed { .. } => {}
                     Event::Warning(w) => plain(format!("warning: {w}")),
                     Event::Exported { kind, dest } => plain(format!("exported {kind} to {dest}")),
                 }

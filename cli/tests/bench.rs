@@ -40,6 +40,12 @@ fn bench_reports_scenarios_and_advice() {
     };
     assert_eq!(by("cold")["executed"], 5);
     assert_eq!(by("no-op")["executed"], 0);
+    // Every tar byte of the cold build's two COPY layers went through the compressor; a no-op
+    // compresses nothing.
+    let cold_compressed = by("cold")["bytes_compressed"].as_u64().unwrap();
+    assert!(cold_compressed >= 20 * 512, "{}", by("cold"));
+    assert_eq!(by("cold")["bytes_reused"], 0);
+    assert_eq!(by("no-op")["bytes_compressed"], 0);
     let arg = by("build-arg V");
     // ARG V and the steps whose key includes the previous one run again; the two COPYs read
     // nothing of the config the ARG changes (parent facts, docs/cache-keys.md) and are reused.

@@ -551,7 +551,7 @@ fn run_stage(
                 match cached_layer {
                     Some(l) => (k, Some(inputs), StepStatus::Cached, Some(l)),
                     None => {
-                        let rec = run_step::execute(
+                        let (rec, counts) = run_step::execute(
                             store,
                             run,
                             &env,
@@ -561,6 +561,7 @@ fn run_stage(
                             tmp.path(),
                         )
                         .map_err(wrap)?;
+                        counts.report(progress, s, i);
                         (k, Some(inputs), StepStatus::Executed, Some(rec))
                     }
                 }
@@ -673,6 +674,11 @@ fn run_stage(
                             d.finish(written.as_ref().ok().map(|o| &o.diff_id));
                         }
                         let out = written.map_err(|e| wrap(e.into()))?;
+                        Compressed {
+                            compressed: out.compressed_raw,
+                            reused: out.reused_raw,
+                        }
+                        .report(progress, s, i);
                         let (digest, size) = w.commit()?;
                         debug_assert_eq!(digest, out.digest);
                         chunks.record(&digest, &out.chunks);
@@ -891,6 +897,23 @@ impl Drop for KeyLock {
         let (m, cv) = inflight();
         m.lock().unwrap().remove(&self.0);
         cv.notify_all();
+    }
+}
+
+/// Tar bytes of a written layer that were compressed vs reused ([`Event::Compressed`]).
+pub(crate) struct Compressed {
+    pub compressed: u64,
+    pub reused: u64,
+}
+
+impl Compressed {
+    fn report(&self, progress: &dyn Progress, stage: usize, step: usize) {
+        progress.event(&Event::Compressed {
+            stage,
+            step,
+            compressed: self.compressed,
+            reused: self.reused,
+        });
     }
 }
 

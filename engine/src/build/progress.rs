@@ -45,6 +45,14 @@ pub enum Event {
         /// Why the step missed the cache (`--explain`), one line per reason.
         explain: Vec<String>,
     },
+    /// Tar bytes of the layer a step wrote that went through the compressor, and those whose
+    /// compressed chunk was reused from an earlier layer.
+    Compressed {
+        stage: usize,
+        step: usize,
+        compressed: u64,
+        reused: u64,
+    },
     /// Files hashed vs served from the stat cache, for one COPY/ADD.
     Hashing {
         stage: usize,

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use strata_cache::{Digest, LayerRecord, Store};
 
-use crate::build::{chunk_cache, BuildError, BuildOptions};
+use crate::build::{chunk_cache, BuildError, BuildOptions, Compressed};
 use crate::image::LayerDesc;
 use crate::layer;
 use crate::plan::{Network, RunStep};
@@ -22,7 +22,7 @@ pub(crate) fn execute(
     similar: &HashMap<Digest, Digest>,
     opts: &BuildOptions,
     tmp: &Path,
-) -> Result<LayerRecord, BuildError> {
+) -> Result<(LayerRecord, Compressed), BuildError> {
     let snaps = Snapshots::new(store.root()).with_scratch(store.scratch());
     let mut lowers = Vec::new();
     for l in layers {
@@ -97,7 +97,7 @@ fn run_and_capture(
     spec: &RunSpec,
     lowers: &[std::path::PathBuf],
     opts: &BuildOptions,
-) -> Result<LayerRecord, BuildError> {
+) -> Result<(LayerRecord, Compressed), BuildError> {
     let (upper, lowers) = (&spec.upper, lowers);
     let (outcome, tail) = exec::run_logged(spec)?;
     let command = run.argv.last().cloned().unwrap_or_default();
@@ -121,49 +121,65 @@ fn run_and_capture(
     let exclude = exec::injected_paths(spec);
     let mut w = store.blobs().writer()?;
     let chunks = chunk_cache(store);
-    let (diff_id, media_type, uncompressed_size, refs) = match crate::sandbox::userns::current() {
-        None => {
-            let entries = capture::capture(&CaptureOptions {
-                upper,
-                lowers,
-                mtime: opts.source_date_epoch,
-                exclude: &exclude,
-                id_map: None,
-            })?;
-            let entries = layer::canonicalize(entries, opts.source_date_epoch)?;
-            let out = layer::write_layer_cached(
-                &entries,
-                opts.compression,
-                &mut w,
-                Some(chunks.clone()),
-            )?;
-            (
-                out.diff_id,
-                out.media_type.to_string(),
-                out.uncompressed_size,
-                out.chunks,
-            )
-        }
-        // Rootless: captured inside the user namespace, where container root can read every
-        // file of the upper dir (a file of another container id with mode 0600 cannot be read
-        // from outside) and stat shows container ids.
-        Some(ns) => {
-            let job = exec::CaptureJob {
-                upper: upper.clone(),
-                lowers: lowers.to_vec(),
-                mtime: opts.source_date_epoch,
-                exclude: exclude.clone(),
-                compression: match opts.compression {
-                    layer::Compression::Gzip => "gzip",
-                    layer::Compression::Zstd => "zstd",
-                    layer::Compression::None => "none",
-                }
-                .into(),
-            };
-            let l = exec::capture_in_userns(ns, &job, &mut w)?;
-            (l.diff_id, l.media_type, l.uncompressed_size, Vec::new())
-        }
-    };
+    let (diff_id, media_type, uncompressed_size, refs, counts) =
+        match crate::sandbox::userns::current() {
+            None => {
+                let entries = capture::capture(&CaptureOptions {
+                    upper,
+                    lowers,
+                    mtime: opts.source_date_epoch,
+                    exclude: &exclude,
+                    id_map: None,
+                })?;
+                let entries = layer::canonicalize(entries, opts.source_date_epoch)?;
+                let out = layer::write_layer_cached(
+                    &entries,
+                    opts.compression,
+                    &mut w,
+                    Some(chunks.clone()),
+                )?;
+                (
+                    out.diff_id,
+                    out.media_type.to_string(),
+                    out.uncompressed_size,
+                    out.chunks,
+                    Compressed {
+                        compressed: out.compressed_raw,
+                        reused: out.reused_raw,
+                    },
+                )
+            }
+            // Rootless: captured inside the user namespace, where container root can read every
+            // file of the upper dir (a file of another container id with mode 0600 cannot be read
+            // from outside) and stat shows container ids.
+            Some(ns) => {
+                let job = exec::CaptureJob {
+                    upper: upper.clone(),
+                    lowers: lowers.to_vec(),
+                    mtime: opts.source_date_epoch,
+                    exclude: exclude.clone(),
+                    compression: match opts.compression {
+                        layer::Compression::Gzip => "gzip",
+                        layer::Compression::Zstd => "zstd",
+                        layer::Compression::None => "none",
+                    }
+                    .into(),
+                };
+                let l = exec::capture_in_userns(ns, &job, &mut w)?;
+                // The helper writes without the chunk cache: everything went through the compressor.
+                let counts = Compressed {
+                    compressed: l.uncompressed_size,
+                    reused: 0,
+                };
+                (
+                    l.diff_id,
+                    l.media_type,
+                    l.uncompressed_size,
+                    Vec::new(),
+                    counts,
+                )
+            }
+        };
     let (digest, size) = w.commit()?;
     chunks.record(&digest, &refs);
     let rec = LayerRecord {
@@ -176,5 +192,5 @@ fn run_and_capture(
     store
         .index()
         .put_layer(&diff_id, opts.compression.id(), &rec)?;
-    Ok(rec)
+    Ok((rec, counts))
 }

@@ -45,6 +45,10 @@ struct Scenario {
     executed: usize,
     cached: usize,
     bytes_hashed: u64,
+    /// Tar bytes that went through the compressor (the rest of the layers' tar bytes were
+    /// reused compressed from earlier layers: `bytes_reused`).
+    bytes_compressed: u64,
+    bytes_reused: u64,
     bytes_written: u64,
     wall_seconds: f64,
     cpu_seconds: f64,
@@ -68,6 +72,8 @@ struct PeerRun {
 struct Collector {
     steps: Mutex<Vec<StepRow>>,
     hashed: Mutex<u64>,
+    /// (compressed, reused) tar bytes.
+    compressed: Mutex<(u64, u64)>,
 }
 
 impl Progress for Collector {
@@ -96,6 +102,13 @@ impl Progress for Collector {
                 });
             }
             Event::Hashing { bytes_hashed, .. } => *self.hashed.lock().unwrap() += bytes_hashed,
+            Event::Compressed {
+                compressed, reused, ..
+            } => {
+                let mut c = self.compressed.lock().unwrap();
+                c.0 += compressed;
+                c.1 += reused;
+            }
             _ => {}
         }
     }
@@ -179,6 +192,7 @@ impl Bench {
             }
             None => None,
         };
+        let (bytes_compressed, bytes_reused) = *col.compressed.lock().unwrap();
         Ok(Scenario {
             peer,
             name: name.to_string(),
@@ -186,6 +200,8 @@ impl Bench {
             executed: steps.iter().filter(|s| s.status == "executed").count(),
             cached: steps.iter().filter(|s| s.status == "cached").count(),
             bytes_hashed: col.hashed.into_inner().unwrap(),
+            bytes_compressed,
+            bytes_reused,
             bytes_written: steps.iter().map(|s| s.layer_bytes).sum(),
             wall_seconds: wall.as_secs_f64(),
             cpu_seconds: (cpu1 - cpu0).as_secs_f64(),
@@ -417,8 +433,16 @@ fn mb(b: u64) -> String {
 fn table(sc: &[Scenario]) -> String {
     let peer = sc.iter().find_map(|s| s.peer.as_ref().map(|p| p.builder));
     let mut out = format!(
-        "{:<40} {:>8} {:>7} {:>10} {:>10} {:>8} {:>8} {:>9}",
-        "scenario", "executed", "cached", "hashed MB", "stored MB", "wall s", "cpu s", "peak MB"
+        "{:<40} {:>8} {:>7} {:>10} {:>10} {:>10} {:>8} {:>8} {:>9}",
+        "scenario",
+        "executed",
+        "cached",
+        "hashed MB",
+        "compr. MB",
+        "stored MB",
+        "wall s",
+        "cpu s",
+        "peak MB"
     );
     if let Some(p) = peer {
         let _ = write!(out, " {:>10} {:>9}", format!("{p} s"), "speedup");
@@ -428,11 +452,12 @@ fn table(sc: &[Scenario]) -> String {
         let name: String = s.name.chars().take(40).collect();
         let _ = write!(
             out,
-            "{:<40} {:>8} {:>7} {:>10} {:>10} {:>8.2} {:>8.2} {:>9}",
+            "{:<40} {:>8} {:>7} {:>10} {:>10} {:>10} {:>8.2} {:>8.2} {:>9}",
             name,
             s.executed,
             s.cached,
             mb(s.bytes_hashed),
+            mb(s.bytes_compressed),
             mb(s.bytes_written),
             s.wall_seconds,
             s.cpu_seconds,
@@ -463,7 +488,7 @@ fn esc(s: &str) -> String {
 fn html(sc: &[Scenario], advice: &[String]) -> String {
     let mut h = String::from("<!doctype html><meta charset=utf-8><title>strata bench</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}td:first-child,th:first-child{text-align:left}</style><h1>strata bench</h1>");
     let peer = sc.iter().find_map(|s| s.peer.as_ref().map(|p| p.builder));
-    h.push_str("<table><tr><th>scenario</th><th>executed</th><th>cached</th><th>hashed MB</th><th>stored MB</th><th>wall s</th><th>cpu s</th>");
+    h.push_str("<table><tr><th>scenario</th><th>executed</th><th>cached</th><th>hashed MB</th><th>compressed MB</th><th>stored MB</th><th>wall s</th><th>cpu s</th>");
     if let Some(p) = peer {
         let _ = write!(h, "<th>{p} wall s</th><th>speedup</th>");
     }
@@ -471,11 +496,12 @@ fn html(sc: &[Scenario], advice: &[String]) -> String {
     for s in sc {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td>",
             esc(&s.name),
             s.executed,
             s.cached,
             mb(s.bytes_hashed),
+            mb(s.bytes_compressed),
             mb(s.bytes_written),
             s.wall_seconds,
             s.cpu_seconds
