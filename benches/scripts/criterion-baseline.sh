@@ -20,7 +20,7 @@ saved="$here/benches/baseline/$name"
 cd "$here"
 case "$mode" in
   save)
-    cargo bench -p strata-benches -- --save-baseline "$name" "$@"
+    cargo bench -p strata-benches --benches -- --save-baseline "$name" "$@"
     rm -rf "$saved"
     (cd "$crit" && find . -path "*/$name/*.json" -print0) | while IFS= read -r -d '' f; do
       mkdir -p "$saved/$(dirname "$f")"
@@ -43,7 +43,7 @@ PY
       mkdir -p "$crit/$(dirname "$f")"
       cp "$saved/$f" "$crit/$f"
     done
-    cargo bench -p strata-benches -- --baseline "$name" "$@"
+    cargo bench -p strata-benches --benches -- --baseline "$name" "$@"
     ;;
   *) echo "error: mode must be save or compare, not \`$mode\`" >&2; exit 2 ;;
 esac

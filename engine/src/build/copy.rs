@@ -335,6 +335,9 @@ pub(crate) fn prepare(
 ) -> Result<PreparedCopy, BuildError> {
     // Everything but the parent goes into `body`; the key is the parent input + `body`.
     let mut k = KeyHasher::new(if spec.add { "add-body" } else { "copy-body" });
+    // What the parent facts can depend on (the instruction, and the paths and kinds the layer
+    // writes), without the file contents and modes: see the memo below.
+    let mut shape = KeyHasher::new("copy-shape");
     let mut inputs = Vec::new();
     // The stat cache affects speed only, never keys: used even with --no-cache.
     let use_stat_cache = true;
@@ -381,12 +384,17 @@ pub(crate) fn prepare(
                     hashed += n_hashed;
                     bytes_hashed += n_bytes;
                     k.str("source", &r.rel).u64("is_dir", r.is_dir as u64);
+                    shape.str("source", &r.rel).u64("is_dir", r.is_dir as u64);
                     for (e, h) in r.entries.iter().zip(&hashes) {
                         let (kind, content) = kind_and_content(e, h);
                         k.str("path", &e.rel_in_source)
                             .str("kind", kind)
                             .u64("mode", normalise_context_mode(&e.kind, e.mode) as u64)
                             .bytes("content", content);
+                        shape.str("path", &e.rel_in_source).str("kind", kind);
+                        if let ContextKind::Symlink { target } = &e.kind {
+                            shape.str("target", target);
+                        }
                     }
                     sources.push(Prepared::Context {
                         resolved: r,
@@ -398,6 +406,8 @@ pub(crate) fn prepare(
     }
     let ins_key = ins.finish();
     k.key("instruction", &ins_key);
+    shape.key("instruction", &ins_key);
+    let shape = shape.finish();
     inputs.push(ExplainInput {
         name: "instruction".into(),
         value: ins_key,
@@ -417,10 +427,14 @@ pub(crate) fn prepare(
         }
         ParentUse::Facts => {
             // The facts are a function of the parent rootfs (which the parent key identifies)
-            // and `body`: memoised under both, a rebuild on the same parent reads no layer.
-            let memo = KeyHasher::new("parent-facts-memo")
+            // and of which paths the layer writes: `entries` asks the parent only about the
+            // destination and the directories on the way to each target path, whatever the
+            // files hold (only a COPY from the context gets here: no archive is looked into).
+            // Memoised under both, a rebuild on the same parent — or after an edit that adds,
+            // removes or renames no file — reads no layer.
+            let memo = KeyHasher::new("parent-facts-memo-v2")
                 .key("parent", parent)
-                .key("body", &body)
+                .key("shape", &shape)
                 .finish();
             let known = if !no_cache {
                 store.index().get_parent_facts(&memo)?
@@ -1148,6 +1162,70 @@ mod tests {
             })
             .collect();
         (view.finish().unwrap(), shown)
+    }
+
+    /// The parent-facts memo is keyed by the shape of the layer (paths and kinds), not its
+    /// file contents or modes: a content edit reuses the memo (no parent layer is read) and
+    /// gives the very key a fresh computation gives; an added file computes the facts again.
+    #[test]
+    fn parent_facts_memo_survives_content_edits_and_not_new_paths() {
+        use std::os::unix::fs::PermissionsExt;
+        let work = tempfile::tempdir().unwrap();
+        let store = Store::open(&work.path().join("store")).unwrap();
+        let ctx_dir = work.path().join("ctx");
+        std::fs::create_dir_all(ctx_dir.join("src/sub")).unwrap();
+        std::fs::write(ctx_dir.join("src/a.txt"), "one").unwrap();
+        std::fs::write(ctx_dir.join("src/sub/b.txt"), "two").unwrap();
+        let spec = CopySpec {
+            add: false,
+            from: CopyFrom::Context,
+            sources: vec![CopySource::Path("src".into())],
+            dest: "/app/".into(),
+            chown: None,
+            chmod: None,
+            link: false,
+            excludes: vec![],
+        };
+        assert_eq!(parent_use(&spec), ParentUse::Facts);
+        let prep = |no_cache: bool| {
+            // A fresh context each time: the walk sees the edits.
+            let ctx = Context::open(&ctx_dir, crate::context::IgnoreMatcher::empty()).unwrap();
+            let p = prepare(
+                &store,
+                &ctx,
+                &spec,
+                &[9; 32],
+                &[],
+                &FromSource::Context,
+                "gzip-test",
+                0,
+                no_cache,
+                work.path(),
+            )
+            .unwrap();
+            (p.key, p.entries.is_some())
+        };
+        let (k0, computed) = prep(false);
+        assert!(computed, "first build: the facts are computed");
+        assert_eq!(prep(false), (k0, false), "memo hit, same key");
+
+        std::fs::write(ctx_dir.join("src/a.txt"), "one, edited").unwrap();
+        let f = ctx_dir.join("src/sub/b.txt");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (k1, computed) = prep(false);
+        assert_ne!(k1, k0, "the content is in the key");
+        assert!(!computed, "a content or mode edit reuses the parent facts");
+        assert_eq!(
+            prep(true).0,
+            k1,
+            "the same key as computing the facts afresh"
+        );
+
+        std::fs::write(ctx_dir.join("src/sub/c.txt"), "new").unwrap();
+        let (k2, computed) = prep(false);
+        assert_ne!(k2, k1);
+        assert!(computed, "a new path asks the parent new questions");
+        assert_eq!(prep(true).0, k2);
     }
 
     #[test]
