@@ -89,6 +89,21 @@ pub(crate) fn mkdir_all_in_root(
     Ok(cur)
 }
 
+/// Creates the regular file `name` in `dir` for writing: fails on anything already there
+/// (`EEXIST`), and never follows a symlink in its place.
+pub(crate) fn create_new_file(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    mode: u32,
+) -> Result<OwnedFd, Errno> {
+    rfs::openat(
+        dir,
+        name,
+        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(mode),
+    )
+}
+
 /// Removes `name` in `dir` and, if it is a directory, everything below it — never following
 /// a symlink.
 pub(crate) fn remove_all_at(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {

@@ -22,7 +22,7 @@ use rustix::io::Errno;
 use rustix::process::{Gid, Uid};
 use strata_cache::{BlobStore, Digest};
 
-use super::root::{components, mkdir_all_in_root, open_in_root, remove_all_at};
+use super::root::{components, create_new_file, mkdir_all_in_root, open_in_root, remove_all_at};
 use super::SandboxError;
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -638,18 +638,7 @@ impl Unpacker {
                         limit: self.limits.max_bytes,
                     });
                 }
-                let create = || {
-                    rfs::openat(
-                        parent_fd,
-                        name.as_os_str(),
-                        OFlags::CREATE
-                            | OFlags::EXCL
-                            | OFlags::WRONLY
-                            | OFlags::NOFOLLOW
-                            | OFlags::CLOEXEC,
-                        Mode::from_raw_mode(0o600),
-                    )
-                };
+                let create = || create_new_file(parent_fd.as_fd(), name.as_os_str(), 0o600);
                 let f = match create() {
                     Err(Errno::EXIST) => {
                         remove_all_at(parent_fd.as_fd(), name).map_err(io_err("replace"))?;

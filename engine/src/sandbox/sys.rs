@@ -17,7 +17,7 @@ use rustix::io::Errno;
 
 use super::exec::{Network, RunSpec};
 use super::init::NsKind;
-use super::root::{components, mkdir_all_in_root, open_in_root};
+use super::root::{components, create_new_file, mkdir_all_in_root, open_in_root};
 
 /// Host device nodes bind-mounted into the container's `/dev` (Docker's set).
 pub(crate) const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -400,18 +400,9 @@ impl Sys for RealSys {
                 }
                 let dir = mkdir_all_in_root(self.root()?, parent, 0o755)
                     .map_err(errno_msg(format_args!("create parent of `/{path}`")))?;
-                rfs::openat(
-                    &dir,
-                    name.as_os_str(),
-                    OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::WRONLY
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o644),
-                )
-                .map(drop)
-                .map_err(errno_msg(format_args!("create `/{path}` in the rootfs")))
+                create_new_file(dir.as_fd(), name.as_os_str(), 0o644)
+                    .map(drop)
+                    .map_err(errno_msg(format_args!("create `/{path}` in the rootfs")))
             }
             Op::Symlink { target, path } => {
                 let comps = components(path.as_bytes()).map_err(|r| format!("`{path}`: {r}"))?;
