@@ -127,12 +127,8 @@ impl Differ {
         gid: u64,
         mode: u32,
     ) -> Result<(), Errno> {
-        if self.is_root {
-            let u = rustix::process::Uid::from_raw(u32::try_from(uid).map_err(|_| Errno::INVAL)?);
-            let g = rustix::process::Gid::from_raw(u32::try_from(gid).map_err(|_| Errno::INVAL)?);
-            rfs::fchown(fd, Some(u), Some(g))?;
-        }
-        rfs::fchmod(fd, Mode::from_raw_mode(mode))
+        // Deltas are made as real root only (never in a user namespace): every id maps.
+        super::snapshot::chown_chmod(fd, self.is_root, (uid, gid), mode, false)
     }
 
     fn same_owner(&self, st: &rfs::Stat, uid: u64, gid: u64) -> bool {

@@ -795,15 +795,8 @@ impl Unpacker {
         gid: u64,
         mode: u32,
     ) -> Result<(), Errno> {
-        if self.is_root {
-            let (u, g) = ids(uid, gid)?;
-            match rfs::fchown(fd, Some(u), Some(g)) {
-                // Not mapped in a single-id namespace: stays root's (the warned-about loss).
-                Err(Errno::INVAL) if self.form.single_id => {}
-                r => r?,
-            }
-        }
-        rfs::fchmod(fd, Mode::from_raw_mode(mode))
+        // Not mapped in a single-id namespace: stays root's (the warned-about loss).
+        chown_chmod(fd, self.is_root, (uid, gid), mode, self.form.single_id)
     }
 
     fn lchown(&self, dir: BorrowedFd<'_>, name: &OsStr, uid: u64, gid: u64) -> Result<(), Errno> {
@@ -816,6 +809,26 @@ impl Unpacker {
             r => r,
         }
     }
+}
+
+/// Sets the owner (only as root: nobody else may give a file away) and then the mode — in that
+/// order, since chown clears setuid bits. `unmapped_ok`: an id the user namespace does not map
+/// (`EINVAL`) leaves the owner as it is.
+pub(super) fn chown_chmod(
+    fd: BorrowedFd<'_>,
+    is_root: bool,
+    (uid, gid): (u64, u64),
+    mode: u32,
+    unmapped_ok: bool,
+) -> Result<(), Errno> {
+    if is_root {
+        let (u, g) = ids(uid, gid)?;
+        match rfs::fchown(fd, Some(u), Some(g)) {
+            Err(Errno::INVAL) if unmapped_ok => {}
+            r => r?,
+        }
+    }
+    rfs::fchmod(fd, Mode::from_raw_mode(mode))
 }
 
 fn ids(uid: u64, gid: u64) -> Result<(Uid, Gid), Errno> {
