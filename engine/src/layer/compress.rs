@@ -110,16 +110,20 @@ fn gzip_chunk(chunk: &[u8]) -> io::Result<Vec<u8>> {
     let mut c = Compress::new(flate2::Compression::new(GZIP_LEVEL), false);
     // Input given to `c` since its last flush: the stream is not byte-aligned.
     let mut pending = false;
-    let mut start = 0;
-    while start < chunk.len() {
-        // The run of blocks of one class that starts at `start`.
-        let stored = looks_incompressible(block_at(chunk, start));
-        let mut end = (start + GZIP_CLASS_BLOCK).min(chunk.len());
-        while end < chunk.len() && looks_incompressible(block_at(chunk, end)) == stored {
-            end = (end + GZIP_CLASS_BLOCK).min(chunk.len());
-        }
-        let run = &chunk[start..end];
-        if stored {
+    // Each block is classified once; a run is a maximal sequence of blocks of one class.
+    let stored: Vec<bool> = chunk
+        .chunks(GZIP_CLASS_BLOCK)
+        .map(looks_incompressible)
+        .collect();
+    let mut first = 0;
+    while first < stored.len() {
+        let class = stored[first];
+        let last = stored[first..]
+            .iter()
+            .position(|&s| s != class)
+            .map_or(stored.len(), |n| first + n);
+        let run = &chunk[first * GZIP_CLASS_BLOCK..(last * GZIP_CLASS_BLOCK).min(chunk.len())];
+        if class {
             if pending {
                 deflate_into(&mut c, &[], FlushCompress::Sync, &mut out)?;
                 pending = false;
@@ -131,7 +135,7 @@ fn gzip_chunk(chunk: &[u8]) -> io::Result<Vec<u8>> {
             deflate_into(&mut c, run, FlushCompress::None, &mut out)?;
             pending = true;
         }
-        start = end;
+        first = last;
     }
     deflate_into(&mut c, &[], FlushCompress::Finish, &mut out)?;
     let mut crc = flate2::Crc::new();
@@ -150,10 +154,6 @@ fn write_stored_blocks(data: &[u8], out: &mut Vec<u8>) {
         out.extend_from_slice(&(!len).to_le_bytes());
         out.extend_from_slice(piece);
     }
-}
-
-fn block_at(chunk: &[u8], at: usize) -> &[u8] {
-    &chunk[at..(at + GZIP_CLASS_BLOCK).min(chunk.len())]
 }
 
 /// Feeds `input` to `c` with `flush`, appending everything it produces to `out`.
