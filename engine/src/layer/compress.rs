@@ -202,11 +202,8 @@ fn wait<T>(rx: &Receiver<T>) -> Option<T> {
     }
 }
 
-/// A compressed chunk, and its key and BLAKE3 when it is worth a [`ChunkRef`].
 /// A compressed chunk; its key and BLAKE3 when it is worth a [`ChunkRef`]; whether it came
 /// from the cache; the raw length.
-type Compressed = io::Result<Done>;
-
 struct Done {
     bytes: Vec<u8>,
     keyed: Option<([u8; 32], [u8; 32])>,
@@ -334,7 +331,7 @@ struct Pipeline<'o> {
     /// Dropped (the receiver sees the end) when it stops receiving: the layer is unaffected.
     tee: Option<RawTee>,
     out: &'o mut dyn Write,
-    in_flight: VecDeque<(u64, Receiver<Compressed>)>,
+    in_flight: VecDeque<(u64, Receiver<io::Result<Done>>)>,
     max_in_flight: usize,
     next_chunk: u64,
     hasher: Sha256Hasher,
