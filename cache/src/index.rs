@@ -14,7 +14,7 @@
 //! | `b/`   | 32-byte manifest digest of an image strata built | [`Lineage`] |
 //! | `T/`   | 32-byte stat-set id (engine: one per COPY source root) | [`StatSet`] (schema [`STAT_SET_SCHEMA`], its own layout) |
 //! | `o/`   | 32-byte blob digest                           | `Vec<String>`: `registry/repository`s it was pulled from or pushed to (cross-repository mounts) |
-//! | `f/`   | 32-byte memo key (engine: a COPY's parent key + its other inputs) | 32-byte digest of the parent facts the COPY reads |
+//! | `f/`   | 32-byte memo key (engine: a COPY's parent key + its other inputs) | [`ParentFacts`]: the digest of the parent facts the COPY reads, and the answers it was made from |
 //!
 //! Every value is one schema-version byte ([`VALUE_SCHEMA`]) followed by its bincode encoding.
 //! A value with another version byte is reported as [`StoreError::Schema`], never a panic.
@@ -86,6 +86,15 @@ pub struct Lineage {
 pub use crate::stat_set::{StatCursor, StatSet, StatSetBuilder, STAT_SET_SCHEMA};
 
 /// What a tag points at.
+/// A memoised parent-facts digest (the engine's COPY) and the answers it was computed from, so
+/// that a step that must run can build its layer without reading the parent layers again.
+/// `answers` is the engine's encoding; the store does not look into it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentFacts {
+    pub facts: [u8; 32],
+    pub answers: Vec<u8>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TagRecord {
     pub manifest: Digest,
@@ -665,14 +674,14 @@ impl Index {
         self.with_db(|db| Ok(db.put(key(STAT_SET, &[id]), v)?))
     }
 
-    /// A memoised digest of what a COPY reads of its parent rootfs (see the engine's
-    /// `build::copy`): a function of the memo key, so it never goes stale. Not synced: a lost
-    /// one is recomputed from the parent layers.
-    pub fn get_parent_facts(&self, memo: &[u8; 32]) -> Result<Option<[u8; 32]>, StoreError> {
+    /// A memoised digest of what a COPY reads of its parent rootfs, with the answers it was
+    /// made from (see the engine's `build::copy`): a function of the memo key, so it never goes
+    /// stale. Not synced: a lost one is recomputed from the parent layers.
+    pub fn get_parent_facts(&self, memo: &[u8; 32]) -> Result<Option<ParentFacts>, StoreError> {
         self.get("parent facts", &key(FACTS, &[memo]))
     }
 
-    pub fn put_parent_facts(&self, memo: &[u8; 32], facts: &[u8; 32]) -> Result<(), StoreError> {
+    pub fn put_parent_facts(&self, memo: &[u8; 32], facts: &ParentFacts) -> Result<(), StoreError> {
         self.put(&key(FACTS, &[memo]), facts, false)
     }
 
@@ -1060,8 +1069,12 @@ mod tests {
         assert_eq!(ix.get_last_at(&[3; 32]).unwrap(), Some([1; 32]));
 
         assert_eq!(ix.get_parent_facts(&[4; 32]).unwrap(), None);
-        ix.put_parent_facts(&[4; 32], &[5; 32]).unwrap();
-        assert_eq!(ix.get_parent_facts(&[4; 32]).unwrap(), Some([5; 32]));
+        let facts = ParentFacts {
+            facts: [5; 32],
+            answers: vec![1, 2, 3],
+        };
+        ix.put_parent_facts(&[4; 32], &facts).unwrap();
+        assert_eq!(ix.get_parent_facts(&[4; 32]).unwrap(), Some(facts));
 
         let diff = Digest::of(b"tar");
         ix.put_layer(&diff, "gzip-6", &layer(1)).unwrap();

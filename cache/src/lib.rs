@@ -57,7 +57,7 @@ pub use fsck::{fsck, FsckReport, Problem};
 #[cfg(feature = "index")]
 pub use gc::{gc, GcOptions, GcPolicy, GcReport, CHUNK_REFS_DIR};
 #[cfg(feature = "index")]
-pub use index::{Index, IndexHold, Lineage, OnWait, StatEntry, TagRecord};
+pub use index::{Index, IndexHold, Lineage, OnWait, ParentFacts, StatEntry, TagRecord};
 pub use records::{
     ExplainInput, ExplainRecord, FileCursor, FileFacts, FileFactsBuilder, LayerRecord, StepRecord,
 };

@@ -20,7 +20,7 @@
 //! Because such a key no longer identifies the rootfs after the step, the next step's parent
 //! is the *chain key* `blake3(parent, step key)` ([`chain`]), never the step key itself.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use strata_cache::{ExplainInput, ExplainRecord, FileFactsBuilder, StatEntry, Store};
 
 use crate::build::rootfs::{self, NodeKind, Tree};
@@ -68,6 +69,8 @@ pub(crate) struct PreparedCopy {
     pub sources: Vec<Prepared>,
     /// The layer's entries, when they were built to compute the parent facts.
     pub entries: Option<Vec<Entry>>,
+    /// The memoised answers of the parent view, and the facts they must give.
+    parent_answers: Option<(Vec<Answer>, Key)>,
     pub files: usize,
     pub hashed: usize,
     pub bytes_hashed: u64,
@@ -112,6 +115,7 @@ pub(crate) fn parent_use(spec: &CopySpec) -> ParentUse {
 }
 
 /// What a directory on the way to the destination contributes to the layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct DirMeta {
     pub mode: u32,
     pub uid: u64,
@@ -119,85 +123,212 @@ pub(crate) struct DirMeta {
     pub xattrs: BTreeMap<String, Vec<u8>>,
 }
 
+/// One question [`entries`] asked of the parent rootfs, with its answer. The answers are
+/// memoised beside the parent facts: a step that must run after an edit that changed no path
+/// (its facts memo hits) replays them instead of reading the parent layers again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Answer {
+    Resolve {
+        path: String,
+        follow_last: bool,
+        resolved: String,
+    },
+    Dir {
+        path: String,
+        meta: Option<DirMeta>,
+    },
+    Text {
+        path: String,
+        text: Option<String>,
+    },
+}
+
+/// Where a [`ParentView`] gets its answers.
+enum Source<'a> {
+    Tree(&'a Tree),
+    /// Recorded answers; a question not among them is a miss (the caller then asks a tree).
+    Replay {
+        answers: &'a [Answer],
+        missed: Cell<bool>,
+    },
+}
+
 /// The only way [`entries`] reads the parent rootfs. When recording, every question and its
-/// answer go, in order, into a digest: the parent facts of the step key.
+/// answer go, in order, into a digest: the parent facts of the step key; and into a list: the
+/// answers a later run can replay ([`ParentView::replaying`]).
 pub(crate) struct ParentView<'a> {
-    tree: &'a Tree,
-    log: Option<RefCell<KeyHasher>>,
+    src: Source<'a>,
+    log: Option<RefCell<(KeyHasher, Vec<Answer>)>>,
 }
 
 impl<'a> ParentView<'a> {
     pub fn new(tree: &'a Tree) -> Self {
-        ParentView { tree, log: None }
+        ParentView {
+            src: Source::Tree(tree),
+            log: None,
+        }
     }
 
     pub fn recording(tree: &'a Tree) -> Self {
         ParentView {
-            tree,
-            log: Some(RefCell::new(KeyHasher::new("parent-facts"))),
+            src: Source::Tree(tree),
+            log: Some(Self::empty_log()),
         }
     }
 
-    fn note(&self, f: impl FnOnce(&mut KeyHasher)) {
+    /// A view answering from `answers` (recorded by an earlier [`recording`](Self::recording)
+    /// view), recording too, so that the caller can check that the replay gives the very facts
+    /// it was recorded with ([`missed`](Self::missed), [`finish`](Self::finish)).
+    pub fn replaying(answers: &'a [Answer]) -> Self {
+        ParentView {
+            src: Source::Replay {
+                answers,
+                missed: Cell::new(false),
+            },
+            log: Some(Self::empty_log()),
+        }
+    }
+
+    fn empty_log() -> RefCell<(KeyHasher, Vec<Answer>)> {
+        RefCell::new((KeyHasher::new("parent-facts"), Vec::new()))
+    }
+
+    /// Whether a replaying view was asked a question it has no answer for.
+    pub fn missed(&self) -> bool {
+        matches!(&self.src, Source::Replay { missed, .. } if missed.get())
+    }
+
+    fn replay<T>(&self, find: impl Fn(&Answer) -> Option<T>, fallback: T) -> T {
+        let Source::Replay { answers, missed } = &self.src else {
+            unreachable!("only a replaying view replays")
+        };
+        answers.iter().find_map(find).unwrap_or_else(|| {
+            missed.set(true);
+            fallback
+        })
+    }
+
+    fn note(&self, f: impl FnOnce(&mut KeyHasher), answer: impl FnOnce() -> Answer) {
         if let Some(l) = &self.log {
-            f(&mut l.borrow_mut());
+            let (k, answers) = &mut *l.borrow_mut();
+            f(k);
+            answers.push(answer());
         }
     }
 
     /// `path` with every symlink on the way resolved in-root (see [`Tree::resolve`]).
     fn resolve(&self, path: &str, follow_last: bool) -> Result<String, BuildError> {
-        let r = self.tree.resolve(path, follow_last)?;
-        self.note(|k| {
-            k.str("resolve", path)
-                .u64("follow-last", follow_last as u64)
-                .str("resolved", &r);
-        });
+        let r = match &self.src {
+            Source::Tree(t) => t.resolve(path, follow_last)?,
+            Source::Replay { .. } => self.replay(
+                |a| match a {
+                    Answer::Resolve {
+                        path: p,
+                        follow_last: f,
+                        resolved,
+                    } if p == path && *f == follow_last => Some(resolved.clone()),
+                    _ => None,
+                },
+                path.to_string(),
+            ),
+        };
+        self.note(
+            |k| {
+                k.str("resolve", path)
+                    .u64("follow-last", follow_last as u64)
+                    .str("resolved", &r);
+            },
+            || Answer::Resolve {
+                path: path.to_string(),
+                follow_last,
+                resolved: r.clone(),
+            },
+        );
         Ok(r)
     }
 
     /// The metadata of `path` if it is a directory.
     fn dir(&self, path: &str) -> Option<DirMeta> {
-        let d = match self.tree.get(path) {
-            Some(n) if matches!(n.kind, NodeKind::Dir) => Some(DirMeta {
-                mode: n.mode,
-                uid: n.uid,
-                gid: n.gid,
-                xattrs: n.xattrs.clone(),
-            }),
-            _ => None,
+        let d = match &self.src {
+            Source::Tree(t) => match t.get(path) {
+                Some(n) if matches!(n.kind, NodeKind::Dir) => Some(DirMeta {
+                    mode: n.mode,
+                    uid: n.uid,
+                    gid: n.gid,
+                    xattrs: n.xattrs.clone(),
+                }),
+                _ => None,
+            },
+            Source::Replay { .. } => self.replay(
+                |a| match a {
+                    Answer::Dir { path: p, meta } if p == path => Some(meta.clone()),
+                    _ => None,
+                },
+                None,
+            ),
         };
-        self.note(|k| {
-            k.str("dir", path);
-            match &d {
-                None => {
-                    k.u64("is-dir", 0);
-                }
-                Some(d) => {
-                    k.u64("is-dir", 1)
-                        .u64("mode", d.mode as u64)
-                        .u64("uid", d.uid)
-                        .u64("gid", d.gid)
-                        .u64("xattrs", d.xattrs.len() as u64);
-                    for (name, v) in &d.xattrs {
-                        k.str("xattr", name).bytes("value", v);
+        self.note(
+            |k| {
+                k.str("dir", path);
+                match &d {
+                    None => {
+                        k.u64("is-dir", 0);
+                    }
+                    Some(d) => {
+                        k.u64("is-dir", 1)
+                            .u64("mode", d.mode as u64)
+                            .u64("uid", d.uid)
+                            .u64("gid", d.gid)
+                            .u64("xattrs", d.xattrs.len() as u64);
+                        for (name, v) in &d.xattrs {
+                            k.str("xattr", name).bytes("value", v);
+                        }
                     }
                 }
-            }
-        });
+            },
+            || Answer::Dir {
+                path: path.to_string(),
+                meta: d.clone(),
+            },
+        );
         d
     }
 
     /// A spooled text file (`/etc/passwd`, `/etc/group`).
     fn read_text(&self, path: &str) -> Option<String> {
-        let t = self.tree.read_spooled(path);
-        self.note(|k| {
-            k.str("read", path).opt_str("text", t.as_deref());
-        });
+        let t = match &self.src {
+            Source::Tree(t) => t.read_spooled(path),
+            Source::Replay { .. } => self.replay(
+                |a| match a {
+                    Answer::Text { path: p, text } if p == path => Some(text.clone()),
+                    _ => None,
+                },
+                None,
+            ),
+        };
+        self.note(
+            |k| {
+                k.str("read", path).opt_str("text", t.as_deref());
+            },
+            || Answer::Text {
+                path: path.to_string(),
+                text: t.clone(),
+            },
+        );
         t
     }
 
+    /// The parent facts (the digest of every question and answer), if recording.
     fn finish(&self) -> Option<Key> {
-        self.log.as_ref().map(|l| l.borrow().finish())
+        self.log.as_ref().map(|l| l.borrow().0.finish())
+    }
+
+    /// The answers recorded so far, in the order they were asked.
+    fn answers(&self) -> Vec<Answer> {
+        self.log
+            .as_ref()
+            .map(|l| l.borrow().1.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -415,6 +546,8 @@ pub(crate) fn prepare(
     let body = k.finish();
     let mut key = KeyHasher::new(if spec.add { "add" } else { "copy" });
     let mut entries_built = None;
+    let mut answers = None;
+    let mut facts_key = None;
     let includes_parent = match parent_use(spec) {
         ParentUse::None => false,
         ParentUse::Whole => {
@@ -432,7 +565,8 @@ pub(crate) fn prepare(
             // files hold (only a COPY from the context gets here: no archive is looked into).
             // Memoised under both, a rebuild on the same parent — or after an edit that adds,
             // removes or renames no file — reads no layer.
-            let memo = KeyHasher::new("parent-facts-memo-v2")
+            // v3: the memo also holds the answers the facts were computed from.
+            let memo = KeyHasher::new("parent-facts-memo-v3")
                 .key("parent", parent)
                 .key("shape", &shape)
                 .finish();
@@ -442,17 +576,26 @@ pub(crate) fn prepare(
                 None
             };
             let facts = match known {
-                Some(f) => f,
+                Some(f) => {
+                    // Undecodable answers only cost a read of the parent layers on a miss.
+                    answers = bincode::deserialize(&f.answers).ok();
+                    f.facts
+                }
                 None => {
                     let tree = parent_tree(store, spec, parent_layers, spool)?;
                     let view = ParentView::recording(&tree);
                     let es = entries(store, spec, &sources, &view, from, sde, spool)?;
                     let f = view.finish().expect("a recording view");
-                    store.index().put_parent_facts(&memo, &f)?;
+                    let rec = strata_cache::ParentFacts {
+                        facts: f,
+                        answers: bincode::serialize(&view.answers()).expect("answers serialise"),
+                    };
+                    store.index().put_parent_facts(&memo, &rec)?;
                     entries_built = Some(es);
                     f
                 }
             };
+            facts_key = Some(facts);
             key.key("parent-facts", &facts);
             inputs.push(ExplainInput {
                 name: "parent-facts".into(),
@@ -468,10 +611,46 @@ pub(crate) fn prepare(
         inputs,
         sources,
         entries: entries_built,
+        parent_answers: answers.zip(facts_key),
         files,
         hashed,
         bytes_hashed,
     })
+}
+
+/// The layer's entries for a step that must run: the ones [`prepare`] built, else built from
+/// the memoised answers of the parent view when replaying them gives the very facts of the key,
+/// else from the parent layers.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn build_entries(
+    store: &Store,
+    spec: &CopySpec,
+    prep: &mut PreparedCopy,
+    parent_layers: &[LayerDesc],
+    from: &FromSource<'_>,
+    sde: u64,
+    spool: &Path,
+) -> Result<Vec<Entry>, BuildError> {
+    if let Some(es) = prep.entries.take() {
+        return Ok(es);
+    }
+    if let Some((answers, facts)) = &prep.parent_answers {
+        let view = ParentView::replaying(answers);
+        let es = entries(store, spec, &prep.sources, &view, from, sde, spool)?;
+        if !view.missed() && view.finish().as_ref() == Some(facts) {
+            return Ok(es);
+        }
+    }
+    let tree = parent_tree(store, spec, parent_layers, spool)?;
+    entries(
+        store,
+        spec,
+        &prep.sources,
+        &ParentView::new(&tree),
+        from,
+        sde,
+        spool,
+    )
 }
 
 /// What a context entry contributes to the key besides its path and mode: its type, and the
@@ -1122,6 +1301,23 @@ mod tests {
 
     /// The parent facts and the entries of `COPY <<f /app/sub/` over `tree`.
     fn run(tree: &Tree) -> (Key, Vec<(String, u32, u64, bool)>) {
+        let view = ParentView::recording(tree);
+        let shown = run_with(&view)
+            .iter()
+            .map(|e| {
+                (
+                    e.path.clone(),
+                    e.mode,
+                    e.uid,
+                    matches!(e.kind, EntryKind::Dir),
+                )
+            })
+            .collect();
+        (view.finish().unwrap(), shown)
+    }
+
+    /// The entries of `COPY --chown=7 <<f /app/sub/`, asking `view` about the parent.
+    fn run_with(view: &ParentView<'_>) -> Vec<Entry> {
         let store_dir = tempfile::tempdir().unwrap();
         let store = Store::open(store_dir.path()).unwrap();
         let spec = CopySpec {
@@ -1139,29 +1335,52 @@ mod tests {
             name: "f".into(),
             content: "x".into(),
         }];
-        let view = ParentView::recording(tree);
-        let es = entries(
+        entries(
             &store,
             &spec,
             &sources,
-            &view,
+            view,
             &FromSource::Context,
             0,
             store_dir.path(),
         )
-        .unwrap();
-        let shown = es
-            .iter()
-            .map(|e| {
-                (
-                    e.path.clone(),
-                    e.mode,
-                    e.uid,
-                    matches!(e.kind, EntryKind::Dir),
-                )
-            })
-            .collect();
-        (view.finish().unwrap(), shown)
+        .unwrap()
+    }
+
+    /// A step that must run after a content edit replays the memoised answers instead of
+    /// reading the parent layers: the replay gives the very entries and facts the parent
+    /// gives, and a question the answers do not cover is reported (the caller then reads the
+    /// parent), never guessed.
+    #[test]
+    fn replayed_answers_give_the_entries_and_facts_of_the_parent() {
+        let mut t = base();
+        t.nodes.insert(
+            "app".into(),
+            Node {
+                uid: 3,
+                ..dir(0o700)
+            },
+        );
+        let rec = ParentView::recording(&t);
+        let es = run_with(&rec);
+        let answers = rec.answers();
+        assert!(answers.len() >= 2, "{answers:?}");
+        let bytes = bincode::serialize(&answers).unwrap();
+        let answers: Vec<Answer> = bincode::deserialize(&bytes).unwrap();
+
+        let replay = ParentView::replaying(&answers);
+        assert_eq!(run_with(&replay), es);
+        assert!(!replay.missed());
+        assert_eq!(replay.finish(), rec.finish());
+        assert_eq!(replay.answers(), answers);
+
+        for i in 0..answers.len() {
+            let mut fewer = answers.clone();
+            fewer.remove(i);
+            let partial = ParentView::replaying(&fewer);
+            let _ = run_with(&partial);
+            assert!(partial.missed(), "answer {i} removed: a miss");
+        }
     }
 
     /// The parent-facts memo is keyed by the shape of the layer (paths and kinds), not its
@@ -1187,10 +1406,10 @@ mod tests {
             excludes: vec![],
         };
         assert_eq!(parent_use(&spec), ParentUse::Facts);
-        let prep = |no_cache: bool| {
+        let prepared = |no_cache: bool| {
             // A fresh context each time: the walk sees the edits.
             let ctx = Context::open(&ctx_dir, crate::context::IgnoreMatcher::empty()).unwrap();
-            let p = prepare(
+            prepare(
                 &store,
                 &ctx,
                 &spec,
@@ -1202,7 +1421,10 @@ mod tests {
                 no_cache,
                 work.path(),
             )
-            .unwrap();
+            .unwrap()
+        };
+        let prep = |no_cache: bool| {
+            let p = prepared(no_cache);
             (p.key, p.entries.is_some())
         };
         let (k0, computed) = prep(false);
@@ -1215,6 +1437,21 @@ mod tests {
         let (k1, computed) = prep(false);
         assert_ne!(k1, k0, "the content is in the key");
         assert!(!computed, "a content or mode edit reuses the parent facts");
+        // ... and the step, which must run, builds its entries from the memoised answers.
+        let mut hit = prepared(false);
+        assert!(hit.parent_answers.is_some(), "the answers are memoised");
+        let fresh = prepared(true).entries.expect("computed afresh");
+        let replayed = build_entries(
+            &store,
+            &spec,
+            &mut hit,
+            &[],
+            &FromSource::Context,
+            0,
+            work.path(),
+        )
+        .unwrap();
+        assert_eq!(replayed, fresh);
         assert_eq!(
             prep(true).0,
             k1,

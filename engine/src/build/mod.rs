@@ -618,23 +618,16 @@ fn run_stage(
                     Some(l) => (prep.key, None, StepStatus::Cached, Some(l)),
                     None => {
                         let explain = prep.explain_record();
-                        let entries = match prep.entries.take() {
-                            Some(e) => e,
-                            None => {
-                                let tree = copy::parent_tree(store, spec, &layers, tmp.path())
-                                    .map_err(wrap)?;
-                                copy::entries(
-                                    store,
-                                    spec,
-                                    &prep.sources,
-                                    &copy::ParentView::new(&tree),
-                                    &from,
-                                    opts.source_date_epoch,
-                                    tmp.path(),
-                                )
-                                .map_err(wrap)?
-                            }
-                        };
+                        let entries = copy::build_entries(
+                            store,
+                            spec,
+                            &mut prep,
+                            &layers,
+                            &from,
+                            opts.source_date_epoch,
+                            tmp.path(),
+                        )
+                        .map_err(wrap)?;
                         // The walk of the sources (one entry per file) is not needed any more:
                         // free it before the layer writer's buffers are allocated.
                         prep.sources = Vec::new();
