@@ -1,10 +1,12 @@
 //! `write_layer`: canonical tar → chunks → parallel, deterministic compression → `out`.
 //!
-//! The calling thread builds the tar stream and cuts it into chunks ([`CHUNK_MIN`],
-//! [`CHUNK_MAX`]); each chunk is compressed on its own as one gzip member / one zstd frame by a
-//! rayon task; the calling thread writes the results in order. At most `threads + 1` chunks
-//! are in flight, so memory stays bounded whatever the layer size, and the output bytes depend
-//! only on the entries (never on the thread count or timing).
+//! The calling thread builds the tar stream (hashing it: the diff_id) and cuts it into chunks
+//! ([`CHUNK_MIN`], [`CHUNK_MAX`]); each chunk is compressed on its own as one gzip member / one
+//! zstd frame by a rayon task; the calling thread collects the results in order and hands them
+//! to a writer thread, which hashes them (the blob digest) and writes them to `out`. At most
+//! `threads + 1` chunks are in flight and one waits for the writer, so memory stays bounded
+//! whatever the layer size, and the output bytes depend only on the entries (never on the
+//! thread count or timing).
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -325,27 +327,47 @@ fn chunk_key(compression: Compression, chunk: &[u8]) -> [u8; 32] {
 /// [`write_layer_tee`]).
 pub type RawTee = mpsc::SyncSender<std::sync::Arc<Vec<u8>>>;
 
-struct Pipeline<'o> {
+struct Pipeline {
     compression: Compression,
     cache: Option<std::sync::Arc<dyn ChunkCache>>,
     /// Dropped (the receiver sees the end) when it stops receiving: the layer is unaffected.
     tee: Option<RawTee>,
-    out: &'o mut dyn Write,
+    /// The compressed bytes, in order, to the writer thread ([`write_out`]).
+    out: mpsc::SyncSender<std::sync::Arc<Vec<u8>>>,
     in_flight: VecDeque<(u64, Receiver<io::Result<Done>>)>,
     max_in_flight: usize,
     next_chunk: u64,
-    hasher: Sha256Hasher,
     size: u64,
     refs: Vec<ChunkRef>,
     compressed_raw: u64,
     reused_raw: u64,
 }
 
-impl Pipeline<'_> {
-    fn emit(&mut self, data: &[u8]) -> Result<(), LayerError> {
-        self.hasher.update(data);
+/// The writer thread: hashes and writes what the pipeline sends, until it hangs up. The digest
+/// and length of what was written, or the first write error (after which it stops receiving,
+/// and the pipeline's next send fails).
+fn write_out(
+    rx: Receiver<std::sync::Arc<Vec<u8>>>,
+    out: &mut (dyn Write + Send),
+) -> io::Result<(strata_cache::Digest, u64)> {
+    let mut hasher = Sha256Hasher::new();
+    let mut size = 0u64;
+    for data in rx {
+        hasher.update(&data);
+        size += data.len() as u64;
+        out.write_all(&data)?;
+    }
+    out.flush()?;
+    Ok((hasher.finish(), size))
+}
+
+impl Pipeline {
+    fn emit(&mut self, data: std::sync::Arc<Vec<u8>>) -> Result<(), LayerError> {
         self.size += data.len() as u64;
-        self.out.write_all(data).map_err(LayerError::Write)
+        // A send fails only when the writer stopped on an error, which the caller reports.
+        self.out
+            .send(data)
+            .map_err(|_| LayerError::Write(io::Error::other("the blob writer stopped")))
     }
 
     fn emit_oldest(&mut self) -> Result<(), LayerError> {
@@ -373,7 +395,7 @@ impl Pipeline<'_> {
                 blake3,
             });
         }
-        self.emit(&compressed)
+        self.emit(std::sync::Arc::new(compressed))
     }
 
     fn drain(&mut self) -> Result<(), LayerError> {
@@ -384,7 +406,7 @@ impl Pipeline<'_> {
     }
 }
 
-impl ChunkSink for Pipeline<'_> {
+impl ChunkSink for Pipeline {
     fn chunk(&mut self, chunk: Vec<u8>) -> Result<(), LayerError> {
         let n = self.next_chunk;
         self.next_chunk += 1;
@@ -395,7 +417,7 @@ impl ChunkSink for Pipeline<'_> {
             }
         }
         if self.compression == Compression::None {
-            return self.emit(&chunk);
+            return self.emit(chunk);
         }
         let (tx, rx) = mpsc::sync_channel(1);
         let compression = self.compression;
@@ -450,7 +472,7 @@ impl ChunkSink for Pipeline<'_> {
 pub fn write_layer(
     entries: &[Entry],
     compression: Compression,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<LayerOutput, LayerError> {
     write_layer_cached(entries, compression, out, None)
 }
@@ -460,7 +482,7 @@ pub fn write_layer(
 pub fn write_layer_cached(
     entries: &[Entry],
     compression: Compression,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
     cache: Option<std::sync::Arc<dyn ChunkCache>>,
 ) -> Result<LayerOutput, LayerError> {
     write_layer_tee(entries, compression, out, cache, None)
@@ -472,55 +494,70 @@ pub fn write_layer_cached(
 pub fn write_layer_tee(
     entries: &[Entry],
     compression: Compression,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
     cache: Option<std::sync::Arc<dyn ChunkCache>>,
     tee: Option<RawTee>,
 ) -> Result<LayerOutput, LayerError> {
-    let mut pipe = Pipeline {
-        compression,
-        cache,
-        tee,
-        out,
-        in_flight: VecDeque::new(),
-        // One chunk being written out while every thread compresses one: enough to keep the
-        // cores busy, and memory stays bounded at (threads + 1) chunks of at most 16 MiB.
-        max_in_flight: (rayon::current_num_threads() + 1).max(2),
-        next_chunk: 0,
-        hasher: Sha256Hasher::new(),
-        size: 0,
-        refs: Vec::new(),
-        compressed_raw: 0,
-        reused_raw: 0,
-    };
-    let result = (|| {
-        let mut buf = vec![0u8; 1 << 20];
-        let mut chunker = Chunker::new(&mut pipe, CHUNK_MIN, CHUNK_MAX);
-        for e in entries {
-            chunker.entry(e, &mut buf)?;
-        }
-        chunker.finish()
-    })();
-    // On error, still wait for the spawned tasks (they own only their chunk; no output).
-    let (diff_id, uncompressed_size) = match result {
-        Ok(v) => v,
-        Err(e) => {
-            for (_, rx) in pipe.in_flight.drain(..) {
-                let _ = wait(&rx);
+    // One compressed chunk waits for the writer while it writes another.
+    let (out_tx, out_rx) = mpsc::sync_channel(1);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || write_out(out_rx, out));
+        let mut pipe = Pipeline {
+            compression,
+            cache,
+            tee,
+            out: out_tx,
+            in_flight: VecDeque::new(),
+            // One chunk being handed on while every thread compresses one: enough to keep the
+            // cores busy, and memory stays bounded at (threads + 1) chunks of at most 16 MiB.
+            max_in_flight: (rayon::current_num_threads() + 1).max(2),
+            next_chunk: 0,
+            size: 0,
+            refs: Vec::new(),
+            compressed_raw: 0,
+            reused_raw: 0,
+        };
+        let result = (|| {
+            let mut buf = vec![0u8; 1 << 20];
+            let mut chunker = Chunker::new(&mut pipe, CHUNK_MIN, CHUNK_MAX);
+            for e in entries {
+                chunker.entry(e, &mut buf)?;
             }
-            return Err(e);
+            let tar = chunker.finish()?;
+            pipe.drain()?;
+            Ok(tar)
+        })();
+        // On error, still wait for the spawned tasks (they own only their chunk; no output).
+        for (_, rx) in pipe.in_flight.drain(..) {
+            let _ = wait(&rx);
         }
-    };
-    pipe.drain()?;
-    pipe.out.flush().map_err(LayerError::Write)?;
-    Ok(LayerOutput {
-        diff_id,
-        digest: pipe.hasher.finish(),
-        size: pipe.size,
-        uncompressed_size,
-        media_type: compression.media_type(),
-        chunks: pipe.refs,
-        compressed_raw: pipe.compressed_raw,
-        reused_raw: pipe.reused_raw,
+        let Pipeline {
+            out,
+            tee,
+            size,
+            refs,
+            compressed_raw,
+            reused_raw,
+            ..
+        } = pipe;
+        drop((out, tee));
+        let written = writer
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the blob writer panicked")));
+        // A write error is the cause of any "writer stopped" error the pipeline saw.
+        let (digest, written_size) = written.map_err(LayerError::Write)?;
+        let (diff_id, uncompressed_size) = result?;
+        debug_assert_eq!(written_size, size);
+        Ok(LayerOutput {
+            diff_id,
+            digest,
+            size,
+            uncompressed_size,
+            media_type: compression.media_type(),
+            chunks: refs,
+            compressed_raw,
+            reused_raw,
+        })
     })
 }
 
@@ -1017,6 +1054,42 @@ mod tests {
             o.uncompressed_size,
             3 * 512 + size.next_multiple_of(512) + 1024
         );
+    }
+
+    /// The blob is written on its own thread: a write error there (a full disk) is what the
+    /// caller sees, for a layer of many chunks, whatever the pipeline was doing meanwhile.
+    #[test]
+    fn a_write_error_is_reported_as_such() {
+        struct FailAfter(usize);
+        impl Write for FailAfter {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                if self.0 < buf.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::StorageFull,
+                        "disk full (test)",
+                    ));
+                }
+                self.0 -= buf.len();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let entries: Vec<Entry> = (0..40)
+            .map(|i| Entry::file_bytes(format!("f{i:02}"), 0o644, 0, &data(i, 1 << 20)))
+            .collect();
+        let entries = canonicalize(entries, 0).unwrap();
+        for c in [Compression::None, Compression::Gzip] {
+            for limit in [0, 100_000, 5 << 20] {
+                match write_layer(&entries, c, &mut FailAfter(limit)) {
+                    Err(LayerError::Write(e)) => {
+                        assert_eq!(e.kind(), io::ErrorKind::StorageFull, "{c:?} {limit}: {e}")
+                    }
+                    other => panic!("{c:?} {limit}: {other:?}"),
+                }
+            }
+        }
     }
 
     #[test]

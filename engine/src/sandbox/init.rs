@@ -123,7 +123,8 @@ fn capture_mode() -> Report {
         })
         .map_err(|e| e.to_string())?;
         let entries = crate::layer::canonicalize(entries, job.mtime).map_err(|e| e.to_string())?;
-        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        // (Not `stdout().lock()`: the layer is written from another thread.)
+        let mut out = std::io::BufWriter::new(std::io::stdout());
         let l = crate::layer::write_layer(&entries, compression, &mut out)
             .map_err(|e| e.to_string())?;
         std::io::Write::flush(&mut out).map_err(|e| format!("write layer: {e}"))?;
