@@ -39,6 +39,7 @@ use crate::image::LayerDesc;
 use crate::layer::{self, Content, Entry, EntryKind};
 use crate::plan::key::{Key, KeyHasher};
 use crate::plan::{CopyFrom, CopySource, CopySpec};
+use crate::sandbox::Snapshots;
 
 /// One prepared source of a COPY/ADD.
 pub(crate) enum Prepared {
@@ -343,11 +344,15 @@ fn tree_cache() -> &'static Mutex<Vec<(Key, TreeSlot)>> {
 
 /// The parent rootfs as `entries` needs it: nothing for `--link` (unless `--chown` names a user),
 /// `/etc/passwd` and `/etc/group` spooled when it does, otherwise metadata only (shared).
+///
+/// `snapshots`: where to unpack the parent layers that have no snapshot yet while they are
+/// read (a RUN later in the stage needs them; see [`Tree::scan_unpacking`]).
 pub(crate) fn parent_tree(
     store: &Store,
     spec: &CopySpec,
     parent_layers: &[LayerDesc],
     spool: &Path,
+    snapshots: Option<&Snapshots>,
 ) -> Result<Arc<Tree>, BuildError> {
     let names = chown_needs_names(spec);
     if parent_layers.is_empty() || (spec.link && !names) {
@@ -355,11 +360,12 @@ pub(crate) fn parent_tree(
     }
     if names {
         let want = |p: &str| p == "etc/passwd" || p == "etc/group";
-        return Ok(Arc::new(Tree::scan(
+        return Ok(Arc::new(Tree::scan_unpacking(
             store.blobs(),
             parent_layers,
             &want,
             spool,
+            snapshots,
         )?));
     }
     let id = {
@@ -388,7 +394,13 @@ pub(crate) fn parent_tree(
     if let Some(t) = &*g {
         return Ok(t.clone());
     }
-    let t = Arc::new(Tree::scan(store.blobs(), parent_layers, &|_| false, spool)?);
+    let t = Arc::new(Tree::scan_unpacking(
+        store.blobs(),
+        parent_layers,
+        &|_| false,
+        spool,
+        snapshots,
+    )?);
     *g = Some(t.clone());
     Ok(t)
 }
@@ -427,17 +439,24 @@ fn hash_file(path: &Path) -> std::io::Result<([u8; 32], u64)> {
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
-    let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut n_total = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        n_total += n as u64;
-        h.update(&buf[..n]);
+    thread_local! {
+        // One buffer per thread: a fresh zeroed 256 KiB per file cost more than hashing a
+        // tree of small files (an mmap, page faults and zeroing for each).
+        static BUF: RefCell<Vec<u8>> = RefCell::new(vec![0u8; 256 * 1024]);
     }
+    let mut h = blake3::Hasher::new();
+    let mut n_total = 0u64;
+    BUF.with_borrow_mut(|buf| {
+        loop {
+            let n = f.read(buf)?;
+            if n == 0 {
+                break;
+            }
+            n_total += n as u64;
+            h.update(&buf[..n]);
+        }
+        Ok::<_, std::io::Error>(())
+    })?;
     Ok((*h.finalize().as_bytes(), n_total))
 }
 
@@ -463,6 +482,7 @@ pub(crate) fn prepare(
     sde: u64,
     no_cache: bool,
     spool: &Path,
+    snapshots: Option<&Snapshots>,
 ) -> Result<PreparedCopy, BuildError> {
     // Everything but the parent goes into `body`; the key is the parent input + `body`.
     let mut k = KeyHasher::new(if spec.add { "add-body" } else { "copy-body" });
@@ -582,7 +602,7 @@ pub(crate) fn prepare(
                     f.facts
                 }
                 None => {
-                    let tree = parent_tree(store, spec, parent_layers, spool)?;
+                    let tree = parent_tree(store, spec, parent_layers, spool, snapshots)?;
                     let view = ParentView::recording(&tree);
                     let es = entries(store, spec, &sources, &view, from, sde, spool)?;
                     let f = view.finish().expect("a recording view");
@@ -630,6 +650,7 @@ pub(crate) fn build_entries(
     from: &FromSource<'_>,
     sde: u64,
     spool: &Path,
+    snapshots: Option<&Snapshots>,
 ) -> Result<Vec<Entry>, BuildError> {
     if let Some(es) = prep.entries.take() {
         return Ok(es);
@@ -641,7 +662,7 @@ pub(crate) fn build_entries(
             return Ok(es);
         }
     }
-    let tree = parent_tree(store, spec, parent_layers, spool)?;
+    let tree = parent_tree(store, spec, parent_layers, spool, snapshots)?;
     entries(
         store,
         spec,
@@ -1420,6 +1441,7 @@ mod tests {
                 0,
                 no_cache,
                 work.path(),
+                None,
             )
             .unwrap()
         };
@@ -1449,6 +1471,7 @@ mod tests {
             &FromSource::Context,
             0,
             work.path(),
+            None,
         )
         .unwrap();
         assert_eq!(replayed, fresh);

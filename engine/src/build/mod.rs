@@ -588,6 +588,14 @@ fn run_stage(
                         }
                     }
                 };
+                // A RUN later in this stage needs the rootfs unpacked: the parent layers as
+                // they are read for the parent facts, and this layer as it is written.
+                let run_follows = stage.steps[i + 1..]
+                    .iter()
+                    .any(|s| matches!(s.kind, StepKind::Run(_)));
+                let snaps =
+                    crate::sandbox::Snapshots::new(store.root()).with_scratch(store.scratch());
+                let snaps = run_follows.then_some(&snaps);
                 let mut prep = copy::prepare(
                     store,
                     ctx,
@@ -599,6 +607,7 @@ fn run_stage(
                     opts.source_date_epoch,
                     opts.no_cache,
                     tmp.path(),
+                    snaps,
                 )
                 .map_err(wrap)?;
                 if !prep.includes_parent {
@@ -626,6 +635,7 @@ fn run_stage(
                             &from,
                             opts.source_date_epoch,
                             tmp.path(),
+                            snaps,
                         )
                         .map_err(wrap)?;
                         // The walk of the sources (one entry per file) is not needed any more:
@@ -633,15 +643,11 @@ fn run_stage(
                         prep.sources = Vec::new();
                         let entries = layer::canonicalize(entries, opts.source_date_epoch)
                             .map_err(|e| wrap(e.into()))?;
-                        // A RUN later in this stage needs this layer unpacked: unpack it from
-                        // the tar being written (no decompression, no second read of the
-                        // blob), as a delta over the snapshot of the layer this step made last
-                        // time when there is one (sandbox::delta), else in full.
-                        let run_follows = stage.steps[i + 1..]
-                            .iter()
-                            .any(|s| matches!(s.kind, StepKind::Run(_)));
-                        let delta = if run_follows {
-                            let snaps = crate::sandbox::Snapshots::new(store.root());
+                        // Unpack this layer for the RUN from the tar being written (no
+                        // decompression, no second read of the blob), as a delta over the
+                        // snapshot of the layer this step made last time when there is one
+                        // (sandbox::delta), else in full.
+                        let delta = if let Some(snaps) = snaps {
                             match previous_layer(store, &loc)? {
                                 Some(prev) => snaps.start_delta(&prev),
                                 None => None,

@@ -9,11 +9,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use strata_cache::BlobStore;
 
 use crate::image::LayerDesc;
-use crate::layer;
+use crate::layer::{self, RawTee};
+use crate::sandbox::Snapshots;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeKind {
@@ -86,6 +88,57 @@ fn parent_of(p: &str) -> &str {
     p.rfind('/').map(|i| &p[..i]).unwrap_or("")
 }
 
+/// Passes what is read through, and hands it on in pieces to a snapshot being unpacked
+/// ([`Snapshots::start_full`]): the layer is decompressed once for both.
+struct TeeReader<R> {
+    inner: R,
+    tx: Option<RawTee>,
+    buf: Vec<u8>,
+}
+
+impl<R: Read> TeeReader<R> {
+    const PIECE: usize = 1 << 20;
+
+    fn new(inner: R, tx: Option<RawTee>) -> Self {
+        TeeReader {
+            inner,
+            tx,
+            buf: Vec::new(),
+        }
+    }
+
+    fn send(&mut self) {
+        if let Some(tx) = &self.tx {
+            let piece = std::mem::take(&mut self.buf);
+            // The unpacker stopped (it failed): the scan goes on without it.
+            if tx.send(Arc::new(piece)).is_err() {
+                self.tx = None;
+            }
+        }
+    }
+
+    /// Reads the rest of the stream (which verifies the blob's digest at its end) and hands
+    /// it on; the unpacker sees the end when this is dropped.
+    fn finish(mut self) -> io::Result<()> {
+        io::copy(&mut self, &mut io::sink())?;
+        self.send();
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for TeeReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(out)?;
+        if self.tx.is_some() {
+            self.buf.extend_from_slice(&out[..n]);
+            if self.buf.len() >= Self::PIECE {
+                self.send();
+            }
+        }
+        Ok(n)
+    }
+}
+
 impl Tree {
     /// Applies `layers` (bottom first). `want` says which paths' contents to spool into `spool_dir`.
     pub fn scan(
@@ -93,6 +146,20 @@ impl Tree {
         layers: &[LayerDesc],
         want: &dyn Fn(&str) -> bool,
         spool_dir: &Path,
+    ) -> Result<Tree, RootfsError> {
+        Self::scan_unpacking(blobs, layers, want, spool_dir, None)
+    }
+
+    /// [`scan`](Tree::scan), also unpacking into `snapshots` each layer that has no snapshot
+    /// there yet, from the same decompressed stream (a RUN later in the stage will need them).
+    /// A snapshot is kept only if its layer was read whole and its blob verified (a blob that
+    /// fails verification is an error, with or without `snapshots`).
+    pub fn scan_unpacking(
+        blobs: &BlobStore,
+        layers: &[LayerDesc],
+        want: &dyn Fn(&str) -> bool,
+        spool_dir: &Path,
+        snapshots: Option<&Snapshots>,
     ) -> Result<Tree, RootfsError> {
         let mut tree = Tree::default();
         let mut n_spool = 0usize;
@@ -102,140 +169,172 @@ impl Tree {
             let reader =
                 layer::decompress_reader(Box::new(reader), &l.media_type).map_err(|e| {
                     RootfsError::Layer {
-                        digest: dg.clone(),
+                        digest: dg.to_string(),
                         source: e,
                     }
                 })?;
-            let mut ar = tar::Archive::new(reader);
-            let mut added_here: BTreeSet<String> = BTreeSet::new();
-            let rd = |e: io::Error| RootfsError::Read {
-                digest: dg.clone(),
-                source: e,
+            let (tx, unpacking) = match snapshots.and_then(|s| s.start_full_for(&l.diff_id)) {
+                Some((tx, u)) => (Some(tx), Some(u)),
+                None => (None, None),
             };
-            for entry in ar.entries().map_err(rd)? {
-                let mut entry = entry.map_err(rd)?;
-                let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-                layer::check_pax_size(&mut entry).map_err(|p| match p {
-                    layer::PaxSize::Io(e) => rd(e),
-                    layer::PaxSize::Desync(reason) => RootfsError::PaxSizeDesync {
-                        digest: dg.clone(),
-                        path: raw.clone(),
-                        reason,
-                    },
-                })?;
-                let path = clean_rel(&raw).ok_or_else(|| RootfsError::UnsafePath {
+            let mut ar = tar::Archive::new(TeeReader::new(reader, tx));
+            let scanned = tree.apply(&mut ar, &dg, want, spool_dir, &mut n_spool);
+            // The rest of the stream is read too: the blob's digest is checked at its end, so
+            // a damaged blob is an error here, not facts (or a snapshot) from wrong bytes.
+            // Either way the tee is dropped before the unpacker is waited for.
+            let tee = ar.into_inner();
+            let scanned = scanned.and_then(|()| {
+                tee.finish().map_err(|e| RootfsError::Read {
                     digest: dg.clone(),
+                    source: e,
+                })
+            });
+            if let Some(u) = unpacking {
+                u.finish(scanned.is_ok().then_some(&l.diff_id));
+            }
+            scanned?;
+        }
+        Ok(tree)
+    }
+
+    /// Applies one layer, read from `ar`, to the tree.
+    fn apply<R: Read>(
+        &mut self,
+        ar: &mut tar::Archive<R>,
+        dg: &str,
+        want: &dyn Fn(&str) -> bool,
+        spool_dir: &Path,
+        n_spool: &mut usize,
+    ) -> Result<(), RootfsError> {
+        let tree = self;
+        let mut added_here: BTreeSet<String> = BTreeSet::new();
+        let rd = |e: io::Error| RootfsError::Read {
+            digest: dg.to_string(),
+            source: e,
+        };
+        for entry in ar.entries().map_err(rd)? {
+            let mut entry = entry.map_err(rd)?;
+            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            layer::check_pax_size(&mut entry).map_err(|p| match p {
+                layer::PaxSize::Io(e) => rd(e),
+                layer::PaxSize::Desync(reason) => RootfsError::PaxSizeDesync {
+                    digest: dg.to_string(),
                     path: raw.clone(),
-                })?;
-                let (dir, base) = match path.rfind('/') {
-                    Some(i) => (&path[..i], &path[i + 1..]),
-                    None => ("", path.as_str()),
-                };
-                if base == ".wh..wh..opq" {
-                    let prefix = if dir.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{dir}/")
-                    };
-                    let doomed: Vec<String> = tree
-                        .nodes
-                        .range(prefix.clone()..)
-                        .take_while(|(k, _)| k.starts_with(&prefix))
-                        .filter(|(k, _)| !k.is_empty() && !added_here.contains(*k) && **k != dir)
-                        .map(|(k, _)| k.clone())
-                        .collect();
-                    for k in doomed {
-                        tree.nodes.remove(&k);
-                    }
-                    continue;
-                }
-                if let Some(target) = base.strip_prefix(".wh.") {
-                    let victim = if dir.is_empty() {
-                        target.to_string()
-                    } else {
-                        format!("{dir}/{target}")
-                    };
-                    tree.remove_subtree(&victim);
-                    continue;
-                }
-                let h = entry.header();
-                let mode = h.mode().map_err(rd)? & 0o7777;
-                let uid = h.uid().map_err(rd)?;
-                let gid = h.gid().map_err(rd)?;
-                let et = h.entry_type();
-                let link = || -> Result<String, RootfsError> {
-                    Ok(entry
-                        .link_name_bytes()
-                        .map(|b| String::from_utf8_lossy(b.as_ref()).into_owned())
-                        .unwrap_or_default())
-                };
-                let kind = if et.is_dir() {
-                    NodeKind::Dir
-                } else if et.is_symlink() {
-                    NodeKind::Symlink(link()?)
-                } else if et.is_hard_link() {
-                    let t = link()?;
-                    let t = clean_rel(&t).ok_or_else(|| RootfsError::UnsafePath {
-                        digest: dg.clone(),
-                        path: t.clone(),
-                    })?;
-                    NodeKind::HardLink(t)
-                } else if et.is_character_special() || et.is_block_special() {
-                    let ma = h.device_major().map_err(rd)?.unwrap_or(0);
-                    let mi = h.device_minor().map_err(rd)?.unwrap_or(0);
-                    if et.is_character_special() {
-                        NodeKind::CharDevice(ma, mi)
-                    } else {
-                        NodeKind::BlockDevice(ma, mi)
-                    }
-                } else if et.is_fifo() {
-                    NodeKind::Fifo
-                } else if et.is_file() || et == tar::EntryType::Continuous {
-                    let size = entry.size();
-                    let spool = if want(&path) {
-                        n_spool += 1;
-                        let p = spool_dir.join(format!("f{n_spool}"));
-                        let mut f = std::fs::File::create(&p).map_err(rd)?;
-                        io::copy(&mut (&mut entry).take(size), &mut f).map_err(rd)?;
-                        Some(p)
-                    } else {
-                        None
-                    };
-                    NodeKind::File { size, spool }
+                    reason,
+                },
+            })?;
+            let path = clean_rel(&raw).ok_or_else(|| RootfsError::UnsafePath {
+                digest: dg.to_string(),
+                path: raw.clone(),
+            })?;
+            let (dir, base) = match path.rfind('/') {
+                Some(i) => (&path[..i], &path[i + 1..]),
+                None => ("", path.as_str()),
+            };
+            if base == ".wh..wh..opq" {
+                let prefix = if dir.is_empty() {
+                    String::new()
                 } else {
-                    // PAX/GNU metadata entries are consumed by the tar reader; anything else
-                    // (sockets cannot be in tar) is skipped.
-                    continue;
+                    format!("{dir}/")
                 };
-                let mut xattrs = BTreeMap::new();
-                if let Ok(Some(exts)) = entry.pax_extensions() {
-                    for ext in exts.flatten() {
-                        if let Ok(k) = ext.key() {
-                            if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
-                                if name == "security.capability" {
-                                    xattrs.insert(name.to_string(), ext.value_bytes().to_vec());
-                                }
+                let doomed: Vec<String> = tree
+                    .nodes
+                    .range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&prefix))
+                    .filter(|(k, _)| !k.is_empty() && !added_here.contains(*k) && **k != dir)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in doomed {
+                    tree.nodes.remove(&k);
+                }
+                continue;
+            }
+            if let Some(target) = base.strip_prefix(".wh.") {
+                let victim = if dir.is_empty() {
+                    target.to_string()
+                } else {
+                    format!("{dir}/{target}")
+                };
+                tree.remove_subtree(&victim);
+                continue;
+            }
+            let h = entry.header();
+            let mode = h.mode().map_err(rd)? & 0o7777;
+            let uid = h.uid().map_err(rd)?;
+            let gid = h.gid().map_err(rd)?;
+            let et = h.entry_type();
+            let link = || -> Result<String, RootfsError> {
+                Ok(entry
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(b.as_ref()).into_owned())
+                    .unwrap_or_default())
+            };
+            let kind = if et.is_dir() {
+                NodeKind::Dir
+            } else if et.is_symlink() {
+                NodeKind::Symlink(link()?)
+            } else if et.is_hard_link() {
+                let t = link()?;
+                let t = clean_rel(&t).ok_or_else(|| RootfsError::UnsafePath {
+                    digest: dg.to_string(),
+                    path: t.clone(),
+                })?;
+                NodeKind::HardLink(t)
+            } else if et.is_character_special() || et.is_block_special() {
+                let ma = h.device_major().map_err(rd)?.unwrap_or(0);
+                let mi = h.device_minor().map_err(rd)?.unwrap_or(0);
+                if et.is_character_special() {
+                    NodeKind::CharDevice(ma, mi)
+                } else {
+                    NodeKind::BlockDevice(ma, mi)
+                }
+            } else if et.is_fifo() {
+                NodeKind::Fifo
+            } else if et.is_file() || et == tar::EntryType::Continuous {
+                let size = entry.size();
+                let spool = if want(&path) {
+                    *n_spool += 1;
+                    let p = spool_dir.join(format!("f{n_spool}"));
+                    let mut f = std::fs::File::create(&p).map_err(rd)?;
+                    io::copy(&mut (&mut entry).take(size), &mut f).map_err(rd)?;
+                    Some(p)
+                } else {
+                    None
+                };
+                NodeKind::File { size, spool }
+            } else {
+                // PAX/GNU metadata entries are consumed by the tar reader; anything else
+                // (sockets cannot be in tar) is skipped.
+                continue;
+            };
+            let mut xattrs = BTreeMap::new();
+            if let Ok(Some(exts)) = entry.pax_extensions() {
+                for ext in exts.flatten() {
+                    if let Ok(k) = ext.key() {
+                        if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
+                            if name == "security.capability" {
+                                xattrs.insert(name.to_string(), ext.value_bytes().to_vec());
                             }
                         }
                     }
                 }
-                if !matches!(kind, NodeKind::Dir) {
-                    tree.remove_subtree(&path);
-                }
-                added_here.insert(path.clone());
-                tree.nodes.insert(
-                    path,
-                    Node {
-                        kind,
-                        mode,
-                        uid,
-                        gid,
-                        xattrs,
-                    },
-                );
             }
+            if !matches!(kind, NodeKind::Dir) {
+                tree.remove_subtree(&path);
+            }
+            added_here.insert(path.clone());
+            tree.nodes.insert(
+                path,
+                Node {
+                    kind,
+                    mode,
+                    uid,
+                    gid,
+                    xattrs,
+                },
+            );
         }
-        Ok(tree)
+        Ok(())
     }
 
     fn remove_subtree(&mut self, path: &str) {
@@ -398,6 +497,95 @@ mod tests {
             gid: 0,
             xattrs: BTreeMap::new(),
         }
+    }
+
+    /// The parent layers a COPY reads are unpacked for a later RUN from the same stream: the
+    /// snapshot holds the layer, a layer with a snapshot is not unpacked again, and a blob that
+    /// fails verification leaves neither a snapshot nor a temp dir.
+    #[test]
+    fn scan_unpacks_what_it_reads_once_and_only_when_verified() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = strata_cache::Store::open(&tmp.path().join("store")).unwrap();
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let layer_tar = |big: &[u8]| {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut add = |path: &str, kind: tar::EntryType, link: &str, data: &[u8]| {
+                let mut h = tar::Header::new_ustar();
+                h.set_entry_type(kind);
+                h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_mtime(0);
+                h.set_size(data.len() as u64);
+                if !link.is_empty() {
+                    h.set_link_name(link).unwrap();
+                }
+                b.append_data(&mut h, path, data).unwrap();
+            };
+            add("etc", tar::EntryType::Directory, "", b"");
+            add("etc/os-release", tar::EntryType::Regular, "", b"ID=test\n");
+            add("lib", tar::EntryType::Symlink, "usr/lib", b"");
+            add("big", tar::EntryType::Regular, "", big);
+            b.into_inner().unwrap()
+        };
+        let bytes = layer_tar(&big);
+        let (digest, size) = store.blobs().put(&bytes).unwrap();
+        let mt = "application/vnd.oci.image.layer.v1.tar";
+        let desc = |digest: &strata_cache::Digest, size| LayerDesc {
+            digest: *digest,
+            size,
+            media_type: mt.into(),
+            diff_id: *digest,
+        };
+        let snaps = Snapshots::new(store.root()).with_scratch(store.scratch());
+        let spool = tmp.path().join("spool");
+        std::fs::create_dir(&spool).unwrap();
+        let scan = |layers: &[LayerDesc]| {
+            Tree::scan_unpacking(store.blobs(), layers, &|_| false, &spool, Some(&snaps))
+        };
+        let tree = scan(&[desc(&digest, size)]).unwrap();
+        assert!(matches!(
+            tree.get("lib").unwrap().kind,
+            NodeKind::Symlink(_)
+        ));
+        let root = store.root().join("snapshots-v1");
+        let snap = root.join(digest.hex());
+        assert_eq!(
+            std::fs::read(snap.join("etc/os-release")).unwrap(),
+            b"ID=test\n"
+        );
+        assert_eq!(std::fs::read(snap.join("big")).unwrap(), big);
+        assert_eq!(
+            std::fs::read_link(snap.join("lib")).unwrap(),
+            Path::new("usr/lib")
+        );
+        // Reused as it is (the RUN's `ensure` finds it; a second scan does not unpack again).
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata(snap.join("big")).unwrap().ino();
+        scan(&[desc(&digest, size)]).unwrap();
+        assert_eq!(std::fs::metadata(snap.join("big")).unwrap().ino(), ino);
+        assert_eq!(
+            snaps.ensure(store.blobs(), &digest, &digest, mt).unwrap(),
+            snap
+        );
+
+        // A blob whose bytes no longer match its digest: an error, and nothing kept.
+        let mut other = big.clone();
+        other[0] ^= 1;
+        let (d2, size2) = store.blobs().put(&layer_tar(&other)).unwrap();
+        other[1] ^= 1;
+        std::fs::write(store.blobs().path(&d2), layer_tar(&other)).unwrap();
+        assert!(scan(&[desc(&d2, size2)]).is_err());
+        assert!(!root.join(d2.hex()).exists());
+        let names = |d: &Path| -> Vec<String> {
+            std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        assert_eq!(names(&root), vec![digest.hex()]);
+        // (The scratch dir holds only its owner's marker: no unpacking temp dir is left.)
+        assert_eq!(names(store.scratch()), vec!["in-use".to_string()]);
     }
 
     #[test]

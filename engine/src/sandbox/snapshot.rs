@@ -340,6 +340,18 @@ impl Snapshots {
         self.start(None)
     }
 
+    /// [`start_full`](Snapshots::start_full) for layer `diff_id`, unless its full snapshot is
+    /// there already.
+    pub fn start_full_for(
+        &self,
+        diff_id: &Digest,
+    ) -> Option<(crate::layer::RawTee, DeltaInProgress)> {
+        if self.root.join(diff_id.hex()).is_dir() {
+            return None;
+        }
+        self.start_full()
+    }
+
     fn start(
         &self,
         base: Option<(String, PathBuf)>,
@@ -347,7 +359,7 @@ impl Snapshots {
         std::fs::create_dir_all(&self.root).ok()?;
         let tmp = tempfile::Builder::new()
             .prefix(".tmp-tee-")
-            .tempdir_in(&self.root)
+            .tempdir_in(self.scratch.as_deref().unwrap_or(&self.root))
             .ok()?
             .keep();
         // Nothing buffered: the writer hands over each chunk as the unpacker takes it, so
