@@ -57,7 +57,10 @@ one=$(find "$ctx/tree" -type f -name '*.txt' | sort | sed -n 100p)
 cp -p "$one" "$work/one.bak"
 restore() { cp -p "$work/one.bak" "$one"; }
 trap restore EXIT
-cat_all() { find "$ctx/tree" "$work/rootfs" -type f -print0 | xargs -0 cat > /dev/null; }
+# Every input either builder reads: the tree, the base as an OCI layout (both import it) and
+# the base rootfs (the tar limit reads it). Without the layout, whoever ran first read it from
+# disk (up to 7 s on a slow disk) and the other found it cached.
+cat_all() { find "$ctx" "$work/rootfs" -type f -print0 | xargs -0 cat > /dev/null; }
 
 # measure NAME CMD...: wall seconds and peak RSS (KB) into $work/NAME.time
 measure() {

@@ -144,6 +144,66 @@ pub(crate) enum Answer {
     },
 }
 
+impl Answer {
+    /// Whether `self` and `other` answer the same question.
+    fn same_question(&self, other: &Answer) -> bool {
+        match (self, other) {
+            (
+                Answer::Resolve {
+                    path: a,
+                    follow_last: fa,
+                    ..
+                },
+                Answer::Resolve {
+                    path: b,
+                    follow_last: fb,
+                    ..
+                },
+            ) => a == b && fa == fb,
+            (Answer::Dir { path: a, .. }, Answer::Dir { path: b, .. })
+            | (Answer::Text { path: a, .. }, Answer::Text { path: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+
+    /// Adds the question and its answer to the parent facts. (This byte form is part of every
+    /// such COPY's key.)
+    fn hash_into(&self, k: &mut KeyHasher) {
+        match self {
+            Answer::Resolve {
+                path,
+                follow_last,
+                resolved,
+            } => {
+                k.str("resolve", path)
+                    .u64("follow-last", *follow_last as u64)
+                    .str("resolved", resolved);
+            }
+            Answer::Dir { path, meta } => {
+                k.str("dir", path);
+                match meta {
+                    None => {
+                        k.u64("is-dir", 0);
+                    }
+                    Some(d) => {
+                        k.u64("is-dir", 1)
+                            .u64("mode", d.mode as u64)
+                            .u64("uid", d.uid)
+                            .u64("gid", d.gid)
+                            .u64("xattrs", d.xattrs.len() as u64);
+                        for (name, v) in &d.xattrs {
+                            k.str("xattr", name).bytes("value", v);
+                        }
+                    }
+                }
+            }
+            Answer::Text { path, text } => {
+                k.str("read", path).opt_str("text", text.as_deref());
+            }
+        }
+    }
+}
+
 /// Where a [`ParentView`] gets its answers.
 enum Source<'a> {
     Tree(&'a Tree),
@@ -199,59 +259,56 @@ impl<'a> ParentView<'a> {
         matches!(&self.src, Source::Replay { missed, .. } if missed.get())
     }
 
-    fn replay<T>(&self, find: impl Fn(&Answer) -> Option<T>, fallback: T) -> T {
-        let Source::Replay { answers, missed } = &self.src else {
-            unreachable!("only a replaying view replays")
+    /// Answers `question` (an [`Answer`] whose answer part is what a replay without an answer
+    /// returns) from the tree or the recorded answers, and records it.
+    fn ask(
+        &self,
+        question: Answer,
+        from_tree: impl FnOnce(&Tree) -> Result<Answer, BuildError>,
+    ) -> Result<Answer, BuildError> {
+        let a = match &self.src {
+            Source::Tree(t) => from_tree(t)?,
+            Source::Replay { answers, missed } => {
+                match answers.iter().find(|a| a.same_question(&question)) {
+                    Some(a) => a.clone(),
+                    None => {
+                        missed.set(true);
+                        question
+                    }
+                }
+            }
         };
-        answers.iter().find_map(find).unwrap_or_else(|| {
-            missed.set(true);
-            fallback
-        })
-    }
-
-    fn note(&self, f: impl FnOnce(&mut KeyHasher), answer: impl FnOnce() -> Answer) {
         if let Some(l) = &self.log {
             let (k, answers) = &mut *l.borrow_mut();
-            f(k);
-            answers.push(answer());
+            a.hash_into(k);
+            answers.push(a.clone());
         }
+        Ok(a)
     }
 
     /// `path` with every symlink on the way resolved in-root (see [`Tree::resolve`]).
     fn resolve(&self, path: &str, follow_last: bool) -> Result<String, BuildError> {
-        let r = match &self.src {
-            Source::Tree(t) => t.resolve(path, follow_last)?,
-            Source::Replay { .. } => self.replay(
-                |a| match a {
-                    Answer::Resolve {
-                        path: p,
-                        follow_last: f,
-                        resolved,
-                    } if p == path && *f == follow_last => Some(resolved.clone()),
-                    _ => None,
-                },
-                path.to_string(),
-            ),
+        let q = |resolved: String| Answer::Resolve {
+            path: path.to_string(),
+            follow_last,
+            resolved,
         };
-        self.note(
-            |k| {
-                k.str("resolve", path)
-                    .u64("follow-last", follow_last as u64)
-                    .str("resolved", &r);
-            },
-            || Answer::Resolve {
-                path: path.to_string(),
-                follow_last,
-                resolved: r.clone(),
-            },
-        );
-        Ok(r)
+        match self.ask(q(path.to_string()), |t| {
+            Ok(q(t.resolve(path, follow_last)?))
+        })? {
+            Answer::Resolve { resolved, .. } => Ok(resolved),
+            _ => unreachable!("an answer to the question asked"),
+        }
     }
 
     /// The metadata of `path` if it is a directory.
     fn dir(&self, path: &str) -> Option<DirMeta> {
-        let d = match &self.src {
-            Source::Tree(t) => match t.get(path) {
+        let q = |meta: Option<DirMeta>| Answer::Dir {
+            path: path.to_string(),
+            meta,
+        };
+        let a = self.ask(q(None), |t| {
+            Ok(q(match t.get(path) {
                 Some(n) if matches!(n.kind, NodeKind::Dir) => Some(DirMeta {
                     mode: n.mode,
                     uid: n.uid,
@@ -259,64 +316,24 @@ impl<'a> ParentView<'a> {
                     xattrs: n.xattrs.clone(),
                 }),
                 _ => None,
-            },
-            Source::Replay { .. } => self.replay(
-                |a| match a {
-                    Answer::Dir { path: p, meta } if p == path => Some(meta.clone()),
-                    _ => None,
-                },
-                None,
-            ),
-        };
-        self.note(
-            |k| {
-                k.str("dir", path);
-                match &d {
-                    None => {
-                        k.u64("is-dir", 0);
-                    }
-                    Some(d) => {
-                        k.u64("is-dir", 1)
-                            .u64("mode", d.mode as u64)
-                            .u64("uid", d.uid)
-                            .u64("gid", d.gid)
-                            .u64("xattrs", d.xattrs.len() as u64);
-                        for (name, v) in &d.xattrs {
-                            k.str("xattr", name).bytes("value", v);
-                        }
-                    }
-                }
-            },
-            || Answer::Dir {
-                path: path.to_string(),
-                meta: d.clone(),
-            },
-        );
-        d
+            }))
+        });
+        match a {
+            Ok(Answer::Dir { meta, .. }) => meta,
+            _ => unreachable!("an answer to the question asked"),
+        }
     }
 
     /// A spooled text file (`/etc/passwd`, `/etc/group`).
     fn read_text(&self, path: &str) -> Option<String> {
-        let t = match &self.src {
-            Source::Tree(t) => t.read_spooled(path),
-            Source::Replay { .. } => self.replay(
-                |a| match a {
-                    Answer::Text { path: p, text } if p == path => Some(text.clone()),
-                    _ => None,
-                },
-                None,
-            ),
+        let q = |text: Option<String>| Answer::Text {
+            path: path.to_string(),
+            text,
         };
-        self.note(
-            |k| {
-                k.str("read", path).opt_str("text", t.as_deref());
-            },
-            || Answer::Text {
-                path: path.to_string(),
-                text: t.clone(),
-            },
-        );
-        t
+        match self.ask(q(None), |t| Ok(q(t.read_spooled(path)))) {
+            Ok(Answer::Text { text, .. }) => text,
+            _ => unreachable!("an answer to the question asked"),
+        }
     }
 
     /// The parent facts (the digest of every question and answer), if recording.
@@ -1486,6 +1503,27 @@ mod tests {
         assert_ne!(k2, k1);
         assert!(computed, "a new path asks the parent new questions");
         assert_eq!(prep(true).0, k2);
+    }
+
+    /// The parent facts are part of the key of every COPY from the context: their byte form
+    /// is pinned (a change to it must bump the key version, docs/cache-keys.md).
+    #[test]
+    fn golden_parent_facts() {
+        let mut t = base();
+        t.nodes.insert(
+            "app".into(),
+            Node {
+                uid: 3,
+                xattrs: BTreeMap::from([("security.capability".into(), vec![1, 2])]),
+                ..dir(0o700)
+            },
+        );
+        let (facts, _) = run(&t);
+        let hex: String = facts.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "85e8d40a84fd4778d711f348cfda09886f1b43bcde5817e3595b363d8b6c23c2"
+        );
     }
 
     #[test]
