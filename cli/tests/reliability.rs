@@ -246,11 +246,24 @@ fn sigkill_at_random_points_leaves_a_usable_store() {
     // Opening the store swept what the killed builds left in tmp/ (it used to keep every
     // killed build's `copy-*` scratch tree, thousands of files each, until `fsck --repair`
     // an hour later).
+    let left: Vec<_> = walkdir_names(&store.join("tmp"));
     assert_eq!(
         temp_leftovers(&store),
         0,
-        "tmp/ is swept when the store is opened"
+        "tmp/ is swept when the store is opened; left: {left:?}"
     );
+}
+
+/// Every path under `dir`, for a failure message.
+fn walkdir_names(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        out.push(e.path());
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            out.extend(walkdir_names(&e.path()));
+        }
+    }
+    out
 }
 
 /// A build whose stderr is read as it comes: records when the first step finished (a `DONE` or
