@@ -593,9 +593,10 @@ fn run_stage(
                 let run_follows = stage.steps[i + 1..]
                     .iter()
                     .any(|s| matches!(s.kind, StepKind::Run(_)));
-                let snaps =
-                    crate::sandbox::Snapshots::new(store.root()).with_scratch(store.scratch());
-                let snaps = run_follows.then_some(&snaps);
+                let snaps = run_follows.then(|| {
+                    crate::sandbox::Snapshots::new(store.root()).with_scratch(store.scratch())
+                });
+                let snaps = snaps.as_ref();
                 let mut prep = copy::prepare(
                     store,
                     ctx,

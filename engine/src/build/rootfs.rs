@@ -206,7 +206,6 @@ impl Tree {
         spool_dir: &Path,
         n_spool: &mut usize,
     ) -> Result<(), RootfsError> {
-        let tree = self;
         let mut added_here: BTreeSet<String> = BTreeSet::new();
         let rd = |e: io::Error| RootfsError::Read {
             digest: dg.to_string(),
@@ -237,7 +236,7 @@ impl Tree {
                 } else {
                     format!("{dir}/")
                 };
-                let doomed: Vec<String> = tree
+                let doomed: Vec<String> = self
                     .nodes
                     .range(prefix.clone()..)
                     .take_while(|(k, _)| k.starts_with(&prefix))
@@ -245,7 +244,7 @@ impl Tree {
                     .map(|(k, _)| k.clone())
                     .collect();
                 for k in doomed {
-                    tree.nodes.remove(&k);
+                    self.nodes.remove(&k);
                 }
                 continue;
             }
@@ -255,7 +254,7 @@ impl Tree {
                 } else {
                     format!("{dir}/{target}")
                 };
-                tree.remove_subtree(&victim);
+                self.remove_subtree(&victim);
                 continue;
             }
             let h = entry.header();
@@ -320,10 +319,10 @@ impl Tree {
                 }
             }
             if !matches!(kind, NodeKind::Dir) {
-                tree.remove_subtree(&path);
+                self.remove_subtree(&path);
             }
             added_here.insert(path.clone());
-            tree.nodes.insert(
+            self.nodes.insert(
                 path,
                 Node {
                     kind,

@@ -344,21 +344,19 @@ struct Pipeline {
 }
 
 /// The writer thread: hashes and writes what the pipeline sends, until it hangs up. The digest
-/// and length of what was written, or the first write error (after which it stops receiving,
-/// and the pipeline's next send fails).
+/// of what was written (its length is the pipeline's `size`), or the first write error (after
+/// which it stops receiving, and the pipeline's next send fails).
 fn write_out(
     rx: Receiver<std::sync::Arc<Vec<u8>>>,
     out: &mut (dyn Write + Send),
-) -> io::Result<(strata_cache::Digest, u64)> {
+) -> io::Result<strata_cache::Digest> {
     let mut hasher = Sha256Hasher::new();
-    let mut size = 0u64;
     for data in rx {
         hasher.update(&data);
-        size += data.len() as u64;
         out.write_all(&data)?;
     }
     out.flush()?;
-    Ok((hasher.finish(), size))
+    Ok(hasher.finish())
 }
 
 impl Pipeline {
@@ -545,9 +543,8 @@ pub fn write_layer_tee(
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("the blob writer panicked")));
         // A write error is the cause of any "writer stopped" error the pipeline saw.
-        let (digest, written_size) = written.map_err(LayerError::Write)?;
+        let digest = written.map_err(LayerError::Write)?;
         let (diff_id, uncompressed_size) = result?;
-        debug_assert_eq!(written_size, size);
         Ok(LayerOutput {
             diff_id,
             digest,
