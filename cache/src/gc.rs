@@ -1,5 +1,5 @@
 //! `gc`: least-recently-used eviction of step records, their layer blobs, unreferenced blobs
-//! and unpacked snapshots (`<root>/snapshots-v1/<diff_id hex>/`).
+//! and unpacked snapshots (`<root>/snapshots-v1/[boot-<id>/]<diff_id hex>/`).
 //!
 //! Never removed: anything a tag references — the manifest, the config and the layers it
 //! names (tag → manifest → config + layers), and the snapshots of those layers' diff_ids. Step
@@ -11,7 +11,9 @@
 //!
 //! Delta snapshots (`<diff_id hex>.delta-<base diff_id hex>/`, a small layer stacked on the full
 //! snapshot of a similar one) are evicted by last use only, tagged or not: the engine drops a
-//! delta whose base is gone and unpacks that layer again when a RUN needs it.
+//! delta whose base is gone and unpacks that layer again when a RUN needs it. Snapshots in the
+//! directory of another boot (`boot-<id>/`, [`crate::boot`]) are removed first, whatever the
+//! policy: they are never used again.
 //!
 //! Concurrency: a blob becomes referenced by a step record only after it is committed, so a
 //! blob that a concurrent build has just written (and not yet recorded) looks unreferenced. gc
@@ -124,6 +126,30 @@ fn unix(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+fn is_boot_dir(name: &std::ffi::OsStr) -> bool {
+    name.to_str()
+        .is_some_and(|n| n.starts_with(crate::boot::BOOT_DIR_PREFIX))
+}
+
+/// The directories whose entries are snapshots, each with whether it belongs to another boot:
+/// `snapshots-v1/` itself (durable snapshots) and its `boot-<id>/` directories.
+fn snapshot_dirs(snap_dir: &Path) -> Result<Vec<(PathBuf, bool)>, StoreError> {
+    let mut dirs = vec![(snap_dir.to_path_buf(), false)];
+    let this_boot = crate::boot::boot_dir_name();
+    let Ok(entries) = fs::read_dir(snap_dir) else {
+        return Ok(dirs);
+    };
+    for entry in entries {
+        let entry = entry.at("read directory", snap_dir)?;
+        let name = entry.file_name();
+        if is_boot_dir(&name) {
+            let dead = this_boot.as_deref() != name.to_str();
+            dirs.push((entry.path(), dead));
+        }
+    }
+    Ok(dirs)
+}
+
 struct BlobInfo {
     size: u64,
     mtime: SystemTime,
@@ -182,17 +208,26 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
     let old_enough = |b: &BlobInfo| !young(b.mtime);
 
     // Snapshots count towards usage whether or not they may go. A young one may be being
-    // unpacked by a build (the same rule as for blobs); a tagged layer's is kept.
+    // unpacked by a build (the same rule as for blobs); a tagged layer's is kept. Those of
+    // another boot (`boot-<id>/`, crate::boot) are never used again: they go first, whatever
+    // the policy, once they are not young.
     let snap_dir = store.root().join(SNAPSHOTS_DIR);
     let mut snapshots = Vec::new();
+    let mut dead_snapshots = Vec::new();
     let mut snapshot_bytes = 0;
-    if let Ok(entries) = fs::read_dir(&snap_dir) {
+    for (dir, dead) in snapshot_dirs(&snap_dir)? {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries {
-            let entry = entry.at("read directory", &snap_dir)?;
+            let entry = entry.at("read directory", &dir)?;
+            let name = entry.file_name();
+            if dir == snap_dir && is_boot_dir(&name) {
+                continue; // listed by snapshot_dirs
+            }
             let size = dir_size(&entry.path());
             snapshot_bytes += size;
-            let protected = entry
-                .file_name()
+            let protected = name
                 .to_str()
                 .and_then(|n| Digest::from_hex(n).ok())
                 .is_some_and(|d| protected_diff_ids.contains(&d));
@@ -200,7 +235,12 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
                 .metadata()
                 .and_then(|m| m.modified())
                 .unwrap_or(UNIX_EPOCH);
-            if !protected && !young(mtime) {
+            if young(mtime) {
+                continue;
+            }
+            if dead {
+                dead_snapshots.push((entry.path(), size));
+            } else if !protected {
                 snapshots.push((unix(mtime), Unit::Snapshot(entry.path(), size)));
             }
         }
@@ -252,6 +292,23 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
         now: opts.now,
         min_age: opts.min_blob_age,
     };
+    // 0. Snapshots of another boot: never valid again (crate::boot).
+    for (path, size) in dead_snapshots {
+        if !opts.dry_run {
+            match fs::remove_dir_all(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                r => r.at("remove snapshot", &path)?,
+            }
+            // The boot directory itself once it is empty (best effort).
+            if let Some(parent) = path.parent() {
+                let _ = fs::remove_dir(parent);
+            }
+        }
+        report.freed_bytes += size;
+        usage = usage.saturating_sub(size);
+        report.snapshots += 1;
+    }
+
     // 1. Blobs nothing references (no step record, no tag): oldest first.
     let mut unreferenced: Vec<(SystemTime, Digest)> = blobs
         .iter()
@@ -619,6 +676,46 @@ mod tests {
             now: now(),
             ..GcOptions::new(policy)
         }
+    }
+
+    #[test]
+    fn snapshots_of_another_boot_go_first_whatever_the_policy() {
+        let (_dir, s) = store();
+        let root = s.root().join(SNAPSHOTS_DIR);
+        let snap = |boot: &str, name: &str| {
+            let p = root.join(boot).join(name);
+            fs::create_dir_all(&p).unwrap();
+            fs::write(p.join("f"), vec![0u8; 300]).unwrap();
+            p
+        };
+        let other = snap("boot-0000000000000000", &"ab".repeat(32));
+        let durable = snap("", &"ef".repeat(32));
+        let this = crate::boot::boot_dir_name().map(|b| snap(&b, &"cd".repeat(32)));
+
+        let dry = gc(
+            &s,
+            &GcOptions {
+                dry_run: true,
+                ..opts(GcPolicy::KeepStorage(u64::MAX))
+            },
+        )
+        .unwrap();
+        assert!(other.exists(), "dry run deletes nothing");
+        let r = gc(&s, &opts(GcPolicy::KeepStorage(u64::MAX))).unwrap();
+        assert_eq!(r, dry);
+        assert_eq!(r.snapshots, 1, "{r:?}");
+        assert!(
+            !other.parent().unwrap().exists(),
+            "the empty boot dir goes too"
+        );
+        assert!(durable.exists(), "within budget");
+        if let Some(this) = &this {
+            assert!(this.exists(), "this boot's snapshot is within budget");
+        }
+        // Over budget, this boot's snapshots are evicted like durable ones.
+        let r = gc(&s, &opts(GcPolicy::KeepStorage(0))).unwrap();
+        assert_eq!(r.snapshots, 1 + this.is_some() as usize, "{r:?}");
+        assert!(!durable.exists());
     }
 
     #[test]

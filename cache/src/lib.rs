@@ -33,6 +33,7 @@
 //! after [`LOCK_WAIT`] it fails.
 
 pub mod blobs;
+pub mod boot;
 pub mod digest;
 pub mod error;
 #[cfg(feature = "index")]

@@ -437,8 +437,13 @@ fn run_after_a_small_copy_change_matches_a_cold_build() {
     assert_eq!(r.executed().len(), 2, "COPY and RUN: {:?}", r.executed());
     let second = r.digest();
     assert_ne!(first, second);
+    // New snapshots live in this boot's directory (strata_cache::boot).
+    let snapshots = match strata_cache::boot::boot_dir_name() {
+        Some(b) => store.path().join("snapshots-v1").join(b),
+        None => store.path().join("snapshots-v1"),
+    };
     let deltas = || -> Vec<String> {
-        fs::read_dir(store.path().join("snapshots-v1"))
+        fs::read_dir(&snapshots)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.contains(".delta-"))
@@ -622,8 +627,17 @@ fn malicious_base_layers_are_refused_or_contained() {
             let d = d.unwrap();
             let n = d.file_name();
             if n.to_string_lossy().starts_with("snapshots-v1") {
+                // Snapshots, including those in boot directories (strata_cache::boot).
+                let mut snaps = Vec::new();
                 for s in fs::read_dir(d.path()).unwrap() {
                     let s = s.unwrap();
+                    if s.file_name().to_string_lossy().starts_with("boot-") {
+                        snaps.extend(fs::read_dir(s.path()).unwrap().map(|e| e.unwrap()));
+                    } else {
+                        snaps.push(s);
+                    }
+                }
+                for s in snaps {
                     assert!(
                         !s.file_name().to_string_lossy().starts_with(".tmp-"),
                         "{name}: a half-unpacked snapshot was left: {:?}",

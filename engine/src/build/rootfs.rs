@@ -547,7 +547,7 @@ mod tests {
             tree.get("lib").unwrap().kind,
             NodeKind::Symlink(_)
         ));
-        let root = store.root().join("snapshots-v1");
+        let root = snaps.home().to_path_buf();
         let snap = root.join(digest.hex());
         assert_eq!(
             std::fs::read(snap.join("etc/os-release")).unwrap(),

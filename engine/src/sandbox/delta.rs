@@ -532,7 +532,6 @@ pub fn unpack_delta(
     if let Err(why) = d.whiteouts(&mut Vec::new())? {
         return Ok(Delta::Unsuitable(why));
     }
-    rfs::syncfs(&d.dest).map_err(|e| SandboxError::io("sync", dest.display(), e.into()))?;
     Ok(Delta::Done {
         written: d.written,
         reused: d.reused,

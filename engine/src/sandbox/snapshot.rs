@@ -5,6 +5,12 @@
 //! A snapshot is unpacked into a temp dir beside it and renamed into place, so a killed build
 //! never leaves half a snapshot under the final name. Bump `-v1` if the on-disk form changes.
 //!
+//! New snapshots are not synced: they go to `snapshots-v1/boot-<id>/` and are used only during
+//! the boot that wrote them (`strata_cache::boot`), since only a crash can tear unsynced files.
+//! After a restart they are unpacked again. Snapshots directly under `snapshots-v1/` (older
+//! strata, or a system without a boot id, where each one is synced before its rename) are
+//! used in any boot.
+//!
 //! Rootless ([`super::userns`]), snapshots live in `snapshots-v1-rootless-<mapping>/`: they are
 //! unpacked by a helper inside the user namespace (files carry host ids through the mapping,
 //! so another mapping needs other snapshots) and opaque directories carry
@@ -120,7 +126,11 @@ impl Default for Form {
 /// The snapshot directory of a store.
 #[derive(Debug, Clone)]
 pub struct Snapshots {
+    /// Durable snapshots (synced before their rename), valid in any boot.
     root: PathBuf,
+    /// Where new snapshots go: `root/boot-<id>` (not synced, valid in this boot only), or
+    /// `root` itself where there is no boot id.
+    home: PathBuf,
     limits: Limits,
     ns: Option<&'static super::userns::UserNs>,
     /// Where layers are unpacked before being renamed into `root` (same file system).
@@ -134,8 +144,14 @@ impl Snapshots {
             None => "snapshots-v1".to_string(),
             Some(ns) => format!("snapshots-v1-rootless-{}", ns.key()),
         };
+        let root = store_root.join(dir);
+        let home = match strata_cache::boot::boot_dir_name() {
+            Some(boot) => root.join(boot),
+            None => root.clone(),
+        };
         Snapshots {
-            root: store_root.join(dir),
+            root,
+            home,
             limits: Limits::default(),
             ns,
             scratch: None,
@@ -147,6 +163,11 @@ impl Snapshots {
     pub fn with_scratch(mut self, dir: &Path) -> Self {
         self.scratch = Some(dir.to_path_buf());
         self
+    }
+
+    /// Where new snapshots go (module docs).
+    pub fn home(&self) -> &Path {
+        &self.home
     }
 
     pub fn with_limits(mut self, limits: Limits) -> Self {
@@ -163,17 +184,20 @@ impl Snapshots {
         digest: &Digest,
         media_type: &str,
     ) -> Result<PathBuf, SandboxError> {
-        let hex = diff_id.to_string();
-        let hex = hex.rsplit(':').next().unwrap_or(&hex).to_string();
-        let dest = self.root.join(&hex);
+        let hex = diff_id.hex();
         // Reused: refresh its mtime, since `strata gc` (perhaps in another process) keeps the
         // snapshots used in the last 10 minutes. gc moves a snapshot away before its last age
         // check, so either it sees this refresh and puts it back, or we find nothing and unpack.
-        match std::fs::File::open(&dest).and_then(|f| f.set_modified(std::time::SystemTime::now()))
-        {
-            Ok(()) => return Ok(dest),
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound && dest.is_dir() => return Ok(dest),
-            Err(_) => {}
+        for dest in self.candidates(&hex) {
+            match std::fs::File::open(&dest)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+            {
+                Ok(()) => return Ok(dest),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound && dest.is_dir() => {
+                    return Ok(dest)
+                }
+                Err(_) => {}
+            }
         }
         std::fs::create_dir_all(&self.root)
             .map_err(|e| SandboxError::io("create directory", self.root.display(), e))?;
@@ -188,29 +212,80 @@ impl Snapshots {
             self.limits.zstd_window_log_max,
         )?;
         let tmp_path = tmp.keep();
-        let remove = |p: &Path| match self.ns {
-            None => drop(remove_tree(p)),
-            Some(_) => drop(super::exec::remove_tree(p)),
-        };
         let unpacked = match self.ns {
             None => unpack(reader, &tmp_path, self.limits),
             Some(ns) => super::exec::unpack_in_userns(ns, reader, &tmp_path, self.limits),
         };
         if let Err(e) = unpacked {
-            remove(&tmp_path);
+            self.remove(&tmp_path);
             return Err(e);
         }
-        match std::fs::rename(&tmp_path, &dest) {
+        self.place(&tmp_path, &hex)
+    }
+
+    /// Where a snapshot named `name` may be: the durable one first, then this boot's.
+    fn candidates(&self, name: &str) -> Vec<PathBuf> {
+        let mut c = vec![self.root.join(name)];
+        if self.home != self.root {
+            c.push(self.home.join(name));
+        }
+        c
+    }
+
+    /// The snapshot named `name`, if it is there.
+    fn find(&self, name: &str) -> Option<PathBuf> {
+        self.candidates(name).into_iter().find(|p| p.is_dir())
+    }
+
+    /// The delta snapshots of layer `hex` that are there (`<hex>.delta-<base hex>`), each with
+    /// its base's hex.
+    fn deltas(&self, hex: &str) -> Vec<(PathBuf, String)> {
+        let prefix = format!("{hex}.delta-");
+        let mut found = Vec::new();
+        for dir in self.candidates("") {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name();
+                if let Some(base_hex) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) {
+                    found.push((e.path(), base_hex.to_string()));
+                }
+            }
+        }
+        found
+    }
+
+    /// Makes the unpacked directory `tmp` the snapshot `name` and returns where it is. Into the
+    /// durable directory only after a `syncfs` (module docs). When another build placed the
+    /// same snapshot meanwhile, theirs is as good as ours and `tmp` is removed.
+    fn place(&self, tmp: &Path, name: &str) -> Result<PathBuf, SandboxError> {
+        let dest = self.home.join(name);
+        let placed = (|| {
+            if self.home == self.root {
+                let dir = rfs::open(tmp, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+                rfs::syncfs(&dir)?;
+            }
+            std::fs::create_dir_all(&self.home)?;
+            std::fs::rename(tmp, &dest)
+        })();
+        match placed {
             Ok(()) => Ok(dest),
-            // Another build unpacked the same layer meanwhile: theirs is as good as ours.
             Err(_) if dest.is_dir() => {
-                remove(&tmp_path);
+                self.remove(tmp);
                 Ok(dest)
             }
             Err(e) => {
-                remove(&tmp_path);
-                Err(SandboxError::io("rename snapshot to", dest.display(), e))
+                self.remove(tmp);
+                Err(SandboxError::io("place snapshot at", dest.display(), e))
             }
+        }
+    }
+
+    fn remove(&self, path: &Path) {
+        match self.ns {
+            None => drop(remove_tree(path)),
+            Some(_) => drop(super::exec::remove_tree(path)),
         }
     }
 }
@@ -228,49 +303,34 @@ impl Snapshots {
         media_type: &str,
         similar: Option<&Digest>,
     ) -> Result<Vec<PathBuf>, SandboxError> {
-        let full = self.root.join(diff_id.hex());
-        if full.is_dir() || self.ns.is_some() {
+        if self.ns.is_some() || self.find(&diff_id.hex()).is_some() {
             // Rootless snapshots are unpacked by a helper in the user namespace: full only.
             return Ok(vec![self.ensure(blobs, diff_id, digest, media_type)?]);
         }
         // A delta made earlier (named `<diff_id>.delta-<base diff_id>`), if its base is still there.
-        let prefix = format!("{}.delta-", diff_id.hex());
-        if let Ok(entries) = std::fs::read_dir(&self.root) {
-            for e in entries.flatten() {
-                let name = e.file_name();
-                let Some(base_hex) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
-                    continue;
-                };
-                let base = self.root.join(base_hex);
-                if base.is_dir() {
-                    return Ok(vec![base, e.path()]);
-                }
-                // Its base was evicted: the delta alone shows nothing useful.
-                let _ = remove_tree(&e.path());
+        for (delta, base_hex) in self.deltas(&diff_id.hex()) {
+            if let Some(base) = self.find(&base_hex) {
+                return Ok(vec![base, delta]);
             }
+            // Its base was evicted: the delta alone shows nothing useful.
+            let _ = remove_tree(&delta);
         }
         if let Some(similar) = similar.filter(|s| *s != diff_id) {
             if let Some((base_hex, base)) = self.full_base(similar) {
-                let dest = self.root.join(format!("{prefix}{base_hex}"));
+                std::fs::create_dir_all(&self.root)
+                    .map_err(|e| SandboxError::io("create directory", self.root.display(), e))?;
                 let tmp = tempfile::Builder::new()
                     .prefix(&format!(".tmp-{}-", diff_id.hex()))
-                    .tempdir_in(&self.root)
+                    .tempdir_in(self.scratch.as_deref().unwrap_or(&self.root))
                     .map_err(|e| SandboxError::io("create temp dir in", self.root.display(), e))?
                     .keep();
                 let blob = blobs.open(digest)?;
                 let reader = crate::layer::decompress_reader(Box::new(blob), media_type)?;
                 match super::delta::unpack_delta(reader, &tmp, &base, self.limits) {
-                    Ok(super::delta::Delta::Done { .. }) => match std::fs::rename(&tmp, &dest) {
-                        Ok(()) => return Ok(vec![base, dest]),
-                        Err(_) if dest.is_dir() => {
-                            let _ = remove_tree(&tmp);
-                            return Ok(vec![base, dest]);
-                        }
-                        Err(e) => {
-                            let _ = remove_tree(&tmp);
-                            return Err(SandboxError::io("rename snapshot to", dest.display(), e));
-                        }
-                    },
+                    Ok(super::delta::Delta::Done { .. }) => {
+                        let name = format!("{}.delta-{base_hex}", diff_id.hex());
+                        return Ok(vec![base, self.place(&tmp, &name)?]);
+                    }
                     Ok(super::delta::Delta::Unsuitable(_)) => {
                         let _ = remove_tree(&tmp);
                     }
@@ -288,7 +348,7 @@ impl Snapshots {
 /// A delta snapshot being made from the uncompressed tar of a layer while the layer is
 /// written ([`Snapshots::start_delta`]).
 pub struct DeltaInProgress {
-    root: PathBuf,
+    snaps: Snapshots,
     /// `None`: a full snapshot is being unpacked.
     base_hex: Option<String>,
     tmp: PathBuf,
@@ -346,7 +406,7 @@ impl Snapshots {
         &self,
         diff_id: &Digest,
     ) -> Option<(crate::layer::RawTee, DeltaInProgress)> {
-        if self.root.join(diff_id.hex()).is_dir() {
+        if self.find(&diff_id.hex()).is_some() {
             return None;
         }
         self.start_full()
@@ -382,7 +442,7 @@ impl Snapshots {
         Some((
             tx,
             DeltaInProgress {
-                root: self.root.clone(),
+                snaps: self.clone(),
                 base_hex,
                 tmp,
                 worker,
@@ -396,17 +456,12 @@ impl Snapshots {
     /// or, when `similar` is itself a delta (an edit after an edit), the full snapshot under it
     /// — deltas never stack on deltas.
     fn full_base(&self, similar: &Digest) -> Option<(String, PathBuf)> {
-        let own = self.root.join(similar.hex());
-        if own.is_dir() {
+        if let Some(own) = self.find(&similar.hex()) {
             return Some((similar.hex(), own));
         }
-        let prefix = format!("{}.delta-", similar.hex());
-        std::fs::read_dir(&self.root).ok()?.flatten().find_map(|e| {
-            let name = e.file_name();
-            let base_hex = name.to_str()?.strip_prefix(&prefix)?.to_string();
-            let base = self.root.join(&base_hex);
-            base.is_dir().then_some((base_hex, base))
-        })
+        self.deltas(&similar.hex())
+            .into_iter()
+            .find_map(|(_, base_hex)| Some((base_hex.clone(), self.find(&base_hex)?)))
     }
 }
 
@@ -418,16 +473,11 @@ impl DeltaInProgress {
         // (A layer equal to its base has that full snapshot already.)
         let diff_id = diff_id.filter(|d| self.base_hex.as_deref() != Some(d.hex().as_str()));
         if let (Some(d), Ok(Ok(true))) = (diff_id, outcome) {
-            let dest = self.root.join(match &self.base_hex {
+            let name = match &self.base_hex {
                 Some(b) => format!("{}.delta-{b}", d.hex()),
                 None => d.hex(),
-            });
-            if std::fs::rename(&self.tmp, &dest).is_ok() {
-                return true;
-            }
-            let there = dest.is_dir();
-            let _ = remove_tree(&self.tmp);
-            return there;
+            };
+            return self.snaps.place(&self.tmp, &name).is_ok();
         }
         let _ = remove_tree(&self.tmp);
         false
@@ -500,9 +550,7 @@ pub fn unpack_with(
             limit: limits.max_bytes,
         });
     }
-    result?;
-    rfs::syncfs(&u.root).map_err(|e| SandboxError::io("sync", dest.display(), e.into()))?;
-    Ok(())
+    result
 }
 
 struct Unpacker {
@@ -1181,5 +1229,67 @@ mod tests {
         std::fs::write(store.blobs().path(&d2), Tar::new().file("x", b"2").bytes()).unwrap();
         assert!(snaps.ensure(store.blobs(), &d2, &d2, mt).is_err());
         assert_eq!(std::fs::read_dir(dir.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn new_snapshots_are_valid_for_this_boot_only_and_durable_ones_always() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = strata_cache::Store::open(&tmp.path().join("store")).unwrap();
+        let snaps = Snapshots::new(store.root());
+        let Some(boot) = strata_cache::boot::boot_dir_name() else {
+            // No boot id: new snapshots are synced and durable.
+            assert_eq!(snaps.home(), store.root().join("snapshots-v1"));
+            return;
+        };
+        let root = store.root().join("snapshots-v1");
+        assert_eq!(snaps.home(), root.join(&boot));
+        let mt = "application/vnd.oci.image.layer.v1.tar";
+        let (a, _) = store
+            .blobs()
+            .put(&Tar::new().file("v", b"a").bytes())
+            .unwrap();
+        let (b, _) = store
+            .blobs()
+            .put(&Tar::new().file("v", b"b").bytes())
+            .unwrap();
+        // Left by another boot (perhaps torn by a crash): never used.
+        let stale = root.join("boot-0000000000000000").join(a.hex());
+        std::fs::create_dir_all(&stale).unwrap();
+        std::fs::write(stale.join("v"), b"torn").unwrap();
+        // Durable (synced before its rename): used in any boot.
+        let durable = root.join(b.hex());
+        std::fs::create_dir_all(&durable).unwrap();
+        std::fs::write(durable.join("v"), b"durable").unwrap();
+
+        let dir = snaps.ensure(store.blobs(), &a, &a, mt).unwrap();
+        assert_eq!(dir, root.join(&boot).join(a.hex()));
+        assert_eq!(std::fs::read(dir.join("v")).unwrap(), b"a");
+        assert_eq!(snaps.ensure(store.blobs(), &b, &b, mt).unwrap(), durable);
+        assert_eq!(
+            snaps
+                .ensure_stack(store.blobs(), &b, &b, mt, Some(&a))
+                .unwrap(),
+            vec![durable.clone()]
+        );
+        // A delta over this boot's snapshot goes to this boot's directory too.
+        let (c, _) = store
+            .blobs()
+            .put(&Tar::new().file("v", b"a").file("w", b"c").bytes())
+            .unwrap();
+        let stack = snaps
+            .ensure_stack(store.blobs(), &c, &c, mt, Some(&a))
+            .unwrap();
+        assert_eq!(
+            stack,
+            vec![
+                dir.clone(),
+                root.join(&boot)
+                    .join(format!("{}.delta-{}", c.hex(), a.hex()))
+            ]
+        );
+        assert_eq!(
+            snaps.ensure_stack(store.blobs(), &c, &c, mt, None).unwrap(),
+            stack
+        );
     }
 }
