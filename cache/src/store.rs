@@ -140,11 +140,30 @@ fn write_marker(root: &Path, path: &Path) -> Result<(), StoreError> {
 /// Removes what killed processes left behind: the scratch directories in `tmp/` whose lock
 /// nobody holds (blob temp files, `copy-*` stage scratch trees, RUN upper dirs, snapshots being
 /// unpacked) and, by age ([`fsck::STALE_TEMP_AGE`]), anything else in `tmp/` and half-unpacked
-/// snapshots (`snapshots-v1*/.tmp-*`) written by older strata versions.
+/// snapshots (`snapshots-v*/.tmp-*`) written by older strata versions.
 ///
 /// Safe while other processes use the store: a live handle holds its scratch lock (and RUN
 /// sandboxes die with their parent: `PR_SET_PDEATHSIG`). Best effort: a leftover that cannot be
 /// removed stays for `fsck --repair`.
+/// `.p-<pid>-….lock.new`: a scratch lock file its creator had not yet renamed into place
+/// (`lock::Scratch::create`), left only when the creator was killed in between — it holds the
+/// name for microseconds otherwise. Orphaned once that process is gone; a reused pid only
+/// keeps it until it is stale.
+fn orphan_pending_lock(name: &[u8]) -> bool {
+    let Some(rest) = name.strip_prefix(b".p-") else {
+        return false;
+    };
+    if !name.ends_with(b".lock.new") {
+        return false;
+    }
+    let pid = rest
+        .split(|b| *b == b'-')
+        .next()
+        .and_then(|p| std::str::from_utf8(p).ok()?.parse::<i32>().ok())
+        .and_then(rustix::process::Pid::from_raw);
+    pid.is_some_and(|pid| rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH))
+}
+
 fn sweep_leftovers(root: &Path) {
     let remove = |p: &Path| {
         let _ = if p.is_dir() && !p.is_symlink() {
@@ -183,7 +202,7 @@ fn sweep_leftovers(root: &Path) {
                         remove(&p);
                     }
                 }
-            } else if stale(&p) {
+            } else if orphan_pending_lock(name) || stale(&p) {
                 remove(&p);
             }
         }
@@ -193,7 +212,7 @@ fn sweep_leftovers(root: &Path) {
             if !dir
                 .file_name()
                 .as_encoded_bytes()
-                .starts_with(b"snapshots-v1")
+                .starts_with(b"snapshots-v")
             {
                 continue;
             }
@@ -322,12 +341,18 @@ mod tests {
         fs::create_dir_all(dead.join("copy-abc/src/d")).unwrap();
         fs::write(dead.join("copy-abc/src/d/f"), b"x").unwrap();
         fs::write(root.join("tmp/p-999999-0-0.lock"), b"").unwrap();
+        // Killed between creating its lock file and renaming it into place.
+        fs::write(root.join("tmp/.p-999999-1-0.lock.new"), b"").unwrap();
+        let ours = format!("tmp/.p-{}-99-0.lock.new", std::process::id());
+        fs::write(root.join(&ours), b"").unwrap();
         // An old strata's temp file: removed only once stale.
         fs::write(root.join("tmp/blob-1-2-3"), b"half").unwrap();
         fs::create_dir_all(root.join("snapshots-v1/00ff/etc")).unwrap();
         let other = Store::open(root).unwrap();
         assert!(!dead.exists());
         assert!(!root.join("tmp/p-999999-0-0.lock").exists());
+        assert!(!root.join("tmp/.p-999999-1-0.lock.new").exists());
+        assert!(root.join(&ours).exists(), "its creator is alive");
         assert!(
             live.scratch().join("blob-1-2-3").is_file(),
             "a live handle's files stay"
