@@ -5,7 +5,7 @@
 //! second of a cold build waiting for ~1 GB of writeback. Within one boot the page cache is
 //! coherent, so a snapshot that was never synced is exactly what was written, even for a
 //! process that was killed; only a crash or power loss can leave it torn. So new snapshots go
-//! to `snapshots-v1/boot-<id>/` unsynced, are used only while the kernel's boot id is the same,
+//! to `snapshots-v2/boot-<id>/` unsynced, are used only while the kernel's boot id is the same,
 //! and are rebuilt (from their blobs) after a restart; gc removes the other boots' directories.
 
 use std::sync::OnceLock;

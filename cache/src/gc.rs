@@ -1,5 +1,5 @@
 //! `gc`: least-recently-used eviction of step records, their layer blobs, unreferenced blobs
-//! and unpacked snapshots (`<root>/snapshots-v1/[boot-<id>/]<diff_id hex>/`).
+//! and unpacked snapshots (`<root>/snapshots-v2/[boot-<id>/]<diff_id hex>/`).
 //!
 //! Never removed: anything a tag references — the manifest, the config and the layers it
 //! names (tag → manifest → config + layers), and the snapshots of those layers' diff_ids. Step
@@ -44,7 +44,10 @@ use crate::{Digest, Store};
 pub const MIN_BLOB_AGE: Duration = Duration::from_secs(600);
 
 /// The directory of unpacked layers, one per diff_id.
-pub const SNAPSHOTS_DIR: &str = "snapshots-v1";
+pub const SNAPSHOTS_DIR: &str = "snapshots-v2";
+/// Snapshots made before files and directories got their layer's times (docs/store.md):
+/// never used; gc removes them.
+pub const LEGACY_SNAPSHOTS_DIR: &str = "snapshots-v1";
 
 /// References to compressed chunks inside layer blobs (the engine's `layer::ChunkDir`): one
 /// small file per chunk, starting with the `sha256:<hex>` of the blob that holds the chunk.
@@ -132,9 +135,13 @@ fn is_boot_dir(name: &std::ffi::OsStr) -> bool {
 }
 
 /// The directories whose entries are snapshots, each with whether it belongs to another boot:
-/// `snapshots-v1/` itself (durable snapshots) and its `boot-<id>/` directories.
+/// `snapshots-v2/` itself (durable snapshots) and its `boot-<id>/` directories, and the
+/// legacy `snapshots-v1/` (all dead).
 fn snapshot_dirs(snap_dir: &Path) -> Result<Vec<(PathBuf, bool)>, StoreError> {
     let mut dirs = vec![(snap_dir.to_path_buf(), false)];
+    if let Some(root) = snap_dir.parent() {
+        dirs.push((root.join(LEGACY_SNAPSHOTS_DIR), true));
+    }
     let this_boot = crate::boot::boot_dir_name();
     let Ok(entries) = fs::read_dir(snap_dir) else {
         return Ok(dirs);
@@ -679,7 +686,7 @@ mod tests {
     }
 
     #[test]
-    fn snapshots_of_another_boot_go_first_whatever_the_policy() {
+    fn snapshots_of_another_boot_or_format_go_first_whatever_the_policy() {
         let (_dir, s) = store();
         let root = s.root().join(SNAPSHOTS_DIR);
         let snap = |boot: &str, name: &str| {
@@ -689,6 +696,9 @@ mod tests {
             p
         };
         let other = snap("boot-0000000000000000", &"ab".repeat(32));
+        // From before snapshots had their layer's times: never used either.
+        let legacy = s.root().join(LEGACY_SNAPSHOTS_DIR).join("12".repeat(32));
+        fs::create_dir_all(&legacy).unwrap();
         let durable = snap("", &"ef".repeat(32));
         let this = crate::boot::boot_dir_name().map(|b| snap(&b, &"cd".repeat(32)));
 
@@ -703,11 +713,12 @@ mod tests {
         assert!(other.exists(), "dry run deletes nothing");
         let r = gc(&s, &opts(GcPolicy::KeepStorage(u64::MAX))).unwrap();
         assert_eq!(r, dry);
-        assert_eq!(r.snapshots, 1, "{r:?}");
+        assert_eq!(r.snapshots, 2, "{r:?}");
         assert!(
             !other.parent().unwrap().exists(),
             "the empty boot dir goes too"
         );
+        assert!(!legacy.parent().unwrap().exists(), "and the legacy dir");
         assert!(durable.exists(), "within budget");
         if let Some(this) = &this {
             assert!(this.exists(), "this boot's snapshot is within budget");

@@ -23,7 +23,7 @@
 //!                            by `tmp/p-<pid>-<n>.lock` while its owner lives
 //! <root>/index-v1/           RocksDB
 //! <root>/index-v1.lock       the index lock (`flock`), held only around index operations
-//! <root>/snapshots-v1/<hex>/ unpacked layers by diff_id (evicted by gc)
+//! <root>/snapshots-v2/<hex>/ unpacked layers by diff_id (evicted by gc)
 //! ```
 //!
 //! Many strata processes can use a store at once (docs/store.md): the index is opened on

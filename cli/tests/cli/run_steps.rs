@@ -407,6 +407,54 @@ fn run_as_container_root_in_any_id_mapping() {
     }
 }
 
+/// A RUN sees the times the layers give (SOURCE_DATE_EPOCH for what strata made, the base's
+/// own), never when a snapshot was unpacked or its container set up: two cold builds a second
+/// apart, with a RUN that records times of files, directories, symlinks and `/`, give one image.
+#[test]
+fn run_sees_the_layers_times_not_the_unpack_time() {
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    busybox_context(
+        c,
+        "FROM base\nCOPY app/ /app/\nRUN t=$(stat -c '%n %Y %X' / /etc /bin /bin/sh /app /app/sub /app/sub/f /app/a.txt) && echo \"$t\" > /times\n",
+    );
+    write(&c.join("app/a.txt"), "a\n");
+    write(&c.join("app/sub/f"), "f\n");
+    let out = tempfile::tempdir().unwrap();
+    let mut digests = Vec::new();
+    for i in 0..2 {
+        if i > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
+        let store = tempfile::tempdir().unwrap();
+        let oci = out.path().join(format!("oci{i}"));
+        let r = build(
+            store.path(),
+            c,
+            &[
+                "-t",
+                "t:1",
+                "--output",
+                &format!("type=oci,dest={}", oci.display()),
+            ],
+        )
+        .ok();
+        digests.push(r.digest());
+        if i == 0 {
+            let bundle = out.path().join("b");
+            unpack(&oci, "1", &bundle);
+            let times = fs::read_to_string(bundle.join("rootfs/times")).unwrap();
+            for line in times.lines() {
+                let (name, t) = line.split_once(' ').unwrap();
+                // What the COPY made, and `/`: SOURCE_DATE_EPOCH (0). The busybox base's
+                // RUN layers are canonical too: 0 as well.
+                assert_eq!(t, "0 0", "{name}: {times}");
+            }
+        }
+    }
+    assert_eq!(digests[0], digests[1], "two cold builds, one image");
+}
+
 /// A RUN after a COPY whose source changed by a few files sees exactly the new tree: the COPY
 /// layer's snapshot is then a small delta over the previous one (sandbox::delta), and the image
 /// equals a cold build's. `%h` pins the files' link count: reused files are not hard links.
@@ -420,7 +468,7 @@ fn run_after_a_small_copy_change_matches_a_cold_build() {
     let c = ctx.path();
     busybox_context(
         c,
-        "FROM base\nCOPY app/ /app/\nRUN cd /app && find . | sort > /files && stat -c '%n %a %s %h %u' $(find . -type f | sort) > /stat && stat -c '%n %a %u' $(find . -type d | sort) >> /stat && cat $(find . -type f | sort) | md5sum > /sum\n",
+        "FROM base\nCOPY app/ /app/\nRUN cd /app && find . | sort > /files && stat -c '%n %a %s %h %u %Y' $(find . -type f | sort) > /stat && stat -c '%n %a %u %Y' $(find . -type d | sort) >> /stat && cat $(find . -type f | sort) | md5sum > /sum\n",
     );
     for (p, body) in [
         ("a.txt", "a\n"),
@@ -439,8 +487,8 @@ fn run_after_a_small_copy_change_matches_a_cold_build() {
     assert_ne!(first, second);
     // New snapshots live in this boot's directory (strata_cache::boot).
     let snapshots = match strata_cache::boot::boot_dir_name() {
-        Some(b) => store.path().join("snapshots-v1").join(b),
-        None => store.path().join("snapshots-v1"),
+        Some(b) => store.path().join("snapshots-v2").join(b),
+        None => store.path().join("snapshots-v2"),
     };
     let deltas = || -> Vec<String> {
         fs::read_dir(&snapshots)
@@ -543,7 +591,7 @@ fn one_layer_layout(dir: &Path, layer: &[u8], media_type: &str, diff_id: &str) {
 
 /// The crafted layers of testdata/malicious/ as the base of a RUN step, through the CLI: the
 /// snapshot unpack (as root, or in the user namespace rootless) refuses or contains each, the
-/// `sentinel/` next to the store (where the layers aim: `<work>/store/snapshots-v1/.tmp-…/`
+/// `sentinel/` next to the store (where the layers aim: `<work>/store/snapshots-v2/.tmp-…/`
 /// + `../../../sentinel`) stays as it was, no temp snapshot is left and fsck is clean.
 #[test]
 fn malicious_base_layers_are_refused_or_contained() {
@@ -626,7 +674,7 @@ fn malicious_base_layers_are_refused_or_contained() {
         for d in fs::read_dir(&store).unwrap() {
             let d = d.unwrap();
             let n = d.file_name();
-            if n.to_string_lossy().starts_with("snapshots-v1") {
+            if n.to_string_lossy().starts_with("snapshots-v2") {
                 // Snapshots, including those in boot directories (strata_cache::boot).
                 let mut snaps = Vec::new();
                 for s in fs::read_dir(d.path()).unwrap() {

@@ -508,6 +508,7 @@ fn run_stage(
                 }
                 let mut k = KeyHasher::new("run");
                 k.key("parent", &parent)
+                    .str("rootfs", crate::sandbox::ROOTFS_VIEW)
                     .strs("argv", &run.argv)
                     .strs("env", &env)
                     .str("user", &run.user)

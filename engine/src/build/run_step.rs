@@ -49,6 +49,15 @@ pub(crate) fn execute(
             source: e,
         })?;
     }
+    // The container's `/` is the upper dir's root (overlay shows the upper's attributes): it
+    // gets the top layer's mode, and SOURCE_DATE_EPOCH as its times (a snapshot's own root
+    // time is its last use, for gc), never when this directory was made.
+    if let Some(top) = lowers.last() {
+        root_like(top, &upper, opts.source_date_epoch).map_err(|e| BuildError::Io {
+            path: upper.clone(),
+            source: e,
+        })?;
+    }
     let cache_root = store.root().join("cache-mounts");
     let mut cache_mounts = Vec::new();
     for m in &run.cache_mounts {
@@ -89,6 +98,16 @@ pub(crate) fn execute(
     }
     drop(dir);
     result
+}
+
+/// Gives directory `dir` the permissions of directory `like`, and `epoch` as its times.
+fn root_like(like: &Path, dir: &Path, epoch: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(like)?.permissions().mode();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(epoch);
+    let times = std::fs::FileTimes::new().set_accessed(t).set_modified(t);
+    std::fs::File::open(dir)?.set_times(times)
 }
 
 fn run_and_capture(

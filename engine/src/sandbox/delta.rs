@@ -26,11 +26,11 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, XattrFlags};
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, XattrFlags};
 use rustix::io::Errno;
 
 use super::root::{components, join, open_in_root};
-use super::snapshot::Limits;
+use super::snapshot::{stamps, Limits};
 use super::SandboxError;
 
 /// The outcome of [`unpack_delta`].
@@ -45,7 +45,7 @@ pub enum Delta {
 const CAP: &str = "security.capability";
 const BLOCK: usize = 256 * 1024;
 
-type Attrs = (u64, u64, u32); // uid, gid, mode
+type Attrs = (u64, u64, u32, Timespec); // uid, gid, mode, mtime
 
 struct Differ {
     base: OwnedFd,
@@ -112,8 +112,9 @@ impl Differ {
                 &comps[..=i],
                 OFlags::DIRECTORY | OFlags::NOFOLLOW,
             )?;
-            // A directory `T` does not list gets what a full unpack gives it.
-            let (uid, gid, mode) = self.dirs.get(&k).copied().unwrap_or((0, 0, 0o755));
+            // A directory `T` does not list gets what a full unpack gives it. (Times are set
+            // at the end, once no entry changes them: `set_dir_times`.)
+            let (uid, gid, mode, _) = self.attrs(&k);
             self.set_owner_mode(d.as_fd(), uid, gid, mode)?;
             self.made.insert(k);
         }
@@ -129,6 +130,36 @@ impl Differ {
     ) -> Result<(), Errno> {
         // Deltas are made as real root only (never in a user namespace): every id maps.
         super::snapshot::chown_chmod(fd, self.is_root, (uid, gid), mode, false)
+    }
+
+    /// `T`'s attributes of directory `k`, or what a full unpack gives one `T` only implies.
+    fn attrs(&self, k: &[u8]) -> Attrs {
+        let epoch = super::snapshot::epoch().last_modification;
+        self.dirs.get(k).copied().unwrap_or((0, 0, 0o755, epoch))
+    }
+
+    /// Sets the times of the root and of every directory made in `dest`, as a full unpack
+    /// does once all entries are in.
+    fn set_dir_times(&self) -> Result<(), SandboxError> {
+        for k in self.made.iter().chain([&b"."[..].to_vec()]) {
+            let comps: Vec<OsString> = if k.as_slice() == b"." {
+                Vec::new()
+            } else {
+                k.split(|b| *b == b'/')
+                    .map(|c| OsStr::from_bytes(c).to_os_string())
+                    .collect()
+            };
+            let shown = String::from_utf8_lossy(k).into_owned();
+            let d = open_in_root(
+                self.dest.as_fd(),
+                &comps,
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW,
+            )
+            .map_err(Self::io("open directory", &shown))?;
+            rfs::futimens(&d, &stamps(self.attrs(k).3))
+                .map_err(Self::io("set times of", &shown))?;
+        }
+        Ok(())
     }
 
     fn same_owner(&self, st: &rfs::Stat, uid: u64, gid: u64) -> bool {
@@ -150,6 +181,9 @@ impl Differ {
         let rd = |err| SandboxError::io("read", &shown, err);
         let mode = h.mode().map_err(rd)? & 0o7777;
         let (uid, gid) = (h.uid().map_err(rd)?, h.gid().map_err(rd)?);
+        let mtime = super::snapshot::entry_times(e)
+            .map_err(rd)?
+            .last_modification;
         let comps = components(&raw).map_err(|r| SandboxError::UnsafeEntry {
             path: shown.clone(),
             reason: r,
@@ -162,7 +196,7 @@ impl Differ {
                     reason: "the root can only be a directory",
                 });
             }
-            self.dirs.insert(k, (uid, gid, mode));
+            self.dirs.insert(k, (uid, gid, mode, mtime));
             self.set_owner_mode(self.dest.as_fd(), uid, gid, mode)
                 .map_err(Self::io("set owner and mode of", &shown))?;
             return Ok(Ok(()));
@@ -193,7 +227,7 @@ impl Differ {
         use tar::EntryType as T;
         match kind {
             T::Directory => {
-                self.dirs.insert(k, (uid, gid, mode));
+                self.dirs.insert(k, (uid, gid, mode, mtime));
                 match base_type {
                     Some(FileType::Directory) => {
                         let st = in_base.unwrap();
@@ -205,7 +239,10 @@ impl Differ {
                                 return unsuitable(format!("`{shown}` is opaque in the base"));
                             }
                         }
-                        if st.st_mode & 0o7777 == mode && self.same_owner(&st, uid, gid) {
+                        if st.st_mode & 0o7777 == mode
+                            && self.same_owner(&st, uid, gid)
+                            && mtime_of(&st) == mtime
+                        {
                             return Ok(Ok(()));
                         }
                         self.dest_dir(&comps)
@@ -244,7 +281,8 @@ impl Differ {
                         let st = in_base.unwrap();
                         let same_meta = st.st_size as u64 == size
                             && st.st_mode & 0o7777 == mode
-                            && self.same_owner(&st, uid, gid);
+                            && self.same_owner(&st, uid, gid)
+                            && mtime_of(&st) == mtime;
                         if same_meta {
                             let d = self
                                 .base_dir(parent)
@@ -332,6 +370,7 @@ impl Differ {
                     rfs::fsetxattr(&f, CAP, c, XattrFlags::empty())
                         .map_err(Self::io("set capabilities of", &shown))?;
                 }
+                rfs::futimens(&f, &stamps(mtime)).map_err(Self::io("set times of", &shown))?;
                 self.written += 1;
                 Ok(Ok(()))
             }
@@ -354,7 +393,10 @@ impl Differ {
                             .map_err(Self::io("open in base", &shown))?;
                         let old = rfs::readlinkat(d, name.as_os_str(), Vec::new())
                             .map_err(Self::io("read link in base", &shown))?;
-                        if old.as_bytes() == target.as_slice() && self.same_owner(&st, uid, gid) {
+                        if old.as_bytes() == target.as_slice()
+                            && self.same_owner(&st, uid, gid)
+                            && mtime_of(&st) == mtime
+                        {
                             return Ok(Ok(()));
                         }
                     }
@@ -378,6 +420,13 @@ impl Differ {
                     )
                     .map_err(Self::io("chown", &shown))?;
                 }
+                rfs::utimensat(
+                    &d,
+                    name.as_os_str(),
+                    &stamps(mtime),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(Self::io("set times of", &shown))?;
                 Ok(Ok(()))
             }
             other => unsuitable(format!(
@@ -444,6 +493,10 @@ impl Differ {
         }
         Ok(Ok(()))
     }
+}
+
+fn mtime_of(st: &rfs::Stat) -> Timespec {
+    super::snapshot::times_of(st).last_modification
 }
 
 /// Reads until `buf` is full or the end; returns the bytes read.
@@ -532,6 +585,7 @@ pub fn unpack_delta(
     if let Err(why) = d.whiteouts(&mut Vec::new())? {
         return Ok(Delta::Unsuitable(why));
     }
+    d.set_dir_times()?;
     Ok(Delta::Done {
         written: d.written,
         reused: d.reused,
@@ -553,12 +607,19 @@ mod tests {
     }
 
     fn tar_of(entries: &[E<'_>]) -> Vec<u8> {
+        tar_timed(entries, &[])
+    }
+
+    /// [`tar_of`] with the given mtimes (the others 0).
+    fn tar_timed(entries: &[E<'_>], times: &[(&str, u64)]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
         for e in entries {
             let mut h = Header::new_ustar();
             h.set_uid(0);
             h.set_gid(0);
-            h.set_mtime(0);
+            let (E::Dir(p, _) | E::File(p, _, _) | E::Link(p, _) | E::Hard(p, _)) = e;
+            let t = times.iter().find(|(q, _)| q == p).map_or(0, |(_, t)| *t);
+            h.set_mtime(t);
             match e {
                 E::Dir(p, m) => {
                     h.set_entry_type(EntryType::Directory);
@@ -587,8 +648,9 @@ mod tests {
         b.into_inner().unwrap()
     }
 
-    /// What a tree looks like to a process: path → (type, mode, owner, content or target).
-    type View = BTreeMap<String, (char, u32, u32, u32, Vec<u8>)>;
+    /// What a tree looks like to a process: path → (type, mode, owner, mtime, content or
+    /// target).
+    type View = BTreeMap<String, (char, u32, u32, u32, i64, Vec<u8>)>;
 
     fn scan(root: &Path, rel: &str, out: &mut View, whiteouts: &mut Vec<String>) {
         let dir = if rel.is_empty() {
@@ -626,7 +688,10 @@ mod tests {
             } else {
                 ('f', std::fs::read(&full).unwrap())
             };
-            out.insert(p.clone(), (k, m.mode() & 0o7777, m.uid(), m.gid(), body));
+            out.insert(
+                p.clone(),
+                (k, m.mode() & 0o7777, m.uid(), m.gid(), m.mtime(), body),
+            );
             if k == 'd' {
                 scan(root, &p, out, whiteouts);
             }
@@ -720,6 +785,53 @@ mod tests {
             std::fs::read(delta.join("a/big")).unwrap(),
             std::fs::read(full.join("a/big")).unwrap()
         );
+    }
+
+    #[test]
+    fn a_changed_time_alone_puts_the_entry_in_the_delta() {
+        let entries = [
+            E::Dir("a", 0o755),
+            E::File("a/same", 0o644, b"unchanged".to_vec()),
+            E::File("a/timed", 0o644, b"same bytes".to_vec()),
+            E::Link("a/link", "same"),
+            E::Dir("a/sub", 0o755),
+            E::File("a/sub/f", 0o644, b"f".to_vec()),
+            E::Dir("b", 0o755),
+            E::File("b/g", 0o644, b"g".to_vec()),
+        ];
+        let t1 = tar_timed(&entries, &[("a", 10), ("a/sub", 10), ("b/g", 10)]);
+        let t2 = tar_timed(
+            &entries,
+            &[
+                ("a", 10),
+                ("a/timed", 5),
+                ("a/link", 9),
+                ("a/sub", 7),
+                ("b/g", 10),
+            ],
+        );
+        let t = tempfile::tempdir().unwrap();
+        let (base, delta, full) = (t.path().join("b"), t.path().join("d"), t.path().join("f"));
+        for d in [&base, &delta, &full] {
+            std::fs::create_dir(d).unwrap();
+        }
+        super::super::snapshot::unpack(&t1[..], &base, Limits::default()).unwrap();
+        super::super::snapshot::unpack(&t2[..], &full, Limits::default()).unwrap();
+        let r = unpack_delta(&t2[..], &delta, &base, Limits::default()).unwrap();
+        assert_eq!(
+            r,
+            Delta::Done {
+                written: 1,
+                reused: 3
+            },
+            "a/timed written; a/same, a/sub/f, b/g reused"
+        );
+        assert_eq!(merged(&base, &delta), view(&full));
+        assert_eq!(view(&full)["a/sub"].4, 7);
+        assert_eq!(view(&full)["a/timed"].4, 5);
+        // A directory the delta holds only on the way to a changed entry keeps T's time.
+        assert_eq!(view(&delta)["a"].4, 10);
+        assert!(!delta.join("b").exists(), "b and b/g unchanged");
     }
 
     #[test]

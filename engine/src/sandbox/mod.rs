@@ -8,6 +8,11 @@
 //!   as `strata __sandbox-init`, which lands in [`init_main`] (single-threaded) and does the
 //!   namespace, mount and exec work there.
 
+/// What a RUN command sees of its rootfs, as part of every RUN step's cache key: bump it when
+/// that view changes (docs/cache-keys.md), so results taken from another view are not reused.
+/// `times-v2`: every file, directory and symlink carries its layer's times (docs/store.md).
+pub const ROOTFS_VIEW: &str = "times-v2";
+
 pub mod capture;
 pub mod delta;
 pub mod exec;

@@ -1,17 +1,21 @@
 //! Base layers unpacked once per diff_id, in overlayfs lower-dir form.
 //!
-//! `<store>/snapshots-v1/<diff_id hex>/` holds the unpacked layer: OCI whiteouts `.wh.x` become
+//! `<store>/snapshots-v2/<diff_id hex>/` holds the unpacked layer: OCI whiteouts `.wh.x` become
 //! char 0/0 devices `x`, `.wh..wh..opq` becomes `trusted.overlay.opaque=y` on its directory.
 //! A snapshot is unpacked into a temp dir beside it and renamed into place, so a killed build
 //! never leaves half a snapshot under the final name. Bump `-v1` if the on-disk form changes.
 //!
-//! New snapshots are not synced: they go to `snapshots-v1/boot-<id>/` and are used only during
-//! the boot that wrote them (`strata_cache::boot`), since only a crash can tear unsynced files.
-//! After a restart they are unpacked again. Snapshots directly under `snapshots-v1/` (older
-//! strata, or a system without a boot id, where each one is synced before its rename) are
-//! used in any boot.
+//! Every entry gets the time its tar entry gives ([`entry_times`]), directories once all their
+//! entries are in: a RUN must see the layer's times, not when the snapshot was unpacked
+//! (`-v1` had no times, and a RUN that read them made cold builds differ).
 //!
-//! Rootless ([`super::userns`]), snapshots live in `snapshots-v1-rootless-<mapping>/`: they are
+//! New snapshots are not synced: they go to `snapshots-v2/boot-<id>/` and are used only during
+//! the boot that wrote them (`strata_cache::boot`), since only a crash can tear unsynced files.
+//! After a restart they are unpacked again. Snapshots directly under `snapshots-v2/` (written
+//! only where there is no boot id, each synced before its rename) are used in any boot.
+//! docs/store.md has both rules.
+//!
+//! Rootless ([`super::userns`]), snapshots live in `snapshots-v2-rootless-<mapping>/`: they are
 //! unpacked by a helper inside the user namespace (files carry host ids through the mapping,
 //! so another mapping needs other snapshots) and opaque directories carry
 //! `user.overlay.opaque=y`, which overlay reads under `userxattr`. Whiteouts stay char 0/0
@@ -23,7 +27,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{self as rfs, AtFlags, Dev, FileType, Mode, OFlags, XattrFlags};
+use rustix::fs::{
+    self as rfs, AtFlags, Dev, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags,
+};
 use rustix::io::Errno;
 use rustix::process::{Gid, Uid};
 use strata_cache::{BlobStore, Digest};
@@ -141,8 +147,8 @@ impl Snapshots {
     pub fn new(store_root: &Path) -> Self {
         let ns = super::userns::current();
         let dir = match ns {
-            None => "snapshots-v1".to_string(),
-            Some(ns) => format!("snapshots-v1-rootless-{}", ns.key()),
+            None => "snapshots-v2".to_string(),
+            Some(ns) => format!("snapshots-v2-rootless-{}", ns.key()),
         };
         let root = store_root.join(dir);
         let home = match strata_cache::boot::boot_dir_name() {
@@ -520,6 +526,8 @@ pub fn unpack_with(
         is_root: rustix::process::geteuid().is_root(),
         form,
         last_parent: None,
+        dir_times: std::collections::HashMap::new(),
+        buf: vec![0; 256 << 10],
     };
     let exceeded = std::rc::Rc::new(std::cell::Cell::new(false));
     let counted = Counted {
@@ -537,6 +545,7 @@ pub fn unpack_with(
             let mut entry = entry.map_err(|e| SandboxError::io("read layer", dest.display(), e))?;
             u.entry(&mut entry)?;
         }
+        u.set_dir_times()?;
         // Drain trailing padding so the verifying reader sees end of file and checks the
         // digest (bounded like the rest: a bomb may hide after the end-of-archive marker).
         let mut rest = ar.into_inner();
@@ -565,6 +574,11 @@ struct Unpacker {
     /// marks children of its parent, never the parent itself, so the handle stays right for
     /// the next entry with the same parent path; any other path is opened afresh.
     last_parent: Option<(Vec<std::ffi::OsString>, OwnedFd)>,
+    /// The times of every directory, set once all entries are in (a new entry changes its
+    /// directory's mtime): the layer's for those it lists, the epoch for parents it implies.
+    dir_times: std::collections::HashMap<Vec<std::ffi::OsString>, Timestamps>,
+    /// File contents are copied through this.
+    buf: Vec<u8>,
 }
 
 fn unsafe_entry(path: &[u8], reason: &'static str) -> SandboxError {
@@ -596,6 +610,8 @@ impl Unpacker {
             .gid()
             .map_err(|err| SandboxError::io("read gid of", &shown, err))?;
         self.check_pax_size(e, &shown)?;
+        let times =
+            entry_times(e).map_err(|err| SandboxError::io("read PAX header of", &shown, err))?;
         let comps = components(&raw_path).map_err(|r| unsafe_entry(&raw_path, r))?;
 
         let Some((name, parent)) = comps.split_last() else {
@@ -606,12 +622,20 @@ impl Unpacker {
             }
             self.set_owner_mode(self.root.as_fd(), uid, gid, mode)
                 .map_err(io_err("set owner and mode of"))?;
+            self.dir_times.insert(Vec::new(), times);
             return Ok(());
         };
         let parent_fd = match self.last_parent.take() {
             Some((p, fd)) if p.as_slice() == parent => fd,
-            _ => mkdir_all_in_root(self.root.as_fd(), parent, 0o755)
-                .map_err(io_err("create parent directories of"))?,
+            _ => {
+                for i in 0..=parent.len() {
+                    if !self.dir_times.contains_key(&parent[..i]) {
+                        self.dir_times.insert(parent[..i].to_vec(), epoch());
+                    }
+                }
+                mkdir_all_in_root(self.root.as_fd(), parent, 0o755)
+                    .map_err(io_err("create parent directories of"))?
+            }
         };
         let r = self.entry_in(
             e,
@@ -622,9 +646,45 @@ impl Unpacker {
             kind,
             mode,
             (uid, gid),
+            &times,
         );
         self.last_parent = Some((parent.to_vec(), parent_fd));
+        if r.is_ok() && kind.is_dir() {
+            self.dir_times.insert(comps, times);
+        }
         r
+    }
+
+    /// Sets the times of every directory, now that no entry will change them.
+    fn set_dir_times(&self) -> Result<(), SandboxError> {
+        for (comps, times) in &self.dir_times {
+            let path = super::root::join(comps);
+            let shown = String::from_utf8_lossy(path.as_bytes()).into_owned();
+            // No symlink on the way: a directory a later entry replaced (by a file, a symlink,
+            // or a whiteout) took its time with it, and a symlink must not redirect this.
+            let opened = loop {
+                match rfs::openat2(
+                    self.root.as_fd(),
+                    &path,
+                    OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    rfs::ResolveFlags::IN_ROOT
+                        | rfs::ResolveFlags::NO_SYMLINKS
+                        | rfs::ResolveFlags::NO_MAGICLINKS,
+                ) {
+                    Err(Errno::AGAIN) => continue,
+                    r => break r,
+                }
+            };
+            let d = match opened {
+                Ok(d) => d,
+                Err(Errno::NOTDIR | Errno::NOENT | Errno::LOOP) => continue,
+                Err(e) => return Err(SandboxError::io("open directory", &shown, e.into())),
+            };
+            rfs::futimens(&d, times)
+                .map_err(|e| SandboxError::io("set times of", &shown, e.into()))?;
+        }
+        Ok(())
     }
 
     /// [`entry`](Self::entry) once its parent directory is open.
@@ -639,6 +699,7 @@ impl Unpacker {
         kind: tar::EntryType,
         mode: u32,
         (uid, gid): (u64, u64),
+        times: &Timestamps,
     ) -> Result<(), SandboxError> {
         let header = e.header().clone();
         let io_err = |op: &'static str| move |err: Errno| SandboxError::io(op, shown, err.into());
@@ -708,13 +769,22 @@ impl Unpacker {
                 }
                 .map_err(io_err("create"))?;
                 let mut file = std::fs::File::from(f);
-                let n = io::copy(&mut e.take(size), &mut file)
-                    .map_err(|err| SandboxError::io("write", shown, err))?;
+                let mut content = e.take(size);
+                let mut n = 0u64;
+                loop {
+                    let got = match content.read(&mut self.buf) {
+                        Ok(0) => break,
+                        Ok(got) => got,
+                        Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(err) => return Err(SandboxError::io("write", shown, err)),
+                    };
+                    file.write_all(&self.buf[..got])
+                        .map_err(|err| SandboxError::io("write", shown, err))?;
+                    n += got as u64;
+                }
                 if n != size {
                     return Err(unsafe_entry(raw_path, "truncated file content"));
                 }
-                file.flush()
-                    .map_err(|err| SandboxError::io("write", shown, err))?;
                 // chown clears setuid bits and file capabilities: owner, then mode, then xattrs.
                 self.set_owner_mode(file.as_fd(), uid, gid, mode)
                     .map_err(io_err("set owner and mode of"))?;
@@ -737,7 +807,7 @@ impl Unpacker {
                         }
                     }
                 }
-                Ok(())
+                rfs::futimens(&file, times).map_err(io_err("set times of"))
             }
             T::Directory => {
                 if existing != Some(FileType::Directory) {
@@ -764,7 +834,14 @@ impl Unpacker {
                 rfs::symlinkat(OsStr::from_bytes(&target), parent_fd, name.as_os_str())
                     .map_err(io_err("create symlink"))?;
                 self.lchown(parent_fd.as_fd(), name, uid, gid)
-                    .map_err(io_err("chown"))
+                    .map_err(io_err("chown"))?;
+                rfs::utimensat(
+                    parent_fd,
+                    name.as_os_str(),
+                    times,
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(io_err("set times of"))
             }
             T::Link => {
                 let target = e
@@ -804,7 +881,14 @@ impl Unpacker {
                     Mode::from_raw_mode(mode),
                     AtFlags::empty(),
                 )
-                .map_err(io_err("chmod"))
+                .map_err(io_err("chmod"))?;
+                rfs::utimensat(
+                    parent_fd,
+                    name.as_os_str(),
+                    times,
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(io_err("set times of"))
             }
             other => Err(SandboxError::Unsupported(format!(
                 "layer entry `{shown}` of tar type {:?} is not supported",
@@ -869,6 +953,91 @@ impl Unpacker {
             r => r,
         }
     }
+}
+
+/// What a snapshot gives an entry as both its access and modification time: the layer's
+/// (PAX `mtime`, with its fraction, when present, else the ustar field). A RUN that reads times
+/// (make, `find -newer`, `stat`, a tool that hashes a tree with its times) must see the
+/// layer's, never when the snapshot happened to be unpacked: that made a RUN's output differ
+/// between two cold builds of the same inputs. An unreadable ustar field counts as the epoch.
+pub(super) fn entry_times<R: Read>(e: &mut tar::Entry<R>) -> io::Result<Timestamps> {
+    let secs = e.header().mtime().unwrap_or(0).min(i64::MAX as u64) as i64;
+    let mut t = Timespec {
+        tv_sec: secs,
+        tv_nsec: 0,
+    };
+    if let Some(exts) = e.pax_extensions()? {
+        for ext in exts {
+            let ext = ext?;
+            if ext.key_bytes() == b"mtime" {
+                if let Some(p) = parse_pax_time(ext.value_bytes()) {
+                    t = p;
+                }
+            }
+        }
+    }
+    Ok(stamps(t))
+}
+
+/// The epoch, for directories a layer implies without listing them.
+pub(super) fn epoch() -> Timestamps {
+    stamps(Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    })
+}
+
+/// `t` as both access and modification time.
+pub(super) fn stamps(t: Timespec) -> Timestamps {
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+/// The access and modification times of a `stat`.
+pub(super) fn times_of(st: &rfs::Stat) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: st.st_atime,
+            tv_nsec: st.st_atime_nsec as _,
+        },
+        last_modification: Timespec {
+            tv_sec: st.st_mtime,
+            tv_nsec: st.st_mtime_nsec as _,
+        },
+    }
+}
+
+/// A PAX time: decimal seconds, optionally negative, with an optional fraction.
+fn parse_pax_time(v: &[u8]) -> Option<Timespec> {
+    let s = std::str::from_utf8(v).ok()?;
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let secs: i64 = int.parse().ok()?;
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let digits = &frac[..frac.len().min(9)];
+    let mut nanos: i64 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().ok()?
+    };
+    for _ in digits.len()..9 {
+        nanos *= 10;
+    }
+    Some(if int.starts_with('-') && nanos > 0 {
+        // -1.25 is 1.25 s before the epoch: -2 s + 0.75 s.
+        Timespec {
+            tv_sec: secs - 1,
+            tv_nsec: 1_000_000_000 - nanos,
+        }
+    } else {
+        Timespec {
+            tv_sec: secs,
+            tv_nsec: nanos,
+        }
+    })
 }
 
 /// Sets the owner (only as root: nobody else may give a file away) and then the mode — in that
@@ -1238,10 +1407,10 @@ mod tests {
         let snaps = Snapshots::new(store.root());
         let Some(boot) = strata_cache::boot::boot_dir_name() else {
             // No boot id: new snapshots are synced and durable.
-            assert_eq!(snaps.home(), store.root().join("snapshots-v1"));
+            assert_eq!(snaps.home(), store.root().join("snapshots-v2"));
             return;
         };
-        let root = store.root().join("snapshots-v1");
+        let root = store.root().join("snapshots-v2");
         assert_eq!(snaps.home(), root.join(&boot));
         let mt = "application/vnd.oci.image.layer.v1.tar";
         let (a, _) = store
@@ -1291,5 +1460,80 @@ mod tests {
             snaps.ensure_stack(store.blobs(), &c, &c, mt, None).unwrap(),
             stack
         );
+    }
+
+    #[test]
+    fn every_entry_gets_the_layers_times_and_implied_directories_the_epoch() {
+        let mut b = tar::Builder::new(Vec::new());
+        let add = |b: &mut tar::Builder<Vec<u8>>,
+                   path: &str,
+                   kind: EntryType,
+                   link: &str,
+                   data: &[u8],
+                   mtime: u64| {
+            let mut h = Header::new_ustar();
+            h.set_entry_type(kind);
+            h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
+            h.set_mtime(mtime);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_size(data.len() as u64);
+            if kind.is_symlink() || kind.is_hard_link() {
+                b.append_link(&mut h, path, link).unwrap();
+            } else {
+                b.append_data(&mut h, path, data).unwrap();
+            }
+        };
+        add(&mut b, "./", EntryType::Directory, "", b"", 50);
+        add(&mut b, "d", EntryType::Directory, "", b"", 1000);
+        add(&mut b, "d/f", EntryType::Regular, "", b"data", 2000);
+        add(&mut b, "d/l", EntryType::Symlink, "f", b"", 3000);
+        add(&mut b, "d/h", EntryType::Link, "d/f", b"", 2500);
+        add(
+            &mut b,
+            "x/y/z",
+            EntryType::Regular,
+            "",
+            b"implied parents",
+            4000,
+        );
+        b.append_pax_extensions([("mtime", &b"1234.5"[..])])
+            .unwrap();
+        add(&mut b, "d/pax", EntryType::Regular, "", b"p", 1);
+        let tar = b.into_inner().unwrap();
+        let f = Fixture::new();
+        unpack(&tar[..], &f.snap(), Limits::default()).unwrap();
+        let times = |p: &str| {
+            let m = std::fs::symlink_metadata(f.snap().join(p)).unwrap();
+            (m.mtime(), m.mtime_nsec(), m.atime())
+        };
+        assert_eq!(times(""), (50, 0, 50), "the root, as listed");
+        assert_eq!(
+            times("d"),
+            (1000, 0, 1000),
+            "set after its entries were made"
+        );
+        assert_eq!(times("d/f"), (2000, 0, 2000), "a hard link shares it");
+        assert_eq!(times("d/l"), (3000, 0, 3000), "the link itself");
+        assert_eq!(times("x/y/z"), (4000, 0, 4000));
+        assert_eq!(times("x").0, 0, "implied: the epoch");
+        assert_eq!(times("x/y").0, 0);
+        assert_eq!(
+            times("d/pax"),
+            (1234, 500_000_000, 1234),
+            "PAX mtime, fraction kept"
+        );
+    }
+
+    #[test]
+    fn pax_times_parse_as_posix_says() {
+        let t = |s: &str| parse_pax_time(s.as_bytes()).map(|t| (t.tv_sec, t.tv_nsec));
+        assert_eq!(t("12"), Some((12, 0)));
+        assert_eq!(t("12.25"), Some((12, 250_000_000)));
+        assert_eq!(t("12.1234567891"), Some((12, 123_456_789)));
+        assert_eq!(t("-1.25"), Some((-2, 750_000_000)));
+        assert_eq!(t("-3"), Some((-3, 0)));
+        assert_eq!(t("1.2x"), None);
+        assert_eq!(t(""), None);
     }
 }

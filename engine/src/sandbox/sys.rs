@@ -33,6 +33,11 @@ pub(crate) enum Op {
         /// In a user namespace: overlay's own xattrs are `user.overlay.*` (Linux 5.11).
         userxattr: bool,
     },
+    /// Remember the times of these directories of the rootfs (those that exist) ...
+    KeepTimes(Vec<String>),
+    /// ... and put back those that the setup's mount points and injected files changed: the
+    /// command must see the image's times, not when its container was set up.
+    RestoreTimes,
     /// `mkdir -p` inside the rootfs.
     MakeDir(String),
     /// An empty file inside the rootfs to mount on, unless something is already there.
@@ -95,6 +100,17 @@ pub(crate) fn plan(spec: &RunSpec, files: &HostFiles, ns: Option<NsKind>) -> Vec
         target: files.rootfs.clone(),
         userxattr: ns.is_some(),
     }];
+    // Every directory the setup may add an entry to.
+    let mut parents = vec![String::new(), "etc".to_string()];
+    for (_, target) in &spec.cache_mounts {
+        let t = target.trim_matches('/');
+        for (i, _) in t.match_indices('/') {
+            parents.push(t[..i].to_string());
+        }
+    }
+    parents.sort();
+    parents.dedup();
+    ops.push(Op::KeepTimes(parents));
     for (src, dst) in [
         (&files.hosts, "etc/hosts"),
         (&files.resolv, "etc/resolv.conf"),
@@ -205,6 +221,7 @@ pub(crate) fn plan(spec: &RunSpec, files: &HostFiles, ns: Option<NsKind>) -> Vec
             target: t,
         });
     }
+    ops.push(Op::RestoreTimes);
     ops.push(Op::PivotRoot);
     ops.push(Op::SetHostname(spec.hostname.clone()));
     if spec.network == Network::None {
@@ -223,6 +240,8 @@ pub(crate) trait Sys {
 pub(crate) struct RealSys {
     /// The rootfs, once mounted; dropped at pivot so no fd to it outlives the setup.
     root: Option<OwnedFd>,
+    /// [`Op::KeepTimes`]: directories of the rootfs and their times.
+    kept: Vec<(Vec<std::ffi::OsString>, rfs::Timestamps)>,
 }
 
 fn cstr(p: impl AsRef<std::ffi::OsStr>) -> CString {
@@ -481,6 +500,34 @@ impl Sys for RealSys {
                     | libc::MS_NOEXEC;
                 mount_raw("", &t2, "", flags, "").map_err(|e| format!("{e} (read-only /{path})"))
             }
+            Op::KeepTimes(paths) => {
+                for path in paths {
+                    let comps =
+                        components(path.as_bytes()).map_err(|r| format!("`{path}`: {r}"))?;
+                    let Ok(d) = open_in_root(self.root()?, &comps, OFlags::DIRECTORY) else {
+                        continue; // not there (or not a directory): nothing to keep
+                    };
+                    let st = rfs::fstat(&d).map_err(errno_msg(format_args!("stat `/{path}`")))?;
+                    self.kept.push((comps, super::snapshot::times_of(&st)));
+                }
+                Ok(())
+            }
+            Op::RestoreTimes => {
+                for (comps, kept) in std::mem::take(&mut self.kept) {
+                    let shown = super::root::join(&comps);
+                    let shown = shown.to_string_lossy();
+                    let d = open_in_root(self.root()?, &comps, OFlags::DIRECTORY)
+                        .map_err(errno_msg(format_args!("open `/{shown}`")))?;
+                    let st = rfs::fstat(&d).map_err(errno_msg(format_args!("stat `/{shown}`")))?;
+                    // Only what changed: setting the times of a directory nobody touched would
+                    // copy it up into the layer.
+                    if super::snapshot::times_of(&st).last_modification != kept.last_modification {
+                        rfs::futimens(&d, &kept)
+                            .map_err(errno_msg(format_args!("set times of `/{shown}`")))?;
+                    }
+                }
+                Ok(())
+            }
             Op::PivotRoot => {
                 let root = self.root.take().ok_or("rootfs not mounted")?;
                 rustix::process::fchdir(&root).map_err(errno_msg("chdir to the rootfs"))?;
@@ -609,6 +656,21 @@ mod tests {
             target: "etc/hosts".into()
         }));
         assert!(ops.contains(&Op::SetHostname("strata".into())));
+    }
+
+    #[test]
+    fn directory_times_are_kept_around_everything_the_setup_changes() {
+        let ops = recorded(&spec(Network::None));
+        assert_eq!(
+            ops[1],
+            Op::KeepTimes(vec!["".into(), "etc".into(), "root".into()]),
+            "right after the overlay, with the parents of the cache mount /root/.cache"
+        );
+        let restore = ops.iter().position(|o| *o == Op::RestoreTimes).unwrap();
+        assert_eq!(ops[restore + 1], Op::PivotRoot);
+        for op in &ops[2..restore] {
+            assert!(!matches!(op, Op::KeepTimes(_) | Op::RestoreTimes), "{op:?}");
+        }
     }
 
     #[test]
