@@ -316,6 +316,12 @@ impl RealSys {
         userxattr: bool,
     ) -> Result<(), String> {
         use rustix::mount::*;
+        // A `volatile` mount leaves `work/incompat/volatile/` behind, and overlay refuses any
+        // later mount of that workdir until it is removed (its sign that the system may have
+        // crashed with the upper dir half-written). A RUN's upper is scratch and every build
+        // makes new ones, so a workdir is only ever reused within one boot (a caller running
+        // twice over the same upper): that is safe to clear.
+        let _ = std::fs::remove_dir_all(work.join("work/incompat"));
         let new_api = || -> Result<(), Errno> {
             let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
             // `lowerdir+` (Linux 6.8) takes one layer per call: no page-size limit on the
