@@ -597,6 +597,7 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    use std::path::PathBuf;
     use tar::{EntryType, Header};
 
     enum E<'a> {
@@ -733,6 +734,21 @@ mod tests {
         (0..700_000u32).map(|i| (i % 251) as u8 ^ seed).collect()
     }
 
+    /// `t1` unpacked in full as the base, then `t2` as a delta over it and in full:
+    /// (their temp dir, `[base, delta, full]`, the delta's outcome).
+    fn base_delta_full(t1: &[u8], t2: &[u8]) -> (tempfile::TempDir, [PathBuf; 3], Delta) {
+        let t = tempfile::tempdir().unwrap();
+        let dirs = ["b", "d", "f"].map(|n| t.path().join(n));
+        for d in &dirs {
+            std::fs::create_dir(d).unwrap();
+        }
+        let [base, delta, full] = &dirs;
+        super::super::snapshot::unpack(t1, base, Limits::default()).unwrap();
+        super::super::snapshot::unpack(t2, full, Limits::default()).unwrap();
+        let r = unpack_delta(t2, delta, base, Limits::default()).unwrap();
+        (t, dirs, r)
+    }
+
     #[test]
     fn delta_over_base_shows_the_same_tree_as_a_full_unpack() {
         let t1 = tar_of(&[
@@ -762,14 +778,7 @@ mod tests {
             E::Dir("fresh", 0o750),
             E::File("fresh/n", 0o644, b"n".to_vec()),
         ]);
-        let t = tempfile::tempdir().unwrap();
-        let (base, delta, full) = (t.path().join("b"), t.path().join("d"), t.path().join("f"));
-        for d in [&base, &delta, &full] {
-            std::fs::create_dir(d).unwrap();
-        }
-        super::super::snapshot::unpack(&t1[..], &base, Limits::default()).unwrap();
-        super::super::snapshot::unpack(&t2[..], &full, Limits::default()).unwrap();
-        let r = unpack_delta(&t2[..], &delta, &base, Limits::default()).unwrap();
+        let (_t, [base, delta, full], r) = base_delta_full(&t1, &t2);
         assert_eq!(
             r,
             Delta::Done {
@@ -810,14 +819,7 @@ mod tests {
                 ("b/g", 10),
             ],
         );
-        let t = tempfile::tempdir().unwrap();
-        let (base, delta, full) = (t.path().join("b"), t.path().join("d"), t.path().join("f"));
-        for d in [&base, &delta, &full] {
-            std::fs::create_dir(d).unwrap();
-        }
-        super::super::snapshot::unpack(&t1[..], &base, Limits::default()).unwrap();
-        super::super::snapshot::unpack(&t2[..], &full, Limits::default()).unwrap();
-        let r = unpack_delta(&t2[..], &delta, &base, Limits::default()).unwrap();
+        let (_t, [base, delta, full], r) = base_delta_full(&t1, &t2);
         assert_eq!(
             r,
             Delta::Done {

@@ -835,13 +835,7 @@ impl Unpacker {
                     .map_err(io_err("create symlink"))?;
                 self.lchown(parent_fd.as_fd(), name, uid, gid)
                     .map_err(io_err("chown"))?;
-                rfs::utimensat(
-                    parent_fd,
-                    name.as_os_str(),
-                    times,
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(io_err("set times of"))
+                set_times_at(parent_fd.as_fd(), name, times).map_err(io_err("set times of"))
             }
             T::Link => {
                 let target = e
@@ -882,13 +876,7 @@ impl Unpacker {
                     AtFlags::empty(),
                 )
                 .map_err(io_err("chmod"))?;
-                rfs::utimensat(
-                    parent_fd,
-                    name.as_os_str(),
-                    times,
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(io_err("set times of"))
+                set_times_at(parent_fd.as_fd(), name, times).map_err(io_err("set times of"))
             }
             other => Err(SandboxError::Unsupported(format!(
                 "layer entry `{shown}` of tar type {:?} is not supported",
@@ -977,6 +965,11 @@ pub(super) fn entry_times<R: Read>(e: &mut tar::Entry<R>) -> io::Result<Timestam
         }
     }
     Ok(stamps(t))
+}
+
+/// Sets the times of `name` in `dir` itself (a symlink's own, never its target's).
+fn set_times_at(dir: BorrowedFd<'_>, name: &OsStr, times: &Timestamps) -> Result<(), Errno> {
+    rfs::utimensat(dir, name, times, AtFlags::SYMLINK_NOFOLLOW)
 }
 
 /// The epoch, for directories a layer implies without listing them.
