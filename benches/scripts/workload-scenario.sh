@@ -22,6 +22,9 @@ strata="$(readlink -f "$strata")"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 mkdir -p "$work"
 work="$(cd "$work" && pwd)"
+# One run at a time per work dir: two would edit the same context file and share stores.
+exec 9> "$work/.scenario.lock"
+flock -n 9 || { echo "another workload-scenario.sh is running on $work" >&2; exit 1; }
 
 # The base: Debian minbase, made once.
 if [ ! -f "$work/rootfs/.done" ]; then
