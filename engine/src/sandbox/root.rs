@@ -50,9 +50,27 @@ pub(crate) fn open_in_root(
     comps: &[OsString],
     flags: OFlags,
 ) -> Result<OwnedFd, Errno> {
+    open_resolved(root, comps, flags, RESOLVE)
+}
+
+/// Opens `comps` inside the root through no symlink at all (`ELOOP` if one is on the way).
+pub(crate) fn open_in_root_no_symlinks(
+    root: BorrowedFd<'_>,
+    comps: &[OsString],
+    flags: OFlags,
+) -> Result<OwnedFd, Errno> {
+    open_resolved(root, comps, flags, RESOLVE.union(ResolveFlags::NO_SYMLINKS))
+}
+
+fn open_resolved(
+    root: BorrowedFd<'_>,
+    comps: &[OsString],
+    flags: OFlags,
+    resolve: ResolveFlags,
+) -> Result<OwnedFd, Errno> {
     let p = join(comps);
     loop {
-        match rfs::openat2(root, &p, flags | OFlags::CLOEXEC, Mode::empty(), RESOLVE) {
+        match rfs::openat2(root, &p, flags | OFlags::CLOEXEC, Mode::empty(), resolve) {
             // openat2 returns EAGAIN when a concurrent rename raced the lookup; retry.
             Err(Errno::AGAIN) => continue,
             r => return r,

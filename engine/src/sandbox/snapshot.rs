@@ -662,20 +662,11 @@ impl Unpacker {
             let shown = String::from_utf8_lossy(path.as_bytes()).into_owned();
             // No symlink on the way: a directory a later entry replaced (by a file, a symlink,
             // or a whiteout) took its time with it, and a symlink must not redirect this.
-            let opened = loop {
-                match rfs::openat2(
-                    self.root.as_fd(),
-                    &path,
-                    OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    rfs::ResolveFlags::IN_ROOT
-                        | rfs::ResolveFlags::NO_SYMLINKS
-                        | rfs::ResolveFlags::NO_MAGICLINKS,
-                ) {
-                    Err(Errno::AGAIN) => continue,
-                    r => break r,
-                }
-            };
+            let opened = super::root::open_in_root_no_symlinks(
+                self.root.as_fd(),
+                comps,
+                OFlags::DIRECTORY | OFlags::RDONLY,
+            );
             let d = match opened {
                 Ok(d) => d,
                 Err(Errno::NOTDIR | Errno::NOENT | Errno::LOOP) => continue,
