@@ -10,7 +10,7 @@ use std::path::Path;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use strata_engine::layer::{
     canonicalize, write_layer, write_layer_cached, ChunkCache, ChunkDir, Compression, Content,
-    Entry, EntryKind,
+    Entry, EntryKind, Hashing,
 };
 
 /// Deterministic mixed content: runs of incompressible bytes and of source-like text.
@@ -128,9 +128,10 @@ fn bench(c: &mut Criterion) {
             blobs.join(d.hex())
         }))
     };
-    let mut blob = Vec::new();
+    let mut blob = Hashing::new(Vec::new());
     let first =
         write_layer_cached(&entries, Compression::Gzip, &mut blob, Some(cache.clone())).unwrap();
+    let blob = blob.into_inner();
     std::fs::write(blobs.join(first.digest.hex()), &blob).unwrap();
     cache.record(&first.digest, &first.chunks);
     let changed = entries
@@ -148,7 +149,7 @@ fn bench(c: &mut Criterion) {
     std::fs::write(&changed, body).unwrap();
     g.bench_function("gzip one-file change (chunk reuse)", |b| {
         b.iter(|| {
-            let mut sink = std::io::sink();
+            let mut sink = Hashing::new(std::io::sink());
             write_layer_cached(&entries, Compression::Gzip, &mut sink, Some(cache.clone())).unwrap()
         })
     });

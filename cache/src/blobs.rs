@@ -219,6 +219,13 @@ impl BlobWriter {
         self.size
     }
 
+    /// The sha256 of the bytes written so far: the digest [`commit`](BlobWriter::commit) will
+    /// store the blob under. A producer that needs the digest before committing asks here
+    /// instead of hashing the same bytes a second time.
+    pub fn sha256(&self) -> Digest {
+        self.hasher.clone().finish()
+    }
+
     /// Makes the blob durable and visible under its digest.
     pub fn commit(mut self) -> Result<(Digest, u64), StoreError> {
         let digest = self.finish()?;

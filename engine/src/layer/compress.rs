@@ -343,20 +343,69 @@ struct Pipeline {
     reused_raw: u64,
 }
 
-/// The writer thread: hashes and writes what the pipeline sends, until it hangs up. The digest
-/// of what was written (its length is the pipeline's `size`), or the first write error (after
-/// which it stops receiving, and the pipeline's next send fails).
+/// Where a layer's compressed bytes go: a writer that also knows the sha256 of what it was
+/// given, so that the blob is hashed once. The store's [`strata_cache::BlobWriter`] hashes as
+/// it writes (it names the blob by that digest); [`Hashing`] adds a hash to any other writer.
+pub trait BlobSink: Write + Send {
+    /// The sha256 of every byte written so far.
+    fn sha256(&self) -> strata_cache::Digest;
+}
+
+impl BlobSink for strata_cache::BlobWriter {
+    fn sha256(&self) -> strata_cache::Digest {
+        strata_cache::BlobWriter::sha256(self)
+    }
+}
+
+/// A [`BlobSink`] over any writer: hashes what passes through.
+pub struct Hashing<W> {
+    inner: W,
+    hasher: Sha256Hasher,
+}
+
+impl<W: Write + Send> Hashing<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            hasher: Sha256Hasher::new(),
+        }
+    }
+
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: Write + Send> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W: Write + Send> BlobSink for Hashing<W> {
+    fn sha256(&self) -> strata_cache::Digest {
+        self.hasher.clone().finish()
+    }
+}
+
+/// The writer thread: writes what the pipeline sends, until it hangs up. The digest of what was
+/// written (its length is the pipeline's `size`), or the first write error (after which it stops
+/// receiving, and the pipeline's next send fails).
 fn write_out(
     rx: Receiver<std::sync::Arc<Vec<u8>>>,
-    out: &mut (dyn Write + Send),
+    out: &mut dyn BlobSink,
 ) -> io::Result<strata_cache::Digest> {
-    let mut hasher = Sha256Hasher::new();
     for data in rx {
-        hasher.update(&data);
         out.write_all(&data)?;
     }
     out.flush()?;
-    Ok(hasher.finish())
+    Ok(out.sha256())
 }
 
 impl Pipeline {
@@ -472,15 +521,16 @@ pub fn write_layer(
     compression: Compression,
     out: &mut (dyn Write + Send),
 ) -> Result<LayerOutput, LayerError> {
-    write_layer_cached(entries, compression, out, None)
+    write_layer_cached(entries, compression, &mut Hashing::new(out), None)
 }
 
-/// [`write_layer`], reusing compressed chunks from `cache` (and adding new ones to it). The
-/// output bytes are the same with or without a cache.
+/// [`write_layer`] into a [`BlobSink`] (whose hash is the blob's digest), reusing compressed
+/// chunks from `cache` (and adding new ones to it). The output bytes are the same with or
+/// without a cache.
 pub fn write_layer_cached(
     entries: &[Entry],
     compression: Compression,
-    out: &mut (dyn Write + Send),
+    out: &mut dyn BlobSink,
     cache: Option<std::sync::Arc<dyn ChunkCache>>,
 ) -> Result<LayerOutput, LayerError> {
     write_layer_tee(entries, compression, out, cache, None)
@@ -492,7 +542,7 @@ pub fn write_layer_cached(
 pub fn write_layer_tee(
     entries: &[Entry],
     compression: Compression,
-    out: &mut (dyn Write + Send),
+    out: &mut dyn BlobSink,
     cache: Option<std::sync::Arc<dyn ChunkCache>>,
     tee: Option<RawTee>,
 ) -> Result<LayerOutput, LayerError> {
@@ -633,6 +683,29 @@ mod tests {
         (o, out)
     }
 
+    /// The pipeline no longer hashes the blob itself: it takes the digest from the sink. Into
+    /// the store's writer, the digest it reports is the one the blob is committed under, and
+    /// the stored bytes are the ones a plain writer gets.
+    #[test]
+    fn the_store_writer_names_the_blob_by_the_layer_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = strata_cache::Store::open(dir.path()).unwrap();
+        let entries = small_layer();
+        for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
+            let (plain, bytes) = write(&entries, c);
+            let mut w = store.blobs().writer().unwrap();
+            let o = write_layer_cached(&entries, c, &mut w, None).unwrap();
+            assert_eq!(o.digest, plain.digest, "{c:?}");
+            let (committed, size) = w.commit().unwrap();
+            assert_eq!(committed, o.digest, "{c:?}");
+            assert_eq!(size, o.size);
+            assert_eq!(
+                std::fs::read(store.blobs().path(&committed)).unwrap(),
+                bytes
+            );
+        }
+    }
+
     fn pipe(cmd: &str, args: &[&str], input: &[u8]) -> Vec<u8> {
         let mut child = Command::new(cmd)
             .args(args)
@@ -745,9 +818,10 @@ mod tests {
         ));
         // Writes the layer, puts the blob where `blob_path` says, records its chunks.
         let run = |entries: &[Entry], cache: Option<std::sync::Arc<dyn ChunkCache>>| {
-            let mut out = Vec::new();
+            let mut out = Hashing::new(Vec::new());
             let o =
                 write_layer_cached(entries, Compression::Gzip, &mut out, cache.clone()).unwrap();
+            let out = out.into_inner();
             std::fs::write(blob_path(&o.digest), &out).unwrap();
             if let Some(c) = cache {
                 c.record(&o.digest, &o.chunks);

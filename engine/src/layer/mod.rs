@@ -25,8 +25,8 @@ pub use archive::{
     MAX_USTAR_SIZE,
 };
 pub use compress::{
-    write_layer, write_layer_cached, write_layer_tee, ChunkCache, ChunkDir, ChunkRef, RawTee,
-    CHUNK_MAX, CHUNK_MIN,
+    write_layer, write_layer_cached, write_layer_tee, BlobSink, ChunkCache, ChunkDir, ChunkRef,
+    Hashing, RawTee, CHUNK_MAX, CHUNK_MIN,
 };
 pub use entry::{canonicalize, path_cmp, Content, Entry, EntryKind, KEPT_XATTRS};
 pub use tar::CHUNK_SOFT;
