@@ -526,10 +526,11 @@ pub(crate) fn prepare(
             ins.key("from", key);
         }
     }
+    // First every source is resolved (a walk of the context: no file is read), which gives
+    // the instruction and the shape; then the files are hashed. When the parent facts are not
+    // memoised, the parent layers are read meanwhile (on a cold build that is the base image
+    // being decompressed and, for a later RUN, unpacked): the two are independent.
     let mut sources = Vec::new();
-    let mut files = 0;
-    let mut hashed = 0;
-    let mut bytes_hashed = 0;
     for s in &spec.sources {
         match s {
             CopySource::Heredoc { name, content } => {
@@ -547,18 +548,9 @@ pub(crate) fn prepare(
                 ins.str("pattern", p);
                 let resolved = ctx.resolve(std::slice::from_ref(p), &spec.excludes)?;
                 for r in resolved {
-                    let (hashes, n_hashed, n_bytes) = hash_entries(store, ctx, &r, use_stat_cache)?;
-                    files += r.entries.len();
-                    hashed += n_hashed;
-                    bytes_hashed += n_bytes;
-                    k.str("source", &r.rel).u64("is_dir", r.is_dir as u64);
                     shape.str("source", &r.rel).u64("is_dir", r.is_dir as u64);
-                    for (e, h) in r.entries.iter().zip(&hashes) {
-                        let (kind, content) = kind_and_content(e, h);
-                        k.str("path", &e.rel_in_source)
-                            .str("kind", kind)
-                            .u64("mode", normalise_context_mode(&e.kind, e.mode) as u64)
-                            .bytes("content", content);
+                    for e in &r.entries {
+                        let kind = kind_name(&e.kind);
                         shape.str("path", &e.rel_in_source).str("kind", kind);
                         if let ContextKind::Symlink { target } = &e.kind {
                             shape.str("target", target);
@@ -566,16 +558,64 @@ pub(crate) fn prepare(
                     }
                     sources.push(Prepared::Context {
                         resolved: r,
-                        hashes,
+                        hashes: Vec::new(),
                     });
                 }
             }
         }
     }
     let ins_key = ins.finish();
-    k.key("instruction", &ins_key);
     shape.key("instruction", &ins_key);
     let shape = shape.finish();
+    let use_of_parent = parent_use(spec);
+    // v3: the memo also holds the answers the facts were computed from.
+    let memo = KeyHasher::new("parent-facts-memo-v3")
+        .key("parent", parent)
+        .key("shape", &shape)
+        .finish();
+    let known = if use_of_parent == ParentUse::Facts && !no_cache {
+        store.index().get_parent_facts(&memo)?
+    } else {
+        None
+    };
+    let needs_tree = use_of_parent == ParentUse::Facts && known.is_none();
+    let mut files = 0;
+    let mut hashed = 0;
+    let mut bytes_hashed = 0;
+    let (tree, hashing) = std::thread::scope(|sc| {
+        let scan = needs_tree
+            .then(|| sc.spawn(|| parent_tree(store, spec, parent_layers, spool, snapshots)));
+        let hashing = (|| -> Result<(), BuildError> {
+            for src in sources.iter_mut() {
+                let Prepared::Context {
+                    resolved: r,
+                    hashes,
+                } = src
+                else {
+                    continue;
+                };
+                let (hs, n_hashed, n_bytes) = hash_entries(store, ctx, r, use_stat_cache)?;
+                files += r.entries.len();
+                hashed += n_hashed;
+                bytes_hashed += n_bytes;
+                k.str("source", &r.rel).u64("is_dir", r.is_dir as u64);
+                for (e, h) in r.entries.iter().zip(&hs) {
+                    let (kind, content) = kind_and_content(e, h);
+                    k.str("path", &e.rel_in_source)
+                        .str("kind", kind)
+                        .u64("mode", normalise_context_mode(&e.kind, e.mode) as u64)
+                        .bytes("content", content);
+                }
+                *hashes = hs;
+            }
+            Ok(())
+        })();
+        let tree = scan.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        (tree, hashing)
+    });
+    hashing?;
+    let tree = tree.transpose()?;
+    k.key("instruction", &ins_key);
     inputs.push(ExplainInput {
         name: "instruction".into(),
         value: ins_key,
@@ -585,7 +625,7 @@ pub(crate) fn prepare(
     let mut entries_built = None;
     let mut answers = None;
     let mut facts_key = None;
-    let includes_parent = match parent_use(spec) {
+    let includes_parent = match use_of_parent {
         ParentUse::None => false,
         ParentUse::Whole => {
             key.key("parent", parent);
@@ -600,26 +640,16 @@ pub(crate) fn prepare(
             // and of which paths the layer writes: `entries` asks the parent only about the
             // destination and the directories on the way to each target path, whatever the
             // files hold (only a COPY from the context gets here: no archive is looked into).
-            // Memoised under both, a rebuild on the same parent — or after an edit that adds,
-            // removes or renames no file — reads no layer.
-            // v3: the memo also holds the answers the facts were computed from.
-            let memo = KeyHasher::new("parent-facts-memo-v3")
-                .key("parent", parent)
-                .key("shape", &shape)
-                .finish();
-            let known = if !no_cache {
-                store.index().get_parent_facts(&memo)?
-            } else {
-                None
-            };
-            let facts = match known {
-                Some(f) => {
+            // Memoised under both (`memo`), a rebuild on the same parent — or after an edit
+            // that adds, removes or renames no file — reads no layer.
+            let facts = match (known, tree) {
+                (Some(f), _) => {
                     // Undecodable answers only cost a read of the parent layers on a miss.
                     answers = bincode::deserialize(&f.answers).ok();
                     f.facts
                 }
-                None => {
-                    let tree = parent_tree(store, spec, parent_layers, spool, snapshots)?;
+                (None, tree) => {
+                    let tree = tree.expect("the parent is scanned when its facts are not known");
                     let view = ParentView::recording(&tree);
                     let es = entries(store, spec, &sources, &view, from, sde, spool)?;
                     let f = view.finish().expect("a recording view");
@@ -697,11 +727,21 @@ fn kind_and_content<'a>(
     e: &'a ContextEntry,
     hash: &'a Option<[u8; 32]>,
 ) -> (&'static str, &'a [u8]) {
-    match (&e.kind, hash) {
-        (ContextKind::File { .. }, Some(h)) => ("f", h),
-        (ContextKind::Dir, _) => ("d", &[]),
-        (ContextKind::Symlink { target }, _) => ("l", target.as_bytes()),
+    let content: &[u8] = match (&e.kind, hash) {
+        (ContextKind::File { .. }, Some(h)) => h,
+        (ContextKind::Dir, _) => &[],
+        (ContextKind::Symlink { target }, _) => target.as_bytes(),
         (ContextKind::File { .. }, None) => unreachable!("files are hashed"),
+    };
+    (kind_name(&e.kind), content)
+}
+
+/// The type of a context entry as keys spell it.
+fn kind_name(kind: &ContextKind) -> &'static str {
+    match kind {
+        ContextKind::File { .. } => "f",
+        ContextKind::Dir => "d",
+        ContextKind::Symlink { .. } => "l",
     }
 }
 

@@ -1022,6 +1022,38 @@ mod tests {
         )
     }
 
+    /// Golden step keys. A key changes only on purpose: a new key makes every user's cached
+    /// step run again, so a change here goes with a note in docs/cache-keys.md. Covers COPY
+    /// from the context over a parent (parent facts), a config step, a heredoc and `--chmod`.
+    #[test]
+    fn golden_step_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        for (n, body) in [
+            ("app/main.c", "int main(void) { return 0; }\n"),
+            ("app/lib/util.h", "#define UTIL 1\n"),
+            ("README", "hello\n"),
+        ] {
+            let p = dir.path().join(n);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, body).unwrap();
+        }
+        std::os::unix::fs::symlink("main.c", dir.path().join("app/link")).unwrap();
+        let df = "FROM scratch\nCOPY README /etc/motd\nENV A=1\nCOPY app/ /src/\n\
+                  COPY --chmod=0600 <<EOF /etc/note\nnote\nEOF\n";
+        let s = tempfile::tempdir().unwrap();
+        let store = Store::open(s.path()).unwrap();
+        let (out, _) = build(dir.path(), &store, df);
+        let keys: Vec<String> = out.steps.iter().map(|(k, _)| hex::encode(k)).collect();
+        assert_eq!(keys, GOLDEN_KEYS, "step keys changed");
+    }
+
+    const GOLDEN_KEYS: [&str; 4] = [
+        "a0fa2ab2e943f6161f4f561bdaf384bc1b878234d3752b0375703636f62f5648",
+        "20fdeab3e1737a72ad45f5db6bab1897b98883660765be2670e0a43956ed4c81",
+        "5fdaeaf69ca69856561eeff4f8191ceb1457859ddeb4aa0afde5c1cd9d47dc85",
+        "6cf25916b7845755f311282f8d2c0bb2bf15c06665cb82ddc1b7393aa48172cb",
+    ];
+
     /// The stat set is matched with the walk by one merge in walk order (component-wise:
     /// `d/x` before `d.txt`): a file added or removed anywhere leaves the others trusted.
     #[test]
