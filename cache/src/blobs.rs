@@ -7,7 +7,7 @@
 //! reader therefore either sees a complete blob or none at all.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -72,7 +72,10 @@ impl BlobStore {
             .open(&temp)
             .at("create temporary file", &temp)?;
         Ok(BlobWriter {
-            file: Some(BufWriter::with_capacity(256 * 1024, file)),
+            file: Some(file),
+            block: vec![0; DIRECT_BLOCK + DIRECT_ALIGN],
+            filled: 0,
+            direct: Direct::Untried,
             hasher: Sha256Hasher::new(),
             size: 0,
             flushing_from: 0,
@@ -143,7 +146,7 @@ impl BlobStore {
         let mut src = File::open(path).at("open", path)?;
         let mut w = self.writer()?;
         let cloned = {
-            let dst = w.file.as_ref().expect("writer is live").get_ref();
+            let dst = w.file.as_ref().expect("writer is live");
             rustix::fs::ioctl_ficlone(dst, &src).is_ok()
         };
         if cloned {
@@ -168,48 +171,74 @@ impl BlobStore {
     }
 }
 
-/// Writes one blob: hashes as it goes, buffered, into a temporary file.
+/// Writes one blob: hashes as it goes, into a temporary file, in blocks of [`DIRECT_BLOCK`].
 /// Dropping it without [`commit`](BlobWriter::commit) removes the temporary file.
+///
+/// Full blocks are written with `O_DIRECT` where the file system takes it: the bytes go from
+/// our buffer to the disk without a page-cache copy. On VMs that hand freed guest memory back
+/// to the host (virtio-balloon free page reporting), every page-cache page of a new file is a
+/// host fault: a 600 MB layer cost 1.8 s of CPU written through the cache and 0.1–0.2 s
+/// written directly. A blob shorter than one block, the tail of a blob, and every block on a
+/// file system without `O_DIRECT` (tmpfs) are written through the page cache.
 #[derive(Debug)]
 pub struct BlobWriter {
-    file: Option<BufWriter<File>>,
+    file: Option<File>,
+    /// [`DIRECT_BLOCK`] bytes at an offset aligned to [`DIRECT_ALIGN`] (see [`block_start`]):
+    /// the next block, `filled` bytes of it so far. Zeroed lazily by the kernel: the pages of
+    /// a small blob's buffer beyond what it writes are never touched.
+    block: Vec<u8>,
+    filled: usize,
+    direct: Direct,
     hasher: Sha256Hasher,
     size: u64,
-    /// Writeback of the file up to here has been started ([`WRITEBACK_STEP`]).
+    /// Writeback of the file up to here has been started ([`DIRECT_BLOCK`]; buffered writes).
     flushing_from: u64,
     temp: PathBuf,
     dir: PathBuf,
 }
 
-/// A blob being written is handed to the disk in steps of this many bytes, so that the fsync
-/// at commit finds little left to write: a 600 MB layer's writeback overlaps its compression
-/// instead of following it.
-const WRITEBACK_STEP: u64 = 8 << 20;
+/// Whether the temp file is written with `O_DIRECT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direct {
+    /// No full block written yet.
+    Untried,
+    On,
+    /// Not supported here (or failed once): every write goes through the page cache.
+    Off,
+}
+
+/// A blob is written in blocks of this many bytes. Written through the page cache, each block
+/// is handed to the disk as it is written (`sync_file_range`), so the fsync at commit finds
+/// little left to write.
+const DIRECT_BLOCK: usize = 8 << 20;
+/// Buffer address, file offset and length alignment of an `O_DIRECT` write (the largest
+/// logical block size in use).
+const DIRECT_ALIGN: usize = 4096;
+
+/// Where the aligned block starts in a buffer of `DIRECT_BLOCK + DIRECT_ALIGN` bytes.
+fn block_start(buf: &[u8]) -> usize {
+    buf.as_ptr().align_offset(DIRECT_ALIGN)
+}
 
 impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let file = self.file.as_mut().expect("writer is live until commit");
-        let n = file.write(buf)?;
+        let start = block_start(&self.block);
+        let n = buf.len().min(DIRECT_BLOCK - self.filled);
+        self.block[start + self.filled..start + self.filled + n].copy_from_slice(&buf[..n]);
+        self.filled += n;
         self.hasher.update(&buf[..n]);
         self.size += n as u64;
-        // What the kernel has (the rest is still in our buffer).
-        let handed = self.size - file.buffer().len() as u64;
-        if handed - self.flushing_from >= WRITEBACK_STEP {
-            start_writeback(
-                file.get_ref(),
-                self.flushing_from,
-                handed - self.flushing_from,
-            );
-            self.flushing_from = handed;
+        if self.filled == DIRECT_BLOCK {
+            self.write_block()?;
         }
         Ok(n)
     }
 
+    /// Nothing to do: the buffered bytes reach the file at [`commit`](BlobWriter::commit),
+    /// the only point where the file becomes visible. (Writing a partial block here would
+    /// misalign every later `O_DIRECT` write.)
     fn flush(&mut self) -> io::Result<()> {
-        self.file
-            .as_mut()
-            .expect("writer is live until commit")
-            .flush()
+        Ok(())
     }
 }
 
@@ -249,13 +278,59 @@ impl BlobWriter {
         Ok(self.size)
     }
 
-    /// Flushes and fsyncs the temp file; returns the digest.
+    /// Writes the full block: directly when the file system allows it, else through the page
+    /// cache with writeback started.
+    fn write_block(&mut self) -> io::Result<()> {
+        let file = self.file.as_mut().expect("writer is live until commit");
+        let start = block_start(&self.block);
+        let data = &self.block[start..start + self.filled];
+        if self.direct == Direct::Untried {
+            self.direct = if set_direct(file, true) {
+                Direct::On
+            } else {
+                Direct::Off
+            };
+        }
+        // Full blocks only, so the file offset stays aligned.
+        if self.direct == Direct::On && self.filled == DIRECT_BLOCK {
+            match file.write_all(data) {
+                Ok(()) => {
+                    self.filled = 0;
+                    return Ok(());
+                }
+                // A file system that accepted the flag but not this write (alignment): a short
+                // direct write leaves the offset where it stopped, so seek back to the block.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    use std::io::Seek;
+                    let at = self.size - self.filled as u64;
+                    file.seek(io::SeekFrom::Start(at))?;
+                    set_direct(file, false);
+                    self.direct = Direct::Off;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if self.direct == Direct::On {
+            // The tail of the blob: not a multiple of the alignment.
+            set_direct(file, false);
+            self.direct = Direct::Off;
+        }
+        file.write_all(data)?;
+        self.filled = 0;
+        let written = self.size;
+        if written - self.flushing_from >= DIRECT_BLOCK as u64 {
+            start_writeback(file, self.flushing_from, written - self.flushing_from);
+            self.flushing_from = written;
+        }
+        Ok(())
+    }
+
+    /// Writes the last partial block and fsyncs the temp file; returns the digest.
     fn finish(&mut self) -> Result<Digest, StoreError> {
+        if self.filled > 0 {
+            self.write_block().at("write", self.temp.clone())?;
+        }
         let file = self.file.take().expect("finish is called once");
-        let file = file
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .at("write", self.temp.clone())?;
         file.sync_all().at("fsync", self.temp.clone())?;
         Ok(std::mem::take(&mut self.hasher).finish())
     }
@@ -279,6 +354,28 @@ impl BlobWriter {
             .and_then(|d| d.sync_all())
             .at("fsync directory", &self.dir)?;
         Ok(())
+    }
+}
+
+/// Turns `O_DIRECT` on or off for `file`; whether that worked (tmpfs refuses it).
+fn set_direct(file: &File, on: bool) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::OFlags;
+        let Ok(flags) = rustix::fs::fcntl_getfl(file) else {
+            return false;
+        };
+        let flags = if on {
+            flags | OFlags::DIRECT
+        } else {
+            flags - OFlags::DIRECT
+        };
+        rustix::fs::fcntl_setfl(file, flags).is_ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, on);
+        false
     }
 }
 
@@ -419,12 +516,13 @@ mod tests {
         fs::read_dir(dir.join("tmp")).unwrap().count()
     }
 
-    #[test]
-    fn a_blob_larger_than_the_writeback_step_is_stored_exactly() {
-        let (_dir, blobs) = store();
-        // Pieces of odd sizes, some larger than the writer's buffer: the writeback ranges
-        // follow what the kernel was handed, not the pieces.
-        let data: Vec<u8> = (0..(2 * WRITEBACK_STEP + 12345) as u32)
+    /// Pieces of odd sizes, some larger than a block, written to the store in `dir`: the
+    /// blob is exact, and written directly exactly when the file system takes `O_DIRECT`.
+    fn write_in_odd_pieces(dir: &Path) {
+        let blobs = BlobStore::new(dir).unwrap();
+        let probe = File::create(dir.join("probe")).unwrap();
+        let direct_works = set_direct(&probe, true);
+        let data: Vec<u8> = (0..(2 * DIRECT_BLOCK + 12345) as u32)
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
         let mut w = blobs.writer().unwrap();
@@ -437,10 +535,54 @@ mod tests {
             w.write_all(piece).unwrap();
             rest = tail;
         }
-        assert!(w.flushing_from >= WRITEBACK_STEP, "writeback was started");
+        if direct_works {
+            assert_eq!(w.direct, Direct::On, "full blocks bypass the page cache");
+        } else {
+            assert_eq!(w.direct, Direct::Off);
+            assert!(
+                w.flushing_from >= DIRECT_BLOCK as u64,
+                "writeback was started"
+            );
+        }
         let (d, size) = w.commit().unwrap();
         assert_eq!((d, size), (Digest::of(&data), data.len() as u64));
         assert_eq!(blobs.read_verified(&d).unwrap(), data);
+        assert_eq!(temp_files(dir), 0);
+    }
+
+    #[test]
+    fn a_blob_of_several_blocks_is_stored_exactly_on_disk() {
+        // The test's temp dir: a disk file system here (ext4), where O_DIRECT is used.
+        let dir = tempfile::tempdir().unwrap();
+        write_in_odd_pieces(dir.path());
+    }
+
+    #[test]
+    fn a_blob_of_several_blocks_is_stored_exactly_on_tmpfs() {
+        // tmpfs refuses O_DIRECT: every block goes through the page cache.
+        let shm = Path::new("/dev/shm");
+        if !shm.is_dir() {
+            eprintln!("no /dev/shm: the page-cache path is covered only where direct fails");
+            return;
+        }
+        let dir = tempfile::tempdir_in(shm).unwrap();
+        write_in_odd_pieces(dir.path());
+    }
+
+    /// A blob of exactly one block, and one of a block and one byte: the boundaries of the
+    /// direct path (a full block written at commit; a tail after a direct block).
+    #[test]
+    fn block_boundaries() {
+        let (dir, blobs) = store();
+        for len in [DIRECT_BLOCK, DIRECT_BLOCK + 1, DIRECT_ALIGN, 0] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            let mut w = blobs.writer().unwrap();
+            w.write_all(&data).unwrap();
+            let (d, size) = w.commit().unwrap();
+            assert_eq!((d, size), (Digest::of(&data), len as u64), "{len}");
+            assert_eq!(blobs.read_verified(&d).unwrap(), data, "{len}");
+        }
+        assert_eq!(temp_files(dir.path()), 0);
     }
 
     fn flip_byte(path: &Path, at: usize) {
