@@ -284,7 +284,8 @@ impl BlobWriter {
         let file = self.file.as_mut().expect("writer is live until commit");
         let start = block_start(&self.block);
         let data = &self.block[start..start + self.filled];
-        if self.direct == Direct::Untried {
+        // Tried on the first full block: a blob shorter than one never pays the two fcntls.
+        if self.direct == Direct::Untried && self.filled == DIRECT_BLOCK {
             self.direct = if set_direct(file, true) {
                 Direct::On
             } else {
