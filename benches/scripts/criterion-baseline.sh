@@ -5,7 +5,8 @@
 #
 #   benches/scripts/criterion-baseline.sh save [NAME]      run every bench, keep NAME (default main)
 #   benches/scripts/criterion-baseline.sh compare [NAME]   run every bench against NAME
-#   extra arguments after NAME go to criterion (e.g. a filter: `compare main gzip`)
+#   extra arguments after NAME go to criterion (e.g. a filter: `compare main gzip`); a filtered
+#   `save` merges into the saved baseline instead of replacing it
 #
 # criterion keeps baselines under $CARGO_TARGET_DIR/criterion/<group>/<bench>/<NAME>/; `save`
 # copies their JSON into benches/baseline/NAME/ (commit it), `compare` puts them back first.
@@ -21,12 +22,14 @@ cd "$here"
 case "$mode" in
   save)
     cargo bench -p strata-benches --benches -- --save-baseline "$name" "$@"
-    rm -rf "$saved"
+    # A full save replaces the baseline; a filtered one (extra arguments) merges into it, so
+    # the benches it did not run keep their saved figures.
+    if [ $# -eq 0 ]; then rm -rf "$saved"; fi
     (cd "$crit" && find . -path "*/$name/*.json" -print0) | while IFS= read -r -d '' f; do
       mkdir -p "$saved/$(dirname "$f")"
       cp "$crit/$f" "$saved/$f"
     done
-    { echo "saved: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(nproc) cores, commit $(git rev-parse --short HEAD)"
+    { echo "saved: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(nproc) cores, commit $(git rev-parse --short HEAD)${*:+ (merged: $*)}"
       (cd "$saved" && find . -name estimates.json | sort | while read -r f; do
         python3 - "$f" <<'PY'
 import json, sys
