@@ -323,7 +323,8 @@ impl ChunkCache for ChunkDir {
 }
 
 /// `len` bytes at `offset` of the file at `path`, read with `O_DIRECT` (the aligned range
-/// around them, into an aligned buffer), or `None` where that does not work (tmpfs, other
+/// around them, into an aligned buffer), or `None` where that does not work (file systems
+/// without O_DIRECT, other
 /// systems). The store writes large blobs past the page cache (strata_cache::BlobWriter), so a
 /// reused chunk is usually not cached: filling the cache would cost as much CPU as the copy
 /// it saves, on VMs where a fresh page is a host fault.
@@ -347,7 +348,13 @@ fn read_direct(path: &std::path::Path, offset: u64, len: usize) -> Option<Vec<u8
         while got < span {
             match f.read_at(&mut buf[start + got..start + span], from + got as u64) {
                 Ok(0) => break,
-                Ok(n) => got += n,
+                Ok(n) => {
+                    got += n;
+                    // A short read is the end of the file: reading on would be unaligned.
+                    if n % ALIGN as usize != 0 {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return None,
             }
