@@ -6,7 +6,8 @@
 //! where a fresh page-cache page is a host fault), which criterion does not show.
 //!
 //! The store goes in `$STRATA_BENCH_DIR` (default: the system temp dir). Point it at the disk
-//! the store lives on: on tmpfs both take the page-cache path.
+//! the store lives on: a file system without O_DIRECT (tmpfs before Linux 6.6) takes the
+//! page-cache path in both.
 //!
 //! Run: `cargo bench -p strata-benches --bench store` (baseline: `-- --save-baseline main`,
 //! compare: `-- --baseline main`).

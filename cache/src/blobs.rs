@@ -73,8 +73,7 @@ impl BlobStore {
             .at("create temporary file", &temp)?;
         Ok(BlobWriter {
             file: Some(file),
-            block: vec![0; DIRECT_BLOCK + DIRECT_ALIGN],
-            filled: 0,
+            block: Aligned::with_capacity(DIRECT_BLOCK),
             direct: Direct::Untried,
             hasher: Sha256Hasher::new(),
             size: 0,
@@ -184,11 +183,8 @@ impl BlobStore {
 /// written through the page cache.
 pub struct BlobWriter {
     file: Option<File>,
-    /// [`DIRECT_BLOCK`] bytes at an offset aligned to [`DIRECT_ALIGN`] (see [`block_start`]):
-    /// the next block, `filled` bytes of it so far. Zeroed lazily by the kernel: the pages of
-    /// a small blob's buffer beyond what it writes are never touched.
-    block: Vec<u8>,
-    filled: usize,
+    /// The next block, up to [`DIRECT_BLOCK`] bytes.
+    block: Aligned,
     direct: Direct,
     hasher: Sha256Hasher,
     size: u64,
@@ -207,7 +203,7 @@ impl std::fmt::Debug for BlobWriter {
         f.debug_struct("BlobWriter")
             .field("temp", &self.temp)
             .field("size", &self.size)
-            .field("filled", &self.filled)
+            .field("filled", &self.block.len())
             .field("direct", &self.direct)
             .field("failed", &self.failed)
             .finish_non_exhaustive()
@@ -232,9 +228,106 @@ const DIRECT_BLOCK: usize = 8 << 20;
 /// logical block size in use).
 const DIRECT_ALIGN: usize = 4096;
 
-/// Where the aligned block starts in a buffer of `DIRECT_BLOCK + DIRECT_ALIGN` bytes.
-fn block_start(buf: &[u8]) -> usize {
-    buf.as_ptr().align_offset(DIRECT_ALIGN)
+/// Bytes at an address aligned to [`DIRECT_ALIGN`], as `O_DIRECT` needs (a `Vec` with room to
+/// align, so no unsafe code). The capacity is reserved, not zeroed: a page is touched only
+/// when bytes are put in it, so a small blob's writer costs one page, not the whole block.
+struct Aligned {
+    buf: Vec<u8>,
+    /// Where the aligned bytes start in `buf` (the padding before them is zeros).
+    start: usize,
+}
+
+impl Aligned {
+    fn with_capacity(n: usize) -> Self {
+        let mut buf = Vec::<u8>::with_capacity(n + DIRECT_ALIGN);
+        let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
+        buf.resize(start, 0);
+        Aligned { buf, start }
+    }
+
+    fn len(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Within the capacity asked for (else the buffer would move and lose its alignment).
+    fn extend(&mut self, bytes: &[u8]) {
+        assert!(
+            self.buf.len() + bytes.len() <= self.buf.capacity(),
+            "an aligned buffer never grows"
+        );
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn clear(&mut self) {
+        self.buf.truncate(self.start);
+    }
+}
+
+/// `len` bytes at `offset` of the file at `path` (a blob; a layer's chunk). Read with
+/// `O_DIRECT` where the file system takes it — the aligned range around them, into an aligned
+/// buffer — because the store writes large blobs past the page cache: filling the cache to
+/// read a chunk once would cost as much CPU as [`BlobWriter`] saved. Otherwise a plain read.
+pub fn read_range(path: impl AsRef<Path>, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let path = path.as_ref();
+    if let Some(bytes) = read_range_direct(path, offset, len) {
+        return Ok(bytes);
+    }
+    let mut body = vec![0; len];
+    File::open(path)?.read_exact_at(&mut body, offset)?;
+    Ok(body)
+}
+
+/// [`read_range`] with `O_DIRECT`, or `None` where that does not work.
+fn read_range_direct(path: &Path, offset: u64, len: usize) -> Option<Vec<u8>> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        let align = DIRECT_ALIGN as u64;
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .ok()?;
+        let from = offset / align * align;
+        let span = ((offset + len as u64).div_ceil(align) * align - from) as usize;
+        let mut a = Aligned::with_capacity(span);
+        a.buf.resize(a.start + span, 0);
+        // The last block may be short (end of file): read what there is.
+        let mut got = 0;
+        while got < span {
+            match f.read_at(&mut a.buf[a.start + got..], from + got as u64) {
+                Ok(0) => break,
+                Ok(n) => {
+                    got += n;
+                    // A short read is the end of the file: reading on would be unaligned.
+                    if n % DIRECT_ALIGN != 0 {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        let head = (offset - from) as usize;
+        if got < head + len {
+            return None;
+        }
+        let at = a.start + head;
+        let mut bytes = a.buf;
+        bytes.copy_within(at..at + len, 0);
+        bytes.truncate(len);
+        Some(bytes)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (path, offset, len);
+        None
+    }
 }
 
 impl Write for BlobWriter {
@@ -242,13 +335,11 @@ impl Write for BlobWriter {
         if self.failed {
             return Err(io::Error::other("an earlier write of this blob failed"));
         }
-        let start = block_start(&self.block);
-        let n = buf.len().min(DIRECT_BLOCK - self.filled);
-        self.block[start + self.filled..start + self.filled + n].copy_from_slice(&buf[..n]);
-        self.filled += n;
+        let n = buf.len().min(DIRECT_BLOCK - self.block.len());
+        self.block.extend(&buf[..n]);
         self.hasher.update(&buf[..n]);
         self.size += n as u64;
-        if self.filled == DIRECT_BLOCK {
+        if self.block.len() == DIRECT_BLOCK {
             if let Err(e) = self.write_block() {
                 self.failed = true;
                 return Err(e);
@@ -305,10 +396,10 @@ impl BlobWriter {
     /// cache with writeback started.
     fn write_block(&mut self) -> io::Result<()> {
         let file = self.file.as_mut().expect("writer is live until commit");
-        let start = block_start(&self.block);
-        let data = &self.block[start..start + self.filled];
+        let data = self.block.data();
+        let full = data.len() == DIRECT_BLOCK;
         // Tried on the first full block: a blob shorter than one never pays the two fcntls.
-        if self.direct == Direct::Untried && self.filled == DIRECT_BLOCK {
+        if self.direct == Direct::Untried && full {
             self.direct = if set_direct(file, true) {
                 Direct::On
             } else {
@@ -316,17 +407,17 @@ impl BlobWriter {
             };
         }
         // Full blocks only, so the file offset stays aligned.
-        if self.direct == Direct::On && self.filled == DIRECT_BLOCK {
+        if self.direct == Direct::On && full {
             match file.write_all(data) {
                 Ok(()) => {
-                    self.filled = 0;
+                    self.block.clear();
                     return Ok(());
                 }
                 // A file system that accepted the flag but not this write (alignment): a short
                 // direct write leaves the offset where it stopped, so seek back to the block.
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                     use std::io::Seek;
-                    let at = self.size - self.filled as u64;
+                    let at = self.size - data.len() as u64;
                     file.seek(io::SeekFrom::Start(at))?;
                     set_direct(file, false);
                     self.direct = Direct::Off;
@@ -340,7 +431,7 @@ impl BlobWriter {
             self.direct = Direct::Off;
         }
         file.write_all(data)?;
-        self.filled = 0;
+        self.block.clear();
         let written = self.size;
         if written - self.flushing_from >= DIRECT_BLOCK as u64 {
             start_writeback(file, self.flushing_from, written - self.flushing_from);
@@ -355,7 +446,7 @@ impl BlobWriter {
             return Err(io::Error::other("an earlier write of this blob failed"))
                 .at("write", self.temp.clone());
         }
-        if self.filled > 0 {
+        if self.block.len() > 0 {
             self.write_block().at("write", self.temp.clone())?;
         }
         let file = self.file.take().expect("finish is called once");
@@ -595,6 +686,33 @@ mod tests {
         // The path of a file system without O_DIRECT (tmpfs before Linux 6.6).
         let dir = tempfile::tempdir().unwrap();
         write_in_odd_pieces(dir.path(), true);
+    }
+
+    /// Direct reads of unaligned ranges give the same bytes as plain reads, up to the end of
+    /// the file; a range past the end is refused.
+    #[test]
+    fn direct_reads_of_unaligned_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 31 + i / 7) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        for (off, len) in [
+            (0, 1),
+            (1, 4095),
+            (4095, 2),
+            (4096, 4096),
+            (12345, 50_000),
+            (99_000, 1000),
+        ] {
+            if let Some(got) = read_range_direct(&path, off as u64, len) {
+                assert_eq!(got, &data[off..off + len], "{off}+{len}");
+            }
+            // With or without O_DIRECT.
+            let got = read_range(&path, off as u64, len).unwrap();
+            assert_eq!(got, &data[off..off + len], "{off}+{len}");
+        }
+        assert_eq!(read_range_direct(&path, 99_500, 1000), None);
+        assert!(read_range(&path, 99_500, 1000).is_err());
     }
 
     /// After a failed write the writer refuses more bytes and commits nothing.

@@ -277,21 +277,13 @@ const CHUNK_REF_LEN: usize = 71 + 8 + 8 + 32;
 
 impl ChunkCache for ChunkDir {
     fn get(&self, key: &[u8; 32]) -> Option<(Vec<u8>, [u8; 32])> {
-        use std::os::unix::fs::FileExt;
         let (digest, offset, len, sum) = self.read_ref(key)?;
         if len > CHUNK_MAX as u64 * 2 {
             return None;
         }
-        let path = (self.blob_path)(&digest);
-        let body = match read_direct(&path, offset, len as usize) {
-            Some(b) => b,
-            None => {
-                let f = std::fs::File::open(&path).ok()?;
-                let mut body = vec![0; len as usize];
-                f.read_exact_at(&mut body, offset).ok()?;
-                body
-            }
-        };
+        // Past the page cache where it can: the store writes blobs that way too.
+        let body = strata_cache::blobs::read_range((self.blob_path)(&digest), offset, len as usize)
+            .ok()?;
         (blake3::hash(&body).as_bytes() == &sum).then_some((body, sum))
     }
 
@@ -319,58 +311,6 @@ impl ChunkCache for ChunkDir {
                 let _ = std::fs::remove_file(&tmp);
             }
         }
-    }
-}
-
-/// `len` bytes at `offset` of the file at `path`, read with `O_DIRECT` (the aligned range
-/// around them, into an aligned buffer), or `None` where that does not work (file systems
-/// without O_DIRECT, other
-/// systems). The store writes large blobs past the page cache (strata_cache::BlobWriter), so a
-/// reused chunk is usually not cached: filling the cache would cost as much CPU as the copy
-/// it saves, on VMs where a fresh page is a host fault.
-fn read_direct(path: &std::path::Path, offset: u64, len: usize) -> Option<Vec<u8>> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::fs::{FileExt, OpenOptionsExt};
-        const ALIGN: u64 = 4096;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECT)
-            .open(path)
-            .ok()?;
-        let from = offset / ALIGN * ALIGN;
-        let to = (offset + len as u64).div_ceil(ALIGN) * ALIGN;
-        let span = (to - from) as usize;
-        let mut buf = vec![0u8; span + ALIGN as usize];
-        let start = buf.as_ptr().align_offset(ALIGN as usize);
-        // The last block may be short (end of file): read what there is.
-        let mut got = 0;
-        while got < span {
-            match f.read_at(&mut buf[start + got..start + span], from + got as u64) {
-                Ok(0) => break,
-                Ok(n) => {
-                    got += n;
-                    // A short read is the end of the file: reading on would be unaligned.
-                    if n % ALIGN as usize != 0 {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return None,
-            }
-        }
-        let head = (offset - from) as usize;
-        if got < head + len {
-            return None;
-        }
-        buf.copy_within(start + head..start + head + len, 0);
-        buf.truncate(len);
-        Some(buf)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (path, offset, len);
-        None
     }
 }
 
@@ -740,29 +680,6 @@ mod tests {
         assert_eq!(o.size, out.len() as u64);
         assert_eq!(o.digest, strata_cache::Digest::of(&out));
         (o, out)
-    }
-
-    /// Direct reads of unaligned ranges give the same bytes as plain reads, up to the end of
-    /// the file; a range past the end is refused.
-    #[test]
-    fn direct_reads_of_unaligned_ranges() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("blob");
-        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 31 + i / 7) as u8).collect();
-        std::fs::write(&path, &data).unwrap();
-        for (off, len) in [
-            (0, 1),
-            (1, 4095),
-            (4095, 2),
-            (4096, 4096),
-            (12345, 50_000),
-            (99_000, 1000),
-        ] {
-            if let Some(got) = read_direct(&path, off as u64, len) {
-                assert_eq!(got, &data[off..off + len], "{off}+{len}");
-            }
-        }
-        assert_eq!(read_direct(&path, 99_500, 1000), None);
     }
 
     /// The pipeline no longer hashes the blob itself: it takes the digest from the sink. Into
