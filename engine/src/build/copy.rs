@@ -39,7 +39,6 @@ use crate::image::LayerDesc;
 use crate::layer::{self, Content, Entry, EntryKind};
 use crate::plan::key::{Key, KeyHasher};
 use crate::plan::{CopyFrom, CopySource, CopySpec};
-use crate::sandbox::Snapshots;
 
 /// One prepared source of a COPY/ADD.
 pub(crate) enum Prepared {
@@ -361,15 +360,11 @@ fn tree_cache() -> &'static Mutex<Vec<(Key, TreeSlot)>> {
 
 /// The parent rootfs as `entries` needs it: nothing for `--link` (unless `--chown` names a user),
 /// `/etc/passwd` and `/etc/group` spooled when it does, otherwise metadata only (shared).
-///
-/// `snapshots`: where to unpack the parent layers that have no snapshot yet while they are
-/// read (a RUN later in the stage needs them; see [`Tree::scan_unpacking`]).
 pub(crate) fn parent_tree(
     store: &Store,
     spec: &CopySpec,
     parent_layers: &[LayerDesc],
     spool: &Path,
-    snapshots: Option<&Snapshots>,
 ) -> Result<Arc<Tree>, BuildError> {
     let names = chown_needs_names(spec);
     if parent_layers.is_empty() || (spec.link && !names) {
@@ -377,12 +372,11 @@ pub(crate) fn parent_tree(
     }
     if names {
         let want = |p: &str| p == "etc/passwd" || p == "etc/group";
-        return Ok(Arc::new(Tree::scan_unpacking(
+        return Ok(Arc::new(Tree::scan(
             store.blobs(),
             parent_layers,
             &want,
             spool,
-            snapshots,
         )?));
     }
     let id = {
@@ -411,13 +405,7 @@ pub(crate) fn parent_tree(
     if let Some(t) = &*g {
         return Ok(t.clone());
     }
-    let t = Arc::new(Tree::scan_unpacking(
-        store.blobs(),
-        parent_layers,
-        &|_| false,
-        spool,
-        snapshots,
-    )?);
+    let t = Arc::new(Tree::scan(store.blobs(), parent_layers, &|_| false, spool)?);
     *g = Some(t.clone());
     Ok(t)
 }
@@ -499,7 +487,6 @@ pub(crate) fn prepare(
     sde: u64,
     no_cache: bool,
     spool: &Path,
-    snapshots: Option<&Snapshots>,
 ) -> Result<PreparedCopy, BuildError> {
     // Everything but the parent goes into `body`; the key is the parent input + `body`.
     let mut k = KeyHasher::new(if spec.add { "add-body" } else { "copy-body" });
@@ -529,7 +516,7 @@ pub(crate) fn prepare(
     // First every source is resolved (a walk of the context: no file is read), which gives
     // the instruction and the shape; then the files are hashed. When the parent facts are not
     // memoised, the parent layers are read meanwhile (on a cold build that is the base image
-    // being decompressed and, for a later RUN, unpacked): the two are independent.
+    // being decompressed): the two are independent.
     let mut sources = Vec::new();
     for s in &spec.sources {
         match s {
@@ -583,8 +570,7 @@ pub(crate) fn prepare(
     let mut hashed = 0;
     let mut bytes_hashed = 0;
     let (tree, hashing) = std::thread::scope(|sc| {
-        let scan = needs_tree
-            .then(|| sc.spawn(|| parent_tree(store, spec, parent_layers, spool, snapshots)));
+        let scan = needs_tree.then(|| sc.spawn(|| parent_tree(store, spec, parent_layers, spool)));
         let hashing = (|| -> Result<(), BuildError> {
             for src in sources.iter_mut() {
                 let Prepared::Context {
@@ -697,7 +683,6 @@ pub(crate) fn build_entries(
     from: &FromSource<'_>,
     sde: u64,
     spool: &Path,
-    snapshots: Option<&Snapshots>,
 ) -> Result<Vec<Entry>, BuildError> {
     if let Some(es) = prep.entries.take() {
         return Ok(es);
@@ -709,7 +694,7 @@ pub(crate) fn build_entries(
             return Ok(es);
         }
     }
-    let tree = parent_tree(store, spec, parent_layers, spool, snapshots)?;
+    let tree = parent_tree(store, spec, parent_layers, spool)?;
     entries(
         store,
         spec,
@@ -1498,7 +1483,6 @@ mod tests {
                 0,
                 no_cache,
                 work.path(),
-                None,
             )
             .unwrap()
         };
@@ -1528,7 +1512,6 @@ mod tests {
             &FromSource::Context,
             0,
             work.path(),
-            None,
         )
         .unwrap();
         assert_eq!(replayed, fresh);

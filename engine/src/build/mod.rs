@@ -445,6 +445,9 @@ fn run_stage(
             path: store.scratch().to_path_buf(),
             source: e,
         })?;
+    // Parent layers being unpacked for a RUN of this stage (see the COPY step). Dropped with
+    // the stage: what is still unpacking then is not needed (the stage failed) and stops.
+    let mut prefetched: Vec<crate::sandbox::Prefetch> = Vec::new();
     for (i, step) in stage.steps.iter().enumerate() {
         let start = Instant::now();
         progress.event(&Event::StepStart {
@@ -589,8 +592,8 @@ fn run_stage(
                         }
                     }
                 };
-                // A RUN later in this stage needs the rootfs unpacked: the parent layers as
-                // they are read for the parent facts, and this layer as it is written.
+                // A RUN later in this stage needs the rootfs unpacked: the parent layers in the
+                // background once this step misses the cache, and this layer as it is written.
                 let run_follows = stage.steps[i + 1..]
                     .iter()
                     .any(|s| matches!(s.kind, StepKind::Run(_)));
@@ -609,7 +612,6 @@ fn run_stage(
                     opts.source_date_epoch,
                     opts.no_cache,
                     tmp.path(),
-                    snaps,
                 )
                 .map_err(wrap)?;
                 if !prep.includes_parent {
@@ -628,6 +630,9 @@ fn run_stage(
                 match cached_layer {
                     Some(l) => (prep.key, None, StepStatus::Cached, Some(l)),
                     None => {
+                        if let Some(p) = snaps.and_then(|sn| sn.prefetch(store.blobs(), &layers)) {
+                            prefetched.push(p);
+                        }
                         let explain = prep.explain_record();
                         let entries = copy::build_entries(
                             store,
@@ -637,7 +642,6 @@ fn run_stage(
                             &from,
                             opts.source_date_epoch,
                             tmp.path(),
-                            snaps,
                         )
                         .map_err(wrap)?;
                         // The walk of the sources (one entry per file) is not needed any more:

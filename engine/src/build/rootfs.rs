@@ -9,13 +9,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use strata_cache::BlobStore;
 
 use crate::image::LayerDesc;
-use crate::layer::{self, RawTee};
-use crate::sandbox::Snapshots;
+use crate::layer;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeKind {
@@ -88,57 +86,6 @@ fn parent_of(p: &str) -> &str {
     p.rfind('/').map(|i| &p[..i]).unwrap_or("")
 }
 
-/// Passes what is read through, and hands it on in pieces to a snapshot being unpacked
-/// ([`Snapshots::start_full`]): the layer is decompressed once for both.
-struct TeeReader<R> {
-    inner: R,
-    tx: Option<RawTee>,
-    buf: Vec<u8>,
-}
-
-impl<R: Read> TeeReader<R> {
-    const PIECE: usize = 1 << 20;
-
-    fn new(inner: R, tx: Option<RawTee>) -> Self {
-        TeeReader {
-            inner,
-            tx,
-            buf: Vec::new(),
-        }
-    }
-
-    fn send(&mut self) {
-        if let Some(tx) = &self.tx {
-            let piece = std::mem::take(&mut self.buf);
-            // The unpacker stopped (it failed): the scan goes on without it.
-            if tx.send(Arc::new(piece)).is_err() {
-                self.tx = None;
-            }
-        }
-    }
-
-    /// Reads the rest of the stream (which verifies the blob's digest at its end) and hands
-    /// it on; the unpacker sees the end when this is dropped.
-    fn finish(mut self) -> io::Result<()> {
-        io::copy(&mut self, &mut io::sink())?;
-        self.send();
-        Ok(())
-    }
-}
-
-impl<R: Read> Read for TeeReader<R> {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(out)?;
-        if self.tx.is_some() {
-            self.buf.extend_from_slice(&out[..n]);
-            if self.buf.len() >= Self::PIECE {
-                self.send();
-            }
-        }
-        Ok(n)
-    }
-}
-
 impl Tree {
     /// Applies `layers` (bottom first). `want` says which paths' contents to spool into `spool_dir`.
     pub fn scan(
@@ -146,20 +93,6 @@ impl Tree {
         layers: &[LayerDesc],
         want: &dyn Fn(&str) -> bool,
         spool_dir: &Path,
-    ) -> Result<Tree, RootfsError> {
-        Self::scan_unpacking(blobs, layers, want, spool_dir, None)
-    }
-
-    /// [`scan`](Tree::scan), also unpacking into `snapshots` each layer that has no snapshot
-    /// there yet, from the same decompressed stream (a RUN later in the stage will need them).
-    /// A snapshot is kept only if its layer was read whole and its blob verified (a blob that
-    /// fails verification is an error, with or without `snapshots`).
-    pub fn scan_unpacking(
-        blobs: &BlobStore,
-        layers: &[LayerDesc],
-        want: &dyn Fn(&str) -> bool,
-        spool_dir: &Path,
-        snapshots: Option<&Snapshots>,
     ) -> Result<Tree, RootfsError> {
         let mut tree = Tree::default();
         let mut n_spool = 0usize;
@@ -173,26 +106,14 @@ impl Tree {
                         source: e,
                     }
                 })?;
-            let (tx, unpacking) = match snapshots.and_then(|s| s.start_full_for(&l.diff_id)) {
-                Some((tx, u)) => (Some(tx), Some(u)),
-                None => (None, None),
-            };
-            let mut ar = tar::Archive::new(TeeReader::new(reader, tx));
-            let scanned = tree.apply(&mut ar, &dg, want, spool_dir, &mut n_spool);
+            let mut ar = tar::Archive::new(reader);
+            tree.apply(&mut ar, &dg, want, spool_dir, &mut n_spool)?;
             // The rest of the stream is read too: the blob's digest is checked at its end, so
-            // a damaged blob is an error here, not facts (or a snapshot) from wrong bytes.
-            // Either way the tee is dropped before the unpacker is waited for.
-            let tee = ar.into_inner();
-            let scanned = scanned.and_then(|()| {
-                tee.finish().map_err(|e| RootfsError::Read {
-                    digest: dg.clone(),
-                    source: e,
-                })
-            });
-            if let Some(u) = unpacking {
-                u.finish(scanned.is_ok().then_some(&l.diff_id));
-            }
-            scanned?;
+            // a damaged blob is an error here, not facts from wrong bytes.
+            io::copy(&mut ar.into_inner(), &mut io::sink()).map_err(|e| RootfsError::Read {
+                digest: dg.clone(),
+                source: e,
+            })?;
         }
         Ok(tree)
     }
@@ -498,11 +419,10 @@ mod tests {
         }
     }
 
-    /// The parent layers a COPY reads are unpacked for a later RUN from the same stream: the
-    /// snapshot holds the layer, a layer with a snapshot is not unpacked again, and a blob that
-    /// fails verification leaves neither a snapshot nor a temp dir.
+    /// A scan reads each layer to its end: a blob that fails verification is an error, not
+    /// facts from the wrong bytes (even when the damage lies past the last entry read).
     #[test]
-    fn scan_unpacks_what_it_reads_once_and_only_when_verified() {
+    fn scan_reads_to_the_end_and_verifies_the_blob() {
         let tmp = tempfile::tempdir().unwrap();
         let store = strata_cache::Store::open(&tmp.path().join("store")).unwrap();
         let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
@@ -536,55 +456,30 @@ mod tests {
             media_type: mt.into(),
             diff_id: *digest,
         };
-        let snaps = Snapshots::new(store.root()).with_scratch(store.scratch());
         let spool = tmp.path().join("spool");
         std::fs::create_dir(&spool).unwrap();
-        let scan = |layers: &[LayerDesc]| {
-            Tree::scan_unpacking(store.blobs(), layers, &|_| false, &spool, Some(&snaps))
-        };
+        let scan = |layers: &[LayerDesc]| Tree::scan(store.blobs(), layers, &|_| false, &spool);
         let tree = scan(&[desc(&digest, size)]).unwrap();
         assert!(matches!(
             tree.get("lib").unwrap().kind,
             NodeKind::Symlink(_)
         ));
-        let root = snaps.home().to_path_buf();
-        let snap = root.join(digest.hex());
-        assert_eq!(
-            std::fs::read(snap.join("etc/os-release")).unwrap(),
-            b"ID=test\n"
-        );
-        assert_eq!(std::fs::read(snap.join("big")).unwrap(), big);
-        assert_eq!(
-            std::fs::read_link(snap.join("lib")).unwrap(),
-            Path::new("usr/lib")
-        );
-        // Reused as it is (the RUN's `ensure` finds it; a second scan does not unpack again).
-        use std::os::unix::fs::MetadataExt;
-        let ino = std::fs::metadata(snap.join("big")).unwrap().ino();
-        scan(&[desc(&digest, size)]).unwrap();
-        assert_eq!(std::fs::metadata(snap.join("big")).unwrap().ino(), ino);
-        assert_eq!(
-            snaps.ensure(store.blobs(), &digest, &digest, mt).unwrap(),
-            snap
-        );
-
-        // A blob whose bytes no longer match its digest: an error, and nothing kept.
+        assert!(matches!(
+            tree.get("big").unwrap().kind,
+            NodeKind::File {
+                size: 3_000_000,
+                ..
+            }
+        ));
+        // The damage is in the last file's data, which the scan does not need.
         let mut other = big.clone();
         other[0] ^= 1;
         let (d2, size2) = store.blobs().put(&layer_tar(&other)).unwrap();
-        other[1] ^= 1;
+        other[2_999_999] ^= 1;
         std::fs::write(store.blobs().path(&d2), layer_tar(&other)).unwrap();
         assert!(scan(&[desc(&d2, size2)]).is_err());
-        assert!(!root.join(d2.hex()).exists());
-        let names = |d: &Path| -> Vec<String> {
-            std::fs::read_dir(d)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        };
-        assert_eq!(names(&root), vec![digest.hex()]);
-        // (The scratch dir holds only its owner's marker: no unpacking temp dir is left.)
-        assert_eq!(names(store.scratch()), vec!["in-use".to_string()]);
+        // Nothing is unpacked by a scan.
+        assert!(!store.root().join("snapshots-v2").exists());
     }
 
     #[test]

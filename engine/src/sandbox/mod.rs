@@ -28,7 +28,7 @@ pub use exec::{
     RunSpec, Tail,
 };
 pub use init::init_main;
-pub use snapshot::{Limits, Snapshots};
+pub use snapshot::{Limits, Prefetch, Snapshots};
 
 use std::io;
 

@@ -21,11 +21,14 @@
 //! `user.overlay.opaque=y`, which overlay reads under `userxattr`. Whiteouts stay char 0/0
 //! devices: creating those needs no privilege (Linux 5.8).
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use rustix::fs::{
     self as rfs, AtFlags, Dev, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags,
@@ -183,12 +186,27 @@ impl Snapshots {
 
     /// Returns the directory holding layer `diff_id` unpacked, unpacking it first from blob
     /// `digest` (with `media_type`) if needed. The blob's digest is verified while reading.
+    /// When [`prefetch`](Snapshots::prefetch) is unpacking that layer, waits for it first.
     pub fn ensure(
         &self,
         blobs: &BlobStore,
         diff_id: &Digest,
         digest: &Digest,
         media_type: &str,
+    ) -> Result<PathBuf, SandboxError> {
+        self.wait_for_prefetch(&diff_id.hex());
+        self.ensure_now(blobs, diff_id, digest, media_type, None)
+    }
+
+    /// [`ensure`](Snapshots::ensure) without waiting for a prefetch; the unpacking fails as soon
+    /// as `stop` is set.
+    fn ensure_now(
+        &self,
+        blobs: &BlobStore,
+        diff_id: &Digest,
+        digest: &Digest,
+        media_type: &str,
+        stop: Option<&Arc<AtomicBool>>,
     ) -> Result<PathBuf, SandboxError> {
         let hex = diff_id.hex();
         // Reused: refresh its mtime, since `strata gc` (perhaps in another process) keeps the
@@ -211,7 +229,10 @@ impl Snapshots {
             .prefix(&format!(".tmp-{hex}-"))
             .tempdir_in(self.scratch.as_deref().unwrap_or(&self.root))
             .map_err(|e| SandboxError::io("create temp dir in", self.root.display(), e))?;
-        let blob = blobs.open(digest)?;
+        let blob = Stoppable {
+            inner: blobs.open(digest)?,
+            stop: stop.cloned(),
+        };
         let reader = crate::layer::decompress_reader_limited(
             Box::new(blob),
             media_type,
@@ -309,6 +330,7 @@ impl Snapshots {
         media_type: &str,
         similar: Option<&Digest>,
     ) -> Result<Vec<PathBuf>, SandboxError> {
+        self.wait_for_prefetch(&diff_id.hex());
         if self.ns.is_some() || self.find(&diff_id.hex()).is_some() {
             // Rootless snapshots are unpacked by a helper in the user namespace: full only.
             return Ok(vec![self.ensure(blobs, diff_id, digest, media_type)?]);
@@ -406,18 +428,6 @@ impl Snapshots {
         self.start(None)
     }
 
-    /// [`start_full`](Snapshots::start_full) for layer `diff_id`, unless its full snapshot is
-    /// there already.
-    pub fn start_full_for(
-        &self,
-        diff_id: &Digest,
-    ) -> Option<(crate::layer::RawTee, DeltaInProgress)> {
-        if self.find(&diff_id.hex()).is_some() {
-            return None;
-        }
-        self.start_full()
-    }
-
     fn start(
         &self,
         base: Option<(String, PathBuf)>,
@@ -488,6 +498,146 @@ impl DeltaInProgress {
         let _ = remove_tree(&self.tmp);
         false
     }
+}
+
+/// Fails every read once `stop` is set: a prefetch that is no longer wanted stops early.
+struct Stoppable<R> {
+    inner: R,
+    stop: Option<Arc<AtomicBool>>,
+}
+
+impl<R: Read> Read for Stoppable<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+        {
+            // (Not `Interrupted`: readers retry that.)
+            return Err(io::Error::other(
+                "unpacking stopped: the build no longer needs it",
+            ));
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// One layer a prefetch has promised: `true` once it is placed or given up.
+#[derive(Default)]
+struct Promise {
+    done: Mutex<bool>,
+    cv: Condvar,
+}
+
+/// The layers being unpacked in the background in this process, by the snapshot path they are
+/// placed at: whoever needs one of them waits rather than unpacking it a second time.
+fn promised() -> &'static Mutex<HashMap<PathBuf, Arc<Promise>>> {
+    static PROMISED: OnceLock<Mutex<HashMap<PathBuf, Arc<Promise>>>> = OnceLock::new();
+    PROMISED.get_or_init(Default::default)
+}
+
+/// Layers being unpacked in the background ([`Snapshots::prefetch`]). Dropping it stops what
+/// is not unpacked yet (nothing partial is kept) and waits for its thread.
+pub struct Prefetch {
+    stop: Arc<AtomicBool>,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Snapshots {
+    /// Starts unpacking, on a background thread and bottom first, each of `layers` that has no
+    /// snapshot yet (full, or a delta: see [`ensure_stack`](Snapshots::ensure_stack)) and that
+    /// no other prefetch is unpacking. For a RUN later in the stage: a COPY calls this when it
+    /// misses the cache, and the layers unpack while it writes its own layer instead of before
+    /// it. [`ensure`](Snapshots::ensure) waits for a promised layer. `None` if there is nothing
+    /// to do. A failure is not reported here: `ensure` then unpacks again and reports it.
+    pub fn prefetch(
+        &self,
+        blobs: &BlobStore,
+        layers: &[crate::image::LayerDesc],
+    ) -> Option<Prefetch> {
+        let mut todo = Vec::new();
+        {
+            let mut p = promised().lock().unwrap();
+            for l in layers {
+                let hex = l.diff_id.hex();
+                let at = self.home.join(&hex);
+                if p.contains_key(&at) || self.find(&hex).is_some() || !self.deltas(&hex).is_empty()
+                {
+                    continue;
+                }
+                let promise = Arc::new(Promise::default());
+                p.insert(at.clone(), promise.clone());
+                todo.push((l.clone(), at, promise));
+            }
+        }
+        if todo.is_empty() {
+            return None;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let (snaps, blobs, flag) = (self.clone(), blobs.clone(), stop.clone());
+        // The list is shared with the thread so that a failed spawn can still keep each promise.
+        let todo = Arc::new(Mutex::new(todo));
+        let queue = todo.clone();
+        let spawned = std::thread::Builder::new()
+            .name("snapshot-prefetch".into())
+            .spawn(move || loop {
+                let next = {
+                    let mut q = queue.lock().unwrap();
+                    (!q.is_empty()).then(|| q.remove(0))
+                };
+                let Some((l, at, promise)) = next else { break };
+                if !flag.load(Ordering::Relaxed) {
+                    // Every promise is kept, even after a panic: a RUN waits for it.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        snaps.ensure_now(&blobs, &l.diff_id, &l.digest, &l.media_type, Some(&flag))
+                    }));
+                }
+                keep(&at, &promise);
+            });
+        match spawned {
+            Ok(worker) => Some(Prefetch {
+                stop,
+                worker: Some(worker),
+            }),
+            Err(_) => {
+                for (_, at, promise) in todo.lock().unwrap().drain(..) {
+                    keep(&at, &promise);
+                }
+                None
+            }
+        }
+    }
+
+    /// Waits while a prefetch is unpacking layer `hex`.
+    fn wait_for_prefetch(&self, hex: &str) {
+        let promise = promised()
+            .lock()
+            .unwrap()
+            .get(&self.home.join(hex))
+            .cloned();
+        if let Some(p) = promise {
+            let mut done = p.done.lock().unwrap();
+            while !*done {
+                done = p.cv.wait(done).unwrap();
+            }
+        }
+    }
+}
+
+/// A promised layer is placed or given up: forget it, and wake whoever waits for it.
+fn keep(at: &Path, promise: &Promise) {
+    promised().lock().unwrap().remove(at);
+    *promise.done.lock().unwrap() = true;
+    promise.cv.notify_all();
 }
 
 pub(crate) fn remove_tree(path: &Path) -> Result<(), Errno> {
@@ -1382,6 +1532,120 @@ mod tests {
         std::fs::write(store.blobs().path(&d2), Tar::new().file("x", b"2").bytes()).unwrap();
         assert!(snaps.ensure(store.blobs(), &d2, &d2, mt).is_err());
         assert_eq!(std::fs::read_dir(dir.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    fn layer_desc(digest: &Digest, mt: &str) -> crate::image::LayerDesc {
+        crate::image::LayerDesc {
+            digest: *digest,
+            size: 0,
+            media_type: mt.into(),
+            diff_id: *digest,
+        }
+    }
+
+    fn names(d: &Path) -> Vec<String> {
+        let mut n: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        n.sort();
+        n
+    }
+
+    /// A prefetch unpacks each layer once, in the background: `ensure` waits for it instead of
+    /// unpacking again, a layer already there is not prefetched, and a blob that fails
+    /// verification leaves no snapshot and no temp dir (`ensure` then reports the error).
+    #[test]
+    fn prefetch_unpacks_once_and_ensure_waits_for_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = strata_cache::Store::open(&tmp.path().join("store")).unwrap();
+        let mt = "application/vnd.oci.image.layer.v1.tar";
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut tar = Tar::new().dir("etc").file("etc/os-release", b"ID=test\n");
+        for i in 0..200 {
+            tar = tar.file(&format!("f{i}"), &big[..i * 100]);
+        }
+        let (a, _) = store.blobs().put(&tar.file("big", &big).bytes()).unwrap();
+        let (b, _) = store
+            .blobs()
+            .put(&Tar::new().file("second", b"2").bytes())
+            .unwrap();
+        let snaps = Snapshots::new(store.root()).with_scratch(store.scratch());
+        let layers = [layer_desc(&a, mt), layer_desc(&b, mt)];
+        let p = snaps
+            .prefetch(store.blobs(), &layers)
+            .expect("two layers to unpack");
+        // Asked for again meanwhile (another COPY): already promised, nothing more to do.
+        assert!(snaps.prefetch(store.blobs(), &layers).is_none());
+        // The RUN's `ensure` waits for the prefetched snapshot rather than making its own.
+        let dir_b = snaps.ensure(store.blobs(), &b, &b, mt).unwrap();
+        let dir_a = snaps
+            .ensure_stack(store.blobs(), &a, &a, mt, None)
+            .unwrap()
+            .remove(0);
+        drop(p);
+        assert_eq!(std::fs::read(dir_a.join("big")).unwrap(), big);
+        assert_eq!(std::fs::read(dir_b.join("second")).unwrap(), b"2");
+        let mut want = vec![a.hex(), b.hex()];
+        want.sort();
+        assert_eq!(names(snaps.home()), want, "one snapshot each, no temp dir");
+        assert_eq!(names(store.scratch()), vec!["in-use".to_string()]);
+        assert!(
+            snaps.prefetch(store.blobs(), &layers).is_none(),
+            "both are there"
+        );
+
+        // A blob whose bytes no longer match its digest.
+        let (bad, _) = store
+            .blobs()
+            .put(&Tar::new().file("x", b"1").bytes())
+            .unwrap();
+        std::fs::write(store.blobs().path(&bad), Tar::new().file("x", b"2").bytes()).unwrap();
+        let p = snaps.prefetch(store.blobs(), &[layer_desc(&bad, mt)]);
+        assert!(p.is_some());
+        assert!(snaps.ensure(store.blobs(), &bad, &bad, mt).is_err());
+        drop(p);
+        assert_eq!(names(snaps.home()), want);
+        assert_eq!(names(store.scratch()), vec!["in-use".to_string()]);
+    }
+
+    /// Dropping a prefetch (the stage failed) stops it: whatever it had not finished leaves
+    /// nothing behind, and what it did finish is whole.
+    #[test]
+    fn a_dropped_prefetch_stops_and_keeps_nothing_partial() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = strata_cache::Store::open(&tmp.path().join("store")).unwrap();
+        let mt = "application/vnd.oci.image.layer.v1.tar";
+        let mut layers = Vec::new();
+        for l in 0..4 {
+            let mut tar = Tar::new();
+            for i in 0..5000 {
+                tar = tar.file(&format!("l{l}-f{i}"), &[l as u8; 100]);
+            }
+            let (d, _) = store.blobs().put(&tar.bytes()).unwrap();
+            layers.push(layer_desc(&d, mt));
+        }
+        let snaps = Snapshots::new(store.root()).with_scratch(store.scratch());
+        drop(snaps.prefetch(store.blobs(), &layers).unwrap());
+        // Not all four were unpacked by the time the drop returned...
+        let home = snaps.home();
+        let done = if home.exists() {
+            names(home)
+        } else {
+            Vec::new()
+        };
+        assert!(done.len() < 4, "{done:?}");
+        // ... those that were are whole, and no temp dir is left.
+        for name in &done {
+            assert_eq!(std::fs::read_dir(home.join(name)).unwrap().count(), 5000);
+        }
+        assert_eq!(names(store.scratch()), vec!["in-use".to_string()]);
+        // Nothing is promised any more: `ensure` unpacks at once.
+        let d = &layers[3];
+        let dir = snaps
+            .ensure(store.blobs(), &d.diff_id, &d.digest, mt)
+            .unwrap();
+        assert_eq!(std::fs::read_dir(dir).unwrap().count(), 5000);
     }
 
     #[test]
