@@ -76,18 +76,20 @@ wall() { awk '{print $1}' "$work/$1.time"; }
 rss_mb() { awk '{printf "%d", $2 / 1024}' "$work/$1.time"; }
 
 # Remove both contenders' old state first, then let the file system settle. On ext4 without a
-# journal (these machines' root fs), the inode allocator skips inodes freed in the last 5 s, or
-# 300 s while their inode-table block is dirty, and each skip costs a buffer lookup
-# (fs/ext4/ialloc.c, recently_deleted): creating 50k files right after deleting a 1M-inode
-# store cost up to half of a cold build's CPU, for whichever builder ran next. SETTLE=0 skips
-# the wait (the figures then include that penalty).
+# journal (these machines' root fs), the inode allocator skips inodes freed in the last 60 s,
+# or 360 s once their inode-table block is dirty again — and the first file created in a block
+# dirties it — and each skip costs a buffer lookup (fs/ext4/ialloc.c, recently_deleted:
+# RECENTCY_MIN 60 + RECENTCY_DIRTY 300 since Linux 5.7): creating 50k files right after
+# deleting a 1M-inode store cost up to half of a cold build's CPU, for whichever builder ran
+# next (strata, which runs first). The default wait, 400 s, covers the 360 s; SETTLE=0 skips
+# it (the figures then include that penalty).
 bstore="$work/buildah"
 B=(buildah --root "$bstore/root" --runroot "$bstore/runroot" --storage-driver overlay)
 "${B[@]}" rm --all > /dev/null 2>&1 || true
 "${B[@]}" rmi --all --force > /dev/null 2>&1 || true
 rm -rf "$bstore" "$work/store"
 sync
-sleep "${SETTLE:-310}"
+sleep "${SETTLE:-400}"
 
 cat_all  # warm the page cache for every contender
 measure tar bash -c "tar --sort=name -C '$work/rootfs' -cf - . | cat - <(tar --sort=name -C '$ctx' -cf - tree) | gzip -6 | sha256sum"

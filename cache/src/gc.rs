@@ -73,6 +73,17 @@ pub struct GcOptions {
     pub now: SystemTime,
     /// Normally [`MIN_BLOB_AGE`].
     pub min_blob_age: Duration,
+    /// The snapshots of a rootless build, if gc may collect them (see [`RootlessSnapshots`]).
+    pub rootless: Option<RootlessSnapshots>,
+}
+
+/// A rootless build's snapshots: `<root>/<dir_name>/[boot-<id>/]<name>/`. Their files belong to
+/// subordinate ids, which the user cannot remove directly; `remove` deletes a whole tree (the
+/// engine enters the user namespace to do it). Snapshots of another mapping are left alone.
+#[derive(Debug, Clone)]
+pub struct RootlessSnapshots {
+    pub dir_name: String,
+    pub remove: fn(&Path) -> std::io::Result<()>,
 }
 
 impl GcOptions {
@@ -82,6 +93,7 @@ impl GcOptions {
             dry_run: false,
             now: SystemTime::now(),
             min_blob_age: MIN_BLOB_AGE,
+            rootless: None,
         }
     }
 }
@@ -134,24 +146,48 @@ fn is_boot_dir(name: &std::ffi::OsStr) -> bool {
         .is_some_and(|n| n.starts_with(crate::boot::BOOT_DIR_PREFIX))
 }
 
-/// The directories whose entries are snapshots, each with whether it belongs to another boot:
-/// `snapshots-v2/` itself (durable snapshots) and its `boot-<id>/` directories, and the
-/// legacy `snapshots-v1/` (all dead).
-fn snapshot_dirs(snap_dir: &Path) -> Result<Vec<(PathBuf, bool)>, StoreError> {
-    let mut dirs = vec![(snap_dir.to_path_buf(), false)];
-    if let Some(root) = snap_dir.parent() {
-        dirs.push((root.join(LEGACY_SNAPSHOTS_DIR), true));
-    }
+/// A directory whose entries are snapshots.
+struct SnapshotDir {
+    path: PathBuf,
+    /// Another boot's (or the legacy form's): never used again.
+    dead: bool,
+    /// A rootless build's: removed with [`RootlessSnapshots::remove`].
+    rootless: bool,
+}
+
+/// The directories whose entries are snapshots: `snapshots-v2/` itself (durable snapshots) and
+/// its `boot-<id>/` directories, the legacy `snapshots-v1/` (all dead), and the same two
+/// levels of `rootless`'s directory when gc may collect it.
+fn snapshot_dirs(root: &Path, rootless: Option<&str>) -> Result<Vec<SnapshotDir>, StoreError> {
+    let mut dirs = vec![SnapshotDir {
+        path: root.join(LEGACY_SNAPSHOTS_DIR),
+        dead: true,
+        rootless: false,
+    }];
     let this_boot = crate::boot::boot_dir_name();
-    let Ok(entries) = fs::read_dir(snap_dir) else {
-        return Ok(dirs);
-    };
-    for entry in entries {
-        let entry = entry.at("read directory", snap_dir)?;
-        let name = entry.file_name();
-        if is_boot_dir(&name) {
-            let dead = this_boot.as_deref() != name.to_str();
-            dirs.push((entry.path(), dead));
+    let tops = [(SNAPSHOTS_DIR, false)]
+        .into_iter()
+        .chain(rootless.map(|d| (d, true)));
+    for (top, rootless) in tops {
+        let snap_dir = root.join(top);
+        dirs.push(SnapshotDir {
+            path: snap_dir.clone(),
+            dead: false,
+            rootless,
+        });
+        let Ok(entries) = fs::read_dir(&snap_dir) else {
+            continue;
+        };
+        for entry in entries {
+            let entry = entry.at("read directory", &snap_dir)?;
+            let name = entry.file_name();
+            if is_boot_dir(&name) {
+                dirs.push(SnapshotDir {
+                    path: entry.path(),
+                    dead: this_boot.as_deref() != name.to_str(),
+                    rootless,
+                });
+            }
         }
     }
     Ok(dirs)
@@ -165,7 +201,8 @@ struct BlobInfo {
 /// One thing LRU eviction can remove.
 enum Unit {
     Step([u8; 32], Option<Digest>),
-    Snapshot(PathBuf, u64),
+    /// Path, size, whether it is a rootless build's.
+    Snapshot(PathBuf, u64, bool),
 }
 
 /// Runs garbage collection.
@@ -218,18 +255,23 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
     // unpacked by a build (the same rule as for blobs); a tagged layer's is kept. Those of
     // another boot (`boot-<id>/`, crate::boot) are never used again: they go first, whatever
     // the policy, once they are not young.
-    let snap_dir = store.root().join(SNAPSHOTS_DIR);
     let mut snapshots = Vec::new();
     let mut dead_snapshots = Vec::new();
     let mut snapshot_bytes = 0;
-    for (dir, dead) in snapshot_dirs(&snap_dir)? {
+    let rootless_dir = opts.rootless.as_ref().map(|r| r.dir_name.as_str());
+    for SnapshotDir {
+        path: dir,
+        dead,
+        rootless,
+    } in snapshot_dirs(store.root(), rootless_dir)?
+    {
         let Ok(entries) = fs::read_dir(&dir) else {
             continue;
         };
         for entry in entries {
             let entry = entry.at("read directory", &dir)?;
             let name = entry.file_name();
-            if dir == snap_dir && is_boot_dir(&name) {
+            if is_boot_dir(&name) && !dir.file_name().is_some_and(is_boot_dir) {
                 continue; // listed by snapshot_dirs
             }
             let size = dir_size(&entry.path());
@@ -246,9 +288,9 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
                 continue;
             }
             if dead {
-                dead_snapshots.push((entry.path(), size));
+                dead_snapshots.push((entry.path(), size, rootless));
             } else if !protected {
-                snapshots.push((unix(mtime), Unit::Snapshot(entry.path(), size)));
+                snapshots.push((unix(mtime), Unit::Snapshot(entry.path(), size, rootless)));
             }
         }
     }
@@ -280,7 +322,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
     units.sort_by(|a, b| {
         a.0.cmp(&b.0).then_with(|| match (&a.1, &b.1) {
             (Unit::Step(x, _), Unit::Step(y, _)) => x.cmp(y),
-            (Unit::Snapshot(x, _), Unit::Snapshot(y, _)) => x.cmp(y),
+            (Unit::Snapshot(x, ..), Unit::Snapshot(y, ..)) => x.cmp(y),
             (Unit::Step(..), Unit::Snapshot(..)) => std::cmp::Ordering::Less,
             (Unit::Snapshot(..), Unit::Step(..)) => std::cmp::Ordering::Greater,
         })
@@ -298,14 +340,12 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
         dry_run: opts.dry_run,
         now: opts.now,
         min_age: opts.min_blob_age,
+        rootless: opts.rootless.as_ref(),
     };
     // 0. Snapshots of another boot: never valid again (crate::boot).
-    for (path, size) in dead_snapshots {
+    for (path, size, rootless) in dead_snapshots {
         if !opts.dry_run {
-            match fs::remove_dir_all(&path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                r => r.at("remove snapshot", &path)?,
-            }
+            ctx.remove_tree(&path, rootless)?;
             // The boot directory itself once it is empty (best effort).
             if let Some(parent) = path.parent() {
                 let _ = fs::remove_dir(parent);
@@ -349,7 +389,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
                     ctx.blob(&mut blobs, d, true, &mut report, &mut usage)?;
                 }
             }
-            Unit::Snapshot(path, size) => {
+            Unit::Snapshot(path, size, rootless) => {
                 if !opts.dry_run {
                     // As for blobs: a build that reuses a snapshot refreshes its mtime first
                     // (`Snapshots::ensure`), so one used since the scan goes back.
@@ -362,7 +402,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
                             fs::rename(&trash, &path).at("put back snapshot", &path)?;
                             continue;
                         }
-                        Ok(()) => fs::remove_dir_all(&trash).at("remove snapshot", &trash)?,
+                        Ok(()) => ctx.remove_tree(&trash, rootless)?,
                     }
                 }
                 report.freed_bytes += size;
@@ -435,9 +475,22 @@ struct Removal<'a> {
     dry_run: bool,
     now: SystemTime,
     min_age: Duration,
+    rootless: Option<&'a RootlessSnapshots>,
 }
 
 impl Removal<'_> {
+    /// Removes the snapshot tree at `path` (gone already is fine).
+    fn remove_tree(&self, path: &Path, rootless: bool) -> Result<(), StoreError> {
+        let removed = match self.rootless.filter(|_| rootless) {
+            Some(r) => (r.remove)(path),
+            None => fs::remove_dir_all(path),
+        };
+        match removed {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r.at("remove snapshot", path),
+        }
+    }
+
     /// Whether `path` was modified less than the minimum age ago (used again since the scan).
     fn refreshed(&self, path: &Path) -> bool {
         fs::symlink_metadata(path)
@@ -678,6 +731,78 @@ mod tests {
         (m, c)
     }
 
+    /// Sets a directory's mtime (a snapshot's last use) `secs` before [`NOW`]: never in the
+    /// future of the clock the tests pass, whatever the date.
+    fn age_dir(p: &Path, secs: u64) {
+        File::open(p)
+            .unwrap()
+            .set_modified(now() - Duration::from_secs(secs))
+            .unwrap();
+    }
+
+    static REMOVED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+    fn recording_remove(p: &Path) -> std::io::Result<()> {
+        REMOVED.lock().unwrap().push(p.to_path_buf());
+        fs::remove_dir_all(p)
+    }
+
+    /// A rootless build's snapshots (files of subordinate ids) are collected only when gc is
+    /// given their directory and remover, always through that remover, and the directories of
+    /// another id mapping are left alone.
+    #[test]
+    fn rootless_snapshots_are_collected_through_their_remover() {
+        let (_dir, s) = store();
+        let mine = "snapshots-v2-rootless-0-1000-1_1-100000-65536";
+        let snap = |top: &str, boot: &str, name: &str| {
+            let p = s.root().join(top).join(boot).join(name);
+            fs::create_dir_all(&p).unwrap();
+            fs::write(p.join("f"), vec![0u8; 300]).unwrap();
+            age_dir(&p, 3600);
+            p
+        };
+        let lru = snap(mine, "", &"ab".repeat(32));
+        let dead = snap(mine, "boot-0000000000000000", &"cd".repeat(32));
+        let foreign = snap("snapshots-v2-rootless-0-2000-1", "", &"ef".repeat(32));
+        let young = snap(mine, "", &"12".repeat(32));
+        age_dir(&young, 10);
+
+        let r = gc(&s, &opts(GcPolicy::KeepStorage(0))).unwrap();
+        assert_eq!(r.snapshots, 0, "without a remover: {r:?}");
+        assert!(lru.exists() && dead.exists());
+
+        let with = |dry_run| GcOptions {
+            dry_run,
+            rootless: Some(RootlessSnapshots {
+                dir_name: mine.into(),
+                remove: recording_remove,
+            }),
+            ..opts(GcPolicy::KeepStorage(0))
+        };
+        let dry = gc(&s, &with(true)).unwrap();
+        assert!(lru.exists() && dead.exists(), "a dry run deletes nothing");
+        let r = gc(&s, &with(false)).unwrap();
+        assert_eq!(r, dry);
+        assert_eq!((r.snapshots, r.freed_bytes), (2, 600), "{r:?}");
+        assert!(!lru.exists() && !dead.exists());
+        assert!(foreign.exists(), "another mapping's");
+        assert!(young.exists(), "perhaps being unpacked");
+        // Each through the remover: the dead one where it was, the other from gc's trash.
+        let removed = std::mem::take(&mut *REMOVED.lock().unwrap());
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        assert!(removed.contains(&dead));
+        assert!(removed.iter().any(|p| p.starts_with(s.scratch())
+            && p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .ends_with(&"ab".repeat(32))));
+        assert!(!fs::read_dir(s.scratch()).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("gc-")));
+    }
+
     fn opts(policy: GcPolicy) -> GcOptions {
         GcOptions {
             now: now(),
@@ -693,12 +818,14 @@ mod tests {
             let p = root.join(boot).join(name);
             fs::create_dir_all(&p).unwrap();
             fs::write(p.join("f"), vec![0u8; 300]).unwrap();
+            age_dir(&p, 3600);
             p
         };
         let other = snap("boot-0000000000000000", &"ab".repeat(32));
         // From before snapshots had their layer's times: never used either.
         let legacy = s.root().join(LEGACY_SNAPSHOTS_DIR).join("12".repeat(32));
         fs::create_dir_all(&legacy).unwrap();
+        age_dir(&legacy, 3600);
         let durable = snap("", &"ef".repeat(32));
         let this = crate::boot::boot_dir_name().map(|b| snap(&b, &"cd".repeat(32)));
 

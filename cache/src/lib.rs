@@ -56,7 +56,7 @@ pub use error::StoreError;
 #[cfg(feature = "index")]
 pub use fsck::{fsck, FsckReport, Problem};
 #[cfg(feature = "index")]
-pub use gc::{gc, GcOptions, GcPolicy, GcReport, CHUNK_REFS_DIR};
+pub use gc::{gc, GcOptions, GcPolicy, GcReport, RootlessSnapshots, CHUNK_REFS_DIR};
 #[cfg(feature = "index")]
 pub use index::{Index, IndexHold, Lineage, OnWait, ParentFacts, StatEntry, TagRecord};
 pub use records::{

@@ -25,6 +25,8 @@ pub fn run(store_dir: &Path, a: GcArgs) -> anyhow::Result<i32> {
     let store = super::open_store(store_dir)?;
     let opts = GcOptions {
         dry_run: a.dry_run,
+        // Rootless: this user's snapshots too (their files belong to subordinate ids).
+        rootless: strata_engine::sandbox::Snapshots::rootless_gc(),
         ..GcOptions::new(policy)
     };
     let report = strata_cache::gc(&store, &opts)?;

@@ -455,6 +455,85 @@ fn run_sees_the_layers_times_not_the_unpack_time() {
     assert_eq!(digests[0], digests[1], "two cold builds, one image");
 }
 
+/// The snapshots (unpacked layers) in a store: `snapshots-v2*/[boot-<id>/]<name>`.
+fn snapshots_in(store: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for top in fs::read_dir(store).unwrap().map(|e| e.unwrap()) {
+        if !top
+            .file_name()
+            .to_string_lossy()
+            .starts_with("snapshots-v2")
+        {
+            continue;
+        }
+        for e in fs::read_dir(top.path()).unwrap().map(|e| e.unwrap()) {
+            if e.file_name().to_string_lossy().starts_with("boot-") {
+                found.extend(fs::read_dir(e.path()).unwrap().map(|e| e.unwrap().path()));
+            } else {
+                found.push(e.path());
+            }
+        }
+    }
+    found
+}
+
+/// `strata gc` removes the snapshots RUN steps unpacked, as root and rootless: there, a
+/// snapshot holds files and a 0700 directory of subordinate ids, which the user cannot remove
+/// directly (gc has the sandbox helper remove them inside the user namespace). The store stays
+/// usable: the same build again gives the same image.
+#[test]
+fn gc_removes_the_snapshots_run_steps_unpacked() {
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_context(
+        ctx.path(),
+        "FROM base\nRUN mkdir -p /home/app && touch /home/app/f && chown -R 1000:1000 /home/app && chmod 700 /home/app\nRUN ls /home > /listing\n",
+    );
+    let store = tempfile::tempdir().unwrap();
+    let first = build(store.path(), ctx.path(), &[]).ok().digest();
+    let snaps = snapshots_in(store.path());
+    assert!(snaps.len() >= 4, "{snaps:?}");
+    // Used an hour ago (gc leaves snapshots used in the last 10 minutes: a build may be
+    // unpacking them).
+    for s in &snaps {
+        fs::File::open(s)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+            .unwrap();
+    }
+    let gc = strata()
+        .arg("--store")
+        .arg(store.path())
+        .args(["gc", "--keep-storage", "0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&gc.stderr);
+    assert!(gc.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(", {} snapshots,", snaps.len())),
+        "every snapshot counted: {err}"
+    );
+    assert_eq!(snapshots_in(store.path()), Vec::<std::path::PathBuf>::new());
+    let leftovers: Vec<_> = walk(&store.path().join("tmp"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("gc-snapshot"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_eq!(build(store.path(), ctx.path(), &[]).ok().digest(), first);
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.map(|e| e.unwrap()) {
+            out.push(e.path());
+            if e.file_type().unwrap().is_dir() {
+                out.extend(walk(&e.path()));
+            }
+        }
+    }
+    out
+}
+
 /// A RUN after a COPY whose source changed by a few files sees exactly the new tree: the COPY
 /// layer's snapshot is then a small delta over the previous one (sandbox::delta), and the image
 /// equals a cold build's. `%h` pins the files' link count: reused files are not hard links.

@@ -132,6 +132,11 @@ impl Default for Form {
     }
 }
 
+/// The directory of a rootless build's snapshots: one per id mapping (module docs).
+fn rootless_dir_name(ns: &super::userns::UserNs) -> String {
+    format!("snapshots-v2-rootless-{}", ns.key())
+}
+
 /// The snapshot directory of a store.
 #[derive(Debug, Clone)]
 pub struct Snapshots {
@@ -151,7 +156,7 @@ impl Snapshots {
         let ns = super::userns::current();
         let dir = match ns {
             None => "snapshots-v2".to_string(),
-            Some(ns) => format!("snapshots-v2-rootless-{}", ns.key()),
+            Some(ns) => rootless_dir_name(ns),
         };
         let root = store_root.join(dir);
         let home = match strata_cache::boot::boot_dir_name() {
@@ -172,6 +177,17 @@ impl Snapshots {
     pub fn with_scratch(mut self, dir: &Path) -> Self {
         self.scratch = Some(dir.to_path_buf());
         self
+    }
+
+    /// For `strata gc`, run by a user without privilege: where that user's rootless builds keep
+    /// their snapshots, and how to remove one (its files belong to subordinate ids: a helper
+    /// removes it inside the user namespace). `None` as root, whose gc removes snapshots itself.
+    pub fn rootless_gc() -> Option<strata_cache::RootlessSnapshots> {
+        let ns = super::userns::current()?;
+        Some(strata_cache::RootlessSnapshots {
+            dir_name: rootless_dir_name(ns),
+            remove: |path| super::exec::remove_tree(path).map_err(io::Error::other),
+        })
     }
 
     /// Where new snapshots go (module docs).
