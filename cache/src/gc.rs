@@ -112,6 +112,10 @@ pub struct GcReport {
     pub kept_bytes: u64,
     /// Every blob removed.
     pub removed_blobs: Vec<Digest>,
+    /// Rootless snapshots the remover failed on (why), left in place for the next gc: their
+    /// files belong to subordinate ids, so a failure of the helper must not stop the rest of
+    /// gc, nor leave them in the trash.
+    pub unremoved: Vec<String>,
 }
 
 impl std::fmt::Display for GcReport {
@@ -124,7 +128,15 @@ impl std::fmt::Display for GcReport {
             self.step_records,
             self.snapshots,
             self.other_blobs
-        )
+        )?;
+        if !self.unremoved.is_empty() {
+            write!(
+                f,
+                " ({} rootless snapshots could not be removed)",
+                self.unremoved.len()
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -345,7 +357,14 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
     // 0. Snapshots of another boot: never valid again (crate::boot).
     for (path, size, rootless) in dead_snapshots {
         if !opts.dry_run {
-            ctx.remove_tree(&path, rootless)?;
+            if let Err(e) = ctx.remove_tree(&path, rootless) {
+                // The helper could not do it (`GcReport::unremoved`): the rest of gc goes on.
+                if !rootless {
+                    return Err(e);
+                }
+                report.unremoved.push(e.to_string());
+                continue;
+            }
             // The boot directory itself once it is empty (best effort).
             if let Some(parent) = path.parent() {
                 let _ = fs::remove_dir(parent);
@@ -402,7 +421,18 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
                             fs::rename(&trash, &path).at("put back snapshot", &path)?;
                             continue;
                         }
-                        Ok(()) => ctx.remove_tree(&trash, rootless)?,
+                        Ok(()) => {
+                            if let Err(e) = ctx.remove_tree(&trash, rootless) {
+                                if !rootless {
+                                    return Err(e);
+                                }
+                                // Back where the next gc finds it (a snapshot of subordinate
+                                // ids left in the trash would stay there for good).
+                                fs::rename(&trash, &path).at("put back snapshot", &path)?;
+                                report.unremoved.push(e.to_string());
+                                continue;
+                            }
+                        }
                     }
                 }
                 report.freed_bytes += size;
@@ -796,6 +826,53 @@ mod tests {
                 .unwrap()
                 .to_string_lossy()
                 .ends_with(&"ab".repeat(32))));
+        assert!(!fs::read_dir(s.scratch()).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("gc-")));
+    }
+
+    fn failing_remove(_: &Path) -> std::io::Result<()> {
+        Err(std::io::Error::other("the helper failed"))
+    }
+
+    /// A remover that fails (the helper cannot start) leaves each rootless snapshot where it
+    /// was, for the next gc, says so in the report, and the rest of gc goes on.
+    #[test]
+    fn a_failing_rootless_remover_leaves_the_snapshots_in_place_and_gc_goes_on() {
+        let (_dir, s) = store();
+        let mine = "snapshots-v2-rootless-0-1000-1";
+        let snap = |boot: &str, name: &str| {
+            let p = s.root().join(mine).join(boot).join(name);
+            fs::create_dir_all(&p).unwrap();
+            fs::write(p.join("f"), vec![0u8; 300]).unwrap();
+            age_dir(&p, 3600);
+            p
+        };
+        let lru = snap("", &"ab".repeat(32));
+        let dead = snap("boot-0000000000000000", &"cd".repeat(32));
+        let (orphan, _) = s.blobs().put(b"nothing refers to this").unwrap();
+        age(&s, &orphan, 3600);
+        let r = gc(
+            &s,
+            &GcOptions {
+                rootless: Some(RootlessSnapshots {
+                    dir_name: mine.into(),
+                    remove: failing_remove,
+                }),
+                ..opts(GcPolicy::KeepStorage(0))
+            },
+        )
+        .unwrap();
+        assert_eq!(r.unremoved.len(), 2, "{r:?}");
+        assert!(r.unremoved[0].contains("the helper failed"), "{r:?}");
+        assert!(r
+            .to_string()
+            .contains("2 rootless snapshots could not be removed"));
+        assert_eq!((r.snapshots, r.other_blobs), (0, 1), "{r:?}");
+        assert!(lru.exists() && dead.exists());
+        assert!(!s.blobs().path(&orphan).exists());
         assert!(!fs::read_dir(s.scratch()).unwrap().any(|e| e
             .unwrap()
             .file_name()

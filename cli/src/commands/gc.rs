@@ -30,10 +30,13 @@ pub fn run(store_dir: &Path, a: GcArgs) -> anyhow::Result<i32> {
         ..GcOptions::new(policy)
     };
     let report = strata_cache::gc(&store, &opts)?;
+    for why in &report.unremoved {
+        eprintln!("warning: {why} (left for the next gc)");
+    }
     eprintln!(
         "{} {report}; {} kept",
         if a.dry_run { "would free" } else { "freed" },
         format_size(report.kept_bytes)
     );
-    Ok(0)
+    Ok(if report.unremoved.is_empty() { 0 } else { 1 })
 }

@@ -255,10 +255,21 @@ impl Snapshots {
             self.limits.zstd_window_log_max,
         )?;
         let tmp_path = tmp.keep();
-        let unpacked = match self.ns {
+        #[cfg(test)]
+        tests::UNPACKED.lock().unwrap().push(self.home.join(&hex));
+        // A panic too leaves nothing behind: rootless, the temp dir holds files of subordinate
+        // ids that no later sweep (a plain removal as the user) could delete.
+        let unpacked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match self.ns {
             None => unpack(reader, &tmp_path, self.limits),
             Some(ns) => super::exec::unpack_in_userns(ns, reader, &tmp_path, self.limits),
-        };
+        }))
+        .unwrap_or_else(|_| {
+            Err(SandboxError::io(
+                "unpack",
+                tmp_path.display(),
+                io::Error::other("the unpacker panicked"),
+            ))
+        });
         if let Err(e) = unpacked {
             self.remove(&tmp_path);
             return Err(e);
@@ -1593,6 +1604,10 @@ mod tests {
         check(0o600, (0, 0));
     }
 
+    /// Where each unpacking by `ensure` (or a prefetch) was to place its snapshot, in order:
+    /// a test filters by its own store.
+    pub(super) static UNPACKED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
     fn layer_desc(digest: &Digest, mt: &str) -> crate::image::LayerDesc {
         crate::image::LayerDesc {
             digest: *digest,
@@ -1631,6 +1646,13 @@ mod tests {
             .unwrap();
         let snaps = Snapshots::new(store.root()).with_scratch(store.scratch());
         let layers = [layer_desc(&a, mt), layer_desc(&b, mt)];
+        let unpacked = || -> Vec<PathBuf> {
+            let all = UNPACKED.lock().unwrap();
+            all.iter()
+                .filter(|p| p.starts_with(snaps.home()))
+                .cloned()
+                .collect()
+        };
         let p = snaps
             .prefetch(store.blobs(), &layers)
             .expect("two layers to unpack");
@@ -1643,6 +1665,11 @@ mod tests {
             .unwrap()
             .remove(0);
         drop(p);
+        assert_eq!(
+            unpacked(),
+            vec![snaps.home().join(a.hex()), snaps.home().join(b.hex())],
+            "each layer unpacked once, by the prefetch"
+        );
         assert_eq!(std::fs::read(dir_a.join("big")).unwrap(), big);
         assert_eq!(std::fs::read(dir_b.join("second")).unwrap(), b"2");
         let mut want = vec![a.hex(), b.hex()];
