@@ -1,6 +1,7 @@
 //! Throughput of `write_layer` on ~64 MiB of mixed files read from disk (gzip / zstd / none),
 //! of a rewrite after a one-file change (compressed chunks reused from the blob before), and
-//! of unpacking that layer into a snapshot directory (the RUN path).
+//! of unpacking that layer into a snapshot directory (the RUN path), and of the gzip writer's
+//! test for incompressible blocks, on text and on random bytes.
 //!
 //! Set `STRATA_BENCH_KEEP=DIR` to write the data set to DIR and keep it, e.g. to compare
 //! with `tar -c DIR | gzip -6 | sha256sum`.
@@ -188,5 +189,36 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// `looks_incompressible` over 16 MiB in 4 KiB blocks (as `gzip_chunk` classifies a chunk): most
+/// text fails on the byte values alone; random bytes take both tests.
+fn classify(c: &mut Criterion) {
+    let mut g = c.benchmark_group("classify");
+    let len = 16 << 20;
+    g.throughput(Throughput::Bytes(len as u64));
+    let text: Vec<u8> = (0..)
+        .flat_map(|i: u64| format!("fn item_{}() -> u32 {{ {} }}\n", i % 311, i * 7).into_bytes())
+        .take(len)
+        .collect();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let random: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 56) as u8
+        })
+        .collect();
+    for (name, data) in [("text", &text), ("random", &random)] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                data.chunks(strata_engine::layer::GZIP_CLASS_BLOCK)
+                    .filter(|b| strata_engine::layer::looks_incompressible(b))
+                    .count()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, classify);
 criterion_main!(benches);

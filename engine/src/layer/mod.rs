@@ -24,9 +24,11 @@ pub use archive::{
     check_pax_size, decompress_reader, decompress_reader_limited, open_archive, PaxSize,
     MAX_USTAR_SIZE,
 };
+/// Public for the benches (`benches/benches/layer.rs`).
+pub use compress::looks_incompressible;
 pub use compress::{
     write_layer, write_layer_cached, write_layer_tee, BlobSink, ChunkCache, ChunkDir, ChunkRef,
-    Hashing, RawTee, CHUNK_MAX, CHUNK_MIN,
+    Hashing, RawTee, CHUNK_MAX, CHUNK_MIN, GZIP_CLASS_BLOCK,
 };
 pub use entry::{canonicalize, path_cmp, Content, Entry, EntryKind, KEPT_XATTRS};
 pub use tar::CHUNK_SOFT;
