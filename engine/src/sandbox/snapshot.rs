@@ -182,6 +182,7 @@ impl Snapshots {
     /// For `strata gc`, run by a user without privilege: where that user's rootless builds keep
     /// their snapshots, and how to remove one (its files belong to subordinate ids: a helper
     /// removes it inside the user namespace). `None` as root, whose gc removes snapshots itself.
+    #[cfg(feature = "store")]
     pub fn rootless_gc() -> Option<strata_cache::RootlessSnapshots> {
         let ns = super::userns::current()?;
         Some(strata_cache::RootlessSnapshots {
