@@ -110,7 +110,8 @@ echo "one more line" >> "$one"
 measure buildah-one "${BB[@]}"
 restore
 
-ratio() { echo "scale=1; $(wall "$1") / $(wall "$2")" | bc; }
+# Two decimals, rounded (bc's scale=1 truncated: 5.09 printed as 5.0, 4.96 as 4.9).
+ratio() { printf '%.2f' "$(echo "scale=4; $(wall "$1") / $(wall "$2")" | bc)"; }
 base_mb=$(du -sm --exclude=.done "$work/rootfs" | cut -f1)
 echo "workload: debian bookworm minbase (${base_mb} MB) + COPY ${files} files / ${mb} MB + one RUN; cores=$(nproc)"
 printf '%-34s %9s %9s %9s\n' "" "strata s" "buildah s" "speedup"
