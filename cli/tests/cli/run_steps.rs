@@ -521,6 +521,39 @@ fn gc_removes_the_snapshots_run_steps_unpacked() {
     assert_eq!(build(store.path(), ctx.path(), &[]).ok().digest(), first);
 }
 
+/// gc runs no RUN step, so it does not print the single-id warning of a user without a subuid
+/// range, and it removes that user's snapshots too. (.ci/run-rootless-tests runs this as such a
+/// user, `strata-ci-single`; as root or with a range there is no warning to print either.)
+#[test]
+fn gc_prints_no_run_warning_and_removes_single_id_snapshots() {
+    let ctx = tempfile::tempdir().unwrap();
+    fs::copy("/bin/busybox", ctx.path().join("busybox")).unwrap();
+    write(
+        &ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"true\"]\nRUN [\"/bin/busybox\", \"true\"]\n",
+    );
+    let store = tempfile::tempdir().unwrap();
+    build(store.path(), ctx.path(), &[]).ok();
+    let snaps = snapshots_in(store.path());
+    assert!(snaps.len() >= 2, "{snaps:?}");
+    for s in &snaps {
+        fs::File::open(s)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+            .unwrap();
+    }
+    let gc = strata()
+        .arg("--store")
+        .arg(store.path())
+        .args(["gc", "--keep-storage", "0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&gc.stderr);
+    assert!(gc.status.success(), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    assert_eq!(snapshots_in(store.path()), Vec::<std::path::PathBuf>::new());
+}
+
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     if let Ok(rd) = fs::read_dir(dir) {

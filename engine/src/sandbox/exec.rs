@@ -401,7 +401,8 @@ pub fn capture_in_userns(
 /// user namespace: it may hold files of other container ids and directories without write
 /// permission, which only container root can remove.
 pub fn remove_tree(path: &std::path::Path) -> Result<(), SandboxError> {
-    match super::userns::current() {
+    // (No single-id warning from here: `strata gc` removes snapshots this way.)
+    match super::userns::detected() {
         None => match std::fs::remove_dir_all(path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(SandboxError::io("remove", path.display(), e))

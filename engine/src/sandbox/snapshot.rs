@@ -184,7 +184,7 @@ impl Snapshots {
     /// removes it inside the user namespace). `None` as root, whose gc removes snapshots itself.
     #[cfg(feature = "store")]
     pub fn rootless_gc() -> Option<strata_cache::RootlessSnapshots> {
-        let ns = super::userns::current()?;
+        let ns = super::userns::detected()?;
         Some(strata_cache::RootlessSnapshots {
             dir_name: rootless_dir_name(ns),
             remove: |path| super::exec::remove_tree(path).map_err(io::Error::other),

@@ -36,29 +36,37 @@ pub(crate) const SYNC_FD: i32 = 4;
 static CURRENT: OnceLock<Option<UserNs>> = OnceLock::new();
 
 /// `None` when strata runs as root (no user namespace); otherwise the mapping every sandbox
-/// helper of this process uses. Prints the single-id warning once.
+/// helper of this process uses. Prints the single-id warning once: for what RUN steps can do.
 pub fn current() -> Option<&'static UserNs> {
+    let ns = detected();
+    if let Some(ns) = ns.filter(|ns| ns.single_id) {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            eprintln!(
+                "strata: warning: no /etc/subuid range for {}: RUN steps run with a single id; chown to other users will fail (and files of base layers owned by other ids appear as root's)",
+                ns.user
+            )
+        });
+    }
+    ns
+}
+
+/// [`current`] without the warning, for what runs no RUN step (`strata gc` removing snapshots).
+pub(crate) fn detected() -> Option<&'static UserNs> {
     CURRENT
         .get_or_init(|| {
             let euid = rustix::process::geteuid();
             if euid.is_root() {
                 return None;
             }
-            let ns = detect(
+            Some(detect(
                 euid.as_raw(),
                 rustix::process::getegid().as_raw(),
                 &read("/etc/passwd"),
                 &read("/etc/subuid"),
                 &read("/etc/subgid"),
                 have_tool("newuidmap") && have_tool("newgidmap"),
-            );
-            if ns.single_id {
-                eprintln!(
-                    "strata: warning: no /etc/subuid range for {}: RUN steps run with a single id; chown to other users will fail (and files of base layers owned by other ids appear as root's)",
-                    ns.user
-                );
-            }
-            Some(ns)
+            ))
         })
         .as_ref()
 }
