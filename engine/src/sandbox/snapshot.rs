@@ -612,24 +612,24 @@ impl Snapshots {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let (snaps, blobs, flag) = (self.clone(), blobs.clone(), stop.clone());
-        // The list is shared with the thread so that a failed spawn can still keep each promise.
-        let todo = Arc::new(Mutex::new(todo));
-        let queue = todo.clone();
+        // Kept here too: a failed spawn drops the thread's list, and every promise must be kept.
+        let promises: Vec<(PathBuf, Arc<Promise>)> = todo
+            .iter()
+            .map(|(_, at, p)| (at.clone(), p.clone()))
+            .collect();
         let spawned = std::thread::Builder::new()
             .name("snapshot-prefetch".into())
-            .spawn(move || loop {
-                let next = {
-                    let mut q = queue.lock().unwrap();
-                    (!q.is_empty()).then(|| q.remove(0))
-                };
-                let Some((l, at, promise)) = next else { break };
-                if !flag.load(Ordering::Relaxed) {
-                    // Every promise is kept, even after a panic: a RUN waits for it.
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        snaps.ensure_now(&blobs, &l.diff_id, &l.digest, &l.media_type, Some(&flag))
-                    }));
+            .spawn(move || {
+                for (l, at, promise) in todo {
+                    if !flag.load(Ordering::Relaxed) {
+                        // Every promise is kept, even after a panic: a RUN waits for it.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            let (d, g, mt) = (&l.diff_id, &l.digest, &l.media_type);
+                            snaps.ensure_now(&blobs, d, g, mt, Some(&flag))
+                        }));
+                    }
+                    keep(&at, &promise);
                 }
-                keep(&at, &promise);
             });
         match spawned {
             Ok(worker) => Some(Prefetch {
@@ -637,8 +637,8 @@ impl Snapshots {
                 worker: Some(worker),
             }),
             Err(_) => {
-                for (_, at, promise) in todo.lock().unwrap().drain(..) {
-                    keep(&at, &promise);
+                for (at, promise) in &promises {
+                    keep(at, promise);
                 }
                 None
             }
