@@ -492,22 +492,7 @@ fn gc_removes_the_snapshots_run_steps_unpacked() {
     let first = build(store.path(), ctx.path(), &[]).ok().digest();
     let snaps = snapshots_in(store.path());
     assert!(snaps.len() >= 4, "{snaps:?}");
-    // Used an hour ago (gc leaves snapshots used in the last 10 minutes: a build may be
-    // unpacking them).
-    for s in &snaps {
-        fs::File::open(s)
-            .unwrap()
-            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
-            .unwrap();
-    }
-    let gc = strata()
-        .arg("--store")
-        .arg(store.path())
-        .args(["gc", "--keep-storage", "0"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&gc.stderr);
-    assert!(gc.status.success(), "{err}");
+    let err = gc_all_as_if_an_hour_later(store.path(), &snaps);
     assert!(
         err.contains(&format!(", {} snapshots,", snaps.len())),
         "every snapshot counted: {err}"
@@ -536,7 +521,16 @@ fn gc_prints_no_run_warning_and_removes_single_id_snapshots() {
     build(store.path(), ctx.path(), &[]).ok();
     let snaps = snapshots_in(store.path());
     assert!(snaps.len() >= 2, "{snaps:?}");
-    for s in &snaps {
+    let err = gc_all_as_if_an_hour_later(store.path(), &snaps);
+    assert!(!err.contains("warning"), "{err}");
+    assert_eq!(snapshots_in(store.path()), Vec::<std::path::PathBuf>::new());
+}
+
+/// Makes `snaps` last used an hour ago (gc leaves snapshots used in the last 10 minutes: a
+/// build may be unpacking them), then runs `strata gc --keep-storage 0`, which must succeed.
+/// Its stderr.
+fn gc_all_as_if_an_hour_later(store: &Path, snaps: &[std::path::PathBuf]) -> String {
+    for s in snaps {
         fs::File::open(s)
             .unwrap()
             .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
@@ -544,14 +538,13 @@ fn gc_prints_no_run_warning_and_removes_single_id_snapshots() {
     }
     let gc = strata()
         .arg("--store")
-        .arg(store.path())
+        .arg(store)
         .args(["gc", "--keep-storage", "0"])
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&gc.stderr);
+    let err = String::from_utf8_lossy(&gc.stderr).into_owned();
     assert!(gc.status.success(), "{err}");
-    assert!(!err.contains("warning"), "{err}");
-    assert_eq!(snapshots_in(store.path()), Vec::<std::path::PathBuf>::new());
+    err
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
