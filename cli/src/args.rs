@@ -17,6 +17,11 @@ pub struct Cli {
     /// Reach this registry HOST[:PORT] over plain HTTP (loopback registries always are) (repeatable)
     #[arg(long = "insecure-registry", global = true, value_name = "HOST[:PORT]")]
     pub insecure_registries: Vec<String>,
+    /// Mirrors, locations and blocked registries, as podman reads them [default:
+    /// $CONTAINERS_REGISTRIES_CONF, else ~/.config/containers/registries.conf, else
+    /// /etc/containers/registries.conf, with its registries.conf.d/ drop-ins]
+    #[arg(long = "registries-conf", global = true, value_name = "FILE")]
+    pub registries_conf: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+#[path = "cli/mirrors.rs"]
+mod mirrors;
 #[path = "cli/registry.rs"]
 mod registry;
 #[path = "cli/run_steps.rs"]

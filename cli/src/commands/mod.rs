@@ -30,6 +30,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     }
     let store_dir = store_dir(cli.store)?;
     set_insecure_registries(cli.insecure_registries);
+    let _ = REGISTRIES_CONF_FLAG.set(cli.registries_conf);
     match cli.command {
         Command::Build(a) if a.all || a.workspace.is_some() => workspace::run(&store_dir, a),
         Command::Build(a) if a.shard.is_some() || !a.images.is_empty() => anyhow::bail!(
@@ -57,29 +58,72 @@ fn set_insecure_registries(hosts: Vec<String>) {
     let _ = INSECURE.set(hosts);
 }
 
+/// The global registry flags as given (`--insecure-registry`, `--registries-conf`), for a
+/// command that runs strata again in a child process (`verify`).
+pub(crate) fn global_registry_args() -> Vec<std::ffi::OsString> {
+    let mut v = Vec::new();
+    for h in INSECURE.get().into_iter().flatten() {
+        v.push("--insecure-registry".into());
+        v.push(h.into());
+    }
+    if let Some(Some(p)) = REGISTRIES_CONF_FLAG.get() {
+        v.push("--registries-conf".into());
+        v.push(p.into());
+    }
+    v
+}
+
+static REGISTRIES_CONF_FLAG: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+type SharedConf = std::sync::Arc<strata_engine::registry::RegistriesConf>;
+static REGISTRIES_CONF: std::sync::OnceLock<Result<SharedConf, String>> =
+    std::sync::OnceLock::new();
+
+/// `registries.conf` (`--registries-conf`, `$CONTAINERS_REGISTRIES_CONF`, the user's or the
+/// system's file and drop-ins), read once, when a command first needs a registry.
+pub(crate) fn registries_conf() -> anyhow::Result<SharedConf> {
+    REGISTRIES_CONF
+        .get_or_init(|| {
+            let flag = REGISTRIES_CONF_FLAG.get().cloned().flatten();
+            strata_engine::registry::RegistriesConf::discover(flag.as_deref())
+                .map(std::sync::Arc::new)
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
 /// The registry client every command shares the settings of: `--insecure-registry` hosts and
-/// credentials from the environment (`$REGISTRY_AUTH_FILE`, `$DOCKER_CONFIG`, `~/.docker`).
+/// those `registries.conf` marks `insecure`, and credentials from the environment
+/// (`$REGISTRY_AUTH_FILE`, `$DOCKER_CONFIG`, `~/.docker`).
 pub(crate) fn registry_client() -> strata_engine::registry::Client {
     use strata_engine::registry::{AuthSources, Client, ClientOptions};
+    let mut insecure = INSECURE.get().cloned().unwrap_or_default();
+    // A malformed file is reported by the image resolver, which every pull goes through.
+    if let Ok(conf) = registries_conf() {
+        insecure.extend(conf.insecure_hosts());
+    }
     Client::new(ClientOptions {
-        insecure: INSECURE.get().cloned().unwrap_or_default(),
+        insecure,
         auth: AuthSources::from_env(),
         ..Default::default()
     })
 }
 
 /// The planner's image resolver: `oci-layout://` in the context, registry references pulled
-/// with [`registry_client`], their manifests and configs kept in `store`.
+/// with [`registry_client`] through the mirrors of [`registries_conf`], their manifests and
+/// configs kept in `store`.
 pub(crate) fn image_resolver(
     context_dir: &std::path::Path,
     store: &Store,
 ) -> anyhow::Result<std::sync::Arc<dyn strata_engine::image::ImageResolver>> {
     use strata_engine::image::LocalImages;
     use strata_engine::registry::RegistryImages;
-    Ok(std::sync::Arc::new(RegistryImages::new(
+    let conf = registries_conf()?;
+    Ok(std::sync::Arc::new(RegistryImages::with_conf(
         LocalImages::new(context_dir),
         std::sync::Arc::new(registry_client()),
         store.blobs().clone(),
+        conf,
     )))
 }
 

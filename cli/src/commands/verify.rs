@@ -267,7 +267,9 @@ fn build_once(
     first: bool,
 ) -> anyhow::Result<String> {
     let mut cmd = Command::new(exe);
-    cmd.arg("--store").arg(dir.join("store")).arg("build");
+    cmd.arg("--store").arg(dir.join("store"));
+    cmd.args(super::global_registry_args());
+    cmd.arg("build");
     cmd.args(forwarded(b, first));
     cmd.arg("--jobs").arg(cond.jobs.to_string());
     cmd.args(["--progress", "plain"]);

@@ -10,6 +10,8 @@
 //!   the store.
 //! - [`images`]: [`RegistryImages`], the planner's image resolver that pulls (wrapping
 //!   [`crate::image::LocalImages`]), and its layer fetcher.
+//! - [`registries_conf`]: `registries.conf` as podman reads it: mirrors, other locations,
+//!   plain-HTTP and blocked registries.
 //! - [`push`]: push an image from the store (skip, mount, monolithic or chunked upload).
 //! - [`cache`]: `--cache-to` / `--cache-from registry:REF` (the artifact of [`crate::remote_cache`]).
 //!
@@ -27,6 +29,7 @@ pub mod manifest;
 pub mod pull;
 pub mod push;
 pub mod reference;
+pub mod registries_conf;
 
 pub use auth::AuthSources;
 pub use client::{Client, ClientOptions, RetryPolicy};
@@ -34,3 +37,4 @@ pub use error::RegistryError;
 pub use images::{RegistryFetcher, RegistryImages};
 pub use push::PushReport;
 pub use reference::Reference;
+pub use registries_conf::RegistriesConf;
