@@ -14,6 +14,8 @@ mod mirrors;
 mod registry;
 #[path = "cli/run_steps.rs"]
 mod run_steps;
+#[path = "cli/sandbox_defences.rs"]
+mod sandbox_defences;
 
 fn strata() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));

@@ -8,7 +8,7 @@ use std::process::Command;
 use super::{build, strata, testdata, write, Run};
 
 /// A context whose Dockerfile starts from a busybox rootfs made with RUN itself.
-fn busybox_context(dir: &Path, rest: &str) {
+pub(crate) fn busybox_context(dir: &Path, rest: &str) {
     fs::copy("/bin/busybox", dir.join("busybox"))
         .expect("busybox-static is installed by .ci/install-deps");
     write(

@@ -356,6 +356,8 @@ struct Exec {
     cwd: OwnedFd,
     /// False in a single-id user namespace, where `setgroups` is denied.
     may_setgroups: bool,
+    /// Docker's default seccomp profile (`None` on an architecture it cannot target).
+    seccomp: Option<super::seccomp::Profile>,
 }
 
 fn pid1(spec: &RunSpec, files: &HostFiles, ns: Option<NsKind>) -> Report {
@@ -447,6 +449,8 @@ fn pid1_setup(
         user,
         cwd,
         may_setgroups: ns != Some(NsKind::Single),
+        // Compiled here, before the fork: the child only installs it.
+        seccomp: super::seccomp::profile()?,
     }))
 }
 
@@ -544,6 +548,12 @@ unsafe fn child_exec(
     }
     if libc::setuid(e.user.uid) != 0 {
         fail(b"setuid", 126);
+    }
+    // Last, so nothing above runs under it: no_new_privs, then Docker's default profile.
+    if let Some(p) = &e.seccomp {
+        if super::seccomp::install(p).is_err() {
+            fail(b"install the seccomp profile", 126);
+        }
     }
     libc::execve(e.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
     let code = if *libc::__errno_location() == libc::ENOENT {

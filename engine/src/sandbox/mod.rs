@@ -18,6 +18,7 @@ pub mod delta;
 pub mod exec;
 pub(crate) mod init;
 mod root;
+mod seccomp;
 pub mod snapshot;
 mod sys;
 mod user;
