@@ -27,3 +27,45 @@ fn run_has_the_seccomp_profile_and_no_new_privs_and_cannot_unshare_or_mount() {
         r.stderr()
     );
 }
+
+/// A RUN that starts processes without bound is stopped at the per-step limit, with a message
+/// that says so, and its cgroup is removed. Bounded on purpose (10,000 `sleep`s, not an exponential
+/// bomb), so a host without the limit only sees the test fail. Root only: rootless builds have
+/// no writable cgroup (docs/security.md), so .ci/run-rootless-tests does not run it.
+#[test]
+fn run_with_too_many_processes_is_stopped_at_the_limit() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc_geteuid() },
+        0,
+        "this test needs root (a writable pids cgroup): run it from .ci/test"
+    );
+    let store = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_context(
+        ctx.path(),
+        "FROM base\nRUN i=0; while [ $i -lt 10000 ]; do sleep 120 & i=$((i+1)); done; echo launched-$i >&2\n",
+    );
+    let r = build(store.path(), ctx.path(), &[]).fails();
+    let err = r.stderr();
+    assert!(
+        err.contains("reached the limit of 8192 processes") && err.contains("hint: "),
+        "{err}"
+    );
+    assert!(!err.contains("launched-10000"), "{err}");
+    let leftover: Vec<_> = std::fs::read_dir("/sys/fs/cgroup/pids")
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("strata-run-"))
+        .collect();
+    assert!(
+        leftover.is_empty(),
+        "step cgroups left behind: {leftover:?}"
+    );
+}
+
+extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}

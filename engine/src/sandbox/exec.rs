@@ -121,6 +121,8 @@ pub enum RunOutcome {
 pub(crate) enum Report {
     Done(RunOutcome),
     Error(String),
+    /// The step reached the per-step process limit and was stopped (`sandbox::limits`).
+    ProcessLimit(u32),
     /// `capture` mode: the layer written to stdout.
     Layer(CapturedLayer),
 }
@@ -527,6 +529,7 @@ impl Helper {
         match self.finish_report()? {
             Report::Done(outcome) => Ok(outcome),
             Report::Error(msg) => Err(SandboxError::Setup(msg)),
+            Report::ProcessLimit(max) => Err(SandboxError::ProcessLimit(max)),
             r => Err(SandboxError::Setup(format!(
                 "unexpected helper report {r:?}"
             ))),
@@ -543,7 +546,10 @@ impl Helper {
         unregister(self.child.id());
         let status = status.map_err(|e| SandboxError::io("wait for", "sandbox helper", e))?;
         read.map_err(|e| SandboxError::io("read", "sandbox report", e))?;
-        match serde_json::from_str::<Report>(report.trim()) {
+        // One line per report; the last one wins: pid 1 may have reported the command's exit
+        // just before the helper stopped the step for its process limit (the cause).
+        let last = report.trim().lines().last().unwrap_or_default();
+        match serde_json::from_str::<Report>(last) {
             Ok(r) => Ok(r),
             Err(_) => Err(SandboxError::Setup(format!(
                 "the sandbox helper `{}` exited ({status}) without a report",

@@ -215,6 +215,9 @@ fn helper(ns: Option<NsKind>) -> Option<Report> {
         Ok(f) => f,
         Err(e) => return Some(Report::Error(e)),
     };
+    // Before the fork, so pid 1 and everything it starts is counted (root; rootless without a
+    // delegated cgroup runs unlimited: docs/security.md).
+    let pids = super::limits::PidsCgroup::enter(super::limits::PIDS_MAX);
     let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     if spec.network == Network::None {
         flags |= libc::CLONE_NEWNET;
@@ -240,9 +243,14 @@ fn helper(ns: Option<NsKind>) -> Option<Report> {
         if STOPPED.load(Ordering::SeqCst) {
             libc::kill(pid, libc::SIGKILL);
         }
-        let status = wait_for(pid);
+        let (status, at_limit) = match &pids {
+            Some(cg) => wait_within_limit(pid, cg),
+            None => (wait_for(pid), false),
+        };
+        drop(pids);
         drop(tmp);
         match status {
+            _ if at_limit => Some(Report::ProcessLimit(super::limits::PIDS_MAX)),
             _ if STOPPED.load(Ordering::SeqCst) => {
                 Some(Report::Error("the sandbox was stopped by a signal".into()))
             }
@@ -343,6 +351,38 @@ fn wait_for(pid: libc::pid_t) -> Result<i32, String> {
         }
         if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             return Err(last_err("waitpid"));
+        }
+    }
+}
+
+/// Waits for pid 1 like [`wait_for`], and kills it as soon as the step's cgroup refused a fork
+/// for reaching its process limit. Returns the wait status and whether that happened.
+fn wait_within_limit(
+    pid: libc::pid_t,
+    cg: &super::limits::PidsCgroup,
+) -> (Result<i32, String>, bool) {
+    // SAFETY: pidfd_open on our own child; the fd is owned below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return (wait_for(pid), false);
+    }
+    // SAFETY: a fresh fd from pidfd_open.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    loop {
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd. Readable when pid 1 has exited; else check every 50 ms.
+        let r = unsafe { libc::poll(&mut p, 1, 50) };
+        if r > 0 {
+            return (wait_for(pid), false);
+        }
+        if cg.times_at_max() > 0 {
+            // SAFETY: our child; the kernel then kills the rest of its pid namespace.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return (wait_for(pid), true);
         }
     }
 }

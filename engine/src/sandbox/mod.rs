@@ -17,6 +17,7 @@ pub mod capture;
 pub mod delta;
 pub mod exec;
 pub(crate) mod init;
+mod limits;
 mod root;
 mod seccomp;
 pub mod snapshot;
@@ -61,6 +62,9 @@ pub enum SandboxError {
     Interrupted(i32),
     #[error("invalid RUN: {0}")]
     Spec(String),
+    /// The step had as many processes as `sandbox::limits` allows and was stopped.
+    #[error("the RUN step reached the limit of {0} processes at once and was stopped (a fork bomb, or parallelism without a bound such as `make -j` with no number)\nhint: bound the parallelism in the command (`make -j\"$(nproc)\"`)")]
+    ProcessLimit(u32),
     /// The sandbox helper failed before the command could start (message from inside).
     #[error("sandbox setup failed: {0}")]
     Setup(String),
