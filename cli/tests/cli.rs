@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+#[path = "cli/conformance.rs"]
+mod conformance;
 #[path = "cli/registry.rs"]
 mod registry;
 #[path = "cli/run_steps.rs"]
