@@ -822,3 +822,41 @@ fn conformance_corpus() {
         "cases listed in testdata/conformance/KNOWN_FAILURES now pass; remove them from it: {fixed:?}"
     );
 }
+
+#[test]
+fn conformance_error_match_ignores_the_dockerfile_excerpt() {
+    let dockerfile = "FROM scratch\nRUN --mount=type=bind,target=/ctx touch /ctx/new\n";
+    // Refused for another reason: the excerpt quotes the expected text, which must not count.
+    let refused = "error: unsupported mount\n --> Dockerfile:2:5\n  |\n2 | RUN --mount=type=bind,target=/ctx touch /ctx/new\n  |     ^^^^^^^\nhint: only cache mounts\n";
+    assert!(!error_message(refused, dockerfile).contains("touch /ctx/new"));
+    // The right failure names the command in its own words.
+    let failed = "error: Dockerfile:2: stage 0, step 1 (`RUN --mount=type=bind,target=/ctx touch /ctx/new`): RUN failed: `touch /ctx/new` exited with code 1\n  | touch: /ctx/new: Read-only file system\n";
+    let m = error_message(failed, dockerfile);
+    assert!(m.contains("`touch /ctx/new` exited with code 1"), "{m}");
+    assert!(
+        !m.contains("Read-only"),
+        "command output is not the message: {m}"
+    );
+}
+
+#[test]
+fn conformance_tree_lines_parse() {
+    let t = parse_tree(
+        "# comment\n/dest dir 0755 0:0 [a.txt,b.txt]\n\"/d/a b.txt\" file - 7:8 \"x\\n\"\n/l symlink - - ../t\n/gone absent\n",
+    )
+    .unwrap();
+    assert_eq!(t.len(), 4);
+    assert_eq!(
+        (t[0].path.as_str(), t[0].mode, t[0].owner),
+        ("dest", Some(0o755), Some((0, 0)))
+    );
+    assert_eq!(t[0].content.as_deref(), Some("[a.txt,b.txt]"));
+    assert_eq!(
+        (t[1].path.as_str(), t[1].mode, t[1].owner),
+        ("d/a b.txt", None, Some((7, 8)))
+    );
+    assert_eq!(t[1].content, Some(Digest::of(b"x\n").to_string()));
+    assert_eq!(t[2].content.as_deref(), Some("../t"));
+    assert_eq!(t[3].kind, "absent");
+    assert!(parse_tree("/x blob").is_err(), "unknown types are refused");
+}
