@@ -395,7 +395,7 @@ fn check_config(expected: &Value, actual: &Value) -> Vec<String> {
     let mut one = |name: String, want: &Value, got: Option<&Value>| {
         let got = got.unwrap_or(&Value::Null);
         if want != got {
-            errs.push(format!("config {name}: {got}, expected {want}"));
+            errs.push(format!("image {name}: {got}, expected {want}"));
         }
     };
     for (k, v) in top {
