@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+#[path = "cli/conformance.rs"]
+mod conformance;
 #[path = "cli/mirrors.rs"]
 mod mirrors;
 #[path = "cli/registry.rs"]
