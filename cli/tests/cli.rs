@@ -10,6 +10,8 @@ use serde_json::Value;
 
 #[path = "cli/registry.rs"]
 mod registry;
+#[path = "cli/run_mounts.rs"]
+mod run_mounts;
 #[path = "cli/run_steps.rs"]
 mod run_steps;
 

@@ -8,7 +8,7 @@ use std::process::Command;
 use super::{build, strata, testdata, write, Run};
 
 /// A context whose Dockerfile starts from a busybox rootfs made with RUN itself.
-fn busybox_context(dir: &Path, rest: &str) {
+pub(super) fn busybox_context(dir: &Path, rest: &str) {
     fs::copy("/bin/busybox", dir.join("busybox"))
         .expect("busybox-static is installed by .ci/install-deps");
     write(
@@ -29,7 +29,7 @@ extern "C" {
     fn libc_geteuid() -> u32;
 }
 
-fn unpack(oci: &Path, tag: &str, bundle: &Path) {
+pub(super) fn unpack(oci: &Path, tag: &str, bundle: &Path) {
     let mut c = Command::new("umoci");
     c.arg("unpack");
     if !is_root() {
@@ -274,7 +274,7 @@ fn podman_runs_the_result() {
 }
 
 /// `tar -tvzf` of layer `back` from the top (0 = last) of the image `tag` in `oci`.
-fn layer_listing(oci: &Path, tag: &str, back: usize) -> String {
+pub(super) fn layer_listing(oci: &Path, tag: &str, back: usize) -> String {
     let json =
         |p: &Path| -> serde_json::Value { serde_json::from_slice(&fs::read(p).unwrap()).unwrap() };
     let blob = |d: &serde_json::Value| {
