@@ -176,7 +176,11 @@ fn failed_run_reports_the_exit_code_and_caches_nothing() {
         msg.contains("RUN failed: `echo partial > /partial && for i in $(seq 1 30); do echo \"out $i\"; echo \"err $i\" >&2; done && exit 3` exited with code 3; last 20 lines of its output:\n  | out 21\n  | err 21\n"),
         "{msg}"
     );
-    assert!(msg.trim_end().ends_with("  | out 30\n  | err 30"), "{msg}");
+    // ... and, as it ran without network, how to allow that.
+    assert!(
+        msg.trim_end().ends_with("  | out 30\n  | err 30\nhint: the step ran without network (builds are hermetic by default); if it needs the network, allow it for this step with `RUN --network=host` or for the whole build with `strata build --network host`"),
+        "{msg}"
+    );
     assert!(!msg.contains("| err 20"), "{msg}");
     // The output was also shown as it came (the build log).
     assert!(err.contains("out 1\nerr 1\n"), "{err}");
