@@ -975,15 +975,17 @@ impl<'a> Planner<'a> {
             let value = f.value.as_ref().map(|w| w.raw.as_str()).unwrap_or("");
             match f.name.as_str() {
                 "network" => {
-                    network = Some(match value {
-                        "none" | "default" => Network::None,
-                        "host" => Network::Host,
+                    // `default` is the build's network (`strata build --network`), as in BuildKit.
+                    network = match value {
+                        "default" => None,
+                        "none" => Some(Network::None),
+                        "host" => Some(Network::Host),
                         other => {
                             return Err(self
                                 .diag(f.span, format!("unknown RUN --network value `{other}`"))
-                                .with_hint("use --network=none (the default) or --network=host"))
+                                .with_hint("use --network=none, --network=host or --network=default (the build's, none unless `strata build --network host`)"))
                         }
-                    })
+                    }
                 }
                 "mount" => {
                     let value = match &f.value {
@@ -1700,6 +1702,8 @@ mod tests {
         let p = plan(&req(src, &[])).unwrap();
         let r = run_of(&p, 1);
         assert_eq!(r.network, None, "no --network: the build's");
+        let d = plan(&req("FROM scratch\nRUN --network=default true\n", &[])).unwrap();
+        assert_eq!(run_of(&d, 0).network, None, "default: the build's");
         assert_eq!(
             p.stages[1].deps,
             vec![0],
