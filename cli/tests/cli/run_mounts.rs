@@ -86,7 +86,7 @@ fn cache_mount_from_a_stage_starts_with_its_source() {
     let ctx = tempfile::tempdir().unwrap();
     busybox_context(
         ctx.path(),
-        "FROM base AS seed\nRUN mkdir -p /data/sub && echo seeded > /data/sub/f\nFROM base\nRUN --mount=type=cache,target=/c,id=seeded,from=seed,source=/data cat /c/sub/f > /got && echo more > /c/more\nRUN --mount=type=cache,target=/c2,id=seeded cat /c2/more /c2/sub/f > /got2\n",
+        "FROM base AS seed\nRUN mkdir -p /data/sub && echo seeded > /data/sub/f\nFROM base\nRUN --mount=type=cache,target=/c,id=seeded,from=seed,source=/data cat /c/sub/f > /got && echo more > /c/more\nRUN --mount=type=cache,target=/c2,id=seeded cat /c2/more /c2/sub/f > /got2\nRUN --mount=type=cache,target=/c3,id=seeded,ro cat /c3/more > /got3 && if touch /c3/x 2>/dev/null; then echo rw; else echo ro; fi >> /got3\n",
     );
     let out = tempfile::tempdir().unwrap();
     let (_, root) = built_tree(store.path(), ctx.path(), out.path(), &[]);
@@ -96,7 +96,14 @@ fn cache_mount_from_a_stage_starts_with_its_source() {
         "more\nseeded\n",
         "the same cache, kept between steps"
     );
-    assert!(!root.join("c").exists() && !root.join("data").exists());
+    assert_eq!(
+        fs::read_to_string(root.join("got3")).unwrap(),
+        "more\nro\n",
+        "ro"
+    );
+    for gone in ["c", "c2", "c3", "data"] {
+        assert!(!root.join(gone).exists(), "/{gone}");
+    }
 }
 
 /// `strata build --network host` is the default of RUN steps without `--network`; a RUN that
