@@ -73,6 +73,7 @@ fn bench_build(c: &mut Criterion) {
         sde_env: None,
         explain: false,
         remote: None,
+        run: Default::default(),
     };
     let mut g = c.benchmark_group("build");
     g.sample_size(10);
@@ -119,6 +120,7 @@ fn bench_noop_80(c: &mut Criterion) {
         sde_env: None,
         explain: false,
         remote: None,
+        run: Default::default(),
     };
     let s = tempfile::tempdir().unwrap();
     {

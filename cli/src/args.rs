@@ -138,6 +138,15 @@ pub struct BuildArgs {
     /// In a workspace build, write a report: `--report json FILE` or `--report markdown FILE`
     #[arg(long, num_args = 2, value_names = ["FORMAT", "FILE"])]
     pub report: Vec<String>,
+    /// The network of RUN steps without their own --network: none (hermetic) or host
+    #[arg(long, value_name = "none|host", default_value = "none")]
+    pub network: String,
+    /// A secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (repeatable)
+    #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
+    pub secrets: Vec<String>,
+    /// An SSH agent for RUN --mount=type=ssh: default ($SSH_AUTH_SOCK) or ID=SOCKET (repeatable)
+    #[arg(long = "ssh", value_name = "default|ID=SOCKET")]
+    pub ssh: Vec<String>,
 }
 
 #[derive(Args, Debug)]

@@ -14,6 +14,8 @@ mod conformance;
 mod mirrors;
 #[path = "cli/registry.rs"]
 mod registry;
+#[path = "cli/run_mounts.rs"]
+mod run_mounts;
 #[path = "cli/run_steps.rs"]
 mod run_steps;
 #[path = "cli/sandbox_defences.rs"]
@@ -458,8 +460,8 @@ fn from_oci_layout_builds_on_a_local_image() {
 fn errors_are_clear_and_build_nothing() {
     let cases: &[(&str, &str, &[&str])] = &[
         (
-            "FROM scratch\nRUN --mount=type=secret,id=x cat /x\n",
-            "RUN --mount=type=secret is not supported yet",
+            "FROM scratch\nRUN --mount=type=ssh,uid=1 cat /x\n",
+            "RUN --mount=type=ssh option `uid` is not supported yet",
             &["Dockerfile:2:"],
         ),
         (

@@ -144,6 +144,24 @@ fn a_deterministic_run_step_is_reproducible() {
     assert!(text(&o.stdout).trim().starts_with("sha256:"));
 }
 
+/// RUN mounts (a bind of the context, a stage and a tmpfs, a cache, a secret) keep a build
+/// reproducible: nothing they show reaches a layer unless the command writes it there.
+#[test]
+fn run_steps_with_mounts_and_a_secret_are_reproducible() {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(ctx.path().join("src")).unwrap();
+    std::fs::write(ctx.path().join("src/in.txt"), "input\n").unwrap();
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "token").unwrap();
+    busybox_context(
+        ctx.path(),
+        "RUN --mount=type=bind,source=src,target=/src --mount=type=tmpfs,target=/scratch --mount=type=cache,target=/cache --mount=type=secret,id=t cp /src/in.txt /out && test -s /run/secrets/t && date > /cache/stamp && date > /scratch/stamp\n",
+    );
+    let arg = format!("id=t,src={}", secret.path().display());
+    let (code, o) = verify(&["--secret", &arg], ctx.path());
+    assert_eq!(code, 0, "{}", show(&o));
+}
+
 #[test]
 fn random_data_from_a_run_step_fails_and_names_the_file() {
     let ctx = tempfile::tempdir().unwrap();

@@ -138,6 +138,7 @@ impl Fx {
             network: Network::None,
             hostname: "strata".into(),
             cache_mounts: vec![],
+            mounts: vec![],
             output: Output::File(self.p("log")),
         }
     }

@@ -108,6 +108,108 @@ pub(crate) fn build_args_of(raw: &[String], env: Env) -> anyhow::Result<BTreeMap
     Ok(out)
 }
 
+/// `--network none|host` (`default` is none, as for `docker build`).
+pub(crate) fn network_of(v: &str) -> anyhow::Result<plan::Network> {
+    match v {
+        "none" | "default" => Ok(plan::Network::None),
+        "host" => Ok(plan::Network::Host),
+        _ => bail!(
+            "--network `{v}`: unknown network\nhint: use --network none (the default: RUN steps see only loopback) or --network host"
+        ),
+    }
+}
+
+/// `--secret id=ID,src=FILE | id=ID,env=VAR` (as `docker buildx build`; `source=` for
+/// `src=`, and `type=file|env` accepted). Without src or env, the variable named ID.
+pub(crate) fn secrets_of(
+    raw: &[String],
+    env: Env,
+) -> anyhow::Result<BTreeMap<String, build::Secret>> {
+    let mut out = BTreeMap::new();
+    for spec in raw {
+        let mut id = None;
+        let mut src = None;
+        let mut var = None;
+        let mut ty = None;
+        for part in spec.split(',') {
+            match part.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => src = Some(v.to_string()),
+                Some(("env", v)) => var = Some(v.to_string()),
+                Some(("type", v)) if v == "file" || v == "env" => ty = Some(v.to_string()),
+                _ => bail!(
+                    "--secret `{spec}`: unknown option `{part}`\nhint: write --secret id=ID,src=FILE or --secret id=ID,env=VAR"
+                ),
+            }
+        }
+        let Some(id) = id.filter(|i| !i.is_empty()) else {
+            bail!("--secret `{spec}` has no id\nhint: write --secret id=ID,src=FILE or --secret id=ID,env=VAR");
+        };
+        // `type=env,src=VAR` names a variable, as in buildx.
+        if ty.as_deref() == Some("env") && var.is_none() {
+            var = src.take();
+        }
+        let bytes = match (src, var) {
+            (Some(_), Some(_)) => bail!("--secret `{spec}`: give src= or env=, not both"),
+            (Some(f), None) => std::fs::read(&f).with_context(|| {
+                format!(
+                    "--secret id={id}: reading `{f}`\nhint: src= names a file holding the secret"
+                )
+            })?,
+            (None, v) => {
+                let v = v.unwrap_or_else(|| id.clone());
+                match env(&v) {
+                    Some(x) => x.into_bytes(),
+                    None => bail!(
+                        "--secret id={id}: the environment variable `{v}` is not set\nhint: export it, or give the secret from a file with src=FILE"
+                    ),
+                }
+            }
+        };
+        if out.insert(id.clone(), build::Secret(bytes)).is_some() {
+            bail!("--secret id={id} is given twice");
+        }
+    }
+    Ok(out)
+}
+
+/// `--ssh default | ID=SOCKET[,SOCKET…]` (as `docker buildx build`): `default` alone is
+/// `$SSH_AUTH_SOCK`. Only agent sockets: buildx also takes private key files, which would need
+/// an agent of strata's own.
+pub(crate) fn ssh_of(raw: &[String], env: Env) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut out = BTreeMap::new();
+    for spec in raw {
+        let (id, path) = match spec.split_once('=') {
+            Some((id, p)) => (id.to_string(), p.to_string()),
+            None => match env("SSH_AUTH_SOCK").filter(|s| !s.is_empty()) {
+                Some(p) => (spec.clone(), p),
+                None => bail!(
+                    "--ssh {spec}: SSH_AUTH_SOCK is not set\nhint: start an agent (`eval $(ssh-agent)`, `ssh-add`) or name its socket: --ssh {spec}=SOCKET"
+                ),
+            },
+        };
+        if id.is_empty() {
+            bail!("--ssh `{spec}` has no id\nhint: write --ssh default or --ssh ID=SOCKET");
+        }
+        if path.contains(',') {
+            bail!("--ssh {id}: several paths for one id are not supported yet\nhint: give one agent socket");
+        }
+        let abs = std::fs::canonicalize(&path)
+            .with_context(|| format!("--ssh {id}: `{path}`\nhint: name an SSH agent socket"))?;
+        let meta = std::fs::metadata(&abs).with_context(|| format!("--ssh {id}: `{path}`"))?;
+        if !meta.file_type().is_socket() {
+            bail!(
+                "--ssh {id}: `{path}` is not a socket: private key files are not supported yet\nhint: load the key into an agent (`ssh-add KEY`) and pass --ssh {id}=$SSH_AUTH_SOCK"
+            );
+        }
+        if out.insert(id.clone(), abs).is_some() {
+            bail!("--ssh {id} is given twice");
+        }
+    }
+    Ok(out)
+}
+
 /// What [`build_image`] builds: the options of `strata build`, with the store, the context,
 /// the Dockerfile and the environment (for `SOURCE_DATE_EPOCH` and `--build-arg KEY`) given
 /// explicitly rather than taken from `args` and the process.
@@ -197,6 +299,9 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
         }
         None => host,
     };
+    let network = network_of(&a.network)?;
+    let secrets = secrets_of(&a.secrets, env)?;
+    let ssh = ssh_of(&a.ssh, env)?;
     let jobs = a.jobs.unwrap_or_else(super::cpus).max(1);
     // Hashing and compression use this pool; the output never depends on its size.
     let _ = rayon::ThreadPoolBuilder::new()
@@ -296,6 +401,11 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
         sde_env: sde_explicit.then_some(sde),
         explain: a.explain,
         remote,
+        run: build::RunOptions {
+            network,
+            secrets,
+            ssh,
+        },
     };
     let started = std::time::Instant::now();
     let out = build::run(&plan, &ctx, store, &opts, &reporter)?;

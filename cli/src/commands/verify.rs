@@ -336,6 +336,15 @@ fn forwarded(b: &BuildArgs, first: bool) -> Vec<OsString> {
     if let Some(s) = b.source_date_epoch {
         push("--source-date-epoch", &s.to_string());
     }
+    // What RUN steps may use: every run gets the same (a child inherits the environment and
+    // the working directory, so `env=VAR` and relative `src=` read the same).
+    push("--network", &b.network);
+    for x in &b.secrets {
+        push("--secret", x);
+    }
+    for x in &b.ssh {
+        push("--ssh", x);
+    }
     if first {
         for o in &b.outputs {
             push("--output", o);

@@ -29,7 +29,7 @@ extern "C" {
     fn libc_geteuid() -> u32;
 }
 
-fn unpack(oci: &Path, tag: &str, bundle: &Path) {
+pub(super) fn unpack(oci: &Path, tag: &str, bundle: &Path) {
     let mut c = Command::new("umoci");
     c.arg("unpack");
     if !is_root() {
@@ -176,7 +176,11 @@ fn failed_run_reports_the_exit_code_and_caches_nothing() {
         msg.contains("RUN failed: `echo partial > /partial && for i in $(seq 1 30); do echo \"out $i\"; echo \"err $i\" >&2; done && exit 3` exited with code 3; last 20 lines of its output:\n  | out 21\n  | err 21\n"),
         "{msg}"
     );
-    assert!(msg.trim_end().ends_with("  | out 30\n  | err 30"), "{msg}");
+    // ... and, as it ran without network, how to allow that.
+    assert!(
+        msg.trim_end().ends_with("  | out 30\n  | err 30\nhint: the step ran without network (builds are hermetic by default); if it needs the network, allow it for this step with `RUN --network=host` or for the whole build with `strata build --network host`"),
+        "{msg}"
+    );
     assert!(!msg.contains("| err 20"), "{msg}");
     // The output was also shown as it came (the build log).
     assert!(err.contains("out 1\nerr 1\n"), "{err}");
@@ -274,7 +278,7 @@ fn podman_runs_the_result() {
 }
 
 /// `tar -tvzf` of layer `back` from the top (0 = last) of the image `tag` in `oci`.
-fn layer_listing(oci: &Path, tag: &str, back: usize) -> String {
+pub(super) fn layer_listing(oci: &Path, tag: &str, back: usize) -> String {
     let json =
         |p: &Path| -> serde_json::Value { serde_json::from_slice(&fs::read(p).unwrap()).unwrap() };
     let blob = |d: &serde_json::Value| {

@@ -6,6 +6,7 @@
 //! their blobs are committed, so an interrupted build caches nothing partial.
 
 pub mod copy;
+pub mod mounts;
 pub mod progress;
 pub mod rootfs;
 mod run_step;
@@ -25,6 +26,7 @@ use crate::image::{self, AssembledImage, ImageInputs, LayerDesc};
 use crate::layer::{self, Compression, LayerError};
 use crate::plan::key::{self, Key, KeyHasher};
 use crate::plan::{self, Base, CopyFrom, Plan, StepKind};
+pub use mounts::{RunOptions, Secret};
 pub use progress::{Event, NoProgress, Progress, StepStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -60,13 +62,21 @@ pub enum BuildError {
     Sandbox(#[from] crate::sandbox::SandboxError),
     #[error(transparent)]
     Capture(#[from] crate::sandbox::capture::CaptureError),
-    #[error("RUN failed: `{command}` {status}{}", output_tail(.output))]
+    #[error("RUN failed: `{command}` {status}{}{}", output_tail(.output), network_hint(*.without_network))]
     RunFailed {
         command: String,
         status: String,
         /// The last lines of its combined stdout and stderr (see `sandbox::exec::Tail`).
         output: String,
+        /// It ran without network: the error ends with how to allow it.
+        without_network: bool,
     },
+    #[error("RUN --mount=type=secret,id={id}: no secret `{id}` was given to the build\nhint: pass it with `strata build --secret id={id},src=FILE` (or `env=VAR`), or mark the mount optional by leaving out `required`")]
+    MissingSecret { id: String },
+    #[error("RUN --mount=type=ssh,id={id}: no SSH agent `{id}` was given to the build\nhint: pass it with `strata build --ssh {id}=SOCKET` (`--ssh default` forwards $SSH_AUTH_SOCK), or leave out `required`")]
+    MissingSsh { id: String },
+    #[error("RUN --mount=type=secret,id={id},env=…: the secret is not UTF-8 text, so it cannot be an environment variable\nhint: mount it as a file (leave out env=)")]
+    SecretNotText { id: String },
     #[error(
         "layer {digest} is missing from the store (removed while the build ran, e.g. by \
          `strata fsck --repair` in another process)\nhint: run the build again; it rebuilds \
@@ -100,6 +110,18 @@ fn output_tail(tail: &str) -> String {
     s
 }
 
+/// The end of the error of a RUN that failed without network: many failures are that (a
+/// download, a package index), and the sandbox does not say so itself.
+fn network_hint(without: bool) -> &'static str {
+    if without {
+        "\nhint: the step ran without network (builds are hermetic by default); if it needs \
+         the network, allow it for this step with `RUN --network=host` or for the whole build \
+         with `strata build --network host`"
+    } else {
+        ""
+    }
+}
+
 /// How to run a plan.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
@@ -120,6 +142,8 @@ pub struct BuildOptions {
     pub explain: bool,
     /// Step records imported from elsewhere (`--cache-from`), asked when the store misses.
     pub remote: Option<std::sync::Arc<dyn crate::remote_cache::RemoteSteps>>,
+    /// `--network`, `--secret`: what RUN steps may use beyond their rootfs.
+    pub run: RunOptions,
 }
 
 /// What a stage left behind.
@@ -158,6 +182,7 @@ pub fn run(
     for w in &plan.warnings {
         progress.event(&Event::Warning(w.clone()));
     }
+    check_secrets(plan, opts)?;
     let results: Mutex<BTreeMap<usize, StageResult>> = Mutex::new(BTreeMap::new());
     let counters = Mutex::new(Counters {
         executed: 0,
@@ -226,6 +251,43 @@ pub fn run(
         steps_cached: c.cached,
         steps: c.steps,
     })
+}
+
+/// A required secret or SSH agent that was not given fails the build before anything runs.
+fn check_secrets(plan: &Plan, opts: &BuildOptions) -> Result<(), BuildError> {
+    for &s in &plan.order {
+        for (i, step) in plan.stages[s].steps.iter().enumerate() {
+            let StepKind::Run(run) = &step.kind else {
+                continue;
+            };
+            for m in &run.mounts {
+                let missing = match &m.kind {
+                    plan::RunMountKind::Secret {
+                        id, required: true, ..
+                    } if !opts.run.secrets.contains_key(id) => {
+                        BuildError::MissingSecret { id: id.clone() }
+                    }
+                    plan::RunMountKind::Ssh { id, required: true }
+                        if !opts.run.ssh.contains_key(id) =>
+                    {
+                        BuildError::MissingSsh { id: id.clone() }
+                    }
+                    _ => continue,
+                };
+                return Err(BuildError::Step {
+                    stage_step: format!(
+                        "{}:{}: stage {s}, step {} (`{}`)",
+                        opts.dockerfile,
+                        step.span.line,
+                        i + 1,
+                        step.text
+                    ),
+                    source: Box::new(missing),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 fn unix_now() -> u64 {
@@ -303,6 +365,9 @@ fn explain_diff(old: &ExplainRecord, new: &ExplainRecord) -> Vec<String> {
     }
     if old.input("instruction") != new.input("instruction") {
         reasons.push("the instruction or a variable it uses changed".to_string());
+    }
+    if both_differ("mounts") {
+        reasons.push("what a bind mount shows, or the network, changed".to_string());
     }
     if old.input("state") != new.input("state") {
         reasons.push("its result (config or ARG values) changed".to_string());
@@ -509,6 +574,7 @@ fn run_stage(
                 if let Some(sde) = opts.sde_env {
                     env.push(format!("SOURCE_DATE_EPOCH={sde}"));
                 }
+                let network = mounts::network_of(run, &opts.run);
                 let mut k = KeyHasher::new("run");
                 k.key("parent", &parent)
                     .str("rootfs", crate::sandbox::ROOTFS_VIEW)
@@ -518,7 +584,7 @@ fn run_stage(
                     .str("workdir", &run.workdir)
                     .str(
                         "network",
-                        if run.network == plan::Network::Host {
+                        if network == plan::Network::Host {
                             "host"
                         } else {
                             "none"
@@ -528,7 +594,88 @@ fn run_stage(
                     .u64("source-date-epoch", opts.source_date_epoch);
                 for m in &run.cache_mounts {
                     k.str("cache-mount", &m.target);
+                    // Only what is set, so the keys of plain cache mounts stay as they were.
+                    // The cache's contents (and so what `from=` seeds it with) never enter.
+                    if m.readonly {
+                        k.u64("cache-ro", 1);
+                    }
+                    for (tag, v) in [
+                        ("cache-mode", m.mode),
+                        ("cache-uid", m.uid),
+                        ("cache-gid", m.gid),
+                    ] {
+                        if let Some(v) = v {
+                            k.u64(tag, v as u64);
+                        }
+                    }
                 }
+                // Bind sources by content (as a COPY of them is keyed); secrets never.
+                let mut binds = Vec::new();
+                for m in &run.mounts {
+                    match &m.kind {
+                        plan::RunMountKind::Bind { from, source, rw } => {
+                            let p = mounts::prepare_source(
+                                store,
+                                ctx,
+                                from,
+                                source,
+                                &base_stage,
+                                opts.compression.id(),
+                                opts.source_date_epoch,
+                                tmp.path(),
+                            )
+                            .map_err(wrap)?;
+                            k.str("bind-mount", &m.target)
+                                .key("bind-source", &p.key)
+                                .u64("bind-rw", *rw as u64);
+                            binds.push(p);
+                        }
+                        plan::RunMountKind::Tmpfs { size } => {
+                            k.str("tmpfs-mount", &m.target)
+                                .u64("tmpfs-size", size.unwrap_or(0));
+                        }
+                        plan::RunMountKind::Ssh { id, .. } => {
+                            k.str("ssh-mount", &m.target).str("ssh-id", id);
+                        }
+                        plan::RunMountKind::Secret {
+                            id,
+                            file,
+                            env: var,
+                            required,
+                            mode,
+                            uid,
+                            gid,
+                        } => {
+                            if *required && !opts.run.secrets.contains_key(id) {
+                                return Err(wrap(BuildError::MissingSecret { id: id.clone() }));
+                            }
+                            if let Some(v) = var {
+                                k.str("secret-env", v);
+                            }
+                            k.str("secret-mount", if *file { &m.target } else { "" })
+                                .str("secret-id", id)
+                                .u64("secret-mode", *mode as u64)
+                                .u64("secret-uid", *uid as u64)
+                                .u64("secret-gid", *gid as u64);
+                        }
+                    }
+                }
+                // For `--explain` only: what the step mounts and its network, in one digest.
+                let mounts_input = {
+                    let mut h = KeyHasher::new("run-mounts");
+                    h.str(
+                        "network",
+                        if network == plan::Network::Host {
+                            "host"
+                        } else {
+                            "none"
+                        },
+                    );
+                    for p in &binds {
+                        h.key("bind-source", &p.key);
+                    }
+                    h.finish()
+                };
                 let k = k.finish();
                 let ins = KeyHasher::new("run-instruction")
                     .strs("argv", &run.argv)
@@ -544,6 +691,10 @@ fn run_stage(
                     ExplainInput {
                         name: "instruction".into(),
                         value: ins,
+                    },
+                    ExplainInput {
+                        name: "mounts".into(),
+                        value: mounts_input,
                     },
                 ];
                 let inputs = ExplainRecord {
@@ -563,6 +714,11 @@ fn run_stage(
                             &similar,
                             opts,
                             tmp.path(),
+                            run_step::Sources {
+                                ctx,
+                                stage: &base_stage,
+                                binds,
+                            },
                         )
                         .map_err(wrap)?;
                         counts.report(progress, s, i);
@@ -1016,6 +1172,7 @@ mod tests {
             sde_env: None,
             explain: true,
             remote: None,
+            run: Default::default(),
         };
         let why = Collect(Mutex::new(Vec::new()), Mutex::new(Vec::new()));
         let out = run(&plan, &ctx, store, &opts, &why).unwrap();

@@ -6,14 +6,26 @@ use std::path::Path;
 
 use strata_cache::{Digest, LayerRecord, Store};
 
-use crate::build::{chunk_cache, BuildError, BuildOptions, Compressed};
+use crate::build::mounts::{self, PreparedSource};
+use crate::build::{chunk_cache, BuildError, BuildOptions, Compressed, StageResult};
+use crate::context::Context;
 use crate::image::LayerDesc;
 use crate::layer;
-use crate::plan::{Network, RunStep};
+use crate::plan::{Network, RunMountKind, RunStep};
 use crate::sandbox::capture::{self, CaptureOptions};
-use crate::sandbox::exec::{self, RunOutcome, RunSpec};
+use crate::sandbox::exec::{self, Mount, MountKind, RunOutcome, RunSpec};
 use crate::sandbox::snapshot::Snapshots;
 
+/// Where a step's mounts come from.
+pub(crate) struct Sources<'a> {
+    pub ctx: &'a Context,
+    /// A finished stage's result (`from=STAGE`).
+    pub stage: &'a dyn Fn(usize) -> StageResult,
+    /// The bind mounts' sources, prepared for the key, in the order of the step's binds.
+    pub binds: Vec<PreparedSource>,
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn execute(
     store: &Store,
     run: &RunStep,
@@ -22,6 +34,7 @@ pub(crate) fn execute(
     similar: &HashMap<Digest, Digest>,
     opts: &BuildOptions,
     tmp: &Path,
+    sources: Sources<'_>,
 ) -> Result<(LayerRecord, Compressed), BuildError> {
     let snaps = Snapshots::new(store.root()).with_scratch(store.scratch());
     let mut lowers = Vec::new();
@@ -58,34 +71,180 @@ pub(crate) fn execute(
             source: e,
         })?;
     }
+    // The same merged view, in the form overlay accepts (no repeated or empty lower dirs).
+    let mounted = crate::sandbox::overlay_lowers(&lowers);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| BuildError::Io { path, source }
+    };
     let cache_root = store.root().join("cache-mounts");
     let mut cache_mounts = Vec::new();
+    let mut spec_mounts = Vec::new();
     for m in &run.cache_mounts {
         let d = cache_root.join(blake3::hash(m.id.as_bytes()).to_hex().as_str());
-        std::fs::create_dir_all(&d).map_err(|e| BuildError::Io {
-            path: d.clone(),
-            source: e,
-        })?;
-        cache_mounts.push((d, m.target.clone()));
+        if !d.exists() {
+            std::fs::create_dir_all(&cache_root).map_err(io(&cache_root))?;
+            match &m.from {
+                // A new cache starts as a copy of `source` of that stage or image (BuildKit).
+                Some((from, source)) => {
+                    let p = mounts::prepare_source(
+                        store,
+                        sources.ctx,
+                        from,
+                        source,
+                        sources.stage,
+                        opts.compression.id(),
+                        opts.source_date_epoch,
+                        tmp,
+                    )?;
+                    let t = tempfile::Builder::new()
+                        .prefix(".seed-")
+                        .tempdir_in(&cache_root)
+                        .map_err(io(&cache_root))?;
+                    let (at, is_dir) =
+                        p.materialize(store, t.path(), opts.source_date_epoch, tmp)?;
+                    if !is_dir {
+                        return Err(BuildError::Io {
+                            path: d,
+                            source: std::io::Error::other(format!(
+                                "RUN --mount=type=cache: from= source `{source}` is not a directory"
+                            )),
+                        });
+                    }
+                    // Another build may have made it meanwhile: theirs is as good.
+                    if std::fs::rename(&at, &d).is_err() && !d.is_dir() {
+                        std::fs::rename(&at, &d).map_err(io(&d))?;
+                    }
+                    if crate::sandbox::userns::current().is_some() {
+                        let _ = exec::remove_tree(t.path());
+                    }
+                }
+                None => std::fs::create_dir_all(&d).map_err(io(&d))?,
+            }
+            use std::os::unix::fs::PermissionsExt;
+            if let Some(mode) = m.mode {
+                std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode))
+                    .map_err(io(&d))?;
+            }
+            if m.uid.is_some() || m.gid.is_some() {
+                std::os::unix::fs::chown(&d, m.uid, m.gid).map_err(io(&d))?;
+            }
+        }
+        if m.readonly {
+            spec_mounts.push(Mount {
+                target: m.target.clone(),
+                kind: MountKind::Bind {
+                    source: d,
+                    dir: true,
+                    rw: false,
+                },
+            });
+        } else {
+            cache_mounts.push((d, m.target.clone()));
+        }
+    }
+    let mut binds = sources.binds.into_iter();
+    // The first SSH agent mounted, for `SSH_AUTH_SOCK` (as BuildKit sets it).
+    let mut ssh_sock: Option<String> = None;
+    // `type=secret,env=VAR`: `VAR=secret`, added to the command's environment only.
+    let mut secret_env: Vec<String> = Vec::new();
+    for (i, m) in run.mounts.iter().enumerate() {
+        let kind = match &m.kind {
+            RunMountKind::Bind { rw, .. } => {
+                let p = binds
+                    .next()
+                    .expect("a prepared source for every bind mount");
+                let at = dir.path().join(format!("mount-{i}"));
+                std::fs::create_dir(&at).map_err(io(&at))?;
+                let (source, is_dir) = p.materialize(store, &at, opts.source_date_epoch, tmp)?;
+                MountKind::Bind {
+                    source,
+                    dir: is_dir,
+                    rw: *rw,
+                }
+            }
+            RunMountKind::Tmpfs { size } => MountKind::Tmpfs { size: *size },
+            RunMountKind::Ssh { id, required } => match opts.run.ssh.get(id) {
+                Some(socket) => {
+                    if ssh_sock.is_none() {
+                        ssh_sock = Some(m.target.clone());
+                    }
+                    MountKind::Bind {
+                        source: socket.clone(),
+                        dir: false,
+                        rw: true,
+                    }
+                }
+                None if *required => return Err(BuildError::MissingSsh { id: id.clone() }),
+                None => continue,
+            },
+            RunMountKind::Secret {
+                id,
+                file,
+                env: var,
+                required,
+                mode,
+                uid,
+                gid,
+            } => match opts.run.secrets.get(id) {
+                Some(secret) => {
+                    if let Some(v) = var {
+                        // Only in the process environment: never in the key or the config.
+                        let value = String::from_utf8(secret.0.clone())
+                            .map_err(|_| BuildError::SecretNotText { id: id.clone() })?;
+                        secret_env.push(format!("{v}={value}"));
+                    }
+                    if !file {
+                        continue;
+                    }
+                    MountKind::Secret {
+                        data: secret.0.clone(),
+                        mode: *mode,
+                        uid: *uid,
+                        gid: *gid,
+                    }
+                }
+                None if *required => return Err(BuildError::MissingSecret { id: id.clone() }),
+                // BuildKit: an optional secret that was not given is not mounted.
+                None => continue,
+            },
+        };
+        spec_mounts.push(Mount {
+            target: m.target.clone(),
+            kind,
+        });
+    }
+    let network = mounts::network_of(run, &opts.run);
+    let mut env = env.to_vec();
+    for e in secret_env {
+        let name = e.split('=').next().unwrap_or_default().to_string();
+        env.retain(|x| x.split('=').next() != Some(name.as_str()));
+        env.push(e);
+    }
+    if let Some(sock) = ssh_sock {
+        if !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+            env.push(format!("SSH_AUTH_SOCK={sock}"));
+        }
     }
     let spec = RunSpec {
-        lowers: lowers.clone(),
+        lowers: mounted.clone(),
         upper,
         work,
         argv: run.argv.clone(),
-        env: env.to_vec(),
+        env,
         cwd: run.workdir.clone(),
         user: run.user.clone(),
-        network: match run.network {
+        network: match network {
             Network::None => exec::Network::None,
             Network::Host => exec::Network::Host,
         },
         hostname: "strata".into(),
         cache_mounts,
+        mounts: spec_mounts,
         // The step's output is the build log: it goes to stderr with the progress.
         output: exec::Output::Stderr,
     };
-    let result = run_and_capture(store, run, &spec, &lowers, opts);
+    let result = run_and_capture(store, run, &spec, &mounted, opts);
     // Rootless, the upper dir can hold files of other container ids and read-only
     // directories: only container root (in the user namespace) can remove those.
     if crate::sandbox::userns::current().is_some() {
@@ -120,6 +279,7 @@ fn run_and_capture(
     let (upper, lowers) = (&spec.upper, lowers);
     let (outcome, tail) = exec::run_logged(spec)?;
     let command = run.argv.last().cloned().unwrap_or_default();
+    let without_network = spec.network == exec::Network::None;
     match outcome {
         RunOutcome::Exited(0) => {}
         RunOutcome::Exited(c) => {
@@ -127,6 +287,7 @@ fn run_and_capture(
                 command,
                 status: format!("exited with code {c}"),
                 output: tail.text(),
+                without_network,
             })
         }
         RunOutcome::Signaled(s) => {
@@ -134,6 +295,7 @@ fn run_and_capture(
                 command,
                 status: format!("was killed by signal {s}"),
                 output: tail.text(),
+                without_network,
             })
         }
     }

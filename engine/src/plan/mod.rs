@@ -77,24 +77,69 @@ pub struct CopySpec {
 }
 
 /// How a RUN step reaches the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Network {
     /// Loopback only (the default: builds are hermetic).
+    #[default]
     None,
     /// The host's network namespace.
     Host,
 }
 
 /// A `--mount=type=cache` of a RUN step: a directory kept in the store, never in a layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CacheMount {
     /// `id=` or, by default, the target path.
     pub id: String,
     pub target: String,
+    /// `from=STAGE|IMAGE` (with `source=`, a path in it): what a new cache starts with.
+    pub from: Option<(CopyFrom, String)>,
+    /// `ro`/`readonly`.
+    pub readonly: bool,
+    /// `mode=`, `uid=`, `gid=` of the cache directory when it is created.
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+/// A `RUN --mount` other than a cache: what the command sees at `target` while it runs, and
+/// never in the layer.
+#[derive(Debug, Clone)]
+pub struct RunMount {
+    /// Absolute, cleaned.
+    pub target: String,
+    pub kind: RunMountKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum RunMountKind {
+    /// `type=bind`: `source` (relative to the root of `from`) of the context, a stage or an
+    /// image; read-only unless `rw` (then writes are thrown away).
+    Bind {
+        from: CopyFrom,
+        source: String,
+        rw: bool,
+    },
+    /// `type=tmpfs`: an empty tmpfs; `size` in bytes.
+    Tmpfs { size: Option<u64> },
+    /// `type=ssh`: the agent socket `id` of `strata build --ssh` (`SSH_AUTH_SOCK` points to
+    /// the first).
+    Ssh { id: String, required: bool },
+    /// `type=secret`: the secret `id` of `strata build --secret` as a read-only file at the
+    /// target (unless `file` is false: `env=` without `target=`), and as the variable `env`.
+    Secret {
+        id: String,
+        file: bool,
+        env: Option<String>,
+        required: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
 }
 
 /// A fully resolved RUN.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RunStep {
     /// What to execute: exec form as written, shell form through the stage's SHELL (heredocs
     /// included in the script, for the shell to interpret as `sh` would).
@@ -105,8 +150,29 @@ pub struct RunStep {
     pub user: String,
     /// Absolute working directory (created if missing).
     pub workdir: String,
-    pub network: Network,
+    /// `--network=…`; `None`: the build's (`strata build --network`, default none).
+    pub network: Option<Network>,
     pub cache_mounts: Vec<CacheMount>,
+    pub mounts: Vec<RunMount>,
+}
+
+/// What [`Planner::run_mount`] parsed.
+enum Mount {
+    Cache(CacheMount),
+    Other(RunMount),
+}
+
+/// `64m`, `1g`, `4096`, `10kb` (BuildKit's units: k, m, g, with an optional `b`) → bytes.
+fn parse_size(v: &str) -> Option<u64> {
+    let l = v.trim().to_ascii_lowercase();
+    let l = l.strip_suffix('b').unwrap_or(&l);
+    let (num, mult) = match l.chars().last()? {
+        'k' => (&l[..l.len() - 1], 1u64 << 10),
+        'm' => (&l[..l.len() - 1], 1 << 20),
+        'g' => (&l[..l.len() - 1], 1 << 30),
+        _ => (l, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
 /// Docker's PATH for RUN when the image sets none.
@@ -525,7 +591,22 @@ impl<'a> Planner<'a> {
             let kind = match &ins.command {
                 Command::From(_) => unreachable!("stages are split at FROM"),
                 Command::Run(r) => {
-                    let step = self.run_step(r, &cfg, &args)?;
+                    let step = self.run_step(r, &cfg, &args, names, index)?;
+                    let froms = step
+                        .cache_mounts
+                        .iter()
+                        .filter_map(|m| m.from.as_ref().map(|f| &f.0))
+                        .chain(step.mounts.iter().filter_map(|m| match &m.kind {
+                            RunMountKind::Bind { from, .. } => Some(from),
+                            _ => None,
+                        }));
+                    for from in froms {
+                        if let CopyFrom::Stage(s) = from {
+                            if !deps.contains(s) {
+                                deps.push(*s);
+                            }
+                        }
+                    }
                     history = Some(History {
                         created_by: ins.text.clone(),
                         empty_layer: false,
@@ -879,62 +960,46 @@ impl<'a> Planner<'a> {
         r: &ast::RunCmd,
         cfg: &ConfigState,
         args: &BTreeMap<String, Option<String>>,
+        names: &[Option<String>],
+        index: usize,
     ) -> Result<RunStep, Diagnostic> {
-        let mut network = Network::None;
+        let mut network = None;
         let mut cache_mounts = Vec::new();
+        let mut mounts = Vec::new();
+        let lookup = |n: &str| {
+            cfg.env_get(n)
+                .map(str::to_string)
+                .or_else(|| args.get(n).cloned().flatten())
+        };
         for f in &r.flags {
             let value = f.value.as_ref().map(|w| w.raw.as_str()).unwrap_or("");
             match f.name.as_str() {
                 "network" => {
+                    // `default` is the build's network (`strata build --network`), as in BuildKit.
                     network = match value {
-                        "none" | "default" => Network::None,
-                        "host" => Network::Host,
+                        "default" => None,
+                        "none" => Some(Network::None),
+                        "host" => Some(Network::Host),
                         other => {
                             return Err(self
                                 .diag(f.span, format!("unknown RUN --network value `{other}`"))
-                                .with_hint("use --network=none (the default) or --network=host"))
+                                .with_hint("use --network=none, --network=host or --network=default (the build's, none unless `strata build --network host`)"))
                         }
                     }
                 }
                 "mount" => {
-                    let mut kv = BTreeMap::new();
-                    for part in value.split(',') {
-                        let (k, v) = part.split_once('=').unwrap_or((part, ""));
-                        kv.insert(k.trim().to_string(), v.trim().to_string());
-                    }
-                    let ty = kv.get("type").map(String::as_str).unwrap_or("bind");
-                    if ty != "cache" {
-                        return Err(self
-                            .diag(
-                                f.span,
-                                format!("error: RUN --mount=type={ty} is not supported yet"),
-                            )
-                            .with_hint(
-                                "only --mount=type=cache,target=PATH[,id=ID] is supported",
-                            ));
-                    }
-                    let target = kv
-                        .get("target")
-                        .or_else(|| kv.get("dst"))
-                        .or_else(|| kv.get("destination"))
-                        .filter(|t| !t.is_empty())
-                        .ok_or_else(|| {
-                            self.diag(f.span, "RUN --mount=type=cache needs target=PATH")
-                        })?;
-                    let target = if target.starts_with('/') {
-                        clean_abs(target, false)
-                    } else {
-                        clean_abs(
-                            &format!("{}/{target}", cfg.workdir.as_deref().unwrap_or("/")),
-                            false,
-                        )
+                    let value = match &f.value {
+                        Some(w) => self.expand(w, &lookup)?,
+                        None => String::new(),
                     };
-                    let id = kv
-                        .get("id")
-                        .filter(|i| !i.is_empty())
-                        .cloned()
-                        .unwrap_or_else(|| target.clone());
-                    cache_mounts.push(CacheMount { id, target });
+                    let ssh_count = mounts
+                        .iter()
+                        .filter(|m: &&RunMount| matches!(m.kind, RunMountKind::Ssh { .. }))
+                        .count();
+                    match self.run_mount(f.span, &value, cfg, names, index, ssh_count)? {
+                        Mount::Cache(c) => cache_mounts.push(c),
+                        Mount::Other(m) => mounts.push(m),
+                    }
                 }
                 "security" => {
                     return Err(self.diag(
@@ -948,6 +1013,21 @@ impl<'a> Planner<'a> {
                         .with_hint("RUN takes --network and --mount"))
                 }
             }
+        }
+        let mut targets: Vec<&str> = cache_mounts
+            .iter()
+            .map(|m| m.target.as_str())
+            .chain(mounts.iter().map(|m| m.target.as_str()))
+            .filter(|t| !t.is_empty())
+            .collect();
+        targets.sort_unstable();
+        if let Some(w) = targets.windows(2).find(|w| w[0] == w[1]) {
+            return Err(self
+                .diag(
+                    r.flags[0].span,
+                    format!("two RUN --mount have the target `{}`", w[0]),
+                )
+                .with_hint("give each mount its own target"));
         }
         let argv = match &r.command {
             CommandLine::Exec(v) => {
@@ -996,7 +1076,310 @@ impl<'a> Planner<'a> {
             workdir: cfg.workdir.clone().unwrap_or_else(|| "/".to_string()),
             network,
             cache_mounts,
+            mounts,
         })
+    }
+
+    /// One `RUN --mount=…` value (variables expanded): comma-separated `key[=value]` options,
+    /// as BuildKit's Dockerfile reference describes them for each type.
+    #[allow(clippy::too_many_arguments)]
+    fn run_mount(
+        &self,
+        span: Span,
+        value: &str,
+        cfg: &ConfigState,
+        names: &[Option<String>],
+        index: usize,
+        ssh_count: usize,
+    ) -> Result<Mount, Diagnostic> {
+        let mut kv: Vec<(String, Option<String>)> = Vec::new();
+        for part in value.split(',').filter(|p| !p.trim().is_empty()) {
+            let (k, v) = match part.split_once('=') {
+                Some((k, v)) => (k.trim(), Some(v.trim().to_string())),
+                None => (part.trim(), None),
+            };
+            kv.push((k.to_ascii_lowercase(), v));
+        }
+        let ty = kv
+            .iter()
+            .find(|(k, _)| k == "type")
+            .map(|(_, v)| v.clone().unwrap_or_default())
+            .unwrap_or_else(|| "bind".into());
+        let allowed: &[&str] = match ty.as_str() {
+            "bind" => &["source", "src", "from", "rw", "readwrite", "ro", "readonly"],
+            "cache" => &[
+                "id", "sharing", "from", "source", "src", "mode", "uid", "gid", "ro", "readonly",
+            ],
+            "tmpfs" => &["size"],
+            "secret" => &["id", "required", "mode", "uid", "gid", "env"],
+            "ssh" => &["id", "required", "mode", "uid", "gid"],
+            other => {
+                return Err(self
+                    .diag(span, format!("unknown RUN --mount type `{other}`"))
+                    .with_hint("use type=bind, cache, tmpfs, secret or ssh"))
+            }
+        };
+        let mut get = std::collections::HashMap::new();
+        for (k, v) in &kv {
+            let k = k.as_str();
+            if k == "type" {
+                continue;
+            }
+            let canonical = match k {
+                "target" | "dst" | "destination" => "target",
+                "src" => "source",
+                "readwrite" => "rw",
+                "readonly" => "ro",
+                k => k,
+            };
+            if canonical != "target" && !allowed.contains(&k) {
+                return Err(self
+                    .diag(
+                        span,
+                        format!("unknown option `{k}` for RUN --mount=type={ty}"),
+                    )
+                    .with_hint(format!(
+                        "type={ty} takes target={}{}",
+                        if allowed.is_empty() { "" } else { ", " },
+                        allowed.join(", ")
+                    )));
+            }
+            get.insert(canonical, v.clone());
+        }
+        let flag = |name: &str| -> Result<bool, Diagnostic> {
+            match get.get(name) {
+                None => Ok(false),
+                Some(None) => Ok(true),
+                Some(Some(v)) => match v.to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" => Ok(true),
+                    "false" | "0" | "no" => Ok(false),
+                    _ => Err(self
+                        .diag(
+                            span,
+                            format!("RUN --mount option `{name}={v}` is not a boolean"),
+                        )
+                        .with_hint(format!("write `{name}`, `{name}=true` or `{name}=false`"))),
+                },
+            }
+        };
+        let text = |name: &str| get.get(name).cloned().flatten().filter(|v| !v.is_empty());
+        let number = |name: &str, radix: u32| -> Result<Option<u32>, Diagnostic> {
+            match text(name) {
+                None => Ok(None),
+                Some(v) => u32::from_str_radix(&v, radix).map(Some).map_err(|_| {
+                    self.diag(
+                        span,
+                        format!("RUN --mount option `{name}={v}` is not a number"),
+                    )
+                    .with_hint(if radix == 8 {
+                        "use an octal mode such as 0400".to_string()
+                    } else {
+                        format!("use a numeric {name}")
+                    })
+                }),
+            }
+        };
+        let abs = |t: &str| {
+            if t.starts_with('/') {
+                clean_abs(t, false)
+            } else {
+                clean_abs(
+                    &format!("{}/{t}", cfg.workdir.as_deref().unwrap_or("/")),
+                    false,
+                )
+            }
+        };
+        let from = |kw: &str| -> Result<Option<CopyFrom>, Diagnostic> {
+            let Some(v) = text("from") else {
+                return Ok(None);
+            };
+            let lv = v.to_ascii_lowercase();
+            if let Some(i) = names.iter().position(|n| n.as_deref() == Some(lv.as_str())) {
+                if i == index {
+                    return Err(
+                        self.diag(span, format!("{kw} from= refers to its own stage `{v}`"))
+                    );
+                }
+                return Ok(Some(CopyFrom::Stage(i)));
+            }
+            if let Ok(i) = v.parse::<usize>() {
+                if i >= index {
+                    return Err(self
+                        .diag(
+                            span,
+                            format!("{kw} from={i}: stage index must refer to an earlier stage"),
+                        )
+                        .with_hint(format!("this is stage {index}; stages are numbered from 0")));
+                }
+                return Ok(Some(CopyFrom::Stage(i)));
+            }
+            let word = Word {
+                raw: v.clone(),
+                span,
+            };
+            Ok(Some(CopyFrom::Image(self.resolve_image(
+                &word,
+                &v,
+                &self.req.platform,
+            )?)))
+        };
+        if ty == "ssh" {
+            // The host's agent socket is bound as it is: its owner and mode are the host's.
+            for o in ["mode", "uid", "gid"] {
+                if get.contains_key(o) {
+                    return Err(self
+                        .diag(
+                            span,
+                            format!(
+                                "error: RUN --mount=type=ssh option `{o}` is not supported yet"
+                            ),
+                        )
+                        .with_hint("leave it out: the agent socket keeps its own owner and mode"));
+                }
+            }
+            let id = text("id").unwrap_or_else(|| "default".into());
+            let n = ssh_count;
+            let target = text("target").unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{n}"));
+            return Ok(Mount::Other(RunMount {
+                target: self.mount_target(span, &abs(&target))?,
+                kind: RunMountKind::Ssh {
+                    id,
+                    required: flag("required")?,
+                },
+            }));
+        }
+        if ty == "secret" {
+            let id = text("id");
+            let target = text("target");
+            let env = text("env");
+            if let Some(e) = &env {
+                if e.contains('=') || e.contains('\0') {
+                    return Err(self
+                        .diag(
+                            span,
+                            format!("RUN --mount=type=secret: invalid variable name `{e}`"),
+                        )
+                        .with_hint("env= names an environment variable, e.g. env=API_TOKEN"));
+                }
+            }
+            // BuildKit: with `env=` and no target, the secret is only in the environment.
+            let file = target.is_some() || env.is_none();
+            let (id, target) = match (id, target) {
+                (Some(id), _) if !file => (id, String::new()),
+                (Some(id), t) => {
+                    let t = t.unwrap_or_else(|| format!("/run/secrets/{id}"));
+                    (id, abs(&t))
+                }
+                // BuildKit: without an id, the target's base name.
+                (None, Some(t)) => {
+                    let t = abs(&t);
+                    let id = t.rsplit('/').next().unwrap_or_default().to_string();
+                    (id, t)
+                }
+                (None, None) => {
+                    return Err(self
+                        .diag(span, "RUN --mount=type=secret needs id=ID or target=PATH")
+                        .with_hint(
+                            "e.g. --mount=type=secret,id=token (mounted at /run/secrets/token)",
+                        ))
+                }
+            };
+            return Ok(Mount::Other(RunMount {
+                target: if file {
+                    self.mount_target(span, &target)?
+                } else {
+                    target
+                },
+                kind: RunMountKind::Secret {
+                    id,
+                    file,
+                    env,
+                    required: flag("required")?,
+                    mode: number("mode", 8)?.unwrap_or(0o400),
+                    uid: number("uid", 10)?.unwrap_or(0),
+                    gid: number("gid", 10)?.unwrap_or(0),
+                },
+            }));
+        }
+        let target = text("target").ok_or_else(|| {
+            self.diag(span, format!("RUN --mount=type={ty} needs target=PATH"))
+                .with_hint(format!("e.g. --mount=type={ty},target=/mnt"))
+        })?;
+        let target = self.mount_target(span, &abs(&target))?;
+        let source = text("source").unwrap_or_default();
+        if source.split('/').any(|c| c == "..") {
+            return Err(self
+                .diag(
+                    span,
+                    format!("RUN --mount source `{source}` leaves its root"),
+                )
+                .with_hint("name a path inside the context, stage or image"));
+        }
+        Ok(match ty.as_str() {
+            "cache" => {
+                let from = from("RUN --mount=type=cache")?;
+                if from.is_none() && !source.is_empty() {
+                    return Err(self
+                        .diag(span, "RUN --mount=type=cache: source= needs from=STAGE")
+                        .with_hint(
+                            "add from=STAGE (the cache then starts with that stage's SOURCE)",
+                        ));
+                }
+                if let Some(v) = text("sharing") {
+                    if !["shared", "private", "locked"].contains(&v.as_str()) {
+                        return Err(self
+                            .diag(span, format!("unknown RUN --mount sharing `{v}`"))
+                            .with_hint("use sharing=shared, private or locked"));
+                    }
+                }
+                let id = text("id").unwrap_or_else(|| target.clone());
+                Mount::Cache(CacheMount {
+                    id,
+                    target,
+                    from: from.map(|f| (f, source)),
+                    readonly: flag("ro")?,
+                    mode: number("mode", 8)?,
+                    uid: number("uid", 10)?,
+                    gid: number("gid", 10)?,
+                })
+            }
+            "tmpfs" => {
+                let size = match text("size") {
+                    None => None,
+                    Some(v) => Some(parse_size(&v).ok_or_else(|| {
+                        self.diag(span, format!("RUN --mount=type=tmpfs: invalid size `{v}`"))
+                            .with_hint("use bytes or a unit, e.g. size=64m")
+                    })?),
+                };
+                Mount::Other(RunMount {
+                    target,
+                    kind: RunMountKind::Tmpfs { size },
+                })
+            }
+            _ => {
+                if flag("rw")? && flag("ro")? {
+                    return Err(self.diag(span, "RUN --mount=type=bind: both rw and ro"));
+                }
+                Mount::Other(RunMount {
+                    target,
+                    kind: RunMountKind::Bind {
+                        from: from("RUN --mount=type=bind")?.unwrap_or(CopyFrom::Context),
+                        source,
+                        rw: flag("rw")?,
+                    },
+                })
+            }
+        })
+    }
+
+    /// A mount target other than `/`.
+    fn mount_target(&self, span: Span, target: &str) -> Result<String, Diagnostic> {
+        if target == "/" {
+            return Err(self
+                .diag(span, "RUN --mount cannot be mounted on `/`")
+                .with_hint("mount it on a directory such as /mnt"));
+        }
+        Ok(target.to_string())
     }
 
     fn healthcheck(&self, h: &ast::HealthcheckCmd, cfg: &ConfigState) -> Result<Value, Diagnostic> {
@@ -1301,9 +1684,153 @@ mod tests {
             r.env,
             vec!["A=env", "B=2", "C=3", &format!("PATH={DEFAULT_PATH}")]
         );
-        assert_eq!(r.network, Network::Host);
-        let e = plan(&req("FROM scratch\nRUN --mount=type=ssh true\n", &[])).unwrap_err();
+        assert_eq!(r.network, Some(Network::Host));
+        let e = plan(&req("FROM scratch\nRUN --security=insecure true\n", &[])).unwrap_err();
         assert!(e.message.contains("not supported yet"), "{e}");
+    }
+
+    fn run_of(p: &Plan, stage: usize) -> RunStep {
+        match &p.stages[stage].steps.last().unwrap().kind {
+            StepKind::Run(r) => (**r).clone(),
+            _ => panic!("not a RUN"),
+        }
+    }
+
+    #[test]
+    fn run_mounts_parse_as_buildkit_documents_them() {
+        let src = "FROM scratch AS build\nFROM scratch\nWORKDIR /w\nARG T=/mnt/x\nRUN --mount=type=bind,from=build,source=/out,target=$T,rw --mount=type=tmpfs,dst=tmp,size=64m --mount=type=secret,id=tok,required,mode=0440,uid=1 --mount=type=cache,target=/c,from=build,source=/cache,sharing=locked,ro --mount=target=/ctx true\n";
+        let p = plan(&req(src, &[])).unwrap();
+        let r = run_of(&p, 1);
+        assert_eq!(r.network, None, "no --network: the build's");
+        let d = plan(&req("FROM scratch\nRUN --network=default true\n", &[])).unwrap();
+        assert_eq!(run_of(&d, 0).network, None, "default: the build's");
+        assert_eq!(
+            p.stages[1].deps,
+            vec![0],
+            "from=build makes the stage a dependency"
+        );
+        let m = &r.mounts;
+        assert_eq!(m.len(), 4);
+        assert_eq!(m[0].target, "/mnt/x", "expanded");
+        assert!(
+            matches!(&m[0].kind, RunMountKind::Bind { from: CopyFrom::Stage(0), source, rw: true } if source == "/out")
+        );
+        assert_eq!(m[1].target, "/w/tmp", "relative to WORKDIR");
+        assert!(matches!(
+            m[1].kind,
+            RunMountKind::Tmpfs {
+                size: Some(67108864)
+            }
+        ));
+        assert_eq!(m[2].target, "/run/secrets/tok");
+        assert!(matches!(
+            &m[2].kind,
+            RunMountKind::Secret { id, file: true, env: None, required: true, mode: 0o440, uid: 1, gid: 0 } if id == "tok"
+        ));
+        assert!(
+            matches!(&m[3].kind, RunMountKind::Bind { from: CopyFrom::Context, source, rw: false } if source.is_empty()),
+            "type defaults to bind, from the context"
+        );
+        let c = &r.cache_mounts[0];
+        assert_eq!(
+            (c.id.as_str(), c.target.as_str(), c.readonly),
+            ("/c", "/c", true)
+        );
+        assert!(matches!(&c.from, Some((CopyFrom::Stage(0), s)) if s == "/cache"));
+        let p = plan(&req(
+            "FROM scratch\nRUN --mount=type=ssh --mount=type=ssh,id=gh,required true\n",
+            &[],
+        ))
+        .unwrap();
+        let m = run_of(&p, 0).mounts;
+        assert_eq!(m[0].target, "/run/buildkit/ssh_agent.0");
+        assert!(matches!(&m[0].kind, RunMountKind::Ssh { id, required: false } if id == "default"));
+        assert_eq!(m[1].target, "/run/buildkit/ssh_agent.1");
+        assert!(matches!(&m[1].kind, RunMountKind::Ssh { id, required: true } if id == "gh"));
+        let p = plan(&req("FROM scratch\nRUN --mount=type=secret,id=a,env=A --mount=type=secret,id=b,env=B,target=/b true\n", &[])).unwrap();
+        let m = run_of(&p, 0).mounts;
+        assert!(
+            matches!(&m[0].kind, RunMountKind::Secret { file: false, env: Some(e), .. } if e == "A")
+        );
+        assert_eq!(m[0].target, "", "env= alone: no file");
+        assert!(
+            matches!(&m[1].kind, RunMountKind::Secret { file: true, env: Some(e), .. } if e == "B")
+        );
+        assert_eq!(m[1].target, "/b");
+        // A secret without an id: its target's base name.
+        let p = plan(&req(
+            "FROM scratch\nRUN --mount=type=secret,target=/etc/key true\n",
+            &[],
+        ))
+        .unwrap();
+        assert!(
+            matches!(&run_of(&p, 0).mounts[0].kind, RunMountKind::Secret { id, mode: 0o400, .. } if id == "key")
+        );
+    }
+
+    #[test]
+    fn bad_run_mounts_fail_with_the_line_and_a_hint() {
+        for (src, msg, hint) in [
+            (
+                "RUN --mount=type=cache,target=/c,colour=red true",
+                "unknown option `colour` for RUN --mount=type=cache",
+                "type=cache takes target=",
+            ),
+            (
+                "RUN --mount=type=bind,target=/c,size=1 true",
+                "unknown option `size`",
+                "type=bind takes",
+            ),
+            (
+                "RUN --mount=type=tmpfs,target=/t,size=lots true",
+                "invalid size `lots`",
+                "size=64m",
+            ),
+            (
+                "RUN --mount=type=secret true",
+                "needs id=ID or target=PATH",
+                "--mount=type=secret,id=",
+            ),
+            (
+                "RUN --mount=type=bind,target=/ true",
+                "cannot be mounted on `/`",
+                "/mnt",
+            ),
+            (
+                "RUN --mount=type=volume,target=/v true",
+                "unknown RUN --mount type `volume`",
+                "type=bind, cache, tmpfs, secret or ssh",
+            ),
+            (
+                "RUN --mount=type=bind,target=/a,source=../x true",
+                "leaves its root",
+                "inside",
+            ),
+            (
+                "RUN --mount=type=tmpfs,target=/a --mount=type=cache,target=/a true",
+                "two RUN --mount have the target `/a`",
+                "own target",
+            ),
+            (
+                "RUN --mount=type=secret,id=a,required=maybe true",
+                "is not a boolean",
+                "required=true",
+            ),
+            (
+                "RUN --mount=type=ssh,mode=0600 true",
+                "`mode` is not supported yet",
+                "leave it out",
+            ),
+        ] {
+            let e = plan(&req(&format!("FROM scratch\n{src}\n"), &[])).unwrap_err();
+            assert!(e.message.contains(msg), "{src}: {e}");
+            assert!(
+                e.hint.as_deref().unwrap_or("").contains(hint),
+                "{src}: {:?}",
+                e.hint
+            );
+            assert_eq!(e.span.line, 2, "{src}");
+        }
     }
 
     #[test]

@@ -106,7 +106,62 @@ pub struct RunSpec {
     pub hostname: String,
     /// (host dir, absolute target in the container), bind-mounted read-write.
     pub cache_mounts: Vec<(PathBuf, String)>,
+    /// `RUN --mount`s other than caches: binds, tmpfs, secrets.
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
     pub output: Output,
+}
+
+/// A `RUN --mount` other than a cache mount, as the sandbox mounts it. Nothing of it reaches
+/// the layer: its target is a mount point like `/proc` ([`injected_paths`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Mount {
+    /// Absolute path in the container, other than `/`.
+    pub target: String,
+    pub kind: MountKind,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub enum MountKind {
+    /// A host directory (`dir`) or file: a private copy made for this step, so `rw` writes are
+    /// thrown away with it. Read-only unless `rw`.
+    Bind {
+        source: PathBuf,
+        dir: bool,
+        rw: bool,
+    },
+    /// A fresh tmpfs; `size` in bytes (the kernel's default when `None`).
+    Tmpfs { size: Option<u64> },
+    /// A read-only file holding `data`, on a tmpfs private to the sandbox's mount namespace:
+    /// the bytes never touch a disk.
+    Secret {
+        data: Vec<u8>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+}
+
+impl std::fmt::Debug for MountKind {
+    // Never the secret's bytes: specs end up in error messages and logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MountKind::Bind { source, dir, rw } => f
+                .debug_struct("Bind")
+                .field("source", source)
+                .field("dir", dir)
+                .field("rw", rw)
+                .finish(),
+            MountKind::Tmpfs { size } => f.debug_struct("Tmpfs").field("size", size).finish(),
+            MountKind::Secret { mode, uid, gid, .. } => f
+                .debug_struct("Secret")
+                .field("data", &"<redacted>")
+                .field("mode", mode)
+                .field("uid", uid)
+                .field("gid", gid)
+                .finish(),
+        }
+    }
 }
 
 /// How the command ended.
@@ -166,7 +221,12 @@ pub fn injected_paths(spec: &RunSpec) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    for (_, target) in &spec.cache_mounts {
+    let targets = spec
+        .cache_mounts
+        .iter()
+        .map(|(_, t)| t)
+        .chain(spec.mounts.iter().map(|m| &m.target));
+    for target in targets {
         let t = target.trim_matches('/').to_string();
         if !t.is_empty() && !v.contains(&t) {
             v.push(t);
@@ -201,6 +261,22 @@ pub(crate) fn validate(spec: &RunSpec) -> Result<(), SandboxError> {
                 "cache mount source `{}` is not absolute",
                 host.display()
             )));
+        }
+    }
+    for m in &spec.mounts {
+        if !m.target.starts_with('/') || m.target.trim_matches('/').is_empty() {
+            return Err(SandboxError::Spec(format!(
+                "mount target `{}` must be an absolute path other than `/`",
+                m.target
+            )));
+        }
+        if let MountKind::Bind { source, .. } = &m.kind {
+            if !source.is_absolute() {
+                return Err(SandboxError::Spec(format!(
+                    "bind mount source `{}` is not absolute",
+                    source.display()
+                )));
+            }
         }
     }
     let args = spec
@@ -575,6 +651,7 @@ mod tests {
             network: Network::None,
             hostname: "strata".into(),
             cache_mounts: vec![("/c".into(), "/root/.cache/".into())],
+            mounts: vec![],
             output: Output::Stderr,
         }
     }
@@ -584,6 +661,29 @@ mod tests {
         let p = injected_paths(&spec());
         assert!(p.contains(&"etc/resolv.conf".to_string()));
         assert_eq!(p.last().unwrap(), "root/.cache");
+    }
+
+    #[test]
+    fn mount_targets_are_injected_and_secrets_never_printed() {
+        let mut s = spec();
+        s.mounts = vec![Mount {
+            target: "/run/secrets/tok".into(),
+            kind: MountKind::Secret {
+                data: b"hunter2".to_vec(),
+                mode: 0o400,
+                uid: 0,
+                gid: 0,
+            },
+        }];
+        assert!(injected_paths(&s).contains(&"run/secrets/tok".to_string()));
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("104, 117"),
+            "{shown}"
+        );
+        assert!(shown.contains("redacted"), "{shown}");
+        s.mounts[0].target = "/".into();
+        assert!(validate(&s).is_err());
     }
 
     #[test]

@@ -327,7 +327,7 @@ fn host_files(spec: &RunSpec, dir: &Path) -> Result<HostFiles, String> {
         Network::Host => std::fs::read("/etc/resolv.conf").unwrap_or_default(),
         Network::None => Vec::new(),
     };
-    for d in ["root", "empty"] {
+    for d in ["root", "empty", "secrets"] {
         std::fs::create_dir(dir.join(d))
             .map_err(|e| format!("create `{}`: {e}", dir.join(d).display()))?;
     }
@@ -337,6 +337,7 @@ fn host_files(spec: &RunSpec, dir: &Path) -> Result<HostFiles, String> {
         hosts: w("hosts", hosts.as_bytes())?,
         resolv: w("resolv.conf", &resolv)?,
         hostname: w("hostname", format!("{h}\n").as_bytes())?,
+        secrets: dir.join("secrets"),
     })
 }
 
@@ -436,7 +437,7 @@ fn pid1_setup(
             return Err(last_err("make mounts private"));
         }
     }
-    let mut sys = RealSys::default();
+    let mut sys = RealSys::new(files.secrets.clone());
     for op in plan(spec, files, ns) {
         sys.apply(&op)?;
     }

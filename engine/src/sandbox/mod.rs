@@ -26,11 +26,11 @@ mod user;
 pub mod userns;
 
 pub use exec::{
-    cancel, cancelled, injected_paths, remove_tree, run, run_logged, Network, Output, RunOutcome,
-    RunSpec, Tail,
+    cancel, cancelled, injected_paths, remove_tree, run, run_logged, Mount, MountKind, Network,
+    Output, RunOutcome, RunSpec, Tail,
 };
 pub use init::init_main;
-pub use snapshot::{Limits, Prefetch, Snapshots};
+pub use snapshot::{overlay_lowers, Limits, Prefetch, Snapshots};
 
 use std::io;
 

@@ -401,6 +401,30 @@ impl Snapshots {
     }
 }
 
+/// The lower dirs to mount for a stack of snapshot dirs (bottom first), as overlayfs accepts
+/// them: it refuses a directory that appears twice (`ELOOP`, "Too many levels of symbolic
+/// links"), which three `RUN true` in a row produce (three identical empty layers), as do two
+/// identical COPYs. The merged view stays the same: an empty snapshot contributes nothing, and
+/// of a directory that appears several times only the topmost occurrence counts — every path
+/// it writes (a file, a whiteout, an opaque directory) it writes again there, above whatever
+/// lies between, and paths it does not write are not affected by it anywhere. Empty: scratch.
+pub fn overlay_lowers(stack: &[PathBuf]) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    let mut top_first: Vec<PathBuf> = Vec::with_capacity(stack.len());
+    for dir in stack.iter().rev() {
+        if !seen.insert(dir.clone()) {
+            continue;
+        }
+        // Unreadable (a rootless snapshot whose root is container root's 0700): kept.
+        let empty = std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none());
+        if !empty {
+            top_first.push(dir.clone());
+        }
+    }
+    top_first.reverse();
+    top_first
+}
+
 /// A delta snapshot being made from the uncompressed tar of a layer while the layer is
 /// written ([`Snapshots::start_delta`]).
 pub struct DeltaInProgress {
@@ -1870,5 +1894,36 @@ mod tests {
         assert_eq!(t("-3"), Some((-3, 0)));
         assert_eq!(t("1.2x"), None);
         assert_eq!(t(""), None);
+    }
+
+    /// Overlay refuses a lower dir given twice: any sequence of snapshots, with repeats
+    /// anywhere, mounts as its topmost occurrences of non-empty dirs, in order.
+    #[test]
+    fn overlay_lowers_drop_repeats_and_empty_snapshots() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = |n: &str, full: bool| {
+            let p = tmp.path().join(n);
+            std::fs::create_dir(&p).unwrap();
+            if full {
+                std::fs::write(p.join("f"), n).unwrap();
+            }
+            p
+        };
+        let (a, b, c, e) = (d("a", true), d("b", true), d("c", true), d("e", false));
+        let v = |x: &[&PathBuf]| x.iter().map(|p| p.to_path_buf()).collect::<Vec<_>>();
+        // Three empty RUN layers in a row; an empty layer in the middle.
+        assert_eq!(overlay_lowers(&v(&[&a, &e, &e, &e])), v(&[&a]));
+        assert_eq!(overlay_lowers(&v(&[&a, &e, &b])), v(&[&a, &b]));
+        // A non-empty layer repeated (two identical COPYs), at the bottom, middle and top.
+        assert_eq!(overlay_lowers(&v(&[&a, &b, &a])), v(&[&b, &a]));
+        assert_eq!(overlay_lowers(&v(&[&a, &b, &b, &c])), v(&[&a, &b, &c]));
+        assert_eq!(overlay_lowers(&v(&[&a, &b, &c, &c])), v(&[&a, &b, &c]));
+        assert_eq!(
+            overlay_lowers(&v(&[&a, &b, &a, &c, &b, &e, &a])),
+            v(&[&c, &b, &a])
+        );
+        // Only empty layers: nothing (the sandbox mounts its empty lower, as for scratch).
+        assert!(overlay_lowers(&v(&[&e, &e])).is_empty());
+        assert!(overlay_lowers(&[]).is_empty());
     }
 }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{self as rfs, Mode, OFlags};
 use rustix::io::Errno;
 
-use super::exec::{Network, RunSpec};
+use super::exec::{MountKind, Network, RunSpec};
 use super::init::NsKind;
 use super::root::{components, create_new_file, mkdir_all_in_root, open_in_root};
 
@@ -67,6 +67,19 @@ pub(crate) enum Op {
         source: PathBuf,
         target: String,
     },
+    /// Remount the bind mount on `target` read-only, keeping the flags it has (a user
+    /// namespace may not drop `nosuid`/`nodev` it inherited); unlike [`Op::ReadOnly`], binaries
+    /// on it still run.
+    ReadOnlyBind(String),
+    /// Write a secret to file `name` of the sandbox's private secrets tmpfs (mounted on first
+    /// use, in pid 1's own mount namespace: it goes away with the sandbox).
+    WriteSecret {
+        name: String,
+        data: Vec<u8>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
     /// Hide a path of /proc or /sys (`/dev/null` over a file, an empty read-only tmpfs over a
     /// directory); missing paths are skipped.
     Mask(String),
@@ -85,6 +98,8 @@ pub(crate) struct HostFiles {
     pub hosts: PathBuf,
     pub resolv: PathBuf,
     pub hostname: PathBuf,
+    /// An empty directory for [`Op::WriteSecret`]'s tmpfs.
+    pub secrets: PathBuf,
 }
 
 /// The setup of the container, in order. `ns`: the user namespace the helper is in, if any.
@@ -102,7 +117,12 @@ pub(crate) fn plan(spec: &RunSpec, files: &HostFiles, ns: Option<NsKind>) -> Vec
     }];
     // Every directory the setup may add an entry to.
     let mut parents = vec![String::new(), "etc".to_string()];
-    for (_, target) in &spec.cache_mounts {
+    let targets = spec
+        .cache_mounts
+        .iter()
+        .map(|(_, t)| t)
+        .chain(spec.mounts.iter().map(|m| &m.target));
+    for target in targets {
         let t = target.trim_matches('/');
         for (i, _) in t.match_indices('/') {
             parents.push(t[..i].to_string());
@@ -221,6 +241,62 @@ pub(crate) fn plan(spec: &RunSpec, files: &HostFiles, ns: Option<NsKind>) -> Vec
             target: t,
         });
     }
+    // Parents before what is mounted inside them (`/a` before `/a/b`).
+    let mut mounts: Vec<_> = spec.mounts.iter().enumerate().collect();
+    mounts.sort_by(|a, b| a.1.target.cmp(&b.1.target));
+    for (i, m) in mounts {
+        let t = m.target.trim_matches('/').to_string();
+        match &m.kind {
+            MountKind::Bind { source, dir, rw } => {
+                ops.push(if *dir {
+                    Op::MakeDir(t.clone())
+                } else {
+                    Op::MakeFile(t.clone())
+                });
+                ops.push(Op::Bind {
+                    source: source.clone(),
+                    target: t.clone(),
+                });
+                if !rw {
+                    ops.push(Op::ReadOnlyBind(t));
+                }
+            }
+            MountKind::Tmpfs { size } => {
+                ops.push(Op::MakeDir(t.clone()));
+                ops.push(Op::Mount {
+                    fstype: "tmpfs",
+                    target: t,
+                    flags: libc::MS_NOSUID | libc::MS_NODEV,
+                    data: match size {
+                        Some(n) => format!("mode=1777,size={n}"),
+                        None => "mode=1777".into(),
+                    },
+                    optional: false,
+                });
+            }
+            MountKind::Secret {
+                data,
+                mode,
+                uid,
+                gid,
+            } => {
+                let name = format!("secret-{i}");
+                ops.push(Op::WriteSecret {
+                    name: name.clone(),
+                    data: data.clone(),
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                });
+                ops.push(Op::MakeFile(t.clone()));
+                ops.push(Op::Bind {
+                    source: files.secrets.join(name),
+                    target: t.clone(),
+                });
+                ops.push(Op::ReadOnlyBind(t));
+            }
+        }
+    }
     ops.push(Op::RestoreTimes);
     ops.push(Op::PivotRoot);
     ops.push(Op::SetHostname(spec.hostname.clone()));
@@ -229,6 +305,9 @@ pub(crate) fn plan(spec: &RunSpec, files: &HostFiles, ns: Option<NsKind>) -> Vec
     }
     ops
 }
+
+/// The secrets tmpfs: small, root's only, never executable.
+const SECRETS_TMPFS: &str = "mode=700,size=16m";
 
 /// Performs [`Op`]s. The real implementation makes syscalls; tests record.
 pub(crate) trait Sys {
@@ -242,6 +321,10 @@ pub(crate) struct RealSys {
     root: Option<OwnedFd>,
     /// [`Op::KeepTimes`]: directories of the rootfs and their times.
     kept: Vec<(Vec<std::ffi::OsString>, rfs::Timestamps)>,
+    /// Where [`Op::WriteSecret`] mounted its tmpfs, once it has.
+    secrets: Option<PathBuf>,
+    /// The host dir for that tmpfs (from [`HostFiles`]).
+    secrets_dir: PathBuf,
 }
 
 fn cstr(p: impl AsRef<std::ffi::OsStr>) -> CString {
@@ -291,6 +374,14 @@ fn mount_raw(
 }
 
 impl RealSys {
+    /// `secrets_dir`: [`HostFiles::secrets`].
+    pub(crate) fn new(secrets_dir: PathBuf) -> Self {
+        RealSys {
+            secrets_dir,
+            ..RealSys::default()
+        }
+    }
+
     fn root(&self) -> Result<std::os::fd::BorrowedFd<'_>, String> {
         self.root
             .as_ref()
@@ -497,6 +588,65 @@ impl Sys for RealSys {
                 }
                 .map_err(|e| format!("{e} (mask /{path})"))
             }
+            Op::ReadOnlyBind(path) => {
+                let (fd, t) = self.target(path)?;
+                let st = rfs::fstatvfs(&fd).map_err(errno_msg(format_args!("statfs /{path}")))?;
+                let mut flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+                for (st_flag, ms) in [
+                    (rfs::StatVfsMountFlags::NOSUID, libc::MS_NOSUID),
+                    (rfs::StatVfsMountFlags::NODEV, libc::MS_NODEV),
+                    (rfs::StatVfsMountFlags::NOEXEC, libc::MS_NOEXEC),
+                    (rfs::StatVfsMountFlags::NOATIME, libc::MS_NOATIME),
+                    (rfs::StatVfsMountFlags::NODIRATIME, libc::MS_NODIRATIME),
+                    (rfs::StatVfsMountFlags::RELATIME, libc::MS_RELATIME),
+                ] {
+                    if st.f_flag.contains(st_flag) {
+                        flags |= ms;
+                    }
+                }
+                mount_raw("", &t, "", flags, "").map_err(|e| format!("{e} (read-only /{path})"))
+            }
+            Op::WriteSecret {
+                name,
+                data,
+                mode,
+                uid,
+                gid,
+            } => {
+                if self.secrets.is_none() {
+                    let d = self.secrets_dir.display().to_string();
+                    mount_raw(
+                        "tmpfs",
+                        &d,
+                        "tmpfs",
+                        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                        SECRETS_TMPFS,
+                    )?;
+                    self.secrets = Some(self.secrets_dir.clone());
+                }
+                let p = self.secrets_dir.join(name);
+                let f = rfs::open(
+                    &p,
+                    OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(errno_msg("create a secret file"))?;
+                let mut written = 0;
+                while written < data.len() {
+                    written += rustix::io::write(&f, &data[written..])
+                        .map_err(errno_msg("write a secret file"))?;
+                }
+                rfs::fchown(
+                    &f,
+                    Some(rfs::Uid::from_raw(*uid)),
+                    Some(rfs::Gid::from_raw(*gid)),
+                )
+                .map_err(errno_msg(format_args!(
+                    "give a secret file to uid {uid}, gid {gid}"
+                )))?;
+                rfs::fchmod(&f, Mode::from_raw_mode(*mode & 0o7777))
+                    .map_err(errno_msg("chmod a secret file"))
+            }
             Op::ReadOnly(path) => {
                 let Ok((_fd, t)) = self.target(path) else {
                     return Ok(());
@@ -614,6 +764,7 @@ mod tests {
             network,
             hostname: "strata".into(),
             cache_mounts: vec![("/host/cache".into(), "/root/.cache".into())],
+            mounts: vec![],
             output: Output::Stderr,
         }
     }
@@ -625,6 +776,7 @@ mod tests {
             hosts: "/t/hosts".into(),
             resolv: "/t/resolv.conf".into(),
             hostname: "/t/hostname".into(),
+            secrets: "/t/secrets".into(),
         }
     }
 
@@ -697,5 +849,88 @@ mod tests {
                 assert!(made, "{target} mounted on before it was created");
             }
         }
+    }
+
+    #[test]
+    fn run_mounts_are_planned_parents_first_read_only_unless_rw() {
+        use crate::sandbox::exec::Mount;
+        let mut s = spec(Network::None);
+        let m = |target: &str, kind: MountKind| Mount {
+            target: target.into(),
+            kind,
+        };
+        s.mounts = vec![
+            m(
+                "/src/sub",
+                MountKind::Bind {
+                    source: "/h/sub".into(),
+                    dir: false,
+                    rw: true,
+                },
+            ),
+            m(
+                "/src",
+                MountKind::Bind {
+                    source: "/h/src".into(),
+                    dir: true,
+                    rw: false,
+                },
+            ),
+            m("/tmp/t", MountKind::Tmpfs { size: Some(4096) }),
+            m(
+                "/run/secrets/tok",
+                MountKind::Secret {
+                    data: b"s3cret".to_vec(),
+                    mode: 0o400,
+                    uid: 1,
+                    gid: 2,
+                },
+            ),
+        ];
+        let ops = recorded(&s);
+        let at = |op: &Op| {
+            ops.iter()
+                .position(|o| o == op)
+                .unwrap_or_else(|| panic!("{op:?} not in {ops:?}"))
+        };
+        let src = at(&Op::Bind {
+            source: "/h/src".into(),
+            target: "src".into(),
+        });
+        let sub = at(&Op::Bind {
+            source: "/h/sub".into(),
+            target: "src/sub".into(),
+        });
+        assert!(src < sub, "the parent mount first");
+        assert!(at(&Op::MakeDir("src".into())) < src);
+        assert!(at(&Op::MakeFile("src/sub".into())) < sub);
+        assert!(at(&Op::ReadOnlyBind("src".into())) > src);
+        assert!(!ops.contains(&Op::ReadOnlyBind("src/sub".into())), "rw");
+        assert!(ops.contains(&Op::Mount {
+            fstype: "tmpfs",
+            target: "tmp/t".into(),
+            flags: libc::MS_NOSUID | libc::MS_NODEV,
+            data: "mode=1777,size=4096".into(),
+            optional: false,
+        }));
+        let secret = ops
+            .iter()
+            .position(|o| matches!(o, Op::WriteSecret { data, mode: 0o400, uid: 1, gid: 2, .. } if data == b"s3cret"))
+            .unwrap();
+        let bind = at(&Op::Bind {
+            source: "/t/secrets/secret-3".into(),
+            target: "run/secrets/tok".into(),
+        });
+        assert!(secret < bind && bind < at(&Op::ReadOnlyBind("run/secrets/tok".into())));
+        let Op::KeepTimes(kept) = &ops[1] else {
+            panic!()
+        };
+        for p in ["src", "tmp", "run", "run/secrets"] {
+            assert!(kept.contains(&p.to_string()), "{p} in {kept:?}");
+        }
+        let pivot = at(&Op::PivotRoot);
+        assert!(ops[..pivot]
+            .iter()
+            .any(|o| matches!(o, Op::ReadOnlyBind(p) if p == "run/secrets/tok")));
     }
 }

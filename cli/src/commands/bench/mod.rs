@@ -170,6 +170,7 @@ impl Bench {
                 sde_env: None,
                 explain: false,
                 remote: None,
+                run: Default::default(),
             },
             &col,
         )
