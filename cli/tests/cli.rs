@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+#[path = "cli/copy_add.rs"]
+mod copy_add;
 #[path = "cli/registry.rs"]
 mod registry;
 #[path = "cli/run_steps.rs"]
@@ -488,7 +490,11 @@ fn errors_are_clear_and_build_nothing() {
             &[],
         ),
         ("FROM scratch\nCOPY --chwon=1 a /a\n", "unknown flag", &[]),
-        ("FROM scratch\nCOPY a b /dest\n", "must be a directory", &[]),
+        (
+            "FROM scratch\nCOPY a a /dest\n",
+            "must be a directory",
+            &["Dockerfile:2:", "hint: write `/dest/`"],
+        ),
         (
             "FROM scratch\nCOPY --chmod=9z9 a /a\n",
             "invalid --chmod",
