@@ -309,3 +309,22 @@ fn symbolic_chmod_and_add_flags() {
         assert!(err.contains(want), "{want:?} in:\n{err}");
     }
 }
+
+/// A hard link inside a `--from` directory whose target lies outside it was dropped (the
+/// target's content was never read): it is copied as a file.
+#[test]
+fn copy_from_a_tree_with_a_hard_link_to_outside_copies_its_content() {
+    let ctx = tempfile::tempdir().unwrap();
+    fs::copy("/bin/busybox", ctx.path().join("busybox"))
+        .expect("busybox-static is installed by .ci/install-deps");
+    write(
+        &ctx.path().join("Dockerfile"),
+        "FROM scratch AS s\nCOPY busybox /bin/busybox\n\
+         RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox mkdir -p /a /b && \
+         echo hl > /a/f && /bin/busybox ln /a/f /b/g\"]\n\
+         FROM scratch\nCOPY --from=s /b /hb/\n",
+    );
+    let b = build_unpacked(ctx.path());
+    assert!(b.meta("hb/g").is_file());
+    assert_eq!(b.read("hb/g"), "hl\n");
+}
