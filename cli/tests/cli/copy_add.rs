@@ -170,17 +170,28 @@ fn a_symlink_source_is_followed_and_named_by_the_source() {
     write(&ctx.path().join("lib/x/f"), "f\n");
     std::os::unix::fs::symlink("lib", ctx.path().join("libs")).unwrap();
     std::os::unix::fs::symlink("bin/real", ctx.path().join("top")).unwrap();
+    // A stage whose /lib is a symlink to usr/lib: a wildcard below it is matched there.
+    fs::create_dir(ctx.path().join("l")).unwrap();
+    std::os::unix::fs::symlink("usr/lib", ctx.path().join("l/lib")).unwrap();
     write(
         &ctx.path().join("Dockerfile"),
         "FROM scratch AS s\nCOPY bin/ /bin/\n\
+         COPY bin/ /usr/lib/\nCOPY l/ /\n\
          FROM scratch\nCOPY --from=s /bin/ls /test/\nCOPY --from=s /bin/abs /test/abs2\n\
+         COPY --from=s /lib/re* /merged-usr/\n\
          COPY --from=s /bin/l* /glob/\nCOPY --from=s /bin /whole/\nCOPY top /ctx/\n\
          COPY libs /libs-link-dir/\n",
     );
     let b = build_unpacked(ctx.path());
     // The context's `libs` is a symlink to a directory: its content is copied.
     assert_eq!(b.read("libs-link-dir/x/f"), "f\n");
-    for p in ["test/ls", "test/abs2", "glob/ls", "ctx/top"] {
+    for p in [
+        "test/ls",
+        "test/abs2",
+        "glob/ls",
+        "ctx/top",
+        "merged-usr/real",
+    ] {
         assert!(b.meta(p).is_file(), "/{p} is a regular file");
         assert_eq!(b.read(p), "real\n", "/{p}");
     }

@@ -1399,12 +1399,29 @@ fn match_from_sources(st: &Tree, sources: &[Prepared]) -> Result<FromMatches, Bu
         };
         let pat = pattern.trim_matches('/');
         let found: Vec<String> = if context::has_meta(pat) {
-            let depth = pat.split('/').count();
-            st.nodes
-                .keys()
-                .filter(|k| !k.is_empty() && k.split('/').count() == depth)
-                .filter(|k| context::glob_match(pat, k).unwrap_or(false))
-                .cloned()
+            // The literal directories before the first wildcard are resolved first, symlinks
+            // included (`/lib/*.so` where /lib → usr/lib, as in merged-/usr images); the
+            // wildcard part is matched below what they lead to, and named as written.
+            let comps: Vec<&str> = pat
+                .split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .collect();
+            let lit = comps.iter().take_while(|c| !context::has_meta(c)).count();
+            let prefix = comps[..lit].join("/");
+            let rest = comps[lit..].join("/");
+            let depth = comps.len() - lit;
+            let base = st.resolve(&prefix, true)?;
+            st.subtree(&base)
+                .map(|(k, _)| {
+                    if base.is_empty() {
+                        k.as_str()
+                    } else {
+                        k[base.len()..].trim_start_matches('/')
+                    }
+                })
+                .filter(|rel| !rel.is_empty() && rel.split('/').count() == depth)
+                .filter(|rel| context::glob_match(&rest, rel).unwrap_or(false))
+                .map(|rel| join(&prefix, rel))
                 .collect()
         } else {
             vec![pat.to_string()]
