@@ -245,6 +245,7 @@ fn copy_parents_keeps_the_source_paths() {
         "x/y/b.txt",
         "x/y/c.txt",
         "x/y/z/d.txt",
+        "x/y/z/e.md",
     ] {
         write(&ctx.path().join(p), p);
     }
@@ -255,7 +256,8 @@ fn copy_parents_keeps_the_source_paths() {
          COPY --parents ./x/a.txt ./y/a.txt /parents/\n\
          COPY --parents ./x/./y/*.txt /pivot/\n\
          COPY --parents --chown=5:6 x/y /dirs/\n\
-         COPY --from=s --parents /src/./x/y/b.txt /from/\n",
+         COPY --from=s --parents /src/./x/y/b.txt /from/\n\
+         COPY --parents x/**/*.txt /deep/\n",
     );
     let b = build_unpacked(ctx.path());
     assert_eq!(b.read("no_parents/a.txt"), "y/a.txt");
@@ -273,6 +275,10 @@ fn copy_parents_keeps_the_source_paths() {
     assert_eq!(b.owner("dirs/x/y"), (5, 6));
     assert_eq!(b.mode("dirs/x"), 0o755);
     assert_eq!(b.read("from/x/y/b.txt"), "x/y/b.txt");
+    for p in ["x/a.txt", "x/y/b.txt", "x/y/c.txt", "x/y/z/d.txt"] {
+        assert_eq!(b.read(&format!("deep/{p}")), p, "`**` matches at any depth");
+    }
+    assert!(!b.exists("deep/x/y/z/e.md"));
 }
 
 /// Symbolic `--chmod` (`u+x,g-w`, `a=rX`, as chmod(1) takes it) on COPY and ADD, and

@@ -544,7 +544,8 @@ pub(crate) fn prepare(
             }
             CopySource::Path(p) => {
                 ins.str("pattern", p);
-                let resolved = ctx.resolve(std::slice::from_ref(p), &spec.excludes)?;
+                let resolved =
+                    ctx.resolve_with(std::slice::from_ref(p), &spec.excludes, spec.parents)?;
                 for r in resolved {
                     shape.str("source", &r.rel).u64("is_dir", r.is_dir as u64);
                     for e in &r.entries {

@@ -818,7 +818,7 @@ pub fn check_sources(plan: &Plan, ctx: &Context) -> Result<(), Box<SourceProblem
             }
             for src in &spec.sources {
                 if let plan::CopySource::Path(p) = src {
-                    ctx.prefetch(std::slice::from_ref(p), &spec.excludes)
+                    ctx.prefetch_with(std::slice::from_ref(p), &spec.excludes, spec.parents)
                         .map_err(|error| {
                             Box::new(SourceProblem {
                                 span: step.span,

@@ -857,16 +857,6 @@ impl<'a> Planner<'a> {
         for w in &c.excludes {
             excludes.push(self.expand(w, &l)?);
         }
-        if c.parents {
-            if let Some(w) = c.sources.iter().find(|w| w.raw.contains("**")) {
-                return Err(self
-                    .diag(
-                        w.span,
-                        "error: the `**` wildcard in COPY --parents sources is not supported yet",
-                    )
-                    .with_hint("name the directories, or copy the directory above them"));
-            }
-        }
         if add && c.from.is_some() {
             return Err(self.diag(ins.span, "ADD does not take --from"));
         }
