@@ -10,6 +10,8 @@ use serde_json::Value;
 
 #[path = "cli/conformance.rs"]
 mod conformance;
+#[path = "cli/copy_add.rs"]
+mod copy_add;
 #[path = "cli/mirrors.rs"]
 mod mirrors;
 #[path = "cli/registry.rs"]
@@ -496,7 +498,11 @@ fn errors_are_clear_and_build_nothing() {
             &[],
         ),
         ("FROM scratch\nCOPY --chwon=1 a /a\n", "unknown flag", &[]),
-        ("FROM scratch\nCOPY a b /dest\n", "must be a directory", &[]),
+        (
+            "FROM scratch\nCOPY a a /dest\n",
+            "must be a directory",
+            &["Dockerfile:2:", "hint: write `/dest/`"],
+        ),
         (
             "FROM scratch\nCOPY --chmod=9z9 a /a\n",
             "invalid --chmod",

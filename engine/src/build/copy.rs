@@ -40,6 +40,10 @@ use crate::layer::{self, Content, Entry, EntryKind};
 use crate::plan::key::{Key, KeyHasher};
 use crate::plan::{CopyFrom, CopySource, CopySpec};
 
+/// Bumped whenever the layer a COPY/ADD writes for the same inputs changes (see
+/// docs/cache-keys.md, "COPY / ADD"). 1 was implicit (no field).
+const COPY_SEMANTICS: u64 = 2;
+
 /// One prepared source of a COPY/ADD.
 pub(crate) enum Prepared {
     Context {
@@ -499,12 +503,19 @@ pub(crate) fn prepare(
     let mut ins = KeyHasher::new("copy-instruction");
     ins.str("dest", &spec.dest)
         .opt_str("chown", spec.chown.as_deref())
-        .opt_str("chmod", spec.chmod.map(|m| format!("{m:o}")).as_deref())
+        .opt_str(
+            "chmod",
+            spec.chmod.as_ref().map(|c| c.key_form()).as_deref(),
+        )
         .u64("link", spec.link as u64)
         .strs("exclude", &spec.excludes)
         .str("compression", compression_id)
         // Every entry's mtime is SOURCE_DATE_EPOCH: it is part of the layer's bytes.
         .u64("source-date-epoch", sde);
+    if spec.parents {
+        // Only when set: the keys of every other COPY stay as they were.
+        ins.u64("parents", 1);
+    }
     match from {
         FromSource::Context => {
             ins.str("from", "context");
@@ -533,7 +544,8 @@ pub(crate) fn prepare(
             }
             CopySource::Path(p) => {
                 ins.str("pattern", p);
-                let resolved = ctx.resolve(std::slice::from_ref(p), &spec.excludes)?;
+                let resolved =
+                    ctx.resolve_with(std::slice::from_ref(p), &spec.excludes, spec.parents)?;
                 for r in resolved {
                     shape.str("source", &r.rel).u64("is_dir", r.is_dir as u64);
                     for e in &r.entries {
@@ -608,6 +620,10 @@ pub(crate) fn prepare(
     });
     let body = k.finish();
     let mut key = KeyHasher::new(if spec.add { "add" } else { "copy" });
+    // The version of what a COPY/ADD layer holds for given inputs (docs/cache-keys.md): 2 since
+    // an existing destination keeps its metadata and `--from` symlink sources are followed.
+    // A layer cached under the old rules must not be reused for the new.
+    key.u64("copy-semantics", COPY_SEMANTICS);
     let mut entries_built = None;
     let mut answers = None;
     let mut facts_key = None;
@@ -956,26 +972,58 @@ pub(crate) fn entries(
         }
     };
 
+    // The matches of `--from` sources, found before the destination is decided: how many
+    // sources there are after expansion decides whether a bare destination is a file.
+    let from_tree = match from {
+        FromSource::Rootfs { layers, .. }
+            if sources.iter().any(|s| matches!(s, Prepared::Tree { .. })) =>
+        {
+            Some(scan_from_sources(store, layers, sources, spool)?)
+        }
+        _ => None,
+    };
+    let n_items: usize = sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| match (s, &from_tree) {
+            (Prepared::Tree { .. }, Some((_, m))) => m[i].len(),
+            _ => 1,
+        })
+        .sum();
+
     // Destination: resolve symlinks on the way (e.g. `/lib → usr/lib`), in-root.
     let dest_syntax_dir = spec.dest.ends_with('/');
-    let dest_rel = spec.dest.trim_matches('/').to_string();
+    let dest_written = spec.dest.trim_matches('/').to_string();
     let resolved_dest = if link_mode {
-        dest_rel.clone()
+        dest_written.clone()
     } else {
-        parent.resolve(&dest_rel, true)?
+        parent.resolve(&dest_written, true)?
     };
-    let dest_exists_dir = dir_of(&resolved_dest).is_some();
-    let n_items = sources.len();
-    let dest_is_dir = dest_syntax_dir || dest_exists_dir || n_items > 1 || dest_rel.is_empty();
-    let dest_rel = if dest_is_dir || dest_rel.is_empty() {
-        resolved_dest
+    // The destination's own metadata when it already is a directory: the layer writes it
+    // unchanged (BuildKit copies into an existing destination without touching its mode,
+    // owner or xattrs — a `/tmp` stays 1777). The same answer decides whether it is one.
+    let dest_meta = dir_of(&resolved_dest);
+    let dest_exists_dir = dest_meta.is_some();
+    // With `--parents` every source keeps a path below the destination: a directory.
+    let dest_is_dir = dest_syntax_dir || dest_exists_dir || dest_written.is_empty() || spec.parents;
+    if n_items > 1 && !dest_is_dir {
+        // BuildKit overwrites the one destination file with each source in turn
+        // (moby/buildkit#1853), buildah makes a directory, the classic builder refuses: the
+        // only answer that cannot silently lose files is to refuse.
+        return Err(BuildError::CopyDestNotDir {
+            dest: spec.dest.clone(),
+            sources: n_items,
+        });
+    }
+    let dest_rel = if dest_is_dir {
+        resolved_dest.clone()
     } else {
-        let dir = parent.resolve(Tree::parent(&dest_rel), true)?;
-        join(&dir, basename(&dest_rel))
+        let dir = parent.resolve(Tree::parent(&dest_written), true)?;
+        join(&dir, basename(&dest_written))
     };
 
     let ctx_owner = owner.unwrap_or((0, 0));
-    let file_mode = |m: u32| spec.chmod.unwrap_or(m);
+    let file_mode = |m: u32, is_dir: bool| spec.chmod.as_ref().map_or(m, |c| c.apply(m, is_dir));
     let mut out: BTreeMap<String, Entry> = BTreeMap::new();
     let mut put = |e: Entry| {
         out.insert(e.path.clone(), e);
@@ -990,8 +1038,9 @@ pub(crate) fn entries(
         xattrs: BTreeMap::new(),
     };
     let mut dest_dir_needed = dest_is_dir && !dest_rel.is_empty();
-    let mut src_tree_cache: Option<Tree> = None;
-    for src in sources {
+    // The directories `--parents` keeps, in the order met (see below the loop).
+    let mut kept_dirs: Vec<String> = Vec::new();
+    for (src_index, src) in sources.iter().enumerate() {
         match src {
             Prepared::Heredoc { name, content } => {
                 let target = if dest_is_dir {
@@ -1006,15 +1055,23 @@ pub(crate) fn entries(
                         size: bytes.len() as u64,
                         content: Content::Bytes(bytes),
                     },
-                    file_mode(0o644),
+                    file_mode(0o644, false),
                     ctx_owner,
                 ));
             }
             Prepared::Context { resolved, .. } => {
+                let kept = spec
+                    .parents
+                    .then(|| kept_parents(&resolved.pattern, &resolved.rel));
+                if let Some(k) = &kept {
+                    kept_dirs.extend(kept_dir_paths(&dest_rel, k, resolved.is_dir));
+                }
                 for e in &resolved.entries {
                     let mode = normalise_context_mode(&e.kind, e.mode);
                     let is_file_source = !resolved.is_dir;
-                    let target = if is_file_source {
+                    let target = if let Some(k) = &kept {
+                        join(&join(&dest_rel, k), &e.rel_in_source)
+                    } else if is_file_source {
                         if dest_is_dir {
                             join(&dest_rel, basename(&resolved.rel))
                         } else {
@@ -1051,67 +1108,32 @@ pub(crate) fn entries(
                             target: target.clone(),
                         },
                     };
-                    let mode = if matches!(e.kind, ContextKind::Symlink { .. }) {
-                        mode
-                    } else {
-                        file_mode(mode)
+                    let mode = match e.kind {
+                        ContextKind::Symlink { .. } => mode,
+                        ContextKind::Dir => file_mode(mode, true),
+                        ContextKind::File { .. } => file_mode(mode, false),
                     };
                     put(mk(target, kind, mode, ctx_owner));
                 }
             }
             Prepared::Tree { pattern } => {
-                let FromSource::Rootfs { layers, .. } = from else {
-                    unreachable!("tree sources need a rootfs")
-                };
-                if src_tree_cache.is_none() {
-                    // Spool every file of the source rootfs that a pattern can reach.
-                    let pats: Vec<String> = sources
-                        .iter()
-                        .filter_map(|s| match s {
-                            Prepared::Tree { pattern } => {
-                                Some(pattern.trim_matches('/').to_string())
-                            }
-                            _ => None,
-                        })
-                        .collect();
-                    let want = |p: &str| {
-                        pats.iter().any(|pat| {
-                            pat.is_empty()
-                                || context::has_meta(pat)
-                                || p == pat
-                                || p.starts_with(&format!("{pat}/"))
-                        })
-                    };
-                    src_tree_cache = Some(Tree::scan(store.blobs(), layers, &want, spool)?);
-                }
-                let st = src_tree_cache.as_ref().unwrap();
-                let pat = pattern.trim_matches('/');
-                let matches: Vec<String> = if context::has_meta(pat) {
-                    let depth = pat.split('/').count();
-                    st.nodes
-                        .keys()
-                        .filter(|k| !k.is_empty() && k.split('/').count() == depth)
-                        .filter(|k| context::glob_match(pat, k).unwrap_or(false))
-                        .cloned()
-                        .collect()
-                } else {
-                    let r = st.resolve(pat, true)?;
-                    if r.is_empty() || st.get(&r).is_some() {
-                        vec![r]
-                    } else {
-                        vec![]
-                    }
-                };
-                if matches.is_empty() {
-                    return Err(BuildError::FromSourceMissing {
-                        path: pattern.clone(),
-                    });
-                }
-                for m in matches {
+                let (st, all) = from_tree
+                    .as_ref()
+                    .expect("--from sources are scanned before the destination is decided");
+                let matches = &all[src_index];
+                for (m, matched) in matches {
                     let is_dir =
-                        m.is_empty() || matches!(st.get(&m).map(|n| &n.kind), Some(NodeKind::Dir));
-                    for (p, node) in st.subtree(&m) {
-                        if is_dir && p == &m {
+                        m.is_empty() || matches!(st.get(m).map(|n| &n.kind), Some(NodeKind::Dir));
+                    let kept = spec.parents.then(|| kept_parents(pattern, matched));
+                    let base = match &kept {
+                        Some(k) => {
+                            kept_dirs.extend(kept_dir_paths(&dest_rel, k, is_dir));
+                            join(&dest_rel, k)
+                        }
+                        None => dest_rel.clone(),
+                    };
+                    for (p, node) in st.subtree(m) {
+                        if is_dir && p == m {
                             continue;
                         }
                         let rel_in = if is_dir {
@@ -1119,9 +1141,16 @@ pub(crate) fn entries(
                         } else {
                             ""
                         };
-                        let target = if !is_dir {
+                        let target = if kept.is_some() {
+                            if is_dir {
+                                join(&base, rel_in)
+                            } else {
+                                base.clone()
+                            }
+                        } else if !is_dir {
+                            // Named by the source as matched, not by where a symlink led.
                             if dest_is_dir {
-                                join(&dest_rel, basename(&m))
+                                join(&dest_rel, basename(matched))
                             } else {
                                 dest_rel.clone()
                             }
@@ -1175,10 +1204,10 @@ pub(crate) fn entries(
                             },
                             NodeKind::Fifo => EntryKind::Fifo,
                         };
-                        let mode = if matches!(kind, EntryKind::Symlink { .. }) {
-                            node.mode
-                        } else {
-                            file_mode(node.mode)
+                        let mode = match kind {
+                            EntryKind::Symlink { .. } => node.mode,
+                            EntryKind::Dir => file_mode(node.mode, true),
+                            _ => file_mode(node.mode, false),
                         };
                         let mut e = mk(target, kind, mode, owner.unwrap_or((node.uid, node.gid)));
                         e.xattrs = node.xattrs.clone();
@@ -1188,18 +1217,54 @@ pub(crate) fn entries(
             }
         }
     }
+    // The directories of the paths `--parents` keeps: an existing one keeps its metadata (as
+    // the destination does); one the step creates is a copy of the source's directory —
+    // 0755 (context modes are normalised), `--chmod`, `--chown` — as BuildKit creates it.
+    for d in kept_dirs {
+        if out.contains_key(&d) {
+            continue;
+        }
+        let e = match dir_of(&d) {
+            Some(m) => Entry {
+                path: d.clone(),
+                kind: EntryKind::Dir,
+                mode: m.mode,
+                uid: m.uid,
+                gid: m.gid,
+                mtime: sde,
+                xattrs: m.xattrs,
+            },
+            None => mk(d.clone(), EntryKind::Dir, file_mode(0o755, true), ctx_owner),
+        };
+        out.insert(d, e);
+    }
     // The destination directory and every parent on the way: existing ones keep their
     // metadata from the parent rootfs; created ones are 0755, owned by --chown (or root).
     if dest_dir_needed {
-        out.entry(dest_rel.clone()).or_insert_with(|| Entry {
-            path: dest_rel.clone(),
-            kind: EntryKind::Dir,
-            mode: 0o755,
-            uid: ctx_owner.0,
-            gid: ctx_owner.1,
-            mtime: sde,
-            xattrs: BTreeMap::new(),
-        });
+        // `dest_meta` describes `resolved_dest`, which is `dest_rel` whenever the destination
+        // is an existing directory.
+        let existing = dest_meta.filter(|_| dest_rel == resolved_dest);
+        out.entry(dest_rel.clone())
+            .or_insert_with(|| match existing {
+                Some(d) => Entry {
+                    path: dest_rel.clone(),
+                    kind: EntryKind::Dir,
+                    mode: d.mode,
+                    uid: d.uid,
+                    gid: d.gid,
+                    mtime: sde,
+                    xattrs: d.xattrs,
+                },
+                None => Entry {
+                    path: dest_rel.clone(),
+                    kind: EntryKind::Dir,
+                    mode: 0o755,
+                    uid: ctx_owner.0,
+                    gid: ctx_owner.1,
+                    mtime: sde,
+                    xattrs: BTreeMap::new(),
+                },
+            });
     }
     let paths: Vec<String> = out.keys().cloned().collect();
     for p in paths {
@@ -1234,6 +1299,185 @@ pub(crate) fn entries(
         }
     }
     Ok(out.into_values().collect())
+}
+
+/// Per `--from` source (by index in `sources`; empty for the others), what it matches in the
+/// source rootfs: `(path, matched)` pairs — the path every symlink on the way, the last one
+/// included, resolved in-root (BuildKit follows a source that is a symlink and copies what
+/// it points to), and the path as matched, whose last component names it at the destination.
+type FromMatches = Vec<Vec<(String, String)>>;
+
+/// Reads the `--from` rootfs, spooling the contents the sources reach, and matches them.
+fn scan_from_sources(
+    store: &Store,
+    layers: &[LayerDesc],
+    sources: &[Prepared],
+    spool: &Path,
+) -> Result<(Tree, FromMatches), BuildError> {
+    let pats: Vec<String> = sources
+        .iter()
+        .filter_map(|s| match s {
+            Prepared::Tree { pattern } => Some(pattern.trim_matches('/').to_string()),
+            _ => None,
+        })
+        .collect();
+    let under = |roots: &[String], p: &str| {
+        roots
+            .iter()
+            .any(|r| r.is_empty() || p == r || p.starts_with(&format!("{r}/")))
+    };
+    // First the paths as written (a wildcard: everything).
+    let roots: Vec<String> = pats
+        .iter()
+        .map(|p| {
+            if context::has_meta(p) {
+                String::new()
+            } else {
+                rootfs::clean_rel(p).unwrap_or_default()
+            }
+        })
+        .collect();
+    let st = Tree::scan(store.blobs(), layers, &|p| under(&roots, p), spool)?;
+    let matches = match_from_sources(&st, sources)?;
+    // A symlink may lead elsewhere, and a hard link inside a copied tree may point outside
+    // it: spool those too (a second pass, only then).
+    let spooled = |p: &str| {
+        let mut cur = p.to_string();
+        for _ in 0..40 {
+            match st.get(&cur).map(|n| &n.kind) {
+                Some(NodeKind::HardLink(t)) => cur = t.clone(),
+                Some(NodeKind::File { spool, .. }) => return spool.is_some(),
+                _ => return true,
+            }
+        }
+        true
+    };
+    let mut more: Vec<String> = Vec::new();
+    for (m, _) in matches.iter().flatten() {
+        for (p, node) in st.subtree(m) {
+            match &node.kind {
+                NodeKind::File { spool: None, .. } => more.push(p.clone()),
+                NodeKind::HardLink(t) if !spooled(t) => more.push(t.clone()),
+                _ => {}
+            }
+        }
+    }
+    if more.is_empty() {
+        return Ok((st, matches));
+    }
+    // Hard links are followed through chains of at most 40 (as the copy loop does).
+    for _ in 0..40 {
+        let next: Vec<String> = more
+            .iter()
+            .filter_map(|p| match st.get(p).map(|n| &n.kind) {
+                Some(NodeKind::HardLink(t)) if !more.contains(t) => Some(t.clone()),
+                _ => None,
+            })
+            .collect();
+        if next.is_empty() {
+            break;
+        }
+        more.extend(next);
+    }
+    let mut roots: Vec<String> = matches.iter().flatten().map(|(m, _)| m.clone()).collect();
+    roots.extend(more);
+    let dir = spool.join("from");
+    std::fs::create_dir_all(&dir).map_err(|e| BuildError::Io {
+        path: dir.clone(),
+        source: e,
+    })?;
+    let st = Tree::scan(store.blobs(), layers, &|p| under(&roots, p), &dir)?;
+    let matches = match_from_sources(&st, sources)?;
+    Ok((st, matches))
+}
+
+fn match_from_sources(st: &Tree, sources: &[Prepared]) -> Result<FromMatches, BuildError> {
+    let mut all = Vec::with_capacity(sources.len());
+    for s in sources {
+        let Prepared::Tree { pattern } = s else {
+            all.push(Vec::new());
+            continue;
+        };
+        let pat = pattern.trim_matches('/');
+        let found: Vec<String> = if context::has_meta(pat) {
+            // The literal directories before the first wildcard are resolved first, symlinks
+            // included (`/lib/*.so` where /lib → usr/lib, as in merged-/usr images); the
+            // wildcard part is matched below what they lead to, and named as written.
+            let comps: Vec<&str> = pat
+                .split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .collect();
+            let lit = comps.iter().take_while(|c| !context::has_meta(c)).count();
+            let prefix = comps[..lit].join("/");
+            let rest = comps[lit..].join("/");
+            let depth = comps.len() - lit;
+            let base = st.resolve(&prefix, true)?;
+            st.subtree(&base)
+                .map(|(k, _)| {
+                    if base.is_empty() {
+                        k.as_str()
+                    } else {
+                        k[base.len()..].trim_start_matches('/')
+                    }
+                })
+                .filter(|rel| !rel.is_empty() && rel.split('/').count() == depth)
+                .filter(|rel| context::glob_match(&rest, rel).unwrap_or(false))
+                .map(|rel| join(&prefix, rel))
+                .collect()
+        } else {
+            vec![pat.to_string()]
+        };
+        let mut out = Vec::new();
+        for f in found {
+            let r = st.resolve(&f, true)?;
+            if r.is_empty() || st.get(&r).is_some() {
+                out.push((r, f));
+            }
+        }
+        if out.is_empty() {
+            return Err(BuildError::FromSourceMissing {
+                path: pattern.clone(),
+            });
+        }
+        all.push(out);
+    }
+    Ok(all)
+}
+
+/// The part of a matched source path `--parents` keeps: everything after a `/./` pivot in
+/// the pattern (rsync's `--relative` rule), else the whole path. `matched` is the path as
+/// matched, cleaned (no `.` components); the pivot is counted in components of the
+/// pattern before it, so a wildcard before the pivot works too.
+fn kept_parents(pattern: &str, matched: &str) -> String {
+    let mut p = pattern.trim_start_matches('/');
+    while let Some(rest) = p.strip_prefix("./") {
+        p = rest.trim_start_matches('/');
+    }
+    let skip = match p.find("/./") {
+        Some(i) => p[..i]
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .count(),
+        None => 0,
+    };
+    matched
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .skip(skip)
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// The directories on the way to `dest/kept` below `dest`, the last one too when the source
+/// is a directory.
+fn kept_dir_paths(dest: &str, kept: &str, source_is_dir: bool) -> Vec<String> {
+    let comps: Vec<&str> = kept.split('/').filter(|c| !c.is_empty()).collect();
+    let n = if source_is_dir {
+        comps.len()
+    } else {
+        comps.len().saturating_sub(1)
+    };
+    (1..=n).map(|i| join(dest, &comps[..i].join("/"))).collect()
 }
 
 /// Puts the entries of a local archive under `base`, with their own metadata (or --chown).
@@ -1392,6 +1636,7 @@ mod tests {
             chmod: None,
             link: false,
             excludes: vec![],
+            parents: false,
         };
         assert_eq!(parent_use(&spec), ParentUse::Facts);
         let sources = vec![Prepared::Heredoc {
@@ -1408,6 +1653,132 @@ mod tests {
             store_dir.path(),
         )
         .unwrap()
+    }
+
+    /// The entries (path, mode, uid, gid) of `COPY [--chown=…] <<f DEST` over `tree`.
+    fn heredoc_copy(tree: &Tree, dest: &str, chown: Option<&str>) -> Vec<(String, u32, u64, u64)> {
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(store_dir.path()).unwrap();
+        let spec = CopySpec {
+            add: false,
+            from: CopyFrom::Context,
+            sources: vec![],
+            dest: dest.into(),
+            chown: chown.map(str::to_string),
+            chmod: None,
+            link: false,
+            excludes: vec![],
+            parents: false,
+        };
+        let sources = vec![Prepared::Heredoc {
+            name: "f".into(),
+            content: "x".into(),
+        }];
+        entries(
+            &store,
+            &spec,
+            &sources,
+            &ParentView::recording(tree),
+            &FromSource::Context,
+            0,
+            store_dir.path(),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.path, e.mode, e.uid, e.gid))
+        .collect()
+    }
+
+    /// `COPY a.txt /tmp` onto a base whose /tmp is 1777 and /root 0700: the layer carried the
+    /// destination directory as 0755, and every non-root process lost /tmp. An existing
+    /// destination keeps its mode, owner and xattrs; only directories the step creates get
+    /// the defaults (0755, `--chown`'s owner).
+    #[test]
+    fn existing_destination_directory_keeps_its_metadata() {
+        let mut t = base();
+        t.nodes.insert("tmp".into(), dir(0o1777));
+        t.nodes.insert(
+            "root".into(),
+            Node {
+                uid: 0,
+                gid: 0,
+                xattrs: BTreeMap::from([("security.capability".into(), vec![9])]),
+                ..dir(0o700)
+            },
+        );
+        t.nodes.insert(
+            "home/app".into(),
+            Node {
+                uid: 1000,
+                gid: 1000,
+                ..dir(0o750)
+            },
+        );
+        t.nodes.insert("home".into(), dir(0o755));
+        for dest in ["/tmp", "/tmp/"] {
+            assert_eq!(
+                heredoc_copy(&t, dest, None),
+                vec![("tmp".into(), 0o1777, 0, 0), ("tmp/f".into(), 0o644, 0, 0)],
+                "{dest}"
+            );
+        }
+        assert_eq!(
+            heredoc_copy(&t, "/root/", Some("7:8")),
+            vec![("root".into(), 0o700, 0, 0), ("root/f".into(), 0o644, 7, 8)]
+        );
+        assert_eq!(
+            heredoc_copy(&t, "/home/app/new/", Some("7:8")),
+            vec![
+                ("home".into(), 0o755, 0, 0),
+                ("home/app".into(), 0o750, 1000, 1000),
+                ("home/app/new".into(), 0o755, 7, 8),
+                ("home/app/new/f".into(), 0o644, 7, 8),
+            ],
+            "created directories get the defaults, existing ones keep theirs"
+        );
+        // The xattrs of the existing destination are kept too.
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = Store::open(store_dir.path()).unwrap();
+        let spec = CopySpec {
+            add: false,
+            from: CopyFrom::Context,
+            sources: vec![],
+            dest: "/root/".into(),
+            chown: None,
+            chmod: None,
+            link: false,
+            excludes: vec![],
+            parents: false,
+        };
+        let es = entries(
+            &store,
+            &spec,
+            &[Prepared::Heredoc {
+                name: "f".into(),
+                content: "x".into(),
+            }],
+            &ParentView::new(&t),
+            &FromSource::Context,
+            0,
+            store_dir.path(),
+        )
+        .unwrap();
+        assert_eq!(es[0].xattrs, t.nodes["root"].xattrs);
+    }
+
+    #[test]
+    fn parents_keep_the_path_after_the_pivot() {
+        assert_eq!(kept_parents("./x/a.txt", "x/a.txt"), "x/a.txt");
+        assert_eq!(kept_parents("x/a.txt", "x/a.txt"), "x/a.txt");
+        assert_eq!(kept_parents("./x/./y/*.txt", "x/y/b.txt"), "y/b.txt");
+        assert_eq!(kept_parents("/src/./x/y", "src/./x/y"), "x/y");
+        assert_eq!(kept_parents("*/./y/f", "a/y/f"), "y/f");
+        assert_eq!(kept_parents("a/b/./", "a/b"), "");
+        assert_eq!(
+            kept_dir_paths("dest", "x/y/f", false),
+            vec!["dest/x".to_string(), "dest/x/y".into()]
+        );
+        assert_eq!(kept_dir_paths("", "x", true), vec!["x".to_string()]);
     }
 
     /// A step that must run after a content edit replays the memoised answers instead of
@@ -1467,6 +1838,7 @@ mod tests {
             chmod: None,
             link: false,
             excludes: vec![],
+            parents: false,
         };
         assert_eq!(parent_use(&spec), ParentUse::Facts);
         let prepared = |no_cache: bool| {
@@ -1623,6 +1995,7 @@ mod tests {
             chmod: None,
             link,
             excludes: vec![],
+            parents: false,
         };
         let c = CopyFrom::Context;
         assert_eq!(

@@ -50,6 +50,12 @@ pub enum BuildError {
     Chown { spec: String, message: String },
     #[error("COPY --from source `{path}` not found in the source stage")]
     FromSourceMissing { path: String },
+    #[error(
+        "the destination `{dest}` must be a directory ending in `/` (or an existing \
+         directory): {sources} sources, after wildcard expansion, would be copied to it\n\
+         hint: write `{dest}/` to copy them into a directory"
+    )]
+    CopyDestNotDir { dest: String, sources: usize },
     #[error("ADD `{}`: {message}", path.display())]
     Archive { path: PathBuf, message: String },
     #[error("base image blob {digest} from {origin}: {message}")]
@@ -968,7 +974,7 @@ pub fn check_sources(plan: &Plan, ctx: &Context) -> Result<(), Box<SourceProblem
             }
             for src in &spec.sources {
                 if let plan::CopySource::Path(p) = src {
-                    ctx.prefetch(std::slice::from_ref(p), &spec.excludes)
+                    ctx.prefetch_with(std::slice::from_ref(p), &spec.excludes, spec.parents)
                         .map_err(|error| {
                             Box::new(SourceProblem {
                                 span: step.span,
@@ -1208,11 +1214,14 @@ mod tests {
         assert_eq!(keys, GOLDEN_KEYS, "step keys changed");
     }
 
+    /// Changed with `copy-semantics` 2 (issue 17: an existing destination directory keeps its
+    /// metadata, `--from` symlink sources are followed): every COPY key, and the keys after
+    /// them, changed on purpose. Without that field the keys were exactly the previous ones.
     const GOLDEN_KEYS: [&str; 4] = [
-        "a0fa2ab2e943f6161f4f561bdaf384bc1b878234d3752b0375703636f62f5648",
-        "20fdeab3e1737a72ad45f5db6bab1897b98883660765be2670e0a43956ed4c81",
-        "5fdaeaf69ca69856561eeff4f8191ceb1457859ddeb4aa0afde5c1cd9d47dc85",
-        "6cf25916b7845755f311282f8d2c0bb2bf15c06665cb82ddc1b7393aa48172cb",
+        "13ebec4a24c11932421fbdf5b3c912e36c014b0ad5d144bb47591970bff16a0d",
+        "279bc00c27b40d64dc447499fb6aa9640d4d5181b2678a8a426c9574b764c0ca",
+        "1f150dd604f8f81e9321108c423f347ba2e9961d85f41a95bbb42e9dd7c296f6",
+        "56a1c4851d6caf193e5fe588bd54c2f642bf7c9b7923c91561df78c714b0a6fb",
     ];
 
     /// The stat set is matched with the walk by one merge in walk order (component-wise:

@@ -209,8 +209,8 @@ pub struct ResolvedSource {
     pub entries: Vec<ContextEntry>,
 }
 
-/// Memoised [`Context::resolve`] results, by (sources, excludes).
-type ResolveMemo = std::collections::HashMap<(Vec<String>, Vec<String>), Vec<ResolvedSource>>;
+/// Memoised [`Context::resolve`] results, by (sources, excludes, `**` recursive).
+type ResolveMemo = std::collections::HashMap<(Vec<String>, Vec<String>, bool), Vec<ResolvedSource>>;
 
 /// An opened build context.
 #[derive(Debug)]
@@ -388,24 +388,47 @@ impl Context {
         sources: &[String],
         excludes: &[String],
     ) -> Result<Vec<ResolvedSource>, ContextError> {
-        let memo_key = (sources.to_vec(), excludes.to_vec());
+        self.resolve_with(sources, excludes, false)
+    }
+
+    /// [`Context::resolve`], where with `doublestar` a path component `**` matches any number
+    /// of directories, none included (`COPY --parents`, as BuildKit; plain COPY matches
+    /// with Go's `filepath.Match`, where `**` is `*`). Directories reached through symlinks
+    /// are not descended into by `**`.
+    pub fn resolve_with(
+        &self,
+        sources: &[String],
+        excludes: &[String],
+        doublestar: bool,
+    ) -> Result<Vec<ResolvedSource>, ContextError> {
+        let memo_key = (sources.to_vec(), excludes.to_vec(), doublestar);
         // Taken, not cloned: the pre-flight's result is used once by the build, so a large
         // source tree is never held twice.
         if let Some(hit) = self.memo.lock().unwrap().remove(&memo_key) {
             return Ok(hit);
         }
-        let out = self.resolve_uncached(sources, excludes)?;
+        let out = self.resolve_uncached(sources, excludes, doublestar)?;
         Ok(out)
     }
 
     /// Resolves `sources` now (reporting errors now) and keeps the result for the next
     /// [`Context::resolve`] of the same sources.
     pub fn prefetch(&self, sources: &[String], excludes: &[String]) -> Result<(), ContextError> {
-        let out = self.resolve_uncached(sources, excludes)?;
+        self.prefetch_with(sources, excludes, false)
+    }
+
+    /// [`Context::prefetch`] for [`Context::resolve_with`].
+    pub fn prefetch_with(
+        &self,
+        sources: &[String],
+        excludes: &[String],
+        doublestar: bool,
+    ) -> Result<(), ContextError> {
+        let out = self.resolve_uncached(sources, excludes, doublestar)?;
         self.memo
             .lock()
             .unwrap()
-            .insert((sources.to_vec(), excludes.to_vec()), out);
+            .insert((sources.to_vec(), excludes.to_vec(), doublestar), out);
         Ok(())
     }
 
@@ -413,6 +436,7 @@ impl Context {
         &self,
         sources: &[String],
         excludes: &[String],
+        doublestar: bool,
     ) -> Result<Vec<ResolvedSource>, ContextError> {
         let exclude = IgnoreMatcher::from_patterns(excludes).map_err(ContextError::BadExclude)?;
         let filters = Filters {
@@ -421,7 +445,7 @@ impl Context {
         };
         let mut out = Vec::new();
         for pattern in sources {
-            self.resolve_one(pattern, &filters, &mut out)?;
+            self.resolve_one(pattern, &filters, doublestar, &mut out)?;
         }
         Ok(out)
     }
@@ -430,6 +454,7 @@ impl Context {
         &self,
         pattern: &str,
         filters: &Filters<'_>,
+        doublestar: bool,
         out: &mut Vec<ResolvedSource>,
     ) -> Result<(), ContextError> {
         let outside = || ContextError::OutsideContext {
@@ -476,7 +501,7 @@ impl Context {
             return Ok(());
         }
 
-        let matches = self.expand(pattern, rel)?;
+        let matches = self.expand(pattern, rel, doublestar)?;
         let before = out.len();
         for m in matches {
             let res = match self.resolve_path(pattern, &m) {
@@ -499,9 +524,18 @@ impl Context {
     /// Expands a wildcard path component by component. Results are in
     /// component-wise sorted order and may not exist (trailing literal
     /// components are not checked here).
-    fn expand(&self, pattern: &str, rel: &str) -> Result<Vec<String>, ContextError> {
+    fn expand(
+        &self,
+        pattern: &str,
+        rel: &str,
+        doublestar: bool,
+    ) -> Result<Vec<String>, ContextError> {
         let mut cands = vec![String::new()];
         for comp in rel.split('/') {
+            if doublestar && comp == "**" {
+                cands = self.with_descendant_dirs(pattern, cands)?;
+                continue;
+            }
             if !has_meta(comp) {
                 for c in &mut cands {
                     *c = join(c, comp);
@@ -539,6 +573,49 @@ impl Context {
             cands = next;
         }
         Ok(cands)
+    }
+
+    /// `cands` and every directory below each of them (symlinks not followed), sorted
+    /// component-wise, without duplicates: what a `**` component matches.
+    fn with_descendant_dirs(
+        &self,
+        pattern: &str,
+        cands: Vec<String>,
+    ) -> Result<Vec<String>, ContextError> {
+        let mut out = Vec::new();
+        let mut stack = cands;
+        while let Some(cand) = stack.pop() {
+            let res = match self.resolve_path(pattern, &cand) {
+                Ok(r) => r,
+                Err(ResolveFail::NotFound) => continue,
+                Err(ResolveFail::Err(e)) => return Err(e),
+            };
+            if FileType::from_raw_mode(res.stat.st_mode) != FileType::Directory {
+                continue;
+            }
+            let fd = self.open_resolved_dir(&res)?;
+            let host = self.host(&res.rel);
+            for (name, ft) in read_names(fd.as_fd(), &host)? {
+                let is_dir = match ft {
+                    FileType::Directory => true,
+                    // Some file systems leave the type out of directory entries.
+                    FileType::Unknown => {
+                        rustix::fs::statat(fd.as_fd(), name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+                            .is_ok_and(|st| {
+                                FileType::from_raw_mode(st.st_mode) == FileType::Directory
+                            })
+                    }
+                    _ => false,
+                };
+                if is_dir {
+                    stack.push(join(&cand, &name));
+                }
+            }
+            out.push(cand);
+        }
+        out.sort_by(|a, b| a.split('/').cmp(b.split('/')));
+        out.dedup();
+        Ok(out)
     }
 
     fn open_resolved_dir(&self, res: &Resolved) -> Result<OwnedFd, ContextError> {
@@ -1286,6 +1363,22 @@ mod tests {
         // Wildcards through a symlinked dir.
         let r = resolve(&ctx, &["l_dir/*.txt"]).unwrap();
         assert_eq!(matched(&r), ["l_dir/f.txt"]);
+    }
+
+    /// `**` (with `COPY --parents`) matches any number of directories, none included; without
+    /// it, `**` is `*` (Go's `filepath.Match`).
+    #[test]
+    fn doublestar_matches_any_depth_when_asked() {
+        let f = fixture(&["src/a.txt", "src/x/b.txt", "src/x/y/c.txt", "src/x/y/d.md"]);
+        let ctx = f.ctx("");
+        let r = ctx
+            .resolve_with(&["src/**/*.txt".into()], &[], true)
+            .unwrap();
+        assert_eq!(matched(&r), ["src/a.txt", "src/x/b.txt", "src/x/y/c.txt"]);
+        let r = ctx.resolve_with(&["**/c.txt".into()], &[], true).unwrap();
+        assert_eq!(matched(&r), ["src/x/y/c.txt"]);
+        let r = ctx.resolve(&["src/**/*.txt".into()], &[]).unwrap();
+        assert_eq!(matched(&r), ["src/x/b.txt"]);
     }
 
     #[test]

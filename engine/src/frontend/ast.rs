@@ -114,8 +114,10 @@ pub struct CopyCmd {
     pub link: bool,
     /// `--exclude=pattern` (repeatable).
     pub excludes: Vec<Word>,
-    /// `--parents` is not supported; `--checksum`, `--keep-git-dir` (ADD) likewise: the parser
-    /// rejects unknown flags, so only the flags above reach the planner.
+    /// `--parents` (COPY only).
+    pub parents: bool,
+    /// `--checksum`, `--keep-git-dir` (ADD) are not supported: the parser rejects unknown
+    /// flags, so only the flags above reach the planner.
     pub heredocs: Vec<Heredoc>,
     /// True when the sources came from exec (JSON) form — no word splitting was done.
     pub json_form: bool,

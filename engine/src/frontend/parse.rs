@@ -888,11 +888,14 @@ impl Parser<'_> {
             _ => {
                 // COPY / ADD
                 let (allowed, what): (&[&str], _) = if kw == "COPY" {
-                    (&["from", "chown", "chmod", "link", "exclude"], "COPY")
+                    (
+                        &["from", "chown", "chmod", "link", "exclude", "parents"],
+                        "COPY",
+                    )
                 } else {
                     (&["chown", "chmod", "link", "exclude"], "ADD")
                 };
-                self.check_flags(kw, &flags, allowed, &["exclude"], &["link"])?;
+                self.check_flags(kw, &flags, allowed, &["exclude"], &["link", "parents"])?;
                 let (mut args, json_form) = match parse_json_array(&lg.chars, start) {
                     Some(items) => (
                         items
@@ -918,9 +921,12 @@ impl Parser<'_> {
                     pending = self.heredoc_markers(lg, &words[..words.len() - 1]);
                 }
                 let dest = args.pop().expect("at least two arguments");
-                let link = flags.iter().find(|f| f.name == "link").is_some_and(
-                    |f| !matches!(&f.value, Some(v) if !v.raw.eq_ignore_ascii_case("true")),
-                );
+                let boolean = |name: &str| {
+                    flags.iter().find(|f| f.name == name).is_some_and(
+                        |f| !matches!(&f.value, Some(v) if !v.raw.eq_ignore_ascii_case("true")),
+                    )
+                };
+                let link = boolean("link");
                 let cmd = CopyCmd {
                     sources: args,
                     dest,
@@ -928,6 +934,7 @@ impl Parser<'_> {
                     chown: Self::flag_value(&flags, "chown"),
                     chmod: Self::flag_value(&flags, "chmod"),
                     link,
+                    parents: boolean("parents"),
                     excludes: flags
                         .iter()
                         .filter(|f| f.name == "exclude")
@@ -1567,9 +1574,9 @@ mod tests {
         );
         assert_eq!(d.hint, None);
         assert_err(
-            "FROM a\nCOPY --parents a b\n",
-            "unknown flag `--parents` for COPY",
-            sp(2, 6, 9),
+            "FROM a\nADD --parents a b\n",
+            "unknown flag `--parents` for ADD",
+            sp(2, 5, 9),
         );
         assert_err(
             "FROM a\nCOPY --link=yes a b\n",

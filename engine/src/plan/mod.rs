@@ -6,6 +6,7 @@
 //! files, so they are computed by [`crate::build`] when the plan runs; the encoding lives in
 //! [`key`].
 
+pub mod chmod;
 pub mod config;
 pub mod key;
 
@@ -71,9 +72,12 @@ pub struct CopySpec {
     /// changes the meaning (copy *into* a directory).
     pub dest: String,
     pub chown: Option<String>,
-    pub chmod: Option<u32>,
+    pub chmod: Option<chmod::Chmod>,
     pub link: bool,
     pub excludes: Vec<String>,
+    /// `COPY --parents`: each source keeps its path (after a `/./` pivot, if any) below
+    /// the destination.
+    pub parents: bool,
 }
 
 /// How a RUN step reaches the network.
@@ -866,16 +870,10 @@ impl<'a> Planner<'a> {
             format!("{}/{dest_raw}", cfg.workdir.as_deref().unwrap_or("/"))
         };
         let dest = clean_abs(&joined, dir_like);
-        let is_glob = sources
-            .iter()
-            .any(|s| matches!(s, CopySource::Path(p) if crate::context::has_meta(p)));
-        if (sources.len() > 1 || is_glob) && !dest.ends_with('/') {
-            // Docker allows this when dest is an existing directory; we cannot know that without
-            // the rootfs at plan time, so we ask for the explicit form (deterministic either way).
-            return Err(self
-                .diag(c.dest.span, format!("when {kw} has several sources or a wildcard, the destination must be a directory ending in `/`"))
-                .with_hint(format!("write `{dest_raw}/`")));
-        }
+        // Several sources, or a wildcard, with a destination not ending in `/`: whether that
+        // is a file or an existing directory is known only from the parent rootfs, so it is
+        // decided when the step runs (a single match is copied to the destination as a file,
+        // several into an existing directory, else refused: `copy::entries`).
         let from = match &c.from {
             None => CopyFrom::Context,
             Some(w) => {
@@ -926,12 +924,12 @@ impl<'a> Planner<'a> {
         let chmod = match &c.chmod {
             Some(w) => {
                 let v = self.expand(w, &l)?;
-                let m = u32::from_str_radix(&v, 8)
-                    .ok()
-                    .filter(|m| *m <= 0o7777 && !v.is_empty());
-                Some(m.ok_or_else(|| {
-                    self.diag(w.span, format!("invalid --chmod value `{v}`"))
-                        .with_hint("use an octal mode such as 755 or 0644")
+                Some(chmod::Chmod::parse(&v).map_err(|e| {
+                    self.diag(w.span, format!("invalid --chmod value `{v}`: {e}"))
+                        .with_hint(
+                            "use an octal mode such as 755 or 0644, or a symbolic one such as \
+                             u+x,g-w or u=rwX,go=rX",
+                        )
                 })?)
             }
             None => None,
@@ -952,6 +950,7 @@ impl<'a> Planner<'a> {
             chmod,
             link: c.link,
             excludes,
+            parents: c.parents,
         })
     }
 
