@@ -99,6 +99,7 @@ pub(crate) fn prepare_source(
         // Independent of any parent rootfs: the copy lands in an empty directory.
         link: true,
         excludes: Vec::new(),
+        parents: false,
     };
     let fs = match &rootfs {
         None => FromSource::Context,
