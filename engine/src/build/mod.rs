@@ -9,6 +9,7 @@ pub mod copy;
 pub mod progress;
 pub mod rootfs;
 mod run_step;
+mod workdir;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -46,6 +47,8 @@ pub enum BuildError {
     ContextChanged { path: PathBuf },
     #[error("--chown={spec}: {message}")]
     Chown { spec: String, message: String },
+    #[error("WORKDIR {path}: {message}")]
+    Workdir { path: String, message: String },
     #[error("COPY --from source `{path}` not found in the source stage")]
     FromSourceMissing { path: String },
     #[error("ADD `{}`: {message}", path.display())]
@@ -570,6 +573,38 @@ fn run_stage(
                     }
                 }
             }
+            StepKind::Workdir(w) => {
+                let k = KeyHasher::new("workdir")
+                    .key("parent", &parent)
+                    .bytes("state", &w.state)
+                    .str("path", &w.path)
+                    .opt_str("user", w.user.as_deref())
+                    .str("compression", opts.compression.id())
+                    .u64("source-date-epoch", opts.source_date_epoch)
+                    .finish();
+                let inputs = ExplainRecord {
+                    inputs: vec![
+                        ExplainInput {
+                            name: "parent".into(),
+                            value: parent,
+                        },
+                        ExplainInput {
+                            name: "state".into(),
+                            value: *blake3::hash(&w.state).as_bytes(),
+                        },
+                    ],
+                    files: Default::default(),
+                };
+                inflight = Some(KeyLock::acquire(k));
+                match cached_step(store, opts, progress, &k)?.and_then(|r| r.layer) {
+                    Some(l) => (k, Some(inputs), StepStatus::Cached, Some(l)),
+                    None => {
+                        let rec =
+                            workdir::execute(store, w, &layers, opts, tmp.path()).map_err(wrap)?;
+                        (k, Some(inputs), StepStatus::Executed, Some(rec))
+                    }
+                }
+            }
             StepKind::Copy(spec) => {
                 let from_result;
                 let from = match &spec.from {
@@ -1051,11 +1086,44 @@ mod tests {
         assert_eq!(keys, GOLDEN_KEYS, "step keys changed");
     }
 
+    /// Golden WORKDIR step (key version 3): its key and its layer's diff_id, for a directory
+    /// it creates as a numeric USER and for one that exists (an empty layer).
+    #[test]
+    fn golden_workdir_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = tempfile::tempdir().unwrap();
+        let store = Store::open(s.path()).unwrap();
+        let df = "FROM scratch\nUSER 5:6\nWORKDIR /app/x\nWORKDIR /app\n";
+        let (out, _) = build(dir.path(), &store, df);
+        let got: Vec<(String, String)> = out
+            .steps
+            .iter()
+            .filter_map(|(k, l)| Some((hex::encode(k), l.as_ref()?.diff_id.to_string())))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "350efc217a65b1049c05dfd3441f73579fbee9663726345504d8feae59a25f78".to_string(),
+                    "sha256:6d985426102d6ec95c77fa91861df2ebe96d9f9c348e24c9128e7f4c46420a05"
+                        .to_string()
+                ),
+                (
+                    "d8ea86179a1053dac4229be75c73b49a5fc9eb51351857751156b41d84c3d64d".to_string(),
+                    // The tar of no entries (two zero blocks): the well-known empty layer.
+                    "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+                        .to_string()
+                )
+            ],
+            "WORKDIR keys or layers changed"
+        );
+    }
+
     const GOLDEN_KEYS: [&str; 4] = [
-        "a0fa2ab2e943f6161f4f561bdaf384bc1b878234d3752b0375703636f62f5648",
-        "20fdeab3e1737a72ad45f5db6bab1897b98883660765be2670e0a43956ed4c81",
-        "5fdaeaf69ca69856561eeff4f8191ceb1457859ddeb4aa0afde5c1cd9d47dc85",
-        "6cf25916b7845755f311282f8d2c0bb2bf15c06665cb82ddc1b7393aa48172cb",
+        "dc708ccce3989e02da3be0536425425fad94ee84b7c446ea18e65437e5dd940b",
+        "757337e884e8694be56dd2e855ed2ce8cecda3709770d5a1ea7e2edcc00ad08b",
+        "ca4f9880b230892567b62fdb8d7be834f4739e16e54d4bfc059eb1254a5846b9",
+        "56b87a712c7e2c7af44ec1ed493e9bf0494ed3c9e5a195960906f0e96dafae00",
     ];
 
     /// The stat set is matched with the walk by one merge in walk order (component-wise:
