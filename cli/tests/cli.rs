@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+#[path = "cli/frontend.rs"]
+mod frontend;
 #[path = "cli/registry.rs"]
 mod registry;
 #[path = "cli/run_steps.rs"]
