@@ -709,9 +709,11 @@ impl Parser<'_> {
                     lg.span(start, lg.chars.len()),
                     format!("{kw} in JSON array form must be an array of strings only"),
                 )
-                .with_hint(
-                    "quote every element (`[\"echo\", \"hello\"]`), or drop the brackets for the shell form",
-                )),
+                .with_hint(if kw == "SHELL" {
+                    "quote every element, e.g. `SHELL [\"/bin/sh\", \"-c\"]`"
+                } else {
+                    "quote every element (`[\"echo\", \"hello\"]`), or drop the brackets for the shell form"
+                })),
         }
     }
 
