@@ -100,7 +100,8 @@ pub struct RunStep {
     /// included in the script, for the shell to interpret as `sh` would).
     pub argv: Vec<String>,
     /// Exactly the process environment: the image's Env, then the ARGs in scope that Env does
-    /// not override, plus a default PATH when the image has none (as Docker).
+    /// not override. The config always has a PATH: a stage whose base has none starts with
+    /// [`DEFAULT_PATH`] in it (as BuildKit).
     pub env: Vec<String>,
     pub user: String,
     /// Absolute working directory (created if missing).
@@ -1074,9 +1075,6 @@ impl<'a> Planner<'a> {
                     env.push(format!("{k}={v}"));
                 }
             }
-        }
-        if cfg.env_get("PATH").is_none() && !args.contains_key("PATH") {
-            env.push(format!("PATH={DEFAULT_PATH}"));
         }
         Ok(RunStep {
             argv,
