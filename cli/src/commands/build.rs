@@ -261,6 +261,13 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
     if dockerfile.as_os_str() == "-" {
         bail!("reading the Dockerfile from stdin is not supported yet");
     }
+    if a.file.is_none() && !dockerfile.exists() {
+        bail!(
+            "no Dockerfile in the build context: neither `{}` nor `{}` exists\nhint: pass -f PATH, or give the context directory that holds the Dockerfile",
+            context_dir.join("Dockerfile").display(),
+            context_dir.join("Containerfile").display()
+        );
+    }
     let source = std::fs::read_to_string(&dockerfile)
         .with_context(|| format!("reading the Dockerfile `{}`", dockerfile.display()))?;
     // Opened before planning: registry bases keep their manifests and configs in the store.

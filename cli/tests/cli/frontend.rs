@@ -254,6 +254,16 @@ fn containerfile_is_the_default_and_containerignore_is_read() {
     .ok();
     let (cfg, _) = config_and_manifest(&oci2, "2");
     assert_eq!(cfg["config"]["Cmd"][0], "docker");
+
+    // Neither: the error names both and says what to do.
+    let empty = tempfile::tempdir().unwrap();
+    let e = build(store.path(), empty.path(), &[]).fails().stderr();
+    assert!(
+        e.contains("no Dockerfile in the build context")
+            && e.contains("Containerfile")
+            && e.contains("hint:"),
+        "{e}"
+    );
 }
 
 #[test]
