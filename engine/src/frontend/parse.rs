@@ -593,10 +593,20 @@ impl Parser<'_> {
         let mut words = split_words(&lg.chars, from, self.escape);
         let mut flags = Vec::new();
         let mut start = from;
-        let n = words.iter().take_while(|w| w.raw.starts_with("--")).count();
+        // A bare `--` ends the flags and is dropped, as in BuildKit: `COPY -- --x /d` copies
+        // a file named `--x`.
+        let mut n = 0;
+        for w in &words {
+            if !w.raw.starts_with("--") {
+                break;
+            }
+            n += 1;
+            if w.raw == "--" {
+                break;
+            }
+        }
         for w in words.drain(..n) {
             start = w.end;
-            // A bare `--` among the flags is dropped, as BuildKit does.
             if w.raw == "--" {
                 continue;
             }
@@ -1533,11 +1543,12 @@ mod tests {
 
     #[test]
     fn run_flags_and_forms() {
+        // `--` ends the flags (BuildKit's extractBuilderFlags): `--x=1` is the command's.
         let Command::Run(r) = one("RUN --network=none -- --x=1 echo") else {
             panic!()
         };
-        assert_eq!(r.flags.len(), 2);
-        assert_eq!(r.command, CommandLine::Shell(w("echo", 2, 29)));
+        assert_eq!(r.flags.len(), 1);
+        assert_eq!(r.command, CommandLine::Shell(w("--x=1 echo", 2, 23)));
         let Command::Run(r) = one("RUN -- echo") else {
             panic!()
         };
@@ -1728,6 +1739,21 @@ mod tests {
             panic!()
         };
         assert_eq!(w.raw, "one  two  three");
+    }
+
+    #[test]
+    fn double_dash_ends_the_flags() {
+        let Command::Copy(c) = one("COPY --chown=1 -- --weird /d/") else {
+            panic!()
+        };
+        assert_eq!(c.chown.as_ref().unwrap().raw, "1");
+        assert_eq!(raws(&c.sources), vec!["--weird"]);
+        assert_eq!(c.dest.raw, "/d/");
+        let Command::Run(r) = one("RUN -- --version") else {
+            panic!()
+        };
+        assert!(r.flags.is_empty());
+        assert_eq!(r.command, CommandLine::Shell(w("--version", 2, 8)));
     }
 
     #[test]
