@@ -74,9 +74,17 @@ pub struct BuildArgs {
     /// The build context directory
     #[arg(default_value = ".")]
     pub context: PathBuf,
-    /// The Dockerfile [default: CONTEXT/Dockerfile]
+    /// The Dockerfile [default: CONTEXT/Dockerfile, else CONTEXT/Containerfile]
     #[arg(short = 'f', long = "file", value_name = "PATH")]
     pub file: Option<PathBuf>,
+    /// Write the image ID (the config digest, `sha256:…`, as docker) to FILE
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Write build metadata as JSON to FILE, with the keys docker buildx writes
+    /// (`containerimage.digest`, `containerimage.config.digest`, `containerimage.descriptor`,
+    /// `image.name`)
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
     /// Name the image NAME[:TAG]; kept in the store, and used in outputs (repeatable)
     #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
     pub tags: Vec<String>,
@@ -239,9 +247,17 @@ pub struct BenchArgs {
     /// The build context directory (copied; the original is never modified)
     #[arg(default_value = ".")]
     pub context: PathBuf,
-    /// The Dockerfile [default: CONTEXT/Dockerfile]
+    /// The Dockerfile [default: CONTEXT/Dockerfile, else CONTEXT/Containerfile]
     #[arg(short = 'f', long = "file", value_name = "PATH")]
     pub file: Option<PathBuf>,
+    /// Write the image ID (the config digest, `sha256:…`, as docker) to FILE
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Write build metadata as JSON to FILE, with the keys docker buildx writes
+    /// (`containerimage.digest`, `containerimage.config.digest`, `containerimage.descriptor`,
+    /// `image.name`)
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
     /// Set a build argument KEY=VALUE (repeatable)
     #[arg(long = "build-arg", value_name = "KEY=VALUE")]
     pub build_args: Vec<String>,

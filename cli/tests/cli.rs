@@ -12,6 +12,8 @@ use serde_json::Value;
 mod conformance;
 #[path = "cli/copy_add.rs"]
 mod copy_add;
+#[path = "cli/frontend.rs"]
+mod frontend;
 #[path = "cli/mirrors.rs"]
 mod mirrors;
 #[path = "cli/registry.rs"]
@@ -135,7 +137,7 @@ fn have(tool: &str) -> bool {
 /// the config/manifest form or the example itself changes — on purpose, in the same commit,
 /// with a note in docs/layer-format.md or docs/cache-keys.md.
 const GOLDEN_EXAMPLE: &str =
-    "sha256:ad843a0951f1e1ad9d760cc2d3f3611cf4168430548640dfbd1b2ac7cb465710";
+    "sha256:79c7be85463b08877dee45dc7cd6f197a41d226294a65901580ecd6396bfcac7";
 
 #[test]
 fn golden_digest_of_bundled_example() {

@@ -529,7 +529,7 @@ fn bad_inputs_fail_clearly_and_write_nothing_outside_the_store() {
             "SHELL with a non-string",
             "FROM scratch\nSHELL [\"/bin/sh\", 3]\n",
             none,
-            "SHELL requires the arguments to be in JSON form",
+            "SHELL in JSON array form must be an array of strings only",
         ),
         (
             "unknown flag",

@@ -235,6 +235,8 @@ pub(crate) struct BuildRequest<'a> {
 /// What [`build_image`] made: the manifest digest and where each `--output` was written.
 pub(crate) struct Built {
     pub manifest_digest: String,
+    pub config_digest: String,
+    pub manifest_size: u64,
     pub executed: usize,
     pub cached: usize,
     pub seconds: f64,
@@ -251,7 +253,7 @@ pub fn run(store_dir: &Path, a: BuildArgs) -> anyhow::Result<i32> {
     let dockerfile = a
         .file
         .clone()
-        .unwrap_or_else(|| a.context.join("Dockerfile"));
+        .unwrap_or_else(|| super::default_dockerfile(&a.context));
     let built = build_image(&BuildRequest {
         store_dir,
         context_dir: &a.context,
@@ -264,8 +266,52 @@ pub fn run(store_dir: &Path, a: BuildArgs) -> anyhow::Result<i32> {
         remote: None,
         export_cache: true,
     })?;
+    if let Some(f) = &a.iidfile {
+        // The image ID as docker and buildx write it: the config digest, no newline.
+        std::fs::write(f, &built.config_digest)
+            .with_context(|| format!("writing --iidfile `{}`", f.display()))?;
+    }
+    if let Some(f) = &a.metadata_file {
+        let json = serde_json::to_vec_pretty(&metadata(&built, &a.tags))?;
+        std::fs::write(f, json)
+            .with_context(|| format!("writing --metadata-file `{}`", f.display()))?;
+    }
     println!("{}", built.manifest_digest);
     Ok(0)
+}
+
+/// `--metadata-file`: the keys docker buildx writes for an image build. `image.name` (the tags
+/// as stored, `NAME:TAG`, comma-separated as buildx) only when the image is named.
+fn metadata(built: &Built, tags: &[String]) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    m.insert(
+        "containerimage.config.digest".into(),
+        built.config_digest.clone().into(),
+    );
+    m.insert(
+        "containerimage.descriptor".into(),
+        serde_json::json!({
+            "mediaType": MEDIA_TYPE_MANIFEST,
+            "digest": built.manifest_digest,
+            "size": built.manifest_size,
+        }),
+    );
+    m.insert(
+        "containerimage.digest".into(),
+        built.manifest_digest.clone().into(),
+    );
+    let names: Vec<String> = tags
+        .iter()
+        .map(|t| {
+            ImageName::parse(t)
+                .map(|n| n.full())
+                .unwrap_or_else(|_| t.clone())
+        })
+        .collect();
+    if !names.is_empty() {
+        m.insert("image.name".into(), names.join(",").into());
+    }
+    serde_json::Value::Object(m)
 }
 
 /// The whole of `strata build` but printing the digest.
@@ -319,6 +365,13 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
     let dockerfile = req.dockerfile.to_path_buf();
     if dockerfile.as_os_str() == "-" {
         bail!("reading the Dockerfile from stdin is not supported yet");
+    }
+    if a.file.is_none() && !dockerfile.exists() {
+        bail!(
+            "no Dockerfile in the build context: neither `{}` nor `{}` exists\nhint: pass -f PATH, or give the context directory that holds the Dockerfile",
+            context_dir.join("Dockerfile").display(),
+            context_dir.join("Containerfile").display()
+        );
     }
     let source = std::fs::read_to_string(&dockerfile)
         .with_context(|| format!("reading the Dockerfile `{}`", dockerfile.display()))?;
@@ -455,6 +508,8 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
     reporter.finish(out.steps_executed, out.steps_cached, started.elapsed());
     Ok(Built {
         manifest_digest: img.manifest_digest.to_string(),
+        config_digest: img.config_digest.to_string(),
+        manifest_size: img.manifest.len() as u64,
         executed: out.steps_executed,
         cached: out.steps_cached,
         seconds: started.elapsed().as_secs_f64(),

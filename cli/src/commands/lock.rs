@@ -77,7 +77,7 @@ pub fn run(store_dir: &Path, a: LockArgs) -> anyhow::Result<i32> {
         let dockerfile = b
             .file
             .clone()
-            .unwrap_or_else(|| b.context.join("Dockerfile"));
+            .unwrap_or_else(|| super::default_dockerfile(&b.context));
         let dir = dockerfile
             .parent()
             .map(|p| {

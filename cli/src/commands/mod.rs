@@ -148,6 +148,19 @@ pub(crate) fn record_base_origins(store: &Store, plan: &strata_engine::plan::Pla
     }
 }
 
+/// The Dockerfile when `-f` is not given: `CONTEXT/Dockerfile`, else `CONTEXT/Containerfile`
+/// (podman and buildah users' name). When both exist, `Dockerfile` wins, as with docker
+/// (buildah would take `Containerfile`). When neither does, `Dockerfile` (named in the error).
+pub(crate) fn default_dockerfile(context: &std::path::Path) -> PathBuf {
+    let docker = context.join("Dockerfile");
+    let container = context.join("Containerfile");
+    if !docker.exists() && container.exists() {
+        container
+    } else {
+        docker
+    }
+}
+
 /// The default for `-j/--jobs`: the number of CPUs.
 pub(crate) fn cpus() -> usize {
     std::thread::available_parallelism()

@@ -151,7 +151,7 @@ fn verify(a: &VerifyArgs, base: &Path, runs: &mut Vec<RunResult>) -> anyhow::Res
     }
     let dockerfile = match &b.file {
         Some(f) => fs::canonicalize(f).with_context(|| format!("Dockerfile `{}`", f.display()))?,
-        None => context.join("Dockerfile"),
+        None => super::default_dockerfile(&context),
     };
     let cpus = super::cpus();
     let jobs1 = b.jobs.unwrap_or(cpus).max(1);
@@ -182,8 +182,9 @@ fn verify(a: &VerifyArgs, base: &Path, runs: &mut Vec<RunResult>) -> anyhow::Res
             fs::create_dir_all(&ctx)?;
             let ignore = strata_engine::context::load_ignore(&context, &dockerfile)?;
             let keep = |rel: &str, is_dir: bool| {
-                // The Dockerfile and ignore files always, whatever .dockerignore says.
+                // The Dockerfile and ignore files always, whatever the ignore file says.
                 rel.ends_with(".dockerignore")
+                    || rel.ends_with(".containerignore")
                     || context.join(rel) == dockerfile
                     || !ignore.is_excluded(rel)
                     || (is_dir && ignore.may_reinclude_below(rel))

@@ -1917,7 +1917,7 @@ mod tests {
         let hex: String = facts.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
             hex,
-            "85e8d40a84fd4778d711f348cfda09886f1b43bcde5817e3595b363d8b6c23c2"
+            "fc6e98502cc65855ef5ff92094145dfb6e1668d110c9044513e692f067a2fd95"
         );
     }
 

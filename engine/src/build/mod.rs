@@ -10,6 +10,7 @@ pub mod mounts;
 pub mod progress;
 pub mod rootfs;
 mod run_step;
+mod workdir;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -48,6 +49,8 @@ pub enum BuildError {
     ContextChanged { path: PathBuf },
     #[error("--chown={spec}: {message}")]
     Chown { spec: String, message: String },
+    #[error("WORKDIR {path}: {message}")]
+    Workdir { path: String, message: String },
     #[error("COPY --from source `{path}` not found in the source stage")]
     FromSourceMissing { path: String },
     #[error(
@@ -732,6 +735,38 @@ fn run_stage(
                     }
                 }
             }
+            StepKind::Workdir(w) => {
+                let k = KeyHasher::new("workdir")
+                    .key("parent", &parent)
+                    .bytes("state", &w.state)
+                    .str("path", &w.path)
+                    .opt_str("user", w.user.as_deref())
+                    .str("compression", opts.compression.id())
+                    .u64("source-date-epoch", opts.source_date_epoch)
+                    .finish();
+                let inputs = ExplainRecord {
+                    inputs: vec![
+                        ExplainInput {
+                            name: "parent".into(),
+                            value: parent,
+                        },
+                        ExplainInput {
+                            name: "state".into(),
+                            value: *blake3::hash(&w.state).as_bytes(),
+                        },
+                    ],
+                    files: Default::default(),
+                };
+                inflight = Some(KeyLock::acquire(k));
+                match cached_step(store, opts, progress, &k)?.and_then(|r| r.layer) {
+                    Some(l) => (k, Some(inputs), StepStatus::Cached, Some(l)),
+                    None => {
+                        let rec =
+                            workdir::execute(store, w, &layers, opts, tmp.path()).map_err(wrap)?;
+                        (k, Some(inputs), StepStatus::Executed, Some(rec))
+                    }
+                }
+            }
             StepKind::Copy(spec) => {
                 let from_result;
                 let from = match &spec.from {
@@ -1214,14 +1249,47 @@ mod tests {
         assert_eq!(keys, GOLDEN_KEYS, "step keys changed");
     }
 
-    /// Changed with `copy-semantics` 2 (issue 17: an existing destination directory keeps its
-    /// metadata, `--from` symlink sources are followed): every COPY key, and the keys after
-    /// them, changed on purpose. Without that field the keys were exactly the previous ones.
+    /// Golden WORKDIR step (key version 3): its key and its layer's diff_id, for a directory
+    /// it creates as a numeric USER and for one that exists (an empty layer).
+    #[test]
+    fn golden_workdir_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = tempfile::tempdir().unwrap();
+        let store = Store::open(s.path()).unwrap();
+        let df = "FROM scratch\nUSER 5:6\nWORKDIR /app/x\nWORKDIR /app\n";
+        let (out, _) = build(dir.path(), &store, df);
+        let got: Vec<(String, String)> = out
+            .steps
+            .iter()
+            .filter_map(|(k, l)| Some((hex::encode(k), l.as_ref()?.diff_id.to_string())))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "350efc217a65b1049c05dfd3441f73579fbee9663726345504d8feae59a25f78".to_string(),
+                    "sha256:6d985426102d6ec95c77fa91861df2ebe96d9f9c348e24c9128e7f4c46420a05"
+                        .to_string()
+                ),
+                (
+                    "d8ea86179a1053dac4229be75c73b49a5fc9eb51351857751156b41d84c3d64d".to_string(),
+                    // The tar of no entries (two zero blocks): the well-known empty layer.
+                    "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+                        .to_string()
+                )
+            ],
+            "WORKDIR keys or layers changed"
+        );
+    }
+
+    /// Changed on purpose twice in issue 17: `copy-semantics` 2 in COPY keys (an existing
+    /// destination keeps its metadata, `--from` symlink sources are followed) and key version 3
+    /// (WORKDIR layers, the default PATH in the config state).
     const GOLDEN_KEYS: [&str; 4] = [
-        "13ebec4a24c11932421fbdf5b3c912e36c014b0ad5d144bb47591970bff16a0d",
-        "279bc00c27b40d64dc447499fb6aa9640d4d5181b2678a8a426c9574b764c0ca",
-        "1f150dd604f8f81e9321108c423f347ba2e9961d85f41a95bbb42e9dd7c296f6",
-        "56a1c4851d6caf193e5fe588bd54c2f642bf7c9b7923c91561df78c714b0a6fb",
+        "2001743ef7b746e50e6e38b9cb7973f0981aa1b54541a5a623471c50822bd1f2",
+        "25fbd194a00b30a2abe3a34b4e4dbfff6c9e678c3ddbd7cfb7b2313a797b28df",
+        "16bb2a18930222d0348f805216103c26555a8eac51220786bd1113c685676c40",
+        "5bd0d53cf46265d4a37e0b710d1341000ddeb03b90655995d527f37accc66bd0",
     ];
 
     /// The stat set is matched with the walk by one merge in walk order (component-wise:

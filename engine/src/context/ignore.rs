@@ -494,16 +494,20 @@ pub(crate) fn clean(p: &str) -> String {
     }
 }
 
-/// Loads the ignore file for a build: `<Dockerfile>.dockerignore` next to the
-/// Dockerfile if it exists, else `<context>/.dockerignore`, else an empty
-/// matcher.
+/// Loads the ignore file for a build, the first that exists of: `<Dockerfile>.containerignore`
+/// and `<Dockerfile>.dockerignore` next to the Dockerfile, `<context>/.containerignore`,
+/// `<context>/.dockerignore`; else an empty matcher. The Dockerfile-specific file wins (BuildKit);
+/// `.containerignore` is preferred to `.dockerignore` beside it (podman and buildah).
 pub fn load_ignore(context_dir: &Path, dockerfile: &Path) -> Result<IgnoreMatcher, IgnoreError> {
-    let mut candidates = Vec::with_capacity(2);
+    let mut candidates = Vec::with_capacity(4);
     if let Some(name) = dockerfile.file_name() {
-        let mut n = name.to_os_string();
-        n.push(".dockerignore");
-        candidates.push(dockerfile.with_file_name(n));
+        for ext in [".containerignore", ".dockerignore"] {
+            let mut n = name.to_os_string();
+            n.push(ext);
+            candidates.push(dockerfile.with_file_name(n));
+        }
     }
+    candidates.push(context_dir.join(".containerignore"));
     candidates.push(context_dir.join(".dockerignore"));
     for path in candidates {
         match std::fs::read(&path) {
@@ -775,5 +779,20 @@ mod tests {
         );
         std::fs::write(ctx.join(".dockerignore"), "ok\n[bad\n").unwrap();
         assert!(load_ignore(ctx, &ctx.join("Dockerfile")).is_err());
+    }
+
+    #[test]
+    fn containerignore_is_read_and_preferred_beside_dockerignore() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = dir.path();
+        let cf = ctx.join("Containerfile");
+        std::fs::write(ctx.join(".containerignore"), "podman\n").unwrap();
+        assert_eq!(load_ignore(ctx, &cf).unwrap().patterns(), &["podman"]);
+        // Both in the context: .containerignore wins, as with podman and buildah.
+        std::fs::write(ctx.join(".dockerignore"), "docker\n").unwrap();
+        assert_eq!(load_ignore(ctx, &cf).unwrap().patterns(), &["podman"]);
+        // A file named after the Containerfile wins over both.
+        std::fs::write(ctx.join("Containerfile.containerignore"), "own\n").unwrap();
+        assert_eq!(load_ignore(ctx, &cf).unwrap().patterns(), &["own"]);
     }
 }

@@ -160,7 +160,8 @@ pub enum Command {
     /// SHELL takes exec form only.
     Shell(Vec<String>),
     Healthcheck(HealthcheckCmd),
-    /// ONBUILD's trigger, recorded verbatim (e.g. `RUN make`). Not executed in this image.
+    /// ONBUILD's trigger, recorded verbatim (e.g. `RUN make`). Not executed in this image: a
+    /// stage or image built FROM it runs it first (`parse::parse_trigger`).
     Onbuild(String),
     Copy(CopyCmd),
     Add(CopyCmd),

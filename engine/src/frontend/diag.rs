@@ -71,7 +71,13 @@ impl fmt::Display for Diagnostic {
             .take(self.span.col.saturating_sub(1))
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
-        let carets = "^".repeat(self.span.len.max(1));
+        // Never past the end of the line (an ONBUILD trigger's spans all point at its FROM).
+        let room = self
+            .line_text
+            .chars()
+            .count()
+            .saturating_sub(self.span.col.saturating_sub(1));
+        let carets = "^".repeat(self.span.len.min(room).max(1));
         write!(f, "{pad} | {indent}{carets}")?;
         if let Some(hint) = &self.hint {
             write!(f, "\nhint: {hint}")?;

@@ -8,9 +8,14 @@
 //! As in BuildKit, `--flags` are recognised right after the keyword of every instruction, so
 //! an instruction that takes no flags rejects them (`CMD --help` is an unknown flag).
 //!
-//! Differences from BuildKit: shell-form COPY/ADD/EXPOSE/VOLUME arguments are split into words
-//! respecting quotes and escapes (BuildKit splits them on whitespace only); flag values must be
-//! attached with `=` (`--from=x`, not `--from x`); error messages are worded for strata.
+//! As in BuildKit, shell-form COPY/ADD/EXPOSE/VOLUME arguments are split on blanks only (space,
+//! tab, `\v`, `\f`, `\r`): quotes and escapes do not group words there (`ADD \conf\\" /.znc` is
+//! two words); they are interpreted later, word by word, by the expansion. A path with spaces
+//! needs the JSON form. A bracketed argument that is valid JSON but not an array of strings
+//! (`CMD ["a", ["b"]]`) is an error, as in BuildKit; text that is not valid JSON is shell form.
+//!
+//! Differences from BuildKit: flag values must be attached with `=` (`--from=x`, not
+//! `--from x`); error messages are worded for strata.
 
 use super::ast::*;
 use super::diag::Diagnostic;
@@ -92,6 +97,37 @@ pub fn parse(file: &str, source: &str) -> Result<Dockerfile, Diagnostic> {
         directives,
         instructions,
     })
+}
+
+/// Parses one ONBUILD trigger (`RUN make`, from a base image's config or an earlier stage's
+/// ONBUILD) as the instruction it runs as at the start of a child stage. `file` and `source`
+/// are the child's Dockerfile; `at` (its FROM) is where every span of the trigger points, as
+/// BuildKit reports a trigger at the stage that runs it.
+pub fn parse_trigger(
+    file: &str,
+    source: &str,
+    trigger: &str,
+    at: Span,
+) -> Result<Instruction, Diagnostic> {
+    let p = Parser {
+        file,
+        source,
+        escape: '\\',
+    };
+    let chars: Vec<char> = trigger.trim().chars().collect();
+    let pos = vec![(at.line, at.col); chars.len()];
+    let lg = Logical { chars, pos };
+    let kw: String = lg.chars.iter().take_while(|c| !c.is_whitespace()).collect();
+    let kw = kw.to_ascii_uppercase();
+    if kw.is_empty() || matches!(kw.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
+        return Err(p
+            .err(at, format!("`{kw}` isn't allowed as an ONBUILD trigger"))
+            .with_hint("a trigger is one instruction other than ONBUILD, FROM and MAINTAINER"));
+    }
+    let (mut inst, _) = p.instruction(&lg, None, false)?;
+    // Spans of a one-line logical all collapse onto `at`; the caret marks the FROM keyword.
+    inst.span = at;
+    Ok(inst)
 }
 
 fn is_blank(c: char) -> bool {
@@ -243,6 +279,55 @@ fn split_words(chars: &[char], from: usize, escape: char) -> Vec<RawWord> {
         });
     }
     words
+}
+
+/// Splits `chars[from..]` on blanks only, as BuildKit's parser does for COPY, ADD, EXPOSE and
+/// VOLUME (its `[\t\v\f\r ]+`): quotes and escapes stay inside the words, for the expansion.
+fn split_blanks(chars: &[char], from: usize) -> Vec<RawWord> {
+    let blank = |c: char| matches!(c, ' ' | '\t' | '\u{b}' | '\u{c}' | '\r');
+    let mut words = Vec::new();
+    let mut i = from;
+    while i < chars.len() {
+        if blank(chars[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len() && !blank(chars[i]) {
+            i += 1;
+        }
+        words.push(RawWord {
+            raw: chars[start..i].iter().collect(),
+            start,
+            end: i,
+        });
+    }
+    words
+}
+
+/// What a bracketed argument is: BuildKit decodes it with a JSON decoder; an array of strings
+/// is exec form, other valid JSON is an error, anything else is shell form.
+#[derive(Debug, PartialEq)]
+enum JsonArg {
+    Strings(Vec<(String, usize, usize)>),
+    /// Valid JSON, but not an array of strings (`["a", ["b"]]`, `[1]`).
+    NotStrings,
+    NotJson,
+}
+
+fn json_arg(chars: &[char], from: usize) -> JsonArg {
+    if let Some(items) = parse_json_array(chars, from) {
+        return JsonArg::Strings(items);
+    }
+    let text: String = chars[from.min(chars.len())..].iter().collect();
+    let text = text.trim_start();
+    if text.starts_with('[') && serde_json::from_str::<serde_json::Value>(text).is_ok() {
+        // Starts with `[` and decodes: an array, and since the strict parser refused it, one
+        // with an element that is not a string.
+        JsonArg::NotStrings
+    } else {
+        JsonArg::NotJson
+    }
 }
 
 /// Parses `chars[from..]` as a JSON array of strings: each element with its char range.
@@ -508,10 +593,20 @@ impl Parser<'_> {
         let mut words = split_words(&lg.chars, from, self.escape);
         let mut flags = Vec::new();
         let mut start = from;
-        let n = words.iter().take_while(|w| w.raw.starts_with("--")).count();
+        // A bare `--` ends the flags and is dropped, as in BuildKit: `COPY -- --x /d` copies
+        // a file named `--x`.
+        let mut n = 0;
+        for w in &words {
+            if !w.raw.starts_with("--") {
+                break;
+            }
+            n += 1;
+            if w.raw == "--" {
+                break;
+            }
+        }
         for w in words.drain(..n) {
             start = w.end;
-            // A bare `--` among the flags is dropped, as BuildKit does.
             if w.raw == "--" {
                 continue;
             }
@@ -591,14 +686,44 @@ impl Parser<'_> {
             .and_then(|f| f.value.clone())
     }
 
-    /// Exec form if the text is a JSON array of strings, shell form otherwise.
-    fn command_line(&self, lg: &Logical, start: usize) -> CommandLine {
-        match parse_json_array(&lg.chars, start) {
+    /// Exec form if the text is a JSON array of strings, an error if it is other valid JSON,
+    /// shell form otherwise.
+    fn command_line(
+        &self,
+        kw: &str,
+        lg: &Logical,
+        start: usize,
+    ) -> Result<CommandLine, Diagnostic> {
+        Ok(match self.json_arg(kw, lg, start)? {
             Some(items) => CommandLine::Exec(items.into_iter().map(|(s, _, _)| s).collect()),
             None => CommandLine::Shell(Word {
                 raw: lg.text(start, lg.chars.len()),
                 span: lg.span(start, lg.chars.len()),
             }),
+        })
+    }
+
+    /// The JSON (exec) form of the arguments at `start`, `None` when they are not JSON.
+    #[allow(clippy::type_complexity)]
+    fn json_arg(
+        &self,
+        kw: &str,
+        lg: &Logical,
+        start: usize,
+    ) -> Result<Option<Vec<(String, usize, usize)>>, Diagnostic> {
+        match json_arg(&lg.chars, start) {
+            JsonArg::Strings(items) => Ok(Some(items)),
+            JsonArg::NotJson => Ok(None),
+            JsonArg::NotStrings => Err(self
+                .err(
+                    lg.span(start, lg.chars.len()),
+                    format!("{kw} in JSON array form must be an array of strings only"),
+                )
+                .with_hint(if kw == "SHELL" {
+                    "quote every element, e.g. `SHELL [\"/bin/sh\", \"-c\"]`"
+                } else {
+                    "quote every element (`[\"echo\", \"hello\"]`), or drop the brackets for the shell form"
+                })),
         }
     }
 
@@ -758,15 +883,15 @@ impl Parser<'_> {
             }
             "CMD" => {
                 self.check_flags(kw, &flags, none, none, none)?;
-                Command::Cmd(self.command_line(lg, start))
+                Command::Cmd(self.command_line(kw, lg, start)?)
             }
             "ENTRYPOINT" => {
                 self.check_flags(kw, &flags, none, none, none)?;
-                Command::Entrypoint(self.command_line(lg, start))
+                Command::Entrypoint(self.command_line(kw, lg, start)?)
             }
             "RUN" => {
                 need(!words.is_empty(), "RUN requires at least one argument")?;
-                let command = self.command_line(lg, start);
+                let command = self.command_line(kw, lg, start)?;
                 if allow_heredocs && matches!(command, CommandLine::Shell(_)) {
                     pending = self.heredoc_markers(lg, &words);
                 }
@@ -779,12 +904,17 @@ impl Parser<'_> {
             "EXPOSE" => {
                 self.check_flags(kw, &flags, none, none, none)?;
                 need(!words.is_empty(), "EXPOSE requires at least one argument")?;
-                Command::Expose(words.iter().map(|w| lg.word(w)).collect())
+                Command::Expose(
+                    split_blanks(&lg.chars, start)
+                        .iter()
+                        .map(|w| lg.word(w))
+                        .collect(),
+                )
             }
             "VOLUME" => {
                 self.check_flags(kw, &flags, none, none, none)?;
                 need(!words.is_empty(), "VOLUME requires at least one argument")?;
-                let vols: Vec<Word> = match parse_json_array(&lg.chars, start) {
+                let vols: Vec<Word> = match self.json_arg(kw, lg, start)? {
                     Some(items) => items
                         .into_iter()
                         .map(|(s, a, b)| Word {
@@ -792,7 +922,10 @@ impl Parser<'_> {
                             span: lg.span(a, b),
                         })
                         .collect(),
-                    None => words.iter().map(|w| lg.word(w)).collect(),
+                    None => split_blanks(&lg.chars, start)
+                        .iter()
+                        .map(|w| lg.word(w))
+                        .collect(),
                 };
                 if let Some(v) = vols.iter().find(|v| v.raw.trim().is_empty()) {
                     return Err(self.err(v.span, "VOLUME specified can not be an empty string"));
@@ -803,7 +936,7 @@ impl Parser<'_> {
             "SHELL" => {
                 self.check_flags(kw, &flags, none, none, none)?;
                 need(!words.is_empty(), "SHELL requires at least one argument")?;
-                match parse_json_array(&lg.chars, start) {
+                match self.json_arg(kw, lg, start)? {
                     Some(items) if !items.is_empty() => {
                         Command::Shell(items.into_iter().map(|(s, _, _)| s).collect())
                     }
@@ -851,7 +984,7 @@ impl Parser<'_> {
                             "HEALTHCHECK CMD requires a command",
                         ));
                     }
-                    Some(self.command_line(lg, words[1].start))
+                    Some(self.command_line(kw, lg, words[1].start)?)
                 } else {
                     return Err(self
                         .err(
@@ -896,7 +1029,8 @@ impl Parser<'_> {
                     (&["chown", "chmod", "link", "exclude"], "ADD")
                 };
                 self.check_flags(kw, &flags, allowed, &["exclude"], &["link", "parents"])?;
-                let (mut args, json_form) = match parse_json_array(&lg.chars, start) {
+                let words = split_blanks(&lg.chars, start);
+                let (mut args, json_form) = match self.json_arg(kw, lg, start)? {
                     Some(items) => (
                         items
                             .into_iter()
@@ -1353,7 +1487,8 @@ mod tests {
         let Command::Copy(c) = &d.instructions[2].command else {
             panic!()
         };
-        assert_eq!(raws(&c.sources), vec!["a` b"]);
+        // Blanks split COPY's words whatever the escape character (BuildKit).
+        assert_eq!(raws(&c.sources), vec!["a`", "b"]);
         assert_eq!(c.dest.raw, "c:\\dest\\");
     }
 
@@ -1389,7 +1524,6 @@ mod tests {
             "[\"a\",]",
             "[\"a\"",
             "[\"a\" \"b\"]",
-            "[1]",
             "[\"a\"] x",
             "[\"\\x\"]",
             "[",
@@ -1416,11 +1550,12 @@ mod tests {
 
     #[test]
     fn run_flags_and_forms() {
+        // `--` ends the flags (BuildKit's extractBuilderFlags): `--x=1` is the command's.
         let Command::Run(r) = one("RUN --network=none -- --x=1 echo") else {
             panic!()
         };
-        assert_eq!(r.flags.len(), 2);
-        assert_eq!(r.command, CommandLine::Shell(w("echo", 2, 29)));
+        assert_eq!(r.flags.len(), 1);
+        assert_eq!(r.command, CommandLine::Shell(w("--x=1 echo", 2, 23)));
         let Command::Run(r) = one("RUN -- echo") else {
             panic!()
         };
@@ -1493,7 +1628,11 @@ mod tests {
         let Command::Copy(c) = &v[0].command else {
             panic!()
         };
-        assert_eq!(c.sources, vec![w("a", 2, 77), w("\"b c\"", 2, 79)]);
+        // Blanks split, quotes do not group (BuildKit): the expansion sees `"b` and `c"`.
+        assert_eq!(
+            c.sources,
+            vec![w("a", 2, 77), w("\"b", 2, 79), w("c\"", 2, 82)]
+        );
         assert_eq!(c.dest, w("/dst/", 2, 85));
         assert_eq!(c.from, Some(w("build", 2, 13)));
         assert_eq!(c.chown, Some(w("1:1", 2, 27)));
@@ -1541,7 +1680,126 @@ mod tests {
         let Command::Copy(c) = one("COPY a\\ b 'c d' e") else {
             panic!()
         };
-        assert_eq!(raws(&c.sources), vec!["a\\ b", "'c d'"]);
+        assert_eq!(raws(&c.sources), vec!["a\\", "b", "'c", "d'"]);
+    }
+
+    #[test]
+    fn copy_args_split_on_blanks_only_as_buildkit() {
+        // BuildKit's parser testfile `escapes`: an escaped quote does not open a quoted word.
+        let Command::Add(a) = one("ADD \\conf\\\\\" /.znc") else {
+            panic!()
+        };
+        assert_eq!(raws(&a.sources), vec!["\\conf\\\\\""]);
+        assert_eq!(a.dest.raw, "/.znc");
+        // Tabs, vertical tabs, form feeds and CRs are blanks too; other Unicode spaces are not.
+        let Command::Copy(c) = one("COPY a\tb\u{b}c\u{c}d\u{a0}e /x/") else {
+            panic!()
+        };
+        assert_eq!(raws(&c.sources), vec!["a", "b", "c", "d\u{a0}e"]);
+        let Command::Expose(e) = one("EXPOSE \"80 81\"") else {
+            panic!()
+        };
+        assert_eq!(raws(&e), vec!["\"80", "81\""]);
+        let Command::Volume(v) = one("VOLUME 'a b'") else {
+            panic!()
+        };
+        assert_eq!(raws(&v), vec!["'a", "b'"]);
+        // Heredoc markers are still found among the blank-split words.
+        let Command::Copy(c) = one("COPY <<EOF /x\nhi\nEOF") else {
+            panic!()
+        };
+        assert_eq!(c.heredocs.len(), 1);
+    }
+
+    #[test]
+    fn escapes_and_continuations_keep_buildkits_words() {
+        let d = body(
+            "LABEL owner Jo \\\\Doe <jo@example.org>\\\"\n\
+             RUN make \\all && \\\n  make \\\"check -j2\n\
+             COPY \\etc\\\\\" /cfg\n\
+             RUN one \\\n\n two \\\n\n three\n",
+        );
+        let Command::Label(kv) = &d[0].command else {
+            panic!()
+        };
+        assert_eq!(kv[0].key.raw, "owner");
+        assert_eq!(
+            kv[0].value.as_ref().unwrap().raw,
+            "Jo \\\\Doe <jo@example.org>\\\""
+        );
+        let Command::Run(r) = &d[1].command else {
+            panic!()
+        };
+        let CommandLine::Shell(w) = &r.command else {
+            panic!()
+        };
+        assert_eq!(w.raw, "make \\all &&   make \\\"check -j2");
+        let Command::Copy(c) = &d[2].command else {
+            panic!()
+        };
+        assert_eq!(raws(&c.sources), vec!["\\etc\\\\\""]);
+        assert_eq!(c.dest.raw, "/cfg");
+        let Command::Run(r) = &d[3].command else {
+            panic!()
+        };
+        let CommandLine::Shell(w) = &r.command else {
+            panic!()
+        };
+        assert_eq!(w.raw, "one  two  three");
+    }
+
+    #[test]
+    fn double_dash_ends_the_flags() {
+        let Command::Copy(c) = one("COPY --chown=1 -- --weird /d/") else {
+            panic!()
+        };
+        assert_eq!(c.chown.as_ref().unwrap().raw, "1");
+        assert_eq!(raws(&c.sources), vec!["--weird"]);
+        assert_eq!(c.dest.raw, "/d/");
+        let Command::Run(r) = one("RUN -- --version") else {
+            panic!()
+        };
+        assert!(r.flags.is_empty());
+        assert_eq!(r.command, CommandLine::Shell(w("--version", 2, 8)));
+    }
+
+    #[test]
+    fn json_arrays_must_hold_strings_only() {
+        for (src, kw) in [
+            ("CMD [ \"echo\", [ \"nested json\" ] ]", "CMD"),
+            ("ENTRYPOINT [1]", "ENTRYPOINT"),
+            ("RUN [\"a\", null]", "RUN"),
+            ("SHELL [\"sh\", {}]", "SHELL"),
+            ("COPY [\"a\", true]", "COPY"),
+            ("VOLUME [\"/a\", 2]", "VOLUME"),
+            ("HEALTHCHECK CMD [\"a\", 1.5]", "HEALTHCHECK"),
+            ("ONBUILD CMD [\"a\", [\"b\"]]", "CMD"),
+        ] {
+            let d = fail(&format!("FROM a\n{src}\n"));
+            assert_eq!(
+                d.message,
+                format!("{kw} in JSON array form must be an array of strings only"),
+                "{src}"
+            );
+            assert_eq!(d.span.line, 2);
+            assert!(d.hint.is_some());
+        }
+        // Not valid JSON: shell form, as before.
+        for src in [
+            "CMD [ \"echo\", [ nested ] ]",
+            "CMD [\"a\",]",
+            "CMD [\"a\"] x",
+            "CMD [1",
+        ] {
+            let Command::Cmd(CommandLine::Shell(w)) = one(src) else {
+                panic!("{src}")
+            };
+            assert_eq!(w.raw, src[4..]);
+        }
+        assert_eq!(
+            one("CMD [ \"echo\", \"x\" ]"),
+            Command::Cmd(CommandLine::Exec(vec!["echo".into(), "x".into()]))
+        );
     }
 
     #[test]
@@ -1830,7 +2088,7 @@ mod tests {
         );
         assert_eq!(
             one("VOLUME /a \"/b c\""),
-            Command::Volume(vec![w("/a", 2, 8), w("\"/b c\"", 2, 11)])
+            Command::Volume(vec![w("/a", 2, 8), w("\"/b", 2, 11), w("c\"", 2, 15)])
         );
         assert_eq!(
             one("VOLUME [\"/data\"]"),

@@ -6,7 +6,7 @@
 
 /// Version of the key encoding. Bump it (and update `docs/cache-keys.md` and the golden-digest
 /// test in `cli/tests`) whenever what goes into a key, or how it is encoded, changes.
-pub const KEY_VERSION: u32 = 2;
+pub const KEY_VERSION: u32 = 3;
 
 /// A 32-byte step key.
 pub type Key = [u8; 32];
@@ -94,7 +94,7 @@ mod tests {
             .finish();
         assert_eq!(
             hex::encode(k),
-            "2bf90c520744318c838d14f1ec52d89d16bf484715b99902231b40dc0386614d"
+            "aebe3e75dd98f7cf32ec6c8f67fab8dfc5792028a90b475b7f0faf2361a0f91b"
         );
     }
 }

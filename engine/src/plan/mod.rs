@@ -149,7 +149,8 @@ pub struct RunStep {
     /// included in the script, for the shell to interpret as `sh` would).
     pub argv: Vec<String>,
     /// Exactly the process environment: the image's Env, then the ARGs in scope that Env does
-    /// not override, plus a default PATH when the image has none (as Docker).
+    /// not override. The config always has a PATH: a stage whose base has none starts with
+    /// [`DEFAULT_PATH`] in it (as BuildKit).
     pub env: Vec<String>,
     pub user: String,
     /// Absolute working directory (created if missing).
@@ -179,8 +180,22 @@ fn parse_size(v: &str) -> Option<u64> {
     num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
-/// Docker's PATH for RUN when the image sets none.
+/// The PATH BuildKit puts in the config of an image that sets none (scratch included), so RUN
+/// and the image's users see it.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A WORKDIR other than `/`: like BuildKit, it makes a layer that creates the directory (and
+/// missing parents) whether or not a later step uses it, owned by the USER in effect. When the
+/// directory exists the layer is empty (BuildKit emits that empty layer too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkdirStep {
+    /// Absolute and cleaned.
+    pub path: String,
+    /// The USER in effect (`name`, `uid`, `name:group`, …); `None`: root.
+    pub user: Option<String>,
+    /// As for a config step: the config and ARGs in scope after the step.
+    pub state: Vec<u8>,
+}
 
 #[derive(Debug, Clone)]
 pub enum StepKind {
@@ -191,6 +206,7 @@ pub enum StepKind {
         state: Vec<u8>,
     },
     Copy(Box<CopySpec>),
+    Workdir(Box<WorkdirStep>),
 }
 
 #[derive(Debug, Clone)]
@@ -311,6 +327,26 @@ impl<'a> Planner<'a> {
                 len: 1,
             };
             self.diag(span, format!("cannot expand `{}`: {}", w.raw, e.message))
+        })
+    }
+
+    /// Expands a shell-form COPY/ADD path. Its words were split on blanks (as BuildKit does), so
+    /// a quoted path with a space arrives in pieces and fails on its unmatched quote: say how
+    /// to write it.
+    fn expand_path(
+        &self,
+        kw: &str,
+        w: &Word,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<String, Diagnostic> {
+        self.expand(w, lookup).map_err(|d| {
+            if w.raw.contains(['"', '\'']) && d.message.contains("matching") {
+                d.with_hint(format!(
+                    "{kw} splits its arguments at spaces, even inside quotes; for a path with spaces use the JSON form: {kw} [\"a b\", \"/dest/\"]"
+                ))
+            } else {
+                d
+            }
         })
     }
 
@@ -555,7 +591,12 @@ impl<'a> Planner<'a> {
         let lower = image_word.to_ascii_lowercase();
         let mut deps = Vec::new();
         let (base, mut cfg) = if lower == "scratch" {
-            (Base::Scratch, ConfigState::default())
+            // BuildKit's empty image: WorkingDir `/` (and PATH, below).
+            let cfg = ConfigState {
+                workdir: Some("/".to_string()),
+                ..Default::default()
+            };
+            (Base::Scratch, cfg)
         } else if let Some(i) = names[..index]
             .iter()
             .position(|n| n.as_deref() == Some(lower.as_str()))
@@ -577,6 +618,41 @@ impl<'a> Planner<'a> {
             let cfg = ConfigState::from_image_config(&img.config);
             (Base::Image(img), cfg)
         };
+        // As BuildKit: an image without PATH gets the default one in its config (appended to
+        // Env), so RUN sees it and so does whoever runs the image.
+        if cfg.env_get("PATH").is_none() {
+            cfg.env_set("PATH".to_string(), DEFAULT_PATH.to_string());
+        }
+        // ONBUILD triggers of the base (an image's config `OnBuild`, or the ONBUILD instructions
+        // of an earlier stage) run first in this stage and are not inherited by its image
+        // (BuildKit). A stage's config only ever holds its own ONBUILD instructions.
+        let triggers = std::mem::take(&mut cfg.onbuild);
+        let mut body = body;
+        if !triggers.is_empty() {
+            let what = match &base {
+                Base::Stage(i) => format!(
+                    "stage `{}`",
+                    names[*i].clone().unwrap_or_else(|| i.to_string())
+                ),
+                _ => format!("image `{image_word}`"),
+            };
+            let mut parsed = Vec::with_capacity(triggers.len());
+            for t in &triggers {
+                let ins = crate::frontend::parse::parse_trigger(
+                    &self.req.dockerfile_name,
+                    &self.req.source,
+                    t,
+                    from.span,
+                )
+                .map_err(|mut d| {
+                    d.message = format!("ONBUILD trigger `{t}` of {what}: {}", d.message);
+                    d
+                })?;
+                parsed.push(ins);
+            }
+            parsed.extend(body);
+            body = parsed;
+        }
 
         let mut args: BTreeMap<String, Option<String>> = BTreeMap::new();
         let mut steps = Vec::new();
@@ -687,8 +763,22 @@ impl<'a> Planner<'a> {
                     } else {
                         format!("{}/{p}", cfg.workdir.as_deref().unwrap_or("/"))
                     };
-                    cfg.workdir = Some(clean_abs(&joined, false));
-                    None
+                    let path = clean_abs(&joined, false);
+                    cfg.workdir = Some(path.clone());
+                    if path == "/" {
+                        // Nothing to create: a config step, as BuildKit (no layer).
+                        None
+                    } else {
+                        history = Some(History {
+                            created_by: ins.text.clone(),
+                            empty_layer: false,
+                        });
+                        Some(StepKind::Workdir(Box::new(WorkdirStep {
+                            path,
+                            user: cfg.user.clone(),
+                            state: encode_state(&cfg, &args),
+                        })))
+                    }
                 }
                 Command::User(w) => {
                     let l = |n: &str| lookup_env(&cfg, &args, n);
@@ -833,7 +923,7 @@ impl<'a> Planner<'a> {
             let s = if c.json_form {
                 w.raw.clone()
             } else {
-                self.expand(w, &l)?
+                self.expand_path(kw, w, &l)?
             };
             if s.is_empty() {
                 return Err(self.diag(
@@ -858,7 +948,7 @@ impl<'a> Planner<'a> {
         let dest_raw = if c.json_form {
             c.dest.raw.clone()
         } else {
-            self.expand(&c.dest, &l)?
+            self.expand_path(kw, &c.dest, &l)?
         };
         if dest_raw.is_empty() {
             return Err(self.diag(c.dest.span, format!("{kw} destination is empty")));
@@ -1064,9 +1154,6 @@ impl<'a> Planner<'a> {
                     env.push(format!("{k}={v}"));
                 }
             }
-        }
-        if cfg.env_get("PATH").is_none() && !args.contains_key("PATH") {
-            env.push(format!("PATH={DEFAULT_PATH}"));
         }
         Ok(RunStep {
             argv,
@@ -1607,8 +1694,13 @@ mod tests {
         }
     }
 
+    /// The target's Env without the default PATH every scratch stage starts with.
     fn env_of(p: &Plan) -> Vec<(String, String)> {
-        p.stages[p.target].config.env.clone()
+        let mut env = p.stages[p.target].config.env.clone();
+        if env.first() == Some(&("PATH".into(), DEFAULT_PATH.into())) {
+            env.remove(0);
+        }
+        env
     }
 
     #[test]
@@ -1681,7 +1773,7 @@ mod tests {
         assert_eq!(r.argv, vec!["/bin/bash", "-ec", "echo hi"]);
         assert_eq!(
             r.env,
-            vec!["A=env", "B=2", "C=3", &format!("PATH={DEFAULT_PATH}")]
+            vec![&format!("PATH={DEFAULT_PATH}"), "A=env", "B=2", "C=3"]
         );
         assert_eq!(r.network, Some(Network::Host));
         let e = plan(&req("FROM scratch\nRUN --security=insecure true\n", &[])).unwrap_err();
@@ -1830,6 +1922,121 @@ mod tests {
             );
             assert_eq!(e.span.line, 2, "{src}");
         }
+    }
+
+    #[test]
+    fn images_without_path_get_the_default_path_in_their_config() {
+        // Scratch: PATH and WorkingDir `/`, as BuildKit's empty image.
+        let p = plan(&req("FROM scratch\n", &[])).unwrap();
+        let st = &p.stages[0];
+        assert_eq!(st.config.env, vec![("PATH".into(), DEFAULT_PATH.into())]);
+        assert!(env_of(&p).is_empty());
+        assert_eq!(st.config.workdir.as_deref(), Some("/"));
+        let c = st.config.to_config_object();
+        assert_eq!(c["Env"][0], format!("PATH={DEFAULT_PATH}"));
+        // PATH set by the Dockerfile replaces it in place; RUN sees exactly the config's Env.
+        let p = plan(&req("FROM scratch\nENV PATH=/x A=1\nRUN true\n", &[])).unwrap();
+        assert_eq!(
+            env_of(&p),
+            vec![("PATH".into(), "/x".into()), ("A".into(), "1".into())]
+        );
+        let StepKind::Run(r) = &p.stages[0].steps[1].kind else {
+            panic!()
+        };
+        assert_eq!(r.env, vec!["PATH=/x", "A=1"]);
+        // A later stage inherits it once.
+        let p = plan(&req("FROM scratch AS a\nFROM a\nENV B=2\n", &[])).unwrap();
+        assert_eq!(
+            p.stages[1].config.env,
+            vec![
+                ("PATH".into(), DEFAULT_PATH.into()),
+                ("B".into(), "2".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn workdir_is_a_layer_step_owned_by_the_current_user() {
+        let src = "FROM scratch\nWORKDIR /\nUSER http\nWORKDIR /home/http/x\nWORKDIR ..\n";
+        let p = plan(&req(src, &[])).unwrap();
+        let steps = &p.stages[0].steps;
+        // `/` has nothing to create: a config step without a layer.
+        assert!(matches!(steps[0].kind, StepKind::Config { .. }));
+        assert!(steps[0].history.as_ref().unwrap().empty_layer);
+        let StepKind::Workdir(w) = &steps[2].kind else {
+            panic!("{:?}", steps[2].kind)
+        };
+        assert_eq!(w.path, "/home/http/x");
+        assert_eq!(w.user.as_deref(), Some("http"));
+        assert!(!steps[2].history.as_ref().unwrap().empty_layer);
+        let StepKind::Workdir(w) = &steps[3].kind else {
+            panic!()
+        };
+        assert_eq!(w.path, "/home/http");
+    }
+
+    #[test]
+    fn onbuild_triggers_of_the_base_stage_run_first_and_are_not_inherited() {
+        let src = "FROM scratch AS base\nONBUILD ENV FROM_TRIGGER=1\nONBUILD COPY a /a\n\
+                   FROM base AS child\nENV OWN=2\n";
+        let p = plan(&req(src, &[])).unwrap();
+        let base = &p.stages[0];
+        assert_eq!(base.config.onbuild, vec!["ENV FROM_TRIGGER=1", "COPY a /a"]);
+        let child = &p.stages[1];
+        let kws: Vec<&str> = child.steps.iter().map(|s| s.keyword).collect();
+        assert_eq!(kws, vec!["ENV", "COPY", "ENV"]);
+        assert_eq!(child.steps[0].text, "ENV FROM_TRIGGER=1");
+        assert_eq!(
+            child.steps[0].span.line, 4,
+            "a trigger points at the FROM running it"
+        );
+        assert!(
+            child.config.onbuild.is_empty(),
+            "triggers are not inherited"
+        );
+        assert_eq!(child.config.env_get("FROM_TRIGGER"), Some("1"));
+        // A grandchild runs nothing of the grandparent's triggers.
+        let p = plan(&req(&format!("{src}FROM child\n"), &[])).unwrap();
+        assert!(p.stages[2].steps.is_empty());
+    }
+
+    #[test]
+    fn onbuild_triggers_that_are_invalid_are_refused() {
+        let e = crate::frontend::parse::parse_trigger(
+            "Dockerfile",
+            "FROM img\n",
+            "ONBUILD RUN x",
+            Span {
+                line: 1,
+                col: 1,
+                len: 4,
+            },
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("isn't allowed as an ONBUILD trigger"),
+            "{e}"
+        );
+        let e = crate::frontend::parse::parse_trigger(
+            "Dockerfile",
+            "FROM img\n",
+            "CMD [\"a\", [1]]",
+            Span {
+                line: 1,
+                col: 1,
+                len: 4,
+            },
+        )
+        .unwrap_err();
+        assert!(e.message.contains("array of strings"), "{e}");
+        assert_eq!(e.span.line, 1);
+    }
+
+    #[test]
+    fn quoted_copy_path_with_a_space_hints_at_the_json_form() {
+        let e = plan(&req("FROM scratch\nCOPY \"a b\" /x/\n", &[])).unwrap_err();
+        assert!(e.message.contains("matching double-quote"), "{e}");
+        assert!(e.hint.as_deref().unwrap().contains("JSON form"), "{e}");
     }
 
     #[test]

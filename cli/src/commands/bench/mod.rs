@@ -244,7 +244,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
                 Err(_) => f,
             }
         }
-        None => ctx_dir.join("Dockerfile"),
+        None => crate::commands::default_dockerfile(&ctx_dir),
     };
     let mut build_args = BTreeMap::new();
     for kv in &a.build_args {
