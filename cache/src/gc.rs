@@ -424,8 +424,10 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
                     // it held here, either the build listed it already or it will find nothing
                     // (crate::snapshot_use).
                     let moved = {
-                        let _lock = crate::snapshot_use::lock(store.root(), true)
-                            .at("lock", &store.root().join(crate::snapshot_use::SNAPSHOT_LOCK))?;
+                        let _lock = crate::snapshot_use::lock(store.root(), true).at(
+                            "lock",
+                            &store.root().join(crate::snapshot_use::SNAPSHOT_LOCK),
+                        )?;
                         let in_use = crate::lock::snapshots_in_use(&store.root().join("tmp"));
                         if in_use_snapshot(&in_use, name) {
                             continue;

@@ -560,11 +560,17 @@ fn dockerfile_or_dockerignore_symlinked_out_of_the_context_is_refused_unread() {
     // its first line is no instruction.
     let r = build(&store, &ctx, &["-f", secret.to_str().unwrap()]).fails();
     let err = r.stderr();
-    assert!(err.contains("does not start with a Dockerfile instruction"), "{err}");
+    assert!(
+        err.contains("does not start with a Dockerfile instruction"),
+        "{err}"
+    );
     assert!(!err.contains("s3cr3t") && !err.contains("root:x"), "{err}");
     // A symlink inside the context is fine.
     fs::remove_file(ctx.join("Dockerfile")).unwrap();
-    write(&ctx.join("build/Dockerfile.real"), "FROM scratch\nCOPY a /a\n");
+    write(
+        &ctx.join("build/Dockerfile.real"),
+        "FROM scratch\nCOPY a /a\n",
+    );
     std::os::unix::fs::symlink("build/Dockerfile.real", ctx.join("Dockerfile")).unwrap();
     build(&store, &ctx, &[]).ok().digest();
     // A .dockerignore leading out: refused too (it would decide what the build sees).
@@ -584,15 +590,27 @@ fn dockerfile_that_is_a_device_fifo_or_too_large_fails_fast() {
     let store = work.path().join("store");
     let t = std::time::Instant::now();
     let r = build(&store, &ctx, &["-f", "/dev/zero"]).fails();
-    assert!(r.stderr().contains("larger than 4194304 bytes"), "{}", r.stderr());
+    assert!(
+        r.stderr().contains("larger than 4194304 bytes"),
+        "{}",
+        r.stderr()
+    );
     let st = Command::new("mkfifo")
         .arg(ctx.join("Dockerfile"))
         .status()
         .unwrap();
     assert!(st.success());
     let r = build(&store, &ctx, &[]).fails();
-    assert!(r.stderr().contains("not a regular file (it is a FIFO)"), "{}", r.stderr());
-    assert!(t.elapsed() < std::time::Duration::from_secs(30), "{:?}", t.elapsed());
+    assert!(
+        r.stderr().contains("not a regular file (it is a FIFO)"),
+        "{}",
+        r.stderr()
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 /// Issue 18: `-j 99999999999` started 15,608 threads; `-j 0` was accepted silently.
@@ -622,7 +640,9 @@ fn jobs_must_be_between_1_and_512() {
         String::from_utf8_lossy(&o.stderr)
     );
     let store = tempfile::tempdir().unwrap();
-    build(store.path(), ctx.path(), &["-j", "512"]).ok().digest();
+    build(store.path(), ctx.path(), &["-j", "512"])
+        .ok()
+        .digest();
 }
 
 /// Issue 18: `--output type=oci,dest=DIR` wrote layout files into any directory (with
@@ -642,11 +662,20 @@ fn outputs_are_checked_first_and_never_mix_into_or_overwrite_other_files() {
     let docs = work.path().join("docs");
     write(&docs.join("notes.txt"), "mine\n");
     let r = out(format!("type=oci,dest={}", docs.display())).fails();
-    assert!(r.stderr().contains("is a non-empty directory, not an OCI image layout"), "{}", r.stderr());
+    assert!(
+        r.stderr()
+            .contains("is a non-empty directory, not an OCI image layout"),
+        "{}",
+        r.stderr()
+    );
     assert!(r.executed().is_empty(), "checked before the build");
     assert_eq!(fs::read_dir(&docs).unwrap().count(), 1);
     // A file where a directory should be.
-    let r = out(format!("type=oci,dest={}", docs.join("notes.txt").display())).fails();
+    let r = out(format!(
+        "type=oci,dest={}",
+        docs.join("notes.txt").display()
+    ))
+    .fails();
     assert!(r.stderr().contains("not a directory"), "{}", r.stderr());
 
     // New and empty directories get a whole layout; nothing is left beside them.
@@ -663,15 +692,31 @@ fn outputs_are_checked_first_and_never_mix_into_or_overwrite_other_files() {
         .collect();
     assert_eq!(beside, ["new"], "no temp dir left beside the layout");
     // An existing layout gets the image added.
-    build(&store, &ctx, &["-t", "app:2", "--output", &format!("type=oci,dest={}", fresh.display())]).ok();
+    build(
+        &store,
+        &ctx,
+        &[
+            "-t",
+            "app:2",
+            "--output",
+            &format!("type=oci,dest={}", fresh.display()),
+        ],
+    )
+    .ok();
     let index = fs::read_to_string(fresh.join("index.json")).unwrap();
     assert!(index.contains("app:2"), "{index}");
     // A layout whose index.json is broken is refused, not rewritten.
     let broken = work.path().join("broken");
-    write(&broken.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#);
+    write(
+        &broken.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    );
     write(&broken.join("index.json"), "{not json");
     out(format!("type=oci,dest={}", broken.display())).fails();
-    assert_eq!(fs::read_to_string(broken.join("index.json")).unwrap(), "{not json");
+    assert_eq!(
+        fs::read_to_string(broken.join("index.json")).unwrap(),
+        "{not json"
+    );
 
     // Archives: a new file, then the same path again (an image archive: replaced).
     let tar = work.path().join("img.tar");
@@ -682,13 +727,22 @@ fn outputs_are_checked_first_and_never_mix_into_or_overwrite_other_files() {
     let other = work.path().join("report.txt");
     write(&other, "precious\n");
     let r = out(format!("type=oci-archive,dest={}", other.display())).fails();
-    assert!(r.stderr().contains("is not an image archive: refusing to overwrite it"), "{}", r.stderr());
+    assert!(
+        r.stderr()
+            .contains("is not an image archive: refusing to overwrite it"),
+        "{}",
+        r.stderr()
+    );
     assert!(r.executed().is_empty());
     assert_eq!(fs::read_to_string(&other).unwrap(), "precious\n");
     let r = out(format!("type=docker-archive,dest={}", docs.display())).fails();
     assert!(r.stderr().contains("is a directory"), "{}", r.stderr());
     let fifo = work.path().join("fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     let r = out(format!("type=oci-archive,dest={}", fifo.display())).fails();
     assert!(r.stderr().contains("not a regular file"), "{}", r.stderr());
 }
@@ -709,7 +763,11 @@ fn expansion_bombs_and_oversized_dockerfiles_fail_with_the_line() {
         assert_eq!(r.out.status.code(), Some(2), "{err}");
         assert!(err.contains(expect), "expected {expect:?}:\n{err}");
         assert!(err.contains(line), "expected {line:?}:\n{err}");
-        assert!(t.elapsed() < std::time::Duration::from_secs(20), "{expect}: {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "{expect}: {:?}",
+            t.elapsed()
+        );
     };
     // 40 doubling ARGs: was 1 GB RSS at 22 levels.
     let mut df = String::from("ARG a0=xxxxxxxxxxxxxxxx\n");
@@ -719,7 +777,11 @@ fn expansion_bombs_and_oversized_dockerfiles_fail_with_the_line() {
     df.push_str("FROM scratch\n");
     check(df, "larger than 1 MiB", "Dockerfile:18:");
     // Nested 20,000 deep: was SIGABRT (exit 134).
-    let deep = format!("FROM scratch\nENV A={}x{}\n", "${a:-".repeat(20_000), "}".repeat(20_000));
+    let deep = format!(
+        "FROM scratch\nENV A={}x{}\n",
+        "${a:-".repeat(20_000),
+        "}".repeat(20_000)
+    );
     check(deep, "nested more than 64 levels deep", "Dockerfile:2:");
     // Too many stages / instructions.
     let stages: String = (0..10_001).map(|_| "FROM scratch\n").collect();

@@ -194,7 +194,8 @@ fn open_beneath(
         what,
         path: path.to_path_buf(),
     };
-    let dir = rfs::open(root, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(io_err)?;
+    let dir =
+        rfs::open(root, OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(io_err)?;
     // Non-blocking: opening a FIFO for reading would wait for a writer. (Reads of a regular
     // file ignore the flag; anything else is refused before it is read.)
     let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
@@ -306,7 +307,10 @@ mod tests {
         )
         .unwrap();
         let e = read(ctx, &fifo).unwrap_err();
-        assert!(matches!(e, ContextFileError::NotRegular { kind: "FIFO", .. }), "{e:?}");
+        assert!(
+            matches!(e, ContextFileError::NotRegular { kind: "FIFO", .. }),
+            "{e:?}"
+        );
         symlink("/dev/zero", ctx.join("zero")).unwrap();
         assert!(matches!(
             read(ctx, &ctx.join("zero")).unwrap_err(),

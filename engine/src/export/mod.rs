@@ -147,14 +147,21 @@ fn oci_dest(dest: &Path) -> Result<OciDest, ExportError> {
         return Ok(OciDest::New);
     }
     let layout: Value = match fs::read(dest.join("oci-layout")) {
-        Ok(b) => serde_json::from_slice(&b).map_err(|_| refuse("a directory whose `oci-layout` is not JSON"))?,
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|_| refuse("a directory whose `oci-layout` is not JSON"))?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(refuse("a non-empty directory"))
         }
         Err(e) => return Err(io_err(dest)(e)),
     };
-    if layout.get("imageLayoutVersion").and_then(Value::as_str).is_none() {
-        return Err(refuse("a directory whose `oci-layout` has no imageLayoutVersion"));
+    if layout
+        .get("imageLayoutVersion")
+        .and_then(Value::as_str)
+        .is_none()
+    {
+        return Err(refuse(
+            "a directory whose `oci-layout` has no imageLayoutVersion",
+        ));
     }
     read_index(dest)?;
     Ok(OciDest::Layout)
@@ -209,10 +216,7 @@ pub fn write_oci_dir(
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.subsec_nanos())
                 .unwrap_or(0);
-            let tmp = parent.join(format!(
-                ".strata-export-{}-{nanos:x}",
-                std::process::id()
-            ));
+            let tmp = parent.join(format!(".strata-export-{}-{nanos:x}", std::process::id()));
             fs::create_dir(&tmp).map_err(io_err(&tmp))?;
             let written = write_layout(blobs, img, names, &tmp).and_then(|()| {
                 // Over an empty directory too (rename(2) replaces one); one that filled up

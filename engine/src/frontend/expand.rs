@@ -1004,7 +1004,13 @@ mod tests {
             _ => None,
         };
         assert_eq!(expand_word("$H", '\\', &big).unwrap().len(), half.len());
-        for w in ["$H$H", "\"$H$H\"", "${H}${H:+$H}", "${H//x/$R}", "${N:-$H$H}"] {
+        for w in [
+            "$H$H",
+            "\"$H$H\"",
+            "${H}${H:+$H}",
+            "${H//x/$R}",
+            "${N:-$H$H}",
+        ] {
             let e = expand_word(w, '\\', &big).unwrap_err();
             assert!(e.message.contains("larger than 1 MiB"), "{w}: {e}");
         }
@@ -1021,10 +1027,20 @@ mod tests {
         let t = std::time::Instant::now();
         assert_eq!(expand_word("${L%*y}", '\\', &l).unwrap().len(), long.len());
         assert_eq!(expand_word("${L%%x*}", '\\', &l).unwrap(), "");
-        assert_eq!(expand_word("${L%x*}", '\\', &l).unwrap().len(), long.len() - 1);
-        assert_eq!(expand_word("${L#*x}", '\\', &l).unwrap().len(), long.len() - 1);
+        assert_eq!(
+            expand_word("${L%x*}", '\\', &l).unwrap().len(),
+            long.len() - 1
+        );
+        assert_eq!(
+            expand_word("${L#*x}", '\\', &l).unwrap().len(),
+            long.len() - 1
+        );
         let e = expand_word("${L//*y/z}", '\\', &l).unwrap_err();
         assert!(e.message.contains("steps"), "{e}");
-        assert!(t.elapsed() < std::time::Duration::from_secs(10), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "{:?}",
+            t.elapsed()
+        );
     }
 }

@@ -443,7 +443,10 @@ impl Parser<'_> {
         } else {
             let mut d = self.err(
                 Span { len: 1, ..span },
-                format!("line {} does not start with a Dockerfile instruction", span.line),
+                format!(
+                    "line {} does not start with a Dockerfile instruction",
+                    span.line
+                ),
             );
             d.line_text = "…".to_string();
             d
@@ -1244,7 +1247,10 @@ mod tests {
             assert!(!shown.contains("root:x"), "{shown}");
         }
         let d = fail("root:x:0:0:root:/root:/bin/bash\n");
-        assert_eq!(d.message, "line 1 does not start with a Dockerfile instruction");
+        assert_eq!(
+            d.message,
+            "line 1 does not start with a Dockerfile instruction"
+        );
         assert!(d.hint.unwrap().contains("does not look like a Dockerfile"));
         let d = fail("password secret\n");
         assert_eq!(d.message, "unknown instruction `password`");

@@ -299,8 +299,7 @@ impl<'a> Planner<'a> {
         w: &Word,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Vec<String>, Diagnostic> {
-        let out =
-            expand_words(&w.raw, self.escape, lookup).map_err(|e| self.expand_err(w, e))?;
+        let out = expand_words(&w.raw, self.escape, lookup).map_err(|e| self.expand_err(w, e))?;
         self.charge(w.span, out.iter().map(String::len).sum())?;
         Ok(out)
     }

@@ -857,8 +857,12 @@ mod tests {
         });
         let reg = registry.addr.clone();
         let c = Client::new(ClientOptions::default());
-        c.state.lock().unwrap().entry(reg.clone()).or_default().authorization =
-            Some("Basic c2VjcmV0".into());
+        c.state
+            .lock()
+            .unwrap()
+            .entry(reg.clone())
+            .or_default()
+            .authorization = Some("Basic c2VjcmV0".into());
 
         // To another host: followed, without the credentials.
         assert_eq!(get(&c, &reg, "blobs/cdn").unwrap(), "blob");
@@ -874,10 +878,16 @@ mod tests {
             .iter()
             .filter(|(p, _)| p == "/v2/r/blobs/here")
             .all(|(_, a)| a.as_deref() == Some("Basic c2VjcmV0")));
-        assert_eq!(seen.iter().filter(|(p, _)| p == "/v2/r/blobs/here").count(), 2);
+        assert_eq!(
+            seen.iter().filter(|(p, _)| p == "/v2/r/blobs/here").count(),
+            2
+        );
 
         let e = get(&c, &reg, "blobs/file").unwrap_err().to_string();
-        assert!(e.contains("file:///etc/passwd") && e.contains("only http and https"), "{e}");
+        assert!(
+            e.contains("file:///etc/passwd") && e.contains("only http and https"),
+            "{e}"
+        );
         // Plain HTTP to a host that is neither loopback nor insecure: refused before any
         // connection, and the query (a token, a signature) is not printed.
         let e = get(&c, &reg, "blobs/outside").unwrap_err().to_string();
@@ -918,10 +928,18 @@ mod tests {
         ] {
             assert_eq!(resolve_location(from, loc).unwrap(), want, "{loc}");
         }
-        for loc in ["file:///etc/passwd", "ftp://h/x", "data:text/plain,x", "javascript:x"] {
+        for loc in [
+            "file:///etc/passwd",
+            "ftp://h/x",
+            "data:text/plain,x",
+            "javascript:x",
+        ] {
             assert!(resolve_location(from, loc).is_err(), "{loc}");
         }
         assert_eq!(scheme_and_authority("https://u:p@h/x"), None);
-        assert_eq!(scheme_and_authority("HTTPS://h:1/x"), Some(("https", "h:1")));
+        assert_eq!(
+            scheme_and_authority("HTTPS://h:1/x"),
+            Some(("https", "h:1"))
+        );
     }
 }

@@ -169,11 +169,7 @@ impl InUse<'_> {
     fn mark(&self, names: &[&str]) -> Result<(), SandboxError> {
         match self.scratch {
             Some(dir) => strata_cache::snapshot_use::mark_in_use(dir, names).map_err(|e| {
-                SandboxError::io(
-                    "write the snapshot in-use list in",
-                    dir.display(),
-                    e,
-                )
+                SandboxError::io("write the snapshot in-use list in", dir.display(), e)
             }),
             None => Ok(()),
         }
@@ -604,7 +600,10 @@ impl DeltaInProgress {
                 None => d.hex(),
             };
             // Listed before it appears (`Snapshots::ensure`): the next RUN mounts it.
-            let listed = self.snaps.in_use().and_then(|u| u.mark(&[d.hex().as_str()]));
+            let listed = self
+                .snaps
+                .in_use()
+                .and_then(|u| u.mark(&[d.hex().as_str()]));
             if listed.is_ok() {
                 return self.snaps.place(&self.tmp, &name).is_ok();
             }
