@@ -426,7 +426,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
                     let moved = {
                         let _lock = crate::snapshot_use::lock(store.root(), true).at(
                             "lock",
-                            &store.root().join(crate::snapshot_use::SNAPSHOT_LOCK),
+                            store.root().join(crate::snapshot_use::SNAPSHOT_LOCK),
                         )?;
                         let in_use = crate::lock::snapshots_in_use(&store.root().join("tmp"));
                         if in_use_snapshot(&in_use, name) {

@@ -777,8 +777,11 @@ mod tests {
     /// records every request's path and `Authorization` header.
     struct Server {
         addr: String,
-        seen: std::sync::Arc<Mutex<Vec<(String, Option<String>)>>>,
+        seen: std::sync::Arc<Mutex<Vec<Seen>>>,
     }
+
+    /// A request's path and `Authorization` header.
+    type Seen = (String, Option<String>);
 
     impl Server {
         fn start(ip: &str, respond: impl Fn(&str) -> String + Send + 'static) -> Server {
