@@ -791,9 +791,12 @@ fn expansion_bombs_and_oversized_dockerfiles_fail_with_the_line() {
     check(many, "more than 50000 instructions", "Dockerfile:50001:");
 }
 
-/// Issue 18: 5,000 chained stages took 51 s and 1.9 GB; planning them is linear now.
+/// 5,000 stages that each only rename the one before build in seconds (a guard, not a fix:
+/// this was already fast). Issue 18's slow chain is one where every stage adds an ENV: each
+/// stage's config then lists the whole chain's history and env, which stays quadratic
+/// (docs/security.md, known gaps); the stage limit bounds it.
 #[test]
-fn five_thousand_chained_stages_plan_and_build_in_linear_time() {
+fn five_thousand_plain_chained_stages_build_in_seconds() {
     let work = tempfile::tempdir().unwrap();
     let ctx = work.path().join("ctx");
     // Each stage only renames the one before: nothing grows along the chain, so nothing

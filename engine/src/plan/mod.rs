@@ -197,8 +197,9 @@ pub mod limits {
     /// The largest Dockerfile read (4 MiB). Real ones are a few kilobytes, generated ones a few
     /// hundred; `-f /dev/zero` ended nowhere.
     pub const MAX_DOCKERFILE_BYTES: u64 = 4 << 20;
-    /// Stages (FROM lines). Above the 5,000 chained stages issue 18 timed, which plan and
-    /// build in linear time now; a real Dockerfile has a few dozen at most.
+    /// Stages (FROM lines); a real Dockerfile has a few dozen at most. A chain in which each
+    /// stage adds to what it inherits (an ENV) costs time quadratic in its length (each
+    /// stage's image config lists the whole chain's history): this bounds it.
     pub const MAX_STAGES: usize = 10_000;
     /// Instructions, all stages together.
     pub const MAX_INSTRUCTIONS: usize = 50_000;
