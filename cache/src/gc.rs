@@ -267,6 +267,9 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
     // unpacked by a build (the same rule as for blobs); a tagged layer's is kept. Those of
     // another boot (`boot-<id>/`, crate::boot) are never used again: they go first, whatever
     // the policy, once they are not young.
+    // Those a live build uses are kept like tagged ones (crate::snapshot_use); checked once
+    // more, under the snapshot lock, right before one is moved away.
+    let snapshots_in_use = crate::lock::snapshots_in_use(&store.root().join("tmp"));
     let mut snapshots = Vec::new();
     let mut dead_snapshots = Vec::new();
     let mut snapshot_bytes = 0;
@@ -291,7 +294,8 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
             let protected = name
                 .to_str()
                 .and_then(|n| Digest::from_hex(n).ok())
-                .is_some_and(|d| protected_diff_ids.contains(&d));
+                .is_some_and(|d| protected_diff_ids.contains(&d))
+                || in_use_snapshot(&snapshots_in_use, &name);
             let mtime = entry
                 .metadata()
                 .and_then(|m| m.modified())
@@ -412,13 +416,29 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
                 if !opts.dry_run {
                     // As for blobs: a build that reuses a snapshot refreshes its mtime first
                     // (`Snapshots::ensure`), so one used since the scan goes back.
-                    let name = path.file_name().unwrap_or_default().to_string_lossy();
-                    let trash = store.scratch().join(format!("gc-snapshot-{name}"));
-                    match fs::rename(&path, &trash) {
+                    let name = path.file_name().unwrap_or_default();
+                    let trash = store
+                        .scratch()
+                        .join(format!("gc-snapshot-{}", name.to_string_lossy()));
+                    // A build lists a snapshot and looks it up under the shared lock, so with
+                    // it held here, either the build listed it already or it will find nothing
+                    // (crate::snapshot_use).
+                    let moved = {
+                        let _lock = crate::snapshot_use::lock(store.root(), true).at(
+                            "lock",
+                            store.root().join(crate::snapshot_use::SNAPSHOT_LOCK),
+                        )?;
+                        let in_use = crate::lock::snapshots_in_use(&store.root().join("tmp"));
+                        if in_use_snapshot(&in_use, name) {
+                            continue;
+                        }
+                        fs::rename(&path, &trash)
+                    };
+                    match moved {
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                         Err(e) => return Err(e).at("remove snapshot", &path),
                         Ok(()) if ctx.refreshed(&trash) => {
-                            fs::rename(&trash, &path).at("put back snapshot", &path)?;
+                            ctx.put_back(&trash, &path, rootless)?;
                             continue;
                         }
                         Ok(()) => {
@@ -428,7 +448,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
                                 }
                                 // Back where the next gc finds it (a snapshot of subordinate
                                 // ids left in the trash would stay there for good).
-                                fs::rename(&trash, &path).at("put back snapshot", &path)?;
+                                ctx.put_back(&trash, &path, rootless)?;
                                 report.unremoved.push(e.to_string());
                                 continue;
                             }
@@ -521,6 +541,15 @@ impl Removal<'_> {
         }
     }
 
+    /// Moves a snapshot gc took back to `path`. A build that found nothing there meanwhile may
+    /// have unpacked the layer again: its copy is as good, and ours goes.
+    fn put_back(&self, trash: &Path, path: &Path, rootless: bool) -> Result<(), StoreError> {
+        match fs::rename(trash, path) {
+            Err(_) if path.is_dir() => self.remove_tree(trash, rootless),
+            r => r.at("put back snapshot", path),
+        }
+    }
+
     /// Whether `path` was modified less than the minimum age ago (used again since the scan).
     fn refreshed(&self, path: &Path) -> bool {
         fs::symlink_metadata(path)
@@ -597,6 +626,12 @@ fn protected(store: &Store) -> Result<(BTreeSet<Digest>, BTreeSet<Digest>), Stor
         }
     }
     Ok((blobs, diff_ids))
+}
+
+/// Whether the snapshot directory `name` is one a live build uses.
+fn in_use_snapshot(in_use: &BTreeSet<String>, name: &std::ffi::OsStr) -> bool {
+    name.to_str()
+        .is_some_and(|n| in_use.iter().any(|u| crate::snapshot_use::covers(u, n)))
 }
 
 fn dir_size(path: &Path) -> u64 {
@@ -996,6 +1031,51 @@ mod tests {
         assert!(snap(&tagged.diff_id).exists());
         assert!(s.index().get_step(&[4; 32]).unwrap().is_some());
         assert_eq!(s.index().list_steps().unwrap().len(), 1);
+    }
+
+    /// Issue 18: gc beside a build deleted a snapshot the build was about to mount (its mtime
+    /// is the layer's, not its last use). A snapshot listed by a live handle stays, with its
+    /// deltas, however old it looks; once the handle is gone it may go.
+    #[test]
+    fn snapshots_a_live_handle_uses_are_kept_with_their_deltas() {
+        let (dir, s) = store();
+        let snaps = s.root().join(SNAPSHOTS_DIR);
+        for name in ["aa", "aa.delta-bb", "bb", "cc"] {
+            fs::create_dir_all(snaps.join(name)).unwrap();
+            fs::write(snaps.join(name).join("f"), vec![0u8; 100]).unwrap();
+        }
+        let other = Store::open(dir.path()).unwrap();
+        crate::snapshot_use::mark_in_use(other.scratch(), &["aa", "bb"]).unwrap();
+        let r = gc(&s, &opts(GcPolicy::KeepStorage(0))).unwrap();
+        assert_eq!(r.snapshots, 1, "{r:?}");
+        for name in ["aa", "aa.delta-bb", "bb"] {
+            assert!(snaps.join(name).is_dir(), "{name} is in use");
+        }
+        assert!(!snaps.join("cc").exists());
+        drop(other);
+        let r = gc(&s, &opts(GcPolicy::KeepStorage(0))).unwrap();
+        assert_eq!(r.snapshots, 3, "{r:?}");
+    }
+
+    /// A build lists a snapshot and looks it up under the shared snapshot lock; gc checks the
+    /// lists and moves a snapshot under the exclusive one. So gc cannot take a snapshot between
+    /// a build's listing and its lookup: here gc waits for the lock, then sees the name.
+    #[test]
+    fn gc_waits_for_a_build_listing_a_snapshot_and_then_keeps_it() {
+        let (dir, s) = store();
+        let snap = s.root().join(SNAPSHOTS_DIR).join("aa");
+        fs::create_dir_all(&snap).unwrap();
+        let other = Store::open(dir.path()).unwrap();
+        let shared = crate::snapshot_use::lock(s.root(), false).unwrap();
+        std::thread::scope(|t| {
+            let gc = t.spawn(|| gc(&s, &opts(GcPolicy::KeepStorage(0))).unwrap());
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(snap.is_dir(), "gc must wait for the lock");
+            crate::snapshot_use::mark_in_use(other.scratch(), &["aa"]).unwrap();
+            drop(shared);
+            assert_eq!(gc.join().unwrap().snapshots, 0);
+        });
+        assert!(snap.is_dir());
     }
 
     #[test]

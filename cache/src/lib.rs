@@ -45,6 +45,7 @@ pub mod index;
 #[cfg(feature = "index")]
 pub mod lock;
 pub mod records;
+pub mod snapshot_use;
 #[cfg(feature = "index")]
 mod stat_set;
 #[cfg(feature = "index")]

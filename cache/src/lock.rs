@@ -161,6 +161,27 @@ fn scratch_name(name: &[u8]) -> Option<String> {
 /// scratch directories whose lock is held. Unreadable lists and malformed lines are skipped.
 pub(crate) fn steps_in_use(tmp: &Path) -> std::collections::BTreeSet<[u8; 32]> {
     let mut out = std::collections::BTreeSet::new();
+    for line in live_lists(tmp, crate::store::IN_USE) {
+        let mut k = [0u8; 32];
+        if hex::decode_to_slice(line.trim(), &mut k).is_ok() {
+            out.insert(k);
+        }
+    }
+    out
+}
+
+/// The snapshot names that live store handles use ([`crate::snapshot_use`]).
+pub(crate) fn snapshots_in_use(tmp: &Path) -> std::collections::BTreeSet<String> {
+    live_lists(tmp, crate::snapshot_use::SNAPSHOTS_IN_USE)
+        .into_iter()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// The lines of the lists named `file` in the scratch directories whose lock is held.
+fn live_lists(tmp: &Path, file: &str) -> Vec<String> {
+    let mut out = Vec::new();
     let Ok(entries) = fs::read_dir(tmp) else {
         return out;
     };
@@ -170,15 +191,10 @@ pub(crate) fn steps_in_use(tmp: &Path) -> std::collections::BTreeSet<[u8; 32]> {
         if !name.starts_with(b"p-") || name.ends_with(b".lock") || !scratch_is_live(tmp, name) {
             continue;
         }
-        let Ok(text) = fs::read_to_string(e.path().join(crate::store::IN_USE)) else {
+        let Ok(text) = fs::read_to_string(e.path().join(file)) else {
             continue;
         };
-        for line in text.lines() {
-            let mut k = [0u8; 32];
-            if hex::decode_to_slice(line.trim(), &mut k).is_ok() {
-                out.insert(k);
-            }
-        }
+        out.extend(text.lines().map(str::to_string));
     }
     out
 }

@@ -100,8 +100,9 @@ pub struct BuildArgs {
     /// Target platform OS/ARCH[/VARIANT] (recorded; only the host platform builds for now)
     #[arg(long)]
     pub platform: Option<String>,
-    /// Stages built at once, and threads for hashing and compression [default: number of CPUs]
-    #[arg(short = 'j', long)]
+    /// Stages built at once, and threads for hashing and compression, 1 to 512 [default:
+    /// number of CPUs]
+    #[arg(short = 'j', long, value_parser = jobs_parser())]
     pub jobs: Option<usize>,
     /// How to show progress on stderr
     #[arg(long, value_enum, default_value = "auto")]
@@ -264,8 +265,8 @@ pub struct BenchArgs {
     /// Build this stage
     #[arg(long)]
     pub target: Option<String>,
-    /// Threads for hashing and compression [default: number of CPUs]
-    #[arg(short = 'j', long)]
+    /// Threads for hashing and compression, 1 to 512 [default: number of CPUs]
+    #[arg(short = 'j', long, value_parser = jobs_parser())]
     pub jobs: Option<usize>,
     /// Layer compression: gzip (default), zstd or none
     #[arg(long, default_value = "gzip")]
@@ -327,4 +328,14 @@ pub struct RebaseArgs {
     /// Also write the result: type=oci,dest=DIR | type=oci-archive,dest=FILE | type=docker-archive,dest=FILE
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
+}
+
+/// The largest `-j`. Each job is a thread with its own compression buffers and, for stages, a
+/// build in flight: past the hardware threads of the largest common machines (256) more jobs
+/// only add memory and contention. `-j 99999999999` started 15,608 threads and never made
+/// progress (issue 18); 0 would build nothing.
+pub const MAX_JOBS: u64 = 512;
+
+fn jobs_parser() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_JOBS)
 }

@@ -491,6 +491,46 @@ fn full_disk_fails_cleanly_and_recovers() {
     assert_fsck_clean(&store, "after the retry");
 }
 
+/// Issue 18: a RUN that filled the disk failed with `head: standard output: I/O error` and
+/// nothing said the store's file system was full. Now the error says so, with the store's
+/// path and what is free; and the store recovers once there is room.
+#[test]
+fn a_run_that_fills_the_store_says_the_file_system_is_full() {
+    if !is_root() || !Path::new("/bin/busybox").is_file() {
+        eprintln!("skipped: needs root (tmpfs, RUN) and /bin/busybox");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let Some(mnt) = Tmpfs::mount(&work.path().join("mnt"), "24m") else {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    };
+    let store = mnt.0.join("store");
+    let ctx = work.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::copy("/bin/busybox", ctx.join("busybox")).unwrap();
+    write(
+        &ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY busybox /bin/busybox\n\
+         RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox head -c 100000000 /dev/zero > /big\"]\n",
+    );
+    let o = build(&store, &ctx, &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the store's file system is full")
+            && err.contains(&format!("`{}` has ", store.display()))
+            && err.contains(" free of "),
+        "{err}"
+    );
+    assert!(err.contains("hint: free space there"), "{err}");
+    assert_eq!(temp_leftovers(&store), 0, "the upper dir was removed");
+    // With room, the same store builds it.
+    mnt.resize("256m");
+    digest(&build(&store, &ctx, &[]));
+    assert_fsck_clean(&store, "after the full RUN");
+}
+
 /// Lists every path under `dir` (relative), for "nothing was written here" checks.
 fn tree(dir: &Path) -> Vec<PathBuf> {
     let mut out = vec![];

@@ -37,11 +37,24 @@ pub(crate) fn parse_output(spec: &str) -> anyhow::Result<Output> {
         dest.clone()
             .with_context(|| format!("--output `{spec}` needs dest=PATH"))
     };
+    // Each destination is checked here, before anything is built or written (issue 18): the
+    // writers check again, for what changed meanwhile.
+    let checked = |e: export::ExportError| anyhow::anyhow!("--output `{spec}`: {e}");
     Ok(match kv.get("type").copied() {
-        Some("oci") => Output::OciDir(need_dest()?),
-        Some("oci-archive") => Output::Archive(ArchiveKind::Oci, need_dest()?),
-        Some("docker-archive") | Some("docker") => {
-            Output::Archive(ArchiveKind::Docker, need_dest()?)
+        Some("oci") => {
+            let d = need_dest()?;
+            export::check_oci_dir(&d).map_err(checked)?;
+            Output::OciDir(d)
+        }
+        Some(t @ ("oci-archive" | "docker-archive" | "docker")) => {
+            let d = need_dest()?;
+            export::check_archive_dest(&d).map_err(checked)?;
+            let kind = if t == "oci-archive" {
+                ArchiveKind::Oci
+            } else {
+                ArchiveKind::Docker
+            };
+            Output::Archive(kind, d)
         }
         Some("registry") => {
             let name = kv
@@ -373,8 +386,7 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
             context_dir.join("Containerfile").display()
         );
     }
-    let source = std::fs::read_to_string(&dockerfile)
-        .with_context(|| format!("reading the Dockerfile `{}`", dockerfile.display()))?;
+    let source = super::read_dockerfile(&context_dir, &dockerfile)?;
     // Opened before planning: registry bases keep their manifests and configs in the store.
     let opened;
     let store = match req.store {

@@ -105,8 +105,7 @@ pub fn run(store_dir: &Path, a: LockArgs) -> anyhow::Result<i32> {
         };
         // One lock for the workspace; each image resolves layouts in its own context.
         let per_image = Arc::new(l.with_resolver(super::image_resolver(&context_dir, &store)?));
-        let source = std::fs::read_to_string(dockerfile)
-            .with_context(|| format!("reading the Dockerfile `{}`", dockerfile.display()))?;
+        let source = super::read_dockerfile(&context_dir, dockerfile)?;
         let platform = match &args.platform {
             Some(p) => Platform::parse(p).map_err(anyhow::Error::msg)?,
             None => Platform::host(),

@@ -162,6 +162,34 @@ pub(crate) fn default_dockerfile(context: &std::path::Path) -> PathBuf {
 }
 
 /// The default for `-j/--jobs`: the number of CPUs.
+/// The text of the Dockerfile `dockerfile` of the build context `context_dir`: read inside
+/// the context when it lies there (never through a symlink out of it), at most
+/// `plan::limits::MAX_DOCKERFILE_BYTES`, and only a regular file there
+/// (`strata_engine::context::file`).
+pub(crate) fn read_dockerfile(
+    context_dir: &std::path::Path,
+    dockerfile: &std::path::Path,
+) -> anyhow::Result<String> {
+    use strata_engine::context::read_context_file;
+    let limit = strata_engine::plan::limits::MAX_DOCKERFILE_BYTES;
+    let bytes = read_context_file(context_dir, dockerfile, "the Dockerfile", limit)
+        .map_err(|e| anyhow::anyhow!("{e}\nhint: {}", e.hint()))?
+        .with_context(|| {
+            format!(
+                "reading the Dockerfile `{}`: No such file or directory\nhint: name it with -f, \
+                 or put a file named Dockerfile in the build context",
+                dockerfile.display()
+            )
+        })?;
+    String::from_utf8(bytes).map_err(|_| {
+        // Not echoed: a file that is not UTF-8 is not a Dockerfile, and may be anything.
+        anyhow::anyhow!(
+            "the Dockerfile `{}` is not UTF-8 text\nhint: check that -f names the right file",
+            dockerfile.display()
+        )
+    })
+}
+
 pub(crate) fn cpus() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())

@@ -510,6 +510,58 @@ fn gc_removes_the_snapshots_run_steps_unpacked() {
     assert_eq!(build(store.path(), ctx.path(), &[]).ok().digest(), first);
 }
 
+/// Issue 18: `strata gc` beside a running build deleted a snapshot the build was about to
+/// mount ("opening lower …: No such file or directory"), 4 times in 4 on a fresh store. A
+/// stress test: three uncached builds with RUN steps at once, `gc --keep-storage 0` in a loop
+/// beside them, two rounds on one store; every build must succeed, and the store stays
+/// usable. Run as root and rootless (.ci/run-rootless-tests runs `run_steps`).
+#[test]
+fn gc_in_a_loop_beside_builds_never_takes_a_snapshot_they_use() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_context(
+        ctx.path(),
+        "FROM base\nARG N=0\nRUN for i in 1 2 3 4 5 6; do echo $i$N > /f$i; sleep 0.1; done\nRUN cat /f* > /all && sleep 0.2\n",
+    );
+    let store = tempfile::tempdir().unwrap();
+    let stop = AtomicBool::new(false);
+    let gc_runs = std::thread::scope(|t| {
+        let gc = t.spawn(|| {
+            let mut runs = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let o = strata()
+                    .arg("--store")
+                    .arg(store.path())
+                    .args(["gc", "--keep-storage", "0"])
+                    .output()
+                    .unwrap();
+                let err = String::from_utf8_lossy(&o.stderr);
+                assert!(o.status.success(), "gc failed: {err}");
+                runs += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            runs
+        });
+        for round in 0..2 {
+            let builds: Vec<_> = (0..3)
+                .map(|i| {
+                    let arg = format!("N={round}{i}");
+                    let (store, ctx) = (store.path(), ctx.path());
+                    t.spawn(move || build(store, ctx, &["--no-cache", "--build-arg", &arg]))
+                })
+                .collect();
+            for b in builds {
+                b.join().unwrap().ok().digest();
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        gc.join().unwrap()
+    });
+    assert!(gc_runs >= 3, "gc ran {gc_runs} times");
+    // Nothing a build used is half-gone: the same build again, cached or not, works.
+    build(store.path(), ctx.path(), &[]).ok().digest();
+}
+
 /// gc runs no RUN step, so it does not print the single-id warning of a user without a subuid
 /// range, and it removes that user's snapshots too. (.ci/run-rootless-tests runs this as such a
 /// user, `strata-ci-single`; as root or with a range there is no warning to print either.)

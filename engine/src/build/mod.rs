@@ -86,6 +86,21 @@ pub enum BuildError {
     MissingSsh { id: String },
     #[error("RUN --mount=type=secret,id={id},env=…: the secret is not UTF-8 text, so it cannot be an environment variable\nhint: mount it as a file (leave out env=)")]
     SecretNotText { id: String },
+    /// A RUN failed while the file system of its upper dir (the store's) was full: the
+    /// command's own message is rarely clear about it (`head: standard output: I/O error`).
+    #[error(
+        "RUN failed: `{command}` {status}, and the store's file system is full: {detail}{}\n\
+         hint: free space there (`strata gc --keep-storage SIZE` removes cached layers), or \
+         use a store on a larger file system (--store)",
+        output_tail(.output)
+    )]
+    RunDiskFull {
+        command: String,
+        status: String,
+        /// Which path, and how much is free.
+        detail: String,
+        output: String,
+    },
     #[error(
         "layer {digest} is missing from the store (removed while the build ran, e.g. by \
          `strata fsck --repair` in another process)\nhint: run the build again; it rebuilds \

@@ -259,6 +259,37 @@ pub(crate) fn execute(
     result
 }
 
+/// Less free than this (or than [`FULL_FRACTION`] of the size) counts as full: a file system
+/// out of space keeps a few blocks back (ext4's reserve is for root only, and overlay's copy-up
+/// fails on the last ones), so exactly 0 is rarely seen.
+const FULL_BELOW: u64 = 1 << 20;
+const FULL_FRACTION: u64 = 200; // 0.5 %
+
+/// Whether the file system of `upper` (in the store at `store_root`) is full, of space or of
+/// inodes: a description naming the store and what is free, for the error of a failed RUN.
+fn full_file_system(upper: &Path, store_root: &Path) -> Option<String> {
+    let st = rustix::fs::statvfs(upper).ok()?;
+    let block = st.f_frsize.max(1);
+    let (free, total) = (st.f_bavail * block, st.f_blocks * block);
+    let size = strata_cache::gc::format_size;
+    if free < FULL_BELOW.max(total / FULL_FRACTION) {
+        return Some(format!(
+            "`{}` has {} free of {}",
+            store_root.display(),
+            size(free),
+            size(total)
+        ));
+    }
+    if st.f_files > 0 && st.f_favail == 0 {
+        return Some(format!(
+            "`{}` has no free inodes (of {})",
+            store_root.display(),
+            st.f_files
+        ));
+    }
+    None
+}
+
 /// Gives directory `dir` the permissions of directory `like`, and `epoch` as its times.
 fn root_like(like: &Path, dir: &Path, epoch: u64) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -280,24 +311,27 @@ fn run_and_capture(
     let (outcome, tail) = exec::run_logged(spec)?;
     let command = run.argv.last().cloned().unwrap_or_default();
     let without_network = spec.network == exec::Network::None;
-    match outcome {
-        RunOutcome::Exited(0) => {}
-        RunOutcome::Exited(c) => {
-            return Err(BuildError::RunFailed {
+    let status = match outcome {
+        RunOutcome::Exited(0) => None,
+        RunOutcome::Exited(c) => Some(format!("exited with code {c}")),
+        RunOutcome::Signaled(s) => Some(format!("was killed by signal {s}")),
+    };
+    if let Some(status) = status {
+        // Looked at while the upper dir still holds what the command wrote.
+        return Err(match full_file_system(upper, store.root()) {
+            Some(detail) => BuildError::RunDiskFull {
                 command,
-                status: format!("exited with code {c}"),
+                status,
+                detail,
+                output: tail.text(),
+            },
+            None => BuildError::RunFailed {
+                command,
+                status,
                 output: tail.text(),
                 without_network,
-            })
-        }
-        RunOutcome::Signaled(s) => {
-            return Err(BuildError::RunFailed {
-                command,
-                status: format!("was killed by signal {s}"),
-                output: tail.text(),
-                without_network,
-            })
-        }
+            },
+        });
     }
     let exclude = exec::injected_paths(spec);
     let mut w = store.blobs().writer()?;

@@ -38,7 +38,13 @@ pub enum IgnoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The ignore file leads out of the context, is not a regular file, or is too large.
+    #[error("{}\nhint: {}", .0, .0.hint())]
+    File(#[from] super::file::ContextFileError),
 }
+
+/// The largest `.dockerignore` read: as for a Dockerfile, real ones are a few kilobytes.
+pub const MAX_IGNORE_FILE_BYTES: u64 = 1 << 20;
 
 /// A compiled set of `.dockerignore` patterns.
 #[derive(Debug, Clone, Default)]
@@ -510,13 +516,16 @@ pub fn load_ignore(context_dir: &Path, dockerfile: &Path) -> Result<IgnoreMatche
     candidates.push(context_dir.join(".containerignore"));
     candidates.push(context_dir.join(".dockerignore"));
     for path in candidates {
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                let text = String::from_utf8_lossy(&bytes);
-                return IgnoreMatcher::parse(&text);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(source) => return Err(IgnoreError::Io { path, source }),
+        // Inside the context, never through a symlink out of it (context::file).
+        let read = super::file::read_context_file(
+            context_dir,
+            &path,
+            "the ignore file",
+            MAX_IGNORE_FILE_BYTES,
+        )?;
+        if let Some(bytes) = read {
+            let text = String::from_utf8_lossy(&bytes);
+            return IgnoreMatcher::parse(&text);
         }
     }
     Ok(IgnoreMatcher::empty())

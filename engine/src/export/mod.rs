@@ -19,6 +19,21 @@ pub enum ExportError {
     Io { path: PathBuf, source: io::Error },
     #[error("`{}` is not an OCI image layout: {reason}", path.display())]
     NotLayout { path: PathBuf, reason: String },
+    /// An `--output type=oci` destination that holds something else: layout files would be
+    /// mixed into it (issue 18: `dest=/` wrote `/blobs/` and `/oci-layout`).
+    #[error(
+        "`{}` is {what}, not an OCI image layout: refusing to write an image into it\n\
+         hint: name a new or empty directory, or an existing OCI layout to add the image to",
+        path.display()
+    )]
+    NotLayoutDir { path: PathBuf, what: &'static str },
+    /// An archive destination that exists and is not an image archive.
+    #[error(
+        "`{}` exists and is {what}: refusing to overwrite it\n\
+         hint: name a new file, or an image archive (OCI or docker) to replace",
+        path.display()
+    )]
+    NotArchive { path: PathBuf, what: &'static str },
     #[error(transparent)]
     Store(#[from] strata_cache::StoreError),
     #[error("invalid image name `{0}`: expected NAME[:TAG] in lower case")]
@@ -99,18 +114,136 @@ fn manifest_descriptor(img: &AssembledImage, name: Option<&ImageName>) -> Value 
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
+/// What an `--output type=oci` destination holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OciDest {
+    /// Nothing yet, or an empty directory: the layout is written beside it and renamed in.
+    New,
+    /// An OCI image layout (an `oci-layout` file and a readable `index.json`, if any): the
+    /// image is added to it.
+    Layout,
+}
+
+/// Checks an `--output type=oci` destination before anything is built or written: a new
+/// path, an empty directory or an OCI layout. Anything else is refused.
+pub fn check_oci_dir(dest: &Path) -> Result<(), ExportError> {
+    oci_dest(dest).map(|_| ())
+}
+
+fn oci_dest(dest: &Path) -> Result<OciDest, ExportError> {
+    let refuse = |what| ExportError::NotLayoutDir {
+        path: dest.to_path_buf(),
+        what,
+    };
+    let meta = match fs::metadata(dest) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(OciDest::New),
+        r => r.map_err(io_err(dest))?,
+    };
+    if !meta.is_dir() {
+        return Err(refuse("not a directory"));
+    }
+    let mut entries = fs::read_dir(dest).map_err(io_err(dest))?;
+    if entries.next().is_none() {
+        return Ok(OciDest::New);
+    }
+    let layout: Value = match fs::read(dest.join("oci-layout")) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|_| refuse("a directory whose `oci-layout` is not JSON"))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(refuse("a non-empty directory"))
+        }
+        Err(e) => return Err(io_err(dest)(e)),
+    };
+    if layout
+        .get("imageLayoutVersion")
+        .and_then(Value::as_str)
+        .is_none()
+    {
+        return Err(refuse(
+            "a directory whose `oci-layout` has no imageLayoutVersion",
+        ));
+    }
+    read_index(dest)?;
+    Ok(OciDest::Layout)
+}
+
+/// The manifests of the layout at `dest` (none if it has no `index.json` yet).
+fn read_index(dest: &Path) -> Result<Vec<Value>, ExportError> {
+    let index_path = dest.join("index.json");
+    match fs::read(&index_path) {
+        Ok(b) => {
+            let v: Value = serde_json::from_slice(&b).map_err(|e| ExportError::NotLayout {
+                path: dest.to_path_buf(),
+                reason: format!("index.json: {e}"),
+            })?;
+            Ok(v.get("manifests")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(ExportError::Io {
+            path: index_path,
+            source: e,
+        }),
+    }
+}
+
 /// Writes (or adds to) an OCI image layout at `dest`. Blobs are hard-linked from the store
 /// when it is on the same filesystem, else copied.
+///
+/// Checked first ([`check_oci_dir`]): a new layout is written into a temp directory beside
+/// `dest` and renamed into place, so a failure leaves nothing; an image added to an existing
+/// layout has its blobs placed first (each atomically) and `index.json` replaced last, so the
+/// layout is valid at every moment.
 pub fn write_oci_dir(
     blobs: &BlobStore,
     img: &AssembledImage,
     names: &[ImageName],
     dest: &Path,
 ) -> Result<(), ExportError> {
+    match oci_dest(dest)? {
+        OciDest::Layout => write_layout(blobs, img, names, dest),
+        OciDest::New => {
+            let parent = dest
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            fs::create_dir_all(parent).map_err(io_err(parent))?;
+            // Made with mkdir, so it gets the mode any new directory gets (umask applied),
+            // not a temp dir's 0700.
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            let tmp = parent.join(format!(".strata-export-{}-{nanos:x}", std::process::id()));
+            fs::create_dir(&tmp).map_err(io_err(&tmp))?;
+            let written = write_layout(blobs, img, names, &tmp).and_then(|()| {
+                // Over an empty directory too (rename(2) replaces one); one that filled up
+                // meanwhile makes it fail.
+                fs::rename(&tmp, dest).map_err(io_err(dest))
+            });
+            if written.is_err() {
+                let _ = fs::remove_dir_all(&tmp);
+            }
+            written
+        }
+    }
+}
+
+fn write_layout(
+    blobs: &BlobStore,
+    img: &AssembledImage,
+    names: &[ImageName],
+    dest: &Path,
+) -> Result<(), ExportError> {
+    let mut manifests = read_index(dest)?;
     let blob_dir = dest.join("blobs").join("sha256");
     fs::create_dir_all(&blob_dir).map_err(io_err(&blob_dir))?;
     let layout_file = dest.join("oci-layout");
-    fs::write(&layout_file, OCI_LAYOUT).map_err(io_err(&layout_file))?;
+    if !layout_file.exists() {
+        fs::write(&layout_file, OCI_LAYOUT).map_err(io_err(&layout_file))?;
+    }
     for d in image_blobs(img) {
         let to = blob_dir.join(d.hex());
         if to.exists() {
@@ -124,25 +257,6 @@ pub fn write_oci_dir(
         }
     }
     let index_path = dest.join("index.json");
-    let mut manifests: Vec<Value> = match fs::read(&index_path) {
-        Ok(b) => {
-            let v: Value = serde_json::from_slice(&b).map_err(|e| ExportError::NotLayout {
-                path: dest.to_path_buf(),
-                reason: format!("index.json: {e}"),
-            })?;
-            v.get("manifests")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => {
-            return Err(ExportError::Io {
-                path: index_path,
-                source: e,
-            })
-        }
-    };
     let ref_of = |v: &Value| {
         v.pointer("/annotations/org.opencontainers.image.ref.name")
             .and_then(Value::as_str)
@@ -195,7 +309,48 @@ fn header(path: &str, size: u64, dir: bool, mtime: u64) -> tar::Header {
     h
 }
 
-/// Writes an OCI archive or docker-archive to `dest` (atomically: temp file + rename).
+/// Checks an archive destination before anything is built or written: a new path, or a
+/// regular file that is an image archive already (an OCI archive or docker-archive, by
+/// strata or another tool: a tar with an `oci-layout` or `manifest.json` at its top), which
+/// is replaced, as `docker save -o` and buildx's tar outputs replace theirs. Anything else —
+/// a directory, a device, a file of other content — is refused rather than overwritten.
+pub fn check_archive_dest(dest: &Path) -> Result<(), ExportError> {
+    let refuse = |what| ExportError::NotArchive {
+        path: dest.to_path_buf(),
+        what,
+    };
+    let meta = match fs::metadata(dest) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        r => r.map_err(io_err(dest))?,
+    };
+    if meta.is_dir() {
+        return Err(refuse("a directory"));
+    }
+    if !meta.is_file() {
+        return Err(refuse("not a regular file"));
+    }
+    if meta.len() == 0 {
+        return Ok(()); // e.g. made by mktemp for us
+    }
+    let f = fs::File::open(dest).map_err(io_err(dest))?;
+    let mut archive = tar::Archive::new(f);
+    let is_image = archive.entries_with_seek().is_ok_and(|entries| {
+        entries.take(100_000).map_while(Result::ok).any(|e| {
+            e.path().is_ok_and(|p| {
+                let p = p.to_string_lossy();
+                let p = p.trim_start_matches("./");
+                p == "oci-layout" || p == "manifest.json"
+            })
+        })
+    });
+    if !is_image {
+        return Err(refuse("not an image archive"));
+    }
+    Ok(())
+}
+
+/// Writes an OCI archive or docker-archive to `dest` (atomically: temp file + rename), after
+/// [`check_archive_dest`].
 pub fn write_archive(
     blobs: &BlobStore,
     img: &AssembledImage,
@@ -204,6 +359,7 @@ pub fn write_archive(
     dest: &Path,
     mtime: u64,
 ) -> Result<(), ExportError> {
+    check_archive_dest(dest)?;
     let dir = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -11,7 +11,23 @@
 //!   (`$$`, `$@`, `$1`, …) are looked up like any other name, so they are normally empty.
 //! - Unset variables expand to the empty string.
 
+use std::cell::Cell;
 use std::fmt;
+
+/// How deep `${…}` may nest inside `${…}` (or quotes inside those). Real Dockerfiles nest two
+/// or three levels; a word nested 20,000 deep overflowed the stack (issue 18), and the lexer
+/// recurses once per level.
+pub const MAX_EXPANSION_DEPTH: usize = 64;
+
+/// The largest result of one expansion, in bytes. A value beyond it could not reach a RUN
+/// anyway (Linux refuses an environment string over 128 KiB, `MAX_ARG_STRLEN`), and without a
+/// limit 40 lines of `ARG aN=${aN-1}${aN-1}` doubled to gigabytes (issue 18).
+pub const MAX_EXPANSION_BYTES: usize = 1 << 20;
+
+/// Steps one `${VAR#…}`, `${VAR%…}` or `${VAR/…}` may spend matching its pattern (one step:
+/// one pattern state against one character). Replacing matches of a `*` pattern in a 1 MiB
+/// value is quadratic; this ends it after well under a second.
+pub const MAX_PATTERN_STEPS: u64 = 50_000_000;
 
 /// An expansion failure. `offset` is a char offset into the word being expanded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +114,8 @@ struct Lexer<'a> {
     pos: usize,
     escape: char,
     lookup: &'a dyn Fn(&str) -> Option<String>,
+    /// `${…}` levels open around the current position.
+    depth: usize,
 }
 
 impl<'a> Lexer<'a> {
@@ -107,6 +125,7 @@ impl<'a> Lexer<'a> {
             pos: 0,
             escape,
             lookup,
+            depth: 0,
         }
     }
 
@@ -129,6 +148,16 @@ impl<'a> Lexer<'a> {
         }
     }
 
+    fn too_large(&self, offset: usize) -> ExpandError {
+        self.err(
+            format!(
+                "the expansion is larger than {} MiB (the limit of one expanded word)",
+                MAX_EXPANSION_BYTES >> 20
+            ),
+            offset,
+        )
+    }
+
     /// Processes until `stop` (consumed) or the end. With `stop` set, reaching the end is an
     /// error. `raw_escapes` keeps escape characters in the result (for glob patterns).
     fn process_until(
@@ -139,6 +168,9 @@ impl<'a> Lexer<'a> {
         let mut result = String::new();
         let mut words = Words::default();
         while let Some(c) = self.peek() {
+            if result.len() > MAX_EXPANSION_BYTES {
+                return Err(self.too_large(self.pos));
+            }
             if let Some(stops) = stop {
                 if stops.contains(&c) {
                     // Leave the stop char for the caller to inspect.
@@ -186,6 +218,9 @@ impl<'a> Lexer<'a> {
         if stop.is_some() {
             return Err(self.err("syntax error: missing '}'", self.pos));
         }
+        if result.len() > MAX_EXPANSION_BYTES {
+            return Err(self.too_large(self.pos));
+        }
         Ok((result, words.finish()))
     }
 
@@ -223,7 +258,12 @@ impl<'a> Lexer<'a> {
                     self.pos += 1;
                     return Ok(s);
                 }
-                Some('$') => s.push_str(&self.dollar()?),
+                Some('$') => {
+                    s.push_str(&self.dollar()?);
+                    if s.len() > MAX_EXPANSION_BYTES {
+                        return Err(self.too_large(self.pos));
+                    }
+                }
                 Some(c) => {
                     self.pos += 1;
                     if c == self.escape {
@@ -278,6 +318,20 @@ impl<'a> Lexer<'a> {
             return Ok((self.lookup)(&name).unwrap_or_default());
         }
         self.pos += 1; // '{'
+        if self.depth >= MAX_EXPANSION_DEPTH {
+            return Err(self.err(
+                format!("substitutions nested more than {MAX_EXPANSION_DEPTH} levels deep"),
+                start,
+            ));
+        }
+        self.depth += 1;
+        let r = self.braced(start);
+        self.depth -= 1;
+        r
+    }
+
+    /// `${…}` after its `{`.
+    fn braced(&mut self, start: usize) -> Result<String, ExpandError> {
         match self.peek() {
             None => return Err(self.err("syntax error: missing '}'", self.pos)),
             Some('{' | '}' | ':') => {
@@ -337,11 +391,12 @@ impl<'a> Lexer<'a> {
                             None => (false, word.as_str()),
                         };
                         let pat = Glob::new(pat, self.escape);
-                        Ok(if op == '#' {
+                        let trimmed = if op == '#' {
                             pat.trim_prefix(&value, greedy)
                         } else {
                             pat.trim_suffix(&value, greedy)
-                        })
+                        };
+                        trimmed.ok_or_else(|| self.too_costly(start))
                     }
                 }
             }
@@ -359,7 +414,12 @@ impl<'a> Lexer<'a> {
                     String::new()
                 };
                 let value = value.unwrap_or_default();
-                Ok(Glob::new(&pattern, self.escape).replace(&value, &repl, all))
+                Glob::new(&pattern, self.escape)
+                    .replace(&value, &repl, all)
+                    .map_err(|e| match e {
+                        GlobLimit::Steps => self.too_costly(start),
+                        GlobLimit::Size => self.too_large(start),
+                    })
             }
             c => Err(self.err(
                 format!("unsupported modifier ({c}) in substitution"),
@@ -367,6 +427,26 @@ impl<'a> Lexer<'a> {
             )),
         }
     }
+}
+
+impl Lexer<'_> {
+    fn too_costly(&self, offset: usize) -> ExpandError {
+        self.err(
+            format!(
+                "matching this pattern takes more than {MAX_PATTERN_STEPS} steps (use a \
+                 simpler pattern or a shorter value)"
+            ),
+            offset,
+        )
+    }
+}
+
+/// Why a pattern operation gave up.
+enum GlobLimit {
+    /// More than [`MAX_PATTERN_STEPS`].
+    Steps,
+    /// A result over [`MAX_EXPANSION_BYTES`].
+    Size,
 }
 
 #[derive(Debug, Clone)]
@@ -378,8 +458,9 @@ enum Pat {
     Class(Vec<(char, char)>, bool),
 }
 
-/// A shell glob pattern (`*`, `?`, `[a-z]`, `[!x]`; the escape char makes the next char literal).
-struct Glob(Vec<Pat>);
+/// A shell glob pattern (`*`, `?`, `[a-z]`, `[!x]`; the escape char makes the next char literal),
+/// with the matching steps spent so far ([`MAX_PATTERN_STEPS`]).
+struct Glob(Vec<Pat>, Cell<u64>);
 
 impl Glob {
     fn new(pattern: &str, escape: char) -> Glob {
@@ -409,7 +490,13 @@ impl Glob {
                 _ => out.push(Pat::Lit(c)),
             }
         }
-        Glob(out)
+        Glob(out, Cell::new(0))
+    }
+
+    /// The pattern that matches the reverse of what this one matches (each element matches
+    /// one character or any run of them, so reversing the sequence is enough).
+    fn reversed(&self) -> Glob {
+        Glob(self.0.iter().rev().cloned().collect(), Cell::new(0))
     }
 
     /// Parses a bracket class starting after `[`; returns it and the index after `]`.
@@ -437,42 +524,9 @@ impl Glob {
         }
     }
 
-    /// Whether the pattern matches all of `s`.
-    fn matches(&self, s: &[char]) -> bool {
-        // Iterative matcher with single-star backtracking (linear-ish, no recursion).
-        let p = &self.0;
-        let (mut pi, mut si) = (0, 0);
-        let mut star: Option<(usize, usize)> = None;
-        while si < s.len() {
-            let ok = match p.get(pi) {
-                Some(Pat::Star) => {
-                    star = Some((pi, si));
-                    pi += 1;
-                    continue;
-                }
-                Some(Pat::Any) => true,
-                Some(Pat::Lit(c)) => *c == s[si],
-                Some(Pat::Class(ranges, neg)) => {
-                    ranges.iter().any(|&(a, b)| a <= s[si] && s[si] <= b) != *neg
-                }
-                None => false,
-            };
-            if ok {
-                pi += 1;
-                si += 1;
-            } else if let Some((sp, ss)) = star {
-                pi = sp + 1;
-                si = ss + 1;
-                star = Some((sp, ss + 1));
-            } else {
-                return false;
-            }
-        }
-        p[pi..].iter().all(|t| matches!(t, Pat::Star))
-    }
-
     /// `ends[j]` is true when the pattern matches all of `s[..j]`: one NFA pass, O(len · pattern).
-    fn match_ends(&self, s: &[char]) -> Vec<bool> {
+    /// `None` once the steps spent exceed [`MAX_PATTERN_STEPS`].
+    fn match_ends(&self, s: &[char]) -> Option<Vec<bool>> {
         let p = &self.0;
         let closure = |set: &mut Vec<bool>| {
             for k in 0..p.len() {
@@ -487,6 +541,11 @@ impl Glob {
         closure(&mut set);
         ends[0] = set[p.len()];
         for (j, &c) in s.iter().enumerate() {
+            let spent = self.1.get() + p.len() as u64 + 1;
+            if spent > MAX_PATTERN_STEPS {
+                return None;
+            }
+            self.1.set(spent);
             let mut next = vec![false; p.len() + 1];
             for k in (0..p.len()).filter(|&k| set[k]) {
                 let ok = match &p[k] {
@@ -511,46 +570,53 @@ impl Glob {
             ends[j + 1] = next[p.len()];
             set = next;
         }
-        ends
+        Some(ends)
     }
 
-    fn trim_prefix(&self, value: &str, greedy: bool) -> String {
+    fn trim_prefix(&self, value: &str, greedy: bool) -> Option<String> {
         let v: Vec<char> = value.chars().collect();
-        let ends = self.match_ends(&v);
+        let ends = self.match_ends(&v)?;
         let n = if greedy {
             ends.iter().rposition(|&e| e)
         } else {
             ends.iter().position(|&e| e)
         };
-        match n {
+        Some(match n {
             Some(n) => v[n..].iter().collect(),
             None => value.to_string(),
-        }
+        })
     }
 
-    fn trim_suffix(&self, value: &str, greedy: bool) -> String {
+    /// The shortest (or, `greedy`, longest) matching suffix removed: one pass of the reversed
+    /// pattern over the reversed value (trying each suffix in turn was quadratic).
+    fn trim_suffix(&self, value: &str, greedy: bool) -> Option<String> {
         let v: Vec<char> = value.chars().collect();
-        let mut starts: Vec<usize> = (0..=v.len()).collect();
-        if !greedy {
-            starts.reverse();
-        }
-        for n in starts {
-            if self.matches(&v[n..]) {
-                return v[..n].iter().collect();
-            }
-        }
-        value.to_string()
+        let rev: Vec<char> = v.iter().rev().copied().collect();
+        // ends[j]: the suffix of length j matches.
+        let ends = self.reversed().match_ends(&rev)?;
+        let n = if greedy {
+            ends.iter().rposition(|&e| e)
+        } else {
+            ends.iter().position(|&e| e)
+        };
+        Some(match n {
+            Some(n) => v[..v.len() - n].iter().collect(),
+            None => value.to_string(),
+        })
     }
 
     /// Replaces the first (or every) leftmost-longest non-empty match.
-    fn replace(&self, value: &str, repl: &str, all: bool) -> String {
+    fn replace(&self, value: &str, repl: &str, all: bool) -> Result<String, GlobLimit> {
         let v: Vec<char> = value.chars().collect();
         let mut out = String::new();
         let mut i = 0;
         let mut done = false;
         while i < v.len() {
+            if out.len() > MAX_EXPANSION_BYTES {
+                return Err(GlobLimit::Size);
+            }
             if !done {
-                let ends = self.match_ends(&v[i..]);
+                let ends = self.match_ends(&v[i..]).ok_or(GlobLimit::Steps)?;
                 if let Some(len) = ends.iter().rposition(|&e| e).filter(|&l| l > 0) {
                     out.push_str(repl);
                     i += len;
@@ -561,7 +627,10 @@ impl Glob {
             out.push(v[i]);
             i += 1;
         }
-        out
+        if out.len() > MAX_EXPANSION_BYTES {
+            return Err(GlobLimit::Size);
+        }
+        Ok(out)
     }
 }
 
@@ -908,5 +977,70 @@ mod tests {
         assert_eq!(ex("${#}"), "");
         assert_eq!(ex("${@:-x}"), "x");
         assert_eq!(ex("${A#[]]}"), "a");
+    }
+
+    /// Issue 18: `${a:-${a:-…}}` nested 20,000 deep overflowed the stack (SIGABRT).
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let nest = |n: usize| format!("{}x{}", "${N:-".repeat(n), "}".repeat(n));
+        assert_eq!(ex(&nest(MAX_EXPANSION_DEPTH)), "x");
+        let e = err(&nest(MAX_EXPANSION_DEPTH + 1));
+        assert!(e.message.contains("nested more than 64"), "{e}");
+        let e = err(&nest(20_000));
+        assert!(e.message.contains("nested"), "{e}");
+        // Quotes inside count as the same nesting.
+        let q = format!("{}x{}", "${N:-\"".repeat(20_000), "\"}".repeat(20_000));
+        assert!(expand_word(&q, '\\', &env).is_err());
+    }
+
+    /// Issue 18: `ARG aN=${aN-1}${aN-1}` doubled without bound. One expansion may produce at
+    /// most MAX_EXPANSION_BYTES, whichever way it grows (references, replacement).
+    #[test]
+    fn an_expansion_larger_than_the_limit_is_an_error() {
+        let half = "x".repeat(MAX_EXPANSION_BYTES / 2 + 1);
+        let big = |name: &str| match name {
+            "H" => Some(half.clone()),
+            "R" => Some("y".repeat(1000)),
+            _ => None,
+        };
+        assert_eq!(expand_word("$H", '\\', &big).unwrap().len(), half.len());
+        for w in [
+            "$H$H",
+            "\"$H$H\"",
+            "${H}${H:+$H}",
+            "${H//x/$R}",
+            "${N:-$H$H}",
+        ] {
+            let e = expand_word(w, '\\', &big).unwrap_err();
+            assert!(e.message.contains("larger than 1 MiB"), "{w}: {e}");
+        }
+        let e = expand_words("$H $H", '\\', &big).unwrap_err();
+        assert!(e.message.contains("larger than"), "{e}");
+    }
+
+    /// Pattern operations stay linear where they can (a suffix trim runs the reversed pattern
+    /// once) and give up with an error where they cannot (replacing a `*` pattern).
+    #[test]
+    fn pattern_operations_on_large_values_end_quickly() {
+        let long = "x".repeat(MAX_EXPANSION_BYTES / 2);
+        let l = |name: &str| (name == "L").then(|| long.clone());
+        let t = std::time::Instant::now();
+        assert_eq!(expand_word("${L%*y}", '\\', &l).unwrap().len(), long.len());
+        assert_eq!(expand_word("${L%%x*}", '\\', &l).unwrap(), "");
+        assert_eq!(
+            expand_word("${L%x*}", '\\', &l).unwrap().len(),
+            long.len() - 1
+        );
+        assert_eq!(
+            expand_word("${L#*x}", '\\', &l).unwrap().len(),
+            long.len() - 1
+        );
+        let e = expand_word("${L//*y/z}", '\\', &l).unwrap_err();
+        assert!(e.message.contains("steps"), "{e}");
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "{:?}",
+            t.elapsed()
+        );
     }
 }

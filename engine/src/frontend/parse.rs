@@ -51,6 +51,7 @@ pub fn parse(file: &str, source: &str) -> Result<Dockerfile, Diagnostic> {
         file,
         source,
         escape: '\\',
+        proven: false,
     };
     let mut idx = 0;
     let directives = p.directives(&lines, &mut idx)?;
@@ -82,6 +83,7 @@ pub fn parse(file: &str, source: &str) -> Result<Dockerfile, Diagnostic> {
             _ => {}
         }
         instructions.push(inst);
+        p.proven = true;
     }
     if !seen_from {
         return Err(p.err(
@@ -113,6 +115,8 @@ pub fn parse_trigger(
         file,
         source,
         escape: '\\',
+        // A trigger is an instruction recorded in an image config: quoting it is safe.
+        proven: true,
     };
     let chars: Vec<char> = trigger.trim().chars().collect();
     let pos = vec![(at.line, at.col); chars.len()];
@@ -490,6 +494,9 @@ struct Parser<'a> {
     file: &'a str,
     source: &'a str,
     escape: char,
+    /// An instruction has parsed: the file is a Dockerfile, and its lines may be quoted in
+    /// errors. Before that it may be any file (a symlink, a wrong `-f`): see [`Parser::foreign`].
+    proven: bool,
 }
 
 /// Flags and arguments of one instruction.
@@ -504,6 +511,40 @@ struct Args {
 impl Parser<'_> {
     fn err(&self, span: Span, message: impl Into<String>) -> Diagnostic {
         Diagnostic::new(self.file, self.source, span, message)
+    }
+
+    /// The error for a first line that is no instruction. The file may be anything (`-f` at
+    /// the wrong file, a symlink to a secret: issue 18), and CI logs are public: quote the
+    /// first word only if it looks like a misspelt keyword, never the line.
+    fn foreign(&self, span: Span, word: &str, what: &str) -> Diagnostic {
+        let plausible = word.len() <= 20
+            && word.starts_with(|c: char| c.is_ascii_alphabetic())
+            && word.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let mut d = if plausible {
+            let mut d = self.err(span, format!("{what} `{word}`"));
+            d.line_text = word.to_string();
+            if let Some(c) = closest(&word.to_ascii_uppercase(), INSTRUCTIONS) {
+                d = d.with_hint(format!("did you mean `{c}`?"));
+            }
+            d
+        } else {
+            let mut d = self.err(
+                Span { len: 1, ..span },
+                format!(
+                    "line {} does not start with a Dockerfile instruction",
+                    span.line
+                ),
+            );
+            d.line_text = "…".to_string();
+            d
+        };
+        if d.hint.is_none() {
+            d = d.with_hint(
+                "this does not look like a Dockerfile (its content is not shown); check the \
+                 file -f names, or the build context's Dockerfile",
+            );
+        }
+        d
     }
 
     fn directives(&self, lines: &[&str], idx: &mut usize) -> Result<Directives, Diagnostic> {
@@ -743,6 +784,9 @@ impl Parser<'_> {
         let kw_span = lg.span(0, kw_end);
         let kw_upper = kw_raw.to_ascii_uppercase();
         let Some(&kw) = INSTRUCTIONS.iter().find(|k| **k == kw_upper) else {
+            if !self.proven {
+                return Err(self.foreign(kw_span, &kw_raw, "unknown instruction"));
+            }
             let mut d = self.err(kw_span, format!("unknown instruction `{kw_raw}`"));
             if let Some(c) = closest(&kw_upper, INSTRUCTIONS) {
                 d = d.with_hint(format!("did you mean `{c}`?"));
@@ -750,9 +794,14 @@ impl Parser<'_> {
             return Err(d);
         };
         if seen_from == Some(false) && kw != "FROM" && kw != "ARG" {
-            return Err(self
+            let mut d = self
                 .err(kw_span, format!("{kw} instruction before the first FROM"))
-                .with_hint("only ARG instructions may come before the first FROM"));
+                .with_hint("only ARG instructions may come before the first FROM");
+            if !self.proven {
+                // Only the keyword: the rest of a line of some other file is not ours to show.
+                d.line_text = kw_raw.clone();
+            }
+            return Err(d);
         }
         let mut rest = kw_end;
         while rest < lg.chars.len() && lg.chars[rest].is_whitespace() {
@@ -1320,6 +1369,37 @@ mod tests {
             "duplicate flag `--platform` for FROM",
             sp(1, 19, 10),
         );
+    }
+
+    /// Issue 18: `ln -s /etc/passwd ctx/Dockerfile` printed ``unknown instruction
+    /// `root:x:0:0:root:/root:/bin/bash` ``. Until a line has parsed as an instruction, the
+    /// file may be any file: an error quotes at most a keyword-like first word, never a line.
+    #[test]
+    fn errors_in_a_file_that_is_not_a_dockerfile_do_not_echo_it() {
+        let secret = "s3cr3t-value";
+        for src in [
+            format!("root:x:0:0:root:/root:/bin/bash\n{secret}\n"),
+            format!("password {secret}\nFROM a\n"),
+            format!("user {secret}\n"),
+            format!("{{\"token\": \"{secret}\"}}\n"),
+            format!("-----BEGIN KEY-----{secret}\n"),
+        ] {
+            let d = fail(&src);
+            let shown = d.to_string();
+            assert!(!shown.contains(secret), "{src:?} shown as:\n{shown}");
+            assert!(!shown.contains("root:x"), "{shown}");
+        }
+        let d = fail("root:x:0:0:root:/root:/bin/bash\n");
+        assert_eq!(
+            d.message,
+            "line 1 does not start with a Dockerfile instruction"
+        );
+        assert!(d.hint.unwrap().contains("does not look like a Dockerfile"));
+        let d = fail("password secret\n");
+        assert_eq!(d.message, "unknown instruction `password`");
+        // A Dockerfile shows its own lines in full, as before.
+        let d = fail("FROM a\nCOPPY a b\n");
+        assert_eq!(d.line_text, "COPPY a b");
     }
 
     #[test]

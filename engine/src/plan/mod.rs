@@ -244,6 +244,25 @@ pub struct Plan {
 
 /// Plans a build. Errors are diagnostics pointing into the Dockerfile.
 pub fn plan(req: &PlanRequest) -> Result<Plan, Diagnostic> {
+    // The CLI reads no more than this; a library caller may have read more.
+    if req.source.len() as u64 > limits::MAX_DOCKERFILE_BYTES {
+        let span = Span {
+            line: 1,
+            col: 1,
+            len: 1,
+        };
+        let mut d = Diagnostic::new(
+            &req.dockerfile_name,
+            "",
+            span,
+            format!(
+                "the Dockerfile is larger than {} bytes",
+                limits::MAX_DOCKERFILE_BYTES
+            ),
+        );
+        d.line_text = "…".into();
+        return Err(d);
+    }
     let df = parse(&req.dockerfile_name, &req.source)?;
     Planner::new(req, df.directives.escape).run(df)
 }
@@ -253,6 +272,27 @@ struct Planner<'a> {
     escape: char,
     predefined: BTreeMap<String, String>,
     consumed_args: BTreeSet<String>,
+    /// Bytes all expansions have produced so far ([`limits::MAX_TOTAL_EXPANSION_BYTES`]).
+    expanded: std::cell::Cell<usize>,
+}
+
+/// Limits on what one Dockerfile may ask of the planner (issue 18: a Dockerfile is untrusted
+/// input, and each of these was a way to exhaust memory or time). Each is far beyond any real
+/// Dockerfile; exceeding one is an error that names the line.
+pub mod limits {
+    /// The largest Dockerfile read (4 MiB). Real ones are a few kilobytes, generated ones a few
+    /// hundred; `-f /dev/zero` ended nowhere.
+    pub const MAX_DOCKERFILE_BYTES: u64 = 4 << 20;
+    /// Stages (FROM lines); a real Dockerfile has a few dozen at most. A chain in which each
+    /// stage adds to what it inherits (an ENV) costs time quadratic in its length (each
+    /// stage's image config lists the whole chain's history): this bounds it.
+    pub const MAX_STAGES: usize = 10_000;
+    /// Instructions, all stages together.
+    pub const MAX_INSTRUCTIONS: usize = 50_000;
+    /// Bytes all variable expansions of one Dockerfile may produce together: with the limit on
+    /// one expansion (`frontend::expand::MAX_EXPANSION_BYTES`) alone, thousands of lines each
+    /// expanding to 1 MiB would still add up to gigabytes.
+    pub const MAX_TOTAL_EXPANSION_BYTES: usize = 64 << 20;
 }
 
 /// Names valid as `--build-arg` without being declared (Docker's proxy args).
@@ -293,6 +333,7 @@ impl<'a> Planner<'a> {
             escape,
             predefined,
             consumed_args: BTreeSet::new(),
+            expanded: std::cell::Cell::new(0),
         }
     }
 
@@ -305,14 +346,39 @@ impl<'a> Planner<'a> {
         w: &Word,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<String, Diagnostic> {
-        expand_word(&w.raw, self.escape, lookup).map_err(|e| {
-            let span = Span {
-                line: w.span.line,
-                col: w.span.col + e.offset,
-                len: 1,
-            };
-            self.diag(span, format!("cannot expand `{}`: {}", w.raw, e.message))
-        })
+        let out = expand_word(&w.raw, self.escape, lookup).map_err(|e| self.expand_err(w, e))?;
+        self.charge(w.span, out.len())?;
+        Ok(out)
+    }
+
+    fn expand_err(&self, w: &Word, e: crate::frontend::expand::ExpandError) -> Diagnostic {
+        let span = Span {
+            line: w.span.line,
+            col: w.span.col + e.offset,
+            len: 1,
+        };
+        // A word too large to print whole is named by its start.
+        let raw: String = w.raw.chars().take(80).collect();
+        let more = if raw.len() < w.raw.len() { "…" } else { "" };
+        self.diag(span, format!("cannot expand `{raw}{more}`: {}", e.message))
+    }
+
+    /// Counts `n` more expanded bytes against [`limits::MAX_TOTAL_EXPANSION_BYTES`].
+    fn charge(&self, span: Span, n: usize) -> Result<(), Diagnostic> {
+        let total = self.expanded.get().saturating_add(n);
+        self.expanded.set(total);
+        if total > limits::MAX_TOTAL_EXPANSION_BYTES {
+            return Err(self
+                .diag(
+                    span,
+                    format!(
+                        "the Dockerfile's variable expansions produce more than {} MiB in total",
+                        limits::MAX_TOTAL_EXPANSION_BYTES >> 20
+                    ),
+                )
+                .with_hint("a value that doubles at each ARG or ENV grows without bound"));
+        }
+        Ok(())
     }
 
     fn expand_many(
@@ -320,14 +386,9 @@ impl<'a> Planner<'a> {
         w: &Word,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Vec<String>, Diagnostic> {
-        expand_words(&w.raw, self.escape, lookup).map_err(|e| {
-            let span = Span {
-                line: w.span.line,
-                col: w.span.col + e.offset,
-                len: 1,
-            };
-            self.diag(span, format!("cannot expand `{}`: {}", w.raw, e.message))
-        })
+        let out = expand_words(&w.raw, self.escape, lookup).map_err(|e| self.expand_err(w, e))?;
+        self.charge(w.span, out.iter().map(String::len).sum())?;
+        Ok(out)
     }
 
     /// Expands a shell-form COPY/ADD path. Its words were split on blanks (as BuildKit does), so
@@ -351,6 +412,29 @@ impl<'a> Planner<'a> {
     }
 
     fn run(mut self, df: ast::Dockerfile) -> Result<Plan, Diagnostic> {
+        if let Some(i) = df.instructions.get(limits::MAX_INSTRUCTIONS) {
+            return Err(self
+                .diag(
+                    i.span,
+                    format!(
+                        "the Dockerfile has more than {} instructions",
+                        limits::MAX_INSTRUCTIONS
+                    ),
+                )
+                .with_hint("split the build into several Dockerfiles"));
+        }
+        let mut from_lines = df
+            .instructions
+            .iter()
+            .filter(|i| matches!(i.command, Command::From(_)));
+        if let Some(i) = from_lines.nth(limits::MAX_STAGES) {
+            return Err(self
+                .diag(
+                    i.span,
+                    format!("the Dockerfile has more than {} stages", limits::MAX_STAGES),
+                )
+                .with_hint("split the build into several Dockerfiles"));
+        }
         let mut instrs = df.instructions.into_iter().peekable();
         // Global ARGs (before the first FROM): usable in FROM lines, and as defaults for a
         // stage's `ARG NAME` without a value.
@@ -908,9 +992,11 @@ impl<'a> Planner<'a> {
                     return Err(self.diag(w.span, format!("heredoc `{name}` has no body")));
                 };
                 let content = if h.expand {
-                    expand_heredoc(&h.content, self.escape, &l).map_err(|e| {
+                    let c = expand_heredoc(&h.content, self.escape, &l).map_err(|e| {
                         self.diag(h.span, format!("cannot expand heredoc `{name}`: {e}"))
-                    })?
+                    })?;
+                    self.charge(h.span, c.len())?;
+                    c
                 } else {
                     h.content.clone()
                 };
@@ -1548,6 +1634,12 @@ fn expand_heredoc(
         let expanded = expand_word(&quoted, escape, l).map_err(|e| e.message)?;
         out.push_str(&expanded);
         out.push_str(nl);
+        if out.len() > crate::frontend::expand::MAX_EXPANSION_BYTES {
+            return Err(format!(
+                "the expansion is larger than {} MiB (the limit of one expanded heredoc)",
+                crate::frontend::expand::MAX_EXPANSION_BYTES >> 20
+            ));
+        }
     }
     Ok(out)
 }

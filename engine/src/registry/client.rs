@@ -5,6 +5,13 @@
 //! (anonymous or credentialed bearer token, or Basic), and retries connection errors, 5xx and
 //! 429 with exponential backoff (honouring `Retry-After`) within a bounded number of attempts
 //! and a bounded total wait. Bodies it sends are [`Payload`]s that can be replayed on retry.
+//!
+//! Redirects (a registry sends blob downloads to a CDN) are followed here, not by the HTTP
+//! library, as containerd does: to `https` anywhere, to plain `http` only where the registry
+//! itself would be reached over it (loopback and `--insecure-registry` hosts), never to another
+//! scheme (`file:`); credentials go only to the registry's own host, never to the host a
+//! redirect leads to; at most [`MAX_REDIRECTS`] in a row. (Issue 18: the library followed a
+//! redirect to plain HTTP on any host, and read `Location: file:///…` as a relative path.)
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -120,6 +127,8 @@ impl Client {
             .user_agent(concat!("strata/", env!("CARGO_PKG_VERSION")))
             // Compressed layers must arrive byte for byte: never ask for a content encoding.
             .accept_encoding("identity")
+            // Redirects are followed by `send`, which checks where they lead (module docs).
+            .max_redirects(0)
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_recv_response(Some(Duration::from_secs(120)))
             .timeout_per_read(Some(Duration::from_secs(120)))
@@ -168,9 +177,9 @@ impl Client {
         }
     }
 
-    /// Sends a request with auth and retries. Returns the response for any status that is not
-    /// retried (the caller decides what a 404 means); 401 after answering the challenge,
-    /// and 5xx/429 after the last attempt, are errors here.
+    /// Sends a request with auth and retries, following redirects (module docs). Returns the
+    /// response for any status that is not retried (the caller decides what a 404 means); 401
+    /// after answering the challenge, and 5xx/429 after the last attempt, are errors here.
     pub fn send(
         &self,
         call: &Call,
@@ -179,13 +188,87 @@ impl Client {
         headers: &[(&str, &str)],
         payload: &Payload,
     ) -> Result<Response<Body>, RegistryError> {
+        let empty = Payload::Empty;
+        let (mut method, mut url, mut payload) = (method, url.to_string(), payload);
+        for _ in 0..=MAX_REDIRECTS {
+            let resp = self.send_once(call, method.clone(), &url, headers, payload)?;
+            let Some(location) = redirect_location(&resp) else {
+                return Ok(resp);
+            };
+            let status = resp.status().as_u16();
+            url = self.redirect_target(&call.site(), &url, &location)?;
+            // As browsers and Go's client: 303, and 301/302 of a POST, go on as a GET.
+            if status == 303 || (matches!(status, 301 | 302) && method == Method::POST) {
+                method = Method::GET;
+                payload = &empty;
+            }
+        }
+        Err(RegistryError::BadResponse {
+            site: call.site(),
+            reason: format!("more than {MAX_REDIRECTS} redirects in a row"),
+        })
+    }
+
+    /// Where a redirect from `from` to `location` leads, if it may be followed (module docs).
+    fn redirect_target(
+        &self,
+        site: &Site,
+        from: &str,
+        location: &str,
+    ) -> Result<String, RegistryError> {
+        let refuse = |why: String| RegistryError::BadResponse {
+            site: site.clone(),
+            reason: format!(
+                "the registry redirected to `{}`: {why}",
+                without_query(location)
+            ),
+        };
+        let target = resolve_location(from, location).map_err(refuse)?;
+        let Some((scheme, authority)) = scheme_and_authority(&target) else {
+            return Err(refuse("not a URL strata can follow".into()));
+        };
+        if scheme == "http" && !self.plain_http_allowed(authority) {
+            return Err(refuse(format!(
+                "plain HTTP to `{authority}`, which is neither loopback nor an \
+                 --insecure-registry host; only HTTPS redirects are followed"
+            )));
+        }
+        Ok(target)
+    }
+
+    /// Whether `authority` (`HOST[:PORT]`) may be reached over plain HTTP.
+    fn plain_http_allowed(&self, authority: &str) -> bool {
+        self.opts
+            .insecure
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(authority))
+            || is_loopback(authority)
+    }
+
+    /// Whether `url` is on the registry's own host, the only one its credentials go to.
+    fn on_registry_host(registry: &str, url: &str) -> bool {
+        scheme_and_authority(url).is_some_and(|(_, a)| a.eq_ignore_ascii_case(api_host(registry)))
+    }
+
+    /// One request (no redirect followed) with auth and retries: [`Client::send`].
+    fn send_once(
+        &self,
+        call: &Call,
+        method: Method,
+        url: &str,
+        headers: &[(&str, &str)],
+        payload: &Payload,
+    ) -> Result<Response<Body>, RegistryError> {
+        // Another host (a CDN a redirect led to) gets no credentials, and its 401 is not
+        // answered with them.
+        let own_host = Client::on_registry_host(call.registry, url);
         let policy = self.opts.retry;
         let mut waited = Duration::ZERO;
         let mut attempt = 0u32;
         let mut answered_challenge = false;
         loop {
             attempt += 1;
-            let auth = self.authorization(call.registry);
+            let auth = self.authorization(call.registry).filter(|_| own_host);
             let result = self.raw(method.clone(), url, headers, auth.as_deref(), payload);
             let retry_after = match result {
                 Err(e) => {
@@ -201,7 +284,7 @@ impl Client {
                 }
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    if status == 401 && !answered_challenge {
+                    if status == 401 && !answered_challenge && own_host {
                         answered_challenge = true;
                         let challenge = header(&resp, "www-authenticate");
                         self.answer_challenge(call, challenge.as_deref())?;
@@ -403,23 +486,55 @@ impl Client {
             op: format!("{} (token from `{realm}`)", call.op),
             ..call.site()
         };
-        let basic = creds.map(Credentials::basic_header);
-        let mut attempt = 0;
-        let mut resp = loop {
-            attempt += 1;
-            match self.raw(Method::GET, &url, &[], basic.as_deref(), &Payload::Empty) {
-                Ok(r) => break r,
-                Err(e) if attempt < self.opts.retry.attempts && !e.starts_with(PERMANENT) => {
-                    std::thread::sleep(self.opts.retry.initial * attempt);
-                }
-                Err(reason) => {
-                    return Err(RegistryError::Network {
-                        site,
-                        reason: reason.trim_start_matches(PERMANENT).to_string(),
-                        attempts: attempt,
-                    })
-                }
+        // The realm is named by the registry: credentials go there only over HTTPS (or where
+        // plain HTTP is allowed), and never on to where it redirects.
+        match scheme_and_authority(&url) {
+            Some(("https", _)) => {}
+            Some(("http", a)) if self.plain_http_allowed(a) => {}
+            _ => {
+                return Err(RegistryError::BadResponse {
+                    site,
+                    reason: format!(
+                        "the token realm `{realm}` is not an HTTPS URL (plain HTTP is only \
+                         for loopback and --insecure-registry hosts)"
+                    ),
+                })
             }
+        }
+        let realm_authority = scheme_and_authority(&url).map(|(_, a)| a.to_string());
+        let basic = creds.map(Credentials::basic_header);
+        let mut redirects = 0;
+        let mut resp = loop {
+            let mut attempt = 0;
+            let on_realm = scheme_and_authority(&url).map(|(_, a)| a) == realm_authority.as_deref();
+            let auth = basic.as_deref().filter(|_| on_realm);
+            let r = loop {
+                attempt += 1;
+                match self.raw(Method::GET, &url, &[], auth, &Payload::Empty) {
+                    Ok(r) => break r,
+                    Err(e) if attempt < self.opts.retry.attempts && !e.starts_with(PERMANENT) => {
+                        std::thread::sleep(self.opts.retry.initial * attempt);
+                    }
+                    Err(reason) => {
+                        return Err(RegistryError::Network {
+                            site,
+                            reason: reason.trim_start_matches(PERMANENT).to_string(),
+                            attempts: attempt,
+                        })
+                    }
+                }
+            };
+            let Some(location) = redirect_location(&r) else {
+                break r;
+            };
+            redirects += 1;
+            if redirects > MAX_REDIRECTS {
+                return Err(RegistryError::BadResponse {
+                    site,
+                    reason: format!("more than {MAX_REDIRECTS} redirects in a row"),
+                });
+            }
+            url = self.redirect_target(&site, &url, &location)?;
         };
         match resp.status().as_u16() {
             200 => {}
@@ -459,6 +574,70 @@ impl Client {
                 reason: "token response has no `token`".into(),
             })
     }
+}
+
+/// Redirects followed in a row, at most (Go's HTTP client and browsers stop at 10 too).
+pub const MAX_REDIRECTS: usize = 10;
+
+/// The `Location` of a redirect response (301, 302, 303, 307, 308), if it is one.
+fn redirect_location(resp: &Response<Body>) -> Option<String> {
+    matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308)
+        .then(|| header(resp, "location"))
+        .flatten()
+}
+
+/// `(scheme, authority)` of an absolute `http`/`https` URL, the scheme in lower case.
+fn scheme_and_authority(url: &str) -> Option<(&'static str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "http" => "http",
+        "https" => "https",
+        _ => return None,
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    // Credentials in the URL (`user:pass@host`) are never followed into.
+    (!authority.is_empty() && !authority.contains('@')).then_some((scheme, authority))
+}
+
+/// `location` resolved against the URL `from` (RFC 3986 references: absolute, scheme-relative
+/// `//host/…`, absolute path `/…`, or a path relative to `from`'s directory). A URL of any
+/// scheme but `http` and `https` is an error saying which.
+fn resolve_location(from: &str, location: &str) -> Result<String, String> {
+    let loc = location.trim();
+    if let Some((scheme, _)) = loc.split_once(':') {
+        let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+        if is_scheme && !scheme.contains('/') {
+            return match scheme.to_ascii_lowercase().as_str() {
+                "http" | "https" => Ok(loc.to_string()),
+                other => Err(format!(
+                    "a `{other}:` URL; only http and https redirects are followed"
+                )),
+            };
+        }
+    }
+    let (scheme, authority) =
+        scheme_and_authority(from).ok_or_else(|| "the request URL is not http(s)".to_string())?;
+    if let Some(rest) = loc.strip_prefix("//") {
+        return Ok(format!("{scheme}://{rest}"));
+    }
+    if loc.starts_with('/') {
+        return Ok(format!("{scheme}://{authority}{loc}"));
+    }
+    // Relative to the directory of `from`'s path (query and fragment dropped).
+    let after = &from[from.find("://").map_or(0, |i| i + 3) + authority.len()..];
+    let path = &after[..after.find(['?', '#']).unwrap_or(after.len())];
+    let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+    let dir = if dir.is_empty() { "/" } else { dir };
+    Ok(format!("{scheme}://{authority}{dir}{loc}"))
+}
+
+/// A URL without its query (which may carry a signature or token) for messages.
+fn without_query(url: &str) -> &str {
+    &url[..url.find('?').unwrap_or(url.len())]
 }
 
 /// Prefix of a transport error that another attempt will not fix.
@@ -591,6 +770,179 @@ mod tests {
         assert_eq!(
             percent_encode("repository:a/b:pull,push"),
             "repository%3Aa%2Fb%3Apull%2Cpush"
+        );
+    }
+
+    /// A loopback HTTP server for one test: answers each request with `respond(path)` and
+    /// records every request's path and `Authorization` header.
+    struct Server {
+        addr: String,
+        seen: std::sync::Arc<Mutex<Vec<Seen>>>,
+    }
+
+    /// A request's path and `Authorization` header.
+    type Seen = (String, Option<String>);
+
+    impl Server {
+        fn start(ip: &str, respond: impl Fn(&str) -> String + Send + 'static) -> Server {
+            use std::io::{BufRead, BufReader, Write};
+            let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+            let log = seen.clone();
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    let Ok(mut conn) = conn else { return };
+                    let mut r = BufReader::new(conn.try_clone().unwrap());
+                    let mut line = String::new();
+                    r.read_line(&mut line).unwrap();
+                    let path = line.split(' ').nth(1).unwrap_or("").to_string();
+                    let mut auth = None;
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+                            break;
+                        }
+                        if let Some((k, v)) = h.split_once(':') {
+                            if k.eq_ignore_ascii_case("authorization") {
+                                auth = Some(v.trim().to_string());
+                            }
+                        }
+                    }
+                    log.lock().unwrap().push((path.clone(), auth));
+                    let _ = conn.write_all(respond(&path).as_bytes());
+                }
+            });
+            Server { addr, seen }
+        }
+    }
+
+    fn redirect(to: &str) -> String {
+        format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    }
+
+    fn ok_body(body: &str) -> String {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    fn get(c: &Client, registry: &str, path: &str) -> Result<String, RegistryError> {
+        let call = Call {
+            registry,
+            repository: "r",
+            op: "test".into(),
+            actions: "pull",
+        };
+        let url = c.url(registry, "r", path);
+        let mut resp = c.send(&call, Method::GET, &url, &[], &Payload::Empty)?;
+        Ok(resp.body_mut().read_to_string().unwrap())
+    }
+
+    /// Issue 18: redirects were followed to plain HTTP on any host, with the registry's
+    /// credentials, and `Location: file:///…` ended in "too many redirects".
+    #[test]
+    fn redirects_go_to_https_or_allowed_http_hosts_only_and_never_carry_credentials() {
+        // Another loopback address: another host, reachable over HTTP (loopback is allowed).
+        let cdn = Server::start("127.0.0.2", |_| ok_body("blob"));
+        let cdn_addr = cdn.addr.clone();
+        let registry = Server::start("127.0.0.1", move |path| match path {
+            "/v2/r/blobs/cdn" => redirect(&format!("http://{cdn_addr}/b?sig=1")),
+            "/v2/r/blobs/same" => redirect("/v2/r/blobs/here"),
+            "/v2/r/blobs/relative" => redirect("here"),
+            "/v2/r/blobs/here" => ok_body("here"),
+            "/v2/r/blobs/file" => redirect("file:///etc/passwd"),
+            "/v2/r/blobs/outside" => redirect("http://192.0.2.1/x?token=secret"),
+            "/v2/r/blobs/loop" => redirect("/v2/r/blobs/loop"),
+            _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                .to_string(),
+        });
+        let reg = registry.addr.clone();
+        let c = Client::new(ClientOptions::default());
+        c.state
+            .lock()
+            .unwrap()
+            .entry(reg.clone())
+            .or_default()
+            .authorization = Some("Basic c2VjcmV0".into());
+
+        // To another host: followed, without the credentials.
+        assert_eq!(get(&c, &reg, "blobs/cdn").unwrap(), "blob");
+        assert_eq!(
+            cdn.seen.lock().unwrap().as_slice(),
+            [("/b?sig=1".to_string(), None)]
+        );
+        // On the registry's own host: followed, with them.
+        assert_eq!(get(&c, &reg, "blobs/same").unwrap(), "here");
+        assert_eq!(get(&c, &reg, "blobs/relative").unwrap(), "here");
+        let seen = registry.seen.lock().unwrap().clone();
+        assert!(seen
+            .iter()
+            .filter(|(p, _)| p == "/v2/r/blobs/here")
+            .all(|(_, a)| a.as_deref() == Some("Basic c2VjcmV0")));
+        assert_eq!(
+            seen.iter().filter(|(p, _)| p == "/v2/r/blobs/here").count(),
+            2
+        );
+
+        let e = get(&c, &reg, "blobs/file").unwrap_err().to_string();
+        assert!(
+            e.contains("file:///etc/passwd") && e.contains("only http and https"),
+            "{e}"
+        );
+        // Plain HTTP to a host that is neither loopback nor insecure: refused before any
+        // connection, and the query (a token, a signature) is not printed.
+        let e = get(&c, &reg, "blobs/outside").unwrap_err().to_string();
+        assert!(e.contains("plain HTTP to `192.0.2.1`"), "{e}");
+        assert!(!e.contains("secret"), "{e}");
+        let e = get(&c, &reg, "blobs/loop").unwrap_err().to_string();
+        assert!(e.contains("more than 10 redirects"), "{e}");
+        // Plain HTTP is followed to a host given with --insecure-registry.
+        let insecure = Client::new(ClientOptions {
+            insecure: vec!["192.0.2.1".into()],
+            retry: RetryPolicy {
+                attempts: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let resolved = insecure.redirect_target(
+            &Site {
+                registry: reg.clone(),
+                repository: "r".into(),
+                op: "t".into(),
+            },
+            &format!("http://{reg}/v2/r/blobs/outside"),
+            "http://192.0.2.1/x",
+        );
+        assert_eq!(resolved.unwrap(), "http://192.0.2.1/x");
+    }
+
+    #[test]
+    fn locations_resolve_like_rfc_3986_references() {
+        let from = "https://r.example/v2/a/blobs/x?q=1";
+        for (loc, want) in [
+            ("https://cdn/x", "https://cdn/x"),
+            ("HTTP://h/x", "HTTP://h/x"),
+            ("//cdn/y", "https://cdn/y"),
+            ("/v2/b", "https://r.example/v2/b"),
+            ("y?z=1", "https://r.example/v2/a/blobs/y?z=1"),
+        ] {
+            assert_eq!(resolve_location(from, loc).unwrap(), want, "{loc}");
+        }
+        for loc in [
+            "file:///etc/passwd",
+            "ftp://h/x",
+            "data:text/plain,x",
+            "javascript:x",
+        ] {
+            assert!(resolve_location(from, loc).is_err(), "{loc}");
+        }
+        assert_eq!(scheme_and_authority("https://u:p@h/x"), None);
+        assert_eq!(
+            scheme_and_authority("HTTPS://h:1/x"),
+            Some(("https", "h:1"))
         );
     }
 }

@@ -147,8 +147,33 @@ pub struct Snapshots {
     home: PathBuf,
     limits: Limits,
     ns: Option<&'static super::userns::UserNs>,
-    /// Where layers are unpacked before being renamed into `root` (same file system).
+    /// Where layers are unpacked before being renamed into `root` (same file system): the
+    /// store handle's scratch directory, which also holds its list of the snapshots it uses
+    /// (`strata_cache::snapshot_use`, so `strata gc` keeps them).
     scratch: Option<PathBuf>,
+    /// The store's root, for the snapshot lock.
+    store_root: PathBuf,
+}
+
+/// The snapshot lock held shared while a build lists the snapshots it uses and looks them up
+/// (`strata_cache::snapshot_use`); `None` without a store handle's scratch directory (unit
+/// tests), where nothing is listed.
+struct InUse<'a> {
+    scratch: Option<&'a Path>,
+    _lock: Option<strata_cache::snapshot_use::SnapshotLock>,
+}
+
+impl InUse<'_> {
+    /// Lists `names` as used by this store handle: `strata gc` keeps them (and the deltas of
+    /// those layers) while the handle lives.
+    fn mark(&self, names: &[&str]) -> Result<(), SandboxError> {
+        match self.scratch {
+            Some(dir) => strata_cache::snapshot_use::mark_in_use(dir, names).map_err(|e| {
+                SandboxError::io("write the snapshot in-use list in", dir.display(), e)
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Snapshots {
@@ -169,6 +194,7 @@ impl Snapshots {
             limits: Limits::default(),
             ns,
             scratch: None,
+            store_root: store_root.to_path_buf(),
         }
     }
 
@@ -188,6 +214,30 @@ impl Snapshots {
         Some(strata_cache::RootlessSnapshots {
             dir_name: rootless_dir_name(ns),
             remove: |path| super::exec::remove_tree(path).map_err(io::Error::other),
+        })
+    }
+
+    /// Takes the snapshot lock shared, to list snapshots and look them up as one step as gc
+    /// sees it. Never hold it while unpacking: gc waits for it.
+    fn in_use(&self) -> Result<InUse<'_>, SandboxError> {
+        let Some(scratch) = self.scratch.as_deref() else {
+            return Ok(InUse {
+                scratch: None,
+                _lock: None,
+            });
+        };
+        let lock = strata_cache::snapshot_use::lock(&self.store_root, false).map_err(|e| {
+            SandboxError::io(
+                "take the snapshot lock",
+                self.store_root
+                    .join(strata_cache::snapshot_use::SNAPSHOT_LOCK)
+                    .display(),
+                e,
+            )
+        })?;
+        Ok(InUse {
+            scratch: Some(scratch),
+            _lock: Some(lock),
         })
     }
 
@@ -226,18 +276,23 @@ impl Snapshots {
         stop: Option<&Arc<AtomicBool>>,
     ) -> Result<PathBuf, SandboxError> {
         let hex = diff_id.hex();
-        // Reused: refresh its mtime, since `strata gc` (perhaps in another process) keeps the
-        // snapshots used in the last 10 minutes. gc moves a snapshot away before its last age
-        // check, so either it sees this refresh and puts it back, or we find nothing and unpack.
-        for dest in self.candidates(&hex) {
-            match std::fs::File::open(&dest)
-                .and_then(|f| f.set_modified(std::time::SystemTime::now()))
-            {
-                Ok(()) => return Ok(dest),
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound && dest.is_dir() => {
-                    return Ok(dest)
+        {
+            // Listed before the lookup, under the lock: gc either moved it away before (we
+            // find nothing and unpack it again) or keeps it while this store handle lives. The
+            // listing also covers the snapshot unpacked below, from before it appears.
+            let in_use = self.in_use()?;
+            in_use.mark(&[hex.as_str()])?;
+            // Reused: refresh its mtime too, its last use for gc's LRU order.
+            for dest in self.candidates(&hex) {
+                match std::fs::File::open(&dest)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+                {
+                    Ok(()) => return Ok(dest),
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound && dest.is_dir() => {
+                        return Ok(dest)
+                    }
+                    Err(_) => {}
                 }
-                Err(_) => {}
             }
         }
         std::fs::create_dir_all(&self.root)
@@ -359,41 +414,51 @@ impl Snapshots {
         similar: Option<&Digest>,
     ) -> Result<Vec<PathBuf>, SandboxError> {
         self.wait_for_prefetch(&diff_id.hex());
-        if self.ns.is_some() || self.find(&diff_id.hex()).is_some() {
-            // Rootless snapshots are unpacked by a helper in the user namespace: full only.
-            return Ok(vec![self.ensure(blobs, diff_id, digest, media_type)?]);
-        }
-        // A delta made earlier (named `<diff_id>.delta-<base diff_id>`), if its base is still there.
-        for (delta, base_hex) in self.deltas(&diff_id.hex()) {
-            if let Some(base) = self.find(&base_hex) {
-                return Ok(vec![base, delta]);
+        let base = {
+            // Everything found here is listed before the lock is released (`ensure`).
+            let in_use = self.in_use()?;
+            in_use.mark(&[diff_id.hex().as_str()])?;
+            if self.ns.is_some() || self.find(&diff_id.hex()).is_some() {
+                // Rootless snapshots are unpacked by a helper in the user namespace: full only.
+                drop(in_use);
+                return Ok(vec![self.ensure(blobs, diff_id, digest, media_type)?]);
             }
-            // Its base was evicted: the delta alone shows nothing useful.
-            let _ = remove_tree(&delta);
-        }
-        if let Some(similar) = similar.filter(|s| *s != diff_id) {
-            if let Some((base_hex, base)) = self.full_base(similar) {
-                std::fs::create_dir_all(&self.root)
-                    .map_err(|e| SandboxError::io("create directory", self.root.display(), e))?;
-                let tmp = tempfile::Builder::new()
-                    .prefix(&format!(".tmp-{}-", diff_id.hex()))
-                    .tempdir_in(self.scratch.as_deref().unwrap_or(&self.root))
-                    .map_err(|e| SandboxError::io("create temp dir in", self.root.display(), e))?
-                    .keep();
-                let blob = blobs.open(digest)?;
-                let reader = crate::layer::decompress_reader(Box::new(blob), media_type)?;
-                match super::delta::unpack_delta(reader, &tmp, &base, self.limits) {
-                    Ok(super::delta::Delta::Done { .. }) => {
-                        let name = format!("{}.delta-{base_hex}", diff_id.hex());
-                        return Ok(vec![base, self.place(&tmp, &name)?]);
-                    }
-                    Ok(super::delta::Delta::Unsuitable(_)) => {
-                        let _ = remove_tree(&tmp);
-                    }
-                    Err(e) => {
-                        let _ = remove_tree(&tmp);
-                        return Err(e);
-                    }
+            // A delta made earlier (named `<diff_id>.delta-<base diff_id>`), if its base is
+            // still there.
+            for (delta, base_hex) in self.deltas(&diff_id.hex()) {
+                if let Some(base) = self.find(&base_hex) {
+                    in_use.mark(&[base_hex.as_str()])?;
+                    return Ok(vec![base, delta]);
+                }
+                // Its base was evicted: the delta alone shows nothing useful.
+                let _ = remove_tree(&delta);
+            }
+            match similar.filter(|s| *s != diff_id) {
+                Some(similar) => self.full_base(similar, &in_use)?,
+                None => None,
+            }
+        };
+        if let Some((base_hex, base)) = base {
+            std::fs::create_dir_all(&self.root)
+                .map_err(|e| SandboxError::io("create directory", self.root.display(), e))?;
+            let tmp = tempfile::Builder::new()
+                .prefix(&format!(".tmp-{}-", diff_id.hex()))
+                .tempdir_in(self.scratch.as_deref().unwrap_or(&self.root))
+                .map_err(|e| SandboxError::io("create temp dir in", self.root.display(), e))?
+                .keep();
+            let blob = blobs.open(digest)?;
+            let reader = crate::layer::decompress_reader(Box::new(blob), media_type)?;
+            match super::delta::unpack_delta(reader, &tmp, &base, self.limits) {
+                Ok(super::delta::Delta::Done { .. }) => {
+                    let name = format!("{}.delta-{base_hex}", diff_id.hex());
+                    return Ok(vec![base, self.place(&tmp, &name)?]);
+                }
+                Ok(super::delta::Delta::Unsuitable(_)) => {
+                    let _ = remove_tree(&tmp);
+                }
+                Err(e) => {
+                    let _ = remove_tree(&tmp);
+                    return Err(e);
                 }
             }
         }
@@ -467,7 +532,10 @@ impl Snapshots {
         if self.ns.is_some() {
             return None;
         }
-        let base = self.full_base(similar)?;
+        let base = {
+            let in_use = self.in_use().ok()?;
+            self.full_base(similar, &in_use).ok()??
+        };
         self.start(Some(base))
     }
 
@@ -523,13 +591,23 @@ impl Snapshots {
     /// The full snapshot a delta for a layer like `similar` can be made over: `similar`'s own,
     /// or, when `similar` is itself a delta (an edit after an edit), the full snapshot under it
     /// — deltas never stack on deltas.
-    fn full_base(&self, similar: &Digest) -> Option<(String, PathBuf)> {
-        if let Some(own) = self.find(&similar.hex()) {
-            return Some((similar.hex(), own));
+    /// The base found is listed in `in_use` (held by the caller until the base is listed).
+    fn full_base(
+        &self,
+        similar: &Digest,
+        in_use: &InUse<'_>,
+    ) -> Result<Option<(String, PathBuf)>, SandboxError> {
+        let found = match self.find(&similar.hex()) {
+            Some(own) => Some((similar.hex(), own)),
+            None => self
+                .deltas(&similar.hex())
+                .into_iter()
+                .find_map(|(_, base_hex)| Some((base_hex.clone(), self.find(&base_hex)?))),
+        };
+        if let Some((base_hex, _)) = &found {
+            in_use.mark(&[base_hex.as_str()])?;
         }
-        self.deltas(&similar.hex())
-            .into_iter()
-            .find_map(|(_, base_hex)| Some((base_hex.clone(), self.find(&base_hex)?)))
+        Ok(found)
     }
 }
 
@@ -545,7 +623,14 @@ impl DeltaInProgress {
                 Some(b) => format!("{}.delta-{b}", d.hex()),
                 None => d.hex(),
             };
-            return self.snaps.place(&self.tmp, &name).is_ok();
+            // Listed before it appears (`Snapshots::ensure`): the next RUN mounts it.
+            let listed = self
+                .snaps
+                .in_use()
+                .and_then(|u| u.mark(&[d.hex().as_str()]));
+            if listed.is_ok() {
+                return self.snaps.place(&self.tmp, &name).is_ok();
+            }
         }
         let _ = remove_tree(&self.tmp);
         false
@@ -1642,6 +1727,13 @@ mod tests {
         }
     }
 
+    /// The scratch directory's entries but the snapshot in-use list (`ensure` writes it).
+    fn scratch_names(d: &Path) -> Vec<String> {
+        let mut n = names(d);
+        n.retain(|n| n != strata_cache::snapshot_use::SNAPSHOTS_IN_USE);
+        n
+    }
+
     fn names(d: &Path) -> Vec<String> {
         let mut n: Vec<String> = std::fs::read_dir(d)
             .unwrap()
@@ -1700,7 +1792,7 @@ mod tests {
         let mut want = vec![a.hex(), b.hex()];
         want.sort();
         assert_eq!(names(snaps.home()), want, "one snapshot each, no temp dir");
-        assert_eq!(names(store.scratch()), vec!["in-use".to_string()]);
+        assert_eq!(scratch_names(store.scratch()), vec!["in-use".to_string()]);
         assert!(
             snaps.prefetch(store.blobs(), &layers).is_none(),
             "both are there"
@@ -1717,7 +1809,7 @@ mod tests {
         assert!(snaps.ensure(store.blobs(), &bad, &bad, mt).is_err());
         drop(p);
         assert_eq!(names(snaps.home()), want);
-        assert_eq!(names(store.scratch()), vec!["in-use".to_string()]);
+        assert_eq!(scratch_names(store.scratch()), vec!["in-use".to_string()]);
     }
 
     /// Dropping a prefetch (the stage failed) stops it: whatever it had not finished leaves
@@ -1750,7 +1842,7 @@ mod tests {
         for name in &done {
             assert_eq!(std::fs::read_dir(home.join(name)).unwrap().count(), 5000);
         }
-        assert_eq!(names(store.scratch()), vec!["in-use".to_string()]);
+        assert_eq!(scratch_names(store.scratch()), vec!["in-use".to_string()]);
         // Nothing is promised any more: `ensure` unpacks at once.
         let d = &layers[3];
         let dir = snaps
