@@ -341,6 +341,42 @@ fn host_files(spec: &RunSpec, dir: &Path) -> Result<HostFiles, String> {
     })
 }
 
+/// Moves the helper's temp dir (the injected /etc files, the rootfs mount point) onto a tmpfs
+/// in pid 1's own mount namespace. The bind mounts of /etc/hosts & co. then show in the RUN's
+/// `/proc/self/mountinfo` as `tmpfs /hosts`, not as the host's block device and a host path.
+fn shadow_host_dir(files: &HostFiles) -> Result<(), String> {
+    let dir = files
+        .hosts
+        .parent()
+        .ok_or("the sandbox temp dir has no parent")?;
+    let keep: Vec<(&Path, Vec<u8>)> = [&files.hosts, &files.resolv, &files.hostname]
+        .into_iter()
+        .map(|p| std::fs::read(p).map(|c| (p.as_path(), c)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("read the injected files: {e}"))?;
+    let target = CString::new(dir.as_os_str().as_bytes()).map_err(|_| "NUL in temp dir")?;
+    // SAFETY: mount with valid C strings, in pid 1's private mount namespace.
+    let r = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            c"size=1m,mode=0755".as_ptr().cast(),
+        )
+    };
+    if r != 0 {
+        return Err(last_err("mount a tmpfs for the injected files"));
+    }
+    for d in [&files.rootfs, &files.empty_lower, &files.secrets] {
+        std::fs::create_dir(d).map_err(|e| format!("create `{}`: {e}", d.display()))?;
+    }
+    for (p, content) in keep {
+        std::fs::write(p, content).map_err(|e| format!("write `{}`: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
 /// Waits for `pid`, retrying on EINTR; returns the raw wait status.
 fn wait_for(pid: libc::pid_t) -> Result<i32, String> {
     let mut st = 0;
@@ -437,6 +473,7 @@ fn pid1_setup(
             return Err(last_err("make mounts private"));
         }
     }
+    shadow_host_dir(files)?;
     let mut sys = RealSys::new(files.secrets.clone());
     for op in plan(spec, files, ns) {
         sys.apply(&op)?;

@@ -413,6 +413,29 @@ impl RealSys {
         // makes new ones, so a workdir is only ever reused within one boot (a caller running
         // twice over the same upper): that is safe to clear.
         let _ = std::fs::remove_dir_all(work.join("work/incompat"));
+        // The layers are named to overlay as `/proc/self/fd/N` of O_PATH fds, not by their
+        // paths: overlay shows its options as given in the RUN's `/proc/self/mountinfo`, and
+        // the store's snapshot paths (its location, the user's home) are none of the command's
+        // business. The fds live until the mount is made.
+        let open_dir = |p: &Path| {
+            rfs::open(
+                p,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(errno_msg(format_args!("open `{}`", p.display())))
+        };
+        let held: Vec<OwnedFd> = lowers
+            .iter()
+            .map(|l| open_dir(l))
+            .chain([open_dir(upper), open_dir(work)])
+            .collect::<Result<_, _>>()?;
+        let named: Vec<PathBuf> = held
+            .iter()
+            .map(|fd| PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())))
+            .collect();
+        let (lowers, rest) = named.split_at(lowers.len());
+        let (upper, work) = (rest[0].as_path(), rest[1].as_path());
         let new_api = || -> Result<(), Errno> {
             let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC)?;
             // `lowerdir+` (Linux 6.8) takes one layer per call: no page-size limit on the
