@@ -15,8 +15,8 @@ fn run_has_the_seccomp_profile_and_no_new_privs_cannot_unshare_or_mount_and_sees
          RUN set -e; \\\n\
            if grep -F -e '{store}' -e strata-sandbox- /proc/self/mountinfo >&2; then echo 'host paths in mountinfo' >&2; exit 1; fi; \\\n\
            if grep -E ' - (ext[234]|xfs|btrfs) ' /proc/self/mountinfo >&2; then echo 'a host block device in mountinfo' >&2; exit 1; fi; \\\n\
-           grep -q '^Seccomp:[[:space:]]*2$' /proc/self/status || { echo 'no seccomp filter' >&2; exit 1; }; \\\n\
-           grep -q '^NoNewPrivs:[[:space:]]*1$' /proc/self/status || { echo 'no no_new_privs' >&2; exit 1; }; \\\n\
+           grep -q '^Seccomp:[[:space:]]*2$' /proc/self/status || {{ echo 'no seccomp filter' >&2; exit 1; }}; \\\n\
+           grep -q '^NoNewPrivs:[[:space:]]*1$' /proc/self/status || {{ echo 'no no_new_privs' >&2; exit 1; }}; \\\n\
            if unshare -U true 2>/dev/null; then echo 'nested user namespace allowed' >&2; exit 1; fi; \\\n\
            if unshare -m true 2>/dev/null; then echo 'mount namespace allowed' >&2; exit 1; fi; \\\n\
            mkdir -p /mnt/t; if mount -t tmpfs t /mnt/t 2>/dev/null; then echo 'mount allowed' >&2; exit 1; fi; \\\n\
