@@ -911,7 +911,13 @@ impl<'a> Planner<'a> {
                 }
                 Command::StopSignal(w) => {
                     let l = |n: &str| lookup_env(&cfg, &args, n);
-                    cfg.stop_signal = Some(self.expand(w, &l)?);
+                    let sig = self.expand(w, &l)?;
+                    if !is_signal(&sig) {
+                        return Err(self
+                            .diag(w.span, format!("STOPSIGNAL `{sig}` is not a signal"))
+                            .with_hint("write a signal name (`SIGTERM`, `TERM`, `SIGRTMIN+3`) or number (1 to 64)"));
+                    }
+                    cfg.stop_signal = Some(sig);
                     None
                 }
                 Command::Shell(v) => {
@@ -1745,8 +1751,54 @@ fn encode_state(cfg: &ConfigState, args: &BTreeMap<String, Option<String>>) -> V
     image::canonical_json(&v)
 }
 
+/// A signal as the runtime will take it (moby's `signal.ParseSignal`, which BuildKit applies to
+/// STOPSIGNAL): a Linux signal name with or without `SIG`, in any case, `RTMIN+n`/`RTMAX-n`, or
+/// a number from 1 to 64. The config keeps it as written.
+fn is_signal(s: &str) -> bool {
+    if let Ok(n) = s.parse::<u32>() {
+        return (1..=64).contains(&n);
+    }
+    let up = s.to_ascii_uppercase();
+    let name = up.strip_prefix("SIG").unwrap_or(&up);
+    const NAMES: [&str; 35] = [
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
+        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
+        "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+        "UNUSED",
+    ];
+    if NAMES.contains(&name) || name == "RTMIN" || name == "RTMAX" {
+        return true;
+    }
+    let offset = |rest: &str, max: u32| rest.parse::<u32>().is_ok_and(|n| (1..=max).contains(&n));
+    if let Some(r) = name.strip_prefix("RTMIN+") {
+        return offset(r, 15);
+    }
+    if let Some(r) = name.strip_prefix("RTMAX-") {
+        return offset(r, 14);
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn stopsignal_must_be_a_signal() {
+        for ok in [
+            "SIGTERM",
+            "term",
+            "SIGRTMIN+3",
+            "RTMAX-1",
+            "9",
+            "SIGKILL",
+            "sigusr1",
+        ] {
+            assert!(is_signal(ok), "{ok}");
+        }
+        for bad in ["SIGNOPE", "0", "65", "RTMIN+16", "", "SIG", "TERM "] {
+            assert!(!is_signal(bad), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[test]
