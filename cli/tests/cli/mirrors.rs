@@ -63,7 +63,12 @@ fn mirrors_serve_pulls_the_lock_is_the_same_and_blocked_or_malformed_files_are_c
         &[base.clone(), format!("{}/hub/lib/base:1", mirror.host)],
     );
     let only_origin = format!("{}/lib/only-origin:1", origin.host);
-    push_image(seed.path(), work.path(), "two", std::slice::from_ref(&only_origin));
+    push_image(
+        seed.path(),
+        work.path(),
+        "two",
+        std::slice::from_ref(&only_origin),
+    );
 
     let conf = work.path().join("registries.conf");
     fs::write(
