@@ -33,7 +33,7 @@ fn run_has_the_seccomp_profile_and_no_new_privs_cannot_unshare_or_mount_and_sees
 }
 
 /// A RUN that starts processes without bound is stopped at the per-step limit, with a message
-/// that says so, and its cgroup is removed. Bounded on purpose (10,000 `sleep`s, not an exponential
+/// that says so, and its cgroup is removed (and those of helpers killed earlier are swept). Bounded on purpose (10,000 `sleep`s, not an exponential
 /// bomb), so a host without the limit only sees the test fail. Root only: rootless builds have
 /// no writable cgroup (docs/security.md), so .ci/run-rootless-tests does not run it.
 #[test]
@@ -57,11 +57,17 @@ fn run_with_too_many_processes_is_stopped_at_the_limit() {
         "{err}"
     );
     assert!(!err.contains("launched-10000"), "{err}");
+    // Step cgroups of helpers that are gone (this one, or any SIGKILLed earlier and swept by
+    // the RUNs of this build) are removed; live ones belong to RUNs of tests running beside.
     let leftover: Vec<_> = std::fs::read_dir("/sys/fs/cgroup/pids")
         .into_iter()
         .flatten()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("strata-run-"))
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name.strip_prefix("strata-run-")?.to_string();
+            (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(name)
+        })
         .collect();
     assert!(
         leftover.is_empty(),

@@ -33,6 +33,7 @@ impl PidsCgroup {
         let own = fs::read_to_string("/proc/self/cgroup").ok()?;
         let mounts = fs::read_to_string("/proc/self/mountinfo").ok()?;
         let base = pids_base(&own, &mounts)?;
+        sweep_dead(&base);
         let dir = base.join(format!("strata-run-{}", std::process::id()));
         fs::create_dir(&dir).ok()?;
         let cg = PidsCgroup {
@@ -68,6 +69,26 @@ impl Drop for PidsCgroup {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
+/// Removes the step cgroups of helpers that are gone without cleaning up (SIGKILLed with
+/// strata, by `PR_SET_PDEATHSIG`): an empty cgroup's rmdir is all it takes. Errors are ignored
+/// (another helper may sweep the same one).
+fn sweep_dead(base: &Path) {
+    let Ok(rd) = fs::read_dir(base) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("strata-run-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir(e.path());
         }
     }
 }
