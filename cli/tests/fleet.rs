@@ -31,17 +31,22 @@ fn ok(o: Output) -> (String, String) {
     (String::from_utf8(o.stdout).unwrap().trim().to_string(), err)
 }
 
-fn can_run() -> bool {
+/// These tests build images with RUN steps: they need root (as `.ci/test` runs them) and the
+/// static busybox. Fails, saying how to provide them, rather than passing untested.
+fn require_run() {
     let root = Command::new("id")
         .arg("-u")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false);
-    if !root || !Path::new("/bin/busybox").is_file() {
-        eprintln!("skipped: RUN needs root and /bin/busybox");
-        return false;
-    }
-    true
+    assert!(
+        root,
+        "the fleet tests build RUN steps as root: run them as root (.ci/test does)"
+    );
+    assert!(
+        Path::new("/bin/busybox").is_file(),
+        "/bin/busybox is missing: install busybox-static (.ci/install-deps does)"
+    );
 }
 
 /// A busybox base built by strata itself (FROM scratch + COPY busybox + RUN busybox --install),
@@ -83,9 +88,7 @@ const APP: &str = "FROM oci-layout://base:1\nCOPY src/ /app/\n\
 
 #[test]
 fn copy_is_reused_across_a_base_patch_unless_its_destination_directories_change() {
-    if !can_run() {
-        return;
-    }
+    require_run();
     let w = tempfile::tempdir().unwrap();
     let base_store = tempfile::tempdir().unwrap();
     let app = w.path().join("app");
@@ -177,9 +180,7 @@ fn copy_is_reused_across_a_base_patch_unless_its_destination_directories_change(
 #[test]
 fn a_run_after_copy_link_sees_a_new_base() {
     // COPY --link's key has no parent; the RUN after it must still re-run on a new base.
-    if !can_run() {
-        return;
-    }
+    require_run();
     let w = tempfile::tempdir().unwrap();
     let base_store = tempfile::tempdir().unwrap();
     let app = w.path().join("app");
@@ -236,9 +237,7 @@ fn images(r: &Value) -> &Vec<Value> {
 
 #[test]
 fn fleet_base_patch_reruns_only_run_steps_and_matches_from_scratch_builds() {
-    if !can_run() {
-        return;
-    }
+    require_run();
     let w = tempfile::tempdir().unwrap();
     let ws = w.path().join("fleet");
     let base_store = tempfile::tempdir().unwrap();

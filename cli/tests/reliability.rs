@@ -445,17 +445,28 @@ impl Drop for Tmpfs {
     }
 }
 
+/// RUN steps need root (as `.ci/test` runs the suite) and the static busybox: fail, saying how
+/// to provide them, rather than pass untested.
+fn require_run() {
+    assert!(
+        is_root(),
+        "this test runs RUN steps as root: run it as root (.ci/test does)"
+    );
+    assert!(
+        Path::new("/bin/busybox").is_file(),
+        "/bin/busybox is missing: install busybox-static (.ci/install-deps does)"
+    );
+}
+
 #[test]
 fn full_disk_fails_cleanly_and_recovers() {
-    if !is_root() {
-        eprintln!("skipped: needs root to mount a tmpfs");
-        return;
-    }
+    assert!(
+        is_root(),
+        "this test mounts a small tmpfs as the store: run it as root (.ci/test does)"
+    );
     let work = tempfile::tempdir().unwrap();
-    let Some(mnt) = Tmpfs::mount(&work.path().join("mnt"), "8m") else {
-        eprintln!("skipped: cannot mount a tmpfs here");
-        return;
-    };
+    let mnt = Tmpfs::mount(&work.path().join("mnt"), "8m")
+        .expect("mounting an 8 MiB tmpfs failed: run as root on a host that allows tmpfs mounts");
     let store = mnt.0.join("store");
     let ctx = work.path().join("ctx");
     let mut rng = Rng(7);
@@ -496,15 +507,10 @@ fn full_disk_fails_cleanly_and_recovers() {
 /// path and what is free; and the store recovers once there is room.
 #[test]
 fn a_run_that_fills_the_store_says_the_file_system_is_full() {
-    if !is_root() || !Path::new("/bin/busybox").is_file() {
-        eprintln!("skipped: needs root (tmpfs, RUN) and /bin/busybox");
-        return;
-    }
+    require_run();
     let work = tempfile::tempdir().unwrap();
-    let Some(mnt) = Tmpfs::mount(&work.path().join("mnt"), "24m") else {
-        eprintln!("skipped: cannot mount a tmpfs here");
-        return;
-    };
+    let mnt = Tmpfs::mount(&work.path().join("mnt"), "24m")
+        .expect("mounting a 24 MiB tmpfs failed: run as root on a host that allows tmpfs mounts");
     let store = mnt.0.join("store");
     let ctx = work.path().join("ctx");
     fs::create_dir_all(&ctx).unwrap();
@@ -690,10 +696,10 @@ fn bad_inputs_fail_clearly_and_write_nothing_outside_the_store() {
 
 #[test]
 fn device_node_in_the_context_is_refused() {
-    if !is_root() {
-        eprintln!("skipped: mknod needs root");
-        return;
-    }
+    assert!(
+        is_root(),
+        "mknod needs root: run this test as root (.ci/test does)"
+    );
     let work = tempfile::tempdir().unwrap();
     let ctx = work.path().join("ctx");
     write(&ctx.join("a.txt"), "a\n");
@@ -871,10 +877,7 @@ fn hostile_layout(layout: &Path, tar: &[u8]) {
 
 #[test]
 fn hostile_base_layer_cannot_write_outside_the_rootfs() {
-    if !is_root() || !Path::new("/bin/busybox").is_file() {
-        eprintln!("skipped: RUN needs root and /bin/busybox");
-        return;
-    }
+    require_run();
     let work = tempfile::tempdir().unwrap();
     let outside = work.path().join("outside");
     fs::create_dir(&outside).unwrap();
@@ -949,10 +952,7 @@ fn hostile_base_layer_cannot_write_outside_the_rootfs() {
 
 #[test]
 fn sigkill_during_run_steps_leaves_no_mounts_or_leftovers() {
-    if !is_root() || !Path::new("/bin/busybox").is_file() {
-        eprintln!("skipped: RUN needs root and /bin/busybox");
-        return;
-    }
+    require_run();
     let work = tempfile::tempdir().unwrap();
     let ctx = work.path().join("ctx");
     fs::create_dir(&ctx).unwrap();

@@ -1,4 +1,4 @@
-//! Integration tests of the RUN sandbox (root only; skipped otherwise).
+//! Integration tests of the RUN sandbox (root only; they fail, saying so, otherwise).
 //!
 //! This binary is also the sandbox helper: `run` re-executes `STRATA_SANDBOX_EXE`, which we
 //! point at ourselves, and `main` dispatches `__sandbox-init` as the `strata` CLI does.
@@ -16,11 +16,12 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("__sandbox-init") {
         strata_engine::sandbox::init_main(&args[2..]);
     }
+    // Fail, saying how to provide what is missing, rather than pass untested.
     if !rustix::process::geteuid().is_root() || !Path::new(BUSYBOX).exists() {
         eprintln!(
-            "sandbox tests skipped: they need root and {BUSYBOX} (apt-get install busybox-static)"
+            "error: the sandbox tests need root and {BUSYBOX}: run them as root (.ci/test does) with busybox-static installed (.ci/install-deps)"
         );
-        return;
+        std::process::exit(1);
     }
     // `STRATA_SANDBOX_EXE=target/release/strata` runs the same tests through the real CLI.
     if std::env::var_os("STRATA_SANDBOX_EXE").is_none() {

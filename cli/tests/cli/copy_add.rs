@@ -51,17 +51,7 @@ fn build_unpacked(ctx: &Path) -> Built {
     )
     .ok();
     let bundle = dir.path().join("bundle");
-    let st = Command::new("umoci")
-        .args(["unpack", "--image"])
-        .arg(format!("{}:1", oci.display()))
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "umoci unpack: {}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    super::run_steps::unpack(&oci, "1", &bundle);
     Built {
         root: bundle.join("rootfs"),
         _dir: dir,

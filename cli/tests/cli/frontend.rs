@@ -5,25 +5,11 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
+use super::run_steps::unpack;
 use super::{build, write};
-
-fn unpack(oci: &Path, tag: &str, bundle: &Path) {
-    let st = Command::new("umoci")
-        .args(["unpack", "--image"])
-        .arg(format!("{}:{tag}", oci.display()))
-        .arg(bundle)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "umoci unpack: {}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-}
 
 /// The image config and manifest of tag `tag` in the OCI layout `oci`.
 fn config_and_manifest(oci: &Path, tag: &str) -> (Value, Value) {

@@ -4,19 +4,8 @@
 use std::fs;
 use std::path::Path;
 
-use super::registry::Registry;
+use super::registry::{strata_in, Registry};
 use super::{build, strata, write, Run};
-
-fn strata_in(store: &Path, args: &[&str]) -> Run {
-    Run {
-        out: strata()
-            .arg("--store")
-            .arg(store)
-            .args(args)
-            .output()
-            .unwrap(),
-    }
-}
 
 /// Builds a one-file scratch image marked `marker` in `seed` and pushes it to each of `refs`;
 /// returns the pushed manifest digest (the same everywhere: pushes are byte for byte).

@@ -174,7 +174,7 @@ fn store_blobs(store: &Path) -> Vec<String> {
     v
 }
 
-fn strata_in(store: &Path, args: &[&str]) -> Run {
+pub(super) fn strata_in(store: &Path, args: &[&str]) -> Run {
     Run {
         out: strata()
             .arg("--store")

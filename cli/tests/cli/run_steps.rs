@@ -29,7 +29,7 @@ extern "C" {
     fn libc_geteuid() -> u32;
 }
 
-pub(super) fn unpack(oci: &Path, tag: &str, bundle: &Path) {
+pub(crate) fn unpack(oci: &Path, tag: &str, bundle: &Path) {
     let mut c = Command::new("umoci");
     c.arg("unpack");
     if !is_root() {
