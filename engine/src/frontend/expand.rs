@@ -525,7 +525,10 @@ impl Glob {
     }
 
     /// `ends[j]` is true when the pattern matches all of `s[..j]`: one NFA pass, O(len · pattern).
-    /// `None` once the steps spent exceed [`MAX_PATTERN_STEPS`].
+    /// `None` once the steps spent exceed [`MAX_PATTERN_STEPS`]. `ends` stops where the pass
+    /// died (no state left): it is only as long as the work done, so `replace`, which calls this
+    /// at every position of a long value, stays linear in the steps spent (a vector of the whole
+    /// remaining length per position was quadratic in memory traffic, found by fuzzing).
     fn match_ends(&self, s: &[char]) -> Option<Vec<bool>> {
         let p = &self.0;
         let closure = |set: &mut Vec<bool>| {
@@ -535,12 +538,11 @@ impl Glob {
                 }
             }
         };
-        let mut ends = vec![false; s.len() + 1];
         let mut set = vec![false; p.len() + 1];
         set[0] = true;
         closure(&mut set);
-        ends[0] = set[p.len()];
-        for (j, &c) in s.iter().enumerate() {
+        let mut ends = vec![set[p.len()]];
+        for &c in s {
             let spent = self.1.get() + p.len() as u64 + 1;
             if spent > MAX_PATTERN_STEPS {
                 return None;
@@ -567,7 +569,7 @@ impl Glob {
             if !next.contains(&true) {
                 break;
             }
-            ends[j + 1] = next[p.len()];
+            ends.push(next[p.len()]);
             set = next;
         }
         Some(ends)
@@ -870,6 +872,14 @@ mod tests {
         assert_eq!(r.len(), 3998);
         let r = expand_word("${L//b/}", '\\', &lk).unwrap();
         assert_eq!(r, "a".repeat(2000));
+        // A literal pattern tried at each of 400k positions of a value it never matches: each
+        // try dies after one character, and costs only that (the fuzzer's timeout input).
+        let big = "ab c".repeat(100_000);
+        let lk = |n: &str| (n == "L").then(|| big.clone());
+        let r = expand_word("${L/TEMPY:-{:$}", '\\', &lk).unwrap();
+        assert_eq!(r, big);
+        let r = expand_word("${L/c/x}", '\\', &lk).unwrap();
+        assert_eq!(&r[..8], "ab xab c");
     }
 
     #[test]
