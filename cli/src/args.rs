@@ -156,6 +156,13 @@ pub struct BuildArgs {
     /// An SSH agent for RUN --mount=type=ssh: default ($SSH_AUTH_SOCK) or ID=SOCKET (repeatable)
     #[arg(long = "ssh", value_name = "default|ID=SOCKET")]
     pub ssh: Vec<String>,
+    /// Memory each RUN step may use (processes together, no swap on top): 512m, 2g, …
+    /// Needs a writable memory cgroup (root, or a delegated cgroup v2)
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// CPU time each RUN step may use, in CPUs (0.5, 2, …). Needs a writable cpu cgroup
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -140,6 +140,7 @@ impl Fx {
             hostname: "strata".into(),
             cache_mounts: vec![],
             mounts: vec![],
+            limits: Default::default(),
             output: Output::File(self.p("log")),
         }
     }

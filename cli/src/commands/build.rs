@@ -121,6 +121,26 @@ pub(crate) fn build_args_of(raw: &[String], env: Env) -> anyhow::Result<BTreeMap
     Ok(out)
 }
 
+/// `--memory SIZE`, `--cpus N`: caps per RUN step (engine/src/sandbox/limits.rs).
+pub(crate) fn limits_of(a: &crate::args::BuildArgs) -> anyhow::Result<strata_engine::sandbox::ResourceLimits> {
+    let memory = a
+        .memory
+        .as_deref()
+        .map(strata_engine::sandbox::ResourceLimits::parse_memory)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--memory {e}\nhint: a size such as 512m or 2g"))?;
+    let cpu_quota_us = a
+        .cpus
+        .as_deref()
+        .map(strata_engine::sandbox::ResourceLimits::parse_cpus)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--cpus {e}"))?;
+    Ok(strata_engine::sandbox::ResourceLimits {
+        memory,
+        cpu_quota_us,
+    })
+}
+
 /// `--network none|host` (`default` is none, as for `docker build`).
 pub(crate) fn network_of(v: &str) -> anyhow::Result<plan::Network> {
     match v {
@@ -361,6 +381,7 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
     let network = network_of(&a.network)?;
     let secrets = secrets_of(&a.secrets, env)?;
     let ssh = ssh_of(&a.ssh, env)?;
+    let limits = limits_of(a)?;
     let jobs = a.jobs.unwrap_or_else(super::cpus).max(1);
     // Hashing and compression use this pool; the output never depends on its size.
     let _ = rayon::ThreadPoolBuilder::new()
@@ -470,6 +491,7 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
             network,
             secrets,
             ssh,
+            limits,
         },
     };
     let started = std::time::Instant::now();

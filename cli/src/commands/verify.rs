@@ -346,6 +346,12 @@ fn forwarded(b: &BuildArgs, first: bool) -> Vec<OsString> {
     for x in &b.ssh {
         push("--ssh", x);
     }
+    if let Some(m) = &b.memory {
+        push("--memory", m);
+    }
+    if let Some(c) = &b.cpus {
+        push("--cpus", c);
+    }
     if first {
         for o in &b.outputs {
             push("--output", o);

@@ -75,6 +75,99 @@ fn run_with_too_many_processes_is_stopped_at_the_limit() {
     );
 }
 
+/// `--memory`: a RUN that holds more than the limit is ended by the OOM killer, and the error
+/// names the limit, not only the signal. The same build without the flag succeeds, so it is the
+/// limit that ended it. As root a memory cgroup is writable; as an unprivileged user without a
+/// delegated cgroup the flag is refused before anything runs (`.ci/run-rootless-tests`).
+#[test]
+fn run_over_the_memory_limit_fails_naming_it() {
+    let store = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    // The shell keeps the whole command substitution (96 MiB) in memory.
+    busybox_context(
+        ctx.path(),
+        "FROM base\nRUN x=\"$(head -c 100663296 /dev/zero | tr '\\0' a)\"; echo held ${#x} >&2\n",
+    );
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        let r = build(store.path(), ctx.path(), &["--memory", "32m"]).fails();
+        let err = r.stderr();
+        assert!(
+            err.contains("--memory needs the `memory` cgroup controller") && err.contains("hint: "),
+            "{err}"
+        );
+        return;
+    }
+    let r = build(store.path(), ctx.path(), &["--memory", "32m"]).fails();
+    let err = r.stderr();
+    assert!(
+        err.contains("ran out of memory") && err.contains("32.0 MiB") && err.contains("hint: "),
+        "{err}"
+    );
+    assert!(!err.contains("held 100663296"), "{err}");
+    let r = build(store.path(), ctx.path(), &["--memory", "512m"]);
+    assert!(r.out.status.success(), "{}", r.stderr());
+    assert!(r.stderr().contains("held 100663296"), "{}", r.stderr());
+}
+
+/// `--cpus`: the step's cgroup gets the CFS quota while it runs (read from outside, as the
+/// kernel holds it), and bad values are refused before building.
+#[test]
+fn run_with_cpus_gets_its_quota_and_bad_values_are_refused() {
+    let store = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_context(ctx.path(), "FROM base\nRUN echo hi\n");
+    for (bad, says) in [("0", "from 0.01"), ("many", "not a number")] {
+        let r = build(store.path(), ctx.path(), &["--cpus", bad]).fails();
+        assert!(r.stderr().contains(says), "{}", r.stderr());
+    }
+    let r = build(store.path(), ctx.path(), &["--memory", "1m"]).fails();
+    assert!(r.stderr().contains("minimum"), "{}", r.stderr());
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc_geteuid() } != 0 {
+        return;
+    }
+    // While the RUN sleeps, its cgroup (`strata-run-<helper pid>` under this process's own cpu
+    // cgroup, where strata starts too) holds the quota; only this test sets one.
+    std::fs::write(ctx.path().join("Dockerfile"), "FROM base\nRUN sleep 3\n").unwrap();
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let path = own
+        .lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
+            ctrls.split(',').any(|c| c == "cpu").then(|| path.to_string())
+        })
+        .expect("a v1 cpu hierarchy (this machine's layout; v2 hosts: cpu.max)");
+    let base = std::path::Path::new("/sys/fs/cgroup/cpu").join(path.trim_start_matches('/'));
+    let mut child = super::strata()
+        .arg("--store")
+        .arg(store.path())
+        .args(["build", "--cpus", "0.5"])
+        .arg(ctx.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = None;
+    while child.try_wait().unwrap().is_none() && seen.is_none() {
+        seen = std::fs::read_dir(&base)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("strata-run-"))
+            .find_map(|e| {
+                let q = std::fs::read_to_string(e.path().join("cpu.cfs_quota_us")).ok()?;
+                let p = std::fs::read_to_string(e.path().join("cpu.cfs_period_us")).ok()?;
+                (q.trim() == "50000").then(|| p.trim().to_string())
+            });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    assert_eq!(seen.as_deref(), Some("100000"), "no step cgroup with the quota of 0.5 CPUs");
+}
+
 extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;

@@ -29,6 +29,8 @@ pub struct RunOptions {
     pub secrets: BTreeMap<String, Secret>,
     /// `strata build --ssh ID=SOCKET`: SSH agent sockets (absolute paths) by id.
     pub ssh: BTreeMap<String, PathBuf>,
+    /// `strata build --memory`, `--cpus`: per-step caps (never in a key).
+    pub limits: crate::sandbox::ResourceLimits,
 }
 
 /// A secret's bytes. Never printed, never in a key, a layer or a record.

@@ -241,6 +241,7 @@ pub(crate) fn execute(
         hostname: "strata".into(),
         cache_mounts,
         mounts: spec_mounts,
+        limits: opts.run.limits,
         // The step's output is the build log: it goes to stderr with the progress.
         output: exec::Output::Stderr,
     };

@@ -43,12 +43,6 @@ pub enum ContextError {
         /// The offending path (the source itself or a symlink inside the context).
         path: String,
     },
-    /// A wildcard source matched nothing.
-    #[error("no source files were specified: `{pattern}` matches no files in the build context")]
-    NoMatch {
-        /// The source as written.
-        pattern: String,
-    },
     /// A plain source does not exist in the (filtered) context.
     #[error("COPY source `{pattern}` not found in the build context")]
     NotFound {
@@ -113,9 +107,6 @@ impl ContextError {
             ContextError::OutsideContext { .. } => "COPY and ADD can only read files inside the \
                  build context: `..` above the context root and symlinks pointing out of it are \
                  rejected; move the files into the context or use a larger context directory"
-                .to_string(),
-            ContextError::NoMatch { .. } => "wildcards are matched relative to the context root, \
-                 `*` does not match `/`, and files excluded by .dockerignore are not visible"
                 .to_string(),
             ContextError::NotFound {
                 excluded: Some(path),
@@ -380,7 +371,9 @@ impl Context {
     /// dropped if its context-relative path matches.
     ///
     /// Wildcard sources expand to their matches in sorted order; a wildcard
-    /// matching nothing is [`ContextError::NoMatch`]. A plain source that is
+    /// matching nothing adds nothing (BuildKit's `AllowEmptyWildcard`: not an
+    /// error, unlike the classic builder's "no source files were specified").
+    /// A plain source that is
     /// missing or excluded by `.dockerignore` is [`ContextError::NotFound`];
     /// one excluded by `--exclude` is silently dropped.
     pub fn resolve(
@@ -502,7 +495,6 @@ impl Context {
         }
 
         let matches = self.expand(pattern, rel, doublestar)?;
-        let before = out.len();
         for m in matches {
             let res = match self.resolve_path(pattern, &m) {
                 Ok(r) => r,
@@ -512,11 +504,6 @@ impl Context {
             if let Built::Ok(src) = self.build_source(pattern, &m, res, filters)? {
                 out.push(src);
             }
-        }
-        if out.len() == before {
-            return Err(ContextError::NoMatch {
-                pattern: pattern.to_string(),
-            });
         }
         Ok(())
     }
@@ -1309,13 +1296,10 @@ mod tests {
         assert_eq!(matched(&r), ["src/lib", "b.txt", "c.md"]);
         assert!(r[0].is_dir);
         assert_eq!(rels(&r[0]), ["main.rs", "other.rs"]);
-        let e = resolve(&ctx, &["*.nope"]).unwrap_err();
-        assert!(matches!(&e, ContextError::NoMatch { pattern } if pattern == "*.nope"));
-        assert!(e.to_string().contains("no source files were specified"));
-        assert!(matches!(
-            resolve(&ctx, &["nodir/*"]).unwrap_err(),
-            ContextError::NoMatch { .. }
-        ));
+        // Wildcards matching nothing add nothing (BuildKit's AllowEmptyWildcard).
+        assert!(resolve(&ctx, &["*.nope"]).unwrap().is_empty());
+        assert!(resolve(&ctx, &["nodir/*"]).unwrap().is_empty());
+        assert_eq!(matched(&resolve(&ctx, &["*.nope", "b.txt"]).unwrap()), ["b.txt"]);
         assert!(matches!(
             resolve(&ctx, &["src/[a"]).unwrap_err(),
             ContextError::BadPattern { .. }
@@ -1481,8 +1465,7 @@ mod tests {
         let r = resolve(&ctx, &["*"]).unwrap();
         // (`link_to_secret` leads to an ignored file, so it is skipped.)
         assert_eq!(matched(&r), ["build", "docs", "keep.txt"]);
-        let e = resolve(&ctx, &["*.key"]).unwrap_err();
-        assert!(matches!(e, ContextError::NoMatch { .. }));
+        assert!(resolve(&ctx, &["*.key"]).unwrap().is_empty());
 
         let r = resolve(&ctx, &["."]).unwrap();
         assert_eq!(
@@ -1571,8 +1554,7 @@ mod tests {
         let r = ctx2.resolve(&s(&["d"]), &s(&["keep", "sub"])).unwrap();
         assert_eq!(rels(&r[0]), ["c.txt"]);
 
-        let e = ctx.resolve(&s(&["*.txt"]), &s(&["*.txt"])).unwrap_err();
-        assert!(matches!(e, ContextError::NoMatch { .. }));
+        assert!(ctx.resolve(&s(&["*.txt"]), &s(&["*.txt"])).unwrap().is_empty());
         let e = ctx.resolve(&s(&["a.txt"]), &s(&["ok", "[x"])).unwrap_err();
         assert!(matches!(
             e,

@@ -933,13 +933,14 @@ impl<'a> Planner<'a> {
                     None
                 }
                 Command::Maintainer(w) => {
-                    let l = |n: &str| lookup_env(&cfg, &args, n);
-                    cfg.author = Some(self.expand(w, &l)?);
+                    // Verbatim, as BuildKit keeps it: no expansion, no unescaping (its parser
+                    // testfile `escapes`).
+                    cfg.author = Some(w.raw.clone());
                     None
                 }
                 Command::Copy(c) | Command::Add(c) => {
                     let add = matches!(ins.command, Command::Add(_));
-                    let spec = self.copy_spec(add, c, &ins, &cfg, &args, names, index)?;
+                    let spec = self.copy_spec(add, c, &ins, &cfg, &args, &look, names, index)?;
                     if let CopyFrom::Stage(s) = &spec.from {
                         if !deps.contains(s) {
                             deps.push(*s);
@@ -982,6 +983,7 @@ impl<'a> Planner<'a> {
         ins: &ast::Instruction,
         cfg: &ConfigState,
         args: &BTreeMap<String, Option<String>>,
+        global: &dyn Fn(&str) -> Option<String>,
         names: &[Option<String>],
         index: usize,
     ) -> Result<CopySpec, Diagnostic> {
@@ -1060,12 +1062,40 @@ impl<'a> Planner<'a> {
             None => CopyFrom::Context,
             Some(w) => {
                 let v = self.expand(w, &l)?;
+                // BuildKit finds the stages a stage depends on before it runs any, with only the
+                // global ARGs: a `--from` that needs a stage's own ARG (or ENV) is refused.
+                if w.raw.contains('$') && self.expand(w, global).ok().as_deref() != Some(&v) {
+                    return Err(self
+                        .diag(
+                            w.span,
+                            format!(
+                                "{kw} --from={}: variable expansion is not supported for --from \
+                                 (only ARGs declared before the first FROM are expanded here)",
+                                w.raw
+                            ),
+                        )
+                        .with_hint(
+                            "define a new stage with `FROM ${ARG} AS name`, using an ARG from \
+                             the global scope, and copy with --from=name",
+                        ));
+                }
                 let lv = v.to_ascii_lowercase();
                 if let Some(i) = names.iter().position(|n| n.as_deref() == Some(lv.as_str())) {
                     if i == index {
                         return Err(
                             self.diag(w.span, format!("{kw} --from refers to its own stage `{v}`"))
                         );
+                    }
+                    if i > index {
+                        return Err(self
+                            .diag(
+                                w.span,
+                                format!("{kw} --from refers to stage `{v}`, which is defined later"),
+                            )
+                            .with_hint(format!(
+                                "a stage can only copy from stages above it: move stage `{v}` \
+                                 before this one"
+                            )));
                     }
                     CopyFrom::Stage(i)
                 } else if let Ok(i) = v.parse::<usize>() {

@@ -109,6 +109,9 @@ pub struct RunSpec {
     /// `RUN --mount`s other than caches: binds, tmpfs, secrets.
     #[serde(default)]
     pub mounts: Vec<Mount>,
+    /// `strata build --memory`, `--cpus` (the pids cap is always on where cgroups allow).
+    #[serde(default)]
+    pub limits: super::limits::ResourceLimits,
     pub output: Output,
 }
 
@@ -178,6 +181,8 @@ pub(crate) enum Report {
     Error(String),
     /// The step reached the per-step process limit and was stopped (`sandbox::limits`).
     ProcessLimit(u32),
+    /// The OOM killer ended a process of the step at its memory limit (bytes).
+    MemoryLimit(u64),
     /// `capture` mode: the layer written to stdout.
     Layer(CapturedLayer),
 }
@@ -606,6 +611,7 @@ impl Helper {
             Report::Done(outcome) => Ok(outcome),
             Report::Error(msg) => Err(SandboxError::Setup(msg)),
             Report::ProcessLimit(max) => Err(SandboxError::ProcessLimit(max)),
+            Report::MemoryLimit(bytes) => Err(SandboxError::MemoryLimit(bytes)),
             r => Err(SandboxError::Setup(format!(
                 "unexpected helper report {r:?}"
             ))),
@@ -652,6 +658,7 @@ mod tests {
             hostname: "strata".into(),
             cache_mounts: vec![("/c".into(), "/root/.cache/".into())],
             mounts: vec![],
+            limits: Default::default(),
             output: Output::Stderr,
         }
     }

@@ -216,8 +216,11 @@ fn helper(ns: Option<NsKind>) -> Option<Report> {
         Err(e) => return Some(Report::Error(e)),
     };
     // Before the fork, so pid 1 and everything it starts is counted (root; rootless without a
-    // delegated cgroup runs unlimited: docs/security.md).
-    let pids = super::limits::PidsCgroup::enter(super::limits::PIDS_MAX);
+    // delegated cgroup runs without the pids cap: docs/security.md).
+    let cg = match super::limits::StepCgroup::enter(&spec.limits) {
+        Ok(cg) => cg,
+        Err(e) => return Some(Report::Error(e)),
+    };
     let mut flags = libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
     if spec.network == Network::None {
         flags |= libc::CLONE_NEWNET;
@@ -243,14 +246,21 @@ fn helper(ns: Option<NsKind>) -> Option<Report> {
         if STOPPED.load(Ordering::SeqCst) {
             libc::kill(pid, libc::SIGKILL);
         }
-        let (status, at_limit) = match &pids {
-            Some(cg) => wait_within_limit(pid, cg),
-            None => (wait_for(pid), false),
+        let (status, at_limit) = if cg.limits_pids() {
+            wait_within_limit(pid, &cg)
+        } else {
+            (wait_for(pid), false)
         };
-        drop(pids);
+        let memory_hit = cg.memory_hit();
+        drop(cg);
         drop(tmp);
         match status {
             _ if at_limit => Some(Report::ProcessLimit(super::limits::PIDS_MAX)),
+            // After pid 1's own report (the command's exit status): this one wins.
+            _ if memory_hit.is_some() => match memory_hit {
+                Some(super::limits::LimitHit::Memory(bytes)) => Some(Report::MemoryLimit(bytes)),
+                _ => None,
+            },
             _ if STOPPED.load(Ordering::SeqCst) => {
                 Some(Report::Error("the sandbox was stopped by a signal".into()))
             }
@@ -396,7 +406,7 @@ fn wait_for(pid: libc::pid_t) -> Result<i32, String> {
 /// for reaching its process limit. Returns the wait status and whether that happened.
 fn wait_within_limit(
     pid: libc::pid_t,
-    cg: &super::limits::PidsCgroup,
+    cg: &super::limits::StepCgroup,
 ) -> (Result<i32, String>, bool) {
     // SAFETY: pidfd_open on our own child; the fd is owned below.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };

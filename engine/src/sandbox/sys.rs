@@ -788,6 +788,7 @@ mod tests {
             hostname: "strata".into(),
             cache_mounts: vec![("/host/cache".into(), "/root/.cache".into())],
             mounts: vec![],
+            limits: Default::default(),
             output: Output::Stderr,
         }
     }
