@@ -496,8 +496,11 @@ fn errors_are_clear_and_build_nothing() {
         ),
         (
             "FROM scratch\nCOPY --from=later /a /a\nFROM scratch AS later\nCOPY --from=0 /a /a\n",
-            "cycle",
-            &[],
+            "which is defined later",
+            &[
+                "Dockerfile:2:",
+                "hint: a stage can only copy from stages above it",
+            ],
         ),
         ("FROM scratch\nCOPY --chwon=1 a /a\n", "unknown flag", &[]),
         (

@@ -631,10 +631,16 @@ fn bad_inputs_fail_clearly_and_write_nothing_outside_the_store() {
             "file name is not valid UTF-8",
         ),
         (
-            "cyclic stages",
-            "FROM scratch AS a\nCOPY --from=b a.txt /a\nFROM scratch AS b\nCOPY --from=a a.txt /a\n",
+            "cyclic stages (a RUN mount may name a later stage)",
+            "FROM scratch AS a\nRUN --mount=from=b,target=/m true\nFROM scratch AS b\nCOPY --from=a a.txt /a\n",
             none,
             "stages form a cycle",
+        ),
+        (
+            "COPY --from a later stage",
+            "FROM scratch AS a\nCOPY --from=b a.txt /a\nFROM scratch AS b\nCOPY --from=a a.txt /a\n",
+            none,
+            "which is defined later",
         ),
         (
             "FROM a later stage",

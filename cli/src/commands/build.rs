@@ -122,7 +122,9 @@ pub(crate) fn build_args_of(raw: &[String], env: Env) -> anyhow::Result<BTreeMap
 }
 
 /// `--memory SIZE`, `--cpus N`: caps per RUN step (engine/src/sandbox/limits.rs).
-pub(crate) fn limits_of(a: &crate::args::BuildArgs) -> anyhow::Result<strata_engine::sandbox::ResourceLimits> {
+pub(crate) fn limits_of(
+    a: &crate::args::BuildArgs,
+) -> anyhow::Result<strata_engine::sandbox::ResourceLimits> {
     let memory = a
         .memory
         .as_deref()

@@ -129,14 +129,17 @@ fn run_with_cpus_gets_its_quota_and_bad_values_are_refused() {
     }
     // While the RUN sleeps, its cgroup (`strata-run-<helper pid>` under this process's own cpu
     // cgroup, where strata starts too) holds the quota; only this test sets one.
-    std::fs::write(ctx.path().join("Dockerfile"), "FROM base\nRUN sleep 3\n").unwrap();
+    busybox_context(ctx.path(), "FROM base\nRUN sleep 3\n");
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
     let path = own
         .lines()
         .find_map(|l| {
             let mut f = l.splitn(3, ':');
             let (_, ctrls, path) = (f.next()?, f.next()?, f.next()?);
-            ctrls.split(',').any(|c| c == "cpu").then(|| path.to_string())
+            ctrls
+                .split(',')
+                .any(|c| c == "cpu")
+                .then(|| path.to_string())
         })
         .expect("a v1 cpu hierarchy (this machine's layout; v2 hosts: cpu.max)");
     let base = std::path::Path::new("/sys/fs/cgroup/cpu").join(path.trim_start_matches('/'));
@@ -146,7 +149,7 @@ fn run_with_cpus_gets_its_quota_and_bad_values_are_refused() {
         .args(["build", "--cpus", "0.5"])
         .arg(ctx.path())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut seen = None;
@@ -163,9 +166,17 @@ fn run_with_cpus_gets_its_quota_and_bad_values_are_refused() {
             });
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let status = child.wait().unwrap();
-    assert!(status.success());
-    assert_eq!(seen.as_deref(), Some("100000"), "no step cgroup with the quota of 0.5 CPUs");
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        seen.as_deref(),
+        Some("100000"),
+        "no step cgroup with the quota of 0.5 CPUs"
+    );
 }
 
 extern "C" {

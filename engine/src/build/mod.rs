@@ -1,7 +1,7 @@
 //! Running a plan: the scheduler and step execution against the content store.
 //!
-//! Stages run in dependency order; stages whose dependencies are done run concurrently, at
-//! most `jobs` at a time. Within a stage, steps run in order. A step whose key is in the index
+//! Stages run in dependency order: each starts as soon as the stages it depends on are done, at
+//! most `jobs` at a time ([`schedule`]). Within a stage, steps run in order. A step whose key is in the index
 //! (and whose layer blob is present) is a hit: nothing runs. Results are recorded only after
 //! their blobs are committed, so an interrupted build caches nothing partial.
 
@@ -175,9 +175,50 @@ pub struct BuildOptions {
 pub struct StageResult {
     pub key: Key,
     pub layers: Vec<LayerDesc>,
-    pub image: std::sync::Arc<AssembledImage>,
+    /// Assembled only for the target ([`StageImage::assemble`]).
+    pub image: std::sync::Arc<StageImage>,
     /// What the stage stands on (for `strata rebase`).
     pub lineage: strata_cache::Lineage,
+}
+
+/// What a stage's image is made of, kept unassembled: only the target's config is serialised.
+/// A stage on another stage inherits that stage's bottom config and history segments (shared,
+/// not copied), so a chain of stages that each add to what they inherit does a constant amount
+/// of image work per stage instead of serialising, parsing and hashing a config that grows
+/// along the chain (issue 18: 5,000 chained stages). Assembling gives exactly what assembling
+/// every stage on its parent's config gave: a stage overrides every top-level field its parent
+/// set, so only the bottom image's other fields and the history carry through.
+#[derive(Debug)]
+pub struct StageImage {
+    /// The config of the image at the bottom of the stage chain (`None`: scratch).
+    root: Option<std::sync::Arc<Value>>,
+    /// History entries added above `root`, by stage, bottom first (empty segments left out).
+    history: Vec<std::sync::Arc<[image::History]>>,
+    /// The stage of the plan whose config this is.
+    stage: usize,
+    source_date_epoch: u64,
+    layers: Vec<LayerDesc>,
+}
+
+impl StageImage {
+    /// The stage's config and manifest, canonical (`plan`: the plan the stage was built from).
+    pub fn assemble(&self, plan: &Plan) -> AssembledImage {
+        let stage = &plan.stages[self.stage];
+        let history: Vec<image::History> = self
+            .history
+            .iter()
+            .flat_map(|seg| seg.iter().cloned())
+            .collect();
+        image::assemble(ImageInputs {
+            platform: &stage.platform,
+            source_date_epoch: self.source_date_epoch,
+            config_object: stage.config.to_config_object(),
+            author: stage.config.author.as_deref(),
+            base_config: self.root.as_deref(),
+            new_history: &history,
+            layers: &self.layers,
+        })
+    }
 }
 
 /// The outcome of a build.
@@ -213,49 +254,13 @@ pub fn run(
         cached: 0,
         steps: Vec::new(),
     });
-    // Waves: each stage goes in the wave after its last dependency.
-    let mut wave_of: BTreeMap<usize, usize> = BTreeMap::new();
-    for &s in &plan.order {
-        let w = plan.stages[s]
-            .deps
-            .iter()
-            .map(|d| wave_of[d] + 1)
-            .max()
-            .unwrap_or(0);
-        wave_of.insert(s, w);
-    }
-    let n_waves = wave_of.values().max().map(|m| m + 1).unwrap_or(0);
-    for w in 0..n_waves {
-        let stages: Vec<usize> = plan
-            .order
-            .iter()
-            .copied()
-            .filter(|s| wave_of[s] == w)
-            .collect();
-        for chunk in stages.chunks(opts.jobs.max(1)) {
-            let errors: Mutex<Vec<BuildError>> = Mutex::new(Vec::new());
-            std::thread::scope(|sc| {
-                for &s in chunk {
-                    let (results, counters, errors) = (&results, &counters, &errors);
-                    sc.spawn(move || {
-                        match run_stage(plan, s, ctx, store, opts, progress, results, counters) {
-                            Ok(r) => {
-                                results.lock().unwrap().insert(s, r);
-                            }
-                            Err(e) => errors.lock().unwrap().push(e),
-                        }
-                    });
-                }
-            });
-            if let Some(e) = errors.into_inner().unwrap().into_iter().next() {
-                return Err(e);
-            }
-        }
-    }
+    schedule(plan, opts.jobs, &results, |s| {
+        run_stage(plan, s, ctx, store, opts, progress, &results, &counters)
+    })?;
     let results = results.into_inner().unwrap();
     let c = counters.into_inner().unwrap();
     let target = &results[&plan.target];
-    let img = &target.image;
+    let img = std::sync::Arc::new(target.image.assemble(plan));
     // gc keeps what running builds hit, but `fsck --repair` (or a hand) may remove a corrupt
     // blob meanwhile: never write a manifest naming a missing layer.
     for l in &target.layers {
@@ -270,11 +275,130 @@ pub fn run(
         .index()
         .put_lineage(&img.manifest_digest, &target.lineage)?;
     Ok(BuildOutput {
-        image: target.image.clone(),
+        image: img,
         steps_executed: c.executed,
         steps_cached: c.cached,
         steps: c.steps,
     })
+}
+
+/// Runs every stage of `plan.order` through `run`, each as soon as the stages it depends on are
+/// done, at most `jobs` at once (a slow stage holds back only the stages that need it). A stage's
+/// result is dropped once every stage that uses it is done (the target's is kept), so a long
+/// chain of stages holds only its frontier in memory. After the first error no stage starts;
+/// those running finish, and the error is returned.
+fn schedule(
+    plan: &Plan,
+    jobs: usize,
+    results: &Mutex<BTreeMap<usize, StageResult>>,
+    run: impl Fn(usize) -> Result<StageResult, BuildError> + Sync,
+) -> Result<(), BuildError> {
+    // Position in `plan.order`: ready stages start in that order (the build's output never
+    // depends on it; progress reads better).
+    let pos: BTreeMap<usize, usize> = plan
+        .order
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| (s, i))
+        .collect();
+    let mut users: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    let mut waiting: BTreeMap<usize, usize> = BTreeMap::new();
+    for &s in &plan.order {
+        let mut deps = plan.stages[s].deps.clone();
+        deps.sort_unstable();
+        deps.dedup();
+        waiting.insert(s, deps.len());
+        for d in deps {
+            users.entry(d).or_default().push(s);
+        }
+    }
+    struct State {
+        /// Ready stages by their position in `plan.order`.
+        ready: std::collections::BTreeSet<usize>,
+        waiting: BTreeMap<usize, usize>,
+        /// Per stage: how many of its users have not finished (its result is dropped at 0).
+        uses_left: BTreeMap<usize, usize>,
+        running: usize,
+        left: usize,
+        error: Option<BuildError>,
+    }
+    let state = Mutex::new(State {
+        ready: plan
+            .order
+            .iter()
+            .filter(|s| waiting[s] == 0)
+            .map(|s| pos[s])
+            .collect(),
+        uses_left: plan
+            .order
+            .iter()
+            .map(|s| (*s, users.get(s).map_or(0, Vec::len)))
+            .collect(),
+        waiting,
+        running: 0,
+        left: plan.order.len(),
+        error: None,
+    });
+    let wake = std::sync::Condvar::new();
+    let worker = || loop {
+        let s = {
+            let mut st = state.lock().unwrap();
+            loop {
+                if st.error.is_some() || st.left == 0 {
+                    return;
+                }
+                if let Some(p) = st.ready.pop_first() {
+                    st.running += 1;
+                    break plan.order[p];
+                }
+                // Nothing ready and nothing running with stages left would be a cycle: the
+                // planner lets a stage use only stages defined before it.
+                assert!(st.running > 0, "stage dependencies form a cycle");
+                st = wake.wait(st).unwrap();
+            }
+        };
+        let r = run(s);
+        let mut st = state.lock().unwrap();
+        st.running -= 1;
+        st.left -= 1;
+        match r {
+            Ok(r) => {
+                results.lock().unwrap().insert(s, r);
+                for &u in users.get(&s).into_iter().flatten() {
+                    let w = st.waiting.get_mut(&u).expect("a stage of the plan");
+                    *w -= 1;
+                    if *w == 0 {
+                        st.ready.insert(pos[&u]);
+                    }
+                }
+                let mut deps = plan.stages[s].deps.clone();
+                deps.sort_unstable();
+                deps.dedup();
+                for d in deps {
+                    let n = st.uses_left.get_mut(&d).expect("a stage of the plan");
+                    *n -= 1;
+                    if *n == 0 && d != plan.target {
+                        results.lock().unwrap().remove(&d);
+                    }
+                }
+            }
+            Err(e) => {
+                if st.error.is_none() {
+                    st.error = Some(e);
+                }
+            }
+        }
+        wake.notify_all();
+    };
+    std::thread::scope(|sc| {
+        for _ in 0..jobs.clamp(1, plan.order.len().max(1)) {
+            sc.spawn(&worker);
+        }
+    });
+    match state.into_inner().unwrap().error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// A required secret or SSH agent that was not given fails the build before anything runs.
@@ -491,7 +615,9 @@ fn run_stage(
         base_history: 0,
         upper: Vec::new(),
     };
-    let (mut parent, mut layers, base_config): (Key, Vec<LayerDesc>, Option<Value>) =
+    type Root = Option<std::sync::Arc<Value>>;
+    type Segments = Vec<std::sync::Arc<[image::History]>>;
+    let (mut parent, mut layers, root, inherited): (Key, Vec<LayerDesc>, Root, Segments) =
         match &stage.base {
             Base::Scratch => (
                 KeyHasher::new("base")
@@ -500,12 +626,17 @@ fn run_stage(
                     .finish(),
                 Vec::new(),
                 None,
+                Vec::new(),
             ),
             Base::Stage(i) => {
                 let r = base_stage(*i);
                 lineage = r.lineage.clone();
-                let cfg: Value = serde_json::from_slice(&r.image.config).unwrap_or(Value::Null);
-                (r.key, r.layers.clone(), Some(cfg))
+                (
+                    r.key,
+                    r.layers.clone(),
+                    r.image.root.clone(),
+                    r.image.history.clone(),
+                )
             }
             Base::Image(img) => {
                 import_base(store, img)?;
@@ -521,19 +652,33 @@ fn run_stage(
                     .str("image", &img.manifest_digest.to_string())
                     .str("platform", &stage.platform.to_string())
                     .finish();
-                (k, img.layers.clone(), Some(img.config.clone()))
+                (
+                    k,
+                    img.layers.clone(),
+                    Some(std::sync::Arc::new(img.config.clone())),
+                    Vec::new(),
+                )
             }
         };
     let mut history = Vec::new();
     // New COPY layer diff_id → the diff_id of the layer the same step made before.
     let mut similar: std::collections::HashMap<Digest, Digest> = Default::default();
-    let tmp = tempfile::Builder::new()
-        .prefix("copy-")
-        .tempdir_in(store.scratch())
-        .map_err(|e| BuildError::Io {
-            path: store.scratch().to_path_buf(),
-            source: e,
-        })?;
+    // Scratch space for COPY, WORKDIR and RUN mounts, made when a step first needs it (a mkdir
+    // per stage showed in profiles of long chains of config-only stages).
+    let scratch = std::cell::OnceCell::new();
+    let tmp = || -> Result<&tempfile::TempDir, BuildError> {
+        if let Some(t) = scratch.get() {
+            return Ok(t);
+        }
+        let t = tempfile::Builder::new()
+            .prefix("copy-")
+            .tempdir_in(store.scratch())
+            .map_err(|e| BuildError::Io {
+                path: store.scratch().to_path_buf(),
+                source: e,
+            })?;
+        Ok(scratch.get_or_init(|| t))
+    };
     // Parent layers being unpacked for a RUN of this stage (see the COPY step). Dropped with
     // the stage: what is still unpacking then is not needed (the stage failed) and stops.
     let mut prefetched: Vec<crate::sandbox::Prefetch> = Vec::new();
@@ -646,7 +791,7 @@ fn run_stage(
                                 &base_stage,
                                 opts.compression.id(),
                                 opts.source_date_epoch,
-                                tmp.path(),
+                                tmp().map_err(wrap)?.path(),
                             )
                             .map_err(wrap)?;
                             k.str("bind-mount", &m.target)
@@ -737,7 +882,7 @@ fn run_stage(
                             &layers,
                             &similar,
                             opts,
-                            tmp.path(),
+                            tmp().map_err(wrap)?.path(),
                             run_step::Sources {
                                 ctx,
                                 stage: &base_stage,
@@ -777,7 +922,8 @@ fn run_stage(
                     Some(l) => (k, Some(inputs), StepStatus::Cached, Some(l)),
                     None => {
                         let rec =
-                            workdir::execute(store, w, &layers, opts, tmp.path()).map_err(wrap)?;
+                            workdir::execute(store, w, &layers, opts, tmp().map_err(wrap)?.path())
+                                .map_err(wrap)?;
                         (k, Some(inputs), StepStatus::Executed, Some(rec))
                     }
                 }
@@ -823,7 +969,7 @@ fn run_stage(
                     opts.compression.id(),
                     opts.source_date_epoch,
                     opts.no_cache,
-                    tmp.path(),
+                    tmp().map_err(wrap)?.path(),
                 )
                 .map_err(wrap)?;
                 if !prep.includes_parent {
@@ -853,7 +999,7 @@ fn run_stage(
                             &layers,
                             &from,
                             opts.source_date_epoch,
-                            tmp.path(),
+                            tmp().map_err(wrap)?.path(),
                         )
                         .map_err(wrap)?;
                         // The walk of the sources (one entry per file) is not needed any more:
@@ -985,19 +1131,21 @@ fn run_stage(
         });
         parent = next_parent.unwrap_or(key);
     }
-    let assembled = image::assemble(ImageInputs {
-        platform: &stage.platform,
+    let mut segments = inherited;
+    if !history.is_empty() {
+        segments.push(history.into());
+    }
+    let image = StageImage {
+        root,
+        history: segments,
+        stage: s,
         source_date_epoch: opts.source_date_epoch,
-        config_object: stage.config.to_config_object(),
-        author: stage.config.author.as_deref(),
-        base_config: base_config.as_ref(),
-        new_history: &history,
-        layers: &layers,
-    });
+        layers: layers.clone(),
+    };
     Ok(StageResult {
         key: parent,
         layers,
-        image: std::sync::Arc::new(assembled),
+        image: std::sync::Arc::new(image),
         lineage,
     })
 }

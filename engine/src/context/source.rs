@@ -1299,7 +1299,10 @@ mod tests {
         // Wildcards matching nothing add nothing (BuildKit's AllowEmptyWildcard).
         assert!(resolve(&ctx, &["*.nope"]).unwrap().is_empty());
         assert!(resolve(&ctx, &["nodir/*"]).unwrap().is_empty());
-        assert_eq!(matched(&resolve(&ctx, &["*.nope", "b.txt"]).unwrap()), ["b.txt"]);
+        assert_eq!(
+            matched(&resolve(&ctx, &["*.nope", "b.txt"]).unwrap()),
+            ["b.txt"]
+        );
         assert!(matches!(
             resolve(&ctx, &["src/[a"]).unwrap_err(),
             ContextError::BadPattern { .. }
@@ -1554,7 +1557,10 @@ mod tests {
         let r = ctx2.resolve(&s(&["d"]), &s(&["keep", "sub"])).unwrap();
         assert_eq!(rels(&r[0]), ["c.txt"]);
 
-        assert!(ctx.resolve(&s(&["*.txt"]), &s(&["*.txt"])).unwrap().is_empty());
+        assert!(ctx
+            .resolve(&s(&["*.txt"]), &s(&["*.txt"]))
+            .unwrap()
+            .is_empty());
         let e = ctx.resolve(&s(&["a.txt"]), &s(&["ok", "[x"])).unwrap_err();
         assert!(matches!(
             e,

@@ -1090,7 +1090,9 @@ impl<'a> Planner<'a> {
                         return Err(self
                             .diag(
                                 w.span,
-                                format!("{kw} --from refers to stage `{v}`, which is defined later"),
+                                format!(
+                                    "{kw} --from refers to stage `{v}`, which is defined later"
+                                ),
                             )
                             .with_hint(format!(
                                 "a stage can only copy from stages above it: move stage `{v}` \

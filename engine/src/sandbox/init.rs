@@ -257,10 +257,7 @@ fn helper(ns: Option<NsKind>) -> Option<Report> {
         match status {
             _ if at_limit => Some(Report::ProcessLimit(super::limits::PIDS_MAX)),
             // After pid 1's own report (the command's exit status): this one wins.
-            _ if memory_hit.is_some() => match memory_hit {
-                Some(super::limits::LimitHit::Memory(bytes)) => Some(Report::MemoryLimit(bytes)),
-                _ => None,
-            },
+            _ if memory_hit.is_some() => memory_hit.map(Report::MemoryLimit),
             _ if STOPPED.load(Ordering::SeqCst) => {
                 Some(Report::Error("the sandbox was stopped by a signal".into()))
             }

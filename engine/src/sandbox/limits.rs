@@ -76,13 +76,6 @@ impl ResourceLimits {
     }
 }
 
-/// What a step's cgroups saw when it ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LimitHit {
-    Processes(u32),
-    Memory(u64),
-}
-
 /// The cgroups of one RUN step (one per hierarchy: v1 mounts each controller apart, v2 has one);
 /// removed on drop, after this process moved back out.
 pub(crate) struct StepCgroup {
@@ -153,7 +146,9 @@ impl StepCgroup {
         if let Some(quota) = limits.cpu_quota_us {
             let (base, v2) = controller_base(&own, &mounts, "cpu")
                 .ok_or_else(|| unavailable("--cpus", "cpu", "none found".into()))?;
-            let i = cg.group(&base).map_err(|e| unavailable("--cpus", "cpu", e))?;
+            let i = cg
+                .group(&base)
+                .map_err(|e| unavailable("--cpus", "cpu", e))?;
             let dir = &cg.groups[i].dir;
             let set = |file: &str, value: String| {
                 fs::write(dir.join(file), value)
@@ -201,16 +196,16 @@ impl StepCgroup {
         counter(&self.groups[i].dir.join("pids.events"), "max")
     }
 
-    /// The limit that ended the step, if one did: the memory limit when the OOM killer killed
-    /// one of its processes (v2 `memory.events`, v1 `memory.oom_control`).
-    pub(crate) fn memory_hit(&self) -> Option<LimitHit> {
+    /// The memory limit (bytes), when the OOM killer killed one of the step's processes at it
+    /// (v2 `memory.events`, v1 `memory.oom_control`).
+    pub(crate) fn memory_hit(&self) -> Option<u64> {
         let (i, v2, bytes) = self.memory?;
         let file = if v2 {
             "memory.events"
         } else {
             "memory.oom_control"
         };
-        (counter(&self.groups[i].dir.join(file), "oom_kill") > 0).then_some(LimitHit::Memory(bytes))
+        (counter(&self.groups[i].dir.join(file), "oom_kill") > 0).then_some(bytes)
     }
 }
 
@@ -352,7 +347,9 @@ mod tests {
         assert_eq!(ResourceLimits::parse_memory("64mb"), Ok(64 << 20));
         assert_eq!(ResourceLimits::parse_memory("10485760"), Ok(10 << 20));
         assert_eq!(ResourceLimits::parse_memory("8192k"), Ok(8 << 20));
-        assert!(ResourceLimits::parse_memory("1m").unwrap_err().contains("minimum"));
+        assert!(ResourceLimits::parse_memory("1m")
+            .unwrap_err()
+            .contains("minimum"));
         assert!(ResourceLimits::parse_memory("lots").is_err());
         assert!(ResourceLimits::parse_memory("").is_err());
         assert!(ResourceLimits::parse_memory("99999999999t").is_err());
