@@ -471,6 +471,7 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
             secrets,
             ssh,
         },
+        fetch: super::fetch_options(Some(lock.clone())),
     };
     let started = std::time::Instant::now();
     let out = build::run(&plan, &ctx, store, &opts, &reporter)?;
