@@ -427,6 +427,11 @@ fn explain_diff(old: &ExplainRecord, new: &ExplainRecord) -> Vec<String> {
     if old.input("instruction") != new.input("instruction") {
         reasons.push("the instruction or a variable it uses changed".to_string());
     }
+    if both_differ("sources") {
+        reasons.push(
+            "the content of a URL or the commit of a git repository it adds changed".to_string(),
+        );
+    }
     if both_differ("mounts") {
         reasons.push("what a bind mount shows, or the network, changed".to_string());
     }
