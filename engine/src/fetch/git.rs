@@ -141,23 +141,17 @@ pub fn resolve(g: &GitSource, opts: &FetchOptions) -> Result<Resolved, FetchErro
     let want = g.reference.as_deref().unwrap_or("HEAD");
     let find = |name: &str| refs.iter().find(|(_, n)| *n == name).map(|(s, _)| *s);
     let candidates = [
-        (want.to_string(), want.to_string()),
-        (format!("refs/{want}"), format!("refs/{want}")),
-        (format!("refs/tags/{want}^{{}}"), format!("refs/tags/{want}")),
-        (format!("refs/tags/{want}"), format!("refs/tags/{want}")),
-        (format!("refs/heads/{want}"), format!("refs/heads/{want}")),
+        want.to_string(),
+        format!("refs/{want}"),
+        format!("refs/tags/{want}"),
+        format!("refs/heads/{want}"),
     ];
-    for (look, full) in &candidates {
-        // An annotated tag is listed twice: the peeled line (`^{}`) names the commit.
-        if look.starts_with("refs/tags/") && !look.ends_with("^{}") {
-            if find(&format!("{look}^{{}}")).is_some() {
-                continue;
-            }
-        }
-        if let Some(sha) = find(look) {
+    for look in &candidates {
+        // An annotated tag is listed twice: its peeled line (`^{}`) names the commit.
+        if let Some(sha) = find(&format!("{look}^{{}}")).or_else(|| find(look)) {
             return Ok(Resolved {
                 commit: sha.to_ascii_lowercase(),
-                full_ref: (full != "HEAD").then(|| full.clone()),
+                full_ref: (look != "HEAD").then(|| look.clone()),
             });
         }
     }
