@@ -553,23 +553,32 @@ mod tests {
         let images_only = l.render();
         assert!(!images_only.contains("[urls]") && !images_only.contains("[git]"));
         // A lock written before these tables existed reads as before.
-        let old = format!("version = 1\n[images]\n\"a:1\" = \"{}\"\n", Digest::of(b"a"));
+        let old = format!(
+            "version = 1\n[images]\n\"a:1\" = \"{}\"\n",
+            Digest::of(b"a")
+        );
         assert_eq!(Lockfile::parse(&old, Path::new("x")).unwrap(), l);
-        l.urls
-            .insert("https://h/f.tgz".into(), Digest::of(b"f"));
-        l.git
-            .insert("https://h/r.git#v1".into(), "a".repeat(40));
+        l.urls.insert("https://h/f.tgz".into(), Digest::of(b"f"));
+        l.git.insert("https://h/r.git#v1".into(), "a".repeat(40));
         let text = l.render();
         assert!(text.contains("version = 1"), "{text}");
-        assert!(text.contains("[urls]\n\"https://h/f.tgz\" = \"sha256:"), "{text}");
-        assert!(text.contains(&format!("[git]\n\"https://h/r.git#v1\" = \"{}\"", "a".repeat(40))));
+        assert!(
+            text.contains("[urls]\n\"https://h/f.tgz\" = \"sha256:"),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "[git]\n\"https://h/r.git#v1\" = \"{}\"",
+            "a".repeat(40)
+        )));
         assert_eq!(Lockfile::parse(&text, Path::new("x")).unwrap(), l);
         for (bad, want) in [
             ("version = 1\n[git]\n\"r\" = \"main\"\n", "not a commit id"),
             ("version = 1\n[urls]\n\"u\" = 1\n", "must be a string"),
             ("version = 1\nurls = 1\n", "must be a table"),
         ] {
-            let e = Lockfile::parse(bad, Path::new("x")).unwrap_err().to_string();
+            let e = Lockfile::parse(bad, Path::new("x"))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(want), "{bad}: {e}");
         }
     }

@@ -161,7 +161,11 @@ pub fn run(store_dir: &Path, a: LockArgs) -> anyhow::Result<i32> {
                 _ => None,
             });
         let scratch = tempfile::tempdir().context("a temporary directory for ADD downloads")?;
-        strata_engine::fetch::resolve_pins(remote, &super::fetch_options(Some(l.clone())), scratch.path())?;
+        strata_engine::fetch::resolve_pins(
+            remote,
+            &super::fetch_options(Some(l.clone())),
+            scratch.path(),
+        )?;
     }
     let Some(l) = lock else {
         bail!("nothing to lock");

@@ -259,9 +259,19 @@ fn add_url_pins_the_digest_caches_offline_and_refuses_changed_content() {
     let digest = first.digest();
     let root = unpack(&oci, &dir.path().join("u1"));
     assert_eq!(fs::read(root.join("opt/tool.tar.gz")).unwrap(), tarball);
-    assert!(!root.join("opt/inside.txt").exists(), "a URL is never extracted");
-    assert_eq!(mode(&root.join("opt/tool.tar.gz")), 0o600, "Docker's mode for URLs");
-    assert_eq!(fs::read_to_string(root.join("etc/conf")).unwrap(), "setting=1\n");
+    assert!(
+        !root.join("opt/inside.txt").exists(),
+        "a URL is never extracted"
+    );
+    assert_eq!(
+        mode(&root.join("opt/tool.tar.gz")),
+        0o600,
+        "Docker's mode for URLs"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("etc/conf")).unwrap(),
+        "setting=1\n"
+    );
     assert_eq!(mode(&root.join("etc/conf")), 0o600);
     let m = fs::metadata(root.join("x/conf.txt")).unwrap();
     assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o644, 1, 2));
@@ -296,15 +306,31 @@ fn add_url_pins_the_digest_caches_offline_and_refuses_changed_content() {
     let e = build(&store3, &ctx, &[]).fails().stderr();
     assert!(e.contains("Dockerfile:3"), "{e}");
     assert!(e.contains("the content changed"), "{e}");
-    assert!(e.contains(&sha256(b"setting=1\n")) && e.contains(&sha256(b"setting=2\n")), "{e}");
+    assert!(
+        e.contains(&sha256(b"setting=1\n")) && e.contains(&sha256(b"setting=2\n")),
+        "{e}"
+    );
     assert!(e.contains("strata lock --update"), "{e}");
     // Nothing half-made stays: the store checks clean.
-    let fsck = strata().arg("--store").arg(&store3).arg("fsck").output().unwrap();
-    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stderr));
+    let fsck = strata()
+        .arg("--store")
+        .arg(&store3)
+        .arg("fsck")
+        .output()
+        .unwrap();
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stderr)
+    );
 
     // `strata lock --update` re-pins it; the build then succeeds with the new content.
     let l = lock(&store3, &ctx, &["--update"]).ok();
-    assert!(l.stdout().contains(&sha256(b"setting=2\n")), "{}", l.stdout());
+    assert!(
+        l.stdout().contains(&sha256(b"setting=2\n")),
+        "{}",
+        l.stdout()
+    );
     let changed = build(&store3, &ctx, &[]).ok().digest();
     assert_ne!(changed, digest);
 
@@ -322,7 +348,11 @@ fn add_url_pins_the_digest_caches_offline_and_refuses_changed_content() {
     assert!(e.contains("Dockerfile:3"), "{e}");
     assert!(e.contains("is not pinned") && e.contains("--locked"), "{e}");
     assert!(e.contains("hint: run `strata lock`"), "{e}");
-    assert_eq!(server.requests(), before, "--locked refused before fetching");
+    assert_eq!(
+        server.requests(),
+        before,
+        "--locked refused before fetching"
+    );
 }
 
 #[test]
@@ -336,7 +366,11 @@ fn add_url_errors_name_the_line_and_hint() {
         (
             format!("ADD --checksum={wrong} {} /f", server.url("f.txt")),
             "update --checksum",
-            vec!["checksum mismatch".to_string(), wrong.clone(), sha256(b"data\n")],
+            vec![
+                "checksum mismatch".to_string(),
+                wrong.clone(),
+                sha256(b"data\n"),
+            ],
         ),
         (
             format!("ADD {} /f", server.url("missing.txt")),
@@ -383,7 +417,10 @@ fn add_url_errors_name_the_line_and_hint() {
         for w in want {
             assert!(e.contains(&w), "{line}: want {w}: {e}");
         }
-        assert!(!ctx.path().join("strata.lock").exists(), "{line}: a failed build writes no lock");
+        assert!(
+            !ctx.path().join("strata.lock").exists(),
+            "{line}: a failed build writes no lock"
+        );
     }
 }
 
@@ -408,7 +445,10 @@ fn add_git_ref_subdir_keep_git_dir_pinned_and_reproducible() {
     let digest = first.digest();
     let root = unpack(&oci, &dir.path().join("u1"));
     // The tag: commit A, git's modes, symlinks kept, no .git.
-    assert_eq!(fs::read_to_string(root.join("src/README")).unwrap(), "version one\n");
+    assert_eq!(
+        fs::read_to_string(root.join("src/README")).unwrap(),
+        "version one\n"
+    );
     assert_eq!(mode(&root.join("src/bin/run.sh")), 0o755);
     assert_eq!(mode(&root.join("src/README")), 0o644);
     assert_eq!(
@@ -418,7 +458,10 @@ fn add_git_ref_subdir_keep_git_dir_pinned_and_reproducible() {
     assert!(!root.join("src/.git").exists());
     assert_eq!(fs::metadata(root.join("src/README")).unwrap().uid(), 0);
     // The subdir of the branch: only its contents, owned as --chown says.
-    assert_eq!(fs::read_to_string(root.join("docs/guide.txt")).unwrap(), "guide\n");
+    assert_eq!(
+        fs::read_to_string(root.join("docs/guide.txt")).unwrap(),
+        "guide\n"
+    );
     assert!(!root.join("docs/README").exists());
     let m = fs::metadata(root.join("docs/guide.txt")).unwrap();
     assert_eq!((m.uid(), m.gid()), (7, 8));
@@ -450,12 +493,19 @@ fn add_git_ref_subdir_keep_git_dir_pinned_and_reproducible() {
     write(&work.join("README"), "version three\n");
     git(&work, &["commit", "-q", "-am", "three"]);
     let c = git(&work, &["rev-parse", "HEAD"]);
-    git(&work, &["push", "-q", srv.join("repo.git").to_str().unwrap(), "main"]);
+    git(
+        &work,
+        &["push", "-q", srv.join("repo.git").to_str().unwrap(), "main"],
+    );
     git(&srv.join("repo.git"), &["update-server-info"]);
     let store3 = dir.path().join("store3");
     assert_eq!(build(&store3, &ctx, &[]).ok().digest(), digest);
     let l = lock(&store3, &ctx, &["--update"]).ok();
-    assert!(l.stdout().contains(&format!("{b} -> {c}")), "{}", l.stdout());
+    assert!(
+        l.stdout().contains(&format!("{b} -> {c}")),
+        "{}",
+        l.stdout()
+    );
     assert_ne!(build(&store3, &ctx, &[]).ok().digest(), digest);
 
     // Cached rebuild with the server gone: no network needed.
@@ -480,7 +530,10 @@ fn add_git_unknown_ref_and_locked_refusal() {
     let e = build(&store, &ctx, &[]).fails().stderr();
     assert!(e.contains("Dockerfile:2"), "{e}");
     assert!(e.contains("unknown ref `nope`"), "{e}");
-    assert!(e.contains("hint:") && e.contains("`main`") && e.contains("`v1`"), "{e}");
+    assert!(
+        e.contains("hint:") && e.contains("`main`") && e.contains("`v1`"),
+        "{e}"
+    );
 
     write(
         &ctx.join("Dockerfile"),
@@ -491,11 +544,19 @@ fn add_git_unknown_ref_and_locked_refusal() {
     assert!(e.contains("hint:"), "{e}");
 
     // A lock without the ref's pin: --locked refuses; `strata lock` pins it.
-    write(&ctx.join("Dockerfile"), &format!("FROM scratch\nADD {repo}#v1 /src/\n"));
+    write(
+        &ctx.join("Dockerfile"),
+        &format!("FROM scratch\nADD {repo}#v1 /src/\n"),
+    );
     write(&ctx.join("strata.lock"), "version = 1\n\n[images]\n");
     let e = build(&store, &ctx, &["--locked"]).fails().stderr();
-    assert!(e.contains("is not pinned") && e.contains(&format!("{repo}#v1")), "{e}");
+    assert!(
+        e.contains("is not pinned") && e.contains(&format!("{repo}#v1")),
+        "{e}"
+    );
     lock(&store, &ctx, &[]).ok();
-    assert!(fs::read_to_string(ctx.join("strata.lock")).unwrap().contains("[git]"));
+    assert!(fs::read_to_string(ctx.join("strata.lock"))
+        .unwrap()
+        .contains("[git]"));
     build(&store, &ctx, &["--locked"]).ok();
 }

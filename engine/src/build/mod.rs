@@ -1091,7 +1091,13 @@ fn write_layer(
 ) -> Result<LayerRecord, BuildError> {
     let mut w = store.blobs().writer()?;
     let chunks = chunk_cache(store);
-    let out = layer::write_layer_tee(entries, opts.compression, &mut w, Some(chunks.clone()), None)?;
+    let out = layer::write_layer_tee(
+        entries,
+        opts.compression,
+        &mut w,
+        Some(chunks.clone()),
+        None,
+    )?;
     Compressed {
         compressed: out.compressed_raw,
         reused: out.reused_raw,

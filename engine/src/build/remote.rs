@@ -98,14 +98,15 @@ pub(crate) fn prepare(
                 if let Some(e) = fetch::missing_pin(fetch::RemoteRef::Url(u), fetch_opts) {
                     return Err(e.into());
                 }
-                let (digest, expected, file) = match (u.checksum, pins.and_then(|p| p.url_pin(&u.url))) {
-                    (Some(d), _) => (d, Expected::Checksum, None),
-                    (None, Some(d)) => (d, Expected::Pin, None),
-                    (None, None) => {
-                        let f = http::download(&u.url, fetch_opts, scratch)?;
-                        (f.digest, Expected::Fetched, Some(f))
-                    }
-                };
+                let (digest, expected, file) =
+                    match (u.checksum, pins.and_then(|p| p.url_pin(&u.url))) {
+                        (Some(d), _) => (d, Expected::Checksum, None),
+                        (None, Some(d)) => (d, Expected::Pin, None),
+                        (None, None) => {
+                            let f = http::download(&u.url, fetch_opts, scratch)?;
+                            (f.digest, Expected::Fetched, Some(f))
+                        }
+                    };
                 if u.checksum.is_none() {
                     if let Some(p) = pins {
                         p.record_url(&u.url, digest);

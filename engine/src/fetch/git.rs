@@ -70,7 +70,11 @@ fn run(g: &GitSource, what: &str, cmd: &mut Command) -> Result<Output, FetchErro
                 "install git (Debian: `apt-get install git`); strata runs it to fetch git sources",
             )
         } else {
-            err(g, format!("{what}: cannot run git: {e}"), "check that `git` runs")
+            err(
+                g,
+                format!("{what}: cannot run git: {e}"),
+                "check that `git` runs",
+            )
         }
     })?;
     Ok(out)
@@ -272,12 +276,7 @@ pub fn fetch(
 /// Checks out `commit` of the repository `gd` into `out` (which must not exist), as
 /// `git checkout` writes it: regular files 0644/0755 (the umask aside, which the layer
 /// normalises), symlinks as symlinks. Submodules are refused: strata does not fetch them yet.
-pub fn checkout(
-    g: &GitSource,
-    gd: &Path,
-    commit: &str,
-    out: &Path,
-) -> Result<(), FetchError> {
+pub fn checkout(g: &GitSource, gd: &Path, commit: &str, out: &Path) -> Result<(), FetchError> {
     let io = |path: &Path, source| FetchError::Io {
         path: path.to_path_buf(),
         source,
@@ -387,26 +386,29 @@ pub fn write_git_dir(
     if !list.status.success() {
         return Err(err(
             g,
-            format!("cannot list the objects of {commit}: {}", stderr_tail(&list)),
+            format!(
+                "cannot list the objects of {commit}: {}",
+                stderr_tail(&list)
+            ),
             "run the build again",
         ));
     }
     let mut child = git_cmd()
         .arg("--git-dir")
         .arg(gd)
-        .args([
-            "-c",
-            "pack.threads=1",
-            "pack-objects",
-            "-q",
-            "--threads=1",
-        ])
+        .args(["-c", "pack.threads=1", "pack-objects", "-q", "--threads=1"])
         .arg(dot.join("objects/pack/pack"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| err(g, format!("cannot run git pack-objects: {e}"), "check that `git` runs"))?;
+        .map_err(|e| {
+            err(
+                g,
+                format!("cannot run git pack-objects: {e}"),
+                "check that `git` runs",
+            )
+        })?;
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().expect("piped");

@@ -122,8 +122,7 @@ pub(crate) fn download_limited(
             return Err(FetchError::TooLarge { url: shown, limit });
         }
         h.update(&buf[..n]);
-        tmp.write_all(&buf[..n])
-            .map_err(|e| io(tmp.path(), e))?;
+        tmp.write_all(&buf[..n]).map_err(|e| io(tmp.path(), e))?;
     }
     tmp.flush().map_err(|e| io(tmp.path(), e))?;
     let (_, path) = tmp.keep().map_err(|e| io(dir, e.error))?;

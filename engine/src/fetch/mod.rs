@@ -243,9 +243,7 @@ pub fn parse_git(s: &str) -> Result<GitSource, String> {
                         match c {
                             "" | "." => {}
                             ".." => {
-                                return Err(format!(
-                                    "the subdirectory `{d}` leaves the repository"
-                                ))
+                                return Err(format!("the subdirectory `{d}` leaves the repository"))
                             }
                             c => parts.push(c),
                         }

@@ -1045,7 +1045,9 @@ impl<'a> Planner<'a> {
             if add && crate::fetch::is_git_source(&s) {
                 let mut g = crate::fetch::parse_git(&s).map_err(|e| {
                     self.diag(w.span, format!("invalid git source `{s}`: {e}"))
-                        .with_hint("write REPOSITORY#REF[:SUBDIR], e.g. https://host/repo.git#v1.0:docs")
+                        .with_hint(
+                            "write REPOSITORY#REF[:SUBDIR], e.g. https://host/repo.git#v1.0:docs",
+                        )
                 })?;
                 g.keep_git_dir = c.keep_git_dir;
                 sources.push(CopySource::Git(g));
@@ -1066,7 +1068,9 @@ impl<'a> Planner<'a> {
                 return Err(self
                     .diag(
                         w.span,
-                        format!("ADD source `{s}`: only http://, https:// and git URLs are fetched"),
+                        format!(
+                            "ADD source `{s}`: only http://, https:// and git URLs are fetched"
+                        ),
                     )
                     .with_hint(
                         "download the file into the build context and ADD or COPY it from there",
@@ -1087,7 +1091,10 @@ impl<'a> Planner<'a> {
             let v = self.expand(w, &l)?;
             if sources.len() != 1 || n_remote != 1 {
                 return Err(self
-                    .diag(w.span, "ADD --checksum needs exactly one source, a URL or a git repository")
+                    .diag(
+                        w.span,
+                        "ADD --checksum needs exactly one source, a URL or a git repository",
+                    )
                     .with_hint("give each URL its own ADD --checksum=sha256:… instruction"));
             }
             match &mut sources[0] {
@@ -1102,7 +1109,8 @@ impl<'a> Planner<'a> {
                     u.checksum = Some(d);
                 }
                 CopySource::Git(g) => {
-                    let ok = (4..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_hexdigit());
+                    let ok =
+                        (4..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_hexdigit());
                     if !ok {
                         return Err(self
                             .diag(w.span, format!("invalid --checksum `{v}` for a git source"))
@@ -2288,13 +2296,21 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            (g.remote.as_str(), g.reference.as_deref(), g.subdir.as_deref(), g.keep_git_dir),
+            (
+                g.remote.as_str(),
+                g.reference.as_deref(),
+                g.subdir.as_deref(),
+                g.keep_git_dir
+            ),
             ("https://h/r.git", Some("v1.0"), Some("sub/dir"), true)
         );
         let CopySource::Git(g) = &copy_of(&p, 3).sources[0] else {
             panic!()
         };
-        assert_eq!((g.remote.as_str(), g.reference.as_deref()), ("git@h:o/r.git", None));
+        assert_eq!(
+            (g.remote.as_str(), g.reference.as_deref()),
+            ("git@h:o/r.git", None)
+        );
         let CopySource::Git(g) = &copy_of(&p, 4).sources[0] else {
             panic!()
         };
@@ -2308,16 +2324,40 @@ mod tests {
     fn bad_remote_adds_fail_with_the_line_and_a_hint() {
         for (src, msg, hint) in [
             ("ADD https:///x /d", "invalid URL", "full URL"),
-            ("ADD --checksum=sha256:zz https://h/x /d", "invalid --checksum", "sha256:<64"),
-            ("ADD --checksum=sha256:00 a.txt /d", "exactly one source", "own ADD"),
+            (
+                "ADD --checksum=sha256:zz https://h/x /d",
+                "invalid --checksum",
+                "sha256:<64",
+            ),
+            (
+                "ADD --checksum=sha256:00 a.txt /d",
+                "exactly one source",
+                "own ADD",
+            ),
             ("ADD https://h/a b.txt /d/", "cannot mix", "two ADD"),
-            ("ADD https://h/r.git#main:../up /d", "leaves the repository", "REPOSITORY#REF"),
-            ("ADD ftp://h/x /d", "only http://, https:// and git URLs", "build context"),
-            ("ADD --checksum=xyz https://h/r.git /d", "for a git source", "commit id"),
+            (
+                "ADD https://h/r.git#main:../up /d",
+                "leaves the repository",
+                "REPOSITORY#REF",
+            ),
+            (
+                "ADD ftp://h/x /d",
+                "only http://, https:// and git URLs",
+                "build context",
+            ),
+            (
+                "ADD --checksum=xyz https://h/r.git /d",
+                "for a git source",
+                "commit id",
+            ),
         ] {
             let e = plan(&req(&format!("FROM scratch\n{src}\n"), &[])).unwrap_err();
             assert!(e.message.contains(msg), "{src}: {e}");
-            assert!(e.hint.as_deref().unwrap_or("").contains(hint), "{src}: {:?}", e.hint);
+            assert!(
+                e.hint.as_deref().unwrap_or("").contains(hint),
+                "{src}: {:?}",
+                e.hint
+            );
             assert_eq!(e.span.line, 2, "{src}");
         }
     }
