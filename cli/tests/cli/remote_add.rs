@@ -560,3 +560,32 @@ fn add_git_unknown_ref_and_locked_refusal() {
         .contains("[git]"));
     build(&store, &ctx, &["--locked"]).ok();
 }
+
+/// `strata verify` (several builds from nothing under different umasks, clocks, locales and
+/// thread counts) finds ADD of a URL and of a git repository — `.git` included — reproducible.
+#[test]
+fn verify_passes_on_add_of_a_url_and_a_git_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = dir.path().join("srv");
+    make_repo(&srv);
+    write(&srv.join("files/conf.txt"), "setting=1\n");
+    let server = Server::start(&srv);
+    let repo = server.url("repo.git");
+    let ctx = dir.path().join("ctx");
+    write(
+        &ctx.join("Dockerfile"),
+        &format!(
+            "FROM scratch\nADD {} /etc/\nADD --keep-git-dir {repo}#refs/heads/main /g\n\
+             ADD --chmod=640 {repo}#v1:docs /d/\n",
+            server.url("files/conf.txt")
+        ),
+    );
+    let out = strata().arg("verify").arg(&ctx).output().unwrap();
+    assert!(
+        out.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(server);
+}
