@@ -589,3 +589,85 @@ fn verify_passes_on_add_of_a_url_and_a_git_repository() {
     );
     drop(server);
 }
+
+/// `git daemon` on loopback for one test (the `git://` protocol, shallow fetches by commit),
+/// killed on drop.
+struct GitDaemon {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    fn start(base: &Path) -> GitDaemon {
+        // A free port: bind, read it, release it (git daemon binds it right after).
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("git")
+            .arg("daemon")
+            .arg("--reuseaddr")
+            .arg("--export-all")
+            .arg("--listen=127.0.0.1")
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("git daemon (package git)");
+        let d = GitDaemon { child, port };
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return d;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        panic!("git daemon did not listen on {port}");
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The same commit over `git://` (smart protocol, a shallow fetch) and over dumb HTTP is the
+/// same step: the key and the tree depend on the commit, not on the transport or URL. (The
+/// images differ only in their history, which records the instruction as written.)
+#[test]
+fn add_git_over_git_daemon_is_the_same_step_as_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = dir.path().join("srv");
+    let (a, _, _) = make_repo(&srv);
+    let daemon = GitDaemon::start(&srv);
+    let server = Server::start(&srv);
+    let store = dir.path().join("store");
+    for (i, repo) in [
+        format!("git://127.0.0.1:{}/repo.git", daemon.port),
+        server.url("repo.git"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let ctx = dir.path().join(format!("ctx{i}"));
+        write(
+            &ctx.join("Dockerfile"),
+            &format!("FROM scratch\nADD {repo}#v1 /src/\n"),
+        );
+        let r = build(&store, &ctx, &[]).ok();
+        let added = r.executed().iter().any(|s| s.starts_with("ADD"));
+        assert_eq!(added, i == 0, "{repo}: {:?}", r.executed());
+        let lock_text = fs::read_to_string(ctx.join("strata.lock")).unwrap();
+        assert!(
+            lock_text.contains(&format!("\"{repo}#v1\" = \"{a}\"")),
+            "{lock_text}"
+        );
+    }
+    drop(daemon);
+}
