@@ -211,6 +211,12 @@ pub fn parse_git(s: &str) -> Result<GitSource, String> {
     if remote.contains(char::is_whitespace) {
         return Err("the repository URL contains white space".into());
     }
+    if remote.contains('?') {
+        return Err(
+            "git options in a query string (`?ref=…&subdir=…`) are not supported yet: write `#REF:SUBDIR`"
+                .into(),
+        );
+    }
     if remote.contains("://") {
         let (_, rest) = remote.split_once("://").expect("checked");
         let host = rest.split('/').next().unwrap_or("");
@@ -423,6 +429,9 @@ mod tests {
         assert!(parse_git("https://h/r.git#main:../x").is_err());
         assert!(parse_git("https://h/r.git#--upload-pack=x").is_err());
         assert!(parse_git("https:///r.git").is_err());
+        assert!(parse_git("https://h/r.git?ref=v1")
+            .unwrap_err()
+            .contains("#REF:SUBDIR"));
         assert!(is_full_commit(&"a".repeat(40)));
         assert!(!is_full_commit("abc"));
     }
