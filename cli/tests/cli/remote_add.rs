@@ -515,10 +515,10 @@ fn add_git_ref_subdir_keep_git_dir_pinned_and_reproducible() {
 }
 
 #[test]
-fn add_git_unknown_ref_and_locked_refusal() {
+fn add_git_unknown_ref_checksum_and_locked_refusal() {
     let dir = tempfile::tempdir().unwrap();
     let srv = dir.path().join("srv");
-    make_repo(&srv);
+    let (a, b, _) = make_repo(&srv);
     let server = Server::start(&srv);
     let repo = server.url("repo.git");
     let ctx = dir.path().join("ctx");
@@ -542,6 +542,30 @@ fn add_git_unknown_ref_and_locked_refusal() {
     let e = build(&store, &ctx, &[]).fails().stderr();
     assert!(e.contains("Dockerfile:2") && e.contains("`missing`"), "{e}");
     assert!(e.contains("hint:"), "{e}");
+
+    // --checksum of a git source: the commit the ref must resolve to (a prefix will do).
+    write(
+        &ctx.join("Dockerfile"),
+        &format!(
+            "FROM scratch\nADD --checksum={} {repo}#v1 /src/\n",
+            &a[..12]
+        ),
+    );
+    build(&store, &ctx, &[]).ok();
+    write(
+        &ctx.join("Dockerfile"),
+        &format!("FROM scratch\nADD --checksum={b} {repo}#v1 /src/\n"),
+    );
+    let e = build(&store, &ctx, &[]).fails().stderr();
+    assert!(
+        e.contains("Dockerfile:2") && e.contains("checksum mismatch"),
+        "{e}"
+    );
+    assert!(
+        e.contains(&a) && e.contains(&b) && e.contains("hint:"),
+        "{e}"
+    );
+    fs::remove_file(ctx.join("strata.lock")).unwrap();
 
     // A lock without the ref's pin: --locked refuses; `strata lock` pins it.
     write(
