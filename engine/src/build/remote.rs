@@ -340,3 +340,129 @@ pub(crate) fn build_entries(
         scratch,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(sources: Vec<CopySource>, dest: &str) -> CopySpec {
+        CopySpec {
+            add: true,
+            from: crate::plan::CopyFrom::Context,
+            sources,
+            dest: dest.into(),
+            chown: None,
+            chmod: None,
+            link: false,
+            excludes: Vec::new(),
+            parents: false,
+        }
+    }
+
+    fn url(u: &str, content: &[u8]) -> CopySource {
+        CopySource::Url(UrlSource {
+            url: u.into(),
+            checksum: Some(Digest::of(content)),
+        })
+    }
+
+    fn git_at(commit: char, subdir: Option<&str>) -> CopySource {
+        CopySource::Git(GitSource {
+            remote: "https://h/r.git".into(),
+            reference: Some(commit.to_string().repeat(40)),
+            subdir: subdir.map(str::to_string),
+            keep_git_dir: false,
+            checksum: None,
+        })
+    }
+
+    /// The key of a step whose identities are known up front (checksums, full commit ids):
+    /// nothing is fetched.
+    fn key(s: &CopySpec) -> Key {
+        let dir = tempfile::tempdir().unwrap();
+        prepare(s, &[7; 32], &FetchOptions::default(), "gzip", 0, dir.path())
+            .unwrap()
+            .key
+    }
+
+    #[test]
+    fn golden_add_remote_key_follows_content_identity_and_destination_not_the_url() {
+        let base = key(&spec(vec![url("https://a/f.txt", b"x")], "/d/"));
+        // Golden: the encoding of this step kind changes only on purpose (REMOTE_SEMANTICS).
+        assert_eq!(
+            hex::encode(base),
+            "817bfaa709f2431a8ba6a23e166c7e7328f122b99397f06525e5794040e64063"
+        );
+        // Another host serving the same bytes under the same name: the same step.
+        assert_eq!(
+            base,
+            key(&spec(vec![url("https://mirror/x/f.txt", b"x")], "/d/"))
+        );
+        for other in [
+            spec(vec![url("https://a/f.txt", b"y")], "/d/"),
+            spec(vec![url("https://a/g.txt", b"x")], "/d/"),
+            spec(vec![url("https://a/f.txt", b"x")], "/e/"),
+            CopySpec {
+                chown: Some("1:1".into()),
+                ..spec(vec![url("https://a/f.txt", b"x")], "/d/")
+            },
+            CopySpec {
+                chmod: Some(crate::plan::chmod::Chmod::parse("644").unwrap()),
+                ..spec(vec![url("https://a/f.txt", b"x")], "/d/")
+            },
+            CopySpec {
+                link: true,
+                ..spec(vec![url("https://a/f.txt", b"x")], "/d/")
+            },
+        ] {
+            assert_ne!(base, key(&other), "{other:?}");
+        }
+        let g = key(&spec(vec![git_at('a', None)], "/src/"));
+        assert_ne!(g, key(&spec(vec![git_at('b', None)], "/src/")));
+        assert_ne!(g, key(&spec(vec![git_at('a', Some("docs"))], "/src/")));
+        let keep = CopySource::Git(GitSource {
+            keep_git_dir: true,
+            ..match git_at('a', None) {
+                CopySource::Git(g) => g,
+                _ => unreachable!(),
+            }
+        });
+        assert_ne!(g, key(&spec(vec![keep], "/src/")));
+    }
+
+    #[test]
+    fn a_step_with_link_does_not_include_its_parent() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = CopySpec {
+            link: true,
+            ..spec(vec![url("https://a/f.txt", b"x")], "/d/")
+        };
+        let p = |parent: u8| {
+            prepare(
+                &s,
+                &[parent; 32],
+                &FetchOptions::default(),
+                "gzip",
+                0,
+                dir.path(),
+            )
+            .unwrap()
+        };
+        assert!(!p(1).includes_parent);
+        assert_eq!(p(1).key, p(2).key);
+        let s = spec(vec![url("https://a/f.txt", b"x")], "/d/");
+        let q = |parent: u8| {
+            prepare(
+                &s,
+                &[parent; 32],
+                &FetchOptions::default(),
+                "gzip",
+                0,
+                dir.path(),
+            )
+            .unwrap()
+        };
+        assert!(q(1).includes_parent);
+        assert_ne!(q(1).key, q(2).key);
+    }
+}
