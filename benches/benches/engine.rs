@@ -74,6 +74,7 @@ fn bench_build(c: &mut Criterion) {
         explain: false,
         remote: None,
         run: Default::default(),
+        fetch: Default::default(),
     };
     let mut g = c.benchmark_group("build");
     g.sample_size(10);
@@ -121,6 +122,7 @@ fn bench_noop_80(c: &mut Criterion) {
         explain: false,
         remote: None,
         run: Default::default(),
+        fetch: Default::default(),
     };
     let s = tempfile::tempdir().unwrap();
     {

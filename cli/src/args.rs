@@ -168,7 +168,8 @@ pub struct BuildArgs {
 #[derive(Args, Debug)]
 pub struct LockArgs {
     /// Re-resolve these references (all when none is given) and print what moved; put the
-    /// build context before it (`strata lock . --update debian:12`)
+    /// build context before it (`strata lock . --update debian:12`). ADD URLs and git
+    /// sources (`REPO#REF`) are references too: they are fetched or resolved again
     #[arg(long, num_args = 0.., value_name = "REF")]
     pub update: Option<Vec<String>>,
     #[command(flatten)]

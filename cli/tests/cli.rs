@@ -18,6 +18,8 @@ mod frontend;
 mod mirrors;
 #[path = "cli/registry.rs"]
 mod registry;
+#[path = "cli/remote_add.rs"]
+mod remote_add;
 #[path = "cli/run_mounts.rs"]
 mod run_mounts;
 #[path = "cli/run_steps.rs"]

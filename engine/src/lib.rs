@@ -15,6 +15,7 @@
 //! - [`build`]: the scheduler and step execution against the content store.
 //! - [`image`]: OCI config and manifest assembly, canonical JSON.
 //! - [`export`]: OCI layout, OCI archive and docker-archive outputs.
+//! - [`fetch`]: remote `ADD` sources — HTTP(S) downloads and git checkouts.
 //! - [`sandbox`]: running RUN steps; [`sandbox::capture`] turns an overlay upper dir into layer entries.
 //! - [`diff`]: comparing two images (manifest, config, layers file by file).
 
@@ -23,6 +24,7 @@ pub mod build;
 pub mod context;
 pub mod diff;
 pub mod export;
+pub mod fetch;
 pub mod frontend;
 pub mod image;
 pub mod layer;

@@ -495,6 +495,7 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
             ssh,
             limits,
         },
+        fetch: super::fetch_options(Some(lock.clone())),
     };
     let started = std::time::Instant::now();
     let out = build::run(&plan, &ctx, store, &opts, &reporter)?;

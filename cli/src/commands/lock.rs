@@ -6,12 +6,16 @@
 //! `--locked` (CI) fails when a reference is not pinned and never writes the file.
 //! `strata lock` resolves without building and writes exactly the references in use;
 //! `strata lock --update [REF…]` re-resolves (all, or those) and prints what moved.
+//! `ADD` URLs (without `--checksum`) and git refs are pinned the same way: `strata lock`
+//! downloads each unpinned URL once to learn its digest and resolves each unpinned ref with
+//! `git ls-remote`; `--update URL` or `--update REPO#REF` re-pins one of them.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
+use strata_engine::fetch::RemoteRef;
 use strata_engine::image::{ImageResolver, LocalImages, Platform};
 use strata_engine::lock::{LockMode, LockedImages, Lockfile, LOCK_FILE};
 use strata_engine::plan::{self, PlanRequest};
@@ -47,6 +51,28 @@ pub(crate) fn save_after_build(l: &LockedImages) -> anyhow::Result<()> {
         merged.write(l.path())?;
     }
     Ok(())
+}
+
+/// Prints how the pins of one table changed (as for images); returns how many moved.
+fn report<V: PartialEq + std::fmt::Display>(
+    old: &std::collections::BTreeMap<String, V>,
+    new: &std::collections::BTreeMap<String, V>,
+) -> usize {
+    let mut moved = 0;
+    for (r, d) in new {
+        match old.get(r) {
+            Some(o) if o == d => {}
+            Some(o) => {
+                moved += 1;
+                println!("{r}: {o} -> {d}");
+            }
+            None => println!("{r}: pinned {d}"),
+        }
+    }
+    for r in old.keys().filter(|r| !new.contains_key(*r)) {
+        println!("{r}: removed (no longer used)");
+    }
+    moved
 }
 
 pub fn run(store_dir: &Path, a: LockArgs) -> anyhow::Result<i32> {
@@ -110,7 +136,7 @@ pub fn run(store_dir: &Path, a: LockArgs) -> anyhow::Result<i32> {
             Some(p) => Platform::parse(p).map_err(anyhow::Error::msg)?,
             None => Platform::host(),
         };
-        plan::plan(&PlanRequest {
+        let planned = plan::plan(&PlanRequest {
             dockerfile_name: dockerfile.display().to_string(),
             source,
             context_dir,
@@ -120,6 +146,26 @@ pub fn run(store_dir: &Path, a: LockArgs) -> anyhow::Result<i32> {
             images: Some(per_image.clone()),
         })?;
         l.absorb(&per_image)?;
+        let remote = planned
+            .order
+            .iter()
+            .flat_map(|&s| &planned.stages[s].steps)
+            .filter_map(|step| match &step.kind {
+                plan::StepKind::Copy(spec) => Some(&spec.sources),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|src| match src {
+                plan::CopySource::Url(u) => Some(RemoteRef::Url(u)),
+                plan::CopySource::Git(g) => Some(RemoteRef::Git(g)),
+                _ => None,
+            });
+        let scratch = tempfile::tempdir().context("a temporary directory for ADD downloads")?;
+        strata_engine::fetch::resolve_pins(
+            remote,
+            &super::fetch_options(Some(l.clone())),
+            scratch.path(),
+        )?;
     }
     let Some(l) = lock else {
         bail!("nothing to lock");
@@ -136,16 +182,29 @@ pub fn run(store_dir: &Path, a: LockArgs) -> anyhow::Result<i32> {
     for r in old.pins.keys().filter(|r| !resolved.contains_key(*r)) {
         println!("{r}: removed (no longer used)");
     }
-    let moved = resolved
+    let mut moved = resolved
         .iter()
         .filter(|(r, d)| old.pins.get(*r).is_some_and(|o| o != *d))
         .count();
-    let new = Lockfile { pins: resolved };
+    let urls = l.resolved_urls();
+    let git = l.resolved_git();
+    moved += report(&old.urls, &urls);
+    moved += report(&old.git, &git);
+    let new = Lockfile {
+        pins: resolved,
+        urls,
+        git,
+    };
     if &new != old {
         new.write(l.path())?;
     }
+    let extra = if new.urls.is_empty() && new.git.is_empty() {
+        String::new()
+    } else {
+        format!(", {} URL(s), {} git ref(s)", new.urls.len(), new.git.len())
+    };
     eprintln!(
-        "{}: {} image reference(s), {moved} moved",
+        "{}: {} image reference(s){extra}, {moved} moved",
         l.path().display(),
         new.pins.len()
     );

@@ -109,6 +109,21 @@ pub(crate) fn registry_client() -> strata_engine::registry::Client {
     })
 }
 
+/// How `ADD <url>` / `ADD <git url>` fetch: plain HTTP to loopback and the
+/// `--insecure-registry` hosts (those of `registries.conf` too), pins in `lock`.
+pub(crate) fn fetch_options(
+    lock: Option<std::sync::Arc<strata_engine::lock::LockedImages>>,
+) -> strata_engine::fetch::FetchOptions {
+    let mut insecure = INSECURE.get().cloned().unwrap_or_default();
+    if let Ok(conf) = registries_conf() {
+        insecure.extend(conf.insecure_hosts());
+    }
+    strata_engine::fetch::FetchOptions {
+        insecure,
+        pins: lock,
+    }
+}
+
 /// The planner's image resolver: `oci-layout://` in the context, registry references pulled
 /// with [`registry_client`] through the mirrors of [`registries_conf`], their manifests and
 /// configs kept in `store`.

@@ -60,6 +60,13 @@ pub(crate) enum Prepared {
     Tree {
         pattern: String,
     },
+    /// A file downloaded for `ADD <url>` (`build::remote`): named `name` in a destination
+    /// directory, mode 0600 unless `--chmod`, never extracted.
+    Download {
+        name: String,
+        path: std::path::PathBuf,
+        size: u64,
+    },
 }
 
 pub(crate) struct PreparedCopy {
@@ -537,6 +544,9 @@ pub(crate) fn prepare(
                     name: name.clone(),
                     content: content.clone(),
                 });
+            }
+            CopySource::Url(_) | CopySource::Git(_) => {
+                unreachable!("an ADD of remote sources is prepared by build::remote")
             }
             CopySource::Path(p) if !matches!(from, FromSource::Context) => {
                 ins.str("path", p);
@@ -1059,6 +1069,23 @@ pub(crate) fn entries(
                     ctx_owner,
                 ));
             }
+            Prepared::Download { name, path, size } => {
+                let target = if dest_is_dir {
+                    join(&dest_rel, name)
+                } else {
+                    dest_rel.clone()
+                };
+                put(mk(
+                    target,
+                    EntryKind::File {
+                        size: *size,
+                        content: Content::Path(path.clone()),
+                    },
+                    // Docker documents 0600 for a file from a URL; BuildKit writes the same.
+                    file_mode(0o600, false),
+                    ctx_owner,
+                ));
+            }
             Prepared::Context { resolved, .. } => {
                 let kept = spec
                     .parents
@@ -1080,7 +1107,7 @@ pub(crate) fn entries(
                     } else {
                         join(&dest_rel, &e.rel_in_source)
                     };
-                    if spec.add && is_file_source {
+                    if spec.add && is_file_source && !spec.is_remote() {
                         if let Some(mut ar) = layer::open_archive(&e.host_path)? {
                             // ADD of a local archive: its contents land in the destination,
                             // which is a directory whether or not it ends in `/` (Docker's rule).

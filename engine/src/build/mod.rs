@@ -8,6 +8,7 @@
 pub mod copy;
 pub mod mounts;
 pub mod progress;
+mod remote;
 pub mod rootfs;
 mod run_step;
 mod workdir;
@@ -67,6 +68,8 @@ pub enum BuildError {
         origin: String,
         message: String,
     },
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchError),
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
     #[error(transparent)]
@@ -168,6 +171,8 @@ pub struct BuildOptions {
     pub remote: Option<std::sync::Arc<dyn crate::remote_cache::RemoteSteps>>,
     /// `--network`, `--secret`: what RUN steps may use beyond their rootfs.
     pub run: RunOptions,
+    /// How `ADD <url>` and `ADD <git url>` fetch, and the lock that pins them.
+    pub fetch: crate::fetch::FetchOptions,
 }
 
 /// What a stage left behind.
@@ -248,6 +253,7 @@ pub fn run(
         progress.event(&Event::Warning(w.clone()));
     }
     check_secrets(plan, opts)?;
+    check_pins(plan, opts)?;
     let results: Mutex<BTreeMap<usize, StageResult>> = Mutex::new(BTreeMap::new());
     let counters = Mutex::new(Counters {
         executed: 0,
@@ -438,6 +444,37 @@ fn check_secrets(plan: &Plan, opts: &BuildOptions) -> Result<(), BuildError> {
     Ok(())
 }
 
+/// Under `--locked`, an ADD URL or git ref without a pin fails the build before anything runs.
+fn check_pins(plan: &Plan, opts: &BuildOptions) -> Result<(), BuildError> {
+    for &s in &plan.order {
+        for (i, step) in plan.stages[s].steps.iter().enumerate() {
+            let StepKind::Copy(spec) = &step.kind else {
+                continue;
+            };
+            for src in &spec.sources {
+                let r = match src {
+                    plan::CopySource::Url(u) => crate::fetch::RemoteRef::Url(u),
+                    plan::CopySource::Git(g) => crate::fetch::RemoteRef::Git(g),
+                    _ => continue,
+                };
+                if let Some(e) = crate::fetch::missing_pin(r, &opts.fetch) {
+                    return Err(BuildError::Step {
+                        stage_step: format!(
+                            "{}:{}: stage {s}, step {} (`{}`)",
+                            opts.dockerfile,
+                            step.span.line,
+                            i + 1,
+                            step.text
+                        ),
+                        source: Box::new(e.into()),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -513,6 +550,11 @@ fn explain_diff(old: &ExplainRecord, new: &ExplainRecord) -> Vec<String> {
     }
     if old.input("instruction") != new.input("instruction") {
         reasons.push("the instruction or a variable it uses changed".to_string());
+    }
+    if both_differ("sources") {
+        reasons.push(
+            "the content of a URL or the commit of a git repository it adds changed".to_string(),
+        );
     }
     if both_differ("mounts") {
         reasons.push("what a bind mount shows, or the network, changed".to_string());
@@ -928,6 +970,41 @@ fn run_stage(
                     }
                 }
             }
+            StepKind::Copy(spec) if spec.is_remote() => {
+                let mut prep = remote::prepare(
+                    spec,
+                    &parent,
+                    &opts.fetch,
+                    opts.compression.id(),
+                    opts.source_date_epoch,
+                    tmp.path(),
+                )
+                .map_err(wrap)?;
+                if !prep.includes_parent {
+                    next_parent = Some(copy::chain(&parent, &prep.key));
+                }
+                inflight = Some(KeyLock::acquire(prep.key));
+                match cached_step(store, opts, progress, &prep.key)?.and_then(|r| r.layer) {
+                    Some(l) => (prep.key, None, StepStatus::Cached, Some(l)),
+                    None => {
+                        let explain = prep.explain_record();
+                        let entries = remote::build_entries(
+                            store,
+                            spec,
+                            &mut prep,
+                            &layers,
+                            &opts.fetch,
+                            opts.source_date_epoch,
+                            tmp.path(),
+                        )
+                        .map_err(wrap)?;
+                        let entries = layer::canonicalize(entries, opts.source_date_epoch)
+                            .map_err(|e| wrap(e.into()))?;
+                        let rec = write_layer(store, &entries, opts, progress, s, i)?;
+                        (prep.key, Some(explain), StepStatus::Executed, Some(rec))
+                    }
+                }
+            }
             StepKind::Copy(spec) => {
                 let from_result;
                 let from = match &spec.from {
@@ -1148,6 +1225,45 @@ fn run_stage(
         image: std::sync::Arc::new(image),
         lineage,
     })
+}
+
+/// Writes `entries` as a layer into the store (no snapshot is unpacked alongside: a RUN after
+/// the step unpacks the layer itself).
+fn write_layer(
+    store: &Store,
+    entries: &[layer::Entry],
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+    stage: usize,
+    step: usize,
+) -> Result<LayerRecord, BuildError> {
+    let mut w = store.blobs().writer()?;
+    let chunks = chunk_cache(store);
+    let out = layer::write_layer_tee(
+        entries,
+        opts.compression,
+        &mut w,
+        Some(chunks.clone()),
+        None,
+    )?;
+    Compressed {
+        compressed: out.compressed_raw,
+        reused: out.reused_raw,
+    }
+    .report(progress, stage, step);
+    let (digest, size) = w.commit()?;
+    chunks.record(&digest, &out.chunks);
+    let rec = LayerRecord {
+        diff_id: out.diff_id,
+        digest,
+        size,
+        media_type: out.media_type.to_string(),
+        uncompressed_size: out.uncompressed_size,
+    };
+    store
+        .index()
+        .put_layer(&out.diff_id, opts.compression.id(), &rec)?;
+    Ok(rec)
 }
 
 /// A COPY/ADD source that cannot be resolved, found before anything is built.
@@ -1377,6 +1493,7 @@ mod tests {
             explain: true,
             remote: None,
             run: Default::default(),
+            fetch: Default::default(),
         };
         let why = Collect(Mutex::new(Vec::new()), Mutex::new(Vec::new()));
         let out = run(&plan, &ctx, store, &opts, &why).unwrap();

@@ -116,8 +116,10 @@ pub struct CopyCmd {
     pub excludes: Vec<Word>,
     /// `--parents` (COPY only).
     pub parents: bool,
-    /// `--checksum`, `--keep-git-dir` (ADD) are not supported: the parser rejects unknown
-    /// flags, so only the flags above reach the planner.
+    /// `--checksum=sha256:HEX` (ADD of a URL; a commit for a git source).
+    pub checksum: Option<Word>,
+    /// `--keep-git-dir[=true|false]` (ADD of a git repository).
+    pub keep_git_dir: bool,
     pub heredocs: Vec<Heredoc>,
     /// True when the sources came from exec (JSON) form — no word splitting was done.
     pub json_form: bool,

@@ -1075,9 +1075,25 @@ impl Parser<'_> {
                         "COPY",
                     )
                 } else {
-                    (&["chown", "chmod", "link", "exclude"], "ADD")
+                    (
+                        &[
+                            "chown",
+                            "chmod",
+                            "link",
+                            "exclude",
+                            "checksum",
+                            "keep-git-dir",
+                        ],
+                        "ADD",
+                    )
                 };
-                self.check_flags(kw, &flags, allowed, &["exclude"], &["link", "parents"])?;
+                self.check_flags(
+                    kw,
+                    &flags,
+                    allowed,
+                    &["exclude"],
+                    &["link", "parents", "keep-git-dir"],
+                )?;
                 let words = split_blanks(&lg.chars, start);
                 let (mut args, json_form) = match self.json_arg(kw, lg, start)? {
                     Some(items) => (
@@ -1118,6 +1134,8 @@ impl Parser<'_> {
                     chmod: Self::flag_value(&flags, "chmod"),
                     link,
                     parents: boolean("parents"),
+                    checksum: Self::flag_value(&flags, "checksum"),
+                    keep_git_dir: boolean("keep-git-dir"),
                     excludes: flags
                         .iter()
                         .filter(|f| f.name == "exclude")

@@ -60,6 +60,17 @@ pub enum CopySource {
     Path(String),
     /// A heredoc body that becomes a file named `name`.
     Heredoc { name: String, content: String },
+    /// `ADD http(s)://…`: a file downloaded (never extracted).
+    Url(crate::fetch::UrlSource),
+    /// `ADD <git url>#ref[:subdir]`: the contents of a commit's tree (or a directory of it).
+    Git(crate::fetch::GitSource),
+}
+
+impl CopySource {
+    /// A URL or git source (fetched, not read from the context).
+    pub fn is_remote(&self) -> bool {
+        matches!(self, CopySource::Url(_) | CopySource::Git(_))
+    }
 }
 
 /// A fully expanded COPY or ADD.
@@ -78,6 +89,14 @@ pub struct CopySpec {
     /// `COPY --parents`: each source keeps its path (after a `/./` pivot, if any) below
     /// the destination.
     pub parents: bool,
+}
+
+impl CopySpec {
+    /// An ADD of URLs or git repositories (all its sources are remote: the planner refuses a
+    /// mix with local ones).
+    pub fn is_remote(&self) -> bool {
+        self.sources.iter().any(CopySource::is_remote)
+    }
 }
 
 /// How a RUN step reaches the network.
@@ -1025,12 +1044,34 @@ impl<'a> Planner<'a> {
                     format!("{kw} source `{}` expanded to an empty path", w.raw),
                 ));
             }
-            if add && (s.contains("://") || s.starts_with("git@")) {
+            if add && crate::fetch::is_git_source(&s) {
+                let mut g = crate::fetch::parse_git(&s).map_err(|e| {
+                    self.diag(w.span, format!("invalid git source `{s}`: {e}"))
+                        .with_hint(
+                            "write REPOSITORY#REF[:SUBDIR], e.g. https://host/repo.git#v1.0:docs",
+                        )
+                })?;
+                g.keep_git_dir = c.keep_git_dir;
+                sources.push(CopySource::Git(g));
+                continue;
+            }
+            if add && crate::fetch::is_http_url(&s) {
+                crate::fetch::check_url(&s).map_err(|e| {
+                    self.diag(w.span, format!("invalid URL `{s}`: {e}"))
+                        .with_hint("write a full URL such as https://example.com/file.tar.gz")
+                })?;
+                sources.push(CopySource::Url(crate::fetch::UrlSource {
+                    url: s,
+                    checksum: None,
+                }));
+                continue;
+            }
+            if add && s.contains("://") {
                 return Err(self
                     .diag(
                         w.span,
                         format!(
-                            "error: ADD from a URL or git repository (`{s}`) is not supported yet"
+                            "ADD source `{s}`: only http://, https:// and git URLs are fetched"
                         ),
                     )
                     .with_hint(
@@ -1038,6 +1079,49 @@ impl<'a> Planner<'a> {
                     ));
             }
             sources.push(CopySource::Path(s));
+        }
+        let n_remote = sources.iter().filter(|s| s.is_remote()).count();
+        if n_remote > 0 && n_remote < sources.len() {
+            return Err(self
+                .diag(
+                    ins.span,
+                    "ADD cannot mix URLs or git repositories with local sources in one instruction",
+                )
+                .with_hint("split it into two ADD instructions"));
+        }
+        if let Some(w) = &c.checksum {
+            let v = self.expand(w, &l)?;
+            if sources.len() != 1 || n_remote != 1 {
+                return Err(self
+                    .diag(
+                        w.span,
+                        "ADD --checksum needs exactly one source, a URL or a git repository",
+                    )
+                    .with_hint("give each URL its own ADD --checksum=sha256:… instruction"));
+            }
+            match &mut sources[0] {
+                CopySource::Url(u) => {
+                    let d = v
+                        .strip_prefix("sha256:")
+                        .and_then(|h| strata_cache::Digest::from_hex(h).ok())
+                        .ok_or_else(|| {
+                            self.diag(w.span, format!("invalid --checksum `{v}`"))
+                                .with_hint("write --checksum=sha256:<64 lower-case hex digits> (the sha256 of the file, as `sha256sum` prints it)")
+                        })?;
+                    u.checksum = Some(d);
+                }
+                CopySource::Git(g) => {
+                    let ok =
+                        (4..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_hexdigit());
+                    if !ok {
+                        return Err(self
+                            .diag(w.span, format!("invalid --checksum `{v}` for a git source"))
+                            .with_hint("for a git repository, --checksum is the commit id the ref must resolve to"));
+                    }
+                    g.checksum = Some(v.to_ascii_lowercase());
+                }
+                _ => unreachable!("one remote source"),
+            }
         }
         let dest_raw = if c.json_form {
             c.dest.raw.clone()
@@ -2213,6 +2297,101 @@ mod tests {
         let e = plan(&req("FROM scratch\nCOPY \"a b\" /x/\n", &[])).unwrap_err();
         assert!(e.message.contains("matching double-quote"), "{e}");
         assert!(e.hint.as_deref().unwrap().contains("JSON form"), "{e}");
+    }
+
+    fn copy_of(p: &Plan, step: usize) -> CopySpec {
+        match &p.stages[p.target].steps[step].kind {
+            StepKind::Copy(c) => (**c).clone(),
+            other => panic!("not a COPY/ADD: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn add_of_urls_and_git_repositories() {
+        let hex = "ab".repeat(32);
+        let src = format!(
+            "FROM scratch\nARG V=1.0\nADD --checksum=sha256:{hex} https://h/f-$V.tgz /opt/\n\
+             ADD --keep-git-dir=true https://h/r.git#v$V:sub/dir /src\nADD git@h:o/r.git /g/\n\
+             ADD --checksum=0123abcd https://h/r.git#main /m/\n"
+        );
+        let p = plan(&req(&src, &[])).unwrap();
+        let c = copy_of(&p, 1);
+        assert!(c.is_remote());
+        assert_eq!(
+            c.sources,
+            vec![CopySource::Url(crate::fetch::UrlSource {
+                url: "https://h/f-1.0.tgz".into(),
+                checksum: Some(strata_cache::Digest::from_hex(&hex).unwrap()),
+            })]
+        );
+        let CopySource::Git(g) = &copy_of(&p, 2).sources[0] else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                g.remote.as_str(),
+                g.reference.as_deref(),
+                g.subdir.as_deref(),
+                g.keep_git_dir
+            ),
+            ("https://h/r.git", Some("v1.0"), Some("sub/dir"), true)
+        );
+        let CopySource::Git(g) = &copy_of(&p, 3).sources[0] else {
+            panic!()
+        };
+        assert_eq!(
+            (g.remote.as_str(), g.reference.as_deref()),
+            ("git@h:o/r.git", None)
+        );
+        let CopySource::Git(g) = &copy_of(&p, 4).sources[0] else {
+            panic!()
+        };
+        assert_eq!(g.checksum.as_deref(), Some("0123abcd"));
+        // COPY of a URL is a path, as before; a local ADD is not remote.
+        let p = plan(&req("FROM scratch\nADD a.tgz /x/\n", &[])).unwrap();
+        assert!(!copy_of(&p, 0).is_remote());
+    }
+
+    #[test]
+    fn bad_remote_adds_fail_with_the_line_and_a_hint() {
+        for (src, msg, hint) in [
+            ("ADD https:///x /d", "invalid URL", "full URL"),
+            (
+                "ADD --checksum=sha256:zz https://h/x /d",
+                "invalid --checksum",
+                "sha256:<64",
+            ),
+            (
+                "ADD --checksum=sha256:00 a.txt /d",
+                "exactly one source",
+                "own ADD",
+            ),
+            ("ADD https://h/a b.txt /d/", "cannot mix", "two ADD"),
+            (
+                "ADD https://h/r.git#main:../up /d",
+                "leaves the repository",
+                "REPOSITORY#REF",
+            ),
+            (
+                "ADD ftp://h/x /d",
+                "only http://, https:// and git URLs",
+                "build context",
+            ),
+            (
+                "ADD --checksum=xyz https://h/r.git /d",
+                "for a git source",
+                "commit id",
+            ),
+        ] {
+            let e = plan(&req(&format!("FROM scratch\n{src}\n"), &[])).unwrap_err();
+            assert!(e.message.contains(msg), "{src}: {e}");
+            assert!(
+                e.hint.as_deref().unwrap_or("").contains(hint),
+                "{src}: {:?}",
+                e.hint
+            );
+            assert_eq!(e.span.line, 2, "{src}");
+        }
     }
 
     #[test]

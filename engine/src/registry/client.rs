@@ -580,14 +580,14 @@ impl Client {
 pub const MAX_REDIRECTS: usize = 10;
 
 /// The `Location` of a redirect response (301, 302, 303, 307, 308), if it is one.
-fn redirect_location(resp: &Response<Body>) -> Option<String> {
+pub(crate) fn redirect_location(resp: &Response<Body>) -> Option<String> {
     matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308)
         .then(|| header(resp, "location"))
         .flatten()
 }
 
 /// `(scheme, authority)` of an absolute `http`/`https` URL, the scheme in lower case.
-fn scheme_and_authority(url: &str) -> Option<(&'static str, &str)> {
+pub(crate) fn scheme_and_authority(url: &str) -> Option<(&'static str, &str)> {
     let (scheme, rest) = url.split_once("://")?;
     let scheme = match scheme.to_ascii_lowercase().as_str() {
         "http" => "http",
@@ -603,7 +603,7 @@ fn scheme_and_authority(url: &str) -> Option<(&'static str, &str)> {
 /// `location` resolved against the URL `from` (RFC 3986 references: absolute, scheme-relative
 /// `//host/…`, absolute path `/…`, or a path relative to `from`'s directory). A URL of any
 /// scheme but `http` and `https` is an error saying which.
-fn resolve_location(from: &str, location: &str) -> Result<String, String> {
+pub(crate) fn resolve_location(from: &str, location: &str) -> Result<String, String> {
     let loc = location.trim();
     if let Some((scheme, _)) = loc.split_once(':') {
         let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
@@ -636,7 +636,7 @@ fn resolve_location(from: &str, location: &str) -> Result<String, String> {
 }
 
 /// A URL without its query (which may carry a signature or token) for messages.
-fn without_query(url: &str) -> &str {
+pub(crate) fn without_query(url: &str) -> &str {
     &url[..url.find('?').unwrap_or(url.len())]
 }
 

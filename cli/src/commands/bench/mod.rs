@@ -171,6 +171,7 @@ impl Bench {
                 explain: false,
                 remote: None,
                 run: Default::default(),
+                fetch: Default::default(),
             },
             &col,
         )
