@@ -977,7 +977,7 @@ fn run_stage(
                     &opts.fetch,
                     opts.compression.id(),
                     opts.source_date_epoch,
-                    tmp.path(),
+                    tmp().map_err(wrap)?.path(),
                 )
                 .map_err(wrap)?;
                 if !prep.includes_parent {
@@ -995,7 +995,7 @@ fn run_stage(
                             &layers,
                             &opts.fetch,
                             opts.source_date_epoch,
-                            tmp.path(),
+                            tmp().map_err(wrap)?.path(),
                         )
                         .map_err(wrap)?;
                         let entries = layer::canonicalize(entries, opts.source_date_epoch)
