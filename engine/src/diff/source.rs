@@ -11,9 +11,8 @@ use serde_json::Value;
 use strata_cache::Digest;
 
 use super::DiffError;
+use crate::oci;
 
-const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// How an image was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -178,13 +177,10 @@ fn parse_digest(root: &Path, v: &Value) -> Result<Digest, DiffError> {
     })
 }
 
-fn blob_path(root: &Path, d: &Digest) -> PathBuf {
-    root.join("blobs/sha256").join(d.hex())
-}
 
 /// Reads a JSON blob and checks its digest.
 fn read_blob_json(root: &Path, d: &Digest) -> Result<Value, DiffError> {
-    let path = blob_path(root, d);
+    let path = oci::blob_path(root, d);
     let bytes = std::fs::read(&path).map_err(|source| DiffError::Io {
         path: path.clone(),
         source,
@@ -202,7 +198,7 @@ fn read_blob_json(root: &Path, d: &Digest) -> Result<Value, DiffError> {
 }
 
 fn open_dir(root: &Path, tag: Option<&str>, kind: SourceKind) -> Result<ImageSource, DiffError> {
-    if root.join("index.json").is_file() {
+    if root.join(oci::INDEX_FILE).is_file() {
         open_oci(root, tag, kind)
     } else if root.join("manifest.json").is_file() {
         open_docker(root, tag)
@@ -216,12 +212,12 @@ fn open_dir(root: &Path, tag: Option<&str>, kind: SourceKind) -> Result<ImageSou
 }
 
 fn ref_name(desc: &Value) -> Option<&str> {
-    desc.pointer("/annotations/org.opencontainers.image.ref.name")
+    desc.pointer(oci::REF_NAME_POINTER)
         .and_then(Value::as_str)
 }
 
 fn open_oci(root: &Path, tag: Option<&str>, kind: SourceKind) -> Result<ImageSource, DiffError> {
-    let index = read_json(&root.join("index.json"))?;
+    let index = read_json(&root.join(oci::INDEX_FILE))?;
     let descs: Vec<Value> = index["manifests"].as_array().cloned().unwrap_or_default();
     let tags: Vec<&str> = descs.iter().filter_map(ref_name).collect();
     let chosen = match tag {
@@ -259,7 +255,7 @@ fn open_oci(root: &Path, tag: Option<&str>, kind: SourceKind) -> Result<ImageSou
     // is not an attestation.
     for _ in 0..4 {
         let mt = manifest["mediaType"].as_str().unwrap_or_default();
-        if mt != MT_INDEX && mt != MT_DOCKER_LIST && manifest.get("manifests").is_none() {
+        if !oci::is_index_media_type(mt) && manifest.get("manifests").is_none() {
             break;
         }
         let inner = manifest["manifests"]
@@ -285,7 +281,7 @@ fn open_oci(root: &Path, tag: Option<&str>, kind: SourceKind) -> Result<ImageSou
     for l in manifest["layers"].as_array().into_iter().flatten() {
         let d = parse_digest(root, &l["digest"])?;
         layers.push(LayerRef {
-            path: blob_path(root, &d),
+            path: oci::blob_path(root, &d),
             digest: Some(d),
             media_type: l["mediaType"].as_str().unwrap_or_default().to_string(),
             size: l["size"].as_u64().unwrap_or(0),
@@ -374,11 +370,11 @@ fn open_docker(root: &Path, tag: Option<&str>) -> Result<ImageSource, DiffError>
         })?;
         let n = f.read(&mut head).unwrap_or(0);
         let media_type = if head[..n].starts_with(&[0x1f, 0x8b]) {
-            crate::layer::MEDIA_TYPE_TAR_GZIP
+            oci::MEDIA_TYPE_TAR_GZIP
         } else if head[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            crate::layer::MEDIA_TYPE_TAR_ZSTD
+            oci::MEDIA_TYPE_TAR_ZSTD
         } else {
-            crate::layer::MEDIA_TYPE_TAR
+            oci::MEDIA_TYPE_TAR
         };
         let size = f.metadata().map(|m| m.len()).unwrap_or(0);
         layers.push(LayerRef {

@@ -19,6 +19,10 @@ use std::io;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use crate::oci::{
+    MEDIA_TYPE_DOCKER_TAR_GZIP, MEDIA_TYPE_TAR, MEDIA_TYPE_TAR_GZIP, MEDIA_TYPE_TAR_ZSTD,
+};
+
 pub(crate) use archive::ZSTD_WINDOW_LOG_MAX;
 pub use archive::{
     check_pax_size, decompress_reader, decompress_reader_limited, open_archive, PaxSize,
@@ -32,15 +36,6 @@ pub use compress::{
 };
 pub use entry::{canonicalize, path_cmp, Content, Entry, EntryKind, KEPT_XATTRS};
 pub use tar::CHUNK_SOFT;
-
-/// Media type of an uncompressed OCI layer.
-pub const MEDIA_TYPE_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-/// Media type of a gzip-compressed OCI layer.
-pub const MEDIA_TYPE_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-/// Media type of a zstd-compressed OCI layer.
-pub const MEDIA_TYPE_TAR_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-/// Docker's (schema 2) media type of a gzip-compressed layer; accepted when reading.
-pub const MEDIA_TYPE_DOCKER_TAR_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
 /// The layer compression. Every parameter is fixed (see `docs/layer-format.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
