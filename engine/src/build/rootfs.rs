@@ -14,6 +14,7 @@ use strata_cache::BlobStore;
 
 use crate::image::LayerDesc;
 use crate::layer;
+use crate::layer::whiteout::Whiteout;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeKind {
@@ -151,7 +152,8 @@ impl Tree {
                 Some(i) => (&path[..i], &path[i + 1..]),
                 None => ("", path.as_str()),
             };
-            if base == ".wh..wh..opq" {
+            let whiteout = layer::whiteout::classify_str(base);
+            if whiteout == Some(Whiteout::Opaque) {
                 let prefix = if dir.is_empty() {
                     String::new()
                 } else {
@@ -169,7 +171,8 @@ impl Tree {
                 }
                 continue;
             }
-            if let Some(target) = base.strip_prefix(".wh.") {
+            // aufs metadata too: this view has always treated every `.wh.` name as a removal.
+            if let Some(Whiteout::Remove(target) | Whiteout::AufsMeta(target)) = whiteout {
                 let victim = if dir.is_empty() {
                     target.to_string()
                 } else {

@@ -14,6 +14,7 @@ mod archive;
 mod compress;
 mod entry;
 mod tar;
+pub mod whiteout;
 
 use std::io;
 use std::path::PathBuf;

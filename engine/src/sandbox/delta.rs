@@ -30,6 +30,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, XattrFl
 use rustix::io::Errno;
 
 use super::root::{components, join, open_in_root};
+use crate::layer::whiteout;
 use super::snapshot::{stamps, Limits};
 use super::SandboxError;
 
@@ -202,7 +203,7 @@ impl Differ {
             return Ok(Ok(()));
         };
         let name_b = name.as_bytes();
-        if name_b.starts_with(b".wh.") {
+        if whiteout::is_reserved(name_b) {
             return unsuitable(format!("`{shown}` is a whiteout"));
         }
         if !parent.is_empty() && !self.dirs.contains_key(&key(parent)) {
@@ -234,7 +235,7 @@ impl Differ {
                         let d = self
                             .base_dir(&comps)
                             .map_err(Self::io("open in base", &shown))?;
-                        for x in ["trusted.overlay.opaque", "user.overlay.opaque"] {
+                        for x in whiteout::OPAQUE_XATTRS {
                             if let Ok(_) | Err(Errno::RANGE) = rfs::fgetxattr(d, x, &mut [0u8; 4]) {
                                 return unsuitable(format!("`{shown}` is opaque in the base"));
                             }

@@ -39,9 +39,7 @@ use strata_cache::{BlobStore, Digest};
 
 use super::root::{components, create_new_file, mkdir_all_in_root, open_in_root, remove_all_at};
 use super::SandboxError;
-
-const WHITEOUT_PREFIX: &[u8] = b".wh.";
-const OPAQUE: &[u8] = b".wh..wh..opq";
+use crate::layer::whiteout::{self, Whiteout};
 
 /// Caps on what one layer may unpack to (CVE-2023-25153: unbounded reads; decompression
 /// bombs).
@@ -125,7 +123,7 @@ pub struct Form {
 impl Default for Form {
     fn default() -> Self {
         Form {
-            opaque_xattr: "trusted.overlay.opaque",
+            opaque_xattr: whiteout::OPAQUE_XATTR_TRUSTED,
             single_id: false,
             userns: false,
         }
@@ -984,14 +982,14 @@ impl Unpacker {
         let name_b = name.as_encoded_bytes();
 
         // Whiteouts.
-        if name_b == OPAQUE {
-            return rfs::fsetxattr(parent_fd, self.form.opaque_xattr, b"y", XattrFlags::empty())
-                .map_err(io_err("mark opaque"));
-        }
-        if let Some(target) = name_b.strip_prefix(WHITEOUT_PREFIX) {
-            if target.starts_with(WHITEOUT_PREFIX) {
-                return Ok(()); // aufs metadata (.wh..wh.plnk etc.): meaningless here
+        match whiteout::classify(name_b) {
+            None => {}
+            Some(Whiteout::Opaque) => {
+                return rfs::fsetxattr(parent_fd, self.form.opaque_xattr, b"y", XattrFlags::empty())
+                    .map_err(io_err("mark opaque"));
             }
+            Some(Whiteout::AufsMeta(_)) => return Ok(()),
+            Some(Whiteout::Remove(target)) => {
             if target.is_empty() || target == b"." || target == b".." {
                 return Err(unsafe_entry(raw_path, "whiteout of an invalid name"));
             }
@@ -1005,6 +1003,7 @@ impl Unpacker {
                 0,
                 shown,
             );
+            }
         }
 
         use tar::EntryType as T;
