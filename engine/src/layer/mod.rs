@@ -8,11 +8,15 @@
 //!   and drops xattrs other than `security.capability`.
 //! - [`write_layer`] streams the canonical tar of canonical entries through the compressor
 //!   and returns diff_id / digest / sizes.
-//! - [`open_archive`] / [`decompress_reader`] read archives (ADD) and layer blobs.
+//! - [`LayerReader`] reads layer blobs safely (decompression by media type, [`Limits`], the
+//!   PAX size check, path checks, [`whiteout`]s classified): snapshots, deltas, the COPY
+//!   parent view.
+//! - [`open_archive`] reads ADD's local archives.
 
 mod archive;
 mod compress;
 mod entry;
+mod read;
 mod tar;
 pub mod whiteout;
 
@@ -24,10 +28,10 @@ use crate::oci::{
     MEDIA_TYPE_DOCKER_TAR_GZIP, MEDIA_TYPE_TAR, MEDIA_TYPE_TAR_GZIP, MEDIA_TYPE_TAR_ZSTD,
 };
 
-pub(crate) use archive::ZSTD_WINDOW_LOG_MAX;
-pub use archive::{
-    check_pax_size, decompress_reader, decompress_reader_limited, open_archive, PaxSize,
-    MAX_USTAR_SIZE,
+pub use archive::open_archive;
+pub use read::{
+    check_pax_size, decompress_reader, decompress_reader_limited, path_components, LayerEntry,
+    LayerReader, Limits, PaxSize, ReadError, MAX_USTAR_SIZE,
 };
 /// Public for the benches (`benches/benches/layer.rs`).
 pub use compress::looks_incompressible;
