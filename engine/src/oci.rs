@@ -1,12 +1,21 @@
 //! The OCI (and Docker schema 2) names strata reads and writes: media types, the files of an
 //! image layout, and the annotation that tags an image in one.
 //!
-//! Every other module takes these from here; a literal media type or layout file name elsewhere
+//! It also holds what every reader of a local layout shares ([`read_blob`], [`ref_name`]):
+//! `FROM oci-layout://` (`image::layout`), `strata diff` (`diff::source`) and the local remote
+//! cache (`remote_cache`) each choose an image their own way (platform and `latest` rules;
+//! containerd names and the first non-attestation manifest; a cache tag), but read and verify
+//! blobs the same way.
+//!
+//! Every other module takes these names from here; a literal media type or layout file name elsewhere
 //! is a copy to fold. strata's own artifact types (the remote cache's) live with their owner
 //! (`remote_cache`). The spec texts: OCI image-spec `media-types.md`, `image-layout.md` and
 //! `annotations.md`; Docker's `manifest-v2-2.md`.
 
+use std::io;
 use std::path::{Path, PathBuf};
+
+use serde_json::Value;
 
 use strata_cache::Digest;
 
@@ -61,6 +70,55 @@ pub fn blob_path(root: &Path, digest: &Digest) -> PathBuf {
     root.join(BLOBS_SHA256).join(digest.hex())
 }
 
+/// The tag of an image descriptor of `index.json` ([`REF_NAME_ANNOTATION`]), if any.
+pub fn ref_name(descriptor: &Value) -> Option<&str> {
+    descriptor.pointer(REF_NAME_POINTER).and_then(Value::as_str)
+}
+
+/// Why a layout blob could not be read ([`read_blob`]); each reader words it for its users.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("`{}`: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+    #[error("blob {digest} is over {limit} bytes")]
+    TooLarge { digest: Digest, limit: u64 },
+    /// The bytes do not hash to the digest, or are not `size` long.
+    #[error("blob {digest} does not match its digest or size")]
+    Mismatch { path: PathBuf, digest: Digest },
+}
+
+/// Reads blob `digest` of the layout at `root` whole and checks it against its digest and, when
+/// given, its descriptor's `size`. A blob over `limit` bytes (when given) is refused before it
+/// is read.
+pub fn read_blob(
+    root: &Path,
+    digest: &Digest,
+    size: Option<u64>,
+    limit: Option<u64>,
+) -> Result<Vec<u8>, BlobError> {
+    let path = blob_path(root, digest);
+    let io = |source| BlobError::Io {
+        path: path.clone(),
+        source,
+    };
+    if let Some(limit) = limit {
+        if std::fs::metadata(&path).map_err(io)?.len() > limit {
+            return Err(BlobError::TooLarge {
+                digest: *digest,
+                limit,
+            });
+        }
+    }
+    let data = std::fs::read(&path).map_err(io)?;
+    if Digest::of(&data) != *digest || size.is_some_and(|s| s != data.len() as u64) {
+        return Err(BlobError::Mismatch {
+            path,
+            digest: *digest,
+        });
+    }
+    Ok(data)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +138,35 @@ mod tests {
             MEDIA_TYPE_DOCKER_MANIFEST,
         ];
         assert_eq!(MANIFEST_ACCEPT, accept.join(", "));
+    }
+
+    #[test]
+    fn blobs_are_read_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(BLOBS_SHA256)).unwrap();
+        let d = Digest::of(b"{}");
+        std::fs::write(blob_path(dir.path(), &d), b"{}").unwrap();
+        assert_eq!(read_blob(dir.path(), &d, Some(2), Some(2)).unwrap(), b"{}");
+        assert!(matches!(
+            read_blob(dir.path(), &d, Some(3), None),
+            Err(BlobError::Mismatch { .. })
+        ));
+        assert!(matches!(
+            read_blob(dir.path(), &d, None, Some(1)),
+            Err(BlobError::TooLarge { limit: 1, .. })
+        ));
+        std::fs::write(blob_path(dir.path(), &d), b"[]").unwrap();
+        assert!(matches!(
+            read_blob(dir.path(), &d, None, None),
+            Err(BlobError::Mismatch { .. })
+        ));
+        let missing = Digest::of(b"x");
+        assert!(matches!(
+            read_blob(dir.path(), &missing, None, None),
+            Err(BlobError::Io { .. })
+        ));
+        let desc = serde_json::json!({"annotations": {REF_NAME_ANNOTATION: "1"}});
+        assert_eq!(ref_name(&desc), Some("1"));
+        assert_eq!(ref_name(&serde_json::json!({})), None);
     }
 }

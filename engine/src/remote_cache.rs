@@ -343,11 +343,7 @@ pub fn export_to_layout(
             .unwrap_or_default(),
         Err(_) => Vec::new(),
     };
-    manifests.retain(|d| {
-        d.pointer(oci::REF_NAME_POINTER)
-            .and_then(|n| n.as_str())
-            != Some(tag)
-    });
+    manifests.retain(|d| oci::ref_name(d) != Some(tag));
     manifests.push(json!({
         "mediaType": oci::MEDIA_TYPE_MANIFEST,
         "artifactType": ARTIFACT_TYPE,
@@ -388,11 +384,7 @@ pub fn import_from_layout(dir: &Path, tag: &str) -> Result<ImportedCache, Remote
         .get("manifests")
         .and_then(|m| m.as_array())
         .and_then(|m| {
-            m.iter().find(|d| {
-                d.pointer(oci::REF_NAME_POINTER)
-                    .and_then(|n| n.as_str())
-                    == Some(tag)
-            })
+            m.iter().find(|d| oci::ref_name(d) == Some(tag))
         })
     else {
         return Ok(empty());
@@ -404,24 +396,17 @@ pub fn import_from_layout(dir: &Path, tag: &str) -> Result<ImportedCache, Remote
         .parse()
         .map_err(|e| invalid(format!("index.json: {e}")))?;
     let read = |d: &Digest, limit: u64| -> Result<Vec<u8>, RemoteCacheError> {
-        let p = oci::blob_path(dir, d);
-        let meta = std::fs::metadata(&p).map_err(|source| RemoteCacheError::Io {
-            origin: origin.clone(),
-            path: p.clone(),
-            source,
-        })?;
-        if meta.len() > limit {
-            return Err(invalid(format!("blob {d} is over {limit} bytes")));
-        }
-        let b = std::fs::read(&p).map_err(|source| RemoteCacheError::Io {
-            origin: origin.clone(),
-            path: p.clone(),
-            source,
-        })?;
-        if Digest::of(&b) != *d {
-            return Err(invalid(format!("blob {d} does not match its digest")));
-        }
-        Ok(b)
+        oci::read_blob(dir, d, None, Some(limit)).map_err(|e| match e {
+            oci::BlobError::Io { path, source } => RemoteCacheError::Io {
+                origin: origin.clone(),
+                path,
+                source,
+            },
+            e @ oci::BlobError::TooLarge { .. } => invalid(e.to_string()),
+            oci::BlobError::Mismatch { .. } => {
+                invalid(format!("blob {d} does not match its digest"))
+            }
+        })
     };
     let m = read(&md, 4 << 20)?;
     let (rd, _) = records_descriptor(&m, &origin)?;

@@ -181,16 +181,13 @@ fn parse_digest(root: &Path, v: &Value) -> Result<Digest, DiffError> {
 /// Reads a JSON blob and checks its digest.
 fn read_blob_json(root: &Path, d: &Digest) -> Result<Value, DiffError> {
     let path = oci::blob_path(root, d);
-    let bytes = std::fs::read(&path).map_err(|source| DiffError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    if Digest::of(&bytes) != *d {
-        return Err(DiffError::NotAnImage {
-            path,
+    let bytes = oci::read_blob(root, d, None, None).map_err(|e| match e {
+        oci::BlobError::Io { path, source } => DiffError::Io { path, source },
+        _ => DiffError::NotAnImage {
+            path: path.clone(),
             reason: format!("blob does not match its digest {d}"),
-        });
-    }
+        },
+    })?;
     serde_json::from_slice(&bytes).map_err(|e| DiffError::NotAnImage {
         path,
         reason: format!("invalid JSON: {e}"),
@@ -211,24 +208,19 @@ fn open_dir(root: &Path, tag: Option<&str>, kind: SourceKind) -> Result<ImageSou
     }
 }
 
-fn ref_name(desc: &Value) -> Option<&str> {
-    desc.pointer(oci::REF_NAME_POINTER)
-        .and_then(Value::as_str)
-}
-
 fn open_oci(root: &Path, tag: Option<&str>, kind: SourceKind) -> Result<ImageSource, DiffError> {
     let index = read_json(&root.join(oci::INDEX_FILE))?;
     let descs: Vec<Value> = index["manifests"].as_array().cloned().unwrap_or_default();
-    let tags: Vec<&str> = descs.iter().filter_map(ref_name).collect();
+    let tags: Vec<&str> = descs.iter().filter_map(oci::ref_name).collect();
     let chosen = match tag {
         Some(t) => descs.iter().find(|d| {
-            ref_name(d) == Some(t)
+            oci::ref_name(d) == Some(t)
                 || d.pointer("/annotations/io.containerd.image.name")
                     .and_then(Value::as_str)
                     .is_some_and(|n| n == t || n.ends_with(&format!(":{t}")))
         }),
         None if descs.len() == 1 => descs.first(),
-        None => descs.iter().find(|d| ref_name(d) == Some("latest")),
+        None => descs.iter().find(|d| oci::ref_name(d) == Some("latest")),
     };
     let Some(desc) = chosen else {
         let available = if tags.is_empty() {

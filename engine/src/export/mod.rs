@@ -259,11 +259,7 @@ fn write_layout(
         }
     }
     let index_path = dest.join(INDEX_FILE);
-    let ref_of = |v: &Value| {
-        v.pointer(oci::REF_NAME_POINTER)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
+    let ref_of = |v: &Value| oci::ref_name(v).map(str::to_string);
     let digest = img.manifest_digest.to_string();
     if names.is_empty() {
         if !manifests.iter().any(|m| {

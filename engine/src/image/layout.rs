@@ -81,18 +81,13 @@ fn read_blob(
         layout: layout.to_path_buf(),
         reason: format!("{e}"),
     })?;
-    let path = oci::blob_path(layout, &digest);
-    let data = std::fs::read(&path).map_err(|e| ImageError::Io {
-        path: path.clone(),
-        source: e,
-    })?;
-    if Digest::of(&data) != digest || expected_size.is_some_and(|s| s != data.len() as u64) {
-        return Err(ImageError::Layout {
+    oci::read_blob(layout, &digest, expected_size, None).map_err(|e| match e {
+        oci::BlobError::Io { path, source } => ImageError::Io { path, source },
+        e => ImageError::Layout {
             layout: layout.to_path_buf(),
-            reason: format!("blob {digest} does not match its digest or size"),
-        });
-    }
-    Ok(data)
+            reason: e.to_string(),
+        },
+    })
 }
 
 fn oci_digest(d: &Descriptor) -> String {

@@ -13,7 +13,7 @@ use strata_cache::Digest;
 use strata_engine::image::layout::{parse_layout_ref, Selector};
 use strata_engine::image::BaseImage;
 use strata_engine::layer::{self, Compression, Entry};
-use strata_engine::oci::{self, MEDIA_TYPE_DOCKER_TAR_GZIP, REF_NAME_ANNOTATION as REF_NAME};
+use strata_engine::oci::{self, MEDIA_TYPE_DOCKER_TAR_GZIP};
 
 /// Where the patch layer puts its file (an os-release-like marker).
 pub const PATCH_PATH: &str = "etc/strata-bench-patch";
@@ -120,7 +120,7 @@ pub fn patch(base: &BaseImage, patch_level: u32) -> anyhow::Result<Patched> {
         .as_array_mut()
         .with_context(|| format!("`{}` has no manifests", index_path.display()))?;
     let wanted = |d: &Value| match &selector {
-        Selector::Tag(t) => d["annotations"][REF_NAME].as_str() == Some(t.as_str()),
+        Selector::Tag(t) => oci::ref_name(d) == Some(t.as_str()),
         _ => true,
     };
     let mut replaced = false;
@@ -200,7 +200,7 @@ mod tests {
         let index = json!({
             "schemaVersion": 2,
             "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md.to_string(), "size": ms,
-                           "annotations": {REF_NAME: "1"}}],
+                           "annotations": {oci::REF_NAME_ANNOTATION: "1"}}],
         });
         std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     }
