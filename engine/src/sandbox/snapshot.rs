@@ -68,7 +68,7 @@ impl Default for Form {
 
 /// The directory of a rootless build's snapshots: one per id mapping (module docs).
 fn rootless_dir_name(ns: &super::userns::UserNs) -> String {
-    format!("snapshots-v2-rootless-{}", ns.key())
+    strata_cache::areas::rootless_snapshots(&ns.key())
 }
 
 /// The snapshot directory of a store.
@@ -114,7 +114,7 @@ impl Snapshots {
     pub fn new(store_root: &Path) -> Self {
         let ns = super::userns::current();
         let dir = match ns {
-            None => "snapshots-v2".to_string(),
+            None => strata_cache::Area::Snapshots.name().to_string(),
             Some(ns) => rootless_dir_name(ns),
         };
         let root = store_root.join(dir);
