@@ -112,7 +112,10 @@ mod tests {
                 "cache-mounts",
             ]
         );
-        assert_eq!(rootless_snapshots("0-1000-1"), "snapshots-v2-rootless-0-1000-1");
+        assert_eq!(
+            rootless_snapshots("0-1000-1"),
+            "snapshots-v2-rootless-0-1000-1"
+        );
         for a in Area::ALL {
             if a.name().starts_with("snapshots-v") {
                 assert!(a.name().starts_with(SNAPSHOT_AREAS_PREFIX));

@@ -122,7 +122,11 @@ fn check_marker(root: &Path) -> Result<(), StoreError> {
 
 fn write_marker(root: &Path, path: &Path) -> Result<(), StoreError> {
     // Write-then-rename so two processes creating the same store never see half a file.
-    let temp = root.join(format!("{}.{}.tmp", Area::Marker.name(), std::process::id()));
+    let temp = root.join(format!(
+        "{}.{}.tmp",
+        Area::Marker.name(),
+        std::process::id()
+    ));
     let json = serde_json::to_vec(&Marker {
         version: STORE_VERSION,
     })

@@ -351,10 +351,10 @@ pub fn export_to_layout(
         "size": m.len(),
         "annotations": {REF_NAME_ANNOTATION: tag},
     }));
-    let index = json!({"schemaVersion": 2, "mediaType": oci::MEDIA_TYPE_INDEX, "manifests": manifests});
+    let index =
+        json!({"schemaVersion": 2, "mediaType": oci::MEDIA_TYPE_INDEX, "manifests": manifests});
     let layout_file = dir.join(oci::LAYOUT_FILE);
-    write_atomic(&layout_file, oci::LAYOUT_VERSION_JSON)
-        .map_err(|e| io(&layout_file, e))?;
+    write_atomic(&layout_file, oci::LAYOUT_VERSION_JSON).map_err(|e| io(&layout_file, e))?;
     write_atomic(&index_path, &serde_json::to_vec(&index).expect("index"))
         .map_err(|e| io(&index_path, e))?;
     Ok(md)
@@ -383,9 +383,7 @@ pub fn import_from_layout(dir: &Path, tag: &str) -> Result<ImportedCache, Remote
     let Some(desc) = index
         .get("manifests")
         .and_then(|m| m.as_array())
-        .and_then(|m| {
-            m.iter().find(|d| oci::ref_name(d) == Some(tag))
-        })
+        .and_then(|m| m.iter().find(|d| oci::ref_name(d) == Some(tag)))
     else {
         return Ok(empty());
     };

@@ -145,7 +145,14 @@ impl Tree {
             reader.for_each(
                 |e| read_error(e, &dg),
                 |mut entry| {
-                    tree.apply(&mut entry, &dg, want, spool_dir, &mut n_spool, &mut added_here)?;
+                    tree.apply(
+                        &mut entry,
+                        &dg,
+                        want,
+                        spool_dir,
+                        &mut n_spool,
+                        &mut added_here,
+                    )?;
                     Ok(ControlFlow::Continue(()))
                 },
             )?;
@@ -516,7 +523,13 @@ mod tests {
             max_entries: 3,
             ..layer::Limits::default()
         };
-        let capped = Tree::scan_with(store.blobs(), &[desc(&digest, size)], &|_| false, &spool, three);
+        let capped = Tree::scan_with(
+            store.blobs(),
+            &[desc(&digest, size)],
+            &|_| false,
+            &spool,
+            three,
+        );
         assert_eq!(
             capped.unwrap_err().to_string(),
             format!("layer {digest}: layer exceeds the entry count limit of 3 (a decompression bomb or an unusually large layer)")

@@ -13,7 +13,6 @@ use strata_cache::Digest;
 use super::DiffError;
 use crate::oci;
 
-
 /// How an image was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -176,7 +175,6 @@ fn parse_digest(root: &Path, v: &Value) -> Result<Digest, DiffError> {
         reason: format!("unsupported or invalid digest {v}"),
     })
 }
-
 
 /// Reads a JSON blob and checks its digest.
 fn read_blob_json(root: &Path, d: &Digest) -> Result<Value, DiffError> {

@@ -95,8 +95,7 @@ fn oci_digest(d: &Descriptor) -> String {
 }
 
 fn is_index(mt: &MediaType) -> bool {
-    matches!(mt, MediaType::ImageIndex)
-        || mt.to_string() == oci::MEDIA_TYPE_DOCKER_LIST
+    matches!(mt, MediaType::ImageIndex) || mt.to_string() == oci::MEDIA_TYPE_DOCKER_LIST
 }
 
 /// Loads the image that `spec` selects from an OCI layout. `base_dir` resolves relative paths.

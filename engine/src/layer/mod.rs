@@ -29,10 +29,6 @@ use crate::oci::{
 };
 
 pub use archive::open_archive;
-pub use read::{
-    check_pax_size, decompress_reader, decompress_reader_limited, path_components, LayerEntry,
-    LayerReader, Limits, PaxSize, ReadError, MAX_USTAR_SIZE,
-};
 /// Public for the benches (`benches/benches/layer.rs`).
 pub use compress::looks_incompressible;
 pub use compress::{
@@ -40,6 +36,10 @@ pub use compress::{
     Hashing, RawTee, CHUNK_MAX, CHUNK_MIN, GZIP_CLASS_BLOCK,
 };
 pub use entry::{canonicalize, path_cmp, Content, Entry, EntryKind, KEPT_XATTRS};
+pub use read::{
+    check_pax_size, decompress_reader, decompress_reader_limited, path_components, LayerEntry,
+    LayerReader, Limits, PaxSize, ReadError, MAX_USTAR_SIZE,
+};
 pub use tar::CHUNK_SOFT;
 
 /// The layer compression. Every parameter is fixed (see `docs/layer-format.md`).

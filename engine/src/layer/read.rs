@@ -197,8 +197,8 @@ impl<R: Read> LayerReader<R> {
             let stream = |e| read_err(ReadError::Stream(e));
             let mut count = 0u64;
             for entry in self.archive.entries().map_err(stream)? {
-                let entry = admit(entry.map_err(stream)?, &limits, &mut count)
-                    .map_err(&read_err)?;
+                let entry =
+                    admit(entry.map_err(stream)?, &limits, &mut count).map_err(&read_err)?;
                 if each(entry)?.is_break() {
                     break;
                 }
@@ -213,7 +213,9 @@ impl<R: Read> LayerReader<R> {
         if exceeded.get() {
             return Err(read_err(over()));
         }
-        drained.map(drop).map_err(|e| read_err(ReadError::Stream(e)))
+        drained
+            .map(drop)
+            .map_err(|e| read_err(ReadError::Stream(e)))
     }
 }
 

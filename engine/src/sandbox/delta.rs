@@ -31,9 +31,9 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, XattrFl
 use rustix::io::Errno;
 
 use super::root::{join, open_in_root};
-use crate::layer::whiteout;
 use super::snapshot::{stamps, Limits};
 use super::SandboxError;
+use crate::layer::whiteout;
 
 /// The outcome of [`unpack_delta`].
 #[derive(Debug, PartialEq, Eq)]

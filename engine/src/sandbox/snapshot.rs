@@ -911,24 +911,29 @@ impl Unpacker {
         match whiteout::classify(name_b) {
             None => {}
             Some(Whiteout::Opaque) => {
-                return rfs::fsetxattr(parent_fd, self.form.opaque_xattr, b"y", XattrFlags::empty())
-                    .map_err(io_err("mark opaque"));
+                return rfs::fsetxattr(
+                    parent_fd,
+                    self.form.opaque_xattr,
+                    b"y",
+                    XattrFlags::empty(),
+                )
+                .map_err(io_err("mark opaque"));
             }
             Some(Whiteout::AufsMeta(_)) => return Ok(()),
             Some(Whiteout::Remove(target)) => {
-            if target.is_empty() || target == b"." || target == b".." {
-                return Err(unsafe_entry(raw_path, "whiteout of an invalid name"));
-            }
-            let target = OsStr::from_bytes(target);
-            remove_all_at(parent_fd.as_fd(), target).map_err(io_err("remove whited-out"))?;
-            return self.mknod(
-                parent_fd.as_fd(),
-                target,
-                FileType::CharacterDevice,
-                0,
-                0,
-                shown,
-            );
+                if target.is_empty() || target == b"." || target == b".." {
+                    return Err(unsafe_entry(raw_path, "whiteout of an invalid name"));
+                }
+                let target = OsStr::from_bytes(target);
+                remove_all_at(parent_fd.as_fd(), target).map_err(io_err("remove whited-out"))?;
+                return self.mknod(
+                    parent_fd.as_fd(),
+                    target,
+                    FileType::CharacterDevice,
+                    0,
+                    0,
+                    shown,
+                );
             }
         }
 

@@ -18,7 +18,6 @@ use strata_engine::oci::{self, MEDIA_TYPE_DOCKER_TAR_GZIP};
 /// Where the patch layer puts its file (an os-release-like marker).
 pub const PATCH_PATH: &str = "etc/strata-bench-patch";
 
-
 /// A layout whose selected image was replaced by its patched version.
 pub struct Patched {
     layout: PathBuf,
