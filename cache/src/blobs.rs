@@ -31,8 +31,8 @@ impl BlobStore {
     /// Creates the directories if needed.
     #[cfg_attr(not(feature = "index"), allow(dead_code))]
     pub(crate) fn new(root: &Path) -> Result<BlobStore, StoreError> {
-        let dir = root.join("blobs").join("sha256");
-        let tmp = root.join("tmp");
+        let dir = crate::Area::Blobs.path(root);
+        let tmp = crate::Area::Tmp.path(root);
         fs::create_dir_all(&dir).at("create directory", &dir)?;
         fs::create_dir_all(&tmp).at("create directory", &tmp)?;
         Ok(BlobStore { dir, tmp })

@@ -152,7 +152,7 @@ pub fn fsck(store: &Store, repair: bool) -> Result<FsckReport, StoreError> {
 
 fn check(store: &Store) -> Result<(Vec<Problem>, usize), StoreError> {
     let mut problems = Vec::new();
-    let blob_dir = store.root().join("blobs").join("sha256");
+    let blob_dir = crate::Area::Blobs.path(store.root());
     let mut files = Vec::new();
     for entry in fs::read_dir(&blob_dir).at("read directory", &blob_dir)? {
         let entry = entry.at("read directory", &blob_dir)?;
@@ -222,7 +222,7 @@ fn check(store: &Store) -> Result<(Vec<Problem>, usize), StoreError> {
         }
     }
 
-    let tmp = store.root().join("tmp");
+    let tmp = crate::Area::Tmp.path(store.root());
     let now = SystemTime::now();
     if let Ok(entries) = fs::read_dir(&tmp) {
         for entry in entries {

@@ -38,22 +38,23 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::error::{IoContext, StoreError};
-use crate::{Digest, Store};
+use crate::{Area, Digest, Store};
 
 /// Blobs younger than this are never deleted (see the module docs).
 pub const MIN_BLOB_AGE: Duration = Duration::from_secs(600);
 
-/// The directory of unpacked layers, one per diff_id.
-pub const SNAPSHOTS_DIR: &str = "snapshots-v2";
+/// The directory of unpacked layers, one per diff_id ([`Area::Snapshots`]).
+pub const SNAPSHOTS_DIR: &str = Area::Snapshots.name();
 /// Snapshots made before files and directories got their layer's times (docs/store.md):
-/// never used; gc removes them.
-pub const LEGACY_SNAPSHOTS_DIR: &str = "snapshots-v1";
+/// never used; gc removes them ([`Area::LegacySnapshots`]).
+pub const LEGACY_SNAPSHOTS_DIR: &str = Area::LegacySnapshots.name();
 
 /// References to compressed chunks inside layer blobs (the engine's `layer::ChunkDir`): one
-/// small file per chunk, starting with the `sha256:<hex>` of the blob that holds the chunk.
-pub const CHUNK_REFS_DIR: &str = "chunks-v2";
+/// small file per chunk, starting with the `sha256:<hex>` of the blob that holds the chunk
+/// ([`Area::ChunkRefs`]).
+pub const CHUNK_REFS_DIR: &str = Area::ChunkRefs.name();
 /// Copies of compressed chunks, from before chunk references: never read any more.
-const LEGACY_CHUNKS_DIR: &str = "chunks-v1";
+const LEGACY_CHUNKS_DIR: &str = Area::LegacyChunks.name();
 
 /// What to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,7 +224,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
     let _hold = store.index().hold()?;
     let (protected, protected_diff_ids) = protected(store)?;
 
-    let blob_dir = store.root().join("blobs").join("sha256");
+    let blob_dir = Area::Blobs.path(store.root());
     let mut blobs: BTreeMap<Digest, BlobInfo> = BTreeMap::new();
     for entry in fs::read_dir(&blob_dir).at("read directory", &blob_dir)? {
         let entry = entry.at("read directory", &blob_dir)?;
@@ -247,7 +248,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
     let last_used: BTreeMap<[u8; 32], u64> = store.index().list_last_used()?.into_iter().collect();
     let steps = store.index().list_steps()?;
     // Read under the index lock (held above): every hit recorded before it is in a list.
-    let in_use = crate::lock::steps_in_use(&store.root().join("tmp"));
+    let in_use = crate::lock::steps_in_use(&Area::Tmp.path(store.root()));
     // How many remaining step records reference each blob.
     let mut refs: BTreeMap<Digest, usize> = BTreeMap::new();
     for (_, rec) in &steps {
@@ -269,7 +270,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
     // the policy, once they are not young.
     // Those a live build uses are kept like tagged ones (crate::snapshot_use); checked once
     // more, under the snapshot lock, right before one is moved away.
-    let snapshots_in_use = crate::lock::snapshots_in_use(&store.root().join("tmp"));
+    let snapshots_in_use = crate::lock::snapshots_in_use(&Area::Tmp.path(store.root()));
     let mut snapshots = Vec::new();
     let mut dead_snapshots = Vec::new();
     let mut snapshot_bytes = 0;
@@ -428,7 +429,7 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
                             "lock",
                             store.root().join(crate::snapshot_use::SNAPSHOT_LOCK),
                         )?;
-                        let in_use = crate::lock::snapshots_in_use(&store.root().join("tmp"));
+                        let in_use = crate::lock::snapshots_in_use(&Area::Tmp.path(store.root()));
                         if in_use_snapshot(&in_use, name) {
                             continue;
                         }

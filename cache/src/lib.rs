@@ -13,7 +13,7 @@
 //! Without the default feature `index` only the blob store, digests and errors are built (no
 //! RocksDB): the fuzz targets (`fuzz/`) use that.
 //!
-//! On disk:
+//! On disk (every name under the root is an [`Area`]):
 //!
 //! ```text
 //! <root>/strata-store.json   {"version":1}
@@ -32,6 +32,7 @@
 //! A wait for the index lock longer than [`lock::QUIET_WAIT`] is reported through `on_wait`;
 //! after [`LOCK_WAIT`] it fails.
 
+pub mod areas;
 pub mod blobs;
 pub mod boot;
 pub mod digest;
@@ -51,6 +52,7 @@ mod stat_set;
 #[cfg(feature = "index")]
 mod store;
 
+pub use areas::Area;
 pub use blobs::{BlobStore, BlobWriter, VerifyingReader};
 pub use digest::{Digest, DigestParseError, Sha256Hasher};
 pub use error::StoreError;

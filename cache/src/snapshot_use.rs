@@ -27,8 +27,8 @@ use rustix::fs::{flock, FlockOperation};
 
 /// In a store handle's scratch directory: the snapshot names it has used.
 pub const SNAPSHOTS_IN_USE: &str = "snapshots-in-use";
-/// In the store's root: the snapshot lock (module docs).
-pub const SNAPSHOT_LOCK: &str = "snapshots.lock";
+/// In the store's root: the snapshot lock (module docs; [`crate::Area::SnapshotLock`]).
+pub const SNAPSHOT_LOCK: &str = crate::Area::SnapshotLock.name();
 
 /// The snapshot lock, held until dropped.
 #[derive(Debug)]

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{fsck, lock, BlobStore, Index, OnWait, StoreError};
+use crate::{fsck, lock, Area, BlobStore, Index, OnWait, StoreError};
 
 use crate::error::IoContext;
 
@@ -21,9 +21,6 @@ pub const STORE_VERSION: u32 = 1;
 /// How long an index operation waits for another process's lock before giving up.
 pub const LOCK_WAIT: Duration = Duration::from_secs(60);
 
-const MARKER: &str = "strata-store.json";
-const INDEX_DIR: &str = "index-v1";
-const INDEX_LOCK: &str = "index-v1.lock";
 /// In a store handle's scratch directory: the step keys it has hit (`Index::use_step`).
 pub(crate) const IN_USE: &str = "in-use";
 
@@ -56,14 +53,14 @@ impl Store {
     fn open_inner(root: &Path, on_wait: OnWait, max_wait: Duration) -> Result<Store, StoreError> {
         fs::create_dir_all(root).at("create directory", root)?;
         check_marker(root)?;
-        let tmp = root.join("tmp");
+        let tmp = Area::Tmp.path(root);
         let blobs = BlobStore::new(root)?;
         sweep_leftovers(root);
         let scratch = lock::Scratch::create(&tmp)?;
         let blobs = blobs.with_tmp(scratch.path());
         let index = Index::new(
-            &root.join(INDEX_DIR),
-            &root.join(INDEX_LOCK),
+            &Area::Index.path(root),
+            &Area::IndexLock.path(root),
             on_wait,
             max_wait,
             Some(&scratch.path().join(IN_USE)),
@@ -100,7 +97,7 @@ impl Store {
 
 /// Reads `strata-store.json`, or writes it (atomically) for a new store.
 fn check_marker(root: &Path) -> Result<(), StoreError> {
-    let path = root.join(MARKER);
+    let path = Area::Marker.path(root);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -125,7 +122,11 @@ fn check_marker(root: &Path) -> Result<(), StoreError> {
 
 fn write_marker(root: &Path, path: &Path) -> Result<(), StoreError> {
     // Write-then-rename so two processes creating the same store never see half a file.
-    let temp = root.join(format!("{MARKER}.{}.tmp", std::process::id()));
+    let temp = root.join(format!(
+        "{}.{}.tmp",
+        Area::Marker.name(),
+        std::process::id()
+    ));
     let json = serde_json::to_vec(&Marker {
         version: STORE_VERSION,
     })
@@ -179,7 +180,7 @@ fn sweep_leftovers(root: &Path) {
             .and_then(|m| SystemTime::now().duration_since(m).ok())
             .is_some_and(|age| age > fsck::STALE_TEMP_AGE)
     };
-    let tmp = root.join("tmp");
+    let tmp = Area::Tmp.path(root);
     if let Ok(entries) = fs::read_dir(&tmp) {
         for e in entries.flatten() {
             let name = e.file_name();
@@ -212,7 +213,7 @@ fn sweep_leftovers(root: &Path) {
             if !dir
                 .file_name()
                 .as_encoded_bytes()
-                .starts_with(b"snapshots-v")
+                .starts_with(crate::areas::SNAPSHOT_AREAS_PREFIX.as_bytes())
             {
                 continue;
             }

@@ -13,6 +13,7 @@
 //! - [`layer`]: the canonical layer form — tar writing, chunked parallel compression, archive reading.
 //! - [`plan`]: stages and steps, ARG/ENV scoping, cache keys.
 //! - [`build`]: the scheduler and step execution against the content store.
+//! - [`oci`]: OCI media types and image-layout names, defined once.
 //! - [`image`]: OCI config and manifest assembly, canonical JSON.
 //! - [`export`]: OCI layout, OCI archive and docker-archive outputs.
 //! - [`fetch`]: remote `ADD` sources — HTTP(S) downloads and git checkouts.
@@ -29,6 +30,7 @@ pub mod frontend;
 pub mod image;
 pub mod layer;
 pub mod lock;
+pub mod oci;
 pub mod plan;
 pub mod registry;
 pub mod remote_cache;

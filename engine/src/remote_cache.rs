@@ -23,11 +23,11 @@ use serde_json::json;
 use strata_cache::{BlobStore, Digest, LayerRecord, StepRecord};
 
 use crate::image::{BlobFetcher, LayerDesc};
+use crate::oci::{self, REF_NAME_ANNOTATION};
 use crate::plan::key::{Key, KEY_VERSION};
 
 pub const ARTIFACT_TYPE: &str = "application/vnd.strata.cache.v1";
 pub const MEDIA_TYPE_RECORDS: &str = "application/vnd.strata.cache.records.v1+json";
-pub const MEDIA_TYPE_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 /// The largest records blob accepted on import (about 100k steps).
 pub const MAX_RECORDS_BYTES: u64 = 64 << 20;
 
@@ -139,10 +139,10 @@ pub fn manifest(records: &CacheRecords, records_json: &[u8]) -> Vec<u8> {
     }
     let m = json!({
         "schemaVersion": 2,
-        "mediaType": crate::image::MEDIA_TYPE_MANIFEST,
+        "mediaType": oci::MEDIA_TYPE_MANIFEST,
         "artifactType": ARTIFACT_TYPE,
         "config": {
-            "mediaType": MEDIA_TYPE_EMPTY,
+            "mediaType": oci::MEDIA_TYPE_EMPTY,
             "digest": Digest::of(b"{}").to_string(),
             "size": 2,
         },
@@ -281,7 +281,7 @@ pub struct LayoutBlobs(pub PathBuf);
 
 impl BlobFetcher for LayoutBlobs {
     fn fetch(&self, layer: &LayerDesc, store: &BlobStore) -> Result<(), String> {
-        let src = self.0.join("blobs/sha256").join(layer.digest.hex());
+        let src = oci::blob_path(&self.0, &layer.digest);
         store
             .import_file(&src, Some(&layer.digest))
             .map(|_| ())
@@ -307,7 +307,7 @@ pub fn export_to_layout(
         path: path.to_path_buf(),
         source,
     };
-    let blobs = dir.join("blobs/sha256");
+    let blobs = dir.join(oci::BLOBS_SHA256);
     std::fs::create_dir_all(&blobs).map_err(|e| io(&blobs, e))?;
     let put_bytes = |bytes: &[u8]| -> Result<Digest, RemoteCacheError> {
         let d = Digest::of(bytes);
@@ -335,7 +335,7 @@ pub fn export_to_layout(
     let m = manifest(records, &records_json);
     let md = put_bytes(&m)?;
     // index.json: this tag now names the cache manifest; other entries stay.
-    let index_path = dir.join("index.json");
+    let index_path = dir.join(oci::INDEX_FILE);
     let mut manifests: Vec<serde_json::Value> = match std::fs::read(&index_path) {
         Ok(b) => serde_json::from_slice::<serde_json::Value>(&b)
             .ok()
@@ -343,22 +343,18 @@ pub fn export_to_layout(
             .unwrap_or_default(),
         Err(_) => Vec::new(),
     };
-    manifests.retain(|d| {
-        d.pointer("/annotations/org.opencontainers.image.ref.name")
-            .and_then(|n| n.as_str())
-            != Some(tag)
-    });
+    manifests.retain(|d| oci::ref_name(d) != Some(tag));
     manifests.push(json!({
-        "mediaType": crate::image::MEDIA_TYPE_MANIFEST,
+        "mediaType": oci::MEDIA_TYPE_MANIFEST,
         "artifactType": ARTIFACT_TYPE,
         "digest": md.to_string(),
         "size": m.len(),
-        "annotations": {"org.opencontainers.image.ref.name": tag},
+        "annotations": {REF_NAME_ANNOTATION: tag},
     }));
-    let index = json!({"schemaVersion": 2, "mediaType": crate::image::MEDIA_TYPE_INDEX, "manifests": manifests});
-    let layout_file = dir.join("oci-layout");
-    write_atomic(&layout_file, br#"{"imageLayoutVersion":"1.0.0"}"#)
-        .map_err(|e| io(&layout_file, e))?;
+    let index =
+        json!({"schemaVersion": 2, "mediaType": oci::MEDIA_TYPE_INDEX, "manifests": manifests});
+    let layout_file = dir.join(oci::LAYOUT_FILE);
+    write_atomic(&layout_file, oci::LAYOUT_VERSION_JSON).map_err(|e| io(&layout_file, e))?;
     write_atomic(&index_path, &serde_json::to_vec(&index).expect("index"))
         .map_err(|e| io(&index_path, e))?;
     Ok(md)
@@ -373,13 +369,13 @@ pub fn import_from_layout(dir: &Path, tag: &str) -> Result<ImportedCache, Remote
         reason,
     };
     let empty = || ImportedCache::new(CacheRecords::default(), Arc::new(LayoutBlobs(dir.into())));
-    let index: serde_json::Value = match std::fs::read(dir.join("index.json")) {
+    let index: serde_json::Value = match std::fs::read(dir.join(oci::INDEX_FILE)) {
         Ok(b) => serde_json::from_slice(&b).map_err(|e| invalid(format!("index.json: {e}")))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(empty()),
         Err(source) => {
             return Err(RemoteCacheError::Io {
                 origin,
-                path: dir.join("index.json"),
+                path: dir.join(oci::INDEX_FILE),
                 source,
             })
         }
@@ -387,13 +383,7 @@ pub fn import_from_layout(dir: &Path, tag: &str) -> Result<ImportedCache, Remote
     let Some(desc) = index
         .get("manifests")
         .and_then(|m| m.as_array())
-        .and_then(|m| {
-            m.iter().find(|d| {
-                d.pointer("/annotations/org.opencontainers.image.ref.name")
-                    .and_then(|n| n.as_str())
-                    == Some(tag)
-            })
-        })
+        .and_then(|m| m.iter().find(|d| oci::ref_name(d) == Some(tag)))
     else {
         return Ok(empty());
     };
@@ -404,24 +394,17 @@ pub fn import_from_layout(dir: &Path, tag: &str) -> Result<ImportedCache, Remote
         .parse()
         .map_err(|e| invalid(format!("index.json: {e}")))?;
     let read = |d: &Digest, limit: u64| -> Result<Vec<u8>, RemoteCacheError> {
-        let p = dir.join("blobs/sha256").join(d.hex());
-        let meta = std::fs::metadata(&p).map_err(|source| RemoteCacheError::Io {
-            origin: origin.clone(),
-            path: p.clone(),
-            source,
-        })?;
-        if meta.len() > limit {
-            return Err(invalid(format!("blob {d} is over {limit} bytes")));
-        }
-        let b = std::fs::read(&p).map_err(|source| RemoteCacheError::Io {
-            origin: origin.clone(),
-            path: p.clone(),
-            source,
-        })?;
-        if Digest::of(&b) != *d {
-            return Err(invalid(format!("blob {d} does not match its digest")));
-        }
-        Ok(b)
+        oci::read_blob(dir, d, None, Some(limit)).map_err(|e| match e {
+            oci::BlobError::Io { path, source } => RemoteCacheError::Io {
+                origin: origin.clone(),
+                path,
+                source,
+            },
+            e @ oci::BlobError::TooLarge { .. } => invalid(e.to_string()),
+            oci::BlobError::Mismatch { .. } => {
+                invalid(format!("blob {d} does not match its digest"))
+            }
+        })
     };
     let m = read(&md, 4 << 20)?;
     let (rd, _) = records_descriptor(&m, &origin)?;

@@ -11,7 +11,8 @@ use serde_json::Value;
 use strata_cache::{Lineage, TagRecord};
 use strata_engine::build::import_base;
 use strata_engine::export::{self, ImageName};
-use strata_engine::image::{self, layout, AssembledImage, Platform, MEDIA_TYPE_MANIFEST};
+use strata_engine::image::{self, layout, AssembledImage, Platform};
+use strata_engine::oci::MEDIA_TYPE_MANIFEST;
 
 use super::build::{parse_output, Output};
 use crate::args::RebaseArgs;

@@ -8,12 +8,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use strata_cache::BlobStore;
 
 use crate::image::LayerDesc;
 use crate::layer;
+use crate::layer::whiteout::Whiteout;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeKind {
@@ -63,10 +65,31 @@ pub enum RootfsError {
         path: String,
         reason: String,
     },
+    #[error("layer {digest}: {reason}")]
+    Limit { digest: String, reason: String },
     #[error("too many levels of symbolic links resolving `/{0}`")]
     SymlinkLoop(String),
     #[error("store: {0}")]
     Store(#[from] strata_cache::StoreError),
+}
+
+/// A refusal of the layer reader, for layer `digest`.
+fn read_error(e: layer::ReadError, digest: &str) -> RootfsError {
+    use layer::ReadError as R;
+    let digest = digest.to_string();
+    match e {
+        R::Stream(source) | R::PaxHeader { source, .. } => RootfsError::Read { digest, source },
+        R::PaxSizeDesync { path, reason } => RootfsError::PaxSizeDesync {
+            digest,
+            path,
+            reason,
+        },
+        R::UnsafePath { path, .. } => RootfsError::UnsafePath { digest, path },
+        e @ R::Limit { .. } => RootfsError::Limit {
+            digest,
+            reason: e.to_string(),
+        },
+    }
 }
 
 /// Normalises a tar entry path; `None` if it would leave the root.
@@ -94,64 +117,76 @@ impl Tree {
         want: &dyn Fn(&str) -> bool,
         spool_dir: &Path,
     ) -> Result<Tree, RootfsError> {
+        // The limits snapshots for RUN have: a layer too large to unpack is too large to scan.
+        Tree::scan_with(blobs, layers, want, spool_dir, layer::Limits::default())
+    }
+
+    /// [`scan`](Tree::scan) under other limits.
+    pub(crate) fn scan_with(
+        blobs: &BlobStore,
+        layers: &[LayerDesc],
+        want: &dyn Fn(&str) -> bool,
+        spool_dir: &Path,
+        limits: layer::Limits,
+    ) -> Result<Tree, RootfsError> {
         let mut tree = Tree::default();
         let mut n_spool = 0usize;
         for l in layers {
             let dg = l.digest.to_string();
             let reader = blobs.open(&l.digest)?;
-            let reader =
-                layer::decompress_reader(Box::new(reader), &l.media_type).map_err(|e| {
-                    RootfsError::Layer {
-                        digest: dg.to_string(),
-                        source: e,
-                    }
+            let reader = layer::LayerReader::open(Box::new(reader), &l.media_type, limits)
+                .map_err(|e| RootfsError::Layer {
+                    digest: dg.to_string(),
+                    source: e,
                 })?;
-            let mut ar = tar::Archive::new(reader);
-            tree.apply(&mut ar, &dg, want, spool_dir, &mut n_spool)?;
             // The rest of the stream is read too: the blob's digest is checked at its end, so
             // a damaged blob is an error here, not facts from wrong bytes.
-            io::copy(&mut ar.into_inner(), &mut io::sink()).map_err(|e| RootfsError::Read {
-                digest: dg.clone(),
-                source: e,
-            })?;
+            let mut added_here = BTreeSet::new();
+            reader.for_each(
+                |e| read_error(e, &dg),
+                |mut entry| {
+                    tree.apply(
+                        &mut entry,
+                        &dg,
+                        want,
+                        spool_dir,
+                        &mut n_spool,
+                        &mut added_here,
+                    )?;
+                    Ok(ControlFlow::Continue(()))
+                },
+            )?;
         }
         Ok(tree)
     }
 
-    /// Applies one layer, read from `ar`, to the tree.
+    /// Applies one entry of a layer to the tree; `added_here`: the paths that layer added.
     fn apply<R: Read>(
         &mut self,
-        ar: &mut tar::Archive<R>,
+        le: &mut layer::LayerEntry<'_, R>,
         dg: &str,
         want: &dyn Fn(&str) -> bool,
         spool_dir: &Path,
         n_spool: &mut usize,
+        added_here: &mut BTreeSet<String>,
     ) -> Result<(), RootfsError> {
-        let mut added_here: BTreeSet<String> = BTreeSet::new();
         let rd = |e: io::Error| RootfsError::Read {
             digest: dg.to_string(),
             source: e,
         };
-        for entry in ar.entries().map_err(rd)? {
-            let mut entry = entry.map_err(rd)?;
-            let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            layer::check_pax_size(&mut entry).map_err(|p| match p {
-                layer::PaxSize::Io(e) => rd(e),
-                layer::PaxSize::Desync(reason) => RootfsError::PaxSizeDesync {
-                    digest: dg.to_string(),
-                    path: raw.clone(),
-                    reason,
-                },
-            })?;
-            let path = clean_rel(&raw).ok_or_else(|| RootfsError::UnsafePath {
-                digest: dg.to_string(),
-                path: raw.clone(),
-            })?;
-            let (dir, base) = match path.rfind('/') {
-                Some(i) => (&path[..i], &path[i + 1..]),
-                None => ("", path.as_str()),
-            };
-            if base == ".wh..wh..opq" {
+        let raw = le.shown();
+        // (The layer reader refused paths that leave the root.)
+        let path = clean_rel(&raw).ok_or_else(|| RootfsError::UnsafePath {
+            digest: dg.to_string(),
+            path: raw.clone(),
+        })?;
+        let dir = match path.rfind('/') {
+            Some(i) => &path[..i],
+            None => "",
+        };
+        match le.whiteout() {
+            None => {}
+            Some(Whiteout::Opaque) => {
                 let prefix = if dir.is_empty() {
                     String::new()
                 } else {
@@ -167,93 +202,96 @@ impl Tree {
                 for k in doomed {
                     self.nodes.remove(&k);
                 }
-                continue;
+                return Ok(());
             }
-            if let Some(target) = base.strip_prefix(".wh.") {
+            // aufs metadata too: this view has always treated every `.wh.` name as a removal.
+            Some(Whiteout::Remove(target) | Whiteout::AufsMeta(target)) => {
+                let target = String::from_utf8_lossy(target);
                 let victim = if dir.is_empty() {
-                    target.to_string()
+                    target.into_owned()
                 } else {
                     format!("{dir}/{target}")
                 };
                 self.remove_subtree(&victim);
-                continue;
+                return Ok(());
             }
-            let h = entry.header();
-            let mode = h.mode().map_err(rd)? & 0o7777;
-            let uid = h.uid().map_err(rd)?;
-            let gid = h.gid().map_err(rd)?;
-            let et = h.entry_type();
-            let link = || -> Result<String, RootfsError> {
-                Ok(entry
-                    .link_name_bytes()
-                    .map(|b| String::from_utf8_lossy(b.as_ref()).into_owned())
-                    .unwrap_or_default())
-            };
-            let kind = if et.is_dir() {
-                NodeKind::Dir
-            } else if et.is_symlink() {
-                NodeKind::Symlink(link()?)
-            } else if et.is_hard_link() {
-                let t = link()?;
-                let t = clean_rel(&t).ok_or_else(|| RootfsError::UnsafePath {
-                    digest: dg.to_string(),
-                    path: t.clone(),
-                })?;
-                NodeKind::HardLink(t)
-            } else if et.is_character_special() || et.is_block_special() {
-                let ma = h.device_major().map_err(rd)?.unwrap_or(0);
-                let mi = h.device_minor().map_err(rd)?.unwrap_or(0);
-                if et.is_character_special() {
-                    NodeKind::CharDevice(ma, mi)
-                } else {
-                    NodeKind::BlockDevice(ma, mi)
-                }
-            } else if et.is_fifo() {
-                NodeKind::Fifo
-            } else if et.is_file() || et == tar::EntryType::Continuous {
-                let size = entry.size();
-                let spool = if want(&path) {
-                    *n_spool += 1;
-                    let p = spool_dir.join(format!("f{n_spool}"));
-                    let mut f = std::fs::File::create(&p).map_err(rd)?;
-                    io::copy(&mut (&mut entry).take(size), &mut f).map_err(rd)?;
-                    Some(p)
-                } else {
-                    None
-                };
-                NodeKind::File { size, spool }
+        }
+        let entry = &mut le.entry;
+        let h = entry.header();
+        let mode = h.mode().map_err(rd)? & 0o7777;
+        let uid = h.uid().map_err(rd)?;
+        let gid = h.gid().map_err(rd)?;
+        let et = h.entry_type();
+        let link = || -> Result<String, RootfsError> {
+            Ok(entry
+                .link_name_bytes()
+                .map(|b| String::from_utf8_lossy(b.as_ref()).into_owned())
+                .unwrap_or_default())
+        };
+        let kind = if et.is_dir() {
+            NodeKind::Dir
+        } else if et.is_symlink() {
+            NodeKind::Symlink(link()?)
+        } else if et.is_hard_link() {
+            let t = link()?;
+            let t = clean_rel(&t).ok_or_else(|| RootfsError::UnsafePath {
+                digest: dg.to_string(),
+                path: t.clone(),
+            })?;
+            NodeKind::HardLink(t)
+        } else if et.is_character_special() || et.is_block_special() {
+            let ma = h.device_major().map_err(rd)?.unwrap_or(0);
+            let mi = h.device_minor().map_err(rd)?.unwrap_or(0);
+            if et.is_character_special() {
+                NodeKind::CharDevice(ma, mi)
             } else {
-                // PAX/GNU metadata entries are consumed by the tar reader; anything else
-                // (sockets cannot be in tar) is skipped.
-                continue;
+                NodeKind::BlockDevice(ma, mi)
+            }
+        } else if et.is_fifo() {
+            NodeKind::Fifo
+        } else if et.is_file() || et == tar::EntryType::Continuous {
+            let size = entry.size();
+            let spool = if want(&path) {
+                *n_spool += 1;
+                let p = spool_dir.join(format!("f{n_spool}"));
+                let mut f = std::fs::File::create(&p).map_err(rd)?;
+                io::copy(&mut entry.take(size), &mut f).map_err(rd)?;
+                Some(p)
+            } else {
+                None
             };
-            let mut xattrs = BTreeMap::new();
-            if let Ok(Some(exts)) = entry.pax_extensions() {
-                for ext in exts.flatten() {
-                    if let Ok(k) = ext.key() {
-                        if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
-                            if name == "security.capability" {
-                                xattrs.insert(name.to_string(), ext.value_bytes().to_vec());
-                            }
+            NodeKind::File { size, spool }
+        } else {
+            // PAX/GNU metadata entries are consumed by the tar reader; anything else
+            // (sockets cannot be in tar) is skipped.
+            return Ok(());
+        };
+        let mut xattrs = BTreeMap::new();
+        if let Ok(Some(exts)) = entry.pax_extensions() {
+            for ext in exts.flatten() {
+                if let Ok(k) = ext.key() {
+                    if let Some(name) = k.strip_prefix("SCHILY.xattr.") {
+                        if name == "security.capability" {
+                            xattrs.insert(name.to_string(), ext.value_bytes().to_vec());
                         }
                     }
                 }
             }
-            if !matches!(kind, NodeKind::Dir) {
-                self.remove_subtree(&path);
-            }
-            added_here.insert(path.clone());
-            self.nodes.insert(
-                path,
-                Node {
-                    kind,
-                    mode,
-                    uid,
-                    gid,
-                    xattrs,
-                },
-            );
         }
+        if !matches!(kind, NodeKind::Dir) {
+            self.remove_subtree(&path);
+        }
+        added_here.insert(path.clone());
+        self.nodes.insert(
+            path,
+            Node {
+                kind,
+                mode,
+                uid,
+                gid,
+                xattrs,
+            },
+        );
         Ok(())
     }
 
@@ -480,6 +518,22 @@ mod tests {
         assert!(scan(&[desc(&d2, size2)]).is_err());
         // Nothing is unpacked by a scan.
         assert!(!store.root().join("snapshots-v2").exists());
+        // The layer reader's limits apply (the entry cap was missing here before it).
+        let three = layer::Limits {
+            max_entries: 3,
+            ..layer::Limits::default()
+        };
+        let capped = Tree::scan_with(
+            store.blobs(),
+            &[desc(&digest, size)],
+            &|_| false,
+            &spool,
+            three,
+        );
+        assert_eq!(
+            capped.unwrap_err().to_string(),
+            format!("layer {digest}: layer exceeds the entry count limit of 3 (a decompression bomb or an unusually large layer)")
+        );
     }
 
     #[test]

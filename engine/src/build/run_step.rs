@@ -77,7 +77,7 @@ pub(crate) fn execute(
         let path = path.to_path_buf();
         move |source| BuildError::Io { path, source }
     };
-    let cache_root = store.root().join("cache-mounts");
+    let cache_root = strata_cache::Area::CacheMounts.path(store.root());
     let mut cache_mounts = Vec::new();
     let mut spec_mounts = Vec::new();
     for m in &run.cache_mounts {

@@ -11,9 +11,7 @@ use serde_json::Value;
 use strata_cache::Digest;
 
 use super::DiffError;
-
-const MT_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+use crate::oci;
 
 /// How an image was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -178,23 +176,16 @@ fn parse_digest(root: &Path, v: &Value) -> Result<Digest, DiffError> {
     })
 }
 
-fn blob_path(root: &Path, d: &Digest) -> PathBuf {
-    root.join("blobs/sha256").join(d.hex())
-}
-
 /// Reads a JSON blob and checks its digest.
 fn read_blob_json(root: &Path, d: &Digest) -> Result<Value, DiffError> {
-    let path = blob_path(root, d);
-    let bytes = std::fs::read(&path).map_err(|source| DiffError::Io {
-        path: path.clone(),
-        source,
-    })?;
-    if Digest::of(&bytes) != *d {
-        return Err(DiffError::NotAnImage {
-            path,
+    let path = oci::blob_path(root, d);
+    let bytes = oci::read_blob(root, d, None, None).map_err(|e| match e {
+        oci::BlobError::Io { path, source } => DiffError::Io { path, source },
+        _ => DiffError::NotAnImage {
+            path: path.clone(),
             reason: format!("blob does not match its digest {d}"),
-        });
-    }
+        },
+    })?;
     serde_json::from_slice(&bytes).map_err(|e| DiffError::NotAnImage {
         path,
         reason: format!("invalid JSON: {e}"),
@@ -202,7 +193,7 @@ fn read_blob_json(root: &Path, d: &Digest) -> Result<Value, DiffError> {
 }
 
 fn open_dir(root: &Path, tag: Option<&str>, kind: SourceKind) -> Result<ImageSource, DiffError> {
-    if root.join("index.json").is_file() {
+    if root.join(oci::INDEX_FILE).is_file() {
         open_oci(root, tag, kind)
     } else if root.join("manifest.json").is_file() {
         open_docker(root, tag)
@@ -215,24 +206,19 @@ fn open_dir(root: &Path, tag: Option<&str>, kind: SourceKind) -> Result<ImageSou
     }
 }
 
-fn ref_name(desc: &Value) -> Option<&str> {
-    desc.pointer("/annotations/org.opencontainers.image.ref.name")
-        .and_then(Value::as_str)
-}
-
 fn open_oci(root: &Path, tag: Option<&str>, kind: SourceKind) -> Result<ImageSource, DiffError> {
-    let index = read_json(&root.join("index.json"))?;
+    let index = read_json(&root.join(oci::INDEX_FILE))?;
     let descs: Vec<Value> = index["manifests"].as_array().cloned().unwrap_or_default();
-    let tags: Vec<&str> = descs.iter().filter_map(ref_name).collect();
+    let tags: Vec<&str> = descs.iter().filter_map(oci::ref_name).collect();
     let chosen = match tag {
         Some(t) => descs.iter().find(|d| {
-            ref_name(d) == Some(t)
+            oci::ref_name(d) == Some(t)
                 || d.pointer("/annotations/io.containerd.image.name")
                     .and_then(Value::as_str)
                     .is_some_and(|n| n == t || n.ends_with(&format!(":{t}")))
         }),
         None if descs.len() == 1 => descs.first(),
-        None => descs.iter().find(|d| ref_name(d) == Some("latest")),
+        None => descs.iter().find(|d| oci::ref_name(d) == Some("latest")),
     };
     let Some(desc) = chosen else {
         let available = if tags.is_empty() {
@@ -259,7 +245,7 @@ fn open_oci(root: &Path, tag: Option<&str>, kind: SourceKind) -> Result<ImageSou
     // is not an attestation.
     for _ in 0..4 {
         let mt = manifest["mediaType"].as_str().unwrap_or_default();
-        if mt != MT_INDEX && mt != MT_DOCKER_LIST && manifest.get("manifests").is_none() {
+        if !oci::is_index_media_type(mt) && manifest.get("manifests").is_none() {
             break;
         }
         let inner = manifest["manifests"]
@@ -285,7 +271,7 @@ fn open_oci(root: &Path, tag: Option<&str>, kind: SourceKind) -> Result<ImageSou
     for l in manifest["layers"].as_array().into_iter().flatten() {
         let d = parse_digest(root, &l["digest"])?;
         layers.push(LayerRef {
-            path: blob_path(root, &d),
+            path: oci::blob_path(root, &d),
             digest: Some(d),
             media_type: l["mediaType"].as_str().unwrap_or_default().to_string(),
             size: l["size"].as_u64().unwrap_or(0),
@@ -374,11 +360,11 @@ fn open_docker(root: &Path, tag: Option<&str>) -> Result<ImageSource, DiffError>
         })?;
         let n = f.read(&mut head).unwrap_or(0);
         let media_type = if head[..n].starts_with(&[0x1f, 0x8b]) {
-            crate::layer::MEDIA_TYPE_TAR_GZIP
+            oci::MEDIA_TYPE_TAR_GZIP
         } else if head[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            crate::layer::MEDIA_TYPE_TAR_ZSTD
+            oci::MEDIA_TYPE_TAR_ZSTD
         } else {
-            crate::layer::MEDIA_TYPE_TAR
+            oci::MEDIA_TYPE_TAR
         };
         let size = f.metadata().map(|m| m.len()).unwrap_or(0);
         layers.push(LayerRef {

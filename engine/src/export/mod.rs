@@ -11,7 +11,11 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use strata_cache::{BlobStore, Digest};
 
-use crate::image::{canonical_json, AssembledImage, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
+use crate::image::{canonical_json, AssembledImage};
+use crate::oci::{
+    self, BLOBS_SHA256, INDEX_FILE, LAYOUT_FILE, LAYOUT_VERSION_JSON as OCI_LAYOUT,
+    MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST, REF_NAME_ANNOTATION,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -106,13 +110,11 @@ fn manifest_descriptor(img: &AssembledImage, name: Option<&ImageName>) -> Value 
     if let Some(n) = name {
         d["annotations"] = json!({
             "io.containerd.image.name": n.full(),
-            "org.opencontainers.image.ref.name": n.tag,
+            REF_NAME_ANNOTATION: n.tag,
         });
     }
     d
 }
-
-const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// What an `--output type=oci` destination holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +148,7 @@ fn oci_dest(dest: &Path) -> Result<OciDest, ExportError> {
     if entries.next().is_none() {
         return Ok(OciDest::New);
     }
-    let layout: Value = match fs::read(dest.join("oci-layout")) {
+    let layout: Value = match fs::read(dest.join(LAYOUT_FILE)) {
         Ok(b) => serde_json::from_slice(&b)
             .map_err(|_| refuse("a directory whose `oci-layout` is not JSON"))?,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -169,7 +171,7 @@ fn oci_dest(dest: &Path) -> Result<OciDest, ExportError> {
 
 /// The manifests of the layout at `dest` (none if it has no `index.json` yet).
 fn read_index(dest: &Path) -> Result<Vec<Value>, ExportError> {
-    let index_path = dest.join("index.json");
+    let index_path = dest.join(INDEX_FILE);
     match fs::read(&index_path) {
         Ok(b) => {
             let v: Value = serde_json::from_slice(&b).map_err(|e| ExportError::NotLayout {
@@ -238,9 +240,9 @@ fn write_layout(
     dest: &Path,
 ) -> Result<(), ExportError> {
     let mut manifests = read_index(dest)?;
-    let blob_dir = dest.join("blobs").join("sha256");
+    let blob_dir = dest.join(BLOBS_SHA256);
     fs::create_dir_all(&blob_dir).map_err(io_err(&blob_dir))?;
-    let layout_file = dest.join("oci-layout");
+    let layout_file = dest.join(LAYOUT_FILE);
     if !layout_file.exists() {
         fs::write(&layout_file, OCI_LAYOUT).map_err(io_err(&layout_file))?;
     }
@@ -256,12 +258,8 @@ fn write_layout(
             fs::rename(&tmp, &to).map_err(io_err(&to))?;
         }
     }
-    let index_path = dest.join("index.json");
-    let ref_of = |v: &Value| {
-        v.pointer("/annotations/org.opencontainers.image.ref.name")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
+    let index_path = dest.join(INDEX_FILE);
+    let ref_of = |v: &Value| oci::ref_name(v).map(str::to_string);
     let digest = img.manifest_digest.to_string();
     if names.is_empty() {
         if !manifests.iter().any(|m| {
@@ -339,7 +337,7 @@ pub fn check_archive_dest(dest: &Path) -> Result<(), ExportError> {
             e.path().is_ok_and(|p| {
                 let p = p.to_string_lossy();
                 let p = p.trim_start_matches("./");
-                p == "oci-layout" || p == "manifest.json"
+                p == LAYOUT_FILE || p == "manifest.json"
             })
         })
     });
@@ -378,12 +376,12 @@ pub fn write_archive(
         let e = io_err(dest);
         (|| -> io::Result<()> {
             b.append(&header("blobs/", 0, true, mtime), io::empty())?;
-            b.append(&header("blobs/sha256/", 0, true, mtime), io::empty())?;
+            b.append(&header(&format!("{BLOBS_SHA256}/"), 0, true, mtime), io::empty())?;
             for d in image_blobs(img) {
                 let p = blobs.path(&d);
                 let f = fs::File::open(&p)?;
                 let size = f.metadata()?.len();
-                b.append(&header(&format!("blobs/sha256/{}", d.hex()), size, false, mtime), f)?;
+                b.append(&header(&format!("{BLOBS_SHA256}/{}", d.hex()), size, false, mtime), f)?;
             }
             let manifests: Vec<Value> = if names.is_empty() {
                 vec![manifest_descriptor(img, None)]
@@ -391,16 +389,16 @@ pub fn write_archive(
                 names.iter().map(|n| manifest_descriptor(img, Some(n))).collect()
             };
             let index = json!({ "schemaVersion": 2, "mediaType": MEDIA_TYPE_INDEX, "manifests": manifests });
-            add_bytes(&mut b, "index.json", &canonical_json(&index))?;
+            add_bytes(&mut b, INDEX_FILE, &canonical_json(&index))?;
             if kind == ArchiveKind::Docker {
                 let m = json!([{
-                    "Config": format!("blobs/sha256/{}", img.config_digest.hex()),
+                    "Config": format!("{BLOBS_SHA256}/{}", img.config_digest.hex()),
                     "RepoTags": names.iter().map(|n| n.full()).collect::<Vec<_>>(),
-                    "Layers": img.layers.iter().map(|l| format!("blobs/sha256/{}", l.digest.hex())).collect::<Vec<_>>(),
+                    "Layers": img.layers.iter().map(|l| format!("{BLOBS_SHA256}/{}", l.digest.hex())).collect::<Vec<_>>(),
                 }]);
                 add_bytes(&mut b, "manifest.json", &canonical_json(&m))?;
             }
-            add_bytes(&mut b, "oci-layout", OCI_LAYOUT)?;
+            add_bytes(&mut b, LAYOUT_FILE, OCI_LAYOUT)?;
             b.finish()?;
             b.into_inner()?.flush()?;
             Ok(())

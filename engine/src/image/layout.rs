@@ -10,6 +10,7 @@ use serde_json::Value;
 use strata_cache::Digest;
 
 use crate::image::{BlobSource, ImageError, Platform};
+use crate::oci;
 
 /// A base image found in an OCI layout.
 #[derive(Debug, Clone)]
@@ -80,18 +81,13 @@ fn read_blob(
         layout: layout.to_path_buf(),
         reason: format!("{e}"),
     })?;
-    let path = layout.join("blobs").join("sha256").join(digest.hex());
-    let data = std::fs::read(&path).map_err(|e| ImageError::Io {
-        path: path.clone(),
-        source: e,
-    })?;
-    if Digest::of(&data) != digest || expected_size.is_some_and(|s| s != data.len() as u64) {
-        return Err(ImageError::Layout {
+    oci::read_blob(layout, &digest, expected_size, None).map_err(|e| match e {
+        oci::BlobError::Io { path, source } => ImageError::Io { path, source },
+        e => ImageError::Layout {
             layout: layout.to_path_buf(),
-            reason: format!("blob {digest} does not match its digest or size"),
-        });
-    }
-    Ok(data)
+            reason: e.to_string(),
+        },
+    })
 }
 
 fn oci_digest(d: &Descriptor) -> String {
@@ -99,16 +95,15 @@ fn oci_digest(d: &Descriptor) -> String {
 }
 
 fn is_index(mt: &MediaType) -> bool {
-    matches!(mt, MediaType::ImageIndex)
-        || mt.to_string() == "application/vnd.docker.distribution.manifest.list.v2+json"
+    matches!(mt, MediaType::ImageIndex) || mt.to_string() == oci::MEDIA_TYPE_DOCKER_LIST
 }
 
 /// Loads the image that `spec` selects from an OCI layout. `base_dir` resolves relative paths.
 pub fn load(spec: &str, base_dir: &Path, platform: &Platform) -> Result<BaseImage, ImageError> {
     let (path, selector) = parse_layout_ref(spec)?;
     let layout = base_dir.join(&path);
-    let index_path = layout.join("index.json");
-    if !layout.join("oci-layout").is_file() || !index_path.is_file() {
+    let index_path = layout.join(oci::INDEX_FILE);
+    if !layout.join(oci::LAYOUT_FILE).is_file() || !index_path.is_file() {
         return Err(ImageError::Layout {
             layout: layout.clone(),
             reason: "not an OCI image layout (no `oci-layout` and `index.json`)".into(),
@@ -147,7 +142,7 @@ pub fn load(spec: &str, base_dir: &Path, platform: &Platform) -> Result<BaseImag
                 }
             }
         }
-        (Selector::Digest(d), []) if layout.join("blobs/sha256").join(d.hex()).is_file() => {
+        (Selector::Digest(d), []) if oci::blob_path(&layout, d).is_file() => {
             // Pinned by digest (a lockfile) while the tag has moved on: the blob is still there.
             unlisted_descriptor(&layout, d)?
         }
@@ -268,7 +263,7 @@ fn unlisted_descriptor(layout: &Path, d: &Digest) -> Result<Descriptor, ImageErr
 fn ref_name(d: &Descriptor) -> Option<String> {
     d.annotations()
         .as_ref()?
-        .get("org.opencontainers.image.ref.name")
+        .get(oci::REF_NAME_ANNOTATION)
         .cloned()
 }
 

@@ -16,9 +16,8 @@ use strata_cache::{BlobStore, Digest};
 pub use layout::{BaseImage, LayerDesc};
 pub use resolve::{BlobFetcher, BlobSource, ImageResolver, LocalImages};
 
-pub const MEDIA_TYPE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const MEDIA_TYPE_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const MEDIA_TYPE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+/// (Defined in [`crate::oci`]; re-exported for the callers that name them through `image`.)
+pub use crate::oci::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {

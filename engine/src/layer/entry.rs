@@ -5,14 +5,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::whiteout::{self, Whiteout};
 use super::LayerError;
 
 /// Extended attributes kept in layers; all others are dropped by [`canonicalize`].
 pub const KEPT_XATTRS: &[&str] = &["security.capability"];
-
-/// Name of the opaque-directory whiteout marker.
-const OPAQUE: &str = ".wh..wh..opq";
-const WHITEOUT_PREFIX: &str = ".wh.";
 
 /// One entry of a layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,12 +95,10 @@ impl Entry {
 /// Sort rank of one path component inside its directory: the opaque marker first, then other
 /// whiteouts, then everything else.
 fn rank(component: &str) -> u8 {
-    if component == OPAQUE {
-        0
-    } else if component.starts_with(WHITEOUT_PREFIX) {
-        1
-    } else {
-        2
+    match whiteout::classify(component.as_bytes()) {
+        Some(Whiteout::Opaque) => 0,
+        Some(_) => 1,
+        None => 2,
     }
 }
 

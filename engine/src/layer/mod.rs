@@ -8,22 +8,27 @@
 //!   and drops xattrs other than `security.capability`.
 //! - [`write_layer`] streams the canonical tar of canonical entries through the compressor
 //!   and returns diff_id / digest / sizes.
-//! - [`open_archive`] / [`decompress_reader`] read archives (ADD) and layer blobs.
+//! - [`LayerReader`] reads layer blobs safely (decompression by media type, [`Limits`], the
+//!   PAX size check, path checks, [`whiteout`]s classified): snapshots, deltas, the COPY
+//!   parent view.
+//! - [`open_archive`] reads ADD's local archives.
 
 mod archive;
 mod compress;
 mod entry;
+mod read;
 mod tar;
+pub mod whiteout;
 
 use std::io;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-pub(crate) use archive::ZSTD_WINDOW_LOG_MAX;
-pub use archive::{
-    check_pax_size, decompress_reader, decompress_reader_limited, open_archive, PaxSize,
-    MAX_USTAR_SIZE,
+use crate::oci::{
+    MEDIA_TYPE_DOCKER_TAR_GZIP, MEDIA_TYPE_TAR, MEDIA_TYPE_TAR_GZIP, MEDIA_TYPE_TAR_ZSTD,
 };
+
+pub use archive::open_archive;
 /// Public for the benches (`benches/benches/layer.rs`).
 pub use compress::looks_incompressible;
 pub use compress::{
@@ -31,16 +36,11 @@ pub use compress::{
     Hashing, RawTee, CHUNK_MAX, CHUNK_MIN, GZIP_CLASS_BLOCK,
 };
 pub use entry::{canonicalize, path_cmp, Content, Entry, EntryKind, KEPT_XATTRS};
+pub use read::{
+    check_pax_size, decompress_reader, decompress_reader_limited, path_components, LayerEntry,
+    LayerReader, Limits, PaxSize, ReadError, MAX_USTAR_SIZE,
+};
 pub use tar::CHUNK_SOFT;
-
-/// Media type of an uncompressed OCI layer.
-pub const MEDIA_TYPE_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
-/// Media type of a gzip-compressed OCI layer.
-pub const MEDIA_TYPE_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-/// Media type of a zstd-compressed OCI layer.
-pub const MEDIA_TYPE_TAR_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-/// Docker's (schema 2) media type of a gzip-compressed layer; accepted when reading.
-pub const MEDIA_TYPE_DOCKER_TAR_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
 /// The layer compression. Every parameter is fixed (see `docs/layer-format.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

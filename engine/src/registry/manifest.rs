@@ -5,14 +5,13 @@ use serde::Deserialize;
 use strata_cache::Digest;
 
 use crate::image::Platform;
-
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+use crate::oci::{
+    MEDIA_TYPE_DOCKER_LIST as DOCKER_LIST, MEDIA_TYPE_DOCKER_MANIFEST as DOCKER_MANIFEST,
+    MEDIA_TYPE_INDEX as OCI_INDEX, MEDIA_TYPE_MANIFEST as OCI_MANIFEST,
+};
 
 /// The `Accept` header of a manifest request: every kind we can read.
-pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+pub use crate::oci::MANIFEST_ACCEPT as ACCEPT;
 
 /// Manifests and indexes larger than this are refused before they are read whole.
 pub const MANIFEST_LIMIT: u64 = 4 << 20;

@@ -30,12 +30,8 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat, CWD};
 use rustix::io::Errno;
 
+use crate::layer::whiteout::{self, OPAQUE_XATTRS};
 use crate::layer::{path_cmp, Content, Entry, EntryKind, KEPT_XATTRS};
-
-/// Name of the opaque-directory marker in a layer.
-const OPAQUE_MARKER: &str = ".wh..wh..opq";
-const WHITEOUT_PREFIX: &str = ".wh.";
-const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
 /// Overlay features strata does not enable; an upper dir using them is refused.
 const UNSUPPORTED_OVERLAY_XATTRS: [&str; 3] = ["redirect", "metacopy", "whiteout"];
 
@@ -198,13 +194,13 @@ impl Walker<'_> {
             } else {
                 format!("{rel}/{name}")
             };
-            if name.starts_with(WHITEOUT_PREFIX) {
+            if whiteout::is_reserved(name.as_bytes()) {
                 return Err(CaptureError::ReservedName { path });
             }
             let st = rfs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| io_err("stat", self.host_path(&path), e))?;
             let layer_name = if is_whiteout(&st) {
-                format!("{WHITEOUT_PREFIX}{name}")
+                whiteout::name_for(&name)
             } else {
                 name.clone()
             };
@@ -245,7 +241,7 @@ impl Walker<'_> {
                             .is_some_and(|l| FileType::from_raw_mode(l.st_mode).is_dir());
                     if marker {
                         self.entries
-                            .push(self.marker(format!("{path}/{OPAQUE_MARKER}")));
+                            .push(self.marker(format!("{path}/{}", whiteout::OPAQUE)));
                     }
                     let sub = self.walk_dir(fd.as_fd(), &path)?;
                     if sub.dropped

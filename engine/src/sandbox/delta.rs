@@ -22,6 +22,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
+use std::ops::ControlFlow;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -29,9 +30,10 @@ use std::path::Path;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, XattrFlags};
 use rustix::io::Errno;
 
-use super::root::{components, join, open_in_root};
+use super::root::{join, open_in_root};
 use super::snapshot::{stamps, Limits};
 use super::SandboxError;
+use crate::layer::whiteout;
 
 /// The outcome of [`unpack_delta`].
 #[derive(Debug, PartialEq, Eq)]
@@ -53,7 +55,6 @@ struct Differ {
     limits: Limits,
     is_root: bool,
     bytes: u64,
-    entries: u64,
     /// Owner and mode of every directory of `T` (key: components joined by `/`).
     dirs: HashMap<Vec<u8>, Attrs>,
     /// Directories created in `dest`.
@@ -170,12 +171,12 @@ impl Differ {
     /// One entry of `T`. `Ok(Err(why))`: the layer does not fit the delta model.
     fn entry<R: Read>(
         &mut self,
-        e: &mut tar::Entry<R>,
+        le: &mut crate::layer::LayerEntry<'_, R>,
     ) -> Result<Result<(), String>, SandboxError> {
-        let raw = e.path_bytes().into_owned();
-        let shown = String::from_utf8_lossy(&raw).into_owned();
-        self.entries += 1;
-        self.limits.admit(self.entries, &raw)?;
+        let shown = le.shown();
+        let is_whiteout = le.whiteout().is_some();
+        let comps = std::mem::take(&mut le.components);
+        let e = &mut le.entry;
         let h = e.header().clone();
         let kind = h.entry_type();
         let rd = |err| SandboxError::io("read", &shown, err);
@@ -184,10 +185,6 @@ impl Differ {
         let mtime = super::snapshot::entry_times(e)
             .map_err(rd)?
             .last_modification;
-        let comps = components(&raw).map_err(|r| SandboxError::UnsafeEntry {
-            path: shown.clone(),
-            reason: r,
-        })?;
         let k = key(&comps);
         let Some((name, parent)) = comps.split_last() else {
             if !kind.is_dir() {
@@ -201,8 +198,7 @@ impl Differ {
                 .map_err(Self::io("set owner and mode of", &shown))?;
             return Ok(Ok(()));
         };
-        let name_b = name.as_bytes();
-        if name_b.starts_with(b".wh.") {
+        if is_whiteout {
             return unsuitable(format!("`{shown}` is a whiteout"));
         }
         if !parent.is_empty() && !self.dirs.contains_key(&key(parent)) {
@@ -234,7 +230,7 @@ impl Differ {
                         let d = self
                             .base_dir(&comps)
                             .map_err(Self::io("open in base", &shown))?;
-                        for x in ["trusted.overlay.opaque", "user.overlay.opaque"] {
+                        for x in whiteout::OPAQUE_XATTRS {
                             if let Ok(_) | Err(Errno::RANGE) = rfs::fgetxattr(d, x, &mut [0u8; 4]) {
                                 return unsuitable(format!("`{shown}` is opaque in the base"));
                             }
@@ -549,7 +545,6 @@ pub fn unpack_delta(
         limits,
         is_root: rustix::process::geteuid().is_root(),
         bytes: 0,
-        entries: 0,
         dirs: HashMap::new(),
         made: HashSet::new(),
         seen: HashSet::new(),
@@ -563,22 +558,20 @@ pub fn unpack_delta(
     rfs::fchmod(&d.dest, Mode::from_raw_mode(0o755))
         .map_err(|e| SandboxError::io("chmod", dest.display(), e.into()))?;
     d.seen.insert(Vec::from(&b"."[..]));
-    let mut ar = tar::Archive::new(reader);
     let mut verdict = Ok(());
-    for entry in ar
-        .entries()
-        .map_err(|e| SandboxError::io("read layer", dest.display(), e))?
-    {
-        let mut entry = entry.map_err(|e| SandboxError::io("read layer", dest.display(), e))?;
-        if let Err(why) = d.entry(&mut entry)? {
-            verdict = Err(why);
-            break;
-        }
-    }
-    // Drain the rest so a verifying reader sees end of file and checks the digest.
-    let mut rest = ar.into_inner();
-    io::copy(&mut rest, &mut io::sink())
-        .map_err(|e| SandboxError::io("read layer", dest.display(), e))?;
+    // The rest is drained too, so a verifying reader sees end of file and checks the digest.
+    crate::layer::LayerReader::new(reader, limits).for_each(
+        |e| super::snapshot::read_error(e, dest),
+        |mut entry| {
+            Ok(match d.entry(&mut entry)? {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(why) => {
+                    verdict = Err(why);
+                    ControlFlow::Break(())
+                }
+            })
+        },
+    )?;
     if let Err(why) = verdict {
         return Ok(Delta::Unsuitable(why));
     }

@@ -7,28 +7,18 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 
 use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
 const RESOLVE: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
 
-/// Splits a layer or container path into its components: leading `/` and `./` are dropped
-/// (tar files carry both), empty and `.` components are skipped, and `..` is refused — a
-/// well-formed layer never needs it, and refusing is clearer than silently clamping.
-pub(crate) fn components(path: &[u8]) -> Result<Vec<OsString>, &'static str> {
-    let mut out = Vec::new();
-    for c in path.split(|&b| b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => return Err("`..` component"),
-            c if c.contains(&0) => return Err("NUL byte in path"),
-            c => out.push(OsString::from_vec(c.to_vec())),
-        }
-    }
-    Ok(out)
-}
+// Splits a layer or container path into its components: leading `/` and `./` are dropped
+// (tar files carry both), empty and `.` components are skipped, and `..` is refused — a
+// well-formed layer never needs it, and refusing is clearer than silently clamping. (Defined
+// with the layer reader, which checks every entry with it.)
+pub(crate) use crate::layer::path_components as components;
 
 pub(crate) fn join(comps: &[OsString]) -> OsString {
     if comps.is_empty() {

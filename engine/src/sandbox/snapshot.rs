@@ -39,76 +39,10 @@ use strata_cache::{BlobStore, Digest};
 
 use super::root::{components, create_new_file, mkdir_all_in_root, open_in_root, remove_all_at};
 use super::SandboxError;
+use crate::layer::whiteout::{self, Whiteout};
 
-const WHITEOUT_PREFIX: &[u8] = b".wh.";
-const OPAQUE: &[u8] = b".wh..wh..opq";
-
-/// Caps on what one layer may unpack to (CVE-2023-25153: unbounded reads; decompression
-/// bombs).
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Uncompressed bytes of the layer tar stream (headers, contents, padding and anything
-    /// after the end-of-archive marker), and of the file contents it declares.
-    pub max_bytes: u64,
-    pub max_entries: u64,
-    pub max_path_len: usize,
-    /// zstd frames may ask for a window of at most `2^zstd_window_log_max` bytes (the
-    /// decoder's memory).
-    pub zstd_window_log_max: u32,
-}
-
-impl Limits {
-    /// Checks the `count`th entry of a layer, named `path`, against the entry-count and
-    /// path-length limits (every reader of layer entries asks this).
-    pub fn admit(&self, count: u64, path: &[u8]) -> Result<(), SandboxError> {
-        if count > self.max_entries {
-            return Err(SandboxError::Limit {
-                what: "entry count",
-                limit: self.max_entries,
-            });
-        }
-        if path.len() > self.max_path_len {
-            return Err(SandboxError::Limit {
-                what: "path length",
-                limit: self.max_path_len as u64,
-            });
-        }
-        Ok(())
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_bytes: 64 << 30,
-            max_entries: 4_000_000,
-            max_path_len: 4096,
-            zstd_window_log_max: crate::layer::ZSTD_WINDOW_LOG_MAX,
-        }
-    }
-}
-
-/// Counts the uncompressed bytes read and fails once there are more than `max`.
-struct Counted<R> {
-    inner: R,
-    read: u64,
-    max: u64,
-    exceeded: std::rc::Rc<std::cell::Cell<bool>>,
-}
-
-impl<R: Read> Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.read = self.read.saturating_add(n as u64);
-        if self.read > self.max {
-            self.exceeded.set(true);
-            return Err(io::Error::other(
-                "layer exceeds the uncompressed size limit",
-            ));
-        }
-        Ok(n)
-    }
-}
+/// The layer limits, defined with the layer reader (re-exported: `sandbox::Limits`).
+pub use crate::layer::Limits;
 
 /// How a snapshot is written.
 #[derive(Debug, Clone, Copy)]
@@ -125,7 +59,7 @@ pub struct Form {
 impl Default for Form {
     fn default() -> Self {
         Form {
-            opaque_xattr: "trusted.overlay.opaque",
+            opaque_xattr: whiteout::OPAQUE_XATTR_TRUSTED,
             single_id: false,
             userns: false,
         }
@@ -134,7 +68,7 @@ impl Default for Form {
 
 /// The directory of a rootless build's snapshots: one per id mapping (module docs).
 fn rootless_dir_name(ns: &super::userns::UserNs) -> String {
-    format!("snapshots-v2-rootless-{}", ns.key())
+    strata_cache::areas::rootless_snapshots(&ns.key())
 }
 
 /// The snapshot directory of a store.
@@ -180,7 +114,7 @@ impl Snapshots {
     pub fn new(store_root: &Path) -> Self {
         let ns = super::userns::current();
         let dir = match ns {
-            None => "snapshots-v2".to_string(),
+            None => strata_cache::Area::Snapshots.name().to_string(),
             Some(ns) => rootless_dir_name(ns),
         };
         let root = store_root.join(dir);
@@ -447,7 +381,11 @@ impl Snapshots {
                 .map_err(|e| SandboxError::io("create temp dir in", self.root.display(), e))?
                 .keep();
             let blob = blobs.open(digest)?;
-            let reader = crate::layer::decompress_reader(Box::new(blob), media_type)?;
+            let reader = crate::layer::decompress_reader_limited(
+                Box::new(blob),
+                media_type,
+                self.limits.zstd_window_log_max,
+            )?;
             match super::delta::unpack_delta(reader, &tmp, &base, self.limits) {
                 Ok(super::delta::Delta::Done { .. }) => {
                     let name = format!("{}.delta-{base_hex}", diff_id.hex());
@@ -809,51 +747,36 @@ pub fn unpack_with(
         root,
         limits,
         bytes: 0,
-        entries: 0,
         is_root: rustix::process::geteuid().is_root(),
         form,
         last_parent: None,
         dir_times: std::collections::HashMap::new(),
         buf: vec![0; 256 << 10],
     };
-    let exceeded = std::rc::Rc::new(std::cell::Cell::new(false));
-    let counted = Counted {
-        inner: reader,
-        read: 0,
-        max: limits.max_bytes,
-        exceeded: exceeded.clone(),
-    };
-    let mut ar = tar::Archive::new(counted);
-    let result = (|| -> Result<(), SandboxError> {
-        let entries = ar
-            .entries()
-            .map_err(|e| SandboxError::io("read layer", dest.display(), e))?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| SandboxError::io("read layer", dest.display(), e))?;
-            u.entry(&mut entry)?;
-        }
-        u.set_dir_times()?;
-        // Drain trailing padding so the verifying reader sees end of file and checks the
-        // digest (bounded like the rest: a bomb may hide after the end-of-archive marker).
-        let mut rest = ar.into_inner();
-        io::copy(&mut rest, &mut io::sink())
-            .map_err(|e| SandboxError::io("read layer", dest.display(), e))?;
-        Ok(())
-    })();
-    if exceeded.get() {
-        return Err(SandboxError::Limit {
-            what: "uncompressed size",
-            limit: limits.max_bytes,
-        });
+    let read_err = |e| read_error(e, dest);
+    crate::layer::LayerReader::new(reader, limits).for_each(read_err, |mut e| {
+        u.entry(&mut e)?;
+        Ok(std::ops::ControlFlow::Continue(()))
+    })?;
+    u.set_dir_times()
+}
+
+/// A refusal of the layer reader as the unpacker reports it (`dest`: the snapshot directory).
+pub(super) fn read_error(e: crate::layer::ReadError, dest: &Path) -> SandboxError {
+    use crate::layer::ReadError as R;
+    match e {
+        R::Stream(e) => SandboxError::io("read layer", dest.display(), e),
+        R::Limit { what, limit } => SandboxError::Limit { what, limit },
+        R::PaxHeader { path, source } => SandboxError::io("read PAX header of", path, source),
+        R::PaxSizeDesync { path, reason } => SandboxError::PaxSizeDesync { path, reason },
+        R::UnsafePath { path, reason } => SandboxError::UnsafeEntry { path, reason },
     }
-    result
 }
 
 struct Unpacker {
     root: OwnedFd,
     limits: Limits,
     bytes: u64,
-    entries: u64,
     is_root: bool,
     form: Form,
     /// The parent directory of the last entry, still open: a layer's entries are sorted, so
@@ -876,14 +799,17 @@ fn unsafe_entry(path: &[u8], reason: &'static str) -> SandboxError {
 }
 
 impl Unpacker {
-    fn entry<R: Read>(&mut self, e: &mut tar::Entry<R>) -> Result<(), SandboxError> {
-        let raw_path = e.path_bytes().into_owned();
+    fn entry<R: Read>(
+        &mut self,
+        le: &mut crate::layer::LayerEntry<'_, R>,
+    ) -> Result<(), SandboxError> {
+        let raw_path = std::mem::take(&mut le.raw_path);
+        let comps = std::mem::take(&mut le.components);
+        let e = &mut le.entry;
         let shown = String::from_utf8_lossy(&raw_path).into_owned();
         let shown_ref = &shown;
         let io_err =
             |op: &'static str| move |err: Errno| SandboxError::io(op, shown_ref, err.into());
-        self.entries += 1;
-        self.limits.admit(self.entries, &raw_path)?;
         let header = e.header().clone();
         let kind = header.entry_type();
         let mode = header
@@ -896,10 +822,8 @@ impl Unpacker {
         let gid = header
             .gid()
             .map_err(|err| SandboxError::io("read gid of", &shown, err))?;
-        self.check_pax_size(e, &shown)?;
         let times =
             entry_times(e).map_err(|err| SandboxError::io("read PAX header of", &shown, err))?;
-        let comps = components(&raw_path).map_err(|r| unsafe_entry(&raw_path, r))?;
 
         let Some((name, parent)) = comps.split_last() else {
             // `.` or `/`: only a directory may describe the root; a symlink named `.` replaced
@@ -984,27 +908,33 @@ impl Unpacker {
         let name_b = name.as_encoded_bytes();
 
         // Whiteouts.
-        if name_b == OPAQUE {
-            return rfs::fsetxattr(parent_fd, self.form.opaque_xattr, b"y", XattrFlags::empty())
+        match whiteout::classify(name_b) {
+            None => {}
+            Some(Whiteout::Opaque) => {
+                return rfs::fsetxattr(
+                    parent_fd,
+                    self.form.opaque_xattr,
+                    b"y",
+                    XattrFlags::empty(),
+                )
                 .map_err(io_err("mark opaque"));
-        }
-        if let Some(target) = name_b.strip_prefix(WHITEOUT_PREFIX) {
-            if target.starts_with(WHITEOUT_PREFIX) {
-                return Ok(()); // aufs metadata (.wh..wh.plnk etc.): meaningless here
             }
-            if target.is_empty() || target == b"." || target == b".." {
-                return Err(unsafe_entry(raw_path, "whiteout of an invalid name"));
+            Some(Whiteout::AufsMeta(_)) => return Ok(()),
+            Some(Whiteout::Remove(target)) => {
+                if target.is_empty() || target == b"." || target == b".." {
+                    return Err(unsafe_entry(raw_path, "whiteout of an invalid name"));
+                }
+                let target = OsStr::from_bytes(target);
+                remove_all_at(parent_fd.as_fd(), target).map_err(io_err("remove whited-out"))?;
+                return self.mknod(
+                    parent_fd.as_fd(),
+                    target,
+                    FileType::CharacterDevice,
+                    0,
+                    0,
+                    shown,
+                );
             }
-            let target = OsStr::from_bytes(target);
-            remove_all_at(parent_fd.as_fd(), target).map_err(io_err("remove whited-out"))?;
-            return self.mknod(
-                parent_fd.as_fd(),
-                target,
-                FileType::CharacterDevice,
-                0,
-                0,
-                shown,
-            );
         }
 
         use tar::EntryType as T;
@@ -1027,8 +957,8 @@ impl Unpacker {
 
         match kind {
             T::Regular | T::Continuous => {
-                // The size the archive is positioned by (PAX `size` when present, which
-                // `check_pax_size` made sure agrees with the ustar field).
+                // The size the archive is positioned by (PAX `size` when present, which the
+                // layer reader made sure agrees with the ustar field).
                 let size = e.size();
                 self.bytes = self.bytes.saturating_add(size);
                 if self.bytes > self.limits.max_bytes {
@@ -1161,21 +1091,6 @@ impl Unpacker {
                 other.as_byte() as char
             ))),
         }
-    }
-
-    /// CVE-2025-62518: see [`crate::layer::check_pax_size`].
-    fn check_pax_size<R: Read>(
-        &self,
-        e: &mut tar::Entry<R>,
-        shown: &str,
-    ) -> Result<(), SandboxError> {
-        crate::layer::check_pax_size(e).map_err(|p| match p {
-            crate::layer::PaxSize::Io(err) => SandboxError::io("read PAX header of", shown, err),
-            crate::layer::PaxSize::Desync(reason) => SandboxError::PaxSizeDesync {
-                path: shown.to_string(),
-                reason,
-            },
-        })
     }
 
     fn mknod(

@@ -12,14 +12,11 @@ use serde_json::{json, Value};
 use strata_cache::Digest;
 use strata_engine::image::layout::{parse_layout_ref, Selector};
 use strata_engine::image::BaseImage;
-use strata_engine::layer::{self, Compression, Entry, MEDIA_TYPE_DOCKER_TAR_GZIP};
+use strata_engine::layer::{self, Compression, Entry};
+use strata_engine::oci::{self, MEDIA_TYPE_DOCKER_TAR_GZIP};
 
 /// Where the patch layer puts its file (an os-release-like marker).
 pub const PATCH_PATH: &str = "etc/strata-bench-patch";
-
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// A layout whose selected image was replaced by its patched version.
 pub struct Patched {
@@ -31,7 +28,7 @@ pub struct Patched {
 impl Patched {
     /// Points the layout back at the original image (the new blobs stay; they are unreferenced).
     pub fn restore(self) -> anyhow::Result<()> {
-        let p = self.layout.join("index.json");
+        let p = self.layout.join(oci::INDEX_FILE);
         std::fs::write(&p, &self.original_index)
             .with_context(|| format!("restoring `{}`", p.display()))
     }
@@ -39,7 +36,7 @@ impl Patched {
 
 fn write_blob(layout: &Path, data: &[u8]) -> anyhow::Result<(Digest, u64)> {
     let d = Digest::of(data);
-    let p = layout.join("blobs/sha256").join(d.hex());
+    let p = oci::blob_path(layout, &d);
     std::fs::write(&p, data).with_context(|| format!("writing `{}`", p.display()))?;
     Ok((d, data.len() as u64))
 }
@@ -60,7 +57,7 @@ pub fn patch(base: &BaseImage, patch_level: u32) -> anyhow::Result<Patched> {
     if let Selector::Digest(d) = &selector {
         bail!("error: a base-image change for `oci-layout://{}` (pinned by digest {d}) is not supported yet: a patched image has another digest", base.reference);
     }
-    let blob_path = |d: &Digest| layout.join("blobs/sha256").join(d.hex());
+    let blob_path = |d: &Digest| oci::blob_path(layout, d);
 
     // The patch layer, in the compression of the base's last layer.
     let last_mt = base
@@ -112,7 +109,7 @@ pub fn patch(base: &BaseImage, patch_level: u32) -> anyhow::Result<Patched> {
 
     // index.json: the descriptor that selected the base now points at the patched manifest
     // (through a nested index for multi-platform images).
-    let index_path = layout.join("index.json");
+    let index_path = layout.join(oci::INDEX_FILE);
     let original_index = std::fs::read(&index_path)
         .with_context(|| format!("reading `{}`", index_path.display()))?;
     let mut index: Value = serde_json::from_slice(&original_index)
@@ -122,7 +119,7 @@ pub fn patch(base: &BaseImage, patch_level: u32) -> anyhow::Result<Patched> {
         .as_array_mut()
         .with_context(|| format!("`{}` has no manifests", index_path.display()))?;
     let wanted = |d: &Value| match &selector {
-        Selector::Tag(t) => d["annotations"][REF_NAME].as_str() == Some(t.as_str()),
+        Selector::Tag(t) => oci::ref_name(d) == Some(t.as_str()),
         _ => true,
     };
     let mut replaced = false;
@@ -132,7 +129,7 @@ pub fn patch(base: &BaseImage, patch_level: u32) -> anyhow::Result<Patched> {
             d["digest"] = json!(manifest_digest.to_string());
             d["size"] = json!(manifest_size);
             replaced = true;
-        } else if mt == OCI_INDEX || mt == DOCKER_LIST {
+        } else if oci::is_index_media_type(mt) {
             let nested_digest: Digest = d["digest"].as_str().unwrap_or("").parse()?;
             let mut nested = read_json(&blob_path(&nested_digest))?;
             let mut hit = false;
@@ -202,7 +199,7 @@ mod tests {
         let index = json!({
             "schemaVersion": 2,
             "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md.to_string(), "size": ms,
-                           "annotations": {REF_NAME: "1"}}],
+                           "annotations": {oci::REF_NAME_ANNOTATION: "1"}}],
         });
         std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     }
