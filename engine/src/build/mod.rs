@@ -398,7 +398,7 @@ fn schedule(
     };
     std::thread::scope(|sc| {
         for _ in 0..jobs.clamp(1, plan.order.len().max(1)) {
-            sc.spawn(&worker);
+            sc.spawn(worker);
         }
     });
     match state.into_inner().unwrap().error {

@@ -45,7 +45,7 @@ impl ResourceLimits {
             .trim()
             .parse()
             .map_err(|_| format!("`{v}` is not a number of CPUs (e.g. 0.5 or 2)"))?;
-        if !n.is_finite() || n < 0.01 || n > 4096.0 {
+        if !n.is_finite() || !(0.01..=4096.0).contains(&n) {
             return Err(format!("`{v}` CPUs: give a number from 0.01 to 4096"));
         }
         Ok((n * CPU_PERIOD_US as f64).round() as u64)
