@@ -66,7 +66,8 @@ pub enum BuildError {
     BaseBlob {
         digest: Digest,
         origin: String,
-        source: image::BlobFetchError,
+        /// Boxed: it would make every `BuildError` larger.
+        source: Box<image::BlobFetchError>,
     },
     #[error(transparent)]
     Fetch(#[from] crate::fetch::FetchError),
@@ -1430,7 +1431,7 @@ pub fn import_base(store: &Store, img: &image::BaseImage) -> Result<(), BuildErr
         result.map_err(|source| BuildError::BaseBlob {
             digest: l.digest,
             origin: img.source.origin(),
-            source,
+            source: Box::new(source),
         })?;
     }
     Ok(())
