@@ -210,7 +210,7 @@ fn check(store: &Store) -> Result<(Vec<Problem>, usize), StoreError> {
             continue;
         }
         let reason = match tag_blobs(store, &tag.manifest) {
-            Err(reason) => Some(reason),
+            Err(reason) => Some(reason.to_string()),
             Ok(blobs) => blobs
                 .iter()
                 .chain([&tag.config])
@@ -248,23 +248,47 @@ fn check(store: &Store) -> Result<(Vec<Problem>, usize), StoreError> {
     Ok((problems, blobs_checked))
 }
 
+/// Why the blobs of a tag's manifest cannot be listed (fsck reports the tag as dangling).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TagBlobsError {
+    #[error("manifest {0} is missing")]
+    Missing(Digest),
+    #[error("manifest {manifest}: {source}")]
+    Read {
+        manifest: Digest,
+        source: StoreError,
+    },
+    #[error("manifest {manifest} does not parse: {source}")]
+    Parse {
+        manifest: Digest,
+        source: serde_json::Error,
+    },
+    #[error("manifest {0} has a descriptor without a valid digest")]
+    BadDescriptor(Digest),
+}
+
 /// The config and layer digests a manifest names; `Err` with a reason if it is missing or
 /// does not parse.
-pub(crate) fn tag_blobs(store: &Store, manifest: &Digest) -> Result<Vec<Digest>, String> {
+pub(crate) fn tag_blobs(store: &Store, manifest: &Digest) -> Result<Vec<Digest>, TagBlobsError> {
     if !store.blobs().contains(manifest) {
-        return Err(format!("manifest {manifest} is missing"));
+        return Err(TagBlobsError::Missing(*manifest));
     }
     let bytes = store
         .blobs()
         .read_verified(manifest)
-        .map_err(|e| format!("manifest {manifest}: {e}"))?;
-    let v: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("manifest {manifest} does not parse: {e}"))?;
-    let digest_of = |d: &Value| -> Result<Digest, String> {
+        .map_err(|source| TagBlobsError::Read {
+            manifest: *manifest,
+            source,
+        })?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|source| TagBlobsError::Parse {
+        manifest: *manifest,
+        source,
+    })?;
+    let digest_of = |d: &Value| -> Result<Digest, TagBlobsError> {
         d.get("digest")
             .and_then(Value::as_str)
             .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("manifest {manifest} has a descriptor without a valid digest"))
+            .ok_or(TagBlobsError::BadDescriptor(*manifest))
     };
     let mut out = vec![digest_of(&v["config"])?];
     for l in v["layers"].as_array().into_iter().flatten() {

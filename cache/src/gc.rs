@@ -647,8 +647,19 @@ fn dir_size(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Why a `--keep-storage` size or `--keep-duration` duration is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyValueError {
+    #[error("invalid size `{0}`: expected a number and a unit, e.g. 10GB")]
+    SizeNumber(String),
+    #[error("invalid size `{size}`: unknown unit `{unit}`")]
+    SizeUnit { size: String, unit: String },
+    #[error("invalid duration `{0}`: expected e.g. 7d, 12h, 30m")]
+    Duration(String),
+}
+
 /// Parses `10GB`, `500MiB`, `1.5G`, `0` (decimal units are powers of 1000, `i` units of 1024).
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, PolicyValueError> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -656,7 +667,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let (num, unit) = t.split_at(split);
     let num: f64 = num
         .parse()
-        .map_err(|_| format!("invalid size `{s}`: expected a number and a unit, e.g. 10GB"))?;
+        .map_err(|_| PolicyValueError::SizeNumber(s.to_string()))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1000,
@@ -667,14 +678,19 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "mi" | "mib" => 1 << 20,
         "gi" | "gib" => 1 << 30,
         "ti" | "tib" => 1 << 40,
-        u => return Err(format!("invalid size `{s}`: unknown unit `{u}`")),
+        u => {
+            return Err(PolicyValueError::SizeUnit {
+                size: s.to_string(),
+                unit: u.to_string(),
+            })
+        }
     };
     Ok((num * mult as f64) as u64)
 }
 
 /// Parses `7d`, `12h`, `30m`, `45s`, `2w`, or combinations such as `1d12h`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("invalid duration `{s}`: expected e.g. 7d, 12h, 30m");
+pub fn parse_duration(s: &str) -> Result<Duration, PolicyValueError> {
+    let err = || PolicyValueError::Duration(s.to_string());
     let mut total = 0u64;
     let mut num = String::new();
     let t = s.trim();

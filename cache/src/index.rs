@@ -584,7 +584,7 @@ impl Index {
         if let Some(r) = &rec {
             r.files.check().map_err(|reason| StoreError::Corrupt {
                 what: "explain",
-                reason,
+                reason: reason.to_string(),
             })?;
         }
         Ok(rec)
@@ -662,7 +662,7 @@ impl Index {
         self.with_db(|db| match db.get_pinned(k)? {
             Some(v) => StatSet::from_value(&v).map_err(|reason| StoreError::Corrupt {
                 what: "stat set",
-                reason,
+                reason: reason.to_string(),
             }),
             None => Ok(None),
         })

@@ -137,21 +137,21 @@ impl FileFacts {
     /// Checks that the encoding is well formed (for facts read from the index): every entry
     /// in bounds, paths UTF-8 and strictly increasing. A [`FileCursor`] over checked facts
     /// never fails.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), DecodeError> {
         let mut c = self.cursor();
         let mut prev: Option<Vec<u8>> = None;
         for _ in 0..self.count {
             c.step()?;
             if std::str::from_utf8(&c.path).is_err() {
-                return Err("a file path is not UTF-8".into());
+                return Err(DecodeError::PathNotUtf8);
             }
             if prev.as_deref().is_some_and(|p| p >= c.path.as_slice()) {
-                return Err("file paths out of order".into());
+                return Err(DecodeError::OutOfOrder);
             }
             prev = Some(c.path.clone());
         }
         if !c.rest.is_empty() {
-            return Err(format!("{} bytes after the last file", c.rest.len()));
+            return Err(DecodeError::AfterLastFile(c.rest.len()));
         }
         Ok(())
     }
@@ -186,21 +186,21 @@ impl FileCursor<'_> {
         self.mode
     }
 
-    fn step(&mut self) -> Result<(), String> {
+    fn step(&mut self) -> Result<(), DecodeError> {
         let shared = read_varint(&mut self.rest)? as usize;
         let len = read_varint(&mut self.rest)? as usize;
         if shared > self.path.len() {
-            return Err("a shared prefix longer than the previous path".into());
+            return Err(DecodeError::SharedPrefix);
         }
         if self.rest.len() < len + 8 {
-            return Err("an entry runs past the end".into());
+            return Err(DecodeError::PastEnd("an entry"));
         }
         self.path.truncate(shared);
         self.path.extend_from_slice(&self.rest[..len]);
         self.content = u64::from_le_bytes(self.rest[len..len + 8].try_into().expect("8 bytes"));
         self.rest = &self.rest[len + 8..];
         let mode = read_varint(&mut self.rest)?;
-        self.mode = u32::try_from(mode).map_err(|_| "a mode above 32 bits".to_string())?;
+        self.mode = u32::try_from(mode).map_err(|_| DecodeError::ModeTooLarge)?;
         self.left -= 1;
         Ok(())
     }
@@ -266,11 +266,42 @@ pub(crate) fn write_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-pub(crate) fn read_varint(rest: &mut &[u8]) -> Result<u64, String> {
+/// What is wrong with an encoded value read from the index (file facts, stat sets); the
+/// index reports it as a corrupt entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("a number runs past the end")]
+    NumberPastEnd,
+    #[error("a number longer than 64 bits")]
+    NumberTooLong,
+    #[error("a shared prefix longer than the previous path")]
+    SharedPrefix,
+    /// `an entry`, `a path`, `a digest`.
+    #[error("{0} runs past the end")]
+    PastEnd(&'static str),
+    #[error("a mode above 32 bits")]
+    ModeTooLarge,
+    #[error("a file path is not UTF-8")]
+    PathNotUtf8,
+    #[error("file paths out of order")]
+    OutOfOrder,
+    #[error("{0} bytes after the last file")]
+    AfterLastFile(usize),
+    #[error("{0} bytes after the last entry")]
+    AfterLastEntry(usize),
+    #[error("schema {found}, expected {expected}")]
+    Schema { found: u8, expected: u8 },
+    #[error("empty value")]
+    Empty,
+    #[error("shorter than its header")]
+    ShortHeader,
+}
+
+pub(crate) fn read_varint(rest: &mut &[u8]) -> Result<u64, DecodeError> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let Some((&b, tail)) = rest.split_first() else {
-            return Err("a number runs past the end".into());
+            return Err(DecodeError::NumberPastEnd);
         };
         *rest = tail;
         v |= ((b & 0x7f) as u64) << shift;
@@ -278,7 +309,7 @@ pub(crate) fn read_varint(rest: &mut &[u8]) -> Result<u64, String> {
             return Ok(v);
         }
     }
-    Err("a number longer than 64 bits".into())
+    Err(DecodeError::NumberTooLong)
 }
 
 #[cfg(test)]
@@ -336,7 +367,11 @@ mod tests {
         for p in ["b", "a"] {
             out.extend_from_slice(&[0, 1, p.as_bytes()[0], 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         }
-        assert!(f(2, &out).check().unwrap_err().contains("order"));
+        assert!(f(2, &out)
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("order"));
         assert!(f(0, &[]).check().is_ok());
     }
 }

@@ -19,7 +19,7 @@
 //! backwards can only make an entry racy (a re-hash), never trusted wrongly.
 
 use crate::index::StatEntry;
-use crate::records::{read_varint, write_varint};
+use crate::records::{read_varint, write_varint, DecodeError};
 
 /// The schema byte of a stat set value. 1 (older strata): bincode of `Vec<(absolute path,
 /// StatEntry)>`, read as no set (the tree is hashed once more, then the set is rewritten).
@@ -71,15 +71,20 @@ impl StatSet {
 
     /// Parses an index value, checking every entry; `Ok(None)` for a schema 1 set (older
     /// strata), which is only a cache: the tree is hashed again.
-    pub(crate) fn from_value(v: &[u8]) -> Result<Option<StatSet>, String> {
+    pub(crate) fn from_value(v: &[u8]) -> Result<Option<StatSet>, DecodeError> {
         match v.first() {
             Some(&STAT_SET_SCHEMA) => {}
             Some(1) => return Ok(None),
-            Some(other) => return Err(format!("schema {other}, expected {STAT_SET_SCHEMA}")),
-            None => return Err("empty value".into()),
+            Some(&found) => {
+                return Err(DecodeError::Schema {
+                    found,
+                    expected: STAT_SET_SCHEMA,
+                })
+            }
+            None => return Err(DecodeError::Empty),
         }
         if v.len() < 13 {
-            return Err("shorter than its header".into());
+            return Err(DecodeError::ShortHeader);
         }
         let set = StatSet {
             recorded_ns: i64::from_le_bytes(v[1..9].try_into().expect("8 bytes")),
@@ -91,7 +96,7 @@ impl StatSet {
             c.step()?;
         }
         if !c.rest.is_empty() {
-            return Err(format!("{} bytes after the last entry", c.rest.len()));
+            return Err(DecodeError::AfterLastEntry(c.rest.len()));
         }
         Ok(Some(set))
     }
@@ -122,14 +127,14 @@ impl StatCursor<'_> {
         self.entry.as_ref()
     }
 
-    fn step(&mut self) -> Result<(), String> {
+    fn step(&mut self) -> Result<(), DecodeError> {
         let shared = read_varint(&mut self.rest)? as usize;
         let len = read_varint(&mut self.rest)? as usize;
         if shared > self.path.len() {
-            return Err("a shared prefix longer than the previous path".into());
+            return Err(DecodeError::SharedPrefix);
         }
         if self.rest.len() < len {
-            return Err("a path runs past the end".into());
+            return Err(DecodeError::PastEnd("a path"));
         }
         self.path.truncate(shared);
         self.path.extend_from_slice(&self.rest[..len]);
@@ -138,15 +143,15 @@ impl StatCursor<'_> {
         let ino = read_varint(&mut self.rest)?;
         let size = read_varint(&mut self.rest)?;
         if self.rest.len() < 16 {
-            return Err("an entry runs past the end".into());
+            return Err(DecodeError::PastEnd("an entry"));
         }
         let mtime = i64::from_le_bytes(self.rest[..8].try_into().expect("8 bytes"));
         let ctime = i64::from_le_bytes(self.rest[8..16].try_into().expect("8 bytes"));
         self.rest = &self.rest[16..];
-        let mode = u32::try_from(read_varint(&mut self.rest)?)
-            .map_err(|_| "a mode above 32 bits".to_string())?;
+        let mode =
+            u32::try_from(read_varint(&mut self.rest)?).map_err(|_| DecodeError::ModeTooLarge)?;
         if self.rest.len() < 32 {
-            return Err("a digest runs past the end".into());
+            return Err(DecodeError::PastEnd("a digest"));
         }
         let blake3: [u8; 32] = self.rest[..32].try_into().expect("32 bytes");
         self.rest = &self.rest[32..];
@@ -279,7 +284,10 @@ mod tests {
     fn old_and_malformed_values() {
         assert_eq!(StatSet::from_value(&[1, 8, 0, 0, 0]), Ok(None));
         assert!(StatSet::from_value(&[]).is_err());
-        assert!(StatSet::from_value(&[3]).unwrap_err().contains("schema 3"));
+        assert!(StatSet::from_value(&[3])
+            .unwrap_err()
+            .to_string()
+            .contains("schema 3"));
         assert!(StatSet::from_value(&[2, 0]).is_err());
         let mut b = StatSetBuilder::new(7, 1);
         b.push(b"/a", &entry(1));
@@ -288,10 +296,12 @@ mod tests {
         v.pop();
         assert!(StatSet::from_value(&v)
             .unwrap_err()
+            .to_string()
             .contains("past the end"));
         v.extend_from_slice(&[0, 0]);
         assert!(StatSet::from_value(&v)
             .unwrap_err()
+            .to_string()
             .contains("after the last"));
     }
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use strata_cache::{BlobStore, Digest, LayerRecord, StepRecord};
 
-use crate::image::{BlobFetcher, LayerDesc};
+use crate::image::{BlobFetchError, BlobFetcher, LayerDesc};
 use crate::oci::{self, REF_NAME_ANNOTATION};
 use crate::plan::key::{Key, KEY_VERSION};
 
@@ -194,7 +194,7 @@ pub trait RemoteSteps: Send + Sync {
     /// The record for `key`, if the imported caches have one.
     fn step(&self, key: &Key) -> Option<StepRecord>;
     /// Puts `layer` into `store`, verified, nothing partial kept on failure.
-    fn fetch_layer(&self, layer: &LayerRecord, store: &BlobStore) -> Result<(), String>;
+    fn fetch_layer(&self, layer: &LayerRecord, store: &BlobStore) -> Result<(), BlobFetchError>;
     /// Where the records come from, for messages.
     fn origin(&self) -> String;
 }
@@ -246,21 +246,26 @@ impl RemoteSteps for ImportedCaches {
         })
     }
 
-    fn fetch_layer(&self, layer: &LayerRecord, store: &BlobStore) -> Result<(), String> {
+    fn fetch_layer(&self, layer: &LayerRecord, store: &BlobStore) -> Result<(), BlobFetchError> {
         let desc = LayerDesc {
             digest: layer.digest,
             size: layer.size,
             media_type: layer.media_type.clone(),
             diff_id: layer.diff_id,
         };
-        let mut last = String::from("no cache has it");
+        let mut last = BlobFetchError::NotCached;
         for c in &self.0 {
             if !c.layers.contains(&layer.digest) {
                 continue;
             }
             match c.blobs.fetch(&desc, store) {
                 Ok(()) => return Ok(()),
-                Err(e) => last = format!("{}: {e}", c.blobs.origin()),
+                Err(e) => {
+                    last = BlobFetchError::From {
+                        origin: c.blobs.origin(),
+                        source: Box::new(e),
+                    }
+                }
             }
         }
         Err(last)
@@ -280,12 +285,10 @@ impl RemoteSteps for ImportedCaches {
 pub struct LayoutBlobs(pub PathBuf);
 
 impl BlobFetcher for LayoutBlobs {
-    fn fetch(&self, layer: &LayerDesc, store: &BlobStore) -> Result<(), String> {
+    fn fetch(&self, layer: &LayerDesc, store: &BlobStore) -> Result<(), BlobFetchError> {
         let src = oci::blob_path(&self.0, &layer.digest);
-        store
-            .import_file(&src, Some(&layer.digest))
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        store.import_file(&src, Some(&layer.digest))?;
+        Ok(())
     }
 
     fn origin(&self) -> String {

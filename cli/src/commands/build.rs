@@ -372,7 +372,7 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
     let host = Platform::host();
     let platform = match &a.platform {
         Some(p) => {
-            let p = Platform::parse(p).map_err(anyhow::Error::msg)?;
+            let p = Platform::parse(p)?;
             if p.os != host.os || p.architecture != host.architecture {
                 bail!("building for platform {p} is not supported yet (this host builds {host})");
             }

@@ -10,16 +10,8 @@ use crate::args::GcArgs;
 
 pub fn run(store_dir: &Path, a: GcArgs) -> anyhow::Result<i32> {
     let policy = match (&a.policy.keep_storage, &a.policy.keep_duration) {
-        (Some(s), _) => GcPolicy::KeepStorage(
-            parse_size(s)
-                .map_err(anyhow::Error::msg)
-                .context("--keep-storage")?,
-        ),
-        (None, Some(d)) => GcPolicy::KeepDuration(
-            parse_duration(d)
-                .map_err(anyhow::Error::msg)
-                .context("--keep-duration")?,
-        ),
+        (Some(s), _) => GcPolicy::KeepStorage(parse_size(s).context("--keep-storage")?),
+        (None, Some(d)) => GcPolicy::KeepDuration(parse_duration(d).context("--keep-duration")?),
         (None, None) => anyhow::bail!("gc needs --keep-storage SIZE or --keep-duration D"),
     };
     let store = super::open_store(store_dir)?;

@@ -133,7 +133,7 @@ pub fn run(store_dir: &Path, a: LockArgs) -> anyhow::Result<i32> {
         let per_image = Arc::new(l.with_resolver(super::image_resolver(&context_dir, &store)?));
         let source = super::read_dockerfile(&context_dir, dockerfile)?;
         let platform = match &args.platform {
-            Some(p) => Platform::parse(p).map_err(anyhow::Error::msg)?,
+            Some(p) => Platform::parse(p)?,
             None => Platform::host(),
         };
         let planned = plan::plan(&PlanRequest {

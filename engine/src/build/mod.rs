@@ -62,11 +62,12 @@ pub enum BuildError {
     CopyDestNotDir { dest: String, sources: usize },
     #[error("ADD `{}`: {message}", path.display())]
     Archive { path: PathBuf, message: String },
-    #[error("base image blob {digest} from {origin}: {message}")]
+    #[error("base image blob {digest} from {origin}: {source}")]
     BaseBlob {
         digest: Digest,
         origin: String,
-        message: String,
+        /// Boxed: it would make every `BuildError` larger.
+        source: Box<image::BlobFetchError>,
     },
     #[error(transparent)]
     Fetch(#[from] crate::fetch::FetchError),
@@ -928,6 +929,7 @@ fn run_stage(
                             run_step::Sources {
                                 ctx,
                                 stage: &base_stage,
+                                progress,
                                 binds,
                             },
                         )
@@ -1422,14 +1424,14 @@ pub fn import_base(store: &Store, img: &image::BaseImage) -> Result<(), BuildErr
                     .blobs()
                     .import_file(&src, Some(&l.digest))
                     .map(|_| ())
-                    .map_err(|e| e.to_string())
+                    .map_err(image::BlobFetchError::from)
             }
             image::BlobSource::Fetcher(f) => f.fetch(l, store.blobs()),
         };
-        result.map_err(|message| BuildError::BaseBlob {
+        result.map_err(|source| BuildError::BaseBlob {
             digest: l.digest,
             origin: img.source.origin(),
-            message,
+            source: Box::new(source),
         })?;
     }
     Ok(())

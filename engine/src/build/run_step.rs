@@ -7,7 +7,9 @@ use std::path::Path;
 use strata_cache::{Digest, LayerRecord, Store};
 
 use crate::build::mounts::{self, PreparedSource};
-use crate::build::{chunk_cache, BuildError, BuildOptions, Compressed, StageResult};
+use crate::build::{
+    chunk_cache, BuildError, BuildOptions, Compressed, Event, Progress, StageResult,
+};
 use crate::context::Context;
 use crate::image::LayerDesc;
 use crate::layer;
@@ -21,6 +23,8 @@ pub(crate) struct Sources<'a> {
     pub ctx: &'a Context,
     /// A finished stage's result (`from=STAGE`).
     pub stage: &'a dyn Fn(usize) -> StageResult,
+    /// Where the step's warnings go.
+    pub progress: &'a dyn Progress,
     /// The bind mounts' sources, prepared for the key, in the order of the step's binds.
     pub binds: Vec<PreparedSource>,
 }
@@ -245,15 +249,18 @@ pub(crate) fn execute(
         // The step's output is the build log: it goes to stderr with the progress.
         output: exec::Output::Stderr,
     };
+    if let Some(w) = crate::sandbox::userns::single_id_warning() {
+        sources.progress.event(&Event::Warning(w));
+    }
     let result = run_and_capture(store, run, &spec, &mounted, opts);
     // Rootless, the upper dir can hold files of other container ids and read-only
     // directories: only container root (in the user namespace) can remove those.
     if crate::sandbox::userns::current().is_some() {
         if let Err(e) = exec::remove_tree(dir.path()) {
-            eprintln!(
-                "strata: warning: could not remove `{}`: {e}",
+            sources.progress.event(&Event::Warning(format!(
+                "could not remove `{}`: {e}",
                 dir.path().display()
-            );
+            )));
         }
     }
     drop(dir);

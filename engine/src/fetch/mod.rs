@@ -199,33 +199,58 @@ fn is_scp_like(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
+/// Why an ADD source (a git repository or an `http(s)://` URL) is refused when the build is
+/// planned; the planner adds the source and a hint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    #[error("the repository URL is empty")]
+    EmptyRepository,
+    #[error("the repository URL contains white space")]
+    RepositoryWhiteSpace,
+    #[error("git options in a query string (`?ref=…&subdir=…`) are not supported yet: write `#REF:SUBDIR`")]
+    GitQuery,
+    #[error("the repository URL names no host")]
+    RepositoryNoHost,
+    #[error("the repository URL names no repository path")]
+    RepositoryNoPath,
+    #[error("`{0}` is not a valid git ref")]
+    BadRef(String),
+    #[error("the subdirectory `{0}` leaves the repository")]
+    SubdirOutside(String),
+    #[error("not a URL")]
+    NotUrl,
+    #[error("the URL names no host")]
+    UrlNoHost,
+    #[error("the URL contains white space")]
+    UrlWhiteSpace,
+    #[error("credentials in the URL are not supported (they would be written to image history and strata.lock)")]
+    UrlCredentials,
+}
+
 /// Parses an ADD source that [`is_git_source`]; the error says what is wrong.
-pub fn parse_git(s: &str) -> Result<GitSource, String> {
+pub fn parse_git(s: &str) -> Result<GitSource, SourceError> {
     let (remote, fragment) = match s.split_once('#') {
         Some((r, f)) => (r.to_string(), Some(f)),
         None => (s.to_string(), None),
     };
     if remote.is_empty() {
-        return Err("the repository URL is empty".into());
+        return Err(SourceError::EmptyRepository);
     }
     if remote.contains(char::is_whitespace) {
-        return Err("the repository URL contains white space".into());
+        return Err(SourceError::RepositoryWhiteSpace);
     }
     if remote.contains('?') {
-        return Err(
-            "git options in a query string (`?ref=…&subdir=…`) are not supported yet: write `#REF:SUBDIR`"
-                .into(),
-        );
+        return Err(SourceError::GitQuery);
     }
     if remote.contains("://") {
         let (_, rest) = remote.split_once("://").expect("checked");
         let host = rest.split('/').next().unwrap_or("");
         let host = host.rsplit('@').next().unwrap_or("");
         if host.is_empty() {
-            return Err("the repository URL names no host".into());
+            return Err(SourceError::RepositoryNoHost);
         }
         if rest.len() <= host.len() + 1 {
-            return Err("the repository URL names no repository path".into());
+            return Err(SourceError::RepositoryNoPath);
         }
     }
     let (reference, subdir) = match fragment {
@@ -238,7 +263,7 @@ pub fn parse_git(s: &str) -> Result<GitSource, String> {
             let r = (!r.is_empty()).then(|| r.to_string());
             if let Some(r) = &r {
                 if r.starts_with('-') || r.contains("..") || r.contains(char::is_whitespace) {
-                    return Err(format!("`{r}` is not a valid git ref"));
+                    return Err(SourceError::BadRef(r.clone()));
                 }
             }
             let d = match d {
@@ -248,9 +273,7 @@ pub fn parse_git(s: &str) -> Result<GitSource, String> {
                     for c in d.split('/') {
                         match c {
                             "" | "." => {}
-                            ".." => {
-                                return Err(format!("the subdirectory `{d}` leaves the repository"))
-                            }
+                            ".." => return Err(SourceError::SubdirOutside(d.to_string())),
                             c => parts.push(c),
                         }
                     }
@@ -270,18 +293,18 @@ pub fn parse_git(s: &str) -> Result<GitSource, String> {
 }
 
 /// Checks an `http(s)://` ADD source: a host, no white space, no fragment.
-pub fn check_url(s: &str) -> Result<(), String> {
-    let (_, rest) = s.split_once("://").ok_or("not a URL")?;
+pub fn check_url(s: &str) -> Result<(), SourceError> {
+    let (_, rest) = s.split_once("://").ok_or(SourceError::NotUrl)?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = authority.rsplit('@').next().unwrap_or("");
     if host.is_empty() || host.starts_with(':') {
-        return Err("the URL names no host".into());
+        return Err(SourceError::UrlNoHost);
     }
     if s.contains(char::is_whitespace) {
-        return Err("the URL contains white space".into());
+        return Err(SourceError::UrlWhiteSpace);
     }
     if authority.contains('@') {
-        return Err("credentials in the URL are not supported (they would be written to image history and strata.lock)".into());
+        return Err(SourceError::UrlCredentials);
     }
     Ok(())
 }
@@ -431,6 +454,7 @@ mod tests {
         assert!(parse_git("https:///r.git").is_err());
         assert!(parse_git("https://h/r.git?ref=v1")
             .unwrap_err()
+            .to_string()
             .contains("#REF:SUBDIR"));
         assert!(is_full_commit(&"a".repeat(40)));
         assert!(!is_full_commit("abc"));

@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value};
 use strata_cache::{BlobStore, Digest};
 
 pub use layout::{BaseImage, LayerDesc};
-pub use resolve::{BlobFetcher, BlobSource, ImageResolver, LocalImages};
+pub use resolve::{BlobFetchError, BlobFetcher, BlobSource, ImageResolver, LocalImages};
 
 /// (Defined in [`crate::oci`]; re-exported for the callers that name them through `image`.)
 pub use crate::oci::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
@@ -51,6 +51,8 @@ pub enum ImageError {
         message: String,
         hint: Option<String>,
     },
+    #[error("invalid platform `{platform}`: expected OS/ARCH[/VARIANT], e.g. linux/amd64")]
+    BadPlatform { platform: String },
     /// A stored manifest or config that cannot be read back into an image.
     #[error("stored image {digest}: {reason}")]
     Stored { digest: Digest, reason: String },
@@ -96,7 +98,7 @@ impl Platform {
         }
     }
 
-    pub fn parse(s: &str) -> Result<Platform, String> {
+    pub fn parse(s: &str) -> Result<Platform, ImageError> {
         let parts: Vec<&str> = s.split('/').collect();
         match parts.as_slice() {
             [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
@@ -109,9 +111,9 @@ impl Platform {
                 architecture: arch.to_string(),
                 variant: Some(v.to_string()),
             }),
-            _ => Err(format!(
-                "invalid platform `{s}`: expected OS/ARCH[/VARIANT], e.g. linux/amd64"
-            )),
+            _ => Err(ImageError::BadPlatform {
+                platform: s.to_string(),
+            }),
         }
     }
 }

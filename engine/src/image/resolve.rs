@@ -21,11 +21,36 @@ pub trait ImageResolver: Send + Sync + fmt::Debug {
     fn resolve(&self, reference: &str, platform: &Platform) -> Result<BaseImage, ImageError>;
 }
 
+/// Why a layer blob could not be put into the store (by a [`BlobFetcher`] or an imported
+/// cache).
+#[derive(Debug, thiserror::Error)]
+pub enum BlobFetchError {
+    /// Copying or verifying the blob into the store failed (a layout's blob missing, a
+    /// digest mismatch, the store's file system).
+    #[error(transparent)]
+    Store(#[from] strata_cache::StoreError),
+    /// The registry did not deliver it (boxed: the registry error is large).
+    #[error(transparent)]
+    Registry(#[from] Box<crate::registry::RegistryError>),
+    /// A fetcher with no source to ask (a registry fetcher always has one).
+    #[error("no source to fetch from")]
+    NoSource,
+    /// None of the imported caches names the layer.
+    #[error("no cache has it")]
+    NotCached,
+    /// What the last source asked answered, with where that was.
+    #[error("{origin}: {source}")]
+    From {
+        origin: String,
+        source: Box<BlobFetchError>,
+    },
+}
+
 /// Fetches a base image's layer blobs into the store.
 pub trait BlobFetcher: Send + Sync {
     /// Puts `layer` into `store`, verified against its digest before it becomes visible;
     /// nothing partial is kept on failure.
-    fn fetch(&self, layer: &LayerDesc, store: &BlobStore) -> Result<(), String>;
+    fn fetch(&self, layer: &LayerDesc, store: &BlobStore) -> Result<(), BlobFetchError>;
     /// Where the blobs come from, for messages (`registry 127.0.0.1:5000, repository app`).
     fn origin(&self) -> String;
 }

@@ -666,7 +666,7 @@ impl<'a> Planner<'a> {
         let platform = match &f.platform {
             Some(w) => {
                 let p = self.expand(w, &look)?;
-                Platform::parse(&p).map_err(|e| self.diag(w.span, e))?
+                Platform::parse(&p).map_err(|e| self.diag(w.span, e.to_string()))?
             }
             None => self.req.platform.clone(),
         };

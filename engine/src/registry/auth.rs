@@ -82,18 +82,22 @@ impl AuthSources {
     /// Credentials for `registry` (as written in references: `docker.io`, `host:port`), or
     /// `None` for anonymous access. A file that exists but cannot be parsed is an error: a
     /// silent fallback to anonymous would turn a typo into a confusing 401.
-    pub fn lookup(&self, registry: &str) -> Result<Option<Credentials>, String> {
+    pub fn lookup(&self, registry: &str) -> Result<Option<Credentials>, AuthError> {
         for file in self.files() {
             let text = match std::fs::read_to_string(&file) {
                 Ok(t) => t,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(format!("reading `{}`: {e}", file.display())),
+                Err(source) => return Err(AuthError::Read { file, source }),
             };
-            let json: Value = serde_json::from_str(&text)
-                .map_err(|e| format!("`{}` is not valid JSON: {e}", file.display()))?;
-            if let Some(c) =
-                lookup_in(&json, registry).map_err(|e| format!("`{}`: {e}", file.display()))?
-            {
+            let json: Value = match serde_json::from_str(&text) {
+                Ok(v) => v,
+                Err(source) => return Err(AuthError::Json { file, source }),
+            };
+            let found = lookup_in(&json, registry).map_err(|e| AuthError::In {
+                file: file.clone(),
+                source: Box::new(e),
+            })?;
+            if let Some(c) = found {
                 return Ok(Some(c));
             }
         }
@@ -111,7 +115,51 @@ fn key_matches(key: &str, registry: &str) -> bool {
     k == registry || (hub(k) && hub(registry))
 }
 
-fn lookup_in(json: &Value, registry: &str) -> Result<Option<Credentials>, String> {
+/// Why credentials could not be read: the auth file, an entry in it, or a credential helper.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("reading `{}`: {source}", file.display())]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("`{}` is not valid JSON: {source}", file.display())]
+    Json {
+        file: PathBuf,
+        source: serde_json::Error,
+    },
+    /// An entry of `file` (what is wrong with it in `source`).
+    #[error("`{}`: {source}", file.display())]
+    In {
+        file: PathBuf,
+        source: Box<AuthError>,
+    },
+    #[error("auths.{key}.auth is not base64: {source}")]
+    NotBase64 {
+        key: String,
+        source: base64::DecodeError,
+    },
+    #[error("auths.{key}.auth is not UTF-8 `user:password`")]
+    NotUtf8 { key: String },
+    #[error("auths.{key}.auth is not `user:password`")]
+    NotUserPassword { key: String },
+    #[error("credential helper name `{name}` is not a plain name")]
+    HelperName { name: String },
+    #[error("running `{program}`: {source}")]
+    HelperRun {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("`{program} get` failed: {output}")]
+    HelperFailed { program: String, output: String },
+    #[error("`{program} get` printed invalid JSON: {source}")]
+    HelperJson {
+        program: String,
+        source: serde_json::Error,
+    },
+}
+
+fn lookup_in(json: &Value, registry: &str) -> Result<Option<Credentials>, AuthError> {
     if let Some(helpers) = json.get("credHelpers").and_then(Value::as_object) {
         for (k, helper) in helpers {
             if key_matches(k, registry) {
@@ -136,12 +184,15 @@ fn lookup_in(json: &Value, registry: &str) -> Result<Option<Credentials>, String
             {
                 let raw = base64::engine::general_purpose::STANDARD
                     .decode(a.trim())
-                    .map_err(|e| format!("auths.{k}.auth is not base64: {e}"))?;
-                let raw = String::from_utf8(raw)
-                    .map_err(|_| format!("auths.{k}.auth is not UTF-8 `user:password`"))?;
+                    .map_err(|source| AuthError::NotBase64 {
+                        key: k.clone(),
+                        source,
+                    })?;
+                let raw =
+                    String::from_utf8(raw).map_err(|_| AuthError::NotUtf8 { key: k.clone() })?;
                 let (u, p) = raw
                     .split_once(':')
-                    .ok_or_else(|| format!("auths.{k}.auth is not `user:password`"))?;
+                    .ok_or_else(|| AuthError::NotUserPassword { key: k.clone() })?;
                 return Ok(Some(Credentials {
                     username: u.to_string(),
                     password: p.to_string(),
@@ -165,14 +216,14 @@ fn lookup_in(json: &Value, registry: &str) -> Result<Option<Credentials>, String
 
 /// Runs `docker-credential-NAME get` with the server on stdin. A helper that is not installed
 /// or has no entry means anonymous access, as in docker.
-fn run_helper(name: &str, registry: &str) -> Result<Option<Credentials>, String> {
+fn run_helper(name: &str, registry: &str) -> Result<Option<Credentials>, AuthError> {
     if !name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
     {
-        return Err(format!(
-            "credential helper name `{name}` is not a plain name"
-        ));
+        return Err(AuthError::HelperName {
+            name: name.to_string(),
+        });
     }
     let program = format!("docker-credential-{name}");
     let server = if matches!(registry, "docker.io" | "index.docker.io") {
@@ -189,24 +240,30 @@ fn run_helper(name: &str, registry: &str) -> Result<Option<Credentials>, String>
     {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("running `{program}`: {e}")),
+        Err(source) => return Err(AuthError::HelperRun { program, source }),
     };
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(server.as_bytes());
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("running `{program}`: {e}"))?;
+    let out = match child.wait_with_output() {
+        Ok(out) => out,
+        Err(source) => return Err(AuthError::HelperRun { program, source }),
+    };
     if !out.status.success() {
         let msg = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
         if msg.to_lowercase().contains("credentials not found") {
             return Ok(None);
         }
-        return Err(format!("`{program} get` failed: {}", msg.trim()));
+        return Err(AuthError::HelperFailed {
+            program,
+            output: msg.trim().to_string(),
+        });
     }
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("`{program} get` printed invalid JSON: {e}"))?;
+    let v: Value = match serde_json::from_slice(&out.stdout) {
+        Ok(v) => v,
+        Err(source) => return Err(AuthError::HelperJson { program, source }),
+    };
     let u = v.get("Username").and_then(Value::as_str).unwrap_or("");
     let p = v.get("Secret").and_then(Value::as_str).unwrap_or("");
     if p.is_empty() {
@@ -386,6 +443,7 @@ mod tests {
         assert!(src
             .lookup("ghcr.io")
             .unwrap_err()
+            .to_string()
             .contains("not valid JSON"));
         // A credential helper that is not installed means anonymous.
         std::fs::write(

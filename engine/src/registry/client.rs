@@ -272,11 +272,10 @@ impl Client {
             let result = self.raw(method.clone(), url, headers, auth.as_deref(), payload);
             let retry_after = match result {
                 Err(e) => {
-                    let permanent = e.starts_with(PERMANENT);
-                    if attempt >= policy.attempts || permanent {
+                    if attempt >= policy.attempts || e.is_permanent() {
                         return Err(RegistryError::Network {
                             site: call.site(),
-                            reason: e.trim_start_matches(PERMANENT).to_string(),
+                            reason: e.to_string(),
                             attempts: attempt,
                         });
                     }
@@ -340,7 +339,7 @@ impl Client {
         headers: &[(&str, &str)],
         auth: Option<&str>,
         payload: &Payload,
-    ) -> Result<Response<Body>, String> {
+    ) -> Result<Response<Body>, RawError> {
         let mut b = http::Request::builder().method(method.clone()).uri(url);
         for (k, v) in headers {
             b = b.header(*k, *v);
@@ -353,14 +352,11 @@ impl Client {
         if has_body {
             b = b.header("content-length", payload.len().to_string());
         }
-        let run = |body: SendBody| -> Result<Response<Body>, String> {
-            let req = b
-                .body(body)
-                .map_err(|e| format!("building the request: {e}"))?;
-            self.agent.run(req).map_err(|e| {
-                let permanent = !retryable(&e);
-                // The marker is stripped by `send`; it keeps `raw`'s error a plain string.
-                format!("{}{e}", if permanent { PERMANENT } else { "" })
+        let run = |body: SendBody| -> Result<Response<Body>, RawError> {
+            let req = b.body(body).map_err(RawError::Build)?;
+            self.agent.run(req).map_err(|e| RawError::Transport {
+                permanent: !retryable(&e),
+                source: e,
             })
         };
         match payload {
@@ -370,10 +366,17 @@ impl Client {
                 run(SendBody::from_reader(&mut r))
             }
             Payload::File { path, offset, len } => {
-                let mut f =
-                    File::open(path).map_err(|e| format!("open `{}`: {e}", path.display()))?;
+                let mut f = File::open(path).map_err(|source| RawError::File {
+                    op: "open",
+                    path: path.clone(),
+                    source,
+                })?;
                 f.seek(SeekFrom::Start(*offset))
-                    .map_err(|e| format!("seek `{}`: {e}", path.display()))?;
+                    .map_err(|source| RawError::File {
+                        op: "seek",
+                        path: path.clone(),
+                        source,
+                    })?;
                 let mut r = f.take(*len);
                 run(SendBody::from_reader(&mut r))
             }
@@ -396,9 +399,9 @@ impl Client {
             self.opts
                 .auth
                 .lookup(registry)
-                .map_err(|reason| RegistryError::Credentials {
+                .map_err(|source| RegistryError::Credentials {
                     registry: registry.to_string(),
-                    reason,
+                    source,
                 })?;
         let mut state = self.state.lock().expect("registry state lock");
         state.entry(registry.to_string()).or_default().credentials = Some(found.clone());
@@ -512,13 +515,13 @@ impl Client {
                 attempt += 1;
                 match self.raw(Method::GET, &url, &[], auth, &Payload::Empty) {
                     Ok(r) => break r,
-                    Err(e) if attempt < self.opts.retry.attempts && !e.starts_with(PERMANENT) => {
+                    Err(e) if attempt < self.opts.retry.attempts && !e.is_permanent() => {
                         std::thread::sleep(self.opts.retry.initial * attempt);
                     }
                     Err(reason) => {
                         return Err(RegistryError::Network {
                             site,
-                            reason: reason.trim_start_matches(PERMANENT).to_string(),
+                            reason: reason.to_string(),
                             attempts: attempt,
                         })
                     }
@@ -640,8 +643,38 @@ pub(crate) fn without_query(url: &str) -> &str {
     &url[..url.find('?').unwrap_or(url.len())]
 }
 
-/// Prefix of a transport error that another attempt will not fix.
-const PERMANENT: &str = "\u{0}permanent:";
+/// Why one request got no response ([`Client::raw`]); the callers retry it unless it is
+/// permanent, then report its text as a network error.
+#[derive(Debug, thiserror::Error)]
+enum RawError {
+    #[error("building the request: {0}")]
+    Build(#[source] http::Error),
+    /// `permanent`: another attempt will not fix it ([`retryable`]).
+    #[error("{source}")]
+    Transport {
+        source: ureq::Error,
+        permanent: bool,
+    },
+    /// Opening or seeking the file of a `Payload::File`.
+    #[error("{op} `{}`: {source}", path.display())]
+    File {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl RawError {
+    fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            RawError::Transport {
+                permanent: true,
+                ..
+            }
+        )
+    }
+}
 
 /// Connection refused or reset, timeouts, broken bodies: worth another attempt. An unknown
 /// host, a bad URL, a certificate or protocol error: not (retrying only delays the message).

@@ -77,8 +77,11 @@ pub enum RegistryError {
         platform: String,
         available: String,
     },
-    #[error("credentials for `{registry}`: {reason}")]
-    Credentials { registry: String, reason: String },
+    #[error("credentials for `{registry}`: {source}")]
+    Credentials {
+        registry: String,
+        source: super::auth::AuthError,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

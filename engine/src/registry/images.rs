@@ -15,7 +15,8 @@ use super::pull;
 use super::reference::Reference;
 use super::registries_conf::RegistriesConf;
 use crate::image::{
-    BaseImage, BlobFetcher, BlobSource, ImageError, ImageResolver, LayerDesc, LocalImages, Platform,
+    BaseImage, BlobFetchError, BlobFetcher, BlobSource, ImageError, ImageResolver, LayerDesc,
+    LocalImages, Platform,
 };
 
 pub struct RegistryImages {
@@ -156,7 +157,7 @@ impl RegistryFetcher {
 }
 
 impl BlobFetcher for RegistryFetcher {
-    fn fetch(&self, layer: &LayerDesc, store: &BlobStore) -> Result<(), String> {
+    fn fetch(&self, layer: &LayerDesc, store: &BlobStore) -> Result<(), BlobFetchError> {
         let mut first_err = None;
         for r in &self.sources {
             match pull::fetch_blob(&self.client, store, r, &layer.digest, layer.size) {
@@ -166,7 +167,7 @@ impl BlobFetcher for RegistryFetcher {
                 }
             }
         }
-        Err(first_err.map(|e| e.to_string()).unwrap_or_default())
+        Err(first_err.map_or(BlobFetchError::NoSource, |e| Box::new(e).into()))
     }
 
     fn origin(&self) -> String {

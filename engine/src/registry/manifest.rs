@@ -29,11 +29,29 @@ pub struct Descriptor {
     pub platform: Option<PlatformJson>,
 }
 
+/// Why manifest bytes or one of their descriptors cannot be used (the registry module puts
+/// it in a `BadResponse` naming the registry and the manifest).
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("descriptor digest: {0}")]
+    Digest(#[source] strata_cache::DigestParseError),
+    #[error("not a manifest: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error(
+        "Docker schema 1 manifests are not supported (re-push the image with a current client)"
+    )]
+    Schema1,
+    #[error("unsupported manifest media type `{0}`")]
+    MediaType(String),
+    #[error("an index without `manifests`")]
+    IndexWithoutManifests,
+    #[error("a manifest without `config`")]
+    ManifestWithoutConfig,
+}
+
 impl Descriptor {
-    pub fn digest(&self) -> Result<Digest, String> {
-        self.digest
-            .parse()
-            .map_err(|e: strata_cache::DigestParseError| format!("descriptor digest: {e}"))
+    pub fn digest(&self) -> Result<Digest, ManifestError> {
+        self.digest.parse().map_err(ManifestError::Digest)
     }
 }
 
@@ -104,13 +122,10 @@ impl Parsed {
 
 /// Parses manifest bytes; `content_type` is the response header, used when the JSON has no
 /// `mediaType` (it is optional in OCI).
-pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, String> {
-    let raw: Raw = serde_json::from_slice(bytes).map_err(|e| format!("not a manifest: {e}"))?;
+pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, ManifestError> {
+    let raw: Raw = serde_json::from_slice(bytes).map_err(ManifestError::Json)?;
     if raw.schema_version == Some(1) {
-        return Err(
-            "Docker schema 1 manifests are not supported (re-push the image with a current client)"
-                .into(),
-        );
+        return Err(ManifestError::Schema1);
     }
     let content_type = content_type
         .map(|c| c.split(';').next().unwrap_or(c).trim().to_string())
@@ -119,17 +134,17 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, String>
     let is_index = match media_type.as_deref() {
         Some(OCI_INDEX | DOCKER_LIST) => true,
         Some(OCI_MANIFEST | DOCKER_MANIFEST) => false,
-        Some(other) => return Err(format!("unsupported manifest media type `{other}`")),
+        Some(other) => return Err(ManifestError::MediaType(other.to_string())),
         None => raw.manifests.is_some(),
     };
     if is_index {
-        let manifests = raw.manifests.ok_or("an index without `manifests`")?;
+        let manifests = raw.manifests.ok_or(ManifestError::IndexWithoutManifests)?;
         Ok(Parsed::Index {
             media_type: media_type.unwrap_or_else(|| OCI_INDEX.into()),
             manifests,
         })
     } else {
-        let config = raw.config.ok_or("a manifest without `config`")?;
+        let config = raw.config.ok_or(ManifestError::ManifestWithoutConfig)?;
         Ok(Parsed::Manifest {
             media_type: media_type.unwrap_or_else(|| OCI_MANIFEST.into()),
             config,
@@ -192,9 +207,11 @@ mod tests {
         ));
         assert!(parse(br#"{"schemaVersion":1,"fsLayers":[]}"#, None)
             .unwrap_err()
+            .to_string()
             .contains("schema 1"));
         assert!(parse(br#"{"mediaType":"application/vnd.foo+json"}"#, None)
             .unwrap_err()
+            .to_string()
             .contains("unsupported"));
         assert!(parse(b"not json", None).is_err());
     }

@@ -49,7 +49,7 @@ pub fn resolve(
     let parsed = manifest::parse(&bytes, content_type.as_deref()).map_err(|reason| {
         RegistryError::BadResponse {
             site: call(r, format!("manifest `{}`", r.manifest_ref())).site(),
-            reason,
+            reason: reason.to_string(),
         }
     })?;
     let (manifest_digest, parsed) = match parsed {
@@ -65,7 +65,7 @@ pub fn resolve(
                 site: call(r, format!("index {pinned}")).site(),
                 reason,
             };
-            let digest = d.digest().map_err(bad)?;
+            let digest = d.digest().map_err(|e| bad(e.to_string()))?;
             if d.size > MANIFEST_LIMIT {
                 return Err(RegistryError::TooLarge {
                     site: call(r, format!("manifest {digest}")).site(),
@@ -77,7 +77,7 @@ pub fn resolve(
             let parsed = manifest::parse(&bytes, ct.as_deref()).map_err(|reason| {
                 RegistryError::BadResponse {
                     site: call(r, format!("manifest {digest}")).site(),
-                    reason,
+                    reason: reason.to_string(),
                 }
             })?;
             if matches!(parsed, Parsed::Index { .. }) {
@@ -95,7 +95,7 @@ pub fn resolve(
         site: site(format!("manifest {manifest_digest}")),
         reason,
     };
-    let config_digest = config.digest().map_err(bad)?;
+    let config_digest = config.digest().map_err(|e| bad(e.to_string()))?;
     if config.size > CONFIG_LIMIT {
         return Err(RegistryError::TooLarge {
             site: site(format!("config {config_digest}")),
@@ -128,7 +128,7 @@ pub fn resolve(
             )));
         }
         out.push(LayerDesc {
-            digest: l.digest().map_err(bad)?,
+            digest: l.digest().map_err(|e| bad(e.to_string()))?,
             size: l.size,
             media_type: l.media_type.clone(),
             diff_id,

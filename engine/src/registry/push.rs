@@ -82,13 +82,13 @@ fn push_manifest(
     match &parsed {
         Parsed::Index { manifests, .. } => {
             for m in manifests {
-                let d = m.digest().map_err(bad)?;
+                let d = m.digest().map_err(|e| bad(e.to_string()))?;
                 push_manifest(client, store, &d, t, &d.to_string(), origins, report)?;
             }
         }
         Parsed::Manifest { config, layers, .. } => {
             for d in std::iter::once(config).chain(layers) {
-                let dg = d.digest().map_err(bad)?;
+                let dg = d.digest().map_err(|e| bad(e.to_string()))?;
                 push_blob(client, store, &dg, d.size, t, origins, report)?;
             }
         }

@@ -24,6 +24,11 @@ use super::user::{resolve, ExecUser};
 
 const REPORT_FD: i32 = 3;
 
+// Errors in this process are `String`s on purpose (here and in `sys`, `user`, `seccomp`,
+// `limits::StepCgroup::enter`, `userns::enter`, which run only in the helper): they cross the
+// process boundary as `Report::Error(String)`, JSON on fd 3, and the parent wraps the text in a
+// typed `SandboxError`. A typed error here would be flattened to the same text anyway.
+
 /// How the helper's user namespace maps ids (`--userns=…`; none as root).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NsKind {

@@ -38,22 +38,37 @@ pub struct ResourceLimits {
     pub cpu_quota_us: Option<u64>,
 }
 
+/// Why a `--cpus` or `--memory` value is refused (the CLI puts the flag's name before it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error("`{0}` is not a number of CPUs (e.g. 0.5 or 2)")]
+    NotCpus(String),
+    #[error("`{0}` CPUs: give a number from 0.01 to 4096")]
+    CpusOutOfRange(String),
+    #[error("`{0}` is not a memory size (e.g. 512m or 2g)")]
+    NotMemory(String),
+    #[error("`{0}` is too large")]
+    MemoryTooLarge(String),
+    #[error("`{0}` is below the minimum of 6m")]
+    MemoryTooSmall(String),
+}
+
 impl ResourceLimits {
     /// `--cpus`: a positive decimal number of CPUs (`0.5`, `2`), at least 0.01.
-    pub fn parse_cpus(v: &str) -> Result<u64, String> {
+    pub fn parse_cpus(v: &str) -> Result<u64, LimitError> {
         let n: f64 = v
             .trim()
             .parse()
-            .map_err(|_| format!("`{v}` is not a number of CPUs (e.g. 0.5 or 2)"))?;
+            .map_err(|_| LimitError::NotCpus(v.to_string()))?;
         if !n.is_finite() || !(0.01..=4096.0).contains(&n) {
-            return Err(format!("`{v}` CPUs: give a number from 0.01 to 4096"));
+            return Err(LimitError::CpusOutOfRange(v.to_string()));
         }
         Ok((n * CPU_PERIOD_US as f64).round() as u64)
     }
 
     /// `--memory`: bytes with an optional unit `b`, `k`, `m`, `g` (powers of 1024, as docker's
     /// `--memory`), at least 6 MiB (docker's minimum; less cannot start a shell).
-    pub fn parse_memory(v: &str) -> Result<u64, String> {
+    pub fn parse_memory(v: &str) -> Result<u64, LimitError> {
         let t = v.trim().to_ascii_lowercase();
         let t = t.strip_suffix('b').filter(|r| !r.is_empty()).unwrap_or(&t);
         let (num, shift) = match t.chars().last() {
@@ -65,12 +80,12 @@ impl ResourceLimits {
         };
         let n: u64 = num
             .parse()
-            .map_err(|_| format!("`{v}` is not a memory size (e.g. 512m or 2g)"))?;
+            .map_err(|_| LimitError::NotMemory(v.to_string()))?;
         let bytes = n
             .checked_mul(1u64 << shift)
-            .ok_or_else(|| format!("`{v}` is too large"))?;
+            .ok_or_else(|| LimitError::MemoryTooLarge(v.to_string()))?;
         if bytes < 6 << 20 {
-            return Err(format!("`{v}` is below the minimum of 6m"));
+            return Err(LimitError::MemoryTooSmall(v.to_string()));
         }
         Ok(bytes)
     }
@@ -349,6 +364,7 @@ mod tests {
         assert_eq!(ResourceLimits::parse_memory("8192k"), Ok(8 << 20));
         assert!(ResourceLimits::parse_memory("1m")
             .unwrap_err()
+            .to_string()
             .contains("minimum"));
         assert!(ResourceLimits::parse_memory("lots").is_err());
         assert!(ResourceLimits::parse_memory("").is_err());

@@ -18,7 +18,7 @@ pub mod delta;
 pub mod exec;
 pub(crate) mod init;
 mod limits;
-pub use limits::ResourceLimits;
+pub use limits::{LimitError, ResourceLimits};
 mod root;
 mod seccomp;
 pub mod snapshot;

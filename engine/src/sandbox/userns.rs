@@ -36,22 +36,30 @@ pub(crate) const SYNC_FD: i32 = 4;
 static CURRENT: OnceLock<Option<UserNs>> = OnceLock::new();
 
 /// `None` when strata runs as root (no user namespace); otherwise the mapping every sandbox
-/// helper of this process uses. Prints the single-id warning once: for what RUN steps can do.
+/// helper of this process uses. What the mapping means for RUN steps is said by
+/// [`single_id_warning`], which the build reports as a progress event.
 pub fn current() -> Option<&'static UserNs> {
-    let ns = detected();
-    if let Some(ns) = ns.filter(|ns| ns.single_id) {
-        static WARNED: std::sync::Once = std::sync::Once::new();
-        WARNED.call_once(|| {
-            eprintln!(
-                "strata: warning: no /etc/subuid range for {}: RUN steps run with a single id; chown to other users will fail (and files of base layers owned by other ids appear as root's)",
-                ns.user
-            )
-        });
-    }
-    ns
+    detected()
 }
 
-/// [`current`] without the warning, for what runs no RUN step (`strata gc` removing snapshots).
+/// The warning for what RUN steps can do under a single-id mapping, the first time it is asked
+/// for in this process (later calls, and mappings with a subordinate range, give `None`). The
+/// caller reports it (a progress event), so `--progress json` consumers get it as JSON.
+pub(crate) fn single_id_warning() -> Option<String> {
+    let ns = detected().filter(|ns| ns.single_id)?;
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let mut warning = None;
+    WARNED.call_once(|| {
+        warning = Some(format!(
+            "no /etc/subuid range for {}: RUN steps run with a single id; chown to other users will fail (and files of base layers owned by other ids appear as root's)",
+            ns.user
+        ))
+    });
+    warning
+}
+
+/// The mapping [`current`] returns (also for what runs no RUN step: `strata gc` removing
+/// snapshots).
 pub(crate) fn detected() -> Option<&'static UserNs> {
     CURRENT
         .get_or_init(|| {
