@@ -4,8 +4,8 @@
 use std::fs;
 use std::path::Path;
 
-use super::registry::{strata_in, Registry};
-use super::{build, strata, write, Run};
+use crate::support::registry::Registry;
+use crate::support::{build, strata, strata_in, write, Run};
 
 /// Builds a one-file scratch image marked `marker` in `seed` and pushes it to each of `refs`;
 /// returns the pushed manifest digest (the same everywhere: pushes are byte for byte).

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::{build, strata, write, Run};
+use crate::support::{build, sha256, strata, write, Run};
 
 /// A static file server on 127.0.0.1: `GET /path` answers the file under `root` (query
 /// ignored), 404 otherwise. Stopped (and its thread joined) on drop.
@@ -116,18 +116,6 @@ fn serve_one(root: &Path, conn: TcpStream) -> std::io::Result<()> {
 }
 
 /// `sha256:HEX` of `b`, by coreutils' `sha256sum`.
-fn sha256(b: &[u8]) -> String {
-    let mut c = Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(b).unwrap();
-    let out = c.wait_with_output().unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    format!("sha256:{}", text.split_whitespace().next().unwrap())
-}
-
 /// `git` without the machine's configuration, with a fixed identity and dates.
 fn git(dir: &Path, args: &[&str]) -> String {
     let o = Command::new("git")
@@ -180,7 +168,7 @@ fn make_repo(srv: &Path) -> (String, String, PathBuf) {
 /// Unpacks the OCI layout `oci` (tag `1`) and returns the bundle's rootfs.
 fn unpack(oci: &Path, dir: &Path) -> PathBuf {
     let bundle = dir.join("bundle");
-    super::run_steps::unpack(oci, "1", &bundle);
+    crate::run_steps::unpack(oci, "1", &bundle);
     bundle.join("rootfs")
 }
 
