@@ -82,7 +82,7 @@ fn copy_into_an_existing_directory_keeps_its_mode_and_owner() {
     write(&ctx.path().join("b.txt"), "b\n");
     write(
         &ctx.path().join("Dockerfile"),
-        &format!(
+        format!(
             "{BUSYBOX_BASE}FROM base\nCOPY a.txt /tmp\nCOPY b.txt /tmp/\nCOPY a.txt /root/\n\
              COPY --chown=1000:1000 b.txt /home/app/new/\nCOPY --link a.txt /linked/\n"
         ),

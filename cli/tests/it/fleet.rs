@@ -38,10 +38,10 @@ fn build_base(store: &Path, work: &Path, level: &str, extra: &str, dest: &Path) 
         write(&ctx.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n");
         write(&ctx.join("etc/group"), "root:x:0:\n");
     }
-    write(&ctx.join("etc/patch-level"), &format!("{level}\n"));
+    write(&ctx.join("etc/patch-level"), format!("{level}\n"));
     write(
         &ctx.join("Dockerfile"),
-        &format!(
+        format!(
             "FROM scratch\nCOPY busybox /bin/busybox\n\
              RUN [\"/bin/busybox\", \"mkdir\", \"-p\", \"/usr/bin\", \"/sbin\", \"/usr/sbin\", \"/tmp\", \"/home\", \"/root\"]\n\
              RUN [\"/bin/busybox\", \"--install\", \"-s\"]\nCOPY etc/ /etc/\n{extra}"

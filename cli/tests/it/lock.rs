@@ -16,7 +16,7 @@ fn err(o: Output) -> String {
 fn base(store: &Path, work: &Path, dest: &Path, tag: &str, release: &str) -> String {
     let b = work.join(format!("base-src-{release}"));
     write(&b.join("Dockerfile"), "FROM scratch\nCOPY etc/ /etc/\n");
-    write(&b.join("etc/os-release"), &format!("VERSION={release}\n"));
+    write(&b.join("etc/os-release"), format!("VERSION={release}\n"));
     ok(on_store(
         store,
         &[

@@ -17,7 +17,7 @@ fn rebase_equals_rebuild_and_refuses_base_dependent_layers() {
             &b.join("Dockerfile"),
             "FROM scratch\nCOPY etc/ /etc/\nENV BASE=yes\n",
         );
-        write(&b.join("etc/os-release"), &format!("VERSION={release}\n"));
+        write(&b.join("etc/os-release"), format!("VERSION={release}\n"));
         ok(on_store(
             s,
             &[

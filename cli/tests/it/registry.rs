@@ -266,7 +266,7 @@ fn registry_basic_auth_from_auth_files_and_a_clear_401_without() {
     let ctx2 = work.path().join("ctx2");
     write(
         &ctx2.join("Dockerfile"),
-        &format!("FROM {target}\nCOPY b.txt /b.txt\n"),
+        format!("FROM {target}\nCOPY b.txt /b.txt\n"),
     );
     write(&ctx2.join("b.txt"), "b\n");
     let from = |env: &[(&str, &Path)], store: &Path| Run {
@@ -526,7 +526,7 @@ fn build_from(store: &Path, work: &Path, base: &str) -> Run {
     let ctx = work.join("ctx");
     write(
         &ctx.join("Dockerfile"),
-        &format!("FROM {base}\nCOPY a.txt /a.txt\n"),
+        format!("FROM {base}\nCOPY a.txt /a.txt\n"),
     );
     write(&ctx.join("a.txt"), "a\n");
     build(store, &ctx, &[])
@@ -998,7 +998,7 @@ fn registry_pull_what_skopeo_pushed_and_run_on_top() {
         let ctx = work.path().join(format!("ctx-{repo}"));
         write(
             &ctx.join("Dockerfile"),
-            &format!(
+            format!(
                 "FROM {host}/base/{repo}:1\nCOPY a.txt /a.txt\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo $MARK > /mark\"]\n"
             ),
         );
@@ -1043,7 +1043,7 @@ fn registry_pull_what_skopeo_pushed_and_run_on_top() {
     let ctx = work.path().join("ctx-pinned");
     write(
         &ctx.join("Dockerfile"),
-        &format!("FROM {h}/base/oci@{pinned}\nCOPY b.txt /b.txt\n"),
+        format!("FROM {h}/base/oci@{pinned}\nCOPY b.txt /b.txt\n"),
     );
     write(&ctx.join("b.txt"), "b\n");
     build(store.path(), &ctx, &[]).ok();
@@ -1069,7 +1069,7 @@ fn registry_cache_shared_by_two_stores_executes_nothing_on_the_second() {
     let ctx = work.path().join("app");
     write(
         &ctx.join("Dockerfile"),
-        &format!(
+        format!(
             "FROM {base_ref}\nCOPY app.txt /app/app.txt\n\
              RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox wc -c /app/app.txt > /app/size\"]\n\
              ENV APP=1\n"
@@ -1143,7 +1143,7 @@ fn registry_tag_moves_change_nothing_until_the_lock_is_updated() {
         let ctx = work.path().join(format!("base-{marker}"));
         write(
             &ctx.join("Dockerfile"),
-            &format!("FROM scratch\nCOPY m /etc/marker\nENV MARK={marker}\n"),
+            format!("FROM scratch\nCOPY m /etc/marker\nENV MARK={marker}\n"),
         );
         write(&ctx.join("m"), marker);
         build(seed.path(), &ctx, &["-t", &format!("base:{marker}")]).ok();
@@ -1157,7 +1157,7 @@ fn registry_tag_moves_change_nothing_until_the_lock_is_updated() {
     let ctx = work.path().join("app");
     write(
         &ctx.join("Dockerfile"),
-        &format!("FROM {base_ref}\nCOPY app.txt /app/\n"),
+        format!("FROM {base_ref}\nCOPY app.txt /app/\n"),
     );
     write(&ctx.join("app.txt"), "app\n");
     let store = tempfile::tempdir().unwrap();
@@ -1186,7 +1186,7 @@ fn registry_tag_moves_change_nothing_until_the_lock_is_updated() {
     // A stale lock: the Dockerfile names a reference the lock does not pin.
     write(
         &ctx.join("Dockerfile"),
-        &format!("FROM {}/lib/base:2\nCOPY app.txt /app/\n", reg.host),
+        format!("FROM {}/lib/base:2\nCOPY app.txt /app/\n", reg.host),
     );
     let r = build(store.path(), &ctx, &["--locked"]).fails();
     assert!(

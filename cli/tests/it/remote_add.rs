@@ -233,7 +233,7 @@ fn add_url_pins_the_digest_caches_offline_and_refuses_changed_content() {
     let ctx = dir.path().join("ctx");
     write(
         &ctx.join("Dockerfile"),
-        &format!(
+        format!(
             "FROM scratch\nADD --checksum={} {} /opt/\nADD {} /etc/conf\nADD --chmod=644 --chown=1:2 {} /x/\n",
             sha256(&tarball),
             server.url("files/tool.tar.gz"),
@@ -325,7 +325,7 @@ fn add_url_pins_the_digest_caches_offline_and_refuses_changed_content() {
     // --locked refuses a URL without a pin, before anything runs.
     write(
         &ctx.join("Dockerfile"),
-        &format!(
+        format!(
             "FROM scratch\nADD {} /etc/conf\nADD {} /new\n",
             server.url("files/conf.txt"),
             server.url("files/tool.tar.gz")
@@ -396,7 +396,7 @@ fn add_url_errors_name_the_line_and_hint() {
         write(&ctx.path().join("local.txt"), "x");
         write(
             &ctx.path().join("Dockerfile"),
-            &format!("FROM scratch\nENV A=1\n{line}\n"),
+            format!("FROM scratch\nENV A=1\n{line}\n"),
         );
         let store = tempfile::tempdir().unwrap();
         let e = build(store.path(), ctx.path(), &[]).fails().stderr();
@@ -422,7 +422,7 @@ fn add_git_ref_subdir_keep_git_dir_pinned_and_reproducible() {
     let ctx = dir.path().join("ctx");
     write(
         &ctx.join("Dockerfile"),
-        &format!(
+        format!(
             "FROM scratch\nADD {repo}#v1 /src/\nADD --chown=7:8 {repo}#main:docs /docs\n\
              ADD --keep-git-dir {repo}#refs/heads/main /withgit\n"
         ),
@@ -512,7 +512,7 @@ fn add_git_unknown_ref_checksum_and_locked_refusal() {
     let ctx = dir.path().join("ctx");
     write(
         &ctx.join("Dockerfile"),
-        &format!("FROM scratch\nADD {repo}#nope /src/\n"),
+        format!("FROM scratch\nADD {repo}#nope /src/\n"),
     );
     let store = dir.path().join("store");
     let e = build(&store, &ctx, &[]).fails().stderr();
@@ -525,7 +525,7 @@ fn add_git_unknown_ref_checksum_and_locked_refusal() {
 
     write(
         &ctx.join("Dockerfile"),
-        &format!("FROM scratch\nADD {repo}#v1:missing /src/\n"),
+        format!("FROM scratch\nADD {repo}#v1:missing /src/\n"),
     );
     let e = build(&store, &ctx, &[]).fails().stderr();
     assert!(e.contains("Dockerfile:2") && e.contains("`missing`"), "{e}");
@@ -534,7 +534,7 @@ fn add_git_unknown_ref_checksum_and_locked_refusal() {
     // --checksum of a git source: the commit the ref must resolve to (a prefix will do).
     write(
         &ctx.join("Dockerfile"),
-        &format!(
+        format!(
             "FROM scratch\nADD --checksum={} {repo}#v1 /src/\n",
             &a[..12]
         ),
@@ -542,7 +542,7 @@ fn add_git_unknown_ref_checksum_and_locked_refusal() {
     build(&store, &ctx, &[]).ok();
     write(
         &ctx.join("Dockerfile"),
-        &format!("FROM scratch\nADD --checksum={b} {repo}#v1 /src/\n"),
+        format!("FROM scratch\nADD --checksum={b} {repo}#v1 /src/\n"),
     );
     let e = build(&store, &ctx, &[]).fails().stderr();
     assert!(
@@ -558,7 +558,7 @@ fn add_git_unknown_ref_checksum_and_locked_refusal() {
     // A lock without the ref's pin: --locked refuses; `strata lock` pins it.
     write(
         &ctx.join("Dockerfile"),
-        &format!("FROM scratch\nADD {repo}#v1 /src/\n"),
+        format!("FROM scratch\nADD {repo}#v1 /src/\n"),
     );
     write(&ctx.join("strata.lock"), "version = 1\n\n[images]\n");
     let e = build(&store, &ctx, &["--locked"]).fails().stderr();
@@ -586,7 +586,7 @@ fn verify_passes_on_add_of_a_url_and_a_git_repository() {
     let ctx = dir.path().join("ctx");
     write(
         &ctx.join("Dockerfile"),
-        &format!(
+        format!(
             "FROM scratch\nADD {} /etc/\nADD --keep-git-dir {repo}#refs/heads/main /g\n\
              ADD --chmod=640 {repo}#v1:docs /d/\n",
             server.url("files/conf.txt")
@@ -672,7 +672,7 @@ fn add_git_over_git_daemon_is_the_same_step_as_over_http() {
         let ctx = dir.path().join(format!("ctx{i}"));
         write(
             &ctx.join("Dockerfile"),
-            &format!("FROM scratch\nADD {repo}#v1 /src/\n"),
+            format!("FROM scratch\nADD {repo}#v1 /src/\n"),
         );
         let r = build(&store, &ctx, &[]).ok();
         let added = r.executed().iter().any(|s| s.starts_with("ADD"));

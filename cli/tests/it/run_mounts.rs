@@ -159,7 +159,7 @@ fn build_network_flag_and_the_hint_of_a_run_without_network() {
     // A failing RUN without network says how to allow it; with network it does not.
     write(
         &ctx.path().join("Dockerfile"),
-        &fs::read_to_string(ctx.path().join("Dockerfile"))
+        fs::read_to_string(ctx.path().join("Dockerfile"))
             .unwrap()
             .replace("RUN --network=none", "RUN exit 7\nRUN --network=none"),
     );

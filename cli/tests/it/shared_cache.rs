@@ -37,7 +37,7 @@ fn an_empty_store_builds_from_an_exported_cache_without_executing() {
     fs::create_dir_all(&ctx).unwrap();
     fs::copy("/bin/busybox", ctx.join("busybox")).expect("busybox-static is installed");
     write(&ctx.join("app.txt"), "the app\n");
-    write(&ctx.join("big.bin"), &"x".repeat(200_000));
+    write(&ctx.join("big.bin"), "x".repeat(200_000));
     write(
         &ctx.join("Dockerfile"),
         "FROM scratch AS tools\nCOPY big.bin /big.bin\n\

@@ -51,7 +51,7 @@ fn workspace_builds_each_image_once_and_reports_what_changed() {
         );
         write(
             &w.join(format!("apps/{app}/own.txt")),
-            &format!("app {app}\n"),
+            format!("app {app}\n"),
         );
     }
     let store = tempfile::tempdir().unwrap();
