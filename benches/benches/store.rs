@@ -9,6 +9,9 @@
 //! the store lives on: a file system without O_DIRECT (tmpfs before Linux 6.6) takes the
 //! page-cache path in both.
 //!
+//! Also what one open + lookup + close of the RocksDB index costs (docs/store.md quotes it),
+//! against a lookup on an open handle.
+//!
 //! Run: `cargo bench -p strata-benches --bench store` (baseline: `-- --save-baseline main`,
 //! compare: `-- --baseline main`).
 
@@ -16,7 +19,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use strata_cache::Store;
+use strata_cache::{StepRecord, Store};
 
 const SIZE: usize = 256 << 20;
 /// The layer writer hands the store compressed chunks of about this size.
@@ -78,5 +81,63 @@ fn bench_blob_writer(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_blob_writer);
+/// One open + get + close of the index (what a process pays per batch of index work), one
+/// open + unsynced put + close, one open + synced put + close, and a get on an open handle.
+/// (Was the ignored unit test `index::tests::measure_open_and_close`.)
+fn bench_index_open_close(c: &mut Criterion) {
+    let dir = tempfile::tempdir_in(bench_dir()).unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let ix = store.index();
+    for i in 0..2000u32 {
+        let mut k = [0u8; 32];
+        k[..4].copy_from_slice(&i.to_le_bytes());
+        ix.put_step(
+            &k,
+            &StepRecord {
+                layer: None,
+                created_unix: 1,
+            },
+            None,
+        )
+        .unwrap();
+    }
+    ix.release();
+    let mut g = c.benchmark_group("index");
+    g.sample_size(20);
+    g.bench_function("open + get + close, nothing written", |b| {
+        b.iter(|| {
+            ix.get_step(&[0; 32]).unwrap();
+            ix.release();
+        })
+    });
+    let mut t = 0u64;
+    g.bench_function("open + unsynced put + close", |b| {
+        b.iter(|| {
+            t += 1;
+            ix.touch_step_at(&[0; 32], t).unwrap();
+            ix.release();
+        })
+    });
+    g.bench_function("open + synced put + close", |b| {
+        b.iter(|| {
+            ix.put_step(
+                &[0; 32],
+                &StepRecord {
+                    layer: None,
+                    created_unix: 1,
+                },
+                None,
+            )
+            .unwrap();
+            ix.release();
+        })
+    });
+    ix.get_step(&[0; 32]).unwrap();
+    g.bench_function("get on an open handle", |b| {
+        b.iter(|| ix.get_step(&[0; 32]).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_blob_writer, bench_index_open_close);
 criterion_main!(benches);

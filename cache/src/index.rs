@@ -893,60 +893,6 @@ mod tests {
         .unwrap()
     }
 
-    /// Measures what one open + lookup + close of the index costs (run with `--ignored
-    /// --nocapture`); docs/store.md quotes it.
-    #[test]
-    #[ignore]
-    fn measure_open_and_close() {
-        let (_dir, ix) = index();
-        for i in 0..2000u32 {
-            let mut k = [0u8; 32];
-            k[..4].copy_from_slice(&i.to_le_bytes());
-            ix.put_step(
-                &k,
-                &StepRecord {
-                    layer: Some(layer(1)),
-                    created_unix: 1,
-                },
-                None,
-            )
-            .unwrap();
-        }
-        ix.release();
-        let n = 200;
-        let t = Instant::now();
-        for _ in 0..n {
-            ix.get_step(&[0; 32]).unwrap();
-            ix.release();
-        }
-        eprintln!("open + get + close, nothing written: {:?}", t.elapsed() / n);
-        let t = Instant::now();
-        for i in 0..n {
-            ix.touch_step_at(&[0; 32], i as u64).unwrap();
-            ix.release();
-        }
-        eprintln!("open + unsynced put + close: {:?}", t.elapsed() / n);
-        let t = Instant::now();
-        for _ in 0..n {
-            ix.put_step(
-                &[0; 32],
-                &StepRecord {
-                    layer: None,
-                    created_unix: 1,
-                },
-                None,
-            )
-            .unwrap();
-            ix.release();
-        }
-        eprintln!("open + synced put + close: {:?}", t.elapsed() / n);
-        let t = Instant::now();
-        for _ in 0..n {
-            ix.get_step(&[0; 32]).unwrap();
-        }
-        eprintln!("get on an open handle: {:?}", t.elapsed() / n);
-    }
-
     #[test]
     fn the_handle_closes_when_idle_and_two_indexes_take_turns() {
         let dir = tempfile::tempdir().unwrap();

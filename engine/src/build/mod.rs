@@ -1609,13 +1609,40 @@ mod tests {
         assert_eq!(h, vec![(12, 0)]);
     }
 
+    /// The stat-cache merge in `copy::hash_entries` relies on this: a real context walk (names
+    /// where bytewise and component-wise order disagree: `d/x` vs `d-e`, `d.txt`, `d0`) comes out
+    /// strictly increasing under `componentwise`.
     #[test]
     fn componentwise_order_is_the_walk_order() {
         use std::cmp::Ordering::*;
+        use std::os::unix::ffi::OsStrExt;
         assert_eq!(copy::componentwise(b"/c/d/x", b"/c/d.txt"), Less);
         assert_eq!(copy::componentwise(b"/c/d0/z", b"/c/d/x"), Greater);
         assert_eq!(copy::componentwise(b"/c/d", b"/c/d/x"), Less);
         assert_eq!(copy::componentwise(b"/c/e", b"/c/e"), Equal);
+
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["c/e", "c/d0/z", "c/d.txt", "c/d-e", "c/d/x"] {
+            let p = dir.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, f).unwrap();
+        }
+        let ctx = Context::open(dir.path(), context::IgnoreMatcher::empty()).unwrap();
+        let src = ctx.resolve(&["c".to_string()], &[]).unwrap();
+        let names: Vec<&str> = src[0]
+            .entries
+            .iter()
+            .map(|e| e.rel_in_source.as_str())
+            .collect();
+        assert_eq!(names, ["d", "d/x", "d-e", "d.txt", "d0", "d0/z", "e"]);
+        for w in src[0].entries.windows(2) {
+            let (a, b) = (&w[0].host_path, &w[1].host_path);
+            assert_eq!(
+                copy::componentwise(a.as_os_str().as_bytes(), b.as_os_str().as_bytes()),
+                Less,
+                "{a:?} then {b:?}"
+            );
+        }
     }
 
     /// The per-file explain data of a COPY lives in its own record, written when the step

@@ -4,134 +4,14 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
 
 use serde_json::Value;
 
-use super::{build, strata, write, Run};
-
-/// A `docker-registry serve` on 127.0.0.1, a free port and a temporary root; killed on drop.
-pub struct Registry {
-    child: Child,
-    pub host: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    pub fn start() -> Registry {
-        Registry::start_with(None)
-    }
-
-    /// With htpasswd Basic auth for `user`/`password`.
-    pub fn start_with(basic: Option<(&str, &str)>) -> Registry {
-        let bin = Path::new("/usr/bin/docker-registry");
-        assert!(
-            bin.is_file(),
-            "docker-registry (the CNCF distribution registry) is not installed: run .ci/install-deps"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let host = format!("127.0.0.1:{port}");
-        let mut auth = String::new();
-        if let Some((u, p)) = basic {
-            let out = Command::new("htpasswd")
-                .args(["-Bbn", u, p])
-                .output()
-                .expect("htpasswd (apache2-utils) is not installed: run .ci/install-deps");
-            assert!(out.status.success());
-            let file = dir.path().join("htpasswd");
-            fs::write(&file, &out.stdout).unwrap();
-            auth = format!(
-                "auth:\n  htpasswd:\n    realm: strata-test\n    path: {}\n",
-                file.display()
-            );
-        }
-        let config = dir.path().join("config.yml");
-        fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{auth}",
-                dir.path().join("root").display()
-            ),
-        )
-        .unwrap();
-        let log = dir.path().join("registry.log");
-        let logf = fs::File::create(&log).unwrap();
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg(&config)
-            .stdout(logf.try_clone().unwrap())
-            .stderr(logf)
-            .spawn()
-            .unwrap();
-        let r = Registry {
-            child,
-            host,
-            log,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(mut s) = TcpStream::connect(&r.host) {
-                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
-                let mut line = String::new();
-                let _ = BufReader::new(s).read_line(&mut line);
-                if line.contains(" 200 ") || line.contains(" 401 ") {
-                    return r;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "docker-registry did not answer /v2/ within 30 s; its log:\n{}",
-                r.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    pub fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `(method, uri)` of every request the registry logged, in order.
-    pub fn requests(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for l in self.log_text().lines() {
-            if !l.contains("response completed") {
-                continue;
-            }
-            let field = |k: &str| {
-                let at = l.find(&format!("{k}="))? + k.len() + 1;
-                let rest = &l[at..];
-                let v = if let Some(q) = rest.strip_prefix('"') {
-                    &q[..q.find('"')?]
-                } else {
-                    rest.split(' ').next()?
-                };
-                Some(v.to_string())
-            };
-            if let (Some(m), Some(u)) = (field("http.request.method"), field("http.request.uri")) {
-                out.push((m, u));
-            }
-        }
-        out
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::support::registry::Registry;
+use crate::support::{self, build, strata, strata_in, write, Run};
 
 fn skopeo(args: &[&str]) -> String {
     let out = Command::new("skopeo").args(args).output().expect("skopeo");
@@ -172,17 +52,6 @@ fn store_blobs(store: &Path) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
-}
-
-pub(super) fn strata_in(store: &Path, args: &[&str]) -> Run {
-    Run {
-        out: strata()
-            .arg("--store")
-            .arg(store)
-            .args(args)
-            .output()
-            .unwrap(),
-    }
 }
 
 #[test]
@@ -397,7 +266,7 @@ fn registry_basic_auth_from_auth_files_and_a_clear_401_without() {
     let ctx2 = work.path().join("ctx2");
     write(
         &ctx2.join("Dockerfile"),
-        &format!("FROM {target}\nCOPY b.txt /b.txt\n"),
+        format!("FROM {target}\nCOPY b.txt /b.txt\n"),
     );
     write(&ctx2.join("b.txt"), "b\n");
     let from = |env: &[(&str, &Path)], store: &Path| Run {
@@ -564,16 +433,7 @@ impl FakeRegistry {
 }
 
 fn sha256_hex(data: &[u8]) -> String {
-    let out = Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin.take().unwrap().write_all(data)?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)[..64].to_string()
+    support::sha256(data)["sha256:".len()..].to_string()
 }
 
 /// A one-layer image (a gzip tar holding `/hello.txt`) as the fake registry serves it.
@@ -666,7 +526,7 @@ fn build_from(store: &Path, work: &Path, base: &str) -> Run {
     let ctx = work.join("ctx");
     write(
         &ctx.join("Dockerfile"),
-        &format!("FROM {base}\nCOPY a.txt /a.txt\n"),
+        format!("FROM {base}\nCOPY a.txt /a.txt\n"),
     );
     write(&ctx.join("a.txt"), "a\n");
     build(store, &ctx, &[])
@@ -1138,7 +998,7 @@ fn registry_pull_what_skopeo_pushed_and_run_on_top() {
         let ctx = work.path().join(format!("ctx-{repo}"));
         write(
             &ctx.join("Dockerfile"),
-            &format!(
+            format!(
                 "FROM {host}/base/{repo}:1\nCOPY a.txt /a.txt\nRUN [\"/bin/busybox\", \"sh\", \"-c\", \"echo $MARK > /mark\"]\n"
             ),
         );
@@ -1183,7 +1043,7 @@ fn registry_pull_what_skopeo_pushed_and_run_on_top() {
     let ctx = work.path().join("ctx-pinned");
     write(
         &ctx.join("Dockerfile"),
-        &format!("FROM {h}/base/oci@{pinned}\nCOPY b.txt /b.txt\n"),
+        format!("FROM {h}/base/oci@{pinned}\nCOPY b.txt /b.txt\n"),
     );
     write(&ctx.join("b.txt"), "b\n");
     build(store.path(), &ctx, &[]).ok();
@@ -1209,7 +1069,7 @@ fn registry_cache_shared_by_two_stores_executes_nothing_on_the_second() {
     let ctx = work.path().join("app");
     write(
         &ctx.join("Dockerfile"),
-        &format!(
+        format!(
             "FROM {base_ref}\nCOPY app.txt /app/app.txt\n\
              RUN [\"/bin/busybox\", \"sh\", \"-c\", \"/bin/busybox wc -c /app/app.txt > /app/size\"]\n\
              ENV APP=1\n"
@@ -1283,7 +1143,7 @@ fn registry_tag_moves_change_nothing_until_the_lock_is_updated() {
         let ctx = work.path().join(format!("base-{marker}"));
         write(
             &ctx.join("Dockerfile"),
-            &format!("FROM scratch\nCOPY m /etc/marker\nENV MARK={marker}\n"),
+            format!("FROM scratch\nCOPY m /etc/marker\nENV MARK={marker}\n"),
         );
         write(&ctx.join("m"), marker);
         build(seed.path(), &ctx, &["-t", &format!("base:{marker}")]).ok();
@@ -1297,7 +1157,7 @@ fn registry_tag_moves_change_nothing_until_the_lock_is_updated() {
     let ctx = work.path().join("app");
     write(
         &ctx.join("Dockerfile"),
-        &format!("FROM {base_ref}\nCOPY app.txt /app/\n"),
+        format!("FROM {base_ref}\nCOPY app.txt /app/\n"),
     );
     write(&ctx.join("app.txt"), "app\n");
     let store = tempfile::tempdir().unwrap();
@@ -1326,7 +1186,7 @@ fn registry_tag_moves_change_nothing_until_the_lock_is_updated() {
     // A stale lock: the Dockerfile names a reference the lock does not pin.
     write(
         &ctx.join("Dockerfile"),
-        &format!("FROM {}/lib/base:2\nCOPY app.txt /app/\n", reg.host),
+        format!("FROM {}/lib/base:2\nCOPY app.txt /app/\n", reg.host),
     );
     let r = build(store.path(), &ctx, &["--locked"]).fails();
     assert!(

@@ -1,22 +1,9 @@
 //! End-to-end tests of `strata diff` on images built by `strata build` from the bundled example.
-//! A separate test binary from `tests/cli.rs` so the two can evolve independently.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn strata() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
-    c.env_remove("SOURCE_DATE_EPOCH").env_remove("STRATA_STORE");
-    c
-}
-
-fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/example")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use crate::support::{example, strata, text};
 
 /// Builds the example into an OCI layout at `dest`.
 fn build(store: &Path, dest: &Path, epoch: &str) {

@@ -4,8 +4,8 @@
 use std::fs;
 use std::path::Path;
 
-use super::run_steps::{busybox_context, layer_listing, unpack};
-use super::{build, write};
+use crate::run_steps::{layer_listing, unpack};
+use crate::support::{build, busybox_context, write};
 
 /// An OCI output dir and the rootfs umoci unpacks from it.
 fn built_tree(
@@ -13,7 +13,7 @@ fn built_tree(
     ctx: &Path,
     out: &Path,
     extra: &[&str],
-) -> (super::Run, std::path::PathBuf) {
+) -> (crate::support::Run, std::path::PathBuf) {
     let oci = out.join("oci");
     let mut args = vec![
         "-t".to_string(),
@@ -159,7 +159,7 @@ fn build_network_flag_and_the_hint_of_a_run_without_network() {
     // A failing RUN without network says how to allow it; with network it does not.
     write(
         &ctx.path().join("Dockerfile"),
-        &fs::read_to_string(ctx.path().join("Dockerfile"))
+        fs::read_to_string(ctx.path().join("Dockerfile"))
             .unwrap()
             .replace("RUN --network=none", "RUN exit 7\nRUN --network=none"),
     );

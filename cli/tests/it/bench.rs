@@ -1,9 +1,10 @@
 //! `strata bench` end to end: scenarios, figures and advice on a small Dockerfile.
 
 use std::fs;
-use std::process::Command;
 
 use serde_json::Value;
+
+use crate::support::strata;
 
 #[test]
 fn bench_reports_scenarios_and_advice() {
@@ -21,7 +22,7 @@ fn bench_reports_scenarios_and_advice() {
     .unwrap();
     let out = tempfile::tempdir().unwrap();
     let (json, html) = (out.path().join("r.json"), out.path().join("r.html"));
-    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+    let o = strata()
         .arg("bench")
         .arg("--json")
         .arg(&json)
@@ -103,7 +104,7 @@ fn bench_base_change_rebuilds_on_a_patched_layout() {
     let ctx = work.path().join("ctx");
     fs::create_dir_all(&ctx).unwrap();
     let layout = ctx.join("layout");
-    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+    let o = strata()
         .arg("--store")
         .arg(&store)
         .args(["build", "-t", "base:1", "--output"])
@@ -120,7 +121,7 @@ fn bench_base_change_rebuilds_on_a_patched_layout() {
     )
     .unwrap();
     let json = work.path().join("r.json");
-    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+    let o = strata()
         .arg("bench")
         .arg("--json")
         .arg(&json)
@@ -164,7 +165,8 @@ fn bench_peer_buildah_reports_ratios() {
     .unwrap();
     let out = tempfile::tempdir().unwrap();
     let (json, html) = (out.path().join("r.json"), out.path().join("r.html"));
-    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+    let t0 = std::time::Instant::now();
+    let o = strata()
         .args(["bench", "--peer", "buildah", "--json"])
         .arg(&json)
         .arg("--html")
@@ -172,6 +174,7 @@ fn bench_peer_buildah_reports_ratios() {
         .arg(c)
         .output()
         .unwrap();
+    let elapsed = t0.elapsed().as_secs_f64();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     assert!(
@@ -181,6 +184,11 @@ fn bench_peer_buildah_reports_ratios() {
     let r: Value = serde_json::from_slice(&fs::read(&json).unwrap()).unwrap();
     let sc = r["scenarios"].as_array().unwrap();
     assert_eq!(sc.len(), 5, "cold, no-op, two changes, build-arg: {r}");
+    let page = fs::read_to_string(&html).unwrap();
+    // The figures are measured, not made up: strata's and buildah's wall times of all the
+    // scenarios, run one after the other, fit in the time this test saw the bench take; and the
+    // table on stderr and the page show the JSON's figures.
+    let mut both = 0.0;
     for s in sc {
         let p = &s["peer"];
         assert_eq!(p["builder"], "buildah", "{s}");
@@ -188,13 +196,22 @@ fn bench_peer_buildah_reports_ratios() {
             p["wall_seconds"].as_f64().unwrap(),
             s["wall_seconds"].as_f64().unwrap(),
         );
-        assert!(pw > 0.0, "{s}");
+        assert!(pw > 0.0 && w > 0.0, "{s}");
+        both += pw + w;
         let ratio = p["speedup"].as_f64().unwrap();
         assert!(
-            (ratio - pw / w.max(1e-6)).abs() < 1e-6 * ratio.max(1.0),
-            "{s}"
+            stderr.contains(&format!(" {pw:>10.2} {:>9}", format!("{ratio:.1}x"))),
+            "the table shows {s}: {stderr}"
+        );
+        assert!(
+            page.contains(&format!("<td>{pw:.2}</td><td>{ratio:.1}x</td>")),
+            "the page shows {s}"
         );
     }
+    assert!(
+        both <= elapsed,
+        "scenario wall times add up to {both:.3} s, more than the {elapsed:.3} s the bench took"
+    );
     let wall = |n: &str| {
         sc.iter().find(|s| s["name"] == n).unwrap()["peer"]["wall_seconds"]
             .as_f64()
@@ -204,7 +221,6 @@ fn bench_peer_buildah_reports_ratios() {
         wall("no-op") < wall("cold"),
         "buildah's layer cache was used: {r}"
     );
-    let page = fs::read_to_string(&html).unwrap();
     assert!(page.contains("buildah wall time") && page.contains("<th>speedup</th>"));
     // buildah's storage is removed with the bench's temp dir: no mounts left behind.
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -217,7 +233,7 @@ fn bench_peer_buildah_missing_is_a_clear_error() {
     let ctx = tempfile::tempdir().unwrap();
     fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nLABEL a=1\n").unwrap();
     let empty = tempfile::tempdir().unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+    let o = strata()
         .args(["bench", "--peer", "buildah"])
         .arg(ctx.path())
         .env("PATH", empty.path())

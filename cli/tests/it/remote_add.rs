@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::{build, strata, write, Run};
+use crate::support::{build, sha256, strata, write, Run};
 
 /// A static file server on 127.0.0.1: `GET /path` answers the file under `root` (query
 /// ignored), 404 otherwise. Stopped (and its thread joined) on drop.
@@ -116,18 +116,6 @@ fn serve_one(root: &Path, conn: TcpStream) -> std::io::Result<()> {
 }
 
 /// `sha256:HEX` of `b`, by coreutils' `sha256sum`.
-fn sha256(b: &[u8]) -> String {
-    let mut c = Command::new("sha256sum")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(b).unwrap();
-    let out = c.wait_with_output().unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    format!("sha256:{}", text.split_whitespace().next().unwrap())
-}
-
 /// `git` without the machine's configuration, with a fixed identity and dates.
 fn git(dir: &Path, args: &[&str]) -> String {
     let o = Command::new("git")
@@ -180,7 +168,7 @@ fn make_repo(srv: &Path) -> (String, String, PathBuf) {
 /// Unpacks the OCI layout `oci` (tag `1`) and returns the bundle's rootfs.
 fn unpack(oci: &Path, dir: &Path) -> PathBuf {
     let bundle = dir.join("bundle");
-    super::run_steps::unpack(oci, "1", &bundle);
+    crate::run_steps::unpack(oci, "1", &bundle);
     bundle.join("rootfs")
 }
 
@@ -245,7 +233,7 @@ fn add_url_pins_the_digest_caches_offline_and_refuses_changed_content() {
     let ctx = dir.path().join("ctx");
     write(
         &ctx.join("Dockerfile"),
-        &format!(
+        format!(
             "FROM scratch\nADD --checksum={} {} /opt/\nADD {} /etc/conf\nADD --chmod=644 --chown=1:2 {} /x/\n",
             sha256(&tarball),
             server.url("files/tool.tar.gz"),
@@ -337,7 +325,7 @@ fn add_url_pins_the_digest_caches_offline_and_refuses_changed_content() {
     // --locked refuses a URL without a pin, before anything runs.
     write(
         &ctx.join("Dockerfile"),
-        &format!(
+        format!(
             "FROM scratch\nADD {} /etc/conf\nADD {} /new\n",
             server.url("files/conf.txt"),
             server.url("files/tool.tar.gz")
@@ -408,7 +396,7 @@ fn add_url_errors_name_the_line_and_hint() {
         write(&ctx.path().join("local.txt"), "x");
         write(
             &ctx.path().join("Dockerfile"),
-            &format!("FROM scratch\nENV A=1\n{line}\n"),
+            format!("FROM scratch\nENV A=1\n{line}\n"),
         );
         let store = tempfile::tempdir().unwrap();
         let e = build(store.path(), ctx.path(), &[]).fails().stderr();
@@ -434,7 +422,7 @@ fn add_git_ref_subdir_keep_git_dir_pinned_and_reproducible() {
     let ctx = dir.path().join("ctx");
     write(
         &ctx.join("Dockerfile"),
-        &format!(
+        format!(
             "FROM scratch\nADD {repo}#v1 /src/\nADD --chown=7:8 {repo}#main:docs /docs\n\
              ADD --keep-git-dir {repo}#refs/heads/main /withgit\n"
         ),
@@ -524,7 +512,7 @@ fn add_git_unknown_ref_checksum_and_locked_refusal() {
     let ctx = dir.path().join("ctx");
     write(
         &ctx.join("Dockerfile"),
-        &format!("FROM scratch\nADD {repo}#nope /src/\n"),
+        format!("FROM scratch\nADD {repo}#nope /src/\n"),
     );
     let store = dir.path().join("store");
     let e = build(&store, &ctx, &[]).fails().stderr();
@@ -537,7 +525,7 @@ fn add_git_unknown_ref_checksum_and_locked_refusal() {
 
     write(
         &ctx.join("Dockerfile"),
-        &format!("FROM scratch\nADD {repo}#v1:missing /src/\n"),
+        format!("FROM scratch\nADD {repo}#v1:missing /src/\n"),
     );
     let e = build(&store, &ctx, &[]).fails().stderr();
     assert!(e.contains("Dockerfile:2") && e.contains("`missing`"), "{e}");
@@ -546,7 +534,7 @@ fn add_git_unknown_ref_checksum_and_locked_refusal() {
     // --checksum of a git source: the commit the ref must resolve to (a prefix will do).
     write(
         &ctx.join("Dockerfile"),
-        &format!(
+        format!(
             "FROM scratch\nADD --checksum={} {repo}#v1 /src/\n",
             &a[..12]
         ),
@@ -554,7 +542,7 @@ fn add_git_unknown_ref_checksum_and_locked_refusal() {
     build(&store, &ctx, &[]).ok();
     write(
         &ctx.join("Dockerfile"),
-        &format!("FROM scratch\nADD --checksum={b} {repo}#v1 /src/\n"),
+        format!("FROM scratch\nADD --checksum={b} {repo}#v1 /src/\n"),
     );
     let e = build(&store, &ctx, &[]).fails().stderr();
     assert!(
@@ -570,7 +558,7 @@ fn add_git_unknown_ref_checksum_and_locked_refusal() {
     // A lock without the ref's pin: --locked refuses; `strata lock` pins it.
     write(
         &ctx.join("Dockerfile"),
-        &format!("FROM scratch\nADD {repo}#v1 /src/\n"),
+        format!("FROM scratch\nADD {repo}#v1 /src/\n"),
     );
     write(&ctx.join("strata.lock"), "version = 1\n\n[images]\n");
     let e = build(&store, &ctx, &["--locked"]).fails().stderr();
@@ -598,7 +586,7 @@ fn verify_passes_on_add_of_a_url_and_a_git_repository() {
     let ctx = dir.path().join("ctx");
     write(
         &ctx.join("Dockerfile"),
-        &format!(
+        format!(
             "FROM scratch\nADD {} /etc/\nADD --keep-git-dir {repo}#refs/heads/main /g\n\
              ADD --chmod=640 {repo}#v1:docs /d/\n",
             server.url("files/conf.txt")
@@ -684,7 +672,7 @@ fn add_git_over_git_daemon_is_the_same_step_as_over_http() {
         let ctx = dir.path().join(format!("ctx{i}"));
         write(
             &ctx.join("Dockerfile"),
-            &format!("FROM scratch\nADD {repo}#v1 /src/\n"),
+            format!("FROM scratch\nADD {repo}#v1 /src/\n"),
         );
         let r = build(&store, &ctx, &[]).ok();
         let added = r.executed().iter().any(|s| s.starts_with("ADD"));

@@ -1,9 +1,7 @@
 //! `strata rebase`: swapping base layers is bit-identical to rebuilding against the new base,
 //! and refused when a layer above the base depends on it.
 
-mod common;
-
-use common::{ok, strata, write};
+use crate::support::{ok, on_store, write};
 
 #[test]
 fn rebase_equals_rebuild_and_refuses_base_dependent_layers() {
@@ -19,8 +17,8 @@ fn rebase_equals_rebuild_and_refuses_base_dependent_layers() {
             &b.join("Dockerfile"),
             "FROM scratch\nCOPY etc/ /etc/\nENV BASE=yes\n",
         );
-        write(&b.join("etc/os-release"), &format!("VERSION={release}\n"));
-        ok(strata(
+        write(&b.join("etc/os-release"), format!("VERSION={release}\n"));
+        ok(on_store(
             s,
             &[
                 "build",
@@ -39,20 +37,20 @@ fn rebase_equals_rebuild_and_refuses_base_dependent_layers() {
         "FROM oci-layout://layouts:b1\nCOPY app.txt /app/\n",
     );
     let appdir = app.to_str().unwrap();
-    ok(strata(s, &["build", "-t", "app:1", appdir]));
+    ok(on_store(s, &["build", "-t", "app:1", appdir]));
     let onto = format!("oci-layout://{}:b2", layouts.display());
-    let rebased = ok(strata(
+    let rebased = ok(on_store(
         s,
         &["rebase", "app:1", "--onto", &onto, "-t", "app:rebased"],
     ));
-    let rebuilt = ok(strata(s, &["build", "--build-arg", "BASE=b2", appdir]));
+    let rebuilt = ok(on_store(s, &["build", "--build-arg", "BASE=b2", appdir]));
     assert_eq!(
         rebased, rebuilt,
         "rebase must give the digest of a from-scratch build against the new base"
     );
 
     // A plain COPY may depend on the base (existing directories, symlinks): refused.
-    ok(strata(
+    ok(on_store(
         s,
         &[
             "build",
@@ -63,14 +61,14 @@ fn rebase_equals_rebuild_and_refuses_base_dependent_layers() {
             appdir,
         ],
     ));
-    let refused = strata(s, &["rebase", "plain:1", "--onto", &onto]);
+    let refused = on_store(s, &["rebase", "plain:1", "--onto", &onto]);
     assert!(!refused.status.success());
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(
         err.contains("depend on the base") && err.contains("COPY app.txt /app/"),
         "{err}"
     );
-    ok(strata(
+    ok(on_store(
         s,
         &["rebase", "plain:1", "--onto", &onto, "--force"],
     ));

@@ -1,13 +1,11 @@
 //! strata.lock: the first build pins every image reference; a moved tag changes nothing until
 //! `strata lock --update`; `--locked` fails when a pin is missing and never writes the file.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::process::Output;
 
-use common::{done_counts, ok, strata, write};
+use crate::support::{done_counts, ok, on_store, write};
 
 fn err(o: Output) -> String {
     assert!(!o.status.success(), "expected a failure");
@@ -18,8 +16,8 @@ fn err(o: Output) -> String {
 fn base(store: &Path, work: &Path, dest: &Path, tag: &str, release: &str) -> String {
     let b = work.join(format!("base-src-{release}"));
     write(&b.join("Dockerfile"), "FROM scratch\nCOPY etc/ /etc/\n");
-    write(&b.join("etc/os-release"), &format!("VERSION={release}\n"));
-    ok(strata(
+    write(&b.join("etc/os-release"), format!("VERSION={release}\n"));
+    ok(on_store(
         store,
         &[
             "build",
@@ -51,7 +49,7 @@ fn a_moved_tag_changes_nothing_until_the_lock_is_updated() {
     let lock_path = app.join("strata.lock");
 
     // --locked without a lock file: refused, nothing written.
-    let e = err(strata(s, &["build", "--locked", appdir]));
+    let e = err(on_store(s, &["build", "--locked", appdir]));
     assert!(
         e.contains("no lock file") && e.contains("strata lock"),
         "{e}"
@@ -59,14 +57,14 @@ fn a_moved_tag_changes_nothing_until_the_lock_is_updated() {
     assert!(!lock_path.exists());
 
     // The first build pins the reference.
-    let d1 = ok(strata(s, &["build", appdir]));
+    let d1 = ok(on_store(s, &["build", appdir]));
     let lock = fs::read_to_string(&lock_path).unwrap();
     assert!(
         lock.contains(&format!("\"oci-layout://layouts:1\" = \"{v1}\"")),
         "{lock}"
     );
     // Writing the lock did not change the context: the rebuild executes nothing.
-    let o = strata(s, &["build", "--progress", "plain", appdir]);
+    let o = on_store(s, &["build", "--progress", "plain", appdir]);
     let stderr = String::from_utf8_lossy(&o.stderr).to_string();
     assert_eq!(ok(o), d1);
     assert_eq!(done_counts(&stderr).0, 0, "{stderr}");
@@ -74,18 +72,18 @@ fn a_moved_tag_changes_nothing_until_the_lock_is_updated() {
     // The tag moves to a patched base: builds keep the pinned one.
     let v2 = base(s, w.path(), &layouts, "1", "1.1");
     assert_ne!(v1, v2);
-    assert_eq!(ok(strata(s, &["build", appdir])), d1);
-    assert_eq!(ok(strata(s, &["build", "--locked", appdir])), d1);
+    assert_eq!(ok(on_store(s, &["build", appdir])), d1);
+    assert_eq!(ok(on_store(s, &["build", "--locked", appdir])), d1);
     assert_eq!(fs::read_to_string(&lock_path).unwrap(), lock);
 
     // `strata lock --update` re-resolves and says what moved.
-    let moved = ok(strata(s, &["lock", appdir, "--update"]));
+    let moved = ok(on_store(s, &["lock", appdir, "--update"]));
     assert_eq!(moved, format!("oci-layout://layouts:1: {v1} -> {v2}"));
-    let d2 = ok(strata(s, &["build", "--locked", appdir]));
+    let d2 = ok(on_store(s, &["build", "--locked", appdir]));
     assert_ne!(d2, d1);
     // Nothing moved since: `strata lock --update` prints nothing and leaves the file.
     let after = fs::read_to_string(&lock_path).unwrap();
-    assert_eq!(ok(strata(s, &["lock", appdir, "--update"])), "");
+    assert_eq!(ok(on_store(s, &["lock", appdir, "--update"])), "");
     assert_eq!(fs::read_to_string(&lock_path).unwrap(), after);
 
     // A reference the lock does not have: --locked fails and names it.
@@ -99,7 +97,7 @@ fn a_moved_tag_changes_nothing_until_the_lock_is_updated() {
     );
     base(s, w.path(), &app.join("other"), "2", "2.0");
     let newdf = app.join("Dockerfile.new");
-    let e = err(strata(
+    let e = err(on_store(
         s,
         &["build", "--locked", "-f", newdf.to_str().unwrap(), appdir],
     ));
@@ -109,19 +107,22 @@ fn a_moved_tag_changes_nothing_until_the_lock_is_updated() {
     );
     assert_eq!(fs::read_to_string(&lock_path).unwrap(), after);
     // `strata lock` pins it (and keeps what is in use, dropping what is not).
-    let out = ok(strata(s, &["lock", "-f", newdf.to_str().unwrap(), appdir]));
+    let out = ok(on_store(
+        s,
+        &["lock", "-f", newdf.to_str().unwrap(), appdir],
+    ));
     assert!(
         out.starts_with("oci-layout://other:2: pinned sha256:"),
         "{out}"
     );
-    ok(strata(
+    ok(on_store(
         s,
         &["build", "--locked", "-f", newdf.to_str().unwrap(), appdir],
     ));
 
     // A damaged lock file is an error that names it.
     write(&lock_path, "version = 1\n[images]\n\"x\" = \"sha256:zz\"\n");
-    let e = err(strata(s, &["build", appdir]));
+    let e = err(on_store(s, &["build", appdir]));
     assert!(
         e.contains("strata.lock") && e.contains("not a valid"),
         "{e}"

@@ -2,18 +2,16 @@
 //! exported cache, executes nothing that was cached, fetches only the layers it needs, and
 //! produces the same digest; a damaged cache blob is refused and the step runs instead.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 
-use common::{done_counts, strata, write};
+use crate::support::{done_counts, on_store, write};
 
 /// (digest, executed, cached, stderr)
 fn build(store: &Path, args: &[&str]) -> (String, usize, usize, String) {
     let mut a = vec!["build", "--progress", "plain"];
     a.extend_from_slice(args);
-    let o = strata(store, &a);
+    let o = on_store(store, &a);
     let stderr = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(o.status.success(), "{stderr}");
     let (executed, cached) = done_counts(&stderr);
@@ -39,7 +37,7 @@ fn an_empty_store_builds_from_an_exported_cache_without_executing() {
     fs::create_dir_all(&ctx).unwrap();
     fs::copy("/bin/busybox", ctx.join("busybox")).expect("busybox-static is installed");
     write(&ctx.join("app.txt"), "the app\n");
-    write(&ctx.join("big.bin"), &"x".repeat(200_000));
+    write(&ctx.join("big.bin"), "x".repeat(200_000));
     write(
         &ctx.join("Dockerfile"),
         "FROM scratch AS tools\nCOPY big.bin /big.bin\n\
@@ -108,7 +106,7 @@ fn an_empty_store_builds_from_an_exported_cache_without_executing() {
     assert_eq!(dd, da);
     assert!(ed >= 1, "the step whose layer was damaged runs");
     assert!(stderr.contains("could not be fetched"), "{stderr}");
-    let fsck = strata(&d, &["fsck"]);
+    let fsck = on_store(&d, &["fsck"]);
     assert!(
         fsck.status.success(),
         "{}",
@@ -116,7 +114,7 @@ fn an_empty_store_builds_from_an_exported_cache_without_executing() {
     );
 
     // Unknown things are refused clearly.
-    let o = strata(&b, &["build", "--cache-from", "type=s3,bucket=x", c]);
+    let o = on_store(&b, &["build", "--cache-from", "type=s3,bucket=x", c]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown cache type"));
 }

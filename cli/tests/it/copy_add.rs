@@ -6,7 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{build, write, Run};
+use crate::support::{build, write, Run};
 
 /// A built and unpacked image.
 struct Built {
@@ -51,7 +51,7 @@ fn build_unpacked(ctx: &Path) -> Built {
     )
     .ok();
     let bundle = dir.path().join("bundle");
-    super::run_steps::unpack(&oci, "1", &bundle);
+    crate::run_steps::unpack(&oci, "1", &bundle);
     Built {
         root: bundle.join("rootfs"),
         _dir: dir,
@@ -82,7 +82,7 @@ fn copy_into_an_existing_directory_keeps_its_mode_and_owner() {
     write(&ctx.path().join("b.txt"), "b\n");
     write(
         &ctx.path().join("Dockerfile"),
-        &format!(
+        format!(
             "{BUSYBOX_BASE}FROM base\nCOPY a.txt /tmp\nCOPY b.txt /tmp/\nCOPY a.txt /root/\n\
              COPY --chown=1000:1000 b.txt /home/app/new/\nCOPY --link a.txt /linked/\n"
         ),

@@ -1,139 +1,14 @@
-//! End-to-end tests of the `strata` binary: reproducibility, real clients (skopeo, umoci)
-//! reading the output, the cache, and error reporting. One test binary (ripgrep's pattern).
+//! End-to-end tests of `strata build`: reproducibility, real clients (skopeo, umoci) reading the
+//! output, the cache, and error reporting.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 use serde_json::Value;
 
-#[path = "cli/conformance.rs"]
-mod conformance;
-#[path = "cli/copy_add.rs"]
-mod copy_add;
-#[path = "cli/frontend.rs"]
-mod frontend;
-#[path = "cli/mirrors.rs"]
-mod mirrors;
-#[path = "cli/registry.rs"]
-mod registry;
-#[path = "cli/remote_add.rs"]
-mod remote_add;
-#[path = "cli/run_mounts.rs"]
-mod run_mounts;
-#[path = "cli/run_steps.rs"]
-mod run_steps;
-#[path = "cli/sandbox_defences.rs"]
-mod sandbox_defences;
-
-fn strata() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
-    c.env_remove("SOURCE_DATE_EPOCH").env_remove("STRATA_STORE");
-    c
-}
-
-fn testdata(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../testdata")
-        .join(p)
-}
-
-struct Run {
-    out: Output,
-}
-
-impl Run {
-    fn stdout(&self) -> String {
-        String::from_utf8_lossy(&self.out.stdout).into_owned()
-    }
-    fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.out.stderr).into_owned()
-    }
-    fn ok(self) -> Self {
-        assert!(
-            self.out.status.success(),
-            "strata failed:\nstdout: {}\nstderr: {}",
-            self.stdout(),
-            self.stderr()
-        );
-        self
-    }
-    fn fails(self) -> Self {
-        assert!(
-            !self.out.status.success(),
-            "strata unexpectedly succeeded:\n{}",
-            self.stderr()
-        );
-        self
-    }
-    fn digest(&self) -> String {
-        let s = self.stdout();
-        let lines: Vec<&str> = s.lines().collect();
-        assert_eq!(
-            lines.len(),
-            1,
-            "stdout must carry exactly one line, got {s:?}"
-        );
-        assert!(
-            lines[0].starts_with("sha256:") && lines[0].len() == 71,
-            "not a digest: {s:?}"
-        );
-        lines[0].to_string()
-    }
-    /// `--progress json` step events.
-    fn steps(&self) -> Vec<Value> {
-        self.stderr()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["event"] == "step")
-            .collect()
-    }
-    fn executed(&self) -> Vec<String> {
-        self.steps()
-            .into_iter()
-            .filter(|s| s["status"] == "executed")
-            .map(|s| s["instruction"].as_str().unwrap().to_string())
-            .collect()
-    }
-}
-
-fn build(store: &Path, context: &Path, extra: &[&str]) -> Run {
-    let out = strata()
-        .arg("--store")
-        .arg(store)
-        .arg("build")
-        .args(["--progress", "json"])
-        .args(extra)
-        .arg(context)
-        .output()
-        .expect("run strata");
-    Run { out }
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", from.display()))
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
-fn write(p: &Path, s: &str) {
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, s).unwrap();
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
+use crate::support::{build, copy_tree, have, strata, testdata, write, Run};
 
 /// The golden digest of the bundled example. It changes only when the canonical layer form,
 /// the config/manifest form or the example itself changes — on purpose, in the same commit,

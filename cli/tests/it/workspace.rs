@@ -2,18 +2,14 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 use serde_json::Value;
 
-fn write(p: &Path, s: &str) {
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, s).unwrap();
-}
+use crate::support::{strata, write};
 
 fn build_all(ws: &Path, store: &Path, extra: &[&str]) -> (Value, String) {
     let report = ws.join("report.json");
-    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+    let o = strata()
         .current_dir(ws)
         .arg("--store")
         .arg(store)
@@ -55,7 +51,7 @@ fn workspace_builds_each_image_once_and_reports_what_changed() {
         );
         write(
             &w.join(format!("apps/{app}/own.txt")),
-            &format!("app {app}\n"),
+            format!("app {app}\n"),
         );
     }
     let store = tempfile::tempdir().unwrap();
@@ -127,7 +123,7 @@ fn shards_split_the_fleet_between_separate_processes_and_stores() {
     assert_eq!(seen, all, "every image in exactly one shard: {sizes:?}");
     assert!(sizes.iter().filter(|&&n| n > 0).count() >= 2, "{sizes:?}");
 
-    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+    let o = strata()
         .current_dir(w)
         .args(["build", "--all", "--shard", "4/3"])
         .output()

@@ -1,5 +1,4 @@
 //! End-to-end tests of store management: `images`, `inspect`, `export`, `fsck`, `gc`, `rmi`.
-//! A separate test binary from `cli.rs`, so the two can change independently.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -8,25 +7,16 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-fn strata(store: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
-    c.env_remove("SOURCE_DATE_EPOCH")
-        .env_remove("STRATA_STORE")
-        .arg("--store")
-        .arg(store);
-    c
-}
+use crate::support::{self, example, text};
 
-fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/example")
+fn strata(store: &Path) -> Command {
+    let mut c = support::strata();
+    c.arg("--store").arg(store);
+    c
 }
 
 fn run(c: &mut Command) -> Output {
     c.output().expect("runs strata")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 #[track_caller]

@@ -4,8 +4,8 @@
 use std::fs;
 use std::path::Path;
 
-use super::registry::{strata_in, Registry};
-use super::{build, strata, write, Run};
+use crate::support::registry::Registry;
+use crate::support::{build, strata, strata_in, write, Run};
 
 /// Builds a one-file scratch image marked `marker` in `seed` and pushes it to each of `refs`;
 /// returns the pushed manifest digest (the same everywhere: pushes are byte for byte).
@@ -13,7 +13,7 @@ fn push_image(seed: &Path, work: &Path, marker: &str, refs: &[String]) -> String
     let ctx = work.join(format!("img-{marker}"));
     write(
         &ctx.join("Dockerfile"),
-        &format!("FROM scratch\nCOPY m /etc/marker\nENV MARK={marker}\n"),
+        format!("FROM scratch\nCOPY m /etc/marker\nENV MARK={marker}\n"),
     );
     write(&ctx.join("m"), marker);
     build(seed, &ctx, &["-t", &format!("img:{marker}")]).ok();
@@ -72,10 +72,7 @@ fn mirrors_serve_pulls_the_lock_is_the_same_and_blocked_or_malformed_files_are_c
     let conf_arg = conf.to_str().unwrap();
     let app = |name: &str, from: &str| {
         let ctx = work.path().join(name);
-        write(
-            &ctx.join("Dockerfile"),
-            &format!("FROM {from}\nCOPY a /a\n"),
-        );
+        write(&ctx.join("Dockerfile"), format!("FROM {from}\nCOPY a /a\n"));
         write(&ctx.join("a"), "a\n");
         ctx
     };

@@ -1,23 +1,11 @@
-//! End-to-end tests of `strata verify`, the reproducibility gate. A separate test binary from
-//! `tests/cli.rs`. RUN steps need root, as in `tests/cli/run_steps.rs`.
+//! End-to-end tests of `strata verify`, the reproducibility gate. RUN steps need root, as in
+//! `run_steps`.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-fn strata() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
-    c.env_remove("SOURCE_DATE_EPOCH").env_remove("STRATA_STORE");
-    c
-}
-
-fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/example")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use crate::support::{busybox_context, example, strata, text};
 
 fn verify(args: &[&str], context: &Path) -> (i32, Output) {
     let out = strata()
@@ -31,19 +19,6 @@ fn verify(args: &[&str], context: &Path) -> (i32, Output) {
 
 fn show(o: &Output) -> String {
     format!("stdout:\n{}\nstderr:\n{}", text(&o.stdout), text(&o.stderr))
-}
-
-/// A context whose Dockerfile builds a busybox rootfs with RUN (as in `run_steps.rs`), then `rest`.
-fn busybox_context(dir: &Path, rest: &str) {
-    fs::copy("/bin/busybox", dir.join("busybox"))
-        .expect("busybox-static is installed by .ci/install-deps");
-    fs::write(
-        dir.join("Dockerfile"),
-        format!(
-            "FROM scratch AS base\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"mkdir\", \"-p\", \"/usr/bin\", \"/sbin\", \"/usr/sbin\", \"/etc\", \"/tmp\"]\nRUN [\"/bin/busybox\", \"--install\", \"-s\"]\n{rest}"
-        ),
-    )
-    .unwrap();
 }
 
 #[test]

@@ -2,8 +2,7 @@
 //! `no_new_privs`, no host paths in `/proc/self/mountinfo`, the process limit (docs/security.md). Each check is a shell test inside the step, so the build
 //! succeeds only if every defence holds.
 
-use super::build;
-use super::run_steps::busybox_context;
+use crate::support::{build, busybox_context};
 
 #[test]
 fn run_has_the_seccomp_profile_and_no_new_privs_cannot_unshare_or_mount_and_sees_no_host_paths() {
@@ -143,7 +142,7 @@ fn run_with_cpus_gets_its_quota_and_bad_values_are_refused() {
         })
         .expect("a v1 cpu hierarchy (this machine's layout; v2 hosts: cpu.max)");
     let base = std::path::Path::new("/sys/fs/cgroup/cpu").join(path.trim_start_matches('/'));
-    let mut child = super::strata()
+    let mut child = crate::support::strata()
         .arg("--store")
         .arg(store.path())
         .args(["build", "--cpus", "0.5"])

@@ -8,14 +8,10 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn write(p: &Path, s: &str) {
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, s).unwrap();
-}
+use crate::support::{self, require_run, write};
 
 fn strata(store: &Path, dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .env_remove("SOURCE_DATE_EPOCH")
+    support::strata()
         .current_dir(dir)
         .arg("--store")
         .arg(store)
@@ -31,24 +27,6 @@ fn ok(o: Output) -> (String, String) {
     (String::from_utf8(o.stdout).unwrap().trim().to_string(), err)
 }
 
-/// These tests build images with RUN steps: they need root (as `.ci/test` runs them) and the
-/// static busybox. Fails, saying how to provide them, rather than passing untested.
-fn require_run() {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    assert!(
-        root,
-        "the fleet tests build RUN steps as root: run them as root (.ci/test does)"
-    );
-    assert!(
-        Path::new("/bin/busybox").is_file(),
-        "/bin/busybox is missing: install busybox-static (.ci/install-deps does)"
-    );
-}
-
 /// A busybox base built by strata itself (FROM scratch + COPY busybox + RUN busybox --install),
 /// patch level `level`, then `extra` Dockerfile lines; exported as tag `1` of the OCI layout
 /// `dest` (moving the tag if it is there already).
@@ -60,10 +38,10 @@ fn build_base(store: &Path, work: &Path, level: &str, extra: &str, dest: &Path) 
         write(&ctx.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n");
         write(&ctx.join("etc/group"), "root:x:0:\n");
     }
-    write(&ctx.join("etc/patch-level"), &format!("{level}\n"));
+    write(&ctx.join("etc/patch-level"), format!("{level}\n"));
     write(
         &ctx.join("Dockerfile"),
-        &format!(
+        format!(
             "FROM scratch\nCOPY busybox /bin/busybox\n\
              RUN [\"/bin/busybox\", \"mkdir\", \"-p\", \"/usr/bin\", \"/sbin\", \"/usr/sbin\", \"/tmp\", \"/home\", \"/root\"]\n\
              RUN [\"/bin/busybox\", \"--install\", \"-s\"]\nCOPY etc/ /etc/\n{extra}"
@@ -88,7 +66,7 @@ const APP: &str = "FROM oci-layout://base:1\nCOPY src/ /app/\n\
 
 #[test]
 fn copy_is_reused_across_a_base_patch_unless_its_destination_directories_change() {
-    require_run();
+    require_run("the fleet tests");
     let w = tempfile::tempdir().unwrap();
     let base_store = tempfile::tempdir().unwrap();
     let app = w.path().join("app");
@@ -180,7 +158,7 @@ fn copy_is_reused_across_a_base_patch_unless_its_destination_directories_change(
 #[test]
 fn a_run_after_copy_link_sees_a_new_base() {
     // COPY --link's key has no parent; the RUN after it must still re-run on a new base.
-    require_run();
+    require_run("the fleet tests");
     let w = tempfile::tempdir().unwrap();
     let base_store = tempfile::tempdir().unwrap();
     let app = w.path().join("app");
@@ -237,7 +215,7 @@ fn images(r: &Value) -> &Vec<Value> {
 
 #[test]
 fn fleet_base_patch_reruns_only_run_steps_and_matches_from_scratch_builds() {
-    require_run();
+    require_run("the fleet tests");
     let w = tempfile::tempdir().unwrap();
     let ws = w.path().join("fleet");
     let base_store = tempfile::tempdir().unwrap();

@@ -23,7 +23,7 @@ use std::time::Instant;
 use serde_json::Value;
 use strata_cache::Digest;
 
-use super::{strata, testdata, write};
+use crate::support::{strata, testdata, write};
 
 /// Cases that name an OCI layout get the busybox base as `base/` in their context:
 /// `FROM oci-layout://base`.

@@ -5,29 +5,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use super::{build, strata, testdata, write, Run};
-
-/// A context whose Dockerfile starts from a busybox rootfs made with RUN itself.
-pub(crate) fn busybox_context(dir: &Path, rest: &str) {
-    fs::copy("/bin/busybox", dir.join("busybox"))
-        .expect("busybox-static is installed by .ci/install-deps");
-    write(
-        &dir.join("Dockerfile"),
-        &format!(
-            "FROM scratch AS base\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"mkdir\", \"-p\", \"/usr/bin\", \"/sbin\", \"/usr/sbin\", \"/etc\", \"/tmp\"]\nRUN [\"/bin/busybox\", \"--install\", \"-s\"]\nRUN echo 'root:x:0:0:root:/root:/bin/sh' > /etc/passwd && echo 'app:x:1000:1000::/home/app:/bin/sh' >> /etc/passwd && echo 'root:x:0:' > /etc/group && echo 'app:x:1000:' >> /etc/group && chmod 1777 /tmp\n{rest}"
-        ),
-    );
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc_geteuid() == 0 }
-}
-
-extern "C" {
-    #[link_name = "geteuid"]
-    fn libc_geteuid() -> u32;
-}
+use crate::support::{build, busybox_context, is_root, sha256, strata, testdata, walk, write, Run};
 
 pub(crate) fn unpack(oci: &Path, tag: &str, bundle: &Path) {
     let mut c = Command::new("umoci");
@@ -603,19 +581,6 @@ fn gc_all_as_if_an_hour_later(store: &Path, snaps: &[std::path::PathBuf]) -> Str
     err
 }
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.map(|e| e.unwrap()) {
-            out.push(e.path());
-            if e.file_type().unwrap().is_dir() {
-                out.extend(walk(&e.path()));
-            }
-        }
-    }
-    out
-}
-
 /// A RUN after a COPY whose source changed by a few files sees exactly the new tree: the COPY
 /// layer's snapshot is then a small delta over the previous one (sandbox::delta), and the image
 /// equals a cold build's. `%h` pins the files' link count: reused files are not hard links.
@@ -706,13 +671,6 @@ fn run_after_a_small_copy_change_matches_a_cold_build() {
 }
 
 /// `sha256:<hex>` of `bytes` (via sha256sum, as the other layout tests do).
-fn sha256(bytes: &[u8]) -> String {
-    let tmp = tempfile::NamedTempFile::new().unwrap();
-    fs::write(tmp.path(), bytes).unwrap();
-    let o = Command::new("sha256sum").arg(tmp.path()).output().unwrap();
-    format!("sha256:{}", &String::from_utf8_lossy(&o.stdout)[..64])
-}
-
 /// An OCI layout at `dir` with one image, tag `1`, whose only layer is `layer` (raw bytes of
 /// `media_type`) with uncompressed digest `diff_id`.
 fn one_layer_layout(dir: &Path, layer: &[u8], media_type: &str, diff_id: &str) {

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::run_steps::unpack;
-use super::{build, write};
+use crate::run_steps::unpack;
+use crate::support::{build, write};
 
 /// The image config and manifest of tag `tag` in the OCI layout `oci`.
 fn config_and_manifest(oci: &Path, tag: &str) -> (Value, Value) {

@@ -1,8 +1,8 @@
 //! Reliability and safety tests of the `strata` binary: SIGKILL at random points, concurrent
 //! builds on one store, a full disk, and a catalogue of bad (or hostile) inputs.
 //!
-//! Several tests need root (tmpfs mounts, device nodes, the RUN sandbox); they print a note and
-//! return early without it. Figures (kill counts, durations) go to stderr: run with
+//! Several tests need root (tmpfs mounts, device nodes, the RUN sandbox); without it they fail,
+//! saying how to provide it. Figures (kill counts, durations) go to stderr: run with
 //! `--nocapture` to see them.
 
 use std::fs;
@@ -10,11 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn strata() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
-    c.env_remove("SOURCE_DATE_EPOCH").env_remove("STRATA_STORE");
-    c
-}
+use crate::support::{is_root, require_run, strata, tree, walk, write};
 
 fn build_cmd(store: &Path, context: &Path, extra: &[&str]) -> Command {
     let mut c = strata();
@@ -68,19 +64,6 @@ fn assert_fsck_clean(store: &Path, when: &str) {
     let (code, err) = fsck(store);
     assert_eq!(code, 0, "fsck {when}: {err}");
     assert!(err.contains(" 0 problems"), "fsck {when}: {err}");
-}
-
-fn write(p: &Path, data: impl AsRef<[u8]>) {
-    fs::create_dir_all(p.parent().unwrap()).unwrap();
-    fs::write(p, data).unwrap();
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 /// Files left in `<store>/tmp` (recursively).
@@ -246,7 +229,7 @@ fn sigkill_at_random_points_leaves_a_usable_store() {
     // Opening the store swept what the killed builds left in tmp/ (it used to keep every
     // killed build's `copy-*` scratch tree, thousands of files each, until `fsck --repair`
     // an hour later).
-    let left: Vec<_> = walkdir_names(&store.join("tmp"));
+    let left: Vec<_> = walk(&store.join("tmp"));
     assert_eq!(
         temp_leftovers(&store),
         0,
@@ -255,17 +238,6 @@ fn sigkill_at_random_points_leaves_a_usable_store() {
 }
 
 /// Every path under `dir`, for a failure message.
-fn walkdir_names(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![];
-    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-        out.push(e.path());
-        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            out.extend(walkdir_names(&e.path()));
-        }
-    }
-    out
-}
-
 /// A build whose stderr is read as it comes: records when the first step finished (a `DONE` or
 /// `CACHED` line: the build got past the store open and did index work) and when it exited.
 struct Timed {
@@ -445,19 +417,6 @@ impl Drop for Tmpfs {
     }
 }
 
-/// RUN steps need root (as `.ci/test` runs the suite) and the static busybox: fail, saying how
-/// to provide them, rather than pass untested.
-fn require_run() {
-    assert!(
-        is_root(),
-        "this test runs RUN steps as root: run it as root (.ci/test does)"
-    );
-    assert!(
-        Path::new("/bin/busybox").is_file(),
-        "/bin/busybox is missing: install busybox-static (.ci/install-deps does)"
-    );
-}
-
 #[test]
 fn full_disk_fails_cleanly_and_recovers() {
     assert!(
@@ -507,7 +466,7 @@ fn full_disk_fails_cleanly_and_recovers() {
 /// path and what is free; and the store recovers once there is room.
 #[test]
 fn a_run_that_fills_the_store_says_the_file_system_is_full() {
-    require_run();
+    require_run("this test");
     let work = tempfile::tempdir().unwrap();
     let mnt = Tmpfs::mount(&work.path().join("mnt"), "24m")
         .expect("mounting a 24 MiB tmpfs failed: run as root on a host that allows tmpfs mounts");
@@ -538,22 +497,6 @@ fn a_run_that_fills_the_store_says_the_file_system_is_full() {
 }
 
 /// Lists every path under `dir` (relative), for "nothing was written here" checks.
-fn tree(dir: &Path) -> Vec<PathBuf> {
-    let mut out = vec![];
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            out.push(p.strip_prefix(dir).unwrap().to_path_buf());
-            if e.file_type().unwrap().is_dir() {
-                stack.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn bad_inputs_fail_clearly_and_write_nothing_outside_the_store() {
     type Setup = fn(&Path);
@@ -883,7 +826,7 @@ fn hostile_layout(layout: &Path, tar: &[u8]) {
 
 #[test]
 fn hostile_base_layer_cannot_write_outside_the_rootfs() {
-    require_run();
+    require_run("this test");
     let work = tempfile::tempdir().unwrap();
     let outside = work.path().join("outside");
     fs::create_dir(&outside).unwrap();
@@ -958,7 +901,7 @@ fn hostile_base_layer_cannot_write_outside_the_rootfs() {
 
 #[test]
 fn sigkill_during_run_steps_leaves_no_mounts_or_leftovers() {
-    require_run();
+    require_run("this test");
     let work = tempfile::tempdir().unwrap();
     let ctx = work.path().join("ctx");
     fs::create_dir(&ctx).unwrap();
