@@ -720,20 +720,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, PolicyValueError> {
     Ok(Duration::from_secs(total))
 }
 
-/// `1.2 GiB`, `512 B`.
-pub fn format_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut i = 0;
-    while v >= 1024.0 && i < UNITS.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    format!("{v:.1} {}", UNITS[i])
-}
+pub use crate::format_size;
 
 #[cfg(test)]
 mod tests {

@@ -67,3 +67,18 @@ pub use records::{
 };
 #[cfg(feature = "index")]
 pub use store::{Store, LOCK_WAIT, STORE_VERSION};
+
+/// `1.2 GiB`, `512 B`.
+pub fn format_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.1} {}", UNITS[i])
+}

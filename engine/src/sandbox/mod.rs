@@ -67,7 +67,7 @@ pub enum SandboxError {
     #[error("the RUN step reached the limit of {0} processes at once and was stopped (a fork bomb, or parallelism without a bound such as `make -j` with no number)\nhint: bound the parallelism in the command (`make -j\"$(nproc)\"`)")]
     ProcessLimit(u32),
     /// The kernel's OOM killer ended a process of the step at its `--memory` limit.
-    #[error("the RUN step ran out of memory: a process was killed at the limit of {} set by --memory\nhint: raise --memory, or lower what the command uses at once (e.g. fewer parallel jobs)", strata_cache::gc::format_size(*.0))]
+    #[error("the RUN step ran out of memory: a process was killed at the limit of {} set by --memory\nhint: raise --memory, or lower what the command uses at once (e.g. fewer parallel jobs)", strata_cache::format_size(*.0))]
     MemoryLimit(u64),
     /// The sandbox helper failed before the command could start (message from inside).
     #[error("sandbox setup failed: {0}")]

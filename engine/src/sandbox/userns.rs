@@ -45,6 +45,7 @@ pub fn current() -> Option<&'static UserNs> {
 /// The warning for what RUN steps can do under a single-id mapping, the first time it is asked
 /// for in this process (later calls, and mappings with a subordinate range, give `None`). The
 /// caller reports it (a progress event), so `--progress json` consumers get it as JSON.
+#[cfg_attr(not(feature = "store"), allow(dead_code))] // used by build/ (the store feature)
 pub(crate) fn single_id_warning() -> Option<String> {
     let ns = detected().filter(|ns| ns.single_id)?;
     static WARNED: std::sync::Once = std::sync::Once::new();
