@@ -1121,19 +1121,7 @@ fn run_stage(
                             reused: out.reused_raw,
                         }
                         .report(progress, s, i);
-                        let (digest, size) = w.commit()?;
-                        debug_assert_eq!(digest, out.digest);
-                        chunks.record(&digest, &out.chunks);
-                        let rec = LayerRecord {
-                            diff_id: out.diff_id,
-                            digest,
-                            size,
-                            media_type: out.media_type.to_string(),
-                            uncompressed_size: out.uncompressed_size,
-                        };
-                        store
-                            .index()
-                            .put_layer(&out.diff_id, opts.compression.id(), &rec)?;
+                        let rec = commit_layer(store, w, &out, chunks.as_ref(), opts.compression)?;
                         (prep.key, Some(explain), StepStatus::Executed, Some(rec))
                     }
                 }
@@ -1253,7 +1241,21 @@ fn write_layer(
         reused: out.reused_raw,
     }
     .report(progress, stage, step);
+    commit_layer(store, w, &out, chunks.as_ref(), opts.compression)
+}
+
+/// Commits a layer written into `w` (its bytes described by `out`) to the store: the blob, the
+/// chunk references that let the next similar layer reuse its compressed chunks, and the layer
+/// record by diff_id. Every step that writes a layer ends here.
+pub(crate) fn commit_layer(
+    store: &Store,
+    w: strata_cache::BlobWriter,
+    out: &layer::LayerOutput,
+    chunks: &dyn layer::ChunkCache,
+    compression: Compression,
+) -> Result<LayerRecord, BuildError> {
     let (digest, size) = w.commit()?;
+    debug_assert_eq!(digest, out.digest);
     chunks.record(&digest, &out.chunks);
     let rec = LayerRecord {
         diff_id: out.diff_id,
@@ -1264,7 +1266,7 @@ fn write_layer(
     };
     store
         .index()
-        .put_layer(&out.diff_id, opts.compression.id(), &rec)?;
+        .put_layer(&out.diff_id, compression.id(), &rec)?;
     Ok(rec)
 }
 

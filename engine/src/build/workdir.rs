@@ -117,19 +117,7 @@ pub(crate) fn execute(
     let mut w = store.blobs().writer()?;
     let chunks = chunk_cache(store);
     let out = layer::write_layer_cached(&entries, opts.compression, &mut w, Some(chunks.clone()))?;
-    let (digest, size) = w.commit()?;
-    chunks.record(&digest, &out.chunks);
-    let rec = LayerRecord {
-        diff_id: out.diff_id,
-        digest,
-        size,
-        media_type: out.media_type.to_string(),
-        uncompressed_size: out.uncompressed_size,
-    };
-    store
-        .index()
-        .put_layer(&out.diff_id, opts.compression.id(), &rec)?;
-    Ok(rec)
+    super::commit_layer(store, w, &out, chunks.as_ref(), opts.compression)
 }
 
 #[cfg(test)]
