@@ -309,16 +309,17 @@ fn schedule(
         .map(|(i, &s)| (s, i))
         .collect();
     let mut users: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    let mut waiting: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut deps_of: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for &s in &plan.order {
         let mut deps = plan.stages[s].deps.clone();
         deps.sort_unstable();
         deps.dedup();
-        waiting.insert(s, deps.len());
-        for d in deps {
+        for &d in &deps {
             users.entry(d).or_default().push(s);
         }
+        deps_of.insert(s, deps);
     }
+    let waiting: BTreeMap<usize, usize> = deps_of.iter().map(|(s, d)| (*s, d.len())).collect();
     struct State {
         /// Ready stages by their position in `plan.order`.
         ready: std::collections::BTreeSet<usize>,
@@ -378,10 +379,7 @@ fn schedule(
                         st.ready.insert(pos[&u]);
                     }
                 }
-                let mut deps = plan.stages[s].deps.clone();
-                deps.sort_unstable();
-                deps.dedup();
-                for d in deps {
+                for &d in &deps_of[&s] {
                     let n = st.uses_left.get_mut(&d).expect("a stage of the plan");
                     *n -= 1;
                     if *n == 0 && d != plan.target {
@@ -408,6 +406,26 @@ fn schedule(
     }
 }
 
+/// `e`, located at step `i` (0-based) of stage `s`: `Dockerfile:LINE: stage S, step N (`TEXT`)`.
+fn at_step(
+    opts: &BuildOptions,
+    s: usize,
+    i: usize,
+    step: &plan::Step,
+    e: BuildError,
+) -> BuildError {
+    BuildError::Step {
+        stage_step: format!(
+            "{}:{}: stage {s}, step {} (`{}`)",
+            opts.dockerfile,
+            step.span.line,
+            i + 1,
+            step.text
+        ),
+        source: Box::new(e),
+    }
+}
+
 /// A required secret or SSH agent that was not given fails the build before anything runs.
 fn check_secrets(plan: &Plan, opts: &BuildOptions) -> Result<(), BuildError> {
     for &s in &plan.order {
@@ -429,16 +447,7 @@ fn check_secrets(plan: &Plan, opts: &BuildOptions) -> Result<(), BuildError> {
                     }
                     _ => continue,
                 };
-                return Err(BuildError::Step {
-                    stage_step: format!(
-                        "{}:{}: stage {s}, step {} (`{}`)",
-                        opts.dockerfile,
-                        step.span.line,
-                        i + 1,
-                        step.text
-                    ),
-                    source: Box::new(missing),
-                });
+                return Err(at_step(opts, s, i, step, missing));
             }
         }
     }
@@ -459,16 +468,7 @@ fn check_pins(plan: &Plan, opts: &BuildOptions) -> Result<(), BuildError> {
                     _ => continue,
                 };
                 if let Some(e) = crate::fetch::missing_pin(r, &opts.fetch) {
-                    return Err(BuildError::Step {
-                        stage_step: format!(
-                            "{}:{}: stage {s}, step {} (`{}`)",
-                            opts.dockerfile,
-                            step.span.line,
-                            i + 1,
-                            step.text
-                        ),
-                        source: Box::new(e.into()),
-                    });
+                    return Err(at_step(opts, s, i, step, e.into()));
                 }
             }
         }
@@ -732,16 +732,7 @@ fn run_stage(
             step: i,
             text: step.text.clone(),
         });
-        let wrap = |e: BuildError| BuildError::Step {
-            stage_step: format!(
-                "{}:{}: stage {s}, step {} (`{}`)",
-                opts.dockerfile,
-                step.span.line,
-                i + 1,
-                step.text
-            ),
-            source: Box::new(e),
-        };
+        let wrap = |e: BuildError| at_step(opts, s, i, step, e);
         let loc = location(opts, s, i);
         // Held until the step's record is written: the same step in another stage or image of
         // this process waits, then finds it cached instead of running it again.
