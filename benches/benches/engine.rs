@@ -12,11 +12,11 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use strata_cache::Store;
-use strata_engine::build::{self, BuildOptions, NoProgress};
 use strata_engine::context::{self, Context};
 use strata_engine::image::Platform;
 use strata_engine::layer::Compression;
 use strata_engine::plan::{self, PlanRequest};
+use strata_engine::solve::{self, BuildOptions, NoProgress};
 
 fn request(dir: &Path, source: String) -> PlanRequest {
     PlanRequest {
@@ -84,17 +84,17 @@ fn bench_build(c: &mut Criterion) {
         b.iter(|| {
             let s = tempfile::tempdir().unwrap();
             let store = Store::open(s.path()).unwrap();
-            build::run(&plan, &ctx, &store, &opts(false), &NoProgress).unwrap()
+            solve::run(&plan, &ctx, &store, &opts(false), &NoProgress).unwrap()
         })
     });
     let s = tempfile::tempdir().unwrap();
     let store = Store::open(s.path()).unwrap();
-    build::run(&plan, &ctx, &store, &opts(false), &NoProgress).unwrap();
+    solve::run(&plan, &ctx, &store, &opts(false), &NoProgress).unwrap();
     // Let the stat cache entries stop being racy.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    build::run(&plan, &ctx, &store, &opts(false), &NoProgress).unwrap();
+    solve::run(&plan, &ctx, &store, &opts(false), &NoProgress).unwrap();
     g.bench_function("no-op rebuild 2000 files (stat cache + lookups)", |b| {
-        b.iter(|| build::run(&plan, &ctx, &store, &opts(false), &NoProgress).unwrap())
+        b.iter(|| solve::run(&plan, &ctx, &store, &opts(false), &NoProgress).unwrap())
     });
     g.finish();
 }
@@ -128,7 +128,7 @@ fn bench_noop_80(c: &mut Criterion) {
     let s = tempfile::tempdir().unwrap();
     {
         let store = Store::open(s.path()).unwrap();
-        build::run(&plan, &ctx, &store, &opts, &NoProgress).unwrap();
+        solve::run(&plan, &ctx, &store, &opts, &NoProgress).unwrap();
     }
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let mut g = c.benchmark_group("build");
@@ -136,14 +136,14 @@ fn bench_noop_80(c: &mut Criterion) {
     g.bench_function("no-op rebuild 80 steps (store opened each time)", |b| {
         b.iter(|| {
             let store = Store::open(s.path()).unwrap();
-            let out = build::run(&plan, &ctx, &store, &opts, &NoProgress).unwrap();
+            let out = solve::run(&plan, &ctx, &store, &opts, &NoProgress).unwrap();
             assert_eq!(out.steps_executed, 0);
         })
     });
     let store = Store::open(s.path()).unwrap();
     g.bench_function("no-op rebuild 80 steps (store kept open)", |b| {
         b.iter(|| {
-            let out = build::run(&plan, &ctx, &store, &opts, &NoProgress).unwrap();
+            let out = solve::run(&plan, &ctx, &store, &opts, &NoProgress).unwrap();
             assert_eq!(out.steps_executed, 0);
         })
     });

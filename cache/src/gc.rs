@@ -156,7 +156,7 @@ fn unix(t: SystemTime) -> u64 {
 
 fn is_boot_dir(name: &std::ffi::OsStr) -> bool {
     name.to_str()
-        .is_some_and(|n| n.starts_with(crate::boot::BOOT_DIR_PREFIX))
+        .is_some_and(|n| n.starts_with(crate::boot_id::BOOT_DIR_PREFIX))
 }
 
 /// A directory whose entries are snapshots.
@@ -177,7 +177,7 @@ fn snapshot_dirs(root: &Path, rootless: Option<&str>) -> Result<Vec<SnapshotDir>
         dead: true,
         rootless: false,
     }];
-    let this_boot = crate::boot::boot_dir_name();
+    let this_boot = crate::boot_id::boot_dir_name();
     let tops = [(SNAPSHOTS_DIR, false)]
         .into_iter()
         .chain(rootless.map(|d| (d, true)));
@@ -943,7 +943,7 @@ mod tests {
         fs::create_dir_all(&legacy).unwrap();
         age_dir(&legacy, 3600);
         let durable = snap("", &"ef".repeat(32));
-        let this = crate::boot::boot_dir_name().map(|b| snap(&b, &"cd".repeat(32)));
+        let this = crate::boot_id::boot_dir_name().map(|b| snap(&b, &"cd".repeat(32)));
 
         let dry = gc(
             &s,

@@ -675,7 +675,7 @@ impl Index {
     }
 
     /// A memoised digest of what a COPY reads of its parent rootfs, with the answers it was
-    /// made from (see the engine's `build::copy`): a function of the memo key, so it never goes
+    /// made from (see the engine's `solve::copy`): a function of the memo key, so it never goes
     /// stale. Not synced: a lost one is recomputed from the parent layers.
     pub fn get_parent_facts(&self, memo: &[u8; 32]) -> Result<Option<ParentFacts>, StoreError> {
         self.get("parent facts", &key(FACTS, &[memo]))

@@ -34,7 +34,7 @@
 
 pub mod areas;
 pub mod blobs;
-pub mod boot;
+pub mod boot_id;
 pub mod digest;
 pub mod error;
 #[cfg(feature = "index")]

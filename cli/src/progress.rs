@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::json;
-use strata_engine::build::{Event, Progress};
+use strata_engine::solve::{Event, Progress};
 
 use crate::args::ProgressMode;
 
@@ -163,8 +163,8 @@ impl Progress for Reporter {
                         ..
                     } => {
                         let tag = match status {
-                            strata_engine::build::StepStatus::Cached => "CACHED".to_string(),
-                            strata_engine::build::StepStatus::Executed => {
+                            strata_engine::solve::StepStatus::Cached => "CACHED".to_string(),
+                            strata_engine::solve::StepStatus::Executed => {
                                 format!("DONE {}", secs(*duration))
                             }
                         };

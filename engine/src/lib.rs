@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! Dockerfile ─frontend─▶ ast ─plan─▶ Plan (stages, steps, cache keys)
-//!            ─build─▶ step results (COPY/ADD → layer::write_layer → store)
+//!            ─solve─▶ step results (COPY/ADD → layer::write_layer → store)
 //!            ─image─▶ config + manifest (canonical JSON) ─export─▶ OCI dir / archives
 //! ```
 //!
@@ -12,7 +12,7 @@
 //! - [`context`]: the build context — `.dockerignore`, globbing, safe source resolution.
 //! - [`layer`]: the canonical layer form — tar writing, chunked parallel compression, archive reading.
 //! - [`plan`]: stages and steps, ARG/ENV scoping, cache keys.
-//! - [`build`]: the scheduler and step execution against the content store.
+//! - [`solve`]: the solver — the scheduler and step execution against the content store.
 //! - [`oci`]: OCI media types and image-layout names, defined once.
 //! - [`image`]: OCI config and manifest assembly, canonical JSON.
 //! - [`export`]: OCI layout, OCI archive and docker-archive outputs.
@@ -20,8 +20,6 @@
 //! - [`sandbox`]: running RUN steps; [`sandbox::capture`] turns an overlay upper dir into layer entries.
 //! - [`diff`]: comparing two images (manifest, config, layers file by file).
 
-#[cfg(feature = "store")]
-pub mod build;
 pub mod context;
 pub mod diff;
 pub mod export;
@@ -35,3 +33,5 @@ pub mod plan;
 pub mod registry;
 pub mod remote_cache;
 pub mod sandbox;
+#[cfg(feature = "store")]
+pub mod solve;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use strata_cache::{Store, TagRecord};
-use strata_engine::build::{self, BuildOptions};
 use strata_engine::context::{self, Context};
 use strata_engine::export::{self, ArchiveKind, ImageName};
 use strata_engine::image::{Platform, MEDIA_TYPE_MANIFEST};
@@ -14,6 +13,7 @@ use strata_engine::layer::Compression;
 use strata_engine::lock::{LockMode, LockedImages};
 use strata_engine::plan::{self, PlanRequest};
 use strata_engine::remote_cache::RemoteSteps;
+use strata_engine::solve::{self, BuildOptions};
 
 use crate::args::BuildArgs;
 use crate::progress::Reporter;
@@ -159,7 +159,7 @@ pub(crate) fn network_of(v: &str) -> anyhow::Result<plan::Network> {
 pub(crate) fn secrets_of(
     raw: &[String],
     env: Env,
-) -> anyhow::Result<BTreeMap<String, build::Secret>> {
+) -> anyhow::Result<BTreeMap<String, solve::Secret>> {
     let mut out = BTreeMap::new();
     for spec in raw {
         let mut id = None;
@@ -201,7 +201,7 @@ pub(crate) fn secrets_of(
                 }
             }
         };
-        if out.insert(id.clone(), build::Secret(bytes)).is_some() {
+        if out.insert(id.clone(), solve::Secret(bytes)).is_some() {
             bail!("--secret id={id} is given twice");
         }
     }
@@ -459,7 +459,7 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
     );
     let ctx = Context::open(&context_dir, ignore)?;
     // Every COPY/ADD source must resolve before anything is built.
-    if let Err(p) = build::check_sources(&plan, &ctx) {
+    if let Err(p) = solve::check_sources(&plan, &ctx) {
         let mut d = strata_engine::frontend::Diagnostic::new(
             &dockerfile.display().to_string(),
             &source,
@@ -489,7 +489,7 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
         sde_env: sde_explicit.then_some(sde),
         explain: a.explain,
         remote,
-        run: build::RunOptions {
+        run: solve::RunOptions {
             network,
             secrets,
             ssh,
@@ -498,7 +498,7 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
         fetch: super::fetch_options(Some(lock.clone())),
     };
     let started = std::time::Instant::now();
-    let out = build::run(&plan, &ctx, store, &opts, &reporter)?;
+    let out = solve::run(&plan, &ctx, store, &opts, &reporter)?;
     super::record_base_origins(store, &plan);
     let img = &out.image;
     for n in &names {

@@ -9,10 +9,10 @@ use std::path::Path;
 use anyhow::{bail, Context as _};
 use serde_json::Value;
 use strata_cache::{Lineage, TagRecord};
-use strata_engine::build::import_base;
 use strata_engine::export::{self, ImageName};
 use strata_engine::image::{self, layout, AssembledImage, Platform};
 use strata_engine::oci::MEDIA_TYPE_MANIFEST;
+use strata_engine::solve::import_base;
 
 use super::build::{parse_output, Output};
 use crate::args::RebaseArgs;

@@ -612,7 +612,7 @@ fn run_after_a_small_copy_change_matches_a_cold_build() {
     let second = r.digest();
     assert_ne!(first, second);
     // New snapshots live in this boot's directory (strata_cache::boot).
-    let snapshots = match strata_cache::boot::boot_dir_name() {
+    let snapshots = match strata_cache::boot_id::boot_dir_name() {
         Some(b) => store.path().join("snapshots-v2").join(b),
         None => store.path().join("snapshots-v2"),
     };

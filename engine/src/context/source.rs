@@ -215,7 +215,7 @@ pub struct Context {
 }
 
 /// The result of resolving one path inside the context.
-struct Resolved {
+struct ResolvedPath {
     /// Real path (no symlinks), relative to the root.
     rel: String,
     /// Directory holding the final component (None: the path is the root).
@@ -605,7 +605,7 @@ impl Context {
         Ok(out)
     }
 
-    fn open_resolved_dir(&self, res: &Resolved) -> Result<OwnedFd, ContextError> {
+    fn open_resolved_dir(&self, res: &ResolvedPath) -> Result<OwnedFd, ContextError> {
         let fd = match &res.parent {
             None => rustix::io::fcntl_dupfd_cloexec(&self.root_fd, 0),
             Some(p) => open_dir_at(p.as_fd(), &res.name),
@@ -615,7 +615,7 @@ impl Context {
 
     /// Resolves `rel` component by component from the root, following
     /// symlinks (including a final one) but never leaving the context.
-    fn resolve_path(&self, pattern: &str, rel: &str) -> Result<Resolved, ResolveFail> {
+    fn resolve_path(&self, pattern: &str, rel: &str) -> Result<ResolvedPath, ResolveFail> {
         let mut todo: VecDeque<String> = rel
             .split('/')
             .filter(|c| !c.is_empty())
@@ -706,7 +706,7 @@ impl Context {
                         .map_err(|e| io_err(self.root.clone(), e))?,
                 };
                 cur.push(comp.clone());
-                return Ok(Resolved {
+                return Ok(ResolvedPath {
                     rel: cur.join("/"),
                     parent: Some(parent),
                     name: comp,
@@ -745,7 +745,7 @@ impl Context {
             Some(p) => rustix::fs::statat(p, name.as_str(), AtFlags::SYMLINK_NOFOLLOW),
         }
         .map_err(|e| io_err(self.host(&cur.join("/")), e))?;
-        Ok(Resolved {
+        Ok(ResolvedPath {
             rel: cur.join("/"),
             parent,
             name,
@@ -760,7 +760,7 @@ impl Context {
         &self,
         pattern: &str,
         matched: &str,
-        res: Resolved,
+        res: ResolvedPath,
         filters: &Filters<'_>,
     ) -> Result<Built, ContextError> {
         let ft = FileType::from_raw_mode(res.stat.st_mode);

@@ -19,7 +19,7 @@ use super::{is_full_commit, FetchError, FetchOptions, GitSource};
 
 /// A ref resolved to a commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolved {
+pub struct ResolvedRef {
     pub commit: String,
     /// The full ref name it came from (`refs/heads/main`, `refs/tags/v1`), if any.
     pub full_ref: Option<String>,
@@ -114,11 +114,11 @@ pub fn version() -> Option<String> {
 /// Resolves the source's ref to a commit with `git ls-remote`, as git names refs: an exact
 /// ref (`HEAD`, `refs/…`), then a tag (peeled to its commit), then a branch. A full commit id
 /// is taken as it is (nothing to ask).
-pub fn resolve(g: &GitSource, opts: &FetchOptions) -> Result<Resolved, FetchError> {
+pub fn resolve(g: &GitSource, opts: &FetchOptions) -> Result<ResolvedRef, FetchError> {
     check_transport(g, opts)?;
     if let Some(r) = &g.reference {
         if is_full_commit(r) {
-            return Ok(Resolved {
+            return Ok(ResolvedRef {
                 commit: r.to_ascii_lowercase(),
                 full_ref: None,
             });
@@ -153,7 +153,7 @@ pub fn resolve(g: &GitSource, opts: &FetchOptions) -> Result<Resolved, FetchErro
     for look in &candidates {
         // An annotated tag is listed twice: its peeled line (`^{}`) names the commit.
         if let Some(sha) = find(&format!("{look}^{{}}")).or_else(|| find(look)) {
-            return Ok(Resolved {
+            return Ok(ResolvedRef {
                 commit: sha.to_ascii_lowercase(),
                 full_ref: (look != "HEAD").then(|| look.clone()),
             });

@@ -2,7 +2,7 @@
 //! compressed (gzip, zstd, bzip2, xz, detected by magic bytes).
 //!
 //! An ADD archive is not a layer: it comes from the build context rather than the store, may
-//! be bzip2 or xz, and its entries become new layer entries (`build/copy.rs`), so neither
+//! be bzip2 or xz, and its entries become new layer entries (`solve/copy.rs`), so neither
 //! whiteouts nor the layer [`super::Limits`] apply. Layer blobs are read by [`super::LayerReader`].
 
 use std::fs::File;

@@ -11,7 +11,7 @@
 //!   checks the blob's digest.
 //!
 //! Its users: snapshots for RUN (`sandbox::snapshot`), delta snapshots (`sandbox::delta`) and
-//! the COPY parent view (`build::rootfs`). What each does with an entry is its own; what may
+//! the COPY parent view (`solve::layer_tree`). What each does with an entry is its own; what may
 //! reach it is decided here. (`strata diff` reads layers as they are, to show them, and ADD's
 //! archives are not layers: see [`super::open_archive`].)
 

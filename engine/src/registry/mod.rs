@@ -6,7 +6,7 @@
 //! - [`client`]: the synchronous HTTP client (ureq + rustls): auth, retries with backoff,
 //!   plain HTTP only for loopback and `--insecure-registry` hosts.
 //! - [`manifest`]: OCI / Docker schema 2 manifests and indexes, platform selection, size limits.
-//! - [`pull`]: resolve a reference to a [`pull::Resolved`] image; stream verified blobs into
+//! - [`pull`]: resolve a reference to a [`pull::PulledImage`] image; stream verified blobs into
 //!   the store.
 //! - [`images`]: [`RegistryImages`], the planner's image resolver that pulls (wrapping
 //!   [`crate::image::LocalImages`]), and its layer fetcher.

@@ -16,7 +16,7 @@ use crate::image::{LayerDesc, Platform};
 
 /// What a reference resolved to for one platform.
 #[derive(Debug, Clone)]
-pub struct Resolved {
+pub struct PulledImage {
     /// The digest the reference named or its tag pointed at (an index or a manifest): what a
     /// lockfile pins.
     pub pinned: Digest,
@@ -44,7 +44,7 @@ pub fn resolve(
     store: &BlobStore,
     r: &Reference,
     platform: &Platform,
-) -> Result<Resolved, RegistryError> {
+) -> Result<PulledImage, RegistryError> {
     let (pinned, bytes, content_type) = get_manifest(client, store, r, &r.manifest_ref())?;
     let parsed = manifest::parse(&bytes, content_type.as_deref()).map_err(|reason| {
         RegistryError::BadResponse {
@@ -134,7 +134,7 @@ pub fn resolve(
             diff_id,
         });
     }
-    Ok(Resolved {
+    Ok(PulledImage {
         pinned,
         manifest_digest,
         config_digest,

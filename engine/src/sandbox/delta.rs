@@ -30,7 +30,7 @@ use std::path::Path;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, XattrFlags};
 use rustix::io::Errno;
 
-use super::root::{join, open_in_root};
+use super::confined::{join, open_in_root};
 use super::snapshot::{stamps, Limits};
 use super::SandboxError;
 use crate::layer::whiteout;

@@ -17,10 +17,10 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use rustix::fs::{Mode, OFlags};
 
+use super::confined::{components, mkdir_all_in_root};
 use super::exec::{validate, Network, Output, Report, RunOutcome, RunSpec, DEFAULT_PATH};
-use super::root::{components, mkdir_all_in_root};
-use super::sys::{plan, HostFiles, RealSys, Sys};
-use super::user::{resolve, ExecUser};
+use super::passwd::{resolve, ExecUser};
+use super::setup::{plan, HostFiles, RealSys, Sys};
 
 const REPORT_FD: i32 = 3;
 

@@ -19,11 +19,11 @@ pub mod exec;
 pub(crate) mod init;
 mod limits;
 pub use limits::{LimitError, ResourceLimits};
-mod root;
+mod confined;
+mod passwd;
 mod seccomp;
+mod setup;
 pub mod snapshot;
-mod sys;
-mod user;
 pub mod userns;
 
 pub use exec::{

@@ -37,7 +37,9 @@ use rustix::io::Errno;
 use rustix::process::{Gid, Uid};
 use strata_cache::{BlobStore, Digest};
 
-use super::root::{components, create_new_file, mkdir_all_in_root, open_in_root, remove_all_at};
+use super::confined::{
+    components, create_new_file, mkdir_all_in_root, open_in_root, remove_all_at,
+};
 use super::SandboxError;
 use crate::layer::whiteout::{self, Whiteout};
 
@@ -118,7 +120,7 @@ impl Snapshots {
             Some(ns) => rootless_dir_name(ns),
         };
         let root = store_root.join(dir);
-        let home = match strata_cache::boot::boot_dir_name() {
+        let home = match strata_cache::boot_id::boot_dir_name() {
             Some(boot) => root.join(boot),
             None => root.clone(),
         };
@@ -869,11 +871,11 @@ impl Unpacker {
     /// Sets the times of every directory, now that no entry will change them.
     fn set_dir_times(&self) -> Result<(), SandboxError> {
         for (comps, times) in &self.dir_times {
-            let path = super::root::join(comps);
+            let path = super::confined::join(comps);
             let shown = String::from_utf8_lossy(path.as_bytes()).into_owned();
             // No symlink on the way: a directory a later entry replaced (by a file, a symlink,
             // or a whiteout) took its time with it, and a symlink must not redirect this.
-            let opened = super::root::open_in_root_no_symlinks(
+            let opened = super::confined::open_in_root_no_symlinks(
                 self.root.as_fd(),
                 comps,
                 OFlags::DIRECTORY | OFlags::RDONLY,
@@ -1771,7 +1773,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = strata_cache::Store::open(&tmp.path().join("store")).unwrap();
         let snaps = Snapshots::new(store.root());
-        let Some(boot) = strata_cache::boot::boot_dir_name() else {
+        let Some(boot) = strata_cache::boot_id::boot_dir_name() else {
             // No boot id: new snapshots are synced and durable.
             assert_eq!(snaps.home(), store.root().join("snapshots-v2"));
             return;

@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use serde::Serialize;
 use strata_cache::Store;
-use strata_engine::build::{self, BuildOptions, Event, Progress, StepStatus};
 use strata_engine::context::{self, Context, ContextKind};
 use strata_engine::frontend::{self, Command};
 use strata_engine::image::Platform;
 use strata_engine::layer::Compression;
 use strata_engine::plan::{self, CopySource, PlanRequest, StepKind};
+use strata_engine::solve::{self, BuildOptions, Event, Progress, StepStatus};
 
 use crate::args::{BenchArgs, Peer};
 
@@ -156,7 +156,7 @@ impl Bench {
         let col = Collector::default();
         let (cpu0, _) = rusage();
         let t0 = Instant::now();
-        build::run(
+        solve::run(
             &plan,
             &ctx,
             &self.store,

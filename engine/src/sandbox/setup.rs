@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{self as rfs, Mode, OFlags};
 use rustix::io::Errno;
 
+use super::confined::{components, create_new_file, mkdir_all_in_root, open_in_root};
 use super::exec::{MountKind, Network, RunSpec};
 use super::init::NsKind;
-use super::root::{components, create_new_file, mkdir_all_in_root, open_in_root};
 
 /// Host device nodes bind-mounted into the container's `/dev` (Docker's set).
 pub(crate) const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
@@ -700,7 +700,7 @@ impl Sys for RealSys {
             }
             Op::RestoreTimes => {
                 for (comps, kept) in std::mem::take(&mut self.kept) {
-                    let shown = super::root::join(&comps);
+                    let shown = super::confined::join(&comps);
                     let shown = shown.to_string_lossy();
                     let d = open_in_root(self.root()?, &comps, OFlags::DIRECTORY)
                         .map_err(errno_msg(format_args!("open `/{shown}`")))?;

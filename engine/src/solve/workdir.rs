@@ -19,7 +19,7 @@ use std::path::Path;
 
 use strata_cache::{LayerRecord, Store};
 
-use super::rootfs::{resolve_chown, NodeKind, Tree};
+use super::layer_tree::{resolve_chown, NodeKind, Tree};
 use super::{chunk_cache, BuildError, BuildOptions};
 use crate::image::LayerDesc;
 use crate::layer::{self, Entry, EntryKind};
@@ -123,7 +123,7 @@ pub(crate) fn execute(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::rootfs::Node;
+    use crate::solve::layer_tree::Node;
 
     fn node(kind: NodeKind, mode: u32, uid: u64) -> Node {
         Node {

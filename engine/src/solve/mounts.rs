@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 
 use strata_cache::Store;
 
-use crate::build::copy::{self, FromSource};
-use crate::build::{BuildError, StageResult};
 use crate::context::Context;
 use crate::image::LayerDesc;
 use crate::layer;
 use crate::plan::key::{Key, KeyHasher};
 use crate::plan::{self, CopyFrom, CopySource, CopySpec, RunStep};
+use crate::solve::copy::{self, FromSource};
+use crate::solve::{BuildError, StageResult};
 
 /// Build-wide options of RUN steps.
 #[derive(Debug, Clone, Default)]

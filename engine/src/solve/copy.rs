@@ -32,13 +32,13 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use strata_cache::{ExplainInput, ExplainRecord, FileFactsBuilder, StatEntry, Store};
 
-use crate::build::rootfs::{self, NodeKind, Tree};
-use crate::build::BuildError;
 use crate::context::{self, Context, ContextEntry, ContextKind, ResolvedSource};
 use crate::image::LayerDesc;
 use crate::layer::{self, Content, Entry, EntryKind};
 use crate::plan::key::{Key, KeyHasher};
 use crate::plan::{CopyFrom, CopySource, CopySpec};
+use crate::solve::layer_tree::{self, NodeKind, Tree};
+use crate::solve::BuildError;
 
 /// Bumped whenever the layer a COPY/ADD writes for the same inputs changes (see
 /// docs/cache-keys.md, "COPY / ADD"). 1 was implicit (no field).
@@ -60,7 +60,7 @@ pub(crate) enum Prepared {
     Tree {
         pattern: String,
     },
-    /// A file downloaded for `ADD <url>` (`build::remote`): named `name` in a destination
+    /// A file downloaded for `ADD <url>` (`solve::remote`): named `name` in a destination
     /// directory, mode 0600 unless `--chmod`, never extracted.
     Download {
         name: String,
@@ -546,7 +546,7 @@ pub(crate) fn prepare(
                 });
             }
             CopySource::Url(_) | CopySource::Git(_) => {
-                unreachable!("an ADD of remote sources is prepared by build::remote")
+                unreachable!("an ADD of remote sources is prepared by solve::remote")
             }
             CopySource::Path(p) if !matches!(from, FromSource::Context) => {
                 ins.str("path", p);
@@ -955,7 +955,7 @@ pub(crate) fn entries(
     let names = chown_needs_names(spec);
     let owner = match &spec.chown {
         Some(c) => Some(
-            rootfs::resolve_chown(
+            layer_tree::resolve_chown(
                 c,
                 names
                     .then(|| parent.read_text("etc/passwd"))
@@ -1360,7 +1360,7 @@ fn scan_from_sources(
             if context::has_meta(p) {
                 String::new()
             } else {
-                rootfs::clean_rel(p).unwrap_or_default()
+                layer_tree::clean_rel(p).unwrap_or_default()
             }
         })
         .collect();
@@ -1525,7 +1525,7 @@ fn extract_archive(
     for entry in ar.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let Some(rel) = rootfs::clean_rel(&raw) else {
+        let Some(rel) = layer_tree::clean_rel(&raw) else {
             return Err(BuildError::Archive {
                 path: archive_path.to_path_buf(),
                 message: format!("entry `{raw}` points outside the destination"),
@@ -1548,7 +1548,7 @@ fn extract_archive(
             EntryKind::Symlink { target: link() }
         } else if et.is_hard_link() {
             let t = link();
-            let Some(t) = rootfs::clean_rel(&t) else {
+            let Some(t) = layer_tree::clean_rel(&t) else {
                 return Err(BuildError::Archive {
                     path: archive_path.to_path_buf(),
                     message: format!("hard link `{raw}` points outside the archive"),
@@ -1604,7 +1604,7 @@ fn entry_link<R: Read>(e: &tar::Entry<'_, R>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::rootfs::Node;
+    use crate::solve::layer_tree::Node;
 
     fn dir(mode: u32) -> Node {
         Node {

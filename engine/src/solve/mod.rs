@@ -6,10 +6,10 @@
 //! their blobs are committed, so an interrupted build caches nothing partial.
 
 pub mod copy;
+pub mod layer_tree;
 pub mod mounts;
 pub mod progress;
 mod remote;
-pub mod rootfs;
 mod run_step;
 mod workdir;
 
@@ -40,7 +40,7 @@ pub enum BuildError {
     #[error(transparent)]
     Layer(#[from] LayerError),
     #[error(transparent)]
-    Rootfs(#[from] rootfs::RootfsError),
+    Rootfs(#[from] layer_tree::RootfsError),
     #[error("`{}`: {source}", path.display())]
     Io {
         path: PathBuf,

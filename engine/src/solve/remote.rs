@@ -18,14 +18,14 @@ use std::path::Path;
 
 use strata_cache::{Digest, ExplainInput, ExplainRecord, Store};
 
-use crate::build::copy::{self, FromSource, ParentUse, ParentView, Prepared};
-use crate::build::BuildError;
 use crate::context::{Context, IgnoreMatcher};
 use crate::fetch::{self, git, http, FetchError, FetchOptions, GitSource, UrlSource};
 use crate::image::LayerDesc;
 use crate::layer::Entry;
 use crate::plan::key::{Key, KeyHasher};
 use crate::plan::{CopySource, CopySpec};
+use crate::solve::copy::{self, FromSource, ParentUse, ParentView, Prepared};
+use crate::solve::BuildError;
 
 /// Bumped whenever the layer written for the same key inputs changes.
 const REMOTE_SEMANTICS: u64 = 1;

@@ -6,10 +6,6 @@ use std::path::Path;
 
 use strata_cache::{Digest, LayerRecord, Store};
 
-use crate::build::mounts::{self, PreparedSource};
-use crate::build::{
-    chunk_cache, BuildError, BuildOptions, Compressed, Event, Progress, StageResult,
-};
 use crate::context::Context;
 use crate::image::LayerDesc;
 use crate::layer;
@@ -17,6 +13,10 @@ use crate::plan::{Network, RunMountKind, RunStep};
 use crate::sandbox::capture::{self, CaptureOptions};
 use crate::sandbox::exec::{self, Mount, MountKind, RunOutcome, RunSpec};
 use crate::sandbox::snapshot::Snapshots;
+use crate::solve::mounts::{self, PreparedSource};
+use crate::solve::{
+    chunk_cache, BuildError, BuildOptions, Compressed, Event, Progress, StageResult,
+};
 
 /// Where a step's mounts come from.
 pub(crate) struct Sources<'a> {
