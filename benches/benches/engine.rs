@@ -76,6 +76,7 @@ fn bench_build(c: &mut Criterion) {
         remote: None,
         run: Default::default(),
         fetch: Default::default(),
+        shared: Default::default(),
     };
     let mut g = c.benchmark_group("build");
     g.sample_size(10);
@@ -124,6 +125,7 @@ fn bench_noop_80(c: &mut Criterion) {
         remote: None,
         run: Default::default(),
         fetch: Default::default(),
+        shared: Default::default(),
     };
     let s = tempfile::tempdir().unwrap();
     {

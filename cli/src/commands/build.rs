@@ -496,6 +496,12 @@ pub(crate) fn build_image(req: &BuildRequest) -> anyhow::Result<Built> {
             limits,
         },
         fetch: super::fetch_options(Some(lock.clone())),
+        // One for the process: the images of a workspace share step locks and parent trees.
+        shared: {
+            static SHARED: std::sync::OnceLock<std::sync::Arc<solve::Shared>> =
+                std::sync::OnceLock::new();
+            SHARED.get_or_init(Default::default).clone()
+        },
     };
     let started = std::time::Instant::now();
     let out = solve::run(&plan, &ctx, store, &opts, &reporter)?;

@@ -536,17 +536,10 @@ impl Context {
             })?;
             let mut next = Vec::new();
             for cand in &cands {
-                let res = match self.resolve_path(pattern, cand) {
-                    Ok(r) => r,
-                    Err(ResolveFail::NotFound) => continue,
-                    Err(ResolveFail::Err(e)) => return Err(e),
-                };
-                if FileType::from_raw_mode(res.stat.st_mode) != FileType::Directory {
+                let Some((_, names)) = self.list_dir(pattern, cand)? else {
                     continue;
-                }
-                let fd = self.open_resolved_dir(&res)?;
-                let host = self.host(&res.rel);
-                for (name, _) in read_names(fd.as_fd(), &host)? {
+                };
+                for (name, _) in names {
                     let hit =
                         glob_match(comp, &name).map_err(|source| ContextError::BadPattern {
                             pattern: pattern.to_string(),
@@ -562,6 +555,27 @@ impl Context {
         Ok(cands)
     }
 
+    /// The entries of `cand` (resolved in the context) and an fd of it; `None` when it does not
+    /// exist or is not a directory.
+    fn list_dir(
+        &self,
+        pattern: &str,
+        cand: &str,
+    ) -> Result<Option<(OwnedFd, Vec<(String, FileType)>)>, ContextError> {
+        let res = match self.resolve_path(pattern, cand) {
+            Ok(r) => r,
+            Err(ResolveFail::NotFound) => return Ok(None),
+            Err(ResolveFail::Err(e)) => return Err(e),
+        };
+        if FileType::from_raw_mode(res.stat.st_mode) != FileType::Directory {
+            return Ok(None);
+        }
+        let fd = self.open_resolved_dir(&res)?;
+        let host = self.host(&res.rel);
+        let names = read_names(fd.as_fd(), &host)?;
+        Ok(Some((fd, names)))
+    }
+
     /// `cands` and every directory below each of them (symlinks not followed), sorted
     /// component-wise, without duplicates: what a `**` component matches.
     fn with_descendant_dirs(
@@ -572,17 +586,10 @@ impl Context {
         let mut out = Vec::new();
         let mut stack = cands;
         while let Some(cand) = stack.pop() {
-            let res = match self.resolve_path(pattern, &cand) {
-                Ok(r) => r,
-                Err(ResolveFail::NotFound) => continue,
-                Err(ResolveFail::Err(e)) => return Err(e),
-            };
-            if FileType::from_raw_mode(res.stat.st_mode) != FileType::Directory {
+            let Some((fd, names)) = self.list_dir(pattern, &cand)? else {
                 continue;
-            }
-            let fd = self.open_resolved_dir(&res)?;
-            let host = self.host(&res.rel);
-            for (name, ft) in read_names(fd.as_fd(), &host)? {
+            };
+            for (name, ft) in names {
                 let is_dir = match ft {
                     FileType::Directory => true,
                     // Some file systems leave the type out of directory entries.

@@ -226,17 +226,7 @@ fn open_oci(root: &Path, tag: Option<&str>, kind: SourceKind) -> Result<ImageSou
         } else {
             tags.join(", ")
         };
-        return Err(match tag {
-            Some(t) => DiffError::NoSuchTag {
-                path: root.to_path_buf(),
-                tag: t.to_string(),
-                available,
-            },
-            None => DiffError::Ambiguous {
-                path: root.to_path_buf(),
-                available,
-            },
-        });
+        return Err(no_image(root, tag, available));
     };
     let mut descriptor = desc.clone();
     let mut digest = parse_digest(root, &desc["digest"])?;
@@ -318,17 +308,7 @@ fn open_docker(root: &Path, tag: Option<&str>) -> Result<ImageSource, DiffError>
             .flat_map(repo_tags)
             .collect::<Vec<_>>()
             .join(", ");
-        return Err(match tag {
-            Some(t) => DiffError::NoSuchTag {
-                path: root.to_path_buf(),
-                tag: t.to_string(),
-                available,
-            },
-            None => DiffError::Ambiguous {
-                path: root.to_path_buf(),
-                available,
-            },
-        });
+        return Err(no_image(root, tag, available));
     };
     let rel = |v: &Value| -> Result<PathBuf, DiffError> {
         let s = v.as_str().unwrap_or_default();
@@ -386,4 +366,19 @@ fn open_docker(root: &Path, tag: Option<&str>) -> Result<ImageSource, DiffError>
         layers,
         _tmp: None,
     })
+}
+
+/// No image in the layout at `root` answers `tag` (or, without a tag, several do).
+fn no_image(root: &Path, tag: Option<&str>, available: String) -> DiffError {
+    match tag {
+        Some(t) => DiffError::NoSuchTag {
+            path: root.to_path_buf(),
+            tag: t.to_string(),
+            available,
+        },
+        None => DiffError::Ambiguous {
+            path: root.to_path_buf(),
+            available,
+        },
+    }
 }

@@ -508,6 +508,20 @@ struct Args {
     words: Vec<RawWord>,
 }
 
+/// An instruction's parts once its keyword and flags are split off (what each instruction's
+/// parser gets).
+#[derive(Clone, Copy)]
+struct Parsed<'a> {
+    kw: &'static str,
+    kw_span: Span,
+    lg: &'a Logical,
+    flags: &'a [Flag],
+    /// Index (into the logical line) where the arguments after the flags start.
+    start: usize,
+    words: &'a [RawWord],
+    allow_heredocs: bool,
+}
+
 impl Parser<'_> {
     fn err(&self, span: Span, message: impl Into<String>) -> Diagnostic {
         Diagnostic::new(self.file, self.source, span, message)
@@ -828,88 +842,23 @@ impl Parser<'_> {
             span: args_span,
         };
 
+        let p = Parsed {
+            kw,
+            kw_span,
+            lg,
+            flags: &flags,
+            start,
+            words: &words,
+            allow_heredocs,
+        };
         let command = match kw {
-            "FROM" => {
-                self.check_flags(kw, &flags, &["platform"], none, none)?;
-                if words.len() != 1 && words.len() != 3 {
-                    let span = words.get(1).map_or(kw_span, |w| lg.span(w.start, w.end));
-                    return Err(self
-                        .err(span, "FROM requires either one or three arguments")
-                        .with_hint("use `FROM image` or `FROM image AS name`"));
-                }
-                let alias = match words.get(1) {
-                    None => None,
-                    Some(as_kw) => {
-                        if !as_kw.raw.eq_ignore_ascii_case("as") {
-                            return Err(self.err(
-                                lg.span(as_kw.start, as_kw.end),
-                                format!(
-                                    "expected `AS` after the image name, found `{}`",
-                                    as_kw.raw
-                                ),
-                            ));
-                        }
-                        let w = &words[2];
-                        let name = w.raw.to_lowercase();
-                        if !valid_stage_name(&name) {
-                            return Err(self
-                                .err(lg.span(w.start, w.end), format!("invalid build stage name `{}`", w.raw))
-                                .with_hint("a stage name starts with a letter and contains only letters, digits, `-`, `_` and `.`"));
-                        }
-                        Some(Word {
-                            raw: name,
-                            span: lg.span(w.start, w.end),
-                        })
-                    }
-                };
-                Command::From(FromCmd {
-                    image: lg.word(&words[0]),
-                    alias,
-                    platform: Self::flag_value(&flags, "platform"),
-                })
-            }
+            "FROM" => self.from_cmd(&p)?,
             "ARG" => {
                 self.check_flags(kw, &flags, none, none, none)?;
                 need(!words.is_empty(), "ARG requires at least one argument")?;
                 Command::Arg(self.key_values(lg, kw, &words, true)?)
             }
-            "ENV" | "LABEL" => {
-                self.check_flags(kw, &flags, none, none, none)?;
-                need(
-                    !words.is_empty(),
-                    &format!("{kw} requires at least one argument"),
-                )?;
-                let pairs = if words[0].raw.contains('=') {
-                    self.key_values(lg, kw, &words, false)?
-                } else {
-                    // Legacy `ENV key value…`: the rest of the line is the value.
-                    let key = &words[0];
-                    let mut vstart = key.end;
-                    while vstart < lg.chars.len() && lg.chars[vstart].is_whitespace() {
-                        vstart += 1;
-                    }
-                    if vstart >= lg.chars.len() {
-                        return Err(self
-                            .err(
-                                lg.span(key.start, key.end),
-                                format!("{kw} must have two arguments"),
-                            )
-                            .with_hint(format!("use `{kw} {}=value`", key.raw)));
-                    }
-                    vec![KeyValue {
-                        key: lg.word(key),
-                        value: Some(Word {
-                            raw: lg.text(vstart, lg.chars.len()),
-                            span: lg.span(vstart, lg.chars.len()),
-                        }),
-                    }]
-                };
-                if kw == "ENV" {
-                    Command::Env(pairs)
-                } else {
-                    Command::Label(pairs)
-                }
-            }
+            "ENV" | "LABEL" => self.env_or_label(&p)?,
             "WORKDIR" | "USER" | "MAINTAINER" => {
                 self.check_flags(kw, &flags, none, none, none)?;
                 need(
@@ -960,28 +909,7 @@ impl Parser<'_> {
                         .collect(),
                 )
             }
-            "VOLUME" => {
-                self.check_flags(kw, &flags, none, none, none)?;
-                need(!words.is_empty(), "VOLUME requires at least one argument")?;
-                let vols: Vec<Word> = match self.json_arg(kw, lg, start)? {
-                    Some(items) => items
-                        .into_iter()
-                        .map(|(s, a, b)| Word {
-                            raw: s,
-                            span: lg.span(a, b),
-                        })
-                        .collect(),
-                    None => split_blanks(&lg.chars, start)
-                        .iter()
-                        .map(|w| lg.word(w))
-                        .collect(),
-                };
-                if let Some(v) = vols.iter().find(|v| v.raw.trim().is_empty()) {
-                    return Err(self.err(v.span, "VOLUME specified can not be an empty string"));
-                }
-                need(!vols.is_empty(), "VOLUME requires at least one argument")?;
-                Command::Volume(vols)
-            }
+            "VOLUME" => self.volume(&p)?,
             "SHELL" => {
                 self.check_flags(kw, &flags, none, none, none)?;
                 need(!words.is_empty(), "SHELL requires at least one argument")?;
@@ -999,59 +927,7 @@ impl Parser<'_> {
                     }
                 }
             }
-            "HEALTHCHECK" => {
-                self.check_flags(
-                    kw,
-                    &flags,
-                    &[
-                        "interval",
-                        "timeout",
-                        "start-period",
-                        "start-interval",
-                        "retries",
-                    ],
-                    none,
-                    none,
-                )?;
-                need(
-                    !words.is_empty(),
-                    "HEALTHCHECK requires at least one argument",
-                )?;
-                let typ = &words[0];
-                let test = if typ.raw.eq_ignore_ascii_case("NONE") {
-                    if let Some(extra) = words.get(1) {
-                        return Err(self.err(
-                            lg.span(extra.start, extra.end),
-                            "HEALTHCHECK NONE takes no arguments",
-                        ));
-                    }
-                    None
-                } else if typ.raw.eq_ignore_ascii_case("CMD") {
-                    if words.len() < 2 {
-                        return Err(self.err(
-                            lg.span(typ.start, typ.end),
-                            "HEALTHCHECK CMD requires a command",
-                        ));
-                    }
-                    Some(self.command_line(kw, lg, words[1].start)?)
-                } else {
-                    return Err(self
-                        .err(
-                            lg.span(typ.start, typ.end),
-                            format!("unknown type `{}` in HEALTHCHECK", typ.raw),
-                        )
-                        .with_hint("use `HEALTHCHECK [flags] CMD command` or `HEALTHCHECK NONE`"));
-                };
-                let v = |n: &str| Self::flag_value(&flags, n);
-                Command::Healthcheck(HealthcheckCmd {
-                    test,
-                    interval: v("interval"),
-                    timeout: v("timeout"),
-                    start_period: v("start-period"),
-                    start_interval: v("start-interval"),
-                    retries: v("retries"),
-                })
-            }
+            "HEALTHCHECK" => self.healthcheck(&p)?,
             "ONBUILD" => {
                 self.check_flags(kw, &flags, none, none, none)?;
                 need(!words.is_empty(), "ONBUILD requires at least one argument")?;
@@ -1068,87 +944,9 @@ impl Parser<'_> {
                 Command::Onbuild(args_text.clone())
             }
             _ => {
-                // COPY / ADD
-                let (allowed, what): (&[&str], _) = if kw == "COPY" {
-                    (
-                        &["from", "chown", "chmod", "link", "exclude", "parents"],
-                        "COPY",
-                    )
-                } else {
-                    (
-                        &[
-                            "chown",
-                            "chmod",
-                            "link",
-                            "exclude",
-                            "checksum",
-                            "keep-git-dir",
-                        ],
-                        "ADD",
-                    )
-                };
-                self.check_flags(
-                    kw,
-                    &flags,
-                    allowed,
-                    &["exclude"],
-                    &["link", "parents", "keep-git-dir"],
-                )?;
-                let words = split_blanks(&lg.chars, start);
-                let (mut args, json_form) = match self.json_arg(kw, lg, start)? {
-                    Some(items) => (
-                        items
-                            .into_iter()
-                            .map(|(s, a, b)| Word {
-                                raw: s,
-                                span: lg.span(a, b),
-                            })
-                            .collect::<Vec<_>>(),
-                        true,
-                    ),
-                    None => (words.iter().map(|w| lg.word(w)).collect(), false),
-                };
-                if args.len() < 2 {
-                    return Err(self.err(
-                        kw_span,
-                        format!(
-                            "{what} requires at least two arguments: a source and a destination"
-                        ),
-                    ));
-                }
-                if allow_heredocs && !json_form {
-                    pending = self.heredoc_markers(lg, &words[..words.len() - 1]);
-                }
-                let dest = args.pop().expect("at least two arguments");
-                let boolean = |name: &str| {
-                    flags.iter().find(|f| f.name == name).is_some_and(
-                        |f| !matches!(&f.value, Some(v) if !v.raw.eq_ignore_ascii_case("true")),
-                    )
-                };
-                let link = boolean("link");
-                let cmd = CopyCmd {
-                    sources: args,
-                    dest,
-                    from: Self::flag_value(&flags, "from"),
-                    chown: Self::flag_value(&flags, "chown"),
-                    chmod: Self::flag_value(&flags, "chmod"),
-                    link,
-                    parents: boolean("parents"),
-                    checksum: Self::flag_value(&flags, "checksum"),
-                    keep_git_dir: boolean("keep-git-dir"),
-                    excludes: flags
-                        .iter()
-                        .filter(|f| f.name == "exclude")
-                        .filter_map(|f| f.value.clone())
-                        .collect(),
-                    heredocs: Vec::new(),
-                    json_form,
-                };
-                if kw == "COPY" {
-                    Command::Copy(cmd)
-                } else {
-                    Command::Add(cmd)
-                }
+                let (cmd, heredocs) = self.copy_or_add(&p)?;
+                pending = heredocs;
+                cmd
             }
         };
         let inst = Instruction {
@@ -1157,6 +955,315 @@ impl Parser<'_> {
             text: lg.text(0, lg.chars.len()),
         };
         Ok((inst, pending))
+    }
+
+    /// `FROM image [AS name]`.
+    fn from_cmd(&self, p: &Parsed<'_>) -> Result<Command, Diagnostic> {
+        let Parsed {
+            kw,
+            kw_span,
+            lg,
+            flags,
+            words,
+            ..
+        } = *p;
+        let none: &[&str] = &[];
+        self.check_flags(kw, &flags, &["platform"], none, none)?;
+        if words.len() != 1 && words.len() != 3 {
+            let span = words.get(1).map_or(kw_span, |w| lg.span(w.start, w.end));
+            return Err(self
+                .err(span, "FROM requires either one or three arguments")
+                .with_hint("use `FROM image` or `FROM image AS name`"));
+        }
+        let alias = match words.get(1) {
+            None => None,
+            Some(as_kw) => {
+                if !as_kw.raw.eq_ignore_ascii_case("as") {
+                    return Err(self.err(
+                        lg.span(as_kw.start, as_kw.end),
+                        format!("expected `AS` after the image name, found `{}`", as_kw.raw),
+                    ));
+                }
+                let w = &words[2];
+                let name = w.raw.to_lowercase();
+                if !valid_stage_name(&name) {
+                    return Err(self
+                        .err(lg.span(w.start, w.end), format!("invalid build stage name `{}`", w.raw))
+                        .with_hint("a stage name starts with a letter and contains only letters, digits, `-`, `_` and `.`"));
+                }
+                Some(Word {
+                    raw: name,
+                    span: lg.span(w.start, w.end),
+                })
+            }
+        };
+        Ok(Command::From(FromCmd {
+            image: lg.word(&words[0]),
+            alias,
+            platform: Self::flag_value(&flags, "platform"),
+        }))
+    }
+
+    /// `ENV` / `LABEL`: `k=v …`, or the legacy `k v…` (the rest of the line is the value).
+    fn env_or_label(&self, p: &Parsed<'_>) -> Result<Command, Diagnostic> {
+        let Parsed {
+            kw,
+            kw_span,
+            lg,
+            flags,
+            words,
+            ..
+        } = *p;
+        let need = |ok: bool, msg: &str| -> Result<(), Diagnostic> {
+            if ok {
+                Ok(())
+            } else {
+                Err(self.err(kw_span, msg.to_string()))
+            }
+        };
+        let none: &[&str] = &[];
+        self.check_flags(kw, &flags, none, none, none)?;
+        need(
+            !words.is_empty(),
+            &format!("{kw} requires at least one argument"),
+        )?;
+        let pairs = if words[0].raw.contains('=') {
+            self.key_values(lg, kw, &words, false)?
+        } else {
+            // Legacy `ENV key value…`: the rest of the line is the value.
+            let key = &words[0];
+            let mut vstart = key.end;
+            while vstart < lg.chars.len() && lg.chars[vstart].is_whitespace() {
+                vstart += 1;
+            }
+            if vstart >= lg.chars.len() {
+                return Err(self
+                    .err(
+                        lg.span(key.start, key.end),
+                        format!("{kw} must have two arguments"),
+                    )
+                    .with_hint(format!("use `{kw} {}=value`", key.raw)));
+            }
+            vec![KeyValue {
+                key: lg.word(key),
+                value: Some(Word {
+                    raw: lg.text(vstart, lg.chars.len()),
+                    span: lg.span(vstart, lg.chars.len()),
+                }),
+            }]
+        };
+        Ok(if kw == "ENV" {
+            Command::Env(pairs)
+        } else {
+            Command::Label(pairs)
+        })
+    }
+
+    /// `VOLUME`: a JSON array or words.
+    fn volume(&self, p: &Parsed<'_>) -> Result<Command, Diagnostic> {
+        let Parsed {
+            kw,
+            kw_span,
+            lg,
+            flags,
+            start,
+            words,
+            ..
+        } = *p;
+        let need = |ok: bool, msg: &str| -> Result<(), Diagnostic> {
+            if ok {
+                Ok(())
+            } else {
+                Err(self.err(kw_span, msg.to_string()))
+            }
+        };
+        let none: &[&str] = &[];
+        self.check_flags(kw, &flags, none, none, none)?;
+        need(!words.is_empty(), "VOLUME requires at least one argument")?;
+        let vols: Vec<Word> = match self.json_arg(kw, lg, start)? {
+            Some(items) => items
+                .into_iter()
+                .map(|(s, a, b)| Word {
+                    raw: s,
+                    span: lg.span(a, b),
+                })
+                .collect(),
+            None => split_blanks(&lg.chars, start)
+                .iter()
+                .map(|w| lg.word(w))
+                .collect(),
+        };
+        if let Some(v) = vols.iter().find(|v| v.raw.trim().is_empty()) {
+            return Err(self.err(v.span, "VOLUME specified can not be an empty string"));
+        }
+        need(!vols.is_empty(), "VOLUME requires at least one argument")?;
+        Ok(Command::Volume(vols))
+    }
+
+    /// `HEALTHCHECK [flags] CMD …` or `HEALTHCHECK NONE`.
+    fn healthcheck(&self, p: &Parsed<'_>) -> Result<Command, Diagnostic> {
+        let Parsed {
+            kw,
+            kw_span,
+            lg,
+            flags,
+            words,
+            ..
+        } = *p;
+        let need = |ok: bool, msg: &str| -> Result<(), Diagnostic> {
+            if ok {
+                Ok(())
+            } else {
+                Err(self.err(kw_span, msg.to_string()))
+            }
+        };
+        let none: &[&str] = &[];
+        self.check_flags(
+            kw,
+            &flags,
+            &[
+                "interval",
+                "timeout",
+                "start-period",
+                "start-interval",
+                "retries",
+            ],
+            none,
+            none,
+        )?;
+        need(
+            !words.is_empty(),
+            "HEALTHCHECK requires at least one argument",
+        )?;
+        let typ = &words[0];
+        let test = if typ.raw.eq_ignore_ascii_case("NONE") {
+            if let Some(extra) = words.get(1) {
+                return Err(self.err(
+                    lg.span(extra.start, extra.end),
+                    "HEALTHCHECK NONE takes no arguments",
+                ));
+            }
+            None
+        } else if typ.raw.eq_ignore_ascii_case("CMD") {
+            if words.len() < 2 {
+                return Err(self.err(
+                    lg.span(typ.start, typ.end),
+                    "HEALTHCHECK CMD requires a command",
+                ));
+            }
+            Some(self.command_line(kw, lg, words[1].start)?)
+        } else {
+            return Err(self
+                .err(
+                    lg.span(typ.start, typ.end),
+                    format!("unknown type `{}` in HEALTHCHECK", typ.raw),
+                )
+                .with_hint("use `HEALTHCHECK [flags] CMD command` or `HEALTHCHECK NONE`"));
+        };
+        let v = |n: &str| Self::flag_value(&flags, n);
+        Ok(Command::Healthcheck(HealthcheckCmd {
+            test,
+            interval: v("interval"),
+            timeout: v("timeout"),
+            start_period: v("start-period"),
+            start_interval: v("start-interval"),
+            retries: v("retries"),
+        }))
+    }
+
+    /// `COPY` / `ADD`: flags, sources and destination (JSON or words), and the heredocs the
+    /// sources name.
+    fn copy_or_add(&self, p: &Parsed<'_>) -> Result<(Command, Vec<PendingHeredoc>), Diagnostic> {
+        let Parsed {
+            kw,
+            kw_span,
+            lg,
+            flags,
+            start,
+            allow_heredocs,
+            ..
+        } = *p;
+        let mut pending = Vec::new();
+        // COPY / ADD
+        let (allowed, what): (&[&str], _) = if kw == "COPY" {
+            (
+                &["from", "chown", "chmod", "link", "exclude", "parents"],
+                "COPY",
+            )
+        } else {
+            (
+                &[
+                    "chown",
+                    "chmod",
+                    "link",
+                    "exclude",
+                    "checksum",
+                    "keep-git-dir",
+                ],
+                "ADD",
+            )
+        };
+        self.check_flags(
+            kw,
+            &flags,
+            allowed,
+            &["exclude"],
+            &["link", "parents", "keep-git-dir"],
+        )?;
+        let words = split_blanks(&lg.chars, start);
+        let (mut args, json_form) = match self.json_arg(kw, lg, start)? {
+            Some(items) => (
+                items
+                    .into_iter()
+                    .map(|(s, a, b)| Word {
+                        raw: s,
+                        span: lg.span(a, b),
+                    })
+                    .collect::<Vec<_>>(),
+                true,
+            ),
+            None => (words.iter().map(|w| lg.word(w)).collect(), false),
+        };
+        if args.len() < 2 {
+            return Err(self.err(
+                kw_span,
+                format!("{what} requires at least two arguments: a source and a destination"),
+            ));
+        }
+        if allow_heredocs && !json_form {
+            pending = self.heredoc_markers(lg, &words[..words.len() - 1]);
+        }
+        let dest = args.pop().expect("at least two arguments");
+        let boolean = |name: &str| {
+            flags.iter().find(|f| f.name == name).is_some_and(
+                |f| !matches!(&f.value, Some(v) if !v.raw.eq_ignore_ascii_case("true")),
+            )
+        };
+        let link = boolean("link");
+        let cmd = CopyCmd {
+            sources: args,
+            dest,
+            from: Self::flag_value(&flags, "from"),
+            chown: Self::flag_value(&flags, "chown"),
+            chmod: Self::flag_value(&flags, "chmod"),
+            link,
+            parents: boolean("parents"),
+            checksum: Self::flag_value(&flags, "checksum"),
+            keep_git_dir: boolean("keep-git-dir"),
+            excludes: flags
+                .iter()
+                .filter(|f| f.name == "exclude")
+                .filter_map(|f| f.value.clone())
+                .collect(),
+            heredocs: Vec::new(),
+            json_form,
+        };
+        let cmd = if kw == "COPY" {
+            Command::Copy(cmd)
+        } else {
+            Command::Add(cmd)
+        };
+        Ok((cmd, pending))
     }
 
     fn heredoc_markers(&self, lg: &Logical, words: &[RawWord]) -> Vec<PendingHeredoc> {

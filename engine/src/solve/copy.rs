@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
@@ -35,14 +35,12 @@ use strata_cache::{ExplainInput, ExplainRecord, FileFactsBuilder, StatEntry, Sto
 use crate::context::{self, Context, ContextEntry, ContextKind, ResolvedSource};
 use crate::image::LayerDesc;
 use crate::layer::{self, Content, Entry, EntryKind};
-use crate::plan::key::{Key, KeyHasher};
-use crate::plan::{CopyFrom, CopySource, CopySpec};
+use crate::plan::key::Key;
+use crate::plan::{CopySource, CopySpec};
+use crate::solve::keys::{self, LayerForm, ParentFacts, ParentInput, ParentUse};
 use crate::solve::layer_tree::{self, NodeKind, Tree};
+use crate::solve::shared::Shared;
 use crate::solve::BuildError;
-
-/// Bumped whenever the layer a COPY/ADD writes for the same inputs changes (see
-/// docs/cache-keys.md, "COPY / ADD"). 1 was implicit (no field).
-const COPY_SEMANTICS: u64 = 2;
 
 /// One prepared source of a COPY/ADD.
 pub(crate) enum Prepared {
@@ -85,44 +83,6 @@ pub(crate) struct PreparedCopy {
     pub files: usize,
     pub hashed: usize,
     pub bytes_hashed: u64,
-}
-
-/// The key that identifies the rootfs after a step whose key does not include its parent.
-pub(crate) fn chain(parent: &Key, step: &Key) -> Key {
-    KeyHasher::new("chain")
-        .key("parent", parent)
-        .key("step", step)
-        .finish()
-}
-
-fn chown_needs_names(spec: &CopySpec) -> bool {
-    spec.chown
-        .as_deref()
-        .is_some_and(|c| c.chars().any(|ch| ch.is_ascii_alphabetic()))
-}
-
-/// How a COPY/ADD depends on its parent rootfs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ParentUse {
-    /// Not at all (`--link`, no user name to look up).
-    None,
-    /// Only through the facts its [`ParentView`] records (COPY from the context, numeric or
-    /// no `--chown`).
-    Facts,
-    /// In ways not recorded (ADD's archive detection reads the context; `--from` sources; user
-    /// names): the parent key is part of the step key.
-    Whole,
-}
-
-pub(crate) fn parent_use(spec: &CopySpec) -> ParentUse {
-    let names = chown_needs_names(spec);
-    if spec.link && !names {
-        ParentUse::None
-    } else if !names && !spec.add && matches!(spec.from, CopyFrom::Context) {
-        ParentUse::Facts
-    } else {
-        ParentUse::Whole
-    }
 }
 
 /// What a directory on the way to the destination contributes to the layer.
@@ -175,43 +135,6 @@ impl Answer {
             _ => false,
         }
     }
-
-    /// Adds the question and its answer to the parent facts. (This byte form is part of every
-    /// such COPY's key.)
-    fn hash_into(&self, k: &mut KeyHasher) {
-        match self {
-            Answer::Resolve {
-                path,
-                follow_last,
-                resolved,
-            } => {
-                k.str("resolve", path)
-                    .u64("follow-last", *follow_last as u64)
-                    .str("resolved", resolved);
-            }
-            Answer::Dir { path, meta } => {
-                k.str("dir", path);
-                match meta {
-                    None => {
-                        k.u64("is-dir", 0);
-                    }
-                    Some(d) => {
-                        k.u64("is-dir", 1)
-                            .u64("mode", d.mode as u64)
-                            .u64("uid", d.uid)
-                            .u64("gid", d.gid)
-                            .u64("xattrs", d.xattrs.len() as u64);
-                        for (name, v) in &d.xattrs {
-                            k.str("xattr", name).bytes("value", v);
-                        }
-                    }
-                }
-            }
-            Answer::Text { path, text } => {
-                k.str("read", path).opt_str("text", text.as_deref());
-            }
-        }
-    }
 }
 
 /// Where a [`ParentView`] gets its answers.
@@ -229,7 +152,7 @@ enum Source<'a> {
 /// answers a later run can replay ([`ParentView::replaying`]).
 pub(crate) struct ParentView<'a> {
     src: Source<'a>,
-    log: Option<RefCell<(KeyHasher, Vec<Answer>)>>,
+    log: Option<RefCell<(ParentFacts, Vec<Answer>)>>,
 }
 
 impl<'a> ParentView<'a> {
@@ -260,8 +183,8 @@ impl<'a> ParentView<'a> {
         }
     }
 
-    fn empty_log() -> RefCell<(KeyHasher, Vec<Answer>)> {
-        RefCell::new((KeyHasher::new("parent-facts"), Vec::new()))
+    fn empty_log() -> RefCell<(ParentFacts, Vec<Answer>)> {
+        RefCell::new((ParentFacts::new(), Vec::new()))
     }
 
     /// Whether a replaying view was asked a question it has no answer for.
@@ -290,7 +213,7 @@ impl<'a> ParentView<'a> {
         };
         if let Some(l) = &self.log {
             let (k, answers) = &mut *l.borrow_mut();
-            a.hash_into(k);
+            k.answer(&a);
             answers.push(a.clone());
         }
         Ok(a)
@@ -360,24 +283,16 @@ impl<'a> ParentView<'a> {
     }
 }
 
-type TreeSlot = Arc<Mutex<Option<Arc<Tree>>>>;
-
-/// Metadata-only trees of recent parents, by their layers: the images of a fleet share a base,
-/// and each would otherwise decompress it again to compute its parent facts.
-fn tree_cache() -> &'static Mutex<Vec<(Key, TreeSlot)>> {
-    static CACHE: std::sync::OnceLock<Mutex<Vec<(Key, TreeSlot)>>> = std::sync::OnceLock::new();
-    CACHE.get_or_init(Default::default)
-}
-
 /// The parent rootfs as `entries` needs it: nothing for `--link` (unless `--chown` names a user),
 /// `/etc/passwd` and `/etc/group` spooled when it does, otherwise metadata only (shared).
 pub(crate) fn parent_tree(
     store: &Store,
+    shared: &Shared,
     spec: &CopySpec,
     parent_layers: &[LayerDesc],
     spool: &Path,
 ) -> Result<Arc<Tree>, BuildError> {
-    let names = chown_needs_names(spec);
+    let names = keys::chown_needs_names(spec);
     if parent_layers.is_empty() || (spec.link && !names) {
         return Ok(Arc::new(Tree::default()));
     }
@@ -390,27 +305,8 @@ pub(crate) fn parent_tree(
             spool,
         )?));
     }
-    let id = {
-        let mut k = KeyHasher::new("parent-layers");
-        for l in parent_layers {
-            k.str("layer", &l.digest.to_string());
-        }
-        k.finish()
-    };
-    let slot = {
-        let mut c = tree_cache().lock().unwrap();
-        match c.iter().find(|(k, _)| *k == id) {
-            Some((_, s)) => s.clone(),
-            None => {
-                if c.len() >= 8 {
-                    c.remove(0);
-                }
-                let s = TreeSlot::default();
-                c.push((id, s.clone()));
-                s
-            }
-        }
-    };
+    let id = keys::layers(parent_layers);
+    let slot = shared.tree_slot(id);
     // Held while scanning: other images wanting the same parent wait and share the result.
     let mut g = slot.lock().unwrap();
     if let Some(t) = &*g {
@@ -485,52 +381,47 @@ fn h32(parts: &[&[u8]]) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-/// Resolves and hashes the sources, and computes the step key.
-#[allow(clippy::too_many_arguments)]
+/// What preparing a COPY needs beyond the step: where it reads and spools, and the build's
+/// layer form.
+pub(crate) struct CopyEnv<'a> {
+    pub store: &'a Store,
+    /// The session's parent trees.
+    pub shared: &'a Shared,
+    pub ctx: &'a Context,
+    pub form: LayerForm<'a>,
+    /// `--no-cache`: the parent facts memo is not read (it is still written).
+    pub no_cache: bool,
+    pub spool: &'a Path,
+}
+
+/// Resolves and hashes the sources, and computes the step key ([`keys::CopyKeys`]).
 pub(crate) fn prepare(
-    store: &Store,
-    ctx: &Context,
+    env: &CopyEnv<'_>,
     spec: &CopySpec,
     parent: &Key,
     parent_layers: &[LayerDesc],
     from: &FromSource<'_>,
-    compression_id: &str,
-    sde: u64,
-    no_cache: bool,
-    spool: &Path,
 ) -> Result<PreparedCopy, BuildError> {
-    // Everything but the parent goes into `body`; the key is the parent input + `body`.
-    let mut k = KeyHasher::new(if spec.add { "add-body" } else { "copy-body" });
-    // What the parent facts can depend on (the instruction, and the paths and kinds the layer
-    // writes), without the file contents and modes: see the memo below.
-    let mut shape = KeyHasher::new("copy-shape");
+    let CopyEnv {
+        store,
+        shared,
+        ctx,
+        form,
+        no_cache,
+        spool,
+    } = *env;
+    let sde = form.source_date_epoch;
     let mut inputs = Vec::new();
     // The stat cache affects speed only, never keys: used even with --no-cache.
     let use_stat_cache = true;
-    let mut ins = KeyHasher::new("copy-instruction");
-    ins.str("dest", &spec.dest)
-        .opt_str("chown", spec.chown.as_deref())
-        .opt_str(
-            "chmod",
-            spec.chmod.as_ref().map(|c| c.key_form()).as_deref(),
-        )
-        .u64("link", spec.link as u64)
-        .strs("exclude", &spec.excludes)
-        .str("compression", compression_id)
-        // Every entry's mtime is SOURCE_DATE_EPOCH: it is part of the layer's bytes.
-        .u64("source-date-epoch", sde);
-    if spec.parents {
-        // Only when set: the keys of every other COPY stay as they were.
-        ins.u64("parents", 1);
-    }
-    match from {
-        FromSource::Context => {
-            ins.str("from", "context");
-        }
-        FromSource::Rootfs { key, .. } => {
-            ins.key("from", key);
-        }
-    }
+    let mut keys = keys::CopyKeys::new(
+        spec,
+        match from {
+            FromSource::Context => None,
+            FromSource::Rootfs { key, .. } => Some(key),
+        },
+        form,
+    );
     // First every source is resolved (a walk of the context: no file is read), which gives
     // the instruction and the shape; then the files are hashed. When the parent facts are not
     // memoised, the parent layers are read meanwhile (on a cold build that is the base image
@@ -539,7 +430,7 @@ pub(crate) fn prepare(
     for s in &spec.sources {
         match s {
             CopySource::Heredoc { name, content } => {
-                ins.str("heredoc-name", name).str("heredoc", content);
+                keys.heredoc(name, content);
                 sources.push(Prepared::Heredoc {
                     name: name.clone(),
                     content: content.clone(),
@@ -549,21 +440,21 @@ pub(crate) fn prepare(
                 unreachable!("an ADD of remote sources is prepared by solve::remote")
             }
             CopySource::Path(p) if !matches!(from, FromSource::Context) => {
-                ins.str("path", p);
+                keys.rootfs_path(p);
                 sources.push(Prepared::Tree { pattern: p.clone() });
             }
             CopySource::Path(p) => {
-                ins.str("pattern", p);
+                keys.pattern(p);
                 let resolved =
                     ctx.resolve_with(std::slice::from_ref(p), &spec.excludes, spec.parents)?;
                 for r in resolved {
-                    shape.str("source", &r.rel).u64("is_dir", r.is_dir as u64);
+                    keys.shape_source(&r.rel, r.is_dir);
                     for e in &r.entries {
-                        let kind = kind_name(&e.kind);
-                        shape.str("path", &e.rel_in_source).str("kind", kind);
-                        if let ContextKind::Symlink { target } = &e.kind {
-                            shape.str("target", target);
-                        }
+                        let target = match &e.kind {
+                            ContextKind::Symlink { target } => Some(target.as_str()),
+                            _ => None,
+                        };
+                        keys.shape_entry(&e.rel_in_source, kind_name(&e.kind), target);
                     }
                     sources.push(Prepared::Context {
                         resolved: r,
@@ -573,15 +464,9 @@ pub(crate) fn prepare(
             }
         }
     }
-    let ins_key = ins.finish();
-    shape.key("instruction", &ins_key);
-    let shape = shape.finish();
-    let use_of_parent = parent_use(spec);
-    // v3: the memo also holds the answers the facts were computed from.
-    let memo = KeyHasher::new("parent-facts-memo-v3")
-        .key("parent", parent)
-        .key("shape", &shape)
-        .finish();
+    let (ins_key, shape, mut body) = keys.finish_instruction();
+    let use_of_parent = keys::parent_use(spec);
+    let memo = keys::parent_facts_memo(parent, &shape);
     let known = if use_of_parent == ParentUse::Facts && !no_cache {
         store.index().get_parent_facts(&memo)?
     } else {
@@ -592,7 +477,8 @@ pub(crate) fn prepare(
     let mut hashed = 0;
     let mut bytes_hashed = 0;
     let (tree, hashing) = std::thread::scope(|sc| {
-        let scan = needs_tree.then(|| sc.spawn(|| parent_tree(store, spec, parent_layers, spool)));
+        let scan =
+            needs_tree.then(|| sc.spawn(|| parent_tree(store, shared, spec, parent_layers, spool)));
         let hashing = (|| -> Result<(), BuildError> {
             for src in sources.iter_mut() {
                 let Prepared::Context {
@@ -606,13 +492,15 @@ pub(crate) fn prepare(
                 files += r.entries.len();
                 hashed += n_hashed;
                 bytes_hashed += n_bytes;
-                k.str("source", &r.rel).u64("is_dir", r.is_dir as u64);
+                body.source(&r.rel, r.is_dir);
                 for (e, h) in r.entries.iter().zip(&hs) {
                     let (kind, content) = kind_and_content(e, h);
-                    k.str("path", &e.rel_in_source)
-                        .str("kind", kind)
-                        .u64("mode", normalise_context_mode(&e.kind, e.mode) as u64)
-                        .bytes("content", content);
+                    body.entry(
+                        &e.rel_in_source,
+                        kind,
+                        normalise_context_mode(&e.kind, e.mode),
+                        content,
+                    );
                 }
                 *hashes = hs;
             }
@@ -623,24 +511,17 @@ pub(crate) fn prepare(
     });
     hashing?;
     let tree = tree.transpose()?;
-    k.key("instruction", &ins_key);
+    let body = body.finish(&ins_key);
     inputs.push(ExplainInput {
         name: "instruction".into(),
         value: ins_key,
     });
-    let body = k.finish();
-    let mut key = KeyHasher::new(if spec.add { "add" } else { "copy" });
-    // The version of what a COPY/ADD layer holds for given inputs (docs/cache-keys.md): 2 since
-    // an existing destination keeps its metadata and `--from` symlink sources are followed.
-    // A layer cached under the old rules must not be reused for the new.
-    key.u64("copy-semantics", COPY_SEMANTICS);
     let mut entries_built = None;
     let mut answers = None;
     let mut facts_key = None;
     let includes_parent = match use_of_parent {
         ParentUse::None => false,
         ParentUse::Whole => {
-            key.key("parent", parent);
             inputs.push(ExplainInput {
                 name: "parent".into(),
                 value: *parent,
@@ -675,7 +556,6 @@ pub(crate) fn prepare(
                 }
             };
             facts_key = Some(facts);
-            key.key("parent-facts", &facts);
             inputs.push(ExplainInput {
                 name: "parent-facts".into(),
                 value: facts,
@@ -683,9 +563,17 @@ pub(crate) fn prepare(
             false
         }
     };
-    key.key("body", &body);
+    let key = keys::copy(
+        spec.add,
+        match (use_of_parent, &facts_key) {
+            (ParentUse::Whole, _) => ParentInput::Whole(parent),
+            (ParentUse::Facts, Some(f)) => ParentInput::Facts(f),
+            _ => ParentInput::None,
+        },
+        &body,
+    );
     Ok(PreparedCopy {
-        key: key.finish(),
+        key,
         includes_parent,
         inputs,
         sources,
@@ -702,14 +590,14 @@ pub(crate) fn prepare(
 /// else from the parent layers.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn build_entries(
-    store: &Store,
+    env: &CopyEnv<'_>,
     spec: &CopySpec,
     prep: &mut PreparedCopy,
     parent_layers: &[LayerDesc],
     from: &FromSource<'_>,
-    sde: u64,
-    spool: &Path,
 ) -> Result<Vec<Entry>, BuildError> {
+    let (store, shared, spool) = (env.store, env.shared, env.spool);
+    let sde = env.form.source_date_epoch;
     if let Some(es) = prep.entries.take() {
         return Ok(es);
     }
@@ -720,7 +608,7 @@ pub(crate) fn build_entries(
             return Ok(es);
         }
     }
-    let tree = parent_tree(store, spec, parent_layers, spool)?;
+    let tree = parent_tree(store, shared, spec, parent_layers, spool)?;
     entries(
         store,
         spec,
@@ -952,7 +840,7 @@ pub(crate) fn entries(
     sde: u64,
     spool: &Path,
 ) -> Result<Vec<Entry>, BuildError> {
-    let names = chown_needs_names(spec);
+    let names = keys::chown_needs_names(spec);
     let owner = match &spec.chown {
         Some(c) => Some(
             layer_tree::resolve_chown(
@@ -1310,15 +1198,7 @@ pub(crate) fn entries(
                 None => {
                     let on_dest = dest_rel == cur || dest_rel.starts_with(&format!("{cur}/"));
                     let (uid, gid) = if on_dest { ctx_owner } else { (0, 0) };
-                    Entry {
-                        path: cur.clone(),
-                        kind: EntryKind::Dir,
-                        mode: 0o755,
-                        uid,
-                        gid,
-                        mtime: sde,
-                        xattrs: BTreeMap::new(),
-                    }
+                    Entry::dir(cur.clone(), 0o755, uid, gid, sde)
                 }
             };
             out.insert(cur.clone(), entry);
@@ -1604,6 +1484,7 @@ fn entry_link<R: Read>(e: &tar::Entry<'_, R>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::CopyFrom;
     use crate::solve::layer_tree::Node;
 
     fn dir(mode: u32) -> Node {
@@ -1665,7 +1546,7 @@ mod tests {
             excludes: vec![],
             parents: false,
         };
-        assert_eq!(parent_use(&spec), ParentUse::Facts);
+        assert_eq!(keys::parent_use(&spec), ParentUse::Facts);
         let sources = vec![Prepared::Heredoc {
             name: "f".into(),
             content: "x".into(),
@@ -1867,23 +1748,23 @@ mod tests {
             excludes: vec![],
             parents: false,
         };
-        assert_eq!(parent_use(&spec), ParentUse::Facts);
+        assert_eq!(keys::parent_use(&spec), ParentUse::Facts);
+        let shared = Shared::default();
         let prepared = |no_cache: bool| {
             // A fresh context each time: the walk sees the edits.
             let ctx = Context::open(&ctx_dir, crate::context::IgnoreMatcher::empty()).unwrap();
-            prepare(
-                &store,
-                &ctx,
-                &spec,
-                &[9; 32],
-                &[],
-                &FromSource::Context,
-                "gzip-test",
-                0,
+            let env = CopyEnv {
+                store: &store,
+                shared: &shared,
+                ctx: &ctx,
+                form: LayerForm {
+                    compression: "gzip-test",
+                    source_date_epoch: 0,
+                },
                 no_cache,
-                work.path(),
-            )
-            .unwrap()
+                spool: work.path(),
+            };
+            prepare(&env, &spec, &[9; 32], &[], &FromSource::Context).unwrap()
         };
         let prep = |no_cache: bool| {
             let p = prepared(no_cache);
@@ -1903,16 +1784,19 @@ mod tests {
         let mut hit = prepared(false);
         assert!(hit.parent_answers.is_some(), "the answers are memoised");
         let fresh = prepared(true).entries.expect("computed afresh");
-        let replayed = build_entries(
-            &store,
-            &spec,
-            &mut hit,
-            &[],
-            &FromSource::Context,
-            0,
-            work.path(),
-        )
-        .unwrap();
+        let ctx = Context::open(&ctx_dir, crate::context::IgnoreMatcher::empty()).unwrap();
+        let env = CopyEnv {
+            store: &store,
+            shared: &shared,
+            ctx: &ctx,
+            form: LayerForm {
+                compression: "gzip-test",
+                source_date_epoch: 0,
+            },
+            no_cache: false,
+            spool: work.path(),
+        };
+        let replayed = build_entries(&env, &spec, &mut hit, &[], &FromSource::Context).unwrap();
         assert_eq!(replayed, fresh);
         assert_eq!(
             prep(true).0,
@@ -2026,31 +1910,31 @@ mod tests {
         };
         let c = CopyFrom::Context;
         assert_eq!(
-            parent_use(&spec(false, true, None, c.clone())),
+            keys::parent_use(&spec(false, true, None, c.clone())),
             ParentUse::None
         );
         assert_eq!(
-            parent_use(&spec(false, true, Some("1:2"), c.clone())),
+            keys::parent_use(&spec(false, true, Some("1:2"), c.clone())),
             ParentUse::None
         );
         assert_eq!(
-            parent_use(&spec(false, true, Some("app"), c.clone())),
+            keys::parent_use(&spec(false, true, Some("app"), c.clone())),
             ParentUse::Whole
         );
         assert_eq!(
-            parent_use(&spec(false, false, None, c.clone())),
+            keys::parent_use(&spec(false, false, None, c.clone())),
             ParentUse::Facts
         );
         assert_eq!(
-            parent_use(&spec(false, false, Some("app"), c.clone())),
+            keys::parent_use(&spec(false, false, Some("app"), c.clone())),
             ParentUse::Whole
         );
         assert_eq!(
-            parent_use(&spec(true, false, None, c.clone())),
+            keys::parent_use(&spec(true, false, None, c.clone())),
             ParentUse::Whole
         );
         assert_eq!(
-            parent_use(&spec(false, false, None, CopyFrom::Stage(0))),
+            keys::parent_use(&spec(false, false, None, CopyFrom::Stage(0))),
             ParentUse::Whole
         );
     }

@@ -10,14 +10,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use strata_cache::Store;
-
-use crate::context::Context;
 use crate::image::LayerDesc;
 use crate::layer;
-use crate::plan::key::{Key, KeyHasher};
+use crate::plan::key::Key;
 use crate::plan::{self, CopyFrom, CopySource, CopySpec, RunStep};
-use crate::solve::copy::{self, FromSource};
+use crate::solve::copy::{self, CopyEnv, FromSource};
+use crate::solve::keys;
 use crate::solve::{BuildError, StageResult};
 
 /// Build-wide options of RUN steps.
@@ -61,16 +59,11 @@ pub(crate) struct PreparedSource {
 const SRC: &str = "src";
 
 /// Resolves and hashes `source` of `from`; `stage` gives a finished stage's result.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn prepare_source(
-    store: &Store,
-    ctx: &Context,
+    env: &CopyEnv<'_>,
     from: &CopyFrom,
     source: &str,
     stage: &dyn Fn(usize) -> StageResult,
-    compression_id: &str,
-    sde: u64,
-    spool: &Path,
 ) -> Result<PreparedSource, BuildError> {
     let rootfs = match from {
         CopyFrom::Context => None,
@@ -79,11 +72,8 @@ pub(crate) fn prepare_source(
             Some((r.key, r.layers.clone()))
         }
         CopyFrom::Image(img) => {
-            super::import_base(store, img)?;
-            let k = KeyHasher::new("base")
-                .str("image", &img.manifest_digest.to_string())
-                .finish();
-            Some((k, img.layers.clone()))
+            super::import_base(env.store, img)?;
+            Some((keys::image(&img.manifest_digest, None), img.layers.clone()))
         }
     };
     let src = source.trim_start_matches('/');
@@ -107,18 +97,12 @@ pub(crate) fn prepare_source(
         None => FromSource::Context,
         Some((key, layers)) => FromSource::Rootfs { key: *key, layers },
     };
-    let prep = copy::prepare(
-        store,
-        ctx,
-        &spec,
-        &KeyHasher::new("mount-parent").finish(),
-        &[],
-        &fs,
-        compression_id,
-        sde,
-        false,
-        spool,
-    )?;
+    // The memo of parent facts is never consulted: a `--link` copy reads no parent.
+    let env = CopyEnv {
+        no_cache: false,
+        ..*env
+    };
+    let prep = copy::prepare(&env, &spec, &keys::mount_parent(), &[], &fs)?;
     Ok(PreparedSource {
         key: prep.key,
         spec,
@@ -132,16 +116,15 @@ impl PreparedSource {
     /// whether it is a directory.
     pub(crate) fn materialize(
         mut self,
-        store: &Store,
+        env: &CopyEnv<'_>,
         dir: &Path,
-        sde: u64,
-        spool: &Path,
     ) -> Result<(PathBuf, bool), BuildError> {
+        let (sde, spool) = (env.form.source_date_epoch, env.spool);
         let fs = match &self.rootfs {
             None => FromSource::Context,
             Some((key, layers)) => FromSource::Rootfs { key: *key, layers },
         };
-        let entries = copy::build_entries(store, &self.spec, &mut self.prep, &[], &fs, sde, spool)?;
+        let entries = copy::build_entries(env, &self.spec, &mut self.prep, &[], &fs)?;
         let entries = layer::canonicalize(entries, sde)?;
         let tar_path = spool.join(format!("mount-{}.tar", hex::encode(&self.key[..8])));
         let io = |path: &Path| {

@@ -16,19 +16,17 @@
 
 use std::path::Path;
 
-use strata_cache::{Digest, ExplainInput, ExplainRecord, Store};
+use strata_cache::{Digest, ExplainInput, ExplainRecord};
 
 use crate::context::{Context, IgnoreMatcher};
 use crate::fetch::{self, git, http, FetchError, FetchOptions, GitSource, UrlSource};
 use crate::image::LayerDesc;
 use crate::layer::Entry;
-use crate::plan::key::{Key, KeyHasher};
+use crate::plan::key::Key;
 use crate::plan::{CopySource, CopySpec};
-use crate::solve::copy::{self, FromSource, ParentUse, ParentView, Prepared};
+use crate::solve::copy::{self, CopyEnv, FromSource, ParentView, Prepared};
+use crate::solve::keys::{self, GitInput, LayerForm, ParentUse, RemoteKeys};
 use crate::solve::BuildError;
-
-/// Bumped whenever the layer written for the same key inputs changes.
-const REMOTE_SEMANTICS: u64 = 1;
 
 /// Where a URL's expected digest came from (for the error when the content differs).
 enum Expected {
@@ -55,7 +53,7 @@ enum Item {
 pub(crate) struct PreparedRemote {
     pub key: Key,
     /// Whether `key` includes the parent key; if not, the next step's parent is
-    /// [`copy::chain`]`(parent, key)`.
+    /// [`keys::chain`]`(parent, key)`.
     pub includes_parent: bool,
     inputs: Vec<ExplainInput>,
     items: Vec<Item>,
@@ -74,24 +72,12 @@ pub(crate) fn prepare(
     spec: &CopySpec,
     parent: &Key,
     fetch_opts: &FetchOptions,
-    compression_id: &str,
-    sde: u64,
+    form: LayerForm<'_>,
     scratch: &Path,
 ) -> Result<PreparedRemote, BuildError> {
     let pins = fetch_opts.pins.as_deref();
     let mut items = Vec::new();
-    let mut k = KeyHasher::new("add-remote-body");
-    let mut ins = KeyHasher::new("add-remote-instruction");
-    ins.str("dest", &spec.dest)
-        .opt_str("chown", spec.chown.as_deref())
-        .opt_str(
-            "chmod",
-            spec.chmod.as_ref().map(|c| c.key_form()).as_deref(),
-        )
-        .u64("link", spec.link as u64)
-        .strs("exclude", &spec.excludes)
-        .str("compression", compression_id)
-        .u64("source-date-epoch", sde);
+    let mut keys = RemoteKeys::new(spec, form);
     for s in &spec.sources {
         match s {
             CopySource::Url(u) => {
@@ -112,9 +98,7 @@ pub(crate) fn prepare(
                         p.record_url(&u.url, digest);
                     }
                 }
-                k.str("url-name", &u.file_name())
-                    .str("url-digest", &digest.to_string());
-                ins.str("url", &u.url);
+                keys.url(&u.url, &u.file_name(), &digest);
                 items.push(Item::Url {
                     src: u.clone(),
                     digest,
@@ -152,15 +136,20 @@ pub(crate) fn prepare(
                         p.record_git(&key, &commit);
                     }
                 }
-                k.str("git-commit", &commit)
-                    .opt_str("git-subdir", g.subdir.as_deref())
-                    .u64("keep-git-dir", g.keep_git_dir as u64);
-                if g.keep_git_dir {
-                    k.str("git-remote", &g.remote)
-                        .opt_str("git-ref", full_ref.as_deref())
-                        .str("git-version", &git::version().unwrap_or_default());
-                }
-                ins.str("git", &key);
+                let git_version = if g.keep_git_dir {
+                    git::version().unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                keys.git(&GitInput {
+                    commit: &commit,
+                    subdir: g.subdir.as_deref(),
+                    keep_git_dir: g.keep_git_dir,
+                    remote: &g.remote,
+                    full_ref: full_ref.as_deref(),
+                    git_version: &git_version,
+                    lock_key: &key,
+                });
                 items.push(Item::Git {
                     src: g.clone(),
                     commit,
@@ -170,10 +159,8 @@ pub(crate) fn prepare(
             _ => unreachable!("the planner refuses local sources beside remote ones"),
         }
     }
-    let ins_key = ins.finish();
-    let body = k.finish();
-    let mut key = KeyHasher::new("add-remote");
-    key.u64("remote-semantics", REMOTE_SEMANTICS);
+    let includes_parent = keys::parent_use(spec) != ParentUse::None;
+    let (key, ins_key, body) = keys.finish(spec, includes_parent.then_some(parent), form);
     let mut inputs = vec![
         ExplainInput {
             name: "instruction".into(),
@@ -184,30 +171,14 @@ pub(crate) fn prepare(
             value: body,
         },
     ];
-    let includes_parent = copy::parent_use(spec) != ParentUse::None;
     if includes_parent {
-        key.key("parent", parent);
         inputs.push(ExplainInput {
             name: "parent".into(),
             value: *parent,
         });
     }
-    // The instruction as the user wrote it is for `--explain` only: the URL and ref names are
-    // not key inputs (their content identities are, in `body`), but the destination and
-    // metadata are.
-    key.str("dest", &spec.dest)
-        .opt_str("chown", spec.chown.as_deref())
-        .opt_str(
-            "chmod",
-            spec.chmod.as_ref().map(|c| c.key_form()).as_deref(),
-        )
-        .u64("link", spec.link as u64)
-        .strs("exclude", &spec.excludes)
-        .str("compression", compression_id)
-        .u64("source-date-epoch", sde)
-        .key("body", &body);
     Ok(PreparedRemote {
-        key: key.finish(),
+        key,
         includes_parent,
         inputs,
         items,
@@ -238,14 +209,13 @@ impl PreparedRemote {
 /// against its expected digest, each commit fetched and checked out; then laid out exactly as
 /// COPY lays out its sources ([`copy::entries`]).
 pub(crate) fn build_entries(
-    store: &Store,
+    env: &CopyEnv<'_>,
     spec: &CopySpec,
     prep: &mut PreparedRemote,
     parent_layers: &[LayerDesc],
     fetch_opts: &FetchOptions,
-    sde: u64,
-    scratch: &Path,
 ) -> Result<Vec<Entry>, BuildError> {
+    let (store, sde, scratch) = (env.store, env.form.source_date_epoch, env.spool);
     let mut sources = Vec::new();
     for (n, item) in prep.items.iter_mut().enumerate() {
         match item {
@@ -329,7 +299,7 @@ pub(crate) fn build_entries(
             }
         }
     }
-    let tree = copy::parent_tree(store, spec, parent_layers, scratch)?;
+    let tree = copy::parent_tree(store, env.shared, spec, parent_layers, scratch)?;
     copy::entries(
         store,
         spec,
@@ -376,11 +346,16 @@ mod tests {
         })
     }
 
+    const FORM: LayerForm<'static> = LayerForm {
+        compression: "gzip",
+        source_date_epoch: 0,
+    };
+
     /// The key of a step whose identities are known up front (checksums, full commit ids):
     /// nothing is fetched.
     fn key(s: &CopySpec) -> Key {
         let dir = tempfile::tempdir().unwrap();
-        prepare(s, &[7; 32], &FetchOptions::default(), "gzip", 0, dir.path())
+        prepare(s, &[7; 32], &FetchOptions::default(), FORM, dir.path())
             .unwrap()
             .key
     }
@@ -442,8 +417,7 @@ mod tests {
                 &s,
                 &[parent; 32],
                 &FetchOptions::default(),
-                "gzip",
-                0,
+                FORM,
                 dir.path(),
             )
             .unwrap()
@@ -456,8 +430,7 @@ mod tests {
                 &s,
                 &[parent; 32],
                 &FetchOptions::default(),
-                "gzip",
-                0,
+                FORM,
                 dir.path(),
             )
             .unwrap()

@@ -13,6 +13,8 @@ use crate::plan::{Network, RunMountKind, RunStep};
 use crate::sandbox::capture::{self, CaptureOptions};
 use crate::sandbox::exec::{self, Mount, MountKind, RunOutcome, RunSpec};
 use crate::sandbox::snapshot::Snapshots;
+use crate::solve::copy::CopyEnv;
+use crate::solve::keys::LayerForm;
 use crate::solve::mounts::{self, PreparedSource};
 use crate::solve::{
     chunk_cache, BuildError, BuildOptions, Compressed, Event, Progress, StageResult,
@@ -81,6 +83,18 @@ pub(crate) fn execute(
         let path = path.to_path_buf();
         move |source| BuildError::Io { path, source }
     };
+    // How mount sources are copied (as a `COPY --link` of them would be).
+    let cenv = CopyEnv {
+        store,
+        shared: &opts.shared,
+        ctx: sources.ctx,
+        form: LayerForm {
+            compression: opts.compression.id(),
+            source_date_epoch: opts.source_date_epoch,
+        },
+        no_cache: false,
+        spool: tmp,
+    };
     let cache_root = strata_cache::Area::CacheMounts.path(store.root());
     let mut cache_mounts = Vec::new();
     let mut spec_mounts = Vec::new();
@@ -91,22 +105,12 @@ pub(crate) fn execute(
             match &m.from {
                 // A new cache starts as a copy of `source` of that stage or image (BuildKit).
                 Some((from, source)) => {
-                    let p = mounts::prepare_source(
-                        store,
-                        sources.ctx,
-                        from,
-                        source,
-                        sources.stage,
-                        opts.compression.id(),
-                        opts.source_date_epoch,
-                        tmp,
-                    )?;
+                    let p = mounts::prepare_source(&cenv, from, source, sources.stage)?;
                     let t = tempfile::Builder::new()
                         .prefix(".seed-")
                         .tempdir_in(&cache_root)
                         .map_err(io(&cache_root))?;
-                    let (at, is_dir) =
-                        p.materialize(store, t.path(), opts.source_date_epoch, tmp)?;
+                    let (at, is_dir) = p.materialize(&cenv, t.path())?;
                     if !is_dir {
                         return Err(BuildError::Io {
                             path: d,
@@ -160,7 +164,7 @@ pub(crate) fn execute(
                     .expect("a prepared source for every bind mount");
                 let at = dir.path().join(format!("mount-{i}"));
                 std::fs::create_dir(&at).map_err(io(&at))?;
-                let (source, is_dir) = p.materialize(store, &at, opts.source_date_epoch, tmp)?;
+                let (source, is_dir) = p.materialize(&cenv, &at)?;
                 MountKind::Bind {
                     source,
                     dir: is_dir,

@@ -14,7 +14,6 @@
 //! The layer is a function of the parent rootfs, the path, the user and SOURCE_DATE_EPOCH,
 //! which is what the step's key holds (docs/cache-keys.md).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use strata_cache::{LayerRecord, Store};
@@ -84,15 +83,11 @@ pub(crate) fn entries(
         })?,
     };
     let mut out = existing;
-    out.extend(created.into_iter().map(|p| Entry {
-        path: p,
-        kind: EntryKind::Dir,
-        mode: 0o755,
-        uid,
-        gid,
-        mtime: sde,
-        xattrs: BTreeMap::new(),
-    }));
+    out.extend(
+        created
+            .into_iter()
+            .map(|p| Entry::dir(p, 0o755, uid, gid, sde)),
+    );
     Ok(out)
 }
 
@@ -124,6 +119,7 @@ pub(crate) fn execute(
 mod tests {
     use super::*;
     use crate::solve::layer_tree::Node;
+    use std::collections::BTreeMap;
 
     fn node(kind: NodeKind, mode: u32, uid: u64) -> Node {
         Node {

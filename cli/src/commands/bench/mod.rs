@@ -172,6 +172,7 @@ impl Bench {
                 remote: None,
                 run: Default::default(),
                 fetch: Default::default(),
+                shared: Default::default(),
             },
             &col,
         )
