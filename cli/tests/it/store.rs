@@ -9,11 +9,7 @@ use serde_json::Value;
 
 use crate::support::{self, example, text};
 
-fn strata(store: &Path) -> Command {
-    let mut c = support::strata();
-    c.arg("--store").arg(store);
-    c
-}
+use crate::support::strata_at as strata;
 
 fn run(c: &mut Command) -> Output {
     c.output().expect("runs strata")
