@@ -834,7 +834,7 @@ fn add_two_platform_index(dir: &Path) {
             .join(d.trim_start_matches("sha256:"))
     };
     let put = |bytes: &[u8]| -> String {
-        let d = format!("sha256:{}", sha256_hex(bytes));
+        let d = support::sha256(bytes);
         fs::write(blob(&d), bytes).unwrap();
         d
     };
@@ -1112,7 +1112,7 @@ fn registry_cache_shared_by_two_stores_executes_nothing_on_the_second() {
         &format!("docker://{}/apps/app:1", reg.host),
     ]);
     assert_eq!(
-        format!("sha256:{}", sha256_hex(inspected.trim_end().as_bytes())),
+        support::sha256(inspected.trim_end().as_bytes()),
         da,
         "the registry serves B's manifest under A's digest"
     );

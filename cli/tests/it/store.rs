@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::support::{self, example, text};
+use crate::support::{example, text};
 
 use crate::support::strata_at as strata;
 

@@ -1,7 +1,5 @@
 //! `strata build --all`: a workspace of several images in one store.
 
-use std::path::Path;
-
 use serde_json::Value;
 
 use crate::support::{build_all, strata, write};
