@@ -133,11 +133,16 @@ fn gc_collects_cache_mounts_and_the_next_build_starts_them_empty() {
     assert!(said.contains(", 1 cache mounts ("), "{said}");
     assert_eq!(fs::read_dir(&area).unwrap().count(), 0, "{said}");
 
-    // Every step record went too: the RUN runs again, and finds its cache empty.
+    // A new RUN on the same cache (the first one is still cached: its image is tagged) runs
+    // and finds the cache empty (it would list `mark` had gc left it).
+    busybox_context(
+        ctx.path(),
+        "FROM base\nRUN --mount=type=cache,target=/c,id=gc-me ls /c > /seen && echo x > /c/mark\nRUN --mount=type=cache,target=/c,id=gc-me ls /c > /seen2 && echo y > /c/again\n",
+    );
     let out = tempfile::tempdir().unwrap();
     let (_, root) = built_tree(store.path(), ctx.path(), out.path(), &[]);
-    assert_eq!(fs::read_to_string(root.join("seen")).unwrap(), "");
-    assert!(caches[0].join("data/mark").is_file(), "made again");
+    assert_eq!(fs::read_to_string(root.join("seen2")).unwrap(), "");
+    assert!(caches[0].join("data/again").is_file(), "made again");
 }
 
 /// `strata build --network host` is the default of RUN steps without `--network`; a RUN that
