@@ -28,19 +28,23 @@ pub enum Area {
     Snapshots,
     /// `snapshots-v1/`: snapshots without their layer's times; never used, gc removes them.
     LegacySnapshots,
-    /// `snapshots.lock`: orders gc's removal of snapshots with builds' lookups.
+    /// `snapshots.lock`: orders gc's removal of snapshots and cache mounts with builds' lookups.
     SnapshotLock,
     /// `chunks-v2/`: references to compressed chunks inside layer blobs.
     ChunkRefs,
     /// `chunks-v1/`: copies of compressed chunks, from before references; gc removes them.
     LegacyChunks,
-    /// `cache-mounts/`: the directories of `RUN --mount=type=cache`, by id.
+    /// `cache-mounts-v1/<name>/{data/,last-use}`: the directories of `RUN --mount=type=cache`,
+    /// by the hash of their id, and their last use ([`crate::cache_mounts`]); gc collects them.
     CacheMounts,
+    /// `cache-mounts/`: cache mounts from before their last use was recorded; never used, gc
+    /// removes them.
+    LegacyCacheMounts,
 }
 
 impl Area {
     /// Every area, for listings and tests.
-    pub const ALL: [Area; 11] = [
+    pub const ALL: [Area; 12] = [
         Area::Marker,
         Area::Blobs,
         Area::Tmp,
@@ -52,6 +56,7 @@ impl Area {
         Area::ChunkRefs,
         Area::LegacyChunks,
         Area::CacheMounts,
+        Area::LegacyCacheMounts,
     ];
 
     /// Its name under the store's root (`Blobs`: the directory of sha256 blobs).
@@ -67,7 +72,8 @@ impl Area {
             Area::SnapshotLock => "snapshots.lock",
             Area::ChunkRefs => "chunks-v2",
             Area::LegacyChunks => "chunks-v1",
-            Area::CacheMounts => "cache-mounts",
+            Area::CacheMounts => "cache-mounts-v1",
+            Area::LegacyCacheMounts => "cache-mounts",
         }
     }
 
@@ -109,6 +115,7 @@ mod tests {
                 "snapshots.lock",
                 "chunks-v2",
                 "chunks-v1",
+                "cache-mounts-v1",
                 "cache-mounts",
             ]
         );

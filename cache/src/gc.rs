@@ -1,5 +1,6 @@
-//! `gc`: least-recently-used eviction of step records, their layer blobs, unreferenced blobs
-//! and unpacked snapshots (`<root>/snapshots-v2/[boot-<id>/]<diff_id hex>/`).
+//! `gc`: least-recently-used eviction of step records, their layer blobs, unreferenced blobs,
+//! unpacked snapshots (`<root>/snapshots-v2/[boot-<id>/]<diff_id hex>/`) and the caches of
+//! `RUN --mount=type=cache` (`<root>/cache-mounts-v1/<name>/`, [`crate::cache_mounts`]).
 //!
 //! Never removed: anything a tag references — the manifest, the config and the layers it
 //! names (tag → manifest → config + layers), and the snapshots of those layers' diff_ids. Step
@@ -7,7 +8,11 @@
 //!
 //! Last use: a step's last use is the later of its `created_unix` and the time the engine last
 //! recorded a cache hit with [`Index::touch_step`](crate::Index::touch_step); a snapshot's is
-//! its directory's mtime.
+//! its directory's mtime; a cache mount's is the mtime of its `last-use` file, set each time a
+//! RUN mounts it. Cache mounts count towards `--keep-storage` and are evicted in the same
+//! least-recently-used order; one that a live build has mounted is never removed (listed like
+//! snapshots in use, checked again under the snapshot lock right before it is moved away). The
+//! legacy unversioned `cache-mounts/` is removed whatever the policy.
 //!
 //! Delta snapshots (`<diff_id hex>.delta-<base diff_id hex>/`, a small layer stacked on the full
 //! snapshot of a similar one) are evicted by last use only, tagged or not: the engine drops a
@@ -59,7 +64,8 @@ const LEGACY_CHUNKS_DIR: &str = Area::LegacyChunks.name();
 /// What to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GcPolicy {
-    /// Evict least recently used entries until blobs + snapshots take at most this many bytes.
+    /// Evict least recently used entries until blobs + snapshots + cache mounts take at most
+    /// this many bytes.
     KeepStorage(u64),
     /// Evict everything not used for this long.
     KeepDuration(Duration),
@@ -109,7 +115,10 @@ pub struct GcReport {
     pub other_blobs: usize,
     pub step_records: usize,
     pub snapshots: usize,
-    /// Bytes of blobs and snapshots left.
+    /// Cache mounts removed (`RUN --mount=type=cache` directories), and their bytes.
+    pub cache_mounts: usize,
+    pub cache_mount_bytes: u64,
+    /// Bytes of blobs, snapshots and cache mounts left.
     pub kept_bytes: u64,
     /// Every blob removed.
     pub removed_blobs: Vec<Digest>,
@@ -117,24 +126,33 @@ pub struct GcReport {
     /// files belong to subordinate ids, so a failure of the helper must not stop the rest of
     /// gc, nor leave them in the trash.
     pub unremoved: Vec<String>,
+    /// How many of `unremoved` are cache mounts (their files may belong to ids the user
+    /// running gc cannot remove).
+    pub unremoved_cache_mounts: usize,
 }
 
 impl std::fmt::Display for GcReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}: {} layers, {} step records, {} snapshots, {} other blobs",
+            "{}: {} layers, {} step records, {} snapshots, {} other blobs, {} cache mounts ({})",
             format_size(self.freed_bytes),
             self.layers,
             self.step_records,
             self.snapshots,
-            self.other_blobs
+            self.other_blobs,
+            self.cache_mounts,
+            format_size(self.cache_mount_bytes),
         )?;
-        if !self.unremoved.is_empty() {
+        let snapshots = self.unremoved.len() - self.unremoved_cache_mounts;
+        if snapshots > 0 {
+            write!(f, " ({snapshots} rootless snapshots could not be removed)")?;
+        }
+        if self.unremoved_cache_mounts > 0 {
             write!(
                 f,
-                " ({} rootless snapshots could not be removed)",
-                self.unremoved.len()
+                " ({} cache mounts could not be removed)",
+                self.unremoved_cache_mounts
             )?;
         }
         Ok(())
@@ -216,6 +234,8 @@ enum Unit {
     Step([u8; 32], Option<Digest>),
     /// Path, size, whether it is a rootless build's.
     Snapshot(PathBuf, u64, bool),
+    /// `cache-mounts-v1/<name>`, its size and last use.
+    CacheMount(PathBuf, u64, u64),
 }
 
 /// Runs garbage collection.
@@ -313,6 +333,20 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
     }
 
     let mut units: Vec<(u64, Unit)> = snapshots;
+    // Cache mounts: by their last use; those a live build mounted stay (checked again under
+    // the snapshot lock before one is moved away).
+    let mounts_in_use = crate::cache_mounts::in_use(store.root());
+    let mut cache_mount_bytes = 0;
+    for m in crate::cache_mounts::list(store.root())? {
+        cache_mount_bytes += m.size;
+        if !in_use_cache_mount(&mounts_in_use, &m.path) {
+            units.push((m.last_use, Unit::CacheMount(m.path, m.size, m.last_use)));
+        }
+    }
+    let legacy_mounts = Area::LegacyCacheMounts.path(store.root());
+    let legacy_mounts = legacy_mounts
+        .is_dir()
+        .then(|| (dir_size(&legacy_mounts), legacy_mounts));
     for (key, rec) in &steps {
         let layer = rec.layer.as_ref().map(|l| l.digest);
         if layer.is_some_and(|d| protected.contains(&d)) {
@@ -335,17 +369,12 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
             .max(rec.created_unix);
         units.push((used, Unit::Step(*key, layer)));
     }
-    // Least recently used first; ties broken by what they are, so the order is stable.
-    units.sort_by(|a, b| {
-        a.0.cmp(&b.0).then_with(|| match (&a.1, &b.1) {
-            (Unit::Step(x, _), Unit::Step(y, _)) => x.cmp(y),
-            (Unit::Snapshot(x, ..), Unit::Snapshot(y, ..)) => x.cmp(y),
-            (Unit::Step(..), Unit::Snapshot(..)) => std::cmp::Ordering::Less,
-            (Unit::Snapshot(..), Unit::Step(..)) => std::cmp::Ordering::Greater,
-        })
-    });
+    lru_order(&mut units);
 
-    let mut usage: u64 = blobs.values().map(|b| b.size).sum::<u64>() + snapshot_bytes;
+    let mut usage: u64 = blobs.values().map(|b| b.size).sum::<u64>()
+        + snapshot_bytes
+        + cache_mount_bytes
+        + legacy_mounts.as_ref().map_or(0, |(size, _)| *size);
     let over = |usage: u64, used: u64| match opts.policy {
         GcPolicy::KeepStorage(max) => usage > max,
         GcPolicy::KeepDuration(d) => unix(opts.now).saturating_sub(used) > d.as_secs(),
@@ -378,6 +407,23 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
         report.freed_bytes += size;
         usage = usage.saturating_sub(size);
         report.snapshots += 1;
+    }
+
+    // 0b. The unversioned cache mounts of earlier strata: never mounted again.
+    if let Some((size, path)) = legacy_mounts {
+        let n = fs::read_dir(&path).map_or(0, |rd| rd.count());
+        if !opts.dry_run {
+            if let Err(e) = ctx.remove_cache_mount(&path) {
+                report.unremoved.push(e.to_string());
+                report.unremoved_cache_mounts += 1;
+            }
+        }
+        if opts.dry_run || !path.exists() {
+            report.freed_bytes += size;
+            usage = usage.saturating_sub(size);
+            report.cache_mounts += n;
+            report.cache_mount_bytes += size;
+        }
     }
 
     // 1. Blobs nothing references (no step record, no tag): oldest first.
@@ -460,6 +506,15 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
                 usage = usage.saturating_sub(size);
                 report.snapshots += 1;
             }
+            Unit::CacheMount(path, size, last_use) => {
+                if !opts.dry_run && !ctx.cache_mount(&path, last_use, &mut report)? {
+                    continue;
+                }
+                report.freed_bytes += size;
+                usage = usage.saturating_sub(size);
+                report.cache_mounts += 1;
+                report.cache_mount_bytes += size;
+            }
         }
     }
 
@@ -539,6 +594,68 @@ impl Removal<'_> {
         match removed {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             r => r.at("remove snapshot", path),
+        }
+    }
+
+    /// Removes a cache mount's tree (gone already is fine). Its files may belong to any id a
+    /// RUN used; for a rootless gc, the remover (in the user namespace) gets what the user
+    /// cannot remove directly.
+    fn remove_cache_mount(&self, path: &Path) -> Result<(), StoreError> {
+        let removed = match fs::remove_dir_all(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => match self.rootless {
+                Some(r) => (r.remove)(path),
+                None => Err(e),
+            },
+            r => r,
+        };
+        match removed {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r.at("remove cache mount", path),
+        }
+    }
+
+    /// Removes the cache mount at `path`, last used at `last_use` when gc listed it, unless a
+    /// live build has mounted it or it was used since: whether it is gone. A removal that
+    /// fails leaves it in place (in `report.unremoved`) for the next gc.
+    fn cache_mount(
+        &self,
+        path: &Path,
+        last_use: u64,
+        report: &mut GcReport,
+    ) -> Result<bool, StoreError> {
+        let root = self.store.root();
+        let name = path.file_name().unwrap_or_default();
+        let trash = self
+            .store
+            .scratch()
+            .join(format!("gc-cache-mount-{}", name.to_string_lossy()));
+        // A build lists a cache under the shared lock before it mounts it: with the lock held
+        // here, either it listed it already or it will make a new one (crate::cache_mounts).
+        let moved = {
+            let _lock =
+                crate::snapshot_use::lock(root, true).at("lock", Area::SnapshotLock.path(root))?;
+            let in_use = crate::cache_mounts::in_use(root);
+            let used_since = crate::cache_mounts::last_use(path) > last_use;
+            if in_use_cache_mount(&in_use, path) || used_since {
+                return Ok(false);
+            }
+            fs::rename(path, &trash)
+        };
+        match moved {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).at("remove cache mount", path),
+            Ok(()) => match self.remove_cache_mount(&trash) {
+                Ok(()) => Ok(true),
+                Err(e) => {
+                    // Back where the next gc finds it, unless a build made a new one there.
+                    if fs::rename(&trash, path).is_err() {
+                        let _ = fs::remove_dir_all(&trash);
+                    }
+                    report.unremoved.push(e.to_string());
+                    report.unremoved_cache_mounts += 1;
+                    Ok(false)
+                }
+            },
         }
     }
 
@@ -629,13 +746,39 @@ fn protected(store: &Store) -> Result<(BTreeSet<Digest>, BTreeSet<Digest>), Stor
     Ok((blobs, diff_ids))
 }
 
+/// Least recently used first; ties broken by what they are, so the order is stable.
+fn lru_order(units: &mut [(u64, Unit)]) {
+    fn rank(u: &Unit) -> u8 {
+        match u {
+            Unit::Step(..) => 0,
+            Unit::Snapshot(..) => 1,
+            Unit::CacheMount(..) => 2,
+        }
+    }
+    units.sort_by(|a, b| {
+        a.0.cmp(&b.0).then_with(|| match (&a.1, &b.1) {
+            (Unit::Step(x, _), Unit::Step(y, _)) => x.cmp(y),
+            (Unit::Snapshot(x, ..), Unit::Snapshot(y, ..)) => x.cmp(y),
+            (Unit::CacheMount(x, ..), Unit::CacheMount(y, ..)) => x.cmp(y),
+            (x, y) => rank(x).cmp(&rank(y)),
+        })
+    });
+}
+
+/// Whether the cache mount at `path` (`cache-mounts-v1/<name>`) is one a live build mounted.
+fn in_use_cache_mount(in_use: &BTreeSet<String>, path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| in_use.contains(n))
+}
+
 /// Whether the snapshot directory `name` is one a live build uses.
 fn in_use_snapshot(in_use: &BTreeSet<String>, name: &std::ffi::OsStr) -> bool {
     name.to_str()
         .is_some_and(|n| in_use.iter().any(|u| crate::snapshot_use::covers(u, n)))
 }
 
-fn dir_size(path: &Path) -> u64 {
+pub(crate) fn dir_size(path: &Path) -> u64 {
     let Ok(meta) = fs::symlink_metadata(path) else {
         return 0;
     };
@@ -1123,6 +1266,88 @@ mod tests {
         .unwrap();
         assert!(!refs.join(".tmp-dd-1").exists());
         assert!(refs.join("aa").exists());
+    }
+
+    /// A cache mount of `size` bytes named `name`, last used `secs` before [`NOW`].
+    fn cache_mount(store: &Store, name: &str, size: usize, secs: u64) -> PathBuf {
+        let other = Store::open(store.root()).unwrap();
+        let data = other.use_cache_mount(name).unwrap();
+        drop(other);
+        fs::create_dir(&data).unwrap();
+        fs::write(data.join("f"), vec![0u8; size]).unwrap();
+        let dir = data.parent().unwrap().to_path_buf();
+        crate::cache_mounts::set_last_use(&dir, now() - Duration::from_secs(secs));
+        dir
+    }
+
+    /// Cache mounts count towards `--keep-storage` and go least recently used first, in one
+    /// order with steps and snapshots; the report names them.
+    #[test]
+    fn cache_mounts_go_least_recently_used_first() {
+        let (_dir, s) = store();
+        let old = cache_mount(&s, "aa", 1000, 3 * 3600);
+        let step_between = step(&s, 1, 1000, 2 * 3600);
+        let new = cache_mount(&s, "bb", 1000, 3600);
+        // Room for one of the three: the cache used 3 h ago goes, then the step, and the
+        // cache used an hour ago stays.
+        let r = gc(&s, &opts(GcPolicy::KeepStorage(1500))).unwrap();
+        assert_eq!(
+            (r.cache_mounts, r.step_records, r.layers),
+            (1, 1, 1),
+            "{r:?}"
+        );
+        assert!(r.cache_mount_bytes >= 1000, "{r:?}");
+        assert!(!old.exists());
+        assert!(!s.blobs().contains(&step_between.digest));
+        assert!(new.join("data/f").is_file());
+        assert!(r.to_string().contains("1 cache mounts ("), "{r}");
+        assert_eq!(
+            fs::read_dir(s.root().join("cache-mounts-v1"))
+                .unwrap()
+                .count(),
+            1
+        );
+        // By last use, not by name or by the data's mtime.
+        let (_dir, s) = store();
+        let a = cache_mount(&s, "aa", 10, 60);
+        let b = cache_mount(&s, "bb", 10, 120);
+        let r = gc(&s, &opts(GcPolicy::KeepStorage(15))).unwrap();
+        assert_eq!(r.cache_mounts, 1, "{r:?}");
+        assert!(a.exists() && !b.exists());
+        // --keep-duration: those not used for that long.
+        let r = gc(&s, &opts(GcPolicy::KeepDuration(Duration::from_secs(30)))).unwrap();
+        assert_eq!(r.cache_mounts, 1, "{r:?}");
+        assert!(!a.exists());
+    }
+
+    /// A cache mount a live store handle has mounted stays, whatever the policy; once the
+    /// handle is dropped it is collected. The legacy `cache-mounts/` goes whatever the policy.
+    #[test]
+    fn cache_mounts_in_use_stay_and_legacy_ones_go() {
+        let (_dir, s) = store();
+        let building = Store::open(s.root()).unwrap();
+        let data = building.use_cache_mount("cc").unwrap();
+        fs::create_dir(&data).unwrap();
+        fs::write(data.join("f"), "x").unwrap();
+        crate::cache_mounts::set_last_use(
+            data.parent().unwrap(),
+            now() - Duration::from_secs(86_400),
+        );
+        let legacy = s.root().join("cache-mounts").join("0123");
+        fs::create_dir_all(&legacy).unwrap();
+        fs::write(legacy.join("f"), vec![0u8; 100]).unwrap();
+
+        let r = gc(&s, &opts(GcPolicy::KeepStorage(0))).unwrap();
+        assert!(data.join("f").is_file(), "in use by a live handle: {r:?}");
+        assert!(!s.root().join("cache-mounts").exists(), "{r:?}");
+        assert_eq!((r.cache_mounts, r.cache_mount_bytes), (1, 100), "{r:?}");
+        let r = gc(&s, &opts(GcPolicy::KeepDuration(Duration::from_secs(60)))).unwrap();
+        assert_eq!(r.cache_mounts, 0, "{r:?}");
+        drop(building);
+        let r = gc(&s, &opts(GcPolicy::KeepStorage(0))).unwrap();
+        assert_eq!(r.cache_mounts, 1, "{r:?}");
+        assert!(!data.parent().unwrap().exists());
+        assert!(r.unremoved.is_empty(), "{r:?}");
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!   [`LayerRecord`]s, host paths to [`StatEntry`]s (the stat cache) and tag names to
 //!   [`TagRecord`]s.
 //! - [`fsck()`] re-hashes every blob and checks every record's references; [`gc()`] evicts
-//!   least recently used step records, layers and snapshots, never what a tag references.
+//!   least recently used step records, layers, snapshots and cache mounts, never what a tag
+//!   references.
 //!
 //! Without the default feature `index` only the blob store, digests and errors are built (no
 //! RocksDB): the fuzz targets (`fuzz/`) use that.
@@ -24,6 +25,8 @@
 //! <root>/index-v1/           RocksDB
 //! <root>/index-v1.lock       the index lock (`flock`), held only around index operations
 //! <root>/snapshots-v2/<hex>/ unpacked layers by diff_id (evicted by gc)
+//! <root>/cache-mounts-v1/    `RUN --mount=type=cache` directories and their last use (evicted
+//!                            by gc)
 //! ```
 //!
 //! Many strata processes can use a store at once (docs/store.md): the index is opened on
@@ -35,6 +38,8 @@
 pub mod areas;
 pub mod blobs;
 pub mod boot_id;
+#[cfg(feature = "index")]
+pub mod cache_mounts;
 pub mod digest;
 pub mod error;
 #[cfg(feature = "index")]

@@ -180,7 +180,7 @@ pub(crate) fn snapshots_in_use(tmp: &Path) -> std::collections::BTreeSet<String>
 }
 
 /// The lines of the lists named `file` in the scratch directories whose lock is held.
-fn live_lists(tmp: &Path, file: &str) -> Vec<String> {
+pub(crate) fn live_lists(tmp: &Path, file: &str) -> Vec<String> {
     let mut out = Vec::new();
     let Ok(entries) = fs::read_dir(tmp) else {
         return out;

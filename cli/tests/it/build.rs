@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{build, copy_tree, have, strata, testdata, write, Run};
+use crate::support::{self, build, copy_tree, have, strata, testdata, write, Run};
 
 /// The golden digest of the bundled example. It changes only when the canonical layer form,
 /// the config/manifest form or the example itself changes — on purpose, in the same commit,
@@ -179,17 +179,7 @@ fn real_clients_read_the_output() {
     assert_eq!(v["Created"], "1970-01-01T00:00:00Z");
 
     let bundle = out.path().join("bundle");
-    let st = Command::new("umoci")
-        .args(["unpack", "--image"])
-        .arg(format!("{}:1.0", oci.display()))
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "umoci unpack: {}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    support::unpack(&oci, "1.0", &bundle);
     let root = bundle.join("rootfs");
     let meta = |p: &str| fs::symlink_metadata(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
     use std::os::unix::fs::MetadataExt;

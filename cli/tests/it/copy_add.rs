@@ -51,7 +51,7 @@ fn build_unpacked(ctx: &Path) -> Built {
     )
     .ok();
     let bundle = dir.path().join("bundle");
-    crate::run_steps::unpack(&oci, "1", &bundle);
+    crate::support::unpack(&oci, "1", &bundle);
     Built {
         root: bundle.join("rootfs"),
         _dir: dir,

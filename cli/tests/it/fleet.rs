@@ -189,24 +189,7 @@ fn gen_fleet() -> PathBuf {
 }
 
 fn build_all(ws: &Path, store: &Path) -> (Value, String) {
-    let report = ws.join("report.json");
-    let (_, err) = ok(strata(
-        store,
-        ws,
-        &[
-            "build",
-            "--all",
-            "--progress",
-            "plain",
-            "--report",
-            "json",
-            report.to_str().unwrap(),
-        ],
-    ));
-    (
-        serde_json::from_slice(&fs::read(&report).unwrap()).unwrap(),
-        err,
-    )
+    support::build_all(ws, store, &[])
 }
 
 fn images(r: &Value) -> &Vec<Value> {

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::run_steps::unpack;
+use crate::support::unpack;
 use crate::support::{build, write};
 
 /// The image config and manifest of tag `tag` in the OCI layout `oci`.

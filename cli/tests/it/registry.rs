@@ -432,10 +432,6 @@ impl FakeRegistry {
     }
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    support::sha256(data)["sha256:".len()..].to_string()
-}
-
 /// A one-layer image (a gzip tar holding `/hello.txt`) as the fake registry serves it.
 struct FakeImage {
     manifest: Vec<u8>,
@@ -466,20 +462,20 @@ fn fake_image(work: &Path) -> FakeImage {
         .output()
         .unwrap()
         .stdout;
-    let layer_digest = format!("sha256:{}", sha256_hex(&layer));
-    let diff_id = format!("sha256:{}", sha256_hex(&tar));
+    let layer_digest = support::sha256(&layer);
+    let diff_id = support::sha256(&tar);
     let config = format!(
         r#"{{"architecture":"amd64","os":"linux","config":{{"Env":["FROM_FAKE=1"]}},"rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
     )
     .into_bytes();
-    let config_digest = format!("sha256:{}", sha256_hex(&config));
+    let config_digest = support::sha256(&config);
     let manifest = format!(
         r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer_digest}","size":{}}}]}}"#,
         config.len(),
         layer.len()
     )
     .into_bytes();
-    let manifest_digest = format!("sha256:{}", sha256_hex(&manifest));
+    let manifest_digest = support::sha256(&manifest);
     FakeImage {
         manifest,
         manifest_digest,
@@ -838,7 +834,7 @@ fn add_two_platform_index(dir: &Path) {
             .join(d.trim_start_matches("sha256:"))
     };
     let put = |bytes: &[u8]| -> String {
-        let d = format!("sha256:{}", sha256_hex(bytes));
+        let d = support::sha256(bytes);
         fs::write(blob(&d), bytes).unwrap();
         d
     };
@@ -1116,7 +1112,7 @@ fn registry_cache_shared_by_two_stores_executes_nothing_on_the_second() {
         &format!("docker://{}/apps/app:1", reg.host),
     ]);
     assert_eq!(
-        format!("sha256:{}", sha256_hex(inspected.trim_end().as_bytes())),
+        support::sha256(inspected.trim_end().as_bytes()),
         da,
         "the registry serves B's manifest under A's digest"
     );

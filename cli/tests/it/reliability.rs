@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{is_root, require_run, strata, tree, walk, write};
+use crate::support::{is_root, require_run, sha256_hex, strata, text, tree, walk, write};
 
 fn build_cmd(store: &Path, context: &Path, extra: &[&str]) -> Command {
     let mut c = strata();
@@ -30,7 +30,7 @@ fn build(store: &Path, context: &Path, extra: &[&str]) -> Output {
 }
 
 fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    text(&o.stderr)
 }
 
 /// The one stdout line of a successful build.
@@ -773,18 +773,11 @@ impl Tar {
     }
 }
 
-fn sha256_hex(p: &Path) -> String {
-    let o = Command::new("sha256sum").arg(p).output().unwrap();
-    String::from_utf8_lossy(&o.stdout)[..64].to_string()
-}
-
 /// Writes `bytes` as a blob of the layout; returns (`sha256:…`, size).
 fn put_blob(layout: &Path, bytes: &[u8]) -> (String, usize) {
     fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
-    let tmp = layout.join("blob.tmp");
-    fs::write(&tmp, bytes).unwrap();
-    let hex = sha256_hex(&tmp);
-    fs::rename(&tmp, layout.join("blobs/sha256").join(&hex)).unwrap();
+    let hex = sha256_hex(bytes);
+    fs::write(layout.join("blobs/sha256").join(&hex), bytes).unwrap();
     (format!("sha256:{hex}"), bytes.len())
 }
 

@@ -168,7 +168,7 @@ fn make_repo(srv: &Path) -> (String, String, PathBuf) {
 /// Unpacks the OCI layout `oci` (tag `1`) and returns the bundle's rootfs.
 fn unpack(oci: &Path, dir: &Path) -> PathBuf {
     let bundle = dir.join("bundle");
-    crate::run_steps::unpack(oci, "1", &bundle);
+    crate::support::unpack(oci, "1", &bundle);
     bundle.join("rootfs")
 }
 

@@ -4,8 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::run_steps::{layer_listing, unpack};
-use crate::support::{build, busybox_context, write};
+use crate::support::{build, busybox_context, layer_listing, on_store, text, unpack, write};
 
 /// An OCI output dir and the rootfs umoci unpacks from it.
 fn built_tree(
@@ -104,6 +103,46 @@ fn cache_mount_from_a_stage_starts_with_its_source() {
     for gone in ["c", "c2", "c3", "data"] {
         assert!(!root.join(gone).exists(), "/{gone}");
     }
+}
+
+/// `strata gc --keep-storage 0` collects a cache mount a finished build used (and says so);
+/// the next build still works, with an empty cache.
+#[test]
+fn gc_collects_cache_mounts_and_the_next_build_starts_them_empty() {
+    let store = tempfile::tempdir().unwrap();
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_context(
+        ctx.path(),
+        "FROM base\nRUN --mount=type=cache,target=/c,id=gc-me ls /c > /seen && echo x > /c/mark\n",
+    );
+    let area = store.path().join("cache-mounts-v1");
+    let out = tempfile::tempdir().unwrap();
+    let (_, root) = built_tree(store.path(), ctx.path(), out.path(), &[]);
+    assert_eq!(fs::read_to_string(root.join("seen")).unwrap(), "");
+    let caches: Vec<_> = fs::read_dir(&area)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(caches.len(), 1, "{caches:?}");
+    assert!(caches[0].join("data/mark").is_file());
+    assert!(caches[0].join("last-use").is_file());
+
+    let gc = on_store(store.path(), &["gc", "--keep-storage", "0"]);
+    let said = text(&gc.stderr);
+    assert!(gc.status.success(), "{said}");
+    assert!(said.contains(", 1 cache mounts ("), "{said}");
+    assert_eq!(fs::read_dir(&area).unwrap().count(), 0, "{said}");
+
+    // A new RUN on the same cache (the first one is still cached: its image is tagged) runs
+    // and finds the cache empty (it would list `mark` had gc left it).
+    busybox_context(
+        ctx.path(),
+        "FROM base\nRUN --mount=type=cache,target=/c,id=gc-me ls /c > /seen && echo x > /c/mark\nRUN --mount=type=cache,target=/c,id=gc-me ls /c > /seen2 && echo y > /c/again\n",
+    );
+    let out = tempfile::tempdir().unwrap();
+    let (_, root) = built_tree(store.path(), ctx.path(), out.path(), &[]);
+    assert_eq!(fs::read_to_string(root.join("seen2")).unwrap(), "");
+    assert!(caches[0].join("data/again").is_file(), "made again");
 }
 
 /// `strata build --network host` is the default of RUN steps without `--network`; a RUN that

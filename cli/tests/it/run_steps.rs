@@ -5,26 +5,10 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::{build, busybox_context, is_root, sha256, strata, testdata, walk, write, Run};
-
-pub(crate) fn unpack(oci: &Path, tag: &str, bundle: &Path) {
-    let mut c = Command::new("umoci");
-    c.arg("unpack");
-    if !is_root() {
-        c.arg("--rootless");
-    }
-    let st = c
-        .arg("--image")
-        .arg(format!("{}:{tag}", oci.display()))
-        .arg(bundle)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "umoci unpack: {}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-}
+use crate::support::{
+    build, busybox_context, is_root, layer_listing, sha256, strata, testdata, unpack, walk, write,
+    Run,
+};
 
 #[test]
 fn run_steps_change_the_rootfs_hermetically() {
@@ -255,59 +239,10 @@ fn podman_runs_the_result() {
     }
 }
 
-/// `tar -tvzf` of layer `back` from the top (0 = last) of the image `tag` in `oci`.
-pub(super) fn layer_listing(oci: &Path, tag: &str, back: usize) -> String {
-    let json =
-        |p: &Path| -> serde_json::Value { serde_json::from_slice(&fs::read(p).unwrap()).unwrap() };
-    let blob = |d: &serde_json::Value| {
-        oci.join("blobs/sha256")
-            .join(d.as_str().unwrap().trim_start_matches("sha256:"))
-    };
-    let index = json(&oci.join("index.json"));
-    let m = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .expect("tag in index");
-    let manifest = json(&blob(&m["digest"]));
-    let layers = manifest["layers"].as_array().unwrap();
-    let o = Command::new("tar")
-        .args(["--numeric-owner", "-tvzf"])
-        .arg(blob(&layers[layers.len() - 1 - back]["digest"]))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 /// The uid/gid of `path` in layer `back` from the top (0 = last) of the image `tag` in `oci`,
 /// as `tar` lists it.
 fn owner_in_layer(oci: &Path, tag: &str, back: usize, path: &str) -> String {
-    let json =
-        |p: &Path| -> serde_json::Value { serde_json::from_slice(&fs::read(p).unwrap()).unwrap() };
-    let blob = |d: &serde_json::Value| {
-        let d = d.as_str().unwrap();
-        oci.join("blobs/sha256")
-            .join(d.trim_start_matches("sha256:"))
-    };
-    let index = json(&oci.join("index.json"));
-    let m = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .expect("tag in index");
-    let manifest = json(&blob(&m["digest"]));
-    let layers = manifest["layers"].as_array().unwrap();
-    let layer = blob(&layers[layers.len() - 1 - back]["digest"]);
-    let o = Command::new("tar")
-        .args(["--numeric-owner", "-tvzf"])
-        .arg(&layer)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let list = String::from_utf8_lossy(&o.stdout).into_owned();
+    let list = layer_listing(oci, tag, back);
     let line = list
         .lines()
         .find(|l| l.ends_with(&format!(" {path}")) || l.ends_with(&format!(" {path}/")))
@@ -978,9 +913,12 @@ fn sigterm_or_sigint_during_run_stops_the_sandbox_and_cleans_up() {
         assert_eq!(again.executed(), std::slice::from_ref(&run), "{name}");
         // The normal digest: a fresh store whose cache mount says the same.
         let reference = work.path().join("reference");
-        let mounts = names(&store.join("cache-mounts"));
+        let mounts = names(&store.join("cache-mounts-v1"));
         assert_eq!(mounts.len(), 1, "{mounts:?}");
-        let m = reference.join("cache-mounts").join(&mounts[0]);
+        let m = reference
+            .join("cache-mounts-v1")
+            .join(&mounts[0])
+            .join("data");
         fs::create_dir_all(&m).unwrap();
         fs::write(m.join("started"), "").unwrap();
         assert_eq!(

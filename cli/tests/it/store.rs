@@ -7,13 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use crate::support::{self, example, text};
+use crate::support::{example, text};
 
-fn strata(store: &Path) -> Command {
-    let mut c = support::strata();
-    c.arg("--store").arg(store);
-    c
-}
+use crate::support::strata_at as strata;
 
 fn run(c: &mut Command) -> Output {
     c.output().expect("runs strata")

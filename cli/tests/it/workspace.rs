@@ -1,30 +1,8 @@
 //! `strata build --all`: a workspace of several images in one store.
 
-use std::fs;
-use std::path::Path;
-
 use serde_json::Value;
 
-use crate::support::{strata, write};
-
-fn build_all(ws: &Path, store: &Path, extra: &[&str]) -> (Value, String) {
-    let report = ws.join("report.json");
-    let o = strata()
-        .current_dir(ws)
-        .arg("--store")
-        .arg(store)
-        .args(["build", "--all", "--progress", "plain", "--report", "json"])
-        .arg(&report)
-        .args(extra)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success(), "{err}");
-    (
-        serde_json::from_slice(&fs::read(&report).unwrap()).unwrap(),
-        err,
-    )
-}
+use crate::support::{build_all, strata, write};
 
 fn row<'a>(r: &'a Value, name: &str) -> &'a Value {
     r["images"]

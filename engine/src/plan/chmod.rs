@@ -101,7 +101,18 @@ impl Chmod {
     }
 }
 
-fn parse_clause(s: &str) -> Result<Clause, String> {
+/// Why one clause of a symbolic mode is refused (the message follows the clause).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum ClauseError {
+    #[error("expected `+`, `-` or `=` at `{0}`")]
+    ExpectedOperator(String),
+    #[error("`{0}` is not a permission (r, w, x, X, s, t, u, g, o)")]
+    NotAPermission(char),
+    #[error("no operator (`+`, `-` or `=`)")]
+    NoOperator,
+}
+
+fn parse_clause(s: &str) -> Result<Clause, ClauseError> {
     let b = s.as_bytes();
     let mut i = 0;
     let mut who = 0;
@@ -120,12 +131,9 @@ fn parse_clause(s: &str) -> Result<Clause, String> {
         let op = b[i];
         if !matches!(op, b'+' | b'-' | b'=') {
             return Err(if ops.is_empty() {
-                format!("expected `+`, `-` or `=` at `{}`", &s[i..])
+                ClauseError::ExpectedOperator(s[i..].to_string())
             } else {
-                format!(
-                    "`{}` is not a permission (r, w, x, X, s, t, u, g, o)",
-                    s[i..].chars().next().unwrap_or_default()
-                )
+                ClauseError::NotAPermission(s[i..].chars().next().unwrap_or_default())
             });
         }
         i += 1;
@@ -159,7 +167,7 @@ fn parse_clause(s: &str) -> Result<Clause, String> {
         });
     }
     if ops.is_empty() {
-        return Err("no operator (`+`, `-` or `=`)".into());
+        return Err(ClauseError::NoOperator);
     }
     Ok(Clause { who, ops })
 }

@@ -909,7 +909,9 @@ impl<'a> Planner<'a> {
                     for w in words {
                         let l = |n: &str| lookup_env(&cfg, &args, n);
                         for p in self.expand_many(w, &l)? {
-                            for port in expose_ports(&p).map_err(|e| self.diag(w.span, e))? {
+                            for port in
+                                expose_ports(&p).map_err(|e| self.diag(w.span, e.to_string()))?
+                            {
                                 cfg.exposed_ports.insert(port);
                             }
                         }
@@ -1734,13 +1736,22 @@ fn heredoc_name(raw: &str) -> Option<&str> {
     (!name.is_empty()).then_some(name)
 }
 
+/// Why a heredoc body could not be expanded (the message follows `cannot expand heredoc …: `).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum HeredocError {
+    #[error("{}", .0.message)]
+    Expand(crate::frontend::expand::ExpandError),
+    #[error("the expansion is larger than {} MiB (the limit of one expanded heredoc)", .0 >> 20)]
+    TooLarge(usize),
+}
+
 /// Expands `$VAR` in a heredoc body line by line, keeping the line structure (quotes are
 /// literal in a heredoc, so each line is expanded as if double-quoted).
 fn expand_heredoc(
     content: &str,
     escape: char,
     l: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, String> {
+) -> Result<String, HeredocError> {
     let mut out = String::new();
     for line in content.split_inclusive('\n') {
         let (body, nl) = match line.strip_suffix('\n') {
@@ -1753,13 +1764,12 @@ fn expand_heredoc(
             body.replace(escape, &format!("{escape}{escape}"))
                 .replace('"', &format!("{escape}\""))
         );
-        let expanded = expand_word(&quoted, escape, l).map_err(|e| e.message)?;
+        let expanded = expand_word(&quoted, escape, l).map_err(HeredocError::Expand)?;
         out.push_str(&expanded);
         out.push_str(nl);
         if out.len() > crate::frontend::expand::MAX_EXPANSION_BYTES {
-            return Err(format!(
-                "the expansion is larger than {} MiB (the limit of one expanded heredoc)",
-                crate::frontend::expand::MAX_EXPANSION_BYTES >> 20
+            return Err(HeredocError::TooLarge(
+                crate::frontend::expand::MAX_EXPANSION_BYTES,
             ));
         }
     }
@@ -1777,18 +1787,25 @@ fn command_line(cl: &CommandLine, cfg: &ConfigState) -> Vec<String> {
     }
 }
 
+/// Why an EXPOSE port spec is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum ExposeError {
+    #[error("invalid protocol in EXPOSE `{0}` (tcp, udp or sctp)")]
+    Protocol(String),
+    #[error("invalid port in EXPOSE `{0}`")]
+    Port(String),
+}
+
 /// `80` → `80/tcp`; `53/udp`; `8000-8002` → three ports.
-fn expose_ports(spec: &str) -> Result<Vec<String>, String> {
+fn expose_ports(spec: &str) -> Result<Vec<String>, ExposeError> {
     let (ports, proto) = match spec.split_once('/') {
         Some((p, proto)) => (p, proto.to_ascii_lowercase()),
         None => (spec, "tcp".to_string()),
     };
     if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(format!(
-            "invalid protocol in EXPOSE `{spec}` (tcp, udp or sctp)"
-        ));
+        return Err(ExposeError::Protocol(spec.to_string()));
     }
-    let bad = || format!("invalid port in EXPOSE `{spec}`");
+    let bad = || ExposeError::Port(spec.to_string());
     let (lo, hi) = match ports.split_once('-') {
         Some((a, b)) => (
             a.parse::<u16>().map_err(|_| bad())?,

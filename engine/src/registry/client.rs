@@ -223,7 +223,7 @@ impl Client {
                 without_query(location)
             ),
         };
-        let target = resolve_location(from, location).map_err(refuse)?;
+        let target = resolve_location(from, location).map_err(|e| refuse(e.to_string()))?;
         let Some((scheme, authority)) = scheme_and_authority(&target) else {
             return Err(refuse("not a URL strata can follow".into()));
         };
@@ -603,10 +603,19 @@ pub(crate) fn scheme_and_authority(url: &str) -> Option<(&'static str, &str)> {
     (!authority.is_empty() && !authority.contains('@')).then_some((scheme, authority))
 }
 
+/// Why a redirect's `Location` is not followed ([`resolve_location`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum LocationError {
+    #[error("a `{0}:` URL; only http and https redirects are followed")]
+    Scheme(String),
+    #[error("the request URL is not http(s)")]
+    NotHttp,
+}
+
 /// `location` resolved against the URL `from` (RFC 3986 references: absolute, scheme-relative
 /// `//host/…`, absolute path `/…`, or a path relative to `from`'s directory). A URL of any
 /// scheme but `http` and `https` is an error saying which.
-pub(crate) fn resolve_location(from: &str, location: &str) -> Result<String, String> {
+pub(crate) fn resolve_location(from: &str, location: &str) -> Result<String, LocationError> {
     let loc = location.trim();
     if let Some((scheme, _)) = loc.split_once(':') {
         let is_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
@@ -616,14 +625,11 @@ pub(crate) fn resolve_location(from: &str, location: &str) -> Result<String, Str
         if is_scheme && !scheme.contains('/') {
             return match scheme.to_ascii_lowercase().as_str() {
                 "http" | "https" => Ok(loc.to_string()),
-                other => Err(format!(
-                    "a `{other}:` URL; only http and https redirects are followed"
-                )),
+                other => Err(LocationError::Scheme(other.to_string())),
             };
         }
     }
-    let (scheme, authority) =
-        scheme_and_authority(from).ok_or_else(|| "the request URL is not http(s)".to_string())?;
+    let (scheme, authority) = scheme_and_authority(from).ok_or(LocationError::NotHttp)?;
     if let Some(rest) = loc.strip_prefix("//") {
         return Ok(format!("{scheme}://{rest}"));
     }

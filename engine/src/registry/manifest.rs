@@ -153,24 +153,27 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Parsed, Manifes
     }
 }
 
+/// An index without an entry for the platform asked for: the platforms it has (displayed as
+/// `linux/arm/v7, linux/amd64`, or `no platforms listed`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", if .available.is_empty() { "no platforms listed".to_string() } else { .available.join(", ") })]
+pub struct NoPlatform {
+    pub available: Vec<String>,
+}
+
 /// The index entry for `platform`, or the list of platforms the index has.
 pub fn select<'a>(
     manifests: &'a [Descriptor],
     platform: &Platform,
-) -> Result<&'a Descriptor, String> {
+) -> Result<&'a Descriptor, NoPlatform> {
     manifests
         .iter()
         .find(|d| d.platform.as_ref().is_some_and(|p| p.matches(platform)))
-        .ok_or_else(|| {
-            let all: Vec<String> = manifests
+        .ok_or_else(|| NoPlatform {
+            available: manifests
                 .iter()
                 .filter_map(|d| d.platform.as_ref().map(PlatformJson::label))
-                .collect();
-            if all.is_empty() {
-                "no platforms listed".into()
-            } else {
-                all.join(", ")
-            }
+                .collect(),
         })
 }
 
@@ -232,6 +235,10 @@ mod tests {
         assert_eq!(select(&manifests, &plat("linux/arm64/v8")).unwrap().size, 2);
         assert_eq!(select(&manifests, &plat("linux/arm/v7")).unwrap().size, 1);
         let e = select(&manifests, &plat("linux/s390x")).unwrap_err();
-        assert_eq!(e, "linux/arm/v7, linux/arm64, linux/amd64");
+        assert_eq!(e.to_string(), "linux/arm/v7, linux/arm64, linux/amd64");
+        assert_eq!(
+            select(&[], &plat("linux/amd64")).unwrap_err().to_string(),
+            "no platforms listed"
+        );
     }
 }

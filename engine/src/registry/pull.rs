@@ -58,7 +58,7 @@ pub fn resolve(
                 RegistryError::NoPlatform {
                     reference: r.to_string(),
                     platform: platform.to_string(),
-                    available,
+                    available: available.to_string(),
                 }
             })?;
             let bad = |reason: String| RegistryError::BadResponse {

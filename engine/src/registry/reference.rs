@@ -67,7 +67,7 @@ impl Reference {
         if let Some(t) = tag {
             check_tag(t).map_err(|r| {
                 err(
-                    r,
+                    r.to_string(),
                     Some("a tag is up to 128 of A-Z a-z 0-9 _ . - and does not start with . or -"),
                 )
             })?;
@@ -80,7 +80,7 @@ impl Reference {
             }
             _ => (DOCKER_HUB.to_string(), name.to_string()),
         };
-        check_host(&registry).map_err(|r| err(r, None))?;
+        check_host(&registry).map_err(|r| err(r.to_string(), None))?;
         if path.bytes().any(|b| b.is_ascii_uppercase()) {
             return Err(err(
                 format!("repository name `{path}` must be lower case"),
@@ -90,7 +90,7 @@ impl Reference {
         for component in path.split('/') {
             check_component(component).map_err(|r| {
                 err(
-                    r,
+                    r.to_string(),
                     Some("path components are lower-case letters and digits, separated by `.`, `_`, `__` or `-`"),
                 )
             })?;
@@ -172,28 +172,50 @@ impl fmt::Display for Reference {
     }
 }
 
-fn check_tag(t: &str) -> Result<(), String> {
+/// Why one part of a reference (tag, registry host, path component) is refused: the
+/// `reason` of a [`ReferenceError`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum PartError {
+    #[error("empty tag")]
+    EmptyTag,
+    #[error("tag `{0}` is longer than 128 characters")]
+    LongTag(String),
+    #[error("invalid tag `{0}`")]
+    Tag(String),
+    #[error("registry `{0}`: unclosed `[`")]
+    UnclosedBracket(String),
+    #[error("registry `{host}`: invalid port `{port}`")]
+    Port { host: String, port: String },
+    #[error("invalid registry host `{0}`")]
+    Host(String),
+    #[error("empty repository path component (`//` or a trailing `/`)")]
+    EmptyComponent,
+    #[error("invalid repository path component `{0}`")]
+    Component(String),
+}
+
+fn check_tag(t: &str) -> Result<(), PartError> {
     if t.is_empty() {
-        return Err("empty tag".into());
+        return Err(PartError::EmptyTag);
     }
     if t.len() > 128 {
-        return Err(format!("tag `{t}` is longer than 128 characters"));
+        return Err(PartError::LongTag(t.to_string()));
     }
     let ok = t
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
     if !ok || t.starts_with('.') || t.starts_with('-') {
-        return Err(format!("invalid tag `{t}`"));
+        return Err(PartError::Tag(t.to_string()));
     }
     Ok(())
 }
 
-fn check_host(h: &str) -> Result<(), String> {
+fn check_host(h: &str) -> Result<(), PartError> {
     // `[v6]:port`, `host:port`, `host`.
     let (host, port) = if let Some(rest) = h.strip_prefix('[') {
         match rest.split_once(']') {
             Some((v6, tail)) => (v6, tail.strip_prefix(':')),
-            None => return Err(format!("registry `{h}`: unclosed `[`")),
+            None => return Err(PartError::UnclosedBracket(h.to_string())),
         }
     } else {
         match h.split_once(':') {
@@ -203,7 +225,10 @@ fn check_host(h: &str) -> Result<(), String> {
     };
     if let Some(p) = port {
         if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || p.parse::<u16>().is_err() {
-            return Err(format!("registry `{h}`: invalid port `{p}`"));
+            return Err(PartError::Port {
+                host: h.to_string(),
+                port: p.to_string(),
+            });
         }
     }
     let ok = !host.is_empty()
@@ -211,15 +236,15 @@ fn check_host(h: &str) -> Result<(), String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':');
     if !ok {
-        return Err(format!("invalid registry host `{h}`"));
+        return Err(PartError::Host(h.to_string()));
     }
     Ok(())
 }
 
-fn check_component(c: &str) -> Result<(), String> {
-    let bad = || Err(format!("invalid repository path component `{c}`"));
+fn check_component(c: &str) -> Result<(), PartError> {
+    let bad = || Err(PartError::Component(c.to_string()));
     if c.is_empty() {
-        return Err("empty repository path component (`//` or a trailing `/`)".into());
+        return Err(PartError::EmptyComponent);
     }
     let b = c.as_bytes();
     let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();

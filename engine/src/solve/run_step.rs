@@ -99,7 +99,7 @@ pub(crate) fn execute(
     let mut cache_mounts = Vec::new();
     let mut spec_mounts = Vec::new();
     for m in &run.cache_mounts {
-        let d = cache_root.join(blake3::hash(m.id.as_bytes()).to_hex().as_str());
+        let d = store.use_cache_mount(blake3::hash(m.id.as_bytes()).to_hex().as_str())?;
         if !d.exists() {
             std::fs::create_dir_all(&cache_root).map_err(io(&cache_root))?;
             match &m.from {

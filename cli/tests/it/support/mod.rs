@@ -23,14 +23,16 @@ pub fn strata() -> Command {
     c
 }
 
+/// `strata --store STORE`, to add arguments to.
+pub fn strata_at(store: &Path) -> Command {
+    let mut c = strata();
+    c.arg("--store").arg(store);
+    c
+}
+
 /// `strata --store STORE ARGS…`, run to completion.
 pub fn on_store(store: &Path, args: &[&str]) -> Output {
-    strata()
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .output()
-        .unwrap()
+    strata_at(store).args(args).output().unwrap()
 }
 
 /// Its stdout, trimmed, after asserting it succeeded (stderr in the message otherwise).
@@ -71,6 +73,11 @@ pub fn sha256(bytes: &[u8]) -> String {
     let out = c.wait_with_output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     format!("sha256:{}", text.split_whitespace().next().unwrap())
+}
+
+/// The lower-case hex SHA-256 of `bytes` (by `sha256sum`, as [`sha256`]).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    sha256(bytes)["sha256:".len()..].to_string()
 }
 
 /// A path under the repository's `testdata/`.
@@ -242,4 +249,70 @@ pub fn tree(dir: &Path) -> Vec<PathBuf> {
         .collect();
     out.sort();
     out
+}
+
+/// `umoci unpack` of the image `tag` of the OCI layout `oci` into `bundle` (rootless unless
+/// root).
+pub fn unpack(oci: &Path, tag: &str, bundle: &Path) {
+    let mut c = Command::new("umoci");
+    c.arg("unpack");
+    if !is_root() {
+        c.arg("--rootless");
+    }
+    let st = c
+        .arg("--image")
+        .arg(format!("{}:{tag}", oci.display()))
+        .arg(bundle)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "umoci unpack: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+}
+
+/// `tar -tvzf` of layer `back` from the top (0 = last) of the image `tag` in `oci`.
+pub fn layer_listing(oci: &Path, tag: &str, back: usize) -> String {
+    let json =
+        |p: &Path| -> serde_json::Value { serde_json::from_slice(&fs::read(p).unwrap()).unwrap() };
+    let blob = |d: &serde_json::Value| {
+        oci.join("blobs/sha256")
+            .join(d.as_str().unwrap().trim_start_matches("sha256:"))
+    };
+    let index = json(&oci.join("index.json"));
+    let m = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .expect("tag in index");
+    let manifest = json(&blob(&m["digest"]));
+    let layers = manifest["layers"].as_array().unwrap();
+    let o = Command::new("tar")
+        .args(["--numeric-owner", "-tvzf"])
+        .arg(blob(&layers[layers.len() - 1 - back]["digest"]))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `strata build --all` of the workspace `ws` with a JSON report: (the report, stderr), after
+/// asserting it succeeded.
+pub fn build_all(ws: &Path, store: &Path, extra: &[&str]) -> (Value, String) {
+    let report = ws.join("report.json");
+    let o = strata_at(store)
+        .current_dir(ws)
+        .args(["build", "--all", "--progress", "plain", "--report", "json"])
+        .arg(&report)
+        .args(extra)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{err}");
+    (
+        serde_json::from_slice(&fs::read(&report).unwrap()).unwrap(),
+        err,
+    )
 }
