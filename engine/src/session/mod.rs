@@ -17,7 +17,7 @@
 pub mod build;
 pub mod cache;
 pub mod lock;
-mod output;
+pub mod output;
 pub mod rebase;
 
 use std::path::{Path, PathBuf};
