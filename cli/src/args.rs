@@ -425,7 +425,6 @@ fn shard_of(name: &str, n: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser as _;
 
     #[test]
     fn shards_split_every_name_once_and_stably() {
