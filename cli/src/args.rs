@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use strata_engine::layer::Compression;
+use strata_engine::session::Output;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -109,11 +111,11 @@ pub struct BuildArgs {
     pub progress: ProgressMode,
     /// type=oci,dest=DIR | type=oci-archive,dest=FILE | type=docker-archive,dest=FILE |
     /// type=registry,name=REF (repeatable)
-    #[arg(short = 'o', long = "output", value_name = "SPEC")]
-    pub outputs: Vec<String>,
+    #[arg(short = 'o', long = "output", value_name = "SPEC", value_parser = output_parser)]
+    pub outputs: Vec<Output>,
     /// Layer compression: gzip (default), zstd or none
-    #[arg(long, default_value = "gzip")]
-    pub compression: String,
+    #[arg(long, default_value = "gzip", value_parser = compression_parser)]
+    pub compression: Compression,
     /// Timestamp for every layer entry and config date [default: $SOURCE_DATE_EPOCH, else 0]
     #[arg(long, value_name = "SECONDS")]
     pub source_date_epoch: Option<u64>,
@@ -142,8 +144,8 @@ pub struct BuildArgs {
     pub images: Vec<String>,
     /// In a workspace build, only shard I of N (1-based): the images whose name hashes to it,
     /// so N machines with `--shard 1/N` … `--shard N/N` build every image exactly once
-    #[arg(long, value_name = "I/N")]
-    pub shard: Option<String>,
+    #[arg(long, value_name = "I/N", value_parser = Shard::parse)]
+    pub shard: Option<Shard>,
     /// In a workspace build, write a report: `--report json FILE` or `--report markdown FILE`
     #[arg(long, num_args = 2, value_names = ["FORMAT", "FILE"])]
     pub report: Vec<String>,
@@ -165,15 +167,36 @@ pub struct BuildArgs {
     pub cpus: Option<String>,
 }
 
+/// `strata lock`: the flags that choose what is resolved (one Dockerfile, or a whole
+/// workspace: the lock is shared by all its images, so there is no --image/--shard).
 #[derive(Args, Debug)]
 pub struct LockArgs {
+    /// The build context directory
+    #[arg(default_value = ".")]
+    pub context: PathBuf,
+    /// The Dockerfile [default: CONTEXT/Dockerfile, else CONTEXT/Containerfile]
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// Set a build argument: KEY=VALUE, or KEY to take it from the environment (repeatable)
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
+    /// Resolve what this stage (and what it needs) uses instead of the last one
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Target platform OS/ARCH[/VARIANT]: the platform references resolve for
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Lock every image of the workspace (`strata.toml` in the current directory, or --workspace)
+    #[arg(long)]
+    pub all: bool,
+    /// The workspace file listing many images (implies the whole workspace)
+    #[arg(long, value_name = "FILE")]
+    pub workspace: Option<PathBuf>,
     /// Re-resolve these references (all when none is given) and print what moved; put the
     /// build context before it (`strata lock . --update debian:12`). ADD URLs and git
     /// sources (`REPO#REF`) are references too: they are fetched or resolved again
     #[arg(long, num_args = 0.., value_name = "REF")]
     pub update: Option<Vec<String>>,
-    #[command(flatten)]
-    pub build: BuildArgs,
 }
 
 #[derive(Args, Debug)]
@@ -222,8 +245,8 @@ pub struct ExportArgs {
     /// A tag in the store, NAME[:TAG]
     pub name: String,
     /// type=oci,dest=DIR | type=oci-archive,dest=FILE | type=docker-archive,dest=FILE (repeatable)
-    #[arg(short = 'o', long = "output", value_name = "SPEC", required = true)]
-    pub outputs: Vec<String>,
+    #[arg(short = 'o', long = "output", value_name = "SPEC", required = true, value_parser = output_parser)]
+    pub outputs: Vec<Output>,
 }
 
 #[derive(Args, Debug)]
@@ -277,8 +300,8 @@ pub struct BenchArgs {
     #[arg(short = 'j', long, value_parser = jobs_parser())]
     pub jobs: Option<usize>,
     /// Layer compression: gzip (default), zstd or none
-    #[arg(long, default_value = "gzip")]
-    pub compression: String,
+    #[arg(long, default_value = "gzip", value_parser = compression_parser)]
+    pub compression: Compression,
     /// Write the report as JSON
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -334,8 +357,8 @@ pub struct RebaseArgs {
     #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]")]
     pub tags: Vec<String>,
     /// Also write the result: type=oci,dest=DIR | type=oci-archive,dest=FILE | type=docker-archive,dest=FILE
-    #[arg(short = 'o', long = "output", value_name = "SPEC")]
-    pub outputs: Vec<String>,
+    #[arg(short = 'o', long = "output", value_name = "SPEC", value_parser = output_parser)]
+    pub outputs: Vec<Output>,
 }
 
 /// The largest `-j`. Each job is a thread with its own compression buffers and, for stages, a
@@ -346,4 +369,126 @@ pub const MAX_JOBS: u64 = 512;
 
 fn jobs_parser() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_JOBS)
+}
+
+/// `--output SPEC` ([`Output`]'s parser: the destination is checked here, before anything is
+/// built).
+pub fn output_parser(spec: &str) -> Result<Output, String> {
+    spec.parse::<Output>().map_err(|e| format!("{e:#}"))
+}
+
+/// `--compression gzip|zstd|none`.
+pub fn compression_parser(s: &str) -> Result<Compression, String> {
+    s.parse::<Compression>().map_err(|e| e.to_string())
+}
+
+/// `--shard I/N`: shard I (1-based) of N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Shard {
+    /// `I/N` with 1 ≤ I ≤ N.
+    pub fn parse(spec: &str) -> Result<Shard, String> {
+        let bad = || {
+            "expected I/N with 1 ≤ I ≤ N (e.g. --shard 2/4)\nhint: run N builds, with --shard 1/N … N/N"
+                .to_string()
+        };
+        let (i, n) = spec.split_once('/').ok_or_else(bad)?;
+        let (index, count): (u64, u64) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if count == 0 || index == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    /// Whether the image `name` is in this shard: sha256 of the name, first 8 bytes as a
+    /// little-endian integer, modulo N, plus 1. Depends on the name only, so every machine
+    /// agrees and an image stays on its shard when others are added.
+    pub fn holds(&self, name: &str) -> bool {
+        shard_of(name, self.count) == self.index
+    }
+}
+
+fn shard_of(name: &str, n: u64) -> u64 {
+    let d = strata_cache::Digest::of(name.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d.as_bytes()[..8]);
+    u64::from_le_bytes(b) % n + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_split_every_name_once_and_stably() {
+        let names: Vec<String> = (0..200).map(|i| format!("app{i:04}")).collect();
+        let mut counts = [0usize; 4];
+        for n in &names {
+            let s = shard_of(n, 4);
+            assert!((1..=4).contains(&s));
+            assert_eq!(s, shard_of(n, 4), "deterministic");
+            counts[(s - 1) as usize] += 1;
+            let owners = (1..=4).filter(|&i| Shard { index: i, count: 4 }.holds(n));
+            assert_eq!(owners.count(), 1, "{n} in exactly one shard");
+        }
+        assert!(counts.iter().all(|&c| c > 25), "{counts:?}");
+        // Pinned: a change to the split moves images between machines.
+        // (sha256("app0000")[..8] as LE u64) % 4 + 1, computed independently with Python.
+        assert_eq!(shard_of("app0000", 4), 4);
+        assert_eq!(shard_of("api", 4), 1);
+        assert_eq!(shard_of("web", 1), 1);
+        assert!(Shard::parse("0/2").is_err() && Shard::parse("3/2").is_err());
+        assert!(Shard::parse("1/0").is_err() && Shard::parse("x").is_err());
+        assert!(Shard::parse("4/3").unwrap_err().contains("expected I/N"));
+        assert_eq!(Shard::parse("2/3").unwrap(), Shard { index: 2, count: 3 });
+    }
+
+    #[test]
+    fn compression_names_round_trip_and_unknown_ones_are_refused() {
+        for c in ["gzip", "zstd", "none"] {
+            assert_eq!(compression_parser(c).unwrap().to_string(), c);
+        }
+        let e = compression_parser("lz4").unwrap_err();
+        assert!(e.contains("unknown compression `lz4`"), "{e}");
+    }
+
+    #[test]
+    fn lock_takes_no_build_output_flags() {
+        let e = Cli::try_parse_from(["strata", "lock", "--output", "type=oci,dest=x"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::UnknownArgument, "{e}");
+        for flag in ["--tag", "--compression", "--image", "--shard", "--no-cache"] {
+            let e = Cli::try_parse_from(["strata", "lock", flag, "x"]).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::UnknownArgument,
+                "{flag}: {e}"
+            );
+        }
+        let ok = Cli::try_parse_from(["strata", "lock", "ctx", "--all", "--update", "debian:12"])
+            .unwrap();
+        let Command::Lock(l) = ok.command else {
+            panic!("not lock")
+        };
+        assert_eq!(l.context, PathBuf::from("ctx"));
+        assert_eq!(l.update, Some(vec!["debian:12".to_string()]));
+    }
+
+    #[test]
+    fn bad_flag_values_are_refused_by_clap_with_the_reason() {
+        let e = Cli::try_parse_from(["strata", "build", "--compression", "lz4"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(e.to_string().contains("expected gzip, zstd or none"), "{e}");
+        let e =
+            Cli::try_parse_from(["strata", "build", "--output", "type=zip,dest=x"]).unwrap_err();
+        assert!(e.to_string().contains("unknown --output type `zip`"), "{e}");
+        let e = Cli::try_parse_from(["strata", "build", "--all", "--shard", "0/3"]).unwrap_err();
+        assert!(e.to_string().contains("expected I/N"), "{e}");
+    }
 }

@@ -1,7 +1,6 @@
 //! Progress on stderr: live bars on a terminal, plain lines, or JSON lines.
 
 use std::io::{IsTerminal, Write};
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -62,13 +61,6 @@ impl Reporter {
                 let _ = writeln!(e, "{s}");
             }
         }
-    }
-
-    pub fn exported(&self, kind: &str, dest: &Path) {
-        self.event(&Event::Exported {
-            kind: kind.to_string(),
-            dest: dest.display().to_string(),
-        });
     }
 
     pub fn finish(&self, executed: usize, cached: usize, took: Duration) {

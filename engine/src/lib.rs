@@ -19,6 +19,8 @@
 //! - [`fetch`]: remote `ADD` sources — HTTP(S) downloads and git checkouts.
 //! - [`sandbox`]: running RUN steps; [`sandbox::capture`] turns an overlay upper dir into layer entries.
 //! - [`diff`]: comparing two images (manifest, config, layers file by file).
+//! - [`session`]: the orchestration of a command over one store and one registry
+//!   configuration — `build`, `lock`, `rebase` take a request and return a report.
 
 pub mod context;
 pub mod diff;
@@ -33,5 +35,7 @@ pub mod plan;
 pub mod registry;
 pub mod remote_cache;
 pub mod sandbox;
+#[cfg(feature = "store")]
+pub mod session;
 #[cfg(feature = "store")]
 pub mod solve;

@@ -1,154 +1,28 @@
 //! `strata rebase IMAGE --onto NEWBASE [--from OLDBASE] [--force]`: swap the base layers of an
-//! image without executing anything (crane rebase's idea) — with the safety check crane lacks:
-//! every layer above the base must be known not to depend on the base's content. strata records
-//! that when it builds (`COPY --link` from the context is base-independent; RUN and plain COPY
-//! are not); for images built elsewhere, `--force` asserts it.
+//! image without executing anything (engine/src/session/rebase.rs says how, and the safety
+//! check).
 
-use std::path::Path;
+use strata_engine::session::RebaseRequest;
 
-use anyhow::{bail, Context as _};
-use serde_json::Value;
-use strata_cache::{Lineage, TagRecord};
-use strata_engine::export::{self, ImageName};
-use strata_engine::image::{self, layout, AssembledImage, Platform};
-use strata_engine::oci::MEDIA_TYPE_MANIFEST;
-use strata_engine::solve::import_base;
-
-use super::build::{parse_output, Output};
+use super::{common, Globals};
 use crate::args::RebaseArgs;
 
-fn layout_spec(s: &str) -> &str {
-    s.strip_prefix("oci-layout://")
-        .or_else(|| s.strip_prefix("oci:"))
-        .unwrap_or(s)
-}
-
-pub fn run(store_dir: &Path, a: RebaseArgs) -> anyhow::Result<i32> {
-    let store = super::open_store(store_dir)?;
-    let (full, tag) = super::find_tag(&store, &a.image)?;
-    let img = AssembledImage::from_store(store.blobs(), &tag.manifest)?;
-    let mut config: Value = serde_json::from_slice(&img.config).context("the image config")?;
-    let lineage = store.index().get_lineage(&tag.manifest)?;
-    let platform = Platform::host();
-    let cwd = std::env::current_dir()?;
-
-    // How many of the image's layers (and history entries) are the old base's.
-    let (base_n, base_hist) = match (&a.from, &lineage) {
-        (Some(from), _) => {
-            let old = layout::load(layout_spec(from), &cwd, &platform)?;
-            let ok = old.layers.len() <= img.layers.len()
-                && old.layers.iter().zip(&img.layers).all(|(o, i)| o.diff_id == i.diff_id);
-            if !ok {
-                bail!("`{full}` is not built on `{from}`: its first layers are not that image's layers");
-            }
-            let h = old.config.get("history").and_then(Value::as_array).map(|h| h.len()).unwrap_or(0);
-            (old.layers.len(), h)
-        }
-        (None, Some(l)) if l.base_manifest.is_some() => (l.base_layers as usize, l.base_history as usize),
-        (None, Some(_)) => bail!("`{full}` was built FROM scratch or a stage of its own; it has no base image to swap"),
-        (None, None) => bail!("strata has no record of how `{full}` was built\nhint: name its base with --from OCI-LAYOUT"),
-    };
-    let upper = &img.layers[base_n..];
-    // The safety check.
-    match &lineage {
-        Some(l) if l.upper.len() == upper.len() => {
-            let dependent: Vec<&str> = l.upper.iter().filter(|(_, ind)| !ind).map(|(s, _)| s.as_str()).collect();
-            if !dependent.is_empty() && !a.force {
-                bail!(
-                    "refusing to rebase `{full}`: {} layer(s) above the base were made by steps that depend on the base's content: {}\nhint: rebuild against the new base instead (only `COPY --link` layers can be moved), or pass --force if you know better",
-                    dependent.len(),
-                    dependent.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
-                );
-            }
-        }
-        _ if !a.force => bail!(
-            "strata cannot tell whether the {} layer(s) above the base of `{full}` depend on it\nhint: pass --force to assert they do not",
-            upper.len()
-        ),
-        _ => {}
-    }
-
-    let new = layout::load(layout_spec(&a.onto), &cwd, &platform)?;
-    import_base(&store, &new)?;
-    // History: the new base's, then the image's entries after the old base's.
-    let hist = config
-        .get("history")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let cut = base_hist.min(hist.len());
-    let mut new_hist: Vec<Value> = new
-        .config
-        .get("history")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    new_hist.extend(hist.into_iter().skip(cut));
-    let mut layers = new.layers.clone();
-    layers.extend(upper.iter().cloned());
-    config["history"] = Value::Array(new_hist);
-    config["rootfs"] = serde_json::json!({
-        "type": "layers",
-        "diff_ids": layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>(),
-    });
-    let out = image::from_config(&config, layers);
-    store.blobs().put(&out.config)?;
-    store.blobs().put(&out.manifest)?;
-    store.index().put_lineage(
-        &out.manifest_digest,
-        &Lineage {
-            base_manifest: Some(new.manifest_digest),
-            base_layers: new.layers.len() as u32,
-            base_history: new
-                .config
-                .get("history")
-                .and_then(Value::as_array)
-                .map(|h| h.len() as u32)
-                .unwrap_or(0),
-            upper: lineage.map(|l| l.upper).unwrap_or_else(|| {
-                upper
-                    .iter()
-                    .map(|_| ("(forced)".to_string(), true))
-                    .collect()
-            }),
-        },
-    )?;
-    let names: Vec<ImageName> = if a.tags.is_empty() {
-        vec![ImageName::parse(&full)?]
-    } else {
-        a.tags
-            .iter()
-            .map(|t| ImageName::parse(t))
-            .collect::<Result<_, _>>()?
-    };
-    for n in &names {
-        store.index().put_tag(
-            &n.full(),
-            &TagRecord {
-                manifest: out.manifest_digest,
-                config: out.config_digest,
-                media_type: MEDIA_TYPE_MANIFEST.to_string(),
-            },
-        )?;
-    }
-    for o in &a.outputs {
-        match parse_output(o)? {
-            Output::OciDir(d) => export::write_oci_dir(store.blobs(), &out, &names, &d)?,
-            Output::Archive(kind, f) => {
-                export::write_archive(store.blobs(), &out, &names, kind, &f, 0)?
-            }
-            Output::Registry(r) => {
-                super::push::push_image(&store, &out.manifest_digest, &r)?;
-            }
-        }
-    }
+pub fn run(g: &Globals, a: RebaseArgs) -> anyhow::Result<i32> {
+    let session = g.session()?;
+    let report = session.rebase(&RebaseRequest {
+        image: a.image,
+        onto: a.onto.clone(),
+        from: a.from,
+        force: a.force,
+        tags: a.tags,
+        outputs: a.outputs,
+        cwd: std::env::current_dir()?,
+    })?;
+    common::report_pushes(&report.outputs);
     eprintln!(
-        "rebased `{full}` onto `{}`: {} base layer(s) replaced by {}, {} layer(s) kept",
-        a.onto,
-        base_n,
-        new.layers.len(),
-        upper.len()
+        "rebased `{}` onto `{}`: {} base layer(s) replaced by {}, {} layer(s) kept",
+        report.image, a.onto, report.old_base_layers, report.new_base_layers, report.kept_layers
     );
-    println!("{}", out.manifest_digest);
+    println!("{}", report.manifest_digest);
     Ok(0)
 }

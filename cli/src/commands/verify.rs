@@ -4,7 +4,7 @@
 //!
 //! Each run is a child `strata build` process: the umask, `TZ`/`LANG` and the size of the
 //! hashing/compression thread pool are per-process state, so only a fresh process varies them
-//! for real. The child runs [`super::build::build_image`] like any `strata build`.
+//! for real. The child runs `strata build` like any other (the global registry flags passed on).
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -48,7 +48,7 @@ enum Verdict {
     AgainstDiffers,
 }
 
-pub fn run(a: VerifyArgs) -> anyhow::Result<i32> {
+pub fn run(a: VerifyArgs, registry_args: Vec<OsString>) -> anyhow::Result<i32> {
     let base = match &a.keep {
         Some(d) => {
             fs::create_dir_all(d).with_context(|| format!("--keep `{}`", d.display()))?;
@@ -62,7 +62,7 @@ pub fn run(a: VerifyArgs) -> anyhow::Result<i32> {
         ),
     };
     let mut runs = Vec::new();
-    let result = verify(&a, base.path(), &mut runs);
+    let result = verify(&a, base.path(), &mut runs, &registry_args);
     let code = match &result {
         Ok((Verdict::Reproducible, ..)) => 0,
         Ok(_) => 1,
@@ -142,7 +142,12 @@ impl Workdir {
 
 type Outcome = (Verdict, Option<DiffReport>, Option<(String, DiffReport)>);
 
-fn verify(a: &VerifyArgs, base: &Path, runs: &mut Vec<RunResult>) -> anyhow::Result<Outcome> {
+fn verify(
+    a: &VerifyArgs,
+    base: &Path,
+    runs: &mut Vec<RunResult>,
+    registry_args: &[OsString],
+) -> anyhow::Result<Outcome> {
     let b = &a.build;
     let context = fs::canonicalize(&b.context)
         .with_context(|| format!("build context `{}`", b.context.display()))?;
@@ -151,9 +156,9 @@ fn verify(a: &VerifyArgs, base: &Path, runs: &mut Vec<RunResult>) -> anyhow::Res
     }
     let dockerfile = match &b.file {
         Some(f) => fs::canonicalize(f).with_context(|| format!("Dockerfile `{}`", f.display()))?,
-        None => super::default_dockerfile(&context),
+        None => strata_engine::session::default_dockerfile(&context),
     };
-    let cpus = super::cpus();
+    let cpus = super::common::cpus();
     let jobs1 = b.jobs.unwrap_or(cpus).max(1);
     let other_jobs = if jobs1 == 1 { cpus.max(4) } else { 1 };
     let current_umask = unsafe {
@@ -210,7 +215,7 @@ fn verify(a: &VerifyArgs, base: &Path, runs: &mut Vec<RunResult>) -> anyhow::Res
             }
         };
         let oci = dir.join("oci");
-        let digest = build_once(&exe, b, &dir, &cond, &oci, n == 1)
+        let digest = build_once(&exe, b, registry_args, &dir, &cond, &oci, n == 1)
             .with_context(|| format!("run {n}/{}", a.runs))?;
         eprintln!(
             "run {n}/{}: {digest} (context at {}, umask {:03o}, TZ={}, LANG={}, jobs {})",
@@ -262,6 +267,7 @@ fn compare(a: &str, b: &str) -> anyhow::Result<DiffReport> {
 fn build_once(
     exe: &Path,
     b: &BuildArgs,
+    registry_args: &[OsString],
     dir: &Path,
     cond: &Conditions,
     oci: &Path,
@@ -269,7 +275,7 @@ fn build_once(
 ) -> anyhow::Result<String> {
     let mut cmd = Command::new(exe);
     cmd.arg("--store").arg(dir.join("store"));
-    cmd.args(super::global_registry_args());
+    cmd.args(registry_args);
     cmd.arg("build");
     cmd.args(forwarded(b, first));
     cmd.arg("--jobs").arg(cond.jobs.to_string());
@@ -333,7 +339,7 @@ fn forwarded(b: &BuildArgs, first: bool) -> Vec<OsString> {
     if let Some(p) = &b.platform {
         push("--platform", p);
     }
-    push("--compression", &b.compression);
+    push("--compression", &b.compression.to_string());
     if let Some(s) = b.source_date_epoch {
         push("--source-date-epoch", &s.to_string());
     }
@@ -354,7 +360,7 @@ fn forwarded(b: &BuildArgs, first: bool) -> Vec<OsString> {
     }
     if first {
         for o in &b.outputs {
-            push("--output", o);
+            push("--output", o.spec());
         }
     }
     if b.no_cache {

@@ -128,3 +128,22 @@ fn a_moved_tag_changes_nothing_until_the_lock_is_updated() {
         "{e}"
     );
 }
+
+/// `strata lock` once flattened every build flag, so `--output` (and `--tag`, `--compression`,
+/// …) were accepted and ignored: now clap refuses them, and nothing is written.
+#[test]
+fn lock_refuses_build_only_flags_such_as_output() {
+    let w = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    write(&w.path().join("Dockerfile"), "FROM scratch\n");
+    let dest = w.path().join("x");
+    let spec = format!("type=oci,dest={}", dest.display());
+    let ctx = w.path().to_str().unwrap();
+    let e = err(on_store(store.path(), &["lock", "--output", &spec, ctx]));
+    assert!(e.contains("unexpected argument '--output'"), "{e}");
+    assert!(!dest.exists() && !w.path().join("strata.lock").exists());
+    let e = err(on_store(store.path(), &["lock", "-t", "app:1", ctx]));
+    assert!(e.contains("unexpected argument '-t'"), "{e}");
+    // What lock does take still works.
+    ok(on_store(store.path(), &["lock", ctx]));
+}

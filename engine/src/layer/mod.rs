@@ -83,6 +83,17 @@ impl Compression {
     }
 }
 
+/// The name [`FromStr`] reads (`gzip`, `zstd`, `none`).
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::None => "none",
+        })
+    }
+}
+
 impl FromStr for Compression {
     type Err = LayerError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -21,7 +21,10 @@ use strata_engine::frontend::{self, Command};
 use strata_engine::image::Platform;
 use strata_engine::layer::Compression;
 use strata_engine::plan::{self, CopySource, PlanRequest, StepKind};
-use strata_engine::solve::{self, BuildOptions, Event, Progress, StepStatus};
+use strata_engine::session::{
+    default_dockerfile, BuildRequest, CacheSource, LockUse, RegistryOptions, Session,
+};
+use strata_engine::solve::{Event, Progress, StepStatus};
 
 use crate::args::{BenchArgs, Peer};
 
@@ -125,7 +128,8 @@ fn rusage() -> (Duration, u64) {
 struct Bench {
     ctx_dir: PathBuf,
     dockerfile: PathBuf,
-    store: Store,
+    /// Over the throwaway store.
+    session: Session,
     target: Option<String>,
     jobs: usize,
     compression: Compression,
@@ -139,44 +143,34 @@ impl Bench {
         change: &str,
         build_args: &BTreeMap<String, String>,
     ) -> anyhow::Result<Scenario> {
-        let source = std::fs::read_to_string(&self.dockerfile)?;
-        let plan = plan::plan(&PlanRequest {
-            dockerfile_name: "Dockerfile".into(),
-            source,
+        // As `strata build` would, but without a lock: a base-image scenario changes what a
+        // tag names, which a pin would hide.
+        let req = BuildRequest {
             context_dir: self.ctx_dir.clone(),
+            dockerfile: self.dockerfile.clone(),
+            dockerfile_named: true,
             build_args: build_args.clone(),
             target: self.target.clone(),
             platform: Platform::host(),
-            images: Some(super::image_resolver(&self.ctx_dir, &self.store)?),
-        })?;
-        let ctx = Context::open(
-            &self.ctx_dir,
-            context::load_ignore(&self.ctx_dir, &self.dockerfile)?,
-        )?;
+            tags: Vec::new(),
+            outputs: Vec::new(),
+            compression: self.compression,
+            source_date_epoch: 0,
+            source_date_epoch_given: false,
+            no_cache: false,
+            explain: false,
+            jobs: self.jobs,
+            run: Default::default(),
+            lock: LockUse::None,
+            cache_from: CacheSource::Imported(None),
+            cache_to: Vec::new(),
+        };
         let col = Collector::default();
         let (cpu0, _) = rusage();
         let t0 = Instant::now();
-        solve::run(
-            &plan,
-            &ctx,
-            &self.store,
-            &BuildOptions {
-                compression: self.compression,
-                source_date_epoch: 0,
-                no_cache: false,
-                jobs: self.jobs,
-                explain_scope: "bench".into(),
-                dockerfile: "Dockerfile".into(),
-                sde_env: None,
-                explain: false,
-                remote: None,
-                run: Default::default(),
-                fetch: Default::default(),
-                shared: Default::default(),
-            },
-            &col,
-        )
-        .with_context(|| format!("scenario `{name}`"))?;
+        self.session
+            .build(&req, &col)
+            .with_context(|| format!("scenario `{name}`"))?;
         let wall = t0.elapsed();
         let (cpu1, rss) = rusage();
         let mut steps = col.steps.into_inner().unwrap();
@@ -246,7 +240,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
                 Err(_) => f,
             }
         }
-        None => crate::commands::default_dockerfile(&ctx_dir),
+        None => default_dockerfile(&ctx_dir),
     };
     let mut build_args = BTreeMap::new();
     for kv in &a.build_args {
@@ -255,7 +249,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
             .with_context(|| format!("invalid --build-arg `{kv}`: expected KEY=VALUE"))?;
         build_args.insert(k.to_string(), v.to_string());
     }
-    let jobs = a.jobs.unwrap_or_else(super::cpus);
+    let jobs = a.jobs.unwrap_or_else(super::common::cpus);
     let _ = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs)
         .build_global();
@@ -272,13 +266,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         peer: RefCell::new(peer),
         ctx_dir: ctx_dir.clone(),
         dockerfile: dockerfile.clone(),
-        store: Store::open(&work.path().join("store"))?,
+        session: Session::new(
+            Store::open(&work.path().join("store"))?,
+            RegistryOptions::default(),
+        ),
         target: a.target.clone(),
         jobs,
-        compression: a
-            .compression
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--compression: {e}"))?,
+        compression: a.compression,
     };
     let mut scenarios = vec![bench.build("cold", "empty store", &build_args)?];
     scenarios.push(bench.build("no-op", "nothing changed", &build_args)?);
@@ -292,7 +286,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         build_args: build_args.clone(),
         target: a.target.clone(),
         platform: Platform::host(),
-        images: Some(super::image_resolver(&ctx_dir, &bench.store)?),
+        images: Some(bench.session.image_resolver(&ctx_dir)?),
     })?;
     let ctx = Context::open(&ctx_dir, context::load_ignore(&ctx_dir, &dockerfile)?)?;
     let mut advice = Vec::new();

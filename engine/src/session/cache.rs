@@ -1,5 +1,5 @@
 //! `--cache-to` / `--cache-from`: the step cache shared between machines
-//! (engine/src/remote_cache.rs has the format).
+//! ([`crate::remote_cache`] has the format).
 //!
 //! `type=local,dest=DIR[,tag=T]` / `type=local,src=DIR[,tag=T]`: an OCI layout (a CI cache
 //! directory); `registry:REF` / `type=registry,ref=REF`: a registry.
@@ -9,20 +9,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
-use strata_cache::{BlobStore, Digest, LayerRecord};
-use strata_engine::plan::key::Key;
-use strata_engine::registry::{self, Reference};
-use strata_engine::remote_cache::{self, CacheRecords, ImportedCaches, RemoteSteps};
+use strata_cache::{Digest, LayerRecord};
+
+use super::Session;
+use crate::plan::key::Key;
+use crate::registry::{self, Reference};
+use crate::remote_cache::{self, CacheRecords, ImportedCaches, RemoteSteps};
 
 /// Where a cache goes to or comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum CacheLocation {
+pub enum CacheLocation {
     Local { dir: PathBuf, tag: String },
     Registry { reference: String },
 }
 
 /// Parses a `--cache-to` (`to`) or `--cache-from` spec.
-pub(crate) fn parse(spec: &str, to: bool) -> anyhow::Result<CacheLocation> {
+pub fn parse(spec: &str, to: bool) -> anyhow::Result<CacheLocation> {
     let flag = if to { "--cache-to" } else { "--cache-from" };
     if let Some(r) = spec.strip_prefix("registry:") {
         if r.is_empty() {
@@ -66,32 +68,61 @@ pub(crate) fn parse(spec: &str, to: bool) -> anyhow::Result<CacheLocation> {
     }
 }
 
-/// Imports every `--cache-from` (in order). Missing caches are empty, not errors.
-pub(crate) fn import(
-    specs: &[String],
-    blobs: &BlobStore,
-) -> anyhow::Result<Option<Arc<dyn RemoteSteps>>> {
-    if specs.is_empty() {
-        return Ok(None);
+impl Session {
+    /// Imports every `--cache-from` (in order). Missing caches are empty, not errors.
+    pub fn import_caches(&self, specs: &[String]) -> anyhow::Result<Option<Arc<dyn RemoteSteps>>> {
+        let blobs = self.store().blobs();
+        if specs.is_empty() {
+            return Ok(None);
+        }
+        let mut caches = Vec::new();
+        for s in specs {
+            let c = match parse(s, false)? {
+                CacheLocation::Local { dir, tag } => remote_cache::import_from_layout(&dir, &tag)?,
+                CacheLocation::Registry { reference } => {
+                    let r = Reference::parse(&reference)
+                        .with_context(|| format!("--cache-from {s}"))?;
+                    registry::cache::pull_cache(Arc::new(self.registry_client()), blobs, &r)
+                        .with_context(|| format!("--cache-from {s}"))?
+                }
+            };
+            caches.push(c);
+        }
+        Ok(Some(Arc::new(ImportedCaches(caches))))
     }
-    let mut caches = Vec::new();
-    for s in specs {
-        let c = match parse(s, false)? {
-            CacheLocation::Local { dir, tag } => remote_cache::import_from_layout(&dir, &tag)?,
-            CacheLocation::Registry { reference } => {
-                let r =
-                    Reference::parse(&reference).with_context(|| format!("--cache-from {s}"))?;
-                registry::cache::pull_cache(Arc::new(super::registry_client()), blobs, &r)
-                    .with_context(|| format!("--cache-from {s}"))?
+
+    /// Exports `steps` to each location; returns the cache manifest digests.
+    pub fn export_caches(
+        &self,
+        targets: &[CacheLocation],
+        steps: &[(Key, Option<LayerRecord>)],
+    ) -> anyhow::Result<Vec<Digest>> {
+        let blobs = self.store().blobs();
+        let mut records = CacheRecords::default();
+        for (k, l) in steps {
+            records.insert(*k, l.clone());
+        }
+        let mut out = Vec::new();
+        for t in targets {
+            match t {
+                CacheLocation::Local { dir, tag } => {
+                    out.push(remote_cache::export_to_layout(&records, blobs, dir, tag)?)
+                }
+                CacheLocation::Registry { reference } => {
+                    let r = Reference::parse(reference)?;
+                    let report =
+                        registry::cache::push_cache(&self.registry_client(), blobs, &records, &r)
+                            .with_context(|| format!("--cache-to registry:{reference}"))?;
+                    out.push(report.digest.expect("a push reports its digest"));
+                }
             }
-        };
-        caches.push(c);
+        }
+        Ok(out)
     }
-    Ok(Some(Arc::new(ImportedCaches(caches))))
 }
 
 /// Checks every `--cache-to` spec before the build runs.
-pub(crate) fn check_targets(specs: &[String]) -> anyhow::Result<Vec<CacheLocation>> {
+pub fn check_targets(specs: &[String]) -> anyhow::Result<Vec<CacheLocation>> {
     specs
         .iter()
         .map(|s| {
@@ -102,34 +133,6 @@ pub(crate) fn check_targets(specs: &[String]) -> anyhow::Result<Vec<CacheLocatio
             Ok(l)
         })
         .collect()
-}
-
-/// Exports `steps` to each location; returns the cache manifest digests.
-pub(crate) fn export(
-    targets: &[CacheLocation],
-    steps: &[(Key, Option<LayerRecord>)],
-    blobs: &BlobStore,
-) -> anyhow::Result<Vec<Digest>> {
-    let mut records = CacheRecords::default();
-    for (k, l) in steps {
-        records.insert(*k, l.clone());
-    }
-    let mut out = Vec::new();
-    for t in targets {
-        match t {
-            CacheLocation::Local { dir, tag } => {
-                out.push(remote_cache::export_to_layout(&records, blobs, dir, tag)?)
-            }
-            CacheLocation::Registry { reference } => {
-                let r = Reference::parse(reference)?;
-                let report =
-                    registry::cache::push_cache(&super::registry_client(), blobs, &records, &r)
-                        .with_context(|| format!("--cache-to registry:{reference}"))?;
-                out.push(report.digest.expect("a push reports its digest"));
-            }
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

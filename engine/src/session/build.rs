@@ -1,0 +1,370 @@
+//! [`Session::build`]: the whole of `strata build` but the presentation.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use strata_cache::{Digest, LayerRecord, TagRecord};
+
+use super::{cache, Output, Session, Written};
+use crate::context::{self, Context};
+use crate::export::ImageName;
+use crate::image::{Platform, MEDIA_TYPE_MANIFEST};
+use crate::layer::Compression;
+use crate::lock::{LockMode, LockedImages, Lockfile, LOCK_FILE};
+use crate::plan::key::Key;
+use crate::plan::{self, PlanRequest};
+use crate::remote_cache::RemoteSteps;
+use crate::solve::{self, BuildOptions, Event, Progress, RunOptions};
+
+/// Which lock the build resolves image references (and `ADD` pins) through.
+#[derive(Clone)]
+pub enum LockUse {
+    /// `strata.lock` beside the Dockerfile, in this mode; written after a successful build
+    /// (never in [`LockMode::Locked`]).
+    BesideDockerfile(LockMode),
+    /// A workspace's lock, shared by its images (each resolving `oci-layout://` in its own
+    /// context); the caller saves it ([`Session::save_lock`]).
+    Shared(Arc<LockedImages>),
+    /// No lock: references resolve afresh every time (`strata bench`, whose scenarios change
+    /// a base behind its tag).
+    None,
+}
+
+/// Where steps the store misses are looked up.
+#[derive(Clone)]
+pub enum CacheSource {
+    /// `--cache-from` specs, imported by the build.
+    Specs(Vec<String>),
+    /// Caches already imported (a workspace imports once for all its images).
+    Imported(Option<Arc<dyn RemoteSteps>>),
+}
+
+/// What [`Session::build`] builds. The flags are parsed (and checked) by the caller; the
+/// context, the Dockerfile and the specs of the caches are checked here, in that order.
+#[derive(Clone)]
+pub struct BuildRequest {
+    pub context_dir: PathBuf,
+    pub dockerfile: PathBuf,
+    /// Whether the Dockerfile was named (`-f`): a missing default one gets its own message.
+    pub dockerfile_named: bool,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub platform: Platform,
+    pub tags: Vec<ImageName>,
+    pub outputs: Vec<Output>,
+    pub compression: Compression,
+    pub source_date_epoch: u64,
+    /// Whether `SOURCE_DATE_EPOCH` was given (flag or environment): RUN steps see it then.
+    pub source_date_epoch_given: bool,
+    pub no_cache: bool,
+    pub explain: bool,
+    /// Stages at once, and threads for hashing and compression (≥ 1).
+    pub jobs: usize,
+    pub run: RunOptions,
+    pub lock: LockUse,
+    pub cache_from: CacheSource,
+    /// `--cache-to` specs: this build's steps are exported there after it.
+    pub cache_to: Vec<String>,
+}
+
+/// What [`Session::build`] made.
+#[derive(Debug)]
+pub struct BuildReport {
+    pub manifest_digest: Digest,
+    pub config_digest: Digest,
+    pub manifest_size: u64,
+    pub executed: usize,
+    pub cached: usize,
+    /// From the start of the steps to the end of the outputs.
+    pub elapsed: Duration,
+    /// Every step of the build, for a workspace's `--cache-to`.
+    pub steps: Vec<(Key, Option<LayerRecord>)>,
+    /// Each output, in the order given.
+    pub outputs: Vec<Written>,
+}
+
+impl BuildReport {
+    /// `--metadata-file`: the keys docker buildx writes for an image build. `image.name` (the
+    /// tags as stored, `NAME:TAG`, comma-separated as buildx) only when the image is named.
+    pub fn buildx_metadata(&self, tags: &[ImageName]) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        m.insert(
+            "containerimage.config.digest".into(),
+            self.config_digest.to_string().into(),
+        );
+        m.insert(
+            "containerimage.descriptor".into(),
+            serde_json::json!({
+                "mediaType": MEDIA_TYPE_MANIFEST,
+                "digest": self.manifest_digest.to_string(),
+                "size": self.manifest_size,
+            }),
+        );
+        m.insert(
+            "containerimage.digest".into(),
+            self.manifest_digest.to_string().into(),
+        );
+        if !tags.is_empty() {
+            let names: Vec<String> = tags.iter().map(ImageName::full).collect();
+            m.insert("image.name".into(), names.join(",").into());
+        }
+        serde_json::Value::Object(m)
+    }
+}
+
+/// The platform to build for: `--platform`, else the host's; only the host's builds for now.
+pub fn target_platform(flag: Option<&str>) -> anyhow::Result<Platform> {
+    let host = Platform::host();
+    match flag {
+        Some(p) => {
+            let p = Platform::parse(p)?;
+            if p.os != host.os || p.architecture != host.architecture {
+                bail!("building for platform {p} is not supported yet (this host builds {host})");
+            }
+            Ok(p)
+        }
+        None => Ok(host),
+    }
+}
+
+impl Session {
+    /// Builds the image `req` describes: plans the Dockerfile (resolving references through
+    /// the lock), checks every context source, runs the steps ([`solve::run`]), tags the
+    /// image, writes the outputs (an [`Event::Exported`] for each file output), saves the
+    /// lock beside the Dockerfile and exports the step cache.
+    pub fn build(
+        &self,
+        req: &BuildRequest,
+        progress: &dyn Progress,
+    ) -> anyhow::Result<BuildReport> {
+        // Hashing and compression use this pool; the output never depends on its size.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(req.jobs)
+            .build_global();
+        let context_dir = std::fs::canonicalize(&req.context_dir)
+            .with_context(|| format!("build context `{}`", req.context_dir.display()))?;
+        if !context_dir.is_dir() {
+            bail!(
+                "build context `{}` is not a directory",
+                req.context_dir.display()
+            );
+        }
+        let dockerfile = &req.dockerfile;
+        if dockerfile.as_os_str() == "-" {
+            bail!("reading the Dockerfile from stdin is not supported yet");
+        }
+        if !req.dockerfile_named && !dockerfile.exists() {
+            bail!(
+                "no Dockerfile in the build context: neither `{}` nor `{}` exists\nhint: pass -f PATH, or give the context directory that holds the Dockerfile",
+                context_dir.join("Dockerfile").display(),
+                context_dir.join("Containerfile").display()
+            );
+        }
+        let source = super::read_dockerfile(&context_dir, dockerfile)?;
+        // Image references resolve through the lock (crate::lock): the workspace's (this image
+        // resolving `oci-layout://` in its own context), or the one beside the Dockerfile.
+        let resolver = self.image_resolver(&context_dir)?;
+        let (lock, images, own_lock) = match &req.lock {
+            LockUse::Shared(shared) => (
+                Some(shared.clone()),
+                Some(Arc::new(shared.with_resolver(resolver.clone()))),
+                false,
+            ),
+            LockUse::BesideDockerfile(mode) => {
+                let dir = super::dockerfile_dir(dockerfile);
+                let l = open_lock(&dir, resolver.clone(), mode.clone())?;
+                (Some(l.clone()), Some(l), true)
+            }
+            LockUse::None => (None, None, false),
+        };
+        let plan = plan::plan(&PlanRequest {
+            dockerfile_name: dockerfile.display().to_string(),
+            source: source.clone(),
+            context_dir: context_dir.clone(),
+            build_args: req.build_args.clone(),
+            target: req.target.clone(),
+            platform: req.platform.clone(),
+            images: Some(match &images {
+                Some(i) => i.clone(),
+                None => resolver,
+            }),
+        })?;
+        if let (Some(lock), Some(images)) = (&lock, &images) {
+            lock.absorb(images)?;
+        }
+        let ignore = context::load_ignore(&context_dir, dockerfile)?;
+        let ignore = match &lock {
+            Some(lock) => crate::lock::exclude_lock_file(ignore, &context_dir, lock.path()),
+            None => ignore,
+        };
+        let ctx = Context::open(&context_dir, ignore)?;
+        // Every COPY/ADD source must resolve before anything is built.
+        if let Err(p) = solve::check_sources(&plan, &ctx) {
+            let mut d = crate::frontend::Diagnostic::new(
+                &dockerfile.display().to_string(),
+                &source,
+                p.span,
+                p.error.to_string(),
+            );
+            if let Some(h) = p.error.hint() {
+                d = d.with_hint(h);
+            }
+            return Err(d.into());
+        }
+
+        let cache_targets = cache::check_targets(&req.cache_to)?;
+        let remote = match &req.cache_from {
+            CacheSource::Imported(r) => r.clone(),
+            CacheSource::Specs(specs) => self.import_caches(specs)?,
+        };
+        let dockerfile_abs = std::fs::canonicalize(dockerfile).unwrap_or(dockerfile.clone());
+        let opts = BuildOptions {
+            compression: req.compression,
+            source_date_epoch: req.source_date_epoch,
+            no_cache: req.no_cache,
+            jobs: req.jobs,
+            explain_scope: format!("{}\0{}", context_dir.display(), dockerfile_abs.display()),
+            dockerfile: dockerfile.display().to_string(),
+            sde_env: req.source_date_epoch_given.then_some(req.source_date_epoch),
+            explain: req.explain,
+            remote,
+            run: req.run.clone(),
+            fetch: self.fetch_options(lock.clone()),
+            shared: self.shared.clone(),
+        };
+        let started = Instant::now();
+        let out = solve::run(&plan, &ctx, self.store(), &opts, progress)?;
+        self.record_base_origins(&plan);
+        let img = &out.image;
+        for n in &req.tags {
+            self.store().index().put_tag(
+                &n.full(),
+                &TagRecord {
+                    manifest: img.manifest_digest,
+                    config: img.config_digest,
+                    media_type: MEDIA_TYPE_MANIFEST.to_string(),
+                },
+            )?;
+        }
+        let mut written = Vec::new();
+        for o in &req.outputs {
+            let w = self.write_output(img, &req.tags, o, req.source_date_epoch)?;
+            if let Written::File { kind, dest } = &w {
+                progress.event(&Event::Exported {
+                    kind: kind.to_string(),
+                    dest: dest.display().to_string(),
+                });
+            }
+            written.push(w);
+        }
+        if let (true, Some(lock)) = (own_lock, &lock) {
+            self.save_lock(lock)?;
+        }
+        if !cache_targets.is_empty() {
+            self.export_caches(&cache_targets, &out.steps)?;
+        }
+        Ok(BuildReport {
+            manifest_digest: img.manifest_digest,
+            config_digest: img.config_digest,
+            manifest_size: img.manifest.len() as u64,
+            executed: out.steps_executed,
+            cached: out.steps_cached,
+            elapsed: started.elapsed(),
+            steps: out.steps,
+            outputs: written,
+        })
+    }
+
+    /// After a successful build: adds what it resolved to the lock file (never under
+    /// `--locked`).
+    pub fn save_lock(&self, l: &LockedImages) -> anyhow::Result<()> {
+        if *l.mode() == LockMode::Locked {
+            return Ok(());
+        }
+        let merged = l.merged();
+        if &merged != l.lock() {
+            merged.write(l.path())?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens the lock at `dir/strata.lock` for a run in `mode`, over `inner`.
+pub fn open_lock(
+    dir: &Path,
+    inner: Arc<dyn crate::image::ImageResolver>,
+    mode: LockMode,
+) -> anyhow::Result<Arc<LockedImages>> {
+    let path = dir.join(LOCK_FILE);
+    let lock = match Lockfile::read(&path)? {
+        Some(l) => l,
+        None if mode == LockMode::Locked => bail!(
+            "--locked: no lock file `{}`\nhint: run `strata lock` and commit strata.lock",
+            path.display()
+        ),
+        None => Lockfile::default(),
+    };
+    Ok(Arc::new(LockedImages::new(inner, lock, &path, mode)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> BuildReport {
+        BuildReport {
+            manifest_digest: Digest::of(b"manifest"),
+            config_digest: Digest::of(b"config"),
+            manifest_size: 8,
+            executed: 1,
+            cached: 2,
+            elapsed: Duration::from_millis(5),
+            steps: Vec::new(),
+            outputs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn buildx_metadata_names_the_image_only_when_tagged() {
+        let r = report();
+        let m = r.buildx_metadata(&[]);
+        assert_eq!(
+            m["containerimage.digest"],
+            Digest::of(b"manifest").to_string()
+        );
+        assert_eq!(
+            m["containerimage.config.digest"],
+            Digest::of(b"config").to_string()
+        );
+        assert_eq!(m["containerimage.descriptor"]["size"], 8);
+        assert_eq!(
+            m["containerimage.descriptor"]["mediaType"],
+            MEDIA_TYPE_MANIFEST
+        );
+        assert!(m.get("image.name").is_none());
+        let tags = [
+            ImageName::parse("app").unwrap(),
+            ImageName::parse("reg.example/x:1").unwrap(),
+        ];
+        let m = r.buildx_metadata(&tags);
+        assert_eq!(m["image.name"], "app:latest,reg.example/x:1");
+    }
+
+    #[test]
+    fn only_the_host_platform_builds() {
+        assert_eq!(target_platform(None).unwrap(), Platform::host());
+        let host = Platform::host();
+        let spec = format!("{}/{}", host.os, host.architecture);
+        assert_eq!(target_platform(Some(&spec)).unwrap().os, host.os);
+        let other = if host.architecture == "arm64" {
+            "linux/amd64"
+        } else {
+            "linux/arm64"
+        };
+        let e = target_platform(Some(other)).unwrap_err().to_string();
+        assert!(e.contains("not supported yet"), "{e}");
+    }
+}
