@@ -14,6 +14,7 @@ mod rebase;
 mod rmi;
 mod shared_cache;
 mod verify;
+mod verify_cause;
 mod workspace;
 
 use std::path::PathBuf;
