@@ -38,6 +38,17 @@ pub(super) struct Conditions {
     pub(super) jobs: usize,
     /// What RUN commands see (`sandbox::vary`); none in run 1.
     pub(super) vary: Variation,
+    /// Put the build's store in a fresh directory under this one (another kind of file system:
+    /// RUN steps list directories in its order) instead of the run's directory; removed after.
+    pub(super) store_on: Option<FsChoice>,
+}
+
+/// A file system for a run's store other than run 1's.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub(super) struct FsChoice {
+    pub(super) dir: PathBuf,
+    /// `tmpfs`, `ext4`, …
+    pub(super) kind: String,
 }
 
 pub(super) struct RunResult {
@@ -186,7 +197,11 @@ fn verify(a: &VerifyArgs, base: &Path, runs: &mut Vec<RunResult>) -> anyhow::Res
         m as u32
     };
     let exe = std::env::current_exe().context("finding the strata executable")?;
+    let mut file_order = None;
     for n in 1..=a.runs {
+        if n == 2 {
+            file_order = other_file_system(base, &base.join("run-1/store"));
+        }
         let dir = base.join(format!("run-{n}"));
         fs::create_dir_all(&dir)?;
         let cond = if n == 1 {
@@ -198,6 +213,7 @@ fn verify(a: &VerifyArgs, base: &Path, runs: &mut Vec<RunResult>) -> anyhow::Res
                 lang: None,
                 jobs: jobs1,
                 vary: Variation::default(),
+                store_on: None,
             }
         } else {
             // Another path (deeper, with a space), other mtimes and modes, reversed creation
@@ -232,6 +248,7 @@ fn verify(a: &VerifyArgs, base: &Path, runs: &mut Vec<RunResult>) -> anyhow::Res
                 lang: Some(if odd { "tr_TR.UTF-8" } else { "ja_JP.eucJP" }),
                 jobs: if odd { other_jobs } else { jobs1 },
                 vary: inside_variation(n),
+                store_on: file_order.clone(),
             }
         };
         let oci = dir.join("oci");
@@ -247,7 +264,7 @@ fn verify(a: &VerifyArgs, base: &Path, runs: &mut Vec<RunResult>) -> anyhow::Res
             inherited_or(cond.tz, "TZ"),
             inherited_or(cond.lang, "LANG"),
             cond.jobs,
-            vary_text(&cond.vary)
+            vary_text(&cond.vary) + &store_text(&cond.store_on)
         );
         runs.push(RunResult {
             n,
@@ -309,8 +326,22 @@ pub(super) fn build_once(
     oci: &Path,
     first: bool,
 ) -> anyhow::Result<String> {
+    // Removed when this returns: the OCI output is outside the store.
+    let elsewhere = match &cond.store_on {
+        Some(fs) => Some(
+            tempfile::Builder::new()
+                .prefix("strata-verify-store-")
+                .tempdir_in(&fs.dir)
+                .with_context(|| format!("creating a store in `{}`", fs.dir.display()))?,
+        ),
+        None => None,
+    };
+    let store = match &elsewhere {
+        Some(t) => t.path().join("store"),
+        None => dir.join("store"),
+    };
     let mut cmd = Command::new(exe);
-    cmd.arg("--store").arg(dir.join("store"));
+    cmd.arg("--store").arg(&store);
     cmd.args(super::global_registry_args());
     cmd.arg("build");
     cmd.args(forwarded(b, first));
@@ -488,6 +519,80 @@ fn inside_variation(n: u32) -> Variation {
     }
 }
 
+/// The file system kinds whose directory order differs from each other's: tmpfs lists entries
+/// by creation, ext4/xfs/btrfs by a hash of the name.
+fn fs_kind(p: &Path) -> Option<String> {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: a valid C string and a zeroed statfs to fill.
+    let st = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        (libc::statfs(c.as_ptr(), &mut st) == 0).then_some(st)?
+    };
+    Some(
+        match st.f_type as i64 {
+            0x0102_1994 => "tmpfs",
+            0xEF53 => "ext4",
+            0x5846_5342 => "xfs",
+            0x9123_683E => "btrfs",
+            0x794C_7630 => "overlay",
+            _ => "other",
+        }
+        .to_string(),
+    )
+}
+
+/// Where runs 2+ keep their store so that RUN steps see another directory order than run 1's:
+/// a tmpfs (creation order) when run 1's is on a hashing file system, else the other way round,
+/// if it has room for twice run 1's store. `None`: no such file system here.
+fn other_file_system(base: &Path, run1_store: &Path) -> Option<FsChoice> {
+    let ours = fs_kind(base)?;
+    let need = 2 * tree_size(run1_store) + (64 << 20);
+    ["/dev/shm", "/var/tmp", "/tmp"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find_map(|dir| {
+            let kind = fs_kind(&dir)?;
+            let orders_differ = (kind == "tmpfs") != (ours == "tmpfs");
+            let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+            // SAFETY: a valid C string and a zeroed statvfs to fill.
+            let (free, writable) = unsafe {
+                let mut st: libc::statvfs = std::mem::zeroed();
+                if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+                    return None;
+                }
+                (
+                    st.f_bavail as u64 * st.f_frsize as u64,
+                    libc::access(c.as_ptr(), libc::W_OK) == 0,
+                )
+            };
+            (orders_differ && free >= need && writable).then_some(FsChoice { dir, kind })
+        })
+}
+
+/// Bytes of the regular files under `p`.
+fn tree_size(p: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map_or(0, |m| m.len()),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// `, store on tmpfs` for a run's line.
+pub(super) fn store_text(s: &Option<FsChoice>) -> String {
+    match s {
+        Some(fs) => format!(", store on {} ({})", fs.kind, fs.dir.display()),
+        None => String::new(),
+    }
+}
+
 /// How far each run's monotonic and boot clocks are ahead of the previous run's: 400 days.
 const CLOCK_STEP: u64 = 400 * 86_400;
 
@@ -563,10 +668,19 @@ fn variations_json(runs: &[RunResult]) -> Value {
             "run2": vary.clock_offset.map(|s| format!("+{} days", s / 86_400)),
             "how": "CLOCK_MONOTONIC and CLOCK_BOOTTIME shifted (a time namespace: uptime, /proc/uptime); the wall clock (CLOCK_REALTIME) is not shifted: each run starts in a later second than the previous one ended",
         },
-        {
-            "name": "file_order",
-            "varied": false,
-            "how": "not varied yet: snapshots are unpacked on the store's file system, whose directory order (ext4: hashed by name) is the same in every run",
+        match other.and_then(|r| r.cond.store_on.as_ref()) {
+            Some(fs) => json!({
+                "name": "file_order",
+                "varied": true,
+                "run1": runs.first().and_then(|r| fs_kind(&r.oci)),
+                "run2": fs.kind,
+                "how": format!("the store of runs 2+ (snapshots, RUN upper dirs) on {} in {}: RUN steps list directories in another order (tmpfs: by creation; ext4, xfs, btrfs: by a hash of the name)", fs.kind, fs.dir.display()),
+            }),
+            None => json!({
+                "name": "file_order",
+                "varied": false,
+                "how": "not varied: no file system here with another directory order than run 1's store (tmpfs against ext4/xfs/btrfs) and room for twice run 1's store",
+            }),
         },
         {"name": "context", "varied": true, "how": "another path, reversed creation order, g+w,o+w, odd mtimes"},
         {"name": "umask", "varied": true},

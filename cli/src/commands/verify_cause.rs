@@ -22,6 +22,7 @@ pub(super) enum Aspect {
     Cpus,
     Uts,
     Clock,
+    FileOrder,
     Context,
     Umask,
     Tz,
@@ -31,10 +32,11 @@ pub(super) enum Aspect {
 
 /// The order rebuilds try: what RUN commands see first (the usual causes), then what only
 /// strata itself sees (a difference there would be strata's own bug).
-const ORDER: [Aspect; 9] = [
+const ORDER: [Aspect; 10] = [
     Aspect::Control,
     Aspect::Cpus,
     Aspect::Uts,
+    Aspect::FileOrder,
     Aspect::Clock,
     Aspect::Context,
     Aspect::Umask,
@@ -51,6 +53,7 @@ impl Aspect {
             Aspect::Cpus => "cpu_count",
             Aspect::Uts => "host_name",
             Aspect::Clock => "clock",
+            Aspect::FileOrder => "file_order",
             Aspect::Context => "context",
             Aspect::Umask => "umask",
             Aspect::Tz => "tz",
@@ -65,6 +68,7 @@ impl Aspect {
             Aspect::Cpus => "CPU count",
             Aspect::Uts => "host name",
             Aspect::Clock => "uptime (monotonic and boot clocks)",
+            Aspect::FileOrder => "file order",
             Aspect::Context => "context location and metadata",
             Aspect::Umask => "umask",
             Aspect::Tz => "TZ",
@@ -84,6 +88,7 @@ impl Aspect {
                 c.vary.domainname = other.vary.domainname.clone();
             }
             Aspect::Clock => c.vary.clock_offset = other.vary.clock_offset,
+            Aspect::FileOrder => c.store_on = other.store_on.clone(),
             Aspect::Context => {
                 c.context = other.context.clone();
                 c.dockerfile = other.dockerfile.clone();
@@ -94,6 +99,7 @@ impl Aspect {
             Aspect::Jobs => c.jobs = other.jobs,
         }
         let same = c.vary == base.vary
+            && c.store_on == base.store_on
             && c.context == base.context
             && c.umask == base.umask
             && c.tz == base.tz
@@ -230,7 +236,7 @@ pub(super) fn find(
         eprintln!(
             "cause search {k}: {digest} (run 1's conditions, {}{})",
             aspect.label(),
-            super::verify::vary_text(&cond.vary)
+            super::verify::vary_text(&cond.vary) + &super::verify::store_text(&cond.store_on)
         );
         tried.push((aspect, digest.clone()));
         if digest == first.digest {
@@ -463,7 +469,8 @@ impl Causes {
 pub(super) fn markdown(runs: &[RunResult], causes: Option<&Causes>) -> String {
     let mut s = String::new();
     if let Some(r) = runs.iter().find(|r| r.n == 2) {
-        let v = super::verify::vary_text(&r.cond.vary);
+        let v =
+            super::verify::vary_text(&r.cond.vary) + &super::verify::store_text(&r.cond.store_on);
         if !v.is_empty() {
             let _ = writeln!(
                 s,
