@@ -183,8 +183,8 @@ struct Item {
 /// The outcome of the search, for the text, JSON and Markdown reports.
 pub(super) struct Causes {
     max_builds: u32,
-    /// The rebuilds made: what each varied, and its digest.
-    tried: Vec<(Aspect, String)>,
+    /// The rebuilds made: what each varied, and its digest (`None`: the build failed).
+    tried: Vec<(Aspect, Option<String>)>,
     items: Vec<Item>,
 }
 
@@ -226,19 +226,26 @@ pub(super) fn find(
         fs::create_dir_all(&dir)?;
         let oci = dir.join("oci");
         after_second(Some(last));
-        let digest = build_once(job.exe, job.build, &dir, &cond, &oci, false).map_err(|e| {
-            anyhow::anyhow!(
-                "looking for the cause: the rebuild with {} failed: {e:#}",
-                aspect.label()
-            )
-        })?;
+        let built = build_once(job.exe, job.build, &dir, &cond, &oci, false);
         last = now_secs();
+        let digest = match built {
+            Ok(d) => d,
+            Err(e) => {
+                // That variation alone breaks the build: worth saying, not a verify error.
+                eprintln!(
+                    "cause search {k}: the build failed with {} alone: {e:#}",
+                    aspect.label()
+                );
+                tried.push((aspect, None));
+                continue;
+            }
+        };
         eprintln!(
             "cause search {k}: {digest} (run 1's conditions, {}{})",
             aspect.label(),
             super::verify::vary_text(&cond.vary) + &super::verify::store_text(&cond.store_on)
         );
-        tried.push((aspect, digest.clone()));
+        tried.push((aspect, Some(digest.clone())));
         if digest == first.digest {
             continue;
         }
@@ -446,7 +453,7 @@ impl Causes {
     pub(super) fn to_json(&self) -> Value {
         json!({
             "max_builds": self.max_builds,
-            "builds": self.tried.iter().map(|(a, d)| json!({"varied": a.name(), "digest": d})).collect::<Vec<_>>(),
+            "builds": self.tried.iter().map(|(a, d)| json!({"varied": a.name(), "digest": d, "failed": d.is_none()})).collect::<Vec<_>>(),
             "isolated": self.items.iter().all(|i| !matches!(i.found, Found::NoSingle | Found::NotIsolated)),
             "differences": self.items.iter().map(|i| json!({
                 "layer": i.key.layer,
