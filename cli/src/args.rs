@@ -338,6 +338,10 @@ pub struct VerifyArgs {
     /// Keep the throwaway stores, contexts and outputs in DIR (created) for debugging
     #[arg(long, value_name = "DIR")]
     pub keep: Option<PathBuf>,
+    /// When runs differ, at most N more builds to find the cause (run 1's conditions with one
+    /// variation each; 0: do not look)
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub max_builds: u32,
 }
 
 #[derive(Args, Debug)]

@@ -16,6 +16,7 @@ mod push;
 mod rebase;
 mod rmi;
 mod verify;
+mod verify_cause;
 mod workspace;
 mod workspace_file;
 

@@ -18,27 +18,47 @@ use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 use strata_engine::diff::{self, DiffOptions, DiffReport};
 
+use strata_engine::sandbox::Variation;
+
+use super::verify_cause::{self, Causes};
 use crate::args::{BuildArgs, VerifyArgs};
 
 /// Fixed, odd mtime for the copied contexts: 2003-03-03 03:03:03 UTC, plus the run number.
 const ODD_MTIME: i64 = 1_046_660_583;
 
 /// The conditions of one run.
-struct Conditions {
-    context: PathBuf,
-    dockerfile: PathBuf,
-    umask: u32,
+#[derive(Clone)]
+pub(super) struct Conditions {
+    pub(super) context: PathBuf,
+    pub(super) dockerfile: PathBuf,
+    pub(super) umask: u32,
     /// `None`: inherited from `strata verify`.
-    tz: Option<&'static str>,
-    lang: Option<&'static str>,
-    jobs: usize,
+    pub(super) tz: Option<&'static str>,
+    pub(super) lang: Option<&'static str>,
+    pub(super) jobs: usize,
+    /// What RUN commands see (`sandbox::vary`); none in run 1.
+    pub(super) vary: Variation,
+    /// Put the build's store in a fresh directory under this one (another kind of file system:
+    /// RUN steps list directories in its order) instead of the run's directory; removed after.
+    pub(super) store_on: Option<FsChoice>,
 }
 
-struct RunResult {
-    n: u32,
-    cond: Conditions,
-    digest: String,
-    oci: PathBuf,
+/// A file system for a run's store other than run 1's.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub(super) struct FsChoice {
+    pub(super) dir: PathBuf,
+    /// `tmpfs`, `ext4`, …
+    pub(super) kind: String,
+}
+
+pub(super) struct RunResult {
+    pub(super) n: u32,
+    pub(super) cond: Conditions,
+    pub(super) digest: String,
+    pub(super) oci: PathBuf,
+    /// The wall-clock seconds (Unix time) the build started and ended in.
+    pub(super) started: i64,
+    pub(super) ended: i64,
 }
 
 enum Verdict {
@@ -69,16 +89,23 @@ pub fn run(a: VerifyArgs, registry_args: Vec<OsString>) -> anyhow::Result<i32> {
         Err(_) => 2,
     };
     let (verdict, run_diff, against) = match &result {
-        Ok((v, d, ag)) => (verdict_text(v), d.as_ref(), ag.as_ref()),
+        Ok((v, d, ag)) => (verdict_text(v), d.as_ref().map(|(d, _)| d), ag.as_ref()),
         Err(_) => ("error".to_string(), None, None),
+    };
+    let causes = match &result {
+        Ok((_, Some((_, c)), _)) => Some(c),
+        _ => None,
     };
     let error = result.as_ref().err().map(|e| format!("{e:#}"));
     if let Some(md) = &a.markdown {
-        let text = markdown(&verdict, &runs, run_diff, against, error.as_deref(), &a);
+        let mut text = markdown(&verdict, &runs, run_diff, against, error.as_deref(), &a);
+        text.push_str(&verify_cause::markdown(&runs, causes));
         fs::write(md, text).with_context(|| format!("--markdown `{}`", md.display()))?;
     }
     if a.json {
-        let v = json_report(&verdict, &runs, run_diff, against, error.as_deref(), &a);
+        let mut v = json_report(&verdict, &runs, run_diff, against, error.as_deref(), &a);
+        v["variations"] = variations_json(&runs);
+        v["causes"] = causes.map_or(Value::Null, Causes::to_json);
         println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
     }
     let kept = || {
@@ -103,12 +130,13 @@ pub fn run(a: VerifyArgs, registry_args: Vec<OsString>) -> anyhow::Result<i32> {
                     }
                 }
                 Verdict::RunsDiffer(n) => {
-                    let r = d.as_ref().expect("a diff for differing runs");
+                    let (r, causes) = d.as_ref().expect("a diff for differing runs");
                     eprintln!(
                         "verify: NOT reproducible: run {n} differs from run 1: {}",
                         diff::summary(r)
                     );
                     eprint!("{}", diff::render_text(r));
+                    eprint!("{}", causes.text());
                 }
                 Verdict::AgainstDiffers => {}
             }
@@ -140,7 +168,13 @@ impl Workdir {
     }
 }
 
-type Outcome = (Verdict, Option<DiffReport>, Option<(String, DiffReport)>);
+/// The verdict, run 1 against the first differing run (and why they differ), and against
+/// `--against`.
+type Outcome = (
+    Verdict,
+    Option<(DiffReport, Causes)>,
+    Option<(String, DiffReport)>,
+);
 
 fn verify(
     a: &VerifyArgs,
@@ -168,7 +202,11 @@ fn verify(
         m as u32
     };
     let exe = std::env::current_exe().context("finding the strata executable")?;
+    let mut file_order = None;
     for n in 1..=a.runs {
+        if n == 2 {
+            file_order = other_file_system(base, &base.join("run-1/store"));
+        }
         let dir = base.join(format!("run-{n}"));
         fs::create_dir_all(&dir)?;
         let cond = if n == 1 {
@@ -179,6 +217,8 @@ fn verify(
                 tz: None,
                 lang: None,
                 jobs: jobs1,
+                vary: Variation::default(),
+                store_on: None,
             }
         } else {
             // Another path (deeper, with a space), other mtimes and modes, reversed creation
@@ -212,25 +252,32 @@ fn verify(
                 }),
                 lang: Some(if odd { "tr_TR.UTF-8" } else { "ja_JP.eucJP" }),
                 jobs: if odd { other_jobs } else { jobs1 },
+                vary: inside_variation(n),
+                store_on: file_order.clone(),
             }
         };
         let oci = dir.join("oci");
+        // Never in a second an earlier run used: `date +%s` must differ.
+        let started = after_second(runs.last().map(|r: &RunResult| r.ended));
         let digest = build_once(&exe, b, registry_args, &dir, &cond, &oci, n == 1)
             .with_context(|| format!("run {n}/{}", a.runs))?;
         eprintln!(
-            "run {n}/{}: {digest} (context at {}, umask {:03o}, TZ={}, LANG={}, jobs {})",
+            "run {n}/{}: {digest} (context at {}, umask {:03o}, TZ={}, LANG={}, jobs {}{})",
             a.runs,
             cond.context.display(),
             cond.umask,
             inherited_or(cond.tz, "TZ"),
             inherited_or(cond.lang, "LANG"),
-            cond.jobs
+            cond.jobs,
+            vary_text(&cond.vary) + &store_text(&cond.store_on)
         );
         runs.push(RunResult {
             n,
             cond,
             digest,
             oci,
+            started,
+            ended: now_secs(),
         });
     }
     let spec = |r: &RunResult| format!("oci:{}", r.oci.display());
@@ -239,7 +286,20 @@ fn verify(
     let mut run_diff = None;
     if let Some(other) = runs.iter().find(|r| r.digest != first.digest) {
         verdict = Verdict::RunsDiffer(other.n);
-        run_diff = Some(compare(&spec(first), &spec(other))?);
+        let d = compare(&spec(first), &spec(other))?;
+        let causes = verify_cause::find(
+            &verify_cause::Job {
+                exe: &exe,
+                build: b,
+                registry_args,
+                base,
+                max_builds: a.max_builds,
+            },
+            first,
+            other,
+            &d,
+        )?;
+        run_diff = Some((d, causes));
     }
     let mut against = None;
     if let Some(r) = &a.against {
@@ -252,7 +312,7 @@ fn verify(
     Ok((verdict, run_diff, against))
 }
 
-fn compare(a: &str, b: &str) -> anyhow::Result<DiffReport> {
+pub(super) fn compare(a: &str, b: &str) -> anyhow::Result<DiffReport> {
     let run = || -> Result<DiffReport, diff::DiffError> {
         let (x, y) = rayon::join(|| diff::load_image(a), || diff::load_image(b));
         diff::diff(&x?, &y?, &DiffOptions::default())
@@ -264,7 +324,7 @@ fn compare(a: &str, b: &str) -> anyhow::Result<DiffReport> {
 }
 
 /// One `strata build` in a child process, into a fresh store under `dir`; returns the digest.
-fn build_once(
+pub(super) fn build_once(
     exe: &Path,
     b: &BuildArgs,
     registry_args: &[OsString],
@@ -273,8 +333,22 @@ fn build_once(
     oci: &Path,
     first: bool,
 ) -> anyhow::Result<String> {
+    // Removed when this returns: the OCI output is outside the store.
+    let elsewhere = match &cond.store_on {
+        Some(fs) => Some(
+            tempfile::Builder::new()
+                .prefix("strata-verify-store-")
+                .tempdir_in(&fs.dir)
+                .with_context(|| format!("creating a store in `{}`", fs.dir.display()))?,
+        ),
+        None => None,
+    };
+    let store = match &elsewhere {
+        Some(t) => t.path().join("store"),
+        None => dir.join("store"),
+    };
     let mut cmd = Command::new(exe);
-    cmd.arg("--store").arg(dir.join("store"));
+    cmd.arg("--store").arg(&store);
     cmd.args(registry_args);
     cmd.arg("build");
     cmd.args(forwarded(b, first));
@@ -292,6 +366,10 @@ fn build_once(
             .env("STRATA_VERIFY_NOISE", format!("{}", dir.display()))
             .env("HOME", dir)
             .env("TMPDIR", dir);
+    }
+    if !cond.vary.is_none() {
+        let json = serde_json::to_string(&cond.vary).expect("serializes");
+        cmd.env(strata_engine::sandbox::vary::ENV, json);
     }
     let umask = cond.umask as libc::mode_t;
     // SAFETY: umask is async-signal-safe.
@@ -433,6 +511,190 @@ fn set_mtime(p: &Path, t: i64) -> anyhow::Result<()> {
             .with_context(|| format!("setting the mtime of `{}`", p.display()));
     }
     Ok(())
+}
+
+/// What RUN commands see in run `n` (2+): fewer CPUs, other host and domain names, clocks
+/// shifted by `n - 1` times 400 days (`sandbox::vary`).
+fn inside_variation(n: u32) -> Variation {
+    let cpus = strata_engine::sandbox::vary::allowed_cpus().len();
+    Variation {
+        // 1 of several; on a machine with one CPU the count cannot differ.
+        cpus: (cpus >= 2).then_some(1),
+        hostname: Some(format!("verify-run{n}")),
+        domainname: Some(format!("run{n}.verify.invalid")),
+        clock_offset: Some(u64::from(n - 1) * CLOCK_STEP),
+    }
+}
+
+/// The file system kinds whose directory order differs from each other's: tmpfs lists entries
+/// by creation, ext4/xfs/btrfs by a hash of the name.
+fn fs_kind(p: &Path) -> Option<String> {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: a valid C string and a zeroed statfs to fill.
+    let st = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        (libc::statfs(c.as_ptr(), &mut st) == 0).then_some(st)?
+    };
+    Some(
+        match st.f_type as i64 {
+            0x0102_1994 => "tmpfs",
+            0xEF53 => "ext4",
+            0x5846_5342 => "xfs",
+            0x9123_683E => "btrfs",
+            0x794C_7630 => "overlay",
+            _ => "other",
+        }
+        .to_string(),
+    )
+}
+
+/// Where runs 2+ keep their store so that RUN steps see another directory order than run 1's:
+/// a tmpfs (creation order) when run 1's is on a hashing file system, else the other way round,
+/// if it has room for twice run 1's store. `None`: no such file system here.
+fn other_file_system(base: &Path, run1_store: &Path) -> Option<FsChoice> {
+    let ours = fs_kind(base)?;
+    let need = 2 * tree_size(run1_store) + (64 << 20);
+    ["/dev/shm", "/var/tmp", "/tmp"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find_map(|dir| {
+            let kind = fs_kind(&dir)?;
+            let orders_differ = (kind == "tmpfs") != (ours == "tmpfs");
+            let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+            // SAFETY: a valid C string and a zeroed statvfs to fill.
+            let (free, writable) = unsafe {
+                let mut st: libc::statvfs = std::mem::zeroed();
+                if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+                    return None;
+                }
+                (
+                    st.f_bavail as u64 * st.f_frsize as u64,
+                    libc::access(c.as_ptr(), libc::W_OK) == 0,
+                )
+            };
+            (orders_differ && free >= need && writable).then_some(FsChoice { dir, kind })
+        })
+}
+
+/// Bytes of the regular files under `p`.
+fn tree_size(p: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map_or(0, |m| m.len()),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// `, store on tmpfs` for a run's line.
+pub(super) fn store_text(s: &Option<FsChoice>) -> String {
+    match s {
+        Some(fs) => format!(", store on {} ({})", fs.kind, fs.dir.display()),
+        None => String::new(),
+    }
+}
+
+/// How far each run's monotonic and boot clocks are ahead of the previous run's: 400 days.
+const CLOCK_STEP: u64 = 400 * 86_400;
+
+/// `, CPUs 1, host verify-run2, …` for a run's line (empty for none).
+pub(super) fn vary_text(v: &Variation) -> String {
+    let mut s = String::new();
+    if let Some(c) = v.cpus {
+        let _ = write!(s, ", CPUs {c}");
+    }
+    if let Some(h) = &v.hostname {
+        let _ = write!(s, ", host {h}");
+    }
+    if let Some(d) = &v.domainname {
+        let _ = write!(s, ", domain {d}");
+    }
+    if let Some(o) = v.clock_offset {
+        let _ = write!(s, ", uptime +{} days", o / 86_400);
+    }
+    s
+}
+
+pub(super) fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Waits until the wall clock is past second `last` (if any); returns the current second.
+pub(super) fn after_second(last: Option<i64>) -> i64 {
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        match last {
+            Some(l) if now.as_secs() as i64 <= l => {
+                std::thread::sleep(
+                    std::time::Duration::from_secs(1)
+                        - std::time::Duration::from_nanos(u64::from(now.subsec_nanos())),
+                );
+            }
+            _ => return now.as_secs() as i64,
+        }
+    }
+}
+
+/// What verify varies (and cannot) inside RUN steps, for the JSON report.
+fn variations_json(runs: &[RunResult]) -> Value {
+    let other = runs.iter().find(|r| r.n == 2);
+    let vary = other.map(|r| r.cond.vary.clone()).unwrap_or_default();
+    let cpus = strata_engine::sandbox::vary::allowed_cpus().len();
+    json!([
+        {
+            "name": "cpu_count",
+            "varied": vary.cpus.is_some(),
+            "run1": cpus,
+            "run2": vary.cpus,
+            "how": if vary.cpus.is_some() {
+                "sched_setaffinity of every RUN (nproc, sched_getaffinity) and /sys/devices/system/cpu/online; not /proc/cpuinfo or `nproc --all`"
+            } else {
+                "not varied: strata may use only 1 CPU here"
+            },
+        },
+        {
+            "name": "host_name",
+            "varied": vary.hostname.is_some(),
+            "run1": "strata",
+            "run2": vary.hostname,
+            "how": "UTS host name, /etc/hostname and /etc/hosts; and the UTS domain name",
+        },
+        {
+            "name": "clock",
+            "varied": vary.clock_offset.is_some(),
+            "run2": vary.clock_offset.map(|s| format!("+{} days", s / 86_400)),
+            "how": "CLOCK_MONOTONIC and CLOCK_BOOTTIME shifted (a time namespace: uptime, /proc/uptime); the wall clock (CLOCK_REALTIME) is not shifted: each run starts in a later second than the previous one ended",
+        },
+        match other.and_then(|r| r.cond.store_on.as_ref()) {
+            Some(fs) => json!({
+                "name": "file_order",
+                "varied": true,
+                "run1": runs.first().and_then(|r| fs_kind(&r.oci)),
+                "run2": fs.kind,
+                "how": format!("the store of runs 2+ (snapshots, RUN upper dirs) on {} in {}: RUN steps list directories in another order (tmpfs: by creation; ext4, xfs, btrfs: by a hash of the name)", fs.kind, fs.dir.display()),
+            }),
+            None => json!({
+                "name": "file_order",
+                "varied": false,
+                "how": "not varied: no file system here with another directory order than run 1's store (tmpfs against ext4/xfs/btrfs) and room for twice run 1's store",
+            }),
+        },
+        {"name": "context", "varied": true, "how": "another path, reversed creation order, g+w,o+w, odd mtimes"},
+        {"name": "umask", "varied": true},
+        {"name": "tz", "varied": true},
+        {"name": "locale", "varied": true, "how": "LANG, LC_ALL, HOME, TMPDIR of strata"},
+        {"name": "jobs", "varied": true},
+    ])
 }
 
 fn inherited_or(set: Option<&str>, var: &str) -> String {

@@ -164,6 +164,11 @@ fn random_data_from_a_run_step_fails_and_names_the_file() {
         "the summary line first names the file: {err}"
     );
     assert!(err.contains("/stamp [content]"), "{err}");
+    // The control build (run 1's conditions) differs again: no variation is to blame.
+    assert!(
+        err.contains("  /stamp: cause: nondeterminism (RUN at Dockerfile:6 wrote /stamp)"),
+        "{err}"
+    );
     // The differing bytes, as a text diff of the file.
     assert!(
         err.lines().any(|l| l.trim_start().starts_with("-"))
@@ -241,4 +246,191 @@ fn the_copied_context_leaves_out_what_dockerignore_excludes() {
     let copy = keep.path().join("run-2/ctx 2/moved/context");
     assert!(copy.join("src/sub/a.txt").exists() && copy.join("Dockerfile").exists());
     assert!(!copy.join("junk").exists());
+}
+
+/// The differences of `--json`'s `causes` for `path`: (cause, text).
+fn cause_of(v: &serde_json::Value, path: &str) -> (serde_json::Value, String) {
+    let d = v["causes"]["differences"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no causes: {v}"))
+        .iter()
+        .find(|d| d["path"] == path)
+        .unwrap_or_else(|| panic!("no cause for {path}: {v}"));
+    (d["cause"].clone(), d["text"].as_str().unwrap().to_string())
+}
+
+fn machine_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `nproc` sees another CPU count in run 2 (its affinity), and the rebuilds blame that.
+#[test]
+fn nproc_in_a_run_step_is_caught_and_blamed_on_the_cpu_count() {
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_context(
+        ctx.path(),
+        "RUN nproc > /cpus && cat /sys/devices/system/cpu/online > /online\n",
+    );
+    let (code, o) = verify(&["--json"], ctx.path());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let cpus = &v["variations"][0];
+    assert_eq!(cpus["name"], "cpu_count", "{v}");
+    if machine_cpus() < 2 {
+        // One CPU: the count cannot differ, and the report says so.
+        assert_eq!(code, 0, "{}", show(&o));
+        assert_eq!(cpus["varied"], false, "{v}");
+        return;
+    }
+    assert_eq!(code, 1, "{}", show(&o));
+    assert_eq!(cpus["varied"], true, "{v}");
+    assert_eq!(cpus["run2"], 1, "{v}");
+    let (cause, said) = cause_of(&v, "/cpus");
+    assert_eq!(cause, "cpu_count", "{v}");
+    assert_eq!(said, "cause: CPU count (RUN at Dockerfile:6 wrote /cpus)");
+    assert_eq!(cause_of(&v, "/online").0, "cpu_count", "{v}");
+    assert_eq!(v["causes"]["isolated"], true, "{v}");
+    // A control build (no variation) first, then the CPU count: two rebuilds.
+    let builds: Vec<&str> = v["causes"]["builds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["varied"].as_str().unwrap())
+        .collect();
+    assert_eq!(builds, ["none", "cpu_count"], "{v}");
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("  /cpus: cause: CPU count (RUN at Dockerfile:6 wrote /cpus)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("run 2/2: sha256:") && err.contains(", CPUs 1, host verify-run2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_host_name_in_a_run_step_is_caught_and_named() {
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_context(
+        ctx.path(),
+        "RUN echo hi > /same && hostname > /host && cat /proc/sys/kernel/domainname > /domain\n",
+    );
+    let (code, o) = verify(&["--json"], ctx.path());
+    assert_eq!(code, 1, "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (cause, said) = cause_of(&v, "/host");
+    assert_eq!(cause, "host_name", "{v}");
+    assert_eq!(said, "cause: host name (RUN at Dockerfile:6 wrote /host)");
+    assert_eq!(cause_of(&v, "/domain").0, "host_name", "{v}");
+    let paths: Vec<&serde_json::Value> = v["causes"]["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| &d["path"])
+        .collect();
+    assert_eq!(paths, ["/domain", "/host"], "{v}");
+
+    // Too few builds to get to the host name: said so, per file.
+    let (code, o) = verify(&["--max-builds", "1"], ctx.path());
+    assert_eq!(code, 1, "{}", show(&o));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(
+            "  /host: cause not found (RUN at Dockerfile:6 wrote /host) within --max-builds 1"
+        ),
+        "{err}"
+    );
+}
+
+/// The seconds: runs never share one, so `date +%s` always differs; the control build (no
+/// variation) brings the difference back, and the value is a time of the run.
+#[test]
+fn the_time_in_seconds_from_a_run_step_is_caught_and_named() {
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_context(ctx.path(), "RUN date +%s > /built-at\n");
+    let (code, o) = verify(&["--json"], ctx.path());
+    assert_eq!(code, 1, "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (cause, said) = cause_of(&v, "/built-at");
+    assert_eq!(cause, "time", "{v}");
+    assert!(
+        said.starts_with("cause: the time (RUN at Dockerfile:6 wrote /built-at: it holds 1")
+            && said.ends_with(", a time during run 1)"),
+        "{said}"
+    );
+    assert_eq!(v["causes"]["builds"].as_array().unwrap().len(), 1, "{v}");
+}
+
+/// A clean Dockerfile passes under every variation, and the report lists them.
+#[test]
+fn a_clean_build_passes_and_the_report_lists_what_was_varied() {
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_context(
+        ctx.path(),
+        "RUN echo hi > /x && ls / > /listing && uname -s > /os\n",
+    );
+    let (code, o) = verify(&["--json"], ctx.path());
+    assert_eq!(code, 0, "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["causes"].is_null(), "{v}");
+    let varied: Vec<(&str, bool)> = v["variations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["name"].as_str().unwrap(), x["varied"].as_bool().unwrap()))
+        .collect();
+    assert!(varied.contains(&("host_name", true)), "{v}");
+    assert!(varied.contains(&("clock", true)), "{v}");
+    assert!(varied.contains(&("cpu_count", machine_cpus() >= 2)), "{v}");
+    // This machine: /tmp on ext4 and /dev/shm a tmpfs (CI's too), so the order is varied.
+    let order = v["variations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "file_order")
+        .unwrap();
+    let err = text(&o.stderr);
+    if order["varied"] == true {
+        assert!(err.contains(", store on "), "{err}");
+    } else {
+        assert!(
+            order["how"].as_str().unwrap().starts_with("not varied"),
+            "{v}"
+        );
+        assert!(!err.contains(", store on "), "{err}");
+    }
+}
+
+/// Directory order: run 2's store is on a file system that lists directories in another
+/// order (tmpfs by creation, ext4 by name hash), so `find` over 200 copied files differs.
+#[test]
+fn directory_order_in_a_run_step_is_caught_and_named() {
+    let ctx = tempfile::tempdir().unwrap();
+    fs::create_dir(ctx.path().join("many")).unwrap();
+    for i in 0..200 {
+        fs::write(ctx.path().join(format!("many/f{i}")), format!("{i}\n")).unwrap();
+    }
+    busybox_context(ctx.path(), "COPY many /many\nRUN find /many > /order\n");
+    let (code, o) = verify(&["--json"], ctx.path());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let order = v["variations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "file_order")
+        .unwrap()
+        .clone();
+    if order["varied"] != true {
+        // No file system with another order here: not caught, and the report says why.
+        assert_eq!(code, 0, "{}", show(&o));
+        assert!(
+            order["how"].as_str().unwrap().starts_with("not varied"),
+            "{v}"
+        );
+        return;
+    }
+    assert_eq!(code, 1, "{}", show(&o));
+    let (cause, said) = cause_of(&v, "/order");
+    assert_eq!(cause, "file_order", "{v}");
+    assert_eq!(said, "cause: file order (RUN at Dockerfile:7 wrote /order)");
 }

@@ -364,6 +364,8 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, SandboxError> {
 pub fn run_logged(spec: &RunSpec) -> Result<(RunOutcome, Tail), SandboxError> {
     validate(spec)?;
     check_cancelled()?;
+    // A bad `strata verify` variation fails here, once, not inside every helper.
+    super::vary::Variation::current().map_err(SandboxError::Spec)?;
     let ns = super::userns::current();
     let tee = spec.output == Output::Stderr;
     let json = if tee {
@@ -557,6 +559,10 @@ impl Helper {
         // environment is exactly the spec's.
         if let Some(t) = std::env::var_os("TMPDIR") {
             cmd.env("TMPDIR", t);
+        }
+        // `strata verify`'s variation of runs 2+ (`sandbox::vary`): the helper applies it.
+        if let Some(v) = std::env::var_os(super::vary::ENV) {
+            cmd.env(super::vary::ENV, v);
         }
         let wfd = report_w.as_raw_fd();
         let sfd = sync_child.as_ref().map_or(-1, |s| s.as_raw_fd());

@@ -205,21 +205,41 @@ fn set_stop_handlers(handler: libc::sighandler_t) {
 /// Returns the report to write, or `None` when pid 1 already wrote it.
 fn helper(ns: Option<NsKind>) -> Option<Report> {
     set_stop_handlers(on_stop_signal as *const () as libc::sighandler_t);
-    let spec = match read_spec() {
+    let mut spec = match read_spec() {
         Ok(s) => s,
         Err(e) => return Some(Report::Error(e)),
     };
     if let Err(e) = redirect_stdio(&spec.output) {
         return Some(Report::Error(e));
     }
+    let vary = match super::vary::Variation::current() {
+        Ok(v) => v,
+        Err(e) => return Some(Report::Error(e)),
+    };
+    if let Some(h) = &vary.hostname {
+        spec.hostname = h.clone();
+    }
+    // Before the fork: pid 1 and everything it starts inherit the affinity.
+    let cpu_online = match vary.cpus.map(super::vary::restrict_cpus).transpose() {
+        Ok(c) => c,
+        Err(e) => return Some(Report::Error(e)),
+    };
     let tmp = match tempfile::Builder::new().prefix("strata-sandbox-").tempdir() {
         Ok(t) => t,
         Err(e) => return Some(Report::Error(format!("create temp dir: {e}"))),
     };
-    let files = match host_files(&spec, tmp.path()) {
+    let mut files = match host_files(&spec, tmp.path()) {
         Ok(f) => f,
         Err(e) => return Some(Report::Error(e)),
     };
+    if let Some(list) = cpu_online {
+        let p = tmp.path().join("cpu-online");
+        if let Err(e) = std::fs::write(&p, format!("{list}\n")) {
+            return Some(Report::Error(format!("write `{}`: {e}", p.display())));
+        }
+        files.cpu_online = Some(p);
+    }
+    files.domainname = vary.domainname.clone();
     // Before the fork, so pid 1 and everything it starts is counted (root; rootless without a
     // delegated cgroup runs without the pids cap: docs/security.md).
     let cg = match super::limits::StepCgroup::enter(&spec.limits) {
@@ -230,11 +250,20 @@ fn helper(ns: Option<NsKind>) -> Option<Report> {
     if spec.network == Network::None {
         flags |= libc::CLONE_NEWNET;
     }
+    if vary.clock_offset.is_some() {
+        // Pid 1 (this process's child) is the first in it: the offsets are set before.
+        flags |= libc::CLONE_NEWTIME;
+    }
     // SAFETY: plain syscalls in a single-threaded process; after fork the child only runs
     // code of this single-threaded program and leaves with `_exit`.
     unsafe {
         if libc::unshare(flags) != 0 {
             return Some(Report::Error(last_err("unshare")));
+        }
+        if let Some(secs) = vary.clock_offset {
+            if let Err(e) = super::vary::set_clock_offset(secs) {
+                return Some(Report::Error(e));
+            }
         }
         let pid = libc::fork();
         if pid < 0 {
@@ -350,6 +379,8 @@ fn host_files(spec: &RunSpec, dir: &Path) -> Result<HostFiles, String> {
         resolv: w("resolv.conf", &resolv)?,
         hostname: w("hostname", format!("{h}\n").as_bytes())?,
         secrets: dir.join("secrets"),
+        cpu_online: None,
+        domainname: None,
     })
 }
 
@@ -363,6 +394,7 @@ fn shadow_host_dir(files: &HostFiles) -> Result<(), String> {
         .ok_or("the sandbox temp dir has no parent")?;
     let keep: Vec<(&Path, Vec<u8>)> = [&files.hosts, &files.resolv, &files.hostname]
         .into_iter()
+        .chain(files.cpu_online.as_ref())
         .map(|p| std::fs::read(p).map(|c| (p.as_path(), c)))
         .collect::<Result<_, _>>()
         .map_err(|e| format!("read the injected files: {e}"))?;

@@ -25,6 +25,8 @@ mod seccomp;
 mod setup;
 pub mod snapshot;
 pub mod userns;
+pub mod vary;
+pub use vary::Variation;
 
 pub use exec::{
     cancel, cancelled, injected_paths, remove_tree, run, run_logged, Mount, MountKind, Network,

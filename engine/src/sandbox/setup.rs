@@ -85,9 +85,16 @@ pub(crate) enum Op {
     Mask(String),
     /// Bind a path onto itself read-only; missing paths are skipped.
     ReadOnly(String),
+    /// A host file bind-mounted over the existing file `target` (of /proc or /sys); skipped
+    /// when `target` is missing (sysfs not mounted).
+    Cover {
+        source: PathBuf,
+        target: String,
+    },
     /// Make the rootfs `/` and detach the old root.
     PivotRoot,
     SetHostname(String),
+    SetDomainname(String),
     LoopbackUp,
 }
 
@@ -100,6 +107,10 @@ pub(crate) struct HostFiles {
     pub hostname: PathBuf,
     /// An empty directory for [`Op::WriteSecret`]'s tmpfs.
     pub secrets: PathBuf,
+    /// `strata verify`'s variation ([`super::vary`]): the CPU list to show as
+    /// `/sys/devices/system/cpu/online`, and the domain name to set.
+    pub cpu_online: Option<PathBuf>,
+    pub domainname: Option<String>,
 }
 
 /// The setup of the container, in order. `ns`: the user namespace the helper is in, if any.
@@ -184,6 +195,12 @@ pub(crate) fn plan(spec: &RunSpec, files: &HostFiles, ns: Option<NsKind>) -> Vec
     });
     for p in ["sys/firmware", "sys/devices/virtual/powercap"] {
         ops.push(Op::Mask(p.into()));
+    }
+    if let Some(online) = &files.cpu_online {
+        ops.push(Op::Cover {
+            source: online.clone(),
+            target: "sys/devices/system/cpu/online".into(),
+        });
     }
     ops.push(Op::MakeDir("dev".into()));
     ops.push(Op::Mount {
@@ -300,6 +317,9 @@ pub(crate) fn plan(spec: &RunSpec, files: &HostFiles, ns: Option<NsKind>) -> Vec
     ops.push(Op::RestoreTimes);
     ops.push(Op::PivotRoot);
     ops.push(Op::SetHostname(spec.hostname.clone()));
+    if let Some(d) = &files.domainname {
+        ops.push(Op::SetDomainname(d.clone()));
+    }
     if spec.network == Network::None {
         ops.push(Op::LoopbackUp);
     }
@@ -728,6 +748,20 @@ impl Sys for RealSys {
             Op::SetHostname(h) => {
                 rustix::system::sethostname(h.as_bytes()).map_err(errno_msg("sethostname"))
             }
+            Op::SetDomainname(d) => {
+                // SAFETY: a valid buffer and its length.
+                if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
+                    return Err(last_err("setdomainname"));
+                }
+                Ok(())
+            }
+            Op::Cover { source, target } => {
+                let Ok((_fd, t)) = self.target(target) else {
+                    return Ok(()); // absent: nothing to cover
+                };
+                mount_raw(&source.display().to_string(), &t, "", libc::MS_BIND, "")
+                    .map_err(|e| format!("{e} (cover /{target})"))
+            }
             Op::LoopbackUp => loopback_up(),
         }
     }
@@ -801,6 +835,8 @@ mod tests {
             resolv: "/t/resolv.conf".into(),
             hostname: "/t/hostname".into(),
             secrets: "/t/secrets".into(),
+            cpu_online: None,
+            domainname: None,
         }
     }
 
@@ -810,6 +846,38 @@ mod tests {
             r.apply(&op).unwrap();
         }
         r.0
+    }
+
+    #[test]
+    fn a_verify_variation_covers_the_cpu_list_after_sysfs_and_sets_the_domain() {
+        let plain = recorded(&spec(Network::None));
+        assert!(!plain
+            .iter()
+            .any(|o| matches!(o, Op::Cover { .. } | Op::SetDomainname(_))));
+        let mut f = files();
+        f.cpu_online = Some("/t/cpu-online".into());
+        f.domainname = Some("verify.invalid".into());
+        let ops = plan(&spec(Network::None), &f, None);
+        let at = |want: &dyn Fn(&Op) -> bool| ops.iter().position(want).unwrap();
+        let sysfs = at(&|o| {
+            matches!(
+                o,
+                Op::Mount {
+                    fstype: "sysfs",
+                    ..
+                }
+            )
+        });
+        let cover = at(&|o| {
+            *o == Op::Cover {
+                source: "/t/cpu-online".into(),
+                target: "sys/devices/system/cpu/online".into(),
+            }
+        });
+        let pivot = at(&|o| *o == Op::PivotRoot);
+        assert!(sysfs < cover && cover < pivot, "{ops:?}");
+        let host = at(&|o| matches!(o, Op::SetHostname(_)));
+        assert_eq!(ops[host + 1], Op::SetDomainname("verify.invalid".into()));
     }
 
     #[test]
