@@ -561,7 +561,7 @@ impl Context {
         &self,
         pattern: &str,
         cand: &str,
-    ) -> Result<Option<(OwnedFd, Vec<(String, FileType)>)>, ContextError> {
+    ) -> Result<Option<(OwnedFd, Names)>, ContextError> {
         let res = match self.resolve_path(pattern, cand) {
             Ok(r) => r,
             Err(ResolveFail::NotFound) => return Ok(None),
@@ -863,7 +863,10 @@ fn entry_from_stat(
 
 /// Lists a directory's entries (without `.`/`..`) with their `d_type`
 /// (possibly `Unknown`), sorted bytewise by name.
-fn read_names(fd: BorrowedFd<'_>, host: &Path) -> Result<Vec<(String, FileType)>, ContextError> {
+/// A directory's entries: name and type.
+type Names = Vec<(String, FileType)>;
+
+fn read_names(fd: BorrowedFd<'_>, host: &Path) -> Result<Names, ContextError> {
     let dir = Dir::read_from(fd).map_err(|e| io_err(host.to_path_buf(), e))?;
     let mut names = Vec::new();
     for ent in dir {

@@ -852,7 +852,7 @@ impl Parser<'_> {
             allow_heredocs,
         };
         let command = match kw {
-            "FROM" => self.from_cmd(&p)?,
+            "FROM" => self.parse_from(&p)?,
             "ARG" => {
                 self.check_flags(kw, &flags, none, none, none)?;
                 need(!words.is_empty(), "ARG requires at least one argument")?;
@@ -958,7 +958,7 @@ impl Parser<'_> {
     }
 
     /// `FROM image [AS name]`.
-    fn from_cmd(&self, p: &Parsed<'_>) -> Result<Command, Diagnostic> {
+    fn parse_from(&self, p: &Parsed<'_>) -> Result<Command, Diagnostic> {
         let Parsed {
             kw,
             kw_span,
@@ -968,7 +968,7 @@ impl Parser<'_> {
             ..
         } = *p;
         let none: &[&str] = &[];
-        self.check_flags(kw, &flags, &["platform"], none, none)?;
+        self.check_flags(kw, flags, &["platform"], none, none)?;
         if words.len() != 1 && words.len() != 3 {
             let span = words.get(1).map_or(kw_span, |w| lg.span(w.start, w.end));
             return Err(self
@@ -1000,7 +1000,7 @@ impl Parser<'_> {
         Ok(Command::From(FromCmd {
             image: lg.word(&words[0]),
             alias,
-            platform: Self::flag_value(&flags, "platform"),
+            platform: Self::flag_value(flags, "platform"),
         }))
     }
 
@@ -1022,13 +1022,13 @@ impl Parser<'_> {
             }
         };
         let none: &[&str] = &[];
-        self.check_flags(kw, &flags, none, none, none)?;
+        self.check_flags(kw, flags, none, none, none)?;
         need(
             !words.is_empty(),
             &format!("{kw} requires at least one argument"),
         )?;
         let pairs = if words[0].raw.contains('=') {
-            self.key_values(lg, kw, &words, false)?
+            self.key_values(lg, kw, words, false)?
         } else {
             // Legacy `ENV key value…`: the rest of the line is the value.
             let key = &words[0];
@@ -1078,7 +1078,7 @@ impl Parser<'_> {
             }
         };
         let none: &[&str] = &[];
-        self.check_flags(kw, &flags, none, none, none)?;
+        self.check_flags(kw, flags, none, none, none)?;
         need(!words.is_empty(), "VOLUME requires at least one argument")?;
         let vols: Vec<Word> = match self.json_arg(kw, lg, start)? {
             Some(items) => items
@@ -1120,7 +1120,7 @@ impl Parser<'_> {
         let none: &[&str] = &[];
         self.check_flags(
             kw,
-            &flags,
+            flags,
             &[
                 "interval",
                 "timeout",
@@ -1160,7 +1160,7 @@ impl Parser<'_> {
                 )
                 .with_hint("use `HEALTHCHECK [flags] CMD command` or `HEALTHCHECK NONE`"));
         };
-        let v = |n: &str| Self::flag_value(&flags, n);
+        let v = |n: &str| Self::flag_value(flags, n);
         Ok(Command::Healthcheck(HealthcheckCmd {
             test,
             interval: v("interval"),
@@ -1205,7 +1205,7 @@ impl Parser<'_> {
         };
         self.check_flags(
             kw,
-            &flags,
+            flags,
             allowed,
             &["exclude"],
             &["link", "parents", "keep-git-dir"],
@@ -1243,12 +1243,12 @@ impl Parser<'_> {
         let cmd = CopyCmd {
             sources: args,
             dest,
-            from: Self::flag_value(&flags, "from"),
-            chown: Self::flag_value(&flags, "chown"),
-            chmod: Self::flag_value(&flags, "chmod"),
+            from: Self::flag_value(flags, "from"),
+            chown: Self::flag_value(flags, "chown"),
+            chmod: Self::flag_value(flags, "chmod"),
             link,
             parents: boolean("parents"),
-            checksum: Self::flag_value(&flags, "checksum"),
+            checksum: Self::flag_value(flags, "checksum"),
             keep_git_dir: boolean("keep-git-dir"),
             excludes: flags
                 .iter()
