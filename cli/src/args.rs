@@ -76,6 +76,10 @@ pub struct BuildArgs {
     /// The build context directory
     #[arg(default_value = ".")]
     pub context: PathBuf,
+    /// Set by `strata verify` on the builds it runs: only then may `STRATA_VERIFY_VARIATION`
+    /// (its variations of what RUN sees) be in the environment.
+    #[arg(long, hide = true)]
+    pub verify_child: bool,
     /// The Dockerfile [default: CONTEXT/Dockerfile, else CONTEXT/Containerfile]
     #[arg(short = 'f', long = "file", value_name = "PATH")]
     pub file: Option<PathBuf>,

@@ -200,6 +200,14 @@ pub(crate) fn dockerfile_of(file: Option<&PathBuf>, context: &std::path::Path) -
 /// `--build-arg KEY`, `--secret`, `--ssh`): the lock beside the Dockerfile, `--cache-from`
 /// and `--cache-to` as given (a workspace replaces them with its shared ones).
 pub(crate) fn build_request(a: &BuildArgs, env: Env) -> anyhow::Result<BuildRequest> {
+    let vary = strata_engine::sandbox::vary::ENV;
+    if env(vary).is_some() && !a.verify_child {
+        anyhow::bail!(
+            "{vary} is set: it is internal to `strata verify`, which uses it to vary what RUN \
+             steps see (CPUs, host name, clocks), and a build with it would cache those \
+             results\nhint: unset it (`env -u {vary} strata build …`)"
+        );
+    }
     let source_date_epoch = source_date_epoch_in(a.source_date_epoch, env)?;
     let source_date_epoch_given =
         a.source_date_epoch.is_some() || env("SOURCE_DATE_EPOCH").is_some_and(|v| !v.is_empty());

@@ -370,6 +370,7 @@ pub(super) fn build_once(
     if !cond.vary.is_none() {
         let json = serde_json::to_string(&cond.vary).expect("serializes");
         cmd.env(strata_engine::sandbox::vary::ENV, json);
+        cmd.arg("--verify-child");
     }
     let umask = cond.umask as libc::mode_t;
     // SAFETY: umask is async-signal-safe.

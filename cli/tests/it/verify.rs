@@ -434,3 +434,25 @@ fn directory_order_in_a_run_step_is_caught_and_named() {
     assert_eq!(cause, "file_order", "{v}");
     assert_eq!(said, "cause: file order (RUN at Dockerfile:7 wrote /order)");
 }
+
+/// The variation verify hands to its builds is refused on a build of one's own: it would cache
+/// what RUN steps made under varied CPUs, host names and clocks in the user's store.
+#[test]
+fn the_internal_variation_variable_is_refused_outside_verify() {
+    let store = tempfile::tempdir().unwrap();
+    let o = strata()
+        .env("STRATA_VERIFY_VARIATION", "{}")
+        .arg("--store")
+        .arg(store.path())
+        .arg("build")
+        .arg(example())
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "{}", show(&o));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("STRATA_VERIFY_VARIATION is set: it is internal to `strata verify`")
+            && err.contains("hint: unset it"),
+        "{err}"
+    );
+}
