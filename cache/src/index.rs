@@ -764,7 +764,7 @@ impl Index {
     /// Records that step `key32` was used now (a cache hit), for `gc`'s least-recently-used
     /// eviction. Not synced: a lost update only makes the step look older.
     pub fn touch_step(&self, key32: &[u8; 32]) -> Result<(), StoreError> {
-        self.touch_step_at(key32, crate::gc::unix_now())
+        self.touch_step_at(key32, crate::unix_now())
     }
 
     /// A step record for a cache hit: looks it up and, if present, records its last use (as
@@ -775,7 +775,7 @@ impl Index {
     pub fn use_step(&self, key32: &[u8; 32]) -> Result<Option<StepRecord>, StoreError> {
         let k = key(STEP, &[&key32[..]]);
         let used = key(USED, &[&key32[..]]);
-        let now = encode(&crate::gc::unix_now());
+        let now = encode(&crate::unix_now());
         self.with_db(|db| {
             let Some(v) = db.get_pinned(&k)? else {
                 return Ok(None);

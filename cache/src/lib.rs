@@ -73,6 +73,15 @@ pub use records::{
 #[cfg(feature = "index")]
 pub use store::{Store, LOCK_WAIT, STORE_VERSION};
 
+/// Seconds since the Unix epoch now (0 if the clock is before it): what records store as their
+/// creation or last-use time.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// `1.2 GiB`, `512 B`.
 pub fn format_size(n: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];

@@ -523,6 +523,15 @@ struct Parsed<'a> {
 }
 
 impl Parser<'_> {
+    /// An error at `span` saying `msg` unless `ok`.
+    fn need(&self, span: Span, ok: bool, msg: &str) -> Result<(), Diagnostic> {
+        if ok {
+            Ok(())
+        } else {
+            Err(self.err(span, msg.to_string()))
+        }
+    }
+
     fn err(&self, span: Span, message: impl Into<String>) -> Diagnostic {
         Diagnostic::new(self.file, self.source, span, message)
     }
@@ -830,13 +839,6 @@ impl Parser<'_> {
         let args_span = lg.span(start, lg.chars.len());
         let mut pending = Vec::new();
         let none: &[&str] = &[];
-        let need = |ok: bool, msg: &str| -> Result<(), Diagnostic> {
-            if ok {
-                Ok(())
-            } else {
-                Err(self.err(kw_span, msg.to_string()))
-            }
-        };
         let whole = || Word {
             raw: args_text.clone(),
             span: args_span,
@@ -855,13 +857,18 @@ impl Parser<'_> {
             "FROM" => self.parse_from(&p)?,
             "ARG" => {
                 self.check_flags(kw, &flags, none, none, none)?;
-                need(!words.is_empty(), "ARG requires at least one argument")?;
+                self.need(
+                    kw_span,
+                    !words.is_empty(),
+                    "ARG requires at least one argument",
+                )?;
                 Command::Arg(self.key_values(lg, kw, &words, true)?)
             }
             "ENV" | "LABEL" => self.env_or_label(&p)?,
             "WORKDIR" | "USER" | "MAINTAINER" => {
                 self.check_flags(kw, &flags, none, none, none)?;
-                need(
+                self.need(
+                    kw_span,
                     !words.is_empty(),
                     &format!("{kw} requires exactly one argument"),
                 )?;
@@ -888,7 +895,11 @@ impl Parser<'_> {
                 Command::Entrypoint(self.command_line(kw, lg, start)?)
             }
             "RUN" => {
-                need(!words.is_empty(), "RUN requires at least one argument")?;
+                self.need(
+                    kw_span,
+                    !words.is_empty(),
+                    "RUN requires at least one argument",
+                )?;
                 let command = self.command_line(kw, lg, start)?;
                 if allow_heredocs && matches!(command, CommandLine::Shell(_)) {
                     pending = self.heredoc_markers(lg, &words);
@@ -901,7 +912,11 @@ impl Parser<'_> {
             }
             "EXPOSE" => {
                 self.check_flags(kw, &flags, none, none, none)?;
-                need(!words.is_empty(), "EXPOSE requires at least one argument")?;
+                self.need(
+                    kw_span,
+                    !words.is_empty(),
+                    "EXPOSE requires at least one argument",
+                )?;
                 Command::Expose(
                     split_blanks(&lg.chars, start)
                         .iter()
@@ -912,7 +927,11 @@ impl Parser<'_> {
             "VOLUME" => self.volume(&p)?,
             "SHELL" => {
                 self.check_flags(kw, &flags, none, none, none)?;
-                need(!words.is_empty(), "SHELL requires at least one argument")?;
+                self.need(
+                    kw_span,
+                    !words.is_empty(),
+                    "SHELL requires at least one argument",
+                )?;
                 match self.json_arg(kw, lg, start)? {
                     Some(items) if !items.is_empty() => {
                         Command::Shell(items.into_iter().map(|(s, _, _)| s).collect())
@@ -930,7 +949,11 @@ impl Parser<'_> {
             "HEALTHCHECK" => self.healthcheck(&p)?,
             "ONBUILD" => {
                 self.check_flags(kw, &flags, none, none, none)?;
-                need(!words.is_empty(), "ONBUILD requires at least one argument")?;
+                self.need(
+                    kw_span,
+                    !words.is_empty(),
+                    "ONBUILD requires at least one argument",
+                )?;
                 let trigger = &words[0];
                 let t = trigger.raw.to_ascii_uppercase();
                 if matches!(t.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
@@ -1014,16 +1037,10 @@ impl Parser<'_> {
             words,
             ..
         } = *p;
-        let need = |ok: bool, msg: &str| -> Result<(), Diagnostic> {
-            if ok {
-                Ok(())
-            } else {
-                Err(self.err(kw_span, msg.to_string()))
-            }
-        };
         let none: &[&str] = &[];
         self.check_flags(kw, flags, none, none, none)?;
-        need(
+        self.need(
+            kw_span,
             !words.is_empty(),
             &format!("{kw} requires at least one argument"),
         )?;
@@ -1070,16 +1087,13 @@ impl Parser<'_> {
             words,
             ..
         } = *p;
-        let need = |ok: bool, msg: &str| -> Result<(), Diagnostic> {
-            if ok {
-                Ok(())
-            } else {
-                Err(self.err(kw_span, msg.to_string()))
-            }
-        };
         let none: &[&str] = &[];
         self.check_flags(kw, flags, none, none, none)?;
-        need(!words.is_empty(), "VOLUME requires at least one argument")?;
+        self.need(
+            kw_span,
+            !words.is_empty(),
+            "VOLUME requires at least one argument",
+        )?;
         let vols: Vec<Word> = match self.json_arg(kw, lg, start)? {
             Some(items) => items
                 .into_iter()
@@ -1096,7 +1110,11 @@ impl Parser<'_> {
         if let Some(v) = vols.iter().find(|v| v.raw.trim().is_empty()) {
             return Err(self.err(v.span, "VOLUME specified can not be an empty string"));
         }
-        need(!vols.is_empty(), "VOLUME requires at least one argument")?;
+        self.need(
+            kw_span,
+            !vols.is_empty(),
+            "VOLUME requires at least one argument",
+        )?;
         Ok(Command::Volume(vols))
     }
 
@@ -1110,13 +1128,6 @@ impl Parser<'_> {
             words,
             ..
         } = *p;
-        let need = |ok: bool, msg: &str| -> Result<(), Diagnostic> {
-            if ok {
-                Ok(())
-            } else {
-                Err(self.err(kw_span, msg.to_string()))
-            }
-        };
         let none: &[&str] = &[];
         self.check_flags(
             kw,
@@ -1131,7 +1142,8 @@ impl Parser<'_> {
             none,
             none,
         )?;
-        need(
+        self.need(
+            kw_span,
             !words.is_empty(),
             "HEALTHCHECK requires at least one argument",
         )?;

@@ -5,8 +5,6 @@
 //! Results are recorded only after their blobs are committed, so an interrupted build caches
 //! nothing partial.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use strata_cache::{Digest, LayerRecord, StepRecord, Store, StoreError};
 
 use super::{BuildError, BuildOptions, Event, Progress};
@@ -126,7 +124,7 @@ pub(crate) fn cached_step(
             }
         }
     }
-    r.created_unix = unix_now();
+    r.created_unix = strata_cache::unix_now();
     store.index().put_step(k, &r, None)?;
     store.index().use_step(k)?;
     Ok(Some(r))
@@ -184,13 +182,6 @@ pub fn import_base(store: &Store, img: &image::BaseImage) -> Result<(), BuildErr
         })?;
     }
     Ok(())
-}
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The diff_id of the layer the step at `loc` made the last time it ran.

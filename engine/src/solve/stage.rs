@@ -596,7 +596,7 @@ impl<'b, 'a> StageRun<'b, 'a> {
                 &key,
                 &StepRecord {
                     layer: layer.clone(),
-                    created_unix: commit::unix_now(),
+                    created_unix: strata_cache::unix_now(),
                 },
                 explain_rec.as_ref(),
             )?;
