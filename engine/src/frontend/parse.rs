@@ -522,7 +522,15 @@ struct Parsed<'a> {
     allow_heredocs: bool,
 }
 
+/// No flag names: for `check_flags` of an instruction that takes none of a kind.
+const NO_NAMES: &[&str] = &[];
+
 impl Parser<'_> {
+    /// Refuses every flag: the instruction takes none.
+    fn no_flags(&self, kw: &str, flags: &[Flag]) -> Result<(), Diagnostic> {
+        self.check_flags(kw, flags, NO_NAMES, NO_NAMES, NO_NAMES)
+    }
+
     /// An error at `span` saying `msg` unless `ok`.
     fn need(&self, span: Span, ok: bool, msg: &str) -> Result<(), Diagnostic> {
         if ok {
@@ -838,7 +846,6 @@ impl Parser<'_> {
         let args_text = lg.text(start, lg.chars.len());
         let args_span = lg.span(start, lg.chars.len());
         let mut pending = Vec::new();
-        let none: &[&str] = &[];
         let whole = || Word {
             raw: args_text.clone(),
             span: args_span,
@@ -856,7 +863,7 @@ impl Parser<'_> {
         let command = match kw {
             "FROM" => self.parse_from(&p)?,
             "ARG" => {
-                self.check_flags(kw, &flags, none, none, none)?;
+                self.no_flags(kw, &flags)?;
                 self.need(
                     kw_span,
                     !words.is_empty(),
@@ -866,7 +873,7 @@ impl Parser<'_> {
             }
             "ENV" | "LABEL" => self.env_or_label(&p)?,
             "WORKDIR" | "USER" | "MAINTAINER" => {
-                self.check_flags(kw, &flags, none, none, none)?;
+                self.no_flags(kw, &flags)?;
                 self.need(
                     kw_span,
                     !words.is_empty(),
@@ -879,7 +886,7 @@ impl Parser<'_> {
                 }
             }
             "STOPSIGNAL" => {
-                self.check_flags(kw, &flags, none, none, none)?;
+                self.no_flags(kw, &flags)?;
                 if words.len() != 1 {
                     let span = words.get(1).map_or(kw_span, |w| lg.span(w.start, w.end));
                     return Err(self.err(span, "STOPSIGNAL requires exactly one argument"));
@@ -887,11 +894,11 @@ impl Parser<'_> {
                 Command::StopSignal(lg.word(&words[0]))
             }
             "CMD" => {
-                self.check_flags(kw, &flags, none, none, none)?;
+                self.no_flags(kw, &flags)?;
                 Command::Cmd(self.command_line(kw, lg, start)?)
             }
             "ENTRYPOINT" => {
-                self.check_flags(kw, &flags, none, none, none)?;
+                self.no_flags(kw, &flags)?;
                 Command::Entrypoint(self.command_line(kw, lg, start)?)
             }
             "RUN" => {
@@ -911,7 +918,7 @@ impl Parser<'_> {
                 })
             }
             "EXPOSE" => {
-                self.check_flags(kw, &flags, none, none, none)?;
+                self.no_flags(kw, &flags)?;
                 self.need(
                     kw_span,
                     !words.is_empty(),
@@ -926,7 +933,7 @@ impl Parser<'_> {
             }
             "VOLUME" => self.volume(&p)?,
             "SHELL" => {
-                self.check_flags(kw, &flags, none, none, none)?;
+                self.no_flags(kw, &flags)?;
                 self.need(
                     kw_span,
                     !words.is_empty(),
@@ -948,7 +955,7 @@ impl Parser<'_> {
             }
             "HEALTHCHECK" => self.healthcheck(&p)?,
             "ONBUILD" => {
-                self.check_flags(kw, &flags, none, none, none)?;
+                self.no_flags(kw, &flags)?;
                 self.need(
                     kw_span,
                     !words.is_empty(),
@@ -990,8 +997,7 @@ impl Parser<'_> {
             words,
             ..
         } = *p;
-        let none: &[&str] = &[];
-        self.check_flags(kw, flags, &["platform"], none, none)?;
+        self.check_flags(kw, flags, &["platform"], NO_NAMES, NO_NAMES)?;
         if words.len() != 1 && words.len() != 3 {
             let span = words.get(1).map_or(kw_span, |w| lg.span(w.start, w.end));
             return Err(self
@@ -1037,8 +1043,7 @@ impl Parser<'_> {
             words,
             ..
         } = *p;
-        let none: &[&str] = &[];
-        self.check_flags(kw, flags, none, none, none)?;
+        self.no_flags(kw, flags)?;
         self.need(
             kw_span,
             !words.is_empty(),
@@ -1087,8 +1092,7 @@ impl Parser<'_> {
             words,
             ..
         } = *p;
-        let none: &[&str] = &[];
-        self.check_flags(kw, flags, none, none, none)?;
+        self.no_flags(kw, flags)?;
         self.need(
             kw_span,
             !words.is_empty(),
@@ -1128,7 +1132,6 @@ impl Parser<'_> {
             words,
             ..
         } = *p;
-        let none: &[&str] = &[];
         self.check_flags(
             kw,
             flags,
@@ -1139,8 +1142,8 @@ impl Parser<'_> {
                 "start-interval",
                 "retries",
             ],
-            none,
-            none,
+            NO_NAMES,
+            NO_NAMES,
         )?;
         self.need(
             kw_span,
