@@ -534,3 +534,187 @@ impl RemoteKeys {
         (key.finish(), ins, body)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{CacheMount, Network, RunMount};
+
+    /// The RUN key as the solver composed it inline before `keys.rs` (b75f158,
+    /// `build/mod.rs`), field by field: the oracle that `run` still encodes the same bytes.
+    fn run_key_as_before(run: &RunStep, i: &RunInputs<'_>) -> Key {
+        let mut k = KeyHasher::new("run");
+        k.key("parent", i.parent)
+            .str("rootfs", crate::sandbox::ROOTFS_VIEW)
+            .strs("argv", &run.argv)
+            .strs("env", i.env)
+            .str("user", &run.user)
+            .str("workdir", &run.workdir)
+            .str(
+                "network",
+                if i.network == Network::Host {
+                    "host"
+                } else {
+                    "none"
+                },
+            )
+            .str("compression", i.form.compression)
+            .u64("source-date-epoch", i.form.source_date_epoch);
+        for m in &run.cache_mounts {
+            k.str("cache-mount", &m.target);
+            if m.readonly {
+                k.u64("cache-ro", 1);
+            }
+            for (tag, v) in [
+                ("cache-mode", m.mode),
+                ("cache-uid", m.uid),
+                ("cache-gid", m.gid),
+            ] {
+                if let Some(v) = v {
+                    k.u64(tag, v as u64);
+                }
+            }
+        }
+        let mut binds = i.binds.iter();
+        for m in &run.mounts {
+            match &m.kind {
+                RunMountKind::Bind { rw, .. } => {
+                    k.str("bind-mount", &m.target)
+                        .key("bind-source", binds.next().unwrap())
+                        .u64("bind-rw", *rw as u64);
+                }
+                RunMountKind::Tmpfs { size } => {
+                    k.str("tmpfs-mount", &m.target)
+                        .u64("tmpfs-size", size.unwrap_or(0));
+                }
+                RunMountKind::Ssh { id, .. } => {
+                    k.str("ssh-mount", &m.target).str("ssh-id", id);
+                }
+                RunMountKind::Secret {
+                    id,
+                    file,
+                    env,
+                    mode,
+                    uid,
+                    gid,
+                    ..
+                } => {
+                    if let Some(v) = env {
+                        k.str("secret-env", v);
+                    }
+                    k.str("secret-mount", if *file { &m.target } else { "" })
+                        .str("secret-id", id)
+                        .u64("secret-mode", *mode as u64)
+                        .u64("secret-uid", *uid as u64)
+                        .u64("secret-gid", *gid as u64);
+                }
+            }
+        }
+        k.finish()
+    }
+
+    fn step(cache_mounts: Vec<CacheMount>, mounts: Vec<RunMount>) -> RunStep {
+        RunStep {
+            argv: vec!["/bin/sh".into(), "-c".into(), "make".into()],
+            env: vec!["PATH=/bin".into()],
+            user: "1000".into(),
+            workdir: "/src".into(),
+            network: None,
+            cache_mounts,
+            mounts,
+        }
+    }
+
+    fn mount(target: &str, kind: RunMountKind) -> RunMount {
+        RunMount {
+            target: target.into(),
+            kind,
+        }
+    }
+
+    #[test]
+    fn the_run_key_encodes_what_the_inline_composition_did() {
+        let cache = |ro, mode| CacheMount {
+            id: "c".into(),
+            target: "/root/.cache".into(),
+            from: None,
+            readonly: ro,
+            mode,
+            uid: Some(7),
+            gid: None,
+        };
+        let secret = |env: Option<&str>, file| RunMountKind::Secret {
+            id: "tok".into(),
+            file,
+            env: env.map(str::to_string),
+            required: true,
+            mode: 0o400,
+            uid: 0,
+            gid: 0,
+        };
+        let all = vec![
+            mount(
+                "/src",
+                RunMountKind::Bind {
+                    from: CopyFrom::Context,
+                    source: ".".into(),
+                    rw: true,
+                },
+            ),
+            mount(
+                "/tmp",
+                RunMountKind::Tmpfs {
+                    size: Some(1 << 20),
+                },
+            ),
+            mount(
+                "/run/ssh",
+                RunMountKind::Ssh {
+                    id: "default".into(),
+                    required: false,
+                },
+            ),
+            mount("/run/secrets/tok", secret(Some("TOKEN"), true)),
+            mount("", secret(Some("T2"), false)),
+            mount(
+                "/b",
+                RunMountKind::Bind {
+                    from: CopyFrom::Stage(0),
+                    source: "/out".into(),
+                    rw: false,
+                },
+            ),
+        ];
+        let binds = [[1u8; 32], [2u8; 32]];
+        let env = ["PATH=/bin".to_string(), "SOURCE_DATE_EPOCH=9".to_string()];
+        let mut seen = std::collections::HashSet::new();
+        for (run, network, binds) in [
+            (step(vec![], vec![]), Network::None, &binds[..0]),
+            (step(vec![], vec![]), Network::Host, &binds[..0]),
+            (
+                step(vec![cache(false, None), cache(true, Some(0o755))], vec![]),
+                Network::None,
+                &binds[..0],
+            ),
+            (
+                step(vec![cache(false, None)], all),
+                Network::None,
+                &binds[..],
+            ),
+        ] {
+            let i = RunInputs {
+                parent: &[5; 32],
+                env: &env,
+                network,
+                binds,
+                form: LayerForm {
+                    compression: "gzip-test",
+                    source_date_epoch: 9,
+                },
+            };
+            let k = super::run(&run, &i);
+            assert_eq!(k, run_key_as_before(&run, &i), "{run:?}");
+            assert!(seen.insert(k), "each case is its own key");
+        }
+    }
+}
