@@ -69,6 +69,12 @@ const ORIGIN: &[u8] = b"o/";
 const MAX_ORIGINS: usize = 8;
 const FACTS: &[u8] = b"f/";
 const EXPLAIN: &[u8] = b"e/";
+/// Read-set reuse candidates of RUN steps: `r/<reuse key><step key>` → `(created_unix, read
+/// set bytes)` (docs/read-set.md). The read set's own encoding is the engine's, versioned there.
+const READSET: &[u8] = b"r/";
+/// At most this many candidates are kept per reuse key (the most recent ones): enough for a
+/// step that alternates between a few bases, bounded for one that never reuses.
+pub const MAX_READSETS: usize = 4;
 
 /// What an image strata built stands on, for `strata rebase`: the base image (if any), how many
 /// of the image's layers are the base's, and for each layer above it whether the step that made
@@ -831,6 +837,48 @@ impl Index {
         self.with_db(|db| Ok(db.write_opt(batch, &synced())?))
     }
 
+    /// Records that step `step` (its record already written) may be reused, by read set, for
+    /// another parent with the same reuse key. Keeps the newest [`MAX_READSETS`] per key.
+    pub fn put_readset(
+        &self,
+        reuse: &[u8; 32],
+        step: &[u8; 32],
+        readset: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut existing = self.readsets(reuse)?;
+        existing.retain(|(s, _, _)| s != step);
+        existing.sort_by_key(|(_, created, _)| std::cmp::Reverse(*created));
+        let mut batch = WriteBatch::default();
+        for (s, _, _) in existing.iter().skip(MAX_READSETS - 1) {
+            batch.delete(key(READSET, &[&reuse[..], &s[..]]));
+        }
+        batch.put(
+            key(READSET, &[&reuse[..], &step[..]]),
+            encode(&(crate::unix_now(), readset)),
+        );
+        self.with_db(|db| Ok(db.write_opt(batch, &synced())?))
+    }
+
+    /// The reuse candidates of `reuse`: `(step key, created_unix, read set bytes)`, newest first.
+    pub fn readsets(&self, reuse: &[u8; 32]) -> Result<Vec<([u8; 32], u64, Vec<u8>)>, StoreError> {
+        let mut out = self
+            .scan(&key(READSET, &[&reuse[..]]))?
+            .into_iter()
+            .map(|(k, v)| {
+                let (created, bytes): (u64, Vec<u8>) = decode("readset", &v)?;
+                Ok((key32_of("readset", &k)?, created, bytes))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        out.sort_by_key(|(_, created, _)| std::cmp::Reverse(*created));
+        Ok(out)
+    }
+
+    /// Forgets one candidate (its step record is gone, or its read set is of another version).
+    pub fn delete_readset(&self, reuse: &[u8; 32], step: &[u8; 32]) -> Result<(), StoreError> {
+        let k = key(READSET, &[&reuse[..], &step[..]]);
+        self.with_db(|db| Ok(db.delete(k)?))
+    }
+
     /// All layer records: `(diff_id, compression id, record)`.
     pub fn list_layers(&self) -> Result<Vec<(Digest, String, LayerRecord)>, StoreError> {
         self.scan(LAYER)?
@@ -976,6 +1024,31 @@ mod tests {
         let all = ix.get_blob_origins(&d).unwrap();
         assert_eq!(all.len(), MAX_ORIGINS);
         assert_eq!(all.last().unwrap(), "r/19");
+    }
+
+    #[test]
+    fn keeps_the_newest_readsets_per_reuse_key() {
+        let (_dir, ix) = index();
+        let reuse = [7u8; 32];
+        for n in 0..(MAX_READSETS as u8 + 2) {
+            ix.put_readset(&reuse, &[n; 32], &[n]).unwrap();
+        }
+        let got = ix.readsets(&reuse).unwrap();
+        assert_eq!(got.len(), MAX_READSETS);
+        // Written again, a step replaces its own candidate rather than adding one.
+        let last = MAX_READSETS as u8 + 1;
+        ix.put_readset(&reuse, &[last; 32], b"new").unwrap();
+        let got = ix.readsets(&reuse).unwrap();
+        assert_eq!(got.len(), MAX_READSETS);
+        assert_eq!(
+            got.iter().filter(|(s, _, _)| *s == [last; 32]).count(),
+            1,
+            "{got:?}"
+        );
+        assert!(got.iter().any(|(_, _, b)| b == b"new"));
+        assert!(ix.readsets(&[8u8; 32]).unwrap().is_empty());
+        ix.delete_readset(&reuse, &[last; 32]).unwrap();
+        assert_eq!(ix.readsets(&reuse).unwrap().len(), MAX_READSETS - 1);
     }
 
     #[test]
