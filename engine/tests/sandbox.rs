@@ -82,6 +82,10 @@ fn main() {
             trace::trace_records_lookups_listings_and_execs,
         ),
         (
+            "trace_records_the_path_search",
+            trace::trace_records_the_path_search,
+        ),
+        (
             "trace_keeps_exit_code_and_output",
             trace::trace_keeps_exit_code_and_output,
         ),

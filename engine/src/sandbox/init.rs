@@ -587,16 +587,14 @@ fn pid1_setup(
     let mut probes = Vec::new();
     let found = find_executable_probing(&spec.argv[0], &spec.env, &mut probes);
     if let Some(pre) = pre.as_deref_mut() {
+        // Relative PATH entries were looked up from pid 1's cwd, `/`.
         for p in probes {
-            match p.to_str() {
-                Some(p) => pre
-                    .lookups
-                    .insert(super::trace::normalize(&format!("/{p}"))),
-                None => {
-                    pre.set_blind("a non-UTF-8 PATH entry");
-                    false
-                }
-            };
+            if let Some(p) = p.to_str() {
+                let p = super::trace::normalize(&format!("/{p}"));
+                pre.lookups.insert(p);
+            } else {
+                pre.set_blind("a non-UTF-8 PATH entry");
+            }
         }
     }
     let Some(path) = found else {

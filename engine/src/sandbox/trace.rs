@@ -443,6 +443,9 @@ pub(crate) fn serve(listener: OwnedFd, obs: Observed, done: Arc<AtomicBool>) -> 
     tracer.obs
 }
 
+/// A bound on the paths kept (the report is one JSON line): past it the run is blind.
+const MAX_PATHS: usize = 2_000_000;
+
 struct Tracer {
     obs: Observed,
     /// A process called `chroot`: absolute paths may be relative to another root from then on.
@@ -467,9 +470,9 @@ impl Found {
 
 impl Tracer {
     fn one(&mut self, listener: RawFd) {
-        // SAFETY: the kernel requires a zeroed struct; ioctls on the listener with valid
-        // pointers.
+        // SAFETY: a plain C struct, which the kernel requires zeroed.
         let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+        // SAFETY: an ioctl on the listener with a valid pointer.
         let r = unsafe {
             libc::ioctl(
                 listener,
@@ -492,7 +495,7 @@ impl Tracer {
                 blind: Some("the tracer failed on a notification".into()),
                 ..Found::default()
             });
-        // SAFETY: as above; the id is a plain u64.
+        // SAFETY: an ioctl on the listener with a valid pointer to the id.
         let valid = unsafe {
             libc::ioctl(
                 listener,
@@ -501,11 +504,7 @@ impl Tracer {
             )
         } == 0;
         if valid {
-            self.obs.lookups.extend(found.lookups);
-            self.obs.listings.extend(found.listings);
-            if let Some(b) = found.blind {
-                self.obs.set_blind(b);
-            }
+            self.commit(found);
         }
         let resp = libc::seccomp_notif_resp {
             id: req.id,
@@ -513,7 +512,7 @@ impl Tracer {
             error: 0,
             flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
         };
-        // SAFETY: as above. ENOENT (the process went away meanwhile) needs no answer.
+        // SAFETY: an ioctl on the listener with a valid pointer.
         let r = unsafe {
             libc::ioctl(
                 listener,
@@ -521,12 +520,25 @@ impl Tracer {
                 &resp as *const libc::seccomp_notif_resp,
             )
         };
-        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT) && valid {
-            self.obs.set_blind(format!(
-                "answer a notification: {}",
-                std::io::Error::last_os_error()
-            ));
+        let e = std::io::Error::last_os_error();
+        // ENOENT: the process went away meanwhile and needs no answer.
+        if r < 0 && e.raw_os_error() != Some(libc::ENOENT) && valid {
+            self.obs.set_blind(format!("answer a notification: {e}"));
         }
+    }
+
+    /// Adds a valid notification's findings, up to [`MAX_PATHS`] paths in all.
+    fn commit(&mut self, found: Found) {
+        if let Some(b) = found.blind {
+            self.obs.set_blind(b);
+        }
+        if self.obs.lookups.len() + self.obs.listings.len() >= MAX_PATHS {
+            self.obs
+                .set_blind(format!("more than {MAX_PATHS} paths observed"));
+            return;
+        }
+        self.obs.lookups.extend(found.lookups);
+        self.obs.listings.extend(found.listings);
     }
 
     fn decode(&mut self, req: &libc::seccomp_notif) -> Found {
@@ -769,7 +781,10 @@ impl ExecTarget {
             Err(e) => return Err(format!("open the executable `{path}`: {e}")),
         };
         let st = rustix::fs::fstat(&opath).map_err(|e| format!("stat `{path}`: {e}"))?;
-        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        // Not a regular file, or executable by nobody: the exec fails (EACCES), even for root.
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile
+            || st.st_mode & 0o111 == 0
+        {
             return Ok(None);
         }
         let file = std::fs::File::open(format!("/proc/self/fd/{}", opath.as_raw_fd()))
