@@ -836,9 +836,15 @@ unsafe fn child_exec(
     // waits for pid 1, the exec included. Not installed: the socket closes unused and pid 1
     // marks the trace blind; the command runs untraced.
     if let Some((f, sock)) = trace {
+        // A uid change made this process non-dumpable, and rootless its memory belongs to the
+        // host's user namespace (the helper entered its own after exec): pid 1 could neither
+        // take the listener nor read the path arguments until the exec. Dumpable again for
+        // that window only; the exec sets it by its own rules.
+        libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
         if let Ok(l) = super::trace::install_listener(f) {
             if super::trace::hand_over(sock, l).is_err() {
-                // Nobody serves the listener: any path syscall would hang.
+                // Nobody serves the listener: any path syscall would hang (pid 1 reports why).
+                *libc::__errno_location() = libc::EPERM;
                 fail(b"hand the trace listener to pid 1", 126);
             }
             libc::close(l);
