@@ -104,6 +104,12 @@ pub fn trace_keeps_exit_code_and_output() {
             assert!(has(&obs.lookups, "/tmp/x"), "{obs:#?}");
         }
     }
+    // Off, nothing is installed: Docker's profile is two filters, the trace a third.
+    let spec = fx.spec("grep Seccomp_filters /proc/self/status");
+    run_observed(&spec).unwrap();
+    assert_eq!(fx.log(), "Seccomp_filters:\t2\n");
+    traced(&fx, &spec);
+    assert_eq!(fx.log(), "Seccomp_filters:\t3\n");
     // A signal, too.
     let (o, _, _) = traced(&fx, &fx.spec("kill -9 $$"));
     assert_eq!(o, RunOutcome::Signaled(9));
