@@ -2,7 +2,9 @@
 //!
 //! This binary is also the sandbox helper: `run` re-executes `STRATA_SANDBOX_EXE`, which we
 //! point at ourselves, and `main` dispatches `__sandbox-init` as the `strata` CLI does.
-//! Run: `cargo test --release -p strata-engine --test sandbox`.
+//! Run: `cargo test --release -p strata-engine --test sandbox`. Rootless (in a user namespace,
+//! as strata runs for a non-root user): the binary as that user with `STRATA_TEST_ROOTLESS=1`
+//! and a filter (`trace_`; .ci/run-rootless-tests does so).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
