@@ -699,7 +699,7 @@ fn run_command(e: &Exec, pre: Option<Observed>) -> Result<(RunOutcome, Option<Ob
     let listener = match super::trace::take_listener(ours.as_raw_fd(), pid) {
         Ok(Some(l)) => l,
         Ok(None) => {
-            obs.set_blind("the command did not start under the tracer");
+            obs.set_blind("the trace filter was not installed (or the command failed before)");
             return wait_command(pid).map(|o| (o, Some(obs)));
         }
         Err(err) => {

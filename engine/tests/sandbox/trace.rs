@@ -276,6 +276,17 @@ pub fn trace_overhead() {
     assert_eq!(log, plain_log);
     assert_eq!(obs.blind, None);
     assert!(obs.listings.len() > 200);
+    // Output to stderr (the build log, through a pipe the parent drains) with a report far
+    // larger than a pipe holds: the parent reads both at once, nothing blocks.
+    let mut logged = fx.spec("find / -xdev >/dev/null; echo logged");
+    logged.output = strata_engine::sandbox::Output::Stderr;
+    logged.trace = true;
+    let (o, tail, big) = run_observed(&logged).unwrap();
+    assert_eq!(o, RunOutcome::Exited(0));
+    assert_eq!(tail.text(), "logged");
+    let big = big.unwrap();
+    assert!(big.lookups.len() > 20_000, "{}", big.lookups.len());
+    assert_eq!(big.blind, None);
     let work = plain.saturating_sub(setup).as_secs_f64();
     let traced_work = traced_time.saturating_sub(traced_setup).as_secs_f64();
     eprintln!(
