@@ -2,7 +2,9 @@
 //!
 //! This binary is also the sandbox helper: `run` re-executes `STRATA_SANDBOX_EXE`, which we
 //! point at ourselves, and `main` dispatches `__sandbox-init` as the `strata` CLI does.
-//! Run: `cargo test --release -p strata-engine --test sandbox`.
+//! Run: `cargo test --release -p strata-engine --test sandbox`. Rootless (in a user namespace,
+//! as strata runs for a non-root user): the binary as that user with `STRATA_TEST_ROOTLESS=1`
+//! and a filter (`trace_`; .ci/run-rootless-tests does so).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -11,13 +13,22 @@ use strata_engine::sandbox::{injected_paths, run, Network, Output, RunOutcome, R
 
 const BUSYBOX: &str = "/bin/busybox";
 
+#[path = "sandbox/trace.rs"]
+mod trace;
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("__sandbox-init") {
         strata_engine::sandbox::init_main(&args[2..]);
     }
+    if args.get(1).map(String::as_str) == Some("__trace-probe") {
+        trace::probe_main();
+    }
+    // `STRATA_TEST_ROOTLESS=1`: run (the tests named by the filter) unprivileged, in a user
+    // namespace, as strata does for a non-root user.
+    let rootless = std::env::var_os("STRATA_TEST_ROOTLESS").is_some();
     // Fail, saying how to provide what is missing, rather than pass untested.
-    if !rustix::process::geteuid().is_root() || !Path::new(BUSYBOX).exists() {
+    if !(rootless || rustix::process::geteuid().is_root()) || !Path::new(BUSYBOX).exists() {
         eprintln!(
             "error: the sandbox tests need root and {BUSYBOX}: run them as root (.ci/test does) with busybox-static installed (.ci/install-deps)"
         );
@@ -68,6 +79,35 @@ fn main() {
             "dangling_resolv_conf",
             dangling_resolv_conf_symlink_is_tolerated,
         ),
+        (
+            "trace_records_lookups_listings_and_execs",
+            trace::trace_records_lookups_listings_and_execs,
+        ),
+        (
+            "trace_records_the_path_search",
+            trace::trace_records_the_path_search,
+        ),
+        (
+            "trace_keeps_exit_code_and_output",
+            trace::trace_keeps_exit_code_and_output,
+        ),
+        (
+            "trace_follows_pipelines_and_background_processes",
+            trace::trace_follows_pipelines_and_background_processes,
+        ),
+        (
+            "trace_sees_threads_and_the_dynamic_loader",
+            trace::trace_sees_threads_and_the_dynamic_loader,
+        ),
+        (
+            "trace_records_script_interpreters",
+            trace::trace_records_script_interpreters,
+        ),
+        (
+            "trace_follows_proc_magic_links_and_is_blind_after_chroot",
+            trace::trace_follows_proc_magic_links_and_is_blind_after_chroot,
+        ),
+        ("trace_overhead", trace::trace_overhead),
     ];
     let mut failed = 0;
     for (name, t) in tests {
@@ -142,6 +182,7 @@ impl Fx {
             mounts: vec![],
             limits: Default::default(),
             output: Output::File(self.p("log")),
+            trace: false,
         }
     }
     fn log(&self) -> String {

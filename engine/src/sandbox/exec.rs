@@ -113,6 +113,10 @@ pub struct RunSpec {
     #[serde(default)]
     pub limits: super::limits::ResourceLimits,
     pub output: Output,
+    /// Observe which paths the command looks at ([`super::trace`], [`run_observed`]). Off:
+    /// no filter, no cost.
+    #[serde(default)]
+    pub trace: bool,
 }
 
 /// A `RUN --mount` other than a cache mount, as the sandbox mounts it. Nothing of it reaches
@@ -178,6 +182,8 @@ pub enum RunOutcome {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Report {
     Done(RunOutcome),
+    /// [`Report::Done`] of a traced run ([`RunSpec::trace`]), with what it observed.
+    Traced(RunOutcome, super::trace::Observed),
     Error(String),
     /// The step reached the per-step process limit and was stopped (`sandbox::limits`).
     ProcessLimit(u32),
@@ -362,6 +368,14 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, SandboxError> {
 /// ([`Output::Stderr`]: it passes through a pipe, is forwarded to stderr as it comes, and the
 /// last lines are kept for the error message of a failed step).
 pub fn run_logged(spec: &RunSpec) -> Result<(RunOutcome, Tail), SandboxError> {
+    run_observed(spec).map(|(o, t, _)| (o, t))
+}
+
+/// [`run_logged`], also returning what the command observed of its root file system when
+/// `spec.trace` is set (`Some` exactly then; docs/read-set.md).
+pub fn run_observed(
+    spec: &RunSpec,
+) -> Result<(RunOutcome, Tail, Option<super::trace::Observed>), SandboxError> {
     validate(spec)?;
     check_cancelled()?;
     // A bad `strata verify` variation fails here, once, not inside every helper.
@@ -381,6 +395,11 @@ pub fn run_logged(spec: &RunSpec) -> Result<(RunOutcome, Tail), SandboxError> {
         args.push(ns.helper_arg().into());
     }
     let mut h = Helper::spawn_with(&args, ns, tee)?;
+    if spec.trace {
+        // The report carries the trace, possibly more than a pipe holds: read it meanwhile,
+        // or pid 1 would block writing it while this thread waits for the output to end.
+        h.read_report_in_background();
+    }
     if let Some(mut stdin) = h.child.stdin.take() {
         // An early exit of the helper shows up in the report; ignore EPIPE here.
         let _ = stdin.write_all(&json);
@@ -403,10 +422,19 @@ pub fn run_logged(spec: &RunSpec) -> Result<(RunOutcome, Tail), SandboxError> {
             }
         }
     }
-    let finished = h.finish();
+    let finished = h.finish_observed();
     // Stopped by `cancel`: whatever the helper reported, the step was interrupted.
     check_cancelled()?;
-    Ok((finished?, tail))
+    let (outcome, observed) = finished?;
+    let observed = match (spec.trace, observed) {
+        (true, Some(o)) => Some(o),
+        (true, None) => Some(super::trace::Observed {
+            blind: Some("the sandbox reported no trace".into()),
+            ..Default::default()
+        }),
+        (false, _) => None,
+    };
+    Ok((outcome, tail, observed))
 }
 
 /// Unpacks the layer tar `reader` into `dest` inside the user namespace of `ns`, so files get
@@ -510,8 +538,15 @@ pub fn remove_tree(path: &std::path::Path) -> Result<(), SandboxError> {
 /// A running `strata __sandbox-init` (in the user namespace of `ns`, if any, once spawned).
 struct Helper {
     child: std::process::Child,
-    report: std::fs::File,
+    report: ReportPipe,
     exe: PathBuf,
+}
+
+/// The helper's report pipe: read at the end, or by a thread from the start.
+enum ReportPipe {
+    File(std::fs::File),
+    Reading(std::thread::JoinHandle<std::io::Result<String>>),
+    Taken,
 }
 
 impl Helper {
@@ -597,7 +632,7 @@ impl Helper {
         }
         let mut h = Helper {
             child,
-            report: std::fs::File::from(report_r),
+            report: ReportPipe::File(std::fs::File::from(report_r)),
             exe,
         };
         if let (Some(ns), Some(sock)) = (ns, sync_parent.as_mut()) {
@@ -611,10 +646,26 @@ impl Helper {
         Ok(h)
     }
 
+    /// Reads the report on a thread from now on ([`Helper::finish_report`] joins it).
+    fn read_report_in_background(&mut self) {
+        if let ReportPipe::File(mut f) = std::mem::replace(&mut self.report, ReportPipe::Taken) {
+            self.report = ReportPipe::Reading(std::thread::spawn(move || {
+                let mut s = String::new();
+                f.read_to_string(&mut s).map(|_| s)
+            }));
+        }
+    }
+
     /// Waits for the helper and returns the outcome it reports.
     fn finish(self) -> Result<RunOutcome, SandboxError> {
+        self.finish_observed().map(|(o, _)| o)
+    }
+
+    /// [`Helper::finish`], with the trace of a traced run.
+    fn finish_observed(self) -> Result<(RunOutcome, Option<super::trace::Observed>), SandboxError> {
         match self.finish_report()? {
-            Report::Done(outcome) => Ok(outcome),
+            Report::Done(outcome) => Ok((outcome, None)),
+            Report::Traced(outcome, observed) => Ok((outcome, Some(observed))),
             Report::Error(msg) => Err(SandboxError::Setup(msg)),
             Report::ProcessLimit(max) => Err(SandboxError::ProcessLimit(max)),
             Report::MemoryLimit(bytes) => Err(SandboxError::MemoryLimit(bytes)),
@@ -629,7 +680,14 @@ impl Helper {
         drop(self.child.stdin.take());
         drop(self.child.stdout.take());
         let mut report = String::new();
-        let read = self.report.read_to_string(&mut report);
+        let read = match std::mem::replace(&mut self.report, ReportPipe::Taken) {
+            ReportPipe::File(mut f) => f.read_to_string(&mut report).map(drop),
+            ReportPipe::Reading(h) => match h.join() {
+                Ok(r) => r.map(|s| report = s),
+                Err(_) => Err(std::io::Error::other("the report reader panicked")),
+            },
+            ReportPipe::Taken => Ok(()),
+        };
         let status = self.child.wait();
         unregister(self.child.id());
         let status = status.map_err(|e| SandboxError::io("wait for", "sandbox helper", e))?;
@@ -666,6 +724,7 @@ mod tests {
             mounts: vec![],
             limits: Default::default(),
             output: Output::Stderr,
+            trace: false,
         }
     }
 

@@ -21,6 +21,7 @@ use super::confined::{components, mkdir_all_in_root};
 use super::exec::{validate, Network, Output, Report, RunOutcome, RunSpec, DEFAULT_PATH};
 use super::passwd::{resolve, ExecUser};
 use super::setup::{plan, HostFiles, RealSys, Sys};
+use super::trace::Observed;
 
 const REPORT_FD: i32 = 3;
 
@@ -155,10 +156,21 @@ fn remove_mode(path: &str) -> Report {
 fn write_report(r: &Report) {
     let mut line = serde_json::to_string(r).unwrap_or_else(|_| "\"?\"".into());
     line.push('\n');
-    let b = line.as_bytes();
-    // SAFETY: writing a valid buffer to an fd number (errors are ignored: the parent then
-    // reports a helper without a report).
-    unsafe { libc::write(REPORT_FD, b.as_ptr().cast(), b.len()) };
+    let mut b = line.as_bytes();
+    // A traced run's report can be larger than a pipe's buffer: written in as many parts as
+    // it takes (the parent reads it meanwhile).
+    while !b.is_empty() {
+        // SAFETY: writing a valid buffer to an fd number (errors are ignored: the parent then
+        // reports a helper without a report).
+        let n = unsafe { libc::write(REPORT_FD, b.as_ptr().cast(), b.len()) };
+        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        if n <= 0 {
+            return;
+        }
+        b = &b[n as usize..];
+    }
 }
 
 fn last_err(what: &str) -> String {
@@ -479,16 +491,25 @@ struct Exec {
     may_setgroups: bool,
     /// Docker's default seccomp profile (`None` on an architecture it cannot target).
     seccomp: Option<super::seccomp::Profile>,
+    /// `RunSpec::trace`: the notification filter (`None` when not tracing, or on an
+    /// architecture the tracer does not know: the trace is then blind).
+    trace: Option<super::trace::Filter>,
 }
 
 fn pid1(spec: &RunSpec, files: &HostFiles, ns: Option<NsKind>) -> Report {
-    match pid1_setup(spec, files, ns) {
-        Ok(Some(exec)) => match run_command(&exec) {
-            Ok(o) => Report::Done(o),
+    // What pid 1 itself looks up for the command (cwd, user database, PATH search).
+    let mut pre = spec.trace.then(Observed::default);
+    let done = |o: RunOutcome, obs: Option<Observed>| match obs {
+        Some(obs) => Report::Traced(o, obs),
+        None => Report::Done(o),
+    };
+    match pid1_setup(spec, files, ns, pre.as_mut()) {
+        Ok(Some(exec)) => match run_command(&exec, pre) {
+            Ok((o, obs)) => done(o, obs),
             Err(e) => Report::Error(e),
         },
         // Not found in PATH: reported like a shell would, as exit status 127.
-        Ok(None) => Report::Done(RunOutcome::Exited(127)),
+        Ok(None) => done(RunOutcome::Exited(127), pre),
         Err(e) => Report::Error(e),
     }
 }
@@ -497,6 +518,7 @@ fn pid1_setup(
     spec: &RunSpec,
     files: &HostFiles,
     ns: Option<NsKind>,
+    mut pre: Option<&mut Observed>,
 ) -> Result<Option<Exec>, String> {
     // SAFETY: plain syscalls with valid arguments.
     unsafe {
@@ -527,6 +549,11 @@ fn pid1_setup(
     let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
     let user = resolve(&spec.user, &passwd, &group)?;
+    if let Some(pre) = pre.as_deref_mut() {
+        pre.lookups.insert("/etc/passwd".into());
+        pre.lookups.insert("/etc/group".into());
+        pre.lookups.insert(super::trace::normalize(&spec.cwd));
+    }
     if ns == Some(NsKind::Single) && (user.uid != 0 || user.gid != 0) {
         return Err(format!(
             "USER `{}` (uid {}, gid {}) is not supported yet without an /etc/subuid and /etc/subgid range: the single-id user namespace only maps root",
@@ -557,7 +584,20 @@ fn pid1_setup(
         .iter()
         .map(|a| cs(a))
         .collect::<Result<Vec<_>, _>>()?;
-    let Some(path) = find_executable(&spec.argv[0], &spec.env) else {
+    let mut probes = Vec::new();
+    let found = find_executable_probing(&spec.argv[0], &spec.env, &mut probes);
+    if let Some(pre) = pre.as_deref_mut() {
+        // Relative PATH entries were looked up from pid 1's cwd, `/`.
+        for p in probes {
+            if let Some(p) = p.to_str() {
+                let p = super::trace::normalize(&format!("/{p}"));
+                pre.lookups.insert(p);
+            } else {
+                pre.set_blind("a non-UTF-8 PATH entry");
+            }
+        }
+    }
+    let Some(path) = found else {
         eprintln!(
             "strata: RUN: `{}`: executable file not found in $PATH",
             spec.argv[0]
@@ -573,11 +613,32 @@ fn pid1_setup(
         may_setgroups: ns != Some(NsKind::Single),
         // Compiled here, before the fork: the child only installs it.
         seccomp: super::seccomp::profile()?,
+        trace: match pre {
+            Some(pre) => {
+                let f = super::trace::filter();
+                if f.is_none() {
+                    pre.set_blind("tracing is not supported on this architecture");
+                }
+                f
+            }
+            None => None,
+        },
     }))
 }
 
 /// `argv[0]` as execvp would find it, but with the PATH of the command's environment.
+#[cfg(test)]
 fn find_executable(arg0: &str, env: &[String]) -> Option<std::path::PathBuf> {
+    find_executable_probing(arg0, env, &mut Vec::new())
+}
+
+/// [`find_executable`], adding every candidate it looked at to `probes` (pid 1 looks them up
+/// for the command: a traced run observes them).
+fn find_executable_probing(
+    arg0: &str,
+    env: &[String],
+    probes: &mut Vec<std::path::PathBuf>,
+) -> Option<std::path::PathBuf> {
     if arg0.contains('/') {
         return Some(arg0.into());
     }
@@ -588,29 +649,113 @@ fn find_executable(arg0: &str, env: &[String]) -> Option<std::path::PathBuf> {
         .unwrap_or(DEFAULT_PATH);
     path.split(':').filter(|d| !d.is_empty()).find_map(|d| {
         let p = Path::new(d).join(arg0);
+        probes.push(p.clone());
         let m = std::fs::metadata(&p).ok()?;
         use std::os::unix::fs::PermissionsExt;
         (m.is_file() && m.permissions().mode() & 0o111 != 0).then_some(p)
     })
 }
 
-/// Forks the command and reaps children until it has exited.
-fn run_command(e: &Exec) -> Result<RunOutcome, String> {
+/// Forks the command and reaps children until it has exited. Traced (`pre` is `Some`): serves
+/// the command's notifications on a thread meanwhile, and returns what they observed.
+fn run_command(e: &Exec, pre: Option<Observed>) -> Result<(RunOutcome, Option<Observed>), String> {
     let mut argv: Vec<*const libc::c_char> = e.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = e.env.iter().map(|a| a.as_ptr()).collect();
     envp.push(std::ptr::null());
     let groups: Vec<libc::gid_t> = e.user.groups.clone();
+    // The command hands its listener over this socket (only with a filter to install).
+    let socks = match (&pre, &e.trace) {
+        (Some(_), Some(_)) => Some(
+            std::os::unix::net::UnixStream::pair()
+                .map_err(|e| format!("create the trace socket: {e}"))?,
+        ),
+        _ => None,
+    };
+    let trace = e
+        .trace
+        .as_ref()
+        .zip(socks.as_ref().map(|(_, c)| c.as_raw_fd()));
     // SAFETY: single-threaded process; the child makes only syscalls on prepared data, then
     // execs or `_exit`s.
-    unsafe {
+    let pid = unsafe {
         let pid = libc::fork();
         if pid < 0 {
             return Err(last_err("fork"));
         }
         if pid == 0 {
-            child_exec(e, &argv, &envp, &groups);
+            child_exec(e, &argv, &envp, &groups, trace);
         }
+        pid
+    };
+    let Some(mut obs) = pre else {
+        return wait_command(pid).map(|o| (o, None));
+    };
+    let Some((ours, theirs)) = socks else {
+        // Not served: blind already (architecture).
+        return wait_command(pid).map(|o| (o, Some(obs)));
+    };
+    drop(theirs);
+    let listener = match super::trace::take_listener(ours.as_raw_fd(), pid) {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            obs.set_blind("the trace filter was not installed (or the command failed before)");
+            return wait_command(pid).map(|o| (o, Some(obs)));
+        }
+        Err(err) => {
+            // The command got no confirmation and stops (exit 126).
+            obs.set_blind(err);
+            return wait_command(pid).map(|o| (o, Some(obs)));
+        }
+    };
+    drop(ours);
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let served = {
+        let done = done.clone();
+        // pid 1 forks nothing after this: a thread is fine here.
+        std::thread::Builder::new()
+            .name("trace".into())
+            .spawn(move || super::trace::serve(listener, obs, done))
+    };
+    let served = match served {
+        Ok(h) => h,
+        Err(err) => {
+            // Nobody would answer its notifications: stop the command.
+            // SAFETY: our child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = wait_command(pid);
+            return Err(format!("start the trace thread: {err}"));
+        }
+    };
+    let outcome = wait_command(pid);
+    // What the command left running would only be killed when pid 1 exits; the trace ends
+    // when the last process under the filter is gone, so end them now and reap them.
+    // SAFETY: kill(-1) from a pid namespace's init reaches that namespace only, never pid 1.
+    unsafe { libc::kill(-1, libc::SIGKILL) };
+    reap_all();
+    done.store(true, Ordering::SeqCst);
+    let obs = served
+        .join()
+        .map_err(|_| "the trace thread panicked".to_string())?;
+    outcome.map(|o| (o, Some(obs)))
+}
+
+/// Reaps every child of pid 1 until none is left.
+fn reap_all() {
+    loop {
+        let mut st = 0;
+        // SAFETY: waitpid with a valid status pointer.
+        let r = unsafe { libc::waitpid(-1, &mut st, 0) };
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
+        }
+    }
+}
+
+/// Reaps children until the command `pid` has exited; its outcome.
+fn wait_command(pid: libc::pid_t) -> Result<RunOutcome, String> {
+    // SAFETY: waitpid with a valid status pointer.
+    unsafe {
         loop {
             let mut st = 0;
             let r = libc::waitpid(-1, &mut st, 0);
@@ -628,12 +773,14 @@ fn run_command(e: &Exec) -> Result<RunOutcome, String> {
     }
 }
 
-/// The command's process, between fork and exec. Never returns.
+/// The command's process, between fork and exec. Never returns. `trace`: the notification
+/// filter to install last, and the socket to hand its listener to pid 1 over.
 unsafe fn child_exec(
     e: &Exec,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
     groups: &[libc::gid_t],
+    trace: Option<(&super::trace::Filter, i32)>,
 ) -> ! {
     let fail = |what: &[u8], code: i32| -> ! {
         let err = *libc::__errno_location();
@@ -653,8 +800,16 @@ unsafe fn child_exec(
     if libc::fchdir(e.cwd.as_raw_fd()) != 0 {
         fail(b"chdir to the working directory", 126);
     }
-    // No fd but 0, 1, 2 reaches the command (CVE-2024-21626).
-    if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+    // No fd but 0, 1, 2 reaches the command (CVE-2024-21626); the trace socket is closed
+    // before the exec.
+    let keep = trace.map_or(-1, |(_, s)| s);
+    let closed = if keep >= 3 {
+        (keep == 3 || libc::syscall(libc::SYS_close_range, 3u32, keep as u32 - 1, 0u32) == 0)
+            && libc::syscall(libc::SYS_close_range, keep as u32 + 1, u32::MAX, 0u32) == 0
+    } else {
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) == 0
+    };
+    if !closed {
         fail(b"close_range", 126);
     }
     // No controlling terminal: the command must not reach the user's tty through /dev/tty.
@@ -676,6 +831,25 @@ unsafe fn child_exec(
         if super::seccomp::install(p).is_err() {
             fail(b"install the seccomp profile", 126);
         }
+    }
+    // After the profile (whose ERRNO takes precedence anyway): from here every path syscall
+    // waits for pid 1, the exec included. Not installed: the socket closes unused and pid 1
+    // marks the trace blind; the command runs untraced.
+    if let Some((f, sock)) = trace {
+        // A uid change made this process non-dumpable, and rootless its memory belongs to the
+        // host's user namespace (the helper entered its own after exec): pid 1 could neither
+        // take the listener nor read the path arguments until the exec. Dumpable again for
+        // that window only; the exec sets it by its own rules.
+        libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
+        if let Ok(l) = super::trace::install_listener(f) {
+            if super::trace::hand_over(sock, l).is_err() {
+                // Nobody serves the listener: any path syscall would hang (pid 1 reports why).
+                *libc::__errno_location() = libc::EPERM;
+                fail(b"hand the trace listener to pid 1", 126);
+            }
+            libc::close(l);
+        }
+        libc::close(sock);
     }
     libc::execve(e.path.as_ptr(), argv.as_ptr(), envp.as_ptr());
     let code = if *libc::__errno_location() == libc::ENOENT {

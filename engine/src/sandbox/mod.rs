@@ -24,13 +24,14 @@ mod passwd;
 mod seccomp;
 mod setup;
 pub mod snapshot;
+pub mod trace;
 pub mod userns;
 pub mod vary;
 pub use vary::Variation;
 
 pub use exec::{
-    cancel, cancelled, injected_paths, remove_tree, run, run_logged, Mount, MountKind, Network,
-    Output, RunOutcome, RunSpec, Tail,
+    cancel, cancelled, injected_paths, remove_tree, run, run_logged, run_observed, Mount,
+    MountKind, Network, Output, RunOutcome, RunSpec, Tail,
 };
 pub use init::init_main;
 pub use snapshot::{overlay_lowers, Limits, Prefetch, Snapshots};

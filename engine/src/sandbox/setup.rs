@@ -824,6 +824,7 @@ mod tests {
             mounts: vec![],
             limits: Default::default(),
             output: Output::Stderr,
+            trace: false,
         }
     }
 

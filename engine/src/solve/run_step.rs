@@ -252,6 +252,7 @@ pub(crate) fn execute(
         limits: opts.run.limits,
         // The step's output is the build log: it goes to stderr with the progress.
         output: exec::Output::Stderr,
+        trace: false,
     };
     if let Some(w) = crate::sandbox::userns::single_id_warning() {
         sources.progress.event(&Event::Warning(w));
