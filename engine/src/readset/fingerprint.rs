@@ -9,18 +9,20 @@
 //! follows the last symlink and asks for a directory.
 //!
 //! What is hashed (the `shape` part), in walk order: each directory walked through, with what
-//! a walk can observe of it (kind, mode, owner, xattrs: search permission; not its times or
-//! size, which change with every sibling added and which only a `stat` of the directory itself
-//! observes, a lookup of its own); each symlink followed, with its target (and all its facts
-//! when it is the last component: `lstat` observes them); each `..`; the mount point entered;
-//! the node reached with all its facts (kind, mode, uid, gid, mtime, nlink, xattrs, size,
-//! device numbers, link target), or where the walk failed and how. The `content` part is the
-//! BLAKE3 of the content of the regular file reached, zeros otherwise. Both are the first 16
-//! bytes of a BLAKE3.
+//! a walk can observe of it (mode, owner, xattrs: search permission; not its times or size,
+//! which change with every sibling added and which only a `stat` of the directory itself
+//! observes, a lookup of its own) and the name looked up in it; each `..`; each symlink
+//! followed, with its target (and all its facts when it is the last component: `lstat`
+//! observes them); a mount point entered; then the outcome and, for a node found, all its
+//! facts (kind, mode, uid, gid, mtime, nlink, xattrs, size, device numbers, link target).
+//! Names, `..` and targets in walk order determine every physical path on the way. The
+//! `content` part is the BLAKE3 of the content of the regular file reached, zeros otherwise.
+//! Both are the first 16 bytes of a BLAKE3.
 
-use super::index::{Entry, EntryKind};
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 
+use super::index::{path_hash, Entry, EntryKind, Prehashed};
 use super::view::{kind_tag, ChainView, DirRange, Node};
 
 /// The kernel's limit of symlinks followed in one walk (`MAXSYMLINKS`).
@@ -86,7 +88,11 @@ pub fn listing(
 pub struct Walker<'a> {
     view: &'a ChainView,
     root: Node<'a>,
-    dirs: HashMap<String, Node<'a>>,
+    /// Directories found, by [`path_hash`] (a path whose hash another one took first is just
+    /// not remembered).
+    dirs: HashMap<u64, (String, Node<'a>), BuildHasherDefault<Prehashed>>,
+    /// The facts of the walk being fingerprinted, hashed at once at its end.
+    buf: Vec<u8>,
 }
 
 impl<'a> Walker<'a> {
@@ -94,19 +100,25 @@ impl<'a> Walker<'a> {
         Walker {
             view,
             root: view.root(),
-            dirs: HashMap::new(),
+            dirs: HashMap::default(),
+            buf: Vec::with_capacity(1024),
         }
     }
 
     /// The node at `path` among the children of a directory whose children come from
     /// `parent` (the view's [`ChainView::child`], remembered for directories).
     fn child(&mut self, parent: DirRange, path: &str) -> Option<Node<'a>> {
-        if let Some(n) = self.dirs.get(path) {
-            return Some(*n);
+        let hash = path_hash(path);
+        if let Some((p, n)) = self.dirs.get(&hash) {
+            if p == path {
+                return Some(*n);
+            }
         }
-        let n = self.view.child(parent, path)?;
+        let n = self.view.child_hashed(parent, path, hash)?;
         if n.dir.is_some() {
-            self.dirs.insert(path.to_string(), n);
+            self.dirs
+                .entry(hash)
+                .or_insert_with(|| (path.to_string(), n));
         }
         Some(n)
     }
@@ -115,34 +127,40 @@ impl<'a> Walker<'a> {
     /// following the last symlink, the link itself included. `mount(rel)` says whether the
     /// physical path `rel` is a mount point the walk must not enter.
     pub fn lookup(&mut self, abs_path: &str, mount: &mut dyn FnMut(&str) -> bool) -> Fingerprint {
-        let mut h = Vec::with_capacity(512);
+        let mut h = std::mem::take(&mut self.buf);
+        h.clear();
         h.extend_from_slice(b"lookup\0");
         let r = self.walk(abs_path, true, mount, &mut Feed(Some(&mut h)));
-        Fingerprint {
+        let fp = Fingerprint {
             shape: first16(&h),
             content: content_of(&r),
-        }
+        };
+        self.buf = h;
+        fp
     }
 
     /// The fingerprint of a listing of the directory `abs_path`: its lookup's shape, then its
     /// merged children's names and kind tags.
     pub fn listing(&mut self, abs_path: &str, mount: &mut dyn FnMut(&str) -> bool) -> Fingerprint {
-        let mut h = Vec::with_capacity(512);
+        let mut h = std::mem::take(&mut self.buf);
+        h.clear();
         h.extend_from_slice(b"listing\0");
         let r = self.walk(abs_path, true, mount, &mut Feed(Some(&mut h)));
         if let (Outcome::Found, Some(dir)) = (r.outcome, r.node.dir) {
             let children = self.view.children_of(dir, &r.path);
-            h.extend_from_slice(&(children.len() as u64).to_le_bytes());
+            put_int(&mut h, children.len() as u64);
             let mut tag = [0u8; 4];
             for (name, kind) in children {
                 put_str(&mut h, name);
                 h.extend_from_slice(kind.encode_utf8(&mut tag).as_bytes());
             }
         }
-        Fingerprint {
+        let fp = Fingerprint {
             shape: first16(&h),
             content: [0; 16],
-        }
+        };
+        self.buf = h;
+        fp
     }
 }
 
@@ -190,8 +208,18 @@ fn content_of(r: &Resolved<'_>) -> [u8; 16] {
     }
 }
 
+/// A number as LEB128 (self-delimiting, and short: most facts are small numbers, and the
+/// fewer bytes, the fewer BLAKE3 blocks per walk).
+fn put_int(h: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        h.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    h.push(n as u8);
+}
+
 fn put_str(h: &mut Vec<u8>, s: &str) {
-    h.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    put_int(h, s.len() as u64);
     h.extend_from_slice(s.as_bytes());
 }
 
@@ -201,29 +229,29 @@ fn facts(h: &mut Vec<u8>, e: &Entry) {
     h.extend_from_slice(kind_tag(e).encode_utf8(&mut tag).as_bytes());
     match &e.kind {
         EntryKind::File { size, .. } => {
-            h.extend_from_slice(&size.to_le_bytes());
+            put_int(h, *size);
         }
         EntryKind::Symlink(t) | EntryKind::HardLink(t) => put_str(h, t),
         EntryKind::Char(a, b) | EntryKind::Block(a, b) => {
-            h.extend_from_slice(&a.to_le_bytes());
-            h.extend_from_slice(&b.to_le_bytes());
+            put_int(h, u64::from(*a));
+            put_int(h, u64::from(*b));
         }
         EntryKind::Dir { .. } | EntryKind::Fifo | EntryKind::Whiteout => {}
     }
-    h.extend_from_slice(&e.mode.to_le_bytes());
-    h.extend_from_slice(&e.uid.to_le_bytes());
-    h.extend_from_slice(&e.gid.to_le_bytes());
-    h.extend_from_slice(&e.mtime.to_le_bytes());
-    h.extend_from_slice(&e.mtime_nsec.to_le_bytes());
-    h.extend_from_slice(&e.nlink.to_le_bytes());
+    put_int(h, u64::from(e.mode));
+    put_int(h, e.uid);
+    put_int(h, e.gid);
+    put_int(h, ((e.mtime << 1) ^ (e.mtime >> 63)) as u64);
+    put_int(h, u64::from(e.mtime_nsec));
+    put_int(h, u64::from(e.nlink));
     xattrs(h, e);
 }
 
 fn xattrs(h: &mut Vec<u8>, e: &Entry) {
-    h.extend_from_slice(&(e.xattrs.len() as u32).to_le_bytes());
+    put_int(h, e.xattrs.len() as u64);
     for (k, v) in &e.xattrs {
         put_str(h, k);
-        h.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        put_int(h, v.len() as u64);
         h.extend_from_slice(v);
     }
 }
@@ -244,9 +272,9 @@ impl Feed<'_> {
         if let Some(h) = self.0.as_deref_mut() {
             h.extend_from_slice(b"D");
             put_str(h, name);
-            h.extend_from_slice(&e.mode.to_le_bytes());
-            h.extend_from_slice(&e.uid.to_le_bytes());
-            h.extend_from_slice(&e.gid.to_le_bytes());
+            put_int(h, u64::from(e.mode));
+            put_int(h, e.uid);
+            put_int(h, e.gid);
             xattrs(h, e);
         }
     }
@@ -302,8 +330,9 @@ impl<'a> Walker<'a> {
     ) -> Resolved<'a> {
         let must_dir = abs.len() > 1 && abs.ends_with('/');
         let follow_last = follow_last || must_dir;
-        let mut todo: Vec<&str> = abs.rsplit('/').filter(|c| !c.is_empty()).collect();
-        let mut path = String::new();
+        let mut todo: Vec<&str> = Vec::with_capacity(16);
+        todo.extend(abs.rsplit('/').filter(|c| !c.is_empty()));
+        let mut path = String::with_capacity(abs.len() + 32);
         let mut node = self.root;
         // The directories above `node`: the length of `path` there, and the node.
         let mut up: Vec<(usize, Node<'a>)> = Vec::new();
@@ -315,6 +344,10 @@ impl<'a> Walker<'a> {
                 }
                 break Outcome::Found;
             };
+            if node.dir.is_none() {
+                // Even `.` and `..` need a directory to be looked up in.
+                break Outcome::NotDir;
+            }
             match c {
                 "." => continue,
                 ".." => {

@@ -23,7 +23,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::io::{self, Read, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use serde::{Deserialize, Serialize};
 use strata_cache::{Area, BlobStore, Digest, Sha256Hasher};
@@ -152,7 +152,7 @@ pub fn path_hash(rel: &str) -> u64 {
 
 /// The hasher of tables keyed by [`path_hash`]es: they are hashes already.
 #[derive(Default)]
-struct Prehashed(u64);
+pub struct Prehashed(u64);
 
 impl Hasher for Prehashed {
     fn finish(&self) -> u64 {
@@ -169,10 +169,17 @@ impl Hasher for Prehashed {
 }
 
 /// The serialized form.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Payload {
     diff_id: Digest,
     entries: Vec<(String, Entry)>,
+}
+
+/// [`Payload`] as written (the same bincode), without a copy of the entries.
+#[derive(Serialize)]
+struct PayloadRef<'a> {
+    diff_id: &'a Digest,
+    entries: &'a [(String, Entry)],
 }
 
 impl LayerIndex {
@@ -357,14 +364,11 @@ impl LayerIndex {
     ) -> Result<Arc<LayerIndex>, ReadSetError> {
         static LOADED: OnceLock<Mutex<HashMap<Digest, Weak<LayerIndex>>>> = OnceLock::new();
         let loaded = LOADED.get_or_init(Default::default);
-        let cached = |loaded: &Mutex<_>| {
-            let map: &HashMap<Digest, Weak<LayerIndex>> = &loaded
-                .lock()
-                .unwrap_or_else(|p: std::sync::PoisonError<_>| p.into_inner());
-            map.get(&layer.diff_id).and_then(Weak::upgrade)
-        };
-        if let Some(ix) = cached(loaded) {
-            return Ok(ix);
+        {
+            let map = loaded.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(ix) = map.get(&layer.diff_id).and_then(Weak::upgrade) {
+                return Ok(ix);
+            }
         }
         let path = index_path(store.root(), &layer.diff_id);
         let ix = match read_index(&path, &layer.diff_id) {
@@ -376,7 +380,7 @@ impl LayerIndex {
             }
         };
         let ix = Arc::new(ix);
-        let mut map = loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = loaded.lock().unwrap_or_else(PoisonError::into_inner);
         map.retain(|_, w| w.strong_count() > 0);
         map.insert(layer.diff_id, Arc::downgrade(&ix));
         Ok(ix)
@@ -414,9 +418,9 @@ fn write_index(
     layer: &LayerDesc,
     ix: &LayerIndex,
 ) -> Result<(), ReadSetError> {
-    let payload = bincode::serialize(&Payload {
-        diff_id: layer.diff_id,
-        entries: ix.entries.clone(),
+    let payload = bincode::serialize(&PayloadRef {
+        diff_id: &layer.diff_id,
+        entries: &ix.entries,
     })
     .map_err(|source| ReadSetError::Encode {
         digest: layer.digest,

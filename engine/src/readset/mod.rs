@@ -146,7 +146,8 @@ impl ReadSet {
     /// `skip` is asked about physical paths only, during each walk, before a component is
     /// looked up: a walk that enters a path `skip` accepts records the way there and that
     /// mount point, nothing of what lies beyond (at the mount's root a `..` leads back out, as
-    /// in the kernel). A layer path `skip` accepts is not recorded.
+    /// in the kernel). A layer path is not recorded if `skip` accepts it or one of its
+    /// parents.
     pub fn record(
         parent: &ChainView,
         lookups: &BTreeSet<String>,
@@ -185,7 +186,13 @@ impl ReadSet {
         for rel in layer_paths {
             let rel = rel.trim_matches('/');
             let path = format!("/{rel}");
-            if skip(&path) {
+            let under_mount = path
+                .match_indices('/')
+                .skip(1)
+                .map(|(i, _)| &path[..i])
+                .chain([path.as_str()])
+                .any(skip);
+            if under_mount {
                 continue;
             }
             push(

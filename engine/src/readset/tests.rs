@@ -204,10 +204,13 @@ fn dotdot_after_a_symlink_is_physical() {
         fingerprint::resolve(&v, "/x/f/", false).outcome,
         Outcome::NotDir
     );
-    assert_eq!(
-        fingerprint::resolve(&v, "/x/f/g", false).outcome,
-        Outcome::NotDir
-    );
+    for p in ["/x/f/g", "/x/f/.", "/x/f/.."] {
+        assert_eq!(
+            fingerprint::resolve(&v, p, false).outcome,
+            Outcome::NotDir,
+            "{p}"
+        );
+    }
 }
 
 #[test]
@@ -376,6 +379,16 @@ fn walks_stop_at_skipped_mount_points() {
     );
     assert_eq!(rs.mounts, ["/proc"]);
     assert_eq!(rs.items.len(), 6, "{rs:?}");
+    // A predicate that names only the mount point itself skips what is below it too.
+    let only_point = ReadSet::record(
+        &old,
+        &set(&["/proc/self/status"]),
+        &set(&[]),
+        &["proc/x".to_string()],
+        &|p: &str| p == "/proc",
+    );
+    assert_eq!(only_point.items.len(), 1);
+    assert_eq!(only_point.mounts, ["/proc"]);
     // What the root file system has under the mount point is not observed.
     assert_eq!(rs.check(&with_proc(true)), Ok(6));
     // The way out of the mount's root is.
@@ -551,4 +564,58 @@ fn check_of_a_thousand_items_is_fast() {
     );
     // Loose: the machine is shared; the figure is reported, not asserted tightly.
     assert!(median < std::time::Duration::from_millis(20), "{median:?}");
+}
+
+/// Indexing a 100 MB layer (zstd): one streaming pass. `--ignored --nocapture` for the figure.
+#[test]
+#[ignore]
+fn index_a_100mb_layer() {
+    use crate::layer::{write_layer, Compression, Entry as LEntry};
+    let tmp = tempfile::tempdir().unwrap();
+    let store = strata_cache::Store::open(&tmp.path().join("store")).unwrap();
+    let mut entries = Vec::new();
+    let mut seed = 1u64;
+    for i in 0..2_000 {
+        let data: Vec<u8> = (0..50_000)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (seed >> 59) as u8 + b'a'
+            })
+            .collect();
+        entries.push(LEntry::file_bytes(
+            format!("d{}/f{i}", i % 50),
+            0o644,
+            0,
+            &data,
+        ));
+    }
+    let entries = crate::layer::canonicalize(entries, 0).unwrap();
+    let mut blob = Vec::new();
+    let out = write_layer(&entries, Compression::Zstd, &mut blob).unwrap();
+    let (digest, size) = store.blobs().put(&blob).unwrap();
+    let desc = crate::image::LayerDesc {
+        digest,
+        size,
+        media_type: out.media_type.to_string(),
+        diff_id: out.diff_id,
+    };
+    let t = std::time::Instant::now();
+    let ix = LayerIndex::build(store.blobs(), &desc).unwrap();
+    let built = t.elapsed();
+    drop(ix);
+    let t = std::time::Instant::now();
+    let ix = LayerIndex::load_or_build(&store, &desc).unwrap();
+    let first = t.elapsed();
+    drop(ix);
+    let t = std::time::Instant::now();
+    let ix = LayerIndex::load_or_build(&store, &desc).unwrap();
+    let loaded = t.elapsed();
+    eprintln!(
+        "index of {} MB ({} entries, {} KB compressed): build {built:?}, build+write {first:?}, load {loaded:?}",
+        out.uncompressed_size >> 20,
+        ix.len(),
+        size >> 10
+    );
 }

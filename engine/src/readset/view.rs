@@ -2,7 +2,7 @@
 //! snapshots for a RUN, looked up lazily (nothing is merged up front: a check touches a few
 //! thousand paths of layers that hold hundreds of thousands).
 //!
-//! The rules (overlayfs' lookup, which `solve::layer_tree` applies too):
+//! The rules (overlayfs' lookup; `solve::layer_tree` gets the same tree by applying layers in order):
 //! - a path is found in the top-most layer that has an entry for it; a whiteout there means it
 //!   is absent;
 //! - a directory's children come from that layer and the layers below it, down to the first
@@ -82,10 +82,14 @@ impl ChainView {
     /// The entry at `rel` (a full relative path) among the children of a directory whose
     /// children come from `parent`.
     pub fn child(&self, parent: DirRange, rel: &str) -> Option<Node<'_>> {
+        self.child_hashed(parent, rel, path_hash(rel))
+    }
+
+    /// [`child`](Self::child) with `hash` = [`path_hash`]`(rel)`.
+    pub fn child_hashed(&self, parent: DirRange, rel: &str, hash: u64) -> Option<Node<'_>> {
         if self.layers.is_empty() {
             return None;
         }
-        let hash = path_hash(rel);
         for m in (parent.lo..=parent.hi).rev() {
             let layer = &self.layers[m];
             let Some(e) = layer.get_hashed(rel, hash) else {
