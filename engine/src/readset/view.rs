@@ -2,7 +2,8 @@
 //! snapshots for a RUN, looked up lazily (nothing is merged up front: a check touches a few
 //! thousand paths of layers that hold hundreds of thousands).
 //!
-//! The rules (overlayfs' lookup; `solve::layer_tree` gets the same tree by applying layers in order):
+//! The rules (overlayfs' lookup; `solve::layer_tree` gets the same tree by applying layers in
+//! order):
 //! - a path is found in the top-most layer that has an entry for it; a whiteout there means it
 //!   is absent;
 //! - a directory's children come from that layer and the layers below it, down to the first
