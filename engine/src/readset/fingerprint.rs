@@ -338,6 +338,9 @@ impl<'a> Walker<'a> {
         let mut up: Vec<(usize, Node<'a>)> = Vec::new();
         let mut hops = 0;
         let outcome = loop {
+            if abs.is_empty() {
+                break Outcome::NotFound; // the kernel's answer to an empty path
+            }
             let Some(c) = todo.pop() else {
                 if must_dir && node.dir.is_none() {
                     break Outcome::NotDir;

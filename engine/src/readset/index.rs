@@ -585,7 +585,10 @@ fn add_tar_entry<R: Read>(
         T::Char | T::Block => {
             let major = h.device_major().ok().flatten().unwrap_or(0);
             let minor = h.device_minor().ok().flatten().unwrap_or(0);
-            if et == T::Char {
+            if et == T::Char && (major, minor) == (0, 0) {
+                // What the unpacker makes of it is overlayfs' form of a whiteout.
+                EntryKind::Whiteout
+            } else if et == T::Char {
                 EntryKind::Char(major, minor)
             } else {
                 EntryKind::Block(major, minor)

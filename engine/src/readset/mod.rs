@@ -139,9 +139,10 @@ pub enum ReadSetError {
 impl ReadSet {
     /// Records the fingerprints of a RUN's observations on its parent.
     ///
-    /// `lookups`/`listings`: absolute paths as traced; `layer_paths`: relative paths of the
-    /// step's captured layer (whiteouts given as the path they delete); `skip(abs_path)`: true
-    /// for paths that are not the root file system (mount points the sandbox provides).
+    /// `lookups`/`listings`: absolute paths as traced (a relative one is walked from the root);
+    /// `layer_paths`: relative paths of the step's captured layer (whiteouts given as the path
+    /// they delete); `skip(abs_path)`: true for paths that are not the root file system (mount
+    /// points the sandbox provides).
     ///
     /// `skip` is asked about physical paths only, during each walk, before a component is
     /// looked up: a walk that enters a path `skip` accepts records the way there and that

@@ -440,6 +440,11 @@ fn indexes_a_real_layer_and_caches_it() {
         },
         ..LEntry::dir("", 0o777, 0, 0, 5)
     });
+    entries.push(LEntry {
+        path: "gone".into(),
+        kind: LKind::CharDevice { major: 0, minor: 0 },
+        ..LEntry::dir("", 0o600, 0, 0, 5)
+    });
     let mut cap = LEntry::file_bytes("usr/bin/ping", 0o755, 5, b"ping");
     cap.xattrs
         .insert("security.capability".into(), vec![1, 2, 3]);
@@ -482,6 +487,8 @@ fn indexes_a_real_layer_and_caches_it() {
         Some(&vec![1, 2, 3])
     );
     assert!(ix.get("usr").unwrap().is_dir());
+    // A char 0/0 device is overlayfs' whiteout once unpacked.
+    assert_eq!(ix.get("gone").unwrap().kind, EntryKind::Whiteout);
     let before: Vec<_> = ix.entries().to_vec();
     drop(ix);
 
