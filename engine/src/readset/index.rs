@@ -152,7 +152,7 @@ pub fn path_hash(rel: &str) -> u64 {
 
 /// The hasher of tables keyed by [`path_hash`]es: they are hashes already.
 #[derive(Default)]
-pub struct Prehashed(u64);
+pub(crate) struct Prehashed(u64);
 
 impl Hasher for Prehashed {
     fn finish(&self) -> u64 {
