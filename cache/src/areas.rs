@@ -40,11 +40,15 @@ pub enum Area {
     /// `cache-mounts/`: cache mounts from before their last use was recorded; never used, gc
     /// removes them.
     LegacyCacheMounts,
+    /// `readset-index-v1/<diff_id hex>`: the engine's index of a layer's paths for read-set
+    /// reuse; each file starts with the `sha256:<hex>` of the blob it was read from, and gc
+    /// removes it once that blob is gone (as for chunk references).
+    ReadsetIndex,
 }
 
 impl Area {
     /// Every area, for listings and tests.
-    pub const ALL: [Area; 12] = [
+    pub const ALL: [Area; 13] = [
         Area::Marker,
         Area::Blobs,
         Area::Tmp,
@@ -57,6 +61,7 @@ impl Area {
         Area::LegacyChunks,
         Area::CacheMounts,
         Area::LegacyCacheMounts,
+        Area::ReadsetIndex,
     ];
 
     /// Its name under the store's root (`Blobs`: the directory of sha256 blobs).
@@ -74,6 +79,7 @@ impl Area {
             Area::LegacyChunks => "chunks-v1",
             Area::CacheMounts => "cache-mounts-v1",
             Area::LegacyCacheMounts => "cache-mounts",
+            Area::ReadsetIndex => "readset-index-v1",
         }
     }
 
@@ -117,6 +123,7 @@ mod tests {
                 "chunks-v1",
                 "cache-mounts-v1",
                 "cache-mounts",
+                "readset-index-v1",
             ]
         );
         assert_eq!(

@@ -520,9 +520,16 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
             }
         }
     }
-    // 4. Chunk references whose blob is gone (a miss anyway) and the legacy chunk copies.
+    // 4. Chunk references and read-set layer indexes whose blob is gone (a miss anyway), and
+    // the legacy chunk copies.
     if !opts.dry_run {
         prune_chunk_refs(store, opts.now, opts.min_blob_age)?;
+        prune_blob_refs(
+            store,
+            Area::ReadsetIndex.name(),
+            opts.now,
+            opts.min_blob_age,
+        )?;
     }
     report.kept_bytes = usage;
     Ok(report)
@@ -535,7 +542,18 @@ fn prune_chunk_refs(store: &Store, now: SystemTime, min_age: Duration) -> Result
     if legacy.exists() {
         fs::remove_dir_all(&legacy).at("remove legacy chunk cache", &legacy)?;
     }
-    let dir = store.root().join(CHUNK_REFS_DIR);
+    prune_blob_refs(store, CHUNK_REFS_DIR, now, min_age)
+}
+
+/// Removes the files of `<root>/<area>/` that start with the `sha256:<hex>` of a blob no longer
+/// in the store (or with none), and `.tmp-*` files older than `min_age`.
+fn prune_blob_refs(
+    store: &Store,
+    area: &str,
+    now: SystemTime,
+    min_age: Duration,
+) -> Result<(), StoreError> {
+    let dir = store.root().join(area);
     let entries = match fs::read_dir(&dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         r => r.at("list", &dir)?,
@@ -560,7 +578,7 @@ fn prune_chunk_refs(store: &Store, now: SystemTime, min_age: Duration) -> Result
         if stale {
             match fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(e).at("remove chunk reference", &path)
+                    return Err(e).at("remove stale blob reference", &path)
                 }
                 _ => {}
             }
@@ -1259,6 +1277,25 @@ mod tests {
         .unwrap();
         assert!(!refs.join(".tmp-dd-1").exists());
         assert!(refs.join("aa").exists());
+    }
+
+    /// Read-set layer indexes go with their blob, like chunk references.
+    #[test]
+    fn readset_indexes_of_absent_blobs_are_removed() {
+        let (_dir, s) = store();
+        let l = step(&s, 1, 10, 0);
+        let dir = Area::ReadsetIndex.path(s.root());
+        fs::create_dir_all(&dir).unwrap();
+        let index = |blob: &Digest| {
+            let mut data = blob.to_string().into_bytes();
+            data.extend_from_slice(b"SRSINDEX");
+            data
+        };
+        fs::write(dir.join("aa"), index(&l.digest)).unwrap();
+        fs::write(dir.join("bb"), index(&Digest::of(b"collected long ago"))).unwrap();
+        gc(&s, &opts(GcPolicy::KeepStorage(u64::MAX))).unwrap();
+        assert!(dir.join("aa").exists(), "its blob is there");
+        assert!(!dir.join("bb").exists(), "its blob is gone");
     }
 
     /// A cache mount of `size` bytes named `name`, last used `secs` before [`NOW`].

@@ -27,6 +27,8 @@
 //! <root>/snapshots-v2/<hex>/ unpacked layers by diff_id (evicted by gc)
 //! <root>/cache-mounts-v1/    `RUN --mount=type=cache` directories and their last use (evicted
 //!                            by gc)
+//! <root>/readset-index-v1/   the engine's per-layer path indexes by diff_id (read-set reuse;
+//!                            gc removes those whose blob is gone)
 //! ```
 //!
 //! Many strata processes can use a store at once (docs/store.md): the index is opened on

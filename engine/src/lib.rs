@@ -32,6 +32,8 @@ pub mod layer;
 pub mod lock;
 pub mod oci;
 pub mod plan;
+#[cfg(feature = "store")]
+pub mod readset;
 pub mod registry;
 pub mod remote_cache;
 pub mod sandbox;

@@ -1143,7 +1143,7 @@ impl Unpacker {
 /// (make, `find -newer`, `stat`, a tool that hashes a tree with its times) must see the
 /// layer's, never when the snapshot happened to be unpacked: that made a RUN's output differ
 /// between two cold builds of the same inputs. An unreadable ustar field counts as the epoch.
-pub(super) fn entry_times<R: Read>(e: &mut tar::Entry<R>) -> io::Result<Timestamps> {
+pub(crate) fn entry_times<R: Read>(e: &mut tar::Entry<R>) -> io::Result<Timestamps> {
     let secs = e.header().mtime().unwrap_or(0).min(i64::MAX as u64) as i64;
     let mut t = Timespec {
         tv_sec: secs,
