@@ -523,6 +523,8 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
     // 4. Chunk references and read-set layer indexes whose blob is gone (a miss anyway), and
     // the legacy chunk copies.
     if !opts.dry_run {
+        // Read-set candidates of the step records removed above (docs/read-set.md).
+        store.index().prune_readsets()?;
         prune_chunk_refs(store, opts.now, opts.min_blob_age)?;
         prune_blob_refs(
             store,

@@ -69,12 +69,12 @@ const ORIGIN: &[u8] = b"o/";
 const MAX_ORIGINS: usize = 8;
 const FACTS: &[u8] = b"f/";
 const EXPLAIN: &[u8] = b"e/";
+/// A read-set candidate as listed: `(step key, created_unix, read set bytes)`.
+pub type ReadSetRow = ([u8; 32], u64, Vec<u8>);
+
 /// Read-set reuse candidates of RUN steps: `r/<reuse key><step key>` → `(created_unix, read
 /// set bytes)` (docs/read-set.md). The read set's own encoding is the engine's, versioned there.
 const READSET: &[u8] = b"r/";
-/// At most this many candidates are kept per reuse key (the most recent ones): enough for a
-/// step that alternates between a few bases, bounded for one that never reuses.
-pub const MAX_READSETS: usize = 4;
 
 /// What an image strata built stands on, for `strata rebase`: the base image (if any), how many
 /// of the image's layers are the base's, and for each layer above it whether the step that made
@@ -838,39 +838,69 @@ impl Index {
     }
 
     /// Records that step `step` (its record already written) may be reused, by read set, for
-    /// another parent with the same reuse key. Keeps the newest [`MAX_READSETS`] per key.
+    /// another parent with the same reuse key. Not capped: a fleet's images share reuse keys
+    /// (the same RUN over different COPY layers), and each image's own candidate must stay;
+    /// `gc` removes candidates with their step records ([`Index::prune_readsets`]).
     pub fn put_readset(
         &self,
         reuse: &[u8; 32],
         step: &[u8; 32],
         readset: &[u8],
     ) -> Result<(), StoreError> {
-        let mut existing = self.readsets(reuse)?;
-        existing.retain(|(s, _, _)| s != step);
-        existing.sort_by_key(|(_, created, _)| std::cmp::Reverse(*created));
-        let mut batch = WriteBatch::default();
-        for (s, _, _) in existing.iter().skip(MAX_READSETS - 1) {
-            batch.delete(key(READSET, &[&reuse[..], &s[..]]));
-        }
-        batch.put(
-            key(READSET, &[&reuse[..], &step[..]]),
-            encode(&(crate::unix_now(), readset)),
-        );
-        self.with_db(|db| Ok(db.write_opt(batch, &synced())?))
+        self.put(
+            &key(READSET, &[&reuse[..], &step[..]]),
+            &(crate::unix_now(), readset),
+            false,
+        )
     }
 
-    /// The reuse candidates of `reuse`: `(step key, created_unix, read set bytes)`, newest first.
-    pub fn readsets(&self, reuse: &[u8; 32]) -> Result<Vec<([u8; 32], u64, Vec<u8>)>, StoreError> {
-        let mut out = self
-            .scan(&key(READSET, &[&reuse[..]]))?
-            .into_iter()
-            .map(|(k, v)| {
+    /// The candidate of step `step` under `reuse`, if recorded: `(created_unix, read set)`.
+    pub fn readset(
+        &self,
+        reuse: &[u8; 32],
+        step: &[u8; 32],
+    ) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        self.get("readset", &key(READSET, &[&reuse[..], &step[..]]))
+    }
+
+    /// At most `limit` candidates of `reuse`, in key order: `(step key, created_unix, bytes)`.
+    pub fn readsets(&self, reuse: &[u8; 32], limit: usize) -> Result<Vec<ReadSetRow>, StoreError> {
+        let prefix = key(READSET, &[&reuse[..]]);
+        self.with_db(|db| {
+            let mut out = Vec::new();
+            for item in db.iterator(IteratorMode::From(&prefix, Direction::Forward)) {
+                let (k, v) = item?;
+                let Some(rest) = k.strip_prefix(prefix.as_slice()) else {
+                    break;
+                };
+                if out.len() >= limit {
+                    break;
+                }
                 let (created, bytes): (u64, Vec<u8>) = decode("readset", &v)?;
-                Ok((key32_of("readset", &k)?, created, bytes))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        out.sort_by_key(|(_, created, _)| std::cmp::Reverse(*created));
-        Ok(out)
+                out.push((key32_of("readset", rest)?, created, bytes));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Removes the candidates whose step record is gone; returns how many (for `gc`).
+    pub fn prune_readsets(&self) -> Result<usize, StoreError> {
+        let mut batch = WriteBatch::default();
+        let mut n = 0;
+        for (k, _) in self.scan(READSET)? {
+            let live = k.len() == 64
+                && self
+                    .get_step(k[32..].try_into().expect("32 bytes"))?
+                    .is_some();
+            if !live {
+                batch.delete(key(READSET, &[&k]));
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.with_db(|db| Ok(db.write_opt(batch, &synced())?))?;
+        }
+        Ok(n)
     }
 
     /// Forgets one candidate (its step record is gone, or its read set is of another version).
@@ -1027,28 +1057,33 @@ mod tests {
     }
 
     #[test]
-    fn keeps_the_newest_readsets_per_reuse_key() {
+    fn readsets_are_found_by_step_and_pruned_with_their_step_records() {
         let (_dir, ix) = index();
         let reuse = [7u8; 32];
-        for n in 0..(MAX_READSETS as u8 + 2) {
+        let rec = StepRecord {
+            layer: Some(layer(1)),
+            created_unix: 1,
+        };
+        for n in 0..6u8 {
+            ix.put_step(&[n; 32], &rec, None).unwrap();
             ix.put_readset(&reuse, &[n; 32], &[n]).unwrap();
         }
-        let got = ix.readsets(&reuse).unwrap();
-        assert_eq!(got.len(), MAX_READSETS);
-        // Written again, a step replaces its own candidate rather than adding one.
-        let last = MAX_READSETS as u8 + 1;
-        ix.put_readset(&reuse, &[last; 32], b"new").unwrap();
-        let got = ix.readsets(&reuse).unwrap();
-        assert_eq!(got.len(), MAX_READSETS);
-        assert_eq!(
-            got.iter().filter(|(s, _, _)| *s == [last; 32]).count(),
-            1,
-            "{got:?}"
-        );
-        assert!(got.iter().any(|(_, _, b)| b == b"new"));
-        assert!(ix.readsets(&[8u8; 32]).unwrap().is_empty());
-        ix.delete_readset(&reuse, &[last; 32]).unwrap();
-        assert_eq!(ix.readsets(&reuse).unwrap().len(), MAX_READSETS - 1);
+        // Not capped: every image of a fleet keeps its own candidate.
+        assert_eq!(ix.readsets(&reuse, 100).unwrap().len(), 6);
+        assert_eq!(ix.readsets(&reuse, 2).unwrap().len(), 2);
+        assert_eq!(ix.readset(&reuse, &[3; 32]).unwrap().unwrap().1, vec![3]);
+        assert!(ix.readset(&reuse, &[9; 32]).unwrap().is_none());
+        assert!(ix.readsets(&[8u8; 32], 100).unwrap().is_empty());
+        ix.delete_readset(&reuse, &[5; 32]).unwrap();
+        ix.delete_step(&[4; 32]).unwrap();
+        assert_eq!(ix.prune_readsets().unwrap(), 1, "the candidate of step 4");
+        let left: Vec<u8> = ix
+            .readsets(&reuse, 100)
+            .unwrap()
+            .iter()
+            .map(|(s, _, _)| s[0])
+            .collect();
+        assert_eq!(left, [0, 1, 2, 3]);
     }
 
     #[test]

@@ -103,6 +103,10 @@ pub struct BuildArgs {
     /// Do not use cached step results
     #[arg(long)]
     pub no_cache: bool,
+    /// Neither trace RUN steps nor reuse them by read set: a RUN whose parent changed always
+    /// runs again (docs/read-set.md)
+    #[arg(long)]
+    pub no_readset: bool,
     /// Target platform OS/ARCH[/VARIANT] (recorded; only the host platform builds for now)
     #[arg(long)]
     pub platform: Option<String>,

@@ -63,10 +63,21 @@ impl Reporter {
         }
     }
 
-    pub fn finish(&self, executed: usize, cached: usize, took: Duration) {
+    /// The summary line; `reused`: RUN steps reused by read set (named only when some were).
+    pub fn finish(&self, executed: usize, cached: usize, reused: usize, took: Duration) {
         match self.mode {
-            ProgressMode::Json => self.line(&json!({"event": "done", "executed": executed, "cached": cached, "duration_ms": took.as_millis() as u64}).to_string()),
-            _ => self.line(&format!("done: {executed} steps executed, {cached} cached, in {:.2}s", took.as_secs_f64())),
+            ProgressMode::Json => self.line(&json!({"event": "done", "executed": executed, "cached": cached, "reused": reused, "duration_ms": took.as_millis() as u64}).to_string()),
+            _ => {
+                let reused = if reused > 0 {
+                    format!(", {reused} reused by read set")
+                } else {
+                    String::new()
+                };
+                self.line(&format!(
+                    "done: {executed} steps executed, {cached} cached{reused}, in {:.2}s",
+                    took.as_secs_f64()
+                ))
+            }
         }
     }
 }
@@ -156,6 +167,7 @@ impl Progress for Reporter {
                     } => {
                         let tag = match status {
                             strata_engine::solve::StepStatus::Cached => "CACHED".to_string(),
+                            strata_engine::solve::StepStatus::Reused => "REUSED".to_string(),
                             strata_engine::solve::StepStatus::Executed => {
                                 format!("DONE {}", secs(*duration))
                             }
@@ -169,7 +181,8 @@ impl Progress for Reporter {
                             }
                         }
                         plain(msg);
-                        if self.explain {
+                        // A reused step always says why it did not run.
+                        if self.explain || *status == strata_engine::solve::StepStatus::Reused {
                             for r in explain {
                                 plain(format!("    why: {r}"));
                             }

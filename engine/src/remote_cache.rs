@@ -49,6 +49,18 @@ pub enum RemoteCacheError {
 struct RecordsFile {
     key_version: u32,
     steps: Vec<StepEntry>,
+    /// Read-set reuse candidates (docs/read-set.md); absent in caches written before them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    readsets: Vec<ReadSetEntry>,
+}
+
+/// A RUN step of `steps` that may be reused by read set: its reuse key and its read set (the
+/// engine's bincode, base64; versioned inside).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct ReadSetEntry {
+    reuse: String,
+    step: String,
+    readset: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,11 +73,22 @@ struct StepEntry {
 #[derive(Debug, Clone, Default)]
 pub struct CacheRecords {
     steps: BTreeMap<Key, Option<LayerRecord>>,
+    /// Reuse key → (step key, read set bytes), for steps of `steps`.
+    readsets: BTreeMap<Key, Vec<(Key, Vec<u8>)>>,
 }
 
 impl CacheRecords {
     pub fn insert(&mut self, key: Key, layer: Option<LayerRecord>) {
         self.steps.insert(key, layer);
+    }
+
+    /// Adds a read-set candidate of step `step` (which must be inserted too).
+    pub fn insert_readset(&mut self, reuse: Key, step: Key, readset: Vec<u8>) {
+        let v = self.readsets.entry(reuse).or_default();
+        if !v.iter().any(|(s, _)| *s == step) {
+            v.push((step, readset));
+            v.sort();
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -88,6 +111,20 @@ impl CacheRecords {
                     layer: l.clone(),
                 })
                 .collect(),
+            readsets: self
+                .readsets
+                .iter()
+                .flat_map(|(reuse, v)| {
+                    v.iter().map(move |(step, rs)| ReadSetEntry {
+                        reuse: hex::encode(reuse),
+                        step: hex::encode(step),
+                        readset: base64::Engine::encode(
+                            &base64::engine::general_purpose::STANDARD,
+                            rs,
+                        ),
+                    })
+                })
+                .collect(),
         };
         serde_json::to_vec(&file).expect("records serialise")
     }
@@ -103,14 +140,34 @@ impl CacheRecords {
             // Keys of another version never match ours: nothing to import, not an error.
             return Ok(CacheRecords::default());
         }
+        let key = |hex_key: &str| {
+            let mut k = [0u8; 32];
+            hex::decode_to_slice(hex_key, &mut k)
+                .map_err(|_| invalid(format!("records: bad key `{hex_key}`")))?;
+            Ok::<Key, RemoteCacheError>(k)
+        };
         let mut steps = BTreeMap::new();
         for s in file.steps {
-            let mut k = [0u8; 32];
-            hex::decode_to_slice(&s.key, &mut k)
-                .map_err(|_| invalid(format!("records: bad key `{}`", s.key)))?;
-            steps.insert(k, s.layer);
+            steps.insert(key(&s.key)?, s.layer);
         }
-        Ok(CacheRecords { steps })
+        let mut records = CacheRecords {
+            steps,
+            readsets: BTreeMap::new(),
+        };
+        for r in file.readsets {
+            let bytes =
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &r.readset)
+                    .map_err(|_| invalid("records: a read set is not base64".into()))?;
+            let step = key(&r.step)?;
+            if !records.steps.contains_key(&step) {
+                return Err(invalid(format!(
+                    "records: read set of step {} that has no record",
+                    r.step
+                )));
+            }
+            records.insert_readset(key(&r.reuse)?, step, bytes);
+        }
+        Ok(records)
     }
 
     /// The distinct layer blobs the records name, sorted by digest.
@@ -197,6 +254,10 @@ pub trait RemoteSteps: Send + Sync {
     fn fetch_layer(&self, layer: &LayerRecord, store: &BlobStore) -> Result<(), BlobFetchError>;
     /// Where the records come from, for messages.
     fn origin(&self) -> String;
+    /// Read-set candidates under reuse key `reuse`: (step key, read set bytes).
+    fn readsets(&self, _reuse: &Key) -> Vec<(Key, Vec<u8>)> {
+        Vec::new()
+    }
 }
 
 /// One imported cache: its records and where to fetch their layers.
@@ -237,6 +298,13 @@ impl std::fmt::Debug for dyn RemoteSteps {
 }
 
 impl RemoteSteps for ImportedCaches {
+    fn readsets(&self, reuse: &Key) -> Vec<(Key, Vec<u8>)> {
+        self.0
+            .iter()
+            .flat_map(|c| c.records.readsets.get(reuse).cloned().unwrap_or_default())
+            .collect()
+    }
+
     fn step(&self, key: &Key) -> Option<StepRecord> {
         self.0.iter().find_map(|c| {
             c.records.steps.get(key).map(|layer| StepRecord {
@@ -460,6 +528,33 @@ mod tests {
     }
 
     #[test]
+    fn read_sets_travel_with_their_steps() {
+        let mut r = CacheRecords::default();
+        r.insert([5; 32], Some(rec(1)));
+        r.insert_readset([8; 32], [5; 32], vec![1, 2, 3]);
+        r.insert_readset([8; 32], [5; 32], vec![1, 2, 3]);
+        let j = r.to_json();
+        let back = CacheRecords::from_json(&j, "t").unwrap();
+        let caches = ImportedCaches(vec![ImportedCache::new(
+            back,
+            Arc::new(LayoutBlobs("/nowhere".into())),
+        )]);
+        assert_eq!(caches.readsets(&[8; 32]), vec![([5; 32], vec![1, 2, 3])]);
+        assert!(caches.readsets(&[9; 32]).is_empty());
+        // Caches written before read sets have none; a read set must name an exported step.
+        assert!(!String::from_utf8_lossy(&{
+            let mut plain = CacheRecords::default();
+            plain.insert([5; 32], None);
+            plain.to_json()
+        })
+        .contains("readsets"));
+        let mut orphan = CacheRecords::default();
+        orphan.insert_readset([8; 32], [6; 32], vec![1]);
+        let e = CacheRecords::from_json(&orphan.to_json(), "t").unwrap_err();
+        assert!(e.to_string().contains("has no record"), "{e}");
+    }
+
+    #[test]
     fn foreign_manifests_and_other_key_versions_are_handled() {
         let e = records_descriptor(br#"{"schemaVersion":2,"layers":[]}"#, "t").unwrap_err();
         assert!(e.to_string().contains("not a strata cache"), "{e}");
@@ -469,6 +564,7 @@ mod tests {
                 key: hex::encode([1u8; 32]),
                 layer: None,
             }],
+            readsets: vec![],
         })
         .unwrap();
         assert!(CacheRecords::from_json(&other, "t").unwrap().is_empty());

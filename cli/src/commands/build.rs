@@ -17,7 +17,7 @@ pub fn run(g: &Globals, a: BuildArgs) -> anyhow::Result<i32> {
     let reporter = Reporter::new(a.progress, a.explain);
     let built = session.build(&req, &reporter)?;
     common::report_pushes(&built.outputs);
-    reporter.finish(built.executed, built.cached, built.elapsed);
+    reporter.finish(built.executed, built.cached, built.reused, built.elapsed);
     if let Some(f) = &a.iidfile {
         // The image ID as docker and buildx write it: the config digest, no newline.
         std::fs::write(f, built.config_digest.to_string())

@@ -222,6 +222,7 @@ pub(crate) fn build_request(a: &BuildArgs, env: Env) -> anyhow::Result<BuildRequ
         secrets: secrets_of(&a.secrets, env)?,
         ssh: ssh_of(&a.ssh, env)?,
         limits: limits_of(a)?,
+        no_readset: a.no_readset,
     };
     let jobs = a.jobs.unwrap_or_else(cpus).max(1);
     let mode = if a.locked {

@@ -32,6 +32,8 @@ struct Row {
     changed: Option<bool>,
     executed: usize,
     cached: usize,
+    /// RUN steps reused by read set.
+    reused: usize,
     seconds: f64,
     error: Option<String>,
 }
@@ -109,6 +111,7 @@ pub fn run(g: &Globals, cli: BuildArgs) -> anyhow::Result<i32> {
         .collect();
     let rows: Mutex<Vec<(usize, Row)>> = Mutex::new(Vec::new());
     let all_steps = Mutex::new(Vec::new());
+    let all_readsets = Mutex::new(Vec::new());
     let started = std::time::Instant::now();
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|sc| {
@@ -121,12 +124,16 @@ pub fn run(g: &Globals, cli: BuildArgs) -> anyhow::Result<i32> {
                         Reporter::new(cli.progress, cli.explain).with_label(Some(&p.name));
                     let b = session.build(&req, &reporter)?;
                     common::report_pushes(&b.outputs);
-                    reporter.finish(b.executed, b.cached, b.elapsed);
+                    reporter.finish(b.executed, b.cached, b.reused, b.elapsed);
                     Ok(b)
                 });
                 let row = match r {
                     Ok(b) => {
                         all_steps.lock().unwrap().extend(b.steps.iter().cloned());
+                        all_readsets
+                            .lock()
+                            .unwrap()
+                            .extend(b.readsets.iter().cloned());
                         Row {
                             image: p.name.clone(),
                             changed: Some(
@@ -137,6 +144,7 @@ pub fn run(g: &Globals, cli: BuildArgs) -> anyhow::Result<i32> {
                             previous: previous[i].clone(),
                             executed: b.executed,
                             cached: b.cached,
+                            reused: b.reused,
                             seconds: b.elapsed.as_secs_f64(),
                             error: None,
                         }
@@ -150,6 +158,7 @@ pub fn run(g: &Globals, cli: BuildArgs) -> anyhow::Result<i32> {
                             changed: None,
                             executed: 0,
                             cached: 0,
+                            reused: 0,
                             seconds: 0.0,
                             error: Some(crate::render(&e)),
                         }
@@ -163,15 +172,16 @@ pub fn run(g: &Globals, cli: BuildArgs) -> anyhow::Result<i32> {
     session.save_lock(&lock)?;
     if !cache_targets.is_empty() {
         let steps = all_steps.into_inner().unwrap();
-        session.export_caches(&cache_targets, &steps)?;
+        let readsets = all_readsets.into_inner().unwrap();
+        session.export_caches(&cache_targets, &steps, &readsets)?;
     }
     rows.sort_by_key(|(i, _)| *i);
     let rows: Vec<Row> = rows.into_iter().map(|(_, r)| r).collect();
     let failed = rows.iter().filter(|r| r.error.is_some()).count();
     let changed = rows.iter().filter(|r| r.changed == Some(true)).count();
     let mut summary = format!(
-        "{:<24} {:<20} {:>8} {:>8} {:>8} {:>8}\n",
-        "image", "digest", "changed", "executed", "cached", "time s"
+        "{:<24} {:<20} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+        "image", "digest", "changed", "executed", "cached", "reused", "time s"
     );
     for r in &rows {
         let d = r
@@ -186,8 +196,8 @@ pub fn run(g: &Globals, cli: BuildArgs) -> anyhow::Result<i32> {
         };
         let _ = writeln!(
             summary,
-            "{:<24} {:<20} {:>8} {:>8} {:>8} {:>8.2}",
-            r.image, d, ch, r.executed, r.cached, r.seconds
+            "{:<24} {:<20} {:>8} {:>8} {:>8} {:>8} {:>8.2}",
+            r.image, d, ch, r.executed, r.cached, r.reused, r.seconds
         );
     }
     let _ = write!(
@@ -207,11 +217,11 @@ pub fn run(g: &Globals, cli: BuildArgs) -> anyhow::Result<i32> {
         let body = if fmt == "json" {
             serde_json::to_string_pretty(&serde_json::json!({ "images": rows }))?
         } else {
-            let mut m = String::from("| image | digest | previous | changed | executed | cached | time (s) |\n|---|---|---|---|---|---|---|\n");
+            let mut m = String::from("| image | digest | previous | changed | executed | cached | reused | time (s) |\n|---|---|---|---|---|---|---|---|\n");
             for r in &rows {
                 let _ = writeln!(
                     m,
-                    "| {} | `{}` | `{}` | {} | {} | {} | {:.2} |",
+                    "| {} | `{}` | `{}` | {} | {} | {} | {} | {:.2} |",
                     r.image,
                     r.digest.as_deref().unwrap_or("failed"),
                     r.previous.as_deref().unwrap_or("-"),
@@ -220,6 +230,7 @@ pub fn run(g: &Globals, cli: BuildArgs) -> anyhow::Result<i32> {
                         .unwrap_or("-"),
                     r.executed,
                     r.cached,
+                    r.reused,
                     r.seconds
                 );
             }

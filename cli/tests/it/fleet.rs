@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::support::{self, require_run, write};
 
-fn strata(store: &Path, dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn strata(store: &Path, dir: &Path, args: &[&str]) -> Output {
     support::strata()
         .current_dir(dir)
         .arg("--store")
@@ -21,7 +21,7 @@ fn strata(store: &Path, dir: &Path, args: &[&str]) -> Output {
 }
 
 /// (stdout, stderr) of a successful run.
-fn ok(o: Output) -> (String, String) {
+pub(crate) fn ok(o: Output) -> (String, String) {
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(o.status.success(), "strata failed:\n{err}");
     (String::from_utf8(o.stdout).unwrap().trim().to_string(), err)
@@ -30,7 +30,7 @@ fn ok(o: Output) -> (String, String) {
 /// A busybox base built by strata itself (FROM scratch + COPY busybox + RUN busybox --install),
 /// patch level `level`, then `extra` Dockerfile lines; exported as tag `1` of the OCI layout
 /// `dest` (moving the tag if it is there already).
-fn build_base(store: &Path, work: &Path, level: &str, extra: &str, dest: &Path) {
+pub(crate) fn build_base(store: &Path, work: &Path, level: &str, extra: &str, dest: &Path) {
     let ctx = work.join("base-ctx");
     if !ctx.join("busybox").is_file() {
         fs::create_dir_all(&ctx).unwrap();
@@ -107,8 +107,12 @@ fn copy_is_reused_across_a_base_patch_unless_its_destination_directories_change(
     relock();
     let (d2, err) = build(store.path());
     assert!(err.contains("CACHED COPY src/ /app/"), "{err}");
-    assert!(err.contains("DONE") && err.contains("RUN echo"), "{err}");
-    assert!(err.contains("done: 1 steps executed, 1 cached"), "{err}");
+    // The RUN observed nothing the patch changed: reused by read set.
+    assert!(err.contains("REUSED RUN echo"), "{err}");
+    assert!(
+        err.contains("done: 0 steps executed, 1 cached, 1 reused by read set"),
+        "{err}"
+    );
     assert_ne!(d1, d2, "the base changed, so the image does");
     // (c) Bit-identical to a from-scratch build against the new base, in a fresh store.
     assert_eq!(d2, fresh());
@@ -264,7 +268,10 @@ fn fleet_base_patch_reruns_only_run_steps_and_matches_from_scratch_builds() {
     );
     let (patched, err) = build_all(&ws, store.path());
     for i in images(&patched) {
-        assert_eq!(i["executed"], 1, "only the RUN: {i}\n{err}");
+        // The RUN (append to /etc/passwd, chown) observed nothing the patch changed
+        // (/etc/patch-level): it is reused by read set, not run (docs/read-set.md).
+        assert_eq!(i["executed"], 0, "nothing runs: {i}\n{err}");
+        assert_eq!(i["reused"], 1, "the RUN is reused: {i}\n{err}");
         assert_eq!(i["changed"], true, "{i}");
         assert_eq!(
             i["previous"],

@@ -484,7 +484,9 @@ fn gc_prints_no_run_warning_and_removes_single_id_snapshots() {
     fs::copy("/bin/busybox", ctx.path().join("busybox")).unwrap();
     write(
         &ctx.path().join("Dockerfile"),
-        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"true\"]\nRUN [\"/bin/busybox\", \"true\"]\n",
+        // Two different RUNs: the second's parent (the first's layer) is unpacked. (The same
+        // RUN twice would be reused by read set: its layer is the first one's.)
+        "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"true\"]\nRUN [\"/bin/busybox\", \"true\", \"again\"]\n",
     );
     let store = tempfile::tempdir().unwrap();
     build(store.path(), ctx.path(), &[]).ok();

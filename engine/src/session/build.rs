@@ -78,10 +78,14 @@ pub struct BuildReport {
     pub manifest_size: u64,
     pub executed: usize,
     pub cached: usize,
+    /// RUN steps reused by read set (docs/read-set.md).
+    pub reused: usize,
     /// From the start of the steps to the end of the outputs.
     pub elapsed: Duration,
     /// Every step of the build, for a workspace's `--cache-to`.
     pub steps: Vec<(Key, Option<LayerRecord>)>,
+    /// The read sets of its RUN steps (reuse key, step key, read set), for `--cache-to`.
+    pub readsets: Vec<(Key, Key, Vec<u8>)>,
     /// Each output, in the order given.
     pub outputs: Vec<Written>,
 }
@@ -264,7 +268,7 @@ impl Session {
             self.save_lock(lock)?;
         }
         if !cache_targets.is_empty() {
-            self.export_caches(&cache_targets, &out.steps)?;
+            self.export_caches(&cache_targets, &out.steps, &out.readsets)?;
         }
         Ok(BuildReport {
             manifest_digest: img.manifest_digest,
@@ -272,8 +276,10 @@ impl Session {
             manifest_size: img.manifest.len() as u64,
             executed: out.steps_executed,
             cached: out.steps_cached,
+            reused: out.steps_reused,
             elapsed: started.elapsed(),
             steps: out.steps,
+            readsets: out.readsets,
             outputs: written,
         })
     }
@@ -321,8 +327,10 @@ mod tests {
             manifest_size: 8,
             executed: 1,
             cached: 2,
+            reused: 0,
             elapsed: Duration::from_millis(5),
             steps: Vec::new(),
+            readsets: Vec::new(),
             outputs: Vec::new(),
         }
     }

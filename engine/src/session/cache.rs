@@ -91,16 +91,21 @@ impl Session {
         Ok(Some(Arc::new(ImportedCaches(caches))))
     }
 
-    /// Exports `steps` to each location; returns the cache manifest digests.
+    /// Exports `steps` (and the read sets of its RUN steps) to each location; returns the cache
+    /// manifest digests.
     pub fn export_caches(
         &self,
         targets: &[CacheLocation],
         steps: &[(Key, Option<LayerRecord>)],
+        readsets: &[(Key, Key, Vec<u8>)],
     ) -> anyhow::Result<Vec<Digest>> {
         let blobs = self.store().blobs();
         let mut records = CacheRecords::default();
         for (k, l) in steps {
             records.insert(*k, l.clone());
+        }
+        for (reuse, step, rs) in readsets {
+            records.insert_readset(*reuse, *step, rs.clone());
         }
         let mut out = Vec::new();
         for t in targets {

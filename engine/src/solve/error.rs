@@ -49,6 +49,9 @@ pub enum BuildError {
     },
     #[error(transparent)]
     Fetch(#[from] crate::fetch::FetchError),
+    /// Indexing a layer for read-set reuse failed (docs/read-set.md).
+    #[error("read set: {0}")]
+    ReadSet(String),
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
     #[error(transparent)]

@@ -197,6 +197,26 @@ pub(crate) fn run(run: &RunStep, i: &RunInputs<'_>) -> Key {
     k.finish()
 }
 
+/// The reuse key of a RUN (docs/read-set.md): its key with the parent left out (a scratch
+/// parent of the same platform stands in for it), and the read-set version. Steps with equal
+/// reuse keys differ only in their parent; a read set says whether that difference matters.
+pub(crate) fn run_reuse(step: &RunStep, i: &RunInputs<'_>, platform: &str) -> Key {
+    let without_parent = run(
+        step,
+        &RunInputs {
+            parent: &scratch(platform),
+            env: i.env,
+            network: i.network,
+            binds: i.binds,
+            form: i.form,
+        },
+    );
+    KeyHasher::new("run-reuse")
+        .key("run", &without_parent)
+        .u64("readset", crate::readset::READSET_VERSION as u64)
+        .finish()
+}
+
 /// For `--explain` only: a RUN's instruction (command, environment, user, workdir).
 pub(crate) fn run_instruction(run: &RunStep, env: &[String]) -> Key {
     KeyHasher::new("run-instruction")

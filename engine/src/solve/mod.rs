@@ -19,6 +19,7 @@ pub mod mounts;
 mod preflight;
 pub mod progress;
 mod remote;
+mod reuse;
 mod run_step;
 mod schedule;
 mod shared;
@@ -78,6 +79,11 @@ pub struct BuildOutput {
     pub image: std::sync::Arc<AssembledImage>,
     pub steps_executed: usize,
     pub steps_cached: usize,
+    /// RUN steps not run because their read set held (counted in neither of the above).
+    pub steps_reused: usize,
+    /// (reuse key, step key, read set) of the RUN steps that ran traced or were reused, for
+    /// `--cache-to`.
+    pub readsets: Vec<(Key, Key, Vec<u8>)>,
     /// Every step of the build (executed or cached), for `--cache-to`.
     pub steps: Vec<(Key, Option<LayerRecord>)>,
 }
@@ -86,6 +92,10 @@ pub struct BuildOutput {
 struct Counters {
     executed: usize,
     cached: usize,
+    /// RUN steps reused by read set (docs/read-set.md).
+    reused: usize,
+    /// (reuse key, step key, read set) of the RUN steps this build ran traced or reused.
+    readsets: Vec<(Key, Key, Vec<u8>)>,
     steps: Vec<(Key, Option<LayerRecord>)>,
 }
 
@@ -112,6 +122,8 @@ pub fn run(
         counters: Mutex::new(Counters {
             executed: 0,
             cached: 0,
+            reused: 0,
+            readsets: Vec::new(),
             steps: Vec::new(),
         }),
     };
@@ -137,7 +149,9 @@ pub fn run(
         image: img,
         steps_executed: c.executed,
         steps_cached: c.cached,
+        steps_reused: c.reused,
         steps: c.steps,
+        readsets: c.readsets,
     })
 }
 

@@ -29,6 +29,9 @@ pub struct RunOptions {
     pub ssh: BTreeMap<String, PathBuf>,
     /// `strata build --memory`, `--cpus`: per-step caps (never in a key).
     pub limits: crate::sandbox::ResourceLimits,
+    /// `strata build --no-readset`: RUN steps are neither traced nor reused by read set
+    /// (docs/read-set.md).
+    pub no_readset: bool,
 }
 
 /// A secret's bytes. Never printed, never in a key, a layer or a record.

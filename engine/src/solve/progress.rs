@@ -9,6 +9,9 @@ pub enum StepStatus {
     Cached,
     /// The step ran and its result is now in the store.
     Executed,
+    /// A RUN that missed the cache but was not run: nothing it observed of its root file
+    /// system changed, so its earlier layer was taken (read-set reuse, docs/read-set.md).
+    Reused,
 }
 
 impl StepStatus {
@@ -16,6 +19,7 @@ impl StepStatus {
         match self {
             StepStatus::Cached => "cached",
             StepStatus::Executed => "executed",
+            StepStatus::Reused => "reused",
         }
     }
 }

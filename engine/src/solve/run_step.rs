@@ -16,6 +16,7 @@ use crate::sandbox::snapshot::Snapshots;
 use crate::solve::copy::CopyEnv;
 use crate::solve::keys::LayerForm;
 use crate::solve::mounts::{self, PreparedSource};
+use crate::solve::reuse;
 use crate::solve::{
     chunk_cache, BuildError, BuildOptions, Compressed, Event, Progress, StageResult,
 };
@@ -31,6 +32,14 @@ pub(crate) struct Sources<'a> {
     pub binds: Vec<PreparedSource>,
 }
 
+/// A RUN that ran: its layer, how much of it was compressed, and (traced) what it observed.
+pub(crate) struct Ran {
+    pub layer: LayerRecord,
+    pub counts: Compressed,
+    pub trace: Option<reuse::Trace>,
+}
+
+/// Runs `run` over `layers` and captures its layer; `trace`: observe it for read-set reuse.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn execute(
     store: &Store,
@@ -41,7 +50,8 @@ pub(crate) fn execute(
     opts: &BuildOptions,
     tmp: &Path,
     sources: Sources<'_>,
-) -> Result<(LayerRecord, Compressed), BuildError> {
+    trace: bool,
+) -> Result<Ran, BuildError> {
     let snaps = Snapshots::new(store.root()).with_scratch(store.scratch());
     let mut lowers = Vec::new();
     for l in layers {
@@ -252,7 +262,7 @@ pub(crate) fn execute(
         limits: opts.run.limits,
         // The step's output is the build log: it goes to stderr with the progress.
         output: exec::Output::Stderr,
-        trace: false,
+        trace,
     };
     if let Some(w) = crate::sandbox::userns::single_id_warning() {
         sources.progress.event(&Event::Warning(w));
@@ -319,9 +329,9 @@ fn run_and_capture(
     spec: &RunSpec,
     lowers: &[std::path::PathBuf],
     opts: &BuildOptions,
-) -> Result<(LayerRecord, Compressed), BuildError> {
+) -> Result<Ran, BuildError> {
     let (upper, lowers) = (&spec.upper, lowers);
-    let (outcome, tail) = exec::run_logged(spec)?;
+    let (outcome, tail, observed) = exec::run_observed(spec)?;
     let command = run.argv.last().cloned().unwrap_or_default();
     let without_network = spec.network == exec::Network::None;
     let status = match outcome {
@@ -420,5 +430,9 @@ fn run_and_capture(
     store
         .index()
         .put_layer(&diff_id, opts.compression.id(), &rec)?;
-    Ok((rec, counts))
+    Ok(Ran {
+        layer: rec,
+        counts,
+        trace: observed.map(|o| reuse::Trace::new(spec, o)),
+    })
 }

@@ -22,7 +22,15 @@ pub struct Shared {
     done: Condvar,
     /// Recent parent trees by their layers (`keys::layers`), oldest first.
     trees: Mutex<Vec<(Key, TreeSlot)>>,
+    /// Layer indexes for read-set reuse, by diff_id: a fleet's images share their base's.
+    indexes: Mutex<Vec<(strata_cache::Digest, IndexSlot)>>,
 }
+
+/// One layer index, filled by the first build that needs it (the others wait on its lock).
+type IndexSlot = Arc<Mutex<Option<Arc<crate::readset::LayerIndex>>>>;
+
+/// How many layer indexes are kept in memory (a Debian base's is a few MB).
+const INDEXES_KEPT: usize = 64;
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -55,6 +63,39 @@ impl Shared {
         let s = TreeSlot::default();
         c.push((id, s.clone()));
         s
+    }
+}
+
+impl Shared {
+    /// The index of layer `diff_id`, made by `make` the first time. A build that asks while
+    /// another makes it waits for that one (indexing a base layer of 100 MB takes a second;
+    /// every image of a fleet asks for it at once after a base patch).
+    pub(crate) fn layer_index<E>(
+        &self,
+        diff_id: &strata_cache::Digest,
+        make: impl FnOnce() -> Result<Arc<crate::readset::LayerIndex>, E>,
+    ) -> Result<Arc<crate::readset::LayerIndex>, E> {
+        let slot = {
+            let mut c = self.indexes.lock().unwrap();
+            match c.iter().find(|(d, _)| d == diff_id) {
+                Some((_, s)) => s.clone(),
+                None => {
+                    if c.len() >= INDEXES_KEPT {
+                        c.remove(0);
+                    }
+                    let s = IndexSlot::default();
+                    c.push((*diff_id, s.clone()));
+                    s
+                }
+            }
+        };
+        let mut g = slot.lock().unwrap();
+        if let Some(i) = g.as_ref() {
+            return Ok(i.clone());
+        }
+        let i = make()?;
+        *g = Some(i.clone());
+        Ok(i)
     }
 }
 

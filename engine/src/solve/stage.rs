@@ -19,7 +19,9 @@ use super::commit::{self, cached_step, import_base, previous_layer};
 use super::copy::{self, CopyEnv};
 use super::keys::{self, LayerForm};
 use super::shared::KeyLock;
-use super::{explain, mounts, remote, run_step, workdir, BuildError, BuildOptions, Counters};
+use super::{
+    explain, mounts, remote, reuse, run_step, workdir, BuildError, BuildOptions, Counters,
+};
 use super::{Event, Progress, StepStatus};
 use crate::context::Context;
 use crate::image::{self, AssembledImage, ImageInputs, LayerDesc};
@@ -173,6 +175,10 @@ struct StepOutcome<'l> {
     /// Held until the step's record is written: the same step in another stage or image of
     /// this process waits, then finds it cached instead of running it again.
     lock: Option<KeyLock<'l>>,
+    /// A RUN that ran traced: its reuse key and encoded read set, stored after its record.
+    readset: Option<(Key, Vec<u8>)>,
+    /// What read-set reuse did or found (shown with the step, and with `--explain`).
+    note: Option<String>,
 }
 
 impl<'l> StepOutcome<'l> {
@@ -184,7 +190,17 @@ impl<'l> StepOutcome<'l> {
             layer: None,
             next_parent: None,
             lock: Some(lock),
+            readset: None,
+            note: None,
         }
+    }
+
+    /// A RUN whose earlier layer holds for this parent (read-set reuse).
+    fn reused(mut self, layer: LayerRecord, note: String) -> Self {
+        self.status = StepStatus::Reused;
+        self.layer = Some(layer);
+        self.note = Some(note);
+        self
     }
 
     fn cached(mut self, layer: LayerRecord) -> Self {
@@ -344,6 +360,8 @@ impl<'b, 'a> StageRun<'b, 'a> {
             layer: None,
             next_parent: None,
             lock: None,
+            readset: None,
+            note: None,
         })
     }
 
@@ -395,28 +413,88 @@ impl<'b, 'a> StageRun<'b, 'a> {
                 value: keys::run_mounts(network, &bind_keys),
             },
         ]);
-        let out = StepOutcome::pending(k, Some(explain), self.b.opts.shared.lock(k));
+        let mut out = StepOutcome::pending(k, Some(explain), self.b.opts.shared.lock(k));
         if let Some(l) = self.lookup(&k)?.and_then(|r| r.layer) {
             return Ok(out.cached(l));
         }
-        let (rec, counts) = run_step::execute(
-            b.store,
-            run,
-            &env,
-            &self.layers,
-            &self.similar,
-            opts,
-            &self.scratch().map_err(&wrap)?,
-            run_step::Sources {
-                ctx: b.ctx,
-                stage: &|i| b.stage_result(i),
-                progress: b.progress,
-                binds,
-            },
-        )
-        .map_err(&wrap)?;
-        counts.report(b.progress, cx.s, cx.i);
-        Ok(out.executed(rec))
+        let store = b.store;
+        let platform = b.plan.stages[self.s].platform.to_string();
+        let reuse_key = reuse::eligible(run, network, opts).then(|| {
+            keys::run_reuse(
+                run,
+                &keys::RunInputs {
+                    parent: &self.parent,
+                    env: &env,
+                    network,
+                    binds: &bind_keys,
+                    form: b.form(),
+                },
+                &platform,
+            )
+        });
+        let layers = &self.layers;
+        let parent_view = || reuse::view(store, &opts.shared, layers).map(Arc::new);
+        if let (Some(rk), false) = (&reuse_key, opts.no_cache) {
+            let step = |c: &Key| self.lookup(c);
+            let last = store.index().get_last_at(&cx.loc)?;
+            match reuse::find(store, opts.remote.as_deref(), rk, last, &parent_view, &step)
+                .map_err(&wrap)?
+            {
+                reuse::Found::Reuse {
+                    record,
+                    paths,
+                    readset,
+                } => {
+                    let layer = record.layer.expect("a RUN record has a layer");
+                    out.readset = Some((*rk, readset));
+                    return Ok(out.reused(
+                        layer,
+                        format!("reused by read set: its {paths} observed paths are unchanged"),
+                    ));
+                }
+                reuse::Found::Changed(why) => {
+                    out.note = Some(format!("ran again: it {why}"));
+                }
+                reuse::Found::Nothing => {}
+            }
+        }
+        let scratch = self.scratch().map_err(&wrap)?;
+        // The parent's view, for the read set, is made while the command runs.
+        let (ran, view) = std::thread::scope(|sc| {
+            let view = reuse_key.map(|_| sc.spawn(parent_view));
+            let ran = run_step::execute(
+                store,
+                run,
+                &env,
+                layers,
+                &self.similar,
+                opts,
+                &scratch,
+                run_step::Sources {
+                    ctx: b.ctx,
+                    stage: &|i| b.stage_result(i),
+                    progress: b.progress,
+                    binds,
+                },
+                reuse_key.is_some(),
+            );
+            (
+                ran,
+                view.map(|h| h.join().expect("the view thread does not panic")),
+            )
+        });
+        let ran = ran.map_err(&wrap)?;
+        ran.counts.report(b.progress, cx.s, cx.i);
+        if let (Some(rk), Some(trace), Some(view)) = (reuse_key, &ran.trace, view) {
+            let view = view.map_err(&wrap)?;
+            match reuse::record(store, &view, trace, &ran.layer).map_err(&wrap)? {
+                Ok(rs) => out.readset = Some((rk, reuse::encode(&rs))),
+                Err(why) => {
+                    out.note = Some(format!("not recorded for read-set reuse: {why}"));
+                }
+            }
+        }
+        Ok(out.executed(ran.layer))
     }
 
     fn workdir(&mut self, cx: &StepCx, w: &WorkdirStep) -> Result<StepOutcome<'a>, BuildError> {
@@ -580,14 +658,21 @@ impl<'b, 'a> StageRun<'b, 'a> {
             layer,
             next_parent,
             lock,
+            readset,
+            note,
         } = out;
-        let explain = match (&explain_rec, status) {
+        let mut explain = match (&explain_rec, status) {
             (Some(new), StepStatus::Executed) if opts.explain => {
                 explain::explain_miss(store, &cx.loc, new, opts.no_cache)?
             }
             _ => Vec::new(),
         };
-        if status == StepStatus::Executed {
+        if let Some(n) = note {
+            if status == StepStatus::Reused || opts.explain {
+                explain.push(n);
+            }
+        }
+        if status != StepStatus::Cached {
             // Interrupted (Ctrl-C / SIGTERM): a step that finished meanwhile is not recorded.
             if let Some(sig) = crate::sandbox::cancelled() {
                 return Err(crate::sandbox::SandboxError::Interrupted(sig).into());
@@ -601,7 +686,15 @@ impl<'b, 'a> StageRun<'b, 'a> {
                 explain_rec.as_ref(),
             )?;
             drop(explain_rec);
-            b.counters.lock().unwrap().executed += 1;
+            let mut c = b.counters.lock().unwrap();
+            if let Some((rk, bytes)) = readset {
+                store.index().put_readset(&rk, &key, &bytes)?;
+                c.readsets.push((rk, key, bytes));
+            }
+            match status {
+                StepStatus::Reused => c.reused += 1,
+                _ => c.executed += 1,
+            }
         } else {
             // The last use (for `strata gc`) was recorded by `use_step` with the lookup.
             b.counters.lock().unwrap().cached += 1;

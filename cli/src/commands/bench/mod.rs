@@ -47,6 +47,8 @@ struct Scenario {
     change: String,
     executed: usize,
     cached: usize,
+    /// RUN steps reused by read set (docs/read-set.md).
+    reused: usize,
     bytes_hashed: u64,
     /// Tar bytes that went through the compressor (the rest of the layers' tar bytes were
     /// reused compressed from earlier layers: `bytes_reused`).
@@ -196,6 +198,7 @@ impl Bench {
             change: change.to_string(),
             executed: steps.iter().filter(|s| s.status == "executed").count(),
             cached: steps.iter().filter(|s| s.status == "cached").count(),
+            reused: steps.iter().filter(|s| s.status == "reused").count(),
             bytes_hashed: col.hashed.into_inner().unwrap(),
             bytes_compressed,
             bytes_reused,
@@ -430,10 +433,11 @@ fn mb(b: u64) -> String {
 fn table(sc: &[Scenario]) -> String {
     let peer = sc.iter().find_map(|s| s.peer.as_ref().map(|p| p.builder));
     let mut out = format!(
-        "{:<40} {:>8} {:>7} {:>10} {:>10} {:>10} {:>8} {:>8} {:>9}",
+        "{:<40} {:>8} {:>7} {:>7} {:>10} {:>10} {:>10} {:>8} {:>8} {:>9}",
         "scenario",
         "executed",
         "cached",
+        "reused",
         "hashed MB",
         "compr. MB",
         "stored MB",
@@ -449,10 +453,11 @@ fn table(sc: &[Scenario]) -> String {
         let name: String = s.name.chars().take(40).collect();
         let _ = write!(
             out,
-            "{:<40} {:>8} {:>7} {:>10} {:>10} {:>10} {:>8.2} {:>8.2} {:>9}",
+            "{:<40} {:>8} {:>7} {:>7} {:>10} {:>10} {:>10} {:>8.2} {:>8.2} {:>9}",
             name,
             s.executed,
             s.cached,
+            s.reused,
             mb(s.bytes_hashed),
             mb(s.bytes_compressed),
             mb(s.bytes_written),
