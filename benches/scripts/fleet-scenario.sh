@@ -96,8 +96,10 @@ dockerd_stop() {
   fi
   wait "$DOCKERD_PID" 2>/dev/null || true
   DOCKERD_PID=
-  # A daemon that died uncleanly leaves its overlay mounts under the data root.
   cp "$DK/dockerd.log" "$WORK/run/dockerd.log" 2>/dev/null || true
+  dk_remove
+}
+dk_remove() { # A daemon that died uncleanly leaves its overlay mounts under the data root.
   awk -v dk="$DK/" 'index($2, dk) == 1 {print $2}' /proc/self/mounts | sort -r | xargs -r -n1 umount -l || true
   rm -rf "$DK"
 }
@@ -106,7 +108,7 @@ dockerd_start() {
     echo "error: a dockerd from an earlier run is still running (pid $(cat "$DK/dockerd.pid"), socket $DSOCK); hint: stop it, then remove $DK" >&2
     exit 1
   fi
-  rm -rf "$DK" && mkdir -p "$DK"
+  dk_remove && mkdir -p "$DK"
   "$DOCKERD" --bridge=none --iptables=false --ip6tables=false \
     --data-root "$DK/data" --exec-root "$DK/exec" --pidfile "$DK/dockerd.pid" \
     --host "unix://$DSOCK" >"$DK/dockerd.log" 2>&1 &
@@ -116,7 +118,7 @@ dockerd_start() {
     kill -0 "$DOCKERD_PID" 2>/dev/null || break
     sleep 0.5
   done
-  echo "error: dockerd did not come up (log: $DK/dockerd.log):" >&2
+  echo "error: dockerd did not come up (log kept in $WORK/run/dockerd.log):" >&2
   tail -5 "$DK/dockerd.log" >&2 || true
   exit 1
 }
@@ -275,14 +277,14 @@ VERSIONS=()
 for peer in $PEERS; do
   case "$peer" in
     buildkit)
-      VERSIONS+=("dockerd: $("$DOCKERD" --version)")
+      VERSIONS+=("dockerd: $("$DOCKERD" --version 2>&1 || echo "unknown ($DOCKERD --version failed)")")
       echo "${VERSIONS[-1]} (BuildKit via $DOCKER build, DOCKER_BUILDKIT=1)"
       dockerd_start
       PEER_LOAD=buildkit_load PEER_LOOP=buildkit_loop run_peer buildkit
       dockerd_stop
       ;;
     buildah)
-      VERSIONS+=("buildah: $(buildah --version)")
+      VERSIONS+=("buildah: $(buildah --version 2>&1 || echo "unknown (buildah --version failed)")")
       echo "${VERSIONS[-1]}"
       PEER_LOAD=buildah_load PEER_LOOP=buildah_loop run_peer buildah
       "${B[@]}" rm -a >/dev/null 2>&1 || true
