@@ -21,6 +21,7 @@
 #                          (`useradd ... && chown ...`) reads.
 #            Either way the patched base is one new base layer of the full size, exported to the
 #            same OCI layout tag, so every image must stand on the new layer.
+#   STRATA_BUILD_FLAGS  extra flags for every timed `strata build --all` (e.g. --no-readset)
 #   PEERS    peers to compare against (default "buildkit buildah"); --strata-only means none.
 #   DOCKERD  dockerd binary (default /usr/sbin/dockerd)
 #   DOCKER   docker client with BuildKit support (default /usr/bin/docker, Debian's: a docker
@@ -181,9 +182,17 @@ RESULTS=$R/results.txt
 record() { echo "$1=$2" >>"$RESULTS"; }
 
 S=$R/strata-store
+# STRATA_BUILD_FLAGS (word-split) go to every timed strata build, e.g. --no-readset to time
+# strata without read-set reuse.
+read -r -a SFLAGS <<<"${STRATA_BUILD_FLAGS:-}"
 strata_all() {
-  (cd "$R/fleet" && "$STRATA" --store "$S" build --all --progress plain --report json "$R/report-$1.json" >/dev/null 2>"$R/strata-$1.log")
+  (cd "$R/fleet" && "$STRATA" --store "$S" build --all --progress plain ${SFLAGS[@]+"${SFLAGS[@]}"} --report json "$R/report-$1.json" >/dev/null 2>"$R/strata-$1.log") ||
+    { echo "error: strata build --all ($1) failed; see $R/strata-$1.log" >&2; exit 1; }
 }
+# The oracle is a from-scratch build in a fresh store with no read-set reuse at all (when the
+# binary has --no-readset), so a wrong reuse cannot hide in both builds.
+ORACLE_FLAGS=()
+case "$("$STRATA" build --help 2>/dev/null || true)" in *--no-readset*) ORACLE_FLAGS=(--no-readset) ;; esac
 summary() {
   python3 - "$1" <<'EOF'
 import json, sys
@@ -194,7 +203,7 @@ print(f"{len(r)} images, executed {count('executed')}, cached {count('cached')},
 EOF
 }
 
-echo "strata: $("$STRATA" --version 2>/dev/null || echo "$STRATA")"
+echo "strata: $("$STRATA" --version 2>/dev/null || echo "$STRATA")${SFLAGS[*]:+ (build flags: ${SFLAGS[*]})}"
 t0=$(now); strata_all cold; t1=$(now); T=$(secs "$t0" "$t1"); record strata.cold "$T"
 echo "strata cold:       ${T}s  ($(summary "$R/report-cold.json"))"
 t0=$(now); strata_all noop; t1=$(now); T=$(secs "$t0" "$t1"); record strata.noop "$T"
@@ -213,7 +222,7 @@ for k in "${!PATCHES[@]}"; do
   echo "strata patch ($p): ${T}s  ($(summary "$R/report-patch-$p.json"))"
   S_FRESH=$R/strata-fresh
   rm -rf "$S_FRESH"
-  (cd "$R/fleet" && "$STRATA" --store "$S_FRESH" build --all --progress plain >"$R/fresh-$p.digests" 2>/dev/null)
+  (cd "$R/fleet" && "$STRATA" --store "$S_FRESH" build --all --progress plain ${ORACLE_FLAGS[@]+"${ORACLE_FLAGS[@]}"} >"$R/fresh-$p.digests" 2>/dev/null)
   (cd "$R/fleet" && "$STRATA" --store "$S" build --all --progress plain >"$R/patched-$p.digests" 2>/dev/null)
   if cmp -s "$R/fresh-$p.digests" "$R/patched-$p.digests"; then
     echo "strata patch ($p) digests == from-scratch digests: yes"
