@@ -1,27 +1,72 @@
 #!/usr/bin/env bash
 # Fleet benchmark: N apps over one Debian-minbase base; cold build, no-op rebuild and rebuild
-# after a base patch, with `strata build --all` and with a loop of `buildah bud --layers` over
-# the same fleet, in one run. Prints the figures and the ratios (buildah / strata).
+# after a base patch, with `strata build --all` and, in the same run, with two peers over the
+# same fleet: BuildKit (a `docker build` loop against a private dockerd with BuildKit enabled)
+# and a `buildah bud --layers` loop. Prints the figures and the ratios (peer / strata).
 #
 #   benches/scripts/fleet-scenario.sh N [--strata-only]
 #
-# Needs root (RUN steps), debootstrap (apt-get install debootstrap; it downloads ~40 MB of
-# packages from deb.debian.org once), buildah, python3. Environment:
+# Needs root (RUN steps, dockerd, buildah), debootstrap (apt-get install debootstrap; it
+# downloads ~40 MB of packages from deb.debian.org once), python3, and for the peers: Debian's
+# docker.io (dockerd and its client, whose `docker build` talks to the daemon's BuildKit) and
+# skopeo (BuildKit), buildah (buildah). Environment:
 #   STRATA   the strata binary (default: $CARGO_TARGET_DIR/release/strata, or target/release/strata)
 #   WORK     scratch directory (default /var/tmp/strata-fleet-bench); the rootfs is kept there
 #            between runs, everything else is rebuilt.
+#   PATCH    which base patch(es) to time: unobserved (default), observed, or both (applied one
+#            after the other: base1 -> unobserved -> observed, each rebuild timed):
+#              unobserved  a new Debian point release in miniature: a new /etc/debian_version, a
+#                          changed libz and one new file under /etc, none of which a RUN reads;
+#              observed    one new line in /etc/passwd (a system user), which every RUN
+#                          (`useradd ... && chown ...`) reads.
+#            Either way the patched base is one new base layer of the full size, exported to the
+#            same OCI layout tag, so every image must stand on the new layer.
+#   STRATA_BUILD_FLAGS  extra flags for every timed `strata build --all` (e.g. --no-readset)
+#   PEERS    peers to compare against (default "buildkit buildah"); --strata-only means none.
+#   DOCKERD  dockerd binary (default /usr/sbin/dockerd)
+#   DOCKER   docker client with BuildKit support (default /usr/bin/docker, Debian's: a docker
+#            elsewhere on PATH may be a build without it)
 #
-# The base patch is a new Debian point release in miniature: the patched base is the same
-# rootfs with changed files in /usr/lib and /etc (one new base layer of the full size), exported
-# to the same OCI layout tag, so every image must stand on the new layer.
+# The private dockerd (--bridge=none, no iptables, its own data root, exec root, pid file and
+# socket under $WORK/docker) is stopped and its data root removed at the end, also on error.
 set -euo pipefail
 N=${1:?usage: fleet-scenario.sh N [--strata-only]}
-STRATA_ONLY=${2:-}
+case "$N" in '' | *[!0-9]*) echo "error: N must be a number of apps, got '$N'" >&2; exit 1 ;; esac
 HERE=$(cd "$(dirname "$0")" && pwd)
 WORK=${WORK:-/var/tmp/strata-fleet-bench}
 STRATA=${STRATA:-${CARGO_TARGET_DIR:-$HERE/../../target}/release/strata}
+PATCH=${PATCH:-unobserved}
+PEERS=${PEERS-buildkit buildah}
+DOCKERD=${DOCKERD:-/usr/sbin/dockerd}
+DOCKER=${DOCKER:-/usr/bin/docker}
+case "${2:-}" in
+  '') ;;
+  --strata-only) PEERS= ;;
+  *) echo "error: unknown argument '$2'; usage: fleet-scenario.sh N [--strata-only]" >&2; exit 1 ;;
+esac
+case "$PATCH" in
+  unobserved | observed) PATCHES=("$PATCH") ;;
+  both) PATCHES=(unobserved observed) ;;
+  *) echo "error: PATCH must be unobserved, observed or both, got '$PATCH'" >&2; exit 1 ;;
+esac
+
+# Every prerequisite is checked before anything is timed, so a missing peer fails in seconds.
 [ -x "$STRATA" ] || { echo "error: no strata binary at $STRATA; hint: cargo build --release, or set STRATA" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || { echo "error: run as root (RUN steps and buildah need it)" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "error: run as root (RUN steps, dockerd and buildah need it)" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "error: python3 not found; hint: apt-get install python3" >&2; exit 1; }
+for p in $PEERS; do
+  case "$p" in
+    buildkit)
+      [ -x "$DOCKERD" ] || { echo "error: no dockerd at $DOCKERD; hint: apt-get install docker.io, or set DOCKERD" >&2; exit 1; }
+      [ -x "$DOCKER" ] || { echo "error: no docker client at $DOCKER; hint: apt-get install docker.io, or set DOCKER" >&2; exit 1; }
+      command -v skopeo >/dev/null || { echo "error: skopeo not found (it loads the base into dockerd); hint: apt-get install skopeo" >&2; exit 1; }
+      ;;
+    buildah)
+      command -v buildah >/dev/null || { echo "error: buildah not found; hint: apt-get install buildah, or PEERS=buildkit" >&2; exit 1; }
+      ;;
+    *) echo "error: unknown peer '$p' in PEERS (known: buildkit buildah)" >&2; exit 1 ;;
+  esac
+done
 
 mkdir -p "$WORK"
 ROOTFS=$WORK/rootfs
@@ -35,92 +80,242 @@ fi
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 
-# The two bases, as rootfs tarballs (deterministic order, numeric owners).
+# The private dockerd (BuildKit peer). Its state lives under $DK, stopped and removed on exit.
+DK=$WORK/docker
+DSOCK=$DK/docker.sock
+DOCKERD_PID=
+dockerd_stop() {
+  [ -n "$DOCKERD_PID" ] || return 0
+  kill -TERM "$DOCKERD_PID" 2>/dev/null || true
+  for _ in $(seq 60); do kill -0 "$DOCKERD_PID" 2>/dev/null || break; sleep 0.5; done
+  if kill -0 "$DOCKERD_PID" 2>/dev/null; then
+    echo "warning: dockerd did not stop in 30s; killing it" >&2
+    kill -KILL "$DOCKERD_PID" 2>/dev/null || true
+    # Its managed containerd outlives a killed dockerd.
+    cpid=$(cat "$DK/exec/containerd/containerd.pid" 2>/dev/null || true)
+    [ -n "$cpid" ] && kill -TERM "$cpid" 2>/dev/null || true
+  fi
+  wait "$DOCKERD_PID" 2>/dev/null || true
+  DOCKERD_PID=
+  cp "$DK/dockerd.log" "$WORK/run/dockerd.log" 2>/dev/null || true
+  dk_remove
+}
+dk_remove() { # A daemon that died uncleanly leaves its overlay mounts under the data root.
+  awk -v dk="$DK/" 'index($2, dk) == 1 {print $2}' /proc/self/mounts | sort -r | xargs -r -n1 umount -l || true
+  rm -rf "$DK"
+}
+dockerd_start() {
+  if [ -f "$DK/dockerd.pid" ] && kill -0 "$(cat "$DK/dockerd.pid")" 2>/dev/null; then
+    echo "error: a dockerd from an earlier run is still running (pid $(cat "$DK/dockerd.pid"), socket $DSOCK); hint: stop it, then remove $DK" >&2
+    exit 1
+  fi
+  dk_remove && mkdir -p "$DK"
+  "$DOCKERD" --bridge=none --iptables=false --ip6tables=false \
+    --data-root "$DK/data" --exec-root "$DK/exec" --pidfile "$DK/dockerd.pid" \
+    --host "unix://$DSOCK" >"$DK/dockerd.log" 2>&1 &
+  DOCKERD_PID=$!
+  for _ in $(seq 120); do
+    "$DOCKER" -H "unix://$DSOCK" info >/dev/null 2>&1 && return 0
+    kill -0 "$DOCKERD_PID" 2>/dev/null || break
+    sleep 0.5
+  done
+  echo "error: dockerd did not come up (log kept in $WORK/run/dockerd.log):" >&2
+  tail -5 "$DK/dockerd.log" >&2 || true
+  exit 1
+}
+on_exit() {
+  rc=$?
+  dockerd_stop
+  exit "$rc"
+}
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+
+# The bases, as rootfs tarballs (deterministic order, numeric owners): base1, then one per patch,
+# each patch applied on top of the previous base.
 mk_tar() { # DIR OUT
   tar --sort=name --numeric-owner --mtime=@0 -C "$1" -cf "$2" --exclude=./proc/* --exclude=./sys/* --exclude=./dev/* .
 }
+patch_unobserved() { # ROOTFS
+  echo "12.99-patched" > "$1/etc/debian_version"
+  lib=$(ls "$1"/usr/lib/x86_64-linux-gnu/libz.so.1.* 2>/dev/null | head -1 || true)
+  [ -n "$lib" ] && printf 'patched' >> "$lib"
+  printf 'fleet base patch 12.99\n' > "$1/etc/fleet-base-patch"
+}
+patch_observed() { # ROOTFS
+  echo 'fleetsvc:x:999:65534:fleet service:/nonexistent:/usr/sbin/nologin' >> "$1/etc/passwd"
+}
 rm -rf "$WORK/run" && mkdir -p "$WORK/run"
 R=$WORK/run
-mkdir -p "$R/base1" "$R/base2"
+mkdir -p "$R/base1"
 mk_tar "$ROOTFS" "$R/base1/rootfs.tar"
-# Patched: copy the rootfs (reflink/hardlink would alias), change a library and os files.
-rm -rf "$WORK/rootfs2" && cp -a "$ROOTFS" "$WORK/rootfs2"
-echo "12.99-patched" > "$WORK/rootfs2/etc/debian_version"
-lib=$(ls "$WORK"/rootfs2/usr/lib/x86_64-linux-gnu/libz.so.1.* 2>/dev/null | head -1 || true)
-[ -n "$lib" ] && printf 'patched' >> "$lib"
-mk_tar "$WORK/rootfs2" "$R/base2/rootfs.tar"
-for b in base1 base2; do printf 'FROM scratch\nADD rootfs.tar /\nCMD ["/bin/bash"]\n' > "$R/$b/Dockerfile"; done
+prev=$ROOTFS
+BASES=(base1)
+for p in "${PATCHES[@]}"; do
+  b=base$((${#BASES[@]} + 1))
+  # Copy the rootfs (reflink/hardlink would alias), patch it, tar it.
+  rm -rf "$WORK/rootfs-$b" && cp -a "$prev" "$WORK/rootfs-$b"
+  "patch_$p" "$WORK/rootfs-$b"
+  mkdir -p "$R/$b" && mk_tar "$WORK/rootfs-$b" "$R/$b/rootfs.tar"
+  [ "$prev" = "$ROOTFS" ] || rm -rf "$prev"
+  prev=$WORK/rootfs-$b
+  BASES+=("$b")
+done
+[ "$prev" = "$ROOTFS" ] || rm -rf "$prev"
+rm -rf "$WORK/rootfs2" # left by earlier versions of this script
+for b in "${BASES[@]}"; do printf 'FROM scratch\nADD rootfs.tar /\nCMD ["/bin/bash"]\n' > "$R/$b/Dockerfile"; done
 du -sh "$R/base1/rootfs.tar" | awk '{print "base rootfs tar: " $1}'
+echo "patches: ${PATCHES[*]}"
 
 # The fleet, and the base as tag 1 of FLEET/base (moved to the patched image later).
 python3 "$HERE/gen-fleet.py" "$R/fleet" --apps "$N" --run 'useradd -u 1000 app && chown -R app /app'
 BASE_STORE=$R/base-store
-export_base() { # base1|base2
+export_base() { # base1|base2|...
   "$STRATA" --store "$BASE_STORE" build --progress plain -t base:1 --output "type=oci,dest=$R/fleet/base" "$R/$1" >/dev/null 2>"$R/base-build.log"
   python3 "$HERE/gen-fleet.py" "$R/fleet" --link-base
 }
 export_base base1
 
-S=$R/strata-store
-strata_all() {
-  (cd "$R/fleet" && "$STRATA" --store "$S" build --all --progress plain --report json "$R/report-$1.json" >/dev/null 2>"$R/strata-$1.log")
-}
-summary() { python3 -c "import json,sys; r=json.load(open(sys.argv[1]))['images']; print(f'{len(r)} images, executed {sum(i[\"executed\"] for i in r)}, cached {sum(i[\"cached\"] for i in r)}, changed {sum(1 for i in r if i[\"changed\"])}')" "$1"; }
+# Results, one `key=seconds` per line (key: tool.phase), for the final table.
+RESULTS=$R/results.txt
+: >"$RESULTS"
+record() { echo "$1=$2" >>"$RESULTS"; }
 
-t0=$(now); strata_all cold; t1=$(now); ST_COLD=$(secs "$t0" "$t1")
-echo "strata cold:       ${ST_COLD}s  ($(summary "$R/report-cold.json"))"
-t0=$(now); strata_all noop; t1=$(now); ST_NOOP=$(secs "$t0" "$t1")
-echo "strata no-op:      ${ST_NOOP}s  ($(summary "$R/report-noop.json"))"
+S=$R/strata-store
+# STRATA_BUILD_FLAGS (word-split) go to every timed strata build, e.g. --no-readset to time
+# strata without read-set reuse.
+read -r -a SFLAGS <<<"${STRATA_BUILD_FLAGS:-}"
+strata_all() {
+  (cd "$R/fleet" && "$STRATA" --store "$S" build --all --progress plain ${SFLAGS[@]+"${SFLAGS[@]}"} --report json "$R/report-$1.json" >/dev/null 2>"$R/strata-$1.log") ||
+    { echo "error: strata build --all ($1) failed; see $R/strata-$1.log" >&2; exit 1; }
+}
+# The oracle is a from-scratch build in a fresh store with no read-set reuse at all (when the
+# binary has --no-readset), so a wrong reuse cannot hide in both builds.
+ORACLE_FLAGS=()
+case "$("$STRATA" build --help 2>/dev/null || true)" in *--no-readset*) ORACLE_FLAGS=(--no-readset) ;; esac
+summary() {
+  python3 - "$1" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))["images"]
+count = lambda k: sum(i.get(k, 0) for i in r) if all(k in i for i in r) else "?"
+print(f"{len(r)} images, executed {count('executed')}, cached {count('cached')}, "
+      f"reused {count('reused')}, changed {sum(1 for i in r if i['changed'])}")
+EOF
+}
+
+echo "strata: $("$STRATA" --version 2>/dev/null || echo "$STRATA")${SFLAGS[*]:+ (build flags: ${SFLAGS[*]})}"
+t0=$(now); strata_all cold; t1=$(now); T=$(secs "$t0" "$t1"); record strata.cold "$T"
+echo "strata cold:       ${T}s  ($(summary "$R/report-cold.json"))"
+t0=$(now); strata_all noop; t1=$(now); T=$(secs "$t0" "$t1"); record strata.noop "$T"
+echo "strata no-op:      ${T}s  ($(summary "$R/report-noop.json"))"
 
 # Base patch: the tag moves to the patched image (exporting it is not timed: the base team did it).
 # strata.lock pins the old base until `strata lock --update` (timed: it is part of the rebuild).
-export_base base2
-t0=$(now)
-(cd "$R/fleet" && "$STRATA" --store "$S" lock --all --update >"$R/lock-update.txt" 2>/dev/null)
-strata_all patch; t1=$(now); ST_PATCH=$(secs "$t0" "$t1")
-echo "strata lock --update: $(cat "$R/lock-update.txt")"
-echo "strata base patch: ${ST_PATCH}s  ($(summary "$R/report-patch.json"))"
+# Each patched rebuild is checked bit-identical to a from-scratch build against the same base.
+for k in "${!PATCHES[@]}"; do
+  p=${PATCHES[$k]}
+  export_base "${BASES[$((k + 1))]}"
+  t0=$(now)
+  (cd "$R/fleet" && "$STRATA" --store "$S" lock --all --update >"$R/lock-update-$p.txt" 2>/dev/null)
+  strata_all "patch-$p"; t1=$(now); T=$(secs "$t0" "$t1"); record "strata.patch-$p" "$T"
+  echo "strata lock --update: $(cat "$R/lock-update-$p.txt")"
+  echo "strata patch ($p): ${T}s  ($(summary "$R/report-patch-$p.json"))"
+  S_FRESH=$R/strata-fresh
+  rm -rf "$S_FRESH"
+  (cd "$R/fleet" && "$STRATA" --store "$S_FRESH" build --all --progress plain ${ORACLE_FLAGS[@]+"${ORACLE_FLAGS[@]}"} >"$R/fresh-$p.digests" 2>/dev/null)
+  (cd "$R/fleet" && "$STRATA" --store "$S" build --all --progress plain >"$R/patched-$p.digests" 2>/dev/null)
+  if cmp -s "$R/fresh-$p.digests" "$R/patched-$p.digests"; then
+    echo "strata patch ($p) digests == from-scratch digests: yes"
+  else
+    echo "strata patch ($p) digests == from-scratch digests: NO (see $R/fresh-$p.digests, $R/patched-$p.digests)"
+    exit 1
+  fi
+  rm -rf "$S_FRESH"
+done
 
-# Bit-identical to a from-scratch build against the new base (fresh store), checked every run.
-S_FRESH=$R/strata-fresh
-(cd "$R/fleet" && "$STRATA" --store "$S_FRESH" build --all --progress plain >"$R/fresh.digests" 2>/dev/null)
-(cd "$R/fleet" && "$STRATA" --store "$S" build --all --progress plain >"$R/patched.digests" 2>/dev/null)
-if cmp -s "$R/fresh.digests" "$R/patched.digests"; then echo "strata base-patch digests == from-scratch digests: yes"; else echo "strata base-patch digests == from-scratch digests: NO"; exit 1; fi
-rm -rf "$S_FRESH"
-
-if [ "$STRATA_ONLY" = "--strata-only" ]; then exit 0; fi
-
-# buildah: its own storage, overlay, chroot isolation, --layers; one `buildah bud` per app.
-export_base base1
-BROOT=$R/buildah-root; BRUN=$R/buildah-runroot
-B=(buildah --root "$BROOT" --runroot "$BRUN" --storage-driver overlay)
+# Peer dockerfiles: the same steps over the base loaded into the peer's own image store.
 for d in "$R"/fleet/apps/*/; do
   sed 's|^FROM .*|FROM localhost/fleet-base:1|' "$d/Dockerfile" > "$d/Dockerfile.buildah"
+  sed 's|^FROM .*|FROM fleet-base:1|' "$d/Dockerfile" > "$d/Dockerfile.docker"
 done
-buildah_loop() {
-  for d in "$R"/fleet/apps/*/; do
-    "${B[@]}" bud --layers --isolation chroot -q -f "$d/Dockerfile.buildah" -t "localhost/$(basename "$d"):latest" "$d" >/dev/null
+
+# Runs one peer: cold (loading the base included), no-op, then each patch (loading the new base
+# included, as buildah's pull and strata's lock --update are). PEER_LOAD and PEER_LOOP are set
+# by the caller.
+run_peer() { # NAME
+  export_base base1
+  t0=$(now); $PEER_LOAD; $PEER_LOOP; t1=$(now); T=$(secs "$t0" "$t1"); record "$1.cold" "$T"
+  printf '%-9s cold:       %ss\n' "$1" "$T"
+  t0=$(now); $PEER_LOOP; t1=$(now); T=$(secs "$t0" "$t1"); record "$1.noop" "$T"
+  printf '%-9s no-op:      %ss\n' "$1" "$T"
+  for k in "${!PATCHES[@]}"; do
+    export_base "${BASES[$((k + 1))]}"
+    t0=$(now); $PEER_LOAD; $PEER_LOOP; t1=$(now); T=$(secs "$t0" "$t1"); record "$1.patch-${PATCHES[$k]}" "$T"
+    printf '%-9s patch (%s): %ss\n' "$1" "${PATCHES[$k]}" "$T"
   done
 }
-pull_base_tagged() {
+
+# BuildKit: a private dockerd (overlay2, no network), one `docker build` per app; the base is
+# copied from the OCI layout into the daemon by skopeo.
+D=("$DOCKER" -H "unix://$DSOCK")
+buildkit_load() {
+  skopeo copy -q --dest-daemon-host "unix://$DSOCK" "oci:$R/fleet/base:1" docker-daemon:fleet-base:1 >/dev/null
+}
+buildkit_loop() {
+  for d in "$R"/fleet/apps/*/; do
+    DOCKER_BUILDKIT=1 "${D[@]}" build --network none -q -f "$d/Dockerfile.docker" -t "$(basename "$d"):latest" "$d" >/dev/null ||
+      { echo "error: docker build of $d failed (dockerd log: $R/dockerd.log)" >&2; exit 1; }
+  done
+}
+
+# buildah: its own storage, overlay, chroot isolation, --layers; one `buildah bud` per app.
+BROOT=$R/buildah-root; BRUN=$R/buildah-runroot
+B=(buildah --root "$BROOT" --runroot "$BRUN" --storage-driver overlay)
+buildah_load() {
   id=$("${B[@]}" pull -q "oci:$R/fleet/base:1")
   "${B[@]}" tag "$id" localhost/fleet-base:1
 }
-t0=$(now); pull_base_tagged; buildah_loop; t1=$(now); BU_COLD=$(secs "$t0" "$t1")
-echo "buildah cold:       ${BU_COLD}s"
-t0=$(now); buildah_loop; t1=$(now); BU_NOOP=$(secs "$t0" "$t1")
-echo "buildah no-op:      ${BU_NOOP}s"
-export_base base2
-t0=$(now); pull_base_tagged; buildah_loop; t1=$(now); BU_PATCH=$(secs "$t0" "$t1")
-echo "buildah base patch: ${BU_PATCH}s"
+buildah_loop() {
+  for d in "$R"/fleet/apps/*/; do
+    "${B[@]}" bud --layers --isolation chroot -q -f "$d/Dockerfile.buildah" -t "localhost/$(basename "$d"):latest" "$d" >/dev/null ||
+      { echo "error: buildah bud of $d failed" >&2; exit 1; }
+  done
+}
 
-python3 - "$N" "$ST_COLD" "$ST_NOOP" "$ST_PATCH" "$BU_COLD" "$BU_NOOP" "$BU_PATCH" <<'EOF'
+VERSIONS=()
+for peer in $PEERS; do
+  case "$peer" in
+    buildkit)
+      VERSIONS+=("dockerd: $("$DOCKERD" --version 2>&1 || echo "unknown ($DOCKERD --version failed)")")
+      echo "${VERSIONS[-1]} (BuildKit via $DOCKER build, DOCKER_BUILDKIT=1)"
+      dockerd_start
+      PEER_LOAD=buildkit_load PEER_LOOP=buildkit_loop run_peer buildkit
+      dockerd_stop
+      ;;
+    buildah)
+      VERSIONS+=("buildah: $(buildah --version 2>&1 || echo "unknown (buildah --version failed)")")
+      echo "${VERSIONS[-1]}"
+      PEER_LOAD=buildah_load PEER_LOOP=buildah_loop run_peer buildah
+      "${B[@]}" rm -a >/dev/null 2>&1 || true
+      "${B[@]}" rmi -a -f >/dev/null 2>&1 || true
+      rm -rf "$BROOT" "$BRUN"
+      ;;
+  esac
+done
+
+python3 - "$N" "$PEERS" "${PATCHES[*]}" "$RESULTS" <<'EOF'
 import sys
-n, sc, sn, sp, bc, bn, bp = sys.argv[1], *map(float, sys.argv[2:])
-print(f"\nN={n}            strata    buildah   buildah/strata")
-for name, s, b in [("cold", sc, bc), ("no-op", sn, bn), ("base patch", sp, bp)]:
-    print(f"{name:<12} {s:>8.2f}s {b:>8.2f}s {b / s:>10.1f}x")
+n, peers, patches, path = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4]
+res = dict(line.strip().split("=", 1) for line in open(path) if "=" in line)
+rows = [("cold", "cold"), ("no-op", "noop")] + [(f"patch {p}", f"patch-{p}") for p in patches]
+head = f"\nN={n:<17}{'strata':>9}" + "".join(f"{p:>10}" for p in peers)
+head += "".join(f"{p + '/strata':>17}" for p in peers)
+print(head)
+for label, key in rows:
+    s = float(res[f"strata.{key}"])
+    line = f"{label:<19}{s:>8.2f}s" + "".join(f"{float(res[f'{p}.{key}']):>9.2f}s" for p in peers)
+    line += "".join(f"{float(res[f'{p}.{key}']) / s:>16.1f}x" for p in peers)
+    print(line)
 EOF
-"${B[@]}" rm -a >/dev/null 2>&1 || true
-"${B[@]}" rmi -a -f >/dev/null 2>&1 || true
-rm -rf "$BROOT" "$S" "$WORK/rootfs2"
+for v in ${VERSIONS[@]+"${VERSIONS[@]}"}; do echo "$v"; done
+rm -rf "$S"
