@@ -112,7 +112,16 @@ pub(crate) fn find(
     if candidates.is_empty() {
         return Ok(Found::Nothing);
     }
-    let view = parent()?;
+    // A parent that cannot be indexed (a layer the unpacker would refuse, say) only means
+    // no reuse: the step runs, and says why with --explain.
+    let view = match parent() {
+        Ok(v) => v,
+        Err(e) => {
+            return Ok(Found::Changed(format!(
+                "has a parent that cannot be indexed ({e})"
+            )))
+        }
+    };
     let mut first_change = None;
     for (cand, bytes, local) in candidates {
         let Some(rs) = decode(&bytes) else {
@@ -186,7 +195,12 @@ pub(crate) fn record(
             media_type: layer.media_type.clone(),
             diff_id: layer.diff_id,
         },
-    )?;
+    );
+    let own = match own {
+        Ok(o) => o,
+        // Not indexable (e.g. a path the unpacker would refuse): no candidate, no failure.
+        Err(e) => return Ok(Err(format!("its layer cannot be indexed ({e})"))),
+    };
     let mut lookups = trace.observed.lookups.clone();
     lookups.extend(trace.untraced.iter().cloned());
     let skip = |p: &str| {

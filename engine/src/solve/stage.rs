@@ -486,8 +486,13 @@ impl<'b, 'a> StageRun<'b, 'a> {
         let ran = ran.map_err(&wrap)?;
         ran.counts.report(b.progress, cx.s, cx.i);
         if let (Some(rk), Some(trace), Some(view)) = (reuse_key, &ran.trace, view) {
-            let view = view.map_err(&wrap)?;
-            match reuse::record(store, &view, trace, &ran.layer).map_err(&wrap)? {
+            // Read sets are an optimisation: a parent or layer that cannot be indexed only
+            // means this run is not offered for reuse.
+            let recorded = match view {
+                Ok(view) => reuse::record(store, &view, trace, &ran.layer).map_err(&wrap)?,
+                Err(e) => Err(format!("its parent cannot be indexed ({e})")),
+            };
+            match recorded {
                 Ok(rs) => out.readset = Some((rk, reuse::encode(&rs))),
                 Err(why) => {
                     out.note = Some(format!("not recorded for read-set reuse: {why}"));
