@@ -92,7 +92,7 @@ pub(super) struct Build<'a> {
     pub counters: Mutex<Counters>,
 }
 
-impl Build<'_> {
+impl<'a> Build<'a> {
     /// The result of a finished stage this one depends on.
     fn stage_result(&self, i: usize) -> StageResult {
         self.results
@@ -119,6 +119,32 @@ impl Build<'_> {
             steps: stage.steps.len(),
         });
         let mut run = StageRun::start(self, s)?;
+        std::thread::scope(|sc| self.steps(sc, s, &mut run))?;
+        Ok(run.finish())
+    }
+
+    /// The steps of stage `s`. A stage whose RUN may be reused by read set starts indexing its
+    /// base's layers in the background (`sc`), while the steps before that RUN run: after a
+    /// base patch the new base is indexed at the same time as a COPY reads its tree.
+    fn steps<'s, 'env>(
+        &'env self,
+        sc: &'s std::thread::Scope<'s, 'env>,
+        s: usize,
+        run: &mut StageRun<'env, 'a>,
+    ) -> Result<(), BuildError> {
+        let stage = &self.plan.stages[s];
+        let reusable = stage.steps.iter().any(|st| match &st.kind {
+            StepKind::Run(r) => {
+                reuse::eligible(r, mounts::network_of(r, &self.opts.run), self.opts)
+            }
+            _ => false,
+        });
+        if reusable && !run.layers.is_empty() {
+            let layers = run.layers.clone();
+            // Its result lands in the session's index slots; an error is met again, and
+            // handled, by the RUN that needs the view.
+            sc.spawn(move || reuse::view(self.store, &self.opts.shared, &layers).map(drop));
+        }
         for (i, step) in stage.steps.iter().enumerate() {
             let start = Instant::now();
             self.progress.event(&Event::StepStart {
@@ -141,7 +167,7 @@ impl Build<'_> {
             }?;
             run.record(&cx, outcome, start)?;
         }
-        Ok(run.finish())
+        Ok(())
     }
 }
 
