@@ -207,3 +207,47 @@ fn require_busybox() {
         "/bin/busybox is missing: install busybox-static (.ci/install-deps does)"
     );
 }
+
+#[test]
+fn read_sets_travel_with_an_exported_cache() {
+    require_busybox();
+    let w = tempfile::tempdir().unwrap();
+    let base_store = tempfile::tempdir().unwrap();
+    let app = w.path().join("app");
+    write(
+        &app.join("Dockerfile"),
+        "FROM oci-layout://base:1\nRUN echo built > /built && cat /etc/passwd > /users\n",
+    );
+    let appdir = app.to_str().unwrap();
+    let layout = app.join("base");
+    let cache = w.path().join("cache");
+    let to = format!("type=local,dest={}", cache.display());
+    let from = format!("type=local,src={}", cache.display());
+    build_base(base_store.path(), w.path(), "1", "", &layout);
+
+    // Machine A builds on the old base and exports its cache.
+    let a = tempfile::tempdir().unwrap();
+    ok(strata(
+        a.path(),
+        w.path(),
+        &["build", "--progress", "plain", "--cache-to", &to, appdir],
+    ));
+
+    // The base is patched (nothing the RUN reads). Machine B, an empty store with A's cache,
+    // reuses the RUN by its exported read set: nothing runs, the layer comes from the cache.
+    build_base(base_store.path(), w.path(), "2", "", &layout);
+    let b = tempfile::tempdir().unwrap();
+    ok(strata(b.path(), w.path(), &["lock", appdir, "--update"]));
+    let (d, err) = ok(strata(
+        b.path(),
+        w.path(),
+        &["build", "--progress", "plain", "--cache-from", &from, appdir],
+    ));
+    assert_eq!(statuses(&err), ["reused"], "{err}");
+    let (fresh, _) = ok(strata(
+        tempfile::tempdir().unwrap().path(),
+        w.path(),
+        &["build", "--no-cache", "--no-readset", appdir],
+    ));
+    assert_eq!(d, fresh);
+}
