@@ -101,56 +101,40 @@ fn a_base_patch_reruns_exactly_the_run_steps_that_observed_it() {
     assert!(err.contains("5 reused by read set"), "{err}");
     assert_eq!(d, fresh(), "a reuse is what a from-scratch build gives");
 
-    // (2) The content of a file one RUN reads.
-    patch("2", base_lines("v2", false, false, false, true));
-    let (d, err) = build(store.path(), &[]);
-    assert_eq!(
-        statuses(&err),
-        ["ran", "reused", "reused", "reused", "reused"],
-        "{err}"
-    );
-    assert!(err.contains("reads /etc/app.conf"), "{err}");
-    assert_eq!(d, fresh());
-
-    // (3) A new file where a RUN probed and found nothing.
-    patch("2", base_lines("v2", true, false, false, true));
-    let (d, err) = build(store.path(), &[]);
-    assert_eq!(
-        statuses(&err),
-        ["reused", "ran", "reused", "reused", "reused"],
-        "{err}"
-    );
-    assert_eq!(d, fresh());
-
-    // (4) A new entry in a directory a RUN listed.
-    patch("2", base_lines("v2", true, true, false, true));
-    let (d, err) = build(store.path(), &[]);
-    assert_eq!(
-        statuses(&err),
-        ["reused", "reused", "ran", "reused", "reused"],
-        "{err}"
-    );
-    assert_eq!(d, fresh());
-
-    // (5) The mode of a directory a RUN's layer copies up.
-    patch("2", base_lines("v2", true, true, true, true));
-    let (d, err) = build(store.path(), &[]);
-    assert_eq!(
-        statuses(&err),
-        ["reused", "reused", "reused", "ran", "reused"],
-        "{err}"
-    );
-    assert_eq!(d, fresh());
-
-    // (6) A file a RUN deleted is no longer there: its layer would have no whiteout.
-    patch("2", base_lines("v2", true, true, true, false));
-    let (d, err) = build(store.path(), &[]);
-    assert_eq!(
-        statuses(&err),
-        ["reused", "reused", "reused", "reused", "ran"],
-        "{err}"
-    );
-    assert_eq!(d, fresh());
+    // (2)–(6): each patch is observed by exactly one RUN (`R` ran again, `.` reused), and
+    // each result equals a from-scratch build on the new base.
+    let cases: [(&str, [bool; 4], &str, &str); 5] = [
+        // conf, [feature, more, closed, keep_old], expected, the reason --explain names
+        (
+            "v2",
+            [false, false, false, true],
+            "R....",
+            "reads /etc/app.conf",
+        ),
+        // A new file where a RUN probed and found nothing.
+        ("v2", [true, false, false, true], ".R...", "/etc/feature"),
+        // A new entry in a directory a RUN listed.
+        ("v2", [true, true, false, true], "..R..", "/etc/conf.d"),
+        // The mode of a directory a RUN's layer copies up.
+        ("v2", [true, true, true, true], "...R.", "/srv/data"),
+        // A file a RUN deleted is no longer there: its layer would have no whiteout.
+        ("v2", [true, true, true, false], "....R", "/etc/old"),
+    ];
+    for (conf, [feature, more, closed, keep_old], expected, why) in cases {
+        patch("2", base_lines(conf, feature, more, closed, keep_old));
+        let (d, err) = build(store.path(), &[]);
+        let expected: Vec<&str> = expected
+            .chars()
+            .map(|c| if c == 'R' { "ran" } else { "reused" })
+            .collect();
+        assert_eq!(statuses(&err), expected, "{err}");
+        assert!(
+            err.lines()
+                .any(|l| l.contains("why: ran again: it") && l.contains(why)),
+            "--explain names {why}: {err}"
+        );
+        assert_eq!(d, fresh(), "{expected:?}");
+    }
 
     // (7) The shell every RUN executes (busybox) changed: every RUN runs again.
     let busybox = w.path().join("base-ctx/busybox");
@@ -241,7 +225,14 @@ fn read_sets_travel_with_an_exported_cache() {
     let (d, err) = ok(strata(
         b.path(),
         w.path(),
-        &["build", "--progress", "plain", "--cache-from", &from, appdir],
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "--cache-from",
+            &from,
+            appdir,
+        ],
     ));
     assert_eq!(statuses(&err), ["reused"], "{err}");
     let (fresh, _) = ok(strata(

@@ -415,16 +415,14 @@ impl<'b, 'a> StageRun<'b, 'a> {
             }
         }
         let bind_keys: Vec<Key> = binds.iter().map(|p| p.key).collect();
-        let k = keys::run(
-            run,
-            &keys::RunInputs {
-                parent: &self.parent,
-                env: &env,
-                network,
-                binds: &bind_keys,
-                form: b.form(),
-            },
-        );
+        let inputs = keys::RunInputs {
+            parent: &self.parent,
+            env: &env,
+            network,
+            binds: &bind_keys,
+            form: b.form(),
+        };
+        let k = keys::run(run, &inputs);
         let explain = explain_record(vec![
             ExplainInput {
                 name: "parent".into(),
@@ -445,19 +443,8 @@ impl<'b, 'a> StageRun<'b, 'a> {
         }
         let store = b.store;
         let platform = b.plan.stages[self.s].platform.to_string();
-        let reuse_key = reuse::eligible(run, network, opts).then(|| {
-            keys::run_reuse(
-                run,
-                &keys::RunInputs {
-                    parent: &self.parent,
-                    env: &env,
-                    network,
-                    binds: &bind_keys,
-                    form: b.form(),
-                },
-                &platform,
-            )
-        });
+        let reuse_key =
+            reuse::eligible(run, network, opts).then(|| keys::run_reuse(run, &inputs, &platform));
         let layers = &self.layers;
         let parent_view = || reuse::view(store, &opts.shared, layers).map(Arc::new);
         if let (Some(rk), false) = (&reuse_key, opts.no_cache) {
