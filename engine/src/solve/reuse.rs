@@ -264,8 +264,19 @@ pub(crate) fn encode(rs: &ReadSet) -> Vec<u8> {
     bincode::serialize(rs).expect("serialising a plain struct into a Vec cannot fail")
 }
 
+/// The largest read set decoded (a million observations is ~60 MB): candidates also come from
+/// `--cache-from` caches, and a length prefix must not make the decoder allocate without bound.
+const MAX_READSET_BYTES: u64 = 256 << 20;
+
 fn decode(bytes: &[u8]) -> Option<ReadSet> {
-    bincode::deserialize::<ReadSet>(bytes)
+    use bincode::Options;
+    // `bincode::serialize`'s own encoding (fixed-width integers, trailing bytes allowed), with
+    // a limit.
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(MAX_READSET_BYTES)
+        .deserialize::<ReadSet>(bytes)
         .ok()
         .filter(|r| r.version == READSET_VERSION)
 }
@@ -290,6 +301,34 @@ mod tests {
             limits: Default::default(),
             output: crate::sandbox::exec::Output::Stderr,
             trace: true,
+        }
+    }
+
+    #[test]
+    fn read_sets_round_trip_and_hostile_bytes_are_no_candidate() {
+        let rs = ReadSet {
+            version: READSET_VERSION,
+            items: vec![crate::readset::Item {
+                path: "/etc/passwd".into(),
+                what: crate::readset::What::Lookup,
+                shape: [1; 16],
+                content: [2; 16],
+            }],
+            mounts: vec!["/proc".into()],
+        };
+        assert_eq!(decode(&encode(&rs)), Some(rs.clone()));
+        // Another version is never compared.
+        let mut old = rs.clone();
+        old.version += 1;
+        assert_eq!(decode(&encode(&old)), None);
+        // A length prefix claiming 2^60 items, and truncated or random bytes: no candidate,
+        // no allocation of that size, no panic.
+        let mut bomb = READSET_VERSION.to_le_bytes().to_vec();
+        bomb.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert_eq!(decode(&bomb), None);
+        let full = encode(&rs);
+        for n in 0..full.len() {
+            assert_eq!(decode(&full[..n]), None, "truncated at {n}");
         }
     }
 
