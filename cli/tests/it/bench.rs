@@ -4,6 +4,7 @@ use std::fs;
 
 use serde_json::Value;
 
+use crate::support::registry::Registry;
 use crate::support::strata;
 
 #[test]
@@ -147,6 +148,103 @@ fn bench_base_change_rebuilds_on_a_patched_layout() {
     assert_eq!(base["bytes_written"].as_u64().unwrap(), 0, "{base}");
     assert_eq!(r["notes"].as_array().unwrap().len(), 0, "{}", r["notes"]);
     assert_eq!(fs::read(layout.join("index.json")).unwrap(), index_before);
+}
+
+/// The base-image change scenario for a registry base (`FROM 127.0.0.1:PORT/base:1`, a real
+/// registry): the same reference names a patched image for that scenario only, the steps that
+/// depend on the base run again, and the registry, the context and its lock are left as they were.
+#[test]
+fn bench_base_change_rebuilds_on_a_patched_registry_base() {
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    let base_ctx = work.path().join("base");
+    fs::create_dir_all(base_ctx.join("etc")).unwrap();
+    fs::write(base_ctx.join("etc/os-release"), "ID=test\n").unwrap();
+    fs::write(
+        base_ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY etc/ /etc/\n",
+    )
+    .unwrap();
+    let base_ref = format!("{}/base:1", reg.host);
+    let o = strata()
+        .arg("--store")
+        .arg(&store)
+        .args(["build", "--output"])
+        .arg(format!("type=registry,name={base_ref}"))
+        .arg(&base_ctx)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // stdout: the manifest digest, which the registry's tag names.
+    let pushed = String::from_utf8(o.stdout).unwrap();
+    assert!(pushed.trim().starts_with("sha256:"), "{pushed}");
+    let writes = |reg: &Registry| {
+        reg.requests()
+            .into_iter()
+            .filter(|(m, _)| m != "GET" && m != "HEAD")
+            .count()
+    };
+    let writes_before = writes(&reg);
+
+    let ctx = work.path().join("ctx");
+    fs::create_dir_all(&ctx).unwrap();
+    fs::write(ctx.join("app.txt"), "app\n").unwrap();
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {base_ref}\nCOPY app.txt /app/\nLABEL x=1\n"),
+    )
+    .unwrap();
+    let json = work.path().join("r.json");
+    let o = strata()
+        .arg("bench")
+        .arg("--json")
+        .arg(&json)
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_slice(&fs::read(&json).unwrap()).unwrap();
+    let sc = r["scenarios"].as_array().unwrap();
+    let base = sc
+        .iter()
+        .find(|s| s["name"] == format!("base {base_ref}"))
+        .unwrap_or_else(|| panic!("no base scenario: {r}"));
+    // As for a layout: the COPY is reused (the patch does not touch /app), the LABEL runs again
+    // on the new base, and nothing is compressed again.
+    assert_eq!(base["executed"], 1, "{base}");
+    assert_eq!(base["cached"], 1, "{base}");
+    assert_eq!(base["bytes_written"].as_u64().unwrap(), 0, "{base}");
+    let change = base["change"].as_str().unwrap();
+    assert!(
+        change.contains("patched image") && change.contains(&base_ref),
+        "{base}"
+    );
+    assert!(!change.contains(pushed.trim()), "a new digest: {base}");
+    assert_eq!(r["notes"].as_array().unwrap().len(), 0, "{}", r["notes"]);
+    // The scenarios after it would see the original again: the no-op before it saw the base.
+    assert_eq!(
+        sc.iter().find(|s| s["name"] == "no-op").unwrap()["executed"],
+        0
+    );
+
+    // Nothing the user owns changed: the registry got no write, its tag names the pushed
+    // image; the context has no lock file or anything else new.
+    assert_eq!(writes(&reg), writes_before, "{:?}", reg.requests());
+    let o = std::process::Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{base_ref}"))
+        .output()
+        .expect("skopeo");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let inspect: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(inspect["Digest"], pushed.trim());
+    let mut names: Vec<_> = fs::read_dir(&ctx)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Dockerfile", "app.txt"]);
 }
 
 /// `--peer buildah` builds every scenario with `buildah bud --layers` too and reports its wall

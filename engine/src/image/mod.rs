@@ -5,6 +5,7 @@
 //! builder version, random ids) is ever written.
 
 pub mod layout;
+pub mod overrides;
 pub mod resolve;
 
 use std::fmt;
@@ -14,6 +15,7 @@ use serde_json::{json, Map, Value};
 use strata_cache::{BlobStore, Digest};
 
 pub use layout::{BaseImage, LayerDesc};
+pub use overrides::{ImageOverride, Overrides};
 pub use resolve::{BlobFetchError, BlobFetcher, BlobSource, ImageResolver, LocalImages};
 
 /// (Defined in [`crate::oci`]; re-exported for the callers that name them through `image`.)

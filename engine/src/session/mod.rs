@@ -21,13 +21,13 @@ pub mod output;
 pub mod rebase;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Context as _;
 use strata_cache::{Digest, Store};
 
 use crate::fetch::FetchOptions;
-use crate::image::{ImageResolver, LocalImages};
+use crate::image::{ImageOverride, ImageResolver, LocalImages, Overrides};
 use crate::lock::LockedImages;
 use crate::plan::{Base, Plan};
 use crate::registry::push::PushReport;
@@ -58,6 +58,8 @@ pub struct Session {
     /// What the builds of this session share: a step two images have in common runs once, a
     /// parent two images stand on is read once (`solve::Shared`).
     shared: Arc<crate::solve::Shared>,
+    /// Images given for references ([`Session::override_image`]), answered before any lookup.
+    overrides: Mutex<Vec<ImageOverride>>,
 }
 
 impl Session {
@@ -67,7 +69,27 @@ impl Session {
             registry,
             conf: OnceLock::new(),
             shared: Default::default(),
+            overrides: Mutex::default(),
         }
+    }
+
+    /// From now on, this session's builds resolve `image.reference` (on `platform`) to `image`
+    /// instead of looking it up: `strata bench` builds on a patched registry base this way,
+    /// without pushing it anywhere. A lock would pin the given image's digest like any other;
+    /// [`Session::clear_image_overrides`] undoes it.
+    pub fn override_image(&self, image: crate::image::BaseImage, platform: crate::image::Platform) {
+        self.overrides
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(ImageOverride { image, platform });
+    }
+
+    /// References resolve as before [`Session::override_image`].
+    pub fn clear_image_overrides(&self) {
+        self.overrides
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     pub fn store(&self) -> &Store {
@@ -122,16 +144,27 @@ impl Session {
 
     /// The planner's image resolver: `oci-layout://` in `context_dir`, registry references
     /// pulled with [`Session::registry_client`] through the mirrors of `registries.conf`, their
-    /// manifests and configs kept in the store.
+    /// manifests and configs kept in the store; in front of them, the images given by
+    /// [`Session::override_image`].
     pub fn image_resolver(&self, context_dir: &Path) -> anyhow::Result<Arc<dyn ImageResolver>> {
         use crate::registry::RegistryImages;
         let conf = self.registries_conf()?;
-        Ok(Arc::new(RegistryImages::with_conf(
+        let resolver: Arc<dyn ImageResolver> = Arc::new(RegistryImages::with_conf(
             LocalImages::new(context_dir),
             Arc::new(self.registry_client()),
             self.store.blobs().clone(),
             conf,
-        )))
+        ));
+        let overrides = self
+            .overrides
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Ok(if overrides.is_empty() {
+            resolver
+        } else {
+            Arc::new(Overrides::new(resolver, overrides))
+        })
     }
 
     /// Pushes the manifest `digest` from the store to `target`, and records where its blobs

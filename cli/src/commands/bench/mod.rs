@@ -3,8 +3,9 @@
 //!
 //! Everything runs on a copy of the context in a throwaway store, so the user's files and store
 //! are never touched. Scenarios: cold build; no-op rebuild; for each COPY/ADD, a one-file content
-//! change in its first source; a build-arg change; for each `oci-layout://` base, a patched base
-//! (one more small layer, same tag: [`base`]). Registry bases are not supported yet.
+//! change in its first source; a build-arg change; for each base image (`oci-layout://` or a
+//! registry's), a patched base: one more small layer under the same reference ([`base`]; the
+//! user's layout, lock file and registry are never written).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -145,6 +146,17 @@ impl Bench {
         change: &str,
         build_args: &BTreeMap<String, String>,
     ) -> anyhow::Result<Scenario> {
+        self.build_with(name, change, build_args, true)
+    }
+
+    /// [`Bench::build`]; the peer builds the scenario too when `with_peer` (and there is one).
+    fn build_with(
+        &self,
+        name: &str,
+        change: &str,
+        build_args: &BTreeMap<String, String>,
+        with_peer: bool,
+    ) -> anyhow::Result<Scenario> {
         // As `strata build` would, but without a lock: a base-image scenario changes what a
         // tag names, which a pin would hide.
         let req = BuildRequest {
@@ -178,7 +190,7 @@ impl Bench {
         let mut steps = col.steps.into_inner().unwrap();
         steps.sort_by_key(|s| (s.stage, s.step));
         let peer = match self.peer.borrow_mut().as_mut() {
-            Some(b) => {
+            Some(b) if with_peer => {
                 let w = b
                     .build(build_args)
                     .with_context(|| format!("scenario `{name}` with buildah"))?;
@@ -189,7 +201,7 @@ impl Bench {
                     speedup: w.as_secs_f64() / wall.as_secs_f64().max(1e-6),
                 })
             }
-            None => None,
+            _ => None,
         };
         let (bytes_compressed, bytes_reused) = *col.compressed.lock().unwrap();
         Ok(Scenario {
@@ -370,7 +382,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
             &args,
         )?);
     }
-    // A base-image change: each `oci-layout://` base in turn, patched with one small layer.
+    // A base-image change: each base in turn, patched with one small layer under the same
+    // reference (an `oci-layout://` base in the bench's copy of its layout, a registry base in
+    // the bench's store and session only: `base`).
     let mut notes = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
     for &s in &plan0.order {
@@ -380,31 +394,44 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         if !seen.insert((format!("{:?}", img.source), img.reference.clone())) {
             continue;
         }
-        let patched = match base::patch(img, seen.len() as u32) {
+        let shown = base::shown(img);
+        let applied = match base::apply(img, &bench.session, seen.len() as u32) {
             Ok(p) => p,
             Err(e) => {
-                notes.push(format!(
-                    "base-image change of `oci-layout://{}`: {e:#}",
-                    img.reference
-                ));
+                notes.push(format!("base-image change of `{shown}`: {e:#}"));
                 continue;
             }
         };
-        let sc = bench.build(
+        // buildah would pull the registry's unpatched image: no peer figure for that one.
+        let registry = matches!(img.source, strata_engine::image::BlobSource::Fetcher(_));
+        if registry && bench.peer.borrow().is_some() {
+            notes.push(format!(
+                "base-image change of `{shown}`: not built with the peer (it would pull the unpatched image from the registry)"
+            ));
+        }
+        let sc = bench.build_with(
             &format!("base {}", img.reference),
             &format!(
-                "`oci-layout://{}` now names a patched image ({}: one more layer with /{})",
-                img.reference,
-                patched.manifest,
-                base::PATCH_PATH
+                "`{shown}` now names a patched image ({}: one more layer with /{}){}",
+                applied.manifest,
+                base::PATCH_PATH,
+                if registry {
+                    "; the registry is not changed"
+                } else {
+                    ""
+                }
             ),
             &build_args,
+            !registry,
         );
-        patched.restore()?;
+        applied.restore(&bench.session)?;
         scenarios.push(sc?);
     }
     if seen.is_empty() {
-        notes.push("base-image change: no `oci-layout://` base in the Dockerfile (registry bases: not supported yet, they need the lockfile of the registry work)".to_string());
+        notes.push(
+            "base-image change: the Dockerfile has no base image (only `scratch` and stages)"
+                .to_string(),
+        );
     }
 
     eprintln!("{}", table(&scenarios));
