@@ -345,3 +345,39 @@ fn bench_peer_buildah_missing_is_a_clear_error() {
     );
     assert!(!stderr.contains("scenario"), "nothing ran: {stderr}");
 }
+
+#[test]
+fn bench_changes_a_stage_arg_not_the_one_naming_the_base() {
+    // `ARG B` before FROM names the base: changing it would ask for an image that does not
+    // exist. The build-arg scenario takes the first ARG inside a stage.
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    fs::write(c.join("a.txt"), "a\n").unwrap();
+    fs::write(
+        c.join("Dockerfile"),
+        "ARG B=scratch\nFROM $B\nARG V=1\nCOPY a.txt /a\nENV X=$V\n",
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let json = out.path().join("r.json");
+    let o = strata()
+        .arg("bench")
+        .arg("--json")
+        .arg(&json)
+        .arg(c)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_slice(&fs::read(&json).unwrap()).unwrap();
+    let names: Vec<&str> = r["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"build-arg V"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.contains("build-arg B")),
+        "{names:?}"
+    );
+}

@@ -367,12 +367,18 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
             scenarios.push(sc);
         }
     }
-    // A build-arg change: the first ARG of the Dockerfile.
+    // A build-arg change: the first ARG declared inside a stage. An ARG before the first FROM
+    // may name the base image (`ARG B=img:1` / `FROM $B`): changing it would ask for an image
+    // that does not exist, not measure a changed argument.
     let df = frontend::parse("Dockerfile", &source)?;
-    let first_arg = df.instructions.iter().find_map(|ins| match &ins.command {
-        Command::Arg(kvs) => kvs.first().map(|kv| kv.key.raw.clone()),
-        _ => None,
-    });
+    let first_arg = df
+        .instructions
+        .iter()
+        .skip_while(|ins| !matches!(ins.command, Command::From(_)))
+        .find_map(|ins| match &ins.command {
+            Command::Arg(kvs) => kvs.first().map(|kv| kv.key.raw.clone()),
+            _ => None,
+        });
     if let Some(name) = first_arg {
         let mut args = build_args.clone();
         args.insert(name.clone(), "strata-bench-changed".into());
