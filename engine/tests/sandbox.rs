@@ -104,6 +104,10 @@ fn main() {
             trace::trace_records_script_interpreters,
         ),
         (
+            "trace_records_the_interpreter_at_the_kernels_depth",
+            trace::trace_records_the_interpreter_at_the_kernels_depth,
+        ),
+        (
             "trace_follows_proc_magic_links_and_is_blind_after_chroot",
             trace::trace_follows_proc_magic_links_and_is_blind_after_chroot,
         ),

@@ -21,6 +21,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+#[doc(hidden)]
+pub mod binfmt;
+use binfmt::ExecInterp;
+
 /// What a traced RUN observed of its root file system.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Observed {
@@ -67,8 +71,10 @@ pub fn normalize(path: &str) -> String {
     out
 }
 
-/// `rel` joined onto the absolute `base`, normalised (`rel` absolute: itself).
-fn join(base: &str, rel: &str) -> String {
+/// `rel` joined onto the absolute `base`, normalised (`rel` absolute: itself). Public (hidden)
+/// for the `trace_exec` fuzz target.
+#[doc(hidden)]
+pub fn join(base: &str, rel: &str) -> String {
     if rel.starts_with('/') {
         normalize(rel)
     } else {
@@ -443,6 +449,9 @@ pub(crate) fn serve(listener: OwnedFd, obs: Observed, done: Arc<AtomicBool>) -> 
     tracer.obs
 }
 
+/// The deepest `#!` chain the kernel follows (`exec_binprm`: depths 0 to 5, then ELOOP).
+const MAX_EXEC_DEPTH: u32 = 5;
+
 /// A bound on the paths kept (the report is one JSON line): past it the run is blind.
 const MAX_PATHS: usize = 2_000_000;
 
@@ -720,31 +729,29 @@ impl Tracer {
         depth: u32,
         f: &mut Found,
     ) -> Result<(), String> {
-        if depth >= 5 {
-            return Ok(()); // the kernel gives up with ELOOP
+        // The kernel hands files at depths 0 to 5 to a format handler (`exec_binprm`): the
+        // one at depth 5 still opens its interpreter (an ELF's loads; a script's gets ELOOP).
+        if depth > MAX_EXEC_DEPTH {
+            return Ok(());
         }
-        let Some(head) = target.read_head(p)? else {
+        let Some(kind) = target.read_head(p)? else {
             return Ok(()); // not there, not a regular file: the exec fails
         };
-        let found = match exec_kind(&head.0) {
-            ExecKind::Script(interp) => Some((interp, true)),
-            ExecKind::Elf => head.1.map(|i| (i, false)),
-            ExecKind::ForeignElf => {
-                return Err("an executable of another machine (run by binfmt_misc)".into())
-            }
-            ExecKind::Other => {
-                return Err(
-                    "an executable with no #! that is not ELF (binfmt_misc may run it)".into(),
-                )
-            }
+        let (interp, script) = match kind {
+            ExecInterp::Script(interp) => (interp, true),
+            ExecInterp::Elf(Some(interp)) => (interp, false),
+            ExecInterp::Elf(None) => return Ok(()),
+            ExecInterp::Unseen(why) => return Err(why.into()),
         };
-        if let Some((interp, script)) = found {
-            let interp = String::from_utf8(interp).map_err(|_| "a non-UTF-8 interpreter path")?;
-            let abs = self.absolute(p, libc::AT_FDCWD, &interp)?;
-            f.lookups.push(abs.clone());
-            if script {
-                self.interpreters(p, ExecTarget::Path(abs), depth + 1, f)?;
-            }
+        // An empty PT_INTERP: the kernel's open fails (ENOENT) before any lookup.
+        if interp.is_empty() {
+            return Ok(());
+        }
+        let interp = String::from_utf8(interp).map_err(|_| "a non-UTF-8 interpreter path")?;
+        let abs = self.absolute(p, libc::AT_FDCWD, &interp)?;
+        f.lookups.push(abs.clone());
+        if script {
+            self.interpreters(p, ExecTarget::Path(abs), depth + 1, f)?;
         }
         Ok(())
     }
@@ -759,10 +766,9 @@ enum ExecTarget {
 }
 
 impl ExecTarget {
-    /// The first bytes (up to 256, the kernel's `BINPRM_BUF_SIZE`) and an ELF's `PT_INTERP`.
-    /// `None` if it is not there or not a regular file.
-    #[allow(clippy::type_complexity)]
-    fn read_head(&self, p: &Proc) -> Result<Option<(Vec<u8>, Option<Vec<u8>>)>, String> {
+    /// What the kernel makes of the executable ([`binfmt::inspect`]: its first bytes, an
+    /// ELF's `PT_INTERP`). `None` if it is not there or not a regular file.
+    fn read_head(&self, p: &Proc) -> Result<Option<ExecInterp>, String> {
         let path = match self {
             ExecTarget::Path(s) => in_process_proc(s, p.tid),
             ExecTarget::Fd(fd) => format!("/proc/{}/fd/{fd}", p.tid),
@@ -789,17 +795,9 @@ impl ExecTarget {
         }
         let file = std::fs::File::open(format!("/proc/self/fd/{}", opath.as_raw_fd()))
             .map_err(|e| format!("read the executable `{path}`: {e}"))?;
-        let mut head = vec![0u8; 256];
-        let n = read_full_at(&file, &mut head, 0)
-            .map_err(|e| format!("read the executable `{path}`: {e}"))?;
-        head.truncate(n);
-        let interp = if matches!(exec_kind(&head), ExecKind::Elf) {
-            elf_interp_read(&file, &head)
-                .map_err(|e| format!("read the ELF headers of `{path}`: {e}"))?
-        } else {
-            None
-        };
-        Ok(Some((head, interp)))
+        binfmt::inspect(&file)
+            .map(Some)
+            .map_err(|e| format!("read the executable `{path}`: {e}"))
     }
 }
 
@@ -843,127 +841,6 @@ fn open_exec(path: &str) -> rustix::io::Result<OwnedFd> {
         },
         r => r,
     }
-}
-
-fn read_full_at(file: &std::fs::File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read_at(&mut buf[n..], off + n as u64) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
-/// The `PT_INTERP` path of a 64- or 32-bit little-endian ELF file, if it has one.
-fn elf_interp_read(file: &std::fs::File, head: &[u8]) -> std::io::Result<Option<Vec<u8>>> {
-    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "truncated ELF header");
-    let u16_at = |b: &[u8], o: usize| -> std::io::Result<u64> {
-        Ok(u16::from_le_bytes(
-            b.get(o..o + 2)
-                .ok_or_else(bad)?
-                .try_into()
-                .map_err(|_| bad())?,
-        ) as u64)
-    };
-    let u32_at = |b: &[u8], o: usize| -> std::io::Result<u64> {
-        Ok(u32::from_le_bytes(
-            b.get(o..o + 4)
-                .ok_or_else(bad)?
-                .try_into()
-                .map_err(|_| bad())?,
-        ) as u64)
-    };
-    let u64_at = |b: &[u8], o: usize| -> std::io::Result<u64> {
-        Ok(u64::from_le_bytes(
-            b.get(o..o + 8)
-                .ok_or_else(bad)?
-                .try_into()
-                .map_err(|_| bad())?,
-        ))
-    };
-    let is64 = head.get(4) == Some(&2);
-    let (phoff, phentsize, phnum) = if is64 {
-        (u64_at(head, 32)?, u16_at(head, 54)?, u16_at(head, 56)?)
-    } else {
-        (u32_at(head, 28)?, u16_at(head, 42)?, u16_at(head, 44)?)
-    };
-    if phentsize == 0 || phnum > 1024 || phentsize > 256 {
-        return Err(bad());
-    }
-    let mut phdrs = vec![0u8; (phentsize * phnum) as usize];
-    if read_full_at(file, &mut phdrs, phoff)? != phdrs.len() {
-        return Err(bad());
-    }
-    for i in 0..phnum as usize {
-        let ph = &phdrs[i * phentsize as usize..(i + 1) * phentsize as usize];
-        const PT_INTERP: u64 = 3;
-        if u32_at(ph, 0)? != PT_INTERP {
-            continue;
-        }
-        let (off, size) = if is64 {
-            (u64_at(ph, 8)?, u64_at(ph, 32)?)
-        } else {
-            (u32_at(ph, 4)?, u32_at(ph, 16)?)
-        };
-        if size == 0 || size > 4096 {
-            return Err(bad());
-        }
-        let mut buf = vec![0u8; size as usize];
-        if read_full_at(file, &mut buf, off)? != buf.len() {
-            return Err(bad());
-        }
-        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-        buf.truncate(end);
-        return Ok(Some(buf));
-    }
-    Ok(None)
-}
-
-enum ExecKind {
-    /// `#!` and the interpreter named on the line.
-    Script(Vec<u8>),
-    /// An ELF the kernel runs itself (x86_64, or i386).
-    Elf,
-    /// An ELF of another machine: only binfmt_misc could run it, with an interpreter the
-    /// kernel opens unseen.
-    ForeignElf,
-    /// Neither: `ENOEXEC`, unless binfmt_misc knows the format.
-    Other,
-}
-
-fn exec_kind(head: &[u8]) -> ExecKind {
-    if let Some(rest) = head.strip_prefix(b"#!") {
-        let line = rest.split(|b| *b == b'\n').next().unwrap_or_default();
-        let line: Vec<u8> = line
-            .iter()
-            .copied()
-            .skip_while(|b| *b == b' ' || *b == b'\t')
-            .collect();
-        let interp: Vec<u8> = line
-            .iter()
-            .copied()
-            .take_while(|b| !matches!(b, b' ' | b'\t' | 0))
-            .collect();
-        return ExecKind::Script(interp);
-    }
-    if head.starts_with(b"\x7fELF") {
-        const EM_386: u16 = 3;
-        const EM_X86_64: u16 = 62;
-        let machine = head
-            .get(18..20)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-            .unwrap_or(0);
-        return match machine {
-            EM_386 | EM_X86_64 if head.get(5) == Some(&1) => ExecKind::Elf,
-            _ => ExecKind::ForeignElf,
-        };
-    }
-    ExecKind::Other
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1177,35 +1054,18 @@ mod tests {
     }
 
     #[test]
-    fn shebang_and_elf_are_recognised() {
-        match exec_kind(b"#! /bin/sh -e\necho") {
-            ExecKind::Script(i) => assert_eq!(i, b"/bin/sh"),
-            _ => panic!("script"),
-        }
-        match exec_kind(b"#!/usr/bin/env\tpython3\n") {
-            ExecKind::Script(i) => assert_eq!(i, b"/usr/bin/env"),
-            _ => panic!("script"),
-        }
-        let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
-        elf.resize(20, 0);
-        elf[18] = 62;
-        assert!(matches!(exec_kind(&elf), ExecKind::Elf));
-        elf[18] = 183; // aarch64
-        assert!(matches!(exec_kind(&elf), ExecKind::ForeignElf));
-        assert!(matches!(exec_kind(b"echo hi\n"), ExecKind::Other));
-    }
-
-    #[test]
     fn a_host_elf_names_its_interpreter() {
-        // The test binary itself is a dynamically linked x86_64 or aarch64 executable.
+        // The test binary itself is a dynamically linked x86_64 executable (elsewhere: of
+        // another machine, which binfmt_misc would run).
         let exe = std::env::current_exe().unwrap();
         let file = std::fs::File::open(&exe).unwrap();
-        let mut head = vec![0u8; 256];
-        let n = read_full_at(&file, &mut head, 0).unwrap();
-        head.truncate(n);
-        let interp = elf_interp_read(&file, &head).unwrap();
-        if let Some(i) = interp {
-            assert!(i.starts_with(b"/"), "{}", String::from_utf8_lossy(&i));
+        match binfmt::inspect(&file).unwrap() {
+            ExecInterp::Elf(Some(i)) => {
+                assert!(i.starts_with(b"/"), "{}", String::from_utf8_lossy(&i))
+            }
+            ExecInterp::Elf(None) => {}
+            other if cfg!(target_arch = "x86_64") => panic!("{other:?}"),
+            _ => {}
         }
     }
 

@@ -142,8 +142,9 @@ pub fn trace_follows_pipelines_and_background_processes() {
 
 /// The test binary itself (dynamically linked, multi-threaded) with its libraries, run as
 /// `/probe/probe __trace-probe`: four threads stat `/probe-N`.
-pub fn trace_sees_threads_and_the_dynamic_loader() {
-    let fx = Fx::new();
+/// The test binary (dynamically linked) at /probe/probe of the lower dir, with its libraries;
+/// its `PT_INTERP`.
+fn with_probe(fx: &Fx) -> String {
     let exe = std::env::current_exe().unwrap();
     std::fs::create_dir_all(fx.p("lower/probe")).unwrap();
     std::fs::copy(&exe, fx.p("lower/probe/probe")).unwrap();
@@ -167,7 +168,12 @@ pub fn trace_sees_threads_and_the_dynamic_loader() {
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
         std::fs::copy(path, &dest).unwrap();
     }
-    let interp = interp.expect("a dynamically linked test binary");
+    interp.expect("a dynamically linked test binary")
+}
+
+pub fn trace_sees_threads_and_the_dynamic_loader() {
+    let fx = Fx::new();
+    let interp = with_probe(&fx);
     let mut spec = fx.spec("");
     spec.argv = vec!["/probe/probe".into(), "__trace-probe".into()];
     let (o, log, obs) = traced(&fx, &spec);
@@ -222,6 +228,40 @@ pub fn trace_records_script_interpreters() {
     .unwrap();
     let (_, _, obs) = traced(&fx, &fx.spec("/bin/odd"));
     assert!(obs.blind.is_some(), "{obs:#?}");
+}
+
+/// The kernel follows `#!` lines five deep (`exec_binprm`, depths 0 to 5): an ELF at depth 5
+/// still runs, and its `PT_INTERP` is recorded.
+pub fn trace_records_the_interpreter_at_the_kernels_depth() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fx::new();
+    let interp = with_probe(&fx);
+    // /s0 -> /s1 -> ... -> /s4 -> /probe/probe (an ELF, depth 5).
+    for i in 0..5 {
+        let next = if i == 4 {
+            "/probe/probe __trace-probe".to_string()
+        } else {
+            format!("/s{}", i + 1)
+        };
+        let p = fx.p(&format!("lower/s{i}"));
+        std::fs::write(&p, format!("#!{next}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut spec = fx.spec("");
+    spec.argv = vec!["/s0".into()];
+    let (o, log, obs) = traced(&fx, &spec);
+    assert_eq!(o, RunOutcome::Exited(0), "{log}");
+    assert!(log.contains("probed 4"), "{log}");
+    assert_eq!(obs.blind, None, "{obs:#?}");
+    let l = &obs.lookups;
+    for i in 1..5 {
+        assert!(has(l, &format!("/s{i}")), "/s{i} not in {l:#?}");
+    }
+    assert!(has(l, "/probe/probe"), "{l:#?}");
+    assert!(
+        has(l, &interp),
+        "PT_INTERP {interp} at depth 5 not in {l:#?}"
+    );
 }
 
 /// Magic links of /proc are followed to the file system they reach; chroot makes a run blind.
