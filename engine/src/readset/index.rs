@@ -23,7 +23,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::io::{self, Read, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use strata_cache::{Area, BlobStore, Digest, Sha256Hasher};
@@ -356,20 +356,13 @@ impl LayerIndex {
     }
 
     /// The index of `layer`, from `<store>/readset-index-v1/<diff_id hex>` when that file is
-    /// sound, else built ([`build`](Self::build)) and written there. Indexes already loaded by
-    /// this process are shared.
+    /// sound, else built ([`build`](Self::build)) and written there. Builds of one session share
+    /// loaded indexes through `solve::Shared` (one memo, which also makes concurrent requests
+    /// for the same layer wait for one build).
     pub fn load_or_build(
         store: &strata_cache::Store,
         layer: &LayerDesc,
     ) -> Result<Arc<LayerIndex>, ReadSetError> {
-        static LOADED: OnceLock<Mutex<HashMap<Digest, Weak<LayerIndex>>>> = OnceLock::new();
-        let loaded = LOADED.get_or_init(Default::default);
-        {
-            let map = loaded.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(ix) = map.get(&layer.diff_id).and_then(Weak::upgrade) {
-                return Ok(ix);
-            }
-        }
         let path = index_path(store.root(), &layer.diff_id);
         let ix = match read_index(&path, &layer.diff_id) {
             Some(ix) => ix,
@@ -379,11 +372,7 @@ impl LayerIndex {
                 ix
             }
         };
-        let ix = Arc::new(ix);
-        let mut map = loaded.lock().unwrap_or_else(PoisonError::into_inner);
-        map.retain(|_, w| w.strong_count() > 0);
-        map.insert(layer.diff_id, Arc::downgrade(&ix));
-        Ok(ix)
+        Ok(Arc::new(ix))
     }
 }
 

@@ -12,11 +12,10 @@
 //! - Only hermetic steps are traced: no network and no SSH agent (what they fetch is not in
 //!   the root file system), no cache mounts (their contents are in no key).
 //! - A trace that could not see everything (`Observed::blind`) records no candidate.
-//! - What the sandbox itself reads before the command starts, untraced, is added: the root,
-//!   the working directory it creates, `/etc/passwd` and `/etc/group` (the user), each mount
-//!   target, and every place a `PATH` search for `argv[0]` looks.
+//! - What the sandbox reads before the command starts: pid 1 records its own reads (the
+//!   working directory, `/etc/passwd`, `/etc/group`, the `PATH` search); [`Trace::new`] adds
+//!   what the setup depends on (`/`, each mount target).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use strata_cache::{LayerRecord, StepRecord, Store};
@@ -160,15 +159,21 @@ pub(crate) fn find(
 /// step's mount targets). Holds no secret: only paths.
 pub(crate) struct Trace {
     observed: Observed,
-    untraced: BTreeSet<String>,
     mounted: Vec<String>,
 }
 
 impl Trace {
-    pub(crate) fn new(spec: &RunSpec, observed: Observed) -> Trace {
+    /// pid 1 records what it reads for the command itself (the working directory, `/etc/passwd`,
+    /// `/etc/group`, the `PATH` search: `sandbox::init`); added here is what the setup before
+    /// it depends on: `/` (the upper dir takes its mode) and each mount target (a stub is made
+    /// where there is none).
+    pub(crate) fn new(spec: &RunSpec, mut observed: Observed) -> Trace {
+        observed.lookups.insert("/".into());
+        observed
+            .lookups
+            .extend(spec.mounts.iter().map(|m| m.target.clone()));
         Trace {
             observed,
-            untraced: untraced_lookups(spec),
             mounted: injected_paths(spec)
                 .into_iter()
                 .map(|p| format!("/{p}"))
@@ -180,6 +185,7 @@ impl Trace {
 /// The read set of a step that ran on `parent` and produced `layer`, or why there is none.
 pub(crate) fn record(
     store: &Store,
+    shared: &Shared,
     parent: &ChainView,
     trace: &Trace,
     layer: &LayerRecord,
@@ -187,22 +193,19 @@ pub(crate) fn record(
     if let Some(why) = &trace.observed.blind {
         return Ok(Err(why.clone()));
     }
-    let own = index(
-        store,
-        &LayerDesc {
-            digest: layer.digest,
-            size: layer.size,
-            media_type: layer.media_type.clone(),
-            diff_id: layer.diff_id,
-        },
-    );
+    // Through the session's memo: the next step's view has this layer on top.
+    let desc = LayerDesc {
+        digest: layer.digest,
+        size: layer.size,
+        media_type: layer.media_type.clone(),
+        diff_id: layer.diff_id,
+    };
+    let own = shared.layer_index(&layer.diff_id, || index(store, &desc));
     let own = match own {
         Ok(o) => o,
         // Not indexable (e.g. a path the unpacker would refuse): no candidate, no failure.
         Err(e) => return Ok(Err(format!("its layer cannot be indexed ({e})"))),
     };
-    let mut lookups = trace.observed.lookups.clone();
-    lookups.extend(trace.untraced.iter().cloned());
     let skip = |p: &str| {
         trace.mounted.iter().any(|m| {
             p == m
@@ -213,50 +216,11 @@ pub(crate) fn record(
     let layer_paths: Vec<String> = own.entries().iter().map(|(p, _)| p.clone()).collect();
     Ok(Ok(ReadSet::record(
         parent,
-        &lookups,
+        &trace.observed.lookups,
         &trace.observed.listings,
         &layer_paths,
         &skip,
     )))
-}
-
-/// What the sandbox reads of the rootfs itself, before the traced command starts.
-fn untraced_lookups(spec: &RunSpec) -> BTreeSet<String> {
-    let mut v: BTreeSet<String> = ["/", "/etc/passwd", "/etc/group"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    v.insert(spec.cwd.clone());
-    for m in &spec.mounts {
-        v.insert(m.target.clone());
-    }
-    for (_, t) in &spec.cache_mounts {
-        v.insert(t.clone());
-    }
-    if let Some(arg0) = spec.argv.first() {
-        if arg0.contains('/') {
-            v.insert(if arg0.starts_with('/') {
-                arg0.clone()
-            } else {
-                format!("{}/{arg0}", spec.cwd)
-            });
-        } else {
-            let path = spec
-                .env
-                .iter()
-                .find_map(|e| e.strip_prefix("PATH="))
-                .unwrap_or(crate::sandbox::exec::DEFAULT_PATH);
-            for dir in path.split(':').filter(|d| !d.is_empty()) {
-                let dir = if dir.starts_with('/') {
-                    dir.to_string()
-                } else {
-                    format!("{}/{dir}", spec.cwd)
-                };
-                v.insert(format!("{dir}/{arg0}"));
-            }
-        }
-    }
-    v
 }
 
 /// Read sets are stored as `bincode(ReadSet)`; one of another version is not decoded.
@@ -333,23 +297,24 @@ mod tests {
     }
 
     #[test]
-    fn the_sandboxs_own_reads_are_observations() {
-        let v = untraced_lookups(&spec(&["make", "all"], &["PATH=/usr/bin:bin"]));
-        for p in [
-            "/",
-            "/etc/passwd",
-            "/etc/group",
-            "/app",
-            "/usr/bin/make",
-            "/app/bin/make",
-        ] {
-            assert!(v.contains(p), "{p} missing from {v:?}");
+    fn the_setups_own_dependencies_are_observations() {
+        // What pid 1 reads for the command (cwd, passwd, group, the PATH search) it records
+        // itself: engine/tests/sandbox/trace.rs `trace_records_the_path_search` and
+        // `trace_records_lookups_listings_and_execs` assert it on a real sandbox.
+        let mut s = spec(&["make", "all"], &["PATH=/usr/bin:bin"]);
+        s.mounts.push(crate::sandbox::exec::Mount {
+            target: "/run/cfg".into(),
+            kind: crate::sandbox::exec::MountKind::Tmpfs { size: None },
+        });
+        let t = Trace::new(&s, Observed::default());
+        for p in ["/", "/run/cfg"] {
+            assert!(
+                t.observed.lookups.contains(p),
+                "{p}: {:?}",
+                t.observed.lookups
+            );
         }
-        let v = untraced_lookups(&spec(&["/bin/sh", "-c", "x"], &[]));
-        assert!(v.contains("/bin/sh"));
-        assert!(!v.iter().any(|p| p.ends_with("/sh") && p != "/bin/sh"));
-        // No PATH in the environment: the sandbox searches Docker's default.
-        let v = untraced_lookups(&spec(&["ls"], &[]));
-        assert!(v.contains("/usr/local/sbin/ls") && v.contains("/bin/ls"));
+        assert!(t.mounted.contains(&"/run/cfg".to_string()));
+        assert!(t.mounted.contains(&"/proc".to_string()));
     }
 }

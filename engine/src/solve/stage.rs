@@ -502,7 +502,9 @@ impl<'b, 'a> StageRun<'b, 'a> {
             // Read sets are an optimisation: a parent or layer that cannot be indexed only
             // means this run is not offered for reuse.
             let recorded = match view {
-                Ok(view) => reuse::record(store, &view, trace, &ran.layer).map_err(&wrap)?,
+                Ok(view) => {
+                    reuse::record(store, &opts.shared, &view, trace, &ran.layer).map_err(&wrap)?
+                }
                 Err(e) => Err(format!("its parent cannot be indexed ({e})")),
             };
             match recorded {
