@@ -13,6 +13,7 @@
 //!   parent view.
 //! - [`open_archive`] reads ADD's local archives.
 
+mod ahead;
 mod archive;
 mod compress;
 mod entry;
@@ -28,6 +29,7 @@ use crate::oci::{
     MEDIA_TYPE_DOCKER_TAR_GZIP, MEDIA_TYPE_TAR, MEDIA_TYPE_TAR_GZIP, MEDIA_TYPE_TAR_ZSTD,
 };
 
+pub use ahead::ReadAhead;
 pub use archive::open_archive;
 /// Public for the benches (`benches/benches/layer.rs`).
 pub use compress::looks_incompressible;

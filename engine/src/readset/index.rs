@@ -330,6 +330,12 @@ impl LayerIndex {
             limits.zstd_window_log_max,
         )
         .map_err(|source| ReadSetError::Layer { digest, source })?;
+        // Inflating on a second core while this one hashes and parses: about the larger of the
+        // two instead of their sum (layer::ReadAhead).
+        let tar = layer::ReadAhead::new(tar).map_err(|source| ReadSetError::Read {
+            digest,
+            source: layer::ReadError::Stream(source),
+        })?;
         let sha = std::rc::Rc::new(std::cell::RefCell::new(Sha256Hasher::new()));
         let tee = Sha256Tee {
             inner: tar,
