@@ -317,15 +317,28 @@ impl LayerIndex {
         })
     }
 
-    /// Indexes the layer blob `layer` from `blobs` in one streaming pass: decompression, the
-    /// layer reader's checks, BLAKE3 of every regular file, and sha256 of the tar stream, which
-    /// must be the layer's diff_id (the index is kept by diff_id, so it must describe it).
+    /// Indexes the layer blob `layer` from `blobs` ([`build_from`](Self::build_from) of the
+    /// blob's file).
     pub fn build(blobs: &BlobStore, layer: &LayerDesc) -> Result<LayerIndex, ReadSetError> {
+        LayerIndex::build_from(&blobs.path(&layer.digest), layer)
+    }
+
+    /// Indexes the compressed layer `layer` read from the file `blob` in one streaming pass:
+    /// decompression, the layer reader's checks, BLAKE3 of every regular file, and sha256 of
+    /// the tar stream, which must be the layer's diff_id. That check is what makes the index
+    /// trustworthy (it is kept by diff_id, so it must describe it), wherever the file is: the
+    /// store's blob, or a base's OCI layout while the store imports it. The compressed digest
+    /// is left to the store's import, which checks it.
+    pub fn build_from(blob: &Path, layer: &LayerDesc) -> Result<LayerIndex, ReadSetError> {
         let digest = layer.digest;
         let limits = layer::Limits::default();
-        let blob = blobs.open(&digest)?;
+        let blob = std::fs::File::open(blob).map_err(|source| ReadSetError::Io {
+            op: "open layer blob",
+            path: blob.to_path_buf(),
+            source,
+        })?;
         let tar = layer::decompress_reader_limited(
-            Box::new(blob),
+            Box::new(io::BufReader::with_capacity(256 << 10, blob)),
             &layer.media_type,
             limits.zstd_window_log_max,
         )
@@ -369,11 +382,21 @@ impl LayerIndex {
         store: &strata_cache::Store,
         layer: &LayerDesc,
     ) -> Result<Arc<LayerIndex>, ReadSetError> {
+        LayerIndex::load_or_build_from(store, layer, &store.blobs().path(&layer.digest))
+    }
+
+    /// [`load_or_build`](Self::load_or_build), building from the compressed layer in the file
+    /// `blob` when the store has no index ([`build_from`](Self::build_from)).
+    pub fn load_or_build_from(
+        store: &strata_cache::Store,
+        layer: &LayerDesc,
+        blob: &Path,
+    ) -> Result<Arc<LayerIndex>, ReadSetError> {
         let path = index_path(store.root(), &layer.diff_id);
         let ix = match read_index(&path, &layer.diff_id) {
             Some(ix) => ix,
             None => {
-                let ix = LayerIndex::build(store.blobs(), layer)?;
+                let ix = LayerIndex::build_from(blob, layer)?;
                 write_index(store, &path, layer, &ix)?;
                 ix
             }

@@ -523,6 +523,25 @@ fn indexes_a_real_layer_and_caches_it() {
         LayerIndex::build(store.blobs(), &lying),
         Err(ReadSetError::DiffId { .. })
     ));
+
+    // Built from a file outside the store (a base's OCI layout during its import): the same
+    // index, kept under the same diff_id; a file whose content is not the diff_id's is refused
+    // and leaves no index behind.
+    let other = tempfile::tempdir().unwrap();
+    let store2 = strata_cache::Store::open(&other.path().join("store")).unwrap();
+    let outside = other.path().join("layout-blob");
+    std::fs::write(&outside, &blob_bytes).unwrap();
+    let ix = LayerIndex::load_or_build_from(&store2, &desc, &outside).unwrap();
+    assert_eq!(ix.entries(), before.as_slice());
+    assert_eq!(
+        std::fs::read(index::index_path(store2.root(), &desc.diff_id)).unwrap(),
+        file_bytes
+    );
+    assert!(matches!(
+        LayerIndex::load_or_build_from(&store2, &lying, &outside),
+        Err(ReadSetError::DiffId { .. })
+    ));
+    assert!(!index::index_path(store2.root(), &lying.diff_id).exists());
 }
 
 /// The check of 1,000 observations over a chain of 4 layers of 20,000 entries each. Run with

@@ -118,9 +118,28 @@ impl<'a> Build<'a> {
             name: stage.name.clone(),
             steps: stage.steps.len(),
         });
-        let mut run = StageRun::start(self, s)?;
-        std::thread::scope(|sc| self.steps(sc, s, &mut run))?;
+        let run = std::thread::scope(|sc| {
+            if let Base::Image(img) = &stage.base {
+                if self.readset_eligible(s) {
+                    sc.spawn(|| reuse::index_while_importing(self.store, &self.opts.shared, img));
+                }
+            }
+            let mut run = StageRun::start(self, s)?;
+            self.steps(sc, s, &mut run)?;
+            Ok::<_, BuildError>(run)
+        })?;
         Ok(run.finish())
+    }
+
+    /// Whether stage `s` has a RUN that may be reused by read set (and so needs its parents'
+    /// indexes).
+    fn readset_eligible(&self, s: usize) -> bool {
+        self.plan.stages[s].steps.iter().any(|st| match &st.kind {
+            StepKind::Run(r) => {
+                reuse::eligible(r, mounts::network_of(r, &self.opts.run), self.opts)
+            }
+            _ => false,
+        })
     }
 
     /// The steps of stage `s`. A stage whose RUN may be reused by read set starts indexing its
@@ -133,13 +152,7 @@ impl<'a> Build<'a> {
         run: &mut StageRun<'env, 'a>,
     ) -> Result<(), BuildError> {
         let stage = &self.plan.stages[s];
-        let reusable = stage.steps.iter().any(|st| match &st.kind {
-            StepKind::Run(r) => {
-                reuse::eligible(r, mounts::network_of(r, &self.opts.run), self.opts)
-            }
-            _ => false,
-        });
-        if reusable && !run.layers.is_empty() {
+        if self.readset_eligible(s) && !run.layers.is_empty() {
             let layers = run.layers.clone();
             // Its result lands in the session's index slots; an error is met again, and
             // handled, by the RUN that needs the view.
