@@ -325,6 +325,9 @@ pub struct BenchArgs {
 pub enum Peer {
     /// `buildah bud --layers` (own temp storage, `--isolation chroot`)
     Buildah,
+    /// BuildKit: `docker build` (`DOCKER_BUILDKIT=1`, `--network none`) against a private
+    /// dockerd the bench starts in its temp dir (needs root and Debian's `docker.io`)
+    Buildkit,
 }
 
 #[derive(Args, Debug)]

@@ -346,6 +346,82 @@ fn bench_peer_buildah_missing_is_a_clear_error() {
     assert!(!stderr.contains("scenario"), "nothing ran: {stderr}");
 }
 
+/// `--peer buildkit` builds every scenario with BuildKit (`docker build`) against a private
+/// dockerd it starts in its temp dir: BuildKit's cache sees the same changes (its no-op rebuild
+/// is faster than its cold build), and the daemon, its mounts and its files are gone afterwards.
+#[test]
+fn bench_peer_buildkit_reports_ratios_and_leaves_no_daemon() {
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    fs::write(c.join("a.txt"), "a\n").unwrap();
+    fs::write(
+        c.join("Dockerfile"),
+        "FROM scratch\nARG V=1\nCOPY a.txt /a/\nLABEL v=$V\n",
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let json = out.path().join("r.json");
+    let o = strata()
+        .args(["bench", "--peer", "buildkit", "--json"])
+        .arg(&json)
+        .arg(c)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("buildkit s") && stderr.contains("speedup"),
+        "{stderr}"
+    );
+    let r: Value = serde_json::from_slice(&fs::read(&json).unwrap()).unwrap();
+    let sc = r["scenarios"].as_array().unwrap();
+    assert_eq!(sc.len(), 4, "cold, no-op, one change, build-arg: {r}");
+    let wall = |n: &str| {
+        let s = sc.iter().find(|s| s["name"] == n).unwrap();
+        assert_eq!(s["peer"]["builder"], "buildkit", "{s}");
+        assert_eq!(s["peer"]["storage"], "overlay2", "{s}");
+        s["peer"]["wall_seconds"].as_f64().unwrap()
+    };
+    assert!(
+        wall("no-op") < wall("cold"),
+        "BuildKit's cache was used: {r}"
+    );
+    assert!(wall("change a.txt") > 0.0);
+    // The private daemon is stopped and its storage unmounted and removed.
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("strata-bench-"), "{mounts}");
+    for p in fs::read_dir("/proc").unwrap().flatten() {
+        let cmd = fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd);
+        assert!(
+            !(cmd.contains("dockerd") && cmd.contains("strata-bench-")),
+            "a private dockerd is still running: {cmd}"
+        );
+    }
+}
+
+/// A `--peer buildkit` whose dockerd is missing fails before doing anything, and says how to
+/// fix it.
+#[test]
+fn bench_peer_buildkit_missing_dockerd_is_a_clear_error() {
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("Dockerfile"), "FROM scratch\nLABEL a=1\n").unwrap();
+    let o = strata()
+        .args(["bench", "--peer", "buildkit"])
+        .arg(ctx.path())
+        .env("STRATA_DOCKERD", "/nonexistent/dockerd")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains("STRATA_DOCKERD=/nonexistent/dockerd is not an executable")
+            && stderr.contains("apt-get install docker.io"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("scenario"), "nothing ran: {stderr}");
+}
+
 #[test]
 fn bench_changes_a_stage_arg_not_the_one_naming_the_base() {
     // `ARG B` before FROM names the base: changing it would ask for an image that does not

@@ -136,7 +136,7 @@ struct Bench {
     target: Option<String>,
     jobs: usize,
     compression: Compression,
-    peer: RefCell<Option<peer::Buildah>>,
+    peer: RefCell<Option<peer::PeerBuilder>>,
 }
 
 impl Bench {
@@ -193,10 +193,10 @@ impl Bench {
             Some(b) if with_peer => {
                 let w = b
                     .build(build_args)
-                    .with_context(|| format!("scenario `{name}` with buildah"))?;
+                    .with_context(|| format!("scenario `{name}` with {}", b.name()))?;
                 Some(PeerRun {
-                    builder: "buildah",
-                    storage: b.driver,
+                    builder: b.name(),
+                    storage: b.storage(),
                     wall_seconds: w.as_secs_f64(),
                     speedup: w.as_secs_f64() / wall.as_secs_f64().max(1e-6),
                 })
@@ -239,8 +239,11 @@ fn copy_context(from: &Path, to: &Path) -> anyhow::Result<()> {
 pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let ctx_src = std::fs::canonicalize(&a.context)
         .with_context(|| format!("build context `{}`", a.context.display()))?;
-    if a.peer == Some(Peer::Buildah) {
-        peer::find()?; // before copying a big context
+    // Before copying a big context: a missing peer fails in a moment.
+    match a.peer {
+        Some(Peer::Buildah) => drop(peer::buildah::find()?),
+        Some(Peer::Buildkit) => drop(peer::buildkit::find()?),
+        None => {}
     }
     let work = tempfile::Builder::new().prefix("strata-bench-").tempdir()?;
     let ctx_dir = work.path().join("context");
@@ -269,12 +272,18 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         .num_threads(jobs)
         .build_global();
     let peer = match a.peer {
-        Some(Peer::Buildah) => Some(peer::Buildah::new(
+        Some(Peer::Buildah) => Some(peer::PeerBuilder::Buildah(peer::Buildah::new(
             work.path(),
             &dockerfile,
             &ctx_dir,
             a.target.clone(),
-        )?),
+        )?)),
+        Some(Peer::Buildkit) => Some(peer::PeerBuilder::BuildKit(peer::BuildKit::new(
+            work.path(),
+            &dockerfile,
+            &ctx_dir,
+            a.target.clone(),
+        )?)),
         None => None,
     };
     let bench = Bench {
@@ -408,7 +417,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
                 continue;
             }
         };
-        // buildah would pull the registry's unpatched image: no peer figure for that one.
+        // The peer would pull the registry's unpatched image: no peer figure for that one.
         let registry = matches!(img.source, strata_engine::image::BlobSource::Fetcher(_));
         if registry && bench.peer.borrow().is_some() {
             notes.push(format!(

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
+use super::{tail, which};
+
 pub struct Buildah {
     exe: PathBuf,
     root: PathBuf,
@@ -24,19 +26,6 @@ pub struct Buildah {
     ctx_dir: PathBuf,
     target: Option<String>,
     builds: usize,
-}
-
-/// The first executable `name` on PATH.
-fn which(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|d| d.join(name))
-        .find(|p| {
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
 }
 
 /// buildah's path, or the error the user sees when it is missing.
@@ -176,9 +165,4 @@ impl Drop for Buildah {
     fn drop(&mut self) {
         self.cleanup();
     }
-}
-
-fn tail(s: &str) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
 }
