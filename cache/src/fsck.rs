@@ -268,8 +268,17 @@ pub(crate) enum TagBlobsError {
 }
 
 /// The config and layer digests a manifest names; `Err` with a reason if it is missing or
-/// does not parse.
+/// does not parse. For an image index (an image with its attestations: `strata build
+/// --provenance`) the manifests it lists and theirs, one level deep.
 pub(crate) fn tag_blobs(store: &Store, manifest: &Digest) -> Result<Vec<Digest>, TagBlobsError> {
+    tag_blobs_at(store, manifest, true)
+}
+
+fn tag_blobs_at(
+    store: &Store,
+    manifest: &Digest,
+    follow_index: bool,
+) -> Result<Vec<Digest>, TagBlobsError> {
     if !store.blobs().contains(manifest) {
         return Err(TagBlobsError::Missing(*manifest));
     }
@@ -290,6 +299,15 @@ pub(crate) fn tag_blobs(store: &Store, manifest: &Digest) -> Result<Vec<Digest>,
             .and_then(|s| s.parse().ok())
             .ok_or(TagBlobsError::BadDescriptor(*manifest))
     };
+    if let (true, Some(children)) = (follow_index, v["manifests"].as_array()) {
+        let mut out = Vec::new();
+        for m in children {
+            let d = digest_of(m)?;
+            out.push(d);
+            out.extend(tag_blobs_at(store, &d, false)?);
+        }
+        return Ok(out);
+    }
     let mut out = vec![digest_of(&v["config"])?];
     for l in v["layers"].as_array().into_iter().flatten() {
         out.push(digest_of(l)?);
