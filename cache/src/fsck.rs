@@ -562,6 +562,42 @@ mod tests {
         assert_eq!(f.store.index().get_step(&[1; 32]).unwrap(), None);
     }
 
+    /// An attested image (`strata build --provenance`) is tagged by its index: the blobs of the
+    /// manifests it lists count as the tag's, so a missing attestation layer is reported.
+    #[test]
+    fn a_tagged_index_covers_the_blobs_of_its_manifests() {
+        let f = fixture();
+        let s = &f.store;
+        let image = layer(s, b"image layer");
+        let statement = layer(s, b"statement");
+        let m_image = tag(s, "img:1", &[&image]);
+        let m_att = tag(s, "att:1", &[&statement]);
+        let index = serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{"digest": m_image.to_string()}, {"digest": m_att.to_string()}],
+        });
+        let (i, _) = s.blobs().put(index.to_string().as_bytes()).unwrap();
+        let mut rec = s.index().get_tag("img:1").unwrap().unwrap();
+        rec.manifest = i;
+        s.index().put_tag("both:1", &rec).unwrap();
+        let blobs = tag_blobs(s, &i).unwrap();
+        for d in [m_image, m_att, image.digest, statement.digest] {
+            assert!(blobs.contains(&d), "{d} not covered");
+        }
+        assert!(fsck(s, false).unwrap().is_clean());
+        fs::remove_file(s.blobs().path(&statement.digest)).unwrap();
+        let text: Vec<String> = fsck(s, false)
+            .unwrap()
+            .problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert!(
+            text.iter().any(|t| t.contains("dangling tag both:1")),
+            "{text:?}"
+        );
+    }
+
     #[test]
     fn a_stray_file_is_reported() {
         let f = fixture();
