@@ -491,3 +491,33 @@ fn attest_docker_archive_refuses_provenance_and_export_drops_it_with_a_note() {
     assert!(e.stderr().contains("without them"), "{}", e.stderr());
     assert!(tar.is_file());
 }
+
+/// `strata verify --provenance`: every run attests, and the whole index is what is compared.
+#[test]
+fn attest_verify_matrix_reproduces_the_attested_index() {
+    let store = tempfile::tempdir().unwrap();
+    let v = strata_in(
+        store.path(),
+        &[
+            "verify",
+            "--runs",
+            "3",
+            "--provenance=mode=max",
+            testdata("example").to_str().unwrap(),
+        ],
+    )
+    .ok();
+    assert!(
+        v.stderr().contains("reproducible (3 runs)"),
+        "{}",
+        v.stderr()
+    );
+    let b = build(
+        store.path(),
+        &testdata("example"),
+        &["--provenance=mode=max"],
+    )
+    .ok();
+    assert_eq!(v.digest(), b.digest());
+    assert_ne!(b.digest(), GOLDEN_ATTESTED_EXAMPLE, "max is not min");
+}
