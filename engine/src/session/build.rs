@@ -265,6 +265,8 @@ impl Session {
         let out = solve::run(&plan, &ctx, self.store(), &opts, progress)?;
         self.record_base_origins(&plan);
         let img = &out.image;
+        // Every attestation of the image, each an in-toto statement about its manifest; they
+        // share one attestation manifest (another producer, the SBOM, pushes its own here).
         let mut statements = Vec::new();
         if let Some(mode) = req.provenance {
             statements.push(provenance::provenance(&ProvenanceInputs {
