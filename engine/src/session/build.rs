@@ -437,6 +437,30 @@ mod tests {
     }
 
     #[test]
+    fn buildx_metadata_names_the_index_of_an_attested_image() {
+        let mut r = report();
+        let index = b"{\"manifests\":[]}".to_vec();
+        r.attested = Some(Attested {
+            index_digest: Digest::of(&index),
+            index,
+            image: r.manifest_digest,
+            manifest_digest: Digest::of(b"attestations"),
+            entry: serde_json::json!({}),
+            layers: Vec::new(),
+            blobs: Vec::new(),
+        });
+        let m = r.buildx_metadata(&[]);
+        let index_digest = Digest::of(b"{\"manifests\":[]}").to_string();
+        assert_eq!(m["containerimage.digest"], index_digest);
+        assert_eq!(
+            m["containerimage.descriptor"]["mediaType"],
+            MEDIA_TYPE_INDEX
+        );
+        assert_eq!(m["containerimage.descriptor"]["size"], 16);
+        assert_eq!(r.digest().to_string(), index_digest);
+    }
+
+    #[test]
     fn only_the_host_platform_builds() {
         assert_eq!(target_platform(None).unwrap(), Platform::host());
         let host = Platform::host();
