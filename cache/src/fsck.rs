@@ -268,8 +268,17 @@ pub(crate) enum TagBlobsError {
 }
 
 /// The config and layer digests a manifest names; `Err` with a reason if it is missing or
-/// does not parse.
+/// does not parse. For an image index (an image with its attestations: `strata build
+/// --provenance`) the manifests it lists and theirs, one level deep.
 pub(crate) fn tag_blobs(store: &Store, manifest: &Digest) -> Result<Vec<Digest>, TagBlobsError> {
+    tag_blobs_at(store, manifest, true)
+}
+
+fn tag_blobs_at(
+    store: &Store,
+    manifest: &Digest,
+    follow_index: bool,
+) -> Result<Vec<Digest>, TagBlobsError> {
     if !store.blobs().contains(manifest) {
         return Err(TagBlobsError::Missing(*manifest));
     }
@@ -290,6 +299,15 @@ pub(crate) fn tag_blobs(store: &Store, manifest: &Digest) -> Result<Vec<Digest>,
             .and_then(|s| s.parse().ok())
             .ok_or(TagBlobsError::BadDescriptor(*manifest))
     };
+    if let (true, Some(children)) = (follow_index, v["manifests"].as_array()) {
+        let mut out = Vec::new();
+        for m in children {
+            let d = digest_of(m)?;
+            out.push(d);
+            out.extend(tag_blobs_at(store, &d, false)?);
+        }
+        return Ok(out);
+    }
     let mut out = vec![digest_of(&v["config"])?];
     for l in v["layers"].as_array().into_iter().flatten() {
         out.push(digest_of(l)?);
@@ -542,6 +560,42 @@ mod tests {
         assert!(r.is_clean(), "{:?}", r.problems);
         assert_eq!(f.store.index().get_tag("t:1").unwrap(), None);
         assert_eq!(f.store.index().get_step(&[1; 32]).unwrap(), None);
+    }
+
+    /// An attested image (`strata build --provenance`) is tagged by its index: the blobs of the
+    /// manifests it lists count as the tag's, so a missing attestation layer is reported.
+    #[test]
+    fn a_tagged_index_covers_the_blobs_of_its_manifests() {
+        let f = fixture();
+        let s = &f.store;
+        let image = layer(s, b"image layer");
+        let statement = layer(s, b"statement");
+        let m_image = tag(s, "img:1", &[&image]);
+        let m_att = tag(s, "att:1", &[&statement]);
+        let index = serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{"digest": m_image.to_string()}, {"digest": m_att.to_string()}],
+        });
+        let (i, _) = s.blobs().put(index.to_string().as_bytes()).unwrap();
+        let mut rec = s.index().get_tag("img:1").unwrap().unwrap();
+        rec.manifest = i;
+        s.index().put_tag("both:1", &rec).unwrap();
+        let blobs = tag_blobs(s, &i).unwrap();
+        for d in [m_image, m_att, image.digest, statement.digest] {
+            assert!(blobs.contains(&d), "{d} not covered");
+        }
+        assert!(fsck(s, false).unwrap().is_clean());
+        fs::remove_file(s.blobs().path(&statement.digest)).unwrap();
+        let text: Vec<String> = fsck(s, false)
+            .unwrap()
+            .problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert!(
+            text.iter().any(|t| t.contains("dangling tag both:1")),
+            "{text:?}"
+        );
     }
 
     #[test]

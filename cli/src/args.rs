@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use strata_engine::attest::provenance::ProvenanceMode;
 use strata_engine::layer::Compression;
 use strata_engine::session::Output;
 
@@ -124,6 +125,18 @@ pub struct BuildArgs {
     /// Layer compression: gzip (default), zstd or none
     #[arg(long, default_value = "gzip", value_parser = compression_parser)]
     pub compression: Compression,
+    /// Attach SLSA provenance: --provenance (mode=min), --provenance=mode=max (also every
+    /// step's instruction and key), --provenance=false [default: false]. The image is then
+    /// named through an image index that holds it and the attestation (docs/attestations.md)
+    #[arg(
+        long,
+        value_name = "mode=min|max|false",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = provenance_parser
+    )]
+    pub provenance: Option<ProvenanceFlag>,
     /// Timestamp for every layer entry and config date [default: $SOURCE_DATE_EPOCH, else 0]
     #[arg(long, value_name = "SECONDS")]
     pub source_date_epoch: Option<u64>,
@@ -390,6 +403,15 @@ fn jobs_parser() -> clap::builder::RangedU64ValueParser<usize> {
 /// built).
 pub fn output_parser(spec: &str) -> Result<Output, String> {
     spec.parse::<Output>().map_err(|e| format!("{e:#}"))
+}
+
+/// A parsed `--provenance[=VALUE]`: `None` inside for `--provenance=false`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProvenanceFlag(pub Option<ProvenanceMode>);
+
+/// `--provenance=mode=min|mode=max|true|false`.
+pub fn provenance_parser(s: &str) -> Result<ProvenanceFlag, String> {
+    ProvenanceMode::parse_flag(s).map(ProvenanceFlag)
 }
 
 /// `--compression gzip|zstd|none`.

@@ -16,12 +16,14 @@
 //! - [`oci`]: OCI media types and image-layout names, defined once.
 //! - [`image`]: OCI config and manifest assembly, canonical JSON.
 //! - [`export`]: OCI layout, OCI archive and docker-archive outputs.
+//! - [`attest`]: in-toto attestations (SLSA provenance) in an attestation manifest beside the image.
 //! - [`fetch`]: remote `ADD` sources — HTTP(S) downloads and git checkouts.
 //! - [`sandbox`]: running RUN steps; [`sandbox::capture`] turns an overlay upper dir into layer entries.
 //! - [`diff`]: comparing two images (manifest, config, layers file by file).
 //! - [`session`]: the orchestration of a command over one store and one registry
 //!   configuration — `build`, `lock`, `rebase` take a request and return a report.
 
+pub mod attest;
 pub mod context;
 pub mod diff;
 pub mod export;

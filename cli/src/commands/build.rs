@@ -28,6 +28,8 @@ pub fn run(g: &Globals, a: BuildArgs) -> anyhow::Result<i32> {
         std::fs::write(f, json)
             .with_context(|| format!("writing --metadata-file `{}`", f.display()))?;
     }
-    println!("{}", built.manifest_digest);
+    // What the tags and outputs name: the image manifest, or the index holding it and its
+    // attestations.
+    println!("{}", built.digest());
     Ok(0)
 }

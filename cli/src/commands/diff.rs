@@ -4,7 +4,6 @@ use std::path::Path;
 
 use strata_engine::diff::{self, DiffError, DiffOptions};
 use strata_engine::export::{self, ImageName};
-use strata_engine::image::AssembledImage;
 
 use crate::args::DiffArgs;
 
@@ -39,9 +38,11 @@ pub fn run(store_dir: &Path, mut args: DiffArgs) -> anyhow::Result<i32> {
 fn from_store(store_dir: &Path, name: &str, dir: &Path) -> anyhow::Result<String> {
     let store = super::open_store(store_dir)?;
     let (full, tag) = super::find_tag(&store, name)?;
-    let img = AssembledImage::from_store(store.blobs(), &tag.manifest)?;
+    // The image only: the diff compares images, not their attestations.
+    let (img, _) =
+        strata_engine::attest::stored_image(store.blobs(), &tag.manifest, &tag.media_type)?;
     let n = ImageName::parse(&full)?;
-    export::write_oci_dir(store.blobs(), &img, std::slice::from_ref(&n), dir)?;
+    export::write_oci_dir(store.blobs(), &img, None, std::slice::from_ref(&n), dir)?;
     Ok(format!("oci:{}:{}", dir.display(), n.tag))
 }
 

@@ -1,8 +1,8 @@
 //! `strata export NAME --output SPEC…`: writes a tagged image from the store.
 
 use anyhow::Context as _;
+use strata_engine::export::ArchiveKind;
 use strata_engine::export::ImageName;
-use strata_engine::image::AssembledImage;
 use strata_engine::session::output::OutputKind;
 
 use super::common::{self, source_date_epoch};
@@ -13,25 +13,41 @@ pub fn run(g: &Globals, a: ExportArgs) -> anyhow::Result<i32> {
     let session = g.session()?;
     let store = session.store();
     let (name, tag) = super::find_tag(store, &a.name)?;
-    let img = AssembledImage::from_store(store.blobs(), &tag.manifest)
-        .with_context(|| format!("reading image `{name}`"))?;
+    let (img, attested) =
+        strata_engine::attest::stored_image(store.blobs(), &tag.manifest, &tag.media_type)
+            .with_context(|| format!("reading image `{name}`"))?;
     let names = [ImageName::parse(&name)?];
     for o in &a.outputs {
         let written = match o.kind() {
             OutputKind::OciDir(d) => session
-                .write_output(&img, &names, o, 0)
+                .write_output(&img, attested.as_ref(), &names, o, 0)
                 .with_context(|| format!("exporting `{name}` to `{}`", d.display()))?,
-            OutputKind::Archive(_, f) => {
+            OutputKind::Archive(kind, f) => {
                 // Archive entry mtimes: SOURCE_DATE_EPOCH as for `build --output`, else 0.
                 let mtime = source_date_epoch(None)?;
+                // A docker-archive holds one image manifest: an attested image goes without
+                // its attestations, said on stderr (the build refuses instead, where they were
+                // asked for).
+                let attested = match kind {
+                    ArchiveKind::Docker if attested.is_some() => {
+                        eprintln!(
+                            "note: `{}`: a docker-archive cannot carry attestations; `{name}` is written without them",
+                            f.display()
+                        );
+                        None
+                    }
+                    _ => attested.as_ref(),
+                };
                 session
-                    .write_output(&img, &names, o, mtime)
+                    .write_output(&img, attested, &names, o, mtime)
                     .with_context(|| format!("exporting `{name}` to `{}`", f.display()))?
             }
-            OutputKind::Registry(_) => session.write_output(&img, &names, o, 0)?,
+            OutputKind::Registry(_) => {
+                session.write_output(&img, attested.as_ref(), &names, o, 0)?
+            }
         };
         common::report_pushes(std::slice::from_ref(&written));
     }
-    println!("{}", img.manifest_digest);
+    println!("{}", tag.manifest);
     Ok(0)
 }

@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
+use strata_engine::attest::provenance::ProvenanceMode;
 use strata_engine::diff::{self, DiffOptions, DiffReport};
 
 use strata_engine::sandbox::Variation;
@@ -444,6 +445,12 @@ fn forwarded(b: &BuildArgs, first: bool) -> Vec<OsString> {
     }
     if b.no_cache {
         v.push("--no-cache".into());
+    }
+    // Every run attests as the user asked: the whole index (image and provenance) is compared.
+    match b.provenance.and_then(|p| p.0) {
+        Some(ProvenanceMode::Min) => v.push("--provenance=mode=min".into()),
+        Some(ProvenanceMode::Max) => v.push("--provenance=mode=max".into()),
+        None => {}
     }
     v
 }

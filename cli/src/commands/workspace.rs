@@ -137,10 +137,9 @@ pub fn run(g: &Globals, cli: BuildArgs) -> anyhow::Result<i32> {
                         Row {
                             image: p.name.clone(),
                             changed: Some(
-                                previous[i].as_deref()
-                                    != Some(b.manifest_digest.to_string().as_str()),
+                                previous[i].as_deref() != Some(b.digest().to_string().as_str()),
                             ),
-                            digest: Some(b.manifest_digest.to_string()),
+                            digest: Some(b.digest().to_string()),
                             previous: previous[i].clone(),
                             executed: b.executed,
                             cached: b.cached,

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod attest;
 mod bench;
 mod build;
 mod conformance;

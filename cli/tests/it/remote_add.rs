@@ -685,3 +685,59 @@ fn add_git_over_git_daemon_is_the_same_step_as_over_http() {
     }
     drop(daemon);
 }
+
+/// `--provenance`: an ADD URL is a resolved dependency with the sha256 `strata.lock` pins, an
+/// ADD of a git ref one with the commit it pins; a cached rebuild without the server writes the
+/// same provenance (the pins come from the lock, not from a fetch).
+#[test]
+fn add_url_and_git_pins_are_resolved_dependencies_of_the_provenance() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = dir.path().join("srv");
+    let (a, _, _) = make_repo(&srv);
+    write(&srv.join("tool.txt"), "a downloaded tool\n");
+    let server = Server::start(&srv);
+    let (url, repo) = (server.url("tool.txt"), server.url("repo.git"));
+    let ctx = dir.path().join("ctx");
+    write(
+        &ctx.join("Dockerfile"),
+        format!("FROM scratch\nADD {url} /tool.txt\nADD {repo}#v1 /src/\n"),
+    );
+    let deps = |name: &str| -> Vec<serde_json::Value> {
+        let oci = dir.path().join(name);
+        let mut args = oci_args(&oci);
+        args.push("--provenance".into());
+        build_with(&dir.path().join("store"), &ctx, &args).ok();
+        let read = |p: &Path| -> serde_json::Value {
+            serde_json::from_slice(&fs::read(p).unwrap()).unwrap()
+        };
+        let blob = |d: &serde_json::Value| {
+            oci.join("blobs/sha256")
+                .join(d.as_str().unwrap().trim_start_matches("sha256:"))
+        };
+        let top = read(&oci.join("index.json"));
+        let index = read(&blob(&top["manifests"][0]["digest"]));
+        let att = read(&blob(&index["manifests"][1]["digest"]));
+        let st = read(&blob(&att["layers"][0]["digest"]));
+        st["predicate"]["buildDefinition"]["resolvedDependencies"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let first = deps("oci1");
+    let find = |v: &[serde_json::Value], uri: &str| {
+        v.iter()
+            .find(|d| d["uri"] == uri)
+            .unwrap_or_else(|| panic!("no {uri} in {v:?}"))
+            .clone()
+    };
+    assert_eq!(
+        find(&first, &url)["digest"]["sha256"],
+        sha256(b"a downloaded tool\n").trim_start_matches("sha256:")
+    );
+    assert_eq!(
+        find(&first, &format!("{repo}#v1"))["digest"]["gitCommit"],
+        a.as_str()
+    );
+    drop(server);
+    assert_eq!(deps("oci2"), first, "cached, offline: the same provenance");
+}

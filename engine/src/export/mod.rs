@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use strata_cache::{BlobStore, Digest};
 
+use crate::attest::Attested;
 use crate::image::{canonical_json, AssembledImage};
 use crate::oci::{
     self, BLOBS_SHA256, INDEX_FILE, LAYOUT_FILE, LAYOUT_VERSION_JSON as OCI_LAYOUT,
@@ -42,6 +43,14 @@ pub enum ExportError {
     Store(#[from] strata_cache::StoreError),
     #[error("invalid image name `{0}`: expected NAME[:TAG] in lower case")]
     BadName(String),
+    /// `docker load` cannot take an image index (Docker's classic image store has none), so a
+    /// docker-archive holds one image manifest and nothing else.
+    #[error(
+        "`{}`: a docker-archive cannot carry attestations\n\
+         hint: write type=oci or type=oci-archive, or export the image without them",
+        path.display()
+    )]
+    Attested { path: PathBuf },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ExportError + '_ {
@@ -91,22 +100,36 @@ impl ImageName {
     }
 }
 
-/// The blobs of an image, in the order they appear in an archive.
-fn image_blobs(img: &AssembledImage) -> Vec<Digest> {
+/// The blobs of an image (and of its attestations and their index, if any), in the order
+/// they appear in an archive.
+fn image_blobs(img: &AssembledImage, attested: Option<&Attested>) -> Vec<Digest> {
     let mut v: Vec<Digest> = img.layers.iter().map(|l| l.digest).collect();
     v.push(img.config_digest);
     v.push(img.manifest_digest);
+    if let Some(a) = attested {
+        v.extend(a.blobs.iter().copied());
+        v.push(a.index_digest);
+    }
     v.sort();
     v.dedup();
     v
 }
 
-fn manifest_descriptor(img: &AssembledImage, name: Option<&ImageName>) -> Value {
-    let mut d = json!({
-        "mediaType": MEDIA_TYPE_MANIFEST,
-        "digest": img.manifest_digest.to_string(),
-        "size": img.manifest.len(),
-    });
+/// The entry of `index.json` for the image: its manifest, or with attestations the image
+/// index holding it and them (as BuildKit's oci exporter writes it), named `name`.
+fn manifest_descriptor(
+    img: &AssembledImage,
+    attested: Option<&Attested>,
+    name: Option<&ImageName>,
+) -> Value {
+    let mut d = match attested {
+        Some(a) => a.descriptor(),
+        None => json!({
+            "mediaType": MEDIA_TYPE_MANIFEST,
+            "digest": img.manifest_digest.to_string(),
+            "size": img.manifest.len(),
+        }),
+    };
     if let Some(n) = name {
         d["annotations"] = json!({
             "io.containerd.image.name": n.full(),
@@ -201,11 +224,12 @@ fn read_index(dest: &Path) -> Result<Vec<Value>, ExportError> {
 pub fn write_oci_dir(
     blobs: &BlobStore,
     img: &AssembledImage,
+    attested: Option<&Attested>,
     names: &[ImageName],
     dest: &Path,
 ) -> Result<(), ExportError> {
     match oci_dest(dest)? {
-        OciDest::Layout => write_layout(blobs, img, names, dest),
+        OciDest::Layout => write_layout(blobs, img, attested, names, dest),
         OciDest::New => {
             let parent = dest
                 .parent()
@@ -220,7 +244,7 @@ pub fn write_oci_dir(
                 .unwrap_or(0);
             let tmp = parent.join(format!(".strata-export-{}-{nanos:x}", std::process::id()));
             fs::create_dir(&tmp).map_err(io_err(&tmp))?;
-            let written = write_layout(blobs, img, names, &tmp).and_then(|()| {
+            let written = write_layout(blobs, img, attested, names, &tmp).and_then(|()| {
                 // Over an empty directory too (rename(2) replaces one); one that filled up
                 // meanwhile makes it fail.
                 fs::rename(&tmp, dest).map_err(io_err(dest))
@@ -236,6 +260,7 @@ pub fn write_oci_dir(
 fn write_layout(
     blobs: &BlobStore,
     img: &AssembledImage,
+    attested: Option<&Attested>,
     names: &[ImageName],
     dest: &Path,
 ) -> Result<(), ExportError> {
@@ -246,7 +271,7 @@ fn write_layout(
     if !layout_file.exists() {
         fs::write(&layout_file, OCI_LAYOUT).map_err(io_err(&layout_file))?;
     }
-    for d in image_blobs(img) {
+    for d in image_blobs(img, attested) {
         let to = blob_dir.join(d.hex());
         if to.exists() {
             continue;
@@ -260,17 +285,19 @@ fn write_layout(
     }
     let index_path = dest.join(INDEX_FILE);
     let ref_of = |v: &Value| oci::ref_name(v).map(str::to_string);
-    let digest = img.manifest_digest.to_string();
+    let digest = attested
+        .map_or(img.manifest_digest, |a| a.index_digest)
+        .to_string();
     if names.is_empty() {
         if !manifests.iter().any(|m| {
             m.get("digest").and_then(Value::as_str) == Some(&digest) && ref_of(m).is_none()
         }) {
-            manifests.push(manifest_descriptor(img, None));
+            manifests.push(manifest_descriptor(img, attested, None));
         }
     } else {
         for n in names {
             manifests.retain(|m| ref_of(m).as_deref() != Some(n.tag.as_str()));
-            manifests.push(manifest_descriptor(img, Some(n)));
+            manifests.push(manifest_descriptor(img, attested, Some(n)));
         }
     }
     let index =
@@ -348,15 +375,21 @@ pub fn check_archive_dest(dest: &Path) -> Result<(), ExportError> {
 }
 
 /// Writes an OCI archive or docker-archive to `dest` (atomically: temp file + rename), after
-/// [`check_archive_dest`].
+/// [`check_archive_dest`]. A docker-archive cannot hold `attested` ([`ExportError::Attested`]).
 pub fn write_archive(
     blobs: &BlobStore,
     img: &AssembledImage,
+    attested: Option<&Attested>,
     names: &[ImageName],
     kind: ArchiveKind,
     dest: &Path,
     mtime: u64,
 ) -> Result<(), ExportError> {
+    if kind == ArchiveKind::Docker && attested.is_some() {
+        return Err(ExportError::Attested {
+            path: dest.to_path_buf(),
+        });
+    }
     check_archive_dest(dest)?;
     let dir = dest
         .parent()
@@ -377,16 +410,16 @@ pub fn write_archive(
         (|| -> io::Result<()> {
             b.append(&header("blobs/", 0, true, mtime), io::empty())?;
             b.append(&header(&format!("{BLOBS_SHA256}/"), 0, true, mtime), io::empty())?;
-            for d in image_blobs(img) {
+            for d in image_blobs(img, attested) {
                 let p = blobs.path(&d);
                 let f = fs::File::open(&p)?;
                 let size = f.metadata()?.len();
                 b.append(&header(&format!("{BLOBS_SHA256}/{}", d.hex()), size, false, mtime), f)?;
             }
             let manifests: Vec<Value> = if names.is_empty() {
-                vec![manifest_descriptor(img, None)]
+                vec![manifest_descriptor(img, attested, None)]
             } else {
-                names.iter().map(|n| manifest_descriptor(img, Some(n))).collect()
+                names.iter().map(|n| manifest_descriptor(img, attested, Some(n))).collect()
             };
             let index = json!({ "schemaVersion": 2, "mediaType": MEDIA_TYPE_INDEX, "manifests": manifests });
             add_bytes(&mut b, INDEX_FILE, &canonical_json(&index))?;

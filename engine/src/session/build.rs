@@ -9,9 +9,11 @@ use anyhow::{bail, Context as _};
 use strata_cache::{Digest, LayerRecord, TagRecord};
 
 use super::{cache, Output, Session, Written};
+use crate::attest::provenance::{self, ProvenanceInputs, ProvenanceMode};
+use crate::attest::{self, Attested};
 use crate::context::{self, Context};
 use crate::export::ImageName;
-use crate::image::{Platform, MEDIA_TYPE_MANIFEST};
+use crate::image::{Platform, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
 use crate::layer::Compression;
 use crate::lock::{LockMode, LockedImages, Lockfile, LOCK_FILE};
 use crate::plan::key::Key;
@@ -68,6 +70,9 @@ pub struct BuildRequest {
     pub cache_from: CacheSource,
     /// `--cache-to` specs: this build's steps are exported there after it.
     pub cache_to: Vec<String>,
+    /// `--provenance`: attach SLSA provenance (docs/attestations.md). Off by default: it
+    /// wraps the image in an index, so what the tag and outputs name has another digest.
+    pub provenance: Option<ProvenanceMode>,
 }
 
 /// What [`Session::build`] made.
@@ -88,9 +93,20 @@ pub struct BuildReport {
     pub readsets: Vec<(Key, Key, Vec<u8>)>,
     /// Each output, in the order given.
     pub outputs: Vec<Written>,
+    /// With attestations: the image index holding the image and them (what the tags, the
+    /// outputs and stdout name).
+    pub attested: Option<Attested>,
 }
 
 impl BuildReport {
+    /// What the build's tags and outputs name: the index when attestations were attached,
+    /// else the image manifest.
+    pub fn digest(&self) -> Digest {
+        self.attested
+            .as_ref()
+            .map_or(self.manifest_digest, |a| a.index_digest)
+    }
+
     /// `--metadata-file`: the keys docker buildx writes for an image build. `image.name` (the
     /// tags as stored, `NAME:TAG`, comma-separated as buildx) only when the image is named.
     pub fn buildx_metadata(&self, tags: &[ImageName]) -> serde_json::Value {
@@ -99,18 +115,20 @@ impl BuildReport {
             "containerimage.config.digest".into(),
             self.config_digest.to_string().into(),
         );
-        m.insert(
-            "containerimage.descriptor".into(),
-            serde_json::json!({
-                "mediaType": MEDIA_TYPE_MANIFEST,
-                "digest": self.manifest_digest.to_string(),
-                "size": self.manifest_size,
-            }),
-        );
-        m.insert(
-            "containerimage.digest".into(),
-            self.manifest_digest.to_string().into(),
-        );
+        // With attestations the build's result is the index (as buildx reports it).
+        let (descriptor, digest) = match &self.attested {
+            Some(a) => (a.descriptor(), a.index_digest),
+            None => (
+                serde_json::json!({
+                    "mediaType": MEDIA_TYPE_MANIFEST,
+                    "digest": self.manifest_digest.to_string(),
+                    "size": self.manifest_size,
+                }),
+                self.manifest_digest,
+            ),
+        };
+        m.insert("containerimage.descriptor".into(), descriptor);
+        m.insert("containerimage.digest".into(), digest.to_string().into());
         if !tags.is_empty() {
             let names: Vec<String> = tags.iter().map(ImageName::full).collect();
             m.insert("image.name".into(), names.join(",").into());
@@ -144,6 +162,9 @@ impl Session {
         req: &BuildRequest,
         progress: &dyn Progress,
     ) -> anyhow::Result<BuildReport> {
+        if req.provenance.is_some() {
+            check_attestable(&req.outputs)?;
+        }
         // Hashing and compression use this pool; the output never depends on its size.
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(req.jobs)
@@ -238,24 +259,59 @@ impl Session {
             run: req.run.clone(),
             fetch: self.fetch_options(lock.clone()),
             shared: self.shared.clone(),
+            record_context: req.provenance.is_some(),
         };
         let started = Instant::now();
         let out = solve::run(&plan, &ctx, self.store(), &opts, progress)?;
         self.record_base_origins(&plan);
         let img = &out.image;
+        // Every attestation of the image, each an in-toto statement about its manifest; they
+        // share one attestation manifest (another producer, the SBOM, pushes its own here).
+        let mut statements = Vec::new();
+        if let Some(mode) = req.provenance {
+            statements.push(provenance::provenance(&ProvenanceInputs {
+                mode,
+                plan: &plan,
+                dockerfile: &provenance::dockerfile_path(&context_dir, dockerfile),
+                dockerfile_digest: Digest::of(source.as_bytes()),
+                target: req.target.as_deref(),
+                build_args: &req.build_args,
+                platform: &req.platform,
+                compression: req.compression,
+                source_date_epoch: req.source_date_epoch,
+                context: provenance::context_digest(&out.context_files),
+                lock: lock.as_deref(),
+                step_keys: &out.step_keys,
+            }));
+        }
+        let attested = if statements.is_empty() {
+            None
+        } else {
+            Some(attest::attach(
+                self.store().blobs(),
+                img,
+                &req.platform,
+                &statements,
+            )?)
+        };
+        let (tagged, media_type) = match &attested {
+            Some(a) => (a.index_digest, MEDIA_TYPE_INDEX),
+            None => (img.manifest_digest, MEDIA_TYPE_MANIFEST),
+        };
         for n in &req.tags {
             self.store().index().put_tag(
                 &n.full(),
                 &TagRecord {
-                    manifest: img.manifest_digest,
+                    manifest: tagged,
                     config: img.config_digest,
-                    media_type: MEDIA_TYPE_MANIFEST.to_string(),
+                    media_type: media_type.to_string(),
                 },
             )?;
         }
         let mut written = Vec::new();
         for o in &req.outputs {
-            let w = self.write_output(img, &req.tags, o, req.source_date_epoch)?;
+            let w =
+                self.write_output(img, attested.as_ref(), &req.tags, o, req.source_date_epoch)?;
             if let Written::File { kind, dest } = &w {
                 progress.event(&Event::Exported {
                     kind: kind.to_string(),
@@ -281,6 +337,7 @@ impl Session {
             steps: out.steps,
             readsets: out.readsets,
             outputs: written,
+            attested,
         })
     }
 
@@ -296,6 +353,23 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// Refuses outputs that cannot carry attestations before anything is built: a docker-archive
+/// (`docker load` of an image index fails on Docker's classic image store, and buildx refuses
+/// `--load` with attestations for the same reason: it does not drop them silently).
+pub fn check_attestable(outputs: &[Output]) -> anyhow::Result<()> {
+    for o in outputs {
+        if let super::output::OutputKind::Archive(crate::export::ArchiveKind::Docker, _) = o.kind()
+        {
+            bail!(
+                "--output `{o}`: a docker-archive cannot carry attestations (--provenance)\n\
+                 hint: write type=oci or type=oci-archive (skopeo and podman load those with \
+                 their attestations), or build with --provenance=false"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Opens the lock at `dir/strata.lock` for a run in `mode`, over `inner`.
@@ -332,6 +406,7 @@ mod tests {
             steps: Vec::new(),
             readsets: Vec::new(),
             outputs: Vec::new(),
+            attested: None,
         }
     }
 
@@ -359,6 +434,30 @@ mod tests {
         ];
         let m = r.buildx_metadata(&tags);
         assert_eq!(m["image.name"], "app:latest,reg.example/x:1");
+    }
+
+    #[test]
+    fn buildx_metadata_names_the_index_of_an_attested_image() {
+        let mut r = report();
+        let index = b"{\"manifests\":[]}".to_vec();
+        r.attested = Some(Attested {
+            index_digest: Digest::of(&index),
+            index,
+            image: r.manifest_digest,
+            manifest_digest: Digest::of(b"attestations"),
+            entry: serde_json::json!({}),
+            layers: Vec::new(),
+            blobs: Vec::new(),
+        });
+        let m = r.buildx_metadata(&[]);
+        let index_digest = Digest::of(b"{\"manifests\":[]}").to_string();
+        assert_eq!(m["containerimage.digest"], index_digest);
+        assert_eq!(
+            m["containerimage.descriptor"]["mediaType"],
+            MEDIA_TYPE_INDEX
+        );
+        assert_eq!(m["containerimage.descriptor"]["size"], 16);
+        assert_eq!(r.digest().to_string(), index_digest);
     }
 
     #[test]

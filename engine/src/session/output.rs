@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _};
 
 use super::Session;
+use crate::attest::Attested;
 use crate::export::{self, ArchiveKind, ImageName};
 use crate::image::AssembledImage;
 use crate::registry::push::PushReport;
@@ -119,9 +120,12 @@ fn parse(spec: &str) -> anyhow::Result<OutputKind> {
 
 impl Session {
     /// Writes `img` (in the store) to `output`, named `names`; archive entries dated `mtime`.
+    /// With `attested`, the output holds its index (the image and its attestations) and the
+    /// names point at the index.
     pub fn write_output(
         &self,
         img: &AssembledImage,
+        attested: Option<&Attested>,
         names: &[ImageName],
         output: &Output,
         mtime: u64,
@@ -129,14 +133,14 @@ impl Session {
         let blobs = self.store().blobs();
         Ok(match &output.kind {
             OutputKind::OciDir(d) => {
-                export::write_oci_dir(blobs, img, names, d)?;
+                export::write_oci_dir(blobs, img, attested, names, d)?;
                 Written::File {
                     kind: "oci",
                     dest: d.clone(),
                 }
             }
             OutputKind::Archive(kind, f) => {
-                export::write_archive(blobs, img, names, *kind, f, mtime)?;
+                export::write_archive(blobs, img, attested, names, *kind, f, mtime)?;
                 Written::File {
                     kind: if *kind == ArchiveKind::Oci {
                         "oci-archive"
@@ -147,7 +151,7 @@ impl Session {
                 }
             }
             OutputKind::Registry(r) => Written::Pushed {
-                report: self.push(&img.manifest_digest, r)?,
+                report: self.push(&attested.map_or(img.manifest_digest, |a| a.index_digest), r)?,
                 target: r.clone(),
             },
         })

@@ -12,7 +12,7 @@ use strata_cache::{Digest, Lineage, TagRecord};
 
 use super::{Output, Session, Written};
 use crate::export::ImageName;
-use crate::image::{self, layout, AssembledImage, Platform};
+use crate::image::{self, layout, Platform};
 use crate::oci::MEDIA_TYPE_MANIFEST;
 use crate::solve::import_base;
 
@@ -63,9 +63,11 @@ impl Session {
         let Some(tag) = store.index().get_tag(&full)? else {
             bail!("no image `{full}` in the store\nhint: `strata images` lists the tags")
         };
-        let img = AssembledImage::from_store(store.blobs(), &tag.manifest)?;
+        // An attested image is rebased without its attestations: its provenance describes the
+        // build, not the rebased image.
+        let (img, _) = crate::attest::stored_image(store.blobs(), &tag.manifest, &tag.media_type)?;
         let mut config: Value = serde_json::from_slice(&img.config).context("the image config")?;
-        let lineage = store.index().get_lineage(&tag.manifest)?;
+        let lineage = store.index().get_lineage(&img.manifest_digest)?;
         let platform = Platform::host();
         let cwd = &a.cwd;
 
@@ -170,7 +172,7 @@ impl Session {
         }
         let mut written = Vec::new();
         for o in &a.outputs {
-            written.push(self.write_output(&out, &names, o, 0)?);
+            written.push(self.write_output(&out, None, &names, o, 0)?);
         }
         Ok(RebaseReport {
             image: full,

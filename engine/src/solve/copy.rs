@@ -32,6 +32,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use strata_cache::{ExplainInput, ExplainRecord, FileFactsBuilder, StatEntry, Store};
 
+use crate::attest::provenance::ContextFile;
 use crate::context::{self, Context, ContextEntry, ContextKind, ResolvedSource};
 use crate::image::LayerDesc;
 use crate::layer::{self, Content, Entry, EntryKind};
@@ -688,6 +689,41 @@ impl PreparedCopy {
             inputs: self.inputs.clone(),
             files: files.finish(),
         }
+    }
+}
+
+impl PreparedCopy {
+    /// The context files this COPY reads, for the provenance's context digest
+    /// ([`crate::attest::provenance::context_digest`]): path from the context root (where
+    /// the source leads, symlinks followed), type, normalised mode and the content the key was
+    /// computed from. Nothing is read again.
+    pub(crate) fn context_files(&self) -> Vec<ContextFile> {
+        let mut out = Vec::new();
+        for s in &self.sources {
+            let Prepared::Context {
+                resolved: r,
+                hashes,
+            } = s
+            else {
+                continue;
+            };
+            for (e, h) in r.entries.iter().zip(hashes) {
+                let content = match (&e.kind, h) {
+                    (ContextKind::File { .. }, Some(h)) => {
+                        blake3::Hash::from(*h).to_hex().to_string()
+                    }
+                    (ContextKind::Symlink { target }, _) => target.clone(),
+                    _ => String::new(),
+                };
+                out.push(ContextFile {
+                    path: join(&r.resolved_rel, &e.rel_in_source),
+                    kind: kind_name(&e.kind),
+                    mode: normalise_context_mode(&e.kind, e.mode),
+                    content,
+                });
+            }
+        }
+        out
     }
 }
 

@@ -26,11 +26,12 @@ mod shared;
 mod stage;
 mod workdir;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
 use strata_cache::{LayerRecord, Store};
 
+use crate::attest::provenance::ContextFile;
 use crate::context::Context;
 use crate::image::AssembledImage;
 use crate::layer::Compression;
@@ -72,6 +73,9 @@ pub struct BuildOptions {
     /// What this build shares with the other builds of its session (step key locks, parent
     /// trees): the same `Arc` for every image of a workspace.
     pub shared: std::sync::Arc<Shared>,
+    /// Collect the context files COPY steps read ([`BuildOutput::context_files`]): only
+    /// `--provenance` needs them.
+    pub record_context: bool,
 }
 
 /// The outcome of a build.
@@ -86,6 +90,10 @@ pub struct BuildOutput {
     pub readsets: Vec<(Key, Key, Vec<u8>)>,
     /// Every step of the build (executed or cached), for `--cache-to`.
     pub steps: Vec<(Key, Option<LayerRecord>)>,
+    /// Every step's key by (stage, step): the step DAG of `--provenance=mode=max`.
+    pub step_keys: BTreeMap<(usize, usize), Key>,
+    /// The context files the build's COPY/ADD steps read (the provenance's context digest).
+    pub context_files: BTreeSet<ContextFile>,
 }
 
 /// What the stages of one build count together.
@@ -97,6 +105,8 @@ struct Counters {
     /// (reuse key, step key, read set) of the RUN steps this build ran traced or reused.
     readsets: Vec<(Key, Key, Vec<u8>)>,
     steps: Vec<(Key, Option<LayerRecord>)>,
+    step_keys: BTreeMap<(usize, usize), Key>,
+    context_files: BTreeSet<ContextFile>,
 }
 
 /// Runs `plan` for the target stage, storing layers, config and manifest in `store`.
@@ -125,6 +135,8 @@ pub fn run(
             reused: 0,
             readsets: Vec::new(),
             steps: Vec::new(),
+            step_keys: BTreeMap::new(),
+            context_files: BTreeSet::new(),
         }),
     };
     schedule::schedule(plan, opts.jobs, &build.results, |s| build.run_stage(s))?;
@@ -152,6 +164,8 @@ pub fn run(
         steps_reused: c.reused,
         steps: c.steps,
         readsets: c.readsets,
+        step_keys: c.step_keys,
+        context_files: c.context_files,
     })
 }
 
@@ -231,6 +245,7 @@ mod tests {
             run: Default::default(),
             fetch: Default::default(),
             shared: Default::default(),
+            record_context: false,
         };
         let why = Collect(Mutex::new(Vec::new()), Mutex::new(Vec::new()));
         let out = run(&plan, &ctx, store, &opts, &why).unwrap();

@@ -115,6 +115,15 @@ pub(crate) fn prepare_source(
 }
 
 impl PreparedSource {
+    /// The context files the source reads (none for a stage or image source): the
+    /// provenance's context digest counts them as a COPY's.
+    pub(crate) fn context_files(&self) -> Vec<crate::attest::provenance::ContextFile> {
+        match self.rootfs {
+            None => self.prep.context_files(),
+            Some(_) => Vec::new(),
+        }
+    }
+
     /// Writes the source into `dir` (an empty directory) and returns its path there and
     /// whether it is a directory.
     pub(crate) fn materialize(

@@ -424,6 +424,10 @@ impl<'b, 'a> StageRun<'b, 'a> {
                 };
                 let p = mounts::prepare_source(&cenv, from, source, &|i| b.stage_result(i))
                     .map_err(&wrap)?;
+                if opts.record_context {
+                    let files = p.context_files();
+                    b.counters.lock().unwrap().context_files.extend(files);
+                }
                 binds.push(p);
             }
         }
@@ -618,6 +622,10 @@ impl<'b, 'a> StageRun<'b, 'a> {
             &from,
         )
         .map_err(&wrap)?;
+        if opts.record_context && matches!(spec.from, CopyFrom::Context) {
+            let files = prep.context_files();
+            b.counters.lock().unwrap().context_files.extend(files);
+        }
         b.progress.event(&Event::Hashing {
             stage: cx.s,
             step: cx.i,
@@ -741,7 +749,11 @@ impl<'b, 'a> StageRun<'b, 'a> {
             }
         }
         store.index().put_last_at(&cx.loc, &key)?;
-        b.counters.lock().unwrap().steps.push((key, layer.clone()));
+        {
+            let mut c = b.counters.lock().unwrap();
+            c.steps.push((key, layer.clone()));
+            c.step_keys.insert((cx.s, cx.i), key);
+        }
         drop(lock);
         if let Some(l) = &layer {
             self.lineage

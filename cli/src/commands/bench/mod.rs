@@ -178,6 +178,7 @@ impl Bench {
             lock: LockUse::None,
             cache_from: CacheSource::Imported(None),
             cache_to: Vec::new(),
+            provenance: None,
         };
         let col = Collector::default();
         let (cpu0, _) = rusage();
