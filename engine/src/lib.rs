@@ -18,6 +18,8 @@
 //! - [`export`]: OCI layout, OCI archive and docker-archive outputs.
 //! - [`fetch`]: remote `ADD` sources — HTTP(S) downloads and git checkouts.
 //! - [`sandbox`]: running RUN steps; [`sandbox::capture`] turns an overlay upper dir into layer entries.
+//! - [`sbom`]: the packages an image holds (dpkg, apk, Python, npm metadata), as SPDX 2.3 or
+//!   CycloneDX 1.5 JSON.
 //! - [`diff`]: comparing two images (manifest, config, layers file by file).
 //! - [`session`]: the orchestration of a command over one store and one registry
 //!   configuration — `build`, `lock`, `rebase` take a request and return a report.
@@ -37,6 +39,8 @@ pub mod readset;
 pub mod registry;
 pub mod remote_cache;
 pub mod sandbox;
+#[cfg(feature = "store")]
+pub mod sbom;
 #[cfg(feature = "store")]
 pub mod session;
 #[cfg(feature = "store")]
