@@ -108,6 +108,11 @@ pub struct LayerPackages {
     /// Directories the layer makes opaque (everything the layers below had in them is hidden),
     /// sorted; the root is "".
     pub opaque: Vec<String>,
+    /// The [`path_key`] of every path where the layer has something other than a directory,
+    /// sorted: what the layers below had under such a path is hidden (a directory of packages
+    /// replaced by a symlink). Keys, not paths: a layer has many files, and this is all that is
+    /// kept of most of them.
+    pub replaced: Vec<u64>,
 }
 
 /// A metadata file, parsed.
@@ -208,19 +213,41 @@ pub fn scan_image(
     Ok(packages(&merge(&scanned)))
 }
 
+/// The key of a layer path in [`LayerPackages::replaced`]: the first 8 bytes of its BLAKE3
+/// (stable: it is cached).
+pub fn path_key(rel: &str) -> u64 {
+    let h = blake3::hash(rel.as_bytes());
+    u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
 /// The metadata files of the merged root file system: path → (file, diff_id of its layer).
 pub(crate) fn merge(layers: &[LayerPackages]) -> BTreeMap<String, (MetaFile, Digest)> {
-    let mut fs: BTreeMap<String, (MetaFile, Digest)> = BTreeMap::new();
-    let remove_below = |fs: &mut BTreeMap<String, _>, dir: &str| {
+    /// A file and the [`path_key`]s of its proper ancestors (the root excluded: it is always a
+    /// directory).
+    struct Merged {
+        file: MetaFile,
+        layer: Digest,
+        ancestors: Vec<u64>,
+    }
+    let mut fs: BTreeMap<String, Merged> = BTreeMap::new();
+    let remove_below = |fs: &mut BTreeMap<String, Merged>, dir: &str| {
         if dir.is_empty() {
             fs.clear();
             return;
         }
         let prefix = format!("{dir}/");
-        fs.retain(|p: &String, _| !p.starts_with(&prefix));
+        let doomed: Vec<String> = fs
+            .range(prefix.clone()..)
+            .take_while(|(p, _)| p.starts_with(&prefix))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in doomed {
+            fs.remove(&p);
+        }
     };
     for l in layers {
-        // A layer's whiteouts and opaque markers apply to the layers below it only.
+        // A layer's whiteouts, opaque markers and non-directories apply to the layers below
+        // it only.
         for p in &l.removed {
             fs.remove(p);
             remove_below(&mut fs, p);
@@ -228,11 +255,31 @@ pub(crate) fn merge(layers: &[LayerPackages]) -> BTreeMap<String, (MetaFile, Dig
         for d in &l.opaque {
             remove_below(&mut fs, d);
         }
+        if !l.replaced.is_empty() {
+            fs.retain(|_, m| {
+                !m.ancestors
+                    .iter()
+                    .any(|k| l.replaced.binary_search(k).is_ok())
+            });
+        }
         for (p, f) in &l.files {
-            fs.insert(p.clone(), (f.clone(), l.diff_id));
+            let ancestors = p
+                .match_indices('/')
+                .map(|(i, _)| path_key(&p[..i]))
+                .collect();
+            fs.insert(
+                p.clone(),
+                Merged {
+                    file: f.clone(),
+                    layer: l.diff_id,
+                    ancestors,
+                },
+            );
         }
     }
-    fs
+    fs.into_iter()
+        .map(|(p, m)| (p, (m.file, m.layer)))
+        .collect()
 }
 
 /// The packages the merged metadata files name (module docs).

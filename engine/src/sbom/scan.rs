@@ -97,6 +97,7 @@ pub(crate) fn scan_blob(blobs: &BlobStore, layer: &LayerDesc) -> Result<LayerPac
         files: BTreeMap::new(),
         removed: Vec::new(),
         opaque: Vec::new(),
+        replaced: Vec::new(),
     };
     layer::LayerReader::new(tee, limits).for_each(
         |source| SbomError::Read { digest, source },
@@ -113,16 +114,19 @@ pub(crate) fn scan_blob(blobs: &BlobStore, layer: &LayerDesc) -> Result<LayerPac
             found,
         });
     }
-    let (mut removed, mut opaque) = (s.removed, s.opaque);
+    let (mut removed, mut opaque, mut replaced) = (s.removed, s.opaque, s.replaced);
     removed.sort();
     removed.dedup();
     opaque.sort();
     opaque.dedup();
+    replaced.sort();
+    replaced.dedup();
     Ok(LayerPackages {
         diff_id: layer.diff_id,
         files: s.files.into_iter().map(|(p, f)| (p, f.0)).collect(),
         removed,
         opaque,
+        replaced,
     })
 }
 
@@ -132,6 +136,7 @@ struct Scanner {
     files: BTreeMap<String, (MetaFile, Kind)>,
     removed: Vec<String>,
     opaque: Vec<String>,
+    replaced: Vec<u64>,
 }
 
 impl Scanner {
@@ -171,6 +176,9 @@ impl Scanner {
         let h = le.entry.header();
         let et = h.entry_type();
         use tar::EntryType as T;
+        if et != T::Directory {
+            self.replaced.push(super::path_key(&path));
+        }
         if et == T::Char
             && h.device_major().ok().flatten().unwrap_or(0) == 0
             && h.device_minor().ok().flatten().unwrap_or(0) == 0
