@@ -175,6 +175,82 @@ pub fn spdx_expression(statement: &str) -> Option<String> {
     Some(s)
 }
 
+/// `statement` as an SPDX expression, with the `(LicenseRef id, text)` of each part that is no
+/// SPDX expression: the whole statement when it converts; else, when it is a conjunction at its
+/// top level (`A AND (B or C) AND D`, as dpkg's copyright names are joined), each conjunct on
+/// its own, so that `Apache-2.0 AND Kazlib` keeps its known half; else one `LicenseRef`.
+pub fn spdx_declared(statement: &str) -> (String, Vec<(String, String)>) {
+    if let Some(e) = spdx_expression(statement) {
+        return (e, Vec::new());
+    }
+    let parts = top_level_conjuncts(statement);
+    let mut refs = Vec::new();
+    let mut out = Vec::new();
+    let mut reference = |text: &str, refs: &mut Vec<(String, String)>| {
+        let id = license_ref(text);
+        refs.push((id.clone(), text.to_string()));
+        id
+    };
+    if parts.len() < 2 {
+        let id = reference(statement, &mut refs);
+        return (id, refs);
+    }
+    for part in parts {
+        match spdx_expression(part) {
+            // A single id, or one already in parentheses, needs none.
+            Some(e) if !e.contains(' ') || (e.starts_with('(') && e.ends_with(')')) => out.push(e),
+            Some(e) => out.push(format!("({e})")),
+            None => {
+                let inner = part
+                    .strip_prefix('(')
+                    .and_then(|p| p.strip_suffix(')'))
+                    .unwrap_or(part);
+                out.push(reference(inner, &mut refs));
+            }
+        }
+    }
+    // `BSD-3-clause` and `BSD-3-Clause` in one copyright file are one license.
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|e| seen.insert(e.clone()));
+    (out.join(" AND "), refs)
+}
+
+/// The parts of `s` joined by `AND`/`and` outside parentheses (one part if there is no such
+/// `AND`, or if the parentheses do not balance).
+fn top_level_conjuncts(s: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0i32, 0usize);
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'(' => depth += 1,
+            b')' => depth -= 1,
+            b' ' if depth == 0
+                && bytes.len() >= i + 5
+                && bytes[i + 1..i + 4].eq_ignore_ascii_case(b"and")
+                && bytes[i + 4] == b' ' =>
+            {
+                parts.push(s[start..i].trim());
+                i += 5;
+                start = i;
+                continue;
+            }
+            _ => {}
+        }
+        if depth < 0 {
+            return vec![s];
+        }
+        i += 1;
+    }
+    if depth != 0 {
+        return vec![s];
+    }
+    parts.push(s[start..].trim());
+    parts.retain(|p| !p.is_empty());
+    parts
+}
+
 /// The `LicenseRef-` identifier of a statement that is no SPDX expression: readable, and unique
 /// by a hash of the whole statement.
 pub fn license_ref(statement: &str) -> String {
@@ -233,6 +309,35 @@ mod tests {
         ] {
             assert_eq!(e(unknown), None, "{unknown}");
         }
+        // A conjunction keeps its known parts.
+        let (e, refs) = spdx_declared("Apache-2 AND (GPL or MIT) AND GPL-2+ AND Kazlib");
+        let (gpl_or_mit, kazlib) = (license_ref("GPL or MIT"), license_ref("Kazlib"));
+        assert_eq!(
+            e,
+            format!("Apache-2.0 AND {gpl_or_mit} AND GPL-2.0-or-later AND {kazlib}")
+        );
+        assert_eq!(
+            refs,
+            [
+                (gpl_or_mit, "GPL or MIT".to_string()),
+                (kazlib, "Kazlib".to_string())
+            ]
+        );
+        let (e, _) = spdx_declared("(MIT or Apache-2.0) AND Kazlib");
+        assert!(
+            e.starts_with("(MIT OR Apache-2.0) AND LicenseRef-Kazlib-"),
+            "{e}"
+        );
+        assert_eq!(spdx_declared("MIT").0, "MIT");
+        let (e, _) = spdx_declared("BSD-3-clause AND BSD-3-Clause AND Kazlib");
+        assert!(e.starts_with("BSD-3-Clause AND LicenseRef-Kazlib-"), "{e}");
+        let (e, refs) = spdx_declared("GPL-2+ or Artistic");
+        assert_eq!(
+            (e.as_str(), refs.len()),
+            (license_ref("GPL-2+ or Artistic").as_str(), 1)
+        );
+        assert_eq!(top_level_conjuncts("(a and b) AND c"), ["(a and b)", "c"]);
+        assert_eq!(top_level_conjuncts("a) and (b"), ["a) and (b"]);
         let r = license_ref("GPL-2+ or Artistic");
         assert!(r.starts_with("LicenseRef-GPL-2--or-Artistic-"), "{r}");
         assert!(r

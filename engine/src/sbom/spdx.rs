@@ -188,15 +188,17 @@ fn document(subject: &Subject, packages: &[Package], created_epoch: u64) -> Docu
     for p in packages {
         let declared = match &p.license {
             None => NOASSERTION.to_string(),
-            Some(l) => license::spdx_expression(l).unwrap_or_else(|| {
-                let id = license::license_ref(l);
-                extracted.push(ExtractedLicense {
-                    license_id: id.clone(),
-                    extracted_text: l.clone(),
-                    name: l.clone(),
-                });
-                id
-            }),
+            Some(l) => {
+                let (expression, refs) = license::spdx_declared(l);
+                for (id, text) in refs {
+                    extracted.push(ExtractedLicense {
+                        license_id: id,
+                        extracted_text: text.clone(),
+                        name: text,
+                    });
+                }
+                expression
+            }
         };
         let note = |comment: String| Annotation {
             annotator: tool.clone(),

@@ -426,6 +426,11 @@ fn documents_are_deterministic_and_sorted() {
     assert_eq!(pkgs, sorted);
     let spdx = spdx_json(&subject(), &pkgs, 1_700_000_000);
     let cdx = cyclonedx_json(&subject(), &pkgs, 1_700_000_000);
+    if let Some(dir) = std::env::var_os("STRATA_SBOM_DUMP") {
+        let dir = Path::new(&dir);
+        std::fs::write(dir.join("fixtures.spdx.json"), &spdx).unwrap();
+        std::fs::write(dir.join("fixtures.cdx.json"), &cdx).unwrap();
+    }
     // Another store, the same layers scanned afresh: the same bytes.
     let (_tmp2, store2) = new_store();
     let layers2 = [debian_layer(&store2), python_npm_layer(&store2)];
@@ -530,7 +535,10 @@ fn spdx_document_has_the_required_fields() {
     odd.license = Some("GPL-2+ or Artistic".into());
     let doc: spdx::Document = serde_json::from_slice(&spdx_json(&subject(), &[odd], 0)).unwrap();
     let declared = &doc.packages[1].license_declared;
-    assert!(declared.starts_with("LicenseRef-"), "{declared}");
+    assert!(
+        declared.starts_with("LicenseRef-GPL-2--or-Artistic-"),
+        "{declared}"
+    );
     assert_eq!(doc.has_extracted_licensing_infos[0].license_id, *declared);
     assert_eq!(
         doc.has_extracted_licensing_infos[0].extracted_text,
@@ -798,4 +806,14 @@ fn debian_rootfs_sbom_lists_what_dpkg_query_lists() {
     let spdx = spdx_json(&subject(), &cold, 0);
     let doc: spdx::Document = serde_json::from_slice(&spdx).unwrap();
     assert_eq!(doc.packages.len(), want.len() + 1);
+    // For validators outside the test (docs/sbom.md: pyspdxtools, CycloneDX's JSON schema).
+    if let Some(dir) = std::env::var_os("STRATA_SBOM_DUMP") {
+        let dir = Path::new(&dir);
+        std::fs::write(dir.join("sbom.spdx.json"), &spdx).unwrap();
+        std::fs::write(
+            dir.join("sbom.cdx.json"),
+            cyclonedx_json(&subject(), &cold, 0),
+        )
+        .unwrap();
+    }
 }
