@@ -186,7 +186,7 @@ pub fn spdx_declared(statement: &str) -> (String, Vec<(String, String)>) {
     let parts = top_level_conjuncts(statement);
     let mut refs = Vec::new();
     let mut out = Vec::new();
-    let mut reference = |text: &str, refs: &mut Vec<(String, String)>| {
+    let reference = |text: &str, refs: &mut Vec<(String, String)>| {
         let id = license_ref(text);
         refs.push((id.clone(), text.to_string()));
         id
