@@ -7,8 +7,9 @@
 //!   stored layer blob once (only metadata files are read into memory, each bounded), and cached
 //!   in the store by diff_id (`<store>/sbom-index-v1/`, see [`cache`]).
 //! - [`scan_image`]: the image's [`Package`]s: the layers' metadata files merged as overlayfs
-//!   shows them (a later layer's file replaces an earlier one's at the same path; a whiteout or
-//!   an opaque directory removes what is below), then read as packages.
+//!   shows them (a later layer's file replaces an earlier one's at the same path; a whiteout,
+//!   an opaque directory or a non-directory removes what is below), then read as packages.
+//!   For a built image: `scan_image(&store, &assembled.layers)` (`image::AssembledImage`).
 //! - [`spdx_json`] and [`cyclonedx_json`]: the documents, for a [`Subject`] (the image's name
 //!   and manifest digest) and a creation time (`SOURCE_DATE_EPOCH`). Same inputs, same bytes.
 //!
