@@ -817,3 +817,46 @@ fn debian_rootfs_sbom_lists_what_dpkg_query_lists() {
         .unwrap();
     }
 }
+
+/// Layers as strata writes them (canonical tar, PAX headers, chunked zstd) read the same.
+#[test]
+fn reads_strata_canonical_layers() {
+    use crate::layer::{canonicalize, write_layer, Entry as LEntry};
+    let (_tmp, store) = new_store();
+    let entries = canonicalize(
+        vec![
+            LEntry::file_bytes("var/lib/dpkg/status", 0o644, 5, STATUS),
+            LEntry::file_bytes("usr/share/doc/bash/copyright", 0o644, 5, BASH_COPYRIGHT),
+            LEntry::file_bytes("usr/lib/os-release", 0o644, 5, OS_DEBIAN),
+        ],
+        0,
+    )
+    .unwrap();
+    let mut blob = Vec::new();
+    let out = write_layer(&entries, Compression::Zstd, &mut blob).unwrap();
+    let (digest, size) = store.blobs().put(&blob).unwrap();
+    let l = LayerDesc {
+        digest,
+        size,
+        media_type: out.media_type.to_string(),
+        diff_id: out.diff_id,
+    };
+    let pkgs = scan_image(&store, &[l]).unwrap();
+    let got: Vec<(&str, Option<&str>)> = pkgs
+        .iter()
+        .map(|p| (p.purl.as_str(), p.license.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "pkg:deb/debian/bash@5.2.15-2%2Bb7?arch=amd64&distro=debian-12",
+                Some("GPL-3+")
+            ),
+            (
+                "pkg:deb/debian/perl-base@1%3A5.36.0-7%2Bdeb12u1?arch=amd64&distro=debian-12",
+                None
+            ),
+        ]
+    );
+}
