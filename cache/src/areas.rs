@@ -44,11 +44,15 @@ pub enum Area {
     /// reuse; each file starts with the `sha256:<hex>` of the blob it was read from, and gc
     /// removes it once that blob is gone (as for chunk references).
     ReadsetIndex,
+    /// `sbom-index-v1/<diff_id hex>`: the engine's SBOM scan of a layer (its package metadata);
+    /// each file starts with the `sha256:<hex>` of the blob it was read from, and gc removes it
+    /// once that blob is gone (as for read-set indexes).
+    SbomIndex,
 }
 
 impl Area {
     /// Every area, for listings and tests.
-    pub const ALL: [Area; 13] = [
+    pub const ALL: [Area; 14] = [
         Area::Marker,
         Area::Blobs,
         Area::Tmp,
@@ -62,6 +66,7 @@ impl Area {
         Area::CacheMounts,
         Area::LegacyCacheMounts,
         Area::ReadsetIndex,
+        Area::SbomIndex,
     ];
 
     /// Its name under the store's root (`Blobs`: the directory of sha256 blobs).
@@ -80,6 +85,7 @@ impl Area {
             Area::CacheMounts => "cache-mounts-v1",
             Area::LegacyCacheMounts => "cache-mounts",
             Area::ReadsetIndex => "readset-index-v1",
+            Area::SbomIndex => "sbom-index-v1",
         }
     }
 
@@ -124,6 +130,7 @@ mod tests {
                 "cache-mounts-v1",
                 "cache-mounts",
                 "readset-index-v1",
+                "sbom-index-v1",
             ]
         );
         assert_eq!(

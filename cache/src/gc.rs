@@ -520,18 +520,15 @@ pub fn gc(store: &Store, opts: &GcOptions) -> Result<GcReport, StoreError> {
             }
         }
     }
-    // 4. Chunk references and read-set layer indexes whose blob is gone (a miss anyway), and
-    // the legacy chunk copies.
+    // 4. Chunk references, read-set layer indexes and SBOM layer scans whose blob is gone (a
+    // miss anyway), and the legacy chunk copies.
     if !opts.dry_run {
         // Read-set candidates of the step records removed above (docs/read-set.md).
         store.index().prune_readsets()?;
         prune_chunk_refs(store, opts.now, opts.min_blob_age)?;
-        prune_blob_refs(
-            store,
-            Area::ReadsetIndex.name(),
-            opts.now,
-            opts.min_blob_age,
-        )?;
+        for area in [Area::ReadsetIndex, Area::SbomIndex] {
+            prune_blob_refs(store, area.name(), opts.now, opts.min_blob_age)?;
+        }
     }
     report.kept_bytes = usage;
     Ok(report)
@@ -1281,23 +1278,31 @@ mod tests {
         assert!(refs.join("aa").exists());
     }
 
-    /// Read-set layer indexes go with their blob, like chunk references.
+    /// Read-set layer indexes and SBOM layer scans go with their blob, like chunk references.
     #[test]
     fn readset_indexes_of_absent_blobs_are_removed() {
         let (_dir, s) = store();
         let l = step(&s, 1, 10, 0);
-        let dir = Area::ReadsetIndex.path(s.root());
-        fs::create_dir_all(&dir).unwrap();
-        let index = |blob: &Digest| {
-            let mut data = blob.to_string().into_bytes();
-            data.extend_from_slice(b"SRSINDEX");
-            data
-        };
-        fs::write(dir.join("aa"), index(&l.digest)).unwrap();
-        fs::write(dir.join("bb"), index(&Digest::of(b"collected long ago"))).unwrap();
+        for (area, magic) in [
+            (Area::ReadsetIndex, b"SRSINDEX"),
+            (Area::SbomIndex, b"SSBOMIDX"),
+        ] {
+            let dir = area.path(s.root());
+            fs::create_dir_all(&dir).unwrap();
+            let index = |blob: &Digest| {
+                let mut data = blob.to_string().into_bytes();
+                data.extend_from_slice(magic);
+                data
+            };
+            fs::write(dir.join("aa"), index(&l.digest)).unwrap();
+            fs::write(dir.join("bb"), index(&Digest::of(b"collected long ago"))).unwrap();
+        }
         gc(&s, &opts(GcPolicy::KeepStorage(u64::MAX))).unwrap();
-        assert!(dir.join("aa").exists(), "its blob is there");
-        assert!(!dir.join("bb").exists(), "its blob is gone");
+        for area in [Area::ReadsetIndex, Area::SbomIndex] {
+            let dir = area.path(s.root());
+            assert!(dir.join("aa").exists(), "{area:?}: its blob is there");
+            assert!(!dir.join("bb").exists(), "{area:?}: its blob is gone");
+        }
     }
 
     /// A cache mount of `size` bytes named `name`, last used `secs` before [`NOW`].

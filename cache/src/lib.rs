@@ -29,6 +29,8 @@
 //!                            by gc)
 //! <root>/readset-index-v1/   the engine's per-layer path indexes by diff_id (read-set reuse;
 //!                            gc removes those whose blob is gone)
+//! <root>/sbom-index-v1/      the engine's per-layer SBOM scans by diff_id (gc removes those
+//!                            whose blob is gone)
 //! ```
 //!
 //! Many strata processes can use a store at once (docs/store.md): the index is opened on

@@ -19,6 +19,8 @@
 //! - [`attest`]: in-toto attestations (SLSA provenance) in an attestation manifest beside the image.
 //! - [`fetch`]: remote `ADD` sources — HTTP(S) downloads and git checkouts.
 //! - [`sandbox`]: running RUN steps; [`sandbox::capture`] turns an overlay upper dir into layer entries.
+//! - [`sbom`]: the packages an image holds (dpkg, apk, Python, npm metadata), as SPDX 2.3 or
+//!   CycloneDX 1.5 JSON.
 //! - [`diff`]: comparing two images (manifest, config, layers file by file).
 //! - [`session`]: the orchestration of a command over one store and one registry
 //!   configuration — `build`, `lock`, `rebase` take a request and return a report.
@@ -39,6 +41,8 @@ pub mod readset;
 pub mod registry;
 pub mod remote_cache;
 pub mod sandbox;
+#[cfg(feature = "store")]
+pub mod sbom;
 #[cfg(feature = "store")]
 pub mod session;
 #[cfg(feature = "store")]
