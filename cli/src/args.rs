@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use strata_engine::attest::provenance::ProvenanceMode;
+use strata_engine::attest::sbom::SbomFormat;
 use strata_engine::layer::Compression;
 use strata_engine::session::Output;
 
@@ -137,6 +138,18 @@ pub struct BuildArgs {
         value_parser = provenance_parser
     )]
     pub provenance: Option<ProvenanceFlag>,
+    /// Attach an SBOM of the image's packages (dpkg, apk, Python, npm): --sbom (SPDX 2.3),
+    /// --sbom=format=cyclonedx (CycloneDX 1.5), --sbom=false [default: false]. Like
+    /// --provenance, the image is then named through an image index (docs/sbom.md)
+    #[arg(
+        long,
+        value_name = "format=spdx|cyclonedx|false",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = sbom_parser
+    )]
+    pub sbom: Option<SbomFlag>,
     /// Timestamp for every layer entry and config date [default: $SOURCE_DATE_EPOCH, else 0]
     #[arg(long, value_name = "SECONDS")]
     pub source_date_epoch: Option<u64>,
@@ -412,6 +425,15 @@ pub struct ProvenanceFlag(pub Option<ProvenanceMode>);
 /// `--provenance=mode=min|mode=max|true|false`.
 pub fn provenance_parser(s: &str) -> Result<ProvenanceFlag, String> {
     ProvenanceMode::parse_flag(s).map(ProvenanceFlag)
+}
+
+/// A parsed `--sbom[=VALUE]`: `None` inside for `--sbom=false`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SbomFlag(pub Option<SbomFormat>);
+
+/// `--sbom=format=spdx|format=cyclonedx|true|false`.
+pub fn sbom_parser(s: &str) -> Result<SbomFlag, String> {
+    SbomFormat::parse_flag(s).map(SbomFlag)
 }
 
 /// `--compression gzip|zstd|none`.

@@ -250,6 +250,7 @@ pub(crate) fn build_request(a: &BuildArgs, env: Env) -> anyhow::Result<BuildRequ
         cache_from: CacheSource::Specs(a.cache_from.clone()),
         cache_to: a.cache_to.clone(),
         provenance: a.provenance.and_then(|p| p.0),
+        sbom: a.sbom.and_then(|p| p.0),
     })
 }
 

@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 use strata_engine::attest::provenance::ProvenanceMode;
+use strata_engine::attest::sbom::SbomFormat;
 use strata_engine::diff::{self, DiffOptions, DiffReport};
 
 use strata_engine::sandbox::Variation;
@@ -450,6 +451,11 @@ fn forwarded(b: &BuildArgs, first: bool) -> Vec<OsString> {
     match b.provenance.and_then(|p| p.0) {
         Some(ProvenanceMode::Min) => v.push("--provenance=mode=min".into()),
         Some(ProvenanceMode::Max) => v.push("--provenance=mode=max".into()),
+        None => {}
+    }
+    match b.sbom.and_then(|p| p.0) {
+        Some(SbomFormat::Spdx) => v.push("--sbom=format=spdx".into()),
+        Some(SbomFormat::CycloneDx) => v.push("--sbom=format=cyclonedx".into()),
         None => {}
     }
     v

@@ -521,3 +521,160 @@ fn attest_verify_matrix_reproduces_the_attested_index() {
     assert_eq!(v.digest(), b.digest());
     assert_ne!(b.digest(), GOLDEN_ATTESTED_EXAMPLE, "max is not min");
 }
+
+/// The statements of the attestation manifest of the image index `index.json` of `layout`
+/// names first, by predicate type.
+fn statements(layout: &Path) -> std::collections::BTreeMap<String, Value> {
+    let top = json_file(&layout.join("index.json"));
+    let index = json_file(&blob(
+        layout,
+        top["manifests"][0]["digest"].as_str().unwrap(),
+    ));
+    let am = json_file(&blob(
+        layout,
+        index["manifests"][1]["digest"].as_str().unwrap(),
+    ));
+    am["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let s = json_file(&blob(layout, l["digest"].as_str().unwrap()));
+            assert_eq!(
+                l["annotations"]["in-toto.io/predicate-type"], s["predicateType"],
+                "{l}"
+            );
+            (s["predicateType"].as_str().unwrap().to_string(), s)
+        })
+        .collect()
+}
+
+/// A context whose image holds package metadata of three ecosystems (written here, not taken
+/// from any project): two dpkg packages (one removed, so not installed), a Python wheel's
+/// dist-info and a scoped npm package.
+fn packages_context(dir: &Path) {
+    write(
+        &dir.join("Dockerfile"),
+        "FROM scratch\nCOPY root/ /\nCOPY app/ /app/\n",
+    );
+    write(
+        &dir.join("root/var/lib/dpkg/status"),
+        "Package: libfoo1\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1:2.3-4\n\n\
+         Package: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1.0\n\n\
+         Package: bar-utils\nStatus: install ok installed\nArchitecture: all\nVersion: 0.9\n",
+    );
+    write(
+        &dir.join("root/etc/os-release"),
+        "ID=debian\nVERSION_ID=\"12\"\n",
+    );
+    write(
+        &dir.join("root/usr/lib/python3/dist-packages/Frob_Lib-2.0.dist-info/METADATA"),
+        "Metadata-Version: 2.1\nName: Frob_Lib\nVersion: 2.0\nLicense: MIT\n",
+    );
+    write(
+        &dir.join("app/node_modules/@acme/widget/package.json"),
+        r#"{"name":"@acme/widget","version":"3.1.4","license":"ISC"}"#,
+    );
+}
+
+/// `--sbom`: an SPDX document of the image's packages in the attestation manifest; the whole
+/// index reproduces across stores and tags; `--sbom=format=cyclonedx` attaches CycloneDX;
+/// with `--provenance` both share one attestation manifest.
+#[test]
+fn attest_sbom_lists_the_image_packages_and_reproduces() {
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    packages_context(&ctx);
+    let out = |n: &str| work.path().join(n);
+    let run = |store: &str, dest: &str, extra: &[&str]| {
+        let o = format!("type=oci,dest={}", out(dest).display());
+        let mut args = vec!["--output", &o];
+        args.extend_from_slice(extra);
+        build(&out(store), &ctx, &args).ok()
+    };
+    let a = run("s1", "a", &["--sbom"]);
+    let b = run(
+        "s2",
+        "b",
+        &["--sbom=format=spdx", "-t", "other:tag", "-j", "1"],
+    );
+    assert_eq!(a.digest(), b.digest(), "the attested index reproduces");
+    let st = statements(&out("a"));
+    let spdx = &st["https://spdx.dev/Document"];
+    assert_eq!(spdx["_type"], "https://in-toto.io/Statement/v1");
+    let doc = &spdx["predicate"];
+    assert_eq!(doc["spdxVersion"], "SPDX-2.3");
+    assert_eq!(doc["creationInfo"]["created"], "1970-01-01T00:00:00Z");
+    let mut found: Vec<(String, String, String)> = doc["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| {
+            let purl = p["externalRefs"]
+                .as_array()?
+                .iter()
+                .find(|r| r["referenceType"] == "purl")?["referenceLocator"]
+                .as_str()?
+                .to_string();
+            (!purl.starts_with("pkg:oci/")).then(|| {
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    p["versionInfo"].as_str().unwrap().to_string(),
+                    purl,
+                )
+            })
+        })
+        .collect();
+    found.sort();
+    let names: Vec<_> = found.iter().map(|(n, v, _)| format!("{n}@{v}")).collect();
+    assert_eq!(
+        names,
+        [
+            "@acme/widget@3.1.4",
+            "Frob_Lib@2.0",
+            "bar-utils@0.9",
+            "libfoo1@1:2.3-4"
+        ],
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|(_, _, p)| p.starts_with("pkg:deb/debian/libfoo1@")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|(_, _, p)| p.starts_with("pkg:npm/%40acme/widget@3.1.4")),
+        "{found:?}"
+    );
+
+    // CycloneDX, and both attestations in one manifest with the provenance.
+    run("s1", "c", &["--sbom=format=cyclonedx", "--provenance"]);
+    let st = statements(&out("c"));
+    assert_eq!(
+        st.keys().collect::<Vec<_>>(),
+        [
+            "https://cyclonedx.org/bom",
+            "https://slsa.dev/provenance/v1"
+        ]
+    );
+    let bom = &st["https://cyclonedx.org/bom"]["predicate"];
+    assert_eq!(bom["specVersion"], "1.5");
+    assert_eq!(bom["components"].as_array().unwrap().len(), 4, "{bom}");
+    // A docker-archive cannot carry it: refused before building.
+    let tar = out("img.tar");
+    let e = build(
+        &out("s1"),
+        &ctx,
+        &[
+            "--sbom",
+            "--output",
+            &format!("type=docker-archive,dest={}", tar.display()),
+        ],
+    )
+    .fails();
+    assert!(e.stderr().contains("--sbom"), "{}", e.stderr());
+    assert!(!tar.exists());
+}

@@ -4,6 +4,7 @@
 //! - [`Statement`] ([`statement`]): a predicate type and body; [`statement::statement`] wraps
 //!   it in an in-toto Statement v1 about the image manifest, as canonical JSON.
 //! - [`provenance`]: the SLSA provenance v1 predicate of a build (`strata build --provenance`).
+//! - [`sbom`]: the image's packages as SPDX or CycloneDX (`strata build --sbom`).
 //! - [`attach`]: writes the *attestation manifest* (one `application/vnd.in-toto+json` layer
 //!   per statement) and the image index that holds the image and it; [`Attested`] is that
 //!   index, read back by [`Attested::from_store`].
@@ -16,6 +17,7 @@
 //! the index digest reproduces like the image digest does.
 
 pub mod provenance;
+pub mod sbom;
 pub mod statement;
 
 use serde_json::{json, Value};

@@ -179,6 +179,8 @@ pub enum SbomError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("writing the SBOM document: {0}")]
+    Document(String),
     #[error("encoding the SBOM index of layer {digest}: {source}")]
     Encode {
         digest: Digest,

@@ -10,6 +10,7 @@ use strata_cache::{Digest, LayerRecord, TagRecord};
 
 use super::{cache, Output, Session, Written};
 use crate::attest::provenance::{self, ProvenanceInputs, ProvenanceMode};
+use crate::attest::sbom::{sbom_statement, SbomFormat};
 use crate::attest::{self, Attested};
 use crate::context::{self, Context};
 use crate::export::ImageName;
@@ -73,6 +74,9 @@ pub struct BuildRequest {
     /// `--provenance`: attach SLSA provenance (docs/attestations.md). Off by default: it
     /// wraps the image in an index, so what the tag and outputs name has another digest.
     pub provenance: Option<ProvenanceMode>,
+    /// `--sbom`: attach the image's packages as SPDX or CycloneDX (docs/sbom.md). Off by
+    /// default, for the same reason as `provenance`.
+    pub sbom: Option<SbomFormat>,
 }
 
 /// What [`Session::build`] made.
@@ -162,7 +166,7 @@ impl Session {
         req: &BuildRequest,
         progress: &dyn Progress,
     ) -> anyhow::Result<BuildReport> {
-        if req.provenance.is_some() {
+        if req.provenance.is_some() || req.sbom.is_some() {
             check_attestable(&req.outputs)?;
         }
         // Hashing and compression use this pool; the output never depends on its size.
@@ -284,6 +288,12 @@ impl Session {
                 step_keys: &out.step_keys,
             }));
         }
+        if let Some(format) = req.sbom {
+            statements.push(
+                sbom_statement(self.store(), img, format, req.source_date_epoch)
+                    .context("making the SBOM (--sbom)")?,
+            );
+        }
         let attested = if statements.is_empty() {
             None
         } else {
@@ -363,9 +373,9 @@ pub fn check_attestable(outputs: &[Output]) -> anyhow::Result<()> {
         if let super::output::OutputKind::Archive(crate::export::ArchiveKind::Docker, _) = o.kind()
         {
             bail!(
-                "--output `{o}`: a docker-archive cannot carry attestations (--provenance)\n\
+                "--output `{o}`: a docker-archive cannot carry attestations (--provenance, --sbom)\n\
                  hint: write type=oci or type=oci-archive (skopeo and podman load those with \
-                 their attestations), or build with --provenance=false"
+                 their attestations), or build without --provenance and --sbom"
             );
         }
     }

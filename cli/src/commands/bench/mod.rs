@@ -179,6 +179,7 @@ impl Bench {
             cache_from: CacheSource::Imported(None),
             cache_to: Vec::new(),
             provenance: None,
+            sbom: None,
         };
         let col = Collector::default();
         let (cpu0, _) = rusage();
