@@ -190,8 +190,29 @@ S=$R/strata-store
 # strata without read-set reuse.
 read -r -a SFLAGS <<<"${STRATA_BUILD_FLAGS:-}"
 strata_all() {
-  (cd "$R/fleet" && "$STRATA" --store "$S" build --all --progress plain ${SFLAGS[@]+"${SFLAGS[@]}"} --report json "$R/report-$1.json" >/dev/null 2>"$R/strata-$1.log") ||
+  (cd "$R/fleet" && "$STRATA" --store "$S" build --all --progress json ${SFLAGS[@]+"${SFLAGS[@]}"} --report json "$R/report-$1.json" >/dev/null 2>"$R/strata-$1.log") ||
     { echo "error: strata build --all ($1) failed; see $R/strata-$1.log" >&2; exit 1; }
+}
+# Where an executed RUN's time went (the `run-cost` events of `--progress json`): the mean per
+# RUN of each phase, in ms; nothing when no RUN ran (or the binary has no such events).
+run_cost() { # LOG
+  python3 - "$1" <<'EOF'
+import json, sys
+runs = []
+for line in open(sys.argv[1], errors="replace"):
+    try:
+        e = json.loads(line)
+    except ValueError:
+        continue
+    if e.get("event") == "run-cost":
+        runs.append(e["ms"])
+if runs:
+    phases = list(runs[0])
+    mean = {p: sum(r[p] for r in runs) / len(runs) for p in phases}
+    total = sum(mean.values())
+    print(f"  per executed RUN ({len(runs)} runs), mean ms: " +
+          ", ".join(f"{p} {mean[p]:.1f}" for p in phases) + f"; sum {total:.1f}")
+EOF
 }
 # The oracle is a from-scratch build in a fresh store with no read-set reuse at all (when the
 # binary has --no-readset), so a wrong reuse cannot hide in both builds.
@@ -210,6 +231,7 @@ EOF
 echo "strata: $("$STRATA" --version 2>/dev/null || echo "$STRATA")${SFLAGS[*]:+ (build flags: ${SFLAGS[*]})}"
 t0=$(now); strata_all cold; t1=$(now); T=$(secs "$t0" "$t1"); record strata.cold "$T"
 echo "strata cold:       ${T}s  ($(summary "$R/report-cold.json"))"
+run_cost "$R/strata-cold.log"
 t0=$(now); strata_all noop; t1=$(now); T=$(secs "$t0" "$t1"); record strata.noop "$T"
 echo "strata no-op:      ${T}s  ($(summary "$R/report-noop.json"))"
 
@@ -235,6 +257,7 @@ for k in "${!PATCHES[@]}"; do
   record "strata.patch-$p" "$T"
   echo "strata lock --update: $(cat "$R/lock-update-$p.txt")"
   echo "strata patch ($p): ${T}s  ($(summary "$R/report-patch-$p.json"))"
+  run_cost "$R/strata-patch-$p.log"
   S_FRESH=$R/strata-fresh
   rm -rf "$S_FRESH"
   (cd "$R/fleet" && "$STRATA" --store "$S_FRESH" build --all --progress plain ${ORACLE_FLAGS[@]+"${ORACLE_FLAGS[@]}"} >"$R/fresh-$p.digests" 2>/dev/null)

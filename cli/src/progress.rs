@@ -63,10 +63,19 @@ impl Reporter {
         }
     }
 
+    /// One JSON event line; a workspace build's names its image (`"image"`), since the images'
+    /// lines interleave.
+    fn json_line(&self, mut v: serde_json::Value) {
+        if let (Some(l), Some(o)) = (&self.label, v.as_object_mut()) {
+            o.insert("image".into(), json!(l));
+        }
+        self.line(&v.to_string());
+    }
+
     /// The summary line; `reused`: RUN steps reused by read set (named only when some were).
     pub fn finish(&self, executed: usize, cached: usize, reused: usize, took: Duration) {
         match self.mode {
-            ProgressMode::Json => self.line(&json!({"event": "done", "executed": executed, "cached": cached, "reused": reused, "duration_ms": took.as_millis() as u64}).to_string()),
+            ProgressMode::Json => self.json_line(json!({"event": "done", "executed": executed, "cached": cached, "reused": reused, "duration_ms": took.as_millis() as u64})),
             _ => {
                 let reused = if reused > 0 {
                     format!(", {reused} reused by read set")
@@ -127,12 +136,23 @@ impl Progress for Reporter {
                     } => {
                         json!({"event": "compressed", "stage": stage, "step": step, "bytes_compressed": compressed, "bytes_reused": reused})
                     }
+                    Event::RunCost { stage, step, cost } => {
+                        let ms: serde_json::Map<String, serde_json::Value> = cost
+                            .phases()
+                            .iter()
+                            .map(|(n, d)| {
+                                let ms = (d.as_secs_f64() * 1e5).round() / 100.0;
+                                (n.to_string(), json!(ms))
+                            })
+                            .collect();
+                        json!({"event": "run-cost", "stage": stage, "step": step, "ms": ms})
+                    }
                     Event::Warning(w) => json!({"event": "warning", "message": w}),
                     Event::Exported { kind, dest } => {
                         json!({"event": "exported", "type": kind, "dest": dest})
                     }
                 };
-                self.line(&v.to_string());
+                self.json_line(v);
             }
             ProgressMode::Plain | ProgressMode::Auto => {
                 let plain = |s: String| self.line(&s);
@@ -188,7 +208,7 @@ impl Progress for Reporter {
                             }
                         }
                     }
-                    Event::Hashing { .. } | Event::Compressed { .. } => {}
+                    Event::Hashing { .. } | Event::Compressed { .. } | Event::RunCost { .. } => {}
                     Event::Warning(w) => plain(format!("warning: {w}")),
                     Event::Exported { kind, dest } => plain(format!("exported {kind} to {dest}")),
                 }

@@ -42,7 +42,7 @@ pub(crate) use commit::{chunk_cache, commit_layer, Compressed};
 pub use error::BuildError;
 pub use mounts::{RunOptions, Secret};
 pub use preflight::{check_sources, SourceProblem};
-pub use progress::{Event, NoProgress, Progress, StepStatus};
+pub use progress::{Event, NoProgress, Progress, RunCost, StepStatus};
 pub use shared::Shared;
 pub use stage::{StageImage, StageResult};
 

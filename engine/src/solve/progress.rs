@@ -65,11 +65,48 @@ pub enum Event {
         hashed: usize,
         bytes_hashed: u64,
     },
+    /// Where an executed RUN step's time went, phase by phase ([`RunCost`]).
+    RunCost {
+        stage: usize,
+        step: usize,
+        cost: RunCost,
+    },
     Warning(String),
     Exported {
         kind: String,
         dest: String,
     },
+}
+
+/// The phases of an executed RUN step, in order. Their sum is a little less than the step's
+/// duration (the cache lookup and the step record are not in it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunCost {
+    /// The parent's root file system: snapshots unpacked (or found), the upper dir made.
+    pub rootfs: Duration,
+    /// Mount sources, cache and secret mounts prepared.
+    pub mounts: Duration,
+    /// The sandbox set up, the command run, the sandbox gone (what `time` around the
+    /// command would show, plus namespace and mount setup).
+    pub command: Duration,
+    /// The upper dir captured, canonicalized, written as a compressed layer, stored.
+    pub layer: Duration,
+    /// The read set recorded: the parent's view (waited for, if it is still being made) and
+    /// the new layer indexed and fingerprinted. Zero when the step is not traced.
+    pub readset: Duration,
+}
+
+impl RunCost {
+    /// `(name, duration)` of each phase, in order.
+    pub fn phases(&self) -> [(&'static str, Duration); 5] {
+        [
+            ("rootfs", self.rootfs),
+            ("mounts", self.mounts),
+            ("command", self.command),
+            ("layer", self.layer),
+            ("readset", self.readset),
+        ]
+    }
 }
 
 /// Receives build events. Must be cheap: it is called from build threads.

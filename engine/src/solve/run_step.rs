@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Instant;
 
 use strata_cache::{Digest, LayerRecord, Store};
 
@@ -17,6 +18,7 @@ use crate::solve::copy::CopyEnv;
 use crate::solve::keys::LayerForm;
 use crate::solve::mounts::{self, PreparedSource};
 use crate::solve::reuse;
+use crate::solve::RunCost;
 use crate::solve::{
     chunk_cache, BuildError, BuildOptions, Compressed, Event, Progress, StageResult,
 };
@@ -37,6 +39,8 @@ pub(crate) struct Ran {
     pub layer: LayerRecord,
     pub counts: Compressed,
     pub trace: Option<reuse::Trace>,
+    /// Where the time went (the read-set phase is the caller's).
+    pub cost: RunCost,
 }
 
 /// Runs `run` over `layers` and captures its layer; `trace`: observe it for read-set reuse.
@@ -52,6 +56,7 @@ pub(crate) fn execute(
     sources: Sources<'_>,
     trace: bool,
 ) -> Result<Ran, BuildError> {
+    let t0 = Instant::now();
     let snaps = Snapshots::new(store.root()).with_scratch(store.scratch());
     let mut lowers = Vec::new();
     for l in layers {
@@ -89,6 +94,7 @@ pub(crate) fn execute(
     }
     // The same merged view, in the form overlay accepts (no repeated or empty lower dirs).
     let mounted = crate::sandbox::overlay_lowers(&lowers);
+    let t_rootfs = t0.elapsed();
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| BuildError::Io { path, source }
@@ -267,7 +273,12 @@ pub(crate) fn execute(
     if let Some(w) = crate::sandbox::userns::single_id_warning() {
         sources.progress.event(&Event::Warning(w));
     }
-    let result = run_and_capture(store, run, &spec, &mounted, opts);
+    let t_mounts = t0.elapsed() - t_rootfs;
+    let result = run_and_capture(store, run, &spec, &mounted, opts).map(|mut r| {
+        r.cost.rootfs = t_rootfs;
+        r.cost.mounts = t_mounts;
+        r
+    });
     // Rootless, the upper dir can hold files of other container ids and read-only
     // directories: only container root (in the user namespace) can remove those.
     if crate::sandbox::userns::current().is_some() {
@@ -331,7 +342,9 @@ fn run_and_capture(
     opts: &BuildOptions,
 ) -> Result<Ran, BuildError> {
     let (upper, lowers) = (&spec.upper, lowers);
+    let t0 = Instant::now();
     let (outcome, tail, observed) = exec::run_observed(spec)?;
+    let t_command = t0.elapsed();
     let command = run.argv.last().cloned().unwrap_or_default();
     let without_network = spec.network == exec::Network::None;
     let status = match outcome {
@@ -434,5 +447,10 @@ fn run_and_capture(
         layer: rec,
         counts,
         trace: observed.map(|o| reuse::Trace::new(spec, o)),
+        cost: RunCost {
+            command: t_command,
+            layer: t0.elapsed() - t_command,
+            ..RunCost::default()
+        },
     })
 }

@@ -513,8 +513,9 @@ impl<'b, 'a> StageRun<'b, 'a> {
                 view.map(|h| h.join().expect("the view thread does not panic")),
             )
         });
-        let ran = ran.map_err(&wrap)?;
+        let mut ran = ran.map_err(&wrap)?;
         ran.counts.report(b.progress, cx.s, cx.i);
+        let t_readset = Instant::now();
         if let (Some(rk), Some(trace), Some(view)) = (reuse_key, &ran.trace, view) {
             // Read sets are an optimisation: a parent or layer that cannot be indexed only
             // means this run is not offered for reuse.
@@ -531,6 +532,12 @@ impl<'b, 'a> StageRun<'b, 'a> {
                 }
             }
         }
+        ran.cost.readset = t_readset.elapsed();
+        b.progress.event(&Event::RunCost {
+            stage: cx.s,
+            step: cx.i,
+            cost: ran.cost,
+        });
         Ok(out.executed(ran.layer))
     }
 
