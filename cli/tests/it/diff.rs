@@ -208,7 +208,8 @@ fn jar(members: &[(&str, &[u8], u32)]) -> Vec<u8> {
         ]
         .concat();
         let secs = mtime % 86_400;
-        let dos_time = ((secs / 3600) << 11 | (secs % 3600 / 60) << 5 | (secs % 60) / 2) as u16;
+        let dos_time =
+            (((secs / 3600) << 11) | ((secs % 3600 / 60) << 5) | ((secs % 60) / 2)) as u16;
         let dos_date: u16 = (43 << 9) | (11 << 5) | 14; // 2023-11-14
         let fields = |v: &mut Vec<u8>| {
             for x in [20u16, 0, 0, dos_time, dos_date] {

@@ -182,10 +182,10 @@ impl DiffError {
     pub fn hint(&self) -> Option<String> {
         match self {
             DiffError::NotSupported { .. } => Some(
-                "export the image first (`strata build --output type=oci,dest=DIR`, `skopeo copy … oci:DIR`) and diff `oci:DIR`".into(),
+                "name an image in strata's store `store:NAME[:TAG]`, one in a registry `registry:HOST/NAME:TAG`; for other sources, export the image first (`skopeo copy … oci:DIR`) and diff `oci:DIR`".into(),
             ),
             DiffError::Io { .. } | DiffError::NotAnImage { .. } => Some(
-                "give `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE` or a path to one of them".into(),
+                "give `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE`, a path to one of them, `store:NAME[:TAG]` or `registry:REF`".into(),
             ),
             DiffError::NoSuchTag { .. } | DiffError::Ambiguous { .. } => {
                 Some("name the image as `oci:DIR:TAG`".into())
@@ -312,8 +312,9 @@ pub struct BinaryDiff {
 /// A value that looks like a build timestamp, on one side or both, in a differing region.
 #[derive(Debug, Clone, Serialize)]
 pub struct Timestamp {
-    /// `iso8601`, `date` (the `date` command's default output), `rfc2822`, `unix` (seconds).
-    pub format: &'static str,
+    /// `iso8601`, `date` (the `date` command's default output), `rfc2822`, `unix` (seconds);
+    /// `A / B` when the two sides write it in different formats.
+    pub format: String,
     pub a: Option<String>,
     pub b: Option<String>,
     /// Where: `line N` in text, `offset 0x…` in binary content.

@@ -83,17 +83,28 @@ pub(crate) fn differing(
     let only_b: Vec<&Stamp> = dedup(b.iter().filter(|s| !in_a.contains(&key(s))));
     let mut out = Vec::new();
     let mut used_b = vec![false; only_b.len()];
-    for x in &only_a {
-        let pair = only_b
-            .iter()
-            .enumerate()
-            .find(|(j, y)| !used_b[*j] && y.format == x.format)
-            .map(|(j, y)| {
+    // Same format first; then a date in one format against one in another.
+    let mut pairs: Vec<Option<usize>> = vec![None; only_a.len()];
+    for same_format in [true, false] {
+        for (i, x) in only_a.iter().enumerate() {
+            if pairs[i].is_some() {
+                continue;
+            }
+            let j = (0..only_b.len())
+                .find(|&j| !used_b[j] && (!same_format || only_b[j].format == x.format));
+            if let Some(j) = j {
                 used_b[j] = true;
-                *y
-            });
+                pairs[i] = Some(j);
+            }
+        }
+    }
+    for (x, j) in only_a.iter().zip(&pairs) {
+        let pair = j.map(|j| only_b[j]);
         out.push(Timestamp {
-            format: x.format,
+            format: match pair {
+                Some(y) if y.format != x.format => format!("{} / {}", x.format, y.format),
+                _ => x.format.to_string(),
+            },
             a: Some(show(x)),
             b: pair.map(show),
             a_at: Some(where_a(x.at)),
@@ -102,7 +113,7 @@ pub(crate) fn differing(
     }
     for (y, _) in only_b.iter().zip(&used_b).filter(|(_, u)| !**u) {
         out.push(Timestamp {
-            format: y.format,
+            format: y.format.to_string(),
             a: None,
             b: Some(show(y)),
             a_at: None,
@@ -472,5 +483,14 @@ mod tests {
         let b = find(b"same 2026-01-01 then and 1796251267", NOW);
         let d = differing(&a, &b, &at, &at);
         assert_eq!((d[0].a.is_some(), d[0].b.is_none()), (true, true), "{d:?}");
+        // Another format on the other side: paired all the same.
+        let b = find(
+            b"same 2026-01-01 then Thu Dec  3 09:00:00 UTC 2026 and 1796251267",
+            NOW,
+        );
+        let d = differing(&a, &b, &at, &at);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].format, "iso8601 / date");
+        assert_eq!(d[0].b.as_deref(), Some("Thu Dec  3 09:00:00 UTC 2026"));
     }
 }

@@ -91,12 +91,13 @@ pub(crate) fn unified_with_changes<'a>(
             ops.push((' ', pre + i, pre + j));
             i += 1;
             j += 1;
-        } else if j < cm && (i == cn || lcs[i * (cm + 1) + j + 1] >= lcs[(i + 1) * (cm + 1) + j]) {
-            ops.push(('+', pre + i, pre + j));
-            j += 1;
-        } else {
+        } else if i < cn && (j == cm || lcs[(i + 1) * (cm + 1) + j] >= lcs[i * (cm + 1) + j + 1]) {
+            // Removals before additions, as `diff -u` shows them.
             ops.push(('-', pre + i, pre + j));
             i += 1;
+        } else {
+            ops.push(('+', pre + i, pre + j));
+            j += 1;
         }
     }
     ops.extend((0..suf).map(|k| (' ', n - suf + k, m - suf + k)));

@@ -263,7 +263,7 @@ fn member_changes(
     };
     match content_change(path, &x.data, &y.data, ctx, depth) {
         Verdict::Same => {}
-        Verdict::Differs(detail, a, b) => content(detail, a, b),
+        Verdict::Differs(detail, a, b) => content(*detail, a, b),
         Verdict::Unknown(why) => content(
             ContentDetail {
                 notes: vec![why],
@@ -284,7 +284,7 @@ fn member_changes(
 enum Verdict {
     Same,
     /// What the deeper look found, and the two sides described.
-    Differs(ContentDetail, String, String),
+    Differs(Box<ContentDetail>, String, String),
     /// Same bytes once inflated; different compressed bytes.
     Recompressed,
     /// Could not be compared byte by byte, and the fingerprints differ (or cannot be told).
@@ -323,13 +323,13 @@ fn content_change(path: &str, a: &Data<'_>, b: &Data<'_>, ctx: &Ctx, depth: usiz
             }
             let detail = content::look(path, &x, &y, ctx, depth + 1);
             Verdict::Differs(
-                detail,
+                Box::new(detail),
                 format!("{} bytes", x.len()),
                 format!("{} bytes", y.len()),
             )
         }
         (Err(e), _) | (_, Err(e)) => Verdict::Unknown(e),
-        _ => Verdict::Differs(ContentDetail::default(), describe_data(a), describe_data(b)),
+        _ => Verdict::Differs(Box::default(), describe_data(a), describe_data(b)),
     }
 }
 
