@@ -459,62 +459,61 @@ fn order_diff(a: &LayerSummary, b: &LayerSummary) -> Option<OrderDiff> {
 
 /// Looks into the files whose content differs ([`content::inspect`]: archives opened, text
 /// diffs, first binary difference, timestamps), in a second pass over each layer. At most
-/// [`DETAIL_PER_LAYER`] files and [`DETAIL_BYTES_PER_LAYER`] bytes a side are read; a file
-/// past a bound gets a note saying so.
+/// [`DETAIL_PER_LAYER`] files and [`DETAIL_BYTES_PER_LAYER`] bytes a side are read: a file
+/// too large gets a note; the layer's notes (returned) count those left out.
 pub(crate) fn add_details(
     files: &mut [FileDiff],
     la: &LayerRef,
     lb: &LayerRef,
     a: &LayerSummary,
     b: &LayerSummary,
-) -> Result<(), DiffError> {
+) -> Result<Vec<String>, DiffError> {
     let mut want = HashSet::new();
     let mut bytes = 0u64;
-    let mut skipped: Vec<(String, String)> = Vec::new();
+    let (mut too_large, mut past_count, mut past_bytes) = (HashSet::new(), 0, 0);
     for f in files.iter() {
         if !f.changes.iter().any(|c| c.cause == Cause::Content) {
             continue;
         }
         let p = &f.path[1..];
         let size = |s: &LayerSummary| s.entries.get(p).map_or(0, |e| e.size);
-        let (sa, sb) = (size(a), size(b));
-        let why = if sa.max(sb) > content::MEMBER_MAX {
-            Some(format!(
-                "larger than {} MiB: not read (compared by sha256 only)",
-                content::MEMBER_MAX >> 20
-            ))
+        let largest = size(a).max(size(b));
+        if largest > content::MEMBER_MAX {
+            too_large.insert(f.path.clone());
         } else if want.len() == DETAIL_PER_LAYER {
-            Some(format!(
-                "not looked into: only the first {DETAIL_PER_LAYER} files of a layer are"
-            ))
-        } else if bytes + sa.max(sb) > DETAIL_BYTES_PER_LAYER {
-            Some(format!(
-                "not looked into: {} MiB a side are read per layer",
-                DETAIL_BYTES_PER_LAYER >> 20
-            ))
+            past_count += 1;
+        } else if bytes + largest > DETAIL_BYTES_PER_LAYER {
+            past_bytes += 1;
         } else {
-            None
-        };
-        match why {
-            Some(w) => skipped.push((f.path.clone(), w)),
-            None => {
-                bytes += sa.max(sb);
-                want.insert(p.to_string());
-            }
+            bytes += largest;
+            want.insert(p.to_string());
         }
     }
-    for f in files.iter_mut() {
-        if let Some((_, why)) = skipped.iter().find(|(p, _)| *p == f.path) {
-            if let Some(c) = f.changes.iter_mut().find(|c| c.cause == Cause::Content) {
-                c.attach(ContentDetail {
-                    notes: vec![why.clone()],
-                    ..Default::default()
-                });
-            }
+    let mut notes = Vec::new();
+    if past_count > 0 {
+        notes.push(format!(
+            "{past_count} more files whose content differs were not looked into (the first {DETAIL_PER_LAYER} of a layer are)"
+        ));
+    }
+    if past_bytes > 0 {
+        notes.push(format!(
+            "{past_bytes} more files whose content differs were not looked into ({} MiB a side are read per layer)",
+            DETAIL_BYTES_PER_LAYER >> 20
+        ));
+    }
+    for f in files.iter_mut().filter(|f| too_large.contains(&f.path)) {
+        if let Some(c) = f.changes.iter_mut().find(|c| c.cause == Cause::Content) {
+            c.attach(ContentDetail {
+                notes: vec![format!(
+                    "larger than {} MiB: not read (compared by sha256 only)",
+                    content::MEMBER_MAX >> 20
+                )],
+                ..Default::default()
+            });
         }
     }
     if want.is_empty() {
-        return Ok(());
+        return Ok(notes);
     }
     let limit = content::MEMBER_MAX;
     let (ba, bb) = rayon::join(|| fetch(la, &want, limit), || fetch(lb, &want, limit));
@@ -529,5 +528,5 @@ pub(crate) fn add_details(
             c.attach(content::inspect(&f.path, x, y, now));
         }
     }
-    Ok(())
+    Ok(notes)
 }

@@ -377,6 +377,9 @@ pub struct LayerDiff {
     pub b: Option<LayerInfo>,
     pub files: Vec<FileDiff>,
     pub order: Option<OrderDiff>,
+    /// Bounds of the look into differing files that were hit for this layer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -540,6 +543,7 @@ fn diff_layer(
         b: lb.map(|l| info(l, None)),
         files: Vec::new(),
         order: None,
+        notes: Vec::new(),
     };
     let (la, lb) = match (la, lb) {
         (Some(x), Some(y)) => (x, y),
@@ -575,7 +579,7 @@ fn diff_layer(
     }
     d.status = LayerStatus::Different;
     let (mut files, order) = layer::compare(&sa, &sb, ign, &mut counts);
-    layer::add_details(&mut files, la, lb, &sa, &sb)?;
+    d.notes = layer::add_details(&mut files, la, lb, &sa, &sb)?;
     // Different tars with no modelled difference left (all ignored, or e.g. only padding
     // differs) count as equal: `status` still says the tars differ.
     d.differs = !files.is_empty() || order.is_some();

@@ -212,6 +212,9 @@ pub fn render_text(r: &DiffReport) -> String {
                 let _ = writeln!(out, "different: diff_id {} → {} ==", id(&l.a), id(&l.b));
             }
         }
+        for n in &l.notes {
+            let _ = writeln!(out, "  note: {n}");
+        }
         let mut shown: BTreeMap<Cause, usize> = BTreeMap::new();
         for f in &l.files {
             let top = f.changes[0].cause;
