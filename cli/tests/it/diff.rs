@@ -306,6 +306,12 @@ fn a_jar_whose_manifest_differs_in_mtime_only_is_opened_down_to_the_member() {
         "{s}"
     );
     assert!(!s.contains("app/Main.class"), "{s}");
+    assert!(
+        s.lines().last().unwrap().ends_with(
+            "1 file by content only: /usr/lib/app.jar (/usr/lib/app.jar!/META-INF/MANIFEST.MF by mtime)"
+        ),
+        "{s}"
+    );
 
     let (code, o) = diff(&["--json", &oci(&a), &oci(&b)]);
     assert_eq!(code, 1);

@@ -109,18 +109,21 @@ pub fn run(
             let (Some(x), Some(y), Some(rel)) = (ba.get(p), bb.get(p), safe(p)) else {
                 continue;
             };
-            for (side, bytes) in [("a", x), ("b", y)] {
+            // A path that cannot be written (a hostile layer may have `x` and `x/y`) is left
+            // out rather than failing the diff.
+            let written = [("a", x), ("b", y)].into_iter().all(|(side, bytes)| {
                 let to = tmp
                     .path()
                     .join(side)
                     .join(format!("layer-{}", l.index + 1))
                     .join(&rel);
-                if let Some(parent) = to.parent() {
-                    std::fs::create_dir_all(parent).map_err(io(parent))?;
-                }
-                std::fs::write(&to, bytes).map_err(io(&to))?;
+                to.parent()
+                    .is_some_and(|parent| std::fs::create_dir_all(parent).is_ok())
+                    && std::fs::write(&to, bytes).is_ok()
+            });
+            if written {
+                files += 1;
             }
-            files += 1;
         }
         if files >= FILES_MAX {
             break;

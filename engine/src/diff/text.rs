@@ -375,6 +375,29 @@ fn render_member(out: &mut String, m: &FileDiff, pad: usize) {
     }
 }
 
+/// The innermost archive member that differs first, depth first: `(path, cause)`.
+fn first_member(d: &ContentDetail) -> Option<(&str, Cause)> {
+    let m = d.members.first()?;
+    let inner = m
+        .changes
+        .iter()
+        .find_map(|c| c.detail.as_deref().and_then(first_member));
+    Some(inner.unwrap_or((&m.path, m.changes[0].cause)))
+}
+
+/// A file's path for the summary line, with the archive member that differs when it is one:
+/// `/usr/lib/app.jar (/usr/lib/app.jar!/META-INF/MANIFEST.MF by mtime)`.
+fn with_member(f: &FileDiff) -> String {
+    let inner = f
+        .changes
+        .iter()
+        .find_map(|c| c.detail.as_deref().and_then(first_member));
+    match inner {
+        Some((p, cause)) => format!("{} ({p} by {})", f.path, cause.name()),
+        None => f.path.clone(),
+    }
+}
+
 /// Paths (files and members, depth first) whose look found timestamps.
 fn stamped<'a>(path: &'a str, d: &'a ContentDetail, out: &mut Vec<&'a str>) {
     if !d.timestamps.is_empty() {
@@ -418,7 +441,7 @@ pub fn summary(r: &DiffReport) -> String {
     let differing: Vec<_> = r.layers.iter().filter(|l| l.differs).collect();
     if !differing.is_empty() {
         // Files grouped by their most telling cause; "only" when that is their sole cause.
-        let mut groups: BTreeMap<Cause, (usize, bool, Vec<&str>)> = BTreeMap::new();
+        let mut groups: BTreeMap<Cause, (usize, bool, Vec<String>)> = BTreeMap::new();
         let mut other = Vec::new();
         for l in &differing {
             match l.status {
@@ -437,7 +460,7 @@ pub fn summary(r: &DiffReport) -> String {
                 g.0 += 1;
                 g.1 &= f.changes.iter().all(|c| c.cause == f.changes[0].cause);
                 if g.2.len() < 3 {
-                    g.2.push(&f.path);
+                    g.2.push(with_member(f));
                 }
             }
         }
