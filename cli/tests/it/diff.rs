@@ -401,6 +401,39 @@ fn a_text_file_differing_by_a_date_line_has_the_timestamp_flagged() {
     assert!(text(&o.stderr).contains("diffoscope is not installed"));
     assert!(!report_dir.exists());
 
+    // A stand-in `diffoscope` on PATH: strata extracts the differing file from both images
+    // and hands the two trees over, asking for an HTML and a text report.
+    let bin = x.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake = bin.join("diffoscope");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\n# --html H --text T A B\necho \"$@\" > \"$2\"\ncat \"$5/layer-1/etc/build-info\" \"$6/layer-1/etc/build-info\" > \"$4\"\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let stand_in = x.path().join("stand-in");
+    let o = strata()
+        .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+        .args(["diff", "--json", "--diffoscope"])
+        .arg(&stand_in)
+        .args([&oci(&a), &oci(&b)])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["diffoscope"]["status"], "written", "{v}");
+    assert_eq!(v["diffoscope"]["files"], 1, "{v}");
+    let both = std::fs::read_to_string(stand_in.join("diffoscope.txt")).unwrap();
+    assert!(
+        both.contains("built: 2026-12-02T22:41:07Z")
+            && both.contains("built: 2026-12-03T09:15:00Z"),
+        "{both}"
+    );
+    assert!(std::fs::read_to_string(stand_in.join("diffoscope.html"))
+        .unwrap()
+        .starts_with("--html "));
+
     // With diffoscope installed, its reports are written.
     if Command::new("diffoscope")
         .arg("--version")
