@@ -9,10 +9,11 @@
 //! in the detail's notes.
 
 use std::cell::Cell;
+use std::collections::BTreeSet;
 use std::io::Read;
 
 use super::archive::{self, stream, Kind};
-use super::{binary, stamp, text, ContentDetail, FileChange, FileDiff};
+use super::{binary, stamp, text, Cause, ContentDetail, FileChange, FileDiff};
 
 /// Largest member, file or decompressed stream read into memory: 256 MiB.
 pub(crate) const MEMBER_MAX: u64 = 256 << 20;
@@ -157,18 +158,31 @@ fn decompressed(
     if k == Kind::Gzip {
         let (ha, hb) = (stream::gzip_header(a), stream::gzip_header(b));
         let mut changes = Vec::new();
-        for (la, cause, va) in &ha {
-            let vb = hb.iter().find(|(lb, _, _)| lb == la).map(|(_, _, v)| v);
-            if vb != Some(va) {
-                let named = |v: &String| {
-                    if la == cause.name() {
-                        v.clone()
-                    } else {
-                        format!("{la} {v}")
-                    }
-                };
-                changes.push(FileChange::new(*cause, Some(named(va)), vb.map(named)));
+        let get = |h: &[(String, Cause, String)], label: &str| {
+            h.iter()
+                .find(|(l, _, _)| l == label)
+                .map(|(_, c, v)| (*c, v.clone()))
+        };
+        let labels: BTreeSet<&String> = ha.iter().chain(&hb).map(|(l, _, _)| l).collect();
+        for label in labels {
+            let (va, vb) = (get(&ha, label), get(&hb, label));
+            if va == vb {
+                continue;
             }
+            let cause = va
+                .as_ref()
+                .or(vb.as_ref())
+                .map_or(Cause::Value, |(c, _)| *c);
+            let named = |v: Option<(Cause, String)>| {
+                v.map(|(_, v)| {
+                    if label == cause.name() {
+                        v
+                    } else {
+                        format!("{label} {v}")
+                    }
+                })
+            };
+            changes.push(FileChange::new(cause, named(va), named(vb)));
         }
         if !changes.is_empty() {
             changes.sort_by_key(|c| c.cause);

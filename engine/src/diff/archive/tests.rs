@@ -287,6 +287,20 @@ fn gzip_differing_in_its_header_mtime_only() {
     assert_eq!(h.path, "/usr/share/doc/x/changelog.gz (gzip header)");
     assert_eq!(h.changes[0].cause, Cause::Mtime);
     assert_eq!(h.changes[0].b.as_deref(), Some("1700003600"));
+
+    // A file name in B's header only (gzip -N vs -n).
+    let mut w = flate2::GzBuilder::new()
+        .filename("changelog")
+        .write(Vec::new(), flate2::Compression::new(6));
+    w.write_all(b"same payload\n").unwrap();
+    let named = w.finish().unwrap();
+    let d = inspect("/c.gz", &gzip(b"same payload\n", 0), &named, NOW);
+    let c = &d.members[0].changes[0];
+    assert_eq!(
+        (c.a.as_deref(), c.b.as_deref()),
+        (None, Some("name changelog")),
+        "{d:#?}"
+    );
 }
 
 #[test]
@@ -405,4 +419,25 @@ fn a_file_that_is_not_an_archive_on_one_side() {
     let d = inspect("/x.jar", &a, b"not a zip", NOW);
     assert_eq!(d.notes, ["only A is a zip archive"]);
     assert!(d.binary.is_some());
+}
+
+/// Archives cut short or with bytes flipped (a hostile layer may hold anything): never a
+/// panic, and still a difference reported.
+#[test]
+fn truncated_and_corrupt_archives_do_not_panic() {
+    let z = zip(&[ze("a.txt", b"one\n"), ze("b/c.txt", b"two\n")]);
+    let t = tar(&[("a", b"x", 1), ("b", b"yy", 2)]);
+    let a = ar(&[("a.o", b"\x7fELF", 0), ("b.o", b"\x7fELF1", 0)]);
+    let g = gzip(&t, 0);
+    for whole in [z, t, a, g] {
+        for cut in (0..whole.len()).step_by(7) {
+            let d = inspect("/f.jar", &whole, &whole[..cut], NOW);
+            assert!(!d.is_empty(), "cut at {cut}");
+        }
+        for at in (0..whole.len()).step_by(5) {
+            let mut bad = whole.clone();
+            bad[at] ^= 0xff;
+            inspect("/f.tar", &whole, &bad, NOW);
+        }
+    }
 }

@@ -15,16 +15,23 @@ const EOCD64: u32 = 0x0606_4b50;
 const CENTRAL: u32 = 0x0201_4b50;
 const LOCAL: u32 = 0x0403_4b50;
 
+// Offsets come from the archive (untrusted): every addition is checked.
 fn u16_at(b: &[u8], i: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(i..i + 2)?.try_into().ok()?))
+    Some(u16::from_le_bytes(
+        b.get(i..i.checked_add(2)?)?.try_into().ok()?,
+    ))
 }
 
 fn u32_at(b: &[u8], i: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        b.get(i..i.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 fn u64_at(b: &[u8], i: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        b.get(i..i.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 /// `(central directory offset, entry count)`.
@@ -48,8 +55,9 @@ fn directory(b: &[u8]) -> Result<(usize, usize), String> {
     if u32_at(b, rec) != Some(EOCD64) {
         return Err("zip64 end of central directory missing".into());
     }
-    let count = u64_at(b, rec + 32).ok_or("truncated zip64 record")?;
-    let offset = u64_at(b, rec + 48).ok_or("truncated zip64 record")?;
+    let field = |k: usize| rec.checked_add(k).and_then(|i| u64_at(b, i));
+    let count = field(32).ok_or("truncated zip64 record")?;
+    let offset = field(48).ok_or("truncated zip64 record")?;
     Ok((offset as usize, count as usize))
 }
 
@@ -242,6 +250,7 @@ fn member_data(
     if u32_at(bytes, local) != Some(LOCAL) {
         return Err(format!("no local header at offset {local}"));
     }
+    // `local` is below `bytes.len()`: the signature was read there.
     let nlen = u16_at(bytes, local + 26).unwrap_or(0) as usize;
     let xlen = u16_at(bytes, local + 28).unwrap_or(0) as usize;
     let start = local + 30 + nlen + xlen;
