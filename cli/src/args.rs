@@ -293,7 +293,8 @@ pub struct PushArgs {
 
 #[derive(Args, Debug)]
 pub struct DiffArgs {
-    /// First image: oci:DIR[:TAG] | oci-archive:FILE[:TAG] | docker-archive:FILE | store:NAME[:TAG] | PATH
+    /// First image: oci:DIR[:TAG] | oci-archive:FILE[:TAG] | docker-archive:FILE |
+    /// store:NAME[:TAG] (or tag:NAME[:TAG]) | registry:REF | PATH
     #[arg(value_name = "A")]
     pub a: String,
     /// Second image, same forms
@@ -306,6 +307,13 @@ pub struct DiffArgs {
     /// created, compression, or any other cause name
     #[arg(long, value_delimiter = ',', value_name = "CAUSES")]
     pub ignore: Vec<String>,
+    /// Also run diffoscope (when installed) on the files whose content differs and write its
+    /// HTML and text reports into DIR
+    #[arg(long, value_name = "DIR")]
+    pub diffoscope: Option<PathBuf>,
+    /// The platform of registry:REF inputs that are multi-platform [default: the host's]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -360,11 +368,14 @@ pub enum Peer {
 pub struct VerifyArgs {
     #[command(flatten)]
     pub build: BuildArgs,
-    /// How many builds to compare (each from nothing, in a throwaway store)
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(2..))]
-    pub runs: u32,
-    /// Also compare run 1 with this image: oci:DIR[:TAG] | oci-archive:FILE | docker-archive:FILE
-    #[arg(long, value_name = "REF")]
+    /// How many builds to compare (each from nothing, in a throwaway store) [default: 2; 1
+    /// with --against]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: Option<u32>,
+    /// Also compare run 1 with this image (does what was shipped reproduce?): registry:REF |
+    /// store:NAME[:TAG] | oci:DIR[:TAG] | oci-archive:FILE | docker-archive:FILE; exit 1 unless
+    /// bit-identical
+    #[arg(long, value_name = "IMAGE")]
     pub against: Option<String>,
     /// Print a JSON report on stdout instead of the digest
     #[arg(long)]

@@ -1,29 +1,27 @@
-//! `strata diff A B`: compare two images; the work is in `strata_engine::diff`.
-
-use std::path::Path;
+//! `strata diff A B`: compare two images; the work is in `strata_engine::diff`, the inputs
+//! beyond the engine's (`store:`, `registry:`) in [`super::image_input`].
 
 use strata_engine::diff::{self, DiffError, DiffOptions};
-use strata_engine::export::{self, ImageName};
 
+use super::image_input::{self, Inputs};
+use super::Globals;
 use crate::args::DiffArgs;
 
 /// Exit status: 0 identical (after `--ignore`), 1 different, 2 error.
-pub fn run(store_dir: &Path, mut args: DiffArgs) -> anyhow::Result<i32> {
-    // `store:NAME[:TAG]` — an image in strata's store: exported (hard links) to a temporary OCI
-    // layout and compared from there, like any other layout.
-    let tmp = tempfile::Builder::new().prefix("strata-diff-").tempdir()?;
-    for (i, spec) in [&mut args.a, &mut args.b].into_iter().enumerate() {
-        if let Some(name) = spec.strip_prefix("store:") {
-            match from_store(store_dir, name, &tmp.path().join(format!("img{i}"))) {
-                Ok(s) => *spec = s,
-                Err(e) => {
-                    eprintln!("error: {}", crate::render(&e));
-                    return Ok(2);
-                }
-            }
+pub fn run(g: &Globals, args: DiffArgs) -> anyhow::Result<i32> {
+    let resolved = Inputs::new(g, None, args.platform.as_deref()).and_then(|mut inputs| {
+        let a = inputs.resolve(&args.a)?;
+        let b = inputs.resolve(&args.b)?;
+        Ok((inputs, a, b))
+    });
+    let (_inputs, a, b) = match resolved {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {}", crate::render(&e));
+            return Ok(2);
         }
-    }
-    match compare(&args) {
+    };
+    match compare(&args, &a, &b) {
         Ok(code) => Ok(code),
         Err(e) => {
             eprintln!("error: {e}");
@@ -35,21 +33,22 @@ pub fn run(store_dir: &Path, mut args: DiffArgs) -> anyhow::Result<i32> {
     }
 }
 
-fn from_store(store_dir: &Path, name: &str, dir: &Path) -> anyhow::Result<String> {
-    let store = super::open_store(store_dir)?;
-    let (full, tag) = super::find_tag(&store, name)?;
-    // The image only: the diff compares images, not their attestations.
-    let (img, _) =
-        strata_engine::attest::stored_image(store.blobs(), &tag.manifest, &tag.media_type)?;
-    let n = ImageName::parse(&full)?;
-    export::write_oci_dir(store.blobs(), &img, None, std::slice::from_ref(&n), dir)?;
-    Ok(format!("oci:{}:{}", dir.display(), n.tag))
-}
-
-fn compare(args: &DiffArgs) -> Result<i32, DiffError> {
+fn compare(
+    args: &DiffArgs,
+    a: &image_input::Input,
+    b: &image_input::Input,
+) -> Result<i32, DiffError> {
     let opts = DiffOptions::parse_ignore(args.ignore.iter().map(String::as_str))?;
-    let (a, b) = rayon::join(|| diff::load_image(&args.a), || diff::load_image(&args.b));
-    let report = diff::diff(&a?, &b?, &opts)?;
+    let (a, b) = rayon::join(|| image_input::load(a), || image_input::load(b));
+    let (a, b) = (a?, b?);
+    let mut report = diff::diff(&a, &b, &opts)?;
+    if let Some(dir) = &args.diffoscope {
+        let outcome = diff::diffoscope::run(&report, &a, &b, dir)?;
+        if args.json {
+            eprintln!("diffoscope: {}", outcome.note);
+        }
+        report.diffoscope = Some(outcome);
+    }
     if args.json {
         let json = serde_json::to_string_pretty(&report).expect("the report serializes");
         println!("{json}");

@@ -1,6 +1,7 @@
 //! Subcommand bodies: short — flags into a request, a [`Session`] call, the report shown.
-//! Command modules share helpers through [`common`] (flags, environment) and
-//! [`workspace_file`] (`strata.toml`), and this module ([`Globals`]); never each other.
+//! Command modules share helpers through [`common`] (flags, environment),
+//! [`workspace_file`] (`strata.toml`), [`image_input`] (the images `diff` and `verify` compare)
+//! and this module ([`Globals`]); never each other.
 
 mod bench;
 mod build;
@@ -9,6 +10,7 @@ mod diff;
 mod export;
 mod fsck;
 mod gc;
+mod image_input;
 mod images;
 mod inspect;
 mod lock;
@@ -87,8 +89,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Inspect(a) => inspect::run(store_dir, a),
         Command::Export(a) => export::run(&g, a),
         Command::Push(a) => push::run(&g, a),
-        Command::Diff(a) => diff::run(store_dir, a),
-        Command::Verify(a) => verify::run(a, g.registry_args()),
+        Command::Diff(a) => diff::run(&g, a),
+        Command::Verify(a) => verify::run(&g, a),
         Command::Lock(a) => lock::run(&g, a),
     }
 }

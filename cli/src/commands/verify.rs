@@ -22,7 +22,9 @@ use strata_engine::diff::{self, DiffOptions, DiffReport};
 
 use strata_engine::sandbox::Variation;
 
+use super::image_input::{self, Inputs};
 use super::verify_cause::{self, Causes};
+use super::Globals;
 use crate::args::{BuildArgs, VerifyArgs};
 
 /// Fixed, odd mtime for the copied contexts: 2003-03-03 03:03:03 UTC, plus the run number.
@@ -70,7 +72,17 @@ enum Verdict {
     AgainstDiffers,
 }
 
-pub fn run(a: VerifyArgs, registry_args: Vec<OsString>) -> anyhow::Result<i32> {
+/// The number of builds: `--runs`, else 2, or 1 with `--against` (one build compared with
+/// what was shipped).
+fn run_count(a: &VerifyArgs) -> u32 {
+    a.runs.unwrap_or(if a.against.is_some() { 1 } else { 2 })
+}
+
+pub fn run(g: &Globals, a: VerifyArgs) -> anyhow::Result<i32> {
+    if run_count(&a) == 1 && a.against.is_none() {
+        bail!("--runs 1 compares nothing\nhint: give --against IMAGE to compare one build with it, or --runs 2 or more");
+    }
+    let registry_args = g.registry_args();
     let base = match &a.keep {
         Some(d) => {
             fs::create_dir_all(d).with_context(|| format!("--keep `{}`", d.display()))?;
@@ -84,7 +96,7 @@ pub fn run(a: VerifyArgs, registry_args: Vec<OsString>) -> anyhow::Result<i32> {
         ),
     };
     let mut runs = Vec::new();
-    let result = verify(&a, base.path(), &mut runs, &registry_args);
+    let result = verify(g, &a, base.path(), &mut runs, &registry_args);
     let code = match &result {
         Ok((Verdict::Reproducible, ..)) => 0,
         Ok(_) => 1,
@@ -126,7 +138,12 @@ pub fn run(a: VerifyArgs, registry_args: Vec<OsString>) -> anyhow::Result<i32> {
         Ok((v, d, ag)) => {
             match v {
                 Verdict::Reproducible => {
-                    eprintln!("verify: reproducible ({} runs)", runs.len());
+                    match (&ag, runs.len()) {
+                        (Some((spec, _)), 1) => {
+                            eprintln!("verify: reproducible: the build is bit-identical to {spec}")
+                        }
+                        _ => eprintln!("verify: reproducible ({} runs)", runs.len()),
+                    }
                     if !a.json {
                         println!("{}", runs[0].digest);
                     }
@@ -143,10 +160,20 @@ pub fn run(a: VerifyArgs, registry_args: Vec<OsString>) -> anyhow::Result<i32> {
                 Verdict::AgainstDiffers => {}
             }
             if let Some((spec, r)) = &ag {
-                if r.is_identical() {
-                    eprintln!("verify: run 1 is identical to {spec}");
+                if bit_identical(r) {
+                    if runs.len() > 1 {
+                        eprintln!("verify: run 1 is identical to {spec}");
+                    }
                 } else {
-                    eprintln!("verify: run 1 differs from {spec}: {}", diff::summary(r));
+                    let not = if runs.len() == 1 {
+                        "NOT reproducible: "
+                    } else {
+                        ""
+                    };
+                    eprintln!(
+                        "verify: {not}run 1 differs from {spec}: {}",
+                        against_summary(r)
+                    );
                     eprint!("{}", diff::render_text(r));
                 }
             }
@@ -179,12 +206,29 @@ type Outcome = (
 );
 
 fn verify(
+    g: &Globals,
     a: &VerifyArgs,
     base: &Path,
     runs: &mut Vec<RunResult>,
     registry_args: &[OsString],
 ) -> anyhow::Result<Outcome> {
     let b = &a.build;
+    // The image to compare with, first: a registry reference that does not resolve should
+    // fail before anything is built.
+    let against_dir = base.join("against");
+    let mut against_input = None;
+    let mut inputs = None;
+    if let Some(spec) = &a.against {
+        fs::create_dir_all(&against_dir)
+            .with_context(|| format!("creating `{}`", against_dir.display()))?;
+        let mut i = Inputs::new(g, Some(&against_dir), b.platform.as_deref())?;
+        against_input = Some(
+            i.resolve(spec)
+                .with_context(|| format!("--against `{spec}`"))?,
+        );
+        inputs = Some(i);
+    }
+    let total = run_count(a);
     let context = fs::canonicalize(&b.context)
         .with_context(|| format!("build context `{}`", b.context.display()))?;
     if !context.is_dir() {
@@ -205,7 +249,7 @@ fn verify(
     };
     let exe = std::env::current_exe().context("finding the strata executable")?;
     let mut file_order = None;
-    for n in 1..=a.runs {
+    for n in 1..=total {
         if n == 2 {
             file_order = other_file_system(base, &base.join("run-1/store"));
         }
@@ -262,10 +306,9 @@ fn verify(
         // Never in a second an earlier run used: `date +%s` must differ.
         let started = after_second(runs.last().map(|r: &RunResult| r.ended));
         let digest = build_once(&exe, b, registry_args, &dir, &cond, &oci, n == 1)
-            .with_context(|| format!("run {n}/{}", a.runs))?;
+            .with_context(|| format!("run {n}/{total}"))?;
         eprintln!(
-            "run {n}/{}: {digest} (context at {}, umask {:03o}, TZ={}, LANG={}, jobs {}{})",
-            a.runs,
+            "run {n}/{total}: {digest} (context at {}, umask {:03o}, TZ={}, LANG={}, jobs {}{})",
             cond.context.display(),
             cond.umask,
             inherited_or(cond.tz, "TZ"),
@@ -304,14 +347,51 @@ fn verify(
         run_diff = Some((d, causes));
     }
     let mut against = None;
-    if let Some(r) = &a.against {
-        let report = compare(&spec(first), r)?;
-        if !report.is_identical() && matches!(verdict, Verdict::Reproducible) {
+    if let Some(input) = &against_input {
+        let report = compare_with(&spec(first), input)?;
+        if !bit_identical(&report) && matches!(verdict, Verdict::Reproducible) {
             verdict = Verdict::AgainstDiffers;
         }
-        against = Some((r.clone(), report));
+        against = Some((input.shown.clone(), report));
     }
+    drop(inputs);
     Ok((verdict, run_diff, against))
+}
+
+/// Run 1 (`built`, an OCI layout) against the `--against` image.
+fn compare_with(built: &str, input: &image_input::Input) -> anyhow::Result<DiffReport> {
+    let run = || -> Result<DiffReport, diff::DiffError> {
+        let (x, y) = rayon::join(|| diff::load_image(built), || image_input::load(input));
+        let mut r = diff::diff(&x?, &y?, &DiffOptions::default())?;
+        if r.is_identical() && !bit_identical(&r) {
+            r.notes.push(
+                "the manifests have the same fields but not the same bytes (JSON formatting or key order): not bit-identical".into(),
+            );
+        }
+        Ok(r)
+    };
+    run().map_err(|e| match e.hint() {
+        Some(h) => anyhow::anyhow!("comparing the build with {}: {e}\nhint: {h}", input.shown),
+        None => anyhow::anyhow!("comparing the build with {}: {e}", input.shown),
+    })
+}
+
+/// Whether the build is the `--against` image bit for bit: the same manifest digest (which
+/// pins the config and every layer blob); for inputs without one, no difference at all.
+fn bit_identical(r: &DiffReport) -> bool {
+    match (r.a.manifest_digest, r.b.manifest_digest) {
+        (Some(x), Some(y)) => x == y,
+        _ => r.is_identical(),
+    }
+}
+
+/// [`diff::summary`], unless the images differ in their manifest bytes only.
+fn against_summary(r: &DiffReport) -> String {
+    if r.is_identical() {
+        "the manifests differ in their bytes only (same fields)".into()
+    } else {
+        diff::summary(r)
+    }
 }
 
 pub(super) fn compare(a: &str, b: &str) -> anyhow::Result<DiffReport> {
@@ -752,14 +832,17 @@ fn json_report(
     json!({
         "version": 1,
         "verdict": verdict,
-        "reproducible": error.is_none() && run_diff.is_none(),
+        // One build (`--against` alone): reproducible means it matches the given image.
+        "reproducible": error.is_none() && run_diff.is_none()
+            && (runs.len() > 1 || against.is_some_and(|(_, d)| bit_identical(d))),
         "digest": runs.first().map(|r| r["digest"].clone()),
         "runs": runs,
         "diff": run_diff.map(|d| json!({"summary": diff::summary(d), "report": d})),
         "against": against.map(|(spec, d)| json!({
             "spec": spec,
-            "identical": d.is_identical(),
-            "summary": diff::summary(d),
+            "identical": bit_identical(d),
+            "digests": [d.a.manifest_digest, d.b.manifest_digest],
+            "summary": against_summary(d),
             "report": d,
         })),
         "error": error,
@@ -783,9 +866,10 @@ fn markdown(
     let _ = writeln!(s, "## strata verify: {icon} {verdict}\n");
     let _ = writeln!(
         s,
-        "Context `{}`, {} runs.\n",
+        "Context `{}`, {} run{}.\n",
         a.build.context.display(),
-        a.runs
+        runs.len(),
+        if runs.len() == 1 { "" } else { "s" }
     );
     let _ = writeln!(s, "| run | digest | context | umask | TZ | LANG | jobs |");
     let _ = writeln!(s, "|---|---|---|---|---|---|---|");
@@ -809,7 +893,7 @@ fn markdown(
         md_details(&mut s, "Runs differ", d);
     }
     if let Some((spec, d)) = against {
-        if d.is_identical() {
+        if bit_identical(d) {
             let _ = writeln!(s, "\nRun 1 is identical to `{spec}`.");
         } else {
             md_details(&mut s, &format!("Run 1 vs `{spec}`"), d);

@@ -102,7 +102,8 @@ fn the_example_is_reproducible_and_matches_a_separate_build() {
     assert!(err.contains("run 1 differs from"), "{err}");
     assert!(err.contains("[mtime]"), "{err}");
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["reproducible"], true, "{v}");
+    // One build (--against alone): it does not reproduce the given image.
+    assert_eq!(v["reproducible"], false, "{v}");
     assert_eq!(v["against"]["identical"], false, "{v}");
     assert!(v["verdict"].as_str().unwrap().contains("differs"), "{v}");
 }
@@ -455,4 +456,99 @@ fn the_internal_variation_variable_is_refused_outside_verify() {
             && err.contains("hint: unset it"),
         "{err}"
     );
+}
+
+/// `verify --against registry:REF`: one build, compared with what was pushed. The image
+/// pushed from a build of the same inputs is bit-identical (exit 0); one built with another
+/// SOURCE_DATE_EPOCH is not (exit 1, with the diff). `strata diff` takes the same reference.
+#[test]
+fn verify_against_a_pushed_image() {
+    let reg = crate::support::registry::Registry::start();
+    let store = tempfile::tempdir().unwrap();
+    let push = |epoch: &str, target: &str| {
+        let o = strata()
+            .arg("--store")
+            .arg(store.path())
+            .args(["build", "-t", "example:pushed", "--progress", "plain"])
+            .args(["--source-date-epoch", epoch])
+            .arg(example())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", show(&o));
+        let digest = text(&o.stdout).trim().to_string();
+        let o = strata()
+            .arg("--store")
+            .arg(store.path())
+            .args(["push", "example:pushed", target])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", show(&o));
+        digest
+    };
+    let same = format!("{}/example:same", reg.host);
+    let other = format!("{}/example:other", reg.host);
+    let digest = push("0", &same);
+    push("1700000000", &other);
+
+    let (code, o) = verify(&["--against", &format!("registry:{same}")], &example());
+    assert_eq!(code, 0, "{}", show(&o));
+    assert_eq!(text(&o.stdout).trim(), digest);
+    let err = text(&o.stderr);
+    assert!(err.contains("run 1/1: sha256:"), "{err}");
+    assert!(!err.contains("run 2/"), "one build only: {err}");
+    assert!(
+        err.contains(&format!(
+            "reproducible: the build is bit-identical to registry:{same}"
+        )),
+        "{err}"
+    );
+
+    let (code, o) = verify(
+        &["--against", &format!("registry:{other}"), "--json"],
+        &example(),
+    );
+    assert_eq!(code, 1, "{}", show(&o));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "NOT reproducible: run 1 differs from registry:{other}: "
+        )),
+        "{err}"
+    );
+    assert!(err.contains("by mtime only"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["reproducible"], false, "{v}");
+    assert_eq!(v["against"]["identical"], false, "{v}");
+    assert_eq!(v["runs"].as_array().unwrap().len(), 1, "{v}");
+
+    // `strata diff` compares the registry image with the store's, without building.
+    let o = strata()
+        .arg("--store")
+        .arg(store.path())
+        .args(["diff", &format!("registry:{same}"), "tag:example:pushed"])
+        .output()
+        .unwrap();
+    // The store's tag now names the epoch-1700000000 build: they differ by mtime.
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(text(&o.stdout).starts_with(&format!("A: registry:{same}\nB: tag:example:pushed")));
+    let o = strata()
+        .args([
+            "diff",
+            &format!("registry:{other}"),
+            &format!("registry:{other}"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    // A reference that is not there: exit 2, named.
+    let o = strata()
+        .args([
+            "diff",
+            &format!("registry:{}/nothing:here", reg.host),
+            "registry:x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(text(&o.stderr).contains("nothing"), "{}", show(&o));
 }

@@ -1,6 +1,6 @@
 //! File-by-file comparison of two layers. Each tar is streamed once into a per-path summary
 //! (metadata + content sha256), so memory grows with the number of entries, not their bytes.
-//! A second pass fetches the few small files whose text diff is shown.
+//! A second pass fetches the few files whose differing content is looked into.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
@@ -10,12 +10,13 @@ use std::sync::{Arc, Mutex};
 use strata_cache::{Digest, Sha256Hasher};
 
 use super::source::LayerRef;
-use super::{text, Cause, DiffError, FileChange, FileDiff, OrderDiff};
+use super::{content, Cause, ContentDetail, DiffError, FileChange, FileDiff, OrderDiff};
 
-/// Largest file (either side) whose text diff is shown.
-const TEXT_MAX: u64 = 64 * 1024;
-/// Text diffs per layer pair.
-const TEXT_PER_LAYER: usize = 10;
+/// Files looked into ([`add_details`]) per layer pair.
+const DETAIL_PER_LAYER: usize = 10;
+/// Bytes read a side per layer pair for [`add_details`]: with layers compared in parallel,
+/// this bounds the memory of a diff.
+const DETAIL_BYTES_PER_LAYER: u64 = 512 << 20;
 
 /// What is compared of one tar entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +139,85 @@ fn bad_tar(layer: &LayerRef, e: io::Error) -> DiffError {
     }
 }
 
+/// The path and metadata of one tar entry (`sha256` unset, `size` from the header); `None` for
+/// a PAX global header. Shared by layers and tars inside them ([`super::archive`]).
+pub(crate) fn entry_summary<R: Read>(
+    e: &mut tar::Entry<R>,
+) -> io::Result<Option<(String, EntrySummary)>> {
+    let h = e.header().clone();
+    let etype = h.entry_type();
+    if matches!(etype, tar::EntryType::XGlobalHeader) {
+        return Ok(None);
+    }
+    let path = normalise(&String::from_utf8_lossy(&e.path_bytes()));
+    let had_pax = matches!(e.pax_extensions(), Ok(Some(_)));
+    let mut pax = BTreeMap::new();
+    let mut times = BTreeMap::new();
+    let (mut uid, mut gid, mut mtime) = (None, None, None);
+    if let Some(exts) = e.pax_extensions()? {
+        for x in exts {
+            let x = x?;
+            let key = String::from_utf8_lossy(x.key_bytes()).into_owned();
+            let val = String::from_utf8_lossy(x.value_bytes()).into_owned();
+            match key.as_str() {
+                "path" | "linkpath" | "size" => {}
+                "uid" => uid = Some(val),
+                "gid" => gid = Some(val),
+                "mtime" => mtime = Some(val),
+                "atime" | "ctime" => {
+                    times.insert(key, val);
+                }
+                _ => {
+                    pax.insert(key, val);
+                }
+            }
+        }
+    }
+    let format = if had_pax {
+        "pax"
+    } else if h.as_ustar().is_some() {
+        "ustar"
+    } else if h.as_gnu().is_some() {
+        "gnu"
+    } else {
+        "v7"
+    };
+    let kind = kind_of(etype);
+    let link = match kind {
+        "symlink" | "hardlink" => e
+            .link_name_bytes()
+            .map(|l| String::from_utf8_lossy(&l).into_owned())
+            .map(|l| if kind == "hardlink" { normalise(&l) } else { l }),
+        _ => None,
+    };
+    let dev = match kind {
+        "char-device" | "block-device" => Some((
+            h.device_major().ok().flatten().unwrap_or(0),
+            h.device_minor().ok().flatten().unwrap_or(0),
+        )),
+        _ => None,
+    };
+    let num = |v: io::Result<u64>| v.map(|n| n.to_string()).unwrap_or_default();
+    let name = |v: Option<&[u8]>| v.map(|b| String::from_utf8_lossy(b).into_owned());
+    let summary = EntrySummary {
+        kind,
+        size: if kind == "file" { e.size() } else { 0 },
+        sha256: None,
+        mode: h.mode().unwrap_or(0) & 0o7777,
+        uid: uid.unwrap_or_else(|| num(h.uid())),
+        gid: gid.unwrap_or_else(|| num(h.gid())),
+        uname: name(h.username_bytes()).unwrap_or_default(),
+        gname: name(h.groupname_bytes()).unwrap_or_default(),
+        mtime: mtime.unwrap_or_else(|| num(h.mtime())),
+        times,
+        link,
+        dev,
+        pax,
+        format,
+    };
+    Ok(Some((path, summary)))
+}
+
 /// Streams `layer` once into its per-path summary.
 pub(crate) fn summarize(layer: &LayerRef) -> Result<LayerSummary, DiffError> {
     let (inner, blob_hasher) = open(layer)?;
@@ -149,84 +229,16 @@ pub(crate) fn summarize(layer: &LayerRef) -> Result<LayerSummary, DiffError> {
     let mut out = LayerSummary::default();
     for e in ar.entries().map_err(|e| bad_tar(layer, e))? {
         let mut e = e.map_err(|e| bad_tar(layer, e))?;
-        let h = e.header().clone();
-        let etype = h.entry_type();
-        if matches!(etype, tar::EntryType::XGlobalHeader) {
+        let Some((path, mut summary)) = entry_summary(&mut e).map_err(|e| bad_tar(layer, e))?
+        else {
             continue;
-        }
-        let path = normalise(&String::from_utf8_lossy(&e.path_bytes()));
-        let had_pax = matches!(e.pax_extensions(), Ok(Some(_)));
-        let mut pax = BTreeMap::new();
-        let mut times = BTreeMap::new();
-        let (mut uid, mut gid, mut mtime) = (None, None, None);
-        if let Some(exts) = e.pax_extensions().map_err(|e| bad_tar(layer, e))? {
-            for x in exts {
-                let x = x.map_err(|e| bad_tar(layer, e))?;
-                let key = String::from_utf8_lossy(x.key_bytes()).into_owned();
-                let val = String::from_utf8_lossy(x.value_bytes()).into_owned();
-                match key.as_str() {
-                    "path" | "linkpath" | "size" => {}
-                    "uid" => uid = Some(val),
-                    "gid" => gid = Some(val),
-                    "mtime" => mtime = Some(val),
-                    "atime" | "ctime" => {
-                        times.insert(key, val);
-                    }
-                    _ => {
-                        pax.insert(key, val);
-                    }
-                }
-            }
-        }
-        let format = if had_pax {
-            "pax"
-        } else if h.as_ustar().is_some() {
-            "ustar"
-        } else if h.as_gnu().is_some() {
-            "gnu"
-        } else {
-            "v7"
         };
-        let kind = kind_of(etype);
-        let link = match kind {
-            "symlink" | "hardlink" => e
-                .link_name_bytes()
-                .map(|l| String::from_utf8_lossy(&l).into_owned())
-                .map(|l| if kind == "hardlink" { normalise(&l) } else { l }),
-            _ => None,
-        };
-        let dev = match kind {
-            "char-device" | "block-device" => Some((
-                h.device_major().ok().flatten().unwrap_or(0),
-                h.device_minor().ok().flatten().unwrap_or(0),
-            )),
-            _ => None,
-        };
-        let (sha256, size) = if kind == "file" {
+        if summary.kind == "file" {
             let mut w = HashWrite(Sha256Hasher::new(), 0);
             io::copy(&mut e, &mut w).map_err(|e| bad_tar(layer, e))?;
-            (Some(w.0.finish()), w.1)
-        } else {
-            (None, 0)
-        };
-        let num = |v: io::Result<u64>| v.map(|n| n.to_string()).unwrap_or_default();
-        let name = |v: Option<&[u8]>| v.map(|b| String::from_utf8_lossy(b).into_owned());
-        let summary = EntrySummary {
-            kind,
-            size,
-            sha256,
-            mode: h.mode().unwrap_or(0) & 0o7777,
-            uid: uid.unwrap_or_else(|| num(h.uid())),
-            gid: gid.unwrap_or_else(|| num(h.gid())),
-            uname: name(h.username_bytes()).unwrap_or_default(),
-            gname: name(h.groupname_bytes()).unwrap_or_default(),
-            mtime: mtime.unwrap_or_else(|| num(h.mtime())),
-            times,
-            link,
-            dev,
-            pax,
-            format,
-        };
+            summary.sha256 = Some(w.0.finish());
+            summary.size = w.1;
+        }
         // Later duplicates win, as when the layer is applied.
         if out.entries.insert(path.clone(), summary).is_none() {
             out.order.push(path);
@@ -251,10 +263,12 @@ pub(crate) fn summarize(layer: &LayerRef) -> Result<LayerSummary, DiffError> {
     Ok(out)
 }
 
-/// The bytes of the regular files in `want`, in one more pass over `layer`.
+/// The bytes of the regular files in `want` (each at most `limit` bytes: larger ones are left
+/// out), in one more pass over `layer`.
 pub(crate) fn fetch(
     layer: &LayerRef,
     want: &HashSet<String>,
+    limit: u64,
 ) -> Result<HashMap<String, Vec<u8>>, DiffError> {
     let mut out = HashMap::new();
     if want.is_empty() {
@@ -267,10 +281,15 @@ pub(crate) fn fetch(
         if want.contains(&path) && kind_of(e.header().entry_type()) == "file" {
             let mut buf = Vec::new();
             (&mut e)
-                .take(TEXT_MAX)
+                .take(limit + 1)
                 .read_to_end(&mut buf)
                 .map_err(|e| bad_tar(layer, e))?;
-            out.insert(path, buf);
+            if buf.len() as u64 > limit {
+                out.remove(&path);
+            } else {
+                // Later duplicates win, as in `summarize`.
+                out.insert(path, buf);
+            }
         }
     }
     Ok(out)
@@ -285,15 +304,10 @@ fn describe(e: &EntrySummary) -> String {
 }
 
 fn change(cause: Cause, a: impl Into<String>, b: impl Into<String>) -> FileChange {
-    FileChange {
-        cause,
-        a: Some(a.into()),
-        b: Some(b.into()),
-        text_diff: None,
-    }
+    FileChange::new(cause, Some(a.into()), Some(b.into()))
 }
 
-fn compare_entries(a: &EntrySummary, b: &EntrySummary) -> Vec<FileChange> {
+pub(crate) fn compare_entries(a: &EntrySummary, b: &EntrySummary) -> Vec<FileChange> {
     let mut out = Vec::new();
     if a.kind != b.kind {
         let hardlink = matches!(
@@ -354,12 +368,11 @@ fn compare_entries(a: &EntrySummary, b: &EntrySummary) -> Vec<FileChange> {
         for k in keys {
             let (va, vb) = (a.pax.get(k), b.pax.get(k));
             if va != vb {
-                out.push(FileChange {
-                    cause: Cause::Xattrs,
-                    a: va.map(|v| format!("{k}={}", v.escape_debug())),
-                    b: vb.map(|v| format!("{k}={}", v.escape_debug())),
-                    text_diff: None,
-                });
+                out.push(FileChange::new(
+                    Cause::Xattrs,
+                    va.map(|v| format!("{k}={}", v.escape_debug())),
+                    vb.map(|v| format!("{k}={}", v.escape_debug())),
+                ));
             }
         }
     }
@@ -392,18 +405,8 @@ pub(crate) fn compare(
     for p in paths {
         let changes = match (a.entries.get(p), b.entries.get(p)) {
             (Some(x), Some(y)) => compare_entries(x, y),
-            (Some(x), None) => vec![FileChange {
-                cause: Cause::Presence,
-                a: Some(describe(x)),
-                b: None,
-                text_diff: None,
-            }],
-            (None, Some(y)) => vec![FileChange {
-                cause: Cause::Presence,
-                a: None,
-                b: Some(describe(y)),
-                text_diff: None,
-            }],
+            (Some(x), None) => vec![FileChange::new(Cause::Presence, Some(describe(x)), None)],
+            (None, Some(y)) => vec![FileChange::new(Cause::Presence, None, Some(describe(y)))],
             (None, None) => unreachable!("path from one of the maps"),
         };
         let mut kept = Vec::new();
@@ -454,44 +457,76 @@ fn order_diff(a: &LayerSummary, b: &LayerSummary) -> Option<OrderDiff> {
     })
 }
 
-/// Fills in text diffs for small UTF-8 files whose content differs (a second pass over each layer).
-pub(crate) fn add_text_diffs(
+/// Looks into the files whose content differs ([`content::inspect`]: archives opened, text
+/// diffs, first binary difference, timestamps), in a second pass over each layer. At most
+/// [`DETAIL_PER_LAYER`] files and [`DETAIL_BYTES_PER_LAYER`] bytes a side are read: a file
+/// too large gets a note; the layer's notes (returned) count those left out.
+pub(crate) fn add_details(
     files: &mut [FileDiff],
     la: &LayerRef,
     lb: &LayerRef,
     a: &LayerSummary,
     b: &LayerSummary,
-) -> Result<(), DiffError> {
+) -> Result<Vec<String>, DiffError> {
     let mut want = HashSet::new();
+    let mut bytes = 0u64;
+    let (mut too_large, mut past_count, mut past_bytes) = (HashSet::new(), 0, 0);
     for f in files.iter() {
+        if !f.changes.iter().any(|c| c.cause == Cause::Content) {
+            continue;
+        }
         let p = &f.path[1..];
-        let small = |s: &LayerSummary| s.entries.get(p).is_some_and(|e| e.size <= TEXT_MAX);
-        if f.changes.iter().any(|c| c.cause == Cause::Content) && small(a) && small(b) {
+        let size = |s: &LayerSummary| s.entries.get(p).map_or(0, |e| e.size);
+        let largest = size(a).max(size(b));
+        if largest > content::MEMBER_MAX {
+            too_large.insert(f.path.clone());
+        } else if want.len() == DETAIL_PER_LAYER {
+            past_count += 1;
+        } else if bytes + largest > DETAIL_BYTES_PER_LAYER {
+            past_bytes += 1;
+        } else {
+            bytes += largest;
             want.insert(p.to_string());
-            if want.len() == TEXT_PER_LAYER {
-                break;
-            }
+        }
+    }
+    let mut notes = Vec::new();
+    if past_count > 0 {
+        notes.push(format!(
+            "{past_count} more files whose content differs were not looked into (the first {DETAIL_PER_LAYER} of a layer are)"
+        ));
+    }
+    if past_bytes > 0 {
+        notes.push(format!(
+            "{past_bytes} more files whose content differs were not looked into ({} MiB a side are read per layer)",
+            DETAIL_BYTES_PER_LAYER >> 20
+        ));
+    }
+    for f in files.iter_mut().filter(|f| too_large.contains(&f.path)) {
+        if let Some(c) = f.changes.iter_mut().find(|c| c.cause == Cause::Content) {
+            c.attach(ContentDetail {
+                notes: vec![format!(
+                    "larger than {} MiB: not read (compared by sha256 only)",
+                    content::MEMBER_MAX >> 20
+                )],
+                ..Default::default()
+            });
         }
     }
     if want.is_empty() {
-        return Ok(());
+        return Ok(notes);
     }
-    let (ba, bb) = rayon::join(|| fetch(la, &want), || fetch(lb, &want));
+    let limit = content::MEMBER_MAX;
+    let (ba, bb) = rayon::join(|| fetch(la, &want, limit), || fetch(lb, &want, limit));
     let (ba, bb) = (ba?, bb?);
+    let now = content::now();
     for f in files.iter_mut() {
         let p = &f.path[1..];
         let (Some(x), Some(y)) = (ba.get(p), bb.get(p)) else {
             continue;
         };
-        let (Ok(x), Ok(y)) = (std::str::from_utf8(x), std::str::from_utf8(y)) else {
-            continue;
-        };
-        if x.contains('\0') || y.contains('\0') {
-            continue;
-        }
         if let Some(c) = f.changes.iter_mut().find(|c| c.cause == Cause::Content) {
-            c.text_diff = Some(text::unified(&f.path, x, y, 20));
+            c.attach(content::inspect(&f.path, x, y, now));
         }
     }
-    Ok(())
+    Ok(notes)
 }

@@ -7,9 +7,20 @@
 //!   rendering for people.
 //!
 //! [`DiffOptions::ignore`] drops whole causes (mtime, uid, order, …) for semantic comparisons.
+//!
+//! A file whose content differs is looked into ([`content`]): archives inside it are opened
+//! ([`archive`]: tar, zip/jar/wheel, `ar`/`.deb`, gzip/xz/zstd/bzip2 streams) down to the member
+//! that differs, text gets a unified diff, binaries the offset of their first difference
+//! ([`binary`]), and what looks like an embedded build timestamp is flagged ([`stamp`]).
+//! [`diffoscope`] runs the external tool for the full report when it is installed.
 
+mod archive;
+mod binary;
+mod content;
+pub mod diffoscope;
 mod layer;
 mod source;
+mod stamp;
 #[cfg(test)]
 mod tests;
 mod text;
@@ -171,10 +182,10 @@ impl DiffError {
     pub fn hint(&self) -> Option<String> {
         match self {
             DiffError::NotSupported { .. } => Some(
-                "export the image first (`strata build --output type=oci,dest=DIR`, `skopeo copy … oci:DIR`) and diff `oci:DIR`".into(),
+                "name an image in strata's store `store:NAME[:TAG]`, one in a registry `registry:HOST/NAME:TAG`; for other sources, export the image first (`skopeo copy … oci:DIR`) and diff `oci:DIR`".into(),
             ),
             DiffError::Io { .. } | DiffError::NotAnImage { .. } => Some(
-                "give `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE` or a path to one of them".into(),
+                "give `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker-archive:FILE`, a path to one of them, `store:NAME[:TAG]` or `registry:REF`".into(),
             ),
             DiffError::NoSuchTag { .. } | DiffError::Ambiguous { .. } => {
                 Some("name the image as `oci:DIR:TAG`".into())
@@ -211,9 +222,106 @@ pub struct FileChange {
     pub cause: Cause,
     pub a: Option<String>,
     pub b: Option<String>,
-    /// For small UTF-8 files whose content differs: a unified diff (at most ~20 lines).
+    /// For UTF-8 files whose content differs: a unified diff (at most ~20 lines).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text_diff: Option<String>,
+    /// For content that differs: what a deeper look found (archive members, the first binary
+    /// difference, embedded timestamps, limits hit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Box<ContentDetail>>,
+}
+
+impl FileChange {
+    pub(crate) fn new(cause: Cause, a: Option<String>, b: Option<String>) -> FileChange {
+        FileChange {
+            cause,
+            a,
+            b,
+            text_diff: None,
+            detail: None,
+        }
+    }
+
+    /// Attaches what [`content::inspect`] found: its text diff as `text_diff`, the rest as
+    /// `detail` (unless empty).
+    pub(crate) fn attach(&mut self, mut d: ContentDetail) {
+        if let Some(t) = d.text_diff.take() {
+            self.text_diff = Some(t);
+        }
+        if !d.is_empty() {
+            self.detail = Some(Box::new(d));
+        }
+    }
+}
+
+/// What a deeper look into two differing contents found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ContentDetail {
+    /// What both sides were opened as: `tar`, `zip`, `ar`, or a compression (`gzip`, `xz`,
+    /// `zstd`, `bzip2`) followed by what it holds (`gzip+tar`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
+    /// Members that differ, most telling first; paths are `OUTER!/MEMBER`, nested as deep as
+    /// archives were opened.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<FileDiff>,
+    /// Members in another order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order: Option<OrderDiff>,
+    /// Moved into [`FileChange::text_diff`] when attached.
+    #[serde(skip)]
+    pub text_diff: Option<String>,
+    /// Binary content: where it first differs and what is there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binary: Option<BinaryDiff>,
+    /// Values in the differing regions that look like dates or times and differ.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub timestamps: Vec<Timestamp>,
+    /// Limits hit, formats not opened, differences outside the members.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl ContentDetail {
+    pub fn is_empty(&self) -> bool {
+        self.archive.is_none()
+            && self.members.is_empty()
+            && self.order.is_none()
+            && self.text_diff.is_none()
+            && self.binary.is_none()
+            && self.timestamps.is_empty()
+            && self.notes.is_empty()
+    }
+}
+
+/// Where two binary contents first differ, with a hex and ASCII window of both sides there.
+#[derive(Debug, Clone, Serialize)]
+pub struct BinaryDiff {
+    /// Byte offset of the first difference (the shorter length when one is a prefix).
+    pub offset: u64,
+    pub a_size: u64,
+    pub b_size: u64,
+    /// Bytes that differ, when both sides have the same length.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub differing_bytes: Option<u64>,
+    /// `xxd`-style lines around `offset`.
+    pub a: Vec<String>,
+    pub b: Vec<String>,
+}
+
+/// A value that looks like a build timestamp, on one side or both, in a differing region.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timestamp {
+    /// `iso8601`, `date` (the `date` command's default output), `rfc2822`, `unix` (seconds);
+    /// `A / B` when the two sides write it in different formats.
+    pub format: String,
+    pub a: Option<String>,
+    pub b: Option<String>,
+    /// Where: `line N` in text, `offset 0x…` in binary content.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub a_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub b_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -269,6 +377,9 @@ pub struct LayerDiff {
     pub b: Option<LayerInfo>,
     pub files: Vec<FileDiff>,
     pub order: Option<OrderDiff>,
+    /// Bounds of the look into differing files that were hit for this layer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -283,6 +394,9 @@ pub struct DiffReport {
     pub layers: Vec<LayerDiff>,
     /// Differences dropped by `--ignore`, counted by cause.
     pub ignored: BTreeMap<Cause, usize>,
+    /// What `--diffoscope DIR` did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diffoscope: Option<diffoscope::Outcome>,
 }
 
 impl DiffReport {
@@ -399,6 +513,7 @@ pub fn diff(a: &ImageSource, b: &ImageSource, opts: &DiffOptions) -> Result<Diff
         config,
         layers,
         ignored,
+        diffoscope: None,
     })
 }
 
@@ -428,6 +543,7 @@ fn diff_layer(
         b: lb.map(|l| info(l, None)),
         files: Vec::new(),
         order: None,
+        notes: Vec::new(),
     };
     let (la, lb) = match (la, lb) {
         (Some(x), Some(y)) => (x, y),
@@ -463,7 +579,7 @@ fn diff_layer(
     }
     d.status = LayerStatus::Different;
     let (mut files, order) = layer::compare(&sa, &sb, ign, &mut counts);
-    layer::add_text_diffs(&mut files, la, lb, &sa, &sb)?;
+    d.notes = layer::add_details(&mut files, la, lb, &sa, &sb)?;
     // Different tars with no modelled difference left (all ignored, or e.g. only padding
     // differs) count as equal: `status` still says the tars differ.
     d.differs = !files.is_empty() || order.is_some();

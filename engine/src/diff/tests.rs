@@ -416,6 +416,47 @@ fn diff_binary_content_has_no_text_diff() {
     let c = &only_layer_diff(&r).files[0].changes[0];
     assert_eq!(c.cause, Cause::Content);
     assert!(c.text_diff.is_none());
+    // Instead: where it first differs, and what is there.
+    let b = c
+        .detail
+        .as_ref()
+        .unwrap()
+        .binary
+        .as_ref()
+        .expect("a binary diff");
+    assert_eq!((b.a_size, b.b_size), (4, 4), "{b:?}");
+    assert!(render_text(&r).contains("first difference at offset"));
+}
+
+#[test]
+fn only_ten_files_a_layer_are_looked_into_and_the_rest_are_counted() {
+    const NAMES: [&str; 12] = [
+        "app/f00", "app/f01", "app/f02", "app/f03", "app/f04", "app/f05", "app/f06", "app/f07",
+        "app/f08", "app/f09", "app/f10", "app/f11",
+    ];
+    let (mut la, mut lb) = (base_layers(), base_layers());
+    for n in NAMES {
+        la[1].push(file(n, b"built 2026-12-02\n"));
+        lb[1].push(file(n, b"built 2026-12-03\n"));
+    }
+    let r = run(&pair(&la, &lb), "");
+    let l = only_layer_diff(&r);
+    let looked = l
+        .files
+        .iter()
+        .filter(|f| f.changes[0].text_diff.is_some())
+        .count();
+    assert_eq!(looked, 10);
+    assert_eq!(
+        l.notes,
+        ["2 more files whose content differs were not looked into (the first 10 of a layer are)"]
+    );
+    let t = &l.files[0].changes[0].detail.as_ref().unwrap().timestamps[0];
+    assert_eq!(
+        (t.a.as_deref(), t.b.as_deref()),
+        (Some("2026-12-02"), Some("2026-12-03"))
+    );
+    assert!(render_text(&r).contains("  note: 2 more files"));
 }
 
 #[test]

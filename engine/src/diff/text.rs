@@ -6,46 +6,106 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::{Cause, DiffReport, FieldChange, LayerStatus};
+use super::{Cause, ContentDetail, DiffReport, FieldChange, FileChange, FileDiff, LayerStatus};
 
 const LINES_MAX: usize = 2000;
 /// Files listed per layer and cause in the text rendering (the JSON has them all).
 const FILES_PER_CAUSE: usize = 50;
+/// Archive members listed per archive in the text rendering.
+const MEMBERS_SHOWN: usize = 20;
 
 /// A unified diff of `a` → `b` with 3 lines of context, at most `max_lines` lines long.
+#[cfg(test)]
 pub(crate) fn unified(path: &str, a: &str, b: &str, max_lines: usize) -> String {
+    unified_with_changes(path, a, b, max_lines).text
+}
+
+/// A unified diff and the lines it removes and adds.
+pub(crate) struct LineDiff<'a> {
+    pub text: String,
+    /// (1-based line number in A, line) for removed lines; at most [`CHANGED_MAX`].
+    pub removed: Vec<(usize, &'a str)>,
+    /// The same for lines added in B.
+    pub added: Vec<(usize, &'a str)>,
+}
+
+/// Changed lines kept per side in a [`LineDiff`] (where timestamps are looked for).
+const CHANGED_MAX: usize = 200;
+
+/// [`unified`], with the changed lines. The common leading and trailing lines are set aside
+/// first, so a long file with a few changes is diffed in the changed middle only.
+pub(crate) fn unified_with_changes<'a>(
+    path: &str,
+    a: &'a str,
+    b: &'a str,
+    max_lines: usize,
+) -> LineDiff<'a> {
     let la: Vec<&str> = a.lines().collect();
     let lb: Vec<&str> = b.lines().collect();
     let mut out = vec![format!("--- a{path}"), format!("+++ b{path}")];
-    if la.len() > LINES_MAX || lb.len() > LINES_MAX {
-        out.push("(too many lines for a text diff)".into());
-        return out.join("\n");
+    let (n, m) = (la.len(), lb.len());
+    let pre = la.iter().zip(&lb).take_while(|(x, y)| x == y).count();
+    let suf = la[pre..]
+        .iter()
+        .rev()
+        .zip(lb[pre..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let (ca, cb) = (&la[pre..n - suf], &lb[pre..m - suf]);
+    let mut removed: Vec<(usize, &str)> = Vec::new();
+    let mut added: Vec<(usize, &str)> = Vec::new();
+    if ca.len() > LINES_MAX || cb.len() > LINES_MAX {
+        out.push(format!(
+            "@@ -{},{} +{},{} @@ (too many changed lines for a text diff)",
+            pre + 1,
+            ca.len(),
+            pre + 1,
+            cb.len()
+        ));
+        removed.extend(ca.iter().enumerate().map(|(i, l)| (pre + i + 1, *l)));
+        added.extend(cb.iter().enumerate().map(|(i, l)| (pre + i + 1, *l)));
+        removed.truncate(CHANGED_MAX);
+        added.truncate(CHANGED_MAX);
+        return LineDiff {
+            text: out.join("\n"),
+            removed,
+            added,
+        };
     }
     // ops: (tag, line index in a, line index in b); tag ' ', '-', '+'.
-    let (n, m) = (la.len(), lb.len());
-    let mut lcs = vec![0u32; (n + 1) * (m + 1)];
-    for i in (0..n).rev() {
-        for j in (0..m).rev() {
-            lcs[i * (m + 1) + j] = if la[i] == lb[j] {
-                lcs[(i + 1) * (m + 1) + j + 1] + 1
+    let (cn, cm) = (ca.len(), cb.len());
+    let mut lcs = vec![0u32; (cn + 1) * (cm + 1)];
+    for i in (0..cn).rev() {
+        for j in (0..cm).rev() {
+            lcs[i * (cm + 1) + j] = if ca[i] == cb[j] {
+                lcs[(i + 1) * (cm + 1) + j + 1] + 1
             } else {
-                lcs[(i + 1) * (m + 1) + j].max(lcs[i * (m + 1) + j + 1])
+                lcs[(i + 1) * (cm + 1) + j].max(lcs[i * (cm + 1) + j + 1])
             };
         }
     }
-    let mut ops = Vec::new();
+    let mut ops: Vec<(char, usize, usize)> = (0..pre).map(|k| (' ', k, k)).collect();
     let (mut i, mut j) = (0, 0);
-    while i < n || j < m {
-        if i < n && j < m && la[i] == lb[j] {
-            ops.push((' ', i, j));
+    while i < cn || j < cm {
+        if i < cn && j < cm && ca[i] == cb[j] {
+            ops.push((' ', pre + i, pre + j));
             i += 1;
             j += 1;
-        } else if j < m && (i == n || lcs[i * (m + 1) + j + 1] >= lcs[(i + 1) * (m + 1) + j]) {
-            ops.push(('+', i, j));
-            j += 1;
+        } else if i < cn && (j == cm || lcs[(i + 1) * (cm + 1) + j] >= lcs[i * (cm + 1) + j + 1]) {
+            // Removals before additions, as `diff -u` shows them.
+            ops.push(('-', pre + i, pre + j));
+            i += 1;
         } else {
-            ops.push(('-', i, j));
-            i += 1;
+            ops.push(('+', pre + i, pre + j));
+            j += 1;
+        }
+    }
+    ops.extend((0..suf).map(|k| (' ', n - suf + k, m - suf + k)));
+    for &(t, x, y) in &ops {
+        match t {
+            '-' if removed.len() < CHANGED_MAX => removed.push((x + 1, la[x])),
+            '+' if added.len() < CHANGED_MAX => added.push((y + 1, lb[y])),
+            _ => {}
         }
     }
     // Hunks: changed ops with 3 lines of context around them.
@@ -77,7 +137,11 @@ pub(crate) fn unified(path: &str, a: &str, b: &str, max_lines: usize) -> String 
         out.truncate(max_lines);
         out.push(format!("… ({more} more lines)"));
     }
-    out.join("\n")
+    LineDiff {
+        text: out.join("\n"),
+        removed,
+        added,
+    }
 }
 
 fn field_line(out: &mut String, c: &FieldChange) {
@@ -148,6 +212,9 @@ pub fn render_text(r: &DiffReport) -> String {
                 let _ = writeln!(out, "different: diff_id {} → {} ==", id(&l.a), id(&l.b));
             }
         }
+        for n in &l.notes {
+            let _ = writeln!(out, "  note: {n}");
+        }
         let mut shown: BTreeMap<Cause, usize> = BTreeMap::new();
         for f in &l.files {
             let top = f.changes[0].cause;
@@ -164,6 +231,9 @@ pub fn render_text(r: &DiffReport) -> String {
                     for line in t.lines() {
                         let _ = writeln!(out, "      {line}");
                     }
+                }
+                if let Some(d) = &c.detail {
+                    render_detail(&mut out, d, 6);
                 }
             }
         }
@@ -190,6 +260,9 @@ pub fn render_text(r: &DiffReport) -> String {
             );
         }
     }
+    if let Some(d) = &r.diffoscope {
+        let _ = writeln!(out, "\ndiffoscope: {}", d.note);
+    }
     if !r.ignored.is_empty() {
         let parts: Vec<String> = r
             .ignored
@@ -200,6 +273,143 @@ pub fn render_text(r: &DiffReport) -> String {
     }
     let _ = writeln!(out, "\n{}", summary(r));
     out
+}
+
+/// `A` / `B` and where, for a timestamp.
+fn stamp_side(v: &Option<String>, at: &Option<String>, side: &str) -> String {
+    match (v, at) {
+        (Some(v), Some(at)) => format!("{v} ({side}, {at})"),
+        (Some(v), None) => format!("{v} ({side})"),
+        (None, _) => format!("nothing in {side}"),
+    }
+}
+
+/// One member's change: `mtime 1700000000 vs 1700003600`, `only in B (12 bytes)`.
+fn member_change(c: &FileChange) -> String {
+    match (&c.a, &c.b) {
+        (Some(a), None) if c.cause == Cause::Presence => format!("only in A ({a})"),
+        (None, Some(b)) if c.cause == Cause::Presence => format!("only in B ({b})"),
+        (a, b) => format!(
+            "{} {} vs {}",
+            c.cause.name(),
+            a.as_deref().unwrap_or("(absent)"),
+            b.as_deref().unwrap_or("(absent)")
+        ),
+    }
+}
+
+/// What a deeper look found, indented by `pad` spaces: timestamps first, then the archive's
+/// members (recursively), order, the first binary difference and notes.
+fn render_detail(out: &mut String, d: &ContentDetail, pad: usize) {
+    let sp = " ".repeat(pad);
+    for t in &d.timestamps {
+        let _ = writeln!(
+            out,
+            "{sp}looks like a build timestamp ({}): {} vs {}",
+            t.format,
+            stamp_side(&t.a, &t.a_at, "A"),
+            stamp_side(&t.b, &t.b_at, "B")
+        );
+    }
+    if let Some(k) = &d.archive {
+        let n = d.members.len();
+        let _ = writeln!(
+            out,
+            "{sp}{k}: {n} member{} differ{}",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "s" } else { "" }
+        );
+    }
+    for m in d.members.iter().take(MEMBERS_SHOWN) {
+        render_member(out, m, pad + 2);
+    }
+    if d.members.len() > MEMBERS_SHOWN {
+        let _ = writeln!(
+            out,
+            "{sp}  … and {} more differing members (see --json)",
+            d.members.len() - MEMBERS_SHOWN
+        );
+    }
+    if let Some(o) = &d.order {
+        let _ = writeln!(
+            out,
+            "{sp}[order]: members in a different order; first at #{}: {} (A) vs {} (B)",
+            o.first_at, o.a, o.b
+        );
+    }
+    if let Some(b) = &d.binary {
+        let _ = writeln!(
+            out,
+            "{sp}first difference at offset {} (0x{:x}) of {} vs {} bytes{}:",
+            b.offset,
+            b.offset,
+            b.a_size,
+            b.b_size,
+            b.differing_bytes
+                .map(|n| format!(", {n} bytes differ"))
+                .unwrap_or_default()
+        );
+        for (side, lines) in [("A", &b.a), ("B", &b.b)] {
+            for l in lines {
+                let _ = writeln!(out, "{sp}  {side} {l}");
+            }
+        }
+    }
+    for n in &d.notes {
+        let _ = writeln!(out, "{sp}note: {n}");
+    }
+}
+
+fn render_member(out: &mut String, m: &FileDiff, pad: usize) {
+    let sp = " ".repeat(pad);
+    for c in &m.changes {
+        let _ = writeln!(out, "{sp}{}: {}", m.path, member_change(c));
+        if let Some(t) = &c.text_diff {
+            for line in t.lines() {
+                let _ = writeln!(out, "{sp}    {line}");
+            }
+        }
+        if let Some(d) = &c.detail {
+            render_detail(out, d, pad + 2);
+        }
+    }
+}
+
+/// The innermost archive member that differs first, depth first: `(path, cause)`.
+fn first_member(d: &ContentDetail) -> Option<(&str, Cause)> {
+    let m = d.members.first()?;
+    let inner = m
+        .changes
+        .iter()
+        .find_map(|c| c.detail.as_deref().and_then(first_member));
+    Some(inner.unwrap_or((&m.path, m.changes[0].cause)))
+}
+
+/// A file's path for the summary line, with the archive member that differs when it is one:
+/// `/usr/lib/app.jar (/usr/lib/app.jar!/META-INF/MANIFEST.MF by mtime)`.
+fn with_member(f: &FileDiff) -> String {
+    let inner = f
+        .changes
+        .iter()
+        .find_map(|c| c.detail.as_deref().and_then(first_member));
+    match inner {
+        Some((p, cause)) => format!("{} ({p} by {})", f.path, cause.name()),
+        None => f.path.clone(),
+    }
+}
+
+/// Paths (files and members, depth first) whose look found timestamps.
+fn stamped<'a>(path: &'a str, d: &'a ContentDetail, out: &mut Vec<&'a str>) {
+    if !d.timestamps.is_empty() {
+        out.push(path);
+    }
+    for m in &d.members {
+        for c in &m.changes {
+            if let Some(inner) = &c.detail {
+                stamped(&m.path, inner, out);
+            }
+        }
+    }
 }
 
 /// One line: `identical`, or what differs, e.g.
@@ -231,7 +441,7 @@ pub fn summary(r: &DiffReport) -> String {
     let differing: Vec<_> = r.layers.iter().filter(|l| l.differs).collect();
     if !differing.is_empty() {
         // Files grouped by their most telling cause; "only" when that is their sole cause.
-        let mut groups: BTreeMap<Cause, (usize, bool, Vec<&str>)> = BTreeMap::new();
+        let mut groups: BTreeMap<Cause, (usize, bool, Vec<String>)> = BTreeMap::new();
         let mut other = Vec::new();
         for l in &differing {
             match l.status {
@@ -250,7 +460,7 @@ pub fn summary(r: &DiffReport) -> String {
                 g.0 += 1;
                 g.1 &= f.changes.iter().all(|c| c.cause == f.changes[0].cause);
                 if g.2.len() < 3 {
-                    g.2.push(&f.path);
+                    g.2.push(with_member(f));
                 }
             }
         }
@@ -280,6 +490,23 @@ pub fn summary(r: &DiffReport) -> String {
             s.push_str(&items.join(", "));
         }
         parts.push(s);
+        let mut with_stamps = Vec::new();
+        for f in differing.iter().flat_map(|l| &l.files) {
+            for c in &f.changes {
+                if let Some(d) = &c.detail {
+                    stamped(&f.path, d, &mut with_stamps);
+                }
+            }
+        }
+        if !with_stamps.is_empty() {
+            let more = with_stamps.len().saturating_sub(3);
+            with_stamps.truncate(3);
+            parts.push(format!(
+                "build timestamps in {}{}",
+                with_stamps.join(" "),
+                if more > 0 { " …" } else { "" }
+            ));
+        }
     }
     parts.join("; ")
 }

@@ -8,6 +8,7 @@
 //! - [`Session::lock`] ([`lock`]): resolve and pin every reference without building.
 //! - [`Session::rebase`] ([`rebase`]): swap an image's base layers without executing anything.
 //! - [`Session::write_output`], [`Session::push`]: an image in the store to a destination.
+//! - [`Session::pull`] ([`pull`]): a registry image into the store, without building.
 //!
 //! Progress goes to the `&dyn Progress` a call is given (a workspace gives each image its own,
 //! labelled one); the session itself never prints.
@@ -18,6 +19,7 @@ pub mod build;
 pub mod cache;
 pub mod lock;
 pub mod output;
+pub mod pull;
 pub mod rebase;
 
 use std::path::{Path, PathBuf};
