@@ -348,7 +348,7 @@ pub struct VerifyArgs {
     pub keep: Option<PathBuf>,
     /// When runs differ, at most N more builds to find the cause (run 1's conditions with one
     /// variation each; 0: do not look)
-    #[arg(long, value_name = "N", default_value_t = 4)]
+    #[arg(long, value_name = "N", default_value_t = 6)]
     pub max_builds: u32,
 }
 

@@ -105,6 +105,9 @@ pub fn run(a: VerifyArgs, registry_args: Vec<OsString>) -> anyhow::Result<i32> {
     if a.json {
         let mut v = json_report(&verdict, &runs, run_diff, against, error.as_deref(), &a);
         v["variations"] = variations_json(&runs);
+        let (varied, not_varied) = varied_lists(&v["variations"]);
+        v["varied"] = varied;
+        v["not_varied"] = not_varied;
         v["causes"] = causes.map_or(Value::Null, Causes::to_json);
         println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
     }
@@ -515,7 +518,7 @@ fn set_mtime(p: &Path, t: i64) -> anyhow::Result<()> {
 }
 
 /// What RUN commands see in run `n` (2+): fewer CPUs, other host and domain names, clocks
-/// shifted by `n - 1` times 400 days (`sandbox::vary`).
+/// shifted by `n - 1` times 400 days, another kernel version string (`sandbox::vary`).
 fn inside_variation(n: u32) -> Variation {
     let cpus = strata_engine::sandbox::vary::allowed_cpus().len();
     Variation {
@@ -524,6 +527,7 @@ fn inside_variation(n: u32) -> Variation {
         hostname: Some(format!("verify-run{n}")),
         domainname: Some(format!("run{n}.verify.invalid")),
         clock_offset: Some(u64::from(n - 1) * CLOCK_STEP),
+        kernel: cfg!(target_arch = "x86_64").then(|| format!("verify-run{n}")),
     }
 }
 
@@ -619,6 +623,9 @@ pub(super) fn vary_text(v: &Variation) -> String {
     if let Some(o) = v.clock_offset {
         let _ = write!(s, ", uptime +{} days", o / 86_400);
     }
+    if let Some(k) = &v.kernel {
+        let _ = write!(s, ", kernel *-{k}");
+    }
     s
 }
 
@@ -644,6 +651,44 @@ pub(super) fn after_second(last: Option<i64>) -> i64 {
             _ => return now.as_secs() as i64,
         }
     }
+}
+
+/// What verify never varies, and why (the JSON report's `not_varied`, besides the variations
+/// this machine could not make).
+const NEVER_VARIED: [(&str, &str); 3] = [
+    (
+        "wall_clock",
+        "CLOCK_REALTIME cannot be shifted per namespace, and static binaries and the vDSO bypass LD_PRELOAD and seccomp; runs start in different seconds, so `date +%s` differs, but `date +%Y-%m-%d` is caught only across midnight UTC",
+    ),
+    (
+        "numeric_kernel_version",
+        "programs (glibc before 2.36 among them) check it and refuse to run below their minimum: only the text after it is varied",
+    ),
+    (
+        "cpu_model",
+        "/proc/cpuinfo and `nproc --all` show the machine's CPUs",
+    ),
+];
+
+/// The `varied` names and `not_varied` `{what, why}` of the JSON report, from `variations`.
+fn varied_lists(variations: &Value) -> (Value, Value) {
+    let all = variations.as_array().cloned().unwrap_or_default();
+    let varied: Vec<&str> = all
+        .iter()
+        .filter(|x| x["varied"] == true)
+        .filter_map(|x| x["name"].as_str())
+        .collect();
+    let mut not: Vec<Value> = all
+        .iter()
+        .filter(|x| x["varied"] != true)
+        .map(|x| json!({"what": x["name"], "why": x["how"]}))
+        .collect();
+    not.extend(
+        NEVER_VARIED
+            .iter()
+            .map(|(what, why)| json!({"what": what, "why": why})),
+    );
+    (json!(varied), json!(not))
 }
 
 /// What verify varies (and cannot) inside RUN steps, for the JSON report.
@@ -675,6 +720,16 @@ fn variations_json(runs: &[RunResult]) -> Value {
             "varied": vary.clock_offset.is_some(),
             "run2": vary.clock_offset.map(|s| format!("+{} days", s / 86_400)),
             "how": "CLOCK_MONOTONIC and CLOCK_BOOTTIME shifted (a time namespace: uptime, /proc/uptime); the wall clock (CLOCK_REALTIME) is not shifted: each run starts in a later second than the previous one ended",
+        },
+        {
+            "name": "kernel_version",
+            "varied": vary.kernel.is_some(),
+            "run2": vary.kernel.as_ref().map(|k| format!("*-{k}")),
+            "how": if vary.kernel.is_some() {
+                "uname -r keeps the numeric version and gets another suffix, uname -v is replaced (uname(2) answered through seccomp user notification), and so are /proc/version and /proc/sys/kernel/{osrelease,version}; not for i386/x32 processes"
+            } else {
+                "not varied: uname(2) is answered only on x86_64"
+            },
         },
         match other.and_then(|r| r.cond.store_on.as_ref()) {
             Some(fs) => json!({

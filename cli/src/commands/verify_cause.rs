@@ -21,6 +21,7 @@ pub(super) enum Aspect {
     Control,
     Cpus,
     Uts,
+    Kernel,
     Clock,
     FileOrder,
     Context,
@@ -32,11 +33,12 @@ pub(super) enum Aspect {
 
 /// The order rebuilds try: what RUN commands see first (the usual causes), then what only
 /// strata itself sees (a difference there would be strata's own bug).
-const ORDER: [Aspect; 10] = [
+const ORDER: [Aspect; 11] = [
     Aspect::Control,
     Aspect::Cpus,
     Aspect::Uts,
     Aspect::FileOrder,
+    Aspect::Kernel,
     Aspect::Clock,
     Aspect::Context,
     Aspect::Umask,
@@ -52,6 +54,7 @@ impl Aspect {
             Aspect::Control => "none",
             Aspect::Cpus => "cpu_count",
             Aspect::Uts => "host_name",
+            Aspect::Kernel => "kernel_version",
             Aspect::Clock => "clock",
             Aspect::FileOrder => "file_order",
             Aspect::Context => "context",
@@ -67,6 +70,7 @@ impl Aspect {
             Aspect::Control => "no variation",
             Aspect::Cpus => "CPU count",
             Aspect::Uts => "host name",
+            Aspect::Kernel => "kernel version string",
             Aspect::Clock => "uptime (monotonic and boot clocks)",
             Aspect::FileOrder => "file order",
             Aspect::Context => "context location and metadata",
@@ -83,6 +87,7 @@ impl Aspect {
         match self {
             Aspect::Control => return Some(c),
             Aspect::Cpus => c.vary.cpus = other.vary.cpus,
+            Aspect::Kernel => c.vary.kernel = other.vary.kernel.clone(),
             Aspect::Uts => {
                 c.vary.hostname = other.vary.hostname.clone();
                 c.vary.domainname = other.vary.domainname.clone();

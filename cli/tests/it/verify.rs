@@ -361,13 +361,59 @@ fn the_time_in_seconds_from_a_run_step_is_caught_and_named() {
     assert_eq!(v["causes"]["builds"].as_array().unwrap().len(), 1, "{v}");
 }
 
+/// `uname -r`: run 2 sees the same numeric version with another suffix (`uname(2)` answered by
+/// pid 1, `/proc/sys/kernel/osrelease` covered), and the rebuilds name it.
+#[test]
+fn the_kernel_version_string_in_a_run_step_is_caught_and_named() {
+    if !cfg!(target_arch = "x86_64") {
+        return;
+    }
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_context(
+        ctx.path(),
+        // The second RUN is not traced (a cache mount): `uname` is notified on its own.
+        "RUN uname -r > /release && uname -v > /version && cat /proc/sys/kernel/osrelease > /osrelease\n\
+         RUN --mount=type=cache,target=/cache uname -r > /untraced\n",
+    );
+    let (code, o) = verify(&["--json"], ctx.path());
+    assert_eq!(code, 1, "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (cause, said) = cause_of(&v, "/release");
+    assert_eq!(cause, "kernel_version", "{v}");
+    assert_eq!(
+        said,
+        "cause: kernel version string (RUN at Dockerfile:6 wrote /release)"
+    );
+    assert_eq!(cause_of(&v, "/version").0, "kernel_version", "{v}");
+    assert_eq!(cause_of(&v, "/osrelease").0, "kernel_version", "{v}");
+    let (cause, said) = cause_of(&v, "/untraced");
+    assert_eq!(cause, "kernel_version", "{v}");
+    assert_eq!(
+        said,
+        "cause: kernel version string (RUN at Dockerfile:7 wrote /untraced)"
+    );
+    // The numeric version is the kernel's own: only what follows it differs.
+    let real = text(&Command::new("uname").arg("-r").output().unwrap().stdout);
+    let numeric: String = real
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(&format!("+{}-verify-run2\n", numeric.trim_end_matches('.'))),
+        "{err}"
+    );
+    assert!(err.contains(", kernel *-verify-run2"), "{err}");
+}
+
 /// A clean Dockerfile passes under every variation, and the report lists them.
 #[test]
 fn a_clean_build_passes_and_the_report_lists_what_was_varied() {
     let ctx = tempfile::tempdir().unwrap();
+    // The numeric kernel version is never varied (version checks must keep passing).
     busybox_context(
         ctx.path(),
-        "RUN echo hi > /x && ls / > /listing && uname -s > /os\n",
+        "RUN echo hi > /x && ls / > /listing && uname -s > /os && uname -r | cut -d- -f1 > /kernel\n",
     );
     let (code, o) = verify(&["--json"], ctx.path());
     assert_eq!(code, 0, "{}", show(&o));
@@ -382,6 +428,36 @@ fn a_clean_build_passes_and_the_report_lists_what_was_varied() {
     assert!(varied.contains(&("host_name", true)), "{v}");
     assert!(varied.contains(&("clock", true)), "{v}");
     assert!(varied.contains(&("cpu_count", machine_cpus() >= 2)), "{v}");
+    let names = |k: &str, field: &str| -> Vec<String> {
+        v[k].as_array()
+            .unwrap_or_else(|| panic!("no {k}: {v}"))
+            .iter()
+            .map(|x| match field {
+                "" => x.as_str().unwrap().to_string(),
+                f => x[f].as_str().unwrap().to_string(),
+            })
+            .collect()
+    };
+    let listed = names("varied", "");
+    for want in ["host_name", "clock", "umask", "tz"] {
+        assert!(listed.iter().any(|n| n == want), "{want}: {v}");
+    }
+    if cfg!(target_arch = "x86_64") {
+        assert!(varied.contains(&("kernel_version", true)), "{v}");
+        assert!(listed.iter().any(|n| n == "kernel_version"), "{v}");
+    }
+    let not = names("not_varied", "what");
+    for want in ["wall_clock", "numeric_kernel_version"] {
+        assert!(not.iter().any(|n| n == want), "{want}: {v}");
+    }
+    assert!(
+        v["not_varied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["why"].as_str().is_some_and(|w| !w.is_empty())),
+        "{v}"
+    );
     // This machine: /tmp on ext4 and /dev/shm a tmpfs (CI's too), so the order is varied.
     let order = v["variations"]
         .as_array()
