@@ -518,7 +518,8 @@ fn set_mtime(p: &Path, t: i64) -> anyhow::Result<()> {
 }
 
 /// What RUN commands see in run `n` (2+): fewer CPUs, other host and domain names, clocks
-/// shifted by `n - 1` times 400 days, another kernel version string (`sandbox::vary`).
+/// shifted by `n - 1` times 400 days, another kernel version string, a fixed address-space
+/// layout (`sandbox::vary`).
 fn inside_variation(n: u32) -> Variation {
     let cpus = strata_engine::sandbox::vary::allowed_cpus().len();
     Variation {
@@ -528,6 +529,9 @@ fn inside_variation(n: u32) -> Variation {
         domainname: Some(format!("run{n}.verify.invalid")),
         clock_offset: Some(u64::from(n - 1) * CLOCK_STEP),
         kernel: cfg!(target_arch = "x86_64").then(|| format!("verify-run{n}")),
+        // Run 1 (a plain build) is randomized: a layout that differs from run 1's in every
+        // run 2, and the same in every rebuild with it, so the cause search can name it.
+        fixed_layout: true,
     }
 }
 
@@ -625,6 +629,9 @@ pub(super) fn vary_text(v: &Variation) -> String {
     }
     if let Some(k) = &v.kernel {
         let _ = write!(s, ", kernel *-{k}");
+    }
+    if v.fixed_layout {
+        let _ = write!(s, ", fixed address layout");
     }
     s
 }
@@ -730,6 +737,13 @@ fn variations_json(runs: &[RunResult]) -> Value {
             } else {
                 "not varied: uname(2) is answered only on x86_64"
             },
+        },
+        {
+            "name": "address_layout",
+            "varied": vary.fixed_layout,
+            "run1": "randomized",
+            "run2": vary.fixed_layout.then_some("fixed (personality ADDR_NO_RANDOMIZE)"),
+            "how": "run 1 randomized as in a plain build, runs 2+ with a fixed layout: a printed pointer differs from run 1, and the cause search names the layout when a rebuild with it alone gives run 2's bytes (set-user-ID programs are randomized again)",
         },
         match other.and_then(|r| r.cond.store_on.as_ref()) {
             Some(fs) => json!({

@@ -19,6 +19,7 @@ use crate::args::BuildArgs;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Aspect {
     Control,
+    Layout,
     Cpus,
     Uts,
     Kernel,
@@ -32,9 +33,11 @@ pub(super) enum Aspect {
 }
 
 /// The order rebuilds try: what RUN commands see first (the usual causes), then what only
-/// strata itself sees (a difference there would be strata's own bug).
-const ORDER: [Aspect; 11] = [
+/// strata itself sees (a difference there would be strata's own bug). The layout right after
+/// the control: what differs again under run 1's own conditions may be the layout.
+const ORDER: [Aspect; 12] = [
     Aspect::Control,
+    Aspect::Layout,
     Aspect::Cpus,
     Aspect::Uts,
     Aspect::FileOrder,
@@ -52,6 +55,7 @@ impl Aspect {
     pub(super) fn name(self) -> &'static str {
         match self {
             Aspect::Control => "none",
+            Aspect::Layout => "address_layout",
             Aspect::Cpus => "cpu_count",
             Aspect::Uts => "host_name",
             Aspect::Kernel => "kernel_version",
@@ -68,6 +72,7 @@ impl Aspect {
     pub(super) fn label(self) -> &'static str {
         match self {
             Aspect::Control => "no variation",
+            Aspect::Layout => "address-space layout (ASLR)",
             Aspect::Cpus => "CPU count",
             Aspect::Uts => "host name",
             Aspect::Kernel => "kernel version string",
@@ -86,6 +91,7 @@ impl Aspect {
         let mut c = base.clone();
         match self {
             Aspect::Control => return Some(c),
+            Aspect::Layout => c.vary.fixed_layout = other.vary.fixed_layout,
             Aspect::Cpus => c.vary.cpus = other.vary.cpus,
             Aspect::Kernel => c.vary.kernel = other.vary.kernel.clone(),
             Aspect::Uts => {
@@ -217,8 +223,15 @@ pub(super) fn find(
     let mut tried = Vec::new();
     let mut last = other.ended;
     let mut exhausted = true;
+    // What the control brought back and holds no time of the run: random data, or the layout.
+    let mut again_in_control: BTreeSet<Key> = BTreeSet::new();
     for aspect in ORDER {
-        if open.is_empty() {
+        let layout_to_check = aspect == Aspect::Layout && !again_in_control.is_empty();
+        if aspect == Aspect::Layout && !layout_to_check {
+            // Two randomized layouts differ too: only what the control brought back can be it.
+            continue;
+        }
+        if open.is_empty() && !layout_to_check {
             break;
         }
         let Some(cond) = aspect.apply(&first.cond, &other.cond) else {
@@ -261,10 +274,18 @@ pub(super) fn find(
             super::verify::vary_text(&cond.vary) + &super::verify::store_text(&cond.store_on)
         );
         tried.push((aspect, Some(digest.clone())));
+        let spec = |p: &Path| format!("oci:{}", p.display());
+        if layout_to_check {
+            // The fixed layout alone gives run `n`'s bytes where the control (randomized, as
+            // run 1) did not: the layout it is.
+            let left = keys(&compare(&spec(&other.oci), &spec(&oci))?);
+            for key in again_in_control.difference(&left) {
+                found.insert(key.clone(), Found::Aspect(Aspect::Layout));
+            }
+        }
         if digest == first.digest {
             continue;
         }
-        let spec = |p: &Path| format!("oci:{}", p.display());
         let again = keys(&compare(&spec(&first.oci), &spec(&oci))?);
         let back: Vec<Key> = open.intersection(&again).cloned().collect();
         for key in back {
@@ -272,7 +293,10 @@ pub(super) fn find(
             let f = match aspect {
                 Aspect::Control => match time_in(d, &key, first, other) {
                     Some(t) => Found::Time(t),
-                    None => Found::Nondeterministic,
+                    None => {
+                        again_in_control.insert(key.clone());
+                        Found::Nondeterministic
+                    }
                 },
                 a => Found::Aspect(a),
             };

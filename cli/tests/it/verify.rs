@@ -406,6 +406,30 @@ fn the_kernel_version_string_in_a_run_step_is_caught_and_named() {
     assert!(err.contains(", kernel *-verify-run2"), "{err}");
 }
 
+/// A printed address: run 1 is randomized, run 2 has a fixed layout; the control rebuild
+/// differs again (randomized), the rebuild with the fixed layout alone gives run 2's bytes.
+#[test]
+fn a_printed_address_is_caught_and_blamed_on_the_layout() {
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_context(ctx.path(), "RUN grep stack /proc/self/maps > /layout\n");
+    let (code, o) = verify(&["--json"], ctx.path());
+    assert_eq!(code, 1, "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (cause, said) = cause_of(&v, "/layout");
+    assert_eq!(cause, "address_layout", "{v}");
+    assert_eq!(
+        said,
+        "cause: address-space layout (ASLR) (RUN at Dockerfile:6 wrote /layout)"
+    );
+    let builds: Vec<&str> = v["causes"]["builds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["varied"].as_str().unwrap())
+        .collect();
+    assert_eq!(builds, ["none", "address_layout"], "{v}");
+}
+
 /// A clean Dockerfile passes under every variation, and the report lists them.
 #[test]
 fn a_clean_build_passes_and_the_report_lists_what_was_varied() {
@@ -428,6 +452,7 @@ fn a_clean_build_passes_and_the_report_lists_what_was_varied() {
     assert!(varied.contains(&("host_name", true)), "{v}");
     assert!(varied.contains(&("clock", true)), "{v}");
     assert!(varied.contains(&("cpu_count", machine_cpus() >= 2)), "{v}");
+    assert!(varied.contains(&("address_layout", true)), "{v}");
     let names = |k: &str, field: &str| -> Vec<String> {
         v[k].as_array()
             .unwrap_or_else(|| panic!("no {k}: {v}"))
@@ -439,7 +464,7 @@ fn a_clean_build_passes_and_the_report_lists_what_was_varied() {
             .collect()
     };
     let listed = names("varied", "");
-    for want in ["host_name", "clock", "umask", "tz"] {
+    for want in ["host_name", "clock", "address_layout", "umask", "tz"] {
         assert!(listed.iter().any(|n| n == want), "{want}: {v}");
     }
     if cfg!(target_arch = "x86_64") {

@@ -537,6 +537,8 @@ struct Exec {
     trace: Option<super::trace::Filter>,
     /// `strata verify`'s kernel variation: pid 1 answers `uname` with these strings.
     kernel: Option<super::vary::uname::Kernel>,
+    /// `strata verify`'s fixed address-space layout (`personality(ADDR_NO_RANDOMIZE)`).
+    fixed_layout: bool,
 }
 
 fn pid1(spec: &RunSpec, files: &HostFiles, ns: Option<NsKind>) -> Report {
@@ -674,6 +676,7 @@ fn pid1_setup(
             None => None,
         },
         kernel,
+        fixed_layout: vary.fixed_layout,
     }))
 }
 
@@ -885,6 +888,18 @@ unsafe fn child_exec(
     }
     if libc::setuid(e.user.uid) != 0 {
         fail(b"setuid", 126);
+    }
+    // `strata verify`'s fixed layout, kept by the exec. Before the profile, which allows
+    // `personality` only with the values Docker does.
+    if e.fixed_layout {
+        let current = libc::personality(0xffff_ffff);
+        if current < 0
+            || libc::personality(
+                (current as libc::c_ulong) | libc::ADDR_NO_RANDOMIZE as libc::c_ulong,
+            ) < 0
+        {
+            fail(b"personality(ADDR_NO_RANDOMIZE)", 126);
+        }
     }
     // Last, so nothing above runs under it: no_new_privs, then Docker's default profile.
     if let Some(p) = &e.seccomp {

@@ -1,13 +1,13 @@
 //! What `strata verify` varies inside every RUN of runs 2+ (issue 23): the CPUs the command may
-//! run on, the host and domain names, the monotonic and boot clocks and the kernel version
-//! string ([`uname`]).
+//! run on, the host and domain names, the monotonic and boot clocks, the kernel version string
+//! ([`uname`]) and the address-space layout.
 //!
 //! The variation is process-wide: `strata verify` starts each build as a child `strata build`
 //! with [`ENV`] set, and every sandbox helper of that process applies it. It is never part of a
 //! cache key, a layer or a record: a varied build is only ever run into verify's throwaway
 //! store. Not covered (docs and README list it): the wall clock (`CLOCK_REALTIME` cannot be
 //! shifted per namespace; verify only makes runs start in different seconds), `/proc/cpuinfo`
-//! and `nproc --all`, the numeric kernel version, ASLR, the user name and `HOME` (README, `strata verify`, says
+//! and `nproc --all`, the numeric kernel version, the user name and `HOME` (README, `strata verify`, says
 //! why each).
 
 use serde::{Deserialize, Serialize};
@@ -41,6 +41,10 @@ pub struct Variation {
     /// ([`uname`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<String>,
+    /// `personality(ADDR_NO_RANDOMIZE)` for the command: the same address-space layout in
+    /// every run with it (inherited across exec, dropped by a set-user-ID one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fixed_layout: bool,
 }
 
 impl Variation {
@@ -177,10 +181,13 @@ mod tests {
 
     #[test]
     fn variations_parse_and_bad_ones_are_refused() {
-        let v = Variation::parse(r#"{"cpus":1,"hostname":"h2","clock_offset":5,"kernel":"v2"}"#)
-            .unwrap();
+        let v = Variation::parse(
+            r#"{"cpus":1,"hostname":"h2","clock_offset":5,"kernel":"v2","fixed_layout":true}"#,
+        )
+        .unwrap();
         assert_eq!(v.cpus, Some(1));
         assert_eq!(v.kernel.as_deref(), Some("v2"));
+        assert!(v.fixed_layout);
         assert!(Variation::parse(r#"{"kernel":"a b"}"#).is_err());
         assert_eq!(v.hostname.as_deref(), Some("h2"));
         assert!(v.domainname.is_none());
