@@ -662,10 +662,14 @@ pub(super) fn after_second(last: Option<i64>) -> i64 {
 
 /// What verify never varies, and why (the JSON report's `not_varied`, besides the variations
 /// this machine could not make).
-const NEVER_VARIED: [(&str, &str); 3] = [
+const NEVER_VARIED: [(&str, &str); 4] = [
     (
         "wall_clock",
         "CLOCK_REALTIME cannot be shifted per namespace, and static binaries and the vDSO bypass LD_PRELOAD and seccomp; runs start in different seconds, so `date +%s` differs, but `date +%Y-%m-%d` is caught only across midnight UTC",
+    ),
+    (
+        "user_name_and_home",
+        "the user (root without USER) and HOME (the Dockerfile's ENV) are inputs the Dockerfile and the base image's /etc/passwd define: another would change what a correct build gives (pip install --user, ~/.cache)",
     ),
     (
         "numeric_kernel_version",

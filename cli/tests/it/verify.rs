@@ -472,7 +472,7 @@ fn a_clean_build_passes_and_the_report_lists_what_was_varied() {
         assert!(listed.iter().any(|n| n == "kernel_version"), "{v}");
     }
     let not = names("not_varied", "what");
-    for want in ["wall_clock", "numeric_kernel_version"] {
+    for want in ["wall_clock", "user_name_and_home", "numeric_kernel_version"] {
         assert!(not.iter().any(|n| n == want), "{want}: {v}");
     }
     assert!(
