@@ -18,6 +18,7 @@ use anyhow::{bail, Context as _};
 use serde_json::{json, Value};
 use strata_engine::diff::{self, DiffOptions, DiffReport};
 
+use strata_engine::sandbox::userns::RootlessUser;
 use strata_engine::sandbox::Variation;
 
 use super::verify_cause::{self, Causes};
@@ -41,6 +42,8 @@ pub(super) struct Conditions {
     /// Put the build's store in a fresh directory under this one (another kind of file system:
     /// RUN steps list directories in its order) instead of the run's directory; removed after.
     pub(super) store_on: Option<FsChoice>,
+    /// Build as this user, rootless (verify runs as root); `None`: as verify's own user.
+    pub(super) rootless: Option<RootlessUser>,
 }
 
 /// A file system for a run's store other than run 1's.
@@ -82,7 +85,8 @@ pub fn run(a: VerifyArgs, registry_args: Vec<OsString>) -> anyhow::Result<i32> {
         ),
     };
     let mut runs = Vec::new();
-    let result = verify(&a, base.path(), &mut runs, &registry_args);
+    let rootless = rootless_choice(&a);
+    let result = verify(&a, base.path(), &mut runs, &registry_args, &rootless);
     let code = match &result {
         Ok((Verdict::Reproducible, ..)) => 0,
         Ok(_) => 1,
@@ -104,7 +108,7 @@ pub fn run(a: VerifyArgs, registry_args: Vec<OsString>) -> anyhow::Result<i32> {
     }
     if a.json {
         let mut v = json_report(&verdict, &runs, run_diff, against, error.as_deref(), &a);
-        v["variations"] = variations_json(&runs);
+        v["variations"] = variations_json(&runs, &rootless);
         let (varied, not_varied) = varied_lists(&v["variations"]);
         v["varied"] = varied;
         v["not_varied"] = not_varied;
@@ -184,6 +188,7 @@ fn verify(
     base: &Path,
     runs: &mut Vec<RunResult>,
     registry_args: &[OsString],
+    rootless: &Result<RootlessUser, String>,
 ) -> anyhow::Result<Outcome> {
     let b = &a.build;
     let context = fs::canonicalize(&b.context)
@@ -205,6 +210,12 @@ fn verify(
         m as u32
     };
     let exe = std::env::current_exe().context("finding the strata executable")?;
+    if let Ok(u) = rootless {
+        // The rootless runs' directories are below `base`: it must let them through.
+        let mode = fs::metadata(base)?.permissions().mode();
+        fs::set_permissions(base, fs::Permissions::from_mode(mode | 0o011))
+            .with_context(|| format!("letting {} into `{}`", u.name, base.display()))?;
+    }
     let mut file_order = None;
     for n in 1..=a.runs {
         if n == 2 {
@@ -222,6 +233,7 @@ fn verify(
                 jobs: jobs1,
                 vary: Variation::default(),
                 store_on: None,
+                rootless: None,
             }
         } else {
             // Another path (deeper, with a space), other mtimes and modes, reversed creation
@@ -257,6 +269,7 @@ fn verify(
                 jobs: if odd { other_jobs } else { jobs1 },
                 vary: inside_variation(n),
                 store_on: file_order.clone(),
+                rootless: rootless.clone().ok().filter(|_| odd),
             }
         };
         let oci = dir.join("oci");
@@ -272,7 +285,7 @@ fn verify(
             inherited_or(cond.tz, "TZ"),
             inherited_or(cond.lang, "LANG"),
             cond.jobs,
-            vary_text(&cond.vary) + &store_text(&cond.store_on)
+            vary_text(&cond.vary) + &store_text(&cond.store_on) + &user_text(&cond.rootless)
         );
         runs.push(RunResult {
             n,
@@ -350,6 +363,16 @@ pub(super) fn build_once(
         Some(t) => t.path().join("store"),
         None => dir.join("store"),
     };
+    if let Some(u) = &cond.rootless {
+        // Everything the build writes is the user's; the context copy is below `dir`.
+        let mut own = vec![dir.to_path_buf()];
+        own.extend(elsewhere.as_ref().map(|t| t.path().to_path_buf()));
+        for p in own {
+            chown_tree(&p, u).with_context(|| {
+                format!("giving `{}` to {} (rootless run)", p.display(), u.name)
+            })?;
+        }
+    }
     let mut cmd = Command::new(exe);
     cmd.arg("--store").arg(&store);
     cmd.args(registry_args);
@@ -376,10 +399,14 @@ pub(super) fn build_once(
         cmd.arg("--verify-child");
     }
     let umask = cond.umask as libc::mode_t;
-    // SAFETY: umask is async-signal-safe.
+    let user = cond.rootless.as_ref().map(|u| (u.uid, u.gid));
+    // SAFETY: umask, setgroups, setgid and setuid are async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
             libc::umask(umask);
+            if let Some((uid, gid)) = user {
+                become_user(uid, gid)?;
+            }
             Ok(())
         });
     }
@@ -601,6 +628,88 @@ fn tree_size(p: &Path) -> u64 {
     total
 }
 
+/// The user runs 2, 4, … build as, rootless, or why there is none: verify must run as root,
+/// the machine must have a user with full subordinate ranges (`userns::rootless_user`), and
+/// what the build reads must be readable by that user.
+fn rootless_choice(a: &VerifyArgs) -> Result<RootlessUser, String> {
+    if a.no_rootless {
+        return Err("--no-rootless".into());
+    }
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("verify does not run as root: every run is rootless already".into());
+    }
+    let b = &a.build;
+    if b.memory.is_some() || b.cpus.is_some() {
+        return Err("--memory and --cpus need cgroups a rootless user may not have".into());
+    }
+    if !b.secrets.is_empty() || !b.ssh.is_empty() {
+        return Err("--secret and --ssh sources may not be readable by another user".into());
+    }
+    if let (Some(f), Ok(ctx)) = (&b.file, fs::canonicalize(&b.context)) {
+        if fs::canonicalize(f).is_ok_and(|f| !f.starts_with(&ctx)) {
+            return Err(
+                "the Dockerfile is outside the context (not copied for another user)".into(),
+            );
+        }
+    }
+    let user = strata_engine::sandbox::userns::rootless_user()?;
+    // The executable must be reachable by the user (not under /root, say).
+    let exe = std::env::current_exe().map_err(|e| format!("finding the strata executable: {e}"))?;
+    let mut probe = Command::new(&exe);
+    probe
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let (uid, gid) = (user.uid, user.gid);
+    // SAFETY: setgroups, setgid and setuid are async-signal-safe.
+    unsafe {
+        probe.pre_exec(move || become_user(uid, gid));
+    }
+    match probe.status() {
+        Ok(s) if s.success() => Ok(user),
+        _ => Err(format!(
+            "{} (the user with a subordinate range) cannot run `{}`",
+            user.name,
+            exe.display()
+        )),
+    }
+}
+
+/// In a child between fork and exec: drop to `uid`/`gid`, with no supplementary groups.
+fn become_user(uid: u32, gid: u32) -> std::io::Result<()> {
+    // SAFETY: plain syscalls with valid arguments.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setgid(gid) != 0
+            || libc::setuid(uid) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Gives `p` and everything below it to `u` (not following symlinks).
+fn chown_tree(p: &Path, u: &RootlessUser) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(p, Some(u.uid), Some(u.gid))?;
+    if fs::symlink_metadata(p)?.is_dir() {
+        for e in fs::read_dir(p)? {
+            chown_tree(&e?.path(), u)?;
+        }
+    }
+    Ok(())
+}
+
+/// `, rootless as strata-ci` for a run's line.
+pub(super) fn user_text(u: &Option<RootlessUser>) -> String {
+    match u {
+        Some(u) => format!(", rootless as {}", u.name),
+        None => String::new(),
+    }
+}
+
 /// `, store on tmpfs` for a run's line.
 pub(super) fn store_text(s: &Option<FsChoice>) -> String {
     match s {
@@ -703,7 +812,7 @@ fn varied_lists(variations: &Value) -> (Value, Value) {
 }
 
 /// What verify varies (and cannot) inside RUN steps, for the JSON report.
-fn variations_json(runs: &[RunResult]) -> Value {
+fn variations_json(runs: &[RunResult], rootless: &Result<RootlessUser, String>) -> Value {
     let other = runs.iter().find(|r| r.n == 2);
     let vary = other.map(|r| r.cond.vary.clone()).unwrap_or_default();
     let cpus = strata_engine::sandbox::vary::allowed_cpus().len();
@@ -763,6 +872,25 @@ fn variations_json(runs: &[RunResult]) -> Value {
                 "how": "not varied: no file system here with another directory order than run 1's store (tmpfs against ext4/xfs/btrfs) and room for twice run 1's store",
             }),
         },
+        match (other.and_then(|r| r.cond.rootless.as_ref()), rootless) {
+            (Some(u), _) => json!({
+                "name": "rootless",
+                "varied": true,
+                "run1": "root",
+                "run2": format!("{} (uid {})", u.name, u.uid),
+                "how": format!("runs 2, 4, … build as {}, rootless: a user namespace mapped with its /etc/subuid and /etc/subgid ranges", u.name),
+            }),
+            (None, Err(why)) => json!({
+                "name": "rootless",
+                "varied": false,
+                "how": format!("not varied: {why}"),
+            }),
+            (None, Ok(_)) => json!({
+                "name": "rootless",
+                "varied": false,
+                "how": "not varied: only runs 2, 4, … are rootless",
+            }),
+        },
         {"name": "context", "varied": true, "how": "another path, reversed creation order, g+w,o+w, odd mtimes"},
         {"name": "umask", "varied": true},
         {"name": "tz", "varied": true},
@@ -805,6 +933,7 @@ fn json_report(
                 "tz": r.cond.tz,
                 "lang": r.cond.lang,
                 "jobs": r.cond.jobs,
+                "user": r.cond.rootless.as_ref().map_or("root (or verify's own user)".to_string(), |u| u.name.clone()),
                 "output": a.keep.as_ref().map(|_| &r.oci),
             })
         })

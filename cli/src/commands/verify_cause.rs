@@ -25,6 +25,7 @@ pub(super) enum Aspect {
     Kernel,
     Clock,
     FileOrder,
+    Rootless,
     Context,
     Umask,
     Tz,
@@ -35,13 +36,14 @@ pub(super) enum Aspect {
 /// The order rebuilds try: what RUN commands see first (the usual causes), then what only
 /// strata itself sees (a difference there would be strata's own bug). The layout right after
 /// the control: what differs again under run 1's own conditions may be the layout.
-const ORDER: [Aspect; 12] = [
+const ORDER: [Aspect; 13] = [
     Aspect::Control,
     Aspect::Layout,
     Aspect::Cpus,
     Aspect::Uts,
     Aspect::FileOrder,
     Aspect::Kernel,
+    Aspect::Rootless,
     Aspect::Clock,
     Aspect::Context,
     Aspect::Umask,
@@ -61,6 +63,7 @@ impl Aspect {
             Aspect::Kernel => "kernel_version",
             Aspect::Clock => "clock",
             Aspect::FileOrder => "file_order",
+            Aspect::Rootless => "rootless",
             Aspect::Context => "context",
             Aspect::Umask => "umask",
             Aspect::Tz => "tz",
@@ -78,6 +81,7 @@ impl Aspect {
             Aspect::Kernel => "kernel version string",
             Aspect::Clock => "uptime (monotonic and boot clocks)",
             Aspect::FileOrder => "file order",
+            Aspect::Rootless => "rootless (another user, a user namespace)",
             Aspect::Context => "context location and metadata",
             Aspect::Umask => "umask",
             Aspect::Tz => "TZ",
@@ -100,6 +104,7 @@ impl Aspect {
             }
             Aspect::Clock => c.vary.clock_offset = other.vary.clock_offset,
             Aspect::FileOrder => c.store_on = other.store_on.clone(),
+            Aspect::Rootless => c.rootless = other.rootless.clone(),
             Aspect::Context => {
                 c.context = other.context.clone();
                 c.dockerfile = other.dockerfile.clone();
@@ -111,6 +116,7 @@ impl Aspect {
         }
         let same = c.vary == base.vary
             && c.store_on == base.store_on
+            && c.rootless == base.rootless
             && c.context == base.context
             && c.umask == base.umask
             && c.tz == base.tz
@@ -271,7 +277,9 @@ pub(super) fn find(
         eprintln!(
             "cause search {k}: {digest} (run 1's conditions, {}{})",
             aspect.label(),
-            super::verify::vary_text(&cond.vary) + &super::verify::store_text(&cond.store_on)
+            super::verify::vary_text(&cond.vary)
+                + &super::verify::store_text(&cond.store_on)
+                + &super::verify::user_text(&cond.rootless)
         );
         tried.push((aspect, Some(digest.clone())));
         let spec = |p: &Path| format!("oci:{}", p.display());
@@ -515,8 +523,9 @@ impl Causes {
 pub(super) fn markdown(runs: &[RunResult], causes: Option<&Causes>) -> String {
     let mut s = String::new();
     if let Some(r) = runs.iter().find(|r| r.n == 2) {
-        let v =
-            super::verify::vary_text(&r.cond.vary) + &super::verify::store_text(&r.cond.store_on);
+        let v = super::verify::vary_text(&r.cond.vary)
+            + &super::verify::store_text(&r.cond.store_on)
+            + &super::verify::user_text(&r.cond.rootless);
         if !v.is_empty() {
             let _ = writeln!(
                 s,

@@ -430,6 +430,76 @@ fn a_printed_address_is_caught_and_blamed_on_the_layout() {
     assert_eq!(builds, ["none", "address_layout"], "{v}");
 }
 
+/// The `rootless` entry of `--json`'s `variations`.
+fn rootless_of(v: &serde_json::Value) -> serde_json::Value {
+    v["variations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "rootless")
+        .unwrap_or_else(|| panic!("no rootless variation: {v}"))
+        .clone()
+}
+
+/// As root on a machine with a full /etc/subuid range (CI's `strata-ci`), run 2 builds
+/// rootless: the same digest as root's for ownership of other ids; a RUN that writes its uid
+/// map differs, and the rebuilds name rootless. Without such a user the report says why.
+#[test]
+fn run_2_is_rootless_where_a_subordinate_range_exists() {
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_context(
+        ctx.path(),
+        "RUN mkdir -p /home/app && touch /home/app/f && chown -R 1000:1000 /home/app && chmod 700 /home/app && echo x > /g && chown 1000 /g\n",
+    );
+    let (code, o) = verify(&["--json"], ctx.path());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rootless = rootless_of(&v);
+    if rootless["varied"] != true {
+        assert_eq!(code, 0, "{}", show(&o));
+        assert!(
+            rootless["how"]
+                .as_str()
+                .unwrap()
+                .starts_with("not varied: "),
+            "{v}"
+        );
+        let not: Vec<&serde_json::Value> = v["not_varied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["what"] == "rootless")
+            .collect();
+        assert_eq!(not.len(), 1, "{v}");
+        eprintln!("rootless variation not available here: {}", rootless["how"]);
+        return;
+    }
+    assert_eq!(code, 0, "root and rootless differ: {}", show(&o));
+    let user = v["runs"][1]["user"].as_str().unwrap().to_string();
+    assert_ne!(user, v["runs"][0]["user"].as_str().unwrap(), "{v}");
+    assert!(
+        text(&o.stderr).contains(&format!(", rootless as {user})")),
+        "{}",
+        show(&o)
+    );
+    // `--no-rootless`: root in every run, and the report says so.
+    let (code, o) = verify(&["--json", "--no-rootless"], ctx.path());
+    assert_eq!(code, 0, "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rootless_of(&v)["how"], "not varied: --no-rootless", "{v}");
+
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_context(ctx.path(), "RUN cat /proc/self/uid_map > /map\n");
+    let (code, o) = verify(&["--json"], ctx.path());
+    assert_eq!(code, 1, "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (cause, said) = cause_of(&v, "/map");
+    assert_eq!(cause, "rootless", "{v}");
+    assert_eq!(
+        said,
+        "cause: rootless (another user, a user namespace) (RUN at Dockerfile:6 wrote /map)"
+    );
+}
+
 /// A clean Dockerfile passes under every variation, and the report lists them.
 #[test]
 fn a_clean_build_passes_and_the_report_lists_what_was_varied() {
