@@ -22,6 +22,7 @@ use strata_engine::sandbox::userns::RootlessUser;
 use strata_engine::sandbox::Variation;
 
 use super::verify_cause::{self, Causes};
+use super::verify_dates;
 use crate::args::{BuildArgs, VerifyArgs};
 
 /// Fixed, odd mtime for the copied contexts: 2003-03-03 03:03:03 UTC, plus the run number.
@@ -87,12 +88,23 @@ pub fn run(a: VerifyArgs, registry_args: Vec<OsString>) -> anyhow::Result<i32> {
     let mut runs = Vec::new();
     let rootless = rootless_choice(&a);
     let result = verify(&a, base.path(), &mut runs, &registry_args, &rootless);
+    // The date, which no run varies (`verify_dates`): looked for whatever the verdict.
+    let dated = match (&result, runs.first()) {
+        (Ok(_), Some(first)) => verify_dates::find(first, source_date_epoch(&a.build)),
+        _ => Vec::new(),
+    };
+    let date_fails = verify_dates::fails(&dated);
     let code = match &result {
-        Ok((Verdict::Reproducible, ..)) => 0,
+        Ok((Verdict::Reproducible, ..)) if !date_fails => 0,
         Ok(_) => 1,
         Err(_) => 2,
     };
     let (verdict, run_diff, against) = match &result {
+        Ok((Verdict::Reproducible, d, ag)) if date_fails => (
+            "not reproducible (files hold the date of the build)".to_string(),
+            d.as_ref().map(|(d, _)| d),
+            ag.as_ref(),
+        ),
         Ok((v, d, ag)) => (verdict_text(v), d.as_ref().map(|(d, _)| d), ag.as_ref()),
         Err(_) => ("error".to_string(), None, None),
     };
@@ -113,6 +125,10 @@ pub fn run(a: VerifyArgs, registry_args: Vec<OsString>) -> anyhow::Result<i32> {
         v["varied"] = varied;
         v["not_varied"] = not_varied;
         v["causes"] = causes.map_or(Value::Null, Causes::to_json);
+        v["dated_files"] = verify_dates::to_json(&dated);
+        if date_fails {
+            v["reproducible"] = false.into();
+        }
         println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
     }
     let kept = || {
@@ -129,7 +145,14 @@ pub fn run(a: VerifyArgs, registry_args: Vec<OsString>) -> anyhow::Result<i32> {
             Err(e)
         }
         Ok((v, d, ag)) => {
+            eprint!("{}", verify_dates::text(&dated));
             match v {
+                Verdict::Reproducible if date_fails => {
+                    eprintln!(
+                        "verify: NOT reproducible: the {} runs are identical, but files hold the date of the build (above)",
+                        runs.len()
+                    );
+                }
                 Verdict::Reproducible => {
                     eprintln!("verify: reproducible ({} runs)", runs.len());
                     if !a.json {
@@ -774,7 +797,7 @@ pub(super) fn after_second(last: Option<i64>) -> i64 {
 const NEVER_VARIED: [(&str, &str); 4] = [
     (
         "wall_clock",
-        "CLOCK_REALTIME cannot be shifted per namespace, and static binaries and the vDSO bypass LD_PRELOAD and seccomp; runs start in different seconds, so `date +%s` differs, but `date +%Y-%m-%d` is caught only across midnight UTC",
+        "CLOCK_REALTIME has no namespace, and the vDSO answers clock_gettime without a syscall (no seccomp, no ptrace; LD_PRELOAD misses static binaries): runs start in different seconds, so `date +%s` differs; run 1's date in common forms is looked for in RUN layers (dated_files); other date forms pass unless the runs straddle midnight UTC",
     ),
     (
         "user_name_and_home",
@@ -904,6 +927,20 @@ fn inherited_or(set: Option<&str>, var: &str) -> String {
         Some(v) => v.to_string(),
         None => std::env::var(var).unwrap_or_else(|_| "(unset)".into()),
     }
+}
+
+/// `--source-date-epoch`, else `--build-arg SOURCE_DATE_EPOCH=N`, else `SOURCE_DATE_EPOCH`:
+/// a date a RUN may rightly write.
+fn source_date_epoch(b: &BuildArgs) -> Option<i64> {
+    let arg = b
+        .build_args
+        .iter()
+        .find_map(|x| x.strip_prefix("SOURCE_DATE_EPOCH="))
+        .map(str::to_string);
+    b.source_date_epoch.map(|s| s as i64).or_else(|| {
+        arg.or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+            .and_then(|v| v.trim().parse().ok())
+    })
 }
 
 fn verdict_text(v: &Verdict) -> String {

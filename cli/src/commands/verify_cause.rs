@@ -387,7 +387,7 @@ fn time_in(d: &DiffReport, key: &Key, first: &RunResult, other: &RunResult) -> O
 
 /// For each layer of run 1's image, the step that made it (`RUN at Dockerfile:5`), matched by
 /// its history entry's `created_by` against the instructions of the Dockerfile, in order.
-fn layer_steps(first: &RunResult) -> Vec<Option<String>> {
+pub(super) fn layer_steps(first: &RunResult) -> Vec<Option<String>> {
     let Ok(img) = diff::load_image(&format!("oci:{}", first.oci.display())) else {
         return Vec::new();
     };

@@ -500,6 +500,78 @@ fn run_2_is_rootless_where_a_subordinate_range_exists() {
     );
 }
 
+/// The date alone is the same in every run of a day (the wall clock is not varied): verify
+/// finds run 1's date in what RUN steps wrote, and fails with the date as the cause.
+#[test]
+fn the_date_from_a_run_step_is_caught_and_named() {
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_context(
+        ctx.path(),
+        "RUN date +%Y-%m-%d > /day && echo same > /same\n",
+    );
+    let (code, o) = verify(&["--json"], ctx.path());
+    assert_eq!(code, 1, "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["reproducible"], false, "{v}");
+    let dated = v["dated_files"].as_array().unwrap();
+    assert_eq!(dated.len(), 1, "{v}");
+    assert_eq!(dated[0]["path"], "/day", "{v}");
+    assert_eq!(dated[0]["cause"], "date", "{v}");
+    assert!(
+        dated[0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("cause: the date (RUN at Dockerfile:6 wrote /day: it holds `20"),
+        "{v}"
+    );
+    assert!(
+        text(&o.stderr).contains("verify: NOT reproducible: the 2 runs are identical, but files hold the date of the build"),
+        "{}",
+        show(&o)
+    );
+}
+
+/// A date the build's inputs hold too (a context file edited today, SOURCE_DATE_EPOCH's day)
+/// is only a note: a correct build must not fail.
+#[test]
+fn a_date_the_inputs_hold_is_only_a_note() {
+    let ctx = tempfile::tempdir().unwrap();
+    let today = text(
+        &Command::new("date")
+            .args(["-u", "+%Y-%m-%d"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    fs::write(ctx.path().join("CHANGES"), format!("## {today}")).unwrap();
+    busybox_context(
+        ctx.path(),
+        "COPY CHANGES /src/CHANGES\nRUN cp /src/CHANGES /doc\n",
+    );
+    let (code, o) = verify(&["--json"], ctx.path());
+    assert_eq!(code, 0, "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let dated = v["dated_files"].as_array().unwrap();
+    assert!(
+        dated
+            .iter()
+            .all(|d| d["in_inputs"] == true && d["cause"].is_null()),
+        "{v}"
+    );
+    assert!(text(&o.stderr).contains("/doc: note: "), "{}", show(&o));
+
+    // `--source-date-epoch` of today: a RUN that writes that date is right to.
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_context(ctx.path(), "RUN date -u +%Y-%m-%d > /day\n");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let (code, o) = verify(&["--source-date-epoch", &now], ctx.path());
+    assert_eq!(code, 0, "{}", show(&o));
+}
+
 /// A clean Dockerfile passes under every variation, and the report lists them.
 #[test]
 fn a_clean_build_passes_and_the_report_lists_what_was_varied() {

@@ -5,10 +5,10 @@
 //! The variation is process-wide: `strata verify` starts each build as a child `strata build`
 //! with [`ENV`] set, and every sandbox helper of that process applies it. It is never part of a
 //! cache key, a layer or a record: a varied build is only ever run into verify's throwaway
-//! store. Not covered (docs and README list it): the wall clock (`CLOCK_REALTIME` cannot be
-//! shifted per namespace; verify only makes runs start in different seconds), `/proc/cpuinfo`
-//! and `nproc --all`, the numeric kernel version, the user name and `HOME` (README, `strata verify`, says
-//! why each).
+//! store. Not covered (the README's `strata verify` says why each): the wall clock
+//! (`CLOCK_REALTIME` cannot be shifted per namespace; verify makes runs start in different
+//! seconds and looks for run 1's date in what RUN steps wrote), `/proc/cpuinfo` and
+//! `nproc --all`, the numeric kernel version, the user name and `HOME`.
 
 use serde::{Deserialize, Serialize};
 

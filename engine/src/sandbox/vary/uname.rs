@@ -11,9 +11,9 @@
 //! (`6.8.0`) and changes only what follows it (`6.8.0-verify-run2`), which no version check
 //! reads; `uname -v` is replaced whole.
 //!
-//! Not covered (README, `strata verify`): i386 and x32 processes (their `uname` is not notified), a
-//! process in a UTS namespace of its own (answered by the kernel), and the version note of
-//! the vDSO (a number, the same in every run).
+//! Not covered (README, `strata verify`): i386 and x32 processes (their `uname` is not
+//! notified), a process in a UTS namespace of its own (answered by the kernel), and the version
+//! note of the vDSO (a number, the same in every run).
 
 use std::os::fd::AsRawFd;
 
