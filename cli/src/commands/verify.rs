@@ -409,6 +409,10 @@ pub(super) fn build_once(
     if let Some(tz) = cond.tz {
         cmd.env("TZ", tz);
     }
+    if cond.rootless.is_some() {
+        // Not root's home, which the user cannot read (auth and registries.conf lookups).
+        cmd.env("HOME", dir);
+    }
     if let Some(lang) = cond.lang {
         cmd.env("LANG", lang)
             .env("LC_ALL", lang)
@@ -668,6 +672,13 @@ fn rootless_choice(a: &VerifyArgs) -> Result<RootlessUser, String> {
     }
     if !b.secrets.is_empty() || !b.ssh.is_empty() {
         return Err("--secret and --ssh sources may not be readable by another user".into());
+    }
+    for var in ["REGISTRY_AUTH_FILE", "DOCKER_CONFIG"] {
+        if std::env::var_os(var).is_some() {
+            return Err(format!(
+                "{var} is set: another user may not read the credentials"
+            ));
+        }
     }
     if let (Some(f), Ok(ctx)) = (&b.file, fs::canonicalize(&b.context)) {
         if fs::canonicalize(f).is_ok_and(|f| !f.starts_with(&ctx)) {

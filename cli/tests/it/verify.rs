@@ -576,10 +576,12 @@ fn a_date_the_inputs_hold_is_only_a_note() {
 #[test]
 fn a_clean_build_passes_and_the_report_lists_what_was_varied() {
     let ctx = tempfile::tempdir().unwrap();
-    // The numeric kernel version is never varied (version checks must keep passing).
+    // The numeric kernel version is never varied (version checks must keep passing), and a
+    // 32-bit personality keeps the kernel's own answer (`i686`).
     busybox_context(
         ctx.path(),
-        "RUN echo hi > /x && ls / > /listing && uname -s > /os && uname -r | cut -d- -f1 > /kernel\n",
+        "RUN echo hi > /x && ls / > /listing && uname -s > /os && uname -r | cut -d- -f1 > /kernel\n\
+         RUN linux32 uname -m > /machine32 && linux32 uname -r > /release32\n",
     );
     let (code, o) = verify(&["--json"], ctx.path());
     assert_eq!(code, 0, "{}", show(&o));

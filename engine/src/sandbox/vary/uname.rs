@@ -12,8 +12,9 @@
 //! reads; `uname -v` is replaced whole.
 //!
 //! Not covered (README, `strata verify`): i386 and x32 processes (their `uname` is not
-//! notified), a process in a UTS namespace of its own (answered by the kernel), and the version
-//! note of the vDSO (a number, the same in every run).
+//! notified), a process with a `linux32` or `UNAME26` personality or in a UTS namespace of its
+//! own (answered by the kernel), and the version note of the vDSO (a number, the same in every
+//! run).
 
 use std::os::fd::AsRawFd;
 
@@ -105,14 +106,32 @@ fn set_field(f: &mut [libc::c_char; FIELD], s: &str) {
     }
 }
 
+/// `PER_LINUX32` (`setarch i686`, `linux32`: `uname -m` says `i686`) and `UNAME26` (the
+/// release says `2.6.x`): the kernel's answer then depends on the caller's personality.
+const PER_LINUX32: u32 = 0x0008;
+const UNAME26: u32 = 0x0002_0000;
+
+/// Whether the kernel would answer `uname` for a process of this personality as for pid 1
+/// (`ADDR_NO_RANDOMIZE` and the like change nothing there).
+fn plain_personality(p: u32) -> bool {
+    p & 0xff != PER_LINUX32 && p & UNAME26 == 0
+}
+
 /// Answers the `uname(buf)` of thread `tid` (notification `id` on `listener`): writes this
 /// kernel's strings, with the host and domain names of pid 1's UTS namespace, at `buf`. `false`:
-/// not answered (another UTS namespace, or the memory could not be written); the caller lets
-/// the syscall run unchanged, so the kernel's own answer (or `EFAULT`) is what the process gets.
+/// not answered (another UTS namespace, a personality that changes what `uname` says, or the
+/// memory could not be written); the caller lets the syscall run unchanged, so the kernel's own
+/// answer (or `EFAULT`) is what the process gets.
 pub(crate) fn answer(k: &Kernel, listener: i32, id: u64, tid: u32, buf: u64) -> bool {
     let ns = |p: &str| std::fs::read_link(p).ok();
     let theirs = ns(&format!("/proc/{tid}/ns/uts"));
     if theirs.is_none() || theirs != ns("/proc/self/ns/uts") {
+        return false;
+    }
+    let personality = std::fs::read_to_string(format!("/proc/{tid}/personality"))
+        .ok()
+        .and_then(|t| u32::from_str_radix(t.trim(), 16).ok());
+    if !personality.is_some_and(plain_personality) {
         return false;
     }
     let Ok(mut u) = sys_uname() else {
@@ -169,6 +188,15 @@ mod tests {
         assert_eq!(Kernel::from_release("4.19.1.2", "t").release, "4.19.1-t");
         let long = "x".repeat(100);
         assert_eq!(Kernel::from_release("6.1", &long).release.len(), FIELD - 1);
+    }
+
+    #[test]
+    fn only_plain_personalities_are_answered() {
+        assert!(plain_personality(0));
+        assert!(plain_personality(0x0040000)); // ADDR_NO_RANDOMIZE (verify's own)
+        assert!(!plain_personality(PER_LINUX32));
+        assert!(!plain_personality(UNAME26));
+        assert!(!plain_personality(PER_LINUX32 | 0x0040000));
     }
 
     #[test]
