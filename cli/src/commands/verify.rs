@@ -86,8 +86,8 @@ pub fn run(a: VerifyArgs, registry_args: Vec<OsString>) -> anyhow::Result<i32> {
         ),
     };
     let mut runs = Vec::new();
-    let rootless = rootless_choice(&a);
-    let result = verify(&a, base.path(), &mut runs, &registry_args, &rootless);
+    let mut rootless = rootless_choice(&a);
+    let result = verify(&a, base.path(), &mut runs, &registry_args, &mut rootless);
     // The date, which no run varies (`verify_dates`): looked for whatever the verdict.
     let dated = match (&result, runs.first()) {
         (Ok(_), Some(first)) => verify_dates::find(first, source_date_epoch(&a.build)),
@@ -211,7 +211,7 @@ fn verify(
     base: &Path,
     runs: &mut Vec<RunResult>,
     registry_args: &[OsString],
-    rootless: &Result<RootlessUser, String>,
+    rootless: &mut Result<RootlessUser, String>,
 ) -> anyhow::Result<Outcome> {
     let b = &a.build;
     let context = fs::canonicalize(&b.context)
@@ -233,7 +233,7 @@ fn verify(
         m as u32
     };
     let exe = std::env::current_exe().context("finding the strata executable")?;
-    if let Ok(u) = rootless {
+    if let Ok(u) = &*rootless {
         // The rootless runs' directories are below `base`: it must let them through.
         let mode = fs::metadata(base)?.permissions().mode();
         fs::set_permissions(base, fs::Permissions::from_mode(mode | 0o011))
@@ -246,7 +246,7 @@ fn verify(
         }
         let dir = base.join(format!("run-{n}"));
         fs::create_dir_all(&dir)?;
-        let cond = if n == 1 {
+        let mut cond = if n == 1 {
             Conditions {
                 context: context.clone(),
                 dockerfile: dockerfile.clone(),
@@ -297,9 +297,36 @@ fn verify(
         };
         let oci = dir.join("oci");
         // Never in a second an earlier run used: `date +%s` must differ.
-        let started = after_second(runs.last().map(|r: &RunResult| r.ended));
-        let digest = build_once(&exe, b, registry_args, &dir, &cond, &oci, n == 1)
-            .with_context(|| format!("run {n}/{}", a.runs))?;
+        let mut started = after_second(runs.last().map(|r: &RunResult| r.ended));
+        let mut built = build_once(&exe, b, registry_args, &dir, &cond, &oci, n == 1);
+        if let (Err(e), Some(u)) = (&built, &cond.rootless) {
+            // What strata cannot do rootless (device nodes in a base layer, say) is no fault of
+            // the Dockerfile: the run is made as root, and the report says rootless was not
+            // varied, and why.
+            let why = e.to_string();
+            let why = why
+                .lines()
+                .find(|l| l.starts_with("error:"))
+                .unwrap_or(why.lines().last().unwrap_or_default())
+                .trim_start_matches("error: ")
+                .to_string();
+            eprintln!(
+                "run {n}/{}: the rootless build (as {}) failed: {why}\nrun {n}/{}: built as root instead; rootless is not varied",
+                a.runs, u.name, a.runs
+            );
+            *rootless = Err(format!("the rootless build (as {}) failed: {why}", u.name));
+            cond.rootless = None;
+            // A fresh store and output; the context copy stays.
+            for p in [dir.join("store"), oci.clone()] {
+                if p.exists() {
+                    fs::remove_dir_all(&p)
+                        .with_context(|| format!("removing `{}`", p.display()))?;
+                }
+            }
+            started = after_second(Some(now_secs()));
+            built = build_once(&exe, b, registry_args, &dir, &cond, &oci, n == 1);
+        }
+        let digest = built.with_context(|| format!("run {n}/{}", a.runs))?;
         eprintln!(
             "run {n}/{}: {digest} (context at {}, umask {:03o}, TZ={}, LANG={}, jobs {}{})",
             a.runs,

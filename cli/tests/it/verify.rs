@@ -487,6 +487,27 @@ fn run_2_is_rootless_where_a_subordinate_range_exists() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(rootless_of(&v)["how"], "not varied: --no-rootless", "{v}");
 
+    // What strata cannot build rootless (a device node): run 2 is built as root, and the
+    // report says why rootless was not varied.
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_context(ctx.path(), "RUN mknod /null2 c 1 3\nRUN echo x > /y\n");
+    let (code, o) = verify(&["--json"], ctx.path());
+    assert_eq!(code, 0, "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let how = rootless_of(&v)["how"].as_str().unwrap().to_string();
+    assert!(
+        how.starts_with(&format!(
+            "not varied: the rootless build (as {user}) failed: "
+        )),
+        "{v}"
+    );
+    assert_eq!(v["runs"][1]["user"], "root (or verify's own user)", "{v}");
+    assert!(
+        text(&o.stderr).contains("run 2/2: built as root instead; rootless is not varied"),
+        "{}",
+        show(&o)
+    );
+
     let ctx = tempfile::tempdir().unwrap();
     busybox_context(ctx.path(), "RUN cat /proc/self/uid_map > /map\n");
     let (code, o) = verify(&["--json"], ctx.path());
