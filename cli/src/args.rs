@@ -388,8 +388,12 @@ pub struct VerifyArgs {
     pub keep: Option<PathBuf>,
     /// When runs differ, at most N more builds to find the cause (run 1's conditions with one
     /// variation each; 0: do not look)
-    #[arg(long, value_name = "N", default_value_t = 4)]
+    #[arg(long, value_name = "N", default_value_t = 6)]
     pub max_builds: u32,
+    /// Build every run as root, even where verify (as root) would build runs 2, 4, … rootless
+    /// as a user with an /etc/subuid range
+    #[arg(long)]
+    pub no_rootless: bool,
 }
 
 #[derive(Args, Debug)]

@@ -19,6 +19,7 @@ mod rebase;
 mod rmi;
 mod verify;
 mod verify_cause;
+mod verify_dates;
 mod workspace;
 mod workspace_file;
 

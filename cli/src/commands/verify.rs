@@ -20,10 +20,12 @@ use strata_engine::attest::provenance::ProvenanceMode;
 use strata_engine::attest::sbom::SbomFormat;
 use strata_engine::diff::{self, DiffOptions, DiffReport};
 
+use strata_engine::sandbox::userns::RootlessUser;
 use strata_engine::sandbox::Variation;
 
 use super::image_input::{self, Inputs};
 use super::verify_cause::{self, Causes};
+use super::verify_dates;
 use super::Globals;
 use crate::args::{BuildArgs, VerifyArgs};
 
@@ -45,6 +47,8 @@ pub(super) struct Conditions {
     /// Put the build's store in a fresh directory under this one (another kind of file system:
     /// RUN steps list directories in its order) instead of the run's directory; removed after.
     pub(super) store_on: Option<FsChoice>,
+    /// Build as this user, rootless (verify runs as root); `None`: as verify's own user.
+    pub(super) rootless: Option<RootlessUser>,
 }
 
 /// A file system for a run's store other than run 1's.
@@ -96,13 +100,25 @@ pub fn run(g: &Globals, a: VerifyArgs) -> anyhow::Result<i32> {
         ),
     };
     let mut runs = Vec::new();
-    let result = verify(g, &a, base.path(), &mut runs, &registry_args);
+    let mut rootless = rootless_choice(&a);
+    let result = verify(g, &a, base.path(), &mut runs, &registry_args, &mut rootless);
+    // The date, which no run varies (`verify_dates`): looked for whatever the verdict.
+    let dated = match (&result, runs.first()) {
+        (Ok(_), Some(first)) => verify_dates::find(first, source_date_epoch(&a.build)),
+        _ => Vec::new(),
+    };
+    let date_fails = verify_dates::fails(&dated);
     let code = match &result {
-        Ok((Verdict::Reproducible, ..)) => 0,
+        Ok((Verdict::Reproducible, ..)) if !date_fails => 0,
         Ok(_) => 1,
         Err(_) => 2,
     };
     let (verdict, run_diff, against) = match &result {
+        Ok((Verdict::Reproducible, d, ag)) if date_fails => (
+            "not reproducible (files hold the date of the build)".to_string(),
+            d.as_ref().map(|(d, _)| d),
+            ag.as_ref(),
+        ),
         Ok((v, d, ag)) => (verdict_text(v), d.as_ref().map(|(d, _)| d), ag.as_ref()),
         Err(_) => ("error".to_string(), None, None),
     };
@@ -118,8 +134,15 @@ pub fn run(g: &Globals, a: VerifyArgs) -> anyhow::Result<i32> {
     }
     if a.json {
         let mut v = json_report(&verdict, &runs, run_diff, against, error.as_deref(), &a);
-        v["variations"] = variations_json(&runs);
+        v["variations"] = variations_json(&runs, &rootless);
+        let (varied, not_varied) = varied_lists(&v["variations"]);
+        v["varied"] = varied;
+        v["not_varied"] = not_varied;
         v["causes"] = causes.map_or(Value::Null, Causes::to_json);
+        v["dated_files"] = verify_dates::to_json(&dated);
+        if date_fails {
+            v["reproducible"] = false.into();
+        }
         println!("{}", serde_json::to_string_pretty(&v).expect("serializes"));
     }
     let kept = || {
@@ -136,7 +159,14 @@ pub fn run(g: &Globals, a: VerifyArgs) -> anyhow::Result<i32> {
             Err(e)
         }
         Ok((v, d, ag)) => {
+            eprint!("{}", verify_dates::text(&dated));
             match v {
+                Verdict::Reproducible if date_fails => {
+                    eprintln!(
+                        "verify: NOT reproducible: the {} runs are identical, but files hold the date of the build (above)",
+                        runs.len()
+                    );
+                }
                 Verdict::Reproducible => {
                     match (&ag, runs.len()) {
                         (Some((spec, _)), 1) => {
@@ -211,6 +241,7 @@ fn verify(
     base: &Path,
     runs: &mut Vec<RunResult>,
     registry_args: &[OsString],
+    rootless: &mut Result<RootlessUser, String>,
 ) -> anyhow::Result<Outcome> {
     let b = &a.build;
     // The image to compare with, first: a registry reference that does not resolve should
@@ -248,6 +279,12 @@ fn verify(
         m as u32
     };
     let exe = std::env::current_exe().context("finding the strata executable")?;
+    if let Ok(u) = &*rootless {
+        // The rootless runs' directories are below `base`: it must let them through.
+        let mode = fs::metadata(base)?.permissions().mode();
+        fs::set_permissions(base, fs::Permissions::from_mode(mode | 0o011))
+            .with_context(|| format!("letting {} into `{}`", u.name, base.display()))?;
+    }
     let mut file_order = None;
     for n in 1..=total {
         if n == 2 {
@@ -255,7 +292,7 @@ fn verify(
         }
         let dir = base.join(format!("run-{n}"));
         fs::create_dir_all(&dir)?;
-        let cond = if n == 1 {
+        let mut cond = if n == 1 {
             Conditions {
                 context: context.clone(),
                 dockerfile: dockerfile.clone(),
@@ -265,6 +302,7 @@ fn verify(
                 jobs: jobs1,
                 vary: Variation::default(),
                 store_on: None,
+                rootless: None,
             }
         } else {
             // Another path (deeper, with a space), other mtimes and modes, reversed creation
@@ -300,13 +338,41 @@ fn verify(
                 jobs: if odd { other_jobs } else { jobs1 },
                 vary: inside_variation(n),
                 store_on: file_order.clone(),
+                rootless: rootless.clone().ok().filter(|_| odd),
             }
         };
         let oci = dir.join("oci");
         // Never in a second an earlier run used: `date +%s` must differ.
-        let started = after_second(runs.last().map(|r: &RunResult| r.ended));
-        let digest = build_once(&exe, b, registry_args, &dir, &cond, &oci, n == 1)
-            .with_context(|| format!("run {n}/{total}"))?;
+        let mut started = after_second(runs.last().map(|r: &RunResult| r.ended));
+        let mut built = build_once(&exe, b, registry_args, &dir, &cond, &oci, n == 1);
+        if let (Err(e), Some(u)) = (&built, &cond.rootless) {
+            // What strata cannot do rootless (device nodes in a base layer, say) is no fault of
+            // the Dockerfile: the run is made as root, and the report says rootless was not
+            // varied, and why.
+            let why = e.to_string();
+            let why = why
+                .lines()
+                .find(|l| l.starts_with("error:"))
+                .unwrap_or(why.lines().last().unwrap_or_default())
+                .trim_start_matches("error: ")
+                .to_string();
+            eprintln!(
+                "run {n}/{total}: the rootless build (as {}) failed: {why}\nrun {n}/{total}: built as root instead; rootless is not varied",
+                u.name
+            );
+            *rootless = Err(format!("the rootless build (as {}) failed: {why}", u.name));
+            cond.rootless = None;
+            // A fresh store and output; the context copy stays.
+            for p in [dir.join("store"), oci.clone()] {
+                if p.exists() {
+                    fs::remove_dir_all(&p)
+                        .with_context(|| format!("removing `{}`", p.display()))?;
+                }
+            }
+            started = after_second(Some(now_secs()));
+            built = build_once(&exe, b, registry_args, &dir, &cond, &oci, n == 1);
+        }
+        let digest = built.with_context(|| format!("run {n}/{total}"))?;
         eprintln!(
             "run {n}/{total}: {digest} (context at {}, umask {:03o}, TZ={}, LANG={}, jobs {}{})",
             cond.context.display(),
@@ -314,7 +380,7 @@ fn verify(
             inherited_or(cond.tz, "TZ"),
             inherited_or(cond.lang, "LANG"),
             cond.jobs,
-            vary_text(&cond.vary) + &store_text(&cond.store_on)
+            vary_text(&cond.vary) + &store_text(&cond.store_on) + &user_text(&cond.rootless)
         );
         runs.push(RunResult {
             n,
@@ -429,6 +495,16 @@ pub(super) fn build_once(
         Some(t) => t.path().join("store"),
         None => dir.join("store"),
     };
+    if let Some(u) = &cond.rootless {
+        // Everything the build writes is the user's; the context copy is below `dir`.
+        let mut own = vec![dir.to_path_buf()];
+        own.extend(elsewhere.as_ref().map(|t| t.path().to_path_buf()));
+        for p in own {
+            chown_tree(&p, u).with_context(|| {
+                format!("giving `{}` to {} (rootless run)", p.display(), u.name)
+            })?;
+        }
+    }
     let mut cmd = Command::new(exe);
     cmd.arg("--store").arg(&store);
     cmd.args(registry_args);
@@ -441,6 +517,10 @@ pub(super) fn build_once(
     cmd.arg("--file").arg(&cond.dockerfile).arg(&cond.context);
     if let Some(tz) = cond.tz {
         cmd.env("TZ", tz);
+    }
+    if cond.rootless.is_some() {
+        // Not root's home, which the user cannot read (auth and registries.conf lookups).
+        cmd.env("HOME", dir);
     }
     if let Some(lang) = cond.lang {
         cmd.env("LANG", lang)
@@ -455,10 +535,14 @@ pub(super) fn build_once(
         cmd.arg("--verify-child");
     }
     let umask = cond.umask as libc::mode_t;
-    // SAFETY: umask is async-signal-safe.
+    let user = cond.rootless.as_ref().map(|u| (u.uid, u.gid));
+    // SAFETY: umask, setgroups, setgid and setuid are async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
             libc::umask(umask);
+            if let Some((uid, gid)) = user {
+                become_user(uid, gid)?;
+            }
             Ok(())
         });
     }
@@ -608,7 +692,8 @@ fn set_mtime(p: &Path, t: i64) -> anyhow::Result<()> {
 }
 
 /// What RUN commands see in run `n` (2+): fewer CPUs, other host and domain names, clocks
-/// shifted by `n - 1` times 400 days (`sandbox::vary`).
+/// shifted by `n - 1` times 400 days, another kernel version string, a fixed address-space
+/// layout (`sandbox::vary`).
 fn inside_variation(n: u32) -> Variation {
     let cpus = strata_engine::sandbox::vary::allowed_cpus().len();
     Variation {
@@ -617,6 +702,10 @@ fn inside_variation(n: u32) -> Variation {
         hostname: Some(format!("verify-run{n}")),
         domainname: Some(format!("run{n}.verify.invalid")),
         clock_offset: Some(u64::from(n - 1) * CLOCK_STEP),
+        kernel: cfg!(target_arch = "x86_64").then(|| format!("verify-run{n}")),
+        // Run 1 (a plain build) is randomized: a layout that differs from run 1's in every
+        // run 2, and the same in every rebuild with it, so the cause search can name it.
+        fixed_layout: true,
     }
 }
 
@@ -686,6 +775,95 @@ fn tree_size(p: &Path) -> u64 {
     total
 }
 
+/// The user runs 2, 4, … build as, rootless, or why there is none: verify must run as root,
+/// the machine must have a user with full subordinate ranges (`userns::rootless_user`), and
+/// what the build reads must be readable by that user.
+fn rootless_choice(a: &VerifyArgs) -> Result<RootlessUser, String> {
+    if a.no_rootless {
+        return Err("--no-rootless".into());
+    }
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("verify does not run as root: every run is rootless already".into());
+    }
+    let b = &a.build;
+    if b.memory.is_some() || b.cpus.is_some() {
+        return Err("--memory and --cpus need cgroups a rootless user may not have".into());
+    }
+    if !b.secrets.is_empty() || !b.ssh.is_empty() {
+        return Err("--secret and --ssh sources may not be readable by another user".into());
+    }
+    for var in ["REGISTRY_AUTH_FILE", "DOCKER_CONFIG"] {
+        if std::env::var_os(var).is_some() {
+            return Err(format!(
+                "{var} is set: another user may not read the credentials"
+            ));
+        }
+    }
+    if let (Some(f), Ok(ctx)) = (&b.file, fs::canonicalize(&b.context)) {
+        if fs::canonicalize(f).is_ok_and(|f| !f.starts_with(&ctx)) {
+            return Err(
+                "the Dockerfile is outside the context (not copied for another user)".into(),
+            );
+        }
+    }
+    let user = strata_engine::sandbox::userns::rootless_user()?;
+    // The executable must be reachable by the user (not under /root, say).
+    let exe = std::env::current_exe().map_err(|e| format!("finding the strata executable: {e}"))?;
+    let mut probe = Command::new(&exe);
+    probe
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let (uid, gid) = (user.uid, user.gid);
+    // SAFETY: setgroups, setgid and setuid are async-signal-safe.
+    unsafe {
+        probe.pre_exec(move || become_user(uid, gid));
+    }
+    match probe.status() {
+        Ok(s) if s.success() => Ok(user),
+        _ => Err(format!(
+            "{} (the user with a subordinate range) cannot run `{}`",
+            user.name,
+            exe.display()
+        )),
+    }
+}
+
+/// In a child between fork and exec: drop to `uid`/`gid`, with no supplementary groups.
+fn become_user(uid: u32, gid: u32) -> std::io::Result<()> {
+    // SAFETY: plain syscalls with valid arguments.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setgid(gid) != 0
+            || libc::setuid(uid) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Gives `p` and everything below it to `u` (not following symlinks).
+fn chown_tree(p: &Path, u: &RootlessUser) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(p, Some(u.uid), Some(u.gid))?;
+    if fs::symlink_metadata(p)?.is_dir() {
+        for e in fs::read_dir(p)? {
+            chown_tree(&e?.path(), u)?;
+        }
+    }
+    Ok(())
+}
+
+/// `, rootless as strata-ci` for a run's line.
+pub(super) fn user_text(u: &Option<RootlessUser>) -> String {
+    match u {
+        Some(u) => format!(", rootless as {}", u.name),
+        None => String::new(),
+    }
+}
+
 /// `, store on tmpfs` for a run's line.
 pub(super) fn store_text(s: &Option<FsChoice>) -> String {
     match s {
@@ -711,6 +889,12 @@ pub(super) fn vary_text(v: &Variation) -> String {
     }
     if let Some(o) = v.clock_offset {
         let _ = write!(s, ", uptime +{} days", o / 86_400);
+    }
+    if let Some(k) = &v.kernel {
+        let _ = write!(s, ", kernel *-{k}");
+    }
+    if v.fixed_layout {
+        let _ = write!(s, ", fixed address layout");
     }
     s
 }
@@ -739,8 +923,50 @@ pub(super) fn after_second(last: Option<i64>) -> i64 {
     }
 }
 
+/// What verify never varies, and why (the JSON report's `not_varied`, besides the variations
+/// this machine could not make).
+const NEVER_VARIED: [(&str, &str); 4] = [
+    (
+        "wall_clock",
+        "CLOCK_REALTIME has no namespace, and the vDSO answers clock_gettime without a syscall (no seccomp, no ptrace; LD_PRELOAD misses static binaries): runs start in different seconds, so `date +%s` differs; run 1's date in common forms is looked for in RUN layers (dated_files); other date forms pass unless the runs straddle midnight UTC",
+    ),
+    (
+        "user_name_and_home",
+        "the user (root without USER) and HOME (the Dockerfile's ENV) are inputs the Dockerfile and the base image's /etc/passwd define: another would change what a correct build gives (pip install --user, ~/.cache)",
+    ),
+    (
+        "numeric_kernel_version",
+        "programs (glibc before 2.36 among them) check it and refuse to run below their minimum: only the text after it is varied",
+    ),
+    (
+        "cpu_model",
+        "/proc/cpuinfo and `nproc --all` show the machine's CPUs",
+    ),
+];
+
+/// The `varied` names and `not_varied` `{what, why}` of the JSON report, from `variations`.
+fn varied_lists(variations: &Value) -> (Value, Value) {
+    let all = variations.as_array().cloned().unwrap_or_default();
+    let varied: Vec<&str> = all
+        .iter()
+        .filter(|x| x["varied"] == true)
+        .filter_map(|x| x["name"].as_str())
+        .collect();
+    let mut not: Vec<Value> = all
+        .iter()
+        .filter(|x| x["varied"] != true)
+        .map(|x| json!({"what": x["name"], "why": x["how"]}))
+        .collect();
+    not.extend(
+        NEVER_VARIED
+            .iter()
+            .map(|(what, why)| json!({"what": what, "why": why})),
+    );
+    (json!(varied), json!(not))
+}
+
 /// What verify varies (and cannot) inside RUN steps, for the JSON report.
-fn variations_json(runs: &[RunResult]) -> Value {
+fn variations_json(runs: &[RunResult], rootless: &Result<RootlessUser, String>) -> Value {
     let other = runs.iter().find(|r| r.n == 2);
     let vary = other.map(|r| r.cond.vary.clone()).unwrap_or_default();
     let cpus = strata_engine::sandbox::vary::allowed_cpus().len();
@@ -769,6 +995,23 @@ fn variations_json(runs: &[RunResult]) -> Value {
             "run2": vary.clock_offset.map(|s| format!("+{} days", s / 86_400)),
             "how": "CLOCK_MONOTONIC and CLOCK_BOOTTIME shifted (a time namespace: uptime, /proc/uptime); the wall clock (CLOCK_REALTIME) is not shifted: each run starts in a later second than the previous one ended",
         },
+        {
+            "name": "kernel_version",
+            "varied": vary.kernel.is_some(),
+            "run2": vary.kernel.as_ref().map(|k| format!("*-{k}")),
+            "how": if vary.kernel.is_some() {
+                "uname -r keeps the numeric version and gets another suffix, uname -v is replaced (uname(2) answered through seccomp user notification), and so are /proc/version and /proc/sys/kernel/{osrelease,version}; not for i386/x32 processes"
+            } else {
+                "not varied: uname(2) is answered only on x86_64"
+            },
+        },
+        {
+            "name": "address_layout",
+            "varied": vary.fixed_layout,
+            "run1": "randomized",
+            "run2": vary.fixed_layout.then_some("fixed (personality ADDR_NO_RANDOMIZE)"),
+            "how": "run 1 randomized as in a plain build, runs 2+ with a fixed layout: a printed pointer differs from run 1, and the cause search names the layout when a rebuild with it alone gives run 2's bytes (set-user-ID programs are randomized again)",
+        },
         match other.and_then(|r| r.cond.store_on.as_ref()) {
             Some(fs) => json!({
                 "name": "file_order",
@@ -781,6 +1024,25 @@ fn variations_json(runs: &[RunResult]) -> Value {
                 "name": "file_order",
                 "varied": false,
                 "how": "not varied: no file system here with another directory order than run 1's store (tmpfs against ext4/xfs/btrfs) and room for twice run 1's store",
+            }),
+        },
+        match (other.and_then(|r| r.cond.rootless.as_ref()), rootless) {
+            (Some(u), _) => json!({
+                "name": "rootless",
+                "varied": true,
+                "run1": "root",
+                "run2": format!("{} (uid {})", u.name, u.uid),
+                "how": format!("runs 2, 4, … build as {}, rootless: a user namespace mapped with its /etc/subuid and /etc/subgid ranges", u.name),
+            }),
+            (None, Err(why)) => json!({
+                "name": "rootless",
+                "varied": false,
+                "how": format!("not varied: {why}"),
+            }),
+            (None, Ok(_)) => json!({
+                "name": "rootless",
+                "varied": false,
+                "how": "not varied: only runs 2, 4, … are rootless",
             }),
         },
         {"name": "context", "varied": true, "how": "another path, reversed creation order, g+w,o+w, odd mtimes"},
@@ -796,6 +1058,20 @@ fn inherited_or(set: Option<&str>, var: &str) -> String {
         Some(v) => v.to_string(),
         None => std::env::var(var).unwrap_or_else(|_| "(unset)".into()),
     }
+}
+
+/// `--source-date-epoch`, else `--build-arg SOURCE_DATE_EPOCH=N`, else `SOURCE_DATE_EPOCH`:
+/// a date a RUN may rightly write.
+fn source_date_epoch(b: &BuildArgs) -> Option<i64> {
+    let arg = b
+        .build_args
+        .iter()
+        .find_map(|x| x.strip_prefix("SOURCE_DATE_EPOCH="))
+        .map(str::to_string);
+    b.source_date_epoch.map(|s| s as i64).or_else(|| {
+        arg.or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+            .and_then(|v| v.trim().parse().ok())
+    })
 }
 
 fn verdict_text(v: &Verdict) -> String {
@@ -825,6 +1101,7 @@ fn json_report(
                 "tz": r.cond.tz,
                 "lang": r.cond.lang,
                 "jobs": r.cond.jobs,
+                "user": r.cond.rootless.as_ref().map_or("root (or verify's own user)".to_string(), |u| u.name.clone()),
                 "output": a.keep.as_ref().map(|_| &r.oci),
             })
         })

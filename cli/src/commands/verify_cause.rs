@@ -19,10 +19,13 @@ use crate::args::BuildArgs;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Aspect {
     Control,
+    Layout,
     Cpus,
     Uts,
+    Kernel,
     Clock,
     FileOrder,
+    Rootless,
     Context,
     Umask,
     Tz,
@@ -31,12 +34,16 @@ pub(super) enum Aspect {
 }
 
 /// The order rebuilds try: what RUN commands see first (the usual causes), then what only
-/// strata itself sees (a difference there would be strata's own bug).
-const ORDER: [Aspect; 10] = [
+/// strata itself sees (a difference there would be strata's own bug). The layout right after
+/// the control: what differs again under run 1's own conditions may be the layout.
+const ORDER: [Aspect; 13] = [
     Aspect::Control,
+    Aspect::Layout,
     Aspect::Cpus,
     Aspect::Uts,
     Aspect::FileOrder,
+    Aspect::Kernel,
+    Aspect::Rootless,
     Aspect::Clock,
     Aspect::Context,
     Aspect::Umask,
@@ -50,10 +57,13 @@ impl Aspect {
     pub(super) fn name(self) -> &'static str {
         match self {
             Aspect::Control => "none",
+            Aspect::Layout => "address_layout",
             Aspect::Cpus => "cpu_count",
             Aspect::Uts => "host_name",
+            Aspect::Kernel => "kernel_version",
             Aspect::Clock => "clock",
             Aspect::FileOrder => "file_order",
+            Aspect::Rootless => "rootless",
             Aspect::Context => "context",
             Aspect::Umask => "umask",
             Aspect::Tz => "tz",
@@ -65,10 +75,13 @@ impl Aspect {
     pub(super) fn label(self) -> &'static str {
         match self {
             Aspect::Control => "no variation",
+            Aspect::Layout => "address-space layout (ASLR)",
             Aspect::Cpus => "CPU count",
             Aspect::Uts => "host name",
+            Aspect::Kernel => "kernel version string",
             Aspect::Clock => "uptime (monotonic and boot clocks)",
             Aspect::FileOrder => "file order",
+            Aspect::Rootless => "rootless (another user, a user namespace)",
             Aspect::Context => "context location and metadata",
             Aspect::Umask => "umask",
             Aspect::Tz => "TZ",
@@ -82,13 +95,16 @@ impl Aspect {
         let mut c = base.clone();
         match self {
             Aspect::Control => return Some(c),
+            Aspect::Layout => c.vary.fixed_layout = other.vary.fixed_layout,
             Aspect::Cpus => c.vary.cpus = other.vary.cpus,
+            Aspect::Kernel => c.vary.kernel = other.vary.kernel.clone(),
             Aspect::Uts => {
                 c.vary.hostname = other.vary.hostname.clone();
                 c.vary.domainname = other.vary.domainname.clone();
             }
             Aspect::Clock => c.vary.clock_offset = other.vary.clock_offset,
             Aspect::FileOrder => c.store_on = other.store_on.clone(),
+            Aspect::Rootless => c.rootless = other.rootless.clone(),
             Aspect::Context => {
                 c.context = other.context.clone();
                 c.dockerfile = other.dockerfile.clone();
@@ -100,6 +116,7 @@ impl Aspect {
         }
         let same = c.vary == base.vary
             && c.store_on == base.store_on
+            && c.rootless == base.rootless
             && c.context == base.context
             && c.umask == base.umask
             && c.tz == base.tz
@@ -212,8 +229,15 @@ pub(super) fn find(
     let mut tried = Vec::new();
     let mut last = other.ended;
     let mut exhausted = true;
+    // What the control brought back and holds no time of the run: random data, or the layout.
+    let mut again_in_control: BTreeSet<Key> = BTreeSet::new();
     for aspect in ORDER {
-        if open.is_empty() {
+        let layout_to_check = aspect == Aspect::Layout && !again_in_control.is_empty();
+        if aspect == Aspect::Layout && !layout_to_check {
+            // Two randomized layouts differ too: only what the control brought back can be it.
+            continue;
+        }
+        if open.is_empty() && !layout_to_check {
             break;
         }
         let Some(cond) = aspect.apply(&first.cond, &other.cond) else {
@@ -253,13 +277,23 @@ pub(super) fn find(
         eprintln!(
             "cause search {k}: {digest} (run 1's conditions, {}{})",
             aspect.label(),
-            super::verify::vary_text(&cond.vary) + &super::verify::store_text(&cond.store_on)
+            super::verify::vary_text(&cond.vary)
+                + &super::verify::store_text(&cond.store_on)
+                + &super::verify::user_text(&cond.rootless)
         );
         tried.push((aspect, Some(digest.clone())));
+        let spec = |p: &Path| format!("oci:{}", p.display());
+        if layout_to_check {
+            // The fixed layout alone gives run `n`'s bytes where the control (randomized, as
+            // run 1) did not: the layout it is.
+            let left = keys(&compare(&spec(&other.oci), &spec(&oci))?);
+            for key in again_in_control.difference(&left) {
+                found.insert(key.clone(), Found::Aspect(Aspect::Layout));
+            }
+        }
         if digest == first.digest {
             continue;
         }
-        let spec = |p: &Path| format!("oci:{}", p.display());
         let again = keys(&compare(&spec(&first.oci), &spec(&oci))?);
         let back: Vec<Key> = open.intersection(&again).cloned().collect();
         for key in back {
@@ -267,7 +301,10 @@ pub(super) fn find(
             let f = match aspect {
                 Aspect::Control => match time_in(d, &key, first, other) {
                     Some(t) => Found::Time(t),
-                    None => Found::Nondeterministic,
+                    None => {
+                        again_in_control.insert(key.clone());
+                        Found::Nondeterministic
+                    }
                 },
                 a => Found::Aspect(a),
             };
@@ -350,7 +387,7 @@ fn time_in(d: &DiffReport, key: &Key, first: &RunResult, other: &RunResult) -> O
 
 /// For each layer of run 1's image, the step that made it (`RUN at Dockerfile:5`), matched by
 /// its history entry's `created_by` against the instructions of the Dockerfile, in order.
-fn layer_steps(first: &RunResult) -> Vec<Option<String>> {
+pub(super) fn layer_steps(first: &RunResult) -> Vec<Option<String>> {
     let Ok(img) = diff::load_image(&format!("oci:{}", first.oci.display())) else {
         return Vec::new();
     };
@@ -486,8 +523,9 @@ impl Causes {
 pub(super) fn markdown(runs: &[RunResult], causes: Option<&Causes>) -> String {
     let mut s = String::new();
     if let Some(r) = runs.iter().find(|r| r.n == 2) {
-        let v =
-            super::verify::vary_text(&r.cond.vary) + &super::verify::store_text(&r.cond.store_on);
+        let v = super::verify::vary_text(&r.cond.vary)
+            + &super::verify::store_text(&r.cond.store_on)
+            + &super::verify::user_text(&r.cond.rootless);
         if !v.is_empty() {
             let _ = writeln!(
                 s,

@@ -362,13 +362,248 @@ fn the_time_in_seconds_from_a_run_step_is_caught_and_named() {
     assert_eq!(v["causes"]["builds"].as_array().unwrap().len(), 1, "{v}");
 }
 
+/// `uname -r`: run 2 sees the same numeric version with another suffix (`uname(2)` answered by
+/// pid 1, `/proc/sys/kernel/osrelease` covered), and the rebuilds name it.
+#[test]
+fn the_kernel_version_string_in_a_run_step_is_caught_and_named() {
+    if !cfg!(target_arch = "x86_64") {
+        return;
+    }
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_context(
+        ctx.path(),
+        // The second RUN is not traced (a cache mount): `uname` is notified on its own.
+        "RUN uname -r > /release && uname -v > /version && cat /proc/sys/kernel/osrelease > /osrelease\n\
+         RUN --mount=type=cache,target=/cache uname -r > /untraced\n",
+    );
+    let (code, o) = verify(&["--json"], ctx.path());
+    assert_eq!(code, 1, "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (cause, said) = cause_of(&v, "/release");
+    assert_eq!(cause, "kernel_version", "{v}");
+    assert_eq!(
+        said,
+        "cause: kernel version string (RUN at Dockerfile:6 wrote /release)"
+    );
+    assert_eq!(cause_of(&v, "/version").0, "kernel_version", "{v}");
+    assert_eq!(cause_of(&v, "/osrelease").0, "kernel_version", "{v}");
+    let (cause, said) = cause_of(&v, "/untraced");
+    assert_eq!(cause, "kernel_version", "{v}");
+    assert_eq!(
+        said,
+        "cause: kernel version string (RUN at Dockerfile:7 wrote /untraced)"
+    );
+    // The numeric version is the kernel's own: only what follows it differs.
+    let real = text(&Command::new("uname").arg("-r").output().unwrap().stdout);
+    let numeric: String = real
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(&format!("+{}-verify-run2\n", numeric.trim_end_matches('.'))),
+        "{err}"
+    );
+    assert!(err.contains(", kernel *-verify-run2"), "{err}");
+}
+
+/// A printed address: run 1 is randomized, run 2 has a fixed layout; the control rebuild
+/// differs again (randomized), the rebuild with the fixed layout alone gives run 2's bytes.
+#[test]
+fn a_printed_address_is_caught_and_blamed_on_the_layout() {
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_context(ctx.path(), "RUN grep stack /proc/self/maps > /layout\n");
+    let (code, o) = verify(&["--json"], ctx.path());
+    assert_eq!(code, 1, "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (cause, said) = cause_of(&v, "/layout");
+    assert_eq!(cause, "address_layout", "{v}");
+    assert_eq!(
+        said,
+        "cause: address-space layout (ASLR) (RUN at Dockerfile:6 wrote /layout)"
+    );
+    let builds: Vec<&str> = v["causes"]["builds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["varied"].as_str().unwrap())
+        .collect();
+    assert_eq!(builds, ["none", "address_layout"], "{v}");
+}
+
+/// The `rootless` entry of `--json`'s `variations`.
+fn rootless_of(v: &serde_json::Value) -> serde_json::Value {
+    v["variations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "rootless")
+        .unwrap_or_else(|| panic!("no rootless variation: {v}"))
+        .clone()
+}
+
+/// As root on a machine with a full /etc/subuid range (CI's `strata-ci`), run 2 builds
+/// rootless: the same digest as root's for ownership of other ids; a RUN that writes its uid
+/// map differs, and the rebuilds name rootless. Without such a user the report says why.
+#[test]
+fn run_2_is_rootless_where_a_subordinate_range_exists() {
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_context(
+        ctx.path(),
+        "RUN mkdir -p /home/app && touch /home/app/f && chown -R 1000:1000 /home/app && chmod 700 /home/app && echo x > /g && chown 1000 /g\n",
+    );
+    let (code, o) = verify(&["--json"], ctx.path());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rootless = rootless_of(&v);
+    if rootless["varied"] != true {
+        assert_eq!(code, 0, "{}", show(&o));
+        assert!(
+            rootless["how"]
+                .as_str()
+                .unwrap()
+                .starts_with("not varied: "),
+            "{v}"
+        );
+        let not: Vec<&serde_json::Value> = v["not_varied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["what"] == "rootless")
+            .collect();
+        assert_eq!(not.len(), 1, "{v}");
+        eprintln!("rootless variation not available here: {}", rootless["how"]);
+        return;
+    }
+    assert_eq!(code, 0, "root and rootless differ: {}", show(&o));
+    let user = v["runs"][1]["user"].as_str().unwrap().to_string();
+    assert_ne!(user, v["runs"][0]["user"].as_str().unwrap(), "{v}");
+    assert!(
+        text(&o.stderr).contains(&format!(", rootless as {user})")),
+        "{}",
+        show(&o)
+    );
+    // `--no-rootless`: root in every run, and the report says so.
+    let (code, o) = verify(&["--json", "--no-rootless"], ctx.path());
+    assert_eq!(code, 0, "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(rootless_of(&v)["how"], "not varied: --no-rootless", "{v}");
+
+    // What strata cannot build rootless (a device node): run 2 is built as root, and the
+    // report says why rootless was not varied.
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_context(ctx.path(), "RUN mknod /null2 c 1 3\nRUN echo x > /y\n");
+    let (code, o) = verify(&["--json"], ctx.path());
+    assert_eq!(code, 0, "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let how = rootless_of(&v)["how"].as_str().unwrap().to_string();
+    assert!(
+        how.starts_with(&format!(
+            "not varied: the rootless build (as {user}) failed: "
+        )),
+        "{v}"
+    );
+    assert_eq!(v["runs"][1]["user"], "root (or verify's own user)", "{v}");
+    assert!(
+        text(&o.stderr).contains("run 2/2: built as root instead; rootless is not varied"),
+        "{}",
+        show(&o)
+    );
+
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_context(ctx.path(), "RUN cat /proc/self/uid_map > /map\n");
+    let (code, o) = verify(&["--json"], ctx.path());
+    assert_eq!(code, 1, "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (cause, said) = cause_of(&v, "/map");
+    assert_eq!(cause, "rootless", "{v}");
+    assert_eq!(
+        said,
+        "cause: rootless (another user, a user namespace) (RUN at Dockerfile:6 wrote /map)"
+    );
+}
+
+/// The date alone is the same in every run of a day (the wall clock is not varied): verify
+/// finds run 1's date in what RUN steps wrote, and fails with the date as the cause.
+#[test]
+fn the_date_from_a_run_step_is_caught_and_named() {
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_context(
+        ctx.path(),
+        "RUN date +%Y-%m-%d > /day && echo same > /same\n",
+    );
+    let (code, o) = verify(&["--json"], ctx.path());
+    assert_eq!(code, 1, "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["reproducible"], false, "{v}");
+    let dated = v["dated_files"].as_array().unwrap();
+    assert_eq!(dated.len(), 1, "{v}");
+    assert_eq!(dated[0]["path"], "/day", "{v}");
+    assert_eq!(dated[0]["cause"], "date", "{v}");
+    assert!(
+        dated[0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("cause: the date (RUN at Dockerfile:6 wrote /day: it holds `20"),
+        "{v}"
+    );
+    assert!(
+        text(&o.stderr).contains("verify: NOT reproducible: the 2 runs are identical, but files hold the date of the build"),
+        "{}",
+        show(&o)
+    );
+}
+
+/// A date the build's inputs hold too (a context file edited today, SOURCE_DATE_EPOCH's day)
+/// is only a note: a correct build must not fail.
+#[test]
+fn a_date_the_inputs_hold_is_only_a_note() {
+    let ctx = tempfile::tempdir().unwrap();
+    let today = text(
+        &Command::new("date")
+            .args(["-u", "+%Y-%m-%d"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    fs::write(ctx.path().join("CHANGES"), format!("## {today}")).unwrap();
+    busybox_context(
+        ctx.path(),
+        "COPY CHANGES /src/CHANGES\nRUN cp /src/CHANGES /doc\n",
+    );
+    let (code, o) = verify(&["--json"], ctx.path());
+    assert_eq!(code, 0, "{}", show(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let dated = v["dated_files"].as_array().unwrap();
+    assert!(
+        dated
+            .iter()
+            .all(|d| d["in_inputs"] == true && d["cause"].is_null()),
+        "{v}"
+    );
+    assert!(text(&o.stderr).contains("/doc: note: "), "{}", show(&o));
+
+    // `--source-date-epoch` of today: a RUN that writes that date is right to.
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_context(ctx.path(), "RUN date -u +%Y-%m-%d > /day\n");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let (code, o) = verify(&["--source-date-epoch", &now], ctx.path());
+    assert_eq!(code, 0, "{}", show(&o));
+}
+
 /// A clean Dockerfile passes under every variation, and the report lists them.
 #[test]
 fn a_clean_build_passes_and_the_report_lists_what_was_varied() {
     let ctx = tempfile::tempdir().unwrap();
+    // The numeric kernel version is never varied (version checks must keep passing), and a
+    // 32-bit personality keeps the kernel's own answer (`i686`).
     busybox_context(
         ctx.path(),
-        "RUN echo hi > /x && ls / > /listing && uname -s > /os\n",
+        "RUN echo hi > /x && ls / > /listing && uname -s > /os && uname -r | cut -d- -f1 > /kernel\n\
+         RUN linux32 uname -m > /machine32 && linux32 uname -r > /release32\n",
     );
     let (code, o) = verify(&["--json"], ctx.path());
     assert_eq!(code, 0, "{}", show(&o));
@@ -383,6 +618,37 @@ fn a_clean_build_passes_and_the_report_lists_what_was_varied() {
     assert!(varied.contains(&("host_name", true)), "{v}");
     assert!(varied.contains(&("clock", true)), "{v}");
     assert!(varied.contains(&("cpu_count", machine_cpus() >= 2)), "{v}");
+    assert!(varied.contains(&("address_layout", true)), "{v}");
+    let names = |k: &str, field: &str| -> Vec<String> {
+        v[k].as_array()
+            .unwrap_or_else(|| panic!("no {k}: {v}"))
+            .iter()
+            .map(|x| match field {
+                "" => x.as_str().unwrap().to_string(),
+                f => x[f].as_str().unwrap().to_string(),
+            })
+            .collect()
+    };
+    let listed = names("varied", "");
+    for want in ["host_name", "clock", "address_layout", "umask", "tz"] {
+        assert!(listed.iter().any(|n| n == want), "{want}: {v}");
+    }
+    if cfg!(target_arch = "x86_64") {
+        assert!(varied.contains(&("kernel_version", true)), "{v}");
+        assert!(listed.iter().any(|n| n == "kernel_version"), "{v}");
+    }
+    let not = names("not_varied", "what");
+    for want in ["wall_clock", "user_name_and_home", "numeric_kernel_version"] {
+        assert!(not.iter().any(|n| n == want), "{want}: {v}");
+    }
+    assert!(
+        v["not_varied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["why"].as_str().is_some_and(|w| !w.is_empty())),
+        "{v}"
+    );
     // This machine: /tmp on ext4 and /dev/shm a tmpfs (CI's too), so the order is varied.
     let order = v["variations"]
         .as_array()

@@ -295,6 +295,54 @@ pub(crate) fn fetch(
     Ok(out)
 }
 
+/// The regular files of `layer` (their first `max_bytes`) holding one of `needles`: (path,
+/// index of the first needle found), in layer order. For `strata verify`'s look for the build's
+/// date in files (a date the same in every run is not caught by comparing runs).
+pub fn find_in_layer(
+    layer: &LayerRef,
+    needles: &[Vec<u8>],
+    max_bytes: u64,
+) -> Result<Vec<(String, usize)>, DiffError> {
+    let mut out = Vec::new();
+    let mut ar = tar::Archive::new(open(layer)?.0);
+    let mut buf = Vec::new();
+    for e in ar.entries().map_err(|e| bad_tar(layer, e))? {
+        let mut e = e.map_err(|e| bad_tar(layer, e))?;
+        if kind_of(e.header().entry_type()) != "file" {
+            continue;
+        }
+        let path = normalise(&String::from_utf8_lossy(&e.path_bytes()));
+        buf.clear();
+        (&mut e)
+            .take(max_bytes)
+            .read_to_end(&mut buf)
+            .map_err(|e| bad_tar(layer, e))?;
+        if let Some(i) = needles.iter().position(|n| contains(&buf, n)) {
+            out.push((format!("/{path}"), i));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `hay` holds `needle` (non-empty).
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, rest)) = needle.split_first() else {
+        return false;
+    };
+    let mut at = 0;
+    while let Some(i) = hay[at..].iter().position(|&b| b == first) {
+        let start = at + i + 1;
+        if hay.len() - start < rest.len() {
+            return false;
+        }
+        if &hay[start..start + rest.len()] == rest {
+            return true;
+        }
+        at = start;
+    }
+    false
+}
+
 fn describe(e: &EntrySummary) -> String {
     match (&e.link, e.sha256) {
         (Some(l), _) => format!("{} -> {l}", e.kind),
@@ -529,4 +577,19 @@ pub(crate) fn add_details(
         }
     }
     Ok(notes)
+}
+
+#[cfg(test)]
+mod search_tests {
+    use super::contains;
+
+    #[test]
+    fn contains_finds_needles_anywhere_and_nothing_past_the_end() {
+        assert!(contains(b"built 2026-12-02\n", b"2026-12-02"));
+        assert!(contains(b"2026-12-02", b"2026-12-02"));
+        assert!(contains(b"22026-12-02", b"2026-12-02"));
+        assert!(!contains(b"2026-12-0", b"2026-12-02"));
+        assert!(!contains(b"2026-12-03 2026-11-02", b"2026-12-02"));
+        assert!(!contains(b"abc", b""));
+    }
 }

@@ -252,6 +252,12 @@ fn helper(ns: Option<NsKind>) -> Option<Report> {
         files.cpu_online = Some(p);
     }
     files.domainname = vary.domainname.clone();
+    if let Some(tag) = &vary.kernel {
+        match kernel_files(tag, tmp.path()) {
+            Ok(c) => files.proc_covers = c,
+            Err(e) => return Some(Report::Error(e)),
+        }
+    }
     // Before the fork, so pid 1 and everything it starts is counted (root; rootless without a
     // delegated cgroup runs without the pids cap: docs/security.md).
     let cg = match super::limits::StepCgroup::enter(&spec.limits) {
@@ -393,7 +399,41 @@ fn host_files(spec: &RunSpec, dir: &Path) -> Result<HostFiles, String> {
         secrets: dir.join("secrets"),
         cpu_online: None,
         domainname: None,
+        proc_covers: Vec::new(),
     })
+}
+
+/// The files that cover `/proc/version`, `/proc/sys/kernel/osrelease` and
+/// `/proc/sys/kernel/version` with the strings of the kernel variation `tag`
+/// ([`super::vary::uname`]), written into `dir`.
+fn kernel_files(tag: &str, dir: &Path) -> Result<Vec<(std::path::PathBuf, String)>, String> {
+    let (release, version) = super::vary::uname::real()?;
+    let k = super::vary::uname::Kernel::new(tag)?;
+    let text =
+        std::fs::read_to_string("/proc/version").map_err(|e| format!("read /proc/version: {e}"))?;
+    let mut out = Vec::new();
+    for (name, target, content) in [
+        (
+            "proc-version",
+            "proc/version",
+            k.proc_version(&text, &release, &version),
+        ),
+        (
+            "osrelease",
+            "proc/sys/kernel/osrelease",
+            format!("{}\n", k.release),
+        ),
+        (
+            "kernel-version",
+            "proc/sys/kernel/version",
+            format!("{}\n", k.version),
+        ),
+    ] {
+        let p = dir.join(name);
+        std::fs::write(&p, content).map_err(|e| format!("write `{}`: {e}", p.display()))?;
+        out.push((p, target.to_string()));
+    }
+    Ok(out)
 }
 
 /// Moves the helper's temp dir (the injected /etc files, the rootfs mount point) onto a tmpfs
@@ -407,6 +447,7 @@ fn shadow_host_dir(files: &HostFiles) -> Result<(), String> {
     let keep: Vec<(&Path, Vec<u8>)> = [&files.hosts, &files.resolv, &files.hostname]
         .into_iter()
         .chain(files.cpu_online.as_ref())
+        .chain(files.proc_covers.iter().map(|(p, _)| p))
         .map(|p| std::fs::read(p).map(|c| (p.as_path(), c)))
         .collect::<Result<_, _>>()
         .map_err(|e| format!("read the injected files: {e}"))?;
@@ -491,9 +532,13 @@ struct Exec {
     may_setgroups: bool,
     /// Docker's default seccomp profile (`None` on an architecture it cannot target).
     seccomp: Option<super::seccomp::Profile>,
-    /// `RunSpec::trace`: the notification filter (`None` when not tracing, or on an
-    /// architecture the tracer does not know: the trace is then blind).
+    /// The notification filter: `RunSpec::trace`'s (`None` on an architecture the tracer does
+    /// not know: the trace is then blind), and/or `uname` for `kernel`.
     trace: Option<super::trace::Filter>,
+    /// `strata verify`'s kernel variation: pid 1 answers `uname` with these strings.
+    kernel: Option<super::vary::uname::Kernel>,
+    /// `strata verify`'s fixed address-space layout (`personality(ADDR_NO_RANDOMIZE)`).
+    fixed_layout: bool,
 }
 
 fn pid1(spec: &RunSpec, files: &HostFiles, ns: Option<NsKind>) -> Report {
@@ -604,6 +649,12 @@ fn pid1_setup(
         );
         return Ok(None);
     };
+    let vary = super::vary::Variation::current()?;
+    let kernel = vary
+        .kernel
+        .as_deref()
+        .map(super::vary::uname::Kernel::new)
+        .transpose()?;
     Ok(Some(Exec {
         path: CString::new(path.as_os_str().as_bytes()).map_err(|_| "NUL in path".to_string())?,
         argv,
@@ -615,14 +666,17 @@ fn pid1_setup(
         seccomp: super::seccomp::profile()?,
         trace: match pre {
             Some(pre) => {
-                let f = super::trace::filter();
+                let f = super::trace::filter(kernel.is_some());
                 if f.is_none() {
                     pre.set_blind("tracing is not supported on this architecture");
                 }
                 f
             }
+            None if kernel.is_some() => super::trace::uname_filter(),
             None => None,
         },
+        kernel,
+        fixed_layout: vary.fixed_layout,
     }))
 }
 
@@ -665,12 +719,12 @@ fn run_command(e: &Exec, pre: Option<Observed>) -> Result<(RunOutcome, Option<Ob
     envp.push(std::ptr::null());
     let groups: Vec<libc::gid_t> = e.user.groups.clone();
     // The command hands its listener over this socket (only with a filter to install).
-    let socks = match (&pre, &e.trace) {
-        (Some(_), Some(_)) => Some(
+    let socks = match &e.trace {
+        Some(_) => Some(
             std::os::unix::net::UnixStream::pair()
                 .map_err(|e| format!("create the trace socket: {e}"))?,
         ),
-        _ => None,
+        None => None,
     };
     let trace = e
         .trace
@@ -688,34 +742,43 @@ fn run_command(e: &Exec, pre: Option<Observed>) -> Result<(RunOutcome, Option<Ob
         }
         pid
     };
-    let Some(mut obs) = pre else {
-        return wait_command(pid).map(|o| (o, None));
-    };
     let Some((ours, theirs)) = socks else {
-        // Not served: blind already (architecture).
-        return wait_command(pid).map(|o| (o, Some(obs)));
+        // Not served: blind already (architecture), or not traced.
+        return wait_command(pid).map(|o| (o, pre));
+    };
+    // Only the kernel variation is served: what it observes is dropped.
+    let traced = pre.is_some();
+    let mut obs = pre.unwrap_or_default();
+    let unserved = |mut obs: Observed, why: String| {
+        if traced {
+            obs.set_blind(why);
+        } else {
+            eprintln!("strata: the kernel version string is not varied in this RUN: {why}");
+        }
+        wait_command(pid).map(|o| (o, traced.then_some(obs)))
     };
     drop(theirs);
     let listener = match super::trace::take_listener(ours.as_raw_fd(), pid) {
         Ok(Some(l)) => l,
         Ok(None) => {
-            obs.set_blind("the trace filter was not installed (or the command failed before)");
-            return wait_command(pid).map(|o| (o, Some(obs)));
+            let why = "the notification filter was not installed (or the command failed before)";
+            return unserved(obs, why.into());
         }
-        Err(err) => {
-            // The command got no confirmation and stops (exit 126).
-            obs.set_blind(err);
-            return wait_command(pid).map(|o| (o, Some(obs)));
-        }
+        // The command got no confirmation and stops (exit 126).
+        Err(err) => return unserved(obs, err),
     };
     drop(ours);
+    if !traced {
+        obs = Observed::default();
+    }
     let done = std::sync::Arc::new(AtomicBool::new(false));
     let served = {
         let done = done.clone();
+        let kernel = e.kernel.clone();
         // pid 1 forks nothing after this: a thread is fine here.
         std::thread::Builder::new()
             .name("trace".into())
-            .spawn(move || super::trace::serve(listener, obs, done))
+            .spawn(move || super::trace::serve(listener, obs, kernel, done))
     };
     let served = match served {
         Ok(h) => h,
@@ -737,7 +800,7 @@ fn run_command(e: &Exec, pre: Option<Observed>) -> Result<(RunOutcome, Option<Ob
     let obs = served
         .join()
         .map_err(|_| "the trace thread panicked".to_string())?;
-    outcome.map(|o| (o, Some(obs)))
+    outcome.map(|o| (o, traced.then_some(obs)))
 }
 
 /// Reaps every child of pid 1 until none is left.
@@ -825,6 +888,18 @@ unsafe fn child_exec(
     }
     if libc::setuid(e.user.uid) != 0 {
         fail(b"setuid", 126);
+    }
+    // `strata verify`'s fixed layout, kept by the exec. Before the profile, which allows
+    // `personality` only with the values Docker does.
+    if e.fixed_layout {
+        let current = libc::personality(0xffff_ffff);
+        if current < 0
+            || libc::personality(
+                (current as libc::c_ulong) | libc::ADDR_NO_RANDOMIZE as libc::c_ulong,
+            ) < 0
+        {
+            fail(b"personality(ADDR_NO_RANDOMIZE)", 126);
+        }
     }
     // Last, so nothing above runs under it: no_new_privs, then Docker's default profile.
     if let Some(p) = &e.seccomp {

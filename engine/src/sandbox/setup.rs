@@ -111,6 +111,9 @@ pub(crate) struct HostFiles {
     /// `/sys/devices/system/cpu/online`, and the domain name to set.
     pub cpu_online: Option<PathBuf>,
     pub domainname: Option<String>,
+    /// `strata verify`'s kernel variation: (host file, target under `proc/`) to bind over the
+    /// kernel's version files.
+    pub proc_covers: Vec<(PathBuf, String)>,
 }
 
 /// The setup of the container, in order. `ns`: the user namespace the helper is in, if any.
@@ -184,6 +187,12 @@ pub(crate) fn plan(spec: &RunSpec, files: &HostFiles, ns: Option<NsKind>) -> Vec
         "proc/sysrq-trigger",
     ] {
         ops.push(Op::ReadOnly(p.into()));
+    }
+    for (source, target) in &files.proc_covers {
+        ops.push(Op::Cover {
+            source: source.clone(),
+            target: target.clone(),
+        });
     }
     ops.push(Op::MakeDir("sys".into()));
     ops.push(Op::Mount {
@@ -838,6 +847,7 @@ mod tests {
             secrets: "/t/secrets".into(),
             cpu_online: None,
             domainname: None,
+            proc_covers: Vec::new(),
         }
     }
 
@@ -879,6 +889,23 @@ mod tests {
         assert!(sysfs < cover && cover < pivot, "{ops:?}");
         let host = at(&|o| matches!(o, Op::SetHostname(_)));
         assert_eq!(ops[host + 1], Op::SetDomainname("verify.invalid".into()));
+    }
+
+    #[test]
+    fn the_kernel_variation_covers_proc_version_files_after_proc_sys_is_read_only() {
+        let mut f = files();
+        f.proc_covers = vec![("/t/osrelease".into(), "proc/sys/kernel/osrelease".into())];
+        let ops = plan(&spec(Network::None), &f, None);
+        let at = |want: &dyn Fn(&Op) -> bool| ops.iter().position(want).unwrap();
+        let ro = at(&|o| *o == Op::ReadOnly("proc/sys".into()));
+        let cover = at(&|o| {
+            *o == Op::Cover {
+                source: "/t/osrelease".into(),
+                target: "proc/sys/kernel/osrelease".into(),
+            }
+        });
+        let pivot = at(&|o| *o == Op::PivotRoot);
+        assert!(ro < cover && cover < pivot, "{ops:?}");
     }
 
     #[test]

@@ -25,6 +25,8 @@ use serde::{Deserialize, Serialize};
 pub mod binfmt;
 use binfmt::ExecInterp;
 
+use super::vary::uname::Kernel;
+
 /// What a traced RUN observed of its root file system.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Observed {
@@ -258,8 +260,9 @@ fn jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
 }
 
 /// The notification filter, or `None` on an architecture the table does not describe (the
-/// run is then blind).
-pub(crate) fn filter() -> Option<Filter> {
+/// run is then blind). `uname`: `uname` is notified too (`strata verify`'s kernel variation,
+/// `sandbox::vary::uname`; a process has only one listener).
+pub(crate) fn filter(uname: bool) -> Option<Filter> {
     if !cfg!(target_arch = "x86_64") {
         return None;
     }
@@ -297,7 +300,40 @@ pub(crate) fn filter() -> Option<Filter> {
         p.push(jump(BPF_JMP | BPF_JEQ | BPF_K, *nr as u32, 0, 1));
         p.push(ret(SECCOMP_RET_USER_NOTIF));
     }
+    if uname {
+        p.push(jump(
+            BPF_JMP | BPF_JEQ | BPF_K,
+            libc::SYS_uname as u32,
+            0,
+            1,
+        ));
+        p.push(ret(SECCOMP_RET_USER_NOTIF));
+    }
     p.push(ret(SECCOMP_RET_ALLOW));
+    Some(Filter { prog: p })
+}
+
+/// A filter that notifies only x86_64 `uname` (the kernel variation of an untraced run);
+/// `None` on another architecture (not varied there).
+pub(crate) fn uname_filter() -> Option<Filter> {
+    if !cfg!(target_arch = "x86_64") {
+        return None;
+    }
+    use libc::{
+        BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W, SECCOMP_RET_ALLOW,
+        SECCOMP_RET_USER_NOTIF,
+    };
+    let ld = |off: u32| stmt(BPF_LD | BPF_W | BPF_ABS, off);
+    let ret = |k: u32| stmt(BPF_RET | BPF_K, k);
+    let p = vec![
+        ld(4),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+        ret(SECCOMP_RET_ALLOW),
+        ld(0),
+        jump(BPF_JMP | BPF_JEQ | BPF_K, libc::SYS_uname as u32, 0, 1),
+        ret(SECCOMP_RET_USER_NOTIF),
+        ret(SECCOMP_RET_ALLOW),
+    ];
     Some(Filter { prog: p })
 }
 
@@ -402,9 +438,18 @@ pub(crate) fn take_listener(sock: RawFd, child: libc::pid_t) -> Result<Option<Ow
 
 /// Serves the listener until every process under the filter is gone (`POLLHUP`), or until
 /// `done` is set and no notification is pending (pid 1 reaped everything). Every notification
-/// gets a response, or its process would hang.
-pub(crate) fn serve(listener: OwnedFd, obs: Observed, done: Arc<AtomicBool>) -> Observed {
-    let mut tracer = Tracer { obs, chroot: false };
+/// gets a response, or its process would hang. `kernel`: answer `uname` with these strings.
+pub(crate) fn serve(
+    listener: OwnedFd,
+    obs: Observed,
+    kernel: Option<Kernel>,
+    done: Arc<AtomicBool>,
+) -> Observed {
+    let mut tracer = Tracer {
+        obs,
+        chroot: false,
+        kernel,
+    };
     // SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP (6.6): the kernel switches straight between the
     // process and this thread, as for a synchronous call. Only speed: errors are ignored.
     let sync_wake_up: u64 = 1;
@@ -449,6 +494,29 @@ pub(crate) fn serve(listener: OwnedFd, obs: Observed, done: Arc<AtomicBool>) -> 
     tracer.obs
 }
 
+/// Sends the answer to notification `id`: success with return value 0, or (`flags`
+/// `SECCOMP_USER_NOTIF_FLAG_CONTINUE`) the syscall runs as asked.
+fn respond(listener: RawFd, id: u64, flags: u32) -> std::io::Result<()> {
+    let resp = libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: 0,
+        flags,
+    };
+    // SAFETY: an ioctl on the listener with a valid pointer.
+    let r = unsafe {
+        libc::ioctl(
+            listener,
+            libc::SECCOMP_IOCTL_NOTIF_SEND as _,
+            &resp as *const libc::seccomp_notif_resp,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The deepest `#!` chain the kernel follows (`exec_binprm`: depths 0 to 5, then ELOOP).
 const MAX_EXEC_DEPTH: u32 = 5;
 
@@ -459,6 +527,8 @@ struct Tracer {
     obs: Observed,
     /// A process called `chroot`: absolute paths may be relative to another root from then on.
     chroot: bool,
+    /// `strata verify`'s kernel variation: `uname` is answered, not traced.
+    kernel: Option<Kernel>,
 }
 
 /// One notification's findings, committed only if it is still valid after they were read.
@@ -497,6 +567,22 @@ impl Tracer {
             }
             return;
         }
+        if let Some(k) = &self.kernel {
+            if req.data.nr as i64 == libc::SYS_uname && req.data.arch == AUDIT_ARCH_X86_64 {
+                let done =
+                    super::vary::uname::answer(k, listener, req.id, req.pid, req.data.args[0]);
+                // Not answered: the kernel runs it (its own strings, or EFAULT for the bad
+                // pointer that made the write fail).
+                let flags = if done {
+                    0
+                } else {
+                    libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32
+                };
+                // An error: the process is gone, and needs no answer.
+                let _ = respond(listener, req.id, flags);
+                return;
+            }
+        }
         self.obs.syscalls += 1;
         // A bug here must not leave the process waiting for an answer: blind, and answered.
         let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.decode(&req)))
@@ -515,24 +601,16 @@ impl Tracer {
         if valid {
             self.commit(found);
         }
-        let resp = libc::seccomp_notif_resp {
-            id: req.id,
-            val: 0,
-            error: 0,
-            flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
-        };
-        // SAFETY: an ioctl on the listener with a valid pointer.
-        let r = unsafe {
-            libc::ioctl(
-                listener,
-                libc::SECCOMP_IOCTL_NOTIF_SEND as _,
-                &resp as *const libc::seccomp_notif_resp,
-            )
-        };
-        let e = std::io::Error::last_os_error();
+        let r = respond(
+            listener,
+            req.id,
+            libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+        );
         // ENOENT: the process went away meanwhile and needs no answer.
-        if r < 0 && e.raw_os_error() != Some(libc::ENOENT) && valid {
-            self.obs.set_blind(format!("answer a notification: {e}"));
+        if let Err(e) = r {
+            if e.raw_os_error() != Some(libc::ENOENT) && valid {
+                self.obs.set_blind(format!("answer a notification: {e}"));
+            }
         }
     }
 
@@ -1071,7 +1149,7 @@ mod tests {
 
     #[test]
     fn the_filter_is_well_formed() {
-        let Some(f) = filter() else { return };
+        let Some(f) = filter(false) else { return };
         assert!(f.prog.len() < 4096);
         // Every notified syscall is decodable or makes the run blind; none is listed twice.
         let mut nrs: Vec<i64> = SYSCALLS.iter().map(|s| s.0).collect();

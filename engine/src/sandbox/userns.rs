@@ -235,9 +235,81 @@ pub(crate) fn enter() -> Result<(), String> {
     Ok(())
 }
 
+/// A user `strata verify` (running as root) builds as in its rootless runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootlessUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The fewest subordinate ids a rootless verify run needs: the ids images use (up to
+/// `nobody`, 65534) must map, or a correct `chown` would fail where root's succeeds.
+const FULL_RANGE: u32 = 65_536;
+
+/// The first user of `/etc/subuid` who can build rootless with the same results as root: a
+/// subordinate uid and gid range of at least 65536 ids each, and `newuidmap`/`newgidmap`
+/// installed. `Err`: why there is none.
+pub fn rootless_user() -> Result<RootlessUser, String> {
+    pick_rootless(
+        &read("/etc/passwd"),
+        &read("/etc/subuid"),
+        &read("/etc/subgid"),
+        have_tool("newuidmap") && have_tool("newgidmap"),
+    )
+}
+
+fn pick_rootless(
+    passwd: &str,
+    subuid: &str,
+    subgid: &str,
+    have_tools: bool,
+) -> Result<RootlessUser, String> {
+    if !have_tools {
+        return Err("newuidmap and newgidmap (package uidmap) are not installed".into());
+    }
+    let users = passwd.lines().filter_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        Some((
+            f.first()?.to_string(),
+            f.get(2)?.parse::<u32>().ok()?,
+            f.get(3)?.parse::<u32>().ok()?,
+        ))
+    });
+    for (name, uid, gid) in users.filter(|(_, uid, _)| *uid != 0) {
+        let full = |subid: &str| sub_range(subid, &name, uid).is_some_and(|(_, c)| c >= FULL_RANGE);
+        if full(subuid) && full(subgid) {
+            return Ok(RootlessUser { name, uid, gid });
+        }
+    }
+    Err(format!(
+        "no user with a range of {FULL_RANGE} ids in both /etc/subuid and /etc/subgid"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verify_picks_a_user_with_full_subordinate_ranges() {
+        let passwd = "root:x:0:0::/root:/bin/sh\nsmall:x:1000:1000::/:/bin/sh\nci:x:1001:1002::/home/ci:/bin/sh\n";
+        let subuid = "root:100000:65536\nsmall:300000:10\nci:100000:65536\n";
+        let subgid = "root:100000:65536\nsmall:300000:10\n1001:100000:65536\n";
+        let u = pick_rootless(passwd, subuid, subgid, true).unwrap();
+        assert_eq!(
+            u,
+            RootlessUser {
+                name: "ci".into(),
+                uid: 1001,
+                gid: 1002
+            }
+        );
+        assert!(pick_rootless(passwd, subuid, subgid, false)
+            .unwrap_err()
+            .contains("newuidmap"));
+        assert!(pick_rootless(passwd, "small:300000:10\n", subgid, true).is_err());
+    }
 
     const PASSWD: &str = "root:x:0:0::/root:/bin/sh\nci:x:1001:1001::/home/ci:/bin/sh\n";
 

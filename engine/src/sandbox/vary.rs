@@ -1,14 +1,18 @@
 //! What `strata verify` varies inside every RUN of runs 2+ (issue 23): the CPUs the command may
-//! run on, the host and domain names, and the monotonic and boot clocks.
+//! run on, the host and domain names, the monotonic and boot clocks, the kernel version string
+//! ([`uname`]) and the address-space layout.
 //!
 //! The variation is process-wide: `strata verify` starts each build as a child `strata build`
 //! with [`ENV`] set, and every sandbox helper of that process applies it. It is never part of a
 //! cache key, a layer or a record: a varied build is only ever run into verify's throwaway
-//! store. Not covered (docs and README list it): the wall clock (`CLOCK_REALTIME` cannot be
-//! shifted per namespace; verify only makes runs start in different seconds), `/proc/cpuinfo`
-//! and `nproc --all`, the kernel version string, ASLR.
+//! store. Not covered (the README's `strata verify` says why each): the wall clock
+//! (`CLOCK_REALTIME` cannot be shifted per namespace; verify makes runs start in different
+//! seconds and looks for run 1's date in what RUN steps wrote), `/proc/cpuinfo` and
+//! `nproc --all`, the numeric kernel version, the user name and `HOME`.
 
 use serde::{Deserialize, Serialize};
+
+pub(crate) mod uname;
 
 /// The environment variable of a `strata build` that carries its [`Variation`] as JSON (set by
 /// `strata verify` only; internal).
@@ -32,6 +36,15 @@ pub struct Variation {
     /// `/proc/uptime` and monotonic timestamps differ. Positive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_offset: Option<u64>,
+    /// What follows the numeric kernel version in `uname -r` (`6.8.0-TAG`), and `uname -v`
+    /// (`#1 SMP TAG`), also in `/proc/version` and `/proc/sys/kernel/{osrelease,version}`
+    /// ([`uname`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    /// `personality(ADDR_NO_RANDOMIZE)` for the command: the same address-space layout in
+    /// every run with it (inherited across exec, dropped by a set-user-ID one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fixed_layout: bool,
 }
 
 impl Variation {
@@ -67,6 +80,14 @@ impl Variation {
             if n.is_empty() || n.len() > 64 || !n.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(format!(
                     "{ENV}: `{n}` is not a host or domain name (1-64 printable characters)"
+                ));
+            }
+        }
+        if let Some(t) = &self.kernel {
+            // Room for the numeric version before it in the 64 bytes of a release.
+            if t.is_empty() || t.len() > 40 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(format!(
+                    "{ENV}: kernel `{t}` is not a release tag (1-40 printable characters)"
                 ));
             }
         }
@@ -160,8 +181,14 @@ mod tests {
 
     #[test]
     fn variations_parse_and_bad_ones_are_refused() {
-        let v = Variation::parse(r#"{"cpus":1,"hostname":"h2","clock_offset":5}"#).unwrap();
+        let v = Variation::parse(
+            r#"{"cpus":1,"hostname":"h2","clock_offset":5,"kernel":"v2","fixed_layout":true}"#,
+        )
+        .unwrap();
         assert_eq!(v.cpus, Some(1));
+        assert_eq!(v.kernel.as_deref(), Some("v2"));
+        assert!(v.fixed_layout);
+        assert!(Variation::parse(r#"{"kernel":"a b"}"#).is_err());
         assert_eq!(v.hostname.as_deref(), Some("h2"));
         assert!(v.domainname.is_none());
         assert!(Variation::parse("{}").unwrap().is_none());
