@@ -243,17 +243,18 @@ for k in "${!PATCHES[@]}"; do
   export_base "${BASES[$((k + 1))]}"
   # REPEAT > 1: the same rebuild again from a copy of the store as it was before it, keeping
   # the fastest (noisy machines; each attempt's time is printed).
-  [ "$REPEAT" -gt 1 ] && { rm -rf "$R/prepatch-store"; cp -a "$S" "$R/prepatch-store"; }
+  # The workspace lock too: `lock --update` rewrites it, and each attempt must start from the old pins.
+  [ "$REPEAT" -gt 1 ] && { rm -rf "$R/prepatch-store"; cp -a "$S" "$R/prepatch-store"; cp "$R/fleet/strata.lock" "$R/prepatch.lock"; }
   T=
   for attempt in $(seq "$REPEAT"); do
-    if [ "$attempt" -gt 1 ]; then rm -rf "$S" && cp -a "$R/prepatch-store" "$S"; fi
+    if [ "$attempt" -gt 1 ]; then rm -rf "$S" && cp -a "$R/prepatch-store" "$S" && cp "$R/prepatch.lock" "$R/fleet/strata.lock"; fi
     t0=$(now)
     (cd "$R/fleet" && "$STRATA" --store "$S" lock --all --update >"$R/lock-update-$p.txt" 2>/dev/null)
     strata_all "patch-$p"; t1=$(now); Ti=$(secs "$t0" "$t1")
     [ "$REPEAT" -gt 1 ] && echo "strata patch ($p) attempt $attempt: ${Ti}s"
     T=$(python3 -c "import sys; v=[float(x) for x in sys.argv[1:] if x]; print(f'{min(v):.2f}')" $T "$Ti")
   done
-  rm -rf "$R/prepatch-store"
+  rm -rf "$R/prepatch-store" "$R/prepatch.lock"
   record "strata.patch-$p" "$T"
   echo "strata lock --update: $(cat "$R/lock-update-$p.txt")"
   echo "strata patch ($p): ${T}s  ($(summary "$R/report-patch-$p.json"))"
