@@ -263,6 +263,8 @@ fn bench_peer_buildah_reports_ratios() {
     .unwrap();
     let out = tempfile::tempdir().unwrap();
     let (json, html) = (out.path().join("r.json"), out.path().join("r.html"));
+    // The bench's temp dir under this test's: the mount check below is about this bench only.
+    let tmp = tempfile::tempdir().unwrap();
     let t0 = std::time::Instant::now();
     let o = strata()
         .args(["bench", "--peer", "buildah", "--json"])
@@ -270,6 +272,7 @@ fn bench_peer_buildah_reports_ratios() {
         .arg("--html")
         .arg(&html)
         .arg(c)
+        .env("TMPDIR", tmp.path())
         .output()
         .unwrap();
     let elapsed = t0.elapsed().as_secs_f64();
@@ -322,7 +325,7 @@ fn bench_peer_buildah_reports_ratios() {
     assert!(page.contains("buildah wall time") && page.contains("<th>speedup</th>"));
     // buildah's storage is removed with the bench's temp dir: no mounts left behind.
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains("strata-bench-"), "{mounts}");
+    assert!(!mounts.contains(tmp.path().to_str().unwrap()), "{mounts}");
 }
 
 /// Without buildah on PATH, `--peer buildah` fails before doing anything, and says how to fix it.
@@ -354,17 +357,33 @@ fn bench_peer_buildkit_reports_ratios_and_leaves_no_daemon() {
     let ctx = tempfile::tempdir().unwrap();
     let c = ctx.path();
     fs::write(c.join("a.txt"), "a\n").unwrap();
+    // 24 MiB that gzip cannot shrink: BuildKit's cold build must copy and compress it, its
+    // no-op rebuild must not, so "cached is faster" is not lost in its fixed per-build cost.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let big: Vec<u8> = (0..24 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    fs::write(c.join("big.bin"), big).unwrap();
     fs::write(
         c.join("Dockerfile"),
-        "FROM scratch\nARG V=1\nCOPY a.txt /a/\nLABEL v=$V\n",
+        "FROM scratch\nARG V=1\nCOPY big.bin /big/\nCOPY a.txt /a/\nLABEL v=$V\n",
     )
     .unwrap();
     let out = tempfile::tempdir().unwrap();
     let json = out.path().join("r.json");
+    // The bench's temp dir (and the daemon's storage) under a directory of this test's, so the
+    // checks below see only this bench's leftovers, not those of a test running beside it.
+    let tmp = tempfile::tempdir().unwrap();
     let o = strata()
         .args(["bench", "--peer", "buildkit", "--json"])
         .arg(&json)
         .arg(c)
+        .env("TMPDIR", tmp.path())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
@@ -375,7 +394,7 @@ fn bench_peer_buildkit_reports_ratios_and_leaves_no_daemon() {
     );
     let r: Value = serde_json::from_slice(&fs::read(&json).unwrap()).unwrap();
     let sc = r["scenarios"].as_array().unwrap();
-    assert_eq!(sc.len(), 4, "cold, no-op, one change, build-arg: {r}");
+    assert_eq!(sc.len(), 5, "cold, no-op, two changes, build-arg: {r}");
     let wall = |n: &str| {
         let s = sc.iter().find(|s| s["name"] == n).unwrap();
         assert_eq!(s["peer"]["builder"], "buildkit", "{s}");
@@ -388,16 +407,22 @@ fn bench_peer_buildkit_reports_ratios_and_leaves_no_daemon() {
     );
     assert!(wall("change a.txt") > 0.0);
     // The private daemon is stopped and its storage unmounted and removed.
+    let here = tmp.path().to_str().unwrap();
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains("strata-bench-"), "{mounts}");
+    assert!(!mounts.contains(here), "{mounts}");
     for p in fs::read_dir("/proc").unwrap().flatten() {
         let cmd = fs::read(p.path().join("cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmd);
         assert!(
-            !(cmd.contains("dockerd") && cmd.contains("strata-bench-")),
+            !(cmd.contains("dockerd") && cmd.contains(here)),
             "a private dockerd is still running: {cmd}"
         );
     }
+    assert_eq!(
+        fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "the bench's temp dir is removed"
+    );
 }
 
 /// A `--peer buildkit` whose dockerd is missing fails before doing anything, and says how to
