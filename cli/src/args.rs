@@ -107,7 +107,8 @@ pub struct BuildArgs {
     /// runs again (docs/read-set.md)
     #[arg(long)]
     pub no_readset: bool,
-    /// Target platform OS/ARCH[/VARIANT] (recorded; only the host platform builds for now)
+    /// Target platforms, OS/ARCH[/VARIANT] comma-separated (linux/amd64,linux/arm64): several
+    /// give one image index. A foreign platform's RUN steps run under QEMU (binfmt_misc)
     #[arg(long)]
     pub platform: Option<String>,
     /// Stages built at once, and threads for hashing and compression, 1 to 512 [default:

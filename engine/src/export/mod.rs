@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use strata_cache::{BlobStore, Digest};
 
+use crate::image::index::AssembledIndex;
 use crate::image::{canonical_json, AssembledImage};
 use crate::oci::{
     self, BLOBS_SHA256, INDEX_FILE, LAYOUT_FILE, LAYOUT_VERSION_JSON as OCI_LAYOUT,
@@ -42,6 +43,68 @@ pub enum ExportError {
     Store(#[from] strata_cache::StoreError),
     #[error("invalid image name `{0}`: expected NAME[:TAG] in lower case")]
     BadName(String),
+    #[error("a docker-archive holds one image per name, and this build made an index over {0} platforms\nhint: use --output type=oci or type=oci-archive for a multi-platform image, or build one --platform")]
+    DockerArchiveIndex(usize),
+}
+
+/// What an output writes: one image, or the index over the images of a multi-platform build.
+#[derive(Debug, Clone, Copy)]
+pub enum Root<'a> {
+    Image(&'a AssembledImage),
+    Index(&'a AssembledIndex),
+}
+
+impl<'a> From<&'a AssembledImage> for Root<'a> {
+    fn from(i: &'a AssembledImage) -> Self {
+        Root::Image(i)
+    }
+}
+
+impl<'a> From<&'a AssembledIndex> for Root<'a> {
+    fn from(i: &'a AssembledIndex) -> Self {
+        Root::Index(i)
+    }
+}
+
+impl Root<'_> {
+    /// The digest of the manifest or index.
+    pub fn digest(&self) -> Digest {
+        match self {
+            Root::Image(i) => i.manifest_digest,
+            Root::Index(x) => x.digest,
+        }
+    }
+
+    fn media_type(&self) -> &'static str {
+        match self {
+            Root::Image(_) => MEDIA_TYPE_MANIFEST,
+            Root::Index(_) => MEDIA_TYPE_INDEX,
+        }
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            Root::Image(i) => i.manifest.len(),
+            Root::Index(x) => x.bytes.len(),
+        }
+    }
+
+    /// Every blob it needs, sorted: layers, configs, manifests (and the index).
+    fn blobs(&self) -> Vec<Digest> {
+        let mut v = Vec::new();
+        match self {
+            Root::Image(i) => v.extend(image_blobs(i)),
+            Root::Index(x) => {
+                v.push(x.digest);
+                for (_, i) in &x.images {
+                    v.extend(image_blobs(i));
+                }
+            }
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ExportError + '_ {
@@ -101,11 +164,11 @@ fn image_blobs(img: &AssembledImage) -> Vec<Digest> {
     v
 }
 
-fn manifest_descriptor(img: &AssembledImage, name: Option<&ImageName>) -> Value {
+fn manifest_descriptor(root: Root<'_>, name: Option<&ImageName>) -> Value {
     let mut d = json!({
-        "mediaType": MEDIA_TYPE_MANIFEST,
-        "digest": img.manifest_digest.to_string(),
-        "size": img.manifest.len(),
+        "mediaType": root.media_type(),
+        "digest": root.digest().to_string(),
+        "size": root.size(),
     });
     if let Some(n) = name {
         d["annotations"] = json!({
@@ -198,12 +261,13 @@ fn read_index(dest: &Path) -> Result<Vec<Value>, ExportError> {
 /// `dest` and renamed into place, so a failure leaves nothing; an image added to an existing
 /// layout has its blobs placed first (each atomically) and `index.json` replaced last, so the
 /// layout is valid at every moment.
-pub fn write_oci_dir(
+pub fn write_oci_dir<'a>(
     blobs: &BlobStore,
-    img: &AssembledImage,
+    img: impl Into<Root<'a>>,
     names: &[ImageName],
     dest: &Path,
 ) -> Result<(), ExportError> {
+    let img = img.into();
     match oci_dest(dest)? {
         OciDest::Layout => write_layout(blobs, img, names, dest),
         OciDest::New => {
@@ -235,7 +299,7 @@ pub fn write_oci_dir(
 
 fn write_layout(
     blobs: &BlobStore,
-    img: &AssembledImage,
+    img: Root<'_>,
     names: &[ImageName],
     dest: &Path,
 ) -> Result<(), ExportError> {
@@ -246,7 +310,7 @@ fn write_layout(
     if !layout_file.exists() {
         fs::write(&layout_file, OCI_LAYOUT).map_err(io_err(&layout_file))?;
     }
-    for d in image_blobs(img) {
+    for d in img.blobs() {
         let to = blob_dir.join(d.hex());
         if to.exists() {
             continue;
@@ -260,7 +324,7 @@ fn write_layout(
     }
     let index_path = dest.join(INDEX_FILE);
     let ref_of = |v: &Value| oci::ref_name(v).map(str::to_string);
-    let digest = img.manifest_digest.to_string();
+    let digest = img.digest().to_string();
     if names.is_empty() {
         if !manifests.iter().any(|m| {
             m.get("digest").and_then(Value::as_str) == Some(&digest) && ref_of(m).is_none()
@@ -349,14 +413,22 @@ pub fn check_archive_dest(dest: &Path) -> Result<(), ExportError> {
 
 /// Writes an OCI archive or docker-archive to `dest` (atomically: temp file + rename), after
 /// [`check_archive_dest`].
-pub fn write_archive(
+pub fn write_archive<'a>(
     blobs: &BlobStore,
-    img: &AssembledImage,
+    img: impl Into<Root<'a>>,
     names: &[ImageName],
     kind: ArchiveKind,
     dest: &Path,
     mtime: u64,
 ) -> Result<(), ExportError> {
+    let img = img.into();
+    let docker_image = match (kind, img) {
+        (ArchiveKind::Docker, Root::Index(x)) => {
+            return Err(ExportError::DockerArchiveIndex(x.images.len()))
+        }
+        (_, Root::Image(i)) => Some(i),
+        _ => None,
+    };
     check_archive_dest(dest)?;
     let dir = dest
         .parent()
@@ -377,7 +449,7 @@ pub fn write_archive(
         (|| -> io::Result<()> {
             b.append(&header("blobs/", 0, true, mtime), io::empty())?;
             b.append(&header(&format!("{BLOBS_SHA256}/"), 0, true, mtime), io::empty())?;
-            for d in image_blobs(img) {
+            for d in img.blobs() {
                 let p = blobs.path(&d);
                 let f = fs::File::open(&p)?;
                 let size = f.metadata()?.len();
@@ -390,7 +462,7 @@ pub fn write_archive(
             };
             let index = json!({ "schemaVersion": 2, "mediaType": MEDIA_TYPE_INDEX, "manifests": manifests });
             add_bytes(&mut b, INDEX_FILE, &canonical_json(&index))?;
-            if kind == ArchiveKind::Docker {
+            if let (ArchiveKind::Docker, Some(img)) = (kind, docker_image) {
                 let m = json!([{
                     "Config": format!("{BLOBS_SHA256}/{}", img.config_digest.hex()),
                     "RepoTags": names.iter().map(|n| n.full()).collect::<Vec<_>>(),

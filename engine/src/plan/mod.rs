@@ -646,27 +646,19 @@ impl<'a> Planner<'a> {
             unreachable!()
         };
         let look = |n: &str| lookup_global(globals, &self.predefined, n);
-        let platform = match &f.platform {
+        let mut platform = match &f.platform {
             Some(w) => {
                 let p = self.expand(w, &look)?;
-                Platform::parse(&p).map_err(|e| self.diag(w.span, e.to_string()))?
+                Platform::parse(&p).map_err(|e| {
+                    let d = self.diag(w.span, format!("FROM --platform: {e}"));
+                    match e.hint() {
+                        Some(h) => d.with_hint(h),
+                        None => d,
+                    }
+                })?
             }
             None => self.req.platform.clone(),
         };
-        if platform.os != self.req.platform.os
-            || platform.architecture != self.req.platform.architecture
-        {
-            let span = f.platform.as_ref().map(|w| w.span).unwrap_or(from.span);
-            return Err(self
-                .diag(
-                    span,
-                    format!("error: building for platform {platform} is not supported yet"),
-                )
-                .with_hint(format!(
-                    "strata builds for the host platform ({}) only",
-                    self.req.platform
-                )));
-        }
         let image_word = self.expand(&f.image, &look)?;
         if image_word.is_empty() {
             return Err(self.diag(
@@ -688,6 +680,9 @@ impl<'a> Planner<'a> {
             .position(|n| n.as_deref() == Some(lower.as_str()))
         {
             deps.push(i);
+            // A stage on another stage is of that stage's platform (as in BuildKit): its RUN
+            // steps run the binaries that stage holds.
+            platform = done[i].platform.clone();
             (Base::Stage(i), done[i].config.clone())
         } else if names[index..]
             .iter()

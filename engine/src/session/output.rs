@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _};
 
 use super::Session;
-use crate::export::{self, ArchiveKind, ImageName};
-use crate::image::AssembledImage;
+use crate::export::{self, ArchiveKind, ImageName, Root};
 use crate::registry::push::PushReport;
 use crate::registry::{Reference, RegistryError};
 
@@ -47,6 +46,12 @@ impl Output {
 
     pub fn kind(&self) -> &OutputKind {
         &self.kind
+    }
+
+    /// Whether this output can hold an index over several platforms (a docker-archive
+    /// cannot).
+    pub fn holds_index(&self) -> bool {
+        !matches!(self.kind, OutputKind::Archive(ArchiveKind::Docker, _))
     }
 }
 
@@ -119,13 +124,14 @@ fn parse(spec: &str) -> anyhow::Result<OutputKind> {
 
 impl Session {
     /// Writes `img` (in the store) to `output`, named `names`; archive entries dated `mtime`.
-    pub fn write_output(
+    pub fn write_output<'a>(
         &self,
-        img: &AssembledImage,
+        img: impl Into<Root<'a>>,
         names: &[ImageName],
         output: &Output,
         mtime: u64,
     ) -> anyhow::Result<Written> {
+        let img = img.into();
         let blobs = self.store().blobs();
         Ok(match &output.kind {
             OutputKind::OciDir(d) => {
@@ -147,7 +153,7 @@ impl Session {
                 }
             }
             OutputKind::Registry(r) => Written::Pushed {
-                report: self.push(&img.manifest_digest, r)?,
+                report: self.push(&img.digest(), r)?,
                 target: r.clone(),
             },
         })
