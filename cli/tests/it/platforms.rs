@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::support::platforms::{push_two_platform, require_emulation, two_platform_layout};
 use crate::support::registry::Registry;
-use crate::support::{build, require_run, write};
+use crate::support::{build, write};
 
 fn json(p: &Path) -> Value {
     serde_json::from_slice(&fs::read(p).unwrap()).unwrap()
@@ -78,7 +78,6 @@ const UNAME: &str = "FROM oci-layout://base\nRUN uname -m > /m\n";
 
 #[test]
 fn run_under_emulation_gives_each_platform_its_machine() {
-    require_run("RUN under emulation");
     require_emulation();
     let d = tempfile::tempdir().unwrap();
     let ctx = context(d.path(), UNAME);
@@ -146,7 +145,6 @@ fn run_under_emulation_gives_each_platform_its_machine() {
 
 #[test]
 fn platform_args_are_predefined_and_build_platform_stages_run_once() {
-    require_run("RUN under emulation");
     require_emulation();
     let d = tempfile::tempdir().unwrap();
     let ctx = context(
@@ -195,7 +193,6 @@ fn platform_args_are_predefined_and_build_platform_stages_run_once() {
 
 #[test]
 fn a_two_platform_index_goes_to_the_registry_from_a_registry_base() {
-    require_run("RUN under emulation");
     require_emulation();
     let reg = Registry::start();
     push_two_platform(&reg.host, "base/busybox:1");

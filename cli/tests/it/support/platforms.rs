@@ -17,10 +17,11 @@ pub const ARM64_BUSYBOX: &str = "/var/tmp/strata-fixtures/arm64-busybox/bin/busy
 /// Where .ci/install-deps unpacks `busybox-static:armhf`.
 pub const ARMHF_BUSYBOX: &str = "/var/tmp/strata-fixtures/armhf-busybox/bin/busybox";
 
-/// Fails, saying how to get them, unless the arm64 fixture and the aarch64 binfmt_misc handler
-/// (with the F flag) are there.
+/// Fails, saying how to get them, unless the busybox fixtures and the aarch64 and arm
+/// binfmt_misc handlers (with the F flag) are there. Root or not: RUN under emulation works
+/// rootless too (.ci/run-rootless-tests runs these tests as an unprivileged user).
 pub fn require_emulation() {
-    for f in [ARM64_BUSYBOX, ARMHF_BUSYBOX] {
+    for f in ["/bin/busybox", ARM64_BUSYBOX, ARMHF_BUSYBOX] {
         assert!(
             Path::new(f).is_file(),
             "{f} is missing: run .ci/install-deps (it unpacks busybox-static:arm64 and :armhf)"
