@@ -11,13 +11,23 @@ pub fn run(store_dir: &Path, a: InspectArgs) -> anyhow::Result<i32> {
     let (name, tag) = super::find_tag(&store, &a.name)?;
     let config = store.blobs().read_verified(&tag.config)?;
     let config: Value = serde_json::from_slice(&config)?;
-    let out = json!({
-        "name": name,
-        "digest": tag.manifest.to_string(),
-        "mediaType": tag.media_type,
-        "configDigest": tag.config.to_string(),
-        "config": config,
-    });
+    // A multi-platform build's tag names an index (its `config` is the index itself).
+    let out = if tag.media_type == strata_engine::image::MEDIA_TYPE_INDEX {
+        json!({
+            "name": name,
+            "digest": tag.manifest.to_string(),
+            "mediaType": tag.media_type,
+            "index": config,
+        })
+    } else {
+        json!({
+            "name": name,
+            "digest": tag.manifest.to_string(),
+            "mediaType": tag.media_type,
+            "configDigest": tag.config.to_string(),
+            "config": config,
+        })
+    };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(0)
 }

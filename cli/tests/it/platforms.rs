@@ -120,6 +120,33 @@ fn run_under_emulation_gives_each_platform_its_machine() {
     assert!(idx["manifests"][1]["platform"].get("variant").is_none());
     assert_eq!(crate::support::sha256(&raw.stdout), both.digest());
 
+    // The tag names the index: export writes it again, inspect says what it is.
+    let again = d.path().join("again");
+    let exported = crate::support::ok(crate::support::on_store(
+        &store,
+        &[
+            "export",
+            "app:1",
+            "--output",
+            &format!("type=oci,dest={}", again.display()),
+        ],
+    ));
+    assert_eq!(exported, both.digest());
+    assert_eq!(images(&again).len(), 2);
+    let inspect: Value = serde_json::from_str(&crate::support::ok(crate::support::on_store(
+        &store,
+        &["inspect", "app:1"],
+    )))
+    .unwrap();
+    assert_eq!(
+        inspect["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(
+        inspect["index"]["manifests"][1]["platform"]["architecture"],
+        "arm64"
+    );
+
     // One platform alone gives that platform's image manifest, the same one the index lists.
     let single = d.path().join("single");
     let one = build(

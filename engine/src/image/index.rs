@@ -8,8 +8,9 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 use strata_cache::Digest;
 
-use super::{canonical_json, AssembledImage, Platform};
+use super::{canonical_json, AssembledImage, ImageError, Platform};
 use crate::oci::{MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
+use strata_cache::BlobStore;
 
 /// An index and the images it lists.
 #[derive(Debug)]
@@ -17,6 +18,46 @@ pub struct AssembledIndex {
     pub bytes: Vec<u8>,
     pub digest: Digest,
     pub images: Vec<(Platform, Arc<AssembledImage>)>,
+}
+
+impl AssembledIndex {
+    /// Reads an index back from the store (a multi-platform build's tag): the index
+    /// `digest`, and each image it lists ([`AssembledImage::from_store`]).
+    pub fn from_store(blobs: &BlobStore, digest: &Digest) -> Result<AssembledIndex, ImageError> {
+        let bad = |reason: String| ImageError::Stored {
+            digest: *digest,
+            reason,
+        };
+        let bytes = blobs
+            .read_verified(digest)
+            .map_err(|e| bad(e.to_string()))?;
+        let v: Value =
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("does not parse: {e}")))?;
+        let mut images = Vec::new();
+        for m in v["manifests"].as_array().into_iter().flatten() {
+            let d: Digest = m["digest"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| bad("an entry has no valid digest".into()))?;
+            let p = &m["platform"];
+            let text = format!(
+                "{}/{}{}",
+                p["os"].as_str().unwrap_or_default(),
+                p["architecture"].as_str().unwrap_or_default(),
+                p["variant"]
+                    .as_str()
+                    .map(|v| format!("/{v}"))
+                    .unwrap_or_default()
+            );
+            let platform = Platform::parse(&text).map_err(|e| bad(e.to_string()))?;
+            images.push((platform, Arc::new(AssembledImage::from_store(blobs, &d)?)));
+        }
+        Ok(AssembledIndex {
+            bytes,
+            digest: *digest,
+            images,
+        })
+    }
 }
 
 /// The `platform` object of an index entry.

@@ -63,6 +63,9 @@ impl Session {
         let Some(tag) = store.index().get_tag(&full)? else {
             bail!("no image `{full}` in the store\nhint: `strata images` lists the tags")
         };
+        if tag.media_type == crate::image::MEDIA_TYPE_INDEX {
+            bail!("`{full}` is a multi-platform image (an index): rebasing one is not supported yet\nhint: rebase a single-platform build of it");
+        }
         let img = AssembledImage::from_store(store.blobs(), &tag.manifest)?;
         let mut config: Value = serde_json::from_slice(&img.config).context("the image config")?;
         let lineage = store.index().get_lineage(&tag.manifest)?;
