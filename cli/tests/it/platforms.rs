@@ -285,6 +285,34 @@ fn bad_platforms_bases_without_them_and_missing_emulators_say_what_to_do() {
             && e.contains("linux/amd64, linux/arm64/v8, linux/arm/v7"),
         "{e}"
     );
+    // A layout whose tag names the arm64 manifest itself (no index): not an amd64 base.
+    let arm_only = ctx.join("armonly");
+    crate::support::copy_tree(&ctx.join("base"), &arm_only);
+    let top = &json(&arm_only.join("index.json"))["manifests"][0];
+    let mut arm = json(&blob(&arm_only, &top["digest"]))["manifests"][1].clone();
+    arm["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "latest"});
+    write(
+        &arm_only.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [arm]})).unwrap(),
+    );
+    write(&ctx.join("Dockerfile.arm"), "FROM oci-layout://armonly\n");
+    let e = build(
+        &store,
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64",
+            "-f",
+            &ctx.join("Dockerfile.arm").display().to_string(),
+        ],
+    )
+    .fails()
+    .stderr();
+    assert!(
+        e.contains("image `oci-layout://armonly` is for linux/arm64, not linux/amd64")
+            && e.contains("hint:"),
+        "{e}"
+    );
     let no_handlers = d.path().join("binfmt");
     fs::create_dir_all(&no_handlers).unwrap();
     fs::write(no_handlers.join("status"), "enabled\n").unwrap();
@@ -372,3 +400,58 @@ const GOLDEN_INDEX: (&str, &str, &str) = (
     "sha256:33f41c3147bb3ea06e48cdd2e67172dd1dd028c64ca6688ca3b2947521091cbf",
     "sha256:351c63e93e80c2eaec1d767a8a5813ccd7d3f57be852cd57f13630206fc05f8f",
 );
+
+/// `platforms = [...]` in strata.toml (defaults, and per image): `strata build --all` builds
+/// every platform of every image in one process; the report has a row per image and, for a
+/// multi-platform one, each platform's manifest; `--platform` on the command line wins.
+#[test]
+fn a_workspace_builds_each_images_platforms() {
+    require_emulation();
+    let ws = tempfile::tempdir().unwrap();
+    let w = ws.path();
+    write(
+        &w.join("strata.toml"),
+        "[defaults]\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\n\n\
+         [[image]]\nname = \"app\"\ncontext = \"app\"\n\n\
+         [[image]]\nname = \"files\"\ncontext = \"files\"\nplatforms = [\"linux/arm64\"]\n",
+    );
+    two_platform_layout(&w.join("app/base"));
+    write(&w.join("app/Dockerfile"), UNAME);
+    write(
+        &w.join("files/Dockerfile"),
+        "FROM scratch\nARG TARGETARCH\nENV ARCH=$TARGETARCH\n",
+    );
+    let store = tempfile::tempdir().unwrap();
+    let (r, err) = crate::support::build_all(w, store.path(), &[]);
+    let row = |n: &str| {
+        r["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["image"] == n)
+            .unwrap()
+            .clone()
+    };
+    let app = row("app");
+    let platforms: Vec<&str> = app["platforms"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"))
+        .iter()
+        .map(|p| p["platform"].as_str().unwrap())
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"], "{err}");
+    assert!(err.contains("linux/arm64"), "{err}");
+    assert!(row("files").get("platforms").is_none(), "{r}");
+
+    // The command line's --platform wins over the file's.
+    let (r2, _) = crate::support::build_all(w, store.path(), &["--platform", "linux/arm64"]);
+    let app2 = r2["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["image"] == "app")
+        .unwrap()
+        .clone();
+    assert!(app2.get("platforms").is_none(), "{r2}");
+    assert_eq!(app2["digest"], app["platforms"][1]["digest"]);
+}

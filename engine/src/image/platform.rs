@@ -70,6 +70,17 @@ impl Platform {
         normalise(os, architecture, variant).is_ok_and(|p| p == *self)
     }
 
+    /// Whether an image config's `os` and `architecture` are this platform's (the variant
+    /// aside: an arm/v6 image runs on arm/v7). A config without `architecture` says nothing.
+    pub fn runs_config(&self, config: &serde_json::Value) -> bool {
+        let Some(arch) = config["architecture"].as_str() else {
+            return true;
+        };
+        let os = config["os"].as_str().unwrap_or("linux");
+        normalise(os, arch, None)
+            .is_ok_and(|p| p.os == self.os && p.architecture == self.architecture)
+    }
+
     /// The name of the CPU as `uname -m` and QEMU call it (`aarch64` for `arm64`): the name of
     /// the binfmt_misc handler Debian's qemu-user-static registers (`qemu-aarch64`).
     pub fn machine(&self) -> &str {
@@ -188,6 +199,15 @@ mod tests {
         assert!(amd64.matches("linux", "amd64", None));
         assert!(!amd64.matches("linux", "amd64", Some("v3")));
         assert!(!amd64.matches("linux", "weird", None));
+    }
+
+    #[test]
+    fn a_config_of_another_architecture_is_not_this_platforms() {
+        let arm64 = Platform::parse("linux/arm64").unwrap();
+        let c = |a: &str| serde_json::json!({"architecture": a, "os": "linux", "variant": "v8"});
+        assert!(arm64.runs_config(&c("arm64")));
+        assert!(!arm64.runs_config(&c("amd64")));
+        assert!(arm64.runs_config(&serde_json::json!({})));
     }
 
     #[test]

@@ -696,6 +696,22 @@ impl<'a> Planner<'a> {
                 .with_hint("a stage can only start from a stage defined above it"));
         } else {
             let img = self.resolve_image(&f.image, &image_word, &platform)?;
+            // A reference to a single manifest is taken as it is; one of another architecture
+            // would give an image whose config lies about what runs in it.
+            if !platform.runs_config(&img.config) {
+                return Err(self
+                    .diag(
+                        f.image.span,
+                        format!(
+                            "image `{image_word}` is for {}/{}, not {platform}",
+                            img.config["os"].as_str().unwrap_or("linux"),
+                            img.config["architecture"].as_str().unwrap_or("?")
+                        ),
+                    )
+                    .with_hint(
+                        "name an image (or index) that has this platform, or build for the image's platform with --platform",
+                    ));
+            }
             let cfg = ConfigState::from_image_config(&img.config);
             (Base::Image(img), cfg)
         };
