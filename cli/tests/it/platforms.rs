@@ -455,3 +455,105 @@ fn a_workspace_builds_each_images_platforms() {
     assert!(app2.get("platforms").is_none(), "{r2}");
     assert_eq!(app2["digest"], app["platforms"][1]["digest"]);
 }
+
+/// Peers read the index: `skopeo copy --all --preserve-digests` copies it whole (same bytes:
+/// without that flag skopeo re-serialises the index it writes), and podman picks
+/// each platform from it and runs the arm64 image under emulation.
+#[test]
+fn skopeo_copies_the_index_and_podman_runs_each_platform() {
+    require_emulation();
+    // podman reads `oci:PATH` as a reference: the path must be lower case.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let d = tempfile::Builder::new()
+        .prefix(&format!("strata-pf-{nanos}"))
+        .rand_bytes(0)
+        .tempdir()
+        .unwrap();
+    let ctx = context(
+        d.path(),
+        &format!("{UNAME}CMD [\"/bin/sh\", \"-c\", \"uname -m; cat /m\"]\n"),
+    );
+    let out = d.path().join("out");
+    let built = build(
+        &d.path().join("store"),
+        &ctx,
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            "app:1",
+            "--output",
+            &format!("type=oci,dest={}", out.display()),
+        ],
+    )
+    .ok();
+    let copied = d.path().join("copied");
+    let o = Command::new("skopeo")
+        .args(["copy", "--all", "--preserve-digests"])
+        .arg(format!("oci:{}:1", out.display()))
+        .arg(format!("oci:{}:1", copied.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci:{}:1", copied.display()))
+        .output()
+        .unwrap();
+    assert_eq!(crate::support::sha256(&raw.stdout), built.digest());
+
+    let (root, run) = (d.path().join("podman-root"), d.path().join("podman-run"));
+    let podman = || {
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(&root)
+            .arg("--runroot")
+            .arg(&run)
+            .args(["--storage-driver", "vfs"]);
+        c
+    };
+    for (platform, machine) in [("linux/arm64", "aarch64"), ("linux/amd64", "x86_64")] {
+        let o = podman()
+            .args([
+                "--runtime",
+                "runc",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "none",
+                "run",
+                "--rm",
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "nproc=1024:1024",
+                "--network",
+                "none",
+                "--platform",
+                platform,
+            ])
+            .arg(format!("oci:{}:1", out.display()))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "podman run: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            format!("{machine}\n{machine}\n")
+        );
+    }
+    if !crate::support::is_root() {
+        // Rootless podman's storage holds files of subordinate ids (see run_steps).
+        let _ = podman()
+            .args(["unshare", "rm", "-rf"])
+            .arg(&root)
+            .arg(&run)
+            .status();
+    }
+}
