@@ -202,6 +202,24 @@ fn platform_args_are_predefined_and_build_platform_stages_run_once() {
         .filter(|s| s["instruction"] == "RUN uname -m > /cross" && s["status"] == "executed")
         .count();
     assert_eq!(cross_runs, 1, "the build-platform stage runs once");
+    // Each platform's events say which platform they are of; the others found it cached.
+    let mut cross: Vec<(String, String)> = run
+        .steps()
+        .iter()
+        .filter(|s| s["instruction"] == "RUN uname -m > /cross")
+        .map(|s| {
+            (
+                s["platform"].as_str().unwrap().to_string(),
+                s["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    cross.sort();
+    assert_eq!(
+        cross.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+        ["linux/amd64", "linux/arm/v7", "linux/arm64"]
+    );
+    assert_eq!(cross.iter().filter(|(_, s)| s == "cached").count(), 2);
     let imgs = images(&out);
     let args: Vec<String> = imgs
         .iter()

@@ -302,7 +302,11 @@ impl Session {
                     .map(|(plan, p)| {
                         let (ctx, opts) = (&ctx, &opts);
                         sc.spawn(move || {
-                            solve::run(plan, ctx, self.store(), opts, progress)
+                            let progress = solve::ForPlatform {
+                                inner: progress,
+                                platform: p.to_string(),
+                            };
+                            solve::run(plan, ctx, self.store(), opts, &progress)
                                 .with_context(|| format!("building for {p}"))
                         })
                     })

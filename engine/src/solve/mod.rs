@@ -41,7 +41,7 @@ pub(crate) use commit::{chunk_cache, commit_layer, Compressed};
 pub use error::BuildError;
 pub use mounts::{RunOptions, Secret};
 pub use preflight::{check_sources, SourceProblem};
-pub use progress::{Event, NoProgress, Progress, StepStatus};
+pub use progress::{Event, ForPlatform, NoProgress, Progress, StepStatus};
 pub use shared::Shared;
 pub use stage::{StageImage, StageResult};
 
