@@ -192,7 +192,9 @@ pub struct LockArgs {
     /// Resolve what this stage (and what it needs) uses instead of the last one
     #[arg(long)]
     pub target: Option<String>,
-    /// Target platform OS/ARCH[/VARIANT]: the platform references resolve for
+    /// Target platforms, OS/ARCH[/VARIANT] comma-separated: each resolves the references (and
+    /// must find its entry in every index) [default: a workspace image's `platforms`, else the
+    /// host's]
     #[arg(long)]
     pub platform: Option<String>,
     /// Lock every image of the workspace (`strata.toml` in the current directory, or --workspace)

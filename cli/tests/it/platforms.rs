@@ -575,3 +575,75 @@ fn skopeo_copies_the_index_and_podman_runs_each_platform() {
             .status();
     }
 }
+
+/// `strata verify` reproduces a multi-platform index (RUN under emulation included) across
+/// its varied runs.
+#[test]
+fn verify_reproduces_the_two_platform_index() {
+    require_emulation();
+    let d = tempfile::tempdir().unwrap();
+    let ctx = context(d.path(), UNAME);
+    let o = crate::support::strata_at(&d.path().join("store"))
+        .args(["verify", "--platform", "linux/amd64,linux/arm64"])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("verify: reproducible"), "{err}");
+}
+
+/// `strata lock --platform A,B` resolves the references of every platform: a base named per
+/// platform (`FROM …base-$TARGETARCH`) gets a pin for each, and a platform an index lacks is
+/// an error there, before any build.
+#[test]
+fn lock_pins_the_bases_of_every_platform() {
+    let d = tempfile::tempdir().unwrap();
+    let ctx = d.path().join("ctx");
+    two_platform_layout(&ctx.join("base-amd64"));
+    two_platform_layout(&ctx.join("base-arm64"));
+    write(
+        &ctx.join("Dockerfile"),
+        "ARG TARGETARCH\nFROM oci-layout://base-$TARGETARCH\nCOPY Dockerfile /\n",
+    );
+    let store = d.path().join("store");
+    crate::support::ok(crate::support::on_store(
+        &store,
+        &[
+            "lock",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            ctx.to_str().unwrap(),
+        ],
+    ));
+    let lock = fs::read_to_string(ctx.join("strata.lock")).unwrap();
+    assert!(
+        lock.contains("oci-layout://base-amd64") && lock.contains("oci-layout://base-arm64"),
+        "{lock}"
+    );
+    write(
+        &ctx.join("Dockerfile.one"),
+        "FROM oci-layout://base-amd64\n",
+    );
+    let o = crate::support::on_store(
+        &store,
+        &[
+            "lock",
+            "--platform",
+            "linux/amd64,linux/s390x",
+            "-f",
+            ctx.join("Dockerfile.one").to_str().unwrap(),
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("no manifest for platform linux/s390x"), "{e}");
+    // The locked build of both platforms resolves through those pins.
+    build(
+        &store,
+        &ctx,
+        &["--locked", "--platform", "linux/amd64,linux/arm64"],
+    )
+    .ok();
+}
