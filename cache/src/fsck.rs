@@ -267,18 +267,41 @@ pub(crate) enum TagBlobsError {
     BadDescriptor(Digest),
 }
 
-/// The config and layer digests a manifest names; `Err` with a reason if it is missing or
-/// does not parse. For an image index (an image with its attestations: `strata build
-/// --provenance`) the manifests it lists and theirs, one level deep.
+/// The config and layer digests a manifest names — for an image index (a multi-platform
+/// build's tag), each image manifest it lists and their configs and layers; `Err` with a reason
+/// if one is missing or does not parse.
 pub(crate) fn tag_blobs(store: &Store, manifest: &Digest) -> Result<Vec<Digest>, TagBlobsError> {
-    tag_blobs_at(store, manifest, true)
+    let v = read_json(store, manifest)?;
+    match v.get("manifests").and_then(Value::as_array) {
+        Some(children) => {
+            let mut out = Vec::new();
+            for c in children {
+                let d = digest_of(manifest, c)?;
+                out.push(d);
+                out.extend(image_blobs(manifest, &read_json(store, &d)?)?);
+            }
+            Ok(out)
+        }
+        None => image_blobs(manifest, &v),
+    }
 }
 
-fn tag_blobs_at(
-    store: &Store,
-    manifest: &Digest,
-    follow_index: bool,
-) -> Result<Vec<Digest>, TagBlobsError> {
+/// The config digests of the images a tag names: its manifest's, or each of its index's.
+pub(crate) fn tag_configs(store: &Store, manifest: &Digest) -> Result<Vec<Digest>, TagBlobsError> {
+    let v = read_json(store, manifest)?;
+    match v.get("manifests").and_then(Value::as_array) {
+        Some(children) => children
+            .iter()
+            .map(|c| {
+                let d = digest_of(manifest, c)?;
+                digest_of(&d, &read_json(store, &d)?["config"])
+            })
+            .collect(),
+        None => Ok(vec![digest_of(manifest, &v["config"])?]),
+    }
+}
+
+fn read_json(store: &Store, manifest: &Digest) -> Result<Value, TagBlobsError> {
     if !store.blobs().contains(manifest) {
         return Err(TagBlobsError::Missing(*manifest));
     }
@@ -289,28 +312,24 @@ fn tag_blobs_at(
             manifest: *manifest,
             source,
         })?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|source| TagBlobsError::Parse {
+    serde_json::from_slice(&bytes).map_err(|source| TagBlobsError::Parse {
         manifest: *manifest,
         source,
-    })?;
-    let digest_of = |d: &Value| -> Result<Digest, TagBlobsError> {
-        d.get("digest")
-            .and_then(Value::as_str)
-            .and_then(|s| s.parse().ok())
-            .ok_or(TagBlobsError::BadDescriptor(*manifest))
-    };
-    if let (true, Some(children)) = (follow_index, v["manifests"].as_array()) {
-        let mut out = Vec::new();
-        for m in children {
-            let d = digest_of(m)?;
-            out.push(d);
-            out.extend(tag_blobs_at(store, &d, false)?);
-        }
-        return Ok(out);
-    }
-    let mut out = vec![digest_of(&v["config"])?];
+    })
+}
+
+fn digest_of(manifest: &Digest, d: &Value) -> Result<Digest, TagBlobsError> {
+    d.get("digest")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .ok_or(TagBlobsError::BadDescriptor(*manifest))
+}
+
+/// The config and layers of the image manifest `v` (`manifest`).
+fn image_blobs(manifest: &Digest, v: &Value) -> Result<Vec<Digest>, TagBlobsError> {
+    let mut out = vec![digest_of(manifest, &v["config"])?];
     for l in v["layers"].as_array().into_iter().flatten() {
-        out.push(digest_of(l)?);
+        out.push(digest_of(manifest, l)?);
     }
     Ok(out)
 }

@@ -743,7 +743,12 @@ fn protected(store: &Store) -> Result<(BTreeSet<Digest>, BTreeSet<Digest>), Stor
         if let Ok(ds) = crate::fsck::tag_blobs(store, &tag.manifest) {
             blobs.extend(ds);
         }
-        if let Ok(bytes) = store.blobs().read_verified(&tag.config) {
+        // The configs of the images it names (each platform's, for an index).
+        let configs = crate::fsck::tag_configs(store, &tag.manifest).unwrap_or_default();
+        for c in std::iter::once(&tag.config).chain(&configs) {
+            let Ok(bytes) = store.blobs().read_verified(c) else {
+                continue;
+            };
             if let Ok(v) = serde_json::from_slice::<Value>(&bytes) {
                 for d in v["rootfs"]["diff_ids"].as_array().into_iter().flatten() {
                     if let Some(d) = d.as_str().and_then(|s| s.parse().ok()) {
@@ -1123,6 +1128,43 @@ mod tests {
         let r = gc(&s, &opts(GcPolicy::KeepStorage(0))).unwrap();
         assert_eq!(r.snapshots, 1 + this.is_some() as usize, "{r:?}");
         assert!(!durable.exists());
+    }
+
+    /// A multi-platform build's tag names an index: every platform's manifest, config, layers
+    /// and snapshots are kept as a tagged image's are.
+    #[test]
+    fn an_index_tag_keeps_every_platforms_image() {
+        let (_dir, s) = store();
+        let a = step(&s, 1, 1000, 10 * 86_400);
+        let b = step(&s, 2, 1000, 10 * 86_400);
+        let (ma, ca) = tag(&s, "a:1", &a);
+        let (mb, cb) = tag(&s, "b:1", &b);
+        s.index().delete_tag("a:1").unwrap();
+        s.index().delete_tag("b:1").unwrap();
+        let index = serde_json::json!({"manifests": [
+            {"digest": ma.to_string()}, {"digest": mb.to_string()}
+        ]});
+        let (x, _) = s.blobs().put(index.to_string().as_bytes()).unwrap();
+        age(&s, &x, 3600);
+        s.index()
+            .put_tag(
+                "multi:1",
+                &TagRecord {
+                    manifest: x,
+                    config: x,
+                    media_type: "application/vnd.oci.image.index.v1+json".into(),
+                },
+            )
+            .unwrap();
+        let snap = |d: &Digest| s.root().join(SNAPSHOTS_DIR).join(d.hex());
+        fs::create_dir_all(snap(&a.diff_id)).unwrap();
+        fs::create_dir_all(snap(&b.diff_id)).unwrap();
+        gc(&s, &opts(GcPolicy::KeepStorage(0))).unwrap();
+        for d in [x, ma, ca, a.digest, mb, cb, b.digest] {
+            assert!(s.blobs().contains(&d), "{d} was removed");
+        }
+        assert!(snap(&a.diff_id).exists() && snap(&b.diff_id).exists());
+        assert_eq!(crate::fsck::tag_blobs(&s, &x).unwrap().len(), 6);
     }
 
     #[test]

@@ -109,7 +109,8 @@ pub struct BuildArgs {
     /// runs again (docs/read-set.md)
     #[arg(long)]
     pub no_readset: bool,
-    /// Target platform OS/ARCH[/VARIANT] (recorded; only the host platform builds for now)
+    /// Target platforms, OS/ARCH[/VARIANT] comma-separated (linux/amd64,linux/arm64): several
+    /// give one image index. A foreign platform's RUN steps run under QEMU (binfmt_misc)
     #[arg(long)]
     pub platform: Option<String>,
     /// Stages built at once, and threads for hashing and compression, 1 to 512 [default:
@@ -217,7 +218,9 @@ pub struct LockArgs {
     /// Resolve what this stage (and what it needs) uses instead of the last one
     #[arg(long)]
     pub target: Option<String>,
-    /// Target platform OS/ARCH[/VARIANT]: the platform references resolve for
+    /// Target platforms, OS/ARCH[/VARIANT] comma-separated: each resolves the references (and
+    /// must find its entry in every index) [default: a workspace image's `platforms`, else the
+    /// host's]
     #[arg(long)]
     pub platform: Option<String>,
     /// Lock every image of the workspace (`strata.toml` in the current directory, or --workspace)

@@ -10,8 +10,9 @@ use strata_engine::solve::{Event, Progress};
 
 use crate::args::ProgressMode;
 
-/// The live display: one spinner per running step.
-type Bars = (MultiProgress, Mutex<Vec<((usize, usize), ProgressBar)>>);
+/// The live display: one spinner per running step (platform, stage, step).
+type Bars = (MultiProgress, Mutex<Vec<(StepId, ProgressBar)>>);
+type StepId = (Option<String>, usize, usize);
 
 pub struct Reporter {
     label: Option<String>,
@@ -44,13 +45,23 @@ impl Reporter {
     }
 
     fn line(&self, s: &str) {
+        self.line_for(None, s)
+    }
+
+    /// A line of the build for `platform` (one of several): `[label] [platform] …`.
+    fn line_for(&self, platform: Option<&str>, s: &str) {
         let labelled;
-        let s = match &self.label {
-            Some(l) if self.mode != ProgressMode::Json => {
+        let s = match (self.label.as_deref(), platform) {
+            _ if self.mode == ProgressMode::Json => s,
+            (Some(l), Some(p)) => {
+                labelled = format!("[{l}] [{p}] {s}");
+                labelled.as_str()
+            }
+            (Some(l), None) | (None, Some(l)) => {
                 labelled = format!("[{l}] {s}");
                 labelled.as_str()
             }
-            _ => s,
+            (None, None) => s,
         };
         match &self.bars {
             Some((mp, _)) => {
@@ -97,6 +108,16 @@ fn secs(d: Duration) -> String {
 
 impl Progress for Reporter {
     fn event(&self, e: &Event) {
+        self.event_for(None, e)
+    }
+
+    fn platform_event(&self, platform: &str, e: &Event) {
+        self.event_for(Some(platform), e)
+    }
+}
+
+impl Reporter {
+    fn event_for(&self, platform: Option<&str>, e: &Event) {
         match self.mode {
             ProgressMode::Json => {
                 let v = match e {
@@ -152,10 +173,15 @@ impl Progress for Reporter {
                         json!({"event": "exported", "type": kind, "dest": dest})
                     }
                 };
+                let mut v = v;
+                if let Some(p) = platform {
+                    v["platform"] = p.into();
+                }
                 self.json_line(v);
             }
             ProgressMode::Plain | ProgressMode::Auto => {
-                let plain = |s: String| self.line(&s);
+                let plain = |s: String| self.line_for(platform, &s);
+                let id = |stage: usize, step: usize| (platform.map(str::to_string), stage, step);
                 match e {
                     Event::StageStart { stage, name, steps } => {
                         if self.bars.is_none() {
@@ -171,9 +197,10 @@ impl Progress for Reporter {
                             pb.set_style(
                                 ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap(),
                             );
-                            pb.set_message(format!("#{stage}.{} {text}", step + 1));
+                            let at = platform.map(|p| format!("[{p}] ")).unwrap_or_default();
+                            pb.set_message(format!("{at}#{stage}.{} {text}", step + 1));
                             pb.enable_steady_tick(Duration::from_millis(100));
-                            bars.lock().unwrap().push(((*stage, *step), pb));
+                            bars.lock().unwrap().push((id(*stage, *step), pb));
                         }
                     }
                     Event::StepDone {
@@ -195,7 +222,8 @@ impl Progress for Reporter {
                         let msg = format!("#{stage}.{} {tag} {text}", step + 1);
                         if let Some((_, bars)) = &self.bars {
                             let mut bars = bars.lock().unwrap();
-                            if let Some(i) = bars.iter().position(|(k, _)| *k == (*stage, *step)) {
+                            if let Some(i) = bars.iter().position(|(k, _)| *k == id(*stage, *step))
+                            {
                                 let (_, pb) = bars.remove(i);
                                 pb.finish_and_clear();
                             }

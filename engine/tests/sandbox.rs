@@ -111,6 +111,10 @@ fn main() {
             "trace_follows_proc_magic_links_and_is_blind_after_chroot",
             trace::trace_follows_proc_magic_links_and_is_blind_after_chroot,
         ),
+        (
+            "trace_is_blind_for_an_emulated_binary",
+            trace::trace_is_blind_for_an_emulated_binary,
+        ),
         ("trace_overhead", trace::trace_overhead),
     ];
     let mut failed = 0;

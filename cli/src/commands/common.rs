@@ -216,7 +216,7 @@ pub(crate) fn build_request(a: &BuildArgs, env: Env) -> anyhow::Result<BuildRequ
         .iter()
         .map(|t| ImageName::parse(t))
         .collect::<Result<Vec<_>, _>>()?;
-    let platform = session::build::target_platform(a.platform.as_deref())?;
+    let platforms = session::build::target_platforms(a.platform.as_deref())?;
     let run = solve::RunOptions {
         network: network_of(&a.network)?,
         secrets: secrets_of(&a.secrets, env)?,
@@ -236,7 +236,7 @@ pub(crate) fn build_request(a: &BuildArgs, env: Env) -> anyhow::Result<BuildRequ
         context_dir: a.context.clone(),
         build_args: build_args_of(&a.build_args, env)?,
         target: a.target.clone(),
-        platform,
+        platforms,
         tags,
         outputs: a.outputs.clone(),
         compression: a.compression,

@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use strata_engine::export::ArchiveKind;
-use strata_engine::export::ImageName;
+use strata_engine::export::{ImageName, Root, Stored};
 use strata_engine::session::output::OutputKind;
 
 use super::common::{self, source_date_epoch};
@@ -13,14 +13,16 @@ pub fn run(g: &Globals, a: ExportArgs) -> anyhow::Result<i32> {
     let session = g.session()?;
     let store = session.store();
     let (name, tag) = super::find_tag(store, &a.name)?;
-    let (img, attested) =
-        strata_engine::attest::stored_image(store.blobs(), &tag.manifest, &tag.media_type)
-            .with_context(|| format!("reading image `{name}`"))?;
+    // A tag names an image, an image with its attestations (an index holding both), or a
+    // multi-platform build's index over its platforms' images.
+    let stored = Stored::load(store.blobs(), &tag.manifest, &tag.media_type)
+        .with_context(|| format!("reading image `{name}`"))?;
+    let img = stored.root();
     let names = [ImageName::parse(&name)?];
     for o in &a.outputs {
         let written = match o.kind() {
             OutputKind::OciDir(d) => session
-                .write_output(&img, attested.as_ref(), &names, o, 0)
+                .write_output(img, &names, o, 0)
                 .with_context(|| format!("exporting `{name}` to `{}`", d.display()))?,
             OutputKind::Archive(kind, f) => {
                 // Archive entry mtimes: SOURCE_DATE_EPOCH as for `build --output`, else 0.
@@ -28,26 +30,24 @@ pub fn run(g: &Globals, a: ExportArgs) -> anyhow::Result<i32> {
                 // A docker-archive holds one image manifest: an attested image goes without
                 // its attestations, said on stderr (the build refuses instead, where they were
                 // asked for).
-                let attested = match kind {
-                    ArchiveKind::Docker if attested.is_some() => {
+                let img = match (kind, img) {
+                    (ArchiveKind::Docker, Root::Attested(i, _)) => {
                         eprintln!(
                             "note: `{}`: a docker-archive cannot carry attestations; `{name}` is written without them",
                             f.display()
                         );
-                        None
+                        Root::Image(i)
                     }
-                    _ => attested.as_ref(),
+                    _ => img,
                 };
                 session
-                    .write_output(&img, attested, &names, o, mtime)
+                    .write_output(img, &names, o, mtime)
                     .with_context(|| format!("exporting `{name}` to `{}`", f.display()))?
             }
-            OutputKind::Registry(_) => {
-                session.write_output(&img, attested.as_ref(), &names, o, 0)?
-            }
+            OutputKind::Registry(_) => session.write_output(img, &names, o, 0)?,
         };
         common::report_pushes(std::slice::from_ref(&written));
     }
-    println!("{}", tag.manifest);
+    println!("{}", img.digest());
     Ok(0)
 }

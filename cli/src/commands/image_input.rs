@@ -113,11 +113,16 @@ fn write_layout(
     name: &str,
     dest: &Path,
 ) -> anyhow::Result<String> {
-    let (img, _) = strata_engine::attest::stored_image(blobs, manifest, media_type)?;
+    let img = match export::Stored::load(blobs, manifest, media_type)? {
+        export::Stored::Image(i) | export::Stored::Attested(i, _) => i,
+        export::Stored::Index(_) => anyhow::bail!(
+            "`{name}` is a multi-platform image (an index): comparing one is not supported yet\nhint: compare a single-platform build of it"
+        ),
+    };
     let n = ImageName::parse(name)
         .or_else(|_| ImageName::parse("image:latest"))
         .context("naming the layout")?;
-    export::write_oci_dir(blobs, &img, None, std::slice::from_ref(&n), dest)?;
+    export::write_oci_dir(blobs, &img, std::slice::from_ref(&n), dest)?;
     Ok(format!("oci:{}:{}", dest.display(), n.tag))
 }
 

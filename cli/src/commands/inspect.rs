@@ -12,16 +12,25 @@ pub fn run(store_dir: &Path, a: InspectArgs) -> anyhow::Result<i32> {
     let (name, tag) = super::find_tag(&store, &a.name)?;
     let config = store.blobs().read_verified(&tag.config)?;
     let config: Value = serde_json::from_slice(&config)?;
-    let mut out = json!({
-        "name": name,
-        "digest": tag.manifest.to_string(),
-        "mediaType": tag.media_type,
-        "configDigest": tag.config.to_string(),
-        "config": config,
-    });
-    let (_, attested) =
-        strata_engine::attest::stored_image(store.blobs(), &tag.manifest, &tag.media_type)?;
-    if let Some(a) = attested {
+    let stored =
+        strata_engine::export::Stored::load(store.blobs(), &tag.manifest, &tag.media_type)?;
+    let mut out = match &stored {
+        // A multi-platform build's tag names an index (its `config` is the index itself).
+        strata_engine::export::Stored::Index(_) => json!({
+            "name": name,
+            "digest": tag.manifest.to_string(),
+            "mediaType": tag.media_type,
+            "index": config,
+        }),
+        _ => json!({
+            "name": name,
+            "digest": tag.manifest.to_string(),
+            "mediaType": tag.media_type,
+            "configDigest": tag.config.to_string(),
+            "config": config,
+        }),
+    };
+    if let strata_engine::export::Stored::Attested(_, a) = &stored {
         out["manifestDigest"] = json!(a.image.to_string());
         out["attestationManifest"] = json!(a.manifest_digest.to_string());
         out["attestations"] = a

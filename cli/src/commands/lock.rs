@@ -11,10 +11,10 @@
 //! `git ls-remote`; `--update URL` or `--update REPO#REF` re-pins one of them.
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use strata_engine::image::Platform;
 use strata_engine::lock::LockMode;
+use strata_engine::session::build::target_platforms;
 use strata_engine::session::lock::workspace_lock_dir;
 use strata_engine::session::{dockerfile_dir, LockImage, LockRequest};
 
@@ -29,18 +29,27 @@ pub fn run(g: &Globals, a: LockArgs) -> anyhow::Result<i32> {
         Some(refs) => LockMode::Update(refs.iter().cloned().collect::<BTreeSet<_>>()),
         None => LockMode::Use,
     };
-    let platform = match &a.platform {
-        Some(p) => Platform::parse(p)?,
-        None => Platform::host(),
-    };
-    let image = |context: &Path, dockerfile, build_args: &[String], target: Option<String>| {
-        anyhow::Ok(LockImage {
-            context: context.to_path_buf(),
-            dockerfile,
-            build_args: build_args_of(build_args, &process_env)?,
-            target,
-            platform: platform.clone(),
-        })
+    // Each platform resolves its own references (`FROM base-$TARGETARCH`) and must find its
+    // entry in every index; `--platform` wins over a workspace image's `platforms`.
+    let image = |context: &Path,
+                 dockerfile: PathBuf,
+                 build_args: &[String],
+                 target: Option<String>,
+                 platforms: Option<String>| {
+        let platforms = target_platforms(a.platform.as_deref().or(platforms.as_deref()))?;
+        let build_args = build_args_of(build_args, &process_env)?;
+        anyhow::Ok(
+            platforms
+                .into_iter()
+                .map(|platform| LockImage {
+                    context: context.to_path_buf(),
+                    dockerfile: dockerfile.clone(),
+                    build_args: build_args.clone(),
+                    target: target.clone(),
+                    platform,
+                })
+                .collect::<Vec<_>>(),
+        )
     };
     let (lock_dir, images) = if a.all || a.workspace.is_some() {
         let file = workspace_file::file_of(a.workspace.as_ref())?;
@@ -48,15 +57,25 @@ pub fn run(g: &Globals, a: LockArgs) -> anyhow::Result<i32> {
             .into_iter()
             .map(|p| {
                 let target = p.target.or(a.target.clone());
-                image(&p.context, p.dockerfile, &p.build_args, target)
+                let platforms = p.platforms.map(|ps| ps.join(","));
+                image(&p.context, p.dockerfile, &p.build_args, target, platforms)
             })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect::<anyhow::Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
         (workspace_lock_dir(&file)?, images)
     } else {
         let dockerfile = dockerfile_of(a.file.as_ref(), &a.context);
         let dir = dockerfile_dir(&dockerfile);
-        let one = image(&a.context, dockerfile, &a.build_args, a.target.clone())?;
-        (dir, vec![one])
+        let each = image(
+            &a.context,
+            dockerfile,
+            &a.build_args,
+            a.target.clone(),
+            None,
+        )?;
+        (dir, each)
     };
     let report = session.lock(&LockRequest {
         lock_dir,

@@ -36,6 +36,16 @@ struct Row {
     reused: usize,
     seconds: f64,
     error: Option<String>,
+    /// Each platform's image, when the image was built for several (`platforms = [...]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    platforms: Vec<PlatformRow>,
+}
+
+/// One platform of a multi-platform image: its image manifest.
+#[derive(Debug, Serialize)]
+struct PlatformRow {
+    platform: String,
+    digest: String,
 }
 
 /// The request of one workspace image: the command line's flags with the image's fields, the
@@ -59,6 +69,9 @@ fn image_request(
         .iter()
         .map(|o| o.parse::<Output>())
         .collect::<anyhow::Result<_>>()?;
+    if let (None, Some(ps)) = (&args.platform, &p.platforms) {
+        args.platform = Some(ps.join(","));
+    }
     if let Some(c) = &p.compression {
         args.compression =
             compression_parser(c).map_err(|e| anyhow::anyhow!("--compression: {e}"))?;
@@ -146,6 +159,17 @@ pub fn run(g: &Globals, cli: BuildArgs) -> anyhow::Result<i32> {
                             reused: b.reused,
                             seconds: b.elapsed.as_secs_f64(),
                             error: None,
+                            platforms: if b.images.len() > 1 {
+                                b.images
+                                    .iter()
+                                    .map(|(p, d)| PlatformRow {
+                                        platform: p.to_string(),
+                                        digest: d.to_string(),
+                                    })
+                                    .collect()
+                            } else {
+                                Vec::new()
+                            },
                         }
                     }
                     Err(e) => {
@@ -160,6 +184,7 @@ pub fn run(g: &Globals, cli: BuildArgs) -> anyhow::Result<i32> {
                             reused: 0,
                             seconds: 0.0,
                             error: Some(crate::render(&e)),
+                            platforms: Vec::new(),
                         }
                     }
                 };
@@ -198,6 +223,14 @@ pub fn run(g: &Globals, cli: BuildArgs) -> anyhow::Result<i32> {
             "{:<24} {:<20} {:>8} {:>8} {:>8} {:>8} {:>8.2}",
             r.image, d, ch, r.executed, r.cached, r.reused, r.seconds
         );
+        for p in &r.platforms {
+            let _ = writeln!(
+                summary,
+                "  {:<22} {:<20}",
+                p.platform,
+                &p.digest[..p.digest.len().min(19)]
+            );
+        }
     }
     let _ = write!(
         summary,
@@ -232,6 +265,13 @@ pub fn run(g: &Globals, cli: BuildArgs) -> anyhow::Result<i32> {
                     r.reused,
                     r.seconds
                 );
+                for p in &r.platforms {
+                    let _ = writeln!(
+                        m,
+                        "| {} {} | `{}` | - | - | - | - | - | - |",
+                        r.image, p.platform, p.digest
+                    );
+                }
             }
             m
         };

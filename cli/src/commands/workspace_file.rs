@@ -11,6 +11,7 @@
 //! tags = ["{name}:latest"]
 //! outputs = ["type=oci,dest=out/{name}"]
 //! target = "prod"
+//! platforms = ["linux/amd64", "linux/arm64"]   # one index over both (docs/platforms.md)
 //! ```
 
 use std::collections::BTreeMap;
@@ -33,6 +34,7 @@ struct ImageSpec {
     target: Option<String>,
     outputs: Option<Vec<String>>,
     compression: Option<String>,
+    platforms: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -58,6 +60,9 @@ pub(crate) struct WorkspaceImage {
     pub build_args: Vec<String>,
     pub target: Option<String>,
     pub compression: Option<String>,
+    /// The platforms to build (`--platform` on the command line wins), as written: a bad one
+    /// fails that image's build.
+    pub platforms: Option<Vec<String>>,
 }
 
 /// Directories under `base` matching a `/`-separated glob (components matched one by one).
@@ -179,6 +184,7 @@ pub(crate) fn read(file: &Path, cli_build_args: &[String]) -> anyhow::Result<Vec
             build_args.extend(cli_build_args.iter().cloned());
             let target = im.target.clone().or(d.target.clone());
             let compression = im.compression.clone().or(d.compression.clone());
+            let platforms = im.platforms.clone().or(d.platforms.clone());
             if out.iter().any(|p| p.name == name) {
                 bail!("`{}`: two images are named `{name}`", file.display());
             }
@@ -191,6 +197,7 @@ pub(crate) fn read(file: &Path, cli_build_args: &[String]) -> anyhow::Result<Vec
                 build_args,
                 target,
                 compression,
+                platforms,
             });
         }
     }

@@ -14,6 +14,7 @@ mod fleet;
 mod frontend;
 mod lock;
 mod mirrors;
+mod platforms;
 mod readset;
 mod rebase;
 mod registry;

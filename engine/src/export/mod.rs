@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use strata_cache::{BlobStore, Digest};
 
 use crate::attest::Attested;
+use crate::image::index::AssembledIndex;
 use crate::image::{canonical_json, AssembledImage};
 use crate::oci::{
     self, BLOBS_SHA256, INDEX_FILE, LAYOUT_FILE, LAYOUT_VERSION_JSON as OCI_LAYOUT,
@@ -43,6 +44,8 @@ pub enum ExportError {
     Store(#[from] strata_cache::StoreError),
     #[error("invalid image name `{0}`: expected NAME[:TAG] in lower case")]
     BadName(String),
+    #[error("a docker-archive holds one image per name, and this build made an index over {0} platforms\nhint: use --output type=oci or type=oci-archive for a multi-platform image, or build one --platform")]
+    DockerArchiveIndex(usize),
     /// `docker load` cannot take an image index (Docker's classic image store has none), so a
     /// docker-archive holds one image manifest and nothing else.
     #[error(
@@ -51,6 +54,111 @@ pub enum ExportError {
         path.display()
     )]
     Attested { path: PathBuf },
+}
+
+/// What an output writes: one image, an image with its attestations (the index holding both,
+/// `--provenance`/`--sbom`), or the index over the images of a multi-platform build.
+#[derive(Debug, Clone, Copy)]
+pub enum Root<'a> {
+    Image(&'a AssembledImage),
+    Attested(&'a AssembledImage, &'a Attested),
+    Index(&'a AssembledIndex),
+}
+
+impl<'a> From<&'a AssembledImage> for Root<'a> {
+    fn from(i: &'a AssembledImage) -> Self {
+        Root::Image(i)
+    }
+}
+
+impl<'a> From<&'a AssembledIndex> for Root<'a> {
+    fn from(i: &'a AssembledIndex) -> Self {
+        Root::Index(i)
+    }
+}
+
+impl Root<'_> {
+    /// The digest of the manifest or index.
+    pub fn digest(&self) -> Digest {
+        match self {
+            Root::Image(i) => i.manifest_digest,
+            Root::Attested(_, a) => a.index_digest,
+            Root::Index(x) => x.digest,
+        }
+    }
+
+    pub fn media_type(&self) -> &'static str {
+        match self {
+            Root::Image(_) => MEDIA_TYPE_MANIFEST,
+            Root::Attested(..) | Root::Index(_) => MEDIA_TYPE_INDEX,
+        }
+    }
+
+    fn size(&self) -> usize {
+        match self {
+            Root::Image(i) => i.manifest.len(),
+            Root::Attested(_, a) => a.index.len(),
+            Root::Index(x) => x.bytes.len(),
+        }
+    }
+
+    /// Every blob it needs, sorted: layers, configs, manifests (and the index).
+    fn blobs(&self) -> Vec<Digest> {
+        let mut v = Vec::new();
+        match self {
+            Root::Image(i) => v.extend(image_blobs(i, None)),
+            Root::Attested(i, a) => v.extend(image_blobs(i, Some(a))),
+            Root::Index(x) => {
+                v.push(x.digest);
+                for (_, i) in &x.images {
+                    v.extend(image_blobs(i, None));
+                }
+            }
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// An image as a tag names it, read back from the store: a plain image, an image with its
+/// attestations (an index holding both: `--provenance`, `--sbom`), or a multi-platform index.
+pub enum Stored {
+    Image(AssembledImage),
+    Attested(AssembledImage, Attested),
+    Index(AssembledIndex),
+}
+
+impl Stored {
+    /// Reads the manifest or index `digest` (of `media_type`, as the tag records it). An index
+    /// whose entries include an attestation manifest is an attested image; any other index is a
+    /// multi-platform build's.
+    pub fn load(blobs: &BlobStore, digest: &Digest, media_type: &str) -> anyhow::Result<Stored> {
+        if !crate::oci::is_index_media_type(media_type) {
+            return Ok(Stored::Image(AssembledImage::from_store(blobs, digest)?));
+        }
+        let bytes = blobs.read_verified(digest)?;
+        let v: Value = serde_json::from_slice(&bytes)?;
+        let attested = v["manifests"].as_array().into_iter().flatten().any(|m| {
+            m["annotations"][crate::attest::REFERENCE_TYPE_ANNOTATION]
+                == crate::attest::ATTESTATION_MANIFEST
+        });
+        Ok(if attested {
+            let (img, a) = Attested::from_store(blobs, digest)?;
+            Stored::Attested(img, a)
+        } else {
+            Stored::Index(AssembledIndex::from_store(blobs, digest)?)
+        })
+    }
+
+    /// What an output of it writes.
+    pub fn root(&self) -> Root<'_> {
+        match self {
+            Stored::Image(i) => Root::Image(i),
+            Stored::Attested(i, a) => Root::Attested(i, a),
+            Stored::Index(x) => Root::Index(x),
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ExportError + '_ {
@@ -115,21 +223,12 @@ fn image_blobs(img: &AssembledImage, attested: Option<&Attested>) -> Vec<Digest>
     v
 }
 
-/// The entry of `index.json` for the image: its manifest, or with attestations the image
-/// index holding it and them (as BuildKit's oci exporter writes it), named `name`.
-fn manifest_descriptor(
-    img: &AssembledImage,
-    attested: Option<&Attested>,
-    name: Option<&ImageName>,
-) -> Value {
-    let mut d = match attested {
-        Some(a) => a.descriptor(),
-        None => json!({
-            "mediaType": MEDIA_TYPE_MANIFEST,
-            "digest": img.manifest_digest.to_string(),
-            "size": img.manifest.len(),
-        }),
-    };
+fn manifest_descriptor(root: Root<'_>, name: Option<&ImageName>) -> Value {
+    let mut d = json!({
+        "mediaType": root.media_type(),
+        "digest": root.digest().to_string(),
+        "size": root.size(),
+    });
     if let Some(n) = name {
         d["annotations"] = json!({
             "io.containerd.image.name": n.full(),
@@ -221,15 +320,15 @@ fn read_index(dest: &Path) -> Result<Vec<Value>, ExportError> {
 /// `dest` and renamed into place, so a failure leaves nothing; an image added to an existing
 /// layout has its blobs placed first (each atomically) and `index.json` replaced last, so the
 /// layout is valid at every moment.
-pub fn write_oci_dir(
+pub fn write_oci_dir<'a>(
     blobs: &BlobStore,
-    img: &AssembledImage,
-    attested: Option<&Attested>,
+    img: impl Into<Root<'a>>,
     names: &[ImageName],
     dest: &Path,
 ) -> Result<(), ExportError> {
+    let img = img.into();
     match oci_dest(dest)? {
-        OciDest::Layout => write_layout(blobs, img, attested, names, dest),
+        OciDest::Layout => write_layout(blobs, img, names, dest),
         OciDest::New => {
             let parent = dest
                 .parent()
@@ -244,7 +343,7 @@ pub fn write_oci_dir(
                 .unwrap_or(0);
             let tmp = parent.join(format!(".strata-export-{}-{nanos:x}", std::process::id()));
             fs::create_dir(&tmp).map_err(io_err(&tmp))?;
-            let written = write_layout(blobs, img, attested, names, &tmp).and_then(|()| {
+            let written = write_layout(blobs, img, names, &tmp).and_then(|()| {
                 // Over an empty directory too (rename(2) replaces one); one that filled up
                 // meanwhile makes it fail.
                 fs::rename(&tmp, dest).map_err(io_err(dest))
@@ -259,8 +358,7 @@ pub fn write_oci_dir(
 
 fn write_layout(
     blobs: &BlobStore,
-    img: &AssembledImage,
-    attested: Option<&Attested>,
+    img: Root<'_>,
     names: &[ImageName],
     dest: &Path,
 ) -> Result<(), ExportError> {
@@ -271,7 +369,7 @@ fn write_layout(
     if !layout_file.exists() {
         fs::write(&layout_file, OCI_LAYOUT).map_err(io_err(&layout_file))?;
     }
-    for d in image_blobs(img, attested) {
+    for d in img.blobs() {
         let to = blob_dir.join(d.hex());
         if to.exists() {
             continue;
@@ -285,19 +383,17 @@ fn write_layout(
     }
     let index_path = dest.join(INDEX_FILE);
     let ref_of = |v: &Value| oci::ref_name(v).map(str::to_string);
-    let digest = attested
-        .map_or(img.manifest_digest, |a| a.index_digest)
-        .to_string();
+    let digest = img.digest().to_string();
     if names.is_empty() {
         if !manifests.iter().any(|m| {
             m.get("digest").and_then(Value::as_str) == Some(&digest) && ref_of(m).is_none()
         }) {
-            manifests.push(manifest_descriptor(img, attested, None));
+            manifests.push(manifest_descriptor(img, None));
         }
     } else {
         for n in names {
             manifests.retain(|m| ref_of(m).as_deref() != Some(n.tag.as_str()));
-            manifests.push(manifest_descriptor(img, attested, Some(n)));
+            manifests.push(manifest_descriptor(img, Some(n)));
         }
     }
     let index =
@@ -375,21 +471,28 @@ pub fn check_archive_dest(dest: &Path) -> Result<(), ExportError> {
 }
 
 /// Writes an OCI archive or docker-archive to `dest` (atomically: temp file + rename), after
-/// [`check_archive_dest`]. A docker-archive cannot hold `attested` ([`ExportError::Attested`]).
-pub fn write_archive(
+/// [`check_archive_dest`].
+pub fn write_archive<'a>(
     blobs: &BlobStore,
-    img: &AssembledImage,
-    attested: Option<&Attested>,
+    img: impl Into<Root<'a>>,
     names: &[ImageName],
     kind: ArchiveKind,
     dest: &Path,
     mtime: u64,
 ) -> Result<(), ExportError> {
-    if kind == ArchiveKind::Docker && attested.is_some() {
-        return Err(ExportError::Attested {
-            path: dest.to_path_buf(),
-        });
-    }
+    let img = img.into();
+    let docker_image = match (kind, img) {
+        (ArchiveKind::Docker, Root::Index(x)) => {
+            return Err(ExportError::DockerArchiveIndex(x.images.len()))
+        }
+        (ArchiveKind::Docker, Root::Attested(..)) => {
+            return Err(ExportError::Attested {
+                path: dest.to_path_buf(),
+            })
+        }
+        (_, Root::Image(i)) => Some(i),
+        _ => None,
+    };
     check_archive_dest(dest)?;
     let dir = dest
         .parent()
@@ -410,20 +513,20 @@ pub fn write_archive(
         (|| -> io::Result<()> {
             b.append(&header("blobs/", 0, true, mtime), io::empty())?;
             b.append(&header(&format!("{BLOBS_SHA256}/"), 0, true, mtime), io::empty())?;
-            for d in image_blobs(img, attested) {
+            for d in img.blobs() {
                 let p = blobs.path(&d);
                 let f = fs::File::open(&p)?;
                 let size = f.metadata()?.len();
                 b.append(&header(&format!("{BLOBS_SHA256}/{}", d.hex()), size, false, mtime), f)?;
             }
             let manifests: Vec<Value> = if names.is_empty() {
-                vec![manifest_descriptor(img, attested, None)]
+                vec![manifest_descriptor(img, None)]
             } else {
-                names.iter().map(|n| manifest_descriptor(img, attested, Some(n))).collect()
+                names.iter().map(|n| manifest_descriptor(img, Some(n))).collect()
             };
             let index = json!({ "schemaVersion": 2, "mediaType": MEDIA_TYPE_INDEX, "manifests": manifests });
             add_bytes(&mut b, INDEX_FILE, &canonical_json(&index))?;
-            if kind == ArchiveKind::Docker {
+            if let (ArchiveKind::Docker, Some(img)) = (kind, docker_image) {
                 let m = json!([{
                     "Config": format!("{BLOBS_SHA256}/{}", img.config_digest.hex()),
                     "RepoTags": names.iter().map(|n| n.full()).collect::<Vec<_>>(),

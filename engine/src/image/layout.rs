@@ -94,6 +94,27 @@ fn oci_digest(d: &Descriptor) -> String {
     d.digest().to_string()
 }
 
+/// The platforms an index lists, as written there (`linux/arm64/v8, linux/amd64`).
+fn platforms_listed(index: &ImageIndex) -> String {
+    let listed: Vec<String> = index
+        .manifests()
+        .iter()
+        .filter_map(|m| m.platform().as_ref())
+        .map(|p| {
+            let mut s = format!("{}/{}", p.os(), p.architecture());
+            if let Some(v) = p.variant() {
+                s = format!("{s}/{v}");
+            }
+            s
+        })
+        .collect();
+    if listed.is_empty() {
+        "no platforms listed".into()
+    } else {
+        listed.join(", ")
+    }
+}
+
 fn is_index(mt: &MediaType) -> bool {
     matches!(mt, MediaType::ImageIndex) || mt.to_string() == oci::MEDIA_TYPE_DOCKER_LIST
 }
@@ -169,16 +190,18 @@ pub fn load(spec: &str, base_dir: &Path, platform: &Platform) -> Result<BaseImag
             .iter()
             .find(|m| {
                 m.platform().as_ref().is_some_and(|p| {
-                    p.os().to_string() == platform.os
-                        && p.architecture().to_string() == platform.architecture
-                        && (platform.variant.is_none()
-                            || p.variant().as_deref() == platform.variant.as_deref())
+                    platform.matches(
+                        &p.os().to_string(),
+                        &p.architecture().to_string(),
+                        p.variant().as_deref(),
+                    )
                 })
             })
             .cloned();
         found.ok_or_else(|| ImageError::NoPlatform {
             reference: spec.to_string(),
             platform: platform.to_string(),
+            available: platforms_listed(&nested),
         })?
     } else {
         desc

@@ -4,11 +4,12 @@
 //! absent fields omitted, every timestamp = SOURCE_DATE_EPOCH. Nothing host-derived (hostname,
 //! builder version, random ids) is ever written.
 
+pub mod index;
 pub mod layout;
 pub mod overrides;
+mod platform;
 pub mod resolve;
 
-use std::fmt;
 use std::path::PathBuf;
 
 use serde_json::{json, Map, Value};
@@ -16,6 +17,7 @@ use strata_cache::{BlobStore, Digest};
 
 pub use layout::{BaseImage, LayerDesc};
 pub use overrides::{ImageOverride, Overrides};
+pub use platform::Platform;
 pub use resolve::{BlobFetchError, BlobFetcher, BlobSource, ImageResolver, LocalImages};
 
 /// (Defined in [`crate::oci`]; re-exported for the callers that name them through `image`.)
@@ -32,8 +34,12 @@ pub enum ImageError {
         reference: String,
         available: Vec<String>,
     },
-    #[error("image `{reference}` has no manifest for platform {platform}")]
-    NoPlatform { reference: String, platform: String },
+    #[error("image `{reference}` has no manifest for platform {platform} (it has: {available})")]
+    NoPlatform {
+        reference: String,
+        platform: String,
+        available: String,
+    },
     #[error("reading `{}`: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -53,8 +59,8 @@ pub enum ImageError {
         message: String,
         hint: Option<String>,
     },
-    #[error("invalid platform `{platform}`: expected OS/ARCH[/VARIANT], e.g. linux/amd64")]
-    BadPlatform { platform: String },
+    #[error("invalid platform `{platform}`: {reason}")]
+    BadPlatform { platform: String, reason: String },
     /// A stored manifest or config that cannot be read back into an image.
     #[error("stored image {digest}: {reason}")]
     Stored { digest: Digest, reason: String },
@@ -70,63 +76,12 @@ impl ImageError {
             ),
             ImageError::Unsupported { hint, .. } => Some(hint.clone()),
             ImageError::Registry { hint, .. } => hint.clone(),
+            ImageError::BadPlatform { .. } => Some(platform::HINT.into()),
+            ImageError::NoPlatform { .. } => Some(
+                "build for a platform the image has, or name an image that has this one".into(),
+            ),
             _ => None,
         }
-    }
-}
-
-/// A target platform (`linux/amd64`, `linux/arm64/v8`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// The platform strata runs on (the only one it can build for, for now).
-    pub fn host() -> Platform {
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "x86" => "386",
-            "powerpc64" => "ppc64le",
-            other => other,
-        };
-        Platform {
-            os: "linux".into(),
-            architecture: arch.into(),
-            variant: (arch == "arm64").then(|| "v8".to_string()),
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Platform, ImageError> {
-        let parts: Vec<&str> = s.split('/').collect();
-        match parts.as_slice() {
-            [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: None,
-            }),
-            [os, arch, v] if !os.is_empty() && !arch.is_empty() && !v.is_empty() => Ok(Platform {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: Some(v.to_string()),
-            }),
-            _ => Err(ImageError::BadPlatform {
-                platform: s.to_string(),
-            }),
-        }
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
     }
 }
 
@@ -456,15 +411,5 @@ mod tests {
             AssembledImage::from_store(store.blobs(), &Digest::of(b"nothing")),
             Err(ImageError::Stored { .. })
         ));
-    }
-
-    #[test]
-    fn platform_parsing() {
-        assert_eq!(
-            Platform::parse("linux/arm64/v8").unwrap().to_string(),
-            "linux/arm64/v8"
-        );
-        assert!(Platform::parse("linux").is_err());
-        assert!(Platform::parse("linux//").is_err());
     }
 }

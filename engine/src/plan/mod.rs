@@ -646,27 +646,19 @@ impl<'a> Planner<'a> {
             unreachable!()
         };
         let look = |n: &str| lookup_global(globals, &self.predefined, n);
-        let platform = match &f.platform {
+        let mut platform = match &f.platform {
             Some(w) => {
                 let p = self.expand(w, &look)?;
-                Platform::parse(&p).map_err(|e| self.diag(w.span, e.to_string()))?
+                Platform::parse(&p).map_err(|e| {
+                    let d = self.diag(w.span, format!("FROM --platform: {e}"));
+                    match e.hint() {
+                        Some(h) => d.with_hint(h),
+                        None => d,
+                    }
+                })?
             }
             None => self.req.platform.clone(),
         };
-        if platform.os != self.req.platform.os
-            || platform.architecture != self.req.platform.architecture
-        {
-            let span = f.platform.as_ref().map(|w| w.span).unwrap_or(from.span);
-            return Err(self
-                .diag(
-                    span,
-                    format!("error: building for platform {platform} is not supported yet"),
-                )
-                .with_hint(format!(
-                    "strata builds for the host platform ({}) only",
-                    self.req.platform
-                )));
-        }
         let image_word = self.expand(&f.image, &look)?;
         if image_word.is_empty() {
             return Err(self.diag(
@@ -688,6 +680,9 @@ impl<'a> Planner<'a> {
             .position(|n| n.as_deref() == Some(lower.as_str()))
         {
             deps.push(i);
+            // A stage on another stage is of that stage's platform (as in BuildKit): its RUN
+            // steps run the binaries that stage holds.
+            platform = done[i].platform.clone();
             (Base::Stage(i), done[i].config.clone())
         } else if names[index..]
             .iter()
@@ -701,6 +696,22 @@ impl<'a> Planner<'a> {
                 .with_hint("a stage can only start from a stage defined above it"));
         } else {
             let img = self.resolve_image(&f.image, &image_word, &platform)?;
+            // A reference to a single manifest is taken as it is; one of another architecture
+            // would give an image whose config lies about what runs in it.
+            if !platform.runs_config(&img.config) {
+                return Err(self
+                    .diag(
+                        f.image.span,
+                        format!(
+                            "image `{image_word}` is for {}/{}, not {platform}",
+                            img.config["os"].as_str().unwrap_or("linux"),
+                            img.config["architecture"].as_str().unwrap_or("?")
+                        ),
+                    )
+                    .with_hint(
+                        "name an image (or index) that has this platform, or build for the image's platform with --platform",
+                    ));
+            }
             let cfg = ConfigState::from_image_config(&img.config);
             (Base::Image(img), cfg)
         };

@@ -65,14 +65,7 @@ pub struct PlatformJson {
 
 impl PlatformJson {
     fn matches(&self, p: &Platform) -> bool {
-        // arm64's variant is v8 when absent; other variants must match when asked for.
-        let variant = self
-            .variant
-            .clone()
-            .or_else(|| (self.architecture == "arm64").then(|| "v8".to_string()));
-        self.os == p.os
-            && self.architecture == p.architecture
-            && (p.variant.is_none() || variant == p.variant)
+        p.matches(&self.os, &self.architecture, self.variant.as_deref())
     }
 
     fn label(&self) -> String {

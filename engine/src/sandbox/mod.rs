@@ -15,6 +15,7 @@ pub const ROOTFS_VIEW: &str = "times-v2";
 
 pub mod capture;
 pub mod delta;
+pub mod emulation;
 pub mod exec;
 pub(crate) mod init;
 mod limits;

@@ -14,12 +14,15 @@ use crate::attest::sbom::{sbom_statement, SbomFormat};
 use crate::attest::{self, Attested};
 use crate::context::{self, Context};
 use crate::export::ImageName;
+use crate::export::Root;
+use crate::image::index::assemble_index;
 use crate::image::{Platform, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
 use crate::layer::Compression;
 use crate::lock::{LockMode, LockedImages, Lockfile, LOCK_FILE};
 use crate::plan::key::Key;
 use crate::plan::{self, PlanRequest};
 use crate::remote_cache::RemoteSteps;
+use crate::sandbox::emulation;
 use crate::solve::{self, BuildOptions, Event, Progress, RunOptions};
 
 /// Which lock the build resolves image references (and `ADD` pins) through.
@@ -55,7 +58,9 @@ pub struct BuildRequest {
     pub dockerfile_named: bool,
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
-    pub platform: Platform,
+    /// The platforms to build (at least one, no two alike): one gives an image manifest,
+    /// several an index over one image per platform ([`target_platforms`]).
+    pub platforms: Vec<Platform>,
     pub tags: Vec<ImageName>,
     pub outputs: Vec<Output>,
     pub compression: Compression,
@@ -82,9 +87,16 @@ pub struct BuildRequest {
 /// What [`Session::build`] made.
 #[derive(Debug)]
 pub struct BuildReport {
+    /// The image manifest, or for several platforms the index over them.
     pub manifest_digest: Digest,
+    /// The image config (the image ID docker prints); for an index, the index's digest (as
+    /// buildx's `--iidfile` of a multi-platform build).
     pub config_digest: Digest,
     pub manifest_size: u64,
+    /// What `manifest_digest` is: [`MEDIA_TYPE_MANIFEST`] or [`MEDIA_TYPE_INDEX`].
+    pub media_type: &'static str,
+    /// Each platform's image manifest, in the order asked for.
+    pub images: Vec<(Platform, Digest)>,
     pub executed: usize,
     pub cached: usize,
     /// RUN steps reused by read set (docs/read-set.md).
@@ -115,16 +127,19 @@ impl BuildReport {
     /// tags as stored, `NAME:TAG`, comma-separated as buildx) only when the image is named.
     pub fn buildx_metadata(&self, tags: &[ImageName]) -> serde_json::Value {
         let mut m = serde_json::Map::new();
-        m.insert(
-            "containerimage.config.digest".into(),
-            self.config_digest.to_string().into(),
-        );
-        // With attestations the build's result is the index (as buildx reports it).
+        if self.media_type == MEDIA_TYPE_MANIFEST || self.attested.is_some() {
+            m.insert(
+                "containerimage.config.digest".into(),
+                self.config_digest.to_string().into(),
+            );
+        }
+        // With attestations the build's result is the index (as buildx reports it); a
+        // multi-platform build's is its index (`manifest_digest`, `media_type`).
         let (descriptor, digest) = match &self.attested {
             Some(a) => (a.descriptor(), a.index_digest),
             None => (
                 serde_json::json!({
-                    "mediaType": MEDIA_TYPE_MANIFEST,
+                    "mediaType": self.media_type,
                     "digest": self.manifest_digest.to_string(),
                     "size": self.manifest_size,
                 }),
@@ -141,19 +156,46 @@ impl BuildReport {
     }
 }
 
-/// The platform to build for: `--platform`, else the host's; only the host's builds for now.
-pub fn target_platform(flag: Option<&str>) -> anyhow::Result<Platform> {
-    let host = Platform::host();
-    match flag {
-        Some(p) => {
-            let p = Platform::parse(p)?;
-            if p.os != host.os || p.architecture != host.architecture {
-                bail!("building for platform {p} is not supported yet (this host builds {host})");
-            }
-            Ok(p)
+/// The platforms to build for: `--platform` (comma-separated, each normalised, none twice),
+/// else the host's.
+pub fn target_platforms(flag: Option<&str>) -> anyhow::Result<Vec<Platform>> {
+    let Some(flag) = flag else {
+        return Ok(vec![Platform::host()]);
+    };
+    let mut out: Vec<Platform> = Vec::new();
+    for part in flag.split(',') {
+        let p = Platform::parse(part).map_err(|e| {
+            let hint = e.hint().map(|h| format!("\nhint: {h}")).unwrap_or_default();
+            anyhow::anyhow!("--platform: {e}{hint}")
+        })?;
+        if out.contains(&p) {
+            bail!("--platform names {p} twice (`{flag}`)");
         }
-        None => Ok(host),
+        out.push(p);
     }
+    Ok(out)
+}
+
+/// Fails before anything is built when a RUN step of some stage needs an emulator this host
+/// lacks ([`emulation::check`]).
+fn check_emulation(plans: &[plan::Plan]) -> anyhow::Result<()> {
+    let dir = emulation::binfmt_dir();
+    for plan in plans {
+        for &i in &plan.order {
+            let stage = &plan.stages[i];
+            if !stage
+                .steps
+                .iter()
+                .any(|s| matches!(s.kind, plan::StepKind::Run(_)))
+            {
+                continue;
+            }
+            if let Err(e) = emulation::check(&dir, &stage.platform) {
+                bail!("{e}\nhint: {}", e.hint());
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Session {
@@ -168,6 +210,14 @@ impl Session {
     ) -> anyhow::Result<BuildReport> {
         if req.provenance.is_some() || req.sbom.is_some() {
             check_attestable(&req.outputs)?;
+            if req.platforms.len() > 1 {
+                bail!(
+                    "--provenance and --sbom of a multi-platform build ({} platforms) are not supported yet\n\
+                     hint: attest each platform's image with its own build (--platform {})",
+                    req.platforms.len(),
+                    req.platforms[0]
+                );
+            }
         }
         // Hashing and compression use this pool; the output never depends on its size.
         let _ = rayon::ThreadPoolBuilder::new()
@@ -209,18 +259,34 @@ impl Session {
             }
             LockUse::None => (None, None, false),
         };
-        let plan = plan::plan(&PlanRequest {
-            dockerfile_name: dockerfile.display().to_string(),
-            source: source.clone(),
-            context_dir: context_dir.clone(),
-            build_args: req.build_args.clone(),
-            target: req.target.clone(),
-            platform: req.platform.clone(),
-            images: Some(match &images {
-                Some(i) => i.clone(),
-                None => resolver,
-            }),
-        })?;
+        if req.platforms.is_empty() {
+            bail!("no platform to build for");
+        }
+        if req.platforms.len() > 1 {
+            if let Some(o) = req.outputs.iter().find(|o| !o.holds_index()) {
+                bail!(
+                    "--output `{o}`: a docker-archive holds one image per name, and --platform asks for {} ({})\nhint: use --output type=oci or type=oci-archive for a multi-platform image, or build one --platform",
+                    req.platforms.len(),
+                    req.platforms.iter().map(Platform::to_string).collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+        let resolve: Arc<dyn crate::image::ImageResolver> = match &images {
+            Some(i) => i.clone(),
+            None => resolver,
+        };
+        let mut plans = Vec::with_capacity(req.platforms.len());
+        for platform in &req.platforms {
+            plans.push(plan::plan(&PlanRequest {
+                dockerfile_name: dockerfile.display().to_string(),
+                source: source.clone(),
+                context_dir: context_dir.clone(),
+                build_args: req.build_args.clone(),
+                target: req.target.clone(),
+                platform: platform.clone(),
+                images: Some(resolve.clone()),
+            })?);
+        }
         if let (Some(lock), Some(images)) = (&lock, &images) {
             lock.absorb(images)?;
         }
@@ -231,18 +297,10 @@ impl Session {
         };
         let ctx = Context::open(&context_dir, ignore)?;
         // Every COPY/ADD source must resolve before anything is built.
-        if let Err(p) = solve::check_sources(&plan, &ctx) {
-            let mut d = crate::frontend::Diagnostic::new(
-                &dockerfile.display().to_string(),
-                &source,
-                p.span,
-                p.error.to_string(),
-            );
-            if let Some(h) = p.error.hint() {
-                d = d.with_hint(h);
-            }
-            return Err(d.into());
+        for plan in &plans {
+            self.check_sources(plan, &ctx, dockerfile, &source)?;
         }
+        check_emulation(&plans)?;
 
         let cache_targets = cache::check_targets(&req.cache_to)?;
         let remote = match &req.cache_from {
@@ -266,31 +324,72 @@ impl Session {
             record_context: req.provenance.is_some(),
         };
         let started = Instant::now();
-        let out = solve::run(&plan, &ctx, self.store(), &opts, progress)?;
-        self.record_base_origins(&plan);
-        let img = &out.image;
+        let outs = if plans.len() == 1 {
+            vec![solve::run(&plans[0], &ctx, self.store(), &opts, progress)?]
+        } else {
+            // One build per platform, at once, sharing the session's step locks: a stage whose
+            // keys do not depend on the platform (`FROM --platform=$BUILDPLATFORM`, COPY-only)
+            // runs in one of them, and the others find it cached.
+            let results: Vec<anyhow::Result<solve::BuildOutput>> = std::thread::scope(|sc| {
+                let handles: Vec<_> = plans
+                    .iter()
+                    .zip(&req.platforms)
+                    .map(|(plan, p)| {
+                        let (ctx, opts) = (&ctx, &opts);
+                        sc.spawn(move || {
+                            let progress = solve::ForPlatform {
+                                inner: progress,
+                                platform: p.to_string(),
+                            };
+                            solve::run(plan, ctx, self.store(), opts, &progress)
+                                .with_context(|| format!("building for {p}"))
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| bail!("a platform's build panicked"))
+                    })
+                    .collect()
+            });
+            results.into_iter().collect::<anyhow::Result<Vec<_>>>()?
+        };
+        for plan in &plans {
+            self.record_base_origins(plan);
+        }
+        let index = (outs.len() > 1).then(|| {
+            assemble_index(
+                req.platforms
+                    .iter()
+                    .cloned()
+                    .zip(outs.iter().map(|o| o.image.clone()))
+                    .collect(),
+            )
+        });
         // Every attestation of the image, each an in-toto statement about its manifest; they
-        // share one attestation manifest (another producer, the SBOM, pushes its own here).
+        // share one attestation manifest. A multi-platform build is refused them up front.
         let mut statements = Vec::new();
         if let Some(mode) = req.provenance {
             statements.push(provenance::provenance(&ProvenanceInputs {
                 mode,
-                plan: &plan,
+                plan: &plans[0],
                 dockerfile: &provenance::dockerfile_path(&context_dir, dockerfile),
                 dockerfile_digest: Digest::of(source.as_bytes()),
                 target: req.target.as_deref(),
                 build_args: &req.build_args,
-                platform: &req.platform,
+                platform: &req.platforms[0],
                 compression: req.compression,
                 source_date_epoch: req.source_date_epoch,
-                context: provenance::context_digest(&out.context_files),
+                context: provenance::context_digest(&outs[0].context_files),
                 lock: lock.as_deref(),
-                step_keys: &out.step_keys,
+                step_keys: &outs[0].step_keys,
             }));
         }
         if let Some(format) = req.sbom {
             statements.push(
-                sbom_statement(self.store(), img, format, req.source_date_epoch)
+                sbom_statement(self.store(), &outs[0].image, format, req.source_date_epoch)
                     .context("making the SBOM (--sbom)")?,
             );
         }
@@ -299,29 +398,44 @@ impl Session {
         } else {
             Some(attest::attach(
                 self.store().blobs(),
-                img,
-                &req.platform,
+                &outs[0].image,
+                &req.platforms[0],
                 &statements,
             )?)
         };
-        let (tagged, media_type) = match &attested {
-            Some(a) => (a.index_digest, MEDIA_TYPE_INDEX),
-            None => (img.manifest_digest, MEDIA_TYPE_MANIFEST),
+        // What the report's `manifest_digest` is: the multi-platform index, else the image
+        // manifest (with attestations, `attested` has the index that holds it).
+        let (root, media_type, config_digest, size) = match &index {
+            Some(x) => {
+                self.store().blobs().put(&x.bytes)?;
+                (Root::Index(x), MEDIA_TYPE_INDEX, x.digest, x.bytes.len())
+            }
+            None => {
+                let img = &outs[0].image;
+                (
+                    match &attested {
+                        Some(a) => Root::Attested(img, a),
+                        None => Root::Image(img),
+                    },
+                    MEDIA_TYPE_MANIFEST,
+                    img.config_digest,
+                    img.manifest.len(),
+                )
+            }
         };
         for n in &req.tags {
             self.store().index().put_tag(
                 &n.full(),
                 &TagRecord {
-                    manifest: tagged,
-                    config: img.config_digest,
-                    media_type: media_type.to_string(),
+                    manifest: root.digest(),
+                    config: config_digest,
+                    media_type: root.media_type().to_string(),
                 },
             )?;
         }
         let mut written = Vec::new();
         for o in &req.outputs {
-            let w =
-                self.write_output(img, attested.as_ref(), &req.tags, o, req.source_date_epoch)?;
+            let w = self.write_output(root, &req.tags, o, req.source_date_epoch)?;
             if let Written::File { kind, dest } = &w {
                 progress.event(&Event::Exported {
                     kind: kind.to_string(),
@@ -333,22 +447,67 @@ impl Session {
         if let (true, Some(lock)) = (own_lock, &lock) {
             self.save_lock(lock)?;
         }
+        let mut steps = Vec::new();
+        let mut readsets = Vec::new();
+        let (mut executed, mut cached, mut reused) = (0, 0, 0);
+        for o in &outs {
+            steps.extend(o.steps.iter().cloned());
+            readsets.extend(o.readsets.iter().cloned());
+            executed += o.steps_executed;
+            cached += o.steps_cached;
+            reused += o.steps_reused;
+        }
         if !cache_targets.is_empty() {
-            self.export_caches(&cache_targets, &out.steps, &out.readsets)?;
+            self.export_caches(&cache_targets, &steps, &readsets)?;
         }
         Ok(BuildReport {
-            manifest_digest: img.manifest_digest,
-            config_digest: img.config_digest,
-            manifest_size: img.manifest.len() as u64,
-            executed: out.steps_executed,
-            cached: out.steps_cached,
-            reused: out.steps_reused,
+            manifest_digest: match &index {
+                Some(x) => x.digest,
+                None => outs[0].image.manifest_digest,
+            },
+            config_digest,
+            manifest_size: size as u64,
+            media_type,
+            images: req
+                .platforms
+                .iter()
+                .cloned()
+                .zip(outs.iter().map(|o| o.image.manifest_digest))
+                .collect(),
+            executed,
+            cached,
+            reused,
             elapsed: started.elapsed(),
-            steps: out.steps,
-            readsets: out.readsets,
+            steps,
+            readsets,
             outputs: written,
             attested,
         })
+    }
+
+    /// Fails with a diagnostic pointing into the Dockerfile when a COPY/ADD source of `plan`
+    /// does not resolve in the context.
+    fn check_sources(
+        &self,
+        plan: &plan::Plan,
+        ctx: &Context,
+        dockerfile: &Path,
+        source: &str,
+    ) -> anyhow::Result<()> {
+        if let Err(p) = solve::check_sources(plan, ctx) {
+            let mut d = crate::frontend::Diagnostic::new(
+                &dockerfile.display().to_string(),
+                source,
+                p.span,
+                p.error.to_string(),
+            );
+            if let Some(h) = p.error.hint() {
+                d = d.with_hint(h);
+            }
+            return Err(d.into());
+        }
+
+        Ok(())
     }
 
     /// After a successful build: adds what it resolved to the lock file (never under
@@ -409,6 +568,8 @@ mod tests {
             manifest_digest: Digest::of(b"manifest"),
             config_digest: Digest::of(b"config"),
             manifest_size: 8,
+            media_type: MEDIA_TYPE_MANIFEST,
+            images: Vec::new(),
             executed: 1,
             cached: 2,
             reused: 0,
@@ -471,17 +632,21 @@ mod tests {
     }
 
     #[test]
-    fn only_the_host_platform_builds() {
-        assert_eq!(target_platform(None).unwrap(), Platform::host());
-        let host = Platform::host();
-        let spec = format!("{}/{}", host.os, host.architecture);
-        assert_eq!(target_platform(Some(&spec)).unwrap().os, host.os);
-        let other = if host.architecture == "arm64" {
-            "linux/amd64"
-        } else {
-            "linux/arm64"
-        };
-        let e = target_platform(Some(other)).unwrap_err().to_string();
-        assert!(e.contains("not supported yet"), "{e}");
+    fn platforms_parse_as_a_list_each_once() {
+        assert_eq!(target_platforms(None).unwrap(), vec![Platform::host()]);
+        let two = target_platforms(Some("linux/amd64, linux/arm64/v8")).unwrap();
+        assert_eq!(
+            two.iter().map(Platform::to_string).collect::<Vec<_>>(),
+            ["linux/amd64", "linux/arm64"]
+        );
+        let e = format!(
+            "{:#}",
+            target_platforms(Some("linux/amd64,linux/amd46")).unwrap_err()
+        );
+        assert!(e.contains("`linux/amd46`") && e.contains("hint:"), "{e}");
+        let e = target_platforms(Some("linux/arm64,linux/aarch64"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("linux/arm64 twice"), "{e}");
     }
 }

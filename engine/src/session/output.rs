@@ -6,9 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _};
 
 use super::Session;
-use crate::attest::Attested;
-use crate::export::{self, ArchiveKind, ImageName};
-use crate::image::AssembledImage;
+use crate::export::{self, ArchiveKind, ImageName, Root};
 use crate::registry::push::PushReport;
 use crate::registry::{Reference, RegistryError};
 
@@ -48,6 +46,12 @@ impl Output {
 
     pub fn kind(&self) -> &OutputKind {
         &self.kind
+    }
+
+    /// Whether this output can hold an index over several platforms (a docker-archive
+    /// cannot).
+    pub fn holds_index(&self) -> bool {
+        !matches!(self.kind, OutputKind::Archive(ArchiveKind::Docker, _))
     }
 }
 
@@ -120,27 +124,25 @@ fn parse(spec: &str) -> anyhow::Result<OutputKind> {
 
 impl Session {
     /// Writes `img` (in the store) to `output`, named `names`; archive entries dated `mtime`.
-    /// With `attested`, the output holds its index (the image and its attestations) and the
-    /// names point at the index.
-    pub fn write_output(
+    pub fn write_output<'a>(
         &self,
-        img: &AssembledImage,
-        attested: Option<&Attested>,
+        img: impl Into<Root<'a>>,
         names: &[ImageName],
         output: &Output,
         mtime: u64,
     ) -> anyhow::Result<Written> {
+        let img = img.into();
         let blobs = self.store().blobs();
         Ok(match &output.kind {
             OutputKind::OciDir(d) => {
-                export::write_oci_dir(blobs, img, attested, names, d)?;
+                export::write_oci_dir(blobs, img, names, d)?;
                 Written::File {
                     kind: "oci",
                     dest: d.clone(),
                 }
             }
             OutputKind::Archive(kind, f) => {
-                export::write_archive(blobs, img, attested, names, *kind, f, mtime)?;
+                export::write_archive(blobs, img, names, *kind, f, mtime)?;
                 Written::File {
                     kind: if *kind == ArchiveKind::Oci {
                         "oci-archive"
@@ -151,7 +153,7 @@ impl Session {
                 }
             }
             OutputKind::Registry(r) => Written::Pushed {
-                report: self.push(&attested.map_or(img.manifest_digest, |a| a.index_digest), r)?,
+                report: self.push(&img.digest(), r)?,
                 target: r.clone(),
             },
         })

@@ -65,7 +65,10 @@ impl Session {
         };
         // An attested image is rebased without its attestations: its provenance describes the
         // build, not the rebased image.
-        let (img, _) = crate::attest::stored_image(store.blobs(), &tag.manifest, &tag.media_type)?;
+        let img = match crate::export::Stored::load(store.blobs(), &tag.manifest, &tag.media_type)? {
+            crate::export::Stored::Image(i) | crate::export::Stored::Attested(i, _) => i,
+            crate::export::Stored::Index(_) => bail!("`{full}` is a multi-platform image (an index): rebasing one is not supported yet\nhint: rebase a single-platform build of it"),
+        };
         let mut config: Value = serde_json::from_slice(&img.config).context("the image config")?;
         let lineage = store.index().get_lineage(&img.manifest_digest)?;
         let platform = Platform::host();
@@ -172,7 +175,7 @@ impl Session {
         }
         let mut written = Vec::new();
         for o in &a.outputs {
-            written.push(self.write_output(&out, None, &names, o, 0)?);
+            written.push(self.write_output(&out, &names, o, 0)?);
         }
         Ok(RebaseReport {
             image: full,

@@ -42,7 +42,7 @@ pub(crate) use commit::{chunk_cache, commit_layer, Compressed};
 pub use error::BuildError;
 pub use mounts::{RunOptions, Secret};
 pub use preflight::{check_sources, SourceProblem};
-pub use progress::{Event, NoProgress, Progress, RunCost, StepStatus};
+pub use progress::{Event, ForPlatform, NoProgress, Progress, RunCost, StepStatus};
 pub use shared::Shared;
 pub use stage::{StageImage, StageResult};
 
@@ -221,13 +221,22 @@ mod tests {
         store: &Store,
         df: &str,
     ) -> (BuildOutput, Vec<String>, Vec<(usize, usize)>) {
+        build_for(dir, store, df, Platform::host())
+    }
+
+    fn build_for(
+        dir: &Path,
+        store: &Store,
+        df: &str,
+        platform: Platform,
+    ) -> (BuildOutput, Vec<String>, Vec<(usize, usize)>) {
         let req = PlanRequest {
             dockerfile_name: "Dockerfile".into(),
             source: df.to_string(),
             context_dir: dir.to_path_buf(),
             build_args: BTreeMap::new(),
             target: None,
-            platform: Platform::host(),
+            platform,
             images: None,
         };
         let plan = plan::plan(&req).unwrap();
@@ -280,6 +289,74 @@ mod tests {
         let keys: Vec<String> = out.steps.iter().map(|(k, _)| hex::encode(k)).collect();
         assert_eq!(keys, GOLDEN_KEYS, "step keys changed");
     }
+
+    /// The platform is a key input (issue 21) wherever a step's result can depend on it: it is
+    /// in the key of every base (`FROM scratch`, an image), so steps keyed by their parent's
+    /// key (config steps, RUN) differ between platforms. COPY keys hold only the facts of the
+    /// parent the copy depends on (`parent_use`), and a COPY layer's bytes never depend on the
+    /// platform: those keys are shared, and so are the layers. The Dockerfile of
+    /// `golden_step_keys` for linux/amd64 (the host's platform here and in CI) gives exactly the
+    /// golden keys. A stage pinned to one platform (`FROM --platform=linux/amd64`, as
+    /// `$BUILDPLATFORM` expands on this host) has the same keys whatever the target.
+    #[test]
+    fn golden_step_keys_per_platform() {
+        let dir = tempfile::tempdir().unwrap();
+        for (n, body) in [
+            ("app/main.c", "int main(void) { return 0; }\n"),
+            ("app/lib/util.h", "#define UTIL 1\n"),
+            ("README", "hello\n"),
+        ] {
+            let p = dir.path().join(n);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, body).unwrap();
+        }
+        std::os::unix::fs::symlink("main.c", dir.path().join("app/link")).unwrap();
+        let df = "FROM scratch\nCOPY README /etc/motd\nENV A=1\nCOPY app/ /src/\n\
+                  COPY --chmod=0600 <<EOF /etc/note\nnote\nEOF\n";
+        let s = tempfile::tempdir().unwrap();
+        let store = Store::open(s.path()).unwrap();
+        let p = |s: &str| Platform::parse(s).unwrap();
+        let keys = |out: &BuildOutput| -> Vec<String> {
+            out.steps.iter().map(|(k, _)| hex::encode(k)).collect()
+        };
+        let layers = |out: &BuildOutput| -> Vec<String> {
+            out.steps
+                .iter()
+                .filter_map(|(_, l)| Some(l.as_ref()?.diff_id.to_string()))
+                .collect()
+        };
+        let (amd64, _, _) = build_for(dir.path(), &store, df, p("linux/amd64"));
+        let (arm64, _, _) = build_for(dir.path(), &store, df, p("linux/arm64"));
+        assert_eq!(keys(&amd64), GOLDEN_KEYS, "amd64 step keys changed");
+        assert_eq!(keys(&arm64), GOLDEN_KEYS_ARM64, "arm64 step keys changed");
+        let differ: Vec<usize> = (0..4)
+            .filter(|i| keys(&amd64)[*i] != keys(&arm64)[*i])
+            .collect();
+        assert_eq!(
+            differ,
+            [1],
+            "the ENV step is keyed by its parent, the COPY steps are not"
+        );
+        assert_eq!(layers(&amd64), layers(&arm64));
+        assert_ne!(amd64.image.config, arm64.image.config);
+        let config: serde_json::Value = serde_json::from_slice(&arm64.image.config).unwrap();
+        assert_eq!(config["architecture"], "arm64");
+        assert!(config.get("variant").is_none());
+
+        let pinned = df.replace("FROM scratch", "FROM --platform=linux/amd64 scratch");
+        let (a, _, _) = build_for(dir.path(), &store, &pinned, p("linux/amd64"));
+        let (b, _, _) = build_for(dir.path(), &store, &pinned, p("linux/arm64"));
+        assert_eq!(keys(&a), GOLDEN_KEYS);
+        assert_eq!(keys(&b), GOLDEN_KEYS);
+    }
+
+    /// `GOLDEN_KEYS`' Dockerfile for linux/arm64.
+    const GOLDEN_KEYS_ARM64: [&str; 4] = [
+        "2001743ef7b746e50e6e38b9cb7973f0981aa1b54541a5a623471c50822bd1f2",
+        "e3f10a46092a3f8b413b0f4bda1a12c4fb98aefdfaae5571eef36ae4d1a97469",
+        "16bb2a18930222d0348f805216103c26555a8eac51220786bd1113c685676c40",
+        "5bd0d53cf46265d4a37e0b710d1341000ddeb03b90655995d527f37accc66bd0",
+    ];
 
     /// Golden WORKDIR step (key version 3): its key and its layer's diff_id, for a directory
     /// it creates as a numeric USER and for one that exists (an empty layer).

@@ -112,6 +112,25 @@ impl RunCost {
 /// Receives build events. Must be cheap: it is called from build threads.
 pub trait Progress: Send + Sync {
     fn event(&self, e: &Event);
+
+    /// An event of the build for `platform`, one of several a multi-platform build runs at
+    /// once (their stage and step numbers repeat). By default the platform is not told.
+    fn platform_event(&self, platform: &str, e: &Event) {
+        let _ = platform;
+        self.event(e)
+    }
+}
+
+/// The events of one platform's build, passed on with the platform ([`Progress::platform_event`]).
+pub struct ForPlatform<'a> {
+    pub inner: &'a dyn Progress,
+    pub platform: String,
+}
+
+impl Progress for ForPlatform<'_> {
+    fn event(&self, e: &Event) {
+        self.inner.platform_event(&self.platform, e)
+    }
 }
 
 /// Discards every event.

@@ -287,6 +287,37 @@ pub fn trace_follows_proc_magic_links_and_is_blind_after_chroot() {
     );
 }
 
+/// A foreign binary (arm64 busybox, from .ci/install-deps) runs under QEMU through the host's
+/// binfmt_misc handler (F flag: opened at registration, so found inside the sandbox), with the
+/// seccomp profile on; the tracer cannot follow what the emulator loads for it, so the run is
+/// blind and never reused by read set (issue 21).
+pub fn trace_is_blind_for_an_emulated_binary() {
+    let busybox = "/var/tmp/strata-fixtures/arm64-busybox/bin/busybox";
+    assert!(
+        Path::new(busybox).is_file(),
+        "{busybox} is missing: run .ci/install-deps"
+    );
+    let fx = Fx::new();
+    std::fs::create_dir_all(fx.p("lower/arm64")).unwrap();
+    std::fs::copy(busybox, fx.p("lower/arm64/busybox")).unwrap();
+    let mut spec = fx.spec("");
+    spec.argv = vec!["/arm64/busybox".into(), "uname".into(), "-m".into()];
+    let (o, log, obs) = traced(&fx, &spec);
+    assert_eq!(o, RunOutcome::Exited(0), "{log}");
+    assert!(log.contains("aarch64"), "{log}");
+    assert!(
+        obs.blind
+            .as_deref()
+            .is_some_and(|b| b.contains("another machine")),
+        "{obs:#?}"
+    );
+    // Under a native shell too: the foreign exec deeper in the tree makes the run blind.
+    let (o, log, obs) = traced(&fx, &fx.spec("/arm64/busybox true && echo ran"));
+    assert_eq!(o, RunOutcome::Exited(0), "{log}");
+    assert!(log.contains("ran"), "{log}");
+    assert!(obs.blind.is_some(), "{obs:#?}");
+}
+
 /// Overhead: `find / -xdev` over 20 000 files, untraced and traced, in the same run.
 pub fn trace_overhead() {
     let fx = Fx::new();

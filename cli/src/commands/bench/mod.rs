@@ -165,7 +165,7 @@ impl Bench {
             dockerfile_named: true,
             build_args: build_args.clone(),
             target: self.target.clone(),
-            platform: Platform::host(),
+            platforms: vec![Platform::host()],
             tags: Vec::new(),
             outputs: Vec::new(),
             compression: self.compression,

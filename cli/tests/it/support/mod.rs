@@ -8,6 +8,7 @@
 //! that wants an epoch passes `--source-date-epoch` or sets the variable on its own command.
 #![allow(dead_code)] // each module uses a subset
 
+pub mod platforms;
 pub mod registry;
 
 use std::fs;
