@@ -321,7 +321,7 @@ mod tests {
             img.manifest_digest.to_string()
         );
         let index: Value = serde_json::from_slice(&a.index).unwrap();
-        assert_eq!(index["manifests"][0]["platform"]["variant"], "v8");
+        assert_eq!(index["manifests"][0]["platform"]["variant"], "v7");
         assert_eq!(index["manifests"][1], a.entry);
 
         let (back, att) = stored_image(blobs, &a.index_digest, MEDIA_TYPE_INDEX).unwrap();
