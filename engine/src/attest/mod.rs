@@ -304,7 +304,7 @@ mod tests {
         let store = strata_cache::Store::open(&dir.path().join("store")).unwrap();
         let blobs = store.blobs();
         let img = image(blobs);
-        let p = Platform::parse("linux/arm64/v8").unwrap();
+        let p = Platform::parse("linux/arm/v7").unwrap();
         let s = Statement {
             predicate_type: "https://slsa.dev/provenance/v1".into(),
             predicate: json!({"buildDefinition": {}}),
