@@ -409,6 +409,11 @@ pub struct VerifyArgs {
     /// variation each; 0: do not look)
     #[arg(long, value_name = "N", default_value_t = 4)]
     pub max_builds: u32,
+    /// When reproducible, attach a SLSA Verification Summary Attestation (the runs, the
+    /// variations) to run 1's image, beside its other attestations, and write the attested
+    /// index to the --outputs again (docs/attestations.md)
+    #[arg(long)]
+    pub attest_verification: bool,
 }
 
 #[derive(Args, Debug)]

@@ -95,7 +95,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Export(a) => export::run(&g, a),
         Command::Push(a) => push::run(&g, a),
         Command::Diff(a) => diff::run(store_dir, a),
-        Command::Verify(a) => verify::run(a, g.registry_args()),
+        Command::Verify(a) => verify::run(a, g.registry_args(), &g.registry),
         Command::Lock(a) => lock::run(&g, a),
         Command::Sign(a) => sign::sign(&g, a),
         Command::VerifySignature(a) => sign::verify(&g, a),
