@@ -450,4 +450,21 @@ fn sign_push_to_registry_keeps_the_signature_and_skopeo_copies_it() {
     let again = format!("{}/team/again:1", reg.host);
     strata_in(&store, &["push", "ex:1", &again]).ok();
     verify_signature(&fresh, &public, &again).ok();
+
+    // An image pushed without a signature: exit 1, `no signature`.
+    let plain = format!("{}/team/plain:1", reg.host);
+    build(
+        &store,
+        &testdata("example"),
+        &[
+            "--build-arg",
+            "APP_VERSION=3",
+            "--output",
+            &format!("type=registry,name={plain}"),
+        ],
+    )
+    .ok();
+    let none = verify_signature(&fresh, &public, &plain);
+    assert_eq!(none.out.status.code(), Some(1), "{}", none.stderr());
+    assert!(none.stderr().contains("no signature"), "{}", none.stderr());
 }
