@@ -61,6 +61,31 @@ pub enum Command {
     /// Build N times from nothing under different conditions and compare the digests (a CI
     /// reproducibility gate); exit 0 reproducible, 1 not, 2 on error
     Verify(VerifyArgs),
+    /// Sign an image with an EC P-256 key, as `cosign sign --key` does (docs/signing.md)
+    Sign(SignArgs),
+    /// Check an image's cosign signature with a public key; exit 0 verified, 1 not, 2 on error
+    VerifySignature(VerifySignatureArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SignArgs {
+    /// The private key: PEM, PKCS#8 `PRIVATE KEY` or SEC1 `EC PRIVATE KEY`, P-256
+    #[arg(long, value_name = "KEY.pem")]
+    pub key: PathBuf,
+    /// The payload's docker-reference [default: the image's repository]
+    #[arg(long, value_name = "REPOSITORY")]
+    pub reference: Option<String>,
+    /// NAME[:TAG] (a store tag) | oci:DIR[:TAG] | docker://REF | HOST/PATH[:TAG] (a registry)
+    pub image: String,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifySignatureArgs {
+    /// The public key: PEM `PUBLIC KEY` (SubjectPublicKeyInfo, as cosign.pub)
+    #[arg(long, value_name = "PUB.pem")]
+    pub key: PathBuf,
+    /// NAME[:TAG] (a store tag) | oci:DIR[:TAG] | docker://REF | HOST/PATH[:TAG] (a registry)
+    pub image: String,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +176,11 @@ pub struct BuildArgs {
         value_parser = sbom_parser
     )]
     pub sbom: Option<SbomFlag>,
+    /// Sign what the build tagged and wrote (each store tag, OCI layout and registry push)
+    /// with this EC P-256 private key (PEM): a cosign signature, `sha256-<hex>.sig`
+    /// (docs/signing.md)
+    #[arg(long, value_name = "KEY.pem")]
+    pub sign_key: Option<PathBuf>,
     /// Timestamp for every layer entry and config date [default: $SOURCE_DATE_EPOCH, else 0]
     #[arg(long, value_name = "SECONDS")]
     pub source_date_epoch: Option<u64>,
@@ -397,6 +427,11 @@ pub struct VerifyArgs {
     /// as a user with an /etc/subuid range
     #[arg(long)]
     pub no_rootless: bool,
+    /// When reproducible, attach a SLSA Verification Summary Attestation (the runs, the
+    /// variations) to run 1's image, beside its other attestations, and write the attested
+    /// index to the --outputs again (docs/attestations.md)
+    #[arg(long)]
+    pub attest_verification: bool,
 }
 
 #[derive(Args, Debug)]

@@ -21,6 +21,7 @@
 //! - [`sandbox`]: running RUN steps; [`sandbox::capture`] turns an overlay upper dir into layer entries.
 //! - [`sbom`]: the packages an image holds (dpkg, apk, Python, npm metadata), as SPDX 2.3 or
 //!   CycloneDX 1.5 JSON.
+//! - [`sign`]: cosign-compatible image signatures (simple signing, ECDSA P-256, `.sig` tags).
 //! - [`diff`]: comparing two images (manifest, config, layers file by file).
 //! - [`session`]: the orchestration of a command over one store and one registry
 //!   configuration — `build`, `lock`, `rebase` take a request and return a report.
@@ -45,5 +46,6 @@ pub mod sandbox;
 pub mod sbom;
 #[cfg(feature = "store")]
 pub mod session;
+pub mod sign;
 #[cfg(feature = "store")]
 pub mod solve;

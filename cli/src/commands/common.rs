@@ -270,3 +270,36 @@ pub(crate) fn report_pushes(written: &[Written]) {
         }
     }
 }
+
+/// Reads a PEM signing key (`--key`, `--sign-key`); an unsupported one says what to run.
+pub(crate) fn signing_key(
+    path: &std::path::Path,
+) -> anyhow::Result<strata_engine::sign::SigningKey> {
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the key `{}`", path.display()))?;
+    strata_engine::sign::key::signing_key(&pem).map_err(|e| key_error(path, &e))
+}
+
+/// Reads a PEM public key (`verify-signature --key`).
+pub(crate) fn verifying_key(
+    path: &std::path::Path,
+) -> anyhow::Result<strata_engine::sign::VerifyingKey> {
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the key `{}`", path.display()))?;
+    strata_engine::sign::key::verifying_key(&pem).map_err(|e| key_error(path, &e))
+}
+
+fn key_error(path: &std::path::Path, e: &strata_engine::sign::key::KeyError) -> anyhow::Error {
+    match e.hint() {
+        Some(h) => anyhow::anyhow!("the key `{}`: {e}\nhint: {h}", path.display()),
+        None => anyhow::anyhow!("the key `{}`: {e}", path.display()),
+    }
+}
+
+/// What a signature says on stderr.
+pub(crate) fn signed_line(s: &session::sign::Signed) -> String {
+    format!(
+        "signed {} as `{}`: {} ({})",
+        s.image, s.docker_reference, s.at, s.signature
+    )
+}

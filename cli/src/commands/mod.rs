@@ -17,6 +17,7 @@ mod lock;
 mod push;
 mod rebase;
 mod rmi;
+mod sign;
 mod verify;
 mod verify_cause;
 mod verify_dates;
@@ -76,6 +77,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     };
     let store_dir = &g.store_dir;
     match cli.command {
+        Command::Build(a) if a.sign_key.is_some() && (a.all || a.workspace.is_some()) => {
+            anyhow::bail!("--sign-key with --all/--workspace is not supported yet\nhint: sign each image with `strata sign --key KEY NAME`")
+        }
+        Command::Verify(a) if a.build.sign_key.is_some() => {
+            anyhow::bail!("`strata verify --sign-key` is not supported yet: verify builds in throwaway stores\nhint: sign the image you keep with `strata sign --key KEY NAME`")
+        }
         Command::Build(a) if a.all || a.workspace.is_some() => workspace::run(&g, a),
         Command::Build(a) if a.shard.is_some() || !a.images.is_empty() => anyhow::bail!(
             "--shard and --image select images of a workspace\nhint: add --all (with strata.toml in the current directory) or --workspace FILE"
@@ -93,6 +100,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Diff(a) => diff::run(&g, a),
         Command::Verify(a) => verify::run(&g, a),
         Command::Lock(a) => lock::run(&g, a),
+        Command::Sign(a) => sign::sign(&g, a),
+        Command::VerifySignature(a) => sign::verify(&g, a),
     }
 }
 

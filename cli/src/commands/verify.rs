@@ -20,8 +20,13 @@ use strata_engine::attest::provenance::ProvenanceMode;
 use strata_engine::attest::sbom::SbomFormat;
 use strata_engine::diff::{self, DiffOptions, DiffReport};
 
+use strata_cache::Digest;
+use strata_engine::export::ImageName;
+use strata_engine::oci::MEDIA_TYPE_MANIFEST;
 use strata_engine::sandbox::userns::RootlessUser;
 use strata_engine::sandbox::Variation;
+use strata_engine::session::output::OutputKind;
+use strata_engine::session::{RegistryOptions, Session};
 
 use super::image_input::{self, Inputs};
 use super::verify_cause::{self, Causes};
@@ -87,6 +92,13 @@ pub fn run(g: &Globals, a: VerifyArgs) -> anyhow::Result<i32> {
         bail!("--runs 1 compares nothing\nhint: give --against IMAGE to compare one build with it, or --runs 2 or more");
     }
     let registry_args = g.registry_args();
+    if a.attest_verification {
+        // Checked before any build: the attested index must have somewhere to go.
+        if a.build.outputs.is_empty() {
+            bail!("--attest-verification needs an --output to write the attested image to\nhint: add --output type=oci,dest=DIR (or type=oci-archive, type=registry)");
+        }
+        strata_engine::session::build::check_attestable(&a.build.outputs)?;
+    }
     let base = match &a.keep {
         Some(d) => {
             fs::create_dir_all(d).with_context(|| format!("--keep `{}`", d.display()))?;
@@ -174,8 +186,18 @@ pub fn run(g: &Globals, a: VerifyArgs) -> anyhow::Result<i32> {
                         }
                         _ => eprintln!("verify: reproducible ({} runs)", runs.len()),
                     }
+                    let printed = if a.attest_verification {
+                        let d = attest_verification(&a, &runs, base.path(), &g.registry, &rootless)
+                            .context("--attest-verification")?;
+                        eprintln!(
+                            "verify: verification summary attached: the outputs now name {d}"
+                        );
+                        d.to_string()
+                    } else {
+                        runs[0].digest.clone()
+                    };
                     if !a.json {
-                        println!("{}", runs[0].digest);
+                        println!("{printed}");
                     }
                 }
                 Verdict::RunsDiffer(n) => {
@@ -469,6 +491,91 @@ pub(super) fn compare(a: &str, b: &str) -> anyhow::Result<DiffReport> {
         Some(h) => anyhow::anyhow!("comparing {a} with {b}: {e}\nhint: {h}"),
         None => anyhow::anyhow!("comparing {a} with {b}: {e}"),
     })
+}
+
+/// `--attest-verification`: the VSA of the reproducible `runs` attached to run 1's image (in
+/// run 1's store) beside its other statements, written to the user's outputs again; returns
+/// the new index's digest.
+fn attest_verification(
+    a: &VerifyArgs,
+    runs: &[RunResult],
+    base: &Path,
+    registry: &RegistryOptions,
+    rootless: &Result<RootlessUser, String>,
+) -> anyhow::Result<Digest> {
+    use strata_engine::attest::{self, vsa};
+    let session = Session::new(
+        super::open_store(&base.join("run-1/store"))?,
+        registry.clone(),
+    );
+    let blobs = session.store().blobs();
+    let digest: Digest = runs[0].digest.parse()?;
+    let top: Value = serde_json::from_slice(&blobs.read_verified(&digest)?)?;
+    let media_type = top["mediaType"].as_str().unwrap_or(MEDIA_TYPE_MANIFEST);
+    let (img, attested) = attest::stored_image(blobs, &digest, media_type)?;
+    let (mut statements, inputs) = match &attested {
+        Some(at) => (
+            at.statements(blobs)?,
+            at.layers
+                .iter()
+                .map(|l| (l.predicate_type.clone(), l.digest))
+                .collect(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    let tags = a
+        .build
+        .tags
+        .iter()
+        .map(|t| ImageName::parse(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let named = a
+        .build
+        .outputs
+        .iter()
+        .find_map(|o| match o.kind() {
+            OutputKind::Registry(r) => Some(r.name()),
+            _ => None,
+        })
+        .or_else(|| tags.first().map(|t| t.name.clone()));
+    let variations = variations_json(runs, rootless)
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["varied"] == true)
+        .filter_map(|v| v["name"].as_str().map(str::to_string))
+        .collect();
+    let sde_given = a.build.source_date_epoch.is_some()
+        || std::env::var("SOURCE_DATE_EPOCH").is_ok_and(|v| !v.is_empty());
+    let sde = super::common::source_date_epoch(a.build.source_date_epoch)?;
+    statements.push(vsa::verification_summary(&vsa::Verification {
+        resource_uri: match named {
+            Some(n) => format!("{n}@{digest}"),
+            None => digest.to_string(),
+        },
+        digest: &digest,
+        runs: runs.len() as u32,
+        variations,
+        inputs,
+        source_date_epoch: sde_given.then_some(sde),
+    }));
+    let platforms = strata_engine::session::build::target_platforms(a.build.platform.as_deref())?;
+    let [platform] = platforms.as_slice() else {
+        bail!("--attest-verification of a multi-platform build is not supported yet\nhint: verify each platform with its own --platform");
+    };
+    let att = attest::attach(blobs, &img, platform, &statements)?;
+    for o in &a.build.outputs {
+        let w = session.write_output(
+            strata_engine::export::Root::Attested(&img, &att),
+            &tags,
+            o,
+            sde,
+        )?;
+        if let strata_engine::session::Written::Pushed { target, report } = &w {
+            eprintln!("{}", super::common::pushed_line(target, report));
+        }
+    }
+    Ok(att.index_digest)
 }
 
 /// One `strata build` in a child process, into a fresh store under `dir`; returns the digest.

@@ -678,3 +678,102 @@ fn attest_sbom_lists_the_image_packages_and_reproduces() {
     assert!(e.stderr().contains("--sbom"), "{}", e.stderr());
     assert!(!tar.exists());
 }
+
+/// `strata verify --attest-verification --output …`, returning the run.
+fn verify_attested(store: &Path, out: &Path, extra: &[&str], sde: Option<&str>) -> support::Run {
+    let mut cmd = support::strata_at(store);
+    cmd.args([
+        "verify",
+        "--runs",
+        "2",
+        "--attest-verification",
+        "-t",
+        "ex:1",
+    ])
+    .args(extra)
+    .arg("--output")
+    .arg(format!("type=oci,dest={}", out.display()))
+    .arg(testdata("example"));
+    match sde {
+        Some(v) => cmd.env("SOURCE_DATE_EPOCH", v),
+        None => cmd.env_remove("SOURCE_DATE_EPOCH"),
+    };
+    support::Run {
+        out: cmd.output().expect("run strata"),
+    }
+}
+
+#[test]
+fn attest_verification_summary_is_attached_beside_provenance_and_reproduces() {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let (a, b) = (w.join("a"), w.join("b"));
+    let va = verify_attested(&w.join("s1"), &a, &["--provenance"], None).ok();
+    let vb = verify_attested(&w.join("s2"), &b, &["--provenance"], None).ok();
+    assert!(
+        va.stderr().contains("reproducible (2 runs)"),
+        "{}",
+        va.stderr()
+    );
+    // The whole attested index reproduces, and the outputs name it.
+    assert_eq!(va.digest(), vb.digest());
+    assert_ne!(va.digest(), GOLDEN_ATTESTED_EXAMPLE);
+    let top = json_file(&a.join("index.json"));
+    let tagged: Vec<&Value> = top["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["annotations"]["org.opencontainers.image.ref.name"] == "1")
+        .collect();
+    assert_eq!(tagged.len(), 1);
+    assert_eq!(tagged[0]["digest"], va.digest().as_str());
+    let by_type = statements(&a);
+    let vsa = &by_type["https://slsa.dev/verification_summary/v1"];
+    let prov = &by_type["https://slsa.dev/provenance/v1"];
+    assert_eq!(
+        vsa["subject"], prov["subject"],
+        "both about the image manifest"
+    );
+    let p = &vsa["predicate"];
+    assert_eq!(p["verificationResult"], "PASSED");
+    assert_eq!(p["verifiedLevels"][0], "STRATA_REPRODUCIBLE");
+    assert_eq!(p["policy"]["annotations"]["runs"], 2);
+    assert_eq!(
+        p["policy"]["annotations"]["digest"], GOLDEN_ATTESTED_EXAMPLE,
+        "the digest every run produced: the provenance-attested index"
+    );
+    assert!(p["policy"]["annotations"]["variations"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("umask")));
+    assert_eq!(
+        p["inputAttestations"][0]["uri"],
+        "https://slsa.dev/provenance/v1"
+    );
+    assert!(p["resourceUri"].as_str().unwrap().starts_with("ex@sha256:"));
+    assert!(
+        p.get("timeVerified").is_none(),
+        "no time without SOURCE_DATE_EPOCH"
+    );
+
+    // With SOURCE_DATE_EPOCH: timeVerified is it; without other attestations, the VSA alone.
+    let c = w.join("c");
+    verify_attested(&w.join("s3"), &c, &[], Some("1700000000")).ok();
+    let by_type = statements(&c);
+    assert_eq!(by_type.len(), 1);
+    let p = &by_type["https://slsa.dev/verification_summary/v1"]["predicate"];
+    assert_eq!(p["timeVerified"], "2023-11-14T22:13:20Z");
+    assert!(p.get("inputAttestations").is_none());
+
+    // Nowhere to write it: refused before building.
+    let r = strata_in(
+        &w.join("s4"),
+        &[
+            "verify",
+            "--attest-verification",
+            testdata("example").to_str().unwrap(),
+        ],
+    )
+    .fails();
+    assert!(r.stderr().contains("needs an --output"), "{}", r.stderr());
+}

@@ -24,6 +24,7 @@ mod run_mounts;
 mod run_steps;
 mod sandbox_defences;
 mod shared_cache;
+mod sign;
 mod store;
 mod verify;
 mod workspace;

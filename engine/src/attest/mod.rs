@@ -5,6 +5,8 @@
 //!   it in an in-toto Statement v1 about the image manifest, as canonical JSON.
 //! - [`provenance`]: the SLSA provenance v1 predicate of a build (`strata build --provenance`).
 //! - [`sbom`]: the image's packages as SPDX or CycloneDX (`strata build --sbom`).
+//! - [`vsa`]: the SLSA Verification Summary of a reproducibility check (`strata verify
+//!   --attest-verification`).
 //! - [`attach`]: writes the *attestation manifest* (one `application/vnd.in-toto+json` layer
 //!   per statement) and the image index that holds the image and it; [`Attested`] is that
 //!   index, read back by [`Attested::from_store`].
@@ -19,6 +21,7 @@
 pub mod provenance;
 pub mod sbom;
 pub mod statement;
+pub mod vsa;
 
 use serde_json::{json, Value};
 use strata_cache::{BlobStore, Digest, StoreError};
@@ -85,6 +88,27 @@ impl Attested {
             "digest": self.index_digest.to_string(),
             "size": self.index.len(),
         })
+    }
+
+    /// Its statements as [`Statement`]s again (to attach them with another: `attach` writes
+    /// the same statement bytes back, since a statement is a function of subject and
+    /// predicate).
+    pub fn statements(&self, blobs: &BlobStore) -> Result<Vec<Statement>, AttestError> {
+        let mut out = Vec::new();
+        for l in &self.layers {
+            let v: Value =
+                serde_json::from_slice(&blobs.read_verified(&l.digest)?).map_err(|e| {
+                    AttestError::BadIndex {
+                        digest: self.index_digest,
+                        reason: format!("statement {} does not parse: {e}", l.digest),
+                    }
+                })?;
+            out.push(Statement {
+                predicate_type: v["predicateType"].as_str().unwrap_or_default().to_string(),
+                predicate: v["predicate"].clone(),
+            });
+        }
+        Ok(out)
     }
 
     /// Reads back an index [`attach`] wrote (or any index with one image manifest and

@@ -9,6 +9,8 @@
 //! - [`Session::rebase`] ([`rebase`]): swap an image's base layers without executing anything.
 //! - [`Session::write_output`], [`Session::push`]: an image in the store to a destination.
 //! - [`Session::pull`] ([`pull`]): a registry image into the store, without building.
+//! - [`Session::sign`], [`Session::verify_signature`] ([`sign`]): cosign signatures of a store
+//!   tag, an OCI layout or a registry image.
 //!
 //! Progress goes to the `&dyn Progress` a call is given (a workspace gives each image its own,
 //! labelled one); the session itself never prints.
@@ -21,6 +23,7 @@ pub mod lock;
 pub mod output;
 pub mod pull;
 pub mod rebase;
+pub mod sign;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
