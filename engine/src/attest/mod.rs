@@ -19,6 +19,7 @@
 //! the index digest reproduces like the image digest does.
 
 pub mod provenance;
+#[cfg(feature = "store")]
 pub mod sbom;
 pub mod statement;
 pub mod vsa;
