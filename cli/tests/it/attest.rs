@@ -777,3 +777,46 @@ fn attest_verification_summary_is_attached_beside_provenance_and_reproduces() {
     .fails();
     assert!(r.stderr().contains("needs an --output"), "{}", r.stderr());
 }
+
+/// `strata verify --sbom --provenance` over an image that holds packages: every run of the
+/// matrix attaches both, and the whole index (image, SBOM, provenance) reproduces.
+#[test]
+fn attest_verify_matrix_reproduces_the_sbom_and_provenance_index() {
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    packages_context(&ctx);
+    let store = work.path().join("store");
+    let v = strata_in(
+        &store,
+        &[
+            "verify",
+            "--runs",
+            "3",
+            "--sbom",
+            "--provenance",
+            ctx.to_str().unwrap(),
+        ],
+    )
+    .ok();
+    assert!(
+        v.stderr().contains("reproducible (3 runs)"),
+        "{}",
+        v.stderr()
+    );
+    let out = work.path().join("out");
+    let b = build(
+        &store,
+        &ctx,
+        &[
+            "--sbom",
+            "--provenance",
+            "--output",
+            &format!("type=oci,dest={}", out.display()),
+        ],
+    )
+    .ok();
+    assert_eq!(v.digest(), b.digest(), "verify compared the attested index");
+    let st = statements(&out);
+    assert!(st.contains_key("https://spdx.dev/Document"), "{st:?}");
+    assert!(st.contains_key("https://slsa.dev/provenance/v1"), "{st:?}");
+}
