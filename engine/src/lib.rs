@@ -34,6 +34,8 @@ pub mod fetch;
 pub mod frontend;
 pub mod image;
 pub mod layer;
+#[cfg(feature = "store")]
+mod layer_sidecar;
 pub mod lock;
 pub mod oci;
 pub mod plan;

@@ -20,7 +20,7 @@
 
 use std::collections::{hash_map::RandomState, BTreeMap, HashMap};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -31,13 +31,12 @@ use strata_cache::{Area, BlobStore, Digest, Sha256Hasher};
 use super::ReadSetError;
 use crate::image::LayerDesc;
 use crate::layer::{self, whiteout::Whiteout};
+use crate::layer_sidecar::Sidecar;
 
 /// Marks an index file (after the blob reference).
 pub const MAGIC: &[u8; 8] = b"SRSINDEX";
 /// The payload's format; a file of another version is rebuilt.
 pub const INDEX_FORMAT: u32 = 1;
-/// Length of the `sha256:<hex>` blob reference that starts an index file.
-const BLOB_REF_LEN: usize = 71;
 /// Hard-link hops followed inside one layer (the builder keeps them one hop long).
 const MAX_LINK_HOPS: usize = 8;
 
@@ -405,31 +404,28 @@ impl LayerIndex {
     }
 }
 
+/// The index files (`layer_sidecar`).
+const FILE: Sidecar = Sidecar {
+    area: Area::ReadsetIndex,
+    magic: MAGIC,
+    format: INDEX_FORMAT,
+    temp_prefix: "readset-index-",
+};
+
 /// Where the index of layer `diff_id` is kept in the store at `root`.
 pub fn index_path(root: &Path, diff_id: &Digest) -> PathBuf {
-    Area::ReadsetIndex.path(root).join(diff_id.hex())
+    FILE.path(root, diff_id)
 }
 
 /// The index in `path` if it is whole, of the current format, and of `diff_id`.
 fn read_index(path: &Path, diff_id: &Digest) -> Option<LayerIndex> {
-    let bytes = std::fs::read(path).ok()?;
-    let rest = bytes.get(BLOB_REF_LEN..)?;
-    let rest = rest.strip_prefix(MAGIC.as_slice())?;
-    let (version, rest) = rest.split_first_chunk::<4>()?;
-    if u32::from_le_bytes(*version) != INDEX_FORMAT {
-        return None;
-    }
-    let (sum, payload) = rest.split_first_chunk::<32>()?;
-    if blake3::hash(payload).as_bytes() != sum {
-        return None;
-    }
-    let p: Payload = bincode::deserialize(payload).ok()?;
+    let payload = FILE.read(path)?;
+    let p: Payload = bincode::deserialize(&payload).ok()?;
     let sorted = p.entries.windows(2).all(|w| w[0].0 < w[1].0);
     (p.diff_id == *diff_id && sorted).then(|| LayerIndex::from_sorted(p.entries))
 }
 
-/// Writes `ix` (of `layer`) to `path`: a temp file in the store's scratch directory (same file
-/// system) renamed into place.
+/// Writes `ix` (of `layer`) to `path` ([`Sidecar::write`]).
 fn write_index(
     store: &strata_cache::Store,
     path: &Path,
@@ -444,37 +440,12 @@ fn write_index(
         digest: layer.digest,
         source,
     })?;
-    let io_err = |op: &'static str, p: &Path| {
-        let p = p.to_path_buf();
-        move |source| ReadSetError::Io {
-            op,
-            path: p,
-            source,
-        }
-    };
-    let blob_ref = layer.digest.to_string();
-    debug_assert_eq!(blob_ref.len(), BLOB_REF_LEN);
-    let mut tmp = tempfile::Builder::new()
-        .prefix("readset-index-")
-        .tempfile_in(store.scratch())
-        .map_err(io_err("create temp file in", store.scratch()))?;
-    let tmp_path = tmp.path().to_path_buf();
-    let mut w = io::BufWriter::new(tmp.as_file_mut());
-    (|| {
-        w.write_all(blob_ref.as_bytes())?;
-        w.write_all(MAGIC)?;
-        w.write_all(&INDEX_FORMAT.to_le_bytes())?;
-        w.write_all(blake3::hash(&payload).as_bytes())?;
-        w.write_all(&payload)?;
-        w.flush()
-    })()
-    .map_err(io_err("write", &tmp_path))?;
-    drop(w);
-    let dir = path.parent().unwrap_or(path);
-    std::fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
-    tmp.persist(path)
-        .map_err(|e| io_err("rename into place", path)(e.error))?;
-    Ok(())
+    FILE.write(store, path, &layer.digest, &payload)
+        .map_err(|e| ReadSetError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        })
 }
 
 /// Hashes what it reads (the uncompressed tar stream: its sha256 is the diff_id).
