@@ -265,11 +265,9 @@ mod tests {
         )
     }
 
-    /// Golden step keys. A key changes only on purpose: a new key makes every user's cached
-    /// step run again, so a change here goes with a note in docs/cache-keys.md. Covers COPY
-    /// from the context over a parent (parent facts), a config step, a heredoc and `--chmod`.
-    #[test]
-    fn golden_step_keys() {
+    /// The context and Dockerfile of the golden key tests: COPY from the context over a parent
+    /// (parent facts), a config step, a heredoc and `--chmod`.
+    fn golden_context() -> (tempfile::TempDir, &'static str) {
         let dir = tempfile::tempdir().unwrap();
         for (n, body) in [
             ("app/main.c", "int main(void) { return 0; }\n"),
@@ -283,6 +281,15 @@ mod tests {
         std::os::unix::fs::symlink("main.c", dir.path().join("app/link")).unwrap();
         let df = "FROM scratch\nCOPY README /etc/motd\nENV A=1\nCOPY app/ /src/\n\
                   COPY --chmod=0600 <<EOF /etc/note\nnote\nEOF\n";
+        (dir, df)
+    }
+
+    /// Golden step keys. A key changes only on purpose: a new key makes every user's cached
+    /// step run again, so a change here goes with a note in docs/cache-keys.md. Covers COPY
+    /// from the context over a parent (parent facts), a config step, a heredoc and `--chmod`.
+    #[test]
+    fn golden_step_keys() {
+        let (dir, df) = golden_context();
         let s = tempfile::tempdir().unwrap();
         let store = Store::open(s.path()).unwrap();
         let (out, _) = build(dir.path(), &store, df);
@@ -300,19 +307,7 @@ mod tests {
     /// `$BUILDPLATFORM` expands on this host) has the same keys whatever the target.
     #[test]
     fn golden_step_keys_per_platform() {
-        let dir = tempfile::tempdir().unwrap();
-        for (n, body) in [
-            ("app/main.c", "int main(void) { return 0; }\n"),
-            ("app/lib/util.h", "#define UTIL 1\n"),
-            ("README", "hello\n"),
-        ] {
-            let p = dir.path().join(n);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, body).unwrap();
-        }
-        std::os::unix::fs::symlink("main.c", dir.path().join("app/link")).unwrap();
-        let df = "FROM scratch\nCOPY README /etc/motd\nENV A=1\nCOPY app/ /src/\n\
-                  COPY --chmod=0600 <<EOF /etc/note\nnote\nEOF\n";
+        let (dir, df) = golden_context();
         let s = tempfile::tempdir().unwrap();
         let store = Store::open(s.path()).unwrap();
         let p = |s: &str| Platform::parse(s).unwrap();
