@@ -39,8 +39,9 @@ pub use compress::{
 };
 pub use entry::{canonicalize, path_cmp, Content, Entry, EntryKind, KEPT_XATTRS};
 pub use read::{
-    check_pax_size, decompress_reader, decompress_reader_limited, path_components, LayerEntry,
-    LayerReader, Limits, PaxSize, ReadError, MAX_USTAR_SIZE,
+    check_pax_size, decompress_reader, decompress_reader_limited, for_each_with_diff_id,
+    path_components, HashedStream, LayerEntry, LayerReader, Limits, PaxSize, ReadError,
+    MAX_USTAR_SIZE,
 };
 pub use tar::CHUNK_SOFT;
 

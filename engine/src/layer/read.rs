@@ -398,6 +398,50 @@ pub fn check_pax_size<R: Read>(e: &mut tar::Entry<R>) -> Result<(), PaxSize> {
     Ok(())
 }
 
+/// Hashes what it reads: the uncompressed tar stream, whose sha256 is the layer's diff_id.
+pub struct DiffIdTee<R> {
+    inner: R,
+    sha: Rc<std::cell::RefCell<strata_cache::Sha256Hasher>>,
+}
+
+impl<R: Read> Read for DiffIdTee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha.borrow_mut().update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The reader [`for_each_with_diff_id`] hands its entries from.
+pub type HashedStream = DiffIdTee<super::ReadAhead>;
+
+/// Reads the compressed layer `blob` (of `media_type`) under `limits` as [`LayerReader::for_each`]
+/// does, inflating on a second thread ([`super::ReadAhead`]) while `each` runs, and returns the
+/// sha256 of the tar stream: the diff_id the layer really has, for the caller to compare with
+/// the one it was given. What is derived from a layer and kept by diff_id (the read-set index,
+/// the SBOM scan) is checked this way, so it is sound wherever the blob's bytes came from.
+pub fn for_each_with_diff_id<E>(
+    blob: Box<dyn Read + Send>,
+    media_type: &str,
+    limits: Limits,
+    open_err: impl FnOnce(LayerError) -> E,
+    read_err: impl Fn(ReadError) -> E,
+    each: impl FnMut(LayerEntry<'_, HashedStream>) -> Result<ControlFlow<()>, E>,
+) -> Result<strata_cache::Digest, E> {
+    let tar = match decompress_reader_limited(blob, media_type, limits.zstd_window_log_max) {
+        Ok(t) => t,
+        Err(e) => return Err(open_err(e)),
+    };
+    let tar = super::ReadAhead::new(tar).map_err(|e| read_err(ReadError::Stream(e)))?;
+    let sha = Rc::new(std::cell::RefCell::new(strata_cache::Sha256Hasher::new()));
+    let tee = DiffIdTee {
+        inner: tar,
+        sha: sha.clone(),
+    };
+    LayerReader::new(tee, limits).for_each(read_err, each)?;
+    Ok(sha.replace(strata_cache::Sha256Hasher::new()).finish())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
-use strata_cache::{Area, BlobStore, Digest, Sha256Hasher};
+use strata_cache::{Area, BlobStore, Digest};
 
 use super::ReadSetError;
 use crate::image::LayerDesc;
@@ -336,33 +336,21 @@ impl LayerIndex {
             path: blob.to_path_buf(),
             source,
         })?;
-        let tar = layer::decompress_reader_limited(
-            Box::new(io::BufReader::with_capacity(256 << 10, blob)),
-            &layer.media_type,
-            limits.zstd_window_log_max,
-        )
-        .map_err(|source| ReadSetError::Layer { digest, source })?;
-        // Inflating on a second core while this one hashes and parses: about the larger of the
-        // two instead of their sum (layer::ReadAhead).
-        let tar = layer::ReadAhead::new(tar).map_err(|source| ReadSetError::Read {
-            digest,
-            source: layer::ReadError::Stream(source),
-        })?;
-        let sha = std::rc::Rc::new(std::cell::RefCell::new(Sha256Hasher::new()));
-        let tee = Sha256Tee {
-            inner: tar,
-            sha: sha.clone(),
-        };
         let mut b = Builder::new();
         let mut buf = vec![0u8; 256 << 10];
-        layer::LayerReader::new(tee, limits).for_each(
+        // Inflating on a second core while this one hashes and parses: about the larger of the
+        // two instead of their sum.
+        let found = layer::for_each_with_diff_id(
+            Box::new(io::BufReader::with_capacity(256 << 10, blob)),
+            &layer.media_type,
+            limits,
+            |source| ReadSetError::Layer { digest, source },
             |source| ReadSetError::Read { digest, source },
             |mut le| {
                 add_tar_entry(&mut b, &mut le, &mut buf, &digest)?;
                 Ok(ControlFlow::Continue(()))
             },
         )?;
-        let found = sha.replace(Sha256Hasher::new()).finish();
         if found != layer.diff_id {
             return Err(ReadSetError::DiffId {
                 digest,
@@ -446,20 +434,6 @@ fn write_index(
             path: e.path,
             source: e.source,
         })
-}
-
-/// Hashes what it reads (the uncompressed tar stream: its sha256 is the diff_id).
-struct Sha256Tee<R> {
-    inner: R,
-    sha: std::rc::Rc<std::cell::RefCell<Sha256Hasher>>,
-}
-
-impl<R: Read> Read for Sha256Tee<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.sha.borrow_mut().update(&buf[..n]);
-        Ok(n)
-    }
 }
 
 /// Applies one tar entry of layer `digest` to the index being built.

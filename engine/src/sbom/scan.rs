@@ -4,10 +4,10 @@
 //! metadata files read into memory, each bounded.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::io::Read;
 use std::ops::ControlFlow;
 
-use strata_cache::{BlobStore, Digest, Sha256Hasher};
+use strata_cache::{BlobStore, Digest};
 
 use super::{apk, dpkg, npm, python, LayerPackages, MetaFile, OsRelease, SbomError};
 use crate::image::LayerDesc;
@@ -62,36 +62,11 @@ fn classify(rel: &str) -> Option<Kind> {
     })
 }
 
-/// Hashes what it reads (the uncompressed tar stream: its sha256 is the diff_id).
-struct Sha256Tee<R> {
-    inner: R,
-    sha: std::rc::Rc<std::cell::RefCell<Sha256Hasher>>,
-}
-
-impl<R: Read> Read for Sha256Tee<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.sha.borrow_mut().update(&buf[..n]);
-        Ok(n)
-    }
-}
-
 /// Reads `layer` from `blobs` (module docs).
 pub(crate) fn scan_blob(blobs: &BlobStore, layer: &LayerDesc) -> Result<LayerPackages, SbomError> {
     let digest = layer.digest;
     let limits = layer::Limits::default();
     let blob = blobs.open(&digest)?;
-    let tar = layer::decompress_reader_limited(
-        Box::new(blob),
-        &layer.media_type,
-        limits.zstd_window_log_max,
-    )
-    .map_err(|source| SbomError::Layer { digest, source })?;
-    let sha = std::rc::Rc::new(std::cell::RefCell::new(Sha256Hasher::new()));
-    let tee = Sha256Tee {
-        inner: tar,
-        sha: sha.clone(),
-    };
     let mut s = Scanner {
         digest,
         files: BTreeMap::new(),
@@ -99,14 +74,17 @@ pub(crate) fn scan_blob(blobs: &BlobStore, layer: &LayerDesc) -> Result<LayerPac
         opaque: Vec::new(),
         replaced: Vec::new(),
     };
-    layer::LayerReader::new(tee, limits).for_each(
+    let found = layer::for_each_with_diff_id(
+        Box::new(blob),
+        &layer.media_type,
+        limits,
+        |source| SbomError::Layer { digest, source },
         |source| SbomError::Read { digest, source },
         |mut le| {
             s.entry(&mut le)?;
             Ok(ControlFlow::Continue(()))
         },
     )?;
-    let found = sha.replace(Sha256Hasher::new()).finish();
     if found != layer.diff_id {
         return Err(SbomError::DiffId {
             digest,
