@@ -36,9 +36,15 @@ impl<'g> Inputs<'g> {
     /// Temporary layouts under `dir` (a fresh temporary directory when `None`); registry
     /// images for `platform` (`--platform`, default the host's).
     pub fn new(g: &'g Globals, dir: Option<&Path>, platform: Option<&str>) -> anyhow::Result<Self> {
-        let platform = match platform {
-            Some(p) => Platform::parse(p).map_err(|e| anyhow::anyhow!("--platform: {e}"))?,
-            None => Platform::host(),
+        // The build's own parser (normalisation, hints); a registry image is compared for one
+        // platform.
+        let platform = match strata_engine::session::build::target_platforms(platform)?.as_slice() {
+            [p] => p.clone(),
+            more => anyhow::bail!(
+                "--platform: a registry image is compared for one platform, not {}\nhint: give one --platform (e.g. --platform {})",
+                more.len(),
+                more[0]
+            ),
         };
         let (dir, tmp) = match dir {
             Some(d) => (d.to_path_buf(), None),

@@ -512,7 +512,13 @@ fn attest_verification(
     let digest: Digest = runs[0].digest.parse()?;
     let top: Value = serde_json::from_slice(&blobs.read_verified(&digest)?)?;
     let media_type = top["mediaType"].as_str().unwrap_or(MEDIA_TYPE_MANIFEST);
-    let (img, attested) = attest::stored_image(blobs, &digest, media_type)?;
+    let (img, attested) = match strata_engine::export::Stored::load(blobs, &digest, media_type)? {
+        strata_engine::export::Stored::Image(i) => (i, None),
+        strata_engine::export::Stored::Attested(i, a) => (i, Some(a)),
+        strata_engine::export::Stored::Index(_) => {
+            bail!("--attest-verification of a multi-platform build is not supported yet\nhint: verify each platform with its own --platform")
+        }
+    };
     let (mut statements, inputs) = match &attested {
         Some(at) => (
             at.statements(blobs)?,

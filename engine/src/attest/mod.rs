@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use strata_cache::{BlobStore, Digest, StoreError};
 
 use crate::image::{canonical_json, AssembledImage, ImageError, Platform};
-use crate::oci::{is_index_media_type, MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
+use crate::oci::{MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
 pub use statement::Statement;
 
 /// Media type of a layer holding an in-toto statement (JSON).
@@ -198,14 +198,6 @@ fn attestation_config(layers: &[AttestationLayer]) -> Vec<u8> {
     }))
 }
 
-fn platform_json(p: &Platform) -> Value {
-    let mut v = json!({ "architecture": p.architecture, "os": p.os });
-    if let Some(variant) = &p.variant {
-        v["variant"] = json!(variant);
-    }
-    v
-}
-
 /// Writes the attestation manifest of `statements` about `image` (for `platform`) into
 /// `blobs`, and the image index holding both; returns them. Nothing is written for no
 /// statements: callers attach only when asked to.
@@ -264,7 +256,7 @@ pub fn attach(
                 "mediaType": MEDIA_TYPE_MANIFEST,
                 "digest": image.manifest_digest.to_string(),
                 "size": image.manifest.len(),
-                "platform": platform_json(platform),
+                "platform": crate::image::index::platform_json(platform),
             },
             entry,
         ],
@@ -282,21 +274,6 @@ pub fn attach(
         layers,
         blobs: all,
     })
-}
-
-/// The image a stored tag names, and its attestations when the tag names an index (what
-/// `strata build --provenance` tags). A tag on a plain manifest has none.
-pub fn stored_image(
-    blobs: &BlobStore,
-    digest: &Digest,
-    media_type: &str,
-) -> Result<(AssembledImage, Option<Attested>), AttestError> {
-    if is_index_media_type(media_type) {
-        let (img, a) = Attested::from_store(blobs, digest)?;
-        Ok((img, Some(a)))
-    } else {
-        Ok((AssembledImage::from_store(blobs, digest)?, None))
-    }
 }
 
 #[cfg(test)]
@@ -349,10 +326,14 @@ mod tests {
         assert_eq!(index["manifests"][0]["platform"]["variant"], "v7");
         assert_eq!(index["manifests"][1], a.entry);
 
-        let (back, att) = stored_image(blobs, &a.index_digest, MEDIA_TYPE_INDEX).unwrap();
+        let crate::export::Stored::Attested(back, att) =
+            crate::export::Stored::load(blobs, &a.index_digest, MEDIA_TYPE_INDEX).unwrap()
+        else {
+            panic!("an attested image reads back as one");
+        };
         assert_eq!(back.manifest_digest, img.manifest_digest);
-        assert_eq!(att.as_ref().unwrap().layers, a.layers);
-        assert_eq!(att.unwrap().blobs, a.blobs);
+        assert_eq!(att.layers, a.layers);
+        assert_eq!(att.blobs, a.blobs);
         assert_eq!(a.layers[0].predicate_type, "https://slsa.dev/provenance/v1");
         let m: Value =
             serde_json::from_slice(&blobs.read_verified(&a.manifest_digest).unwrap()).unwrap();
