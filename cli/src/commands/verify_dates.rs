@@ -130,7 +130,7 @@ fn in_tree(
                         .and_then(|f| f.take(MAX_BYTES).read_to_end(&mut buf));
                     if read.is_ok() {
                         for (w, f) in wanted.iter().zip(found) {
-                            if contains(&buf, w) {
+                            if strata_engine::diff::contains(&buf, w) {
                                 explained.push(f.clone());
                             }
                         }
@@ -140,10 +140,6 @@ fn in_tree(
             }
         }
     }
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Whether a file holds run 1's date that the inputs do not explain: verify fails.

@@ -325,7 +325,7 @@ pub fn find_in_layer(
 }
 
 /// Whether `hay` holds `needle` (non-empty).
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     let Some((&first, rest)) = needle.split_first() else {
         return false;
     };

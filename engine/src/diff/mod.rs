@@ -33,7 +33,7 @@ use serde::Serialize;
 use serde_json::Value;
 use strata_cache::Digest;
 
-pub use layer::find_in_layer;
+pub use layer::{contains, find_in_layer};
 pub use source::{load_image, ImageSource, LayerRef, SourceKind};
 pub use text::{render_text, summary};
 
