@@ -14,9 +14,13 @@ use super::{content, Cause, ContentDetail, DiffError, FileChange, FileDiff, Orde
 
 /// Files looked into ([`add_details`]) per layer pair.
 const DETAIL_PER_LAYER: usize = 10;
-/// Bytes read a side per layer pair for [`add_details`]: with layers compared in parallel,
-/// this bounds the memory of a diff.
+/// Bytes read a side per layer pair for [`add_details`].
 const DETAIL_BYTES_PER_LAYER: u64 = 512 << 20;
+/// Held while one layer pair's files are read and looked into: layers are compared in
+/// parallel, and without it the memory of a diff would grow with the number of threads (each
+/// pair up to 2 × [`DETAIL_BYTES_PER_LAYER`] read, plus what an archive inflates to). With it,
+/// one pair's at a time.
+static DETAILS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// What is compared of one tar entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -564,7 +568,14 @@ pub(crate) fn add_details(
         return Ok(notes);
     }
     let limit = content::MEMBER_MAX;
-    let (ba, bb) = rayon::join(|| fetch(la, &want, limit), || fetch(lb, &want, limit));
+    let _one_at_a_time = DETAILS.lock().unwrap_or_else(|p| p.into_inner());
+    // Plain threads, not rayon: a rayon thread waiting in `join` may run another layer's
+    // task, which would wait for this lock on the thread that holds it.
+    let (ba, bb) = std::thread::scope(|sc| {
+        let a = sc.spawn(|| fetch(la, &want, limit));
+        let b = fetch(lb, &want, limit);
+        (a.join().expect("fetch does not panic"), b)
+    });
     let (ba, bb) = (ba?, bb?);
     let now = content::now();
     for f in files.iter_mut() {
