@@ -329,6 +329,17 @@ impl LayerIndex {
     /// store's blob, or a base's OCI layout while the store imports it. The compressed digest
     /// is left to the store's import, which checks it.
     pub fn build_from(blob: &Path, layer: &LayerDesc) -> Result<LayerIndex, ReadSetError> {
+        LayerIndex::build_from_with(blob, layer, |_| {})
+    }
+
+    /// [`build_from`](Self::build_from), handing every entry to `also` first (before the
+    /// index reads its content), for a caller that derives something else from the same pass.
+    /// What `also` made must be dropped when this fails: the layer was not what it claimed.
+    pub fn build_from_with(
+        blob: &Path,
+        layer: &LayerDesc,
+        mut also: impl FnMut(&mut layer::LayerEntry<'_, layer::HashedStream>),
+    ) -> Result<LayerIndex, ReadSetError> {
         let digest = layer.digest;
         let limits = layer::Limits::default();
         let blob = std::fs::File::open(blob).map_err(|source| ReadSetError::Io {
@@ -347,6 +358,7 @@ impl LayerIndex {
             |source| ReadSetError::Layer { digest, source },
             |source| ReadSetError::Read { digest, source },
             |mut le| {
+                also(&mut le);
                 add_tar_entry(&mut b, &mut le, &mut buf, &digest)?;
                 Ok(ControlFlow::Continue(()))
             },
@@ -379,16 +391,27 @@ impl LayerIndex {
         layer: &LayerDesc,
         blob: &Path,
     ) -> Result<Arc<LayerIndex>, ReadSetError> {
-        let path = index_path(store.root(), &layer.diff_id);
-        let ix = match read_index(&path, &layer.diff_id) {
-            Some(ix) => ix,
-            None => {
-                let ix = LayerIndex::build_from(blob, layer)?;
-                write_index(store, &path, layer, &ix)?;
-                ix
-            }
-        };
+        if let Some(ix) = LayerIndex::load(store, layer) {
+            return Ok(Arc::new(ix));
+        }
+        let ix = LayerIndex::build_from(blob, layer)?;
+        ix.save(store, layer)?;
         Ok(Arc::new(ix))
+    }
+
+    /// The index of `layer` kept in the store, if it has a sound one.
+    pub fn load(store: &strata_cache::Store, layer: &LayerDesc) -> Option<LayerIndex> {
+        read_index(&index_path(store.root(), &layer.diff_id), &layer.diff_id)
+    }
+
+    /// Keeps this index (of `layer`) in the store, where [`load`](Self::load) finds it.
+    pub fn save(&self, store: &strata_cache::Store, layer: &LayerDesc) -> Result<(), ReadSetError> {
+        write_index(
+            store,
+            &index_path(store.root(), &layer.diff_id),
+            layer,
+            self,
+        )
     }
 }
 

@@ -86,6 +86,13 @@ pub(crate) fn layers(layers: &[LayerDesc]) -> Key {
     k.finish()
 }
 
+/// The import of a base image's blobs into the store (a lock of the session: not stored).
+pub(crate) fn import(manifest: &Digest) -> Key {
+    KeyHasher::new("import")
+        .str("manifest", &manifest.to_string())
+        .finish()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Config, WORKDIR, RUN
 

@@ -109,6 +109,99 @@ fn parent_of(p: &str) -> &str {
     p.rfind('/').map(|i| &p[..i]).unwrap_or("")
 }
 
+/// A [`Tree`] being built from the entries of its layers, bottom layer first: what
+/// [`Tree::scan`] does with each entry it reads, for a caller that reads the layers itself
+/// (`solve::base_scan` builds a base's tree in the same pass as its read-set index).
+pub(crate) struct TreeBuilder<'w> {
+    tree: Tree,
+    want: &'w dyn Fn(&str) -> bool,
+    spool_dir: &'w Path,
+    n_spool: usize,
+    /// The paths the current layer added.
+    added_here: BTreeSet<String>,
+}
+
+impl<'w> TreeBuilder<'w> {
+    /// `want` says which paths' contents to spool into `spool_dir`.
+    pub(crate) fn new(want: &'w dyn Fn(&str) -> bool, spool_dir: &'w Path) -> Self {
+        TreeBuilder {
+            tree: Tree::default(),
+            want,
+            spool_dir,
+            n_spool: 0,
+            added_here: BTreeSet::new(),
+        }
+    }
+
+    /// A tree of metadata only (no content spooled).
+    pub(crate) fn metadata_only() -> TreeBuilder<'static> {
+        TreeBuilder::new(&|_| false, Path::new(""))
+    }
+
+    /// The next entries are the next layer's.
+    pub(crate) fn begin_layer(&mut self) {
+        self.added_here.clear();
+    }
+
+    /// Applies one entry of the current layer (`dg`: its digest, for errors).
+    pub(crate) fn entry<R: Read>(
+        &mut self,
+        le: &mut layer::LayerEntry<'_, R>,
+        dg: &str,
+    ) -> Result<(), RootfsError> {
+        self.tree.apply(
+            le,
+            dg,
+            self.want,
+            self.spool_dir,
+            &mut self.n_spool,
+            &mut self.added_here,
+        )
+    }
+
+    /// Reads layer `l` from the store and applies its entries (after [`begin_layer`]).
+    ///
+    /// [`begin_layer`]: Self::begin_layer
+    pub(crate) fn read_layer(
+        &mut self,
+        blobs: &BlobStore,
+        l: &LayerDesc,
+    ) -> Result<(), RootfsError> {
+        // The limits snapshots for RUN have: a layer too large to unpack is too large to scan.
+        self.read_layer_with(blobs, l, layer::Limits::default())
+    }
+
+    fn read_layer_with(
+        &mut self,
+        blobs: &BlobStore,
+        l: &LayerDesc,
+        limits: layer::Limits,
+    ) -> Result<(), RootfsError> {
+        let dg = l.digest.to_string();
+        let reader = blobs.open(&l.digest)?;
+        let reader =
+            layer::LayerReader::open(Box::new(reader), &l.media_type, limits).map_err(|e| {
+                RootfsError::Layer {
+                    digest: dg.to_string(),
+                    source: e,
+                }
+            })?;
+        // The rest of the stream is read too: the blob's digest is checked at its end, so
+        // a damaged blob is an error here, not facts from wrong bytes.
+        reader.for_each(
+            |e| read_error(e, &dg),
+            |mut entry| {
+                self.entry(&mut entry, &dg)?;
+                Ok(ControlFlow::Continue(()))
+            },
+        )
+    }
+
+    pub(crate) fn finish(self) -> Tree {
+        self.tree
+    }
+}
+
 impl Tree {
     /// Applies `layers` (bottom first). `want` says which paths' contents to spool into `spool_dir`.
     pub fn scan(
@@ -117,7 +210,6 @@ impl Tree {
         want: &dyn Fn(&str) -> bool,
         spool_dir: &Path,
     ) -> Result<Tree, RootfsError> {
-        // The limits snapshots for RUN have: a layer too large to unpack is too large to scan.
         Tree::scan_with(blobs, layers, want, spool_dir, layer::Limits::default())
     }
 
@@ -129,35 +221,12 @@ impl Tree {
         spool_dir: &Path,
         limits: layer::Limits,
     ) -> Result<Tree, RootfsError> {
-        let mut tree = Tree::default();
-        let mut n_spool = 0usize;
+        let mut b = TreeBuilder::new(want, spool_dir);
         for l in layers {
-            let dg = l.digest.to_string();
-            let reader = blobs.open(&l.digest)?;
-            let reader = layer::LayerReader::open(Box::new(reader), &l.media_type, limits)
-                .map_err(|e| RootfsError::Layer {
-                    digest: dg.to_string(),
-                    source: e,
-                })?;
-            // The rest of the stream is read too: the blob's digest is checked at its end, so
-            // a damaged blob is an error here, not facts from wrong bytes.
-            let mut added_here = BTreeSet::new();
-            reader.for_each(
-                |e| read_error(e, &dg),
-                |mut entry| {
-                    tree.apply(
-                        &mut entry,
-                        &dg,
-                        want,
-                        spool_dir,
-                        &mut n_spool,
-                        &mut added_here,
-                    )?;
-                    Ok(ControlFlow::Continue(()))
-                },
-            )?;
+            b.begin_layer();
+            b.read_layer_with(blobs, l, limits)?;
         }
-        Ok(tree)
+        Ok(b.finish())
     }
 
     /// Applies one entry of a layer to the tree; `added_here`: the paths that layer added.

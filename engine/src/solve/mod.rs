@@ -9,6 +9,7 @@
 //! interrupted build caches nothing partial. Before anything runs, [`preflight`] checks the
 //! whole plan; `--explain` says why a step missed ([`explain`]).
 
+mod base_scan;
 mod commit;
 pub mod copy;
 mod error;

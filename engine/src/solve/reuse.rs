@@ -54,30 +54,6 @@ pub(crate) fn view(
     Ok(ChainView { layers: v })
 }
 
-/// Indexes the layers of base image `img` that the store has no blob of yet, straight from
-/// the image's OCI layout, while the store imports them (`commit::import_base`): after a base
-/// patch the new base's index is then ready about when its import is, instead of starting
-/// after it. Layers of a registry base wait for their import (nothing local to read). The
-/// results land in the session's index slots; an error is not kept there, so the RUN that
-/// needs the view meets it again, and handles it.
-pub(crate) fn index_while_importing(store: &Store, shared: &Shared, img: &crate::image::BaseImage) {
-    let crate::image::BlobSource::Layout(dir) = &img.source else {
-        return;
-    };
-    for l in &img.layers {
-        if store.blobs().contains(&l.digest) {
-            continue;
-        }
-        let file = dir.join("blobs/sha256").join(l.digest.hex());
-        let made = shared.layer_index(&l.diff_id, || {
-            LayerIndex::load_or_build_from(store, l, &file).map_err(drop)
-        });
-        if made.is_err() {
-            return;
-        }
-    }
-}
-
 fn index(store: &Store, l: &LayerDesc) -> Result<Arc<LayerIndex>, BuildError> {
     LayerIndex::load_or_build(store, l).map_err(|e| BuildError::ReadSet(e.to_string()))
 }

@@ -27,7 +27,7 @@ pub struct Shared {
 }
 
 /// One layer index, filled by the first build that needs it (the others wait on its lock).
-type IndexSlot = Arc<Mutex<Option<Arc<crate::readset::LayerIndex>>>>;
+pub(crate) type IndexSlot = Arc<Mutex<Option<Arc<crate::readset::LayerIndex>>>>;
 
 /// How many layer indexes are kept in memory (a Debian base's is a few MB).
 const INDEXES_KEPT: usize = 64;
@@ -67,6 +67,21 @@ impl Shared {
 }
 
 impl Shared {
+    /// The slot of the index of layer `diff_id` (a new empty one, evicting the oldest). Who
+    /// holds its lock is making it; [`layer_index`](Self::layer_index) waits for that.
+    pub(crate) fn index_slot(&self, diff_id: &strata_cache::Digest) -> IndexSlot {
+        let mut c = self.indexes.lock().unwrap();
+        if let Some((_, s)) = c.iter().find(|(d, _)| d == diff_id) {
+            return s.clone();
+        }
+        if c.len() >= INDEXES_KEPT {
+            c.remove(0);
+        }
+        let s = IndexSlot::default();
+        c.push((*diff_id, s.clone()));
+        s
+    }
+
     /// The index of layer `diff_id`, made by `make` the first time. A build that asks while
     /// another makes it waits for that one (indexing a base layer of 100 MB takes a second;
     /// every image of a fleet asks for it at once after a base patch).
@@ -75,20 +90,7 @@ impl Shared {
         diff_id: &strata_cache::Digest,
         make: impl FnOnce() -> Result<Arc<crate::readset::LayerIndex>, E>,
     ) -> Result<Arc<crate::readset::LayerIndex>, E> {
-        let slot = {
-            let mut c = self.indexes.lock().unwrap();
-            match c.iter().find(|(d, _)| d == diff_id) {
-                Some((_, s)) => s.clone(),
-                None => {
-                    if c.len() >= INDEXES_KEPT {
-                        c.remove(0);
-                    }
-                    let s = IndexSlot::default();
-                    c.push((*diff_id, s.clone()));
-                    s
-                }
-            }
-        };
+        let slot = self.index_slot(diff_id);
         let mut g = slot.lock().unwrap();
         if let Some(i) = g.as_ref() {
             return Ok(i.clone());

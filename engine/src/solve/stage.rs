@@ -15,9 +15,10 @@ use std::time::Instant;
 use serde_json::Value;
 use strata_cache::{Digest, ExplainInput, ExplainRecord, LayerRecord, Lineage, StepRecord, Store};
 
+use super::base_scan;
 use super::commit::{self, cached_step, import_base, previous_layer};
 use super::copy::{self, CopyEnv};
-use super::keys::{self, LayerForm};
+use super::keys::{self, LayerForm, ParentUse};
 use super::shared::KeyLock;
 use super::{
     explain, mounts, remote, reuse, run_step, workdir, BuildError, BuildOptions, Counters,
@@ -120,9 +121,24 @@ impl<'a> Build<'a> {
         });
         let run = std::thread::scope(|sc| {
             if let Base::Image(img) = &stage.base {
-                if self.readset_eligible(s) {
-                    sc.spawn(|| reuse::index_while_importing(self.store, &self.opts.shared, img));
-                }
+                let wants = base_scan::Wants {
+                    index: self.readset_eligible(s),
+                    tree: stage.steps.first().is_some_and(|st| match &st.kind {
+                        StepKind::Copy(spec) => {
+                            !spec.is_remote() && keys::parent_use(spec) == ParentUse::Facts
+                        }
+                        _ => false,
+                    }),
+                };
+                // Started before the import, and waited for until it holds the slots it will
+                // fill: the steps below then wait for its pass instead of reading the base again.
+                let (claimed, is_claimed) = std::sync::mpsc::sync_channel(1);
+                sc.spawn(move || {
+                    base_scan::scan(self.store, &self.opts.shared, img, wants, || {
+                        let _ = claimed.send(());
+                    })
+                });
+                let _ = is_claimed.recv();
             }
             let mut run = StageRun::start(self, s)?;
             self.steps(sc, s, &mut run)?;
@@ -321,6 +337,8 @@ impl<'b, 'a> StageRun<'b, 'a> {
                 )
             }
             Base::Image(img) => {
+                // One import at a time of a base: a fleet's images start on it together.
+                let _importing = b.opts.shared.lock(keys::import(&img.manifest_digest));
                 import_base(b.store, img)?;
                 lineage.base_manifest = Some(img.manifest_digest);
                 lineage.base_layers = img.layers.len() as u32;

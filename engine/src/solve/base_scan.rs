@@ -1,0 +1,297 @@
+//! One read of a new base image's layers for what its stage will ask of them.
+//!
+//! After a base patch every image of a fleet stands on layers the store has never seen, and
+//! two things are derived from them: the read-set index of each layer (a RUN checks its
+//! observations against it: `reuse`) and the metadata tree of the whole base (the parent facts
+//! of a first COPY: `copy::parent_tree`). Each used to read the base by itself: two inflations
+//! of the same bytes, in each other's way on a small machine. [`scan`] makes both in one pass,
+//! from the image's OCI layout while the store imports the blobs, and leaves them in the
+//! session's slots ([`Shared`]) where those two look. It holds the slots while it reads, so
+//! they wait for it instead of starting a read of their own; a slot it could not fill (an
+//! error, a layer it did not read) is left empty, and whoever needs it reads the layer as
+//! before and meets the error there.
+//!
+//! Soundness: the pass checks the sha256 of the tar stream against the layer's diff_id
+//! ([`LayerIndex::build_from_with`]) and keeps nothing of a layer that fails it, so what it
+//! derives describes the layer whatever file the bytes came from.
+
+use std::sync::{Arc, MutexGuard};
+
+use strata_cache::Store;
+
+use super::keys;
+use super::layer_tree::TreeBuilder;
+use super::shared::{IndexSlot, TreeSlot};
+use crate::image::{BaseImage, BlobSource};
+use crate::readset::LayerIndex;
+use crate::solve::Shared;
+
+/// What the stage will ask of its base.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Wants {
+    /// A RUN may be reused by read set: it needs every base layer's index.
+    pub index: bool,
+    /// The first step is a COPY whose key takes the parent's facts from the shared tree.
+    pub tree: bool,
+}
+
+/// Reads the layers of `img` the store has no blob of yet, from its OCI layout, once each,
+/// making what `wants` asks for (module docs). `claimed` is called as soon as the slots this
+/// scan will fill are held (or it has found nothing to do): a caller that waits for it before
+/// going on is sure that its own requests wait for this scan rather than race it.
+pub(crate) fn scan(
+    store: &Store,
+    shared: &Shared,
+    img: &BaseImage,
+    wants: Wants,
+    claimed: impl FnOnce(),
+) {
+    let BlobSource::Layout(dir) = &img.source else {
+        return claimed();
+    };
+    if !wants.index || img.layers.iter().all(|l| store.blobs().contains(&l.digest)) {
+        return claimed();
+    }
+    // The index slots of the new layers that nobody has made or is making, and that the store
+    // has no index file of (those are loaded, not read).
+    let slots: Vec<Option<IndexSlot>> = img
+        .layers
+        .iter()
+        .map(|l| (!store.blobs().contains(&l.digest)).then(|| shared.index_slot(&l.diff_id)))
+        .collect();
+    let mut held: Vec<Option<MutexGuard<'_, Option<Arc<LayerIndex>>>>> = slots
+        .iter()
+        .map(|s| {
+            s.as_ref()
+                .and_then(|s| s.try_lock().ok())
+                .filter(|g| g.is_none())
+        })
+        .collect();
+    for (l, g) in img.layers.iter().zip(held.iter_mut()) {
+        if let Some(g) = g {
+            if let Some(ix) = LayerIndex::load(store, l) {
+                **g = Some(Arc::new(ix));
+            }
+        }
+    }
+    for g in held.iter_mut() {
+        if g.as_ref().is_some_and(|g| g.is_some()) {
+            *g = None;
+        }
+    }
+    // The tree, when every layer is either read here or already in the store (read from
+    // there, as `Tree::scan` would).
+    let tree_slot: Option<TreeSlot> = (wants.tree
+        && img
+            .layers
+            .iter()
+            .zip(&held)
+            .all(|(l, g)| g.is_some() || store.blobs().contains(&l.digest)))
+    .then(|| shared.tree_slot(keys::layers(&img.layers)));
+    let mut tree_held = tree_slot
+        .as_ref()
+        .and_then(|s| s.try_lock().ok())
+        .filter(|g| g.is_none());
+    claimed();
+
+    let mut tree = tree_held.is_some().then(TreeBuilder::metadata_only);
+    for (l, g) in img.layers.iter().zip(held.iter_mut()) {
+        let dg = l.digest.to_string();
+        if let Some(t) = tree.as_mut() {
+            t.begin_layer();
+        }
+        let Some(slot) = g else {
+            // In the store already (see `tree_slot`): the tree alone reads it.
+            if let Some(t) = tree.as_mut() {
+                if t.read_layer(store.blobs(), l).is_err() {
+                    tree = None;
+                }
+            }
+            continue;
+        };
+        let file = dir.join("blobs/sha256").join(l.digest.hex());
+        let built = LayerIndex::build_from_with(&file, l, |le| {
+            let failed = match tree.as_mut() {
+                Some(t) => t.entry(le, &dg).is_err(),
+                None => false,
+            };
+            if failed {
+                tree = None;
+            }
+        });
+        match built.and_then(|ix| ix.save(store, l).map(|()| ix)) {
+            Ok(ix) => **slot = Some(Arc::new(ix)),
+            Err(_) => {
+                // Left empty: the RUN that needs this index reads the layer and meets the error.
+                tree = None;
+                *g = None;
+            }
+        }
+    }
+    if let (Some(g), Some(t)) = (tree_held.as_mut(), tree) {
+        **g = Some(Arc::new(t.finish()));
+    }
+}
+
+/// Whether [`scan`] left a tree for `img` (tests).
+#[cfg(test)]
+pub(crate) fn tree_of(shared: &Shared, img: &BaseImage) -> Option<Arc<super::layer_tree::Tree>> {
+    shared
+        .tree_slot(keys::layers(&img.layers))
+        .lock()
+        .unwrap()
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::LayerDesc;
+    use crate::layer::{write_layer, Compression, Entry as LEntry, EntryKind as LKind};
+    use crate::solve::layer_tree::{NodeKind, Tree};
+
+    /// Two layers of a base in an OCI layout's `blobs/sha256` (the second removes a file and
+    /// adds a symlink), and the image that names them.
+    fn base(dir: &std::path::Path) -> BaseImage {
+        let blobs = dir.join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let lower = vec![
+            LEntry::dir("etc", 0o755, 0, 0, 5),
+            LEntry::file_bytes("etc/passwd", 0o644, 5, b"root:x:0:0\n"),
+            LEntry::file_bytes("etc/old", 0o644, 5, b"old"),
+            LEntry::dir("usr/lib", 0o750, 0, 0, 5),
+        ];
+        let mut upper = vec![LEntry::file_bytes("etc/.wh.old", 0o644, 5, b"")];
+        upper.push(LEntry {
+            path: "lib".into(),
+            kind: LKind::Symlink {
+                target: "usr/lib".into(),
+            },
+            ..LEntry::dir("", 0o777, 0, 0, 5)
+        });
+        let layers = [lower, upper]
+            .into_iter()
+            .map(|es| {
+                let es = crate::layer::canonicalize(es, 0).unwrap();
+                let mut blob = Vec::new();
+                let out = write_layer(&es, Compression::Gzip, &mut blob).unwrap();
+                std::fs::write(blobs.join(out.digest.hex()), &blob).unwrap();
+                LayerDesc {
+                    digest: out.digest,
+                    size: blob.len() as u64,
+                    media_type: out.media_type.to_string(),
+                    diff_id: out.diff_id,
+                }
+            })
+            .collect();
+        BaseImage {
+            reference: "oci-layout://base".into(),
+            source: BlobSource::Layout(dir.to_path_buf()),
+            pinned: strata_cache::Digest::of(b"m"),
+            manifest_digest: strata_cache::Digest::of(b"m"),
+            config_digest: strata_cache::Digest::of(b"c"),
+            config: serde_json::json!({}),
+            layers,
+        }
+    }
+
+    const BOTH: Wants = Wants {
+        index: true,
+        tree: true,
+    };
+
+    /// One pass fills every layer's index slot and the base's tree slot, before it returns and
+    /// after it said the slots were held; the tree is the one `Tree::scan` reads from the
+    /// store, and the indexes are kept in the store too.
+    #[test]
+    fn one_pass_makes_the_indexes_and_the_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("store")).unwrap();
+        let img = base(&tmp.path().join("layout"));
+        let shared = Shared::default();
+        let mut said = false;
+        scan(&store, &shared, &img, BOTH, || said = true);
+        assert!(said);
+        for l in &img.layers {
+            assert!(shared.index_slot(&l.diff_id).lock().unwrap().is_some());
+            assert!(LayerIndex::load(&store, l).is_some(), "kept in the store");
+        }
+        let tree = tree_of(&shared, &img).expect("the tree was made in the same pass");
+        assert!(
+            tree.get("etc/old").is_none(),
+            "the upper layer's whiteout applied"
+        );
+        assert_eq!(
+            tree.get("lib").unwrap().kind,
+            NodeKind::Symlink("usr/lib".into())
+        );
+        crate::solve::import_base(&store, &img).unwrap();
+        let spool = tmp.path().join("spool");
+        let scanned = Tree::scan(store.blobs(), &img.layers, &|_| false, &spool).unwrap();
+        assert_eq!(tree.nodes, scanned.nodes);
+    }
+
+    /// A layer whose bytes are not its diff_id: nothing of the pass is kept (no index, no
+    /// tree), so whoever needs them reads the layer and meets the error.
+    #[test]
+    fn a_layer_that_is_not_its_diff_id_leaves_the_slots_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("store")).unwrap();
+        let mut img = base(&tmp.path().join("layout"));
+        img.layers[1].diff_id = strata_cache::Digest::of(b"a lie");
+        let shared = Shared::default();
+        scan(&store, &shared, &img, BOTH, || {});
+        assert!(shared
+            .index_slot(&img.layers[0].diff_id)
+            .lock()
+            .unwrap()
+            .is_some());
+        assert!(shared
+            .index_slot(&img.layers[1].diff_id)
+            .lock()
+            .unwrap()
+            .is_none());
+        assert!(LayerIndex::load(&store, &img.layers[1]).is_none());
+        assert!(tree_of(&shared, &img).is_none());
+    }
+
+    /// Slots filled or held by someone else are left to them; the tree is made only when the
+    /// stage asks for it; a base whose blobs the store has is not read.
+    #[test]
+    fn what_is_not_wanted_or_someone_else_makes_is_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("store")).unwrap();
+        let img = base(&tmp.path().join("layout"));
+        let shared = Shared::default();
+        let slot = shared.index_slot(&img.layers[0].diff_id);
+        let busy = slot.lock().unwrap();
+        scan(&store, &shared, &img, BOTH, || {});
+        drop(busy);
+        assert!(slot.lock().unwrap().is_none(), "held by another: not made");
+        assert!(
+            tree_of(&shared, &img).is_none(),
+            "a layer not read: no tree"
+        );
+        assert!(shared
+            .index_slot(&img.layers[1].diff_id)
+            .lock()
+            .unwrap()
+            .is_some());
+
+        let shared = Shared::default();
+        let index_only = Wants {
+            index: true,
+            tree: false,
+        };
+        scan(&store, &shared, &img, index_only, || {});
+        assert!(tree_of(&shared, &img).is_none());
+
+        crate::solve::import_base(&store, &img).unwrap();
+        let shared = Shared::default();
+        scan(&store, &shared, &img, BOTH, || {});
+        assert!(
+            tree_of(&shared, &img).is_none(),
+            "blobs in the store: no pass"
+        );
+    }
+}
