@@ -194,9 +194,26 @@ impl<'a> Build<'a> {
                 StepKind::Copy(spec) if spec.is_remote() => run.add_remote(&cx, spec),
                 StepKind::Copy(spec) => run.copy(&cx, spec),
             }?;
+            let executed = outcome.status == StepStatus::Executed;
             run.record(&cx, outcome, start)?;
+            if executed {
+                release_freed_memory();
+            }
         }
         Ok(())
+    }
+}
+
+/// Hands the memory a finished step freed back to the system. glibc keeps freed memory in the
+/// arena of the thread that used it: after a COPY of 50k files hashed and written on several
+/// threads, tens of MB stayed resident through the steps after it, and a build's peak RSS
+/// was that plus the next step's own. Only after a step that ran (a cached or reused one frees
+/// little, and a fleet has thousands of them); it costs up to a millisecond.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of the allocator's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
