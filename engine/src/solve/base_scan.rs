@@ -35,29 +35,39 @@ pub(crate) struct Wants {
     pub tree: bool,
 }
 
-/// Reads the layers of `img` the store has no blob of yet, from its OCI layout, once each,
-/// making what `wants` asks for (module docs). `claimed` is called as soon as the slots this
-/// scan will fill are held (or it has found nothing to do): a caller that waits for it before
-/// going on is sure that its own requests wait for this scan rather than race it.
+/// Reads the layers of `img` marked `fresh` (the store had no blob of them when the stage
+/// started), once each, making what `wants` asks for (module docs): from the image's OCI
+/// layout while the store imports them, or, for a registry base, from the store after its
+/// import. `claimed` is called as soon as the slots this scan will fill are held (or it has
+/// found nothing to do): a caller that waits for it before going on is sure that its own
+/// requests wait for this scan rather than race it.
 pub(crate) fn scan(
     store: &Store,
     shared: &Shared,
     img: &BaseImage,
+    fresh: &[bool],
     wants: Wants,
     claimed: impl FnOnce(),
 ) {
-    let BlobSource::Layout(dir) = &img.source else {
-        return claimed();
-    };
-    if !wants.index || img.layers.iter().all(|l| store.blobs().contains(&l.digest)) {
+    if !wants.index || !fresh.contains(&true) {
         return claimed();
     }
-    // The index slots of the new layers that nobody has made or is making, and that the store
-    // has no index file of (those are loaded, not read).
+    // Where a fresh layer's bytes are: the layout's file until the store has the blob.
+    let file = |l: &crate::image::LayerDesc| match &img.source {
+        BlobSource::Layout(dir) if !store.blobs().contains(&l.digest) => {
+            Some(dir.join("blobs/sha256").join(l.digest.hex()))
+        }
+        _ if store.blobs().contains(&l.digest) => Some(store.blobs().path(&l.digest)),
+        // A registry base's layer not imported yet: nothing local to read.
+        _ => None,
+    };
+    // The index slots of the fresh layers that nobody has made or is making, and that the
+    // store has no index file of (those are loaded, not read).
     let slots: Vec<Option<IndexSlot>> = img
         .layers
         .iter()
-        .map(|l| (!store.blobs().contains(&l.digest)).then(|| shared.index_slot(&l.diff_id)))
+        .zip(fresh)
+        .map(|(l, &f)| (f && file(l).is_some()).then(|| shared.index_slot(&l.diff_id)))
         .collect();
     let mut held: Vec<Option<MutexGuard<'_, Option<Arc<LayerIndex>>>>> = slots
         .iter()
@@ -109,7 +119,9 @@ pub(crate) fn scan(
             }
             continue;
         };
-        let file = dir.join("blobs/sha256").join(l.digest.hex());
+        let Some(file) = file(l) else {
+            unreachable!("a layer with no local bytes is not held")
+        };
         let built = LayerIndex::build_from_with(&file, l, |le| {
             let failed = match tree.as_mut() {
                 Some(t) => t.entry(le, &dg).is_err(),
@@ -210,7 +222,7 @@ mod tests {
         let img = base(&tmp.path().join("layout"));
         let shared = Shared::default();
         let mut said = false;
-        scan(&store, &shared, &img, BOTH, || said = true);
+        scan(&store, &shared, &img, &[true, true], BOTH, || said = true);
         assert!(said);
         for l in &img.layers {
             assert!(shared.index_slot(&l.diff_id).lock().unwrap().is_some());
@@ -240,7 +252,7 @@ mod tests {
         let mut img = base(&tmp.path().join("layout"));
         img.layers[1].diff_id = strata_cache::Digest::of(b"a lie");
         let shared = Shared::default();
-        scan(&store, &shared, &img, BOTH, || {});
+        scan(&store, &shared, &img, &[true, true], BOTH, || {});
         assert!(shared
             .index_slot(&img.layers[0].diff_id)
             .lock()
@@ -265,7 +277,7 @@ mod tests {
         let shared = Shared::default();
         let slot = shared.index_slot(&img.layers[0].diff_id);
         let busy = slot.lock().unwrap();
-        scan(&store, &shared, &img, BOTH, || {});
+        scan(&store, &shared, &img, &[true, true], BOTH, || {});
         drop(busy);
         assert!(slot.lock().unwrap().is_none(), "held by another: not made");
         assert!(
@@ -283,15 +295,53 @@ mod tests {
             index: true,
             tree: false,
         };
-        scan(&store, &shared, &img, index_only, || {});
+        scan(&store, &shared, &img, &[true, true], index_only, || {});
         assert!(tree_of(&shared, &img).is_none());
 
         crate::solve::import_base(&store, &img).unwrap();
         let shared = Shared::default();
-        scan(&store, &shared, &img, BOTH, || {});
-        assert!(
-            tree_of(&shared, &img).is_none(),
-            "blobs in the store: no pass"
-        );
+        scan(&store, &shared, &img, &[false, false], BOTH, || {});
+        assert!(tree_of(&shared, &img).is_none(), "no fresh layer: no pass");
+    }
+
+    /// A registry's blobs, as a test double: copied from a directory.
+    struct FromDir(std::path::PathBuf);
+
+    impl crate::image::BlobFetcher for FromDir {
+        fn fetch(
+            &self,
+            l: &LayerDesc,
+            store: &strata_cache::BlobStore,
+        ) -> Result<(), crate::image::BlobFetchError> {
+            let file = self.0.join("blobs/sha256").join(l.digest.hex());
+            store.import_file(&file, Some(&l.digest))?;
+            Ok(())
+        }
+        fn origin(&self) -> String {
+            "a test directory".into()
+        }
+    }
+
+    /// A registry base has nothing local to read before its import (the scan holds nothing,
+    /// so the steps read it themselves); after it, the one pass reads the store's blobs.
+    #[test]
+    fn a_registry_base_is_read_from_the_store_after_its_import() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("store")).unwrap();
+        let mut img = base(&tmp.path().join("layout"));
+        img.source = BlobSource::Fetcher(Arc::new(FromDir(tmp.path().join("layout"))));
+        let shared = Shared::default();
+        scan(&store, &shared, &img, &[true, true], BOTH, || {});
+        assert!(tree_of(&shared, &img).is_none());
+        for l in &img.layers {
+            assert!(shared.index_slot(&l.diff_id).lock().unwrap().is_none());
+        }
+        crate::solve::import_base(&store, &img).unwrap();
+        std::fs::remove_dir_all(tmp.path().join("layout")).unwrap();
+        scan(&store, &shared, &img, &[true, true], BOTH, || {});
+        assert!(tree_of(&shared, &img).is_some());
+        for l in &img.layers {
+            assert!(shared.index_slot(&l.diff_id).lock().unwrap().is_some());
+        }
     }
 }

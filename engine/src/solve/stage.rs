@@ -120,31 +120,64 @@ impl<'a> Build<'a> {
             steps: stage.steps.len(),
         });
         let run = std::thread::scope(|sc| {
-            if let Base::Image(img) = &stage.base {
-                let wants = base_scan::Wants {
-                    index: self.readset_eligible(s),
-                    tree: stage.steps.first().is_some_and(|st| match &st.kind {
-                        StepKind::Copy(spec) => {
-                            !spec.is_remote() && keys::parent_use(spec) == ParentUse::Facts
-                        }
-                        _ => false,
-                    }),
-                };
-                // Started before the import, and waited for until it holds the slots it will
-                // fill: the steps below then wait for its pass instead of reading the base again.
-                let (claimed, is_claimed) = std::sync::mpsc::sync_channel(1);
-                sc.spawn(move || {
-                    base_scan::scan(self.store, &self.opts.shared, img, wants, || {
-                        let _ = claimed.send(());
-                    })
-                });
-                let _ = is_claimed.recv();
-            }
+            // A new base (a layer the store has no blob of) is read once for what the stage
+            // will ask of it (base_scan): an OCI layout's from the layout while the store
+            // imports it, a registry's from the store once it is imported.
+            let scan = match &stage.base {
+                Base::Image(img) => {
+                    let fresh: Vec<bool> = img
+                        .layers
+                        .iter()
+                        .map(|l| !self.store.blobs().contains(&l.digest))
+                        .collect();
+                    fresh.contains(&true).then_some((img, fresh))
+                }
+                _ => None,
+            };
+            let start_scan = |img, fresh| self.start_base_scan(sc, s, img, fresh);
+            let mut scan = scan.and_then(|(img, fresh)| match &img.source {
+                image::BlobSource::Layout(_) => {
+                    start_scan(img, fresh);
+                    None
+                }
+                image::BlobSource::Fetcher(_) => Some((img, fresh)),
+            });
             let mut run = StageRun::start(self, s)?;
+            if let Some((img, fresh)) = scan.take() {
+                start_scan(img, fresh);
+            }
             self.steps(sc, s, &mut run)?;
             Ok::<_, BuildError>(run)
         })?;
         Ok(run.finish())
+    }
+
+    /// Starts [`base_scan::scan`] of `img` on `sc`, and returns once it holds the slots it will
+    /// fill: the steps then wait for its pass instead of reading the base again.
+    fn start_base_scan<'s, 'env>(
+        &'env self,
+        sc: &'s std::thread::Scope<'s, 'env>,
+        s: usize,
+        img: &'env image::BaseImage,
+        fresh: Vec<bool>,
+    ) {
+        let stage = &self.plan.stages[s];
+        let wants = base_scan::Wants {
+            index: self.readset_eligible(s),
+            tree: stage.steps.first().is_some_and(|st| match &st.kind {
+                StepKind::Copy(spec) => {
+                    !spec.is_remote() && keys::parent_use(spec) == ParentUse::Facts
+                }
+                _ => false,
+            }),
+        };
+        let (claimed, is_claimed) = std::sync::mpsc::sync_channel(1);
+        sc.spawn(move || {
+            base_scan::scan(self.store, &self.opts.shared, img, &fresh, wants, || {
+                let _ = claimed.send(());
+            })
+        });
+        let _ = is_claimed.recv();
     }
 
     /// Whether stage `s` has a RUN that may be reused by read set (and so needs its parents'
