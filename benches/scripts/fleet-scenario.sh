@@ -21,6 +21,9 @@
 #                          (`useradd ... && chown ...`) reads.
 #            Either way the patched base is one new base layer of the full size, exported to the
 #            same OCI layout tag, so every image must stand on the new layer.
+#   BASE     where the apps' base lives: layout (default; FROM oci-layout://base:1) or registry
+#            (FROM 127.0.0.1:PORT/fleet/base:1 on a private docker-registry this script runs;
+#            each base is pushed there with skopeo, untimed; the peers pull it, timed)
 #   REPEAT   times each strata patch rebuild this many times, each from a copy of the store as
 #            it was before it, and reports the fastest (default 1)
 #   STRATA_BUILD_FLAGS  extra flags for every timed `strata build --all` (e.g. --no-readset)
@@ -38,6 +41,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 WORK=${WORK:-/var/tmp/strata-fleet-bench}
 STRATA=${STRATA:-${CARGO_TARGET_DIR:-$HERE/../../target}/release/strata}
 PATCH=${PATCH:-unobserved}
+BASE=${BASE:-layout}
+case "$BASE" in layout | registry) ;; *) echo "error: BASE must be layout or registry, got '$BASE'" >&2; exit 1 ;; esac
 REPEAT=${REPEAT:-1}
 case "$REPEAT" in '' | *[!0-9]* | 0) echo "error: REPEAT must be a number >= 1, got '$REPEAT'" >&2; exit 1 ;; esac
 PEERS=${PEERS-buildkit buildah}
@@ -55,6 +60,10 @@ case "$PATCH" in
 esac
 
 # Every prerequisite is checked before anything is timed, so a missing peer fails in seconds.
+if [ "$BASE" = registry ]; then
+  command -v docker-registry >/dev/null || { echo "error: docker-registry not found; hint: apt-get install docker-registry" >&2; exit 1; }
+  command -v skopeo >/dev/null || { echo "error: skopeo not found (it pushes the base); hint: apt-get install skopeo" >&2; exit 1; }
+fi
 [ -x "$STRATA" ] || { echo "error: no strata binary at $STRATA; hint: cargo build --release, or set STRATA" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "error: run as root (RUN steps, dockerd and buildah need it)" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "error: python3 not found; hint: apt-get install python3" >&2; exit 1; }
@@ -127,9 +136,11 @@ dockerd_start() {
   tail -5 "$DK/dockerd.log" >&2 || true
   exit 1
 }
+REGISTRY_PID=
 on_exit() {
   rc=$?
   dockerd_stop
+  [ -z "$REGISTRY_PID" ] || kill "$REGISTRY_PID" 2>/dev/null || true
   exit "$rc"
 }
 trap on_exit EXIT
@@ -171,12 +182,29 @@ for b in "${BASES[@]}"; do printf 'FROM scratch\nADD rootfs.tar /\nCMD ["/bin/ba
 du -sh "$R/base1/rootfs.tar" | awk '{print "base rootfs tar: " $1}'
 echo "patches: ${PATCHES[*]}"
 
+# BASE=registry: a private docker-registry on a free loopback port (stopped on exit).
+FROM_REF=oci-layout://base:1
+if [ "$BASE" = registry ]; then
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  REG=127.0.0.1:$port
+  printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n' \
+    "$R/registry" "$REG" > "$R/registry.yml"
+  docker-registry serve "$R/registry.yml" > "$R/registry.log" 2>&1 &
+  REGISTRY_PID=$!
+  for _ in $(seq 100); do python3 -c "import urllib.request; urllib.request.urlopen('http://$REG/v2/')" 2>/dev/null && break; sleep 0.1; done
+  FROM_REF=$REG/fleet/base:1
+  echo "base: $FROM_REF (docker-registry)"
+fi
+
 # The fleet, and the base as tag 1 of FLEET/base (moved to the patched image later).
-python3 "$HERE/gen-fleet.py" "$R/fleet" --apps "$N" --run 'useradd -u 1000 app && chown -R app /app'
+python3 "$HERE/gen-fleet.py" "$R/fleet" --apps "$N" --base "$FROM_REF" --run 'useradd -u 1000 app && chown -R app /app'
 BASE_STORE=$R/base-store
 export_base() { # base1|base2|...
   "$STRATA" --store "$BASE_STORE" build --progress plain -t base:1 --output "type=oci,dest=$R/fleet/base" "$R/$1" >/dev/null 2>"$R/base-build.log"
   python3 "$HERE/gen-fleet.py" "$R/fleet" --link-base
+  if [ "$BASE" = registry ]; then
+    skopeo copy -q --dest-tls-verify=false "oci:$R/fleet/base:1" "docker://$FROM_REF" >/dev/null
+  fi
 }
 export_base base1
 
@@ -298,7 +326,11 @@ run_peer() { # NAME
 # copied from the OCI layout into the daemon by skopeo.
 D=("$DOCKER" -H "unix://$DSOCK")
 buildkit_load() {
-  skopeo copy -q --dest-daemon-host "unix://$DSOCK" "oci:$R/fleet/base:1" docker-daemon:fleet-base:1 >/dev/null
+  if [ "$BASE" = registry ]; then # dockerd reaches a loopback registry over plain HTTP
+    "${D[@]}" pull -q "$FROM_REF" >/dev/null && "${D[@]}" tag "$FROM_REF" fleet-base:1
+  else
+    skopeo copy -q --dest-daemon-host "unix://$DSOCK" "oci:$R/fleet/base:1" docker-daemon:fleet-base:1 >/dev/null
+  fi
 }
 buildkit_loop() {
   for d in "$R"/fleet/apps/*/; do
@@ -311,7 +343,11 @@ buildkit_loop() {
 BROOT=$R/buildah-root; BRUN=$R/buildah-runroot
 B=(buildah --root "$BROOT" --runroot "$BRUN" --storage-driver overlay)
 buildah_load() {
-  id=$("${B[@]}" pull -q "oci:$R/fleet/base:1")
+  if [ "$BASE" = registry ]; then
+    id=$("${B[@]}" pull -q --tls-verify=false "docker://$FROM_REF")
+  else
+    id=$("${B[@]}" pull -q "oci:$R/fleet/base:1")
+  fi
   "${B[@]}" tag "$id" localhost/fleet-base:1
 }
 buildah_loop() {

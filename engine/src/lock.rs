@@ -234,6 +234,11 @@ pub struct LockedImages {
     /// `ADD` URLs and git refs used by this run, with their pins (`[urls]`, `[git]`).
     seen_urls: Mutex<BTreeMap<String, Digest>>,
     seen_git: Mutex<BTreeMap<String, String>>,
+    /// Registry references another image of this run resolved already ([`with_resolver`]):
+    /// used as pins, also when updating, so a fleet that names one base asks the registry once.
+    ///
+    /// [`with_resolver`]: Self::with_resolver
+    known: BTreeMap<String, Digest>,
 }
 
 impl LockedImages {
@@ -251,6 +256,7 @@ impl LockedImages {
             seen: Mutex::new(BTreeMap::new()),
             seen_urls: Mutex::new(BTreeMap::new()),
             seen_git: Mutex::new(BTreeMap::new()),
+            known: BTreeMap::new(),
         }
     }
 
@@ -315,8 +321,17 @@ impl LockedImages {
 
     /// The same lock and mode over another resolver (a workspace image resolves
     /// `oci-layout://` in its own context); its resolutions go back with [`absorb`](Self::absorb).
+    /// The registry references resolved so far (which mean the same in every context) are
+    /// pinned to what they resolved to: `strata lock --all --update` over 500 images on one
+    /// base asks the registry about it once, not 500 times.
     pub fn with_resolver(&self, inner: Arc<dyn ImageResolver>) -> LockedImages {
-        LockedImages::new(inner, self.lock.clone(), &self.path, self.mode.clone())
+        let mut l = LockedImages::new(inner, self.lock.clone(), &self.path, self.mode.clone());
+        l.known = self
+            .resolved()
+            .into_iter()
+            .filter(|(r, _)| !r.starts_with("oci-layout://"))
+            .collect();
+        l
     }
 
     /// Records what `other` resolved (see [`record_pin`](Self::record_pin)).
@@ -427,7 +442,10 @@ impl ImageResolver for LockedImages {
             LockMode::Update(only) => only.is_empty() || only.contains(reference),
             _ => false,
         };
-        let pin = self.lock.pins.get(reference).filter(|_| !refresh);
+        let pin = self
+            .known
+            .get(reference)
+            .or_else(|| self.lock.pins.get(reference).filter(|_| !refresh));
         let mut img = match pin {
             Some(d) => {
                 let img = self
@@ -734,6 +752,73 @@ mod tests {
                 new
             }]
         );
+    }
+
+    /// A registry that counts what it is asked: the tag resolves to `digest`, the digest to
+    /// itself.
+    #[derive(Debug)]
+    struct Counting {
+        digest: Digest,
+        asked: Mutex<Vec<String>>,
+    }
+
+    impl ImageResolver for Counting {
+        fn resolve(&self, reference: &str, _: &Platform) -> Result<BaseImage, ImageError> {
+            self.asked.lock().unwrap().push(reference.to_string());
+            Ok(BaseImage {
+                reference: reference.to_string(),
+                source: crate::image::BlobSource::Layout(PathBuf::new()),
+                pinned: self.digest,
+                manifest_digest: self.digest,
+                config_digest: self.digest,
+                config: serde_json::json!({}),
+                layers: Vec::new(),
+            })
+        }
+    }
+
+    /// `strata lock --all --update` of a fleet on one registry base: the first image's
+    /// resolution of the tag pins it for the others (asked by digest), so the registry is
+    /// asked about the tag once; an `oci-layout://` reference, which each image resolves in
+    /// its own context, is not carried over.
+    #[test]
+    fn an_update_resolves_a_registry_tag_once_for_every_image() {
+        let d = Digest::of(b"base v2");
+        let reg = Arc::new(Counting {
+            digest: d,
+            asked: Mutex::new(Vec::new()),
+        });
+        let mut old = Lockfile::default();
+        let r = "127.0.0.1:5000/fleet/base:1";
+        old.pins.insert(r.into(), Digest::of(b"base v1"));
+        old.pins
+            .insert("oci-layout://base:1".into(), Digest::of(b"layout v1"));
+        let shared = LockedImages::new(
+            reg.clone(),
+            old,
+            Path::new("/w/strata.lock"),
+            LockMode::Update(BTreeSet::new()),
+        );
+        let p = Platform::host();
+        for _ in 0..3 {
+            let per_image = shared.with_resolver(reg.clone());
+            assert_eq!(per_image.resolve(r, &p).unwrap().pinned, d);
+            per_image.resolve("oci-layout://base:1", &p).unwrap();
+            shared.absorb(&per_image).unwrap();
+        }
+        let asked = reg.asked.lock().unwrap().clone();
+        assert_eq!(asked.iter().filter(|a| *a == r).count(), 1, "{asked:?}");
+        assert_eq!(
+            asked.iter().filter(|a| **a == format!("{r}@{d}")).count(),
+            2,
+            "{asked:?}"
+        );
+        assert_eq!(
+            asked.iter().filter(|a| *a == "oci-layout://base:1").count(),
+            3,
+            "each context resolves its own layout: {asked:?}"
+        );
+        assert_eq!(shared.merged().pins[r], d);
     }
 
     #[test]

@@ -301,3 +301,66 @@ fn fleet_base_patch_reruns_only_run_steps_and_matches_from_scratch_builds() {
         assert_eq!(i["digest"], s["digest"], "{}", i["image"]);
     }
 }
+
+/// The same base patch with the base in a real registry (docker-registry), where users' bases
+/// live: `lock --all --update` moves the one pin, each RUN is reused (its base layer read once,
+/// as it downloads: solve::base_scan), and every image equals a from-scratch build.
+#[test]
+fn a_fleet_on_a_registry_base_reuses_its_run_steps_after_a_patch() {
+    require_run("the fleet tests");
+    let reg = support::registry::Registry::start();
+    let w = tempfile::tempdir().unwrap();
+    let ws = w.path().join("fleet");
+    let base_store = tempfile::tempdir().unwrap();
+    let base_ref = format!("{}/fleet/base:1", reg.host);
+    let n = 4;
+    let st = Command::new("python3")
+        .arg(gen_fleet())
+        .arg(&ws)
+        .args(["--apps", &n.to_string(), "--kb", "16", "--base", &base_ref])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let push_base = |level: &str| {
+        build_base(
+            base_store.path(),
+            w.path(),
+            level,
+            "",
+            &w.path().join("base-layout"),
+        );
+        ok(strata(
+            base_store.path(),
+            w.path(),
+            &["push", "base:1", &base_ref],
+        ));
+    };
+    push_base("1");
+    let store = tempfile::tempdir().unwrap();
+    let (cold, _) = build_all(&ws, store.path());
+    for i in images(&cold) {
+        assert_eq!(i["executed"], 2, "{i}");
+    }
+
+    push_base("2 (security fix)");
+    let (moved, _) = ok(strata(store.path(), &ws, &["lock", "--all", "--update"]));
+    assert_eq!(moved.lines().count(), 1, "one reference, one pin: {moved}");
+    assert!(
+        moved.starts_with(&format!("{base_ref}: sha256:")),
+        "{moved}"
+    );
+    let (patched, err) = build_all(&ws, store.path());
+    for i in images(&patched) {
+        assert_eq!(i["executed"], 0, "nothing runs: {i}\n{err}");
+        assert_eq!(i["reused"], 1, "the RUN is reused: {i}\n{err}");
+        assert_eq!(i["changed"], true, "{i}");
+    }
+    let (scratch, _) = build_all(&ws, tempfile::tempdir().unwrap().path());
+    for i in images(&patched) {
+        let s = images(&scratch)
+            .iter()
+            .find(|s| s["image"] == i["image"])
+            .unwrap();
+        assert_eq!(i["digest"], s["digest"], "{}", i["image"]);
+    }
+}

@@ -51,6 +51,29 @@ pub trait BlobFetcher: Send + Sync {
     /// Puts `layer` into `store`, verified against its digest before it becomes visible;
     /// nothing partial is kept on failure.
     fn fetch(&self, layer: &LayerDesc, store: &BlobStore) -> Result<(), BlobFetchError>;
+    /// [`fetch`](Self::fetch), showing the blob's bytes to `observe` in order as they arrive,
+    /// for a reader of the layer that works while it downloads (`solve::base_scan`); `observe`
+    /// returns false when it wants no more. The bytes shown are the blob only if the fetch
+    /// succeeds (a download that was retried may have shown a broken stream): the reader must
+    /// check what it read (a layer's diff_id). The default fetches, then shows the stored blob.
+    fn fetch_observed(
+        &self,
+        layer: &LayerDesc,
+        store: &BlobStore,
+        observe: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<(), BlobFetchError> {
+        self.fetch(layer, store)?;
+        let Ok(mut r) = store.open(&layer.digest) else {
+            return Ok(());
+        };
+        let mut buf = vec![0u8; 256 << 10];
+        while let Ok(n) = std::io::Read::read(&mut r, &mut buf) {
+            if n == 0 || !observe(&buf[..n]) {
+                break;
+            }
+        }
+        Ok(())
+    }
     /// Where the blobs come from, for messages (`registry 127.0.0.1:5000, repository app`).
     fn origin(&self) -> String;
 }

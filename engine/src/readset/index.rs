@@ -338,21 +338,35 @@ impl LayerIndex {
     pub fn build_from_with(
         blob: &Path,
         layer: &LayerDesc,
-        mut also: impl FnMut(&mut layer::LayerEntry<'_, layer::HashedStream>),
+        also: impl FnMut(&mut layer::LayerEntry<'_, layer::HashedStream>),
     ) -> Result<LayerIndex, ReadSetError> {
-        let digest = layer.digest;
-        let limits = layer::Limits::default();
-        let blob = std::fs::File::open(blob).map_err(|source| ReadSetError::Io {
+        let file = std::fs::File::open(blob).map_err(|source| ReadSetError::Io {
             op: "open layer blob",
             path: blob.to_path_buf(),
             source,
         })?;
+        LayerIndex::build_from_reader(
+            Box::new(io::BufReader::with_capacity(256 << 10, file)),
+            layer,
+            also,
+        )
+    }
+
+    /// [`build_from_with`](Self::build_from_with) of the compressed layer's bytes read from
+    /// `blob` (a file, or a download as it arrives).
+    pub fn build_from_reader(
+        blob: Box<dyn io::Read + Send>,
+        layer: &LayerDesc,
+        mut also: impl FnMut(&mut layer::LayerEntry<'_, layer::HashedStream>),
+    ) -> Result<LayerIndex, ReadSetError> {
+        let digest = layer.digest;
+        let limits = layer::Limits::default();
         let mut b = Builder::new();
         let mut buf = vec![0u8; 256 << 10];
         // Inflating on a second core while this one hashes and parses: about the larger of the
         // two instead of their sum.
         let found = layer::for_each_with_diff_id(
-            Box::new(io::BufReader::with_capacity(256 << 10, blob)),
+            blob,
             &layer.media_type,
             limits,
             |source| ReadSetError::Layer { digest, source },

@@ -56,7 +56,7 @@ pub fn pull_cache(
     };
     let (records_digest, size): (Digest, u64) =
         remote_cache::records_descriptor(&manifest, &origin).map_err(bad)?;
-    pull::fetch_blob(&client, store, source, &records_digest, size)?;
+    pull::fetch_blob(&client, store, source, &records_digest, size, None)?;
     let json = store.read_verified(&records_digest)?;
     let records = CacheRecords::from_json(&json, &origin).map_err(bad)?;
     Ok(ImportedCache::new(records, fetcher))

@@ -158,9 +158,28 @@ impl RegistryFetcher {
 
 impl BlobFetcher for RegistryFetcher {
     fn fetch(&self, layer: &LayerDesc, store: &BlobStore) -> Result<(), BlobFetchError> {
+        self.fetch_observed(layer, store, &mut |_| false)
+    }
+
+    fn fetch_observed(
+        &self,
+        layer: &LayerDesc,
+        store: &BlobStore,
+        observe: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<(), BlobFetchError> {
         let mut first_err = None;
+        // Only the first download is shown: a second one (another source) would show the
+        // observer a stream that starts over.
+        let mut observe = Some(observe);
         for r in &self.sources {
-            match pull::fetch_blob(&self.client, store, r, &layer.digest, layer.size) {
+            match pull::fetch_blob(
+                &self.client,
+                store,
+                r,
+                &layer.digest,
+                layer.size,
+                observe.take(),
+            ) {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     first_err.get_or_insert(e);

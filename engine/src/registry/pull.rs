@@ -103,7 +103,7 @@ pub fn resolve(
             limit: CONFIG_LIMIT,
         });
     }
-    fetch_blob(client, store, r, &config_digest, config.size)?;
+    fetch_blob(client, store, r, &config_digest, config.size, None)?;
     let config_bytes = store.read_verified(&config_digest)?;
     let config_json: Value = serde_json::from_slice(&config_bytes)
         .map_err(|e| bad(format!("config {config_digest} is not JSON: {e}")))?;
@@ -237,6 +237,7 @@ pub fn fetch_blob(
     r: &Reference,
     digest: &Digest,
     size: u64,
+    mut observe: Option<Observer<'_>>,
 ) -> Result<(), RegistryError> {
     if store.contains(digest) {
         return Ok(());
@@ -260,7 +261,14 @@ pub fn fetch_blob(
         let mut w = store.writer()?;
         // One byte more than expected is enough to tell an oversized blob.
         let mut body = resp.into_body().into_reader().take(size + 1);
-        let copied = io::copy(&mut body, &mut w);
+        // The first attempt's bytes are shown to `observe`; a retry's are not (they start over).
+        let copied = copy_large(
+            &mut body,
+            &mut Shown {
+                inner: &mut w,
+                observe: observe.take(),
+            },
+        );
         let got = w.size();
         match copied {
             Ok(_) if got > size => {
@@ -300,5 +308,47 @@ pub fn fetch_blob(
                 std::thread::sleep(client.retry_policy().initial * attempt);
             }
         }
+    }
+}
+
+/// What a download is shown to as it arrives (`BlobFetcher::fetch_observed`); false: no more.
+pub type Observer<'a> = &'a mut dyn FnMut(&[u8]) -> bool;
+
+/// Writes to `inner` and shows what was written to `observe`, until it wants no more.
+struct Shown<'w, 'o, W> {
+    inner: &'w mut W,
+    observe: Option<Observer<'o>>,
+}
+
+impl<W: io::Write> io::Write for Shown<'_, '_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(o) = self.observe.as_mut() {
+            if !o(&buf[..n]) {
+                self.observe = None;
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// `io::copy` in chunks of up to 256 KiB (its own buffer is 8 KiB): a download shown to an
+/// observer is handed over in a few hundred pieces per 50 MB instead of thousands.
+fn copy_large(r: &mut impl Read, w: &mut impl io::Write) -> io::Result<u64> {
+    let mut buf = vec![0u8; 256 << 10];
+    let mut n = 0u64;
+    loop {
+        let got = match r.read(&mut buf) {
+            Ok(0) => return Ok(n),
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        w.write_all(&buf[..got])?;
+        n += got as u64;
     }
 }

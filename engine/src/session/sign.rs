@@ -237,7 +237,7 @@ impl Session {
                         Err(e) => return Err(e.into()),
                     };
                 let verified = sign::verify(key, &image, &manifest, &sig, &mut |l| {
-                    fetch_blob(&client, blobs, &sig_ref, &l.payload_digest, l.size)?;
+                    fetch_blob(&client, blobs, &sig_ref, &l.payload_digest, l.size, None)?;
                     Ok(blobs.read_verified(&l.payload_digest)?)
                 })?;
                 Ok(VerifiedAt {

@@ -15,6 +15,8 @@
 //! ([`LayerIndex::build_from_with`]) and keeps nothing of a layer that fails it, so what it
 //! derives describes the layer whatever file the bytes came from.
 
+use std::io::Read;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, MutexGuard};
 
 use strata_cache::Store;
@@ -25,6 +27,77 @@ use super::shared::{IndexSlot, TreeSlot};
 use crate::image::{BaseImage, BlobSource};
 use crate::readset::LayerIndex;
 use crate::solve::Shared;
+
+/// A registry base's fresh layers as its import downloads them: the scan reads each from a
+/// [`FeedReader`] while the store writes it ([`Feeds::observer`], `commit::import_base_fed`),
+/// so the base is read once and the reading overlaps the download.
+pub(crate) struct Feeds(Vec<Option<SyncSender<Vec<u8>>>>);
+
+/// Chunks of a download a reader may lag behind (io::copy writes 8 KiB at a time).
+const FEED_CHUNKS: usize = 128;
+
+/// The feeds of the `fresh` layers, and their readers (one per layer, `None` where not fresh).
+pub(crate) fn feeds(fresh: &[bool]) -> (Feeds, Vec<Option<FeedReader>>) {
+    let (tx, rx) = fresh
+        .iter()
+        .map(|&f| {
+            if !f {
+                return (None, None);
+            }
+            let (tx, rx) = sync_channel(FEED_CHUNKS);
+            (
+                Some(tx),
+                Some(FeedReader {
+                    rx,
+                    chunk: Vec::new(),
+                    at: 0,
+                }),
+            )
+        })
+        .unzip();
+    (Feeds(tx), rx)
+}
+
+impl Feeds {
+    /// What the download of layer `i` is shown to; dropping it ends the reader's stream.
+    pub(crate) fn observer(&mut self, i: usize) -> impl FnMut(&[u8]) -> bool {
+        let mut tx = self.0.get_mut(i).and_then(Option::take);
+        move |bytes| match &tx {
+            Some(t) if t.send(bytes.to_vec()).is_ok() => true,
+            _ => {
+                // The reader is gone (it did not want this layer, or stopped).
+                tx = None;
+                false
+            }
+        }
+    }
+}
+
+/// The bytes of one download, in order; the end of the stream when the download stops (the
+/// diff_id check tells a stream cut short).
+pub(crate) struct FeedReader {
+    rx: Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl Read for FeedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(c) => {
+                    self.chunk = c;
+                    self.at = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
 
 /// What the stage will ask of its base.
 #[derive(Debug, Clone, Copy)]
@@ -46,28 +119,37 @@ pub(crate) fn scan(
     shared: &Shared,
     img: &BaseImage,
     fresh: &[bool],
+    mut feeds: Vec<Option<FeedReader>>,
     wants: Wants,
     claimed: impl FnOnce(),
 ) {
     if !wants.index || !fresh.contains(&true) {
         return claimed();
     }
-    // Where a fresh layer's bytes are: the layout's file until the store has the blob.
+    feeds.resize_with(img.layers.len(), || None);
+    // Where a fresh layer's bytes are: its feed (a registry base being downloaded), else the
+    // layout's file until the store has the blob, else the store's.
     let file = |l: &crate::image::LayerDesc| match &img.source {
         BlobSource::Layout(dir) if !store.blobs().contains(&l.digest) => {
             Some(dir.join("blobs/sha256").join(l.digest.hex()))
         }
         _ if store.blobs().contains(&l.digest) => Some(store.blobs().path(&l.digest)),
-        // A registry base's layer not imported yet: nothing local to read.
+        // A registry base's layer not imported yet, and no feed: nothing local to read.
         _ => None,
     };
+    let readable: Vec<bool> = img
+        .layers
+        .iter()
+        .zip(&feeds)
+        .map(|(l, f)| f.is_some() || file(l).is_some())
+        .collect();
     // The index slots of the fresh layers that nobody has made or is making, and that the
     // store has no index file of (those are loaded, not read).
     let slots: Vec<Option<IndexSlot>> = img
         .layers
         .iter()
-        .zip(fresh)
-        .map(|(l, &f)| (f && file(l).is_some()).then(|| shared.index_slot(&l.diff_id)))
+        .zip(fresh.iter().zip(&readable))
+        .map(|(l, (&f, &r))| (f && r).then(|| shared.index_slot(&l.diff_id)))
         .collect();
     let mut held: Vec<Option<MutexGuard<'_, Option<Arc<LayerIndex>>>>> = slots
         .iter()
@@ -105,7 +187,7 @@ pub(crate) fn scan(
     claimed();
 
     let mut tree = tree_held.is_some().then(TreeBuilder::metadata_only);
-    for (l, g) in img.layers.iter().zip(held.iter_mut()) {
+    for ((l, g), feed) in img.layers.iter().zip(held.iter_mut()).zip(feeds) {
         let dg = l.digest.to_string();
         if let Some(t) = tree.as_mut() {
             t.begin_layer();
@@ -119,10 +201,7 @@ pub(crate) fn scan(
             }
             continue;
         };
-        let Some(file) = file(l) else {
-            unreachable!("a layer with no local bytes is not held")
-        };
-        let built = LayerIndex::build_from_with(&file, l, |le| {
+        let mut also = |le: &mut crate::layer::LayerEntry<'_, crate::layer::HashedStream>| {
             let failed = match tree.as_mut() {
                 Some(t) => t.entry(le, &dg).is_err(),
                 None => false,
@@ -130,7 +209,12 @@ pub(crate) fn scan(
             if failed {
                 tree = None;
             }
-        });
+        };
+        let built = match (feed, file(l)) {
+            (Some(feed), _) => LayerIndex::build_from_reader(Box::new(feed), l, &mut also),
+            (None, Some(file)) => LayerIndex::build_from_with(&file, l, &mut also),
+            (None, None) => unreachable!("a layer with nothing to read is not held"),
+        };
         match built.and_then(|ix| ix.save(store, l).map(|()| ix)) {
             Ok(ix) => **slot = Some(Arc::new(ix)),
             Err(_) => {
@@ -207,6 +291,15 @@ mod tests {
         }
     }
 
+    /// Whether layer `i`'s index is in the session's slot.
+    fn made(shared: &Shared, img: &BaseImage, i: usize) -> bool {
+        shared
+            .index_slot(&img.layers[i].diff_id)
+            .lock()
+            .unwrap()
+            .is_some()
+    }
+
     const BOTH: Wants = Wants {
         index: true,
         tree: true,
@@ -222,7 +315,15 @@ mod tests {
         let img = base(&tmp.path().join("layout"));
         let shared = Shared::default();
         let mut said = false;
-        scan(&store, &shared, &img, &[true, true], BOTH, || said = true);
+        scan(
+            &store,
+            &shared,
+            &img,
+            &[true, true],
+            Vec::new(),
+            BOTH,
+            || said = true,
+        );
         assert!(said);
         for l in &img.layers {
             assert!(shared.index_slot(&l.diff_id).lock().unwrap().is_some());
@@ -252,17 +353,17 @@ mod tests {
         let mut img = base(&tmp.path().join("layout"));
         img.layers[1].diff_id = strata_cache::Digest::of(b"a lie");
         let shared = Shared::default();
-        scan(&store, &shared, &img, &[true, true], BOTH, || {});
-        assert!(shared
-            .index_slot(&img.layers[0].diff_id)
-            .lock()
-            .unwrap()
-            .is_some());
-        assert!(shared
-            .index_slot(&img.layers[1].diff_id)
-            .lock()
-            .unwrap()
-            .is_none());
+        scan(
+            &store,
+            &shared,
+            &img,
+            &[true, true],
+            Vec::new(),
+            BOTH,
+            || {},
+        );
+        assert!(made(&shared, &img, 0));
+        assert!(!made(&shared, &img, 1));
         assert!(LayerIndex::load(&store, &img.layers[1]).is_none());
         assert!(tree_of(&shared, &img).is_none());
     }
@@ -277,30 +378,50 @@ mod tests {
         let shared = Shared::default();
         let slot = shared.index_slot(&img.layers[0].diff_id);
         let busy = slot.lock().unwrap();
-        scan(&store, &shared, &img, &[true, true], BOTH, || {});
+        scan(
+            &store,
+            &shared,
+            &img,
+            &[true, true],
+            Vec::new(),
+            BOTH,
+            || {},
+        );
         drop(busy);
         assert!(slot.lock().unwrap().is_none(), "held by another: not made");
         assert!(
             tree_of(&shared, &img).is_none(),
             "a layer not read: no tree"
         );
-        assert!(shared
-            .index_slot(&img.layers[1].diff_id)
-            .lock()
-            .unwrap()
-            .is_some());
+        assert!(made(&shared, &img, 1));
 
         let shared = Shared::default();
         let index_only = Wants {
             index: true,
             tree: false,
         };
-        scan(&store, &shared, &img, &[true, true], index_only, || {});
+        scan(
+            &store,
+            &shared,
+            &img,
+            &[true, true],
+            Vec::new(),
+            index_only,
+            || {},
+        );
         assert!(tree_of(&shared, &img).is_none());
 
         crate::solve::import_base(&store, &img).unwrap();
         let shared = Shared::default();
-        scan(&store, &shared, &img, &[false, false], BOTH, || {});
+        scan(
+            &store,
+            &shared,
+            &img,
+            &[false, false],
+            Vec::new(),
+            BOTH,
+            || {},
+        );
         assert!(tree_of(&shared, &img).is_none(), "no fresh layer: no pass");
     }
 
@@ -331,17 +452,29 @@ mod tests {
         let mut img = base(&tmp.path().join("layout"));
         img.source = BlobSource::Fetcher(Arc::new(FromDir(tmp.path().join("layout"))));
         let shared = Shared::default();
-        scan(&store, &shared, &img, &[true, true], BOTH, || {});
+        scan(
+            &store,
+            &shared,
+            &img,
+            &[true, true],
+            Vec::new(),
+            BOTH,
+            || {},
+        );
         assert!(tree_of(&shared, &img).is_none());
-        for l in &img.layers {
-            assert!(shared.index_slot(&l.diff_id).lock().unwrap().is_none());
-        }
+        assert!(!made(&shared, &img, 0) && !made(&shared, &img, 1));
         crate::solve::import_base(&store, &img).unwrap();
         std::fs::remove_dir_all(tmp.path().join("layout")).unwrap();
-        scan(&store, &shared, &img, &[true, true], BOTH, || {});
+        scan(
+            &store,
+            &shared,
+            &img,
+            &[true, true],
+            Vec::new(),
+            BOTH,
+            || {},
+        );
         assert!(tree_of(&shared, &img).is_some());
-        for l in &img.layers {
-            assert!(shared.index_slot(&l.diff_id).lock().unwrap().is_some());
-        }
+        assert!(made(&shared, &img, 0) && made(&shared, &img, 1));
     }
 }

@@ -160,7 +160,17 @@ pub(crate) fn chunk_cache(store: &Store) -> std::sync::Arc<dyn layer::ChunkCache
 /// Puts a base image's layer blobs into the store (from its layout or registry), verifying
 /// each against its digest.
 pub fn import_base(store: &Store, img: &image::BaseImage) -> Result<(), BuildError> {
-    for l in &img.layers {
+    import_base_fed(store, img, None)
+}
+
+/// [`import_base`], showing a registry base's layer bytes to `feeds` as they download (the
+/// reader of a fresh base works meanwhile: `base_scan`).
+pub(crate) fn import_base_fed(
+    store: &Store,
+    img: &image::BaseImage,
+    mut feeds: Option<&mut super::base_scan::Feeds>,
+) -> Result<(), BuildError> {
+    for (i, l) in img.layers.iter().enumerate() {
         if store.blobs().contains(&l.digest) {
             continue;
         }
@@ -173,7 +183,10 @@ pub fn import_base(store: &Store, img: &image::BaseImage) -> Result<(), BuildErr
                     .map(|_| ())
                     .map_err(image::BlobFetchError::from)
             }
-            image::BlobSource::Fetcher(f) => f.fetch(l, store.blobs()),
+            image::BlobSource::Fetcher(f) => match feeds.as_deref_mut() {
+                Some(feeds) => f.fetch_observed(l, store.blobs(), &mut feeds.observer(i)),
+                None => f.fetch(l, store.blobs()),
+            },
         };
         result.map_err(|source| BuildError::BaseBlob {
             digest: l.digest,

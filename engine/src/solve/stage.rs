@@ -120,9 +120,16 @@ impl<'a> Build<'a> {
             steps: stage.steps.len(),
         });
         let run = std::thread::scope(|sc| {
+            // One import at a time of a base: a fleet's images start on it together. Held from
+            // before the scan below claims its slots, so the image that imports is the one
+            // whose scan reads the download.
+            let importing = match &stage.base {
+                Base::Image(img) => Some(self.opts.shared.lock(keys::import(&img.manifest_digest))),
+                _ => None,
+            };
             // A new base (a layer the store has no blob of) is read once for what the stage
             // will ask of it (base_scan): an OCI layout's from the layout while the store
-            // imports it, a registry's from the store once it is imported.
+            // imports it, a registry's as it downloads (base_scan::Feeds).
             let scan = match &stage.base {
                 Base::Image(img) => {
                     let fresh: Vec<bool> = img
@@ -134,18 +141,22 @@ impl<'a> Build<'a> {
                 }
                 _ => None,
             };
-            let start_scan = |img, fresh| self.start_base_scan(sc, s, img, fresh);
-            let mut scan = scan.and_then(|(img, fresh)| match &img.source {
-                image::BlobSource::Layout(_) => {
-                    start_scan(img, fresh);
-                    None
-                }
-                image::BlobSource::Fetcher(_) => Some((img, fresh)),
-            });
-            let mut run = StageRun::start(self, s)?;
-            if let Some((img, fresh)) = scan.take() {
-                start_scan(img, fresh);
+            let mut feeds = None;
+            if let Some((img, fresh)) = scan {
+                let readers = match &img.source {
+                    image::BlobSource::Layout(_) => Vec::new(),
+                    image::BlobSource::Fetcher(_) => {
+                        let (f, r) = base_scan::feeds(&fresh);
+                        feeds = Some(f);
+                        r
+                    }
+                };
+                self.start_base_scan(sc, s, img, fresh, readers);
             }
+            let mut run = StageRun::start(self, s, feeds.as_mut())?;
+            // The import is over: a feed nobody read ends here.
+            drop(feeds);
+            drop(importing);
             self.steps(sc, s, &mut run)?;
             Ok::<_, BuildError>(run)
         })?;
@@ -160,6 +171,7 @@ impl<'a> Build<'a> {
         s: usize,
         img: &'env image::BaseImage,
         fresh: Vec<bool>,
+        feeds: Vec<Option<base_scan::FeedReader>>,
     ) {
         let stage = &self.plan.stages[s];
         let wants = base_scan::Wants {
@@ -173,9 +185,17 @@ impl<'a> Build<'a> {
         };
         let (claimed, is_claimed) = std::sync::mpsc::sync_channel(1);
         sc.spawn(move || {
-            base_scan::scan(self.store, &self.opts.shared, img, &fresh, wants, || {
-                let _ = claimed.send(());
-            })
+            base_scan::scan(
+                self.store,
+                &self.opts.shared,
+                img,
+                &fresh,
+                feeds,
+                wants,
+                || {
+                    let _ = claimed.send(());
+                },
+            )
         });
         let _ = is_claimed.recv();
     }
@@ -365,7 +385,11 @@ struct StageRun<'b, 'a> {
 
 impl<'b, 'a> StageRun<'b, 'a> {
     /// The stage's base: its key, layers and config.
-    fn start(b: &'b Build<'a>, s: usize) -> Result<Self, BuildError> {
+    fn start(
+        b: &'b Build<'a>,
+        s: usize,
+        feeds: Option<&mut base_scan::Feeds>,
+    ) -> Result<Self, BuildError> {
         let stage = &b.plan.stages[s];
         let platform = stage.platform.to_string();
         let mut lineage = Lineage {
@@ -387,9 +411,8 @@ impl<'b, 'a> StageRun<'b, 'a> {
                 )
             }
             Base::Image(img) => {
-                // One import at a time of a base: a fleet's images start on it together.
-                let _importing = b.opts.shared.lock(keys::import(&img.manifest_digest));
-                import_base(b.store, img)?;
+                // (Under the session's import lock of this base: `Build::run_stage`.)
+                commit::import_base_fed(b.store, img, feeds)?;
                 lineage.base_manifest = Some(img.manifest_digest);
                 lineage.base_layers = img.layers.len() as u32;
                 lineage.base_history = img
