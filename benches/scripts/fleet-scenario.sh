@@ -344,7 +344,8 @@ BROOT=$R/buildah-root; BRUN=$R/buildah-runroot
 B=(buildah --root "$BROOT" --runroot "$BRUN" --storage-driver overlay)
 buildah_load() {
   if [ "$BASE" = registry ]; then
-    id=$("${B[@]}" pull -q --tls-verify=false "docker://$FROM_REF")
+    # (--policy always: buildah pull keeps a name it has by default, whatever the registry says)
+    id=$("${B[@]}" pull -q --policy always --tls-verify=false "docker://$FROM_REF")
   else
     id=$("${B[@]}" pull -q "oci:$R/fleet/base:1")
   fi
