@@ -33,8 +33,9 @@ use crate::solve::Shared;
 /// so the base is read once and the reading overlaps the download.
 pub(crate) struct Feeds(Vec<Option<SyncSender<Vec<u8>>>>);
 
-/// Chunks of a download a reader may lag behind (io::copy writes 8 KiB at a time).
-const FEED_CHUNKS: usize = 128;
+/// Chunks of a download a reader may lag behind (the registry fetcher hands over up to 256 KiB
+/// at a time: 2 MiB at most in flight per layer).
+const FEED_CHUNKS: usize = 8;
 
 /// The feeds of the `fresh` layers, and their readers (one per layer, `None` where not fresh).
 pub(crate) fn feeds(fresh: &[bool]) -> (Feeds, Vec<Option<FeedReader>>) {
@@ -171,15 +172,11 @@ pub(crate) fn scan(
             *g = None;
         }
     }
-    // The tree, when every layer is either read here or already in the store (read from
-    // there, as `Tree::scan` would).
-    let tree_slot: Option<TreeSlot> = (wants.tree
-        && img
-            .layers
-            .iter()
-            .zip(&held)
-            .all(|(l, g)| g.is_some() || store.blobs().contains(&l.digest)))
-    .then(|| shared.tree_slot(keys::layers(&img.layers)));
+    // The tree, when every layer is read here. (A base with layers the store has already, under
+    // a new top layer, is left to the COPY's own scan: reading those first here would hold
+    // back the download of the new one, which waits for this reader.)
+    let tree_slot: Option<TreeSlot> = (wants.tree && held.iter().all(Option::is_some))
+        .then(|| shared.tree_slot(keys::layers(&img.layers)));
     let mut tree_held = tree_slot
         .as_ref()
         .and_then(|s| s.try_lock().ok())
@@ -193,12 +190,7 @@ pub(crate) fn scan(
             t.begin_layer();
         }
         let Some(slot) = g else {
-            // In the store already (see `tree_slot`): the tree alone reads it.
-            if let Some(t) = tree.as_mut() {
-                if t.read_layer(store.blobs(), l).is_err() {
-                    tree = None;
-                }
-            }
+            // Not read here (then there is no tree either: see `tree_slot`).
             continue;
         };
         let mut also = |le: &mut crate::layer::LayerEntry<'_, crate::layer::HashedStream>| {

@@ -162,15 +162,6 @@ impl<'w> TreeBuilder<'w> {
     /// Reads layer `l` from the store and applies its entries (after [`begin_layer`]).
     ///
     /// [`begin_layer`]: Self::begin_layer
-    pub(crate) fn read_layer(
-        &mut self,
-        blobs: &BlobStore,
-        l: &LayerDesc,
-    ) -> Result<(), RootfsError> {
-        // The limits snapshots for RUN have: a layer too large to unpack is too large to scan.
-        self.read_layer_with(blobs, l, layer::Limits::default())
-    }
-
     fn read_layer_with(
         &mut self,
         blobs: &BlobStore,
@@ -210,6 +201,7 @@ impl Tree {
         want: &dyn Fn(&str) -> bool,
         spool_dir: &Path,
     ) -> Result<Tree, RootfsError> {
+        // The limits snapshots for RUN have: a layer too large to unpack is too large to scan.
         Tree::scan_with(blobs, layers, want, spool_dir, layer::Limits::default())
     }
 
