@@ -283,6 +283,14 @@ mod tests {
         }
     }
 
+    /// A store, and a two-layer base in an OCI layout beside it (`tmp/layout`).
+    fn fixture() -> (tempfile::TempDir, Store, BaseImage) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("store")).unwrap();
+        let img = base(&tmp.path().join("layout"));
+        (tmp, store, img)
+    }
+
     /// Whether layer `i`'s index is in the session's slot.
     fn made(shared: &Shared, img: &BaseImage, i: usize) -> bool {
         shared
@@ -302,9 +310,7 @@ mod tests {
     /// store, and the indexes are kept in the store too.
     #[test]
     fn one_pass_makes_the_indexes_and_the_tree() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(&tmp.path().join("store")).unwrap();
-        let img = base(&tmp.path().join("layout"));
+        let (tmp, store, img) = fixture();
         let shared = Shared::default();
         let mut said = false;
         scan(
@@ -340,9 +346,7 @@ mod tests {
     /// tree), so whoever needs them reads the layer and meets the error.
     #[test]
     fn a_layer_that_is_not_its_diff_id_leaves_the_slots_empty() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(&tmp.path().join("store")).unwrap();
-        let mut img = base(&tmp.path().join("layout"));
+        let (_tmp, store, mut img) = fixture();
         img.layers[1].diff_id = strata_cache::Digest::of(b"a lie");
         let shared = Shared::default();
         scan(
@@ -364,9 +368,7 @@ mod tests {
     /// stage asks for it; a base whose blobs the store has is not read.
     #[test]
     fn what_is_not_wanted_or_someone_else_makes_is_left_alone() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(&tmp.path().join("store")).unwrap();
-        let img = base(&tmp.path().join("layout"));
+        let (_tmp, store, img) = fixture();
         let shared = Shared::default();
         let slot = shared.index_slot(&img.layers[0].diff_id);
         let busy = slot.lock().unwrap();
@@ -439,9 +441,7 @@ mod tests {
     /// so the steps read it themselves); after it, the one pass reads the store's blobs.
     #[test]
     fn a_registry_base_is_read_from_the_store_after_its_import() {
-        let tmp = tempfile::tempdir().unwrap();
-        let store = Store::open(&tmp.path().join("store")).unwrap();
-        let mut img = base(&tmp.path().join("layout"));
+        let (tmp, store, mut img) = fixture();
         img.source = BlobSource::Fetcher(Arc::new(FromDir(tmp.path().join("layout"))));
         let shared = Shared::default();
         scan(
