@@ -111,8 +111,8 @@ pub(crate) struct Wants {
 
 /// Reads the layers of `img` marked `fresh` (the store had no blob of them when the stage
 /// started), once each, making what `wants` asks for (module docs): from the image's OCI
-/// layout while the store imports them, or, for a registry base, from the store after its
-/// import. `claimed` is called as soon as the slots this scan will fill are held (or it has
+/// layout while the store imports them, or, for a registry base, from `feeds` as the import
+/// downloads them (else from the store, once they are there). `claimed` is called as soon as the slots this scan will fill are held (or it has
 /// found nothing to do): a caller that waits for it before going on is sure that its own
 /// requests wait for this scan rather than race it.
 pub(crate) fn scan(

@@ -177,9 +177,8 @@ impl<'a> Build<'a> {
         let wants = base_scan::Wants {
             index: self.readset_eligible(s),
             tree: stage.steps.first().is_some_and(|st| match &st.kind {
-                StepKind::Copy(spec) => {
-                    !spec.is_remote() && keys::parent_use(spec) == ParentUse::Facts
-                }
+                // Exactly the COPYs whose key reads the session's parent tree (`copy::prepare`).
+                StepKind::Copy(spec) => keys::parent_use(spec) == ParentUse::Facts,
                 _ => false,
             }),
         };
