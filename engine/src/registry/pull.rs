@@ -260,9 +260,12 @@ pub fn fetch_blob(
         }
         let mut w = store.writer()?;
         // One byte more than expected is enough to tell an oversized blob.
-        let mut body = resp.into_body().into_reader().take(size + 1);
+        // Through a 256 KiB buffer, which `io::copy` writes out as it fills (its own is 8 KiB):
+        // a download shown to an observer goes over in a few hundred pieces per 50 MB.
+        let mut body =
+            io::BufReader::with_capacity(256 << 10, resp.into_body().into_reader().take(size + 1));
         // The first attempt's bytes are shown to `observe`; a retry's are not (they start over).
-        let copied = copy_large(
+        let copied = io::copy(
             &mut body,
             &mut Shown {
                 inner: &mut w,
@@ -333,22 +336,5 @@ impl<W: io::Write> io::Write for Shown<'_, '_, W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
-    }
-}
-
-/// `io::copy` in chunks of up to 256 KiB (its own buffer is 8 KiB): a download shown to an
-/// observer is handed over in a few hundred pieces per 50 MB instead of thousands.
-fn copy_large(r: &mut impl Read, w: &mut impl io::Write) -> io::Result<u64> {
-    let mut buf = vec![0u8; 256 << 10];
-    let mut n = 0u64;
-    loop {
-        let got = match r.read(&mut buf) {
-            Ok(0) => return Ok(n),
-            Ok(got) => got,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        w.write_all(&buf[..got])?;
-        n += got as u64;
     }
 }
