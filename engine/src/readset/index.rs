@@ -395,20 +395,10 @@ impl LayerIndex {
         store: &strata_cache::Store,
         layer: &LayerDesc,
     ) -> Result<Arc<LayerIndex>, ReadSetError> {
-        LayerIndex::load_or_build_from(store, layer, &store.blobs().path(&layer.digest))
-    }
-
-    /// [`load_or_build`](Self::load_or_build), building from the compressed layer in the file
-    /// `blob` when the store has no index ([`build_from`](Self::build_from)).
-    pub fn load_or_build_from(
-        store: &strata_cache::Store,
-        layer: &LayerDesc,
-        blob: &Path,
-    ) -> Result<Arc<LayerIndex>, ReadSetError> {
         if let Some(ix) = LayerIndex::load(store, layer) {
             return Ok(Arc::new(ix));
         }
-        let ix = LayerIndex::build_from(blob, layer)?;
+        let ix = LayerIndex::build(store.blobs(), layer)?;
         ix.save(store, layer)?;
         Ok(Arc::new(ix))
     }
