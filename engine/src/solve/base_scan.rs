@@ -291,6 +291,11 @@ mod tests {
         (tmp, store, img)
     }
 
+    /// [`scan`] without feeds, not waited for.
+    fn run(store: &Store, shared: &Shared, img: &BaseImage, fresh: &[bool], wants: Wants) {
+        scan(store, shared, img, fresh, Vec::new(), wants, || {});
+    }
+
     /// Whether layer `i`'s index is in the session's slot.
     fn made(shared: &Shared, img: &BaseImage, i: usize) -> bool {
         shared
@@ -349,15 +354,7 @@ mod tests {
         let (_tmp, store, mut img) = fixture();
         img.layers[1].diff_id = strata_cache::Digest::of(b"a lie");
         let shared = Shared::default();
-        scan(
-            &store,
-            &shared,
-            &img,
-            &[true, true],
-            Vec::new(),
-            BOTH,
-            || {},
-        );
+        run(&store, &shared, &img, &[true, true], BOTH);
         assert!(made(&shared, &img, 0));
         assert!(!made(&shared, &img, 1));
         assert!(LayerIndex::load(&store, &img.layers[1]).is_none());
@@ -372,15 +369,7 @@ mod tests {
         let shared = Shared::default();
         let slot = shared.index_slot(&img.layers[0].diff_id);
         let busy = slot.lock().unwrap();
-        scan(
-            &store,
-            &shared,
-            &img,
-            &[true, true],
-            Vec::new(),
-            BOTH,
-            || {},
-        );
+        run(&store, &shared, &img, &[true, true], BOTH);
         drop(busy);
         assert!(slot.lock().unwrap().is_none(), "held by another: not made");
         assert!(
@@ -394,28 +383,12 @@ mod tests {
             index: true,
             tree: false,
         };
-        scan(
-            &store,
-            &shared,
-            &img,
-            &[true, true],
-            Vec::new(),
-            index_only,
-            || {},
-        );
+        run(&store, &shared, &img, &[true, true], index_only);
         assert!(tree_of(&shared, &img).is_none());
 
         crate::solve::import_base(&store, &img).unwrap();
         let shared = Shared::default();
-        scan(
-            &store,
-            &shared,
-            &img,
-            &[false, false],
-            Vec::new(),
-            BOTH,
-            || {},
-        );
+        run(&store, &shared, &img, &[false, false], BOTH);
         assert!(tree_of(&shared, &img).is_none(), "no fresh layer: no pass");
     }
 
@@ -444,29 +417,58 @@ mod tests {
         let (tmp, store, mut img) = fixture();
         img.source = BlobSource::Fetcher(Arc::new(FromDir(tmp.path().join("layout"))));
         let shared = Shared::default();
-        scan(
-            &store,
-            &shared,
-            &img,
-            &[true, true],
-            Vec::new(),
-            BOTH,
-            || {},
-        );
+        run(&store, &shared, &img, &[true, true], BOTH);
         assert!(tree_of(&shared, &img).is_none());
         assert!(!made(&shared, &img, 0) && !made(&shared, &img, 1));
         crate::solve::import_base(&store, &img).unwrap();
         std::fs::remove_dir_all(tmp.path().join("layout")).unwrap();
-        scan(
-            &store,
-            &shared,
-            &img,
-            &[true, true],
-            Vec::new(),
-            BOTH,
-            || {},
-        );
+        run(&store, &shared, &img, &[true, true], BOTH);
         assert!(tree_of(&shared, &img).is_some());
         assert!(made(&shared, &img, 0) && made(&shared, &img, 1));
+    }
+
+    /// A registry base read as it downloads: the import shows each fresh layer's bytes to the
+    /// scan's feed, and the one pass makes the indexes and the tree from them.
+    #[test]
+    fn a_registry_base_is_read_from_its_download() {
+        let (tmp, store, mut img) = fixture();
+        let fetcher = Arc::new(FromDir(tmp.path().join("layout")));
+        img.source = BlobSource::Fetcher(fetcher.clone());
+        let shared = Shared::default();
+        let fresh = [true, true];
+        let (mut feeds, readers) = feeds(&fresh);
+        std::thread::scope(|sc| {
+            let (claimed, is_claimed) = sync_channel(1);
+            let scanning = sc.spawn(|| {
+                scan(&store, &shared, &img, &fresh, readers, BOTH, move || {
+                    claimed.send(()).unwrap()
+                })
+            });
+            is_claimed.recv().unwrap();
+            crate::solve::commit::import_base_fed(&store, &img, Some(&mut feeds)).unwrap();
+            scanning.join().unwrap();
+        });
+        assert!(made(&shared, &img, 0) && made(&shared, &img, 1));
+        assert!(tree_of(&shared, &img).is_some());
+    }
+
+    /// A download that ends before the layer does (a cut connection, a retry): the stream
+    /// fails the diff_id check, and the slots are left empty for the steps to fill.
+    #[test]
+    fn a_cut_download_leaves_the_slots_empty() {
+        let (_tmp, store, img) = fixture();
+        let shared = Shared::default();
+        let fresh = [true, true];
+        let (mut feeds, readers) = feeds(&fresh);
+        std::thread::scope(|sc| {
+            let scanning = sc.spawn(|| scan(&store, &shared, &img, &fresh, readers, BOTH, || {}));
+            for i in 0..2 {
+                let mut show = feeds.observer(i);
+                show(b"\x1f\x8b\x08\x00 and then nothing");
+            }
+            scanning.join().unwrap();
+        });
+        assert!(!made(&shared, &img, 0) && !made(&shared, &img, 1));
+        assert!(tree_of(&shared, &img).is_none());
     }
 }
