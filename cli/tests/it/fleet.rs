@@ -196,6 +196,18 @@ fn build_all(ws: &Path, store: &Path) -> (Value, String) {
     support::build_all(ws, store, &[])
 }
 
+/// Every image of `report` has the digest a from-scratch build of `ws` in a fresh store gives.
+fn assert_same_as_from_scratch(ws: &Path, report: &Value) {
+    let (scratch, _) = build_all(ws, tempfile::tempdir().unwrap().path());
+    for i in images(report) {
+        let s = images(&scratch)
+            .iter()
+            .find(|s| s["image"] == i["image"])
+            .unwrap();
+        assert_eq!(i["digest"], s["digest"], "{}", i["image"]);
+    }
+}
+
 fn images(r: &Value) -> &Vec<Value> {
     r["images"].as_array().unwrap()
 }
@@ -292,14 +304,7 @@ fn fleet_base_patch_reruns_only_run_steps_and_matches_from_scratch_builds() {
     );
 
     // Every image equals a from-scratch build against the new base, in a fresh store.
-    let (scratch, _) = build_all(&ws, tempfile::tempdir().unwrap().path());
-    for i in images(&patched) {
-        let s = images(&scratch)
-            .iter()
-            .find(|s| s["image"] == i["image"])
-            .unwrap();
-        assert_eq!(i["digest"], s["digest"], "{}", i["image"]);
-    }
+    assert_same_as_from_scratch(&ws, &patched);
 }
 
 /// The same base patch with the base in a real registry (docker-registry), where users' bases
@@ -355,12 +360,5 @@ fn a_fleet_on_a_registry_base_reuses_its_run_steps_after_a_patch() {
         assert_eq!(i["reused"], 1, "the RUN is reused: {i}\n{err}");
         assert_eq!(i["changed"], true, "{i}");
     }
-    let (scratch, _) = build_all(&ws, tempfile::tempdir().unwrap().path());
-    for i in images(&patched) {
-        let s = images(&scratch)
-            .iter()
-            .find(|s| s["image"] == i["image"])
-            .unwrap();
-        assert_eq!(i["digest"], s["digest"], "{}", i["image"]);
-    }
+    assert_same_as_from_scratch(&ws, &patched);
 }
