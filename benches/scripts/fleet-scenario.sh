@@ -233,25 +233,7 @@ strata_all() {
 }
 # Where an executed RUN's time went (the `run-cost` events of `--progress json`): the mean per
 # RUN of each phase, in ms; nothing when no RUN ran (or the binary has no such events).
-run_cost() { # LOG
-  python3 - "$1" <<'EOF'
-import json, sys
-runs = []
-for line in open(sys.argv[1], errors="replace"):
-    try:
-        e = json.loads(line)
-    except ValueError:
-        continue
-    if e.get("event") == "run-cost":
-        runs.append(e["ms"])
-if runs:
-    phases = list(runs[0])
-    mean = {p: sum(r[p] for r in runs) / len(runs) for p in phases}
-    total = sum(mean.values())
-    print(f"  per executed RUN ({len(runs)} runs), mean ms: " +
-          ", ".join(f"{p} {mean[p]:.1f}" for p in phases) + f"; sum {total:.1f}")
-EOF
-}
+run_cost() { python3 "$HERE/run-cost.py" "$1"; } # LOG
 # The oracle is a from-scratch build in a fresh store with no read-set reuse at all (when the
 # binary has --no-readset), so a wrong reuse cannot hide in both builds.
 ORACLE_FLAGS=()

@@ -49,18 +49,7 @@ build() {
   rm -rf "$s"
   # The whole build, and the RUN's own part of it (its run-cost `command` phase, where the
   # tracer works, plus `readset`, where its observations are fingerprinted), in seconds.
-  python3 - "$T/last.log" "$t0" "$t1" <<'PY'
-import json, sys
-run = 0.0
-for line in open(sys.argv[1], errors="replace"):
-    try:
-        e = json.loads(line)
-    except ValueError:
-        continue
-    if e.get("event") == "run-cost":
-        run += (e["ms"].get("command", 0) + e["ms"].get("readset", 0)) / 1000
-print(f"{float(sys.argv[3]) - float(sys.argv[2]):.3f} {run:.3f}")
-PY
+  echo "$(python3 -c "print(f'{$t1 - $t0:.3f}')") $(python3 "$HERE/run-cost.py" "$T/last.log" --sum command,readset)"
 }
 
 declare -A W=(
